@@ -1,0 +1,1106 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define NAME_MAX_LEN 64
+#define VALUE_MAX_LEN 1024
+#define DURATION_MAX_S 86400.0
+
+/* ---- validators: pure functions, shared with the tests ---- */
+
+/* Everything that ends up in ssh's argv: no whitespace, no control bytes, not empty. */
+static const char *check_argv_word(const char *s)
+{
+        if (!s || !*s)
+                return "must not be empty";
+        if (strlen(s) > VALUE_MAX_LEN)
+                return "is too long";
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                if (*p < 0x20 || *p == 0x7f)
+                        return "must not contain control characters";
+                if (isspace(*p))
+                        return "must not contain whitespace";
+        }
+        return NULL;
+}
+
+const char *validate_tunnel_name(const char *s)
+{
+        if (!s || !*s)
+                return "must not be empty";
+        if (strlen(s) > NAME_MAX_LEN)
+                return "is longer than 64 characters";
+        if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+                return "must not be \".\" or \"..\"";
+        if (s[0] == '-' || s[0] == '.')
+                return "must not begin with '-' or '.'";
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
+                        return "may contain only letters, digits, '_', '.' and '-'";
+        return NULL;
+}
+
+static bool is_host_char(char c)
+{
+        return isalnum((unsigned char)c) || strchr("._-:%", c);
+}
+
+const char *validate_host(const char *s)
+{
+        const char *r = check_argv_word(s);
+
+        if (r)
+                return r;
+        if (s[0] == '-')
+                return "must not begin with '-' (it would be read as an ssh option)";
+        if (strlen(s) > 255)
+                return "is longer than 255 characters";
+        if (strchr(s, '@'))
+                return "must not contain '@' (set user instead)";
+        for (const char *p = s; *p; p++)
+                if (!is_host_char(*p))
+                        return "may contain only letters, digits, '.', '_', '-', ':' and '%'";
+        return NULL;
+}
+
+const char *validate_user(const char *s)
+{
+        const char *r = check_argv_word(s);
+
+        if (r)
+                return r;
+        if (s[0] == '-')
+                return "must not begin with '-' (it would be read as an ssh option)";
+        if (strlen(s) > 255)
+                return "is longer than 255 characters";
+        if (strchr(s, ':') || strchr(s, '/'))
+                return "must not contain ':' or '/'";
+        return NULL;
+}
+
+static bool parse_port(const char *s, int min, int *ret)
+{
+        long v = 0;
+
+        if (!*s || strlen(s) > 5)
+                return false;
+        for (const char *p = s; *p; p++) {
+                if (!isdigit((unsigned char)*p))
+                        return false;
+                v = v * 10 + (*p - '0');
+        }
+        if (v < min || v > 65535)
+                return false;
+        if (ret)
+                *ret = (int)v;
+        return true;
+}
+
+/* One hop of ProxyJump: [user@]host[:port], host possibly a bracketed IPv6 address. */
+static const char *validate_jump_hop(char *hop)
+{
+        char *host = hop, *at, *port = NULL;
+
+        if (!*hop)
+                return "has an empty hop";
+        if (hop[0] == '-')
+                return "must not begin with '-' (it would be read as an ssh option)";
+        if (strncmp(hop, "ssh://", 6) == 0)
+                host = hop + 6;
+        at = strrchr(host, '@');
+        if (at) {
+                *at = '\0';
+                if (!*host || host[0] == '-')
+                        return "has an empty user or one beginning with '-'";
+                host = at + 1;
+        }
+        if (host[0] == '[') {
+                char *end = strchr(host, ']');
+                if (!end)
+                        return "has an unclosed '['";
+                *end = '\0';
+                if (end[1] == ':')
+                        port = end + 2;
+                else if (end[1])
+                        return "has text after ']'";
+                host++;
+        } else {
+                char *colon = strchr(host, ':');
+                if (colon && !strchr(colon + 1, ':')) {
+                        *colon = '\0';
+                        port = colon + 1;
+                }
+        }
+        if (!*host || host[0] == '-')
+                return "has an empty host or one beginning with '-'";
+        for (const char *p = host; *p; p++)
+                if (!is_host_char(*p))
+                        return "has a host with characters other than letters, digits, '.', '_', '-', ':' and '%'";
+        if (port && !parse_port(port, 1, NULL))
+                return "has a port that is not a number from 1 to 65535";
+        return NULL;
+}
+
+const char *validate_jump_host(const char *s)
+{
+        const char *r = check_argv_word(s);
+        _cleanup_free_ char *copy = NULL;
+        char *save = NULL;
+
+        if (r)
+                return r;
+        if (s[0] == '-')
+                return "must not begin with '-' (it would be read as an ssh option)";
+        if (strcmp(s, "none") == 0)
+                return NULL;
+        copy = strdup(s);
+        if (!copy)
+                return "cannot be checked (out of memory)";
+        if (s[strlen(s) - 1] == ',' || strstr(s, ",,"))
+                return "has an empty hop";
+        for (char *hop = strtok_r(copy, ",", &save); hop; hop = strtok_r(NULL, ",", &save)) {
+                r = validate_jump_hop(hop);
+                if (r)
+                        return r;
+        }
+        return NULL;
+}
+
+/* Split a forward spec at ':' outside brackets; brackets are dropped. Returns the number
+ * of fields, or -1 if malformed. */
+#define FWD_FIELDS_MAX 5
+static int split_forward(const char *s, char fields[FWD_FIELDS_MAX][VALUE_MAX_LEN + 1], bool bracketed[FWD_FIELDS_MAX])
+{
+        int n = 0;
+        size_t len = 0;
+        bool in_bracket = false;
+
+        bracketed[0] = false;
+        for (const char *p = s;; p++) {
+                if (*p == '[' && !in_bracket && len == 0) {
+                        in_bracket = true;
+                        bracketed[n] = true;
+                        continue;
+                }
+                if (*p == ']' && in_bracket) {
+                        in_bracket = false;
+                        if (p[1] && p[1] != ':')
+                                return -1;
+                        continue;
+                }
+                if ((*p == ':' && !in_bracket) || *p == '\0') {
+                        if (in_bracket)
+                                return -1;
+                        fields[n][len] = '\0';
+                        n++;
+                        if (*p == '\0')
+                                return n;
+                        if (n >= FWD_FIELDS_MAX)
+                                return -1;
+                        len = 0;
+                        bracketed[n] = false;
+                        continue;
+                }
+                if (*p == '[' || *p == ']')
+                        return -1;
+                if (len >= VALUE_MAX_LEN)
+                        return -1;
+                fields[n][len++] = *p;
+        }
+}
+
+static bool is_path_field(const char *f) { return f[0] == '/'; }
+
+static bool is_address_field(const char *f, bool bracketed, bool allow_wildcard)
+{
+        if (!*f)
+                return allow_wildcard;
+        if (allow_wildcard && strcmp(f, "*") == 0)
+                return true;
+        if (f[0] == '-')
+                return false;
+        if (!bracketed && strchr(f, ':'))
+                return false;   /* IPv6 addresses need brackets in a forward spec */
+        for (const char *p = f; *p; p++)
+                if (!is_host_char(*p))
+                        return false;
+        return true;
+}
+
+enum fwd_kind { FWD_LOCAL, FWD_REMOTE, FWD_DYNAMIC };
+
+static const char *validate_forward(const char *s, enum fwd_kind kind)
+{
+        char f[FWD_FIELDS_MAX][VALUE_MAX_LEN + 1];
+        bool br[FWD_FIELDS_MAX];
+        const char *r = check_argv_word(s);
+        int listen_min = kind == FWD_REMOTE ? 0 : 1;
+        int n;
+
+        if (r)
+                return r;
+        if (s[0] == '-')
+                return "must not begin with '-'";
+        n = split_forward(s, f, br);
+        if (n < 0)
+                return "is not a forward specification (unbalanced brackets or too many fields)";
+
+        if (kind == FWD_DYNAMIC) {
+                if (n == 1 && parse_port(f[0], 1, NULL))
+                        return NULL;
+                if (n == 2 && is_address_field(f[0], br[0], true) && parse_port(f[1], 1, NULL))
+                        return NULL;
+                return "must be [bind_address:]port with a port from 1 to 65535";
+        }
+
+        switch (n) {
+        case 1:
+                /* -R port: dynamic reverse forward (ssh acts as SOCKS proxy on the server) */
+                if (kind == FWD_REMOTE && parse_port(f[0], 0, NULL))
+                        return NULL;
+                break;
+        case 2:
+                if (kind == FWD_REMOTE && is_address_field(f[0], br[0], true) && parse_port(f[1], 0, NULL))
+                        return NULL;
+                if ((parse_port(f[0], listen_min, NULL) || is_path_field(f[0])) && is_path_field(f[1]))
+                        return NULL;
+                break;
+        case 3:
+                if ((parse_port(f[0], listen_min, NULL) || is_path_field(f[0])) &&
+                    is_address_field(f[1], br[1], false) && parse_port(f[2], 1, NULL))
+                        return NULL;
+                if (is_address_field(f[0], br[0], true) && parse_port(f[1], listen_min, NULL) && is_path_field(f[2]))
+                        return NULL;
+                break;
+        case 4:
+                if (is_address_field(f[0], br[0], true) && parse_port(f[1], listen_min, NULL) &&
+                    is_address_field(f[2], br[2], false) && parse_port(f[3], 1, NULL))
+                        return NULL;
+                break;
+        }
+        return kind == FWD_LOCAL
+                ? "must be [bind_address:]port:host:hostport (or a form with Unix socket paths), ports from 1 to 65535"
+                : "must be [bind_address:]port:host:hostport, [bind_address:]port, or a form with Unix socket paths; ports from 0 to 65535";
+}
+
+const char *validate_local_forward(const char *s) { return validate_forward(s, FWD_LOCAL); }
+const char *validate_remote_forward(const char *s) { return validate_forward(s, FWD_REMOTE); }
+const char *validate_dynamic_forward(const char *s) { return validate_forward(s, FWD_DYNAMIC); }
+
+/* ssh options tunneld writes itself, or that would break supervision. */
+static const struct {
+        const char *key;
+        const char *why;
+} reserved_options[] = {
+        { "BatchMode",            "is always yes: a daemon cannot answer prompts" },
+        { "ExitOnForwardFailure", "is set by tunneld: use the exit_on_forward_failure setting" },
+        { "ServerAliveInterval",  "is set by tunneld: use the server_alive_interval setting" },
+        { "ServerAliveCountMax",  "is set by tunneld: use the server_alive_count_max setting" },
+        { "ConnectTimeout",       "is set by tunneld: use the connect_timeout setting" },
+        { "ControlMaster",        "is always no: a shared master would take over the forwards and let ssh exit" },
+        { "ControlPath",          "is always none: a shared master would take over the forwards and let ssh exit" },
+        { "ControlPersist",       "cannot be used: tunneld runs one ssh per tunnel without a master" },
+        { "ForkAfterAuthentication", "cannot be used: ssh must stay in the foreground under tunneld" },
+        { "LogLevel",             "is set by tunneld: it reads ssh's messages to know when a tunnel is really up" },
+        { "SessionType",          "is always none (-N)" },
+        { "RequestTTY",           "is always no (-T)" },
+        { "LocalForward",         "use the local_forwards setting" },
+        { "RemoteForward",        "use the remote_forwards setting" },
+        { "DynamicForward",       "use the dynamic_forwards setting" },
+        { "Port",                 "use the port setting" },
+        { "User",                 "use the user setting" },
+        { "ProxyJump",            "use the jump_host setting" },
+};
+
+const char *validate_ssh_option(const char *s)
+{
+        const char *eq;
+        size_t keylen;
+
+        if (!s || !*s)
+                return "must not be empty";
+        if (strlen(s) > VALUE_MAX_LEN)
+                return "is too long";
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        return "must not contain control characters";
+        eq = strchr(s, '=');
+        if (!eq || eq == s || !eq[1])
+                return "must be Key=Value";
+        keylen = (size_t)(eq - s);
+        for (size_t i = 0; i < keylen; i++)
+                if (!isalnum((unsigned char)s[i]))
+                        return "must be Key=Value with a key of letters and digits";
+        for (size_t i = 0; i < ELEMENTSOF(reserved_options); i++)
+                if (strlen(reserved_options[i].key) == keylen &&
+                    strncasecmp(s, reserved_options[i].key, keylen) == 0)
+                        return reserved_options[i].why;
+        return NULL;
+}
+
+static const char *validate_path(const char *s)
+{
+        if (!s || !*s)
+                return "must not be empty";
+        if (strlen(s) > PATH_MAX)
+                return "is too long";
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        return "must not contain control characters";
+        if (s[0] == '-')
+                return "must not begin with '-'";
+        return NULL;
+}
+
+static const char *validate_program(const char *s)
+{
+        const char *r = validate_path(s);
+
+        if (r)
+                return r;
+        if (strchr(s, '/') && s[0] != '/')
+                return "must be an absolute path or a bare program name looked up in PATH";
+        return NULL;
+}
+
+/* ---- spec helpers ---- */
+
+void tunnel_spec_done(struct tunnel_spec *s)
+{
+        if (!s)
+                return;
+        free(s->name);
+        free(s->host);
+        free(s->user);
+        free(s->identity_file);
+        free(s->jump_host);
+        free(s->ssh_config_file);
+        strv_free(s->local_forwards);
+        strv_free(s->remote_forwards);
+        strv_free(s->dynamic_forwards);
+        strv_free(s->ssh_options);
+        free(s->source_file);
+        *s = (struct tunnel_spec){0};
+}
+
+static int strdup_null(const char *s, char **ret)
+{
+        *ret = NULL;
+        if (!s)
+                return 0;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int strv_copy_null(char *const *v, char ***ret)
+{
+        *ret = NULL;
+        return v ? strv_copy(v, ret) : 0;
+}
+
+int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
+{
+        struct tunnel_spec c = *s;      /* scalars */
+        int r = 0;
+
+        c.name = c.host = c.user = c.identity_file = c.jump_host = c.ssh_config_file = c.source_file = NULL;
+        c.local_forwards = c.remote_forwards = c.dynamic_forwards = c.ssh_options = NULL;
+
+        if ((r = strdup_null(s->name, &c.name)) < 0 ||
+            (r = strdup_null(s->host, &c.host)) < 0 ||
+            (r = strdup_null(s->user, &c.user)) < 0 ||
+            (r = strdup_null(s->identity_file, &c.identity_file)) < 0 ||
+            (r = strdup_null(s->jump_host, &c.jump_host)) < 0 ||
+            (r = strdup_null(s->ssh_config_file, &c.ssh_config_file)) < 0 ||
+            (r = strdup_null(s->source_file, &c.source_file)) < 0 ||
+            (r = strv_copy_null(s->local_forwards, &c.local_forwards)) < 0 ||
+            (r = strv_copy_null(s->remote_forwards, &c.remote_forwards)) < 0 ||
+            (r = strv_copy_null(s->dynamic_forwards, &c.dynamic_forwards)) < 0 ||
+            (r = strv_copy_null(s->ssh_options, &c.ssh_options)) < 0) {
+                tunnel_spec_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
+        return strcmp_null(a->name, b->name) == 0 &&
+               strcmp_null(a->host, b->host) == 0 &&
+               strcmp_null(a->user, b->user) == 0 &&
+               a->port == b->port &&
+               strcmp_null(a->identity_file, b->identity_file) == 0 &&
+               strcmp_null(a->jump_host, b->jump_host) == 0 &&
+               strcmp_null(a->ssh_config_file, b->ssh_config_file) == 0 &&
+               a->enabled == b->enabled &&
+               strv_equal(a->local_forwards, b->local_forwards) &&
+               strv_equal(a->remote_forwards, b->remote_forwards) &&
+               strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
+               strv_equal(a->ssh_options, b->ssh_options) &&
+               a->server_alive_interval == b->server_alive_interval &&
+               a->server_alive_count_max == b->server_alive_count_max &&
+               a->exit_on_forward_failure == b->exit_on_forward_failure &&
+               a->connect_timeout == b->connect_timeout &&
+               a->gatetime == b->gatetime &&
+               a->fail_fast == b->fail_fast &&
+               a->restart == b->restart &&
+               a->restart_delay == b->restart_delay &&
+               a->restart_delay_max == b->restart_delay_max &&
+               a->max_starts == b->max_starts;
+}
+
+const char *restart_policy_to_string(enum restart_policy p)
+{
+        switch (p) {
+        case RESTART_ALWAYS:     return "always";
+        case RESTART_ON_FAILURE: return "on-failure";
+        case RESTART_NEVER:      return "never";
+        }
+        return "?";
+}
+
+static int restart_policy_from_string(const char *s)
+{
+        for (int p = RESTART_ALWAYS; p <= RESTART_NEVER; p++)
+                if (strcmp(s, restart_policy_to_string(p)) == 0)
+                        return p;
+        return -EINVAL;
+}
+
+struct config *config_free(struct config *c)
+{
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                tunnel_spec_done(&c->tunnels[i]);
+        free(c->tunnels);
+        free(c->path);
+        free(c->ssh);
+        free(c);
+        return NULL;
+}
+
+size_t config_enabled_count(const struct config *c)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                n += c->tunnels[i].enabled;
+        return n;
+}
+
+void config_errors_clear(struct config_errors *e)
+{
+        strv_free(e->lines);
+        e->lines = NULL;
+        e->n = 0;
+}
+
+/* ---- the parser ---- */
+
+struct parser {
+        const char *path;
+        struct config_errors *errs;
+        int oom;
+};
+
+static const char *setting_file(struct parser *p, const config_setting_t *s)
+{
+        const char *f = s ? config_setting_source_file(s) : NULL;
+        return f ? f : p->path;
+}
+
+_printf_(4, 5)
+static void diag(struct parser *p, const config_setting_t *s, const char *label, const char *fmt, ...)
+{
+        _cleanup_free_ char *what = NULL, *line = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&what, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                what = NULL;
+                p->oom = -ENOMEM;
+                return;
+        }
+        if (asprintf(&line, "%s:%d: %s: %s", setting_file(p, s), s ? config_setting_source_line(s) : 0,
+                     label, what) < 0) {
+                line = NULL;
+                p->oom = -ENOMEM;
+                return;
+        }
+        if (strv_push(&p->errs->lines, line) < 0) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        p->errs->n++;
+}
+
+static const char *type_name(int type)
+{
+        switch (type) {
+        case CONFIG_TYPE_GROUP:  return "a group";
+        case CONFIG_TYPE_INT:
+        case CONFIG_TYPE_INT64:  return "an integer";
+        case CONFIG_TYPE_FLOAT:  return "a number";
+        case CONFIG_TYPE_STRING: return "a string";
+        case CONFIG_TYPE_BOOL:   return "a boolean";
+        case CONFIG_TYPE_ARRAY:  return "an array";
+        case CONFIG_TYPE_LIST:   return "a list";
+        }
+        return "something else";
+}
+
+/* A string, or diagnose. */
+static const char *get_string(struct parser *p, const config_setting_t *s, const char *label)
+{
+        if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+                diag(p, s, label, "must be a string, not %s", type_name(config_setting_type(s)));
+                return NULL;
+        }
+        return config_setting_get_string(s);
+}
+
+static bool get_bool(struct parser *p, const config_setting_t *s, const char *label, bool *ret)
+{
+        if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+                diag(p, s, label, "must be true or false, not %s", type_name(config_setting_type(s)));
+                return false;
+        }
+        *ret = config_setting_get_bool(s);
+        return true;
+}
+
+static bool get_number(struct parser *p, const config_setting_t *s, const char *label,
+                       bool integer, double min, double max, double *ret)
+{
+        double v;
+
+        switch (config_setting_type(s)) {
+        case CONFIG_TYPE_INT:
+                v = config_setting_get_int(s);
+                break;
+        case CONFIG_TYPE_INT64:
+                v = (double)config_setting_get_int64(s);
+                break;
+        case CONFIG_TYPE_FLOAT:
+                if (integer) {
+                        diag(p, s, label, "must be a whole number");
+                        return false;
+                }
+                v = config_setting_get_float(s);
+                break;
+        default:
+                diag(p, s, label, "must be a number, not %s", type_name(config_setting_type(s)));
+                return false;
+        }
+        if (!isfinite(v) || v < min || v > max) {
+                if (integer)
+                        diag(p, s, label, "must be from %.0f to %.0f", min, max);
+                else
+                        diag(p, s, label, "must be from %g to %g seconds", min, max);
+                return false;
+        }
+        *ret = v;
+        return true;
+}
+
+/* A list or array of strings (a lone string is taken as a one-element list). */
+static bool get_strv(struct parser *p, const config_setting_t *s, const char *label,
+                     const char *(*validate)(const char *), char ***ret)
+{
+        _cleanup_strv_free_ char **v = NULL;
+        int type = config_setting_type(s);
+        int n;
+
+        if (type == CONFIG_TYPE_STRING) {
+                const char *str = config_setting_get_string(s);
+                const char *why = validate ? validate(str) : NULL;
+                if (why) {
+                        diag(p, s, label, "\"%s\" %s", str, why);
+                        return false;
+                }
+                if (strv_push(&v, str) < 0) {
+                        p->oom = -ENOMEM;
+                        return false;
+                }
+                *ret = v;
+                v = NULL;
+                return true;
+        }
+        if (type != CONFIG_TYPE_LIST && type != CONFIG_TYPE_ARRAY) {
+                diag(p, s, label, "must be a list of strings, not %s", type_name(type));
+                return false;
+        }
+        n = config_setting_length(s);
+        bool ok = true;
+        v = calloc(1, sizeof(char *));
+        if (!v) {
+                p->oom = -ENOMEM;
+                return false;
+        }
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+                const char *str, *why;
+
+                if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                        diag(p, e, label, "element %d must be a string, not %s", i + 1,
+                             type_name(config_setting_type(e)));
+                        ok = false;
+                        continue;
+                }
+                str = config_setting_get_string(e);
+                why = validate ? validate(str) : NULL;
+                if (why) {
+                        diag(p, e, label, "\"%s\" %s", str, why);
+                        ok = false;
+                        continue;
+                }
+                if (strv_push(&v, str) < 0) {
+                        p->oom = -ENOMEM;
+                        return false;
+                }
+        }
+        if (!ok)
+                return false;
+        *ret = v;
+        v = NULL;
+        return true;
+}
+
+enum kind { K_STRING, K_PATH, K_BOOL, K_INT, K_DURATION, K_STRV, K_RESTART };
+
+struct tunnel_setting {
+        const char *name;
+        enum kind kind;
+        size_t offset;
+        double min, max;
+        const char *(*validate)(const char *);
+};
+
+#define F(m) offsetof(struct tunnel_spec, m)
+static const struct tunnel_setting tunnel_settings[] = {
+        { "host",                   K_STRING,   F(host),            0, 0, validate_host },
+        { "user",                   K_STRING,   F(user),            0, 0, validate_user },
+        { "port",                   K_INT,      F(port),            1, 65535, NULL },
+        { "identity_file",          K_PATH,     F(identity_file),   0, 0, validate_path },
+        { "jump_host",              K_STRING,   F(jump_host),       0, 0, validate_jump_host },
+        { "ssh_config_file",        K_PATH,     F(ssh_config_file), 0, 0, validate_path },
+        { "enabled",                K_BOOL,     F(enabled),         0, 0, NULL },
+        { "local_forwards",         K_STRV,     F(local_forwards),  0, 0, validate_local_forward },
+        { "remote_forwards",        K_STRV,     F(remote_forwards), 0, 0, validate_remote_forward },
+        { "dynamic_forwards",       K_STRV,     F(dynamic_forwards), 0, 0, validate_dynamic_forward },
+        { "ssh_options",            K_STRV,     F(ssh_options),     0, 0, validate_ssh_option },
+        { "server_alive_interval",  K_INT,      F(server_alive_interval), 0, 86400, NULL },
+        { "server_alive_count_max", K_INT,      F(server_alive_count_max), 1, 1000, NULL },
+        { "exit_on_forward_failure", K_BOOL,    F(exit_on_forward_failure), 0, 0, NULL },
+        { "connect_timeout",        K_INT,      F(connect_timeout), 1, 3600, NULL },
+        { "gatetime",               K_DURATION, F(gatetime),        0, DURATION_MAX_S, NULL },
+        { "fail_fast",              K_BOOL,     F(fail_fast),       0, 0, NULL },
+        { "restart",                K_RESTART,  F(restart),         0, 0, NULL },
+        { "restart_delay",          K_DURATION, F(restart_delay),   0.05, DURATION_MAX_S, NULL },
+        { "restart_delay_max",      K_DURATION, F(restart_delay_max), 0.05, DURATION_MAX_S, NULL },
+        { "max_starts",             K_INT,      F(max_starts),      0, INT_MAX, NULL },
+};
+#undef F
+
+static const struct tunnel_setting *find_tunnel_setting(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(tunnel_settings); i++)
+                if (strcmp(tunnel_settings[i].name, name) == 0)
+                        return &tunnel_settings[i];
+        return NULL;
+}
+
+static void spec_set_defaults(struct tunnel_spec *t)
+{
+        *t = (struct tunnel_spec){
+                .enabled = true,
+                .server_alive_interval = 30,
+                .server_alive_count_max = 3,
+                .exit_on_forward_failure = true,
+                .connect_timeout = 15,
+                .gatetime = 30,
+                .restart = RESTART_ALWAYS,
+                .restart_delay = 1,
+                .restart_delay_max = 60,
+        };
+}
+
+/* Parse one setting s (described by d) into spec; label names it in messages. */
+static void parse_tunnel_setting(struct parser *p, const struct tunnel_setting *d,
+                                 const config_setting_t *s, const char *label, struct tunnel_spec *spec)
+{
+        void *field = (char *)spec + d->offset;
+        const char *str, *why;
+        double num;
+        bool b;
+
+        switch (d->kind) {
+        case K_STRING:
+        case K_PATH:
+                str = get_string(p, s, label);
+                if (!str)
+                        return;
+                why = d->validate ? d->validate(str) : NULL;
+                if (why) {
+                        diag(p, s, label, "\"%s\" %s", str, why);
+                        return;
+                }
+                free(*(char **)field);
+                *(char **)field = strdup(str);
+                if (!*(char **)field)
+                        p->oom = -ENOMEM;
+                return;
+        case K_BOOL:
+                if (get_bool(p, s, label, &b))
+                        *(bool *)field = b;
+                return;
+        case K_INT:
+                if (get_number(p, s, label, true, d->min, d->max, &num))
+                        *(int *)field = (int)num;
+                return;
+        case K_DURATION:
+                if (get_number(p, s, label, false, d->min, d->max, &num))
+                        *(double *)field = num;
+                return;
+        case K_STRV: {
+                char **v = NULL;
+                if (get_strv(p, s, label, d->validate, &v)) {
+                        strv_free(*(char ***)field);
+                        *(char ***)field = v;
+                }
+                return;
+        }
+        case K_RESTART: {
+                int policy;
+                str = get_string(p, s, label);
+                if (!str)
+                        return;
+                policy = restart_policy_from_string(str);
+                if (policy < 0) {
+                        diag(p, s, label, "\"%s\" must be \"always\", \"on-failure\" or \"never\"", str);
+                        return;
+                }
+                spec->restart = policy;
+                return;
+        }
+        }
+}
+
+/* Apply every member of group g to spec. prefix names the group in messages. */
+static void parse_tunnel_group(struct parser *p, const config_setting_t *g, const char *prefix,
+                               bool allow_name, struct tunnel_spec *spec)
+{
+        int n = config_setting_length(g);
+
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+                const char *key = config_setting_name(s);
+                const struct tunnel_setting *d;
+                char label[NAME_MAX_LEN + 64];
+
+                snprintf(label, sizeof(label), "%s.%s", prefix, key);
+                if (strcmp(key, "name") == 0) {
+                        if (!allow_name)
+                                diag(p, s, label, "a name belongs to a tunnel, not to defaults");
+                        continue;       /* read by the caller */
+                }
+                d = find_tunnel_setting(key);
+                if (!d) {
+                        diag(p, s, label, "unknown setting");
+                        continue;
+                }
+                parse_tunnel_setting(p, d, s, label, spec);
+        }
+}
+
+static void check_tunnel(struct parser *p, const config_setting_t *g, const char *prefix,
+                         const struct tunnel_spec *t)
+{
+        char label[NAME_MAX_LEN + 64];
+
+        if (!t->host) {
+                snprintf(label, sizeof(label), "%s.host", prefix);
+                diag(p, g, label, "missing (set it in the tunnel or in defaults)");
+        }
+        if (t->restart_delay_max < t->restart_delay) {
+                snprintf(label, sizeof(label), "%s.restart_delay_max", prefix);
+                diag(p, g, label, "%g s is less than restart_delay %g s", t->restart_delay_max, t->restart_delay);
+        }
+}
+
+static void parse_tunnels(struct parser *p, const config_setting_t *list, const struct tunnel_spec *tmpl,
+                          struct config *c)
+{
+        int n, type = config_setting_type(list);
+
+        if (type != CONFIG_TYPE_LIST) {
+                diag(p, list, "tunnels", "must be a list of groups: tunnels = ( { name = \"…\"; … } );");
+                return;
+        }
+        n = config_setting_length(list);
+        c->tunnels = calloc((size_t)n + 1, sizeof(struct tunnel_spec));
+        if (!c->tunnels) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+                const config_setting_t *ns;
+                struct tunnel_spec t;
+                char prefix[NAME_MAX_LEN + 32], label[NAME_MAX_LEN + 64];
+                const char *name = NULL;
+                unsigned errs_before = (unsigned)p->errs->n;
+
+                snprintf(prefix, sizeof(prefix), "tunnels[%d]", i);
+                if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+                        diag(p, g, prefix, "must be a group { name = \"…\"; host = \"…\"; … }, not %s",
+                             type_name(config_setting_type(g)));
+                        continue;
+                }
+                ns = config_setting_get_member(g, "name");
+                snprintf(label, sizeof(label), "%s.name", prefix);
+                if (!ns) {
+                        diag(p, g, label, "missing");
+                } else if ((name = get_string(p, ns, label))) {
+                        const char *why = validate_tunnel_name(name);
+                        if (why) {
+                                diag(p, ns, label, "\"%s\" %s", name, why);
+                                name = NULL;
+                        } else {
+                                for (size_t j = 0; j < c->n_tunnels; j++)
+                                        if (strcmp(c->tunnels[j].name, name) == 0) {
+                                                diag(p, ns, label, "\"%s\" is already used by the tunnel at %s:%d",
+                                                     name, c->tunnels[j].source_file, c->tunnels[j].source_line);
+                                                break;
+                                        }
+                                snprintf(prefix, sizeof(prefix), "%s", name);
+                        }
+                }
+
+                if (tunnel_spec_copy(tmpl, &t) < 0) {
+                        p->oom = -ENOMEM;
+                        return;
+                }
+                parse_tunnel_group(p, g, prefix, true, &t);
+                check_tunnel(p, g, prefix, &t);
+
+                if (p->errs->n != errs_before || !name) {
+                        tunnel_spec_done(&t);
+                        continue;
+                }
+                t.name = strdup(name);
+                t.source_file = strdup(setting_file(p, g));
+                t.source_line = config_setting_source_line(g);
+                if (!t.name || !t.source_file) {
+                        tunnel_spec_done(&t);
+                        p->oom = -ENOMEM;
+                        return;
+                }
+                c->tunnels[c->n_tunnels++] = t;
+        }
+}
+
+static const char *log_target_names[] = {
+        [LOG_TARGET_AUTO] = "auto", [LOG_TARGET_JOURNAL] = "journal", [LOG_TARGET_STDERR] = "stderr",
+};
+static const char *log_level_names[] = {
+        [LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+        [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+};
+
+static int lookup_name(const char *const *names, size_t n, const char *s)
+{
+        for (size_t i = 0; i < n; i++)
+                if (names[i] && strcmp(names[i], s) == 0)
+                        return (int)i;
+        return -1;
+}
+
+static void parse_root(struct parser *p, const config_setting_t *root, struct config *c)
+{
+        const config_setting_t *defaults = NULL, *tunnels = NULL;
+        struct tunnel_spec tmpl;
+        int n = config_setting_length(root);
+
+        spec_set_defaults(&tmpl);
+
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+                const char *key = config_setting_name(s), *str;
+                double num;
+
+                if (strcmp(key, "defaults") == 0)
+                        defaults = s;
+                else if (strcmp(key, "tunnels") == 0)
+                        tunnels = s;
+                else if (strcmp(key, "ssh") == 0) {
+                        if ((str = get_string(p, s, key))) {
+                                const char *why = validate_program(str);
+                                if (why)
+                                        diag(p, s, key, "\"%s\" %s", str, why);
+                                else {
+                                        free(c->ssh);
+                                        c->ssh = strdup(str);
+                                        if (!c->ssh)
+                                                p->oom = -ENOMEM;
+                                }
+                        }
+                } else if (strcmp(key, "stop_timeout") == 0) {
+                        if (get_number(p, s, key, false, 0.1, 3600, &num))
+                                c->stop_timeout = num;
+                } else if (strcmp(key, "log_target") == 0) {
+                        if ((str = get_string(p, s, key))) {
+                                int v = lookup_name(log_target_names, ELEMENTSOF(log_target_names), str);
+                                if (v < 0)
+                                        diag(p, s, key, "\"%s\" must be \"auto\", \"journal\" or \"stderr\"", str);
+                                else
+                                        c->log_target = v;
+                        }
+                } else if (strcmp(key, "log_level") == 0) {
+                        if ((str = get_string(p, s, key))) {
+                                int v = lookup_name(log_level_names, ELEMENTSOF(log_level_names), str);
+                                if (v < 0)
+                                        diag(p, s, key, "\"%s\" must be \"err\", \"warning\", \"notice\", \"info\" or \"debug\"", str);
+                                else
+                                        c->log_level = v;
+                        }
+                } else if (find_tunnel_setting(key))
+                        diag(p, s, key, "is a tunnel setting: put it in a tunnel or in defaults");
+                else
+                        diag(p, s, key, "unknown setting");
+        }
+
+        if (defaults) {
+                if (config_setting_type(defaults) != CONFIG_TYPE_GROUP)
+                        diag(p, defaults, "defaults", "must be a group { … }, not %s",
+                             type_name(config_setting_type(defaults)));
+                else
+                        parse_tunnel_group(p, defaults, "defaults", false, &tmpl);
+        }
+        if (tunnels)
+                parse_tunnels(p, tunnels, &tmpl, c);
+        tunnel_spec_done(&tmpl);
+}
+
+static int config_new(const char *path, struct config **ret)
+{
+        struct config *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return -ENOMEM;
+        c->path = strdup(path);
+        c->ssh = strdup("ssh");
+        c->stop_timeout = 5;
+        c->log_target = LOG_TARGET_AUTO;
+        c->log_level = LOG_INFO;
+        if (!c->path || !c->ssh) {
+                config_free(c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+static int push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
+static int push_error(struct config_errors *errs, const char *fmt, ...)
+{
+        _cleanup_free_ char *line = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&line, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        if (strv_push(&errs->lines, line) < 0)
+                return -ENOMEM;
+        errs->n++;
+        return 0;
+}
+
+/* Shared tail of both loaders: cfg holds a parsed file. */
+static int load_parsed(config_t *cfg, const char *path, struct config **ret, struct config_errors *errs)
+{
+        _cleanup_config_free_ struct config *c = NULL;
+        struct parser p = { .path = path, .errs = errs };
+        int r;
+
+        r = config_new(path, &c);
+        if (r < 0)
+                return r;
+        parse_root(&p, config_root_setting(cfg), c);
+        if (p.oom)
+                return p.oom;
+        if (errs->n > 0)
+                return -EINVAL;
+        *ret = c;
+        c = NULL;
+        return 0;
+}
+
+static int report_parse_error(config_t *cfg, const char *path, struct config_errors *errs)
+{
+        const char *file = config_error_file(cfg);
+
+        if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
+                push_error(errs, "%s: cannot read file (or a file it includes)", file ? file : path);
+                return -EIO;
+        }
+        push_error(errs, "%s:%d: syntax error: %s", file ? file : path, config_error_line(cfg),
+                   config_error_text(cfg));
+        return -EINVAL;
+}
+
+int config_load(const char *path, struct config **ret, struct config_errors *errs)
+{
+        _cleanup_fclose_ FILE *f = NULL;
+        config_t cfg;
+        int r;
+
+        f = fopen(path, "re");
+        if (!f) {
+                r = -errno;
+                push_error(errs, "%s: cannot open: %s", path, strerror(-r));
+                return r;
+        }
+        config_init(&cfg);
+        config_set_auto_convert(&cfg, CONFIG_FALSE);
+        if (config_read(&cfg, f) != CONFIG_TRUE)
+                r = report_parse_error(&cfg, path, errs);
+        else
+                r = load_parsed(&cfg, path, ret, errs);
+        config_destroy(&cfg);
+        return r;
+}
+
+int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs)
+{
+        config_t cfg;
+        int r;
+
+        config_init(&cfg);
+        config_set_auto_convert(&cfg, CONFIG_FALSE);
+        if (config_read_string(&cfg, text) != CONFIG_TRUE)
+                r = report_parse_error(&cfg, name, errs);
+        else
+                r = load_parsed(&cfg, name, ret, errs);
+        config_destroy(&cfg);
+        return r;
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* config: the file → plain validated specs. Knows nothing of processes or the loop. */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+
+enum restart_policy {
+        RESTART_ALWAYS,
+        RESTART_ON_FAILURE,
+        RESTART_NEVER,
+};
+
+/* One tunnel, as configured. Immutable once loaded; compared by value on reload. */
+struct tunnel_spec {
+        char *name;
+        char *host;
+        char *user;
+        int port;                       /* 0 = ssh's default */
+        char *identity_file;
+        char *jump_host;
+        char *ssh_config_file;
+        bool enabled;
+
+        char **local_forwards;          /* NULL-terminated, ssh's own syntax */
+        char **remote_forwards;
+        char **dynamic_forwards;
+        char **ssh_options;             /* "Key=Value" */
+
+        int server_alive_interval;
+        int server_alive_count_max;
+        bool exit_on_forward_failure;
+        int connect_timeout;
+
+        double gatetime;
+        bool fail_fast;
+        enum restart_policy restart;
+        double restart_delay;
+        double restart_delay_max;
+        int max_starts;
+
+        /* where it was defined, for messages; not part of equality */
+        char *source_file;
+        int source_line;
+};
+
+struct config {
+        char *path;                     /* the file that was read */
+        char *ssh;                      /* ssh program: a path or a name looked up in PATH */
+        double stop_timeout;            /* grace between SIGTERM and SIGKILL */
+        enum log_target log_target;
+        int log_level;
+
+        struct tunnel_spec *tunnels;
+        size_t n_tunnels;
+};
+
+/* Error messages collected while loading: "FILE:LINE: setting: what is wrong". */
+struct config_errors {
+        char **lines;                   /* NULL-terminated */
+        size_t n;
+};
+void config_errors_clear(struct config_errors *e);
+
+/* Read and validate path. 0 on success; -EINVAL with every problem in errs; other -errno
+ * (with a line in errs too) when the file cannot be read at all. */
+int config_load(const char *path, struct config **ret, struct config_errors *errs);
+/* The same from a string (tests, fuzzing); name is used in messages. */
+int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs);
+
+struct config *config_free(struct config *c);
+static inline void config_freep(struct config **c) { config_free(*c); }
+#define _cleanup_config_free_ __attribute__((cleanup(config_freep)))
+
+void tunnel_spec_done(struct tunnel_spec *s);
+int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret);
+/* Same argv and same policy: a reload leaves such a tunnel alone. */
+bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b);
+
+const char *restart_policy_to_string(enum restart_policy p);
+size_t config_enabled_count(const struct config *c);
+
+/* Validators shared with tests; 0 if fine, else a static reason. */
+const char *validate_tunnel_name(const char *s);
+const char *validate_host(const char *s);
+const char *validate_user(const char *s);
+const char *validate_jump_host(const char *s);
+const char *validate_local_forward(const char *s);
+const char *validate_remote_forward(const char *s);
+const char *validate_dynamic_forward(const char *s);
+const char *validate_ssh_option(const char *s);

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SD_JOURNAL_SUPPRESS_LOCATION
+#include <systemd/sd-journal.h>
+
+static enum log_target log_target = LOG_TARGET_STDERR;
+static int log_max_level = LOG_INFO;
+static bool stderr_is_tty;
+
+/* systemd sets JOURNAL_STREAM=dev:ino for the stream it connected to stderr. */
+static bool stderr_is_journal(void)
+{
+        const char *e = getenv("JOURNAL_STREAM");
+        unsigned long long dev, ino;
+        struct stat st;
+
+        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+                return false;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_open(enum log_target target)
+{
+        if (target == LOG_TARGET_AUTO)
+                target = stderr_is_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
+        log_target = target;
+        stderr_is_tty = isatty(STDERR_FILENO) == 1;
+}
+
+enum log_target log_get_target(void) { return log_target; }
+void log_set_max_level(int prio) { log_max_level = prio; }
+int log_get_max_level(void) { return log_max_level; }
+
+int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
+                     struct log_scratch *s, struct iovec iov[LOG_MAX_FIELDS])
+{
+        int n = 0;
+
+#define ADD(buf, ...) do {                                                      \
+                snprintf(buf, sizeof(buf), __VA_ARGS__);                        \
+                iov[n++] = (struct iovec){ .iov_base = buf, .iov_len = strlen(buf) }; \
+        } while (0)
+
+        s->message = NULL;
+        if (asprintf(&s->message, "MESSAGE=%s", text) < 0) {
+                s->message = NULL;
+                return -ENOMEM;
+        }
+        iov[n++] = (struct iovec){ .iov_base = s->message, .iov_len = strlen(s->message) };
+        ADD(s->prio, "PRIORITY=%d", prio);
+        ADD(s->ident, "SYSLOG_IDENTIFIER=%s", "tunneld");
+        if (ctx) {
+                if (ctx->tunnel)
+                        ADD(s->tunnel, "TUNNEL=%s", ctx->tunnel);
+                if (ctx->pid > 0)
+                        ADD(s->pid, "SSH_PID=%d", (int)ctx->pid);
+                if (ctx->exit_status >= 0)
+                        ADD(s->status, "EXIT_STATUS=%d", ctx->exit_status);
+                if (ctx->exit_signal > 0) {
+                        char sig[16];
+                        ADD(s->signal, "EXIT_SIGNAL=%s", signal_to_name(ctx->exit_signal, sig, sizeof(sig)));
+                }
+                if (ctx->state)
+                        ADD(s->state, "TUNNEL_STATE=%s", ctx->state);
+                if (ctx->failure)
+                        ADD(s->failure, "FAILURE=%s", ctx->failure);
+        }
+#undef ADD
+        return n;
+}
+
+int log_format_stderr(int prio, const struct log_ctx *ctx, const char *text, bool tty, char **ret)
+{
+        const char *name = ctx && ctx->tunnel ? ctx->tunnel : NULL;
+        char stamp[16] = "";
+        int r;
+
+        if (tty) {
+                /* A person is watching: a clock helps, journald's "<N>" does not. */
+                time_t now = time(NULL);
+                struct tm tm;
+                strftime(stamp, sizeof(stamp), "%H:%M:%S ", localtime_r(&now, &tm));
+                r = asprintf(ret, "%s%s%s%s\n", stamp, name ? name : "", name ? ": " : "", text);
+        } else
+                r = asprintf(ret, "<%d>%s%s%s\n", prio, name ? name : "", name ? ": " : "", text);
+        return r < 0 ? -ENOMEM : 0;
+}
+
+int log_full_errnov(int prio, int error, const struct log_ctx *ctx, const char *fmt, va_list ap)
+{
+        char text[2048];
+        int saved = errno;
+
+        if (error < 0)
+                error = -error;
+        if (prio > log_max_level)
+                return -error;
+
+        errno = error;  /* %m */
+        vsnprintf(text, sizeof(text), fmt, ap);
+
+        if (log_target == LOG_TARGET_JOURNAL) {
+                struct log_scratch s;
+                struct iovec iov[LOG_MAX_FIELDS];
+                int n = log_build_fields(prio, ctx, text, &s, iov);
+
+                if (n > 0 && sd_journal_sendv(iov, n) >= 0) {
+                        free(s.message);
+                        errno = saved;
+                        return -error;
+                }
+                free(s.message);
+                /* journal gone: fall through to stderr rather than lose the line */
+        }
+
+        _cleanup_free_ char *line = NULL;
+        if (log_format_stderr(prio, ctx, text, stderr_is_tty, &line) >= 0)
+                (void) !write(STDERR_FILENO, line, strlen(line));
+
+        errno = saved;
+        return -error;
+}
+
+int log_full_errno(int prio, int error, const struct log_ctx *ctx, const char *fmt, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = log_full_errnov(prio, error, ctx, fmt, ap);
+        va_end(ap);
+        return r;
+}

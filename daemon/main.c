@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/* tunneld: supervise one ssh per configured tunnel from one event loop. */
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "notify.h"
+#include "ssh_argv.h"
+#include "supervisor.h"
+
+#ifndef TUNNELD_VERSION
+#define TUNNELD_VERSION "unknown"
+#endif
+#ifndef TUNNELD_CONFIG
+#define TUNNELD_CONFIG "/etc/tunneld.conf"
+#endif
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "Usage: tunneld [OPTIONS]\n"
+                "Supervise SSH tunnels: one ssh child per configured tunnel.\n\n"
+                "  -c, --config FILE  configuration file (default " TUNNELD_CONFIG ")\n"
+                "  -t, --check        validate the configuration and exit (0 if valid, 1 if not)\n"
+                "  -v, --verbose      with --check: print each tunnel's ssh command line\n"
+                "  -d, --debug        log at debug level (ssh's debug lines included)\n"
+                "  -h, --help         show this help\n"
+                "  -V, --version      show the version\n\n"
+                "Signals: HUP reloads the configuration, TERM/INT stop every tunnel and exit,\n"
+                "USR1 restarts every running tunnel's ssh.\n");
+}
+
+static int check_config(const struct config *c, bool verbose)
+{
+        printf("configuration OK: %zu tunnel%s", c->n_tunnels, c->n_tunnels == 1 ? "" : "s");
+        if (config_enabled_count(c) != c->n_tunnels)
+                printf(" (%zu enabled)", config_enabled_count(c));
+        printf("\n");
+        for (size_t i = 0; verbose && i < c->n_tunnels; i++) {
+                _cleanup_strv_free_ char **argv = NULL;
+                _cleanup_free_ char *line = NULL;
+
+                if (ssh_argv_build(&c->tunnels[i], c->ssh, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
+                        return 1;
+                printf("%s%s: %s\n", c->tunnels[i].name, c->tunnels[i].enabled ? "" : " (disabled)", line);
+        }
+        return 0;
+}
+
+struct daemon {
+        struct supervisor *sup;
+        ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+};
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+        struct daemon *d = w->data;
+
+        (void)loop;
+        (void)revents;
+        switch (w->signum) {
+        case SIGHUP:
+                if (!supervisor_is_shutting_down(d->sup))
+                        (void)supervisor_reload(d->sup);
+                break;
+        case SIGTERM:
+        case SIGINT:
+                if (supervisor_is_shutting_down(d->sup)) {
+                        log_notice("already stopping; waiting for ssh children to exit");
+                        break;
+                }
+                log_notice("received SIG%s: stopping every tunnel", sigabbrev_np(w->signum));
+                notify_stopping("Stopping every tunnel…");
+                supervisor_shutdown(d->sup);
+                break;
+        case SIGUSR1:
+                if (!supervisor_is_shutting_down(d->sup)) {
+                        log_notice("received SIGUSR1: restarting every running tunnel");
+                        supervisor_restart_all(d->sup, "SIGUSR1");
+                }
+                break;
+        }
+}
+
+int main(int argc, char *argv[])
+{
+        static const struct option options[] = {
+                { "config",  required_argument, NULL, 'c' },
+                { "check",   no_argument,       NULL, 't' },
+                { "verbose", no_argument,       NULL, 'v' },
+                { "debug",   no_argument,       NULL, 'd' },
+                { "help",    no_argument,       NULL, 'h' },
+                { "version", no_argument,       NULL, 'V' },
+                {}
+        };
+        const char *path = TUNNELD_CONFIG;
+        bool check = false, verbose = false, debug = false;
+        struct config_errors errs = {0};
+        struct config *config = NULL;
+        struct daemon d = {0};
+        struct ev_loop *loop;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "c:tvdhV", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c': path = optarg; break;
+                case 't': check = true; break;
+                case 'v': verbose = true; break;
+                case 'd': debug = true; break;
+                case 'h': usage(stdout); return 0;
+                case 'V': printf("tunneld %s\n", TUNNELD_VERSION); return 0;
+                default: usage(stderr); return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "tunneld: unexpected argument '%s'\n", argv[optind]);
+                usage(stderr);
+                return 2;
+        }
+
+        r = config_load(path, &config, &errs);
+        if (r < 0) {
+                for (size_t i = 0; i < errs.n; i++)
+                        fprintf(stderr, "%s\n", errs.lines[i]);
+                fprintf(stderr, "tunneld: %s: %zu error%s, %s\n", path, errs.n, errs.n == 1 ? "" : "s",
+                        check ? "configuration invalid" : "not starting");
+                config_errors_clear(&errs);
+                return 1;
+        }
+        if (check) {
+                r = check_config(config, verbose);
+                config_free(config);
+                return r;
+        }
+
+        log_open(config->log_target);
+        log_set_max_level(debug ? LOG_DEBUG : config->log_level);
+        (void)signal(SIGPIPE, SIG_IGN);
+
+        loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_SIGNALFD);
+        if (!loop) {
+                log_error("cannot create the event loop");
+                config_free(config);
+                return 1;
+        }
+        ev_signal_init(&d.sig_hup, on_signal, SIGHUP);
+        ev_signal_init(&d.sig_term, on_signal, SIGTERM);
+        ev_signal_init(&d.sig_int, on_signal, SIGINT);
+        ev_signal_init(&d.sig_usr1, on_signal, SIGUSR1);
+        d.sig_hup.data = d.sig_term.data = d.sig_int.data = d.sig_usr1.data = &d;
+        ev_signal_start(loop, &d.sig_hup);
+        ev_signal_start(loop, &d.sig_term);
+        ev_signal_start(loop, &d.sig_int);
+        ev_signal_start(loop, &d.sig_usr1);
+
+        log_notice("tunneld %s starting: %zu tunnel%s from %s", TUNNELD_VERSION, config->n_tunnels,
+                   config->n_tunnels == 1 ? "" : "s", path);
+        r = supervisor_new(loop, config, &d.sup);
+        if (r < 0) {
+                log_error_errno(r, "cannot start: %m");
+                config_free(config);
+                return 1;
+        }
+        {
+                _cleanup_free_ char *status = NULL;
+                if (supervisor_status_text(d.sup, &status) >= 0)
+                        notify_ready(status);
+        }
+        notify_watchdog_start(loop);
+
+        ev_run(loop, 0);
+
+        notify_watchdog_stop(loop);
+        log_notice("every tunnel stopped; exiting");
+        supervisor_free(d.sup);
+        ev_loop_destroy(loop);
+        return 0;
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+#include "ssh_argv.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+static int push_opt(char ***argv, const char *key, const char *fmt, ...) _printf_(3, 4);
+static int push_opt(char ***argv, const char *key, const char *fmt, ...)
+{
+        char value[256], opt[320];
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        vsnprintf(value, sizeof(value), fmt, ap);
+        va_end(ap);
+        snprintf(opt, sizeof(opt), "%s=%s", key, value);
+        r = strv_push(argv, "-o");
+        return r < 0 ? r : strv_push(argv, opt);
+}
+
+static int push_each(char ***argv, const char *flag, char *const *values)
+{
+        int r;
+
+        for (size_t i = 0; values && values[i]; i++) {
+                r = strv_push(argv, flag);
+                if (r < 0)
+                        return r;
+                r = strv_push(argv, values[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, char ***ret)
+{
+        _cleanup_strv_free_ char **argv = NULL;
+        char port[16];
+        int r;
+
+        /* -N: no command, -T: no tty. Options tunneld owns come first: for ssh the first
+         * value obtained for an option wins, and config validation keeps users from
+         * repeating them in ssh_options anyway. */
+        if ((r = strv_push(&argv, ssh)) < 0 ||
+            (r = strv_push(&argv, "-N")) < 0 ||
+            (r = strv_push(&argv, "-T")) < 0)
+                return r;
+        if (t->ssh_config_file &&
+            ((r = strv_push(&argv, "-F")) < 0 || (r = strv_push(&argv, t->ssh_config_file)) < 0))
+                return r;
+        if ((r = push_opt(&argv, "BatchMode", "yes")) < 0 ||
+            (r = push_opt(&argv, "ExitOnForwardFailure", "%s", t->exit_on_forward_failure ? "yes" : "no")) < 0 ||
+            /* Written out always: Debian's ssh raises the default interval to 300 s under BatchMode. */
+            (r = push_opt(&argv, "ServerAliveInterval", "%d", t->server_alive_interval)) < 0 ||
+            (r = push_opt(&argv, "ServerAliveCountMax", "%d", t->server_alive_count_max)) < 0 ||
+            (r = push_opt(&argv, "ConnectTimeout", "%d", t->connect_timeout)) < 0 ||
+            /* A live shared master would take over our forwards and let ssh exit 0 at once. */
+            (r = push_opt(&argv, "ControlMaster", "no")) < 0 ||
+            (r = push_opt(&argv, "ControlPath", "none")) < 0 ||
+            /* tunneld reads ssh's stderr to know when the tunnel is really up: VERBOSE says
+             * "Authenticated to …"; only DEBUG1 says that the server accepted a -R listener
+             * (its other debug lines are dropped unless tunneld logs at debug level). */
+            (r = push_opt(&argv, "LogLevel", "%s", t->remote_forwards && t->remote_forwards[0] ? "DEBUG1" : "VERBOSE")) < 0)
+                return r;
+        if (t->port > 0) {
+                snprintf(port, sizeof(port), "%d", t->port);
+                if ((r = strv_push(&argv, "-p")) < 0 || (r = strv_push(&argv, port)) < 0)
+                        return r;
+        }
+        if (t->user && ((r = strv_push(&argv, "-l")) < 0 || (r = strv_push(&argv, t->user)) < 0))
+                return r;
+        if (t->identity_file && ((r = strv_push(&argv, "-i")) < 0 || (r = strv_push(&argv, t->identity_file)) < 0))
+                return r;
+        if (t->jump_host && ((r = strv_push(&argv, "-J")) < 0 || (r = strv_push(&argv, t->jump_host)) < 0))
+                return r;
+        if ((r = push_each(&argv, "-L", t->local_forwards)) < 0 ||
+            (r = push_each(&argv, "-R", t->remote_forwards)) < 0 ||
+            (r = push_each(&argv, "-D", t->dynamic_forwards)) < 0 ||
+            (r = push_each(&argv, "-o", t->ssh_options)) < 0)
+                return r;
+        /* "--": whatever the host is, it is the destination, never an option. */
+        if ((r = strv_push(&argv, "--")) < 0 || (r = strv_push(&argv, t->host)) < 0)
+                return r;
+
+        *ret = argv;
+        argv = NULL;
+        return 0;
+}

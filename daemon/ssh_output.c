@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+#include "ssh_output.h"
+
+#include <string.h>
+
+#include "util.h"
+
+/* Messages of OpenSSH 9.x (ssh.c, sshconnect.c, clientloop.c, channels.c, readconf.c). */
+static const struct {
+        const char *needle;
+        enum failure_class class;
+} patterns[] = {
+        { "Permission denied (",                 FAILURE_AUTH },
+        { "Too many authentication failures",    FAILURE_AUTH },
+        { "Host key verification failed",        FAILURE_HOST_KEY },
+        { "REMOTE HOST IDENTIFICATION HAS CHANGED", FAILURE_HOST_KEY },
+        { "host key for",                        FAILURE_HOST_KEY },  /* "…host key for X has changed…" */
+        { "No matching host key type found",     FAILURE_HOST_KEY },
+        { "Could not resolve hostname",          FAILURE_DNS },
+        { "Name or service not known",           FAILURE_DNS },
+        { "Temporary failure in name resolution", FAILURE_DNS },
+        { "Connection refused",                  FAILURE_REFUSED },
+        { "No route to host",                    FAILURE_UNREACHABLE },
+        { "Network is unreachable",              FAILURE_UNREACHABLE },
+        { "Connection timed out",                FAILURE_TIMEOUT },
+        { "Operation timed out",                 FAILURE_TIMEOUT },
+        { "not responding",                      FAILURE_TIMEOUT },   /* "Timeout, server X not responding." */
+        { "Could not request local forwarding",  FAILURE_LOCAL_FORWARD },
+        { "cannot listen to port",               FAILURE_LOCAL_FORWARD },
+        { "Address already in use",              FAILURE_LOCAL_FORWARD },
+        { "remote port forwarding failed",       FAILURE_REMOTE_FORWARD },
+        { "cannot execute",                      FAILURE_EXEC },      /* tunneld's own line from the child */
+};
+
+enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_class)
+{
+        *ret_class = FAILURE_NONE;
+
+        if (strncmp(line, "debug", 5) == 0 && line[5] >= '1' && line[5] <= '3' && line[6] == ':') {
+                if (strncmp(line, "debug1: remote forward success for: ", 36) == 0)
+                        return SSH_LINE_REMOTE_FORWARD_OK;
+                return SSH_LINE_DEBUG;
+        }
+        if (strncmp(line, "Authenticated to ", 17) == 0)
+                return SSH_LINE_AUTHENTICATED;
+        for (size_t i = 0; i < ELEMENTSOF(patterns); i++)
+                if (strstr(line, patterns[i].needle)) {
+                        *ret_class = patterns[i].class;
+                        return SSH_LINE_FAILURE;
+                }
+        return SSH_LINE_PLAIN;
+}
+
+static const char *const failure_names[_FAILURE_MAX] = {
+        [FAILURE_NONE] = "none",
+        [FAILURE_AUTH] = "auth",
+        [FAILURE_HOST_KEY] = "host-key",
+        [FAILURE_DNS] = "dns",
+        [FAILURE_REFUSED] = "refused",
+        [FAILURE_UNREACHABLE] = "unreachable",
+        [FAILURE_TIMEOUT] = "timeout",
+        [FAILURE_LOCAL_FORWARD] = "local-forward",
+        [FAILURE_REMOTE_FORWARD] = "remote-forward",
+        [FAILURE_EXEC] = "exec",
+        [FAILURE_KILLED] = "killed",
+        [FAILURE_LOST] = "lost",
+        [FAILURE_PROBE] = "probe",
+        [FAILURE_UNKNOWN] = "unknown",
+};
+
+const char *failure_class_to_string(enum failure_class c)
+{
+        return c >= 0 && c < _FAILURE_MAX ? failure_names[c] : "unknown";
+}
+
+const char *failure_class_hint(enum failure_class c)
+{
+        switch (c) {
+        case FAILURE_AUTH:
+                return "the server refused the key: check user, identity_file and the server's authorized_keys";
+        case FAILURE_HOST_KEY:
+                return "the server's host key is unknown or changed: check known_hosts before trusting it";
+        case FAILURE_DNS:
+                return "the host name does not resolve: check host and the resolver";
+        case FAILURE_REFUSED:
+                return "nothing listens on the server's ssh port: check host, port and sshd";
+        case FAILURE_UNREACHABLE:
+                return "no route to the server: the network is down or the address is wrong";
+        case FAILURE_TIMEOUT:
+                return "the server did not answer in time: network outage or firewall";
+        case FAILURE_LOCAL_FORWARD:
+                return "a local forward's listen address is taken: another process (or an old ssh) holds the port";
+        case FAILURE_REMOTE_FORWARD:
+                return "the server refused a remote forward: its port is taken, often by a stale session";
+        case FAILURE_EXEC:
+                return "ssh could not be executed: check the ssh setting and PATH";
+        case FAILURE_KILLED:
+                return "ssh was killed by a signal tunneld did not send";
+        case FAILURE_LOST:
+                return "ssh exited 0 without being asked to (someone sent it SIGTERM, or the server ended the session)";
+        case FAILURE_PROBE:
+                return "ssh was alive but the probe could not pass traffic through the tunnel";
+        case FAILURE_UNKNOWN:
+                return "see ssh's messages above";
+        case FAILURE_NONE:
+        case _FAILURE_MAX:
+                break;
+        }
+        return NULL;
+}

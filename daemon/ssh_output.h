@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* What one line of ssh's stderr tells about the tunnel. Pure functions, unit-tested. */
+
+enum failure_class {
+        FAILURE_NONE,
+        FAILURE_AUTH,            /* Permission denied */
+        FAILURE_HOST_KEY,        /* verification failed, identification changed */
+        FAILURE_DNS,             /* could not resolve hostname */
+        FAILURE_REFUSED,         /* connection refused */
+        FAILURE_UNREACHABLE,     /* no route to host, network unreachable */
+        FAILURE_TIMEOUT,         /* connect timed out, ServerAlive timeout */
+        FAILURE_LOCAL_FORWARD,   /* local listen address in use */
+        FAILURE_REMOTE_FORWARD,  /* the server refused a -R listener */
+        FAILURE_EXEC,            /* ssh could not be executed */
+        FAILURE_KILLED,          /* ssh died of a signal tunneld did not send */
+        FAILURE_LOST,            /* ssh exited 0 on its own: a tunnel lost without an error */
+        FAILURE_PROBE,           /* tunneld's own probe found the forward dead */
+        FAILURE_UNKNOWN,
+        _FAILURE_MAX,
+};
+
+enum ssh_line_kind {
+        SSH_LINE_PLAIN,          /* log it */
+        SSH_LINE_DEBUG,          /* "debug1: …" noise we asked for; log only at debug level */
+        SSH_LINE_AUTHENTICATED,  /* "Authenticated to HOST ([ADDR]:PORT) using …" */
+        SSH_LINE_REMOTE_FORWARD_OK, /* the server accepted one -R listener */
+        SSH_LINE_FAILURE,        /* an error line; *ret_class says which */
+};
+
+enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_class);
+
+const char *failure_class_to_string(enum failure_class c);
+/* One sentence for the operator: what to check. NULL for NONE. */
+const char *failure_class_hint(enum failure_class c);

@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: MIT */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "notify.h"
+
+struct supervisor {
+        struct ev_loop *loop;
+        struct config *config;
+
+        struct tunnel **tunnels;        /* in configuration order */
+        size_t n_tunnels;
+        struct tunnel **retiring;       /* removed by a reload, still stopping */
+        size_t n_retiring;
+
+        bool shutting_down;
+        bool status_dirty;
+        char *reload_error;             /* shown in STATUS until a reload succeeds */
+        ev_prepare flush;               /* coalesces STATUS updates: once per loop iteration */
+};
+
+static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata);
+
+static bool any_child(const struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                if (tunnel_has_child(s->tunnels[i]))
+                        return true;
+        for (size_t i = 0; i < s->n_retiring; i++)
+                if (tunnel_has_child(s->retiring[i]))
+                        return true;
+        return false;
+}
+
+static void check_shutdown_done(struct supervisor *s)
+{
+        if (s->shutting_down && !any_child(s))
+                ev_break(s->loop, EVBREAK_ALL);
+}
+
+static ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t)
+{
+        for (size_t i = 0; i < n; i++)
+                if (v[i] == t)
+                        return (ssize_t)i;
+        return -1;
+}
+
+static ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name)
+{
+        for (size_t i = 0; i < n; i++)
+                if (v[i] && strcmp(v[i]->spec.name, name) == 0)
+                        return (ssize_t)i;
+        return -1;
+}
+
+static void remove_at(struct tunnel **v, size_t *n, size_t i)
+{
+        memmove(v + i, v + i + 1, (*n - i - 1) * sizeof(*v));
+        (*n)--;
+}
+
+static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata)
+{
+        struct supervisor *s = userdata;
+        ssize_t i;
+
+        (void)old;
+        s->status_dirty = true;
+        if (t->state == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
+                i = index_of(s->retiring, s->n_retiring, t);
+                if (i >= 0) {
+                        remove_at(s->retiring, &s->n_retiring, (size_t)i);
+                        tunnel_free(t);
+                }
+        }
+        check_shutdown_done(s);
+}
+
+static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+        struct supervisor *s = w->data;
+        _cleanup_free_ char *text = NULL;
+
+        (void)loop;
+        (void)revents;
+        if (!s->status_dirty || s->shutting_down)
+                return;
+        s->status_dirty = false;
+        if (supervisor_status_text(s, &text) >= 0)
+                notify_status(text);
+}
+
+/* Append "label: a, b (…), c +N more" for tunnels in state. */
+static void status_section(const struct supervisor *s, struct buf *b, enum tunnel_state state, const char *label)
+{
+        const size_t shown_max = 4;
+        size_t shown = 0, more = 0;
+        double now = now_mono();
+
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                const struct tunnel *t = s->tunnels[i];
+                char in[DURATION_MAX];
+
+                if (t->state != state)
+                        continue;
+                if (state == TUNNEL_STOPPED && !t->spec.enabled)
+                        continue;       /* disabled on purpose: not news */
+                if (shown == shown_max) {
+                        more++;
+                        continue;
+                }
+                buf_printf(b, "%s%s", shown ? ", " : label, t->spec.name);
+                if (state == TUNNEL_BACKOFF)
+                        buf_printf(b, " (retry in %s)", format_duration(t->retry_at - now, in, sizeof(in)));
+                else if ((state == TUNNEL_FAILED || state == TUNNEL_BACKOFF) && t->last_run.failure != FAILURE_NONE)
+                        buf_printf(b, " (%s)", failure_class_to_string(t->last_run.failure));
+                shown++;
+        }
+        if (more)
+                buf_printf(b, " +%zu more", more);
+}
+
+int supervisor_status_text(const struct supervisor *s, char **ret)
+{
+        struct buf b = {0};
+        size_t up = 0, enabled = 0;
+
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                enabled += s->tunnels[i]->spec.enabled;
+                up += s->tunnels[i]->state == TUNNEL_UP;
+        }
+        if (s->reload_error)
+                buf_printf(&b, "%s; ", s->reload_error);
+        buf_printf(&b, "%zu/%zu tunnels up", up, enabled);
+        status_section(s, &b, TUNNEL_STARTING, "; starting: ");
+        status_section(s, &b, TUNNEL_BACKOFF, "; backoff: ");
+        status_section(s, &b, TUNNEL_FAILED, "; failed: ");
+        status_section(s, &b, TUNNEL_STOPPED, "; stopped: ");
+        status_section(s, &b, TUNNEL_STOPPING, "; stopping: ");
+        return buf_steal(&b, ret);
+}
+
+int supervisor_new(struct ev_loop *loop, struct config *config, struct supervisor **ret)
+{
+        struct supervisor *s;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->loop = loop;
+        ev_prepare_init(&s->flush, on_flush);
+        s->flush.data = s;
+        ev_prepare_start(loop, &s->flush);
+        /* The prepare watcher must not keep the loop alive on its own. */
+        ev_unref(loop);
+
+        r = supervisor_apply(s, config);
+        if (r < 0) {
+                supervisor_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+struct supervisor *supervisor_free(struct supervisor *s)
+{
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                tunnel_free(s->tunnels[i]);
+        for (size_t i = 0; i < s->n_retiring; i++)
+                tunnel_free(s->retiring[i]);
+        free(s->tunnels);
+        free(s->retiring);
+        ev_ref(s->loop);
+        ev_prepare_stop(s->loop, &s->flush);
+        config_free(s->config);
+        free(s->reload_error);
+        free(s);
+        return NULL;
+}
+
+int supervisor_apply(struct supervisor *s, struct config *c)
+{
+        const struct config *old = s->config;
+        _cleanup_free_ struct tunnel **next = NULL, **removed = NULL, **reused = NULL;
+        size_t n_removed = 0, n_next = c->n_tunnels;
+        struct tunnel **grown;
+        bool ssh_changed = old && strcmp(old->ssh, c->ssh) != 0;
+        int r;
+
+        next = calloc(n_next + 1, sizeof(*next));
+        reused = calloc(n_next + 1, sizeof(*reused));
+        removed = calloc(s->n_tunnels + 1, sizeof(*removed));
+        grown = realloc(s->retiring, (s->n_retiring + s->n_tunnels + 1) * sizeof(*grown));
+        if (!next || !reused || !removed || !grown) {
+                if (grown)
+                        s->retiring = grown;
+                return -ENOMEM;
+        }
+        s->retiring = grown;
+
+        /* Create the new tunnels first: the only step that can fail, so failing leaves
+         * everything as it was. */
+        for (size_t i = 0; i < n_next; i++) {
+                const struct tunnel_spec *spec = &c->tunnels[i];
+                ssize_t j = index_of_name(s->tunnels, s->n_tunnels, spec->name);
+
+                if (j < 0)
+                        j = index_of_name(s->retiring, s->n_retiring, spec->name);
+                if (j >= 0)
+                        continue;
+                r = tunnel_new(s->loop, spec, c->ssh, c->stop_timeout, on_tunnel_event, s, &next[i]);
+                if (r < 0) {
+                        for (size_t k = 0; k < i; k++)
+                                tunnel_free(next[k]);
+                        return r;
+                }
+        }
+
+        /* Point of no return. */
+        for (size_t i = 0; i < n_next; i++) {
+                const char *name = c->tunnels[i].name;
+                ssize_t j;
+
+                if (next[i])
+                        continue;
+                j = index_of_name(s->tunnels, s->n_tunnels, name);
+                if (j >= 0) {
+                        next[i] = reused[i] = s->tunnels[j];
+                        s->tunnels[j] = NULL;
+                        continue;
+                }
+                /* Removed by an earlier reload and still stopping: take it back. */
+                j = index_of_name(s->retiring, s->n_retiring, name);
+                next[i] = reused[i] = s->retiring[j];
+                remove_at(s->retiring, &s->n_retiring, (size_t)j);
+                reused[i]->start_after_stop = false;
+        }
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                if (s->tunnels[i]) {
+                        removed[n_removed++] = s->tunnels[i];
+                        s->retiring[s->n_retiring++] = s->tunnels[i];
+                }
+        free(s->tunnels);
+        s->tunnels = next;
+        s->n_tunnels = n_next;
+        next = NULL;
+        s->config = c;
+        s->status_dirty = true;
+
+        if (old) {
+                if (ssh_changed)
+                        log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
+        }
+
+        for (size_t i = 0; i < n_removed; i++) {
+                log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = removed[i]->spec.name, .pid = -1,
+                                                        .exit_status = -1, .exit_signal = -1 },
+                         "removed from the configuration");
+                tunnel_stop(removed[i], "removed from the configuration");
+        }
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                struct tunnel *t = s->tunnels[i];
+                const struct tunnel_spec *spec = &c->tunnels[i];
+
+                if (!reused[i]) {
+                        if (old)
+                                log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = spec->name, .pid = -1,
+                                                                        .exit_status = -1, .exit_signal = -1 },
+                                         "added to the configuration");
+                        if (spec->enabled)
+                                tunnel_start(t);
+                        continue;
+                }
+                if (!ssh_changed && tunnel_spec_equal(&t->spec, spec) && t->state != TUNNEL_STOPPING) {
+                        t->stop_timeout = c->stop_timeout;
+                        continue;       /* untouched: same pid, same counters */
+                }
+                r = tunnel_reconfigure(t, spec, c->ssh, c->stop_timeout);
+                if (r < 0)
+                        log_full_errno(LOG_ERR, r, &(struct log_ctx){ .tunnel = spec->name, .pid = -1,
+                                                                      .exit_status = -1, .exit_signal = -1 },
+                                       "cannot apply the new configuration: %m");
+        }
+        config_free((struct config *)old);
+        check_shutdown_done(s);
+        return 0;
+}
+
+int supervisor_reload(struct supervisor *s)
+{
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        size_t before = 0, after = 0, changed = 0;
+        int r;
+
+        notify_reloading();
+        log_notice("reloading %s", s->config->path);
+        r = config_load(s->config->path, &c, &errs);
+        if (r < 0) {
+                for (size_t i = 0; i < errs.n; i++)
+                        log_error("%s", errs.lines[i]);
+                log_error("reload rejected: %zu error%s in %s; the running tunnels are unchanged",
+                          errs.n, errs.n == 1 ? "" : "s", s->config->path);
+                free(s->reload_error);
+                if (asprintf(&s->reload_error, "reload failed (%zu error%s, see the journal), running the previous configuration",
+                             errs.n, errs.n == 1 ? "" : "s") < 0)
+                        s->reload_error = NULL;
+                config_errors_clear(&errs);
+                goto ready;
+        }
+        if (c->log_target != s->config->log_target)
+                log_open(c->log_target);
+        log_set_max_level(c->log_level);
+
+        before = s->n_tunnels;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                struct tunnel *t = supervisor_find(s, c->tunnels[i].name);
+                if (t && !tunnel_spec_equal(&t->spec, &c->tunnels[i]))
+                        changed++;
+        }
+        r = supervisor_apply(s, c);
+        if (r < 0) {
+                log_error_errno(r, "reload failed: %m; the running tunnels are unchanged");
+                config_free(c);
+                goto ready;
+        }
+        after = s->n_tunnels;
+        free(s->reload_error);
+        s->reload_error = NULL;
+        log_notice("reload done: %zu tunnel%s (was %zu), %zu changed", after, after == 1 ? "" : "s", before, changed);
+
+ready: {
+                _cleanup_free_ char *text = NULL;
+
+                s->status_dirty = false;
+                if (supervisor_status_text(s, &text) >= 0)
+                        notify_ready(text);
+                else
+                        notify_ready(NULL);
+        }
+        return r;
+}
+
+void supervisor_shutdown(struct supervisor *s)
+{
+        if (s->shutting_down)
+                return;
+        s->shutting_down = true;
+        /* Reverse configuration order. Observers never free active tunnels, and removed ones
+         * are stopping already. */
+        for (size_t i = s->n_tunnels; i > 0; i--)
+                tunnel_stop(s->tunnels[i - 1], "tunneld is stopping");
+        check_shutdown_done(s);
+}
+
+bool supervisor_is_shutting_down(const struct supervisor *s)
+{
+        return s->shutting_down;
+}
+
+void supervisor_restart_all(struct supervisor *s, const char *reason)
+{
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                struct tunnel *t = s->tunnels[i];
+
+                if (t->state == TUNNEL_STARTING || t->state == TUNNEL_UP)
+                        tunnel_restart(t, reason);
+                else if (t->state == TUNNEL_BACKOFF)
+                        tunnel_retry_now(t, reason);
+        }
+}
+
+const struct config *supervisor_config(const struct supervisor *s) { return s->config; }
+size_t supervisor_count(const struct supervisor *s) { return s->n_tunnels; }
+struct tunnel *supervisor_get(const struct supervisor *s, size_t i) { return i < s->n_tunnels ? s->tunnels[i] : NULL; }
+
+struct tunnel *supervisor_find(const struct supervisor *s, const char *name)
+{
+        ssize_t i = index_of_name(s->tunnels, s->n_tunnels, name);
+        return i >= 0 ? s->tunnels[i] : NULL;
+}

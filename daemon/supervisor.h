@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* supervisor: the set of tunnels. Applies a config as a diff, reloads, shuts down. */
+
+#include <ev.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "tunnel.h"
+
+struct supervisor;
+
+/* Takes ownership of config and starts every enabled tunnel. */
+int supervisor_new(struct ev_loop *loop, struct config *config, struct supervisor **ret);
+struct supervisor *supervisor_free(struct supervisor *s);
+
+/* Re-read the configuration file. On any error the running set stays exactly as it was.
+ * Returns 0 if applied, -EINVAL (or another -errno) if rejected. */
+int supervisor_reload(struct supervisor *s);
+/* Apply an already loaded configuration (takes ownership). */
+int supervisor_apply(struct supervisor *s, struct config *config);
+
+/* Stop everything; ev_break() once no ssh child is left. */
+void supervisor_shutdown(struct supervisor *s);
+bool supervisor_is_shutting_down(const struct supervisor *s);
+
+/* Restart every running tunnel's ssh (SIGUSR1). */
+void supervisor_restart_all(struct supervisor *s, const char *reason);
+
+const struct config *supervisor_config(const struct supervisor *s);
+size_t supervisor_count(const struct supervisor *s);
+struct tunnel *supervisor_get(const struct supervisor *s, size_t i);
+struct tunnel *supervisor_find(const struct supervisor *s, const char *name);
+
+/* One short line for systemd's STATUS=. */
+int supervisor_status_text(const struct supervisor *s, char **ret);

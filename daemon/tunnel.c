@@ -1,0 +1,655 @@
+/* SPDX-License-Identifier: MIT */
+#include "tunnel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "ssh_argv.h"
+
+static const char *const state_names[_TUNNEL_STATE_MAX] = {
+        [TUNNEL_STOPPED] = "stopped",
+        [TUNNEL_STARTING] = "starting",
+        [TUNNEL_UP] = "up",
+        [TUNNEL_BACKOFF] = "backoff",
+        [TUNNEL_FAILED] = "failed",
+        [TUNNEL_STOPPING] = "stopping",
+};
+
+const char *tunnel_state_to_string(enum tunnel_state s)
+{
+        return s >= 0 && s < _TUNNEL_STATE_MAX ? state_names[s] : "?";
+}
+
+double tunnel_backoff_base(double initial, double max, unsigned failures)
+{
+        double d = initial * ldexp(1.0, (int)(failures > 1 ? (failures > 40 ? 40 : failures - 1) : 0));
+
+        return d > max ? max : d;
+}
+
+static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, const char *next);
+
+/* The one place that changes t->state: logs what happened and what happens next, then
+ * tells the observer. Callers return right after: the observer may free t. */
+_printf_(5, 6)
+static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct tunnel_run *run,
+                      const char *fmt, ...)
+{
+        struct log_ctx ctx = LOG_CTX_INIT;
+        enum tunnel_state old = t->state;
+        char text[1536];
+        va_list ap;
+
+        t->state = state;
+        t->state_since = now_mono();
+
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+
+        ctx.tunnel = t->spec.name;
+        ctx.state = tunnel_state_to_string(state);
+        ctx.pid = t->pid > 0 ? t->pid : -1;
+        if (run) {
+                ctx.exit_status = run->exit_status;
+                ctx.exit_signal = run->exit_signal;
+                if (run->failure != FAILURE_NONE)
+                        ctx.failure = failure_class_to_string(run->failure);
+        }
+        log_full(prio, &ctx, "%s", text);
+
+        if (t->observer)
+                t->observer(t, old, t->userdata);
+}
+
+/* ---- ssh's stderr ---- */
+
+static void maybe_up(struct tunnel *t)
+{
+        size_t remotes = strv_length(t->spec.remote_forwards);
+        char took[DURATION_MAX];
+
+        if (t->state != TUNNEL_STARTING || !t->authenticated || t->remote_confirmed < remotes)
+                return;
+        set_state(t, TUNNEL_UP, LOG_NOTICE, NULL, "up: ssh (pid %d) authenticated%s after %s",
+                  (int)t->pid, remotes ? " and every remote forward accepted" : "",
+                  format_duration(now_mono() - t->started_at, took, sizeof(took)));
+}
+
+static void handle_line(struct tunnel *t, const char *line)
+{
+        struct log_ctx ctx = LOG_CTX_INIT;
+        enum failure_class class;
+
+        ctx.tunnel = t->spec.name;
+        ctx.pid = t->pid > 0 ? t->pid : -1;
+
+        switch (ssh_line_parse(line, &class)) {
+        case SSH_LINE_DEBUG:
+                log_full(LOG_DEBUG, &ctx, "ssh: %s", line);
+                return;
+        case SSH_LINE_REMOTE_FORWARD_OK:
+                log_full(LOG_DEBUG, &ctx, "ssh: %s", line);
+                t->remote_confirmed++;
+                maybe_up(t);
+                return;
+        case SSH_LINE_AUTHENTICATED:
+                log_full(LOG_INFO, &ctx, "ssh: %s", line);
+                t->authenticated = true;
+                maybe_up(t);
+                return;
+        case SSH_LINE_FAILURE:
+                t->run_failure = class;
+                ctx.failure = failure_class_to_string(class);
+                log_full(LOG_WARNING, &ctx, "ssh: %s", line);
+                return;
+        case SSH_LINE_PLAIN:
+                log_full(LOG_INFO, &ctx, "ssh: %s", line);
+                return;
+        }
+}
+
+/* Read what is there; lines longer than the buffer are cut into pieces. */
+static void read_stderr(struct tunnel *t, bool final)
+{
+        char chunk[4096];
+
+        for (;;) {
+                ssize_t n = read(t->stderr_fd, chunk, sizeof(chunk));
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                                final = true;
+                        break;
+                }
+                for (ssize_t i = 0; i < n; i++) {
+                        char c = chunk[i];
+                        if (c == '\r')
+                                continue;
+                        if (c == '\n' || t->line_len == sizeof(t->line) - 1) {
+                                t->line[t->line_len] = '\0';
+                                if (t->line_len)
+                                        handle_line(t, t->line);
+                                t->line_len = 0;
+                                if (c == '\n')
+                                        continue;
+                        }
+                        t->line[t->line_len++] = c;
+                }
+                if (!final)
+                        break;  /* fairness: one chunk per wakeup while ssh lives */
+        }
+        if (final) {
+                if (t->line_len) {
+                        t->line[t->line_len] = '\0';
+                        handle_line(t, t->line);
+                        t->line_len = 0;
+                }
+                ev_io_stop(t->loop, &t->stderr_watcher);
+                close(t->stderr_fd);
+                t->stderr_fd = -1;
+        }
+}
+
+static void on_stderr(struct ev_loop *loop, ev_io *w, int revents)
+{
+        struct tunnel *t = w->data;
+
+        (void)loop;
+        (void)revents;
+        read_stderr(t, false);
+}
+
+/* ---- exits and policy ---- */
+
+static void describe_run(const struct tunnel *t, const struct tunnel_run *run, char *buf, size_t size)
+{
+        char ran[DURATION_MAX], gate[DURATION_MAX], sig[16];
+        size_t n;
+
+        format_duration(run->ran, ran, sizeof(ran));
+        if (run->exit_signal > 0)
+                n = (size_t)snprintf(buf, size, "ssh was killed by signal %s after %s",
+                                     signal_to_name(run->exit_signal, sig, sizeof(sig)), ran);
+        else
+                n = (size_t)snprintf(buf, size, "ssh exited with status %d after %s", run->exit_status, ran);
+        if (n < size && t->spec.gatetime > 0 && run->ran < t->spec.gatetime)
+                n += (size_t)snprintf(buf + n, size - n, ", before gatetime %s",
+                                      format_duration(t->spec.gatetime, gate, sizeof(gate)));
+        if (n < size && run->failure != FAILURE_NONE)
+                snprintf(buf + n, size - n, " (%s: %s)", failure_class_to_string(run->failure),
+                         failure_class_hint(run->failure));
+}
+
+static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void enter_backoff(struct tunnel *t, const struct tunnel_run *run, const char *what)
+{
+        double base = tunnel_backoff_base(t->spec.restart_delay, t->spec.restart_delay_max, t->failures);
+        /* Jitter between half and the whole delay: many tunnels never retry in lockstep, and
+         * consecutive delays still never shrink (d/2..d, then d..2d). */
+        double delay = base * (0.5 + 0.5 * random_unit());
+        char in[DURATION_MAX];
+
+        t->retry_at = now_mono() + delay;
+        ev_timer_stop(t->loop, &t->timer);
+        ev_set_cb(&t->timer, on_retry_timer);
+        ev_timer_set(&t->timer, delay, 0.);
+        ev_timer_start(t->loop, &t->timer);
+        set_state(t, TUNNEL_BACKOFF, LOG_WARNING, run, "%s; restarting in %s (failed start %u in a row)",
+                  what, format_duration(delay, in, sizeof(in)), t->failures);
+}
+
+static void finish_run(struct tunnel *t, struct tunnel_run *run)
+{
+        const struct tunnel_spec *s = &t->spec;
+        bool success = s->gatetime <= 0 || run->ran >= s->gatetime;
+        char what[1024];
+
+        if (run->failure == FAILURE_NONE) {
+                if (run->exit_signal > 0)
+                        run->failure = FAILURE_KILLED;
+                else if (run->exit_status == 0)
+                        run->failure = FAILURE_LOST;
+                else if (run->exit_status == 127 && run->ran < 1.0)
+                        run->failure = FAILURE_EXEC;
+                else
+                        run->failure = FAILURE_UNKNOWN;
+        }
+        t->total_failures[run->failure]++;
+        t->last_run = *run;
+        describe_run(t, run, what, sizeof(what));
+
+        if (success)
+                t->failures = 0;
+        else
+                t->failures++;
+
+        if (s->restart == RESTART_NEVER) {
+                t->reason = "restart=never";
+                set_state(t, TUNNEL_FAILED, LOG_ERR, run, "%s; not restarting (restart=never)", what);
+                return;
+        }
+        if (s->restart == RESTART_ON_FAILURE && run->exit_signal == 0 && run->exit_status == 0) {
+                t->reason = "exit status 0 with restart=on-failure";
+                set_state(t, TUNNEL_FAILED, LOG_ERR, run,
+                          "%s; not restarting (restart=on-failure, and ssh -N exits 0 when someone sends it SIGTERM)",
+                          what);
+                return;
+        }
+        if (s->max_starts > 0 && t->starts >= (unsigned)s->max_starts) {
+                t->reason = "max_starts reached";
+                set_state(t, TUNNEL_FAILED, LOG_ERR, run, "%s; not restarting (started %u times, max_starts %d)",
+                          what, t->starts, s->max_starts);
+                return;
+        }
+        if (s->fail_fast && !success && !t->ever_passed) {
+                t->reason = "first start failed (fail_fast)";
+                set_state(t, TUNNEL_FAILED, LOG_ERR, run,
+                          "%s; not restarting (fail_fast: the first start failed, check the configuration)", what);
+                return;
+        }
+        if (!success) {
+                enter_backoff(t, run, what);
+                return;
+        }
+        /* A good run: restart at once, but never start one tunnel twice within restart_delay
+         * (with gatetime 0 every run counts as good, and a failing ssh must not spin). */
+        if (run->ran < s->restart_delay) {
+                double delay = s->restart_delay - run->ran;
+                char in[DURATION_MAX];
+
+                t->retry_at = now_mono() + delay;
+                ev_timer_stop(t->loop, &t->timer);
+                ev_set_cb(&t->timer, on_retry_timer);
+                ev_timer_set(&t->timer, delay, 0.);
+                ev_timer_start(t->loop, &t->timer);
+                set_state(t, TUNNEL_BACKOFF, LOG_WARNING, run, "%s; restarting in %s", what,
+                          format_duration(delay, in, sizeof(in)));
+                return;
+        }
+        spawn(t, run, what, "restarting now");
+}
+
+static void on_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+        struct tunnel *t = w->data;
+        struct tunnel_run run = { .valid = true, .exit_status = -1 };
+        int status = w->rstatus;
+
+        (void)revents;
+        ev_child_stop(loop, w);
+        ev_timer_stop(loop, &t->gate_timer);
+        if (t->stderr_fd >= 0)
+                read_stderr(t, true);   /* ssh's last words come before our verdict */
+
+        if (WIFEXITED(status))
+                run.exit_status = WEXITSTATUS(status);
+        else if (WIFSIGNALED(status))
+                run.exit_signal = WTERMSIG(status);
+        run.ended_at = now_mono();
+        run.ran = run.ended_at - t->started_at;
+        run.failure = t->run_failure;
+        t->pid = 0;
+
+        if (t->state == TUNNEL_STOPPING) {
+                char ran[DURATION_MAX];
+
+                run.requested = true;
+                run.failure = FAILURE_NONE;
+                t->last_run = run;
+                ev_timer_stop(loop, &t->timer);
+                if (t->start_after_stop) {
+                        t->start_after_stop = false;
+                        spawn(t, &run, "ssh stopped", "starting again");
+                        return;
+                }
+                set_state(t, TUNNEL_STOPPED, LOG_NOTICE, &run, "stopped: ssh ended after %s (%s)",
+                          format_duration(run.ran, ran, sizeof(ran)), t->reason ? t->reason : "stop requested");
+                return;
+        }
+        finish_run(t, &run);
+}
+
+static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct tunnel *t = w->data;
+        char gate[DURATION_MAX];
+
+        (void)loop;
+        (void)revents;
+        t->gate_passed = t->ever_passed = true;
+        t->failures = 0;
+        log_full(LOG_DEBUG, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
+                                               .exit_signal = -1 },
+                 "ssh has run for gatetime %s: this start counts as a success",
+                 format_duration(t->spec.gatetime, gate, sizeof(gate)));
+}
+
+static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct tunnel *t = w->data;
+
+        (void)loop;
+        (void)revents;
+        if (t->state == TUNNEL_BACKOFF)
+                spawn(t, NULL, "backoff over", "restarting");
+}
+
+static void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct tunnel *t = w->data;
+        char grace[DURATION_MAX];
+
+        (void)loop;
+        (void)revents;
+        if (t->state != TUNNEL_STOPPING || t->pid <= 0 || t->kill_sent)
+                return;
+        t->kill_sent = true;
+        log_full(LOG_WARNING, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
+                                                 .exit_signal = -1 },
+                 "ssh did not exit within %s of SIGTERM: sending SIGKILL",
+                 format_duration(t->stop_timeout, grace, sizeof(grace)));
+        if (kill(-t->pid, SIGKILL) < 0)
+                (void)kill(t->pid, SIGKILL);
+}
+
+/* ---- spawning ---- */
+
+static int devnull_fd = -1;
+
+/* In the child: everything here must be async-signal-safe in spirit (we are single-threaded,
+ * so malloc in execvp is fine), and must end in exec or _exit. */
+_Noreturn static void exec_child(char *const *argv, int err_fd, pid_t parent)
+{
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        sigset_t none;
+
+        /* An inherited ignored or blocked signal survives exec: give ssh a clean slate. */
+        for (int sig = 1; sig < NSIG; sig++)
+                (void)sigaction(sig, &sa, NULL);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+
+        /* Own process group, so a stop reaches ProxyCommand/ProxyJump helpers too. */
+        (void)setpgid(0, 0);
+        /* If tunneld dies, ssh goes with it; recheck the parent to close the race. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                _exit(125);
+
+        if (dup2(devnull_fd, STDIN_FILENO) < 0 || dup2(devnull_fd, STDOUT_FILENO) < 0 ||
+            dup2(err_fd, STDERR_FILENO) < 0)
+                _exit(126);
+        /* Every fd of ours is O_CLOEXEC already; this also covers any a library leaked. */
+        (void)close_range(3, ~0U, 0);
+
+        execvp(argv[0], argv);
+        dprintf(STDERR_FILENO, "tunneld: cannot execute %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+}
+
+static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, const char *next)
+{
+        int pipefd[2];
+        pid_t parent = getpid(), pid;
+
+        ev_timer_stop(t->loop, &t->timer);
+        t->retry_at = 0;
+        t->authenticated = false;
+        t->remote_confirmed = 0;
+        t->run_failure = FAILURE_NONE;
+        t->kill_sent = false;
+        t->gate_passed = false;
+        t->line_len = 0;
+
+        if (devnull_fd < 0) {
+                devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (devnull_fd < 0)
+                        goto fail;
+        }
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                goto fail;
+
+        pid = fork();
+        if (pid < 0) {
+                int e = errno;
+                close(pipefd[0]);
+                close(pipefd[1]);
+                errno = e;
+                goto fail;
+        }
+        if (pid == 0)
+                exec_child(t->argv, pipefd[1], parent);
+
+        /* Parent. Watch the child before anything else can run (ev.pod: start ev_child
+         * right after fork). Set the group here too: whoever runs first wins the race. */
+        (void)setpgid(pid, pid);
+        t->pid = pid;
+        ev_child_set(&t->child_watcher, pid, 0);
+        ev_child_start(t->loop, &t->child_watcher);
+
+        close(pipefd[1]);
+        (void)fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+        t->stderr_fd = pipefd[0];
+        ev_io_set(&t->stderr_watcher, t->stderr_fd, EV_READ);
+        ev_io_start(t->loop, &t->stderr_watcher);
+
+        t->started_at = now_mono();
+        t->starts++;
+        t->total_starts++;
+        if (t->spec.gatetime > 0) {
+                ev_timer_set(&t->gate_timer, t->spec.gatetime, 0.);
+                ev_timer_start(t->loop, &t->gate_timer);
+        } else
+                t->gate_passed = t->ever_passed = true;
+
+        set_state(t, TUNNEL_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run, "%s; %s: ssh pid %d (start %u)",
+                  what, next, (int)pid, t->starts);
+        return;
+
+fail: {
+                struct tunnel_run failed = { .valid = true, .exit_status = -1, .failure = FAILURE_EXEC };
+                char why[256];
+
+                snprintf(why, sizeof(why), "cannot start ssh: %s", strerror(errno));
+                log_full(LOG_ERR, &(struct log_ctx){ .tunnel = t->spec.name, .pid = -1, .exit_status = -1,
+                                                     .exit_signal = -1, .failure = "exec" },
+                         "%s", why);
+                t->starts++;
+                t->total_starts++;
+                t->failures++;
+                t->total_failures[FAILURE_EXEC]++;
+                t->last_run = failed;
+                enter_backoff(t, &failed, why);
+        }
+}
+
+/* ---- public API ---- */
+
+int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char *ssh, double stop_timeout,
+               tunnel_observer_t observer, void *userdata, struct tunnel **ret)
+{
+        struct tunnel *t;
+        int r;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        *t = (struct tunnel){
+                .loop = loop,
+                .stop_timeout = stop_timeout,
+                .observer = observer,
+                .userdata = userdata,
+                .state = TUNNEL_STOPPED,
+                .state_since = now_mono(),
+                .stderr_fd = -1,
+        };
+        r = tunnel_spec_copy(spec, &t->spec);
+        if (r < 0) {
+                free(t);
+                return r;
+        }
+        r = ssh_argv_build(&t->spec, ssh, &t->argv);
+        if (r < 0) {
+                tunnel_spec_done(&t->spec);
+                free(t);
+                return r;
+        }
+        if (!spec->enabled)
+                t->reason = "disabled in the configuration";
+        ev_child_init(&t->child_watcher, on_child, 0, 0);
+        ev_timer_init(&t->timer, on_retry_timer, 0., 0.);
+        ev_timer_init(&t->gate_timer, on_gate_timer, 0., 0.);
+        ev_io_init(&t->stderr_watcher, on_stderr, -1, EV_READ);
+        t->child_watcher.data = t->timer.data = t->gate_timer.data = t->stderr_watcher.data = t;
+        *ret = t;
+        return 0;
+}
+
+struct tunnel *tunnel_free(struct tunnel *t)
+{
+        if (!t)
+                return NULL;
+        if (t->pid > 0) {
+                if (kill(-t->pid, SIGKILL) < 0)
+                        (void)kill(t->pid, SIGKILL);
+        }
+        ev_child_stop(t->loop, &t->child_watcher);
+        ev_timer_stop(t->loop, &t->timer);
+        ev_timer_stop(t->loop, &t->gate_timer);
+        ev_io_stop(t->loop, &t->stderr_watcher);
+        if (t->stderr_fd >= 0)
+                close(t->stderr_fd);
+        strv_free(t->argv);
+        tunnel_spec_done(&t->spec);
+        free(t);
+        return NULL;
+}
+
+bool tunnel_wants_start(const struct tunnel *t)
+{
+        return t->start_after_stop;
+}
+
+static void reset_counters(struct tunnel *t)
+{
+        t->starts = 0;
+        t->failures = 0;
+        t->ever_passed = false;
+        t->reason = NULL;
+}
+
+void tunnel_start(struct tunnel *t)
+{
+        switch (t->state) {
+        case TUNNEL_STOPPED:
+        case TUNNEL_FAILED:
+        case TUNNEL_BACKOFF:
+                reset_counters(t);
+                spawn(t, NULL, t->state == TUNNEL_BACKOFF ? "start requested" : "starting", "launched");
+                return;
+        case TUNNEL_STOPPING:
+                t->start_after_stop = true;
+                return;
+        case TUNNEL_STARTING:
+        case TUNNEL_UP:
+        case _TUNNEL_STATE_MAX:
+                return;
+        }
+}
+
+void tunnel_stop(struct tunnel *t, const char *reason)
+{
+        char grace[DURATION_MAX];
+
+        t->reason = reason;
+        switch (t->state) {
+        case TUNNEL_STARTING:
+        case TUNNEL_UP:
+                ev_timer_stop(t->loop, &t->gate_timer);
+                if (kill(-t->pid, SIGTERM) < 0)
+                        (void)kill(t->pid, SIGTERM);
+                ev_timer_stop(t->loop, &t->timer);
+                ev_set_cb(&t->timer, on_grace_timer);
+                ev_timer_set(&t->timer, t->stop_timeout, 0.);
+                ev_timer_start(t->loop, &t->timer);
+                set_state(t, TUNNEL_STOPPING, LOG_INFO, NULL, "stopping (%s): SIGTERM sent to ssh pid %d, SIGKILL in %s",
+                          reason, (int)t->pid, format_duration(t->stop_timeout, grace, sizeof(grace)));
+                return;
+        case TUNNEL_BACKOFF:
+        case TUNNEL_FAILED:
+                ev_timer_stop(t->loop, &t->timer);
+                t->retry_at = 0;
+                set_state(t, TUNNEL_STOPPED, LOG_NOTICE, NULL, "stopped (%s)", reason);
+                return;
+        case TUNNEL_STOPPING:
+                t->start_after_stop = false;
+                return;
+        case TUNNEL_STOPPED:
+        case _TUNNEL_STATE_MAX:
+                return;
+        }
+}
+
+void tunnel_restart(struct tunnel *t, const char *reason)
+{
+        reset_counters(t);
+        if (t->state == TUNNEL_STARTING || t->state == TUNNEL_UP || t->state == TUNNEL_STOPPING) {
+                if (t->state != TUNNEL_STOPPING)
+                        tunnel_stop(t, reason);
+                t->reason = reason;
+                t->start_after_stop = true;
+                return;
+        }
+        tunnel_start(t);
+}
+
+int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, double stop_timeout)
+{
+        struct tunnel_spec copy;
+        char **argv = NULL;
+        int r;
+
+        r = tunnel_spec_copy(spec, &copy);
+        if (r < 0)
+                return r;
+        r = ssh_argv_build(&copy, ssh, &argv);
+        if (r < 0) {
+                tunnel_spec_done(&copy);
+                return r;
+        }
+        /* A running child keeps the argv it was started with; the new one is for the next start. */
+        tunnel_spec_done(&t->spec);
+        strv_free(t->argv);
+        t->spec = copy;
+        t->argv = argv;
+        t->stop_timeout = stop_timeout;
+
+        if (!spec->enabled) {
+                tunnel_stop(t, "disabled in the configuration");
+                return 0;
+        }
+        tunnel_restart(t, "configuration changed");
+        return 0;
+}
+
+void tunnel_retry_now(struct tunnel *t, const char *reason)
+{
+        if (t->state != TUNNEL_BACKOFF)
+                return;
+        t->failures = 0;
+        spawn(t, NULL, reason, "retrying now");
+}

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* tunnel: one named tunnel's state machine and its ssh child. */
+
+#include <ev.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "ssh_output.h"
+
+enum tunnel_state {
+        TUNNEL_STOPPED,         /* not running, by request (or disabled) */
+        TUNNEL_STARTING,        /* ssh spawned, not yet authenticated with every forward in place */
+        TUNNEL_UP,              /* ssh reported authentication and every remote forward accepted */
+        TUNNEL_BACKOFF,         /* ssh exited; a timer will start it again */
+        TUNNEL_FAILED,          /* ssh exited and the policy says not to retry */
+        TUNNEL_STOPPING,        /* SIGTERM sent, waiting for the exit (SIGKILL at the grace end) */
+        _TUNNEL_STATE_MAX,
+};
+
+struct tunnel;
+
+/* Called after every state change. The observer may free the tunnel only when the new state
+ * is STOPPED and tunnel_wants_start() is false. */
+typedef void (*tunnel_observer_t)(struct tunnel *t, enum tunnel_state old, void *userdata);
+
+struct tunnel_run {
+        bool valid;
+        int exit_status;        /* -1 if killed by a signal */
+        int exit_signal;        /* 0 if it exited */
+        double ran;             /* seconds */
+        double ended_at;        /* CLOCK_MONOTONIC */
+        enum failure_class failure;
+        bool requested;         /* tunneld asked for this exit */
+};
+
+struct tunnel {
+        struct ev_loop *loop;
+        struct tunnel_spec spec;
+        char **argv;
+        double stop_timeout;
+        tunnel_observer_t observer;
+        void *userdata;
+
+        enum tunnel_state state;
+        double state_since;             /* CLOCK_MONOTONIC */
+        const char *reason;             /* why FAILED or STOPPED, static */
+
+        pid_t pid;                      /* > 0 while an ssh child exists */
+        double started_at;
+        double retry_at;                /* BACKOFF: when the timer fires */
+        bool authenticated;
+        unsigned remote_confirmed;
+        enum failure_class run_failure; /* from this run's stderr */
+        bool kill_sent;
+        bool start_after_stop;
+
+        ev_child child_watcher;
+        ev_timer timer;                 /* backoff retry or stop grace, by state */
+        ev_timer gate_timer;            /* gatetime of the current run */
+        ev_io stderr_watcher;
+        int stderr_fd;
+        char line[1024];
+        size_t line_len;
+
+        unsigned starts;                /* since configured or started by hand (max_starts) */
+        unsigned failures;              /* consecutive failed starts (backoff exponent) */
+        unsigned long total_starts;     /* since tunneld started; never reset */
+        unsigned long total_failures[_FAILURE_MAX];
+        bool gate_passed;               /* this run has lasted gatetime */
+        bool ever_passed;               /* some run since configured lasted gatetime (fail_fast) */
+        struct tunnel_run last_run;
+};
+
+int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char *ssh, double stop_timeout,
+               tunnel_observer_t observer, void *userdata, struct tunnel **ret);
+/* Free; a live child is killed (SIGKILL) and left to the caller's reaper. NULL-safe. */
+struct tunnel *tunnel_free(struct tunnel *t);
+
+/* Start now (manual start resets counters and backoff). No-op if already running. */
+void tunnel_start(struct tunnel *t);
+/* SIGTERM the child (SIGKILL after stop_timeout) and stay stopped. */
+void tunnel_stop(struct tunnel *t, const char *reason);
+/* Stop if running, then start again. */
+void tunnel_restart(struct tunnel *t, const char *reason);
+/* New spec (reload): restart with it if it is enabled, stop if not. */
+int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, double stop_timeout);
+/* Backoff only: retry now with a reset delay (the network came back). */
+void tunnel_retry_now(struct tunnel *t, const char *reason);
+
+bool tunnel_wants_start(const struct tunnel *t);
+static inline bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0; }
+
+const char *tunnel_state_to_string(enum tunnel_state s);
+
+/* The next backoff delay for the n-th consecutive failure, before jitter. Exposed for tests. */
+double tunnel_backoff_base(double initial, double max, unsigned failures);
