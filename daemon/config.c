@@ -513,6 +513,7 @@ void config_errors_clear(struct config_errors *e)
 struct parser {
         const char *path;
         struct config_errors *errs;
+        bool defaults_has_host;
         int oom;
 };
 
@@ -834,7 +835,8 @@ static void check_tunnel(struct parser *p, const config_setting_t *g, const char
 {
         char label[NAME_MAX_LEN + 64];
 
-        if (!t->host) {
+        /* an invalid host was reported already: "missing" would only add noise */
+        if (!t->host && !config_setting_get_member(g, "host") && !p->defaults_has_host) {
                 snprintf(label, sizeof(label), "%s.host", prefix);
                 diag(p, g, label, "missing (set it in the tunnel or in defaults)");
         }
@@ -990,8 +992,10 @@ static void parse_root(struct parser *p, const config_setting_t *root, struct co
                 if (config_setting_type(defaults) != CONFIG_TYPE_GROUP)
                         diag(p, defaults, "defaults", "must be a group { … }, not %s",
                              type_name(config_setting_type(defaults)));
-                else
+                else {
                         parse_tunnel_group(p, defaults, "defaults", false, &tmpl);
+                        p->defaults_has_host = config_setting_get_member(defaults, "host") != NULL;
+                }
         }
         if (tunnels)
                 parse_tunnels(p, tunnels, &tmpl, c);

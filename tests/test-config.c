@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "test.h"
+
+/* Load text; return the errors joined by '\n' (empty string if it loaded). */
+static char *load_errors(const char *text, struct config **ret)
+{
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        struct buf b = {0};
+        char *s = NULL;
+        int r;
+
+        r = config_load_string(text, "t.conf", &c, &errs);
+        for (size_t i = 0; i < errs.n; i++)
+                buf_printf(&b, "%s%s", i ? "\n" : "", errs.lines[i]);
+        config_errors_clear(&errs);
+        if (r >= 0 && ret)
+                *ret = c;
+        else
+                config_free(c);
+        if (buf_steal(&b, &s) < 0)
+                return NULL;
+        return s;
+}
+
+static void expect_error(const char *text, const char *expected)
+{
+        _cleanup_free_ char *e = load_errors(text, NULL);
+
+        test_assert_streq(e, expected);
+}
+
+static void test_good_full(void)
+{
+        struct config *c = NULL;
+        _cleanup_free_ char *e = load_errors(
+                "ssh = \"/usr/bin/ssh\";\n"
+                "stop_timeout = 2.5;\n"
+                "log_level = \"debug\";\n"
+                "defaults = {\n"
+                "  user = \"tunnel\"; gatetime = 0; restart = \"on-failure\"; restart_delay = 0.5;\n"
+                "  restart_delay_max = 30; max_starts = 10; fail_fast = true;\n"
+                "};\n"
+                "tunnels = (\n"
+                "  { name = \"db\"; host = \"db.example.org\"; port = 1022;\n"
+                "    local_forwards = ( \"5000:localhost:3306\", \"[::1]:5001:db:3306\", \"/run/db.sock:/var/run/mysqld.sock\" ); },\n"
+                "  { name = \"web.2\"; host = \"2001:db8::1\"; user = \"other\"; gatetime = 12;\n"
+                "    remote_forwards = ( \"0:localhost:80\", \"8080\", \"*:8081:localhost:80\" ); enabled = false; },\n"
+                "  { name = \"socks_1\"; host = \"h\"; dynamic_forwards = [ \"1080\", \"127.0.0.1:1081\" ];\n"
+                "    jump_host = \"u@jump1:2222,[2001:db8::2]:22\"; restart = \"never\"; }\n"
+                ");\n", &c);
+
+        test_assert_streq(e, "");
+        if (!c)
+                return;
+        test_assert_streq(c->ssh, "/usr/bin/ssh");
+        test_assert(c->stop_timeout == 2.5);
+        test_assert(c->log_level == LOG_DEBUG);
+        test_assert(c->n_tunnels == 3);
+        test_assert(config_enabled_count(c) == 2);
+        test_assert_streq(c->tunnels[0].name, "db");
+        test_assert_streq(c->tunnels[0].user, "tunnel");          /* from defaults */
+        test_assert(c->tunnels[0].port == 1022);
+        test_assert(c->tunnels[0].gatetime == 0);
+        test_assert(c->tunnels[0].restart == RESTART_ON_FAILURE);
+        test_assert(c->tunnels[0].restart_delay == 0.5);
+        test_assert(c->tunnels[0].max_starts == 10);
+        test_assert(c->tunnels[0].fail_fast);
+        test_assert(strv_length(c->tunnels[0].local_forwards) == 3);
+        test_assert(c->tunnels[0].source_line == 9);
+        test_assert_streq(c->tunnels[1].user, "other");           /* overrides defaults */
+        test_assert(c->tunnels[1].gatetime == 12);
+        test_assert(!c->tunnels[1].enabled);
+        test_assert(c->tunnels[2].restart == RESTART_NEVER);
+        test_assert(strv_length(c->tunnels[2].dynamic_forwards) == 2);
+        /* built-in defaults */
+        test_assert(c->tunnels[2].server_alive_interval == 30);
+        test_assert(c->tunnels[2].server_alive_count_max == 3);
+        test_assert(c->tunnels[2].exit_on_forward_failure);
+        test_assert(c->tunnels[2].connect_timeout == 15);
+        test_assert(c->tunnels[2].restart_delay_max == 30);
+        config_free(c);
+}
+
+static void test_defaults_builtin(void)
+{
+        struct config *c = NULL;
+        _cleanup_free_ char *e = load_errors("tunnels = ( { name = \"a\"; host = \"h\"; } );", &c);
+
+        test_assert_streq(e, "");
+        if (!c)
+                return;
+        test_assert_streq(c->ssh, "ssh");
+        test_assert(c->stop_timeout == 5);
+        test_assert(c->tunnels[0].gatetime == 30);
+        test_assert(!c->tunnels[0].fail_fast);
+        test_assert(c->tunnels[0].restart == RESTART_ALWAYS);
+        test_assert(c->tunnels[0].restart_delay == 1);
+        test_assert(c->tunnels[0].restart_delay_max == 60);
+        test_assert(c->tunnels[0].max_starts == 0);
+        test_assert(c->tunnels[0].enabled);
+        test_assert(c->tunnels[0].port == 0);
+        config_free(c);
+}
+
+static void test_empty(void)
+{
+        struct config *c = NULL;
+        _cleanup_free_ char *e = load_errors("", &c);
+
+        test_assert_streq(e, "");
+        test_assert(c && c->n_tunnels == 0);
+        config_free(c);
+}
+
+static void test_syntax_error(void)
+{
+        expect_error("tunnels = (\n  { name = ; host = \"h\"; }\n);\n",
+                     "t.conf:2: syntax error: syntax error");
+}
+
+static void test_unknown_and_types(void)
+{
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\";\n  hostname = \"x\"; } );",
+                     "t.conf:2: a.hostname: unknown setting");
+        expect_error("colour = true;", "t.conf:1: colour: unknown setting");
+        expect_error("gatetime = 3;", "t.conf:1: gatetime: is a tunnel setting: put it in a tunnel or in defaults");
+        expect_error("defaults = { name = \"x\"; };", "t.conf:1: defaults.name: a name belongs to a tunnel, not to defaults");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; port = \"22\"; } );",
+                     "t.conf:1: a.port: must be a number, not a string");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; port = 22.5; } );",
+                     "t.conf:1: a.port: must be a whole number");
+        expect_error("tunnels = ( { name = \"a\"; host = 5; } );",
+                     "t.conf:1: a.host: must be a string, not an integer");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; enabled = 1; } );",
+                     "t.conf:1: a.enabled: must be true or false, not an integer");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; local_forwards = 5000; } );",
+                     "t.conf:1: a.local_forwards: must be a list of strings, not an integer");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; local_forwards = ( \"1:h:2\", 3 ); } );",
+                     "t.conf:1: a.local_forwards: element 2 must be a string, not an integer");
+        expect_error("tunnels = { name = \"a\"; };",
+                     "t.conf:1: tunnels: must be a list of groups: tunnels = ( { name = \"…\"; … } );");
+        expect_error("tunnels = ( \"a\" );",
+                     "t.conf:1: tunnels[0]: must be a group { name = \"…\"; host = \"…\"; … }, not a string");
+        expect_error("defaults = ( );", "t.conf:1: defaults: must be a group { … }, not a list");
+        expect_error("log_target = \"syslog\";",
+                     "t.conf:1: log_target: \"syslog\" must be \"auto\", \"journal\" or \"stderr\"");
+}
+
+static void test_ranges(void)
+{
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; port = 0; } );",
+                     "t.conf:1: a.port: must be from 1 to 65535");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; port = 70000; } );",
+                     "t.conf:1: a.port: must be from 1 to 65535");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; port = 99999999999L; } );",
+                     "t.conf:1: a.port: must be from 1 to 65535");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; gatetime = -1; } );",
+                     "t.conf:1: a.gatetime: must be from 0 to 86400 seconds");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; restart_delay = 0; } );",
+                     "t.conf:1: a.restart_delay: must be from 0.05 to 86400 seconds");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; restart_delay = 10; restart_delay_max = 5; } );",
+                     "t.conf:1: a.restart_delay_max: 5 s is less than restart_delay 10 s");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; restart = \"sometimes\"; } );",
+                     "t.conf:1: a.restart: \"sometimes\" must be \"always\", \"on-failure\" or \"never\"");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; server_alive_count_max = 0; } );",
+                     "t.conf:1: a.server_alive_count_max: must be from 1 to 1000");
+        expect_error("stop_timeout = 0;", "t.conf:1: stop_timeout: must be from 0.1 to 3600 seconds");
+}
+
+static void test_names(void)
+{
+        expect_error("tunnels = ( { host = \"h\"; } );", "t.conf:1: tunnels[0].name: missing");
+        expect_error("tunnels = ( { name = \"a/b\"; host = \"h\"; } );",
+                     "t.conf:1: tunnels[0].name: \"a/b\" may contain only letters, digits, '_', '.' and '-'");
+        expect_error("tunnels = ( { name = \"..\"; host = \"h\"; } );",
+                     "t.conf:1: tunnels[0].name: \"..\" must not be \".\" or \"..\"");
+        expect_error("tunnels = ( { name = \"\"; host = \"h\"; } );",
+                     "t.conf:1: tunnels[0].name: \"\" must not be empty");
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; },\n { name = \"a\"; host = \"h\"; }\n);",
+                     "t.conf:3: tunnels[1].name: \"a\" is already used by the tunnel at t.conf:2");
+        expect_error("tunnels = ( { name = \"a\"; } );",
+                     "t.conf:1: a.host: missing (set it in the tunnel or in defaults)");
+}
+
+/* Values that reach ssh's argv. */
+static void test_injection(void)
+{
+        expect_error("tunnels = ( { name = \"a\"; host = \"-oProxyCommand=touch /tmp/pwned\"; } );",
+                     "t.conf:1: a.host: \"-oProxyCommand=touch /tmp/pwned\" must not contain whitespace");
+        expect_error("tunnels = ( { name = \"a\"; host = \"-oProxyCommand=x\"; } );",
+                     "t.conf:1: a.host: \"-oProxyCommand=x\" must not begin with '-' (it would be read as an ssh option)");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; user = \"-lroot\"; } );",
+                     "t.conf:1: a.user: \"-lroot\" must not begin with '-' (it would be read as an ssh option)");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; jump_host = \"-J x\"; } );",
+                     "t.conf:1: a.jump_host: \"-J x\" must not contain whitespace");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; jump_host = \"j,-oProxyCommand=x\"; } );",
+                     "t.conf:1: a.jump_host: \"j,-oProxyCommand=x\" must not begin with '-' (it would be read as an ssh option)");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\\nx\"; } );",
+                     "t.conf:1: a.host: \"h\nx\" must not contain control characters");
+        expect_error("tunnels = ( { name = \"a\"; host = \"u@h\"; } );",
+                     "t.conf:1: a.host: \"u@h\" must not contain '@' (set user instead)");
+        expect_error("tunnels = ( { name = \"a\"; host = \"ssh://h\"; } );",
+                     "t.conf:1: a.host: \"ssh://h\" may contain only letters, digits, '.', '_', '-', ':' and '%'");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; user = \"r t\"; } );",
+                     "t.conf:1: a.user: \"r t\" must not contain whitespace");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; identity_file = \"-i\"; } );",
+                     "t.conf:1: a.identity_file: \"-i\" must not begin with '-'");
+        expect_error("ssh = \"bin/ssh\";",
+                     "t.conf:1: ssh: \"bin/ssh\" must be an absolute path or a bare program name looked up in PATH");
+}
+
+static void test_forwards(void)
+{
+        static const char *good_local[] = {
+                "5000:localhost:3306", "127.0.0.1:5000:db:3306", "[::1]:5000:[2001:db8::5]:22", "*:5000:db:1",
+                ":5000:db:1", "5000:/run/sock", "/tmp/l.sock:db:22", "/tmp/l.sock:/tmp/r.sock",
+                "localhost:5000:/run/r.sock", NULL };
+        static const char *bad_local[] = {
+                "5000", "5000:db", "0:db:22", "70000:db:22", "5000:db:0", "5000:db:x", "a:b:c:d:e",
+                "5000:-db:22", "[::1:5000:db:22", "5000:::1:22", "-5000:db:22", "5000 :db:22", NULL };
+        static const char *good_remote[] = {
+                "8080:localhost:80", "0:localhost:80", "8080", "0", "127.0.0.1:8080", "*:8080:h:80",
+                "8080:/run/s", "/run/r:h:80", NULL };
+        static const char *bad_remote[] = { "8080:h", "x:h:80", "8080:h:0", "70000", NULL };
+        static const char *good_dynamic[] = { "1080", "127.0.0.1:1080", "[::1]:1080", "*:1080", NULL };
+        static const char *bad_dynamic[] = { "0", "1080:h:1", "host", "-1080", NULL };
+
+        for (const char **s = good_local; *s; s++) {
+                if (validate_local_forward(*s))
+                        printf("#   local %s: %s\n", *s, validate_local_forward(*s));
+                test_assert(validate_local_forward(*s) == NULL);
+        }
+        for (const char **s = bad_local; *s; s++) {
+                if (!validate_local_forward(*s))
+                        printf("#   local %s accepted\n", *s);
+                test_assert(validate_local_forward(*s) != NULL);
+        }
+        for (const char **s = good_remote; *s; s++) {
+                if (validate_remote_forward(*s))
+                        printf("#   remote %s: %s\n", *s, validate_remote_forward(*s));
+                test_assert(validate_remote_forward(*s) == NULL);
+        }
+        for (const char **s = bad_remote; *s; s++) {
+                if (!validate_remote_forward(*s))
+                        printf("#   remote %s accepted\n", *s);
+                test_assert(validate_remote_forward(*s) != NULL);
+        }
+        for (const char **s = good_dynamic; *s; s++)
+                test_assert(validate_dynamic_forward(*s) == NULL);
+        for (const char **s = bad_dynamic; *s; s++)
+                test_assert(validate_dynamic_forward(*s) != NULL);
+
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\";\n local_forwards = ( \"5000:db\" ); } );",
+                     "t.conf:2: a.local_forwards: \"5000:db\" must be [bind_address:]port:host:hostport "
+                     "(or a form with Unix socket paths), ports from 1 to 65535");
+        expect_error("defaults = { dynamic_forwards = ( \"99999\" ); };",
+                     "t.conf:1: defaults.dynamic_forwards: \"99999\" must be [bind_address:]port with a port from 1 to 65535");
+}
+
+static void test_ssh_options(void)
+{
+        test_assert(validate_ssh_option("Compression=yes") == NULL);
+        test_assert(validate_ssh_option("ProxyCommand=ssh -W %h:%p gw") == NULL);
+        test_assert(validate_ssh_option("StrictHostKeyChecking=accept-new") == NULL);
+        test_assert(validate_ssh_option("Compression yes") != NULL);
+        test_assert(validate_ssh_option("=yes") != NULL);
+        test_assert(validate_ssh_option("Compression=") != NULL);
+        test_assert(validate_ssh_option("Comp-ression=yes") != NULL);
+        test_assert(validate_ssh_option("Compression=yes\n-oProxyCommand=x") != NULL);
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"controlmaster=auto\" ); } );",
+                     "t.conf:1: a.ssh_options: \"controlmaster=auto\" is always no: a shared master would take "
+                     "over the forwards and let ssh exit");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"ServerAliveInterval=5\" ); } );",
+                     "t.conf:1: a.ssh_options: \"ServerAliveInterval=5\" is set by tunneld: use the "
+                     "server_alive_interval setting");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"LocalForward=1 h:2\" ); } );",
+                     "t.conf:1: a.ssh_options: \"LocalForward=1 h:2\" use the local_forwards setting");
+}
+
+/* Every error is reported, not just the first. */
+static void test_all_errors(void)
+{
+        expect_error("tunnels = (\n"
+                     "  { name = \"a\"; host = \"-x\"; port = 0; },\n"
+                     "  { name = \"b\"; host = \"h\"; restart = \"x\"; }\n"
+                     ");",
+                     "t.conf:2: a.host: \"-x\" must not begin with '-' (it would be read as an ssh option)\n"
+                     "t.conf:2: a.port: must be from 1 to 65535\n"
+                     "t.conf:3: b.restart: \"x\" must be \"always\", \"on-failure\" or \"never\"");
+}
+
+static void test_equal(void)
+{
+        struct config *a = NULL, *b = NULL;
+        const char *base = "tunnels = ( { name = \"a\"; host = \"h\"; local_forwards = ( \"1:h:2\" ); } );";
+        _cleanup_free_ char *e1 = load_errors(base, &a);
+        _cleanup_free_ char *e2 = load_errors(base, &b);
+
+        test_assert(a && b);
+        if (!a || !b)
+                return;
+        test_assert(tunnel_spec_equal(&a->tunnels[0], &b->tunnels[0]));
+        config_free(b);
+        b = NULL;
+        free(load_errors("tunnels = ( { name = \"a\"; host = \"h\"; local_forwards = ( \"1:h:3\" ); } );", &b));
+        test_assert(b && !tunnel_spec_equal(&a->tunnels[0], &b->tunnels[0]));
+        config_free(b);
+        b = NULL;
+        free(load_errors("\n\ntunnels = ( { name = \"a\"; host = \"h\"; local_forwards = ( \"1:h:2\" ); } );", &b));
+        test_assert(b && tunnel_spec_equal(&a->tunnels[0], &b->tunnels[0]));   /* line moves don't count */
+        config_free(b);
+        b = NULL;
+        free(load_errors("tunnels = ( { name = \"a\"; host = \"h\"; local_forwards = ( \"1:h:2\" ); gatetime = 5; } );", &b));
+        test_assert(b && !tunnel_spec_equal(&a->tunnels[0], &b->tunnels[0]));   /* policy counts */
+        config_free(b);
+        config_free(a);
+}
+
+static void test_file(void)
+{
+        char path[] = "/tmp/tunneld-test-XXXXXX";
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        int fd = mkstemp(path);
+        FILE *f;
+
+        test_assert(fd >= 0);
+        f = fdopen(fd, "w");
+        fputs("tunnels = (\n  { name = \"a\"; host = \"h\"; port = -1; }\n);\n", f);
+        fclose(f);
+        test_assert(config_load(path, &c, &errs) == -EINVAL);
+        test_assert(errs.n == 1);
+        if (errs.n == 1) {
+                char expected[256];
+                snprintf(expected, sizeof(expected), "%s:2: a.port: must be from 1 to 65535", path);
+                test_assert_streq(errs.lines[0], expected);
+        }
+        config_errors_clear(&errs);
+        unlink(path);
+
+        test_assert(config_load("/nonexistent/tunneld.conf", &c, &errs) == -ENOENT);
+        test_assert(errs.n == 1);
+        if (errs.n == 1)
+                test_assert_streq(errs.lines[0], "/nonexistent/tunneld.conf: cannot open: No such file or directory");
+        config_errors_clear(&errs);
+}
+
+TEST_MAIN(TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+          TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
+          TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

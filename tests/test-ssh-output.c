@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#include "ssh_output.h"
+#include "test.h"
+
+/* Lines as OpenSSH 9.2 prints them (seen on Debian 12). */
+static void test_classes(void)
+{
+        static const struct {
+                const char *line;
+                enum ssh_line_kind kind;
+                enum failure_class class;
+        } cases[] = {
+                { "Authenticated to 127.0.0.1 ([127.0.0.1]:22222) using \"publickey\".", SSH_LINE_AUTHENTICATED, FAILURE_NONE },
+                { "debug1: remote forward success for: listen 23334, connect 127.0.0.1:23400", SSH_LINE_REMOTE_FORWARD_OK, FAILURE_NONE },
+                { "debug1: pledge: network", SSH_LINE_DEBUG, FAILURE_NONE },
+                { "debug3: whatever Connection refused", SSH_LINE_DEBUG, FAILURE_NONE },
+                { "root@127.0.0.1: Permission denied (publickey).", SSH_LINE_FAILURE, FAILURE_AUTH },
+                { "Host key verification failed.", SSH_LINE_FAILURE, FAILURE_HOST_KEY },
+                { "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @", SSH_LINE_FAILURE, FAILURE_HOST_KEY },
+                { "ssh: Could not resolve hostname nosuch.invalid: Name or service not known", SSH_LINE_FAILURE, FAILURE_DNS },
+                { "ssh: connect to host 127.0.0.1 port 1: Connection refused", SSH_LINE_FAILURE, FAILURE_REFUSED },
+                { "ssh: connect to host 198.18.1.2 port 22: No route to host", SSH_LINE_FAILURE, FAILURE_UNREACHABLE },
+                { "ssh: connect to host 198.18.1.2 port 22: Network is unreachable", SSH_LINE_FAILURE, FAILURE_UNREACHABLE },
+                { "ssh: connect to host 198.18.1.2 port 22: Connection timed out", SSH_LINE_FAILURE, FAILURE_TIMEOUT },
+                { "Timeout, server 198.18.1.2 not responding.", SSH_LINE_FAILURE, FAILURE_TIMEOUT },
+                { "bind [127.0.0.1]:23333: Address already in use", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },
+                { "channel_setup_fwd_listener_tcpip: cannot listen to port: 23333", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },
+                { "Could not request local forwarding.", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },
+                { "Error: remote port forwarding failed for listen port 8080", SSH_LINE_FAILURE, FAILURE_REMOTE_FORWARD },
+                { "tunneld: cannot execute /nonexistent/ssh: No such file or directory", SSH_LINE_FAILURE, FAILURE_EXEC },
+                { "Transferred: sent 3412, received 3164 bytes, in 3.8 seconds", SSH_LINE_PLAIN, FAILURE_NONE },
+                { "Warning: Permanently added '[127.0.0.1]:22222' (ED25519) to the list of known hosts.", SSH_LINE_PLAIN, FAILURE_NONE },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                enum failure_class c;
+                enum ssh_line_kind k = ssh_line_parse(cases[i].line, &c);
+
+                if (k != cases[i].kind || c != cases[i].class)
+                        printf("#   line: %s -> kind %d class %s\n", cases[i].line, k, failure_class_to_string(c));
+                test_assert(k == cases[i].kind);
+                test_assert(c == cases[i].class);
+        }
+}
+
+static void test_names(void)
+{
+        test_assert_streq(failure_class_to_string(FAILURE_HOST_KEY), "host-key");
+        test_assert_streq(failure_class_to_string(FAILURE_REMOTE_FORWARD), "remote-forward");
+        test_assert_streq(failure_class_to_string(_FAILURE_MAX), "unknown");
+        for (int c = FAILURE_AUTH; c < _FAILURE_MAX; c++)
+                test_assert(failure_class_hint(c) != NULL);
+        test_assert(failure_class_hint(FAILURE_NONE) == NULL);
+}
+
+TEST_MAIN(TEST(test_classes), TEST(test_names))
