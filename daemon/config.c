@@ -12,10 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #define NAME_MAX_LEN 64
 #define VALUE_MAX_LEN 1024
 #define DURATION_MAX_S 86400.0
+
+#ifndef TUNNELD_CONTROL_SOCKET
+#define TUNNELD_CONTROL_SOCKET "/run/tunneld/control"
+#endif
 
 /* ---- validators: pure functions, shared with the tests ---- */
 
@@ -363,6 +369,35 @@ static const char *validate_path(const char *s)
         return NULL;
 }
 
+const char *validate_socket_path(const char *s)
+{
+        const char *r = validate_path(s);
+
+        if (r)
+                return r;
+        if (strcmp(s, "none") == 0)
+                return NULL;
+        if (s[0] != '/')
+                return "must be an absolute path, or \"none\" for no control socket";
+        if (strlen(s) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+                return "is too long for a Unix socket path (107 bytes at most)";
+        return NULL;
+}
+
+const char *validate_group_name(const char *s)
+{
+        if (!s || !*s)
+                return "must not be empty";
+        if (strlen(s) > 32)
+                return "is longer than 32 characters";
+        if (s[0] == '-')
+                return "must not begin with '-'";
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
+                        return "may contain only letters, digits, '_', '.' and '-'";
+        return NULL;
+}
+
 static const char *validate_program(const char *s)
 {
         const char *r = validate_path(s);
@@ -458,25 +493,36 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
                a->restart == b->restart &&
                a->restart_delay == b->restart_delay &&
                a->restart_delay_max == b->restart_delay_max &&
-               a->max_starts == b->max_starts;
+               a->max_starts == b->max_starts &&
+               a->max_lifetime == b->max_lifetime &&
+               a->max_lifetime_action == b->max_lifetime_action;
 }
+
+static const char *const restart_names[] = {
+        [RESTART_ALWAYS] = "always", [RESTART_ON_FAILURE] = "on-failure", [RESTART_NEVER] = "never",
+};
+static const char *const lifetime_action_names[] = {
+        [LIFETIME_RESTART] = "restart", [LIFETIME_STOP] = "stop",
+};
+static const char *const log_target_names[] = {
+        [LOG_TARGET_AUTO] = "auto", [LOG_TARGET_JOURNAL] = "journal", [LOG_TARGET_STDERR] = "stderr",
+};
+static const char *const log_level_names[] = {
+        [LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+        [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+};
+static const char *const ready_names[] = {
+        [READY_STARTED] = "started", [READY_ALL_UP] = "all-up",
+};
 
 const char *restart_policy_to_string(enum restart_policy p)
 {
-        switch (p) {
-        case RESTART_ALWAYS:     return "always";
-        case RESTART_ON_FAILURE: return "on-failure";
-        case RESTART_NEVER:      return "never";
-        }
-        return "?";
+        return p >= 0 && p < (int)ELEMENTSOF(restart_names) ? restart_names[p] : "?";
 }
 
-static int restart_policy_from_string(const char *s)
+const char *lifetime_action_to_string(enum lifetime_action a)
 {
-        for (int p = RESTART_ALWAYS; p <= RESTART_NEVER; p++)
-                if (strcmp(s, restart_policy_to_string(p)) == 0)
-                        return p;
-        return -EINVAL;
+        return a >= 0 && a < (int)ELEMENTSOF(lifetime_action_names) ? lifetime_action_names[a] : "?";
 }
 
 struct config *config_free(struct config *c)
@@ -488,6 +534,8 @@ struct config *config_free(struct config *c)
         free(c->tunnels);
         free(c->path);
         free(c->ssh);
+        free(c->control_socket);
+        free(c->control_group);
         free(c);
         return NULL;
 }
@@ -683,49 +731,71 @@ static bool get_strv(struct parser *p, const config_setting_t *s, const char *la
         return true;
 }
 
-enum kind { K_STRING, K_PATH, K_BOOL, K_INT, K_DURATION, K_STRV, K_RESTART };
+enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM };
 
-struct tunnel_setting {
+/* One setting: where it goes (offset into struct tunnel_spec or struct config) and how
+ * it is checked. */
+struct setting {
         const char *name;
         enum kind kind;
         size_t offset;
-        double min, max;
-        const char *(*validate)(const char *);
+        double min, max;                        /* K_INT, K_DURATION */
+        const char *(*validate)(const char *);  /* K_STRING, each K_STRV element */
+        const char *const *names;               /* K_ENUM: value = index */
+        size_t n_names;
 };
+#define ENUM(n) .names = n, .n_names = ELEMENTSOF(n)
 
 #define F(m) offsetof(struct tunnel_spec, m)
-static const struct tunnel_setting tunnel_settings[] = {
-        { "host",                   K_STRING,   F(host),            0, 0, validate_host },
-        { "user",                   K_STRING,   F(user),            0, 0, validate_user },
-        { "port",                   K_INT,      F(port),            1, 65535, NULL },
-        { "identity_file",          K_PATH,     F(identity_file),   0, 0, validate_path },
-        { "jump_host",              K_STRING,   F(jump_host),       0, 0, validate_jump_host },
-        { "ssh_config_file",        K_PATH,     F(ssh_config_file), 0, 0, validate_path },
-        { "enabled",                K_BOOL,     F(enabled),         0, 0, NULL },
-        { "local_forwards",         K_STRV,     F(local_forwards),  0, 0, validate_local_forward },
-        { "remote_forwards",        K_STRV,     F(remote_forwards), 0, 0, validate_remote_forward },
-        { "dynamic_forwards",       K_STRV,     F(dynamic_forwards), 0, 0, validate_dynamic_forward },
-        { "ssh_options",            K_STRV,     F(ssh_options),     0, 0, validate_ssh_option },
-        { "server_alive_interval",  K_INT,      F(server_alive_interval), 0, 86400, NULL },
-        { "server_alive_count_max", K_INT,      F(server_alive_count_max), 1, 1000, NULL },
-        { "exit_on_forward_failure", K_BOOL,    F(exit_on_forward_failure), 0, 0, NULL },
-        { "connect_timeout",        K_INT,      F(connect_timeout), 1, 3600, NULL },
-        { "gatetime",               K_DURATION, F(gatetime),        0, DURATION_MAX_S, NULL },
-        { "fail_fast",              K_BOOL,     F(fail_fast),       0, 0, NULL },
-        { "restart",                K_RESTART,  F(restart),         0, 0, NULL },
-        { "restart_delay",          K_DURATION, F(restart_delay),   0.05, DURATION_MAX_S, NULL },
-        { "restart_delay_max",      K_DURATION, F(restart_delay_max), 0.05, DURATION_MAX_S, NULL },
-        { "max_starts",             K_INT,      F(max_starts),      0, INT_MAX, NULL },
+static const struct setting tunnel_settings[] = {
+        { .name = "host", .kind = K_STRING, .offset = F(host), .validate = validate_host },
+        { .name = "user", .kind = K_STRING, .offset = F(user), .validate = validate_user },
+        { .name = "port", .kind = K_INT, .offset = F(port), .min = 1, .max = 65535 },
+        { .name = "identity_file", .kind = K_STRING, .offset = F(identity_file), .validate = validate_path },
+        { .name = "jump_host", .kind = K_STRING, .offset = F(jump_host), .validate = validate_jump_host },
+        { .name = "ssh_config_file", .kind = K_STRING, .offset = F(ssh_config_file), .validate = validate_path },
+        { .name = "enabled", .kind = K_BOOL, .offset = F(enabled) },
+        { .name = "local_forwards", .kind = K_STRV, .offset = F(local_forwards), .validate = validate_local_forward },
+        { .name = "remote_forwards", .kind = K_STRV, .offset = F(remote_forwards), .validate = validate_remote_forward },
+        { .name = "dynamic_forwards", .kind = K_STRV, .offset = F(dynamic_forwards), .validate = validate_dynamic_forward },
+        { .name = "ssh_options", .kind = K_STRV, .offset = F(ssh_options), .validate = validate_ssh_option },
+        { .name = "server_alive_interval", .kind = K_INT, .offset = F(server_alive_interval), .min = 0, .max = 86400 },
+        { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
+        { .name = "exit_on_forward_failure", .kind = K_BOOL, .offset = F(exit_on_forward_failure) },
+        { .name = "connect_timeout", .kind = K_INT, .offset = F(connect_timeout), .min = 1, .max = 3600 },
+        { .name = "gatetime", .kind = K_DURATION, .offset = F(gatetime), .min = 0, .max = DURATION_MAX_S },
+        { .name = "fail_fast", .kind = K_BOOL, .offset = F(fail_fast) },
+        { .name = "restart", .kind = K_ENUM, .offset = F(restart), ENUM(restart_names) },
+        { .name = "restart_delay", .kind = K_DURATION, .offset = F(restart_delay), .min = 0.05, .max = DURATION_MAX_S },
+        { .name = "restart_delay_max", .kind = K_DURATION, .offset = F(restart_delay_max), .min = 0.05, .max = DURATION_MAX_S },
+        { .name = "max_starts", .kind = K_INT, .offset = F(max_starts), .min = 0, .max = INT_MAX },
+        { .name = "max_lifetime", .kind = K_DURATION, .offset = F(max_lifetime), .min = 0, .max = 365 * DURATION_MAX_S },
+        { .name = "max_lifetime_action", .kind = K_ENUM, .offset = F(max_lifetime_action), ENUM(lifetime_action_names) },
 };
 #undef F
 
-static const struct tunnel_setting *find_tunnel_setting(const char *name)
+#define G(m) offsetof(struct config, m)
+static const struct setting global_settings[] = {
+        { .name = "ssh", .kind = K_STRING, .offset = G(ssh), .validate = validate_program },
+        { .name = "stop_timeout", .kind = K_DURATION, .offset = G(stop_timeout), .min = 0.1, .max = 3600 },
+        { .name = "log_target", .kind = K_ENUM, .offset = G(log_target), ENUM(log_target_names) },
+        { .name = "log_level", .kind = K_ENUM, .offset = G(log_level), ENUM(log_level_names) },
+        { .name = "control_socket", .kind = K_STRING, .offset = G(control_socket), .validate = validate_socket_path },
+        { .name = "control_group", .kind = K_STRING, .offset = G(control_group), .validate = validate_group_name },
+        { .name = "ready", .kind = K_ENUM, .offset = G(ready), ENUM(ready_names) },
+        { .name = "ready_timeout", .kind = K_DURATION, .offset = G(ready_timeout), .min = 0, .max = DURATION_MAX_S },
+};
+#undef G
+
+static const struct setting *find_setting(const struct setting *table, size_t n, const char *name)
 {
-        for (size_t i = 0; i < ELEMENTSOF(tunnel_settings); i++)
-                if (strcmp(tunnel_settings[i].name, name) == 0)
-                        return &tunnel_settings[i];
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(table[i].name, name) == 0)
+                        return &table[i];
         return NULL;
 }
+#define find_tunnel_setting(name) find_setting(tunnel_settings, ELEMENTSOF(tunnel_settings), name)
+#define find_global_setting(name) find_setting(global_settings, ELEMENTSOF(global_settings), name)
 
 static void spec_set_defaults(struct tunnel_spec *t)
 {
@@ -739,21 +809,43 @@ static void spec_set_defaults(struct tunnel_spec *t)
                 .restart = RESTART_ALWAYS,
                 .restart_delay = 1,
                 .restart_delay_max = 60,
+                .max_lifetime_action = LIFETIME_RESTART,
         };
 }
 
-/* Parse one setting s (described by d) into spec; label names it in messages. */
-static void parse_tunnel_setting(struct parser *p, const struct tunnel_setting *d,
-                                 const config_setting_t *s, const char *label, struct tunnel_spec *spec)
+static void diag_enum(struct parser *p, const config_setting_t *s, const char *label, const char *value,
+                      const struct setting *d)
 {
-        void *field = (char *)spec + d->offset;
+        struct buf b = {0};
+        _cleanup_free_ char *list = NULL;
+        size_t k = 0, total = 0;
+
+        for (size_t i = 0; i < d->n_names; i++)
+                total += d->names[i] != NULL;
+        for (size_t i = 0; i < d->n_names; i++) {
+                if (!d->names[i])
+                        continue;
+                buf_printf(&b, "%s\"%s\"", k == 0 ? "" : k + 1 == total ? " or " : ", ", d->names[i]);
+                k++;
+        }
+        if (buf_steal(&b, &list) < 0) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        diag(p, s, label, "\"%s\" must be %s", value, list);
+}
+
+/* Parse one setting s (described by d) into the struct at base; label names it in messages. */
+static void parse_setting(struct parser *p, const struct setting *d, const config_setting_t *s,
+                          const char *label, void *base)
+{
+        void *field = (char *)base + d->offset;
         const char *str, *why;
         double num;
         bool b;
 
         switch (d->kind) {
         case K_STRING:
-        case K_PATH:
                 str = get_string(p, s, label);
                 if (!str)
                         return;
@@ -787,19 +879,17 @@ static void parse_tunnel_setting(struct parser *p, const struct tunnel_setting *
                 }
                 return;
         }
-        case K_RESTART: {
-                int policy;
+        case K_ENUM:
                 str = get_string(p, s, label);
                 if (!str)
                         return;
-                policy = restart_policy_from_string(str);
-                if (policy < 0) {
-                        diag(p, s, label, "\"%s\" must be \"always\", \"on-failure\" or \"never\"", str);
-                        return;
-                }
-                spec->restart = policy;
+                for (size_t i = 0; i < d->n_names; i++)
+                        if (d->names[i] && strcmp(d->names[i], str) == 0) {
+                                *(int *)field = (int)i;
+                                return;
+                        }
+                diag_enum(p, s, label, str, d);
                 return;
-        }
         }
 }
 
@@ -812,7 +902,7 @@ static void parse_tunnel_group(struct parser *p, const config_setting_t *g, cons
         for (int i = 0; i < n; i++) {
                 const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
                 const char *key = config_setting_name(s);
-                const struct tunnel_setting *d;
+                const struct setting *d;
                 char label[NAME_MAX_LEN + 64];
 
                 snprintf(label, sizeof(label), "%s.%s", prefix, key);
@@ -826,7 +916,7 @@ static void parse_tunnel_group(struct parser *p, const config_setting_t *g, cons
                         diag(p, s, label, "unknown setting");
                         continue;
                 }
-                parse_tunnel_setting(p, d, s, label, spec);
+                parse_setting(p, d, s, label, spec);
         }
 }
 
@@ -918,22 +1008,6 @@ static void parse_tunnels(struct parser *p, const config_setting_t *list, const 
         }
 }
 
-static const char *log_target_names[] = {
-        [LOG_TARGET_AUTO] = "auto", [LOG_TARGET_JOURNAL] = "journal", [LOG_TARGET_STDERR] = "stderr",
-};
-static const char *log_level_names[] = {
-        [LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
-        [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
-};
-
-static int lookup_name(const char *const *names, size_t n, const char *s)
-{
-        for (size_t i = 0; i < n; i++)
-                if (names[i] && strcmp(names[i], s) == 0)
-                        return (int)i;
-        return -1;
-}
-
 static void parse_root(struct parser *p, const config_setting_t *root, struct config *c)
 {
         const config_setting_t *defaults = NULL, *tunnels = NULL;
@@ -944,45 +1018,16 @@ static void parse_root(struct parser *p, const config_setting_t *root, struct co
 
         for (int i = 0; i < n; i++) {
                 const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
-                const char *key = config_setting_name(s), *str;
-                double num;
+                const char *key = config_setting_name(s);
+                const struct setting *d;
 
                 if (strcmp(key, "defaults") == 0)
                         defaults = s;
                 else if (strcmp(key, "tunnels") == 0)
                         tunnels = s;
-                else if (strcmp(key, "ssh") == 0) {
-                        if ((str = get_string(p, s, key))) {
-                                const char *why = validate_program(str);
-                                if (why)
-                                        diag(p, s, key, "\"%s\" %s", str, why);
-                                else {
-                                        free(c->ssh);
-                                        c->ssh = strdup(str);
-                                        if (!c->ssh)
-                                                p->oom = -ENOMEM;
-                                }
-                        }
-                } else if (strcmp(key, "stop_timeout") == 0) {
-                        if (get_number(p, s, key, false, 0.1, 3600, &num))
-                                c->stop_timeout = num;
-                } else if (strcmp(key, "log_target") == 0) {
-                        if ((str = get_string(p, s, key))) {
-                                int v = lookup_name(log_target_names, ELEMENTSOF(log_target_names), str);
-                                if (v < 0)
-                                        diag(p, s, key, "\"%s\" must be \"auto\", \"journal\" or \"stderr\"", str);
-                                else
-                                        c->log_target = v;
-                        }
-                } else if (strcmp(key, "log_level") == 0) {
-                        if ((str = get_string(p, s, key))) {
-                                int v = lookup_name(log_level_names, ELEMENTSOF(log_level_names), str);
-                                if (v < 0)
-                                        diag(p, s, key, "\"%s\" must be \"err\", \"warning\", \"notice\", \"info\" or \"debug\"", str);
-                                else
-                                        c->log_level = v;
-                        }
-                } else if (find_tunnel_setting(key))
+                else if ((d = find_global_setting(key)))
+                        parse_setting(p, d, s, key, c);
+                else if (find_tunnel_setting(key))
                         diag(p, s, key, "is a tunnel setting: put it in a tunnel or in defaults");
                 else
                         diag(p, s, key, "unknown setting");
@@ -1013,7 +1058,10 @@ static int config_new(const char *path, struct config **ret)
         c->stop_timeout = 5;
         c->log_target = LOG_TARGET_AUTO;
         c->log_level = LOG_INFO;
-        if (!c->path || !c->ssh) {
+        c->control_socket = strdup(TUNNELD_CONTROL_SOCKET);
+        c->ready = READY_STARTED;
+        c->ready_timeout = 60;
+        if (!c->path || !c->ssh || !c->control_socket) {
                 config_free(c);
                 return -ENOMEM;
         }

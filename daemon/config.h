@@ -14,6 +14,16 @@ enum restart_policy {
         RESTART_NEVER,
 };
 
+enum lifetime_action {
+        LIFETIME_RESTART,               /* restart ssh when max_lifetime is reached */
+        LIFETIME_STOP,                  /* stop the tunnel (it stays stopped until started) */
+};
+
+enum ready_mode {
+        READY_STARTED,                  /* READY=1 once every enabled tunnel's first start is launched */
+        READY_ALL_UP,                   /* …once every enabled tunnel is up or has failed a start */
+};
+
 /* One tunnel, as configured. Immutable once loaded; compared by value on reload. */
 struct tunnel_spec {
         char *name;
@@ -41,6 +51,8 @@ struct tunnel_spec {
         double restart_delay;
         double restart_delay_max;
         int max_starts;
+        double max_lifetime;            /* 0 = unlimited */
+        enum lifetime_action max_lifetime_action;
 
         /* where it was defined, for messages; not part of equality */
         char *source_file;
@@ -53,6 +65,10 @@ struct config {
         double stop_timeout;            /* grace between SIGTERM and SIGKILL */
         enum log_target log_target;
         int log_level;
+        char *control_socket;           /* NULL = no control socket */
+        char *control_group;            /* may send state-changing commands (with root) */
+        enum ready_mode ready;
+        double ready_timeout;           /* all-up: READY=1 anyway after this long */
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;
@@ -81,6 +97,7 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret);
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b);
 
 const char *restart_policy_to_string(enum restart_policy p);
+const char *lifetime_action_to_string(enum lifetime_action a);
 size_t config_enabled_count(const struct config *c);
 
 /* Validators shared with tests; 0 if fine, else a static reason. */
@@ -92,3 +109,5 @@ const char *validate_local_forward(const char *s);
 const char *validate_remote_forward(const char *s);
 const char *validate_dynamic_forward(const char *s);
 const char *validate_ssh_option(const char *s);
+const char *validate_socket_path(const char *s);
+const char *validate_group_name(const char *s);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "log.h"
 #include "notify.h"
 #include "ssh_argv.h"
@@ -55,6 +56,7 @@ static int check_config(const struct config *c, bool verbose)
 
 struct daemon {
         struct supervisor *sup;
+        struct ctl_server *ctl;
         ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 };
 
@@ -67,7 +69,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         switch (w->signum) {
         case SIGHUP:
                 if (!supervisor_is_shutting_down(d->sup))
-                        (void)supervisor_reload(d->sup);
+                        (void)supervisor_reload(d->sup, NULL);
                 break;
         case SIGTERM:
         case SIGINT:
@@ -161,23 +163,31 @@ int main(int argc, char *argv[])
 
         log_notice("tunneld %s starting: %zu tunnel%s from %s", TUNNELD_VERSION, config->n_tunnels,
                    config->n_tunnels == 1 ? "" : "s", path);
+        if (config->control_socket && strcmp(config->control_socket, "none") != 0) {
+                r = ctl_server_new(loop, config->control_socket, config->control_group, &d.ctl);
+                if (r == -EADDRINUSE && getenv("TUNNELD_TODO_STRICT_CONTROL")) {
+                        /* another tunneld: starting a second set of ssh would fight it for every port */
+                        config_free(config);
+                        return 1;
+                }
+                /* other errors: tunnels still run; they matter more than tunnelctl */
+        }
         r = supervisor_new(loop, config, &d.sup);
         if (r < 0) {
                 log_error_errno(r, "cannot start: %m");
+                ctl_server_free(d.ctl);
                 config_free(config);
                 return 1;
         }
-        {
-                _cleanup_free_ char *status = NULL;
-                if (supervisor_status_text(d.sup, &status) >= 0)
-                        notify_ready(status);
-        }
+        if (d.ctl)
+                ctl_server_attach(d.ctl, d.sup);
         notify_watchdog_start(loop);
 
         ev_run(loop, 0);
 
         notify_watchdog_stop(loop);
         log_notice("every tunnel stopped; exiting");
+        ctl_server_free(d.ctl);
         supervisor_free(d.sup);
         ev_loop_destroy(loop);
         return 0;

@@ -19,8 +19,11 @@ struct supervisor {
 
         bool shutting_down;
         bool status_dirty;
+        double started_at;
         char *reload_error;             /* shown in STATUS until a reload succeeds */
         ev_prepare flush;               /* coalesces STATUS updates: once per loop iteration */
+        bool ready_sent;
+        ev_timer ready_timer;           /* ready = "all-up": READY=1 anyway at ready_timeout */
 };
 
 static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata);
@@ -81,6 +84,50 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userd
         check_shutdown_done(s);
 }
 
+/* all-up: every enabled tunnel is up, or has had its chance and failed a start. */
+static bool all_settled(const struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                const struct tunnel *t = s->tunnels[i];
+
+                if (!t->spec.enabled || t->held)
+                        continue;
+                if (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED || t->state == TUNNEL_BACKOFF)
+                        continue;
+                return false;
+        }
+        return true;
+}
+
+static void send_ready(struct supervisor *s)
+{
+        _cleanup_free_ char *text = NULL;
+
+        s->ready_sent = true;
+        s->status_dirty = false;
+        ev_timer_stop(s->loop, &s->ready_timer);
+        if (supervisor_status_text(s, &text) >= 0) {
+                notify_ready(text);
+                if (s->config->ready == READY_ALL_UP)
+                        log_notice("ready: %s", text);
+        } else
+                notify_ready(NULL);
+}
+
+static void on_ready_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct supervisor *s = w->data;
+        char t[DURATION_MAX];
+
+        (void)loop;
+        (void)revents;
+        if (s->ready_sent)
+                return;
+        log_warning("ready_timeout %s passed before every tunnel was up: reporting ready anyway",
+                    format_duration(s->config->ready_timeout, t, sizeof(t)));
+        send_ready(s);
+}
+
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 {
         struct supervisor *s = w->data;
@@ -88,7 +135,13 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 
         (void)loop;
         (void)revents;
-        if (!s->status_dirty || s->shutting_down)
+        if (s->shutting_down)
+                return;
+        if (!s->ready_sent && (s->config->ready == READY_STARTED || all_settled(s))) {
+                send_ready(s);
+                return;
+        }
+        if (!s->status_dirty)
                 return;
         s->status_dirty = false;
         if (supervisor_status_text(s, &text) >= 0)
@@ -154,16 +207,25 @@ int supervisor_new(struct ev_loop *loop, struct config *config, struct superviso
         if (!s)
                 return -ENOMEM;
         s->loop = loop;
+        s->started_at = now_mono();
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
         ev_prepare_start(loop, &s->flush);
         /* The prepare watcher must not keep the loop alive on its own. */
         ev_unref(loop);
 
+        ev_timer_init(&s->ready_timer, on_ready_timeout, 0., 0.);
+        s->ready_timer.data = s;
         r = supervisor_apply(s, config);
         if (r < 0) {
                 supervisor_free(s);
                 return r;
+        }
+        /* READY=1 goes out from the loop's first iteration (after the control socket is up),
+         * or for all-up once every tunnel settled or at ready_timeout. */
+        if (config->ready == READY_ALL_UP && config->ready_timeout > 0) {
+                ev_timer_set(&s->ready_timer, config->ready_timeout, 0.);
+                ev_timer_start(loop, &s->ready_timer);
         }
         *ret = s;
         return 0;
@@ -181,6 +243,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         free(s->retiring);
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
+        ev_timer_stop(s->loop, &s->ready_timer);
         config_free(s->config);
         free(s->reload_error);
         free(s);
@@ -295,7 +358,20 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         return 0;
 }
 
-int supervisor_reload(struct supervisor *s)
+/* Globals read once at start: say so rather than ignore a change silently. */
+static void report_fixed_globals(const struct config *old, const struct config *c)
+{
+        if (strcmp_null(old->control_socket, c->control_socket) != 0)
+                log_warning("control_socket changed to %s: takes effect when tunneld restarts",
+                            c->control_socket ? c->control_socket : "none");
+        if (strcmp_null(old->control_group, c->control_group) != 0)
+                log_warning("control_group changed to %s: takes effect when tunneld restarts",
+                            c->control_group ? c->control_group : "(none)");
+        if (old->ready != c->ready || old->ready_timeout != c->ready_timeout)
+                log_warning("ready/ready_timeout changed: they only matter at start, and take effect when tunneld restarts");
+}
+
+int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
 {
         struct config_errors errs = {0};
         struct config *c = NULL;
@@ -314,9 +390,14 @@ int supervisor_reload(struct supervisor *s)
                 if (asprintf(&s->reload_error, "reload failed (%zu error%s, see the journal), running the previous configuration",
                              errs.n, errs.n == 1 ? "" : "s") < 0)
                         s->reload_error = NULL;
-                config_errors_clear(&errs);
+                if (ret_errs) {
+                        config_errors_clear(ret_errs);
+                        *ret_errs = errs;
+                } else
+                        config_errors_clear(&errs);
                 goto ready;
         }
+        report_fixed_globals(s->config, c);
         if (c->log_target != s->config->log_target)
                 log_open(c->log_target);
         log_set_max_level(c->log_level);
@@ -338,15 +419,10 @@ int supervisor_reload(struct supervisor *s)
         s->reload_error = NULL;
         log_notice("reload done: %zu tunnel%s (was %zu), %zu changed", after, after == 1 ? "" : "s", before, changed);
 
-ready: {
-                _cleanup_free_ char *text = NULL;
-
-                s->status_dirty = false;
-                if (supervisor_status_text(s, &text) >= 0)
-                        notify_ready(text);
-                else
-                        notify_ready(NULL);
-        }
+ready:
+        /* Before the first READY (all-up still waiting) a reload must not claim readiness. */
+        if (s->ready_sent)
+                send_ready(s);
         return r;
 }
 
@@ -380,6 +456,7 @@ void supervisor_restart_all(struct supervisor *s, const char *reason)
 }
 
 const struct config *supervisor_config(const struct supervisor *s) { return s->config; }
+double supervisor_started_at(const struct supervisor *s) { return s->started_at; }
 size_t supervisor_count(const struct supervisor *s) { return s->n_tunnels; }
 struct tunnel *supervisor_get(const struct supervisor *s, size_t i) { return i < s->n_tunnels ? s->tunnels[i] : NULL; }
 

@@ -16,8 +16,9 @@ int supervisor_new(struct ev_loop *loop, struct config *config, struct superviso
 struct supervisor *supervisor_free(struct supervisor *s);
 
 /* Re-read the configuration file. On any error the running set stays exactly as it was.
- * Returns 0 if applied, -EINVAL (or another -errno) if rejected. */
-int supervisor_reload(struct supervisor *s);
+ * Returns 0 if applied, -EINVAL (or another -errno) if rejected; the errors go to the log
+ * and, if ret_errs is given, there too. */
+int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs);
 /* Apply an already loaded configuration (takes ownership). */
 int supervisor_apply(struct supervisor *s, struct config *config);
 
@@ -32,6 +33,9 @@ const struct config *supervisor_config(const struct supervisor *s);
 size_t supervisor_count(const struct supervisor *s);
 struct tunnel *supervisor_get(const struct supervisor *s, size_t i);
 struct tunnel *supervisor_find(const struct supervisor *s, const char *name);
+
+/* When the supervisor started (CLOCK_MONOTONIC). */
+double supervisor_started_at(const struct supervisor *s);
 
 /* One short line for systemd's STATUS=. */
 int supervisor_status_text(const struct supervisor *s, char **ret);

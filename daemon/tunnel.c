@@ -293,6 +293,7 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
         (void)revents;
         ev_child_stop(loop, w);
         ev_timer_stop(loop, &t->gate_timer);
+        ev_timer_stop(loop, &t->lifetime_timer);
         if (t->stderr_fd >= 0)
                 read_stderr(t, true);   /* ssh's last words come before our verdict */
 
@@ -337,6 +338,29 @@ static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
                                                .exit_signal = -1 },
                  "ssh has run for gatetime %s: this start counts as a success",
                  format_duration(t->spec.gatetime, gate, sizeof(gate)));
+}
+
+static void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct tunnel *t = w->data;
+        char life[DURATION_MAX];
+
+        (void)loop;
+        (void)revents;
+        if (t->state != TUNNEL_STARTING && t->state != TUNNEL_UP)
+                return;
+        format_duration(t->spec.max_lifetime, life, sizeof(life));
+        if (t->spec.max_lifetime_action == LIFETIME_STOP) {
+                log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
+                                                        .exit_signal = -1 },
+                         "ssh reached max_lifetime %s: stopping the tunnel (max_lifetime_action=stop)", life);
+                tunnel_hold(t, "max_lifetime reached");
+                return;
+        }
+        log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
+                                                .exit_signal = -1 },
+                 "ssh reached max_lifetime %s: restarting it", life);
+        tunnel_restart(t, "max_lifetime reached");
 }
 
 static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -455,6 +479,12 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
                 ev_timer_start(t->loop, &t->gate_timer);
         } else
                 t->gate_passed = t->ever_passed = true;
+        if (t->spec.max_lifetime > 0) {
+                ev_timer_set(&t->lifetime_timer, t->spec.max_lifetime, 0.);
+                ev_timer_start(t->loop, &t->lifetime_timer);
+        }
+        if (run && !run->requested)
+                t->restarts++;
 
         set_state(t, TUNNEL_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run, "%s; %s: ssh pid %d (start %u)",
                   what, next, (int)pid, t->starts);
@@ -513,8 +543,10 @@ int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char 
         ev_child_init(&t->child_watcher, on_child, 0, 0);
         ev_timer_init(&t->timer, on_retry_timer, 0., 0.);
         ev_timer_init(&t->gate_timer, on_gate_timer, 0., 0.);
+        ev_timer_init(&t->lifetime_timer, on_lifetime_timer, 0., 0.);
         ev_io_init(&t->stderr_watcher, on_stderr, -1, EV_READ);
-        t->child_watcher.data = t->timer.data = t->gate_timer.data = t->stderr_watcher.data = t;
+        t->child_watcher.data = t->timer.data = t->gate_timer.data = t->lifetime_timer.data = t;
+        t->stderr_watcher.data = t;
         *ret = t;
         return 0;
 }
@@ -530,6 +562,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
         ev_child_stop(t->loop, &t->child_watcher);
         ev_timer_stop(t->loop, &t->timer);
         ev_timer_stop(t->loop, &t->gate_timer);
+        ev_timer_stop(t->loop, &t->lifetime_timer);
         ev_io_stop(t->loop, &t->stderr_watcher);
         if (t->stderr_fd >= 0)
                 close(t->stderr_fd);
@@ -554,6 +587,7 @@ static void reset_counters(struct tunnel *t)
 
 void tunnel_start(struct tunnel *t)
 {
+        t->held = false;
         switch (t->state) {
         case TUNNEL_STOPPED:
         case TUNNEL_FAILED:
@@ -580,6 +614,7 @@ void tunnel_stop(struct tunnel *t, const char *reason)
         case TUNNEL_STARTING:
         case TUNNEL_UP:
                 ev_timer_stop(t->loop, &t->gate_timer);
+                ev_timer_stop(t->loop, &t->lifetime_timer);
                 if (kill(-t->pid, SIGTERM) < 0)
                         (void)kill(t->pid, SIGTERM);
                 ev_timer_stop(t->loop, &t->timer);
@@ -604,8 +639,16 @@ void tunnel_stop(struct tunnel *t, const char *reason)
         }
 }
 
+void tunnel_hold(struct tunnel *t, const char *reason)
+{
+        t->held = true;
+        t->start_after_stop = false;
+        tunnel_stop(t, reason);
+}
+
 void tunnel_restart(struct tunnel *t, const char *reason)
 {
+        t->held = false;
         reset_counters(t);
         if (t->state == TUNNEL_STARTING || t->state == TUNNEL_UP || t->state == TUNNEL_STOPPING) {
                 if (t->state != TUNNEL_STOPPING)
@@ -640,6 +683,12 @@ int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const c
 
         if (!spec->enabled) {
                 tunnel_stop(t, "disabled in the configuration");
+                return 0;
+        }
+        if (t->held && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_STOPPING)) {
+                /* an operator stopped it: the new spec waits for their start */
+                t->starts = t->failures = 0;
+                t->ever_passed = false;
                 return 0;
         }
         tunnel_restart(t, "configuration changed");

@@ -56,10 +56,12 @@ struct tunnel {
         enum failure_class run_failure; /* from this run's stderr */
         bool kill_sent;
         bool start_after_stop;
+        bool held;                      /* stopped by an operator: stays stopped across reloads */
 
         ev_child child_watcher;
         ev_timer timer;                 /* backoff retry or stop grace, by state */
         ev_timer gate_timer;            /* gatetime of the current run */
+        ev_timer lifetime_timer;        /* max_lifetime of the current run */
         ev_io stderr_watcher;
         int stderr_fd;
         char line[1024];
@@ -68,6 +70,7 @@ struct tunnel {
         unsigned starts;                /* since configured or started by hand (max_starts) */
         unsigned failures;              /* consecutive failed starts (backoff exponent) */
         unsigned long total_starts;     /* since tunneld started; never reset */
+        unsigned long restarts;         /* starts after an exit tunneld did not ask for */
         unsigned long total_failures[_FAILURE_MAX];
         bool gate_passed;               /* this run has lasted gatetime */
         bool ever_passed;               /* some run since configured lasted gatetime (fail_fast) */
@@ -83,6 +86,8 @@ struct tunnel *tunnel_free(struct tunnel *t);
 void tunnel_start(struct tunnel *t);
 /* SIGTERM the child (SIGKILL after stop_timeout) and stay stopped. */
 void tunnel_stop(struct tunnel *t, const char *reason);
+/* An operator's stop: like tunnel_stop, and a reload does not start it again. */
+void tunnel_hold(struct tunnel *t, const char *reason);
 /* Stop if running, then start again. */
 void tunnel_restart(struct tunnel *t, const char *reason);
 /* New spec (reload): restart with it if it is enabled, stop if not. */

@@ -1,0 +1,648 @@
+/* SPDX-License-Identifier: MIT */
+#include "ctl.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "log.h"
+
+struct ctl_client {
+        struct ctl_server *server;
+        struct ctl_client *next;
+        int fd;
+        ev_io io;
+        ev_timer idle;
+        struct ucred cred;
+        bool may_write;
+        bool eof;
+        bool close_after_flush;
+        char in[CTL_REQUEST_MAX];
+        size_t in_len;
+        struct buf out;
+        size_t out_off;
+};
+
+struct ctl_server {
+        struct ev_loop *loop;
+        struct supervisor *sup;
+        char *path;
+        gid_t group;
+        bool has_group;
+        int fd;
+        ev_io io;
+        struct ctl_client *clients;
+        size_t n_clients;
+};
+
+/* ---- responses ---- */
+
+static void json_key(struct buf *b, const char *key)
+{
+        buf_json_string(b, key);
+        buf_append(b, ":", 1);
+}
+
+static void json_number_or_null(struct buf *b, bool valid, double v)
+{
+        if (valid)
+                buf_printf(b, "%.3f", v);
+        else
+                buf_append(b, "null", 4);
+}
+
+static void json_strv(struct buf *b, char *const *v)
+{
+        buf_append(b, "[", 1);
+        for (size_t i = 0; v && v[i]; i++) {
+                if (i)
+                        buf_append(b, ",", 1);
+                buf_json_string(b, v[i]);
+        }
+        buf_append(b, "]", 1);
+}
+
+void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
+{
+        const struct tunnel_run *run = &t->last_run;
+        bool first = true;
+        char sig[16];
+
+        buf_append(b, "{", 1);
+        json_key(b, "name");
+        buf_json_string(b, t->spec.name);
+        buf_append(b, ",", 1);
+        json_key(b, "state");
+        buf_json_string(b, tunnel_state_to_string(t->state));
+        buf_printf(b, ",\"enabled\":%s,\"held\":%s,", t->spec.enabled ? "true" : "false", t->held ? "true" : "false");
+        json_key(b, "reason");
+        if (t->reason && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_FAILED || t->state == TUNNEL_STOPPING))
+                buf_json_string(b, t->reason);
+        else
+                buf_append(b, "null", 4);
+        buf_append(b, ",", 1);
+        json_key(b, "host");
+        buf_json_string(b, t->spec.host);
+        buf_append(b, ",\"pid\":", 7);
+        if (t->pid > 0)
+                buf_printf(b, "%d", (int)t->pid);
+        else
+                buf_append(b, "null", 4);
+        buf_append(b, ",\"since\":", 9);
+        json_number_or_null(b, true, now - t->state_since);
+        buf_append(b, ",\"uptime\":", 10);
+        json_number_or_null(b, t->pid > 0, now - t->started_at);
+        buf_append(b, ",\"retry_in\":", 12);
+        json_number_or_null(b, t->state == TUNNEL_BACKOFF, t->retry_at - now);
+        buf_printf(b, ",\"starts\":%lu,\"restarts\":%lu,\"consecutive_failures\":%u,", t->total_starts, t->restarts,
+                   t->failures);
+        json_key(b, "failures");
+        buf_append(b, "{", 1);
+        for (int c = FAILURE_NONE + 1; c < _FAILURE_MAX; c++) {
+                if (!t->total_failures[c])
+                        continue;
+                if (!first)
+                        buf_append(b, ",", 1);
+                first = false;
+                json_key(b, failure_class_to_string(c));
+                buf_printf(b, "%lu", t->total_failures[c]);
+        }
+        buf_append(b, "},", 2);
+        json_key(b, "last_exit");
+        if (run->valid) {
+                buf_append(b, "{\"status\":", 10);
+                if (run->exit_status >= 0)
+                        buf_printf(b, "%d", run->exit_status);
+                else
+                        buf_append(b, "null", 4);
+                buf_append(b, ",\"signal\":", 10);
+                if (run->exit_signal > 0)
+                        buf_json_string(b, signal_to_name(run->exit_signal, sig, sizeof(sig)));
+                else
+                        buf_append(b, "null", 4);
+                buf_printf(b, ",\"ran\":%.3f,\"ago\":%.3f,\"requested\":%s,\"failure\":", run->ran,
+                           now - run->ended_at, run->requested ? "true" : "false");
+                if (run->failure != FAILURE_NONE)
+                        buf_json_string(b, failure_class_to_string(run->failure));
+                else
+                        buf_append(b, "null", 4);
+                buf_append(b, "}", 1);
+        } else
+                buf_append(b, "null", 4);
+        buf_append(b, ",\"forwards\":{\"local\":", 21);
+        json_strv(b, t->spec.local_forwards);
+        buf_append(b, ",\"remote\":", 10);
+        json_strv(b, t->spec.remote_forwards);
+        buf_append(b, ",\"dynamic\":", 11);
+        json_strv(b, t->spec.dynamic_forwards);
+        buf_printf(b, "},\"gatetime\":%.3f,", t->spec.gatetime);
+        json_key(b, "restart");
+        buf_json_string(b, restart_policy_to_string(t->spec.restart));
+        buf_append(b, "}", 1);
+}
+
+_printf_(2, 3)
+static void reply_error(struct buf *out, const char *fmt, ...)
+{
+        char text[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        buf_append(out, "{\"ok\":false,\"error\":", 20);
+        buf_json_string(out, text);
+        buf_append(out, "}\n", 2);
+}
+
+static void reply_errors(struct buf *out, const char *error, const struct config_errors *errs)
+{
+        buf_append(out, "{\"ok\":false,\"error\":", 20);
+        buf_json_string(out, error);
+        buf_append(out, ",\"errors\":", 10);
+        json_strv(out, errs->lines);
+        buf_append(out, "}\n", 2);
+}
+
+/* The tunnels a request names: "tunnels":[…] or "all":true. NULL-terminated array in
+ * *ret (borrowed pointers), or an error reply. */
+static int select_tunnels(struct supervisor *sup, const struct json *req, bool all_by_default, struct buf *out,
+                          struct tunnel ***ret)
+{
+        const struct json *names = json_get(req, "tunnels");
+        bool all = json_get_bool(req, "all", false);
+        size_t n = names && names->type == JSON_ARRAY ? names->n : 0;
+        struct tunnel **v;
+
+        if (names && names->type != JSON_ARRAY) {
+                reply_error(out, "\"tunnels\" must be a list of names");
+                return -EINVAL;
+        }
+        if (all && n) {
+                reply_error(out, "give tunnel names or \"all\", not both");
+                return -EINVAL;
+        }
+        if (!all && !n && !all_by_default) {
+                reply_error(out, "name at least one tunnel, or set \"all\"");
+                return -EINVAL;
+        }
+        if (all || !n) {
+                n = supervisor_count(sup);
+                v = calloc(n + 1, sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n; i++)
+                        v[i] = supervisor_get(sup, i);
+                *ret = v;
+                return 0;
+        }
+        v = calloc(n + 1, sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const struct json *name = names->items[i];
+                if (name->type != JSON_STRING) {
+                        reply_error(out, "\"tunnels\" must be a list of names");
+                        free(v);
+                        return -EINVAL;
+                }
+                v[i] = supervisor_find(sup, name->string);
+                if (!v[i]) {
+                        reply_error(out, "no such tunnel: %s", name->string);
+                        free(v);
+                        return -ENOENT;
+                }
+        }
+        *ret = v;
+        return 0;
+}
+
+static void reply_tunnels(struct buf *out, struct supervisor *sup, struct tunnel **v, bool with_daemon)
+{
+        double now = now_mono();
+
+        buf_append(out, "{\"ok\":true,", 11);
+        if (with_daemon) {
+                _cleanup_free_ char *status = NULL;
+                const struct config *c = supervisor_config(sup);
+
+                buf_printf(out, "\"version\":\"%s\",\"pid\":%d,\"uptime\":%.3f,", TUNNELD_VERSION, (int)getpid(),
+                           now - supervisor_started_at(sup));
+                json_key(out, "config");
+                buf_json_string(out, c->path);
+                buf_append(out, ",", 1);
+                if (supervisor_status_text(sup, &status) >= 0) {
+                        json_key(out, "status");
+                        buf_json_string(out, status);
+                        buf_append(out, ",", 1);
+                }
+        }
+        json_key(out, "tunnels");
+        buf_append(out, "[", 1);
+        for (size_t i = 0; v[i]; i++) {
+                if (i)
+                        buf_append(out, ",", 1);
+                ctl_tunnel_json(out, v[i], now);
+        }
+        buf_append(out, "]}\n", 3);
+}
+
+static void handle_check(struct supervisor *sup, struct buf *out)
+{
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        const char *path = supervisor_config(sup)->path;
+
+        if (config_load(path, &c, &errs) < 0) {
+                reply_errors(out, "configuration invalid", &errs);
+                config_errors_clear(&errs);
+                return;
+        }
+        buf_printf(out, "{\"ok\":true,\"tunnels\":%zu,\"enabled\":%zu,", c->n_tunnels, config_enabled_count(c));
+        json_key(out, "config");
+        buf_json_string(out, path);
+        buf_append(out, "}\n", 2);
+        config_free(c);
+}
+
+static void handle_reload(struct supervisor *sup, struct buf *out)
+{
+        struct config_errors errs = {0};
+        int r;
+
+        log_notice("reload requested on the control socket");
+        r = supervisor_reload(sup, &errs);
+        if (r < 0) {
+                if (errs.n)
+                        reply_errors(out, "reload rejected: the running tunnels are unchanged", &errs);
+                else
+                        reply_error(out, "reload failed: %s", strerror(-r));
+                config_errors_clear(&errs);
+                return;
+        }
+        buf_printf(out, "{\"ok\":true,\"tunnels\":%zu}\n", supervisor_count(sup));
+}
+
+void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, bool may_write, struct buf *out)
+{
+        _cleanup_free_ struct tunnel **v = NULL;
+        struct json *req = NULL;
+        const char *cmd;
+        int r;
+
+        r = json_parse(line, len, &req);
+        if (r < 0) {
+                reply_error(out, r == -ENOMEM ? "out of memory" : "request is not valid JSON");
+                return;
+        }
+        cmd = json_get_string(req, "cmd");
+        if (!cmd) {
+                reply_error(out, "request needs a \"cmd\" string");
+                goto done;
+        }
+        if (strcmp(cmd, "status") == 0) {
+                if (select_tunnels(sup, req, true, out, &v) >= 0)
+                        reply_tunnels(out, sup, v, true);
+                goto done;
+        }
+        if (strcmp(cmd, "check") == 0) {
+                handle_check(sup, out);
+                goto done;
+        }
+        if (strcmp(cmd, "start") != 0 && strcmp(cmd, "stop") != 0 && strcmp(cmd, "restart") != 0 &&
+            strcmp(cmd, "reload") != 0) {
+                reply_error(out, "unknown command \"%.64s\"", cmd);
+                goto done;
+        }
+        if (!may_write) {
+                reply_error(out, "permission denied: %s needs root or the control group", cmd);
+                goto done;
+        }
+        if (supervisor_is_shutting_down(sup)) {
+                reply_error(out, "tunneld is stopping");
+                goto done;
+        }
+        if (strcmp(cmd, "reload") == 0) {
+                handle_reload(sup, out);
+                goto done;
+        }
+        if (select_tunnels(sup, req, false, out, &v) < 0)
+                goto done;
+        for (size_t i = 0; v[i]; i++) {
+                struct log_ctx ctx = LOG_CTX_INIT;
+
+                ctx.tunnel = v[i]->spec.name;
+                log_full(LOG_NOTICE, &ctx, "%s requested on the control socket", cmd);
+                if (strcmp(cmd, "start") == 0)
+                        tunnel_start(v[i]);
+                else if (strcmp(cmd, "stop") == 0)
+                        tunnel_hold(v[i], "stopped by request");
+                else
+                        tunnel_restart(v[i], "restart requested");
+        }
+        reply_tunnels(out, sup, v, false);
+done:
+        json_free(req);
+}
+
+/* ---- connections ---- */
+
+static void client_free(struct ctl_client *c)
+{
+        struct ctl_server *s = c->server;
+
+        for (struct ctl_client **p = &s->clients; *p; p = &(*p)->next)
+                if (*p == c) {
+                        *p = c->next;
+                        break;
+                }
+        s->n_clients--;
+        ev_io_stop(s->loop, &c->io);
+        ev_timer_stop(s->loop, &c->idle);
+        close(c->fd);
+        buf_free(&c->out);
+        free(c);
+}
+
+static void client_update_events(struct ctl_client *c)
+{
+        int events = c->out_off < c->out.len ? EV_WRITE : 0;
+
+        if (!c->eof && !c->close_after_flush)
+                events |= EV_READ;
+        if (events == (c->io.events & (EV_READ | EV_WRITE)))
+                return;
+        ev_io_stop(c->server->loop, &c->io);
+        ev_io_set(&c->io, c->fd, events);
+        if (events)
+                ev_io_start(c->server->loop, &c->io);
+}
+
+/* false if the client was freed */
+static bool client_flush(struct ctl_client *c)
+{
+        while (c->out_off < c->out.len) {
+                ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                break;
+                        client_free(c);
+                        return false;
+                }
+                c->out_off += (size_t)n;
+                ev_timer_again(c->server->loop, &c->idle);
+        }
+        if (c->out_off == c->out.len) {
+                c->out.len = c->out_off = 0;
+                if (c->close_after_flush || c->eof) {
+                        client_free(c);
+                        return false;
+                }
+        } else if (c->out.len - c->out_off > CTL_OUTPUT_MAX || c->out.oom) {
+                client_free(c);         /* it asks and does not read */
+                return false;
+        }
+        client_update_events(c);
+        return true;
+}
+
+static void client_process(struct ctl_client *c)
+{
+        char *nl;
+
+        while ((nl = memchr(c->in, '\n', c->in_len))) {
+                size_t len = (size_t)(nl - c->in);
+
+                if (c->server->sup)
+                        ctl_handle_request(c->server->sup, c->in, len, c->may_write, &c->out);
+                else
+                        reply_error(&c->out, "tunneld is starting");
+                memmove(c->in, nl + 1, c->in_len - len - 1);
+                c->in_len -= len + 1;
+                ev_timer_again(c->server->loop, &c->idle);
+        }
+        if (c->in_len == sizeof(c->in)) {
+                reply_error(&c->out, "request too long (at most %d bytes per line)", CTL_REQUEST_MAX);
+                c->close_after_flush = true;
+                c->in_len = 0;
+        }
+}
+
+static void on_client(struct ev_loop *loop, ev_io *w, int revents)
+{
+        struct ctl_client *c = w->data;
+
+        (void)loop;
+        if (revents & EV_READ) {
+                ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+
+                if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                        client_free(c);
+                        return;
+                }
+                if (n == 0) {
+                        c->eof = true;
+                        /* a last request without a newline still counts */
+                        if (c->in_len && c->in_len < sizeof(c->in)) {
+                                c->in[c->in_len++] = '\n';
+                        }
+                }
+                if (n > 0)
+                        c->in_len += (size_t)n;
+                client_process(c);
+        }
+        client_flush(c);
+}
+
+static void on_idle(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        (void)loop;
+        (void)revents;
+        client_free(w->data);
+}
+
+static bool peer_may_write(const struct ctl_server *s, const struct ucred *cred)
+{
+        struct passwd *pw;
+        gid_t groups[256];
+        int n = (int)ELEMENTSOF(groups);
+
+        if (cred->uid == 0 || cred->uid == geteuid())
+                return true;
+        if (!s->has_group)
+                return false;
+        if (cred->gid == s->group)
+                return true;
+        pw = getpwuid(cred->uid);
+        if (!pw || getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+                return false;
+        for (int i = 0; i < n; i++)
+                if (groups[i] == s->group)
+                        return true;
+        return false;
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+        struct ctl_server *s = w->data;
+        struct ctl_client *c;
+        socklen_t len = sizeof(struct ucred);
+        int fd;
+
+        (void)revents;
+        fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                        log_warning_errno(errno, "control socket: accept failed: %m");
+                return;
+        }
+        if (s->n_clients >= CTL_CLIENTS_MAX) {
+                static const char busy[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
+                (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                close(fd);
+                return;
+        }
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                close(fd);
+                return;
+        }
+        c->server = s;
+        c->fd = fd;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
+                close(fd);
+                free(c);
+                return;
+        }
+        c->may_write = peer_may_write(s, &c->cred);
+        c->next = s->clients;
+        s->clients = c;
+        s->n_clients++;
+        ev_io_init(&c->io, on_client, fd, EV_READ);
+        c->io.data = c;
+        ev_io_start(loop, &c->io);
+        ev_init(&c->idle, on_idle);
+        c->idle.repeat = CTL_IDLE_TIMEOUT;
+        c->idle.data = c;
+        ev_timer_again(loop, &c->idle);
+}
+
+/* Another tunneld answering on path? Then leave its socket alone. */
+static bool socket_in_use(const struct sockaddr_un *sa)
+{
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        return fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+}
+
+void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
+{
+        s->sup = sup;
+}
+
+int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, struct ctl_server **ret)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct ctl_server *s;
+        mode_t old_umask;
+        int r;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return log_error_errno(-ENAMETOOLONG, "control socket %s: path too long", path);
+        strcpy(sa.sun_path, path);
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->loop = loop;
+        s->fd = -1;
+        s->path = strdup(path);
+        if (!s->path) {
+                free(s);
+                return -ENOMEM;
+        }
+        if (group) {
+                struct group *gr = getgrnam(group);
+                if (!gr) {
+                        r = log_error_errno(-ENOENT, "control_group %s: no such group", group);
+                        goto fail;
+                }
+                s->group = gr->gr_gid;
+                s->has_group = true;
+        }
+
+        {
+                /* the directory, if it is ours to make (systemd's RuntimeDirectory= usually is) */
+                _cleanup_free_ char *dir = strdup(path);
+                char *slash = dir ? strrchr(dir, '/') : NULL;
+                if (slash && slash != dir) {
+                        *slash = '\0';
+                        (void)mkdir(dir, 0755);
+                }
+        }
+        if (socket_in_use(&sa)) {
+                r = log_error_errno(-EADDRINUSE, "control socket %s: another process is listening on it", path);
+                goto fail;
+        }
+        (void)unlink(path);
+
+        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (s->fd < 0) {
+                r = log_error_errno(errno, "control socket: %m");
+                goto fail;
+        }
+        /* born with the final mode: no window in which others could connect */
+        old_umask = umask(s->has_group ? 0117 : 0177);
+        r = bind(s->fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old_umask);
+        if (r < 0) {
+                r = log_error_errno(errno, "control socket %s: bind failed: %m", path);
+                goto fail;
+        }
+        if (s->has_group && chown(path, (uid_t)-1, s->group) < 0) {
+                r = log_error_errno(errno, "control socket %s: chown to group %s failed: %m", path, group);
+                goto fail;
+        }
+        if (listen(s->fd, 16) < 0) {
+                r = log_error_errno(errno, "control socket %s: listen failed: %m", path);
+                goto fail;
+        }
+        ev_io_init(&s->io, on_accept, s->fd, EV_READ);
+        s->io.data = s;
+        ev_io_start(loop, &s->io);
+        *ret = s;
+        return 0;
+fail:
+        if (s->fd >= 0) {
+                close(s->fd);
+                s->fd = -1;
+                (void)unlink(path);
+        }
+        free(s->path);
+        free(s);
+        return r;
+}
+
+struct ctl_server *ctl_server_free(struct ctl_server *s)
+{
+        if (!s)
+                return NULL;
+        while (s->clients)
+                client_free(s->clients);
+        ev_io_stop(s->loop, &s->io);
+        if (s->fd >= 0) {
+                close(s->fd);
+                (void)unlink(s->path);
+        }
+        free(s->path);
+        free(s);
+        return NULL;
+}
