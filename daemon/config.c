@@ -1087,6 +1087,19 @@ static int push_error(struct config_errors *errs, const char *fmt, ...)
         return 0;
 }
 
+static char *control_socket_override;
+
+int config_set_control_socket_override(const char *path)
+{
+        char *copy = NULL;
+
+        if (path && !(copy = strdup(path)))
+                return -ENOMEM;
+        free(control_socket_override);
+        control_socket_override = copy;
+        return 0;
+}
+
 /* Shared tail of both loaders: cfg holds a parsed file. */
 static int load_parsed(config_t *cfg, const char *path, struct config **ret, struct config_errors *errs)
 {
@@ -1100,6 +1113,12 @@ static int load_parsed(config_t *cfg, const char *path, struct config **ret, str
         parse_root(&p, config_root_setting(cfg), c);
         if (p.oom)
                 return p.oom;
+        if (control_socket_override) {
+                free(c->control_socket);
+                c->control_socket = strdup(control_socket_override);
+                if (!c->control_socket)
+                        return -ENOMEM;
+        }
         if (errs->n > 0)
                 return -EINVAL;
         *ret = c;

@@ -87,6 +87,10 @@ int config_load(const char *path, struct config **ret, struct config_errors *err
 /* The same from a string (tests, fuzzing); name is used in messages. */
 int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs);
 
+/* tunneld -s: every config loaded afterwards uses this control socket, whatever the
+ * file says (template units give each instance its own). NULL to clear. */
+int config_set_control_socket_override(const char *path);
+
 struct config *config_free(struct config *c);
 static inline void config_freep(struct config **c) { config_free(*c); }
 #define _cleanup_config_free_ __attribute__((cleanup(config_freep)))

@@ -28,6 +28,8 @@ static void usage(FILE *f)
                 "Usage: tunneld [OPTIONS]\n"
                 "Supervise SSH tunnels: one ssh child per configured tunnel.\n\n"
                 "  -c, --config FILE  configuration file (default " TUNNELD_CONFIG ")\n"
+                "  -s, --control-socket PATH\n"
+                "                     control socket, overriding control_socket of the file\n"
                 "  -t, --check        validate the configuration and exit (0 if valid, 1 if not)\n"
                 "  -v, --verbose      with --check: print each tunnel's ssh command line\n"
                 "  -d, --debug        log at debug level (ssh's debug lines included)\n"
@@ -94,6 +96,7 @@ int main(int argc, char *argv[])
 {
         static const struct option options[] = {
                 { "config",  required_argument, NULL, 'c' },
+                { "control-socket", required_argument, NULL, 's' },
                 { "check",   no_argument,       NULL, 't' },
                 { "verbose", no_argument,       NULL, 'v' },
                 { "debug",   no_argument,       NULL, 'd' },
@@ -109,9 +112,17 @@ int main(int argc, char *argv[])
         struct ev_loop *loop;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "c:tvdhV", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "c:s:tvdhV", options, NULL)) >= 0) {
                 switch (c) {
                 case 'c': path = optarg; break;
+                case 's':
+                        if (validate_socket_path(optarg)) {
+                                fprintf(stderr, "tunneld: --control-socket %s: %s\n", optarg, validate_socket_path(optarg));
+                                return 2;
+                        }
+                        if (config_set_control_socket_override(optarg) < 0)
+                                return 1;
+                        break;
                 case 't': check = true; break;
                 case 'v': verbose = true; break;
                 case 'd': debug = true; break;
@@ -190,5 +201,6 @@ int main(int argc, char *argv[])
         ctl_server_free(d.ctl);
         supervisor_free(d.sup);
         ev_loop_destroy(loop);
+        config_set_control_socket_override(NULL);
         return 0;
 }
