@@ -384,6 +384,51 @@ const char *validate_socket_path(const char *s)
         return NULL;
 }
 
+const char *validate_probe_address(const char *s)
+{
+        const char *port, *r = check_argv_word(s);
+        char host[64];
+        size_t n;
+
+        if (r)
+                return r;
+        if (s[0] == '[') {
+                const char *end = strchr(s, ']');
+                if (!end || end[1] != ':')
+                        return "must be ADDRESS:PORT, with an IPv6 address in brackets";
+                n = (size_t)(end - s - 1);
+                port = end + 2;
+                if (n == 0 || n >= sizeof(host))
+                        return "has an empty or overlong address";
+                memcpy(host, s + 1, n);
+                host[n] = '\0';
+                if (strspn(host, "0123456789abcdefABCDEF:.") != n)
+                        return "must use a numeric IPv6 address";
+        } else {
+                const char *colon = strrchr(s, ':');
+                if (!colon || strchr(s, ':') != colon)
+                        return "must be ADDRESS:PORT (IPv6 in brackets)";
+                n = (size_t)(colon - s);
+                port = colon + 1;
+                if (n == 0 || n >= sizeof(host))
+                        return "has an empty or overlong address";
+                memcpy(host, s, n);
+                host[n] = '\0';
+                if (strcmp(host, "localhost") != 0 && strspn(host, "0123456789.") != n)
+                        return "must use a numeric IPv4 address or localhost (tunneld does not resolve names in its loop)";
+        }
+        if (!parse_port(port, 1, NULL))
+                return "has a port that is not a number from 1 to 65535";
+        return NULL;
+}
+
+static const char *validate_probe_data(const char *s)
+{
+        if (strlen(s) > VALUE_MAX_LEN)
+                return "is longer than 1024 bytes";
+        return NULL;
+}
+
 const char *validate_group_name(const char *s)
 {
         if (!s || !*s)
@@ -425,6 +470,9 @@ void tunnel_spec_done(struct tunnel_spec *s)
         strv_free(s->remote_forwards);
         strv_free(s->dynamic_forwards);
         strv_free(s->ssh_options);
+        free(s->probe.connect);
+        free(s->probe.send);
+        free(s->probe.expect);
         free(s->source_file);
         *s = (struct tunnel_spec){0};
 }
@@ -451,6 +499,7 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
 
         c.name = c.host = c.user = c.identity_file = c.jump_host = c.ssh_config_file = c.source_file = NULL;
         c.local_forwards = c.remote_forwards = c.dynamic_forwards = c.ssh_options = NULL;
+        c.probe.connect = c.probe.send = c.probe.expect = NULL;
 
         if ((r = strdup_null(s->name, &c.name)) < 0 ||
             (r = strdup_null(s->host, &c.host)) < 0 ||
@@ -459,6 +508,9 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
             (r = strdup_null(s->jump_host, &c.jump_host)) < 0 ||
             (r = strdup_null(s->ssh_config_file, &c.ssh_config_file)) < 0 ||
             (r = strdup_null(s->source_file, &c.source_file)) < 0 ||
+            (r = strdup_null(s->probe.connect, &c.probe.connect)) < 0 ||
+            (r = strdup_null(s->probe.send, &c.probe.send)) < 0 ||
+            (r = strdup_null(s->probe.expect, &c.probe.expect)) < 0 ||
             (r = strv_copy_null(s->local_forwards, &c.local_forwards)) < 0 ||
             (r = strv_copy_null(s->remote_forwards, &c.remote_forwards)) < 0 ||
             (r = strv_copy_null(s->dynamic_forwards, &c.dynamic_forwards)) < 0 ||
@@ -495,7 +547,13 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
                a->restart_delay_max == b->restart_delay_max &&
                a->max_starts == b->max_starts &&
                a->max_lifetime == b->max_lifetime &&
-               a->max_lifetime_action == b->max_lifetime_action;
+               a->max_lifetime_action == b->max_lifetime_action &&
+               strcmp_null(a->probe.connect, b->probe.connect) == 0 &&
+               a->probe.interval == b->probe.interval &&
+               a->probe.timeout == b->probe.timeout &&
+               a->probe.failures == b->probe.failures &&
+               strcmp_null(a->probe.send, b->probe.send) == 0 &&
+               strcmp_null(a->probe.expect, b->probe.expect) == 0;
 }
 
 static const char *const restart_names[] = {
@@ -731,7 +789,7 @@ static bool get_strv(struct parser *p, const config_setting_t *s, const char *la
         return true;
 }
 
-enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM };
+enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM, K_GROUP };
 
 /* One setting: where it goes (offset into struct tunnel_spec or struct config) and how
  * it is checked. */
@@ -743,8 +801,21 @@ struct setting {
         const char *(*validate)(const char *);  /* K_STRING, each K_STRV element */
         const char *const *names;               /* K_ENUM: value = index */
         size_t n_names;
+        const struct setting *sub;              /* K_GROUP: the members, offsets into the member struct */
+        size_t n_sub;
 };
 #define ENUM(n) .names = n, .n_names = ELEMENTSOF(n)
+
+#define P(m) offsetof(struct probe_spec, m)
+static const struct setting probe_settings[] = {
+        { .name = "connect", .kind = K_STRING, .offset = P(connect), .validate = validate_probe_address },
+        { .name = "interval", .kind = K_DURATION, .offset = P(interval), .min = 0.1, .max = DURATION_MAX_S },
+        { .name = "timeout", .kind = K_DURATION, .offset = P(timeout), .min = 0.1, .max = 3600 },
+        { .name = "failures", .kind = K_INT, .offset = P(failures), .min = 1, .max = 1000 },
+        { .name = "send", .kind = K_STRING, .offset = P(send), .validate = validate_probe_data },
+        { .name = "expect", .kind = K_STRING, .offset = P(expect), .validate = validate_probe_data },
+};
+#undef P
 
 #define F(m) offsetof(struct tunnel_spec, m)
 static const struct setting tunnel_settings[] = {
@@ -771,6 +842,7 @@ static const struct setting tunnel_settings[] = {
         { .name = "max_starts", .kind = K_INT, .offset = F(max_starts), .min = 0, .max = INT_MAX },
         { .name = "max_lifetime", .kind = K_DURATION, .offset = F(max_lifetime), .min = 0, .max = 365 * DURATION_MAX_S },
         { .name = "max_lifetime_action", .kind = K_ENUM, .offset = F(max_lifetime_action), ENUM(lifetime_action_names) },
+        { .name = "probe", .kind = K_GROUP, .offset = F(probe), .sub = probe_settings, .n_sub = ELEMENTSOF(probe_settings) },
 };
 #undef F
 
@@ -784,6 +856,8 @@ static const struct setting global_settings[] = {
         { .name = "control_group", .kind = K_STRING, .offset = G(control_group), .validate = validate_group_name },
         { .name = "ready", .kind = K_ENUM, .offset = G(ready), ENUM(ready_names) },
         { .name = "ready_timeout", .kind = K_DURATION, .offset = G(ready_timeout), .min = 0, .max = DURATION_MAX_S },
+        { .name = "max_parallel_starts", .kind = K_INT, .offset = G(max_parallel_starts), .min = 0, .max = 100000 },
+        { .name = "watch_network", .kind = K_BOOL, .offset = G(watch_network) },
 };
 #undef G
 
@@ -810,6 +884,7 @@ static void spec_set_defaults(struct tunnel_spec *t)
                 .restart_delay = 1,
                 .restart_delay_max = 60,
                 .max_lifetime_action = LIFETIME_RESTART,
+                .probe = { .interval = 30, .timeout = 5, .failures = 3 },
         };
 }
 
@@ -890,6 +965,28 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
                         }
                 diag_enum(p, s, label, str, d);
                 return;
+        case K_GROUP: {
+                int n;
+                if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
+                        diag(p, s, label, "must be a group { … }, not %s", type_name(config_setting_type(s)));
+                        return;
+                }
+                n = config_setting_length(s);
+                for (int i = 0; i < n; i++) {
+                        const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
+                        const char *key = config_setting_name(m);
+                        const struct setting *sd = find_setting(d->sub, d->n_sub, key);
+                        char sublabel[256];
+
+                        snprintf(sublabel, sizeof(sublabel), "%s.%s", label, key);
+                        if (!sd) {
+                                diag(p, m, sublabel, "unknown setting");
+                                continue;
+                        }
+                        parse_setting(p, sd, m, sublabel, field);
+                }
+                return;
+        }
         }
 }
 
@@ -929,6 +1026,14 @@ static void check_tunnel(struct parser *p, const config_setting_t *g, const char
         if (!t->host && !config_setting_get_member(g, "host") && !p->defaults_has_host) {
                 snprintf(label, sizeof(label), "%s.host", prefix);
                 diag(p, g, label, "missing (set it in the tunnel or in defaults)");
+        }
+        if ((t->probe.send || t->probe.expect) && !t->probe.connect) {
+                snprintf(label, sizeof(label), "%s.probe.connect", prefix);
+                diag(p, g, label, "missing: a probe needs an address to connect to");
+        }
+        if (t->probe.connect && t->probe.timeout >= t->probe.interval) {
+                snprintf(label, sizeof(label), "%s.probe.timeout", prefix);
+                diag(p, g, label, "%g s must be shorter than probe.interval %g s", t->probe.timeout, t->probe.interval);
         }
         if (t->restart_delay_max < t->restart_delay) {
                 snprintf(label, sizeof(label), "%s.restart_delay_max", prefix);
@@ -1061,6 +1166,8 @@ static int config_new(const char *path, struct config **ret)
         c->control_socket = strdup(TUNNELD_CONTROL_SOCKET);
         c->ready = READY_STARTED;
         c->ready_timeout = 60;
+        c->max_parallel_starts = 8;
+        c->watch_network = true;
         if (!c->path || !c->ssh || !c->control_socket) {
                 config_free(c);
                 return -ENOMEM;

@@ -24,6 +24,16 @@ enum ready_mode {
         READY_ALL_UP,                   /* …once every enabled tunnel is up or has failed a start */
 };
 
+/* An active check through a forward: connect (optionally send, expect a reply prefix). */
+struct probe_spec {
+        char *connect;                  /* "127.0.0.1:5000", "[::1]:5000", "localhost:5000"; NULL = none */
+        double interval;
+        double timeout;
+        int failures;                   /* consecutive misses before ssh is restarted */
+        char *send;
+        char *expect;
+};
+
 /* One tunnel, as configured. Immutable once loaded; compared by value on reload. */
 struct tunnel_spec {
         char *name;
@@ -53,6 +63,7 @@ struct tunnel_spec {
         int max_starts;
         double max_lifetime;            /* 0 = unlimited */
         enum lifetime_action max_lifetime_action;
+        struct probe_spec probe;
 
         /* where it was defined, for messages; not part of equality */
         char *source_file;
@@ -69,6 +80,8 @@ struct config {
         char *control_group;            /* may send state-changing commands (with root) */
         enum ready_mode ready;
         double ready_timeout;           /* all-up: READY=1 anyway after this long */
+        int max_parallel_starts;        /* ssh children connecting at once; 0 = no limit */
+        bool watch_network;             /* retry backoff tunnels when the network changes */
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;
@@ -114,4 +127,5 @@ const char *validate_remote_forward(const char *s);
 const char *validate_dynamic_forward(const char *s);
 const char *validate_ssh_option(const char *s);
 const char *validate_socket_path(const char *s);
+const char *validate_probe_address(const char *s);
 const char *validate_group_name(const char *s);

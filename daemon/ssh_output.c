@@ -43,6 +43,10 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
         }
         if (strncmp(line, "Authenticated to ", 17) == 0)
                 return SSH_LINE_AUTHENTICATED;
+        /* "channel 3: open failed: connect failed: Connection refused": one forwarded
+         * connection's far end, not the tunnel itself (that is what a probe is for) */
+        if (strncmp(line, "channel ", 8) == 0)
+                return SSH_LINE_PLAIN;
         for (size_t i = 0; i < ELEMENTSOF(patterns); i++)
                 if (strstr(line, patterns[i].needle)) {
                         *ret_class = patterns[i].class;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "netwatch.h"
 #include "notify.h"
 
 struct supervisor {
@@ -24,7 +25,12 @@ struct supervisor {
         ev_prepare flush;               /* coalesces STATUS updates: once per loop iteration */
         bool ready_sent;
         ev_timer ready_timer;           /* ready = "all-up": READY=1 anyway at ready_timeout */
+        struct netwatch *netwatch;
+        struct tunnel *dequeuing;       /* the queued tunnel being let through */
+        char gate_reason[128];
 };
+
+#define NETWORK_RETRY_JITTER 1.0        /* seconds: mass retries after a network change spread over this */
 
 static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata);
 
@@ -65,6 +71,75 @@ static void remove_at(struct tunnel **v, size_t *n, size_t i)
 {
         memmove(v + i, v + i + 1, (*n - i - 1) * sizeof(*v));
         (*n)--;
+}
+
+static size_t count_in_state(const struct supervisor *s, enum tunnel_state state)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                n += s->tunnels[i]->state == state;
+        for (size_t i = 0; i < s->n_retiring; i++)
+                n += s->retiring[i]->state == state;
+        return n;
+}
+
+/* May t spawn ssh now? Queued tunnels go first, in configuration order; at most
+ * max_parallel_starts are connecting (STARTING) at once. */
+static const char *gate(struct tunnel *t, void *userdata)
+{
+        struct supervisor *s = userdata;
+        int max = s->config->max_parallel_starts;
+        size_t starting;
+
+        if (max <= 0)
+                return NULL;
+        starting = count_in_state(s, TUNNEL_STARTING);
+        if (starting >= (size_t)max) {
+                snprintf(s->gate_reason, sizeof(s->gate_reason), "%zu tunnel%s connecting (max_parallel_starts %d)",
+                         starting, starting == 1 ? " is" : "s are", max);
+                return s->gate_reason;
+        }
+        if (s->dequeuing != t && t->state != TUNNEL_QUEUED && count_in_state(s, TUNNEL_QUEUED) > 0) {
+                snprintf(s->gate_reason, sizeof(s->gate_reason), "other tunnels are queued first");
+                return s->gate_reason;
+        }
+        return NULL;
+}
+
+/* Let queued tunnels through while there is room. Runs once per loop iteration, never from
+ * inside a tunnel's own callback. */
+static void dequeue(struct supervisor *s)
+{
+        int max = s->config->max_parallel_starts;
+
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                struct tunnel *t = s->tunnels[i];
+
+                if (t->state != TUNNEL_QUEUED)
+                        continue;
+                if (max > 0 && count_in_state(s, TUNNEL_STARTING) >= (size_t)max)
+                        return;
+                s->dequeuing = t;
+                tunnel_dequeue(t, "start slot free");
+                s->dequeuing = NULL;
+        }
+}
+
+static void on_network_changed(void *userdata)
+{
+        struct supervisor *s = userdata;
+        size_t n = 0;
+
+        if (s->shutting_down)
+                return;
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                n += tunnel_retry_soon(s->tunnels[i], NETWORK_RETRY_JITTER, "network changed");
+        if (n)
+                log_notice("network changed: %zu tunnel%s in backoff retr%s within %.0f s", n, n == 1 ? "" : "s",
+                           n == 1 ? "ies" : "y", NETWORK_RETRY_JITTER);
+        else
+                log_debug("network changed: no tunnel is waiting to retry");
 }
 
 static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata)
@@ -137,6 +212,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
         (void)revents;
         if (s->shutting_down)
                 return;
+        dequeue(s);
         if (!s->ready_sent && (s->config->ready == READY_STARTED || all_settled(s))) {
                 send_ready(s);
                 return;
@@ -191,6 +267,7 @@ int supervisor_status_text(const struct supervisor *s, char **ret)
                 buf_printf(&b, "%s; ", s->reload_error);
         buf_printf(&b, "%zu/%zu tunnels up", up, enabled);
         status_section(s, &b, TUNNEL_STARTING, "; starting: ");
+        status_section(s, &b, TUNNEL_QUEUED, "; queued: ");
         status_section(s, &b, TUNNEL_BACKOFF, "; backoff: ");
         status_section(s, &b, TUNNEL_FAILED, "; failed: ");
         status_section(s, &b, TUNNEL_STOPPED, "; stopped: ");
@@ -244,6 +321,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
         ev_timer_stop(s->loop, &s->ready_timer);
+        netwatch_free(s->netwatch);
         config_free(s->config);
         free(s->reload_error);
         free(s);
@@ -286,6 +364,7 @@ int supervisor_apply(struct supervisor *s, struct config *c)
                                 tunnel_free(next[k]);
                         return r;
                 }
+                next[i]->gate = gate;
         }
 
         /* Point of no return. */
@@ -354,6 +433,10 @@ int supervisor_apply(struct supervisor *s, struct config *c)
                                        "cannot apply the new configuration: %m");
         }
         config_free((struct config *)old);
+        if (c->watch_network && !s->netwatch)
+                (void)netwatch_new(s->loop, on_network_changed, s, &s->netwatch);
+        else if (!c->watch_network)
+                s->netwatch = netwatch_free(s->netwatch);
         check_shutdown_done(s);
         return 0;
 }

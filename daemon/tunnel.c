@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "probe.h"
 #include "ssh_argv.h"
 
 static const char *const state_names[_TUNNEL_STATE_MAX] = {
@@ -23,6 +24,7 @@ static const char *const state_names[_TUNNEL_STATE_MAX] = {
         [TUNNEL_BACKOFF] = "backoff",
         [TUNNEL_FAILED] = "failed",
         [TUNNEL_STOPPING] = "stopping",
+        [TUNNEL_QUEUED] = "queued",
 };
 
 const char *tunnel_state_to_string(enum tunnel_state s)
@@ -52,6 +54,13 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
 
         t->state = state;
         t->state_since = now_mono();
+        if (t->probe) {
+                if (state == TUNNEL_UP && old != TUNNEL_UP) {
+                        t->probe_misses = 0;
+                        probe_start(t->probe);
+                } else if (state != TUNNEL_UP && old == TUNNEL_UP)
+                        probe_stop(t->probe);
+        }
 
         va_start(ap, fmt);
         vsnprintf(text, sizeof(text), fmt, ap);
@@ -109,7 +118,8 @@ static void handle_line(struct tunnel *t, const char *line)
                 maybe_up(t);
                 return;
         case SSH_LINE_FAILURE:
-                t->run_failure = class;
+                if (!t->probe_kill)
+                        t->run_failure = class;
                 ctx.failure = failure_class_to_string(class);
                 log_full(LOG_WARNING, &ctx, "ssh: %s", line);
                 return;
@@ -196,9 +206,27 @@ static void describe_run(const struct tunnel *t, const struct tunnel_run *run, c
 static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents);
 static void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
+double tunnel_failure_delay(const struct tunnel_spec *s, enum failure_class class, unsigned failures)
+{
+        switch (class) {
+        case FAILURE_AUTH:
+        case FAILURE_HOST_KEY:
+                /* Retrying fast cannot fix a refused key or a changed host key. */
+                return s->restart_delay_max;
+        case FAILURE_REMOTE_FORWARD:
+                /* Usually the server still holds the port for our previous, dead session: it
+                 * lets go once it notices. Knock every few seconds for a while, then back off. */
+                if (failures <= REMOTE_FORWARD_TRIES)
+                        return s->restart_delay_max < REMOTE_FORWARD_DELAY ? s->restart_delay_max : REMOTE_FORWARD_DELAY;
+                return tunnel_backoff_base(s->restart_delay, s->restart_delay_max, failures - REMOTE_FORWARD_TRIES);
+        default:
+                return tunnel_backoff_base(s->restart_delay, s->restart_delay_max, failures);
+        }
+}
+
 static void enter_backoff(struct tunnel *t, const struct tunnel_run *run, const char *what)
 {
-        double base = tunnel_backoff_base(t->spec.restart_delay, t->spec.restart_delay_max, t->failures);
+        double base = tunnel_failure_delay(&t->spec, run ? run->failure : FAILURE_NONE, t->failures);
         /* Jitter between half and the whole delay: many tunnels never retry in lockstep, and
          * consecutive delays still never shrink (d/2..d, then d..2d). */
         double delay = base * (0.5 + 0.5 * random_unit());
@@ -216,7 +244,9 @@ static void enter_backoff(struct tunnel *t, const struct tunnel_run *run, const 
 static void finish_run(struct tunnel *t, struct tunnel_run *run)
 {
         const struct tunnel_spec *s = &t->spec;
-        bool success = s->gatetime <= 0 || run->ran >= s->gatetime;
+        /* A run the probe ended is a failure however long it lasted: restarting ssh does not
+         * fix a dead far end, so the retries must back off. */
+        bool success = (s->gatetime <= 0 || run->ran >= s->gatetime) && run->failure != FAILURE_PROBE;
         char what[1024];
 
         if (run->failure == FAILURE_NONE) {
@@ -243,7 +273,8 @@ static void finish_run(struct tunnel *t, struct tunnel_run *run)
                 set_state(t, TUNNEL_FAILED, LOG_ERR, run, "%s; not restarting (restart=never)", what);
                 return;
         }
-        if (s->restart == RESTART_ON_FAILURE && run->exit_signal == 0 && run->exit_status == 0) {
+        if (s->restart == RESTART_ON_FAILURE && run->exit_signal == 0 && run->exit_status == 0 &&
+            run->failure != FAILURE_PROBE) {
                 t->reason = "exit status 0 with restart=on-failure";
                 set_state(t, TUNNEL_FAILED, LOG_ERR, run,
                           "%s; not restarting (restart=on-failure, and ssh -N exits 0 when someone sends it SIGTERM)",
@@ -303,8 +334,12 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
                 run.exit_signal = WTERMSIG(status);
         run.ended_at = now_mono();
         run.ran = run.ended_at - t->started_at;
-        run.failure = t->run_failure;
+        run.failure = t->probe_kill ? FAILURE_PROBE : t->run_failure;
         t->pid = 0;
+        if (t->probe_kill) {
+                t->probe_kill = false;
+                ev_timer_stop(loop, &t->timer);         /* its SIGKILL grace */
+        }
 
         if (t->state == TUNNEL_STOPPING) {
                 char ran[DURATION_MAX];
@@ -380,7 +415,7 @@ static void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
         (void)loop;
         (void)revents;
-        if (t->state != TUNNEL_STOPPING || t->pid <= 0 || t->kill_sent)
+        if ((t->state != TUNNEL_STOPPING && !t->probe_kill) || t->pid <= 0 || t->kill_sent)
                 return;
         t->kill_sent = true;
         log_full(LOG_WARNING, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
@@ -432,6 +467,18 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
 
         ev_timer_stop(t->loop, &t->timer);
         t->retry_at = 0;
+        if (t->gate) {
+                const char *why = t->gate(t, t->userdata);
+                if (why) {
+                        snprintf(t->wait_reason, sizeof(t->wait_reason), "%s", why);
+                        if (t->state != TUNNEL_QUEUED)
+                                set_state(t, TUNNEL_QUEUED, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
+                                          "%s; queued: %s", what, why);
+                        return;
+                }
+        }
+        t->probe_kill = false;
+        t->probe_misses = 0;
         t->authenticated = false;
         t->remote_confirmed = 0;
         t->run_failure = FAILURE_NONE;
@@ -507,6 +554,51 @@ fail: {
         }
 }
 
+/* ---- probe ---- */
+
+static void on_probe(bool ok, const char *why, void *userdata)
+{
+        struct tunnel *t = userdata;
+        struct log_ctx ctx = LOG_CTX_INIT;
+        char grace[DURATION_MAX];
+
+        ctx.tunnel = t->spec.name;
+        ctx.pid = t->pid;
+        if (ok) {
+                if (t->probe_misses)
+                        log_full(LOG_NOTICE, &ctx, "probe %s passes again", t->spec.probe.connect);
+                t->probe_misses = 0;
+                return;
+        }
+        t->probe_misses++;
+        ctx.failure = failure_class_to_string(FAILURE_PROBE);
+        if (t->probe_misses < (unsigned)t->spec.probe.failures || t->state != TUNNEL_UP) {
+                log_full(LOG_WARNING, &ctx, "probe %s failed (%u of %d): %s", t->spec.probe.connect,
+                         t->probe_misses, t->spec.probe.failures, why);
+                return;
+        }
+        log_full(LOG_WARNING, &ctx, "probe %s failed %u times in a row (%s) although ssh runs: "
+                 "restarting ssh (SIGTERM to pid %d, SIGKILL in %s)", t->spec.probe.connect, t->probe_misses, why,
+                 (int)t->pid, format_duration(t->stop_timeout, grace, sizeof(grace)));
+        probe_stop(t->probe);
+        t->probe_kill = true;
+        t->run_failure = FAILURE_PROBE;
+        if (kill(-t->pid, SIGTERM) < 0)
+                (void)kill(t->pid, SIGTERM);
+        ev_timer_stop(t->loop, &t->timer);
+        ev_set_cb(&t->timer, on_grace_timer);
+        ev_timer_set(&t->timer, t->stop_timeout, 0.);
+        ev_timer_start(t->loop, &t->timer);
+}
+
+static int make_probe(struct tunnel *t)
+{
+        t->probe = probe_free(t->probe);
+        if (!t->spec.probe.connect)
+                return 0;
+        return probe_new(t->loop, &t->spec.probe, on_probe, t, &t->probe);
+}
+
 /* ---- public API ---- */
 
 int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char *ssh, double stop_timeout,
@@ -534,6 +626,13 @@ int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char 
         }
         r = ssh_argv_build(&t->spec, ssh, &t->argv);
         if (r < 0) {
+                tunnel_spec_done(&t->spec);
+                free(t);
+                return r;
+        }
+        r = make_probe(t);
+        if (r < 0) {
+                strv_free(t->argv);
                 tunnel_spec_done(&t->spec);
                 free(t);
                 return r;
@@ -566,6 +665,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
         ev_io_stop(t->loop, &t->stderr_watcher);
         if (t->stderr_fd >= 0)
                 close(t->stderr_fd);
+        probe_free(t->probe);
         strv_free(t->argv);
         tunnel_spec_done(&t->spec);
         free(t);
@@ -600,6 +700,7 @@ void tunnel_start(struct tunnel *t)
                 return;
         case TUNNEL_STARTING:
         case TUNNEL_UP:
+        case TUNNEL_QUEUED:
         case _TUNNEL_STATE_MAX:
                 return;
         }
@@ -626,6 +727,7 @@ void tunnel_stop(struct tunnel *t, const char *reason)
                 return;
         case TUNNEL_BACKOFF:
         case TUNNEL_FAILED:
+        case TUNNEL_QUEUED:
                 ev_timer_stop(t->loop, &t->timer);
                 t->retry_at = 0;
                 set_state(t, TUNNEL_STOPPED, LOG_NOTICE, NULL, "stopped (%s)", reason);
@@ -680,6 +782,11 @@ int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const c
         t->spec = copy;
         t->argv = argv;
         t->stop_timeout = stop_timeout;
+        r = make_probe(t);
+        if (r < 0)
+                log_full_errno(LOG_ERR, r, &(struct log_ctx){ .tunnel = t->spec.name, .pid = -1, .exit_status = -1,
+                                                              .exit_signal = -1 },
+                               "cannot set up the probe: %m; running without it");
 
         if (!spec->enabled) {
                 tunnel_stop(t, "disabled in the configuration");
@@ -701,4 +808,31 @@ void tunnel_retry_now(struct tunnel *t, const char *reason)
                 return;
         t->failures = 0;
         spawn(t, NULL, reason, "retrying now");
+}
+
+bool tunnel_retry_soon(struct tunnel *t, double jitter, const char *reason)
+{
+        double delay = jitter * random_unit();
+        char in[DURATION_MAX];
+
+        if (t->state != TUNNEL_BACKOFF)
+                return false;
+        t->failures = 0;
+        if (t->retry_at - now_mono() <= delay)
+                return true;    /* due sooner anyway */
+        t->retry_at = now_mono() + delay;
+        ev_timer_stop(t->loop, &t->timer);
+        ev_set_cb(&t->timer, on_retry_timer);
+        ev_timer_set(&t->timer, delay, 0.);
+        ev_timer_start(t->loop, &t->timer);
+        log_full(LOG_INFO, &(struct log_ctx){ .tunnel = t->spec.name, .pid = -1, .exit_status = -1,
+                                              .exit_signal = -1, .state = "backoff" },
+                 "%s: backoff reset, retrying in %s", reason, format_duration(delay, in, sizeof(in)));
+        return true;
+}
+
+void tunnel_dequeue(struct tunnel *t, const char *reason)
+{
+        if (t->state == TUNNEL_QUEUED)
+                spawn(t, NULL, reason, "launched");
 }

@@ -17,6 +17,7 @@ enum tunnel_state {
         TUNNEL_BACKOFF,         /* ssh exited; a timer will start it again */
         TUNNEL_FAILED,          /* ssh exited and the policy says not to retry */
         TUNNEL_STOPPING,        /* SIGTERM sent, waiting for the exit (SIGKILL at the grace end) */
+        TUNNEL_QUEUED,          /* due to start, waiting for a start slot or for the tunnels it is after */
         _TUNNEL_STATE_MAX,
 };
 
@@ -25,6 +26,10 @@ struct tunnel;
 /* Called after every state change. The observer may free the tunnel only when the new state
  * is STOPPED and tunnel_wants_start() is false. */
 typedef void (*tunnel_observer_t)(struct tunnel *t, enum tunnel_state old, void *userdata);
+
+/* Asked before every spawn: NULL to go ahead, else why the tunnel must wait (it is then
+ * QUEUED until tunnel_dequeue()). The text is copied. */
+typedef const char *(*tunnel_gate_t)(struct tunnel *t, void *userdata);
 
 struct tunnel_run {
         bool valid;
@@ -42,7 +47,12 @@ struct tunnel {
         char **argv;
         double stop_timeout;
         tunnel_observer_t observer;
+        tunnel_gate_t gate;
         void *userdata;
+        struct probe *probe;            /* NULL unless spec.probe.connect */
+        unsigned probe_misses;
+        bool probe_kill;                /* this run is being ended because the probe failed */
+        char wait_reason[128];          /* QUEUED: why */
 
         enum tunnel_state state;
         double state_since;             /* CLOCK_MONOTONIC */
@@ -92,8 +102,13 @@ void tunnel_hold(struct tunnel *t, const char *reason);
 void tunnel_restart(struct tunnel *t, const char *reason);
 /* New spec (reload): restart with it if it is enabled, stop if not. */
 int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, double stop_timeout);
-/* Backoff only: retry now with a reset delay (the network came back). */
+/* Backoff only: retry now with a reset delay (SIGUSR1). */
 void tunnel_retry_now(struct tunnel *t, const char *reason);
+/* Backoff only: retry within jitter seconds with a reset delay (the network came back).
+ * Returns true if the tunnel was in backoff. */
+bool tunnel_retry_soon(struct tunnel *t, double jitter, const char *reason);
+/* QUEUED only: the gate has opened; spawn now. */
+void tunnel_dequeue(struct tunnel *t, const char *reason);
 
 bool tunnel_wants_start(const struct tunnel *t);
 static inline bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0; }
@@ -102,3 +117,8 @@ const char *tunnel_state_to_string(enum tunnel_state s);
 
 /* The next backoff delay for the n-th consecutive failure, before jitter. Exposed for tests. */
 double tunnel_backoff_base(double initial, double max, unsigned failures);
+/* The same, by failure class: auth and host-key go to the cap at once; remote-forward is
+ * retried every REMOTE_FORWARD_DELAY s for REMOTE_FORWARD_TRIES tries first. */
+#define REMOTE_FORWARD_TRIES 10
+#define REMOTE_FORWARD_DELAY 3.0
+double tunnel_failure_delay(const struct tunnel_spec *s, enum failure_class class, unsigned failures);

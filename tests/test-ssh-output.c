@@ -28,6 +28,7 @@ static void test_classes(void)
                 { "Could not request local forwarding.", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },
                 { "Error: remote port forwarding failed for listen port 8080", SSH_LINE_FAILURE, FAILURE_REMOTE_FORWARD },
                 { "tunneld: cannot execute /nonexistent/ssh: No such file or directory", SSH_LINE_FAILURE, FAILURE_EXEC },
+                { "channel 2: open failed: connect failed: Connection refused", SSH_LINE_PLAIN, FAILURE_NONE },
                 { "Transferred: sent 3412, received 3164 bytes, in 3.8 seconds", SSH_LINE_PLAIN, FAILURE_NONE },
                 { "Warning: Permanently added '[127.0.0.1]:22222' (ED25519) to the list of known hosts.", SSH_LINE_PLAIN, FAILURE_NONE },
         };
