@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -422,6 +425,22 @@ const char *validate_probe_address(const char *s)
         return NULL;
 }
 
+const char *validate_absolute_path(const char *s)
+{
+        const char *r = validate_path(s);
+
+        if (r)
+                return r;
+        if (s[0] != '/')
+                return "must be an absolute path";
+        return NULL;
+}
+
+static const char *validate_include_dir(const char *s)
+{
+        return strcmp(s, "none") == 0 ? NULL : validate_absolute_path(s);
+}
+
 static const char *validate_probe_data(const char *s)
 {
         if (strlen(s) > VALUE_MAX_LEN)
@@ -473,6 +492,8 @@ void tunnel_spec_done(struct tunnel_spec *s)
         free(s->probe.connect);
         free(s->probe.send);
         free(s->probe.expect);
+        strv_free(s->after);
+        free(s->on_state_change);
         free(s->source_file);
         *s = (struct tunnel_spec){0};
 }
@@ -500,6 +521,8 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
         c.name = c.host = c.user = c.identity_file = c.jump_host = c.ssh_config_file = c.source_file = NULL;
         c.local_forwards = c.remote_forwards = c.dynamic_forwards = c.ssh_options = NULL;
         c.probe.connect = c.probe.send = c.probe.expect = NULL;
+        c.after = NULL;
+        c.on_state_change = NULL;
 
         if ((r = strdup_null(s->name, &c.name)) < 0 ||
             (r = strdup_null(s->host, &c.host)) < 0 ||
@@ -511,6 +534,8 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
             (r = strdup_null(s->probe.connect, &c.probe.connect)) < 0 ||
             (r = strdup_null(s->probe.send, &c.probe.send)) < 0 ||
             (r = strdup_null(s->probe.expect, &c.probe.expect)) < 0 ||
+            (r = strdup_null(s->on_state_change, &c.on_state_change)) < 0 ||
+            (r = strv_copy_null(s->after, &c.after)) < 0 ||
             (r = strv_copy_null(s->local_forwards, &c.local_forwards)) < 0 ||
             (r = strv_copy_null(s->remote_forwards, &c.remote_forwards)) < 0 ||
             (r = strv_copy_null(s->dynamic_forwards, &c.dynamic_forwards)) < 0 ||
@@ -553,7 +578,12 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
                a->probe.timeout == b->probe.timeout &&
                a->probe.failures == b->probe.failures &&
                strcmp_null(a->probe.send, b->probe.send) == 0 &&
-               strcmp_null(a->probe.expect, b->probe.expect) == 0;
+               strcmp_null(a->probe.expect, b->probe.expect) == 0 &&
+               strv_equal(a->after, b->after) &&
+               a->required == b->required &&
+               strcmp_null(a->on_state_change, b->on_state_change) == 0 &&
+               a->flap_threshold == b->flap_threshold &&
+               a->flap_window == b->flap_window;
 }
 
 static const char *const restart_names[] = {
@@ -594,6 +624,8 @@ struct config *config_free(struct config *c)
         free(c->ssh);
         free(c->control_socket);
         free(c->control_group);
+        free(c->include_dir);
+        free(c->metrics_file);
         free(c);
         return NULL;
 }
@@ -842,6 +874,11 @@ static const struct setting tunnel_settings[] = {
         { .name = "max_starts", .kind = K_INT, .offset = F(max_starts), .min = 0, .max = INT_MAX },
         { .name = "max_lifetime", .kind = K_DURATION, .offset = F(max_lifetime), .min = 0, .max = 365 * DURATION_MAX_S },
         { .name = "max_lifetime_action", .kind = K_ENUM, .offset = F(max_lifetime_action), ENUM(lifetime_action_names) },
+        { .name = "after", .kind = K_STRV, .offset = F(after), .validate = validate_tunnel_name },
+        { .name = "required", .kind = K_BOOL, .offset = F(required) },
+        { .name = "on_state_change", .kind = K_STRING, .offset = F(on_state_change), .validate = validate_absolute_path },
+        { .name = "flap_threshold", .kind = K_INT, .offset = F(flap_threshold), .min = 2, .max = 1000 },
+        { .name = "flap_window", .kind = K_DURATION, .offset = F(flap_window), .min = 1, .max = DURATION_MAX_S },
         { .name = "probe", .kind = K_GROUP, .offset = F(probe), .sub = probe_settings, .n_sub = ELEMENTSOF(probe_settings) },
 };
 #undef F
@@ -858,6 +895,9 @@ static const struct setting global_settings[] = {
         { .name = "ready_timeout", .kind = K_DURATION, .offset = G(ready_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "max_parallel_starts", .kind = K_INT, .offset = G(max_parallel_starts), .min = 0, .max = 100000 },
         { .name = "watch_network", .kind = K_BOOL, .offset = G(watch_network) },
+        { .name = "include_dir", .kind = K_STRING, .offset = G(include_dir), .validate = validate_include_dir },
+        { .name = "metrics_file", .kind = K_STRING, .offset = G(metrics_file), .validate = validate_absolute_path },
+        { .name = "hook_timeout", .kind = K_DURATION, .offset = G(hook_timeout), .min = 0.1, .max = 3600 },
 };
 #undef G
 
@@ -885,6 +925,9 @@ static void spec_set_defaults(struct tunnel_spec *t)
                 .restart_delay_max = 60,
                 .max_lifetime_action = LIFETIME_RESTART,
                 .probe = { .interval = 30, .timeout = 5, .failures = 3 },
+                .required = true,
+                .flap_threshold = 5,
+                .flap_window = 60,
         };
 }
 
@@ -1044,6 +1087,7 @@ static void check_tunnel(struct parser *p, const config_setting_t *g, const char
 static void parse_tunnels(struct parser *p, const config_setting_t *list, const struct tunnel_spec *tmpl,
                           struct config *c)
 {
+        struct tunnel_spec *grown;
         int n, type = config_setting_type(list);
 
         if (type != CONFIG_TYPE_LIST) {
@@ -1051,11 +1095,12 @@ static void parse_tunnels(struct parser *p, const config_setting_t *list, const 
                 return;
         }
         n = config_setting_length(list);
-        c->tunnels = calloc((size_t)n + 1, sizeof(struct tunnel_spec));
-        if (!c->tunnels) {
+        grown = realloc(c->tunnels, (c->n_tunnels + (size_t)n + 1) * sizeof(struct tunnel_spec));
+        if (!grown) {
                 p->oom = -ENOMEM;
                 return;
         }
+        c->tunnels = grown;
         for (int i = 0; i < n; i++) {
                 const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
                 const config_setting_t *ns;
@@ -1113,13 +1158,11 @@ static void parse_tunnels(struct parser *p, const config_setting_t *list, const 
         }
 }
 
-static void parse_root(struct parser *p, const config_setting_t *root, struct config *c)
+/* The main file: globals, defaults (into tmpl) and tunnels. */
+static void parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl)
 {
         const config_setting_t *defaults = NULL, *tunnels = NULL;
-        struct tunnel_spec tmpl;
         int n = config_setting_length(root);
-
-        spec_set_defaults(&tmpl);
 
         for (int i = 0; i < n; i++) {
                 const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
@@ -1143,37 +1186,30 @@ static void parse_root(struct parser *p, const config_setting_t *root, struct co
                         diag(p, defaults, "defaults", "must be a group { … }, not %s",
                              type_name(config_setting_type(defaults)));
                 else {
-                        parse_tunnel_group(p, defaults, "defaults", false, &tmpl);
+                        parse_tunnel_group(p, defaults, "defaults", false, tmpl);
                         p->defaults_has_host = config_setting_get_member(defaults, "host") != NULL;
                 }
         }
         if (tunnels)
-                parse_tunnels(p, tunnels, &tmpl, c);
-        tunnel_spec_done(&tmpl);
+                parse_tunnels(p, tunnels, tmpl, c);
 }
 
-static int config_new(const char *path, struct config **ret)
+/* A drop-in file holds tunnels only; the main file's defaults apply to them. */
+static void parse_dropin(struct parser *p, const config_setting_t *root, struct config *c,
+                         const struct tunnel_spec *tmpl)
 {
-        struct config *c = calloc(1, sizeof(*c));
+        int n = config_setting_length(root);
 
-        if (!c)
-                return -ENOMEM;
-        c->path = strdup(path);
-        c->ssh = strdup("ssh");
-        c->stop_timeout = 5;
-        c->log_target = LOG_TARGET_AUTO;
-        c->log_level = LOG_INFO;
-        c->control_socket = strdup(TUNNELD_CONTROL_SOCKET);
-        c->ready = READY_STARTED;
-        c->ready_timeout = 60;
-        c->max_parallel_starts = 8;
-        c->watch_network = true;
-        if (!c->path || !c->ssh || !c->control_socket) {
-                config_free(c);
-                return -ENOMEM;
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+                const char *key = config_setting_name(s);
+
+                if (strcmp(key, "tunnels") == 0)
+                        parse_tunnels(p, s, tmpl, c);
+                else
+                        diag(p, s, key, "a drop-in file holds only a tunnels list (globals and defaults belong in %s)",
+                             c->path);
         }
-        *ret = c;
-        return 0;
 }
 
 static int push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
@@ -1194,6 +1230,259 @@ static int push_error(struct config_errors *errs, const char *fmt, ...)
         return 0;
 }
 
+/* ---- checks across tunnels, after everything is read ---- */
+
+_printf_(4, 5)
+static void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
+{
+        _cleanup_free_ char *what = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&what, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        if (push_error(p->errs, "%s:%d: %s.%s: %s", t->source_file, t->source_line, t->name, key, what) < 0)
+                p->oom = -ENOMEM;
+}
+
+static ssize_t find_tunnel(const struct config *c, const char *name)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                if (strcmp(c->tunnels[i].name, name) == 0)
+                        return (ssize_t)i;
+        return -1;
+}
+
+/* after: known names, no self, no cycle (depth-first with colours). */
+static bool after_cycle(const struct config *c, size_t i, unsigned char *colour, size_t *ret_at)
+{
+        colour[i] = 1;
+        for (char **a = c->tunnels[i].after; a && *a; a++) {
+                ssize_t j = find_tunnel(c, *a);
+                if (j < 0)
+                        continue;
+                if (colour[j] == 1 || (colour[j] == 0 && after_cycle(c, (size_t)j, colour, ret_at))) {
+                        if (colour[j] == 1)
+                                *ret_at = (size_t)j;
+                        return true;
+                }
+        }
+        colour[i] = 2;
+        return false;
+}
+
+static void check_after(struct parser *p, const struct config *c)
+{
+        _cleanup_free_ unsigned char *colour = NULL;
+        bool refs_ok = true;
+
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                for (char **a = c->tunnels[i].after; a && *a; a++) {
+                        if (strcmp(*a, c->tunnels[i].name) == 0) {
+                                diag_tunnel(p, &c->tunnels[i], "after", "a tunnel cannot wait for itself");
+                                refs_ok = false;
+                        } else if (find_tunnel(c, *a) < 0) {
+                                diag_tunnel(p, &c->tunnels[i], "after", "no tunnel is named \"%s\"", *a);
+                                refs_ok = false;
+                        }
+                }
+        if (!refs_ok)
+                return;
+        colour = calloc(c->n_tunnels + 1, 1);
+        if (!colour) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                size_t at = 0;
+                if (colour[i] == 0 && after_cycle(c, i, colour, &at)) {
+                        diag_tunnel(p, &c->tunnels[at], "after", "is part of a cycle of tunnels waiting for each other");
+                        return;
+                }
+        }
+}
+
+/* Listen addresses of a -L/-D spec (or -R, on the server): "bind" and port. A missing bind
+ * address means localhost; "*" and "" mean every address. */
+static bool listen_address(const char *spec, bool dynamic, char *bind, size_t size, int *port)
+{
+        char f[FWD_FIELDS_MAX][VALUE_MAX_LEN + 1];
+        bool br[FWD_FIELDS_MAX];
+        int n = split_forward(spec, f, br);
+        const char *b = "localhost", *ps;
+
+        if (n <= 0)
+                return false;
+        if (dynamic) {
+                ps = n == 2 ? f[1] : f[0];
+                if (n == 2)
+                        b = f[0];
+        } else if (n == 4 || (n == 3 && is_path_field(f[2]) && !is_path_field(f[0]))) {
+                b = f[0];
+                ps = f[1];
+        } else if (n == 2 && !is_path_field(f[1]) && !is_path_field(f[0])) {
+                b = f[0];       /* -R bind:port (reverse SOCKS) */
+                ps = f[1];
+        } else
+                ps = f[0];
+        if (!parse_port(ps, 0, port))
+                return false;   /* a Unix socket path: not a port */
+        if (!*b || strcmp(b, "*") == 0 || strcmp(b, "0.0.0.0") == 0 || strcmp(b, "::") == 0)
+                b = "*";
+        else if (strcmp(b, "127.0.0.1") == 0 || strcmp(b, "::1") == 0)
+                b = "localhost";
+        snprintf(bind, size, "%s", b);
+        return true;
+}
+
+static bool binds_overlap(const char *a, const char *b)
+{
+        return strcmp(a, "*") == 0 || strcmp(b, "*") == 0 || strcmp(a, b) == 0;
+}
+
+struct listener {
+        const struct tunnel_spec *t;
+        const char *spec;
+        const char *where;      /* "local" or the server, for -R */
+        char bind[VALUE_MAX_LEN + 1];
+        int port;
+};
+
+/* Two enabled tunnels that would listen on the same port cannot both work. */
+static void check_ports(struct parser *p, const struct config *c)
+{
+        _cleanup_free_ struct listener *v = NULL;
+        size_t n = 0, cap = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                char **const lists[3] = { t->local_forwards, t->dynamic_forwards, t->remote_forwards };
+
+                if (!t->enabled)
+                        continue;
+                for (int k = 0; k < 3; k++)
+                        for (char **f = lists[k]; f && *f; f++) {
+                                struct listener l = { .t = t, .spec = *f, .where = k == 2 ? t->host : "local" };
+
+                                if (!listen_address(*f, k == 1, l.bind, sizeof(l.bind), &l.port) || l.port == 0)
+                                        continue;
+                                for (size_t j = 0; j < n; j++) {
+                                        if (v[j].port != l.port || strcmp(v[j].where, l.where) != 0 ||
+                                            !binds_overlap(v[j].bind, l.bind))
+                                                continue;
+                                        if (k == 2 && v[j].t->port != t->port)
+                                                continue;       /* another sshd on that host */
+                                        diag_tunnel(p, t, k == 2 ? "remote_forwards" : k == 1 ? "dynamic_forwards" : "local_forwards",
+                                                    "\"%s\" listens on %s port %d, as \"%s\" of tunnel %s (%s:%d) does",
+                                                    *f, k == 2 ? l.where : "local", l.port, v[j].spec, v[j].t->name,
+                                                    v[j].t->source_file, v[j].t->source_line);
+                                        break;
+                                }
+                                if (n == cap) {
+                                        struct listener *g = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
+                                        if (!g) {
+                                                p->oom = -ENOMEM;
+                                                return;
+                                        }
+                                        v = g;
+                                }
+                                v[n++] = l;
+                        }
+        }
+}
+
+/* Files ssh will read: they must exist, and a key must not be readable by others (ssh
+ * ignores such keys). Paths starting with ~ are ssh's to expand. */
+static void check_files(struct parser *p, const struct config *c)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                struct stat st;
+
+                if (t->identity_file && t->identity_file[0] != '~') {
+                        if (stat(t->identity_file, &st) < 0)
+                                diag_tunnel(p, t, "identity_file", "%s: %s", t->identity_file, strerror(errno));
+                        else if (!S_ISREG(st.st_mode))
+                                diag_tunnel(p, t, "identity_file", "%s: not a regular file", t->identity_file);
+                        else if (st.st_mode & 077)
+                                diag_tunnel(p, t, "identity_file",
+                                            "%s: readable by group or others (mode %04o): ssh refuses such keys; chmod 600 it",
+                                            t->identity_file, st.st_mode & 07777);
+                        else if (access(t->identity_file, R_OK) < 0)
+                                diag_tunnel(p, t, "identity_file", "%s: %s (tunneld runs as uid %d)", t->identity_file,
+                                            strerror(errno), (int)geteuid());
+                }
+                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0 && t->ssh_config_file[0] != '~' &&
+                    access(t->ssh_config_file, R_OK) < 0)
+                        diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
+                if (t->on_state_change && access(t->on_state_change, X_OK) < 0)
+                        diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
+        }
+}
+
+static bool check_permissions = true;
+
+void config_set_check_permissions(bool on)
+{
+        check_permissions = on;
+}
+
+/* Like sshd's StrictModes: a file that turns into command lines must not be writable by
+ * anyone but root and tunneld's user. */
+static int check_file_permissions(FILE *f, const char *path, struct config_errors *errs)
+{
+        struct stat st;
+
+        if (!check_permissions)
+                return 0;
+        if (fstat(fileno(f), &st) < 0) {
+                push_error(errs, "%s: cannot stat: %s", path, strerror(errno));
+                return -errno;
+        }
+        if (st.st_mode & 022) {
+                push_error(errs, "%s: writable by group or others (mode %04o): fix with chmod go-w, "
+                           "or run tunneld with --allow-insecure-config", path, st.st_mode & 07777);
+                return -EPERM;
+        }
+        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                push_error(errs, "%s: owned by uid %d, neither root nor tunneld's user (uid %d): "
+                           "fix with chown, or run tunneld with --allow-insecure-config",
+                           path, (int)st.st_uid, (int)geteuid());
+                return -EPERM;
+        }
+        return 0;
+}
+
+static int config_new(const char *path, struct config **ret)
+{
+        struct config *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return -ENOMEM;
+        c->path = strdup(path);
+        c->ssh = strdup("ssh");
+        c->stop_timeout = 5;
+        c->log_target = LOG_TARGET_AUTO;
+        c->log_level = LOG_INFO;
+        c->control_socket = strdup(TUNNELD_CONTROL_SOCKET);
+        c->ready = READY_STARTED;
+        c->ready_timeout = 60;
+        c->max_parallel_starts = 8;
+        c->watch_network = true;
+        c->hook_timeout = 10;
+        if (!c->path || !c->ssh || !c->control_socket) {
+                config_free(c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
 static char *control_socket_override;
 
 int config_set_control_socket_override(const char *path)
@@ -1204,32 +1493,6 @@ int config_set_control_socket_override(const char *path)
                 return -ENOMEM;
         free(control_socket_override);
         control_socket_override = copy;
-        return 0;
-}
-
-/* Shared tail of both loaders: cfg holds a parsed file. */
-static int load_parsed(config_t *cfg, const char *path, struct config **ret, struct config_errors *errs)
-{
-        _cleanup_config_free_ struct config *c = NULL;
-        struct parser p = { .path = path, .errs = errs };
-        int r;
-
-        r = config_new(path, &c);
-        if (r < 0)
-                return r;
-        parse_root(&p, config_root_setting(cfg), c);
-        if (p.oom)
-                return p.oom;
-        if (control_socket_override) {
-                free(c->control_socket);
-                c->control_socket = strdup(control_socket_override);
-                if (!c->control_socket)
-                        return -ENOMEM;
-        }
-        if (errs->n > 0)
-                return -EINVAL;
-        *ret = c;
-        c = NULL;
         return 0;
 }
 
@@ -1246,24 +1509,148 @@ static int report_parse_error(config_t *cfg, const char *path, struct config_err
         return -EINVAL;
 }
 
-int config_load(const char *path, struct config **ret, struct config_errors *errs)
+/* Read one file with libconfig; the caller destroys cfg. */
+static int read_file(const char *path, config_t *cfg, struct config_errors *errs)
 {
         _cleanup_fclose_ FILE *f = NULL;
-        config_t cfg;
         int r;
 
+        config_init(cfg);
+        config_set_auto_convert(cfg, CONFIG_FALSE);
         f = fopen(path, "re");
         if (!f) {
                 r = -errno;
                 push_error(errs, "%s: cannot open: %s", path, strerror(-r));
                 return r;
         }
-        config_init(&cfg);
-        config_set_auto_convert(&cfg, CONFIG_FALSE);
-        if (config_read(&cfg, f) != CONFIG_TRUE)
-                r = report_parse_error(&cfg, path, errs);
-        else
-                r = load_parsed(&cfg, path, ret, errs);
+        r = check_file_permissions(f, path, errs);
+        if (r < 0)
+                return r;
+        if (config_read(cfg, f) != CONFIG_TRUE)
+                return report_parse_error(cfg, path, errs);
+        return 0;
+}
+
+static int filter_conf(const struct dirent *d)
+{
+        size_t n = strlen(d->d_name);
+
+        return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".conf") == 0;
+}
+
+/* Every *.conf of the drop-in directory, in lexical order. A missing directory is fine. */
+static int load_dropins(struct parser *p, struct config *c, const struct tunnel_spec *tmpl)
+{
+        struct dirent **names = NULL;
+        int n, r = 0;
+
+        if (!c->include_dir)
+                return 0;
+        n = scandir(c->include_dir, &names, filter_conf, alphasort);
+        if (n < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                push_error(p->errs, "%s: cannot read the drop-in directory: %s", c->include_dir, strerror(errno));
+                return -errno;
+        }
+        for (int i = 0; i < n; i++) {
+                _cleanup_free_ char *path = NULL;
+                config_t cfg;
+
+                if (r >= 0 && asprintf(&path, "%s/%s", c->include_dir, names[i]->d_name) < 0) {
+                        path = NULL;
+                        r = -ENOMEM;
+                }
+                if (r >= 0) {
+                        struct parser dp = *p;
+
+                        dp.path = path;
+                        if (read_file(path, &cfg, p->errs) >= 0) {
+                                parse_dropin(&dp, config_root_setting(&cfg), c, tmpl);
+                                if (dp.oom)
+                                        r = dp.oom;
+                        }
+                        config_destroy(&cfg);
+                }
+                free(names[i]);
+        }
+        free(names);
+        return r;
+}
+
+/* Default drop-in directory: tunneld.d next to the main file (/etc/tunneld.d). */
+static int default_include_dir(struct config *c)
+{
+        _cleanup_free_ char *dir = strdup(c->path);
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (slash)
+                *slash = '\0';
+        if (asprintf(&c->include_dir, "%s/tunneld.d", slash ? (*dir ? dir : "/") : ".") < 0) {
+                c->include_dir = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Shared by both loaders: cfg holds the parsed main file. */
+static int load_parsed(config_t *cfg, const char *path, bool dropins, struct config **ret,
+                       struct config_errors *errs)
+{
+        _cleanup_config_free_ struct config *c = NULL;
+        struct parser p = { .path = path, .errs = errs };
+        struct tunnel_spec tmpl;
+        int r;
+
+        r = config_new(path, &c);
+        if (r < 0)
+                return r;
+        spec_set_defaults(&tmpl);
+        parse_root(&p, config_root_setting(cfg), c, &tmpl);
+        if (!p.oom && dropins) {
+                if (!c->include_dir)
+                        r = default_include_dir(c);
+                else if (strcmp(c->include_dir, "none") == 0)
+                        c->include_dir = (free(c->include_dir), NULL);
+                if (r >= 0)
+                        r = load_dropins(&p, c, &tmpl);
+                if (r == -ENOMEM)
+                        p.oom = r;
+        }
+        tunnel_spec_done(&tmpl);
+        if (p.oom)
+                return p.oom;
+        if (errs->n == 0) {
+                check_after(&p, c);
+                check_ports(&p, c);
+                check_files(&p, c);
+                if (p.oom)
+                        return p.oom;
+        }
+        if (control_socket_override) {
+                free(c->control_socket);
+                c->control_socket = strdup(control_socket_override);
+                if (!c->control_socket)
+                        return -ENOMEM;
+        }
+        if (errs->n > 0)
+                return -EINVAL;
+        *ret = c;
+        c = NULL;
+        return 0;
+}
+
+int config_load(const char *path, struct config **ret, struct config_errors *errs)
+{
+        config_t cfg;
+        int r;
+
+        r = read_file(path, &cfg, errs);
+        if (r >= 0)
+                r = load_parsed(&cfg, path, true, ret, errs);
         config_destroy(&cfg);
         return r;
 }
@@ -1278,7 +1665,7 @@ int config_load_string(const char *text, const char *name, struct config **ret, 
         if (config_read_string(&cfg, text) != CONFIG_TRUE)
                 r = report_parse_error(&cfg, name, errs);
         else
-                r = load_parsed(&cfg, name, ret, errs);
+                r = load_parsed(&cfg, name, false, ret, errs);
         config_destroy(&cfg);
         return r;
 }

@@ -64,6 +64,11 @@ struct tunnel_spec {
         double max_lifetime;            /* 0 = unlimited */
         enum lifetime_action max_lifetime_action;
         struct probe_spec probe;
+        char **after;                   /* start only once these tunnels are up */
+        bool required;                  /* ready = "all-up" waits for it */
+        char *on_state_change;          /* program run on up / failed / flapping */
+        int flap_threshold;             /* this many failures within flap_window: flapping */
+        double flap_window;
 
         /* where it was defined, for messages; not part of equality */
         char *source_file;
@@ -82,6 +87,9 @@ struct config {
         double ready_timeout;           /* all-up: READY=1 anyway after this long */
         int max_parallel_starts;        /* ssh children connecting at once; 0 = no limit */
         bool watch_network;             /* retry backoff tunnels when the network changes */
+        char *include_dir;              /* drop-in *.conf files; NULL = none */
+        char *metrics_file;             /* Prometheus text file, rewritten on every change */
+        double hook_timeout;            /* on_state_change programs are killed after this */
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;
@@ -99,6 +107,10 @@ void config_errors_clear(struct config_errors *e);
 int config_load(const char *path, struct config **ret, struct config_errors *errs);
 /* The same from a string (tests, fuzzing); name is used in messages. */
 int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs);
+
+/* Refuse configuration files writable by group or others, or owned by someone other than
+ * root or tunneld's own user (default on; tunneld --allow-insecure-config turns it off). */
+void config_set_check_permissions(bool on);
 
 /* tunneld -s: every config loaded afterwards uses this control socket, whatever the
  * file says (template units give each instance its own). NULL to clear. */
@@ -128,4 +140,5 @@ const char *validate_dynamic_forward(const char *s);
 const char *validate_ssh_option(const char *s);
 const char *validate_socket_path(const char *s);
 const char *validate_probe_address(const char *s);
+const char *validate_absolute_path(const char *s);
 const char *validate_group_name(const char *s);

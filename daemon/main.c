@@ -33,6 +33,9 @@ static void usage(FILE *f)
                 "  -t, --check        validate the configuration and exit (0 if valid, 1 if not)\n"
                 "  -v, --verbose      with --check: print each tunnel's ssh command line\n"
                 "  -d, --debug        log at debug level (ssh's debug lines included)\n"
+                "      --allow-insecure-config\n"
+                "                     read configuration files even if they are writable by group\n"
+                "                     or others, or owned by someone other than root or this user\n"
                 "  -h, --help         show this help\n"
                 "  -V, --version      show the version\n\n"
                 "Signals: HUP reloads the configuration, TERM/INT stop every tunnel and exit,\n"
@@ -100,6 +103,7 @@ int main(int argc, char *argv[])
                 { "check",   no_argument,       NULL, 't' },
                 { "verbose", no_argument,       NULL, 'v' },
                 { "debug",   no_argument,       NULL, 'd' },
+                { "allow-insecure-config", no_argument, NULL, 'I' },
                 { "help",    no_argument,       NULL, 'h' },
                 { "version", no_argument,       NULL, 'V' },
                 {}
@@ -126,6 +130,7 @@ int main(int argc, char *argv[])
                 case 't': check = true; break;
                 case 'v': verbose = true; break;
                 case 'd': debug = true; break;
+                case 'I': config_set_check_permissions(false); break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("tunneld %s\n", TUNNELD_VERSION); return 0;
                 default: usage(stderr); return 2;
