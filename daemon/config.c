@@ -1266,11 +1266,12 @@ static bool after_cycle(const struct config *c, size_t i, unsigned char *colour,
                 ssize_t j = find_tunnel(c, *a);
                 if (j < 0)
                         continue;
-                if (colour[j] == 1 || (colour[j] == 0 && after_cycle(c, (size_t)j, colour, ret_at))) {
-                        if (colour[j] == 1)
-                                *ret_at = (size_t)j;
+                if (colour[j] == 1) {
+                        *ret_at = (size_t)j;    /* the back edge closes the cycle here */
                         return true;
                 }
+                if (colour[j] == 0 && after_cycle(c, (size_t)j, colour, ret_at))
+                        return true;
         }
         colour[i] = 2;
         return false;
@@ -1404,6 +1405,8 @@ static void check_files(struct parser *p, const struct config *c)
                 const struct tunnel_spec *t = &c->tunnels[i];
                 struct stat st;
 
+                if (!t->enabled)
+                        continue;       /* an example, or parked: its files may not exist yet */
                 if (t->identity_file && t->identity_file[0] != '~') {
                         if (stat(t->identity_file, &st) < 0)
                                 diag_tunnel(p, t, "identity_file", "%s: %s", t->identity_file, strerror(errno));
@@ -1597,7 +1600,7 @@ static int default_include_dir(struct config *c)
 }
 
 /* Shared by both loaders: cfg holds the parsed main file. */
-static int load_parsed(config_t *cfg, const char *path, bool dropins, struct config **ret,
+static int load_parsed(config_t *cfg, const char *path, bool from_file, struct config **ret,
                        struct config_errors *errs)
 {
         _cleanup_config_free_ struct config *c = NULL;
@@ -1610,7 +1613,7 @@ static int load_parsed(config_t *cfg, const char *path, bool dropins, struct con
                 return r;
         spec_set_defaults(&tmpl);
         parse_root(&p, config_root_setting(cfg), c, &tmpl);
-        if (!p.oom && dropins) {
+        if (!p.oom && from_file) {
                 if (!c->include_dir)
                         r = default_include_dir(c);
                 else if (strcmp(c->include_dir, "none") == 0)
@@ -1626,7 +1629,8 @@ static int load_parsed(config_t *cfg, const char *path, bool dropins, struct con
         if (errs->n == 0) {
                 check_after(&p, c);
                 check_ports(&p, c);
-                check_files(&p, c);
+                if (from_file)
+                        check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
                 if (p.oom)
                         return p.oom;
         }

@@ -105,7 +105,8 @@ void config_errors_clear(struct config_errors *e);
 /* Read and validate path. 0 on success; -EINVAL with every problem in errs; other -errno
  * (with a line in errs too) when the file cannot be read at all. */
 int config_load(const char *path, struct config **ret, struct config_errors *errs);
-/* The same from a string (tests, fuzzing); name is used in messages. */
+/* The same from a string (tests, fuzzing); name is used in messages. No drop-ins, and the
+ * files the tunnels name are not checked. */
 int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs);
 
 /* Refuse configuration files writable by group or others, or owned by someone other than

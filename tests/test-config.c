@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -350,6 +351,160 @@ static void test_file(void)
         config_errors_clear(&errs);
 }
 
-TEST_MAIN(TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+static void test_after(void)
+{
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; after = ( \"b\" ); } );",
+                     "t.conf:1: a.after: no tunnel is named \"b\"");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; after = ( \"a\" ); } );",
+                     "t.conf:1: a.after: a tunnel cannot wait for itself");
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; after = ( \"c\" ); },\n"
+                     " { name = \"b\"; host = \"h\"; after = ( \"a\" ); },\n"
+                     " { name = \"c\"; host = \"h\"; after = ( \"b\" ); }\n);",
+                     "t.conf:2: a.after: is part of a cycle of tunnels waiting for each other");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; }, { name = \"b\"; host = \"h\"; after = ( \"a\" ); } );", "");
+}
+
+static void test_port_clashes(void)
+{
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; local_forwards = ( \"5000:db:1\" ); },\n"
+                     " { name = \"b\"; host = \"h\"; local_forwards = ( \"127.0.0.1:5000:db:2\" ); }\n);",
+                     "t.conf:3: b.local_forwards: \"127.0.0.1:5000:db:2\" listens on local port 5000, as "
+                     "\"5000:db:1\" of tunnel a (t.conf:2) does");
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; dynamic_forwards = ( \"*:1080\" ); },\n"
+                     " { name = \"b\"; host = \"h\"; local_forwards = ( \"192.0.2.1:1080:db:2\" ); }\n);",
+                     "t.conf:3: b.local_forwards: \"192.0.2.1:1080:db:2\" listens on local port 1080, as "
+                     "\"*:1080\" of tunnel a (t.conf:2) does");
+        expect_error("tunnels = (\n { name = \"a\"; host = \"s1\"; remote_forwards = ( \"8080:localhost:80\" ); },\n"
+                     " { name = \"b\"; host = \"s1\"; remote_forwards = ( \"8080:localhost:81\" ); }\n);",
+                     "t.conf:3: b.remote_forwards: \"8080:localhost:81\" listens on s1 port 8080, as "
+                     "\"8080:localhost:80\" of tunnel a (t.conf:2) does");
+        /* different addresses, different servers, a disabled tunnel, server-chosen ports: fine */
+        expect_error("tunnels = (\n { name = \"a\"; host = \"s1\"; local_forwards = ( \"192.0.2.1:5000:db:1\" );\n"
+                     "   remote_forwards = ( \"8080:localhost:80\", \"0:x:1\" ); },\n"
+                     " { name = \"b\"; host = \"s2\"; local_forwards = ( \"192.0.2.2:5000:db:1\" );\n"
+                     "   remote_forwards = ( \"8080:localhost:80\", \"0:x:1\" ); },\n"
+                     " { name = \"c\"; host = \"s1\"; enabled = false; remote_forwards = ( \"8080:localhost:80\" ); }\n);", "");
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+        FILE *f = fopen(path, "we");
+
+        test_assert(f != NULL);
+        if (!f)
+                return;
+        fputs(text, f);
+        fclose(f);
+        chmod(path, mode);
+}
+
+static char *load_file_errors(const char *path, struct config **ret)
+{
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        struct buf b = {0};
+        char *s = NULL;
+
+        if (config_load(path, &c, &errs) >= 0 && ret)
+                *ret = c;
+        else
+                config_free(c);
+        for (size_t i = 0; i < errs.n; i++)
+                buf_printf(&b, "%s%s", i ? "\n" : "", errs.lines[i]);
+        config_errors_clear(&errs);
+        return buf_steal(&b, &s) < 0 ? NULL : s;
+}
+
+/* Drop-ins, key files and the config file's own permissions, on a real directory. */
+static void test_files(void)
+{
+        char dir[] = "/tmp/tunneld-test-XXXXXX", main_conf[256], d[128], f1[256], f2[256], key[256], expected[1024];
+        struct config *c = NULL;
+        char *e;
+
+        test_assert(mkdtemp(dir) != NULL);
+        snprintf(main_conf, sizeof(main_conf), "%s/tunneld.conf", dir);
+        snprintf(d, sizeof(d), "%s/tunneld.d", dir);
+        snprintf(f1, sizeof(f1), "%s/10-a.conf", d);
+        snprintf(f2, sizeof(f2), "%s/20-b.conf", d);
+        snprintf(key, sizeof(key), "%s/key", dir);
+        mkdir(d, 0755);
+        write_file(main_conf, "defaults = { user = \"u\"; };\ntunnels = ( { name = \"main\"; host = \"h\"; } );\n", 0644);
+        write_file(f1, "tunnels = ( { name = \"a\"; host = \"h\"; } );\n", 0644);
+        write_file(f2, "tunnels = ( { name = \"b\"; host = \"h\"; } );\n", 0644);
+        write_file(key, "secret", 0600);
+
+        e = load_file_errors(main_conf, &c);
+        test_assert_streq(e, "");
+        free(e);
+        test_assert(c && c->n_tunnels == 3);
+        if (c && c->n_tunnels == 3) {
+                test_assert_streq(c->tunnels[1].name, "a");        /* lexical order */
+                test_assert_streq(c->tunnels[2].name, "b");
+                test_assert_streq(c->tunnels[2].user, "u");        /* the main file's defaults */
+                test_assert_streq(c->tunnels[2].source_file, f2);
+        }
+        c = config_free(c);
+
+        /* a name twice across files names both places */
+        write_file(f2, "\ntunnels = ( { name = \"a\"; host = \"h\"; } );\n", 0644);
+        e = load_file_errors(main_conf, NULL);
+        snprintf(expected, sizeof(expected), "%s:2: tunnels[0].name: \"a\" is already used by the tunnel at %s:1", f2, f1);
+        test_assert_streq(e, expected);
+        free(e);
+        unlink(f2);
+
+        /* identity files */
+        write_file(f1, "tunnels = ( { name = \"a\"; host = \"h\"; identity_file = \"/nonexistent/key\"; } );\n", 0644);
+        e = load_file_errors(main_conf, NULL);
+        snprintf(expected, sizeof(expected), "%s:1: a.identity_file: /nonexistent/key: No such file or directory", f1);
+        test_assert_streq(e, expected);
+        free(e);
+        {
+                char text[512];
+                snprintf(text, sizeof(text), "tunnels = ( { name = \"a\"; host = \"h\"; identity_file = \"%s\"; } );\n", key);
+                write_file(f1, text, 0644);
+        }
+        e = load_file_errors(main_conf, NULL);
+        test_assert_streq(e, "");
+        free(e);
+        chmod(key, 0644);
+        e = load_file_errors(main_conf, NULL);
+        snprintf(expected, sizeof(expected), "%s:1: a.identity_file: %s: readable by group or others (mode 0644): "
+                 "ssh refuses such keys; chmod 600 it", f1, key);
+        test_assert_streq(e, expected);
+        free(e);
+
+        /* the configuration itself: not writable by others */
+        chmod(key, 0600);
+        chmod(f1, 0666);
+        e = load_file_errors(main_conf, NULL);
+        snprintf(expected, sizeof(expected), "%s: writable by group or others (mode 0666): fix with chmod go-w, "
+                 "or run tunneld with --allow-insecure-config", f1);
+        test_assert_streq(e, expected);
+        free(e);
+        config_set_check_permissions(false);
+        e = load_file_errors(main_conf, NULL);
+        test_assert_streq(e, "");
+        free(e);
+        config_set_check_permissions(true);
+        if (geteuid() == 0) {
+                chmod(f1, 0644);
+                test_assert(chown(f1, 12345, 0) == 0);
+                e = load_file_errors(main_conf, NULL);
+                snprintf(expected, sizeof(expected), "%s: owned by uid 12345, neither root nor tunneld's user (uid 0): "
+                         "fix with chown, or run tunneld with --allow-insecure-config", f1);
+                test_assert_streq(e, expected);
+                free(e);
+        }
+
+        unlink(f1);
+        unlink(key);
+        unlink(main_conf);
+        rmdir(d);
+        rmdir(dir);
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))
