@@ -877,7 +877,7 @@ static const struct setting tunnel_settings[] = {
         { .name = "after", .kind = K_STRV, .offset = F(after), .validate = validate_tunnel_name },
         { .name = "required", .kind = K_BOOL, .offset = F(required) },
         { .name = "on_state_change", .kind = K_STRING, .offset = F(on_state_change), .validate = validate_absolute_path },
-        { .name = "flap_threshold", .kind = K_INT, .offset = F(flap_threshold), .min = 2, .max = 1000 },
+        { .name = "flap_threshold", .kind = K_INT, .offset = F(flap_threshold), .min = 2, .max = 64 },
         { .name = "flap_window", .kind = K_DURATION, .offset = F(flap_window), .min = 1, .max = DURATION_MAX_S },
         { .name = "probe", .kind = K_GROUP, .offset = F(probe), .sub = probe_settings, .n_sub = ELEMENTSOF(probe_settings) },
 };

@@ -12,6 +12,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 
 struct ctl_client {
         struct ctl_server *server;
@@ -80,9 +81,12 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
         buf_append(b, ",", 1);
         json_key(b, "state");
         buf_json_string(b, tunnel_state_to_string(t->state));
-        buf_printf(b, ",\"enabled\":%s,\"held\":%s,", t->spec.enabled ? "true" : "false", t->held ? "true" : "false");
+        buf_printf(b, ",\"enabled\":%s,\"held\":%s,\"flapping\":%s,", t->spec.enabled ? "true" : "false",
+                   t->held ? "true" : "false", t->flapping ? "true" : "false");
         json_key(b, "reason");
-        if (t->reason && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_FAILED || t->state == TUNNEL_STOPPING))
+        if (t->state == TUNNEL_QUEUED)
+                buf_json_string(b, t->wait_reason);
+        else if (t->reason && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_FAILED || t->state == TUNNEL_STOPPING))
                 buf_json_string(b, t->reason);
         else
                 buf_append(b, "null", 4);
@@ -313,6 +317,17 @@ void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, bo
         }
         if (strcmp(cmd, "check") == 0) {
                 handle_check(sup, out);
+                goto done;
+        }
+        if (strcmp(cmd, "metrics") == 0) {
+                _cleanup_free_ char *text = NULL;
+                if (metrics_render(sup, &text) < 0) {
+                        reply_error(out, "out of memory");
+                        goto done;
+                }
+                buf_printf(out, "{\"ok\":true,\"metrics\":");
+                buf_json_string(out, text);
+                buf_append(out, "}\n", 2);
                 goto done;
         }
         if (strcmp(cmd, "start") != 0 && strcmp(cmd, "stop") != 0 && strcmp(cmd, "restart") != 0 &&

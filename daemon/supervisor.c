@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hook.h"
 #include "log.h"
+#include "metrics.h"
 #include "netwatch.h"
 #include "notify.h"
 
@@ -27,12 +29,13 @@ struct supervisor {
         ev_timer ready_timer;           /* ready = "all-up": READY=1 anyway at ready_timeout */
         struct netwatch *netwatch;
         struct tunnel *dequeuing;       /* the queued tunnel being let through */
+        bool metrics_failed;
         char gate_reason[128];
 };
 
 #define NETWORK_RETRY_JITTER 1.0        /* seconds: mass retries after a network change spread over this */
 
-static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata);
+static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
 
 static bool any_child(const struct supervisor *s)
 {
@@ -45,10 +48,17 @@ static bool any_child(const struct supervisor *s)
         return false;
 }
 
+static void shutdown_step(struct supervisor *s);
+
 static void check_shutdown_done(struct supervisor *s)
 {
-        if (s->shutting_down && !any_child(s))
+        if (!s->shutting_down)
+                return;
+        if (!any_child(s)) {
                 ev_break(s->loop, EVBREAK_ALL);
+                return;
+        }
+        shutdown_step(s);
 }
 
 static ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t)
@@ -84,14 +94,39 @@ static size_t count_in_state(const struct supervisor *s, enum tunnel_state state
         return n;
 }
 
-/* May t spawn ssh now? Queued tunnels go first, in configuration order; at most
- * max_parallel_starts are connecting (STARTING) at once. */
+/* after: the first tunnel t waits for that is not up, or NULL. */
+static const char *waiting_for(const struct supervisor *s, const struct tunnel *t)
+{
+        for (char **a = t->spec.after; a && *a; a++) {
+                const struct tunnel *d = supervisor_find(s, *a);
+                if (d && d->state != TUNNEL_UP)
+                        return d->spec.name;
+        }
+        return NULL;
+}
+
+/* Queued tunnels that wait for a start slot, not for other tunnels. */
+static bool slot_waiters(const struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                if (s->tunnels[i]->state == TUNNEL_QUEUED && !waiting_for(s, s->tunnels[i]))
+                        return true;
+        return false;
+}
+
+/* May t spawn ssh now? Not before the tunnels it is after are up; queued tunnels go
+ * first, in configuration order; at most max_parallel_starts are connecting at once. */
 static const char *gate(struct tunnel *t, void *userdata)
 {
         struct supervisor *s = userdata;
         int max = s->config->max_parallel_starts;
+        const char *dep = waiting_for(s, t);
         size_t starting;
 
+        if (dep) {
+                snprintf(s->gate_reason, sizeof(s->gate_reason), "waiting for %s to be up", dep);
+                return s->gate_reason;
+        }
         if (max <= 0)
                 return NULL;
         starting = count_in_state(s, TUNNEL_STARTING);
@@ -100,7 +135,7 @@ static const char *gate(struct tunnel *t, void *userdata)
                          starting, starting == 1 ? " is" : "s are", max);
                 return s->gate_reason;
         }
-        if (s->dequeuing != t && t->state != TUNNEL_QUEUED && count_in_state(s, TUNNEL_QUEUED) > 0) {
+        if (s->dequeuing != t && t->state != TUNNEL_QUEUED && slot_waiters(s)) {
                 snprintf(s->gate_reason, sizeof(s->gate_reason), "other tunnels are queued first");
                 return s->gate_reason;
         }
@@ -116,7 +151,7 @@ static void dequeue(struct supervisor *s)
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 struct tunnel *t = s->tunnels[i];
 
-                if (t->state != TUNNEL_QUEUED)
+                if (t->state != TUNNEL_QUEUED || waiting_for(s, t))
                         continue;
                 if (max > 0 && count_in_state(s, TUNNEL_STARTING) >= (size_t)max)
                         return;
@@ -142,13 +177,59 @@ static void on_network_changed(void *userdata)
                 log_debug("network changed: no tunnel is waiting to retry");
 }
 
-static void on_tunnel_event(struct tunnel *t, enum tunnel_state old, void *userdata)
+/* Stop, at shutdown, every tunnel no running tunnel is after: dependents go first. */
+static void shutdown_step(struct supervisor *s)
+{
+        for (size_t i = s->n_tunnels; i > 0; i--) {
+                struct tunnel *t = s->tunnels[i - 1];
+                bool needed = false;
+
+                if (t->state == TUNNEL_STOPPED || t->state == TUNNEL_STOPPING)
+                        continue;
+                for (size_t j = 0; j < s->n_tunnels && !needed; j++) {
+                        const struct tunnel *d = s->tunnels[j];
+                        if (d == t || !tunnel_has_child(d))
+                                continue;
+                        for (char **a = d->spec.after; a && *a; a++)
+                                if (strcmp(*a, t->spec.name) == 0) {
+                                        needed = true;
+                                        break;
+                                }
+                }
+                if (!needed)
+                        tunnel_stop(t, "tunneld is stopping");
+        }
+}
+
+static void run_hook(struct supervisor *s, struct tunnel *t, const char *state, const char *previous)
+{
+        struct hook_event ev = {
+                .state = state,
+                .previous = previous,
+                .failure = t->last_run.valid && t->last_run.failure != FAILURE_NONE && strcmp(state, "up") != 0
+                                   ? failure_class_to_string(t->last_run.failure) : "",
+                .restarts = t->restarts,
+        };
+
+        if (!t->spec.on_state_change)
+                return;
+        if (!t->hook && hook_new(s->loop, t->spec.name, &t->hook) < 0)
+                return;
+        hook_fire(t->hook, t->spec.on_state_change, s->config->hook_timeout, &ev);
+}
+
+static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata)
 {
         struct supervisor *s = userdata;
         ssize_t i;
 
-        (void)old;
         s->status_dirty = true;
+        if (ev == TUNNEL_EVENT_FLAPPING) {
+                run_hook(s, t, "flapping", tunnel_state_to_string(old));
+                return;
+        }
+        if (old != t->state && (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED))
+                run_hook(s, t, tunnel_state_to_string(t->state), tunnel_state_to_string(old));
         if (t->state == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
                 i = index_of(s->retiring, s->n_retiring, t);
                 if (i >= 0) {
@@ -165,7 +246,7 @@ static bool all_settled(const struct supervisor *s)
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 const struct tunnel *t = s->tunnels[i];
 
-                if (!t->spec.enabled || t->held)
+                if (!t->spec.enabled || !t->spec.required || t->held)
                         continue;
                 if (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED || t->state == TUNNEL_BACKOFF)
                         continue;
@@ -203,6 +284,23 @@ static void on_ready_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         send_ready(s);
 }
 
+static void write_metrics(struct supervisor *s)
+{
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!s->config->metrics_file)
+                return;
+        r = metrics_render(s, &text);
+        if (r >= 0)
+                r = metrics_write_file(s->config->metrics_file, text);
+        if (r < 0 && !s->metrics_failed)
+                log_warning_errno(r, "cannot write metrics_file %s: %m", s->config->metrics_file);
+        s->metrics_failed = r < 0;      /* say it once, not on every change */
+}
+
+/* Once per loop iteration, before it sleeps: let queued tunnels start, then publish what
+ * changed (STATUS, READY, the metrics file) once, however many tunnels changed. */
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 {
         struct supervisor *s = w->data;
@@ -215,6 +313,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
         dequeue(s);
         if (!s->ready_sent && (s->config->ready == READY_STARTED || all_settled(s))) {
                 send_ready(s);
+                write_metrics(s);
                 return;
         }
         if (!s->status_dirty)
@@ -222,6 +321,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
         s->status_dirty = false;
         if (supervisor_status_text(s, &text) >= 0)
                 notify_status(text);
+        write_metrics(s);
 }
 
 /* Append "label: a, b (…), c +N more" for tunnels in state. */
@@ -514,10 +614,14 @@ void supervisor_shutdown(struct supervisor *s)
         if (s->shutting_down)
                 return;
         s->shutting_down = true;
-        /* Reverse configuration order. Observers never free active tunnels, and removed ones
-         * are stopping already. */
-        for (size_t i = s->n_tunnels; i > 0; i--)
-                tunnel_stop(s->tunnels[i - 1], "tunneld is stopping");
+        /* Reverse configuration order, a tunnel only once none that is after it runs (each
+         * step bounded by stop_timeout). Queued and backoff ones simply stop. Observers never
+         * free active tunnels, and removed ones are stopping already. */
+        for (size_t i = s->n_tunnels; i > 0; i--) {
+                struct tunnel *t = s->tunnels[i - 1];
+                if (!tunnel_has_child(t))
+                        tunnel_stop(t, "tunneld is stopping");
+        }
         check_shutdown_done(s);
 }
 

@@ -13,8 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hook.h"
 #include "log.h"
 #include "probe.h"
+#include "process.h"
 #include "ssh_argv.h"
 
 static const char *const state_names[_TUNNEL_STATE_MAX] = {
@@ -75,10 +77,51 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
                 if (run->failure != FAILURE_NONE)
                         ctx.failure = failure_class_to_string(run->failure);
         }
+        /* A flapping tunnel was reported once; its churn goes to debug, what an operator
+         * did or a final verdict does not. */
+        if (t->flapping && prio > LOG_ERR && state != TUNNEL_STOPPED && state != TUNNEL_STOPPING) {
+                prio = LOG_DEBUG;
+                t->flap_suppressed++;
+        }
         log_full(prio, &ctx, "%s", text);
 
         if (t->observer)
-                t->observer(t, old, t->userdata);
+                t->observer(t, TUNNEL_EVENT_STATE, old, t->userdata);
+}
+
+static void end_flapping(struct tunnel *t, const char *why)
+{
+        struct log_ctx ctx = LOG_CTX_INIT;
+
+        if (!t->flapping)
+                return;
+        t->flapping = false;
+        ctx.tunnel = t->spec.name;
+        log_full(LOG_NOTICE, &ctx, "no longer flapping (%s); %lu messages were logged at debug level meanwhile",
+                 why, t->flap_suppressed);
+        t->flap_suppressed = 0;
+        t->fail_next = 0;
+        memset(t->fail_at, 0, sizeof(t->fail_at));
+}
+
+/* Count a failed run; true if the tunnel just started flapping. */
+static bool note_failure(struct tunnel *t, double now)
+{
+        unsigned threshold = (unsigned)t->spec.flap_threshold;
+        double oldest;
+
+        if (threshold > FLAP_RING)
+                threshold = FLAP_RING;
+        t->fail_at[t->fail_next % FLAP_RING] = now;
+        t->fail_next++;
+        if (t->flapping || t->fail_next < threshold)
+                return false;
+        oldest = t->fail_at[(t->fail_next - threshold) % FLAP_RING];
+        if (now - oldest > t->spec.flap_window)
+                return false;
+        t->flapping = true;
+        t->flap_suppressed = 0;
+        return true;
 }
 
 /* ---- ssh's stderr ---- */
@@ -113,7 +156,7 @@ static void handle_line(struct tunnel *t, const char *line)
                 maybe_up(t);
                 return;
         case SSH_LINE_AUTHENTICATED:
-                log_full(LOG_INFO, &ctx, "ssh: %s", line);
+                log_full(t->flapping ? LOG_DEBUG : LOG_INFO, &ctx, "ssh: %s", line);
                 t->authenticated = true;
                 maybe_up(t);
                 return;
@@ -121,10 +164,12 @@ static void handle_line(struct tunnel *t, const char *line)
                 if (!t->probe_kill)
                         t->run_failure = class;
                 ctx.failure = failure_class_to_string(class);
-                log_full(LOG_WARNING, &ctx, "ssh: %s", line);
+                log_full(t->flapping ? LOG_DEBUG : LOG_WARNING, &ctx, "ssh: %s", line);
+                t->flap_suppressed += t->flapping;
                 return;
         case SSH_LINE_PLAIN:
-                log_full(LOG_INFO, &ctx, "ssh: %s", line);
+                log_full(t->flapping ? LOG_DEBUG : LOG_INFO, &ctx, "ssh: %s", line);
+                t->flap_suppressed += t->flapping;
                 return;
         }
 }
@@ -261,12 +306,26 @@ static void finish_run(struct tunnel *t, struct tunnel_run *run)
         }
         t->total_failures[run->failure]++;
         t->last_run = *run;
+        t->restart_pending = true;
         describe_run(t, run, what, sizeof(what));
 
         if (success)
                 t->failures = 0;
-        else
+        else {
                 t->failures++;
+                if (note_failure(t, run->ended_at)) {
+                        char window[DURATION_MAX];
+                        struct log_ctx ctx = LOG_CTX_INIT;
+
+                        ctx.tunnel = s->name;
+                        ctx.failure = failure_class_to_string(run->failure);
+                        log_full(LOG_WARNING, &ctx, "flapping: %d failed starts within %s, the last: %s; "
+                                 "until a run lasts gatetime, its failures are logged at debug level",
+                                 s->flap_threshold, format_duration(s->flap_window, window, sizeof(window)), what);
+                        if (t->observer)
+                                t->observer(t, TUNNEL_EVENT_FLAPPING, t->state, t->userdata);
+                }
+        }
 
         if (s->restart == RESTART_NEVER) {
                 t->reason = "restart=never";
@@ -369,6 +428,7 @@ static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
         (void)revents;
         t->gate_passed = t->ever_passed = true;
         t->failures = 0;
+        end_flapping(t, "a run lasted gatetime");
         log_full(LOG_DEBUG, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
                                                .exit_signal = -1 },
                  "ssh has run for gatetime %s: this start counts as a success",
@@ -422,48 +482,15 @@ static void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents)
                                                  .exit_signal = -1 },
                  "ssh did not exit within %s of SIGTERM: sending SIGKILL",
                  format_duration(t->stop_timeout, grace, sizeof(grace)));
-        if (kill(-t->pid, SIGKILL) < 0)
-                (void)kill(t->pid, SIGKILL);
+        process_kill(t->pid, SIGKILL);
 }
 
 /* ---- spawning ---- */
 
-static int devnull_fd = -1;
-
-/* In the child: everything here must be async-signal-safe in spirit (we are single-threaded,
- * so malloc in execvp is fine), and must end in exec or _exit. */
-_Noreturn static void exec_child(char *const *argv, int err_fd, pid_t parent)
-{
-        struct sigaction sa = { .sa_handler = SIG_DFL };
-        sigset_t none;
-
-        /* An inherited ignored or blocked signal survives exec: give ssh a clean slate. */
-        for (int sig = 1; sig < NSIG; sig++)
-                (void)sigaction(sig, &sa, NULL);
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-
-        /* Own process group, so a stop reaches ProxyCommand/ProxyJump helpers too. */
-        (void)setpgid(0, 0);
-        /* If tunneld dies, ssh goes with it; recheck the parent to close the race. */
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
-                _exit(125);
-
-        if (dup2(devnull_fd, STDIN_FILENO) < 0 || dup2(devnull_fd, STDOUT_FILENO) < 0 ||
-            dup2(err_fd, STDERR_FILENO) < 0)
-                _exit(126);
-        /* Every fd of ours is O_CLOEXEC already; this also covers any a library leaked. */
-        (void)close_range(3, ~0U, 0);
-
-        execvp(argv[0], argv);
-        dprintf(STDERR_FILENO, "tunneld: cannot execute %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-}
-
 static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, const char *next)
 {
-        int pipefd[2];
-        pid_t parent = getpid(), pid;
+        pid_t pid;
+        int err_fd, r;
 
         ev_timer_stop(t->loop, &t->timer);
         t->retry_at = 0;
@@ -486,35 +513,17 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         t->gate_passed = false;
         t->line_len = 0;
 
-        if (devnull_fd < 0) {
-                devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-                if (devnull_fd < 0)
-                        goto fail;
-        }
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                goto fail;
-
-        pid = fork();
-        if (pid < 0) {
-                int e = errno;
-                close(pipefd[0]);
-                close(pipefd[1]);
-                errno = e;
+        r = process_spawn(t->argv, NULL, false, &pid, &err_fd);
+        if (r < 0) {
+                errno = -r;
                 goto fail;
         }
-        if (pid == 0)
-                exec_child(t->argv, pipefd[1], parent);
-
-        /* Parent. Watch the child before anything else can run (ev.pod: start ev_child
-         * right after fork). Set the group here too: whoever runs first wins the race. */
-        (void)setpgid(pid, pid);
+        /* Watch the child before anything else can run (ev.pod: start ev_child right after
+         * fork). */
         t->pid = pid;
         ev_child_set(&t->child_watcher, pid, 0);
         ev_child_start(t->loop, &t->child_watcher);
-
-        close(pipefd[1]);
-        (void)fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
-        t->stderr_fd = pipefd[0];
+        t->stderr_fd = err_fd;
         ev_io_set(&t->stderr_watcher, t->stderr_fd, EV_READ);
         ev_io_start(t->loop, &t->stderr_watcher);
 
@@ -530,8 +539,9 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
                 ev_timer_set(&t->lifetime_timer, t->spec.max_lifetime, 0.);
                 ev_timer_start(t->loop, &t->lifetime_timer);
         }
-        if (run && !run->requested)
+        if (t->restart_pending)
                 t->restarts++;
+        t->restart_pending = false;
 
         set_state(t, TUNNEL_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run, "%s; %s: ssh pid %d (start %u)",
                   what, next, (int)pid, t->starts);
@@ -583,8 +593,7 @@ static void on_probe(bool ok, const char *why, void *userdata)
         probe_stop(t->probe);
         t->probe_kill = true;
         t->run_failure = FAILURE_PROBE;
-        if (kill(-t->pid, SIGTERM) < 0)
-                (void)kill(t->pid, SIGTERM);
+        process_kill(t->pid, SIGTERM);
         ev_timer_stop(t->loop, &t->timer);
         ev_set_cb(&t->timer, on_grace_timer);
         ev_timer_set(&t->timer, t->stop_timeout, 0.);
@@ -655,8 +664,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
         if (!t)
                 return NULL;
         if (t->pid > 0) {
-                if (kill(-t->pid, SIGKILL) < 0)
-                        (void)kill(t->pid, SIGKILL);
+                process_kill(t->pid, SIGKILL);
         }
         ev_child_stop(t->loop, &t->child_watcher);
         ev_timer_stop(t->loop, &t->timer);
@@ -666,6 +674,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
         if (t->stderr_fd >= 0)
                 close(t->stderr_fd);
         probe_free(t->probe);
+        hook_free(t->hook);
         strv_free(t->argv);
         tunnel_spec_done(&t->spec);
         free(t);
@@ -679,6 +688,8 @@ bool tunnel_wants_start(const struct tunnel *t)
 
 static void reset_counters(struct tunnel *t)
 {
+        t->restart_pending = false;
+        end_flapping(t, "started again by request");
         t->starts = 0;
         t->failures = 0;
         t->ever_passed = false;
@@ -716,8 +727,7 @@ void tunnel_stop(struct tunnel *t, const char *reason)
         case TUNNEL_UP:
                 ev_timer_stop(t->loop, &t->gate_timer);
                 ev_timer_stop(t->loop, &t->lifetime_timer);
-                if (kill(-t->pid, SIGTERM) < 0)
-                        (void)kill(t->pid, SIGTERM);
+                process_kill(t->pid, SIGTERM);
                 ev_timer_stop(t->loop, &t->timer);
                 ev_set_cb(&t->timer, on_grace_timer);
                 ev_timer_set(&t->timer, t->stop_timeout, 0.);

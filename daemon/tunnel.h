@@ -23,9 +23,14 @@ enum tunnel_state {
 
 struct tunnel;
 
-/* Called after every state change. The observer may free the tunnel only when the new state
- * is STOPPED and tunnel_wants_start() is false. */
-typedef void (*tunnel_observer_t)(struct tunnel *t, enum tunnel_state old, void *userdata);
+enum tunnel_event {
+        TUNNEL_EVENT_STATE,             /* t->state changed from old */
+        TUNNEL_EVENT_FLAPPING,          /* t->flapping just became true */
+};
+
+/* Called after every state change (and when flapping starts). The observer may free the
+ * tunnel only when the new state is STOPPED and tunnel_wants_start() is false. */
+typedef void (*tunnel_observer_t)(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
 
 /* Asked before every spawn: NULL to go ahead, else why the tunnel must wait (it is then
  * QUEUED until tunnel_dequeue()). The text is copied. */
@@ -81,10 +86,20 @@ struct tunnel {
         unsigned failures;              /* consecutive failed starts (backoff exponent) */
         unsigned long total_starts;     /* since tunneld started; never reset */
         unsigned long restarts;         /* starts after an exit tunneld did not ask for */
+        bool restart_pending;           /* the next start is such a restart */
         unsigned long total_failures[_FAILURE_MAX];
         bool gate_passed;               /* this run has lasted gatetime */
         bool ever_passed;               /* some run since configured lasted gatetime (fail_fast) */
         struct tunnel_run last_run;
+
+        /* flapping: flap_threshold failed runs within flap_window */
+#define FLAP_RING 64
+        double fail_at[FLAP_RING];
+        unsigned fail_next;
+        bool flapping;
+        unsigned long flap_suppressed;  /* lines logged at debug level while flapping */
+
+        struct hook *hook;              /* on_state_change runner, made by the supervisor */
 };
 
 int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char *ssh, double stop_timeout,

@@ -43,6 +43,7 @@ static void help(void)
 "    tunnelctl [OPTIONS] start|stop|restart NAME...|--all\n"
 "    tunnelctl [OPTIONS] reload\n"
 "    tunnelctl [OPTIONS] check\n"
+"    tunnelctl [OPTIONS] metrics\n"
 "\n"
 "DESCRIPTION\n"
 "    tunnelctl talks to tunneld over its control socket. It shows each tunnel's\n"
@@ -72,6 +73,11 @@ static void help(void)
 "    check\n"
 "        Validate the configuration file tunneld was started with, like\n"
 "        tunneld -t.\n"
+"    metrics\n"
+"        Every tunnel's state and counters in the Prometheus text format\n"
+"        (tunneld_tunnel_up, _state, _starts_total, _failures_total{class},\n"
+"        _uptime_seconds, …). The metrics_file setting keeps a copy on disk for\n"
+"        node_exporter's textfile collector.\n"
 "\n"
 "OPTIONS\n"
 "    -s, --socket PATH   control socket (default $TUNNELD_SOCKET, else\n"
@@ -356,7 +362,7 @@ int main(int argc, char *argv[])
                 return EXIT_USAGE;
         }
         if (optind >= argc) {
-                fprintf(stderr, "tunnelctl: a command is needed: status, start, stop, restart, reload, check\n"
+                fprintf(stderr, "tunnelctl: a command is needed: status, start, stop, restart, reload, check, metrics\n"
                                 "Try 'tunnelctl --help'.\n");
                 return EXIT_USAGE;
         }
@@ -387,7 +393,7 @@ int main(int argc, char *argv[])
                         }
                         buf_append(&req, "]", 1);
                 }
-        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "check") == 0) {
+        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "check") == 0 || strcmp(cmd, "metrics") == 0) {
                 if (optind < argc || all) {
                         fprintf(stderr, "tunnelctl: %s takes no arguments\n", cmd);
                         return EXIT_USAGE;
@@ -441,6 +447,9 @@ int main(int argc, char *argv[])
         } else if (strcmp(cmd, "reload") == 0) {
                 if (!json_out)
                         printf("reloaded: %.0f tunnels\n", json_get_number(reply, "tunnels", 0));
+        } else if (strcmp(cmd, "metrics") == 0) {
+                if (!json_out)
+                        fputs(json_get_string(reply, "metrics") ? json_get_string(reply, "metrics") : "", stdout);
         } else if (strcmp(cmd, "check") == 0) {
                 if (!json_out) {
                         double n = json_get_number(reply, "tunnels", 0), e = json_get_number(reply, "enabled", n);

@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: MIT */
+#include "hook.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "process.h"
+#include "util.h"
+
+extern char **environ;
+
+struct pending {
+        bool set;
+        char *program;
+        double timeout;
+        char state[16], previous[16], failure[32];
+        unsigned long restarts;
+};
+
+struct hook {
+        struct ev_loop *loop;
+        char *tunnel;
+        pid_t pid;
+        double started;
+        int fd;
+        ev_child child;
+        ev_io out;
+        ev_timer limit;
+        char line[512];
+        size_t line_len;
+        struct pending next;
+};
+
+static void log_line(struct hook *h, const char *line, int prio)
+{
+        struct log_ctx ctx = LOG_CTX_INIT;
+
+        ctx.tunnel = h->tunnel;
+        log_full(prio, &ctx, "on_state_change: %s", line);
+}
+
+static void read_output(struct hook *h, bool final)
+{
+        char chunk[1024];
+
+        for (;;) {
+                ssize_t n = read(h->fd, chunk, sizeof(chunk));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                                final = true;
+                        break;
+                }
+                for (ssize_t i = 0; i < n; i++) {
+                        if (chunk[i] == '\n' || h->line_len == sizeof(h->line) - 1) {
+                                h->line[h->line_len] = '\0';
+                                if (h->line_len)
+                                        log_line(h, h->line, LOG_INFO);
+                                h->line_len = 0;
+                                if (chunk[i] == '\n')
+                                        continue;
+                        }
+                        h->line[h->line_len++] = chunk[i];
+                }
+                if (!final)
+                        break;
+        }
+        if (final && h->fd >= 0) {
+                if (h->line_len) {
+                        h->line[h->line_len] = '\0';
+                        log_line(h, h->line, LOG_INFO);
+                        h->line_len = 0;
+                }
+                ev_io_stop(h->loop, &h->out);
+                close(h->fd);
+                h->fd = -1;
+        }
+}
+
+static void on_output(struct ev_loop *loop, ev_io *w, int revents)
+{
+        (void)loop;
+        (void)revents;
+        read_output(w->data, false);
+}
+
+static void start(struct hook *h);
+
+static void on_exit_(struct ev_loop *loop, ev_child *w, int revents)
+{
+        struct hook *h = w->data;
+        struct log_ctx ctx = LOG_CTX_INIT;
+        char sig[16], took[DURATION_MAX];
+        int status = w->rstatus;
+
+        (void)revents;
+        ev_child_stop(loop, w);
+        ev_timer_stop(loop, &h->limit);
+        if (h->fd >= 0)
+                read_output(h, true);
+        h->pid = 0;
+        ctx.tunnel = h->tunnel;
+        format_duration(now_mono() - h->started, took, sizeof(took));
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                log_full(LOG_DEBUG, &ctx, "on_state_change program finished after %s", took);
+        else if (WIFEXITED(status))
+                log_full(LOG_WARNING, &ctx, "on_state_change program exited with status %d after %s",
+                         WEXITSTATUS(status), took);
+        else
+                log_full(LOG_WARNING, &ctx, "on_state_change program was killed by signal %s after %s",
+                         signal_to_name(WTERMSIG(status), sig, sizeof(sig)), took);
+        if (h->next.set)
+                start(h);
+}
+
+static void on_limit(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct hook *h = w->data;
+        struct log_ctx ctx = LOG_CTX_INIT;
+        char limit[DURATION_MAX];
+
+        (void)loop;
+        (void)revents;
+        ctx.tunnel = h->tunnel;
+        log_full(LOG_WARNING, &ctx, "on_state_change program (pid %d) still runs after %s: killing it", (int)h->pid,
+                 format_duration(now_mono() - h->started, limit, sizeof(limit)));
+        process_kill(h->pid, SIGKILL);
+}
+
+_printf_(2, 3)
+static int env_var(char **ret, const char *fmt, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(ret, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                *ret = NULL;
+        return r;
+}
+
+/* tunneld's environment without TUNNEL_*, then ours. */
+static char **build_env(const struct pending *p, const char *tunnel)
+{
+        char *ours[5] = {0};
+        size_t n = 0, k = 0;
+        char **env = NULL;
+
+        if (env_var(&ours[0], "TUNNEL_NAME=%s", tunnel) < 0 ||
+            env_var(&ours[1], "TUNNEL_STATE=%s", p->state) < 0 ||
+            env_var(&ours[2], "TUNNEL_PREVIOUS_STATE=%s", p->previous) < 0 ||
+            env_var(&ours[3], "TUNNEL_FAILURE=%s", p->failure) < 0 ||
+            env_var(&ours[4], "TUNNEL_RESTARTS=%lu", p->restarts) < 0)
+                goto fail;
+        while (environ && environ[n])
+                n++;
+        env = calloc(n + ELEMENTSOF(ours) + 1, sizeof(char *));
+        if (!env)
+                goto fail;
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(environ[i], "TUNNEL_", 7) != 0)
+                        env[k++] = environ[i];  /* borrowed */
+        for (size_t i = 0; i < ELEMENTSOF(ours); i++)
+                env[k++] = ours[i];
+        return env;
+fail:
+        for (size_t i = 0; i < ELEMENTSOF(ours); i++)
+                free(ours[i]);
+        return NULL;
+}
+
+static void free_env(char **env)
+{
+        for (size_t i = 0; env && env[i]; i++)
+                if (strncmp(env[i], "TUNNEL_", 7) == 0)
+                        free(env[i]);
+        free(env);
+}
+
+static void start(struct hook *h)
+{
+        struct pending p = h->next;
+        struct log_ctx ctx = LOG_CTX_INIT;
+        char *argv[] = { p.program, NULL };
+        char **env;
+        int r;
+
+        h->next = (struct pending){0};
+        ctx.tunnel = h->tunnel;
+        env = build_env(&p, h->tunnel);
+        if (!env) {
+                log_full(LOG_ERR, &ctx, "cannot run on_state_change program: out of memory");
+                free(p.program);
+                return;
+        }
+        r = process_spawn(argv, env, true, &h->pid, &h->fd);
+        free_env(env);
+        if (r < 0) {
+                log_full_errno(LOG_ERR, r, &ctx, "cannot run on_state_change program %s: %m", p.program);
+                free(p.program);
+                return;
+        }
+        h->started = now_mono();
+        ev_child_set(&h->child, h->pid, 0);
+        ev_child_start(h->loop, &h->child);
+        ev_io_set(&h->out, h->fd, EV_READ);
+        ev_io_start(h->loop, &h->out);
+        ev_timer_set(&h->limit, p.timeout, 0.);
+        ev_timer_start(h->loop, &h->limit);
+        ctx.pid = h->pid;
+        log_full(LOG_DEBUG, &ctx, "on_state_change %s (state %s, was %s)", p.program, p.state, p.previous);
+        free(p.program);
+}
+
+void hook_fire(struct hook *h, const char *program, double timeout, const struct hook_event *ev)
+{
+        struct pending *p = &h->next;
+
+        free(p->program);
+        *p = (struct pending){ .set = true, .timeout = timeout, .restarts = ev->restarts };
+        p->program = strdup(program);
+        if (!p->program) {
+                p->set = false;
+                return;
+        }
+        snprintf(p->state, sizeof(p->state), "%s", ev->state);
+        snprintf(p->previous, sizeof(p->previous), "%s", ev->previous);
+        snprintf(p->failure, sizeof(p->failure), "%s", ev->failure ? ev->failure : "");
+        if (h->pid == 0)
+                start(h);
+}
+
+int hook_new(struct ev_loop *loop, const char *tunnel, struct hook **ret)
+{
+        struct hook *h = calloc(1, sizeof(*h));
+
+        if (!h)
+                return -ENOMEM;
+        h->loop = loop;
+        h->fd = -1;
+        h->tunnel = strdup(tunnel);
+        if (!h->tunnel) {
+                free(h);
+                return -ENOMEM;
+        }
+        ev_child_init(&h->child, on_exit_, 0, 0);
+        ev_io_init(&h->out, on_output, -1, EV_READ);
+        ev_timer_init(&h->limit, on_limit, 0., 0.);
+        h->child.data = h->out.data = h->limit.data = h;
+        *ret = h;
+        return 0;
+}
+
+struct hook *hook_free(struct hook *h)
+{
+        if (!h)
+                return NULL;
+        if (h->pid > 0)
+                process_kill(h->pid, SIGKILL);  /* libev reaps it; nobody waits for it */
+        ev_child_stop(h->loop, &h->child);
+        ev_io_stop(h->loop, &h->out);
+        ev_timer_stop(h->loop, &h->limit);
+        if (h->fd >= 0)
+                close(h->fd);
+        free(h->next.program);
+        free(h->tunnel);
+        free(h);
+        return NULL;
+}

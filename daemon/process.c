@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+#include "process.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int devnull_fd = -1;
+
+/* In the child: single-threaded parent, so the libc calls here are safe; ends in exec or
+ * _exit. */
+_Noreturn static void exec_child(char *const *argv, char *const *envp, bool output_to_pipe, int pipe_fd,
+                                 pid_t parent)
+{
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        sigset_t none;
+
+        for (int sig = 1; sig < NSIG; sig++)
+                (void)sigaction(sig, &sa, NULL);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+
+        /* Own process group, so a stop reaches ProxyCommand/ProxyJump helpers too. */
+        (void)setpgid(0, 0);
+        /* If tunneld dies, the child goes with it; recheck the parent to close the race. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                _exit(125);
+
+        if (dup2(devnull_fd, STDIN_FILENO) < 0 ||
+            dup2(output_to_pipe ? pipe_fd : devnull_fd, STDOUT_FILENO) < 0 ||
+            dup2(pipe_fd, STDERR_FILENO) < 0)
+                _exit(126);
+        /* Every fd of ours is O_CLOEXEC already; this also covers any a library leaked. */
+        (void)close_range(3, ~0U, 0);
+
+        if (envp)
+                environ = (char **)envp;
+        execvp(argv[0], argv);
+        dprintf(STDERR_FILENO, "tunneld: cannot execute %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+}
+
+int process_spawn(char *const *argv, char *const *envp, bool output_to_pipe, pid_t *ret_pid, int *ret_pipe)
+{
+        pid_t parent = getpid(), pid;
+        int fds[2], e;
+
+        if (devnull_fd < 0) {
+                devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (devnull_fd < 0)
+                        return -errno;
+        }
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0) {
+                e = -errno;
+                close(fds[0]);
+                close(fds[1]);
+                return e;
+        }
+        if (pid == 0)
+                exec_child(argv, envp, output_to_pipe, fds[1], parent);
+
+        /* Set the group here too: whoever runs first wins the race, and a kill of the group
+         * right after fork must not miss. */
+        (void)setpgid(pid, pid);
+        close(fds[1]);
+        (void)fcntl(fds[0], F_SETFL, O_NONBLOCK);
+        *ret_pid = pid;
+        *ret_pipe = fds[0];
+        return 0;
+}
+
+void process_kill(pid_t pid, int sig)
+{
+        if (pid <= 0)
+                return;
+        if (kill(-pid, sig) < 0)
+                (void)kill(pid, sig);
+}
