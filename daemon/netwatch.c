@@ -59,7 +59,7 @@ static void on_netlink(struct ev_loop *loop, ev_io *io, int revents)
         (void)revents;
         for (;;) {
                 ssize_t got = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                int n = (int)got;
+                size_t off = 0;
 
                 if (got < 0) {
                         if (errno == EINTR)
@@ -68,11 +68,18 @@ static void on_netlink(struct ev_loop *loop, ev_io *io, int revents)
                                 news = true;    /* we missed events: assume the worst (the best) */
                         break;
                 }
-                if (n == 0)
+                if (got == 0)
                         break;
-                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n))
+                /* NLMSG_OK() mixes signed and unsigned; walk the messages by hand */
+                while ((size_t)got - off >= sizeof(struct nlmsghdr)) {
+                        const struct nlmsghdr *h = (const struct nlmsghdr *)(buf + off);
+
+                        if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > (size_t)got - off)
+                                break;
                         if (is_news(h))
                                 news = true;
+                        off += NLMSG_ALIGN(h->nlmsg_len);
+                }
         }
         if (news && !ev_is_active(&w->settle)) {
                 ev_timer_set(&w->settle, NETWATCH_SETTLE, 0.);

@@ -302,6 +302,8 @@ static void test_equal(void)
         _cleanup_free_ char *e1 = load_errors(base, &a);
         _cleanup_free_ char *e2 = load_errors(base, &b);
 
+        test_assert_streq(e1, "");
+        test_assert_streq(e2, "");
         test_assert(a && b);
         if (!a || !b)
                 return;
