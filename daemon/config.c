@@ -177,6 +177,7 @@ const char *validate_jump_host(const char *s)
         if (!copy)
                 return "cannot be checked (out of memory)";
         if (s[strlen(s) - 1] == ',' || strstr(s, ",,"))
+                // cppcheck-suppress memleak ; copy is _cleanup_free_, which cppcheck does not know
                 return "has an empty hop";
         for (char *hop = strtok_r(copy, ",", &save); hop; hop = strtok_r(NULL, ",", &save)) {
                 r = validate_jump_hop(hop);
@@ -836,7 +837,7 @@ struct setting {
         const struct setting *sub;              /* K_GROUP: the members, offsets into the member struct */
         size_t n_sub;
 };
-#define ENUM(n) .names = n, .n_names = ELEMENTSOF(n)
+#define ENUM(n) .names = (n), .n_names = ELEMENTSOF(n)
 
 #define P(m) offsetof(struct probe_spec, m)
 static const struct setting probe_settings[] = {
@@ -1323,11 +1324,10 @@ static bool listen_address(const char *spec, bool dynamic, char *bind, size_t si
                 ps = n == 2 ? f[1] : f[0];
                 if (n == 2)
                         b = f[0];
-        } else if (n == 4 || (n == 3 && is_path_field(f[2]) && !is_path_field(f[0]))) {
+        } else if (n == 4 || (n == 3 && is_path_field(f[2]) && !is_path_field(f[0])) ||
+                   (n == 2 && !is_path_field(f[1]) && !is_path_field(f[0]))) {
+                /* bind:port:host:hostport, bind:port:path, or -R bind:port (reverse SOCKS) */
                 b = f[0];
-                ps = f[1];
-        } else if (n == 2 && !is_path_field(f[1]) && !is_path_field(f[0])) {
-                b = f[0];       /* -R bind:port (reverse SOCKS) */
                 ps = f[1];
         } else
                 ps = f[0];
@@ -1594,8 +1594,10 @@ static int default_include_dir(struct config *c)
                 *slash = '\0';
         if (asprintf(&c->include_dir, "%s/tunneld.d", slash ? (*dir ? dir : "/") : ".") < 0) {
                 c->include_dir = NULL;
+                // cppcheck-suppress memleak ; dir is _cleanup_free_, which cppcheck does not know
                 return -ENOMEM;
         }
+        // cppcheck-suppress memleak ; dir is _cleanup_free_
         return 0;
 }
 

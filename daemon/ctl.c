@@ -73,7 +73,6 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
 {
         const struct tunnel_run *run = &t->last_run;
         bool first = true;
-        char sig[16];
 
         buf_append(b, "{", 1);
         json_key(b, "name");
@@ -126,9 +125,10 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
                 else
                         buf_append(b, "null", 4);
                 buf_append(b, ",\"signal\":", 10);
-                if (run->exit_signal > 0)
+                if (run->exit_signal > 0) {
+                        char sig[16];
                         buf_json_string(b, signal_to_name(run->exit_signal, sig, sizeof(sig)));
-                else
+                } else
                         buf_append(b, "null", 4);
                 buf_printf(b, ",\"ran\":%.3f,\"ago\":%.3f,\"requested\":%s,\"failure\":", run->ran,
                            now - run->ended_at, run->requested ? "true" : "false");
@@ -198,7 +198,7 @@ static int select_tunnels(struct supervisor *sup, const struct json *req, bool a
         }
         if (all || !n) {
                 n = supervisor_count(sup);
-                v = calloc(n + 1, sizeof(*v));
+                v = calloc(n + 1, sizeof(struct tunnel *));
                 if (!v)
                         return -ENOMEM;
                 for (size_t i = 0; i < n; i++)
@@ -206,7 +206,7 @@ static int select_tunnels(struct supervisor *sup, const struct json *req, bool a
                 *ret = v;
                 return 0;
         }
-        v = calloc(n + 1, sizeof(*v));
+        v = calloc(n + 1, sizeof(struct tunnel *));
         if (!v)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
@@ -572,7 +572,7 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
 
         if (strlen(path) >= sizeof(sa.sun_path))
                 return log_error_errno(-ENAMETOOLONG, "control socket %s: path too long", path);
-        strcpy(sa.sun_path, path);
+        memcpy(sa.sun_path, path, strlen(path) + 1);    /* length checked above */
 
         s = calloc(1, sizeof(*s));
         if (!s)

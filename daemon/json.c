@@ -177,7 +177,7 @@ static int push_item(struct json *j, char *key, struct json *item)
         struct json **items;
         char **keys;
 
-        items = realloc(j->items, (j->n + 1) * sizeof(*items));
+        items = realloc(j->items, (j->n + 1) * sizeof(struct json *));
         if (!items)
                 return -ENOMEM;
         j->items = items;

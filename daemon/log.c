@@ -82,12 +82,12 @@ int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
 int log_format_stderr(int prio, const struct log_ctx *ctx, const char *text, bool tty, char **ret)
 {
         const char *name = ctx && ctx->tunnel ? ctx->tunnel : NULL;
-        char stamp[16] = "";
         int r;
 
         if (tty) {
                 /* A person is watching: a clock helps, journald's "<N>" does not. */
                 time_t now = time(NULL);
+                char stamp[16] = "";
                 struct tm tm;
                 strftime(stamp, sizeof(stamp), "%H:%M:%S ", localtime_r(&now, &tm));
                 r = asprintf(ret, "%s%s%s%s\n", stamp, name ? name : "", name ? ": " : "", text);

@@ -49,7 +49,7 @@ _Noreturn static void exec_child(char *const *argv, char *const *envp, bool outp
 int process_spawn(char *const *argv, char *const *envp, bool output_to_pipe, pid_t *ret_pid, int *ret_pipe)
 {
         pid_t parent = getpid(), pid;
-        int fds[2], e;
+        int fds[2];
 
         if (devnull_fd < 0) {
                 devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -60,7 +60,7 @@ int process_spawn(char *const *argv, char *const *envp, bool output_to_pipe, pid
                 return -errno;
         pid = fork();
         if (pid < 0) {
-                e = -errno;
+                int e = -errno;
                 close(fds[0]);
                 close(fds[1]);
                 return e;

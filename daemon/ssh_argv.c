@@ -22,10 +22,8 @@ static int push_opt(char ***argv, const char *key, const char *fmt, ...)
 
 static int push_each(char ***argv, const char *flag, char *const *values)
 {
-        int r;
-
         for (size_t i = 0; values && values[i]; i++) {
-                r = strv_push(argv, flag);
+                int r = strv_push(argv, flag);
                 if (r < 0)
                         return r;
                 r = strv_push(argv, values[i]);
@@ -38,7 +36,6 @@ static int push_each(char ***argv, const char *flag, char *const *values)
 int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, char ***ret)
 {
         _cleanup_strv_free_ char **argv = NULL;
-        char port[16];
         int r;
 
         /* -N: no command, -T: no tty. Options tunneld owns come first: for ssh the first
@@ -66,6 +63,7 @@ int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, char ***ret)
             (r = push_opt(&argv, "LogLevel", "%s", t->remote_forwards && t->remote_forwards[0] ? "DEBUG1" : "VERBOSE")) < 0)
                 return r;
         if (t->port > 0) {
+                char port[16];
                 snprintf(port, sizeof(port), "%d", t->port);
                 if ((r = strv_push(&argv, "-p")) < 0 || (r = strv_push(&argv, port)) < 0)
                         return r;

@@ -79,7 +79,7 @@ static ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name
 
 static void remove_at(struct tunnel **v, size_t *n, size_t i)
 {
-        memmove(v + i, v + i + 1, (*n - i - 1) * sizeof(*v));
+        memmove(v + i, v + i + 1, (*n - i - 1) * sizeof(struct tunnel *));
         (*n)--;
 }
 
@@ -221,7 +221,6 @@ static void run_hook(struct supervisor *s, struct tunnel *t, const char *state, 
 static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata)
 {
         struct supervisor *s = userdata;
-        ssize_t i;
 
         s->status_dirty = true;
         if (ev == TUNNEL_EVENT_FLAPPING) {
@@ -231,7 +230,7 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         if (old != t->state && (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED))
                 run_hook(s, t, tunnel_state_to_string(t->state), tunnel_state_to_string(old));
         if (t->state == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
-                i = index_of(s->retiring, s->n_retiring, t);
+                ssize_t i = index_of(s->retiring, s->n_retiring, t);
                 if (i >= 0) {
                         remove_at(s->retiring, &s->n_retiring, (size_t)i);
                         tunnel_free(t);
@@ -333,7 +332,6 @@ static void status_section(const struct supervisor *s, struct buf *b, enum tunne
 
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 const struct tunnel *t = s->tunnels[i];
-                char in[DURATION_MAX];
 
                 if (t->state != state)
                         continue;
@@ -344,10 +342,16 @@ static void status_section(const struct supervisor *s, struct buf *b, enum tunne
                         continue;
                 }
                 buf_printf(b, "%s%s", shown ? ", " : label, t->spec.name);
-                if (state == TUNNEL_BACKOFF)
-                        buf_printf(b, " (retry in %s)", format_duration(t->retry_at - now, in, sizeof(in)));
-                else if ((state == TUNNEL_FAILED || state == TUNNEL_BACKOFF) && t->last_run.failure != FAILURE_NONE)
+                if (state == TUNNEL_BACKOFF) {
+                        char in[DURATION_MAX];
+                        buf_printf(b, " (%s%sretry in %s)",
+                                   t->last_run.failure != FAILURE_NONE ? failure_class_to_string(t->last_run.failure) : "",
+                                   t->last_run.failure != FAILURE_NONE ? ", " : "",
+                                   format_duration(t->retry_at - now, in, sizeof(in)));
+                } else if (state == TUNNEL_FAILED && t->last_run.failure != FAILURE_NONE)
                         buf_printf(b, " (%s)", failure_class_to_string(t->last_run.failure));
+                else if (state == TUNNEL_QUEUED && t->wait_reason[0])
+                        buf_printf(b, " (%s)", t->wait_reason);
                 shown++;
         }
         if (more)
@@ -437,10 +441,10 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         bool ssh_changed = old && strcmp(old->ssh, c->ssh) != 0;
         int r;
 
-        next = calloc(n_next + 1, sizeof(*next));
-        reused = calloc(n_next + 1, sizeof(*reused));
-        removed = calloc(s->n_tunnels + 1, sizeof(*removed));
-        grown = realloc(s->retiring, (s->n_retiring + s->n_tunnels + 1) * sizeof(*grown));
+        next = calloc(n_next + 1, sizeof(struct tunnel *));
+        reused = calloc(n_next + 1, sizeof(struct tunnel *));
+        removed = calloc(s->n_tunnels + 1, sizeof(struct tunnel *));
+        grown = realloc(s->retiring, (s->n_retiring + s->n_tunnels + 1) * sizeof(struct tunnel *));
         if (!next || !reused || !removed || !grown) {
                 if (grown)
                         s->retiring = grown;

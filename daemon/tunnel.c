@@ -231,18 +231,21 @@ static void on_stderr(struct ev_loop *loop, ev_io *w, int revents)
 
 static void describe_run(const struct tunnel *t, const struct tunnel_run *run, char *buf, size_t size)
 {
-        char ran[DURATION_MAX], gate[DURATION_MAX], sig[16];
+        char ran[DURATION_MAX];
         size_t n;
 
         format_duration(run->ran, ran, sizeof(ran));
-        if (run->exit_signal > 0)
+        if (run->exit_signal > 0) {
+                char sig[16];
                 n = (size_t)snprintf(buf, size, "ssh was killed by signal %s after %s",
                                      signal_to_name(run->exit_signal, sig, sizeof(sig)), ran);
-        else
+        } else
                 n = (size_t)snprintf(buf, size, "ssh exited with status %d after %s", run->exit_status, ran);
-        if (n < size && t->spec.gatetime > 0 && run->ran < t->spec.gatetime)
+        if (n < size && t->spec.gatetime > 0 && run->ran < t->spec.gatetime) {
+                char gate[DURATION_MAX];
                 n += (size_t)snprintf(buf + n, size - n, ", before gatetime %s",
                                       format_duration(t->spec.gatetime, gate, sizeof(gate)));
+        }
         if (n < size && run->failure != FAILURE_NONE)
                 snprintf(buf + n, size - n, " (%s: %s)", failure_class_to_string(run->failure),
                          failure_class_hint(run->failure));

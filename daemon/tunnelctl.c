@@ -115,7 +115,7 @@ static int request(const char *path, const char *req, char **ret)
                 fprintf(stderr, "tunnelctl: socket path too long: %s\n", path);
                 return -EXIT_UNREACHABLE;
         }
-        strcpy(sa.sun_path, path);
+        memcpy(sa.sun_path, path, strlen(path) + 1);    /* length checked above */
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
                 fprintf(stderr, "tunnelctl: cannot reach tunneld at %s: %s (is tunneld running? -s sets the socket)\n",
@@ -354,9 +354,10 @@ int main(int argc, char *argv[])
         }
         if (strcmp(color, "always") == 0)
                 use_color = true;
-        else if (strcmp(color, "auto") == 0)
-                use_color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR") &&
-                            !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
+        else if (strcmp(color, "auto") == 0) {
+                const char *term = getenv("TERM");
+                use_color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR") && !(term && strcmp(term, "dumb") == 0);
+        }
         else if (strcmp(color, "never") != 0) {
                 fprintf(stderr, "tunnelctl: --color must be auto, always or never\n");
                 return EXIT_USAGE;
