@@ -181,7 +181,7 @@ int main(int argc, char *argv[])
                    config->n_tunnels == 1 ? "" : "s", path);
         if (config->control_socket && strcmp(config->control_socket, "none") != 0) {
                 r = ctl_server_new(loop, config->control_socket, config->control_group, &d.ctl);
-                if (r == -EADDRINUSE && getenv("TUNNELD_TODO_STRICT_CONTROL")) {
+                if (r == -EADDRINUSE) {
                         /* another tunneld: starting a second set of ssh would fight it for every port */
                         config_free(config);
                         return 1;
