@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Supervision policy of tunneld, timed against the scripted fake ssh (no network).
+
+Each test plans what every start of a fake ssh does (exit status, how long it lives, whether
+it prints ssh's "Authenticated to" line), runs tunneld on it, and reads the fake's own start
+log for timing and tunneld's log for its decisions. Tolerances are generous: the machine is
+small and meson runs test files in parallel.
+
+Tests that read many consecutive failures run tunneld with -d: a tunnel that fails often
+("flapping") has its routine state messages logged at debug level only.
+"""
+
+import os
+import re
+import signal
+import time
+import unittest
+
+import tunneltest
+from tunneltest import FakeSSH, Tunneld, duration_slack, parse_duration, pid_alive, wait_until
+
+DUR = r"[\d.]+ (?:ms|s)"  # a short duration as tunneld writes it: "850 ms", "1.2 s"
+# "... restarting in 410 ms (failed start 3 in a row)"
+BACKOFF_RE = r"restarting in ([\d.]+ (?:ms|s|min)(?: [\d.]+ s)?) \(failed start (\d+) in a row\)"
+
+
+def tunnel(name, **settings):
+    """A tunnel whose fake ssh is driven by the plan of host `name`."""
+    return {"name": name, "host": name, **settings}
+
+
+class PolicyTest(unittest.TestCase):
+    def setUp(self):
+        self.fake = tunneltest.use(self, FakeSSH())
+
+    def tunneld(self, tunnels, **kw):
+        return tunneltest.use(self, Tunneld(tunnels, fake=self.fake, **kw))
+
+    def wait_starts(self, host, n, timeout=10):
+        """Wait until host's fake ssh has started n times; return the starts."""
+        return wait_until(lambda: len(self.fake.starts(host)) >= n and self.fake.starts(host), timeout,
+                          what=f"{n} starts of {host}")
+
+    def assert_starts_stay(self, host, n, settle=1.0):
+        """host's fake ssh started exactly n times and does not start again within settle s."""
+        time.sleep(settle)
+        self.assertEqual(len(self.fake.starts(host)), n, f"starts of {host}")
+
+    # ---- gatetime and fail_fast ----
+
+    def test_fail_fast_first_start_fails(self):
+        """fail_fast: a first start that dies before gatetime is FAILED, never retried, and
+        tunneld itself keeps running."""
+        self.fake.plan("ff", [(1, 0.05)])
+        d = self.tunneld([tunnel("ff", gatetime=2, fail_fast=True, restart_delay=0.1)])
+        d.wait_log(r"^<\d+>ff: ssh exited with status 1 .*before gatetime.*not restarting \(fail_fast")
+        self.assert_starts_stay("ff", 1)
+        self.assertEqual(d.children(), [])
+        self.assertIsNone(d.proc.poll(), "tunneld must keep running with a failed tunnel")
+
+    def test_fail_fast_after_a_good_run_backs_off(self):
+        """fail_fast only judges the first start: once a run passed gatetime, later quick
+        failures back off and retry as usual."""
+        self.fake.plan("ffok", [(1, 0.9), (1, 0.02)])
+        d = self.tunneld([tunnel("ffok", gatetime=0.5, fail_fast=True, restart_delay=0.1, restart_delay_max=0.2)],
+                         args=["-d"])
+        self.wait_starts("ffok", 5)
+        d.wait_log(rf"^<\d+>ffok: ssh exited with status 1 after {DUR} .*; restarting now")
+        d.wait_log(r"^<\d+>ffok: .*restarting in .*\(failed start 2 in a row\)")
+        self.assertNotIn("fail_fast", d.log())
+
+    # ---- restart policies ----
+
+    def test_restart_always(self):
+        """restart=always restarts after exit status 0 (ssh -N's answer to SIGTERM) and
+        after 255 (ssh's own failure)."""
+        self.fake.plan("al", [(0, 0.05), (255, 0.05), (0, 30)])
+        d = self.tunneld([tunnel("al", restart="always", gatetime=1, restart_delay=0.1)])
+        self.wait_starts("al", 3)
+        m = d.wait_log(r"^<\d+>al: ssh exited with status 0 .*; restarting in ")
+        d.wait_log(r"^<\d+>al: ssh exited with status 255 .*; restarting in ", after=m.end())
+        self.assertEqual([e[2] for e in self.fake.exits("al")], [0, 255])
+
+    def test_restart_on_failure(self):
+        """restart=on-failure: exit status 0 is final (FAILED); a non-zero status or a
+        signal is restarted."""
+        self.fake.plan("zero", [(0, 0.05)])
+        self.fake.plan("one", [(1, 0.05), (0, 30)])
+        d = self.tunneld([tunnel("zero", restart="on-failure", gatetime=1, restart_delay=0.1),
+                          tunnel("one", restart="on-failure", gatetime=1, restart_delay=0.1)])
+        d.wait_log(r"^<\d+>zero: ssh exited with status 0 .*not restarting \(restart=on-failure")
+        starts = self.wait_starts("one", 2)
+        os.kill(starts[1][1], signal.SIGKILL)
+        d.wait_log(r"^<\d+>one: ssh was killed by signal KILL .*restarting")
+        self.wait_starts("one", 3)
+        self.assert_starts_stay("zero", 1, settle=0.5)
+        self.assertIn("one: ssh exited with status 1", d.log())
+
+    def test_restart_never(self):
+        """restart=never: exit status 0, status 1 and a signal all end in FAILED, one start
+        each."""
+        for host in ("n0", "n1"):
+            self.fake.plan(host, [(int(host[1]), 0.05)])
+        self.fake.plan("nk", [(0, 30)])
+        d = self.tunneld([tunnel(h, restart="never", gatetime=1, restart_delay=0.1) for h in ("n0", "n1", "nk")])
+        (_, pid), = self.wait_starts("nk", 1)
+        os.kill(pid, signal.SIGKILL)
+        d.wait_log(r"^<\d+>n0: ssh exited with status 0 .*not restarting \(restart=never\)")
+        d.wait_log(r"^<\d+>n1: ssh exited with status 1 .*not restarting \(restart=never\)")
+        d.wait_log(r"^<\d+>nk: ssh was killed by signal KILL .*not restarting \(restart=never\)")
+        time.sleep(0.8)
+        for host in ("n0", "n1", "nk"):
+            self.assertEqual(len(self.fake.starts(host)), 1, host)
+        self.assertEqual(d.children(), [])
+
+    # ---- backoff ----
+
+    def test_backoff_grows_to_the_cap_without_spinning(self):
+        """Failed starts back off restart_delay * 2^(n-1), jittered into [base/2, base] and
+        capped at restart_delay_max: delays never shrink before the cap, stay within
+        [cap/2, cap] at it, and the tunnel never restarts in a tight loop."""
+        delay, cap = 0.2, 0.8
+        self.fake.plan("bo", [(1, 0.01)])
+        d = self.tunneld([tunnel("bo", gatetime=5, restart_delay=delay, restart_delay_max=cap)], args=["-d"])
+        starts = self.wait_starts("bo", 8, timeout=20)
+        times = [t for t, _ in starts][:8]
+
+        # What tunneld decided: exact delays, one per failed start, counted 1, 2, 3, ...
+        decided = [(parse_duration(x), int(n)) for x, n in d.findall(r"^<\d+>bo: .*" + BACKOFF_RE)][:7]
+        self.assertEqual([n for _, n in decided], list(range(1, len(decided) + 1)))
+        for got, n in decided:
+            base = min(delay * 2 ** (n - 1), cap)
+            self.assertGreaterEqual(got, base / 2 - duration_slack(got), f"failure {n}: {decided}")
+            self.assertLessEqual(got, base + duration_slack(got), f"failure {n}: {decided}")
+
+        # What happened: the fake's own clock. An interval is a delay plus the short run.
+        intervals = [b - a for a, b in zip(times, times[1:])]
+        msg = f"intervals {[round(i, 3) for i in intervals]}, decided {decided}"
+        for (got, _), interval in zip(decided, intervals):
+            self.assertGreaterEqual(interval, got - 0.02, msg)
+            self.assertLessEqual(interval, got + 0.4, msg)
+        for a, b in zip(intervals[:3], intervals[1:3]):  # doubling: d_n <= base_n <= d_n+1
+            self.assertLessEqual(a, b + 0.15, msg)
+        self.assertTrue(all(i <= cap + 0.4 for i in intervals), msg)
+        self.assertTrue(all(i >= cap / 2 - 0.02 for i in intervals[2:]), msg)
+
+        # No spin: 7 delays of at least 0.1, 0.2, 0.4, 0.4, ... and at most 3 starts a second now.
+        self.assertGreaterEqual(times[-1] - times[0], 0.1 + 0.2 + 0.4 * 5 - 0.05, msg)
+        n = len(self.fake.starts("bo"))
+        time.sleep(1.0)
+        self.assertLessEqual(len(self.fake.starts("bo")) - n, 3, "starts in one second at the cap")
+
+    def test_gatetime_zero_restarts_every_restart_delay(self):
+        """With gatetime 0 every run counts as good: a fast-exiting ssh restarts every
+        restart_delay, evenly, with no growth and no hot loop."""
+        delay = 0.3
+        self.fake.plan("g0", [(1, 0.01)])
+        d = self.tunneld([tunnel("g0", gatetime=0, restart_delay=delay, restart_delay_max=5)])
+        times = [t for t, _ in self.wait_starts("g0", 9, timeout=15)][:9]
+        intervals = [b - a for a, b in zip(times, times[1:])]
+        msg = f"intervals {[round(i, 3) for i in intervals]}"
+        for i in intervals:
+            self.assertGreaterEqual(i, delay - 0.05, msg)
+            self.assertLessEqual(i, delay + 0.3, msg)
+        self.assertLessEqual(sum(intervals[-3:]) / 3, sum(intervals[:3]) / 3 + 0.15, "delays grow: " + msg)
+        self.assertNotIn("failed start", d.log())
+        d.wait_log(rf"^<\d+>g0: ssh exited with status 1 after {DUR} .*; restarting in \d+ ms$")
+
+    def test_max_starts(self):
+        """max_starts=3: the third start's exit is final, whatever restart says."""
+        self.fake.plan("ms", [(1, 0.01)])
+        d = self.tunneld([tunnel("ms", max_starts=3, gatetime=0, restart_delay=0.05)])
+        d.wait_log(r"^<\d+>ms: ssh exited with status 1 .*not restarting \(started 3 times, max_starts 3\)")
+        self.assert_starts_stay("ms", 3, settle=0.6)
+
+    def test_healthy_run_restarts_at_once_and_resets_backoff(self):
+        """A run longer than gatetime that ends is restarted at once, and it resets the
+        failure count: the next failure backs off from restart_delay again."""
+        self.fake.plan("hr", [(1, 0.02)] * 3 + [(0, 0.8), (1, 0.02), (0, 30)])
+        d = self.tunneld([tunnel("hr", gatetime=0.5, restart_delay=0.1, restart_delay_max=1.6)], args=["-d"])
+        starts = self.wait_starts("hr", 6, timeout=15)
+        healthy_exit = self.fake.exits("hr")[3]
+        self.assertEqual(healthy_exit[1], starts[3][1])
+        self.assertLess(starts[4][0] - healthy_exit[0], 0.5, "restart after a healthy run")
+        m = d.wait_log(r"^<\d+>hr: .*\(failed start 3 in a row\)")
+        m = d.wait_log(rf"^<\d+>hr: ssh exited with status 0 after {DUR} .*; restarting now: ssh pid \d+", after=m.end())
+        m = d.wait_log(r"^<\d+>hr: .*" + BACKOFF_RE, after=m.end())
+        self.assertEqual(m.group(2), "1")
+        self.assertLessEqual(parse_duration(m.group(1)), 0.1 + duration_slack(0.1))
+
+    # ---- UP ----
+
+    def test_up_only_after_authenticated(self):
+        """A tunnel is UP only once ssh says "Authenticated to" (and, with remote forwards,
+        once each is confirmed, which needs ssh's debug1 lines)."""
+        self.fake.plan("quiet", [(0, 30)])
+        self.fake.plan("authd", [(0, 30, True)])
+        self.fake.plan("remote", [(0, 30, True)])
+        d = self.tunneld([tunnel("quiet"), tunnel("authd"),
+                          tunnel("remote", remote_forwards=["127.0.0.1:23456:127.0.0.1:22"])])
+        up = d.wait_log(r"^<\d+>authd: up: ssh \(pid (\d+)\) authenticated after ")
+        auth = d.wait_log(r'^<\d+>authd: ssh: Authenticated to authd \(\[127\.0\.0\.1\]:22\) using "publickey"\.$')
+        self.assertLess(auth.start(), up.start(), "UP logged before ssh's Authenticated line")
+        self.assertEqual(int(up.group(1)), self.fake.starts("authd")[0][1])
+        self.wait_starts("quiet", 1)
+        self.wait_starts("remote", 1)
+        time.sleep(1.0)
+        self.assertNotRegex(d.log(), r"(quiet|remote): up:")
+        self.assertIn("LogLevel=VERBOSE", self.fake.argv("quiet"))
+        self.assertIn("LogLevel=DEBUG1", self.fake.argv("remote"))
+        self.assertEqual(self.fake.argv("authd")[-2:], ["--", "authd"])
+
+    # ---- stopping ----
+
+    def test_sigterm_stops_every_child_and_exits_0(self):
+        """SIGTERM: tunneld TERMs every ssh, waits for them, logs the end and exits 0,
+        leaving no process behind."""
+        for host in ("s1", "s2"):
+            self.fake.plan(host, [(0, 30, True)])
+        d = self.tunneld([tunnel("s1"), tunnel("s2")])
+        d.wait_log(r"^<\d+>s1: up: ")
+        d.wait_log(r"^<\d+>s2: up: ")
+        pids = d.children()
+        self.assertEqual(len(pids), 2)
+        t0 = time.monotonic()
+        self.assertEqual(d.stop(5), 0)
+        self.assertLess(time.monotonic() - t0, 3)
+        for host in ("s1", "s2"):
+            self.assertEqual(len(self.fake.terms(host)), 1, f"{host} got SIGTERM once")
+        self.assertFalse([p for p in pids if pid_alive(p)])
+        self.assertEqual(self.fake.running(), [])
+        self.assertRegex(d.log(), r"(?m)^<\d+>s1: stopped: ssh ended after .*\(tunneld is stopping\)$")
+        self.assertRegex(d.log(), r"(?m)^<\d+>every tunnel stopped; exiting$")
+
+    def test_sigterm_ignored_ssh_gets_sigkill_after_stop_timeout(self):
+        """An ssh that ignores SIGTERM is SIGKILLed (with its process group) after
+        stop_timeout, and tunneld still exits 0 promptly."""
+        self.fake.plan("stubborn", [(0, 30, True, "noterm")])
+        d = self.tunneld([tunnel("stubborn")], globals={"stop_timeout": 0.5})
+        d.wait_log(r"^<\d+>stubborn: up: ")
+        t0 = time.monotonic()
+        self.assertEqual(d.stop(10), 0)
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.45)
+        self.assertLess(took, 3)
+        d.wait_log(r"^<\d+>stubborn: ssh did not exit within 500 ms of SIGTERM: sending SIGKILL$")
+        self.assertEqual(self.fake.terms("stubborn"), [])
+        self.assertEqual(self.fake.running(), [], "the fake or its sleep survived")
+
+    # ---- configuration ----
+
+    def test_invalid_config_exits_1_naming_file_and_line(self):
+        """An invalid configuration: exit 1 with FILE:LINE: setting: why, both with -t and
+        when starting, and no ssh is ever started."""
+        path = os.path.join(tunneltest.temp_dir(self), "bad.conf")
+        with open(path, "w") as f:
+            f.write(f'ssh = "{FakeSSH.path}";\n'
+                    "tunnels = (\n"
+                    "  {\n"
+                    '    name = "bad";\n'
+                    '    restart = "sometimes";\n'
+                    "    gatetime = -1;\n"
+                    '    host = "bad";\n'
+                    "  }\n"
+                    ");\n")
+        env = dict(os.environ, FAKE_SSH_DIR=self.fake.dir)
+        for args in (["-t"], []):
+            with self.subTest(args=args):
+                r = tunneltest.run_tunneld(*args, "-c", path, env=env)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn(f"{path}:5: bad.restart: \"sometimes\" must be", r.stderr)
+                self.assertIn(f"{path}:6: bad.gatetime: must be from", r.stderr)
+                self.assertRegex(r.stderr, "2 errors, " + ("configuration invalid" if args else "not starting"))
+        self.assertEqual(self.fake.starts("bad"), [])
+
+        with open(path, "w") as f:
+            f.write('tunnels = (\n  { name = "x"; host = "x" }\n  { name = "y"; }\n);\n')
+        r = tunneltest.run_tunneld("-t", "-c", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, rf"{re.escape(path)}:\d+: syntax error")
+
+
+if __name__ == "__main__":
+    tunneltest.main()
