@@ -1513,9 +1513,62 @@ static int report_parse_error(config_t *cfg, const char *path, struct config_err
 }
 
 /* Read one file with libconfig; the caller destroys cfg. */
+/* A NUL byte, raw or as libconfig's "\x00", would silently cut a string short: "h\x00-o…"
+ * would reach ssh as "h". Refuse both. Scans strings and skips comments like libconfig. */
+static int check_nul(const char *text, size_t len, const char *path, struct config_errors *errs)
+{
+        bool in_string = false;
+        int line = 1;
+
+        for (size_t i = 0; i < len; i++) {
+                char c = text[i];
+
+                if (c == '\0') {
+                        push_error(errs, "%s:%d: a NUL byte is not allowed in a configuration file", path, line);
+                        return -EINVAL;
+                }
+                if (c == '\n') {
+                        line++;
+                        continue;
+                }
+                if (in_string) {
+                        if (c == '"')
+                                in_string = false;
+                        else if (c == '\\' && i + 1 < len) {
+                                if (text[i + 1] == 'x' && i + 3 < len && text[i + 2] == '0' && text[i + 3] == '0') {
+                                        push_error(errs, "%s:%d: \"\\x00\" is not allowed: a NUL would cut the string short",
+                                                   path, line);
+                                        return -EINVAL;
+                                }
+                                i++;
+                                if (text[i] == '\n')
+                                        line++;
+                        }
+                        continue;
+                }
+                if (c == '"')
+                        in_string = true;
+                else if (c == '#' || (c == '/' && i + 1 < len && text[i + 1] == '/')) {
+                        while (i + 1 < len && text[i + 1] != '\n' && text[i + 1] != '\0')
+                                i++;
+                } else if (c == '/' && i + 1 < len && text[i + 1] == '*') {
+                        for (i += 2; i + 1 < len && !(text[i] == '*' && text[i + 1] == '/'); i++)
+                                if (text[i] == '\n')
+                                        line++;
+                        i++;
+                }
+        }
+        return 0;
+}
+
+#define CONFIG_FILE_MAX (16u << 20)
+
+/* Read one file with libconfig; the caller destroys cfg. */
 static int read_file(const char *path, config_t *cfg, struct config_errors *errs)
 {
         _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0, cap = 0;
         int r;
 
         config_init(cfg);
@@ -1529,7 +1582,36 @@ static int read_file(const char *path, config_t *cfg, struct config_errors *errs
         r = check_file_permissions(f, path, errs);
         if (r < 0)
                 return r;
-        if (config_read(cfg, f) != CONFIG_TRUE)
+        for (;;) {
+                size_t n;
+
+                if (len + 4096 + 1 > cap) {
+                        char *grown;
+
+                        cap = cap ? 2 * cap : 16384;
+                        if (cap > CONFIG_FILE_MAX + 4096 + 1) {
+                                push_error(errs, "%s: larger than %u MiB", path, CONFIG_FILE_MAX >> 20);
+                                return -EFBIG;
+                        }
+                        grown = realloc(text, cap);
+                        if (!grown)
+                                return -ENOMEM;
+                        text = grown;
+                }
+                n = fread(text + len, 1, cap - len - 1, f);
+                len += n;
+                if (n == 0)
+                        break;
+        }
+        if (ferror(f)) {
+                push_error(errs, "%s: cannot read", path);
+                return -EIO;
+        }
+        text[len] = '\0';
+        r = check_nul(text, len, path, errs);
+        if (r < 0)
+                return r;
+        if (config_read_string(cfg, text) != CONFIG_TRUE)
                 return report_parse_error(cfg, path, errs);
         return 0;
 }
@@ -1668,7 +1750,10 @@ int config_load_string(const char *text, const char *name, struct config **ret, 
 
         config_init(&cfg);
         config_set_auto_convert(&cfg, CONFIG_FALSE);
-        if (config_read_string(&cfg, text) != CONFIG_TRUE)
+        r = check_nul(text, strlen(text), name, errs);
+        if (r < 0)
+                ;
+        else if (config_read_string(&cfg, text) != CONFIG_TRUE)
                 r = report_parse_error(&cfg, name, errs);
         else
                 r = load_parsed(&cfg, name, false, ret, errs);

@@ -57,10 +57,11 @@ int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, char ***ret)
             /* A live shared master would take over our forwards and let ssh exit 0 at once. */
             (r = push_opt(&argv, "ControlMaster", "no")) < 0 ||
             (r = push_opt(&argv, "ControlPath", "none")) < 0 ||
-            /* tunneld reads ssh's stderr to know when the tunnel is really up: VERBOSE says
-             * "Authenticated to …"; only DEBUG1 says that the server accepted a -R listener
-             * (its other debug lines are dropped unless tunneld logs at debug level). */
-            (r = push_opt(&argv, "LogLevel", "%s", t->remote_forwards && t->remote_forwards[0] ? "DEBUG1" : "VERBOSE")) < 0)
+            /* tunneld reads ssh's stderr to know when the tunnel is really up: "Authenticated
+             * to …", then "Entering interactive session" once every -L/-D listener is bound,
+             * and one "remote forward success" per -R the server accepted. Only DEBUG1 says
+             * the last two; its other lines are dropped unless tunneld logs at debug level. */
+            (r = push_opt(&argv, "LogLevel", "DEBUG1")) < 0)
                 return r;
         if (t->port > 0) {
                 char port[16];

@@ -39,6 +39,8 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
         if (strncmp(line, "debug", 5) == 0 && line[5] >= '1' && line[5] <= '3' && line[6] == ':') {
                 if (strncmp(line, "debug1: remote forward success for: ", 36) == 0)
                         return SSH_LINE_REMOTE_FORWARD_OK;
+                if (strcmp(line, "debug1: Entering interactive session.") == 0)
+                        return SSH_LINE_SESSION;
                 return SSH_LINE_DEBUG;
         }
         if (strncmp(line, "Authenticated to ", 17) == 0)

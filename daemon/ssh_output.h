@@ -26,6 +26,7 @@ enum ssh_line_kind {
         SSH_LINE_DEBUG,          /* "debug1: …" noise we asked for; log only at debug level */
         SSH_LINE_AUTHENTICATED,  /* "Authenticated to HOST ([ADDR]:PORT) using …" */
         SSH_LINE_REMOTE_FORWARD_OK, /* the server accepted one -R listener */
+        SSH_LINE_SESSION,        /* forwarding set up, the client loop runs (local listeners bound) */
         SSH_LINE_FAILURE,        /* an error line; *ret_class says which */
 };
 

@@ -131,7 +131,7 @@ static void maybe_up(struct tunnel *t)
         size_t remotes = strv_length(t->spec.remote_forwards);
         char took[DURATION_MAX];
 
-        if (t->state != TUNNEL_STARTING || !t->authenticated || t->remote_confirmed < remotes)
+        if (t->state != TUNNEL_STARTING || !t->authenticated || !t->session || t->remote_confirmed < remotes)
                 return;
         set_state(t, TUNNEL_UP, LOG_NOTICE, NULL, "up: ssh (pid %d) authenticated%s after %s",
                   (int)t->pid, remotes ? " and every remote forward accepted" : "",
@@ -153,6 +153,11 @@ static void handle_line(struct tunnel *t, const char *line)
         case SSH_LINE_REMOTE_FORWARD_OK:
                 log_full(LOG_DEBUG, &ctx, "ssh: %s", line);
                 t->remote_confirmed++;
+                maybe_up(t);
+                return;
+        case SSH_LINE_SESSION:
+                log_full(LOG_DEBUG, &ctx, "ssh: %s", line);
+                t->session = true;
                 maybe_up(t);
                 return;
         case SSH_LINE_AUTHENTICATED:
@@ -510,6 +515,7 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         t->probe_kill = false;
         t->probe_misses = 0;
         t->authenticated = false;
+        t->session = false;
         t->remote_confirmed = 0;
         t->run_failure = FAILURE_NONE;
         t->kill_sent = false;

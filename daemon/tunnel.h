@@ -67,6 +67,7 @@ struct tunnel {
         double started_at;
         double retry_at;                /* BACKOFF: when the timer fires */
         bool authenticated;
+        bool session;                   /* "Entering interactive session": -L/-D listeners bound */
         unsigned remote_confirmed;
         enum failure_class run_failure; /* from this run's stderr */
         bool kill_sent;

@@ -21,7 +21,7 @@ const char *format_duration(double s, char *buf, size_t size)
 {
         if (s < 0)
                 s = 0;
-        if (s < 1.0)
+        if (s < 0.9995)         /* 0.9996 s is "1.0 s", not "1000 ms" */
                 snprintf(buf, size, "%.0f ms", s * 1000.0);
         else if (s < 10.0)
                 snprintf(buf, size, "%.1f s", s);

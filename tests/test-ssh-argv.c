@@ -27,7 +27,7 @@ static void test_minimal(void)
 
         test_assert_streq(l, "ssh -N -T -o BatchMode=yes -o ExitOnForwardFailure=yes -o ServerAliveInterval=30 "
                              "-o ServerAliveCountMax=3 -o ConnectTimeout=15 -o ControlMaster=no -o ControlPath=none "
-                             "-o LogLevel=VERBOSE -- example.org");
+                             "-o LogLevel=DEBUG1 -- example.org");
 }
 
 /* The seed article's MySQL tunnel: port 1022, own key, 5000:localhost:3306. */
@@ -41,7 +41,7 @@ static void test_seed_mysql(void)
 
         test_assert_streq(l, "/usr/bin/ssh -N -T -o BatchMode=yes -o ExitOnForwardFailure=yes -o ServerAliveInterval=30 "
                              "-o ServerAliveCountMax=3 -o ConnectTimeout=15 -o ControlMaster=no -o ControlPath=none "
-                             "-o LogLevel=VERBOSE -p 1022 -l cytopia -i /etc/tunneld/keys/id_rsa-cytopia "
+                             "-o LogLevel=DEBUG1 -p 1022 -l cytopia -i /etc/tunneld/keys/id_rsa-cytopia "
                              "-L 5000:localhost:3306 -- everythingcli.org");
 }
 

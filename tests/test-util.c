@@ -9,6 +9,7 @@ static void test_format_duration(void)
         test_assert_streq(format_duration(0.0004, b, sizeof(b)), "0 ms");
         test_assert_streq(format_duration(0.85, b, sizeof(b)), "850 ms");
         test_assert_streq(format_duration(2.14, b, sizeof(b)), "2.1 s");
+        test_assert_streq(format_duration(0.9996, b, sizeof(b)), "1.0 s");
         test_assert_streq(format_duration(40, b, sizeof(b)), "40 s");
         test_assert_streq(format_duration(182, b, sizeof(b)), "3 min 2 s");
         test_assert_streq(format_duration(300, b, sizeof(b)), "5 min");

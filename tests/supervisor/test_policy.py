@@ -191,23 +191,29 @@ class PolicyTest(unittest.TestCase):
     # ---- UP ----
 
     def test_up_only_after_authenticated(self):
-        """A tunnel is UP only once ssh says "Authenticated to" (and, with remote forwards,
-        once each is confirmed, which needs ssh's debug1 lines)."""
+        """A tunnel is UP only once ssh says "Authenticated to" and "Entering interactive
+        session" (every -L/-D listener bound) and, with remote forwards, once each is
+        confirmed: all three need ssh's debug1 lines."""
         self.fake.plan("quiet", [(0, 30)])
         self.fake.plan("authd", [(0, 30, True)])
         self.fake.plan("remote", [(0, 30, True)])
+        self.fake.plan("nobind", [(0, 30, "authonly")])
         d = self.tunneld([tunnel("quiet"), tunnel("authd"),
-                          tunnel("remote", remote_forwards=["127.0.0.1:23456:127.0.0.1:22"])])
+                          tunnel("remote", remote_forwards=["127.0.0.1:23456:127.0.0.1:22"]),
+                          tunnel("nobind", local_forwards=["127.0.0.1:23457:127.0.0.1:22"])])
         up = d.wait_log(r"^<\d+>authd: up: ssh \(pid (\d+)\) authenticated after ")
         auth = d.wait_log(r'^<\d+>authd: ssh: Authenticated to authd \(\[127\.0\.0\.1\]:22\) using "publickey"\.$')
         self.assertLess(auth.start(), up.start(), "UP logged before ssh's Authenticated line")
         self.assertEqual(int(up.group(1)), self.fake.starts("authd")[0][1])
         self.wait_starts("quiet", 1)
         self.wait_starts("remote", 1)
+        self.wait_starts("nobind", 1)
         time.sleep(1.0)
-        self.assertNotRegex(d.log(), r"(quiet|remote): up:")
-        self.assertIn("LogLevel=VERBOSE", self.fake.argv("quiet"))
-        self.assertIn("LogLevel=DEBUG1", self.fake.argv("remote"))
+        # authenticated is not enough: the local listeners ("Entering interactive session")
+        # and each remote forward must be there too
+        self.assertNotRegex(d.log(), r"(quiet|remote|nobind): up:")
+        for host in ("quiet", "authd", "remote", "nobind"):
+            self.assertIn("LogLevel=DEBUG1", self.fake.argv(host))
         self.assertEqual(self.fake.argv("authd")[-2:], ["--", "authd"])
 
     # ---- stopping ----

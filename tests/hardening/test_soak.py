@@ -1,0 +1,146 @@
+"""Soak: 10,000 restart cycles of a fast-exiting "ssh" across 50 tunnels, with reloads
+mixed in. tunneld's open fds, RSS and children, sampled from /proc, must stay flat, and
+no child may linger as a zombie."""
+import json
+import os
+import signal
+import subprocess
+import time
+import unittest
+
+os.environ.setdefault("TUNNELTEST_TIMEOUT", "200")     # one long test; the sanitizer build is slower
+import tunneltest  # noqa: E402
+from tunneltest import TUNNELD, Tunneld, use  # noqa: E402
+
+TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
+TUNNELS = 50
+CYCLES = int(os.environ.get("SOAK_CYCLES", "10000"))
+DEADLINE = float(os.environ.get("SOAK_DEADLINE", "150"))
+
+
+def proc_status(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def sample(pid):
+    """(open fds other than pipes, VmRSS kB, live children, zombie children, zombie pids,
+    pipes) of pid. A child
+    caught between its exit and tunneld's next loop iteration is a zombie for an instant;
+    one that is still a zombie a second later was never reaped."""
+    fds = pipes = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("pipe:"):
+            pipes += 1      # one per running child: its stderr
+        else:
+            fds += 1
+    rss = int(proc_status(pid)["VmRSS"].split()[0])
+    live = zombies = 0
+    zombie_pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        state, ppid = rest[0], int(rest[1])
+        if ppid == pid:
+            if state == "Z":
+                zombies += 1
+                zombie_pids.add(int(entry))
+            else:
+                live += 1
+    return fds, rss, live, zombies, zombie_pids, pipes
+
+
+def total_starts(socket):
+    """(starts summed over every tunnel, tunnels); (0, 0) while tunneld is not answering yet."""
+    out = subprocess.run([TUNNELCTL, "-s", socket, "--json", "status"], capture_output=True, text=True,
+                         timeout=10)
+    if out.returncode == 3:
+        return 0, 0
+    reply = json.loads(out.stdout)
+    return sum(t["starts"] for t in reply["tunnels"]), len(reply["tunnels"])
+
+
+def tunnels(variant):
+    """50 tunnels; the variant changes one tunnel, adds one and removes another, so each
+    reload restarts, starts and stops something while the rest churn on."""
+    out = []
+    for i in range(TUNNELS):
+        if variant and i == TUNNELS - 1:
+            continue
+        t = {"name": f"t{i}", "host": f"h{i}"}
+        if i == 0:
+            t["restart_delay_max"] = 2 if variant else 1
+        out.append(t)
+    if variant:
+        out.append({"name": "extra", "host": "extra"})
+    return out
+
+
+class Soak(unittest.TestCase):
+    def test_10000_cycles_flat(self):
+        """10,000 starts of an ssh that exits at once, 50 tunnels, a reload every second:
+        fds, RSS and child count flat, no zombies, tunneld still answers and stops cleanly."""
+        defaults = {"gatetime": 0, "restart_delay": 0.05, "restart_delay_max": 1}
+        td = use(self, Tunneld(tunnels(False), defaults, {"ssh": "/bin/false"}))
+        socket = td.globals["control_socket"]
+        tunneltest.wait_until(lambda: total_starts(socket)[0] >= TUNNELS, 20, what="every tunnel started once")
+        time.sleep(1.0)     # warm up: the allocator settles
+        base = sample(td.pid)
+        samples = [base]
+        variant = False
+        start = time.monotonic()
+        while True:
+            time.sleep(1.0)
+            variant = not variant
+            tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(variant))
+            td.reload()
+            s = sample(td.pid)
+            self.assertEqual(s[4] & samples[-1][4], set(), "children left unreaped for a second")
+            samples.append(s)
+            starts, _ = total_starts(socket)
+            if starts >= CYCLES:
+                break
+            self.assertLess(time.monotonic() - start, DEADLINE, f"only {starts} starts in {DEADLINE:g} s")
+        # the last reload settles, then compare with the same config as the baseline
+        if variant:
+            tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(False))
+            td.reload()
+        time.sleep(1.5)
+        end = sample(td.pid)
+        starts, count = total_starts(socket)
+        elapsed = time.monotonic() - start
+        print(f"# {starts} starts in {elapsed:.1f} s across {count} tunnels, {len(samples)} reloads")
+        print("#   t   fds  pipes  rss_kB  children  zombies")
+        for i, s in enumerate(samples + [end]):
+            print(f"# {i:3d} {s[0]:5d} {s[5]:6d} {s[1]:7d} {s[2]:9d} {s[3]:8d}")
+            self.assertEqual(s[0], base[0], f"open fds changed in sample {i}")
+            self.assertLessEqual(s[5], TUNNELS + 1, f"more stderr pipes than tunnels in sample {i}")
+        self.assertEqual(td.stop(), 0)
+        self.assertEqual(sample(td.pid)[3] if os.path.exists(f"/proc/{td.pid}") else 0, 0)
+        self.assertGreaterEqual(starts, CYCLES)
+        self.assertEqual(count, TUNNELS)
+        self.assertEqual(end[4] & samples[-1][4], set(), "children left unreaped")
+        self.assertLessEqual(end[2], TUNNELS, "more children than tunnels")
+        # RSS may settle a little higher than right after start; it must not keep growing
+        self.assertLess(end[1] - base[1], 1024, f"RSS grew from {base[1]} to {end[1]} kB")
+        mid = samples[len(samples) // 2][1]
+        self.assertLess(end[1] - mid, 512, f"RSS still growing: {mid} kB half way, {end[1]} kB at the end")
+        self.assertEqual(td.leftovers(), [])
+
+
+if __name__ == "__main__":
+    tunneltest.main()

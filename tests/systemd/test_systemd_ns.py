@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""tunneld.service under a real systemd: systemd booted as PID 1 of private pid, mount and
+network namespaces (tests/lib/systemdtest.py, SystemdNamespace), with the built unit, the
+tunneld user from the sysusers file, an sshd and an echo server of its own on the
+namespace's loopback.
+
+The unit is the generated build/systemd/tunneld.service (and tunneld@.service) with only its
+paths changed: the binaries are copied to /run/tunneld-test/bin and the configuration is
+/run/tunneld-test/tunneld.conf (/run is a tmpfs of the namespace). Its hardening is untouched.
+One namespace serves the whole file; each test starts tunneld and stops it again.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import tunneltest
+from tunneltest import wait_until
+from systemdtest import TUNNELCTL, SystemdNamespace, namespace_prerequisites
+
+BASE = "/run/tunneld-test"
+BIN = f"{BASE}/bin"
+CONFIG = f"{BASE}/tunneld.conf"
+CTL = f"{BIN}/tunnelctl"
+SSH_PORT = 22  # the namespace's own loopback: nothing else listens there
+ECHO_PORT = 7777
+UP_TIMEOUT = 20
+
+ECHO_SERVER = r"""
+import socketserver, sys
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                return
+            self.request.sendall(data)
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+Server(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"""
+
+# Exit 0 if random bytes come back from 127.0.0.1:PORT, 1 if not, 2 if nothing accepts.
+ECHO_CLIENT = r"""
+import os, socket, sys
+data = os.urandom(int(sys.argv[2]))
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+except OSError:
+    sys.exit(2)
+try:
+    s.settimeout(3)
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+except OSError:
+    sys.exit(1)
+sys.exit(0 if got == data else 1)
+"""
+
+
+def unit_for_namespace(name):
+    """The generated unit with the binaries in BIN and the configuration files in BASE."""
+    with open(os.path.join(os.path.dirname(tunneltest.TUNNELD), "..", "systemd", name)) as f:
+        text = f.read()
+
+    def fix(m):
+        line = re.sub(r"(?<=[=\s])[^\s=]*/(tunneld|tunnelctl)(?=\s|$)", rf"{BIN}/\1", m.group(0))
+        return re.sub(r"(?<=\s)/\S*?(tunneld|%i)\.conf(?=\s|$)", rf"{BASE}/\1.conf", line)
+    return re.sub(r"(?m)^Exec\w+=.*$", fix, text)
+
+
+class SystemdNamespaceTest(unittest.TestCase):
+    ns = None
+    skip_reason = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.skip_reason = namespace_prerequisites()
+        for tool in (tunneltest.SSHD, tunneltest.SSH, "/usr/bin/python3"):
+            if not cls.skip_reason and not os.access(tool, os.X_OK):
+                cls.skip_reason = f"{tool} is missing"
+        if cls.skip_reason:
+            return
+        cls.ns = tunneltest.use(cls, SystemdNamespace())
+        cls.install()
+
+    @classmethod
+    def install(cls):
+        """Binaries, the tunneld user, keys, an sshd and an echo server, the units."""
+        ns = cls.ns
+        keys = tempfile.mkdtemp(prefix="tunneltest-keys-")
+        try:
+            for key in ("host_key", "client_key"):
+                subprocess.run([tunneltest.SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "tunneltest", "-f",
+                                os.path.join(keys, key)], check=True, stdin=subprocess.DEVNULL, timeout=30)
+            files = {}
+            for name in ("host_key", "client_key", "client_key.pub", "host_key.pub"):
+                with open(os.path.join(keys, name), "rb") as f:
+                    files[name] = f.read()
+        finally:
+            shutil.rmtree(keys, ignore_errors=True)
+        for path in (tunneltest.TUNNELD, TUNNELCTL):
+            with open(path, "rb") as f:
+                ns.put(f"{BIN}/{os.path.basename(path)}", f.read(), 0o755)
+        with open(os.path.join(tunneltest.SOURCE_ROOT, "systemd", "tunneld.sysusers")) as f:
+            ns.put(f"{BASE}/tunneld.sysusers", f.read())
+        ns.run("systemd-sysusers", f"{BASE}/tunneld.sysusers")
+        ns.run("chmod", "755", BASE)
+
+        ns.put(f"{BASE}/sshd/host_key", files["host_key"], 0o600)
+        ns.put(f"{BASE}/sshd/authorized_keys", files["client_key.pub"])
+        ns.put(f"{BASE}/sshd/sshd_config", "\n".join([
+            "ListenAddress 127.0.0.1", f"Port {SSH_PORT}", f"HostKey {BASE}/sshd/host_key",
+            f"AuthorizedKeysFile {BASE}/sshd/authorized_keys", "StrictModes no", "PermitRootLogin yes",
+            "UsePAM no", "PidFile none", "LogLevel VERBOSE", "AllowTcpForwarding yes",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UseDNS no", "PrintMotd no"]) + "\n")
+        keytype, blob = files["host_key.pub"].decode().split()[:2]
+        ns.put(f"{BASE}/known_hosts", f"127.0.0.1 {keytype} {blob}\n")
+        ns.put(f"{BASE}/client_key", files["client_key"], 0o600, "tunneld:tunneld")
+        ns.put(f"{BASE}/echo.py", ECHO_SERVER)
+
+        ns.run("mkdir", "-p", "-m", "0755", "/run/sshd")
+        ns.run("systemd-run", "--unit=tunneltest-sshd", "--service-type=exec", tunneltest.SSHD, "-D", "-e",
+               "-f", f"{BASE}/sshd/sshd_config")
+        ns.run("systemd-run", "--unit=tunneltest-echo", "--service-type=exec", "/usr/bin/python3",
+               f"{BASE}/echo.py", str(ECHO_PORT))
+        for port in (SSH_PORT, ECHO_PORT):
+            wait_until(lambda: cls.accepts(port), 15, interval=0.2, what=f"port {port} in the namespace")
+
+        for name in ("tunneld.service", "tunneld@.service"):
+            ns.put(f"/run/systemd/system/{name}", unit_for_namespace(name))
+        ns.systemctl("daemon-reload")
+
+    # -- helpers --
+
+    @classmethod
+    def echo(cls, port, size=4096):
+        """0: bytes came back through 127.0.0.1:port in the namespace; 1: not; 2: refused."""
+        return cls.ns.run("/usr/bin/python3", "-c", ECHO_CLIENT, str(port), str(size), check=False,
+                          timeout=20).returncode
+
+    @classmethod
+    def accepts(cls, port):
+        return cls.echo(port, 1) != 2
+
+    def setUp(self):
+        if self.skip_reason:
+            self.skipTest(self.skip_reason)
+        self.ns.systemctl("reset-failed", "tunneld.service", check=False)
+
+    def tunnel(self, name, port):
+        return {"name": name, "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{ECHO_PORT}"]}
+
+    def write_config(self, tunnels, path=CONFIG, **global_settings):
+        defaults = {"host": "127.0.0.1", "port": SSH_PORT, "user": "root", "identity_file": f"{BASE}/client_key",
+                    "ssh_config_file": "/dev/null", "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 2,
+                    "ssh_options": [f"UserKnownHostsFile={BASE}/known_hosts", "GlobalKnownHostsFile=/dev/null",
+                                    "StrictHostKeyChecking=yes"]}
+        text = tunneltest.render_config(global_settings, defaults, tunnels)
+        self.ns.put(path, text)
+        return text
+
+    def start(self, tunnels, unit="tunneld.service"):
+        """Write the configuration, systemctl start (it returns after READY=1), stop at cleanup."""
+        self.write_config(tunnels)
+        self.addCleanup(self.ns.systemctl, "stop", unit, check=False)
+        self.ns.systemctl("start", unit)
+
+    def show(self, *props, unit="tunneld.service"):
+        return self.ns.show(unit, *props)
+
+    def status(self, sock="/run/tunneld/control"):
+        """tunnelctl --json status inside: {name: tunnel}."""
+        r = self.ns.run(CTL, "-s", sock, "--json", "status", check=False)
+        if r.returncode != 0:
+            raise AssertionError(f"tunnelctl status: {r.returncode} {r.stderr}")
+        return {t["name"]: t for t in json.loads(r.stdout)["tunnels"]}
+
+    def wait_up(self, *names, sock="/run/tunneld/control"):
+        """Wait until every named tunnel is up; return {name: ssh pid} (pids of the namespace)."""
+        def up():
+            tunnels = self.status(sock)
+            if all(n in tunnels and tunnels[n]["state"] == "up" for n in names):
+                return {n: tunnels[n]["pid"] for n in names}
+            return None
+        return wait_until(up, UP_TIMEOUT, interval=0.2, what=f"{', '.join(names)} up")
+
+    def assert_echo(self, port):
+        wait_until(lambda: self.echo(port) == 0, 10, interval=0.2, what=f"bytes through port {port}")
+
+    def assert_closed(self, port):
+        wait_until(lambda: self.echo(port, 1) == 2, 10, interval=0.2, what=f"port {port} to close")
+
+    def ssh_pids(self):
+        r = self.ns.run("pgrep", "-x", "ssh", check=False)
+        return sorted(int(p) for p in r.stdout.split())
+
+    def user_of(self, pid):
+        return self.ns.run("ps", "-o", "user=", "-p", str(pid)).stdout.strip()
+
+    # -- tests --
+
+    def test_start_runs_hardened_and_carries_bytes(self):
+        """systemctl start: active after READY, runs as tunneld under the hardening, bytes flow, Status: shown."""
+        self.start([self.tunnel("web", 15000)])
+        props = self.show("ActiveState", "SubState", "MainPID", "NRestarts", "Type")
+        self.assertEqual((props["ActiveState"], props["SubState"], props["Type"]), ("active", "running", "notify"))
+        pid = self.wait_up("web")["web"]
+        self.assert_echo(15000)
+        self.assertEqual(self.user_of(props["MainPID"]), "tunneld")
+        self.assertEqual(self.user_of(pid), "tunneld")
+        self.assertEqual(self.ssh_pids(), [pid])
+        status = wait_until(lambda: (lambda out: 'Status: "1/1 tunnels up"' in out and out)(
+            self.ns.systemctl("status", "tunneld.service", check=False).stdout), 10,
+            what='Status: "1/1 tunnels up" in systemctl status')
+        self.assertIn(f"{BIN}/tunneld -c {CONFIG}", status)
+        self.assertEqual(self.show("NRestarts")["NRestarts"], "0")
+
+    def test_reload_applies_changes_and_waits(self):
+        """systemctl reload returns once applied (pids kept, new port works); a bad file fails it, unit untouched."""
+        self.start([self.tunnel("keep", 15001), self.tunnel("move", 15002)])
+        before = self.wait_up("keep", "move")
+        main = self.show("MainPID")["MainPID"]
+        self.assert_echo(15002)
+
+        text = self.write_config([self.tunnel("keep", 15001), self.tunnel("move", 15003)])
+        self.ns.systemctl("reload", "tunneld.service")
+        now = self.status()
+        self.assertEqual(now["move"]["forwards"]["local"], [f"127.0.0.1:15003:127.0.0.1:{ECHO_PORT}"])
+        self.assertIn(now["move"]["state"], ("stopping", "starting", "up"))
+        self.assertEqual(now["keep"]["pid"], before["keep"])
+        after = self.wait_up("keep", "move")
+        self.assertNotEqual(after["move"], before["move"])
+        self.assertEqual(after["keep"], before["keep"])
+        self.assert_echo(15003)
+        self.assert_closed(15002)
+        self.assertEqual(self.show("MainPID")["MainPID"], main)
+
+        self.ns.put(CONFIG, text.replace("tunnels = (", 'colour = "red";\ntunnels = (', 1))
+        r = self.ns.systemctl("reload", "tunneld.service", check=False)
+        self.assertNotEqual(r.returncode, 0, "systemctl reload of a broken file succeeded")
+        props = self.show("ActiveState", "SubState", "MainPID")
+        self.assertEqual((props["ActiveState"], props["SubState"], props["MainPID"]), ("active", "running", main))
+        failed = "reload failed (1 error, see the journal), running the previous configuration; 2/2 tunnels up"
+        wait_until(lambda: self.show("StatusText")["StatusText"] == failed, 5, what=f"StatusText {failed!r}")
+        self.assertEqual({n: t["pid"] for n, t in self.status().items()}, after)
+        line = tunneltest.line_of(text.replace("tunnels = (", 'colour = "red";\ntunnels = (', 1), "colour")
+        wait_until(lambda: f"{CONFIG}:{line}: colour: unknown setting" in self.ns.journal("-u", "tunneld.service",
+                                                                                          "-o", "cat"),
+                   10, what="the error in the journal")
+        self.assert_echo(15001)
+
+    def test_journal_has_each_tunnels_lines(self):
+        """journalctl TUNNEL=NAME shows that tunnel's lines, ssh's own included, with SSH_PID and the unit."""
+        self.start([self.tunnel("web", 15004), self.tunnel("other", 15005)])
+        pid = self.wait_up("web", "other")["web"]
+
+        def entries():
+            out = self.ns.journal("TUNNEL=web", "-o", "json")
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+        def complete():
+            got = entries()
+            messages = [e.get("MESSAGE") for e in got]
+            return any(m and m.startswith("up: ssh") for m in messages) and got
+        got = wait_until(complete, 10, interval=0.2, what="web's up line in the journal")
+        auth = [e for e in got if re.match(rf'^ssh: Authenticated to 127\.0\.0\.1 \(\[127\.0\.0\.1\]:{SSH_PORT}\) '
+                                           r'using "publickey"\.$', e.get("MESSAGE", ""))]
+        self.assertTrue(auth, [e.get("MESSAGE") for e in got])
+        up = [e for e in got if e.get("MESSAGE", "").startswith("up: ssh")]
+        for e in auth + up:
+            self.assertEqual(e.get("SSH_PID"), str(pid))
+        self.assertEqual(up[-1].get("PRIORITY"), "5")
+        self.assertEqual(up[-1].get("TUNNEL_STATE"), "up")
+        for e in got:
+            self.assertEqual((e.get("TUNNEL"), e.get("SYSLOG_IDENTIFIER"), e.get("_SYSTEMD_UNIT")),
+                             ("web", "tunneld", "tunneld.service"))
+        text = self.ns.journal("-u", "tunneld.service", "-o", "cat")
+        self.assertIn("configuration OK: 2 tunnels", text)  # ExecStartPre's tunneld -t
+
+    def test_stop_is_inactive_not_failed(self):
+        """systemctl stop ends inactive (not failed), exit 0, no ssh left, the forwarded port closed."""
+        self.start([self.tunnel("web", 15006)])
+        self.wait_up("web")
+        self.assert_echo(15006)
+        self.ns.systemctl("stop", "tunneld.service")
+        props = self.show("ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainCode")
+        self.assertEqual((props["ActiveState"], props["SubState"], props["Result"]), ("inactive", "dead", "success"),
+                         props)
+        self.assertEqual(props["ExecMainStatus"], "0")
+        self.assertEqual(self.ssh_pids(), [])
+        self.assert_closed(15006)
+        self.assertIn("every tunnel stopped; exiting", self.ns.journal("-u", "tunneld.service", "-o", "cat"))
+
+    def test_kill9_restarts(self):
+        """kill -9 of the main pid: Restart=on-failure brings tunneld back and the tunnel carries bytes again."""
+        self.start([self.tunnel("web", 15007)])
+        old_ssh = self.wait_up("web")["web"]
+        props = self.show("MainPID", "NRestarts")
+        self.ns.run("kill", "-9", props["MainPID"])
+
+        def restarted():
+            p = self.show("ActiveState", "MainPID", "NRestarts")
+            return p["ActiveState"] == "active" and p["MainPID"] not in ("0", props["MainPID"]) and p
+        now = wait_until(restarted, 20, interval=0.2, what="systemd to restart tunneld")
+        self.assertEqual(int(now["NRestarts"]), int(props["NRestarts"]) + 1)
+        new_ssh = self.wait_up("web")["web"]
+        self.assertNotEqual(new_ssh, old_ssh)
+        self.assertEqual(self.ssh_pids(), [new_ssh])
+        self.assert_echo(15007)
+
+    def test_watchdog_is_fed(self):
+        """With WatchdogSec=2 (a test drop-in) systemd gets tunneld's pings and never restarts it."""
+        dropin = "/run/systemd/system/tunneld.service.d/watchdog.conf"
+        self.ns.put(dropin, "[Service]\nWatchdogSec=2\n")
+        self.addCleanup(self.ns.systemctl, "daemon-reload")
+        self.addCleanup(self.ns.run, "rm", "-f", dropin)
+        self.ns.systemctl("daemon-reload")
+        self.start([self.tunnel("web", 15008)])
+        props = self.show("MainPID", "WatchdogUSec", "WatchdogTimestampMonotonic")
+        self.assertEqual(props["WatchdogUSec"], "2s")
+        time.sleep(5)
+        now = self.show("ActiveState", "MainPID", "NRestarts", "WatchdogTimestampMonotonic", "Result")
+        self.assertEqual((now["ActiveState"], now["MainPID"], now["NRestarts"]), ("active", props["MainPID"], "0"), now)
+        self.assertGreater(int(now["WatchdogTimestampMonotonic"]), int(props["WatchdogTimestampMonotonic"]))
+        self.assertGreaterEqual(int(now["WatchdogTimestampMonotonic"]) - int(props["WatchdogTimestampMonotonic"]),
+                                4_000_000, "no watchdog ping for seconds")
+
+    def test_template_instance(self):
+        """tunneld@NAME.service: starts on NAME.conf, carries bytes, reloads on its own socket, stops inactive."""
+        unit = "tunneld@edge.service"
+        self.write_config([self.tunnel("edge", 15009)], path=f"{BASE}/edge.conf")
+        self.addCleanup(self.ns.systemctl, "stop", unit, check=False)
+        self.ns.systemctl("start", unit)
+        sock = "/run/tunneld-edge/control"
+        pid = self.wait_up("edge", sock=sock)["edge"]
+        self.assert_echo(15009)
+        self.ns.systemctl("reload", unit)
+        self.assertEqual(self.status(sock)["edge"]["pid"], pid)
+        self.ns.systemctl("stop", unit)
+        props = self.show("ActiveState", "Result", unit=unit)
+        self.assertEqual((props["ActiveState"], props["Result"]), ("inactive", "success"))
+
+
+if __name__ == "__main__":
+    tunneltest.main()
