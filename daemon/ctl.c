@@ -6,6 +6,8 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -37,6 +39,7 @@ struct ctl_server {
         gid_t group;
         bool has_group;
         int fd;
+        int lock_fd;                    /* flock on PATH.lock: one tunneld per socket */
         ev_io io;
         struct ctl_client *clients;
         size_t n_clients;
@@ -550,12 +553,30 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         ev_timer_again(loop, &c->idle);
 }
 
-/* Another tunneld answering on path? Then leave its socket alone. */
-static bool socket_in_use(const struct sockaddr_un *sa)
+/* One tunneld per socket path: an exclusive lock on PATH.lock, held for the daemon's life,
+ * decides who may (re)create the socket, so two starting at once cannot both pass a check
+ * and delete each other's socket. */
+static int lock_path(const char *path, int *ret_fd)
 {
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        _cleanup_free_ char *lock = NULL;
+        int fd;
 
-        return fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+        if (asprintf(&lock, "%s.lock", path) < 0) {
+                lock = NULL;
+                return -ENOMEM;
+        }
+        fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return log_error_errno(errno, "control socket: cannot open %s: %m", lock);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int r = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+                close(fd);
+                if (r == -EADDRINUSE)
+                        return log_error_errno(r, "control socket %s: another tunneld uses it (%s is locked)", path, lock);
+                return log_error_errno(r, "control socket: cannot lock %s: %m", lock);
+        }
+        *ret_fd = fd;
+        return 0;
 }
 
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
@@ -579,6 +600,7 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                 return -ENOMEM;
         s->loop = loop;
         s->fd = -1;
+        s->lock_fd = -1;
         s->path = strdup(path);
         if (!s->path) {
                 free(s);
@@ -603,11 +625,10 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                         (void)mkdir(dir, 0755);
                 }
         }
-        if (socket_in_use(&sa)) {
-                r = log_error_errno(-EADDRINUSE, "control socket %s: another process is listening on it", path);
+        r = lock_path(path, &s->lock_fd);
+        if (r < 0)
                 goto fail;
-        }
-        (void)unlink(path);
+        (void)unlink(path);     /* a stale socket of an earlier tunneld: ours now */
 
         s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (s->fd < 0) {
@@ -638,9 +659,10 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
 fail:
         if (s->fd >= 0) {
                 close(s->fd);
-                s->fd = -1;
                 (void)unlink(path);
         }
+        if (s->lock_fd >= 0)
+                close(s->lock_fd);
         free(s->path);
         free(s);
         return r;
@@ -655,8 +677,10 @@ struct ctl_server *ctl_server_free(struct ctl_server *s)
         ev_io_stop(s->loop, &s->io);
         if (s->fd >= 0) {
                 close(s->fd);
-                (void)unlink(s->path);
+                (void)unlink(s->path);  /* still ours: we hold the lock */
         }
+        if (s->lock_fd >= 0)
+                close(s->lock_fd);
         free(s->path);
         free(s);
         return NULL;
