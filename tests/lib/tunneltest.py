@@ -555,7 +555,8 @@ class Tunneld(_Resource):
     unless globals sets them. Closing kills tunneld and every descendant left."""
 
     def __init__(self, tunnels=(), defaults=None, globals=None, *, fake=None, args=(), env=None,
-                 config_text=None):
+                 config_text=None, wrapper=()):
+        self.wrapper = list(wrapper)    # e.g. valgrind and its options: runs in the same process
         self.globals = dict(globals or {})
         self.defaults = dict(defaults or {})
         self.tunnels = [dict(t) for t in tunnels]
@@ -592,7 +593,8 @@ class Tunneld(_Resource):
                 f.write(self.config_text)
         self._diag = add_diagnostic("tunneld log", lambda: "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:]))
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([TUNNELD, "-c", self.config_path, *self.args], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([*self.wrapper, TUNNELD, "-c", self.config_path, *self.args],
+                                         stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
         self.started_at = time.time()
 

@@ -1,0 +1,88 @@
+"""tunneld under valgrind through a whole life: start against a real sshd, an ssh killed
+and restarted, a reload that adds, changes and removes tunnels, a bad reload, a tunnelctl
+session, and SIGTERM. valgrind must find no memory error and no definite leak."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import unittest
+
+os.environ.setdefault("TUNNELTEST_TIMEOUT", "200")     # valgrind runs tunneld ~20× slower
+import tunneltest  # noqa: E402
+from tunneltest import EchoServer, SSHServer, TUNNELD, Tunneld, echo_roundtrip, free_port, use, wait_until  # noqa: E402
+
+TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
+UP = 60
+
+
+@unittest.skipIf(os.environ.get("TUNNELD_SANITIZE", "none") not in ("", "none"),
+                 "the sanitizer build has its own checker; valgrind cannot run it")
+@unittest.skipUnless(shutil.which("valgrind"), "valgrind is not installed")
+class Valgrind(unittest.TestCase):
+    def test_whole_life_is_clean(self):
+        """start, restart, reload (add/change/remove), rejected reload, tunnelctl, stop:
+        no memory errors, no definite leaks, exit 0."""
+        sshd = use(self, SSHServer())
+        echo = use(self, EchoServer())
+        vlog = os.path.join(tunneltest.temp_dir(self), "valgrind.log")
+        ports = [free_port() for _ in range(3)]
+        defaults = {**sshd.tunnel_defaults(), "host": "127.0.0.1", "gatetime": 1, "restart_delay": 0.2,
+                    "restart_delay_max": 1}
+
+        def tunnels(step):
+            t = [{"name": "a", "local_forwards": [f"127.0.0.1:{ports[0]}:127.0.0.1:{echo.port}"]},
+                 {"name": "b", "local_forwards": [f"127.0.0.1:{ports[1]}:127.0.0.1:{echo.port}"],
+                  "probe": {"connect": f"127.0.0.1:{ports[1]}", "interval": 0.5, "timeout": 0.3,
+                            "send": "x", "expect": "x"}}]
+            if step:
+                t[0]["server_alive_interval"] = 10                  # changed
+                t[1:] = [{"name": "c", "remote_forwards": [f"127.0.0.1:{ports[2]}:127.0.0.1:{echo.port}"]}]
+            return t
+
+        d = use(self, Tunneld(tunnels(0), defaults, {"ssh": tunneltest.SSH},
+                              wrapper=["valgrind", "--quiet", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                                       "--error-exitcode=99", f"--log-file={vlog}"]))
+        # /usr/bin/valgrind is a script that execs the tool in the same process
+        wait_until(lambda: "memcheck" in os.readlink(f"/proc/{d.pid}/exe"), 10, what="tunneld under valgrind")
+        m = d.wait_log(r"^<\d+>a: up: ssh \(pid (\d+)\)", timeout=UP)
+        d.wait_log(r"^<\d+>b: up: ssh \(pid (\d+)\)", timeout=UP)
+        wait_until(lambda: echo_roundtrip(ports[0]), 20, what="bytes through a")
+
+        os.kill(int(m.group(1)), signal.SIGKILL)                    # a restart
+        d.wait_log(r"^<\d+>a: up: ssh \(pid (\d+)\)", timeout=UP, after=m.end())
+        wait_until(lambda: echo_roundtrip(ports[0]), 20, what="bytes through a again")
+
+        socket = d.globals["control_socket"]
+        out = subprocess.run([TUNNELCTL, "-s", socket, "--json", "status"], capture_output=True, text=True,
+                             timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        out = subprocess.run([TUNNELCTL, "-s", socket, "metrics"], capture_output=True, text=True, timeout=30)
+        self.assertIn("tunneld_tunnel_up", out.stdout)
+
+        mark = len(d.log())
+        tunneltest.write_config(d.config_path, d.globals, defaults, tunnels(1))
+        d.reload()                                                  # add c, change a, remove b
+        d.wait_log(r"^<\d+>c: up: ssh", timeout=UP, after=mark)
+        d.wait_log(r"^<\d+>a: up: ssh", timeout=UP, after=mark)
+        wait_until(lambda: echo_roundtrip(ports[2]), 20, what="bytes through c")
+
+        with open(d.config_path, "a") as f:
+            f.write("\nbroken = ;\n")
+        mark = len(d.log())
+        d.reload()                                                  # rejected
+        d.wait_log(r"reload rejected", timeout=30, after=mark)
+
+        status = d.stop(timeout=60)
+        with open(vlog) as f:
+            report = f.read()
+        print(f"# valgrind's report: {len(report.splitlines())} lines (--quiet: none when clean)")
+        for line in report.splitlines():
+            print(f"# valgrind: {line}")
+        self.assertEqual(status, 0, f"valgrind/tunneld exited {status}")
+        self.assertNotRegex(report, r"definitely lost: [1-9]")
+        self.assertFalse(re.search(r"Invalid (read|write|free)|uninitialised|Mismatched", report), report)
+
+
+if __name__ == "__main__":
+    tunneltest.main()
