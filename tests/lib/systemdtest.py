@@ -304,36 +304,45 @@ class SystemdTunneld(tunneltest.Tunneld):
         super().__init__(*args, **kw)
         if stderr not in ("file", "pipe", "tty"):
             raise ValueError(f"stderr must be file, pipe or tty, not {stderr!r}")
-        self.systemd_env = dict(systemd_env or {})
-        self.wrapper = list(wrapper)
-        self.stderr = "pipe" if journal_stream else stderr
-        self.journal_stream = journal_stream
+        # Private names: Tunneld grows attributes of its own (it has a .wrapper now).
+        self._sd_env = dict(systemd_env or {})
+        self._sd_wrapper = list(wrapper)
+        self._sd_stderr = "pipe" if journal_stream else stderr
+        self._sd_journal_stream = journal_stream
         self._pump = None
+
+    def _is_tunneld_start(self, argv):
+        """True for the command line that starts tunneld itself (Tunneld may run others, such
+        as tunneld -t, and put a wrapper of its own in front)."""
+        argv = list(argv)
+        if tunneltest.TUNNELD not in argv:
+            return False
+        i = argv.index(tunneltest.TUNNELD)
+        return argv[i + 1:i + 3] == ["-c", getattr(self, "config_path", None)]
 
     def start(self):
         real_popen = subprocess.Popen
         launched = []
 
         def popen(argv, *args, **kw):
-            # Only tunneld's own start: Tunneld may run other commands (tunneld -t...) first.
-            if launched or list(argv[:3]) != [tunneltest.TUNNELD, "-c", getattr(self, "config_path", None)]:
+            if launched or not self._is_tunneld_start(argv):
                 return real_popen(argv, *args, **kw)
             env = dict(kw.get("env") or os.environ)
-            env.update(self.systemd_env)
+            env.update(self._sd_env)
             read_end = None
-            if self.stderr == "pipe":
+            if self._sd_stderr == "pipe":
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            elif self.stderr == "tty":
+            elif self._sd_stderr == "tty":
                 read_end, write_end = os.openpty()
                 tty.setraw(write_end)  # no "\r\n" in the log
             if read_end is not None:
-                if self.journal_stream:
+                if self._sd_journal_stream:
                     st = os.fstat(write_end)
                     env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
                 kw["stdout"] = kw["stderr"] = write_end
             kw["env"] = env
             try:
-                proc = real_popen([*self.wrapper, *argv], *args, **kw)
+                proc = real_popen([*self._sd_wrapper, *argv], *args, **kw)
             finally:
                 if read_end is not None:
                     os.close(write_end)
@@ -372,8 +381,16 @@ class SystemdTunneld(tunneltest.Tunneld):
 
 # ---- tunnelctl and /proc ---------------------------------------------------------------
 
+def require_tunnelctl():
+    """AssertionError unless tunnelctl was built next to tunneld."""
+    if not os.access(TUNNELCTL, os.X_OK):
+        raise AssertionError(f"{TUNNELCTL} is not built: run ninja in the build directory "
+                             "(meson test builds only what tests/meson.build lists in depends:)")
+
+
 def tunnelctl(sock, *args, timeout=20):
     """Run tunnelctl -s sock ARGS; CompletedProcess with text stdout and stderr."""
+    require_tunnelctl()
     return subprocess.run([TUNNELCTL, "-s", sock, *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
@@ -411,7 +428,8 @@ def zombies_of(pid):
 # alone (a real init remounts / read-only on the way down: the host's own root). MASKED (in
 # the private /etc): units that would change kernel-wide state from the host's configuration
 # (binfmt rules, flushed again at stop; sysctls; modules; the root's mount options; /dev
-# nodes) and every timer (apt, e2scrub...).
+# nodes) and every timer (apt, e2scrub...). journald does not import the kernel's log: it
+# holds every other namespace journald's lines too.
 MASKED_UNITS = ("systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount "
                 "systemd-sysctl.service systemd-modules-load.service systemd-remount-fs.service "
                 "systemd-tmpfiles-setup-dev.service kmod-static-nodes.service timers.target")
@@ -425,6 +443,8 @@ for d in etc var; do
 done
 mkdir -p /run/systemd/system /etc/systemd/system
 for unit in $MASKED; do ln -sfn /dev/null /etc/systemd/system/$unit; done
+mkdir -p /etc/systemd/journald.conf.d
+printf '[Journal]\nReadKMsg=no\n' >/etc/systemd/journald.conf.d/tunneltest.conf
 export container=tunneltest
 exec "$0" --system --log-target=null --unit=basic.target
 """

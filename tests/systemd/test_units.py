@@ -15,7 +15,7 @@ import subprocess
 import unittest
 
 import tunneltest
-from systemdtest import TUNNELCTL
+from systemdtest import TUNNELCTL, require_tunnelctl
 
 UNIT_DIR = os.path.join(os.path.dirname(tunneltest.TUNNELD), "..", "systemd")
 UNITS = ("tunneld.service", "tunneld@.service")
@@ -48,6 +48,7 @@ class UnitTest(unittest.TestCase):
 
     def install(self, name):
         """The unit with the built binaries, in our temporary directory; its path."""
+        require_tunnelctl()
         path = os.path.join(self.tmp, name)
         with open(path, "w") as f:
             f.write(with_built_binaries(read_unit(name)))

@@ -1,0 +1,98 @@
+# bash completion for tunnelctl(1)                                 -*- shell-script -*-
+# Commands, options, and the tunnel names of the running tunneld (asked with
+# `tunnelctl --json status` on the socket given with -s, if any); when tunneld does not
+# answer, names are simply not offered.
+
+_tunnelctl_tunnels()
+{
+        local socket=$1 reply
+        local -a cmd=(tunnelctl)
+        [[ -n $socket ]] && cmd+=(-s "$socket")
+        if type -P timeout >/dev/null; then
+                reply=$(timeout 2 "${cmd[@]}" --json --color=never status 2>/dev/null)
+        else
+                reply=$("${cmd[@]}" --json --color=never status 2>/dev/null)
+        fi
+        # Tunnel names are [A-Za-z0-9_.-]: no JSON escapes to undo.
+        local re='"name":"([A-Za-z0-9_.-]+)"'
+        while [[ $reply =~ $re ]]; do
+                printf '%s\n' "${BASH_REMATCH[1]}"
+                reply=${reply#*"${BASH_REMATCH[0]}"}
+        done
+}
+
+_tunnelctl()
+{
+        local cur prev words cword split=false
+        if declare -F _init_completion >/dev/null; then
+                _init_completion -s || return
+        else
+                cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+                words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
+        fi
+
+        local commands="status start stop restart reload check metrics"
+        local options="-s --socket -j --json --color= -h --help -V --version"
+
+        case $prev in
+        -s | --socket)
+                mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+                compopt -o filenames 2>/dev/null
+                return
+                ;;
+        --color)
+                mapfile -t COMPREPLY < <(compgen -W "auto always never" -- "$cur")
+                return
+                ;;
+        -h | --help | -V | --version)
+                return
+                ;;
+        esac
+        $split && return
+
+        # The command, and the socket, among the words before the cursor.
+        local i command="" socket=""
+        for ((i = 1; i < cword; i++)); do
+                case ${words[i]} in
+                -s | --socket) socket=${words[i + 1]}; ((i++)) ;;
+                --socket=*) socket=${words[i]#--socket=} ;;
+                -*) ;;
+                *) [[ -z $command ]] && command=${words[i]} ;;
+                esac
+        done
+        # ~ in a path typed on the line
+        [[ $socket == "~"* ]] && socket=${socket/#\~/$HOME}
+
+        if [[ -z $command ]]; then
+                if [[ $cur == -* ]]; then
+                        mapfile -t COMPREPLY < <(compgen -W "$options" -- "$cur")
+                        [[ ${COMPREPLY-} == *= ]] && compopt -o nospace 2>/dev/null
+                else
+                        mapfile -t COMPREPLY < <(compgen -W "$commands" -- "$cur")
+                fi
+                return
+        fi
+
+        case $command in
+        status)
+                if [[ $cur == -* ]]; then
+                        mapfile -t COMPREPLY < <(compgen -W "$options" -- "$cur")
+                else
+                        mapfile -t COMPREPLY < <(compgen -W "$(_tunnelctl_tunnels "$socket")" -- "$cur")
+                fi
+                ;;
+        start | stop | restart)
+                if [[ $cur == -* ]]; then
+                        mapfile -t COMPREPLY < <(compgen -W "--all $options" -- "$cur")
+                else
+                        mapfile -t COMPREPLY < <(compgen -W "$(_tunnelctl_tunnels "$socket")" -- "$cur")
+                fi
+                ;;
+        reload | check | metrics)
+                [[ $cur == -* ]] && mapfile -t COMPREPLY < <(compgen -W "$options" -- "$cur")
+                ;;
+        esac
+} &&
+        complete -F _tunnelctl tunnelctl
+
+# ex: filetype=sh

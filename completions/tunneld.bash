@@ -1,0 +1,36 @@
+# bash completion for tunneld(8)                                   -*- shell-script -*-
+
+_tunneld()
+{
+        # shellcheck disable=SC2034 # words, cword: set by _init_completion, unused here
+        local cur prev words cword split=false
+        if declare -F _init_completion >/dev/null; then
+                _init_completion -s || return
+        else
+                cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+        fi
+
+        case $prev in
+        -c | --config)
+                # configuration files: *.conf, and directories to walk into
+                mapfile -t COMPREPLY < <(compgen -d -- "$cur"; compgen -f -X '!*.conf' -- "$cur")
+                compopt -o filenames 2>/dev/null
+                return
+                ;;
+        -s | --control-socket)
+                mapfile -t COMPREPLY < <(compgen -f -- "$cur"; compgen -W none -- "$cur")
+                compopt -o filenames 2>/dev/null
+                return
+                ;;
+        -h | --help | -V | --version)
+                return
+                ;;
+        esac
+        $split && return
+
+        mapfile -t COMPREPLY < <(compgen -W "-c --config -s --control-socket -t --check -v --verbose
+                -d --debug --allow-insecure-config -h --help -V --version" -- "$cur")
+} &&
+        complete -F _tunneld tunneld
+
+# ex: filetype=sh
