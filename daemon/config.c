@@ -654,6 +654,7 @@ struct parser {
         struct config_errors *errs;
         bool defaults_has_host;
         int oom;
+        char **seen;                    /* "name\tFILE:LINE" of every tunnel read, valid or not */
 };
 
 static const char *setting_file(struct parser *p, const config_setting_t *s)
@@ -1126,12 +1127,22 @@ static void parse_tunnels(struct parser *p, const config_setting_t *list, const 
                                 diag(p, ns, label, "\"%s\" %s", name, why);
                                 name = NULL;
                         } else {
-                                for (size_t j = 0; j < c->n_tunnels; j++)
-                                        if (strcmp(c->tunnels[j].name, name) == 0) {
-                                                diag(p, ns, label, "\"%s\" is already used by the tunnel at %s:%d",
-                                                     name, c->tunnels[j].source_file, c->tunnels[j].source_line);
+                                size_t len = strlen(name);
+                                char where[PATH_MAX + 80];
+                                bool dup = false;
+
+                                /* against every tunnel so far, also those with errors of their own */
+                                for (char **w = p->seen; w && *w; w++)
+                                        if (strncmp(*w, name, len) == 0 && (*w)[len] == '\t') {
+                                                diag(p, ns, label, "\"%s\" is already used by the tunnel at %s",
+                                                     name, *w + len + 1);
+                                                dup = true;
                                                 break;
                                         }
+                                snprintf(where, sizeof(where), "%s\t%s:%d", name, setting_file(p, g),
+                                         config_setting_source_line(g));
+                                if (!dup && strv_push(&p->seen, where) < 0)
+                                        p->oom = -ENOMEM;
                                 snprintf(prefix, sizeof(prefix), "%s", name);
                         }
                 }
@@ -1652,6 +1663,7 @@ static int load_dropins(struct parser *p, struct config *c, const struct tunnel_
                         dp.path = path;
                         if (read_file(path, &cfg, p->errs) >= 0) {
                                 parse_dropin(&dp, config_root_setting(&cfg), c, tmpl);
+                                p->seen = dp.seen;      /* it may have grown */
                                 if (dp.oom)
                                         r = dp.oom;
                         }
@@ -1708,6 +1720,7 @@ static int load_parsed(config_t *cfg, const char *path, bool from_file, struct c
                         p.oom = r;
         }
         tunnel_spec_done(&tmpl);
+        p.seen = strv_free(p.seen);
         if (p.oom)
                 return p.oom;
         if (errs->n == 0) {

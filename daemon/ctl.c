@@ -644,8 +644,13 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                 goto fail;
         }
         if (s->has_group && chown(path, (uid_t)-1, s->group) < 0) {
-                r = log_error_errno(errno, "control socket %s: chown to group %s failed: %m", path, group);
-                goto fail;
+                /* Under the shipped unit (PrivateUsers=yes, no @chown) this is EPERM. Keep the
+                 * socket working for root and tunneld's user rather than lose it. */
+                log_warning_errno(errno, "control socket %s: cannot give it to group %s: %m; "
+                                  "only root and tunneld's user can use it (under systemd, allow it "
+                                  "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)", path, group);
+                (void)chmod(path, 0600);
+                s->has_group = false;
         }
         if (listen(s->fd, 16) < 0) {
                 r = log_error_errno(errno, "control socket %s: listen failed: %m", path);

@@ -29,6 +29,15 @@ static bool stderr_is_journal(void)
         return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+/* sd_journal_sendv() reports success when the journal's socket does not exist at all
+ * (it "fails silently" on ENOENT), so look before trusting it. */
+static bool journal_present(void)
+{
+        return access(JOURNAL_SOCKET, W_OK) == 0;
+}
+
 void log_open(enum log_target target)
 {
         if (target == LOG_TARGET_AUTO)
@@ -52,7 +61,9 @@ int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
         } while (0)
 
         s->message = NULL;
-        if (asprintf(&s->message, "MESSAGE=%s", text) < 0) {
+        /* The name in the text too: plain "journalctl -u tunneld" must say which tunnel. */
+        if (asprintf(&s->message, "MESSAGE=%s%s%s", ctx && ctx->tunnel ? ctx->tunnel : "",
+                     ctx && ctx->tunnel ? ": " : "", text) < 0) {
                 s->message = NULL;
                 return -ENOMEM;
         }
@@ -114,7 +125,7 @@ int log_full_errnov(int prio, int error, const struct log_ctx *ctx, const char *
                 struct iovec iov[LOG_MAX_FIELDS];
                 int n = log_build_fields(prio, ctx, text, &s, iov);
 
-                if (n > 0 && sd_journal_sendv(iov, n) >= 0) {
+                if (n > 0 && journal_present() && sd_journal_sendv(iov, n) >= 0) {
                         free(s.message);
                         errno = saved;
                         return -error;

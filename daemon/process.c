@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -41,6 +42,12 @@ _Noreturn static void exec_child(char *const *argv, char *const *envp, bool outp
 
         if (envp)
                 environ = (char **)envp;
+        /* Ours, not the child's: its stderr is our pipe, not the journal, and it must not
+         * talk to the service manager in tunneld's name. */
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("WATCHDOG_USEC");
+        unsetenv("WATCHDOG_PID");
+        unsetenv("JOURNAL_STREAM");
         execvp(argv[0], argv);
         dprintf(STDERR_FILENO, "tunneld: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);

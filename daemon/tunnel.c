@@ -72,6 +72,9 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
         ctx.state = tunnel_state_to_string(state);
         ctx.pid = t->pid > 0 ? t->pid : -1;
         if (run) {
+                /* the entry is about the ssh that ended (SSH_PID=N finds N's exit) */
+                if (run->pid > 0)
+                        ctx.pid = run->pid;
                 ctx.exit_status = run->exit_status;
                 ctx.exit_signal = run->exit_signal;
                 if (run->failure != FAILURE_NONE)
@@ -402,6 +405,7 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
         run.ended_at = now_mono();
         run.ran = run.ended_at - t->started_at;
         run.failure = t->probe_kill ? FAILURE_PROBE : t->run_failure;
+        run.pid = t->pid;
         t->pid = 0;
         if (t->probe_kill) {
                 t->probe_kill = false;

@@ -38,6 +38,7 @@ typedef const char *(*tunnel_gate_t)(struct tunnel *t, void *userdata);
 
 struct tunnel_run {
         bool valid;
+        pid_t pid;                      /* the ssh that ran */
         int exit_status;        /* -1 if killed by a signal */
         int exit_signal;        /* 0 if it exited */
         double ran;             /* seconds */

@@ -283,6 +283,13 @@ static void test_ssh_options(void)
                      "t.conf:1: a.ssh_options: \"LocalForward=1 h:2\" use the local_forwards setting");
 }
 
+static void test_duplicate_of_broken(void)
+{
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; port = 70000; },\n { name = \"a\"; host = \"h\"; }\n);",
+                     "t.conf:2: a.port: must be from 1 to 65535\n"
+                     "t.conf:3: tunnels[1].name: \"a\" is already used by the tunnel at t.conf:2");
+}
+
 /* Every error is reported, not just the first. */
 static void test_all_errors(void)
 {
@@ -507,6 +514,6 @@ static void test_files(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+TEST_MAIN(TEST(test_after), TEST(test_duplicate_of_broken), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

@@ -26,7 +26,7 @@ static void test_fields(void)
         ctx.failure = "auth";
         n = log_build_fields(LOG_WARNING, &ctx, "ssh exited", &s, iov);
         test_assert(n == 8);
-        test_assert(has_field(iov, n, "MESSAGE=ssh exited"));
+        test_assert(has_field(iov, n, "MESSAGE=db: ssh exited"));
         test_assert(has_field(iov, n, "PRIORITY=4"));
         test_assert(has_field(iov, n, "TUNNEL=db"));
         test_assert(has_field(iov, n, "SSH_PID=4242"));
@@ -47,6 +47,7 @@ static void test_fields(void)
 
         n = log_build_fields(LOG_INFO, NULL, "plain", &s, iov);
         test_assert(n == 3);
+        test_assert(has_field(iov, n, "MESSAGE=plain"));
         free(s.message);
 }
 

@@ -105,12 +105,13 @@ class Soak(unittest.TestCase):
         start = time.monotonic()
         while True:
             time.sleep(1.0)
-            variant = not variant
-            tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(variant))
-            td.reload()
+            # sample first: right after SIGHUP tunneld may hold the config file open
             s = sample(td.pid)
             self.assertEqual(s[4] & samples[-1][4], set(), "children left unreaped for a second")
             samples.append(s)
+            variant = not variant
+            tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(variant))
+            td.reload()
             starts, _ = total_starts(socket)
             if starts >= CYCLES:
                 break

@@ -904,7 +904,7 @@ class _TapResult(unittest.TestResult):
         super().startTest(test)
         _drop_closed_diagnostics()
         self.current = test
-        self.problems, self.skip = [], None
+        self.problems, self.skip, self.todo = [], None, None
         self.started = time.monotonic()
         signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT)
 
@@ -924,6 +924,10 @@ class _TapResult(unittest.TestResult):
                 self.comment(text)
             for d in _diagnostics:
                 self.comment(f"--- {d.title} (tail) ---\n{d.text()}")
+        elif self.todo is not None:
+            # a known bug (@unittest.expectedFailure): TAP's TODO, neither a pass nor a failure
+            self.emit(f"not ok {self.number} - {name} # TODO known bug")
+            self.comment(self.todo)
         elif self.skip is not None:
             self.emit(f"ok {self.number} - {name} # SKIP {self.skip}")
         else:
@@ -956,9 +960,13 @@ class _TapResult(unittest.TestResult):
         super().addSkip(test, reason)
         self.skip = reason
 
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self.todo = self._exc_info_to_string(err, test)
+
     def addUnexpectedSuccess(self, test):
         super().addUnexpectedSuccess(test)
-        self.problems.append("unexpected success")
+        self.problems.append("unexpected success: the known bug seems fixed; remove @unittest.expectedFailure")
 
 
 def _flatten(suite):

@@ -159,8 +159,13 @@ class PolicyTest(unittest.TestCase):
         times = [t for t, _ in self.wait_starts("g0", 9, timeout=15)][:9]
         intervals = [b - a for a, b in zip(times, times[1:])]
         msg = f"intervals {[round(i, 3) for i in intervals]}"
+        # each start is stamped by the fake itself, after its own exec: under load one stamp
+        # can be late and the next on time, so single intervals are noisy; their mean is not
+        mean = sum(intervals) / len(intervals)
+        self.assertGreaterEqual(mean, delay - 0.03, msg)
+        self.assertLessEqual(mean, delay + 0.15, msg)
         for i in intervals:
-            self.assertGreaterEqual(i, delay - 0.05, msg)
+            self.assertGreaterEqual(i, delay / 2, msg)      # never a hot loop
             self.assertLessEqual(i, delay + 0.3, msg)
         self.assertLessEqual(sum(intervals[-3:]) / 3, sum(intervals[:3]) / 3 + 0.15, "delays grow: " + msg)
         self.assertNotIn("failed start", d.log())

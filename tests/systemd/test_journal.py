@@ -143,12 +143,10 @@ class JournalTest(unittest.TestCase):
                 self.assert_fallback(self.fallback_run(private_run_wrapper(journal_dir=stale), **kw))
         self.assertEqual(run_mounts(), mounts, "a mount leaked out of the namespace")
 
-    # Known bug, expected to fail until log.c is fixed: libsystemd's sd_journal_sendv() returns
-    # 0 when /run/systemd/journal/socket does not exist (ENOENT: "fail silently"), so log.c's
-    # fallback never runs and every line is lost. Only a refusing socket (above) falls back.
-    @unittest.expectedFailure
+    # libsystemd's sd_journal_sendv() returns 0 when /run/systemd/journal/socket does not
+    # exist (ENOENT: "fail silently"); log.c looks for the socket first.
     def test_journal_missing_falls_back_to_stderr(self):
-        """KNOWN BUG: log_target="journal" with no journal socket should fall back to stderr; lines are lost."""
+        """log_target="journal" with no journal socket at all falls back to stderr."""
         self.need_unshare()
         mounts = run_mounts()
         log = self.fallback_run(private_run_wrapper(), globals={"log_target": "journal"}, stderr="pipe")
@@ -163,23 +161,23 @@ class JournalTest(unittest.TestCase):
         down = free_port()
         d = self.tunneld([good, {"name": "down", "port": down}], globals={"log_target": "journal"},
                          stderr="pipe", wrapper=journal.wrapper())
-        up = journal.wait(r"^up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT, TUNNEL="good")
+        up = journal.wait(r"^good: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT, TUNNEL="good")
         pid = int(up["SSH_PID"])
         self.assertEqual((up["PRIORITY"], up["TUNNEL_STATE"], up["SYSLOG_IDENTIFIER"]), ("5", "up", "tunneld"))
         self.assertIn(f"(pid {pid})", up["MESSAGE"])
-        auth = journal.wait(r'^ssh: Authenticated to 127\.0\.0\.1 .* using "publickey"\.$', TUNNEL="good")
+        auth = journal.wait(r'^good: ssh: Authenticated to 127\.0\.0\.1 .* using "publickey"\.$', TUNNEL="good")
         self.assertEqual((auth["PRIORITY"], auth["SSH_PID"]), ("6", str(pid)))
         self.assertTrue(echo_roundtrip(port))
 
-        failed = journal.wait(r"^ssh exited with status 255 .*restarting in ", TUNNEL="down")
+        failed = journal.wait(r"^down: ssh exited with status 255 .*restarting in ", TUNNEL="down")
         self.assertEqual({k: failed.get(k) for k in ("PRIORITY", "EXIT_STATUS", "FAILURE", "TUNNEL_STATE")},
                          {"PRIORITY": "4", "EXIT_STATUS": "255", "FAILURE": "refused", "TUNNEL_STATE": "backoff"})
-        refused = journal.wait(rf"^ssh: ssh: connect to host 127\.0\.0\.1 port {down}: Connection refused$",
+        refused = journal.wait(rf"^down: ssh: ssh: connect to host 127\.0\.0\.1 port {down}: Connection refused$",
                                TUNNEL="down")
         self.assertEqual((refused["PRIORITY"], refused["FAILURE"]), ("4", "refused"))
 
         os.kill(pid, signal.SIGKILL)
-        killed = journal.wait(r"^ssh was killed by signal KILL ", TUNNEL="good")
+        killed = journal.wait(r"^good: ssh was killed by signal KILL ", TUNNEL="good")
         self.assertEqual((killed["EXIT_SIGNAL"], killed["FAILURE"], killed["PRIORITY"]), ("KILL", "killed", "4"))
         self.assertNotIn("EXIT_STATUS", killed)
         wait_until(lambda: len(journal.entries(TUNNEL="good", TUNNEL_STATE="up")) == 2, UP_TIMEOUT,
@@ -194,13 +192,10 @@ class JournalTest(unittest.TestCase):
         self.assertNotIn("TUNNEL", start)
         self.assertEqual(d.log(), "", "lines went to stderr with the journal reachable")
 
-    # Known bug, expected to fail until fixed: set_state() takes SSH_PID from t->pid, which is
-    # 0 once ssh was reaped (backoff: no SSH_PID) or already the next ssh (restart at once:
-    # "ssh exited with status 0 ...; restarting now: ssh pid NEW" has the old ssh's EXIT_STATUS
-    # and SSH_PID=NEW). So `journalctl SSH_PID=N` misses N's exit, and shows another's under NEW.
-    @unittest.expectedFailure
+    # SSH_PID of an exit entry is the ssh that exited, also when the next one starts at once
+    # ("…; restarting now: ssh pid NEW"): `journalctl SSH_PID=N` finds N's exit.
     def test_exit_entry_names_the_ssh_that_exited(self):
-        """KNOWN BUG: an exit entry's SSH_PID should be the ssh that exited (it is missing or the new ssh's)."""
+        """An exit entry's SSH_PID is the ssh that exited (backoff and immediate restart)."""
         self.need_unshare()
         fake = use(self, FakeSSH())
         journal = use(self, JournalSocket())

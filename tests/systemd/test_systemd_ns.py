@@ -284,12 +284,12 @@ class SystemdNamespaceTest(unittest.TestCase):
         def complete():
             got = entries()
             messages = [e.get("MESSAGE") for e in got]
-            return any(m and m.startswith("up: ssh") for m in messages) and got
+            return any(m and m.startswith("web: up: ssh") for m in messages) and got
         got = wait_until(complete, 10, interval=0.2, what="web's up line in the journal")
-        auth = [e for e in got if re.match(rf'^ssh: Authenticated to 127\.0\.0\.1 \(\[127\.0\.0\.1\]:{SSH_PORT}\) '
+        auth = [e for e in got if re.match(rf'^web: ssh: Authenticated to 127\.0\.0\.1 \(\[127\.0\.0\.1\]:{SSH_PORT}\) '
                                            r'using "publickey"\.$', e.get("MESSAGE", ""))]
         self.assertTrue(auth, [e.get("MESSAGE") for e in got])
-        up = [e for e in got if e.get("MESSAGE", "").startswith("up: ssh")]
+        up = [e for e in got if e.get("MESSAGE", "").startswith("web: up: ssh")]
         for e in auth + up:
             self.assertEqual(e.get("SSH_PID"), str(pid))
         self.assertEqual(up[-1].get("PRIORITY"), "5")

@@ -1,0 +1,406 @@
+"""netns: throwaway test hosts in network namespaces, for network fault tests (root only).
+
+    TestHost         a network namespace joined to this side by a veth pair, one /30 of
+                     198.18.0.0/15 per host; silent blackhole and link down/up faults
+    NetnsSSHServer   an sshd inside a TestHost (keys and known_hosts of its own)
+    NetnsEchoServer  a TCP echo server on 127.0.0.1 inside a TestHost (a forward's target
+                     on the server side); stop() and start() again keep its port
+
+The recipe is the one checked on these machines (/work/shared/network-faults-here.md): no
+netem; a silent blackhole is a blackhole route inside the test host for this side's address;
+before a link goes down an `unreachable` catch-all (metric 4242) keeps test traffic on the
+machine. Names hold this process's pid and the /30's index, and each index is reserved for
+as long as this process lives (an abstract Unix socket), so concurrent runs never collide.
+Every host removes its namespace, veths, routes and processes when closed, even after a
+failure, and a new host first removes what dead runs left behind.
+"""
+
+import fcntl
+import ipaddress
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import tunneltest
+from tunneltest import _read_text, _Resource, add_diagnostic, kill_all, pid_alive, wait_until
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+NET = ipaddress.ip_network("198.18.0.0/15")
+GUARD = "198.18.0.0/15"          # the shared catch-all of the recipe
+GUARD_METRIC = "4242"
+NS_PREFIX = "tunneltest-"        # tunneltest-PID-INDEX
+LOCK_PATH = "/run/tunneltest-netns.lock"
+_NS_RE = re.compile(r"^tunneltest-(\d+)-(\d+)$")
+_counter = [0]
+
+
+def ip(*args, check=True, ns=None):
+    """Run `ip [-n ns] args`; CompletedProcess (text). CalledProcessError with ip's message
+    when check and it fails."""
+    argv = [IP] + (["-n", ns] if ns else []) + [str(a) for a in args]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    if check and r.returncode != 0:
+        raise subprocess.CalledProcessError(r.returncode, argv, r.stdout, r.stderr)
+    return r
+
+
+def available():
+    """None if test hosts can be made here, else why not (for skipTest)."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if not os.path.exists(IP):
+        return "no ip(8)"
+    name = f"{NS_PREFIX}check{os.getpid()}"
+    r = ip("netns", "add", name, check=False)
+    if r.returncode != 0:
+        return f"cannot create a network namespace: {r.stderr.strip()}"
+    ip("netns", "del", name, check=False)
+    return None
+
+
+class _Lock:
+    """An flock on LOCK_PATH: hosts are created and removed, and the shared catch-all route
+    added and removed, one process at a time."""
+
+    def __enter__(self):
+        self.fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
+
+
+def _index_addresses(index):
+    base = NET.network_address + 4 * index
+    return base, str(base + 1), str(base + 2)
+
+
+def _ns_pids(ns):
+    r = ip("netns", "pids", ns, check=False)
+    return [int(p) for p in r.stdout.split() if p.isdigit()] if r.returncode == 0 else []
+
+
+def _live_hosts():
+    """{netns name: (pid, index)} of every test host (of any run) that exists now."""
+    r = ip("netns", "list", check=False)
+    out = {}
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _NS_RE.match(name)
+        if m:
+            out[name] = (int(m.group(1)), int(m.group(2)))
+    return out
+
+
+def _remove_host(ns, index):
+    """Kill every process in ns, delete ns, this side's veth and the /30's routes. Never
+    raises (cleanup)."""
+    try:
+        pids = _ns_pids(ns)
+        kill_all(pids)
+        if any(pid_alive(p) for p in pids):  # not ours to reap: wait a little longer
+            wait_until(lambda: not any(pid_alive(p) for p in pids), 5, what=f"processes in {ns} to die")
+    except Exception:
+        pass
+    ip("netns", "del", ns, check=False)
+    ip("link", "del", f"tt{index}o", check=False)
+    base, _, _ = _index_addresses(index)
+    ip("route", "del", "unreachable", f"{base}/30", "metric", GUARD_METRIC, check=False)
+
+
+def _guard_present():
+    r = ip("route", "show", "type", "unreachable", GUARD, check=False)
+    return any(f"metric {GUARD_METRIC}" in line for line in r.stdout.splitlines())
+
+
+def _remove_stale():
+    """Remove the test hosts of runs that died without cleaning up (their pid is gone)."""
+    for ns, (pid, index) in _live_hosts().items():
+        if not pid_alive(pid):
+            _remove_host(ns, index)
+
+
+class TestHost(_Resource):
+    """A network namespace `ns` with a veth pair: `outside` (here, `local_addr`) and
+    `inside` (in ns, `remote_addr`), a /30 of 198.18.0.0/15 of its own, lo up in ns.
+
+    From creation on, an `unreachable` route for the /30 with metric 4242 stands behind the
+    connected route (so while the link is down, connects fail at once with "Network is
+    unreachable" and never leave the machine); link_down() also makes sure the recipe's
+    shared catch-all `unreachable 198.18.0.0/15 metric 4242` exists (it is removed when the
+    last test host of any run goes)."""
+
+    def __init__(self):
+        self.ns = None
+        self.index = None
+        self._reservation = None
+
+    def _reserve_index(self):
+        used = set()
+        for line in ip("-o", "-4", "addr", "show", check=False).stdout.splitlines():
+            m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", line)
+            if m and ipaddress.ip_address(m.group(1)) in NET:
+                used.add((int(ipaddress.ip_address(m.group(1))) - int(NET.network_address)) // 4)
+        used |= {index for _, index in _live_hosts().values()}
+        rng = random.Random(os.getpid() * 7919 + time.monotonic_ns())
+        for _ in range(1000):
+            index = rng.randrange(1, NET.num_addresses // 4 - 1)
+            if index in used or os.path.exists(f"/sys/class/net/tt{index}o"):
+                continue
+            lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                lock.bind(f"\0tunneltest-net-{index}")
+            except OSError:
+                lock.close()
+                continue
+            return index, lock
+        raise RuntimeError("no free /30 in 198.18.0.0/15")
+
+    def start(self):
+        with _Lock():
+            _remove_stale()
+            self.index, self._reservation = self._reserve_index()
+            _counter[0] += 1
+            self.ns = f"{NS_PREFIX}{os.getpid()}-{self.index}"
+            self.outside, self.inside = f"tt{self.index}o", f"tt{self.index}i"
+            base, self.local_addr, self.remote_addr = _index_addresses(self.index)
+            self.subnet = f"{base}/30"
+            self._diag = add_diagnostic(f"test host {self.ns}", self.describe)
+            ip("netns", "add", self.ns)
+            ip("link", "add", self.outside, "type", "veth", "peer", "name", self.inside)
+            # No IPv6 link-local addresses: their duplicate address detection would send
+            # netlink events seconds later, when a test may be timing its own.
+            for dev in (self.outside, self.inside):
+                ip("link", "set", "dev", dev, "addrgenmode", "none", check=False)
+            ip("link", "set", self.inside, "netns", self.ns)
+            ip("route", "add", "unreachable", self.subnet, "metric", GUARD_METRIC)
+            ip("addr", "add", f"{self.local_addr}/30", "dev", self.outside)
+            ip("link", "set", self.outside, "up")
+            ip("link", "set", "lo", "up", ns=self.ns)
+            ip("addr", "add", f"{self.remote_addr}/30", "dev", self.inside, ns=self.ns)
+            ip("link", "set", self.inside, "up", ns=self.ns)
+
+    def describe(self):
+        out = []
+        for argv in (["addr"], ["route"]):
+            out.append(f"[{self.ns}] ip {' '.join(argv)}:\n" + ip(*argv, ns=self.ns, check=False).stdout)
+        out.append(f"ip route (here):\n" + ip("route", check=False).stdout)
+        return "\n".join(out)
+
+    # -- running things inside --
+    def exec_argv(self, argv):
+        """argv run inside the namespace."""
+        return [IP, "netns", "exec", self.ns, *argv]
+
+    def pids(self):
+        return _ns_pids(self.ns)
+
+    # -- faults --
+    def blackhole(self):
+        """Silent blackhole: the host's replies to this side vanish (no link event here)."""
+        ip("route", "add", "blackhole", f"{self.local_addr}/32", ns=self.ns)
+
+    def unblackhole(self):
+        ip("route", "del", "blackhole", f"{self.local_addr}/32", ns=self.ns)
+
+    def link_down(self):
+        """Take this side's veth down (a real netlink event). The catch-all routes keep test
+        traffic on the machine meanwhile."""
+        with _Lock():
+            if not _guard_present():
+                ip("route", "add", "unreachable", GUARD, "metric", GUARD_METRIC, check=False)
+        ip("link", "set", self.outside, "down")
+
+    def link_up(self):
+        ip("link", "set", self.outside, "up")
+
+    def close(self):
+        if self.ns is not None:
+            self._diag.freeze()
+            with _Lock():
+                _remove_host(self.ns, self.index)
+                others = [n for n in _live_hosts() if n != self.ns]
+                if not others:
+                    ip("route", "del", "unreachable", GUARD, "metric", GUARD_METRIC, check=False)
+            self.ns = None
+        if self._reservation is not None:
+            self._reservation.close()
+            self._reservation = None
+        super().close()
+
+
+# ---- sshd in a test host ---------------------------------------------------------------
+
+class NetnsSSHServer(_Resource):
+    """sshd on host.remote_addr:22 inside a TestHost; lets root in with client_key.
+
+    stop() and start() again keep keys and known_hosts (the sshd-restart fault)."""
+
+    def __init__(self, host, port=22, extra_config=()):
+        self.host = host
+        self.port = port
+        self.extra_config = list(extra_config)
+        self.proc = None
+        self.dir = None
+
+    def _prepare(self):
+        self.dir = tempfile.mkdtemp(prefix="tunneltest-nsshd-")
+        self.host_key = os.path.join(self.dir, "host_key")
+        self.client_key = os.path.join(self.dir, "client_key")
+        self.authorized_keys = os.path.join(self.dir, "authorized_keys")
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        self.config_path = os.path.join(self.dir, "sshd_config")
+        self.log_path = os.path.join(self.dir, "sshd.log")
+        self._diag = add_diagnostic(f"sshd log ({self.host.ns})",
+                                    lambda: "\n".join(_read_text(self.log_path).splitlines()[-25:]))
+        for key in (self.host_key, self.client_key):
+            subprocess.run([tunneltest.SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "tunneltest", "-f", key],
+                           check=True, stdin=subprocess.DEVNULL, timeout=30)
+        shutil.copy(self.client_key + ".pub", self.authorized_keys)
+        with open(self.host_key + ".pub") as f:
+            keytype, blob = f.read().split()[:2]
+        name = self.host.remote_addr if self.port == 22 else f"[{self.host.remote_addr}]:{self.port}"
+        with open(self.known_hosts, "w") as f:
+            f.write(f"{name} {keytype} {blob}\n")
+        conf = [
+            f"ListenAddress {self.host.remote_addr}",
+            f"Port {self.port}",
+            f"HostKey {self.host_key}",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            "StrictModes no",
+            "PermitRootLogin yes",
+            "UsePAM no",
+            "PidFile none",
+            "LogLevel VERBOSE",
+            "MaxStartups 100",
+            "MaxSessions 100",
+            "AllowTcpForwarding yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UseDNS no",
+            "PrintMotd no",
+            *self.extra_config,
+        ]
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+
+    def start(self):
+        """Start sshd (again) and wait until it listens."""
+        if self.dir is None:
+            self._prepare()
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        offset = len(_read_text(self.log_path))
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.host.exec_argv([tunneltest.SSHD, "-D", "-e", "-f", self.config_path]),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        listening = f"Server listening on {self.host.remote_addr} port {self.port}."
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sshd exited ({self.proc.returncode}):\n{_read_text(self.log_path)[offset:]}")
+            return listening in _read_text(self.log_path)[offset:]
+        wait_until(ready, 15, what=f"sshd to listen on {self.host.remote_addr}:{self.port}")
+
+    def stop(self):
+        """Kill the listener and every session: the server goes away (SIGKILL, no goodbye)."""
+        if self.proc is None:
+            return
+        sessions = tunneltest.descendants_of(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        kill_all(sessions)
+        self.proc = None
+
+    def log(self):
+        return _read_text(self.log_path)
+
+    def tunnel_defaults(self):
+        """Tunnel settings that reach this server as root with client_key."""
+        return {
+            "host": self.host.remote_addr,
+            "user": "root",
+            "port": self.port,
+            "identity_file": self.client_key,
+            "ssh_config_file": "/dev/null",
+            "ssh_options": [f"UserKnownHostsFile={self.known_hosts}", "GlobalKnownHostsFile=/dev/null",
+                            "StrictHostKeyChecking=yes"],
+        }
+
+    def close(self):
+        if self.dir:
+            self.stop()
+            self._diag.freeze()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        super().close()
+
+
+# ---- echo server in a test host --------------------------------------------------------
+
+_ECHO_CODE = r"""
+import socket, socketserver, sys
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.settimeout(60)
+        try:
+            while True:
+                d = self.request.recv(65536)
+                if not d:
+                    break
+                self.request.sendall(d)
+        except OSError:
+            pass
+class S(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+s = S(("127.0.0.1", int(sys.argv[1])), H)
+print("listening", flush=True)
+s.serve_forever()
+"""
+
+
+class NetnsEchoServer(_Resource):
+    """A TCP echo server on 127.0.0.1:port inside a TestHost (its own process: a thread
+    cannot stay in another namespace). stop() kills it with every connection; start()
+    again listens on the same port."""
+
+    def __init__(self, host, port=7):
+        self.host = host
+        self.port = port
+        self.proc = None
+
+    def start(self):
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen(self.host.exec_argv([sys.executable, "-c", _ECHO_CODE, str(self.port)]),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.proc.stdout.readline()
+        if line.strip() != b"listening":
+            err = self.proc.stderr.read() if self.proc.poll() is not None else b""
+            self.stop()
+            raise AssertionError(f"echo server in {self.host.ns} did not start: {line!r} {err!r}")
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            for f in (self.proc.stdout, self.proc.stderr):
+                f.close()
+            self.proc = None
+
+    def close(self):
+        self.stop()
+        super().close()
