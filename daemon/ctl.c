@@ -646,9 +646,10 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
         if (s->has_group && chown(path, (uid_t)-1, s->group) < 0) {
                 /* Under the shipped unit (PrivateUsers=yes, no @chown) this is EPERM. Keep the
                  * socket working for root and tunneld's user rather than lose it. */
-                log_warning_errno(errno, "control socket %s: cannot give it to group %s: %m; "
+                log_warning_errno(errno, "control socket %s: cannot give it to group %u: %m; "
                                   "only root and tunneld's user can use it (under systemd, allow it "
-                                  "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)", path, group);
+                                  "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)",
+                                  sa.sun_path /* not path: GCC 12 + ASan misreads it as NULL */, (unsigned)s->group);
                 (void)chmod(path, 0600);
                 s->has_group = false;
         }
