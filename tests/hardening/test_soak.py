@@ -1,4 +1,4 @@
-"""Soak: 10,000 restart cycles of a fast-exiting "ssh" across 50 tunnels, with reloads
+"""Soak: 10,000 restart cycles (2,000 in the sanitizer build) of a fast-exiting "ssh" across 50 tunnels, with reloads
 mixed in. tunneld's open fds, RSS and children, sampled from /proc, must stay flat, and
 no child may linger as a zombie."""
 import json
@@ -14,7 +14,10 @@ from tunneltest import TUNNELD, Tunneld, use  # noqa: E402
 
 TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
 TUNNELS = 50
-CYCLES = int(os.environ.get("SOAK_CYCLES", "10000"))
+# AddressSanitizer keeps freed memory in quarantine (RSS grows by design) and makes every
+# fork slow: there, LeakSanitizer at exit is the leak check, and 2,000 cycles the soak.
+SANITIZED = os.environ.get("TUNNELD_SANITIZE", "none") not in ("", "none")
+CYCLES = int(os.environ.get("SOAK_CYCLES", "2000" if SANITIZED else "10000"))
 DEADLINE = float(os.environ.get("SOAK_DEADLINE", "150"))
 
 
@@ -137,9 +140,10 @@ class Soak(unittest.TestCase):
         self.assertEqual(end[4] & samples[-1][4], set(), "children left unreaped")
         self.assertLessEqual(end[2], TUNNELS, "more children than tunnels")
         # RSS may settle a little higher than right after start; it must not keep growing
-        self.assertLess(end[1] - base[1], 1024, f"RSS grew from {base[1]} to {end[1]} kB")
-        mid = samples[len(samples) // 2][1]
-        self.assertLess(end[1] - mid, 512, f"RSS still growing: {mid} kB half way, {end[1]} kB at the end")
+        if not SANITIZED:
+            self.assertLess(end[1] - base[1], 1024, f"RSS grew from {base[1]} to {end[1]} kB")
+            mid = samples[len(samples) // 2][1]
+            self.assertLess(end[1] - mid, 512, f"RSS still growing: {mid} kB half way, {end[1]} kB at the end")
         self.assertEqual(td.leftovers(), [])
 
 
