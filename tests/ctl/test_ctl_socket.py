@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""tunneld's control socket under other users and under abuse, with real ssh tunnels to a
+private sshd on 127.0.0.1.
+
+Who may do what (daemon/ctl.c): the socket is created 0600 (0660 and group-owned with
+control_group), so the kernel refuses connect() to anyone the mode excludes: tunnelctl then
+exits 3, "cannot reach tunneld ... Permission denied". Whoever connects may read (status,
+metrics, check); start, stop, restart and reload need root, tunneld's own uid, or
+control_group, which tunneld decides from the peer's SO_PEERCRED (its uid and effective gid)
+and, for supplementary groups, from the user database (getgrouplist of the uid's name), not
+from the groups the process actually holds. A refused change exits 4.
+
+Clients run as other users through setpriv; the group is made for the test and removed.
+"""
+
+import grp
+import json
+import os
+import pwd
+import random
+import select
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import tunneltest
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, pid_alive, wait_until
+
+import ctltest
+from ctltest import connect, describe, fds, pids, read_lines, tunnelctl, wait_closed, wait_serving, wait_up
+
+NOBODY_UID = 65534
+CLIENTS_MAX = 32        # daemon/ctl.h
+REQUEST_MAX = 4096
+IDLE_TIMEOUT = 30.0
+
+
+def no_passwd_uid():
+    """A uid with no passwd entry."""
+    for uid in range(54321, 54421):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    raise RuntimeError("no free uid")
+
+
+def run_retrying(argv, what):
+    """Run a shadow tool (groupadd, gpasswd, groupdel), retrying while another process
+    (a parallel test) holds the /etc/group lock."""
+    for _ in range(100):
+        r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+        if r.returncode == 0:
+            return r
+        if "lock" not in r.stderr.lower():
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{what} failed: {describe(r)}")
+
+
+def public_dir(cls):
+    """A temporary directory other users may search, removed with the class."""
+    path = tempfile.mkdtemp(prefix="tunneltest-ctl-")
+    os.chmod(path, 0o755)
+    cls.addClassCleanup(shutil.rmtree, path, True)
+    return path
+
+
+class TempGroup(tunneltest._Resource):
+    """A system group that exists for one test class; groupdel at close (also at exit)."""
+
+    def start(self):
+        self.name = f"tctl{os.getpid() % 100000}{random.randrange(1000):03d}"
+        run_retrying(["groupadd", "--system", self.name], "groupadd")
+        self.gid = grp.getgrnam(self.name).gr_gid
+
+    def add_member(self, user):
+        run_retrying(["gpasswd", "-a", user, self.name], "gpasswd -a")
+
+    def close(self):
+        if getattr(self, "name", None):
+            try:
+                run_retrying(["groupdel", self.name], "groupdel")
+            finally:
+                self.name = None
+        super().close()
+
+
+class _Base(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sshd = tunneltest.use(cls, SSHServer())
+        cls.echo = tunneltest.use(cls, EchoServer())
+
+    def tunneld(self, names, **globals_):
+        """tunneld with a real -L tunnel per name; returns (tunneld, socket, {name: port})."""
+        ports = {n: free_port() for n in names}
+        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 2}
+        tunnels = [{"name": n, "host": "127.0.0.1", "local_forwards": [f"127.0.0.1:{p}:127.0.0.1:{self.echo.port}"]}
+                   for n, p in ports.items()]
+        d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH, **globals_}))
+        sock = d.globals["control_socket"]
+        wait_serving(d, sock)
+        return d, sock, ports
+
+    def assert_echo(self, port):
+        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
+
+
+# ---- permissions --------------------------------------------------------------------------
+
+class PermissionTest(_Base):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.group = tunneltest.use(cls, TempGroup())
+        # Where other users can reach things: the socket's directory (a test's own temp
+        # directory is 0700) and a copy of tunnelctl (the build tree may be private).
+        cls.public = public_dir(cls)
+        cls.ctl_copy = os.path.join(cls.public, "tunnelctl")
+        shutil.copy(ctltest.TUNNELCTL, cls.ctl_copy)
+        os.chmod(cls.ctl_copy, 0o755)
+        g = cls.group.gid
+        cls.outsider = ["--reuid", str(NOBODY_UID), "--regid", str(NOBODY_UID), "--clear-groups"]
+        cls.primary_member = ["--reuid", str(NOBODY_UID), "--regid", str(g), "--clear-groups"]
+        cls.unnamed_member = ["--reuid", str(no_passwd_uid()), "--regid", str(g), "--clear-groups"]
+        cls.supplementary = ["--reuid", str(NOBODY_UID), "--regid", str(NOBODY_UID), "--groups", str(g)]
+
+    def socket_path(self):
+        path = os.path.join(self.public, f"control-{self._testMethodName}")
+        self.addCleanup(lambda: [os.unlink(p) for p in (path, path + ".lock") if os.path.lexists(p)])
+        return path
+
+    def as_user(self, user, sock, *args, rc):
+        r = tunnelctl(sock, *args, user=user, ctl=self.ctl_copy)
+        self.assertEqual(r.returncode, rc, f"{user}: tunnelctl {' '.join(args)}: {describe(r)}")
+        return r
+
+    def test_default_socket_refuses_other_users(self):
+        """Without control_group the socket is 0600 root:root: another uid cannot even
+        connect, so every command exits 3 ("Permission denied" from connect), never 4."""
+        d, sock, ports = self.tunneld(["web"], control_socket=self.socket_path())
+        pid = wait_up(sock, "web")
+        st = os.stat(sock)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o600, 0, os.getegid()))
+        for user in (self.outsider, self.primary_member, self.supplementary, self.unnamed_member):
+            for args in (["status"], ["metrics"], ["restart", "web"], ["stop", "--all"], ["reload"]):
+                with self.subTest(user=user, args=args):
+                    r = self.as_user(user, sock, *args, rc=3)
+                    self.assertIn(f"cannot reach tunneld at {sock}: Permission denied", r.stderr)
+        self.assertEqual(pids(sock), {"web": pid})
+        self.assertNotIn("requested on the control socket", d.log())
+        self.assert_echo(ports["web"])
+
+    def test_control_group(self):
+        """control_group: the socket is 0660 and group-owned. Outside the group: no connect
+        (exit 3). Effective gid = the group (SO_PEERCRED), even for a uid without a passwd
+        entry: status and restart. The group only as a supplementary group of the process:
+        it connects and reads, but changes are refused (exit 4) until the user is a member
+        in /etc/group, because tunneld asks getgrouplist(), not the process."""
+        d, sock, ports = self.tunneld(["web", "db"], control_socket=self.socket_path(),
+                                      control_group=self.group.name)
+        pid = {n: wait_up(sock, n) for n in ports}
+        st = os.stat(sock)
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o660, 0, self.group.gid))
+
+        for args in (["status"], ["restart", "web"]):
+            r = self.as_user(self.outsider, sock, *args, rc=3)
+            self.assertIn("Permission denied", r.stderr)
+
+        # effective gid: reads and changes
+        r = self.as_user(self.primary_member, sock, "status", rc=0)
+        self.assertIn(str(pid["web"]), r.stdout)
+        reply = json.loads(self.as_user(self.primary_member, sock, "--json", "status", "web", rc=0).stdout)
+        self.assertEqual(reply["tunnels"][0]["pid"], pid["web"])
+        self.as_user(self.primary_member, sock, "metrics", rc=0)
+        self.as_user(self.primary_member, sock, "check", rc=0)
+        r = self.as_user(self.primary_member, sock, "restart", "web", rc=0)
+        self.assertRegex(r.stdout, r"^web: (stopping|starting)\n$")
+        pid["web"] = wait_up(sock, "web", not_pid=pid["web"])
+        self.assertEqual(pids(sock)["db"], pid["db"])
+        self.assert_echo(ports["web"])
+        self.as_user(self.unnamed_member, sock, "restart", "db", rc=0)
+        pid["db"] = wait_up(sock, "db", not_pid=pid["db"])
+
+        # supplementary group only, nobody not listed in /etc/group: read yes, change no
+        for args in (["status"], ["metrics"], ["check"]):
+            self.as_user(self.supplementary, sock, *args, rc=0)
+        for args in (["restart", "web"], ["stop", "--all"], ["start", "db"], ["reload"]):
+            with self.subTest(args=args):
+                r = self.as_user(self.supplementary, sock, *args, rc=4)
+                self.assertIn(f"tunnelctl: permission denied: {args[0]} needs root or the control group", r.stderr)
+                self.assertEqual(r.stdout, "")
+        time.sleep(0.3)
+        self.assertEqual(pids(sock), pid)
+        self.assertEqual(tunneltest.children_of(d.pid), sorted(pid.values()))
+
+        # listed as a member: now the same process credentials may restart
+        self.group.add_member(pwd.getpwuid(NOBODY_UID).pw_name)
+        self.as_user(self.supplementary, sock, "restart", "web", rc=0)
+        pid["web"] = wait_up(sock, "web", not_pid=pid["web"])
+        self.assertEqual(pids(sock)["db"], pid["db"])
+        self.assert_echo(ports["web"])
+        self.assertEqual(d.count_log(r"^<\d+>web: restart requested on the control socket$"), 2)
+
+
+# ---- abuse --------------------------------------------------------------------------------
+
+class RobustnessTest(_Base):
+    def setUp(self):
+        self.d, self.sock, self.ports = self.tunneld(["a", "b"])
+        self.pids = {n: wait_up(self.sock, n) for n in self.ports}
+        time.sleep(0.2)
+        self.fds = fds(self.d.pid)
+
+    def assert_serving(self, what):
+        """tunnelctl status answers at once, and the tunnels are the same ssh processes."""
+        r = tunnelctl(self.sock, "status")
+        self.assertEqual(r.returncode, 0, f"after {what}: {describe(r)}")
+        self.assertLess(r.took, 3, f"after {what}: status took {r.took:.1f} s")
+        self.assertEqual(pids(self.sock), self.pids, f"after {what}")
+        for p in self.pids.values():
+            self.assertTrue(pid_alive(p), f"after {what}")
+
+    def replies(self, payload, n, timeout=5):
+        """Send payload on a new connection and read n reply lines (decoded leniently)."""
+        with connect(self.sock) as s:
+            s.sendall(payload)
+            lines, why = read_lines(s, n, timeout)
+        self.assertEqual(len(lines), n, f"{payload[:60]!r}: {len(lines)} of {n} replies ({why})")
+        return [json.loads(line.decode(errors="replace")) for line in lines]
+
+    def test_abuse_gets_errors_or_is_dropped(self):
+        """Malformed JSON, unknown commands, a line over 4096 bytes, binary garbage, a
+        client that stalls mid-line, one that dribbles bytes, one that floods requests
+        without reading, 40 connections at once: each gets an error or is dropped, and
+        tunneld keeps serving with its tunnels untouched and no fd left over."""
+        t0 = time.monotonic()
+        stalled = connect(self.sock)
+        stalled.sendall(b'{"cmd":"sta')
+        dribbler = connect(self.sock)
+        dribbled = {}
+
+        def dribble():
+            try:
+                dribbler.sendall(b'{"cmd":"status"')
+                while True:
+                    dribbler.sendall(b" ")
+                    time.sleep(0.5)
+            except OSError as e:
+                dribbled["error"], dribbled["at"] = e.__class__.__name__, time.monotonic() - t0
+        dribble_thread = threading.Thread(target=dribble, daemon=True)
+        dribble_thread.start()
+        self.addCleanup(dribbler.close)
+        self.addCleanup(stalled.close)
+        self.assert_serving("a stalled and a dribbling client")
+
+        # malformed JSON and unknown commands: one error per line, the connection stays usable
+        bad = [b'{"cmd":', b'{"cmd":"status"', b"not json", b'{"cmd":"status"}}', b"", b"[]", b'"status"',
+               b'{"cmd":42}', b'{"command":"status"}', b'{"cmd":"frobnicate"}', b'{"cmd":"STATUS"}',
+               b'{"cmd":"status","tunnels":"a"}', b'{"cmd":"status","tunnels":[1]}', b'{"cmd":"stop"}',
+               b'{"cmd":"restart","all":true,"tunnels":["a"]}', b"[" * 2000 + b"]" * 2000]
+        got = self.replies(b"\n".join(bad + [b'{"cmd":"status"}']) + b"\n", len(bad) + 1)
+        for line, reply in zip(bad, got):
+            self.assertIs(reply["ok"], False, f"{line[:40]!r}: {reply}")
+            self.assertIsInstance(reply["error"], str)
+        self.assertIs(got[-1]["ok"], True, "a good request after bad ones")
+        self.assertEqual(got[0]["error"], "request is not valid JSON")
+        self.assertEqual(got[bad.index(b'{"cmd":"frobnicate"}')]["error"], 'unknown command "frobnicate"')
+        self.assertEqual(got[bad.index(b'{"cmd":42}')]["error"], 'request needs a "cmd" string')
+        self.assert_serving("malformed requests")
+
+        # lines of 4096 bytes and more (the limit counts the newline): an error, then closed
+        fits = b'{"cmd":"check"}'.ljust(REQUEST_MAX - 1) + b"\n"
+        self.assertIs(self.replies(fits, 1)[0]["ok"], True, "a request of 4095 bytes and its newline")
+        for size in (REQUEST_MAX, REQUEST_MAX + 1, 64 * 1024):
+            with self.subTest(size=size), connect(self.sock) as s:
+                try:
+                    s.sendall(b'{"cmd":"check"}'.ljust(size) + b"\n")
+                except OSError:
+                    pass        # closed while we were still sending
+                lines, _ = read_lines(s, 1)
+                self.assertEqual(json.loads(lines[0]), {"ok": False,
+                                                        "error": "request too long (at most 4096 bytes per line)"})
+                self.assertIn(wait_closed(s, 5), ("eof", "ConnectionResetError"))
+        self.assert_serving("long lines")
+
+        # binary garbage: every line an error, NULs and all; without newlines: too long
+        rng = random.Random(4096)
+        garbage = bytes(rng.randrange(256) for _ in range(3000)).replace(b"\n", b"") + b"\n"
+        garbage = b"\n".join(garbage[i:i + 300] for i in range(0, len(garbage), 300))
+        n = garbage.count(b"\n")
+        for reply in self.replies(garbage, n):
+            self.assertIs(reply["ok"], False, reply)
+        with connect(self.sock) as s:
+            try:
+                s.sendall(bytes(rng.randrange(1, 256) for _ in range(20000)).replace(b"\n", b"\0"))
+            except OSError:
+                pass        # closed while we were still sending
+            lines, _ = read_lines(s, 1)
+            self.assertIn(b"request too long", lines[0])
+            self.assertIn(wait_closed(s, 5), ("eof", "ConnectionResetError"))
+        self.assert_serving("binary garbage")
+
+        # a flood of status requests whose replies are never read: dropped past 16 MiB of output
+        flooder = connect(self.sock, timeout=30)
+        flooded = {}
+
+        def flood():
+            start, sent = time.monotonic(), 0
+            try:
+                while time.monotonic() - start < 30:
+                    flooder.sendall(b'{"cmd":"status"}\n' * 64)
+                    sent += 64
+            except OSError as e:
+                flooded["error"] = e.__class__.__name__
+            flooded["sent"], flooded["took"] = sent, time.monotonic() - start
+        flood_thread = threading.Thread(target=flood, daemon=True)
+        flood_thread.start()
+        for _ in range(3):
+            self.assert_serving("a flood")
+        flood_thread.join(40)
+        flooder.close()
+        self.assertIn(flooded.get("error"), ("BrokenPipeError", "ConnectionResetError"), flooded)
+        self.assertLess(flooded["took"], 25, flooded)
+        self.assert_serving("a flood")
+
+        # 40 connections at once: the two slow clients above hold 2 of the 32 slots
+        time.sleep(0.3)
+        held = [connect(self.sock) for _ in range(40)]
+        try:
+            busy, quiet, deadline = [], [], time.monotonic() + 5
+            pending = list(held)
+            while pending and time.monotonic() < deadline:
+                ready, _, _ = select.select(pending, [], [], 0.5)
+                if not ready:
+                    break
+                for s in ready:
+                    lines, why = read_lines(s, 1, timeout=2)
+                    self.assertEqual(lines, [b'{"ok":false,"error":"too many clients"}'], why)
+                    self.assertEqual(wait_closed(s, 2), "eof")
+                    busy.append(s)
+                    pending.remove(s)
+            quiet = pending
+            self.assertEqual((len(quiet), len(busy)), (CLIENTS_MAX - 2, 40 - CLIENTS_MAX + 2))
+            r = tunnelctl(self.sock, "status")  # refused; how it says so is racy (see below)
+            self.assertIn(r.returncode, (1, 3), describe(r))
+            self.assertRegex(r.stderr, r"too many clients|Broken pipe|Connection reset", describe(r))
+            quiet.pop().close()
+            time.sleep(0.2)
+            self.assertEqual(tunnelctl(self.sock, "status").returncode, 0, "a slot came free")
+        finally:
+            for s in held:
+                s.close()
+        self.assert_serving("40 connections")
+
+        # the stalled and the dribbling client are dropped after the idle timeout, not before
+        self.assertEqual(wait_closed(stalled, IDLE_TIMEOUT + 10 - (time.monotonic() - t0)), "eof")
+        dropped = time.monotonic() - t0
+        self.assertTrue(IDLE_TIMEOUT - 1 <= dropped <= IDLE_TIMEOUT + 8,
+                        f"stalled client dropped after {dropped:.1f} s")
+        dribble_thread.join(10)
+        self.assertIn(dribbled.get("error"), ("BrokenPipeError", "ConnectionResetError"), dribbled)
+        self.assertTrue(IDLE_TIMEOUT - 1 <= dribbled["at"] <= IDLE_TIMEOUT + 8, dribbled)
+
+        # everything is as before: same tunnels, bytes flow, no fd left open
+        self.assert_serving("the idle timeout")
+        for port in self.ports.values():
+            self.assert_echo(port)
+        wait_until(lambda: fds(self.d.pid) == self.fds, 5, what=f"tunneld's fds to be {self.fds} again")
+        self.assertIsNone(self.d.proc.poll())
+
+    @unittest.expectedFailure
+    def test_full_server_is_reported_consistently(self):
+        """KNOWN BUG: with 32 clients connected tunneld answers a new one "too many clients"
+        and closes at once; tunnelctl's send() then often fails with EPIPE before it reads
+        that reply, so it exits 3 "Broken pipe" (about 3 times in 4) instead of 1 "too many
+        clients". Remove expectedFailure once the outcome is always the same, with the
+        daemon's reason."""
+        held = [connect(self.sock) for _ in range(CLIENTS_MAX)]
+        try:
+            time.sleep(0.3)
+            outcomes = set()
+            for _ in range(20):
+                r = tunnelctl(self.sock, "status")
+                outcomes.add((r.returncode, "too many clients" in r.stderr))
+        finally:
+            for s in held:
+                s.close()
+        self.assert_serving("a full server")
+        self.assertEqual(len(outcomes), 1, f"(exit, says 'too many clients') varies: {outcomes}")
+        self.assertIs(outcomes.pop()[1], True)
+
+    @unittest.expectedFailure
+    def test_replies_are_utf8_even_for_invalid_requests(self):
+        """KNOWN BUG: a request string that is not UTF-8 is accepted by the parser and echoed
+        raw ("unknown command", "no such tunnel"), and "%.64s" may cut a character in two:
+        the reply is then not valid JSON. Remove expectedFailure once fixed."""
+        for payload in (b'{"cmd":"\xff"}\n', b'{"cmd":"status","tunnels":["\xfe\xff"]}\n',
+                        b'{"cmd":"a' + "\u00e9".encode() * 40 + b'"}\n'):
+            with self.subTest(payload=payload[:30]), connect(self.sock) as s:
+                s.sendall(payload)
+                lines, why = read_lines(s, 1)
+                reply = json.loads(lines[0].decode("utf-8"))   # raises on invalid UTF-8
+                self.assertIs(reply["ok"], False)
+        self.assert_serving("invalid UTF-8")
+
+
+if __name__ == "__main__":
+    tunneltest.main()
