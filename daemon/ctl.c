@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -23,6 +22,7 @@ struct ctl_client {
         ev_io io;
         ev_timer idle;
         struct ucred cred;
+        double last_active;             /* accepted, or last complete request or write */
         bool may_write;
         bool eof;
         bool close_after_flush;
@@ -416,6 +416,7 @@ static bool client_flush(struct ctl_client *c)
                         return false;
                 }
                 c->out_off += (size_t)n;
+                c->last_active = now_mono();
                 ev_timer_again(c->server->loop, &c->idle);
         }
         if (c->out_off == c->out.len) {
@@ -445,6 +446,7 @@ static void client_process(struct ctl_client *c)
                         reply_error(&c->out, "tunneld is starting");
                 memmove(c->in, nl + 1, c->in_len - len - 1);
                 c->in_len -= len + 1;
+                c->last_active = now_mono();
                 ev_timer_again(c->server->loop, &c->idle);
         }
         if (c->in_len == sizeof(c->in)) {
@@ -487,11 +489,13 @@ static void on_idle(struct ev_loop *loop, ev_timer *w, int revents)
         client_free(w->data);
 }
 
-static bool peer_may_write(const struct ctl_server *s, const struct ucred *cred)
+/* Root, our own uid, or a process that holds control_group (as its gid or one of its
+ * supplementary groups, as the kernel saw them at connect: SO_PEERGROUPS, not the user
+ * database). */
+static bool peer_may_write(const struct ctl_server *s, int fd, const struct ucred *cred)
 {
-        struct passwd *pw;
-        gid_t groups[256];
-        int n = (int)ELEMENTSOF(groups);
+        _cleanup_free_ gid_t *groups = NULL;
+        socklen_t len = 64 * sizeof(gid_t);
 
         if (cred->uid == 0 || cred->uid == geteuid())
                 return true;
@@ -499,13 +503,37 @@ static bool peer_may_write(const struct ctl_server *s, const struct ucred *cred)
                 return false;
         if (cred->gid == s->group)
                 return true;
-        pw = getpwuid(cred->uid);
-        if (!pw || getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
-                return false;
-        for (int i = 0; i < n; i++)
-                if (groups[i] == s->group)
-                        return true;
+        for (int tries = 0; tries < 2; tries++) {
+                gid_t *grown = realloc(groups, len);
+                if (!grown)
+                        return false;
+                groups = grown;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) {
+                        for (size_t i = 0; i < len / sizeof(gid_t); i++)
+                                if (groups[i] == s->group)
+                                        return true;
+                        return false;
+                }
+                if (errno != ERANGE)
+                        return false;   /* len now says how much room it needs */
+        }
         return false;
+}
+
+/* The full table must not lock out root: make room by dropping the client that has been
+ * quiet longest, if one is between requests. */
+static bool evict_quietest(struct ctl_server *s)
+{
+        struct ctl_client *quietest = NULL;
+
+        for (struct ctl_client *c = s->clients; c; c = c->next)
+                if (c->in_len == 0 && c->out_off == c->out.len &&
+                    (!quietest || c->last_active < quietest->last_active))
+                        quietest = c;
+        if (!quietest)
+                return false;
+        client_free(quietest);
+        return true;
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -522,7 +550,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                         log_warning_errno(errno, "control socket: accept failed: %m");
                 return;
         }
-        if (s->n_clients >= CTL_CLIENTS_MAX) {
+        if (s->n_clients >= CTL_CLIENTS_MAX && !evict_quietest(s)) {
                 static const char busy[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
                 (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
                 close(fd);
@@ -540,7 +568,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 free(c);
                 return;
         }
-        c->may_write = peer_may_write(s, &c->cred);
+        c->may_write = peer_may_write(s, fd, &c->cred);
+        c->last_active = now_mono();
         c->next = s->clients;
         s->clients = c;
         s->n_clients++;

@@ -9,7 +9,8 @@
  *
  * Every response has "ok" (true/false); errors carry "error" (and "errors" for config
  * problems). status, check and metrics are open to anyone who may connect; commands that
- * change state need root, tunneld's own user, or control_group. */
+ * change state need root, tunneld's own user, or a process holding control_group (its gid
+ * or a supplementary group, from SO_PEERCRED/SO_PEERGROUPS). */
 
 #include <ev.h>
 #include <stdbool.h>
@@ -19,7 +20,7 @@
 #include "util.h"
 
 #define CTL_REQUEST_MAX 4096            /* bytes per request line */
-#define CTL_CLIENTS_MAX 32
+#define CTL_CLIENTS_MAX 32             /* when full, the quietest idle client makes room */
 #define CTL_IDLE_TIMEOUT 30.0           /* seconds without a complete request */
 #define CTL_OUTPUT_MAX (16u << 20)      /* a client that does not read is dropped */
 

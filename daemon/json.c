@@ -81,6 +81,20 @@ static int parse_string(struct reader *r, char **ret)
 
                 if (c < 0x20)
                         goto bad;
+                if (c >= 0x80) {
+                        /* JSON text is UTF-8 (RFC 8259) */
+                        size_t n = r->end - r->p >= 4 ? utf8_valid_length((const unsigned char *)r->p) : 0;
+                        if (n == 0 && r->end - r->p < 4) {
+                                char tail[5] = {0};
+                                memcpy(tail, r->p, (size_t)(r->end - r->p));
+                                n = utf8_valid_length((const unsigned char *)tail);
+                        }
+                        if (n == 0)
+                                goto bad;
+                        buf_append(&b, r->p, n);
+                        r->p += n;
+                        continue;
+                }
                 if (c != '\\') {
                         buf_append(&b, r->p, 1);
                         r->p++;
@@ -214,6 +228,11 @@ static int parse_container(struct reader *r, struct json *j, char close)
                         e = parse_string(r, &key);
                         if (e < 0)
                                 return e;
+                        for (size_t k = 0; k < j->n; k++)
+                                if (strcmp(j->keys[k], key) == 0) {
+                                        free(key);
+                                        return -EINVAL;         /* which one would win is a guess */
+                                }
                         skip_ws(r);
                         if (r->p >= r->end || *r->p != ':') {
                                 free(key);

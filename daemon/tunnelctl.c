@@ -53,8 +53,8 @@ static void help(void)
 "COMMANDS\n"
 "    status [NAME...]\n"
 "        A table of the named tunnels (default: all): name, state, ssh pid,\n"
-"        uptime of the current ssh, starts (restarts after lost runs in\n"
-"        brackets), last exit (status or signal, how long ssh ran, failure\n"
+"        uptime of the current ssh, starts (in brackets: those after an exit\n"
+"        tunneld did not ask for), last exit (status or signal, how long ssh ran, failure\n"
 "        class), next retry, forwards. States: starting (ssh runs, not yet\n"
 "        authenticated with every forward), up, backoff (waiting to retry),\n"
 "        failed (not retrying), stopping, stopped.\n"
@@ -127,8 +127,9 @@ static int request(const char *path, const char *req, char **ret)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        fprintf(stderr, "tunnelctl: %s: %s\n", path, strerror(errno));
-                        return -EXIT_UNREACHABLE;
+                        /* a full tunneld answers "too many clients" and closes before reading
+                         * us: its reply is waiting; read it rather than report EPIPE */
+                        break;
                 }
                 off += (size_t)n;
         }
@@ -315,6 +316,8 @@ static int print_errors(const struct json *reply)
         fprintf(stderr, "tunnelctl: %s\n", error ? error : "request failed");
         if (error && strncmp(error, "permission denied", 17) == 0)
                 return EXIT_DENIED;
+        if (error && strcmp(error, "too many clients") == 0)
+                return EXIT_UNREACHABLE;
         return EXIT_NOT_UP;
 }
 
@@ -332,7 +335,7 @@ int main(int argc, char *argv[])
         const char *path = getenv("TUNNELD_SOCKET"), *color = "auto", *cmd;
         bool json_out = false, all = false;
         _cleanup_free_ char *reply_text = NULL;
-        struct buf req = {0};
+        _cleanup_buf_ struct buf req = {0};
         _cleanup_free_ char *req_text = NULL;
         struct json *reply = NULL;
         int c, r, ret = EXIT_OK;

@@ -227,10 +227,50 @@ void buf_printf(struct buf *b, const char *fmt, ...)
         b->len += (size_t)n;
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not one. */
+size_t utf8_valid_length(const unsigned char *p)
+{
+        unsigned char c = p[0];
+        size_t n;
+        unsigned cp;
+
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xC2 && c <= 0xDF)
+                n = 2, cp = c & 0x1F;
+        else if (c >= 0xE0 && c <= 0xEF)
+                n = 3, cp = c & 0x0F;
+        else if (c >= 0xF0 && c <= 0xF4)
+                n = 4, cp = c & 0x07;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xC0) != 0x80)
+                        return 0;
+                cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+                return 0;       /* overlong, out of range, or a surrogate */
+        return n;
+}
+
 void buf_json_string(struct buf *b, const char *s)
 {
         buf_append(b, "\"", 1);
         for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+                if (*p >= 0x80) {
+                        /* ssh's lines and clients' requests are not ours to trust: replies
+                         * stay valid JSON, an invalid byte becomes U+FFFD */
+                        size_t n = utf8_valid_length(p);
+                        if (n == 0)
+                                buf_append(b, "\\ufffd", 6);
+                        else {
+                                buf_append(b, (const char *)p, n);
+                                p += n - 1;
+                        }
+                        continue;
+                }
                 switch (*p) {
                 case '"':  buf_append(b, "\\\"", 2); break;
                 case '\\': buf_append(b, "\\\\", 2); break;
