@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""A stronger `tunneld -t`: two tunnels listening on the same local port (or the same remote
+port on the same server) are reported; so is an after cycle, and an identity file that does
+not exist or that others may read; `-t -v` prints each tunnel's exact ssh command line, the
+very argv tunneld then runs."""
+
+import os
+import re
+import shlex
+
+import tunneltest
+from tunneltest import free_port
+from featuretest import FeatureTest, group_lines, status
+
+
+class CheckTest(FeatureTest):
+    def check(self, tunnels, *args, defaults=None, globals=None):
+        """Write tunnels (host 127.0.0.1 unless given) to a file and run tunneld -t ARGS on
+        it; returns (CompletedProcess, path, text)."""
+        path = os.path.join(tunneltest.temp_dir(self), "tunneld.conf")
+        text = tunneltest.write_config(path, {"ssh": tunneltest.SSH, "control_socket": "none", **(globals or {})},
+                                       self.sshd.tunnel_defaults() if defaults is None else defaults,
+                                       [{"host": "127.0.0.1", **t} for t in tunnels])
+        return tunneltest.run_tunneld("-t", *args, "-c", path), path, text
+
+    def assert_errors(self, r, path, text, expected):
+        """expected: [(tunnel, setting, message regex)]: exactly these errors, each at a line
+        of that tunnel's group; exit 1 and no "configuration OK"."""
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertNotIn("configuration OK", r.stdout)
+        lines = [l for l in r.stderr.splitlines() if not l.startswith("tunneld: ")]
+        self.assertEqual(len(lines), len(expected), r.stderr)
+        for (name, setting, message), line in zip(expected, lines):
+            m = re.fullmatch(rf"{re.escape(path)}:(\d+): {name}\.{setting}: {message}", line)
+            self.assertIsNotNone(m, f"{line!r} !~ {name}.{setting}: {message}")
+            lo, hi = group_lines(text, name)
+            self.assertTrue(lo <= int(m.group(1)) <= hi, f"{line}: not a line of {name} ({lo}-{hi})")
+        self.assertRegex(r.stderr, rf"(?m)^tunneld: {re.escape(path)}: {len(expected)} errors?, configuration invalid$")
+
+    def test_same_local_port_twice(self):
+        """-L P and -L 127.0.0.1:P (both loopback), -D P after -L on all addresses: reported
+        on the second, naming the first and its FILE:LINE. Other bind addresses, other ports
+        and disabled tunnels are fine."""
+        p, q = free_port(), free_port()
+        r, path, text = self.check([
+            {"name": "a", "local_forwards": [f"{p}:127.0.0.1:22"]},
+            {"name": "b", "local_forwards": [f"127.0.0.1:{p}:127.0.0.1:22"]},
+            {"name": "c", "local_forwards": [f"*:{q}:127.0.0.1:22"]},
+            {"name": "d", "dynamic_forwards": [f"127.0.0.1:{q}"]},
+            {"name": "e", "local_forwards": [f"127.0.0.2:{p}:127.0.0.1:22"], "dynamic_forwards": [str(free_port())]},
+            {"name": "f", "enabled": False, "local_forwards": [f"{p}:127.0.0.1:22"]},
+        ])
+        a_line, c_line = group_lines(text, "a")[0], group_lines(text, "c")[0]
+        self.assert_errors(r, path, text, [
+            ("b", "local_forwards", rf'"127\.0\.0\.1:{p}:127\.0\.0\.1:22" listens on local port {p}, as "{p}:127\.0\.0\.1:22" '
+                                    rf"of tunnel a \({re.escape(path)}:{a_line}\) does"),
+            ("d", "dynamic_forwards", rf'"127\.0\.0\.1:{q}" listens on local port {q}, as "\*:{q}:127\.0\.0\.1:22" of tunnel c '
+                                      rf"\({re.escape(path)}:{c_line}\) does"),
+        ])
+
+    def test_same_remote_port_on_the_same_server(self):
+        """-R P twice to the same host and ssh port is reported; the same P on another host,
+        or on another sshd (port) of the same host, is not."""
+        p = free_port()
+        r, path, text = self.check([
+            {"name": "a", "remote_forwards": [f"{p}:127.0.0.1:80"]},
+            {"name": "b", "remote_forwards": [f"localhost:{p}:127.0.0.1:8080"]},
+            {"name": "c", "host": "other.example", "remote_forwards": [f"{p}:127.0.0.1:80"]},
+            {"name": "d", "port": 2222, "remote_forwards": [f"{p}:127.0.0.1:80"]},
+            {"name": "e", "local_forwards": [f"{p}:127.0.0.1:22"]},  # a local port: another namespace
+        ])
+        self.assert_errors(r, path, text, [
+            ("b", "remote_forwards", rf'"localhost:{p}:127\.0\.0\.1:8080" listens on 127\.0\.0\.1 port {p}, as '
+                                     rf'"{p}:127\.0\.0\.1:80" of tunnel a \({re.escape(path)}:{group_lines(text, "a")[0]}\) does'),
+        ])
+
+    def test_after_cycle(self):
+        """An after cycle through three tunnels, next to a good chain, is reported."""
+        r, path, text = self.check([
+            {"name": "ok1"}, {"name": "ok2", "after": ["ok1"]},
+            {"name": "x", "after": ["z"]}, {"name": "y", "after": ["x", "ok2"]}, {"name": "z", "after": ["y"]},
+        ])
+        self.assertEqual(r.returncode, 1, r.stdout)
+        m = re.search(rf"(?m)^{re.escape(path)}:(\d+): (\w+)\.after: is part of a cycle of tunnels waiting for each "
+                      r"other$", r.stderr)
+        self.assertIsNotNone(m, r.stderr)
+        self.assertIn(m.group(2), ("x", "y", "z"))
+        lo, hi = group_lines(text, m.group(2))
+        self.assertTrue(lo <= int(m.group(1)) <= hi, r.stderr)
+        self.assertNotRegex(r.stderr, r"ok\d\.after")
+
+    def test_identity_file_missing_or_readable_by_others(self):
+        """A key that does not exist, or is mode 0644: reported (a disabled tunnel's is not
+        checked); tunneld will not start on such a file either."""
+        tmp = tunneltest.temp_dir(self)
+        loose = os.path.join(tmp, "loose_key")
+        with open(self.sshd.client_key) as f, open(loose, "w") as g:
+            g.write(f.read())
+        os.chmod(loose, 0o644)
+        missing = os.path.join(tmp, "no_such_key")
+        tunnels = [{"name": "good"}, {"name": "gone", "identity_file": missing},
+                   {"name": "loose", "identity_file": loose},
+                   {"name": "parked", "enabled": False, "identity_file": missing}]
+        r, path, text = self.check(tunnels)
+        self.assert_errors(r, path, text, [
+            ("gone", "identity_file", rf"{re.escape(missing)}: No such file or directory"),
+            ("loose", "identity_file", rf"{re.escape(loose)}: readable by group or others \(mode 0644\): "
+                                       r"ssh refuses such keys; chmod 600 it"),
+        ])
+        r2 = tunneltest.run_tunneld("-c", path)
+        self.assertEqual(r2.returncode, 1, r2.stderr)
+        self.assertRegex(r2.stderr, rf"(?m)^tunneld: {re.escape(path)}: 2 errors, not starting$")
+        os.chmod(loose, 0o600)
+        r3, path3, text3 = self.check([t for t in tunnels if t["name"] != "gone"])
+        self.assertEqual(r3.returncode, 0, r3.stderr)
+        self.assertEqual(r3.stdout.strip(), "configuration OK: 3 tunnels (2 enabled)")
+
+    def test_verbose_prints_the_exact_ssh_command_line(self):
+        """-t -v: one line per tunnel, "NAME: <shell-quoted argv>", in the documented order
+        (tunneld's own options, then port, user, key, jump host, forwards, extra options,
+        "--", host). Started for real, the ssh process's argv is that same list, word for
+        word (an extra option with a space and quotes included)."""
+        lport, rport, dport = free_port(), free_port(), free_port()
+        sshd = self.sshd.tunnel_defaults()
+        opts = sshd["ssh_options"] + ["SetEnv=GREETING=\"hello world's\""]
+        tunnel = {"name": "full", "local_forwards": [self.local_forward(lport)],
+                  "remote_forwards": [self.remote_forward(rport)], "dynamic_forwards": [f"127.0.0.1:{dport}"],
+                  "ssh_options": opts, "server_alive_interval": 7, "connect_timeout": 9}
+        jump = {"name": "jumpy", "jump_host": "hop@127.0.0.1:2222", "enabled": False}
+        r, path, _ = self.check([tunnel, jump], "-v")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.splitlines()
+        self.assertEqual(out[0], "configuration OK: 2 tunnels (1 enabled)")
+        self.assertEqual(len(out), 3, r.stdout)
+        expected = [tunneltest.SSH, "-N", "-T", "-F", "/dev/null",
+                    "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=7",
+                    "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=9", "-o", "ControlMaster=no",
+                    "-o", "ControlPath=none", "-o", "LogLevel=DEBUG1",
+                    "-p", str(self.sshd.port), "-l", "root", "-i", self.sshd.client_key,
+                    "-L", self.local_forward(lport), "-R", self.remote_forward(rport), "-D", f"127.0.0.1:{dport}"]
+        for o in opts:
+            expected += ["-o", o]
+        expected += ["--", "127.0.0.1"]
+        self.assertTrue(out[1].startswith("full: "), out[1])
+        self.assertEqual(shlex.split(out[1][len("full: "):]), expected)
+        self.assertTrue(out[2].startswith("jumpy (disabled): "), out[2])
+        jargv = shlex.split(out[2].split(": ", 1)[1])
+        self.assertEqual(jargv[jargv.index("-J") + 1], "hop@127.0.0.1:2222")
+        self.assertLess(jargv.index("-i"), jargv.index("-J"))
+        self.assertEqual(jargv[-2:], ["--", "127.0.0.1"])
+
+        # The same argv, run for real.
+        d = self.tunneld([tunnel], server_alive_interval=7, connect_timeout=9)
+        _, pid = self.wait_up(d, "full")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
+        self.assertEqual(argv, expected)
+        self.assert_echo(lport)
+        self.assertEqual(status(d)["full"]["state"], "up")
+
+
+if __name__ == "__main__":
+    tunneltest.main()

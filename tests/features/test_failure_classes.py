@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Each failure class produced for real against a loopback sshd, and recognised: the class
+in `last_exit.failure`, in the failure counts, in the log line ("(CLASS: hint)"), in the
+STATUS text, in tunneld_tunnel_failures_total, and as the journal field FAILURE=; and the
+reaction of each (auth and host-key back off to the cap at once, remote-forward retries
+every ~3 s, the others back off normally)."""
+
+import os
+import re
+import select
+import shlex
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import tunneltest
+from tunneltest import duration_slack, free_port, parse_duration, wait_until
+from featuretest import FeatureTest, UP_TIMEOUT, listening_socket, make_key, metric_value, metrics_text, \
+    status, status_reply
+
+NO_SUCH_HOST = "tunneltest-no-such-host.invalid"  # .invalid never resolves (RFC 6761)
+
+
+def exit_line(name, cls):
+    """The first failed start of name: 'ssh exited …(cls: hint); restarting in X (failed start 1 in a row)'."""
+    return (rf"^<(\d+)>{name}: ssh exited with status 255 after .*\({re.escape(cls)}: .*\); "
+            r"restarting in (.+) \(failed start 1 in a row\)$")
+
+
+class JournalSocket:
+    """journald's native socket, stood in for: bound in a directory that a private mount
+    namespace (wrapper()) mounts on /run/systemd/journal. Records each entry's fields."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tunneltest-journal-")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(os.path.join(self.dir, "socket"))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.entries, self.lock, self.stopping = [], threading.Lock(), False
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
+        self._diag = tunneltest.add_diagnostic("journal entries", lambda: "\n".join(
+            f"<{e.get('PRIORITY')}> {e.get('TUNNEL', '-')} FAILURE={e.get('FAILURE', '')}: {e.get('MESSAGE')}"
+            for e in self.snapshot()[-40:]))
+
+    @staticmethod
+    def parse(data):
+        fields, i = {}, 0
+        while i < len(data):
+            nl = data.index(b"\n", i)
+            line = data[i:nl]
+            if b"=" in line:
+                key, value = line.split(b"=", 1)
+                i = nl + 1
+            else:  # KEY \n little-endian u64 size, value, \n
+                key = line
+                size = struct.unpack("<Q", data[nl + 1:nl + 9])[0]
+                value = data[nl + 9:nl + 9 + size]
+                i = nl + 9 + size + 1
+            fields[key.decode()] = value.decode("utf-8", "replace")
+        return fields
+
+    def _receive(self):
+        while not self.stopping:
+            if not select.select([self.sock], [], [], 0.1)[0]:
+                continue
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            with self.lock:
+                self.entries.append(self.parse(data))
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.entries)
+
+    def wrapper(self):
+        script = (f"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && "
+                  f"mount --bind {shlex.quote(self.dir)} /run/systemd/journal && exec \"$0\" \"$@\"")
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+    def close(self):
+        if self.sock is not None:
+            self.stopping = True
+            self.thread.join(2)
+            self.sock.close()
+            self.sock = None
+            self._diag.freeze()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FailureClassTest(FeatureTest):
+    # restart_delay 2 and a cap of 20: a normal first backoff is 1-2 s, the cap's 10-20 s.
+    DELAY, CAP = 2, 20
+
+    def run_one(self, tunnel, cls, **settings):
+        """tunneld on one tunnel (named "t") that fails with cls; checks every place the class
+        shows; returns (tunneld, first backoff delay, status object)."""
+        settings = {"restart_delay": self.DELAY, "restart_delay_max": self.CAP, "gatetime": 5, **settings}
+        d = self.tunneld([{"name": "t", **tunnel}], **settings)
+        m = d.wait_log(exit_line("t", cls), timeout=UP_TIMEOUT)
+        self.assertEqual(m.group(1), "4", "a failed start is a warning")
+        delay = parse_duration(m.group(2))
+        reply = status_reply(d)
+        t = {x["name"]: x for x in reply["tunnels"]}["t"]
+        self.assertEqual(t["state"], "backoff", t)
+        self.assertEqual(t["last_exit"]["failure"], cls, t)
+        self.assertEqual(t["last_exit"]["status"], 255, t)
+        self.assertFalse(t["last_exit"]["requested"], t)
+        self.assertEqual(t["failures"], {cls: 1}, t)
+        self.assertEqual(t["consecutive_failures"], 1, t)
+        self.assertRegex(reply["status"], rf"^0/1 tunnels up; backoff: t \({re.escape(cls)}, retry in [^)]+\)$")
+        # the backoff in force is the one logged: retry_in counts down from it
+        self.assertAlmostEqual(t["retry_in"] + t["last_exit"]["ago"], delay, delta=duration_slack(delay) + 0.05)
+        text = metrics_text(d)
+        self.assertEqual(metric_value(text, "tunneld_tunnel_failures_total", tunnel="t", **{"class": cls}), 1)
+        self.assertEqual(metric_value(text, "tunneld_tunnel_up", tunnel="t"), 0)
+        return d, delay, t
+
+    def assert_normal_backoff(self, delay):
+        self.assertTrue(self.DELAY / 2 - 0.06 <= delay <= self.DELAY + 0.06,
+                        f"first backoff {delay} s, not restart_delay {self.DELAY} s with jitter")
+
+    def assert_capped_backoff(self, d, delay):
+        """Straight to restart_delay_max: between cap/2 and cap after the first failure, and
+        no second start meanwhile."""
+        self.assertTrue(self.CAP / 2 - 0.06 <= delay <= self.CAP + 0.51, f"first backoff {delay} s, cap {self.CAP} s")
+        time.sleep(1)
+        t = status(d)["t"]
+        self.assertEqual((t["state"], t["starts"]), ("backoff", 1), t)
+        self.assertTrue(self.CAP / 2 - 1.2 <= t["retry_in"] <= self.CAP, t)
+
+    def test_auth(self):
+        """A key the server does not hold: auth, and the backoff goes to the cap at once."""
+        key = make_key(tunneltest.temp_dir(self), "stranger")
+        d, delay, _ = self.run_one({"identity_file": key}, "auth")
+        self.assertRegex(d.log(), r"(?m)^<4>t: ssh: root@127\.0\.0\.1: Permission denied \(publickey\)\.$")
+        self.assert_capped_backoff(d, delay)
+
+    def test_host_key(self):
+        """known_hosts holds another key for the server: host-key, backoff to the cap."""
+        tmp = tunneltest.temp_dir(self)
+        other = make_key(tmp, "other_host_key")
+        with open(other + ".pub") as f:
+            keytype, blob = f.read().split()[:2]
+        known = os.path.join(tmp, "known_hosts")
+        with open(known, "w") as f:
+            f.write(f"[127.0.0.1]:{self.sshd.port} {keytype} {blob}\n")
+        d, delay, _ = self.run_one({"ssh_options": [f"UserKnownHostsFile={known}", "GlobalKnownHostsFile=/dev/null",
+                                                    "StrictHostKeyChecking=yes"]}, "host-key")
+        self.assertRegex(d.log(), r"(?m)^<4>t: ssh: Host key verification failed\.$")
+        self.assertIn("REMOTE HOST IDENTIFICATION HAS CHANGED", d.log())
+        self.assert_capped_backoff(d, delay)
+
+    def test_dns(self):
+        """A name that does not resolve: dns, normal backoff."""
+        d, delay, _ = self.run_one({"host": NO_SUCH_HOST}, "dns")
+        self.assertRegex(d.log(), rf"(?m)^<4>t: ssh: ssh: Could not resolve hostname {re.escape(NO_SUCH_HOST)}: ")
+        self.assert_normal_backoff(delay)
+
+    def test_refused(self):
+        """Nothing listens on the ssh port: refused, normal backoff."""
+        port = free_port()
+        d, delay, _ = self.run_one({"port": port}, "refused")
+        self.assertRegex(d.log(), rf"(?m)^<4>t: ssh: ssh: connect to host 127\.0\.0\.1 port {port}: Connection refused$")
+        self.assert_normal_backoff(delay)
+
+    def test_local_forward(self):
+        """The local listen port is taken: local-forward, normal backoff."""
+        taken = listening_socket()
+        self.addCleanup(taken.close)
+        port = taken.getsockname()[1]
+        d, delay, _ = self.run_one({"local_forwards": [self.local_forward(port)]}, "local-forward")
+        self.assertIn(f"t: ssh: bind [127.0.0.1]:{port}: Address already in use", d.log())
+        self.assert_normal_backoff(delay)
+
+    def test_remote_forward(self):
+        """The remote listen port is taken on the server: remote-forward, retried every ~3 s
+        (3 s with jitter: 1.5-3 s) however small restart_delay is, not with a growing delay;
+        once the port is free the tunnel comes up."""
+        taken = listening_socket()
+        port = taken.getsockname()[1]
+        self.addCleanup(taken.close)
+        self.DELAY = 0.2  # a normal backoff would be 0.1-0.2 s, then 0.2-0.4 s, …
+        d, delay, t = self.run_one({"remote_forwards": [self.remote_forward(port)]}, "remote-forward")
+        self.assertRegex(d.log(), rf"(?m)^<4>t: ssh: Error: remote port forwarding failed for listen port {port}$")
+        retry = (r"^<\d+>t: ssh exited with status 255 after .*\(remote-forward: .*\); "
+                 r"restarting in (.+) \(failed start (\d+) in a row\)$")
+        wait_until(lambda: len(d.findall(retry)) >= 3, 30, what="3 failed starts")
+        delays = [(parse_duration(x), int(n)) for x, n in d.findall(retry)]
+        self.assertEqual([n for _, n in delays], list(range(1, len(delays) + 1)))
+        for got, n in delays:
+            self.assertTrue(1.5 - 0.06 <= got <= 3.06, f"failure {n}: {delays}")
+        taken.close()
+        m, _ = self.wait_up(d, "t", timeout=10)
+        self.assertTrue(tunneltest.echo_roundtrip(port), "no echo through the remote forward")
+
+    def test_journal_failure_field(self):
+        """With log_target = journal, each failed start's entry carries FAILURE=<class> and
+        TUNNEL=<name>, for every class above at once."""
+        if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+            self.skipTest("unshare --mount is not permitted here")
+        journal = JournalSocket()
+        self.addCleanup(journal.close)
+        tmp = tunneltest.temp_dir(self)
+        key = make_key(tmp, "stranger")
+        lt, rt = listening_socket(), listening_socket()
+        self.addCleanup(lt.close)
+        self.addCleanup(rt.close)
+        expect = {"auth": {"identity_file": key}, "dns": {"host": NO_SUCH_HOST}, "refused": {"port": free_port()},
+                  "local-forward": {"local_forwards": [self.local_forward(lt.getsockname()[1])]},
+                  "remote-forward": {"remote_forwards": [self.remote_forward(rt.getsockname()[1])]}}
+        names = {cls: cls.replace("-", "_") for cls in expect}
+        self.tunneld([{"name": names[cls], **t} for cls, t in expect.items()], globals={"log_target": "journal"},
+                     wrapper=journal.wrapper(), restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)
+
+        def entry(cls):  # the first failed start's entry (MESSAGE may begin with "NAME: ")
+            pattern = re.compile(rf"^(?:{names[cls]}: )?ssh exited with status 255 after ")
+            for e in journal.snapshot():
+                if e.get("TUNNEL") == names[cls] and pattern.match(e.get("MESSAGE", "")):
+                    return e
+            return None
+        for cls in expect:
+            e = wait_until(lambda: entry(cls), UP_TIMEOUT, what=f"the journal entry of {names[cls]}'s failed start")
+            self.assertEqual(e.get("FAILURE"), cls, e)
+            self.assertEqual((e.get("PRIORITY"), e.get("EXIT_STATUS"), e.get("TUNNEL_STATE")), ("4", "255", "backoff"), e)
+            self.assertEqual(e.get("SYSLOG_IDENTIFIER"), "tunneld", e)
+            # ssh's own line that told the class carries it too
+            line = re.compile(rf"^(?:{names[cls]}: )?ssh: ")
+            self.assertTrue(any(e2.get("TUNNEL") == names[cls] and e2.get("FAILURE") == cls
+                                and line.match(e2.get("MESSAGE", "")) for e2 in journal.snapshot()), cls)
+
+
+if __name__ == "__main__":
+    tunneltest.main()
