@@ -383,8 +383,8 @@ const char *validate_socket_path(const char *s)
                 return NULL;
         if (s[0] != '/')
                 return "must be an absolute path, or \"none\" for no control socket";
-        if (strlen(s) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
-                return "is too long for a Unix socket path (107 bytes at most)";
+        if (strlen(s) + 4 >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+                return "is too long for a Unix socket path (103 bytes at most)";
         return NULL;
 }
 
@@ -1271,18 +1271,23 @@ static ssize_t find_tunnel(const struct config *c, const char *name)
 }
 
 /* after: known names, no self, no cycle (depth-first with colours). */
-static bool after_cycle(const struct config *c, size_t i, unsigned char *colour, size_t *ret_at)
+/* Depth-first over "after" edges; path holds the tunnels on the way down. On a cycle,
+ * *ret_at is where it closes and path[*ret_depth..] are its members. */
+static bool after_cycle(const struct config *c, size_t i, unsigned char *colour, size_t *path, size_t depth,
+                        size_t *ret_at, size_t *ret_depth)
 {
         colour[i] = 1;
+        path[depth] = i;
         for (char **a = c->tunnels[i].after; a && *a; a++) {
                 ssize_t j = find_tunnel(c, *a);
                 if (j < 0)
                         continue;
                 if (colour[j] == 1) {
                         *ret_at = (size_t)j;    /* the back edge closes the cycle here */
+                        *ret_depth = depth;
                         return true;
                 }
-                if (colour[j] == 0 && after_cycle(c, (size_t)j, colour, ret_at))
+                if (colour[j] == 0 && after_cycle(c, (size_t)j, colour, path, depth + 1, ret_at, ret_depth))
                         return true;
         }
         colour[i] = 2;
@@ -1292,6 +1297,7 @@ static bool after_cycle(const struct config *c, size_t i, unsigned char *colour,
 static void check_after(struct parser *p, const struct config *c)
 {
         _cleanup_free_ unsigned char *colour = NULL;
+        _cleanup_free_ size_t *path = NULL;
         bool refs_ok = true;
 
         for (size_t i = 0; i < c->n_tunnels; i++)
@@ -1302,6 +1308,10 @@ static void check_after(struct parser *p, const struct config *c)
                         } else if (find_tunnel(c, *a) < 0) {
                                 diag_tunnel(p, &c->tunnels[i], "after", "no tunnel is named \"%s\"", *a);
                                 refs_ok = false;
+                        } else if (c->tunnels[i].enabled && !c->tunnels[find_tunnel(c, *a)].enabled) {
+                                diag_tunnel(p, &c->tunnels[i], "after",
+                                            "\"%s\" is disabled: this tunnel would wait for it forever", *a);
+                                refs_ok = false;
                         }
                 }
         if (!refs_ok)
@@ -1311,12 +1321,31 @@ static void check_after(struct parser *p, const struct config *c)
                 p->oom = -ENOMEM;
                 return;
         }
+        path = calloc(c->n_tunnels + 1, sizeof(size_t));
+        if (!path) {
+                p->oom = -ENOMEM;
+                return;
+        }
         for (size_t i = 0; i < c->n_tunnels; i++) {
-                size_t at = 0;
-                if (colour[i] == 0 && after_cycle(c, i, colour, &at)) {
-                        diag_tunnel(p, &c->tunnels[at], "after", "is part of a cycle of tunnels waiting for each other");
+                size_t at = 0, last = 0, first = 0;
+                struct buf b = {0};
+                _cleanup_free_ char *cycle = NULL;
+
+                if (colour[i] != 0 || !after_cycle(c, i, colour, path, 0, &at, &last))
+                        continue;
+                while (path[first] != at)
+                        first++;
+                /* "a waits for b, b for c, c for a": a -> b -> c -> a */
+                for (size_t k = first; k <= last; k++)
+                        buf_printf(&b, "%s -> ", c->tunnels[path[k]].name);
+                buf_printf(&b, "%s", c->tunnels[at].name);
+                if (buf_steal(&b, &cycle) < 0) {
+                        p->oom = -ENOMEM;
                         return;
                 }
+                diag_tunnel(p, &c->tunnels[at], "after", "is part of a cycle of tunnels waiting for each other: %s",
+                            cycle);
+                return;
         }
 }
 
@@ -1631,6 +1660,8 @@ static int filter_conf(const struct dirent *d)
 {
         size_t n = strlen(d->d_name);
 
+        if (d->d_type == DT_DIR)
+                return 0;       /* a directory named x.conf is not a drop-in */
         return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".conf") == 0;
 }
 

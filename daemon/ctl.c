@@ -664,7 +664,15 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                 r = log_error_errno(errno, "control socket: %m");
                 goto fail;
         }
-        /* born with the final mode: no window in which others could connect */
+        /* Bound and listening under a temporary name, then renamed into place: whoever sees
+         * the path can connect (no "Connection refused" between bind and listen). Born with
+         * its final mode: no window in which others could connect either. */
+        if (strlen(path) + 4 >= sizeof(sa.sun_path)) {
+                r = log_error_errno(-ENAMETOOLONG, "control socket %s: path too long", path);
+                goto fail;
+        }
+        memcpy(sa.sun_path + strlen(path), ".new", 5);
+        (void)unlink(sa.sun_path);
         old_umask = umask(s->has_group ? 0117 : 0177);
         r = bind(s->fd, (struct sockaddr *)&sa, sizeof(sa));
         umask(old_umask);
@@ -672,18 +680,19 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                 r = log_error_errno(errno, "control socket %s: bind failed: %m", path);
                 goto fail;
         }
-        if (s->has_group && chown(path, (uid_t)-1, s->group) < 0) {
+        if (s->has_group && chown(sa.sun_path, (uid_t)-1, s->group) < 0) {
                 /* Under the shipped unit (PrivateUsers=yes, no @chown) this is EPERM. Keep the
                  * socket working for root and tunneld's user rather than lose it. */
                 log_warning_errno(errno, "control socket %s: cannot give it to group %u: %m; "
                                   "only root and tunneld's user can use it (under systemd, allow it "
                                   "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)",
                                   sa.sun_path /* not path: GCC 12 + ASan misreads it as NULL */, (unsigned)s->group);
-                (void)chmod(path, 0600);
+                (void)chmod(sa.sun_path, 0600);
                 s->has_group = false;
         }
-        if (listen(s->fd, 16) < 0) {
-                r = log_error_errno(errno, "control socket %s: listen failed: %m", path);
+        if (listen(s->fd, 16) < 0 || rename(sa.sun_path, path) < 0) {
+                r = log_error_errno(errno, "control socket %s: cannot listen: %m", path);
+                (void)unlink(sa.sun_path);
                 goto fail;
         }
         ev_io_init(&s->io, on_accept, s->fd, EV_READ);

@@ -25,6 +25,8 @@ static const struct {
         { "Connection timed out",                FAILURE_TIMEOUT },
         { "Operation timed out",                 FAILURE_TIMEOUT },
         { "not responding",                      FAILURE_TIMEOUT },   /* "Timeout, server X not responding." */
+        { "closed by remote host",               FAILURE_CLOSED },    /* "Connection (to X) closed by remote host" */
+        { "Connection reset by peer",            FAILURE_CLOSED },
         { "Could not request local forwarding",  FAILURE_LOCAL_FORWARD },
         { "cannot listen to port",               FAILURE_LOCAL_FORWARD },
         { "Address already in use",              FAILURE_LOCAL_FORWARD },
@@ -65,6 +67,7 @@ static const char *const failure_names[_FAILURE_MAX] = {
         [FAILURE_REFUSED] = "refused",
         [FAILURE_UNREACHABLE] = "unreachable",
         [FAILURE_TIMEOUT] = "timeout",
+        [FAILURE_CLOSED] = "closed",
         [FAILURE_LOCAL_FORWARD] = "local-forward",
         [FAILURE_REMOTE_FORWARD] = "remote-forward",
         [FAILURE_EXEC] = "exec",
@@ -94,6 +97,9 @@ const char *failure_class_hint(enum failure_class c)
                 return "no route to the server: the network is down or the address is wrong";
         case FAILURE_TIMEOUT:
                 return "the server did not answer in time: network outage or firewall";
+        case FAILURE_CLOSED:
+                return "the server closed the connection: sshd restarted, or turned this client away "
+                       "before authentication (MaxStartups, a firewall)";
         case FAILURE_LOCAL_FORWARD:
                 return "a local forward's listen address is taken: another process (or an old ssh) holds the port";
         case FAILURE_REMOTE_FORWARD:

@@ -11,6 +11,7 @@ enum failure_class {
         FAILURE_REFUSED,         /* connection refused */
         FAILURE_UNREACHABLE,     /* no route to host, network unreachable */
         FAILURE_TIMEOUT,         /* connect timed out, ServerAlive timeout */
+        FAILURE_CLOSED,          /* the server closed or reset the connection */
         FAILURE_LOCAL_FORWARD,   /* local listen address in use */
         FAILURE_REMOTE_FORWARD,  /* the server refused a -R listener */
         FAILURE_EXEC,            /* ssh could not be executed */

@@ -49,12 +49,14 @@ static bool any_child(const struct supervisor *s)
 }
 
 static void shutdown_step(struct supervisor *s);
+static void write_metrics(struct supervisor *s);
 
 static void check_shutdown_done(struct supervisor *s)
 {
         if (!s->shutting_down)
                 return;
         if (!any_child(s)) {
+                write_metrics(s);       /* the file must not go on claiming tunnels are up */
                 ev_break(s->loop, EVBREAK_ALL);
                 return;
         }

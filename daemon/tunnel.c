@@ -134,7 +134,9 @@ static void maybe_up(struct tunnel *t)
         size_t remotes = strv_length(t->spec.remote_forwards);
         char took[DURATION_MAX];
 
-        if (t->state != TUNNEL_STARTING || !t->authenticated || !t->session || t->remote_confirmed < remotes)
+        /* with exit_on_forward_failure = false ssh runs on without a forward: not up */
+        if (t->state != TUNNEL_STARTING || !t->authenticated || !t->session || t->forward_failed ||
+            t->remote_confirmed < remotes)
                 return;
         set_state(t, TUNNEL_UP, LOG_NOTICE, NULL, "up: ssh (pid %d) authenticated%s after %s",
                   (int)t->pid, remotes ? " and every remote forward accepted" : "",
@@ -165,12 +167,15 @@ static void handle_line(struct tunnel *t, const char *line)
                 return;
         case SSH_LINE_AUTHENTICATED:
                 log_full(t->flapping ? LOG_DEBUG : LOG_INFO, &ctx, "ssh: %s", line);
+                t->flap_suppressed += t->flapping;
                 t->authenticated = true;
                 maybe_up(t);
                 return;
         case SSH_LINE_FAILURE:
                 if (!t->probe_kill)
                         t->run_failure = class;
+                if (class == FAILURE_LOCAL_FORWARD || class == FAILURE_REMOTE_FORWARD)
+                        t->forward_failed = true;
                 ctx.failure = failure_class_to_string(class);
                 log_full(t->flapping ? LOG_DEBUG : LOG_WARNING, &ctx, "ssh: %s", line);
                 t->flap_suppressed += t->flapping;
@@ -520,6 +525,7 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         t->probe_misses = 0;
         t->authenticated = false;
         t->session = false;
+        t->forward_failed = false;
         t->remote_confirmed = 0;
         t->run_failure = FAILURE_NONE;
         t->kill_sent = false;

@@ -69,6 +69,7 @@ struct tunnel {
         double retry_at;                /* BACKOFF: when the timer fires */
         bool authenticated;
         bool session;                   /* "Entering interactive session": -L/-D listeners bound */
+        bool forward_failed;            /* this run: a forward could not be set up */
         unsigned remote_confirmed;
         enum failure_class run_failure; /* from this run's stderr */
         bool kill_sent;

@@ -369,7 +369,10 @@ static void test_after(void)
         expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; after = ( \"c\" ); },\n"
                      " { name = \"b\"; host = \"h\"; after = ( \"a\" ); },\n"
                      " { name = \"c\"; host = \"h\"; after = ( \"b\" ); }\n);",
-                     "t.conf:2: a.after: is part of a cycle of tunnels waiting for each other");
+                     "t.conf:2: a.after: is part of a cycle of tunnels waiting for each other: a -> c -> b -> a");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; enabled = false; },\n"
+                     " { name = \"b\"; host = \"h\"; after = ( \"a\" ); } );",
+                     "t.conf:2: b.after: \"a\" is disabled: this tunnel would wait for it forever");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; }, { name = \"b\"; host = \"h\"; after = ( \"a\" ); } );", "");
 }
 

@@ -82,9 +82,13 @@ class CheckTest(FeatureTest):
         ])
         self.assertEqual(r.returncode, 1, r.stdout)
         m = re.search(rf"(?m)^{re.escape(path)}:(\d+): (\w+)\.after: is part of a cycle of tunnels waiting for each "
-                      r"other$", r.stderr)
+                      r"other: (\w+) -> (\w+) -> (\w+) -> (\w+)$", r.stderr)
         self.assertIsNotNone(m, r.stderr)
         self.assertIn(m.group(2), ("x", "y", "z"))
+        # the whole cycle, in waiting order, from the named tunnel back to it
+        self.assertEqual(m.group(3), m.group(2))
+        self.assertEqual(m.group(6), m.group(2))
+        self.assertEqual({m.group(3), m.group(4), m.group(5)}, {"x", "y", "z"})
         lo, hi = group_lines(text, m.group(2))
         self.assertTrue(lo <= int(m.group(1)) <= hi, r.stderr)
         self.assertNotRegex(r.stderr, r"ok\d\.after")

@@ -39,7 +39,7 @@ FAMILIES = {
     "tunneld_tunnel_state_since_timestamp_seconds": ("gauge", ("tunnel",)),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued")
-CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "local-forward", "remote-forward",
+CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "closed", "local-forward", "remote-forward",
            "exec", "killed", "lost", "probe", "unknown")
 
 
@@ -350,12 +350,9 @@ class MetricsTest(FeatureTest):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
         parse_exposition(tunneltest._read_text(path))
 
-    @unittest.expectedFailure
     def test_metrics_file_after_exit_does_not_claim_up(self):
-        """KNOWN BUG (reported): tunneld stops rewriting metrics_file once shutdown begins, so
-        after a clean exit the file still says tunneld_tunnel_up 1 (state "up") for tunnels
-        whose ssh is gone, and node_exporter keeps exporting them as up. Expected: the file
-        shows the tunnels stopped (or is removed) when tunneld exits."""
+        """After a clean exit metrics_file shows the tunnels stopped: node_exporter must not
+        go on exporting them as up."""
         path = os.path.join(tunneltest.temp_dir(self), "tunneld.prom")
         d = self.tunneld([{"name": "good"}], globals={"metrics_file": path})
         self.wait_up(d, "good")

@@ -86,13 +86,10 @@ class UpStateTest(FeatureTest):
             self.assertEqual(r.returncode, 0, r.stderr)
             after = d.wait_log(rf"^<\d+>both: ssh stopped; starting again: ssh pid (?!{pid}\b)\d+", after=m.end()).end()
 
-    @unittest.expectedFailure
     def test_failed_local_forward_without_exit_on_forward_failure_is_not_up(self):
-        """KNOWN BUG (reported): with exit_on_forward_failure = false, ssh lives on when a -L
-        cannot listen ("Could not request local forwarding"), and tunneld reports the tunnel
-        up although its forward does not exist. A -R that fails the same way keeps the tunnel
-        "starting" (not up), as it should: a local forward that failed must not count as
-        bound either."""
+        """With exit_on_forward_failure = false ssh lives on when a -L cannot listen ("Could
+        not request local forwarding"): the tunnel stays "starting", never up, as it does
+        when a -R fails the same way."""
         taken = listening_socket()
         self.addCleanup(taken.close)
         port = taken.getsockname()[1]

@@ -577,10 +577,10 @@ class Tunneld(_Resource):
         self.log_path = os.path.join(self.dir, "tunneld.log")
         self.marker = f"TUNNELTEST_TUNNELD={uuid.uuid4().hex}"
         env = dict(os.environ)
-        env.update(self.extra_env)
-        env[self.marker.split("=")[0]] = self.marker.split("=", 1)[1]
-        env.pop("JOURNAL_STREAM", None)  # log to the file, never to the journal
+        env.pop("JOURNAL_STREAM", None)  # log to the file, never to the journal …
         env.pop("NOTIFY_SOCKET", None)
+        env.update(self.extra_env)       # … unless the test asks for them
+        env[self.marker.split("=")[0]] = self.marker.split("=", 1)[1]
         for key, value in isolation_globals(self.dir).items():
             self.globals.setdefault(key, value)
         if self.fake:
