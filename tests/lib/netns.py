@@ -3,19 +3,22 @@
     TestHost         a network namespace joined to this side by a veth pair, one /30 of
                      198.18.0.0/15 per host; silent blackhole and link down/up faults
     NetnsSSHServer   an sshd inside a TestHost (keys and known_hosts of its own)
-    NetnsEchoServer  a TCP echo server on 127.0.0.1 inside a TestHost (a forward's target
-                     on the server side); stop() and start() again keep its port
+    TaggedEchoServer a line echo server on 127.0.0.1, inside a TestHost (a forward's target
+                     on the server side) or here, whose replies carry a tag of its own;
+                     stop() and start() again keep its port
+    listener_port()  a port for a tunnel's listener, away from bench/'s ports
 
 The recipe is the one checked on these machines (/work/shared/network-faults-here.md): no
 netem; a silent blackhole is a blackhole route inside the test host for this side's address;
 before a link goes down an `unreachable` catch-all (metric 4242) keeps test traffic on the
-machine. Names hold this process's pid and the /30's index, and each index is reserved for
-as long as this process lives (an abstract Unix socket), so concurrent runs never collide.
+machine. The namespace's name holds this process's pid and the /30's index, the veths' names
+the index, and each index is reserved for as long as this process lives (an abstract Unix
+socket), so concurrent runs never collide.
 Every host removes its namespace, veths, routes and processes when closed, even after a
-failure, and a new host first removes what dead runs left behind.
+failure, and a new host first removes what dead runs left behind (a host whose index nobody
+reserves any more).
 """
 
-import fcntl
 import ipaddress
 import os
 import random
@@ -32,13 +35,14 @@ import tunneltest
 from tunneltest import _read_text, _Resource, add_diagnostic, kill_all, pid_alive, wait_until
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
+SETPRIV = shutil.which("setpriv")
 NET = ipaddress.ip_network("198.18.0.0/15")
 GUARD = "198.18.0.0/15"          # the shared catch-all of the recipe
 GUARD_METRIC = "4242"
 NS_PREFIX = "tunneltest-"        # tunneltest-PID-INDEX
-LOCK_PATH = "/run/tunneltest-netns.lock"
+LOCK_NAME = "\0tunneltest-netns-lock"
 _NS_RE = re.compile(r"^tunneltest-(\d+)-(\d+)$")
-_counter = [0]
+_available = []
 
 
 def ip(*args, check=True, ns=None):
@@ -52,7 +56,13 @@ def ip(*args, check=True, ns=None):
 
 
 def available():
-    """None if test hosts can be made here, else why not (for skipTest)."""
+    """None if test hosts can be made here, else why not (for skipTest). Checked once."""
+    if not _available:
+        _available.append(_check())
+    return _available[0]
+
+
+def _check():
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
     if not os.path.exists(IP):
@@ -66,17 +76,38 @@ def available():
 
 
 class _Lock:
-    """An flock on LOCK_PATH: hosts are created and removed, and the shared catch-all route
-    added and removed, one process at a time."""
+    """Test hosts are created and removed, and the shared catch-all route added and
+    removed, one process at a time. The lock is an abstract Unix socket name: no file is
+    left behind, and the kernel lets go of it when its process dies."""
 
     def __enter__(self):
-        self.fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.sock.bind(LOCK_NAME)
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.sock.close()
+                    raise RuntimeError("another test process holds the netns lock for 60 s") from None
+                time.sleep(0.01)
 
     def __exit__(self, *exc):
-        os.close(self.fd)
+        self.sock.close()
         return False
+
+
+def _reserve(index):
+    """Reserve the /30 `index` for as long as this process lives; the socket, or None if
+    another live process holds it."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        lock.bind(f"\0tunneltest-net-{index}")
+    except OSError:
+        lock.close()
+        return None
+    return lock
 
 
 def _index_addresses(index):
@@ -123,10 +154,17 @@ def _guard_present():
 
 
 def _remove_stale():
-    """Remove the test hosts of runs that died without cleaning up (their pid is gone)."""
+    """Remove the test hosts of runs that died without cleaning up: nobody holds their
+    /30's reservation any more (a pid alone could be of another pid namespace)."""
     for ns, (pid, index) in _live_hosts().items():
-        if not pid_alive(pid):
-            _remove_host(ns, index)
+        if pid == os.getpid():
+            continue
+        lock = _reserve(index)
+        if lock is not None:
+            try:
+                _remove_host(ns, index)
+            finally:
+                lock.close()
 
 
 class TestHost(_Resource):
@@ -156,20 +194,15 @@ class TestHost(_Resource):
             index = rng.randrange(1, NET.num_addresses // 4 - 1)
             if index in used or os.path.exists(f"/sys/class/net/tt{index}o"):
                 continue
-            lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                lock.bind(f"\0tunneltest-net-{index}")
-            except OSError:
-                lock.close()
-                continue
-            return index, lock
+            lock = _reserve(index)
+            if lock is not None:
+                return index, lock
         raise RuntimeError("no free /30 in 198.18.0.0/15")
 
     def start(self):
         with _Lock():
             _remove_stale()
             self.index, self._reservation = self._reserve_index()
-            _counter[0] += 1
             self.ns = f"{NS_PREFIX}{os.getpid()}-{self.index}"
             self.outside, self.inside = f"tt{self.index}o", f"tt{self.index}i"
             base, self.local_addr, self.remote_addr = _index_addresses(self.index)
@@ -193,13 +226,14 @@ class TestHost(_Resource):
         out = []
         for argv in (["addr"], ["route"]):
             out.append(f"[{self.ns}] ip {' '.join(argv)}:\n" + ip(*argv, ns=self.ns, check=False).stdout)
-        out.append(f"ip route (here):\n" + ip("route", check=False).stdout)
+        out.append("ip route (here):\n" + ip("route", check=False).stdout)
         return "\n".join(out)
 
     # -- running things inside --
     def exec_argv(self, argv):
-        """argv run inside the namespace."""
-        return [IP, "netns", "exec", self.ns, *argv]
+        """argv run inside the namespace (and killed if this process dies, when setpriv can
+        arrange it: `ip netns exec` execs, so the program is our child)."""
+        return [IP, "netns", "exec", self.ns, *([SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []), *argv]
 
     def pids(self):
         return _ns_pids(self.ns)
@@ -347,19 +381,24 @@ class NetnsSSHServer(_Resource):
         super().close()
 
 
-# ---- echo server in a test host --------------------------------------------------------
+# ---- tagged echo server, and ports of listeners that come and go ---------------------
 
 _ECHO_CODE = r"""
 import socket, socketserver, sys
+TAG = sys.argv[2].encode()
 class H(socketserver.BaseRequestHandler):
     def handle(self):
         self.request.settimeout(60)
+        buf = b""
         try:
             while True:
                 d = self.request.recv(65536)
                 if not d:
                     break
-                self.request.sendall(d)
+                buf += d
+                *lines, buf = buf.split(b"\n")
+                if lines:
+                    self.request.sendall(b"".join(line + b"\n" + TAG for line in lines))
         except OSError:
             pass
 class S(socketserver.ThreadingTCPServer):
@@ -371,26 +410,40 @@ s.serve_forever()
 """
 
 
-class NetnsEchoServer(_Resource):
-    """A TCP echo server on 127.0.0.1:port inside a TestHost (its own process: a thread
-    cannot stay in another namespace). stop() kills it with every connection; start()
-    again listens on the same port."""
+class TaggedEchoServer(_Resource):
+    """A line echo server on 127.0.0.1:port, inside a TestHost (host) or here (host None),
+    in a process of its own (a thread cannot stay in another namespace). Each line comes
+    back followed by `tag`, which no other echo server on the machine adds: a reply proves
+    the bytes went through our tunnel to this server, not to whatever else took the port
+    meanwhile (tagged_roundtrip()). stop() kills it with every connection; start() again
+    listens on the same port."""
 
-    def __init__(self, host, port=7):
+    def __init__(self, host=None, port=None, tag=None):
         self.host = host
         self.port = port
         self.proc = None
+        self.tag = (tag or f"<tunneltest-echo {os.getpid()}-{random.getrandbits(32):08x}>").encode()
 
     def start(self):
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.proc = subprocess.Popen(self.host.exec_argv([sys.executable, "-c", _ECHO_CODE, str(self.port)]),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if self.port is None:
+            self.port = tunneltest.free_port() if self.host is None else 7
+        argv = [sys.executable, "-c", _ECHO_CODE, str(self.port), self.tag.decode()]
+        if self.host is not None:
+            argv = self.host.exec_argv(argv)
+        elif SETPRIV:
+            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.proc.stdout.readline()
         if line.strip() != b"listening":
             err = self.proc.stderr.read() if self.proc.poll() is not None else b""
             self.stop()
-            raise AssertionError(f"echo server in {self.host.ns} did not start: {line!r} {err!r}")
+            raise AssertionError(f"echo server on port {self.port} did not start: {line!r} {err!r}")
+
+    def roundtrip(self, port, payload=b"tunneltest payload\n", timeout=1.0):
+        """True if a line sent to 127.0.0.1:port comes back from this server (tagged)."""
+        return tagged_roundtrip(port, self.tag, payload, timeout)
 
     def stop(self):
         if self.proc is not None:
@@ -404,3 +457,53 @@ class NetnsEchoServer(_Resource):
     def close(self):
         self.stop()
         super().close()
+
+
+def tagged_roundtrip(port, tag, payload=b"tunneltest payload\n", timeout=1.0):
+    """Send payload (one line) to 127.0.0.1:port; True if payload + tag comes back within
+    timeout seconds. Never raises, never hangs."""
+    want = payload + tag
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(want):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                s.settimeout(left)
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got == want
+    except OSError:
+        return False
+
+
+def listener_port():
+    """A port for a listener that comes and goes (a tunnel's -L or -R port: free while ssh
+    is down), from 10000-19999, reserved like tunneltest.free_port()'s (same abstract-socket
+    names, so other tunneltest processes keep off it too). Not from free_port()'s
+    20000-32767: bench/ hands out 20000-32700 to its own forwards without that reservation,
+    and a foreign echo once answered on a tunnel's port while its ssh was down."""
+    for _ in range(500):
+        port = random.randint(10000, 19999)
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            lock.bind(f"\0tunneltest-port-{port}")
+        except OSError:
+            lock.close()
+            continue
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            lock.close()
+            continue
+        finally:
+            probe.close()
+        tunneltest._held_ports.append(lock)
+        return port
+    raise RuntimeError("no free port found in 10000-19999")
