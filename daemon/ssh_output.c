@@ -27,6 +27,7 @@ static const struct {
         { "not responding",                      FAILURE_TIMEOUT },   /* "Timeout, server X not responding." */
         { "closed by remote host",               FAILURE_CLOSED },    /* "Connection (to X) closed by remote host" */
         { "Connection reset by peer",            FAILURE_CLOSED },
+        { "Broken pipe",                         FAILURE_CLOSED },    /* "client_loop: send disconnect: Broken pipe" */
         { "Could not request local forwarding",  FAILURE_LOCAL_FORWARD },
         { "cannot listen to port",               FAILURE_LOCAL_FORWARD },
         { "Address already in use",              FAILURE_LOCAL_FORWARD },

@@ -279,7 +279,14 @@ double tunnel_failure_delay(const struct tunnel_spec *s, enum failure_class clas
                  * lets go once it notices. Knock every few seconds for a while, then back off. */
                 if (failures <= REMOTE_FORWARD_TRIES)
                         return s->restart_delay_max < REMOTE_FORWARD_DELAY ? s->restart_delay_max : REMOTE_FORWARD_DELAY;
-                return tunnel_backoff_base(s->restart_delay, s->restart_delay_max, failures - REMOTE_FORWARD_TRIES);
+                /* then the normal backoff, but never shorter than the knocks were */
+                {
+                        double d = tunnel_backoff_base(s->restart_delay, s->restart_delay_max,
+                                                       failures - REMOTE_FORWARD_TRIES);
+                        double floor = s->restart_delay_max < REMOTE_FORWARD_DELAY ? s->restart_delay_max
+                                                                                    : REMOTE_FORWARD_DELAY;
+                        return d > floor ? d : floor;
+                }
         default:
                 return tunnel_backoff_base(s->restart_delay, s->restart_delay_max, failures);
         }
