@@ -1553,9 +1553,14 @@ static int report_parse_error(config_t *cfg, const char *path, struct config_err
 }
 
 /* Read one file with libconfig; the caller destroys cfg. */
-/* A NUL byte, raw or as libconfig's "\x00", would silently cut a string short: "h\x00-o…"
- * would reach ssh as "h". Refuse both. Scans strings and skips comments like libconfig. */
-static int check_nul(const char *text, size_t len, const char *path, struct config_errors *errs)
+/* What libconfig would mishandle, refused before it sees the text. Scans strings and skips
+ * comments like libconfig does.
+ * - A NUL byte, raw or as "\x00", would silently cut a string short: "h\x00-o…" would
+ *   reach ssh as "h".
+ * - @include: libconfig 1.5's scanner exit()s the whole process when the named file cannot
+ *   be read (a directory, say), and an included file would escape the permission check.
+ *   Drop-in files in tunneld.d/ do the job, checked like the main file. */
+static int check_raw_text(const char *text, size_t len, const char *path, struct config_errors *errs)
 {
         bool in_string = false;
         int line = 1;
@@ -1588,7 +1593,11 @@ static int check_nul(const char *text, size_t len, const char *path, struct conf
                 }
                 if (c == '"')
                         in_string = true;
-                else if (c == '#' || (c == '/' && i + 1 < len && text[i + 1] == '/')) {
+                else if (c == '@' && len - i >= 8 && strncmp(text + i, "@include", 8) == 0) {
+                        push_error(errs, "%s:%d: @include is not supported: put tunnels in drop-in files "
+                                   "(tunneld.d/*.conf next to the main file, or include_dir)", path, line);
+                        return -EINVAL;
+                } else if (c == '#' || (c == '/' && i + 1 < len && text[i + 1] == '/')) {
                         while (i + 1 < len && text[i + 1] != '\n' && text[i + 1] != '\0')
                                 i++;
                 } else if (c == '/' && i + 1 < len && text[i + 1] == '*') {
@@ -1648,7 +1657,7 @@ static int read_file(const char *path, config_t *cfg, struct config_errors *errs
                 return -EIO;
         }
         text[len] = '\0';
-        r = check_nul(text, len, path, errs);
+        r = check_raw_text(text, len, path, errs);
         if (r < 0)
                 return r;
         if (config_read_string(cfg, text) != CONFIG_TRUE)
@@ -1794,7 +1803,7 @@ int config_load_string(const char *text, const char *name, struct config **ret, 
 
         config_init(&cfg);
         config_set_auto_convert(&cfg, CONFIG_FALSE);
-        r = check_nul(text, strlen(text), name, errs);
+        r = check_raw_text(text, strlen(text), name, errs);
         if (r < 0)
                 ;
         else if (config_read_string(&cfg, text) != CONFIG_TRUE)

@@ -283,6 +283,19 @@ static void test_ssh_options(void)
                      "t.conf:1: a.ssh_options: \"LocalForward=1 h:2\" use the local_forwards setting");
 }
 
+/* libconfig 1.5 exit()s the process on an @include it cannot read (found by the fuzzer):
+ * refused before libconfig sees it. */
+static void test_include_refused(void)
+{
+        expect_error("@include \"/\"\n",
+                     "t.conf:1: @include is not supported: put tunnels in drop-in files "
+                     "(tunneld.d/*.conf next to the main file, or include_dir)");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; } );\n  @include \"/etc/passwd\"\n",
+                     "t.conf:2: @include is not supported: put tunnels in drop-in files "
+                     "(tunneld.d/*.conf next to the main file, or include_dir)");
+        expect_error("# @include \"/\"\ntunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"A=@include\" ); } );", "");
+}
+
 static void test_duplicate_of_broken(void)
 {
         expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; port = 70000; },\n { name = \"a\"; host = \"h\"; }\n);",
@@ -517,6 +530,6 @@ static void test_files(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_duplicate_of_broken), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+TEST_MAIN(TEST(test_after), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))
