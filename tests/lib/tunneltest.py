@@ -712,6 +712,10 @@ class SSHServer(_Resource):
             subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "tunneltest", "-f", key],
                            check=True, stdin=subprocess.DEVNULL, timeout=30)
         shutil.copy(self.client_key + ".pub", self.authorized_keys)
+        self._write_config()
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+
+    def _write_config(self):
         with open(self.host_key + ".pub") as f:
             keytype, blob = f.read().split()[:2]
         with open(self.known_hosts, "w") as f:
@@ -740,12 +744,23 @@ class SSHServer(_Resource):
         conf += self.extra_config
         with open(self.config_path, "w") as f:
             f.write("\n".join(conf) + "\n")
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
 
     def start(self):
-        """Start sshd (again) and wait until it listens."""
-        if self.dir is None:
+        """Start sshd (again) and wait until it listens. On its first start, a port that
+        something outside this harness took meanwhile is swapped for another one."""
+        first = self.dir is None
+        if first:
             self._prepare()
+        for attempt in range(5):
+            try:
+                return self._start()
+            except AssertionError as e:
+                if not first or "Address already in use" not in str(e) or attempt == 4:
+                    raise
+                self.port = free_port()
+                self._write_config()
+
+    def _start(self):
         if self.proc is not None and self.proc.poll() is None:
             return
         offset = len(_read_text(self.log_path))
