@@ -12,6 +12,7 @@
 #include "ctl.h"
 #include "log.h"
 #include "notify.h"
+#include "process.h"
 #include "ssh_argv.h"
 #include "supervisor.h"
 
@@ -160,6 +161,14 @@ int main(int argc, char *argv[])
         log_open(config->log_target);
         log_set_max_level(debug ? LOG_DEBUG : config->log_level);
         (void)signal(SIGPIPE, SIG_IGN);
+        {
+                /* a stderr pipe per tunnel, a socket per tunnelctl client, a pipe per hook */
+                unsigned long nofile = process_raise_nofile();
+                size_t need = 3 * config->n_tunnels + 64;
+                if (nofile && nofile < need)
+                        log_warning("open file limit %lu is low for %zu tunnels (about %zu needed): "
+                                    "raise LimitNOFILE=", nofile, config->n_tunnels, need);
+        }
 
         loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_SIGNALFD);
         if (!loop) {

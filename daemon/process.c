@@ -8,11 +8,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 extern char **environ;
 
 static int devnull_fd = -1;
+static struct rlimit child_nofile;
+static bool restore_nofile;
+
+unsigned long process_raise_nofile(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return 0;
+        if (rl.rlim_cur < rl.rlim_max) {
+                struct rlimit raised = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+                if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+                        child_nofile = rl;
+                        restore_nofile = true;
+                        return (unsigned long)raised.rlim_cur;
+                }
+        }
+        return (unsigned long)rl.rlim_cur;
+}
 
 /* In the child: single-threaded parent, so the libc calls here are safe; ends in exec or
  * _exit. */
@@ -33,6 +53,8 @@ _Noreturn static void exec_child(char *const *argv, char *const *envp, bool outp
         if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
                 _exit(125);
 
+        if (restore_nofile)
+                (void)setrlimit(RLIMIT_NOFILE, &child_nofile);
         if (dup2(devnull_fd, STDIN_FILENO) < 0 ||
             dup2(output_to_pipe ? pipe_fd : devnull_fd, STDOUT_FILENO) < 0 ||
             dup2(pipe_fd, STDERR_FILENO) < 0)

@@ -14,5 +14,10 @@
  * fails the child writes "tunneld: cannot execute PROGRAM: REASON" there and exits 127. */
 int process_spawn(char *const *argv, char *const *envp, bool output_to_pipe, pid_t *ret_pid, int *ret_pipe);
 
+/* tunneld needs a few descriptors per tunnel: raise our soft RLIMIT_NOFILE to the hard
+ * limit, and give children the soft limit we started with (select()-based programs break
+ * above 1024). Returns the new soft limit. */
+unsigned long process_raise_nofile(void);
+
 /* SIGTERM/SIGKILL a child's whole process group (falls back to the pid alone). */
 void process_kill(pid_t pid, int sig);

@@ -51,16 +51,18 @@ static bool any_child(const struct supervisor *s)
 static void shutdown_step(struct supervisor *s);
 static void write_metrics(struct supervisor *s);
 
-static void check_shutdown_done(struct supervisor *s)
+/* At shutdown, once per loop iteration (never from inside a tunnel's callback: stopping
+ * one tunnel would stop the next from its observer, a recursion as deep as the tunnel
+ * list, which a thousand tunnels run off the stack): stop what may stop now, and end the
+ * loop once no ssh is left. */
+static void shutdown_progress(struct supervisor *s)
 {
-        if (!s->shutting_down)
-                return;
+        if (any_child(s))
+                shutdown_step(s);
         if (!any_child(s)) {
                 write_metrics(s);       /* the file must not go on claiming tunnels are up */
                 ev_break(s->loop, EVBREAK_ALL);
-                return;
         }
-        shutdown_step(s);
 }
 
 static ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t)
@@ -238,7 +240,6 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
                         tunnel_free(t);
                 }
         }
-        check_shutdown_done(s);
 }
 
 /* all-up: every enabled tunnel is up, or has had its chance and failed a start. */
@@ -309,8 +310,10 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 
         (void)loop;
         (void)revents;
-        if (s->shutting_down)
+        if (s->shutting_down) {
+                shutdown_progress(s);
                 return;
+        }
         dequeue(s);
         if (!s->ready_sent && (s->config->ready == READY_STARTED || all_settled(s))) {
                 send_ready(s);
@@ -543,7 +546,6 @@ int supervisor_apply(struct supervisor *s, struct config *c)
                 (void)netwatch_new(s->loop, on_network_changed, s, &s->netwatch);
         else if (!c->watch_network)
                 s->netwatch = netwatch_free(s->netwatch);
-        check_shutdown_done(s);
         return 0;
 }
 
@@ -628,7 +630,6 @@ void supervisor_shutdown(struct supervisor *s)
                 if (!tunnel_has_child(t))
                         tunnel_stop(t, "tunneld is stopping");
         }
-        check_shutdown_done(s);
 }
 
 bool supervisor_is_shutting_down(const struct supervisor *s)
