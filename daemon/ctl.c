@@ -41,6 +41,7 @@ struct ctl_server {
         int fd;
         int lock_fd;                    /* flock on PATH.lock: one tunneld per socket */
         ev_io io;
+        ev_timer resume;                /* out of descriptors: accept again later */
         struct ctl_client *clients;
         size_t n_clients;
 };
@@ -536,6 +537,14 @@ static bool evict_quietest(struct ctl_server *s)
         return true;
 }
 
+static void on_resume(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct ctl_server *s = w->data;
+
+        (void)revents;
+        ev_io_start(loop, &s->io);
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
         struct ctl_server *s = w->data;
@@ -546,7 +555,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         (void)revents;
         fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                        /* The connection stays queued, so the socket stays readable: stop
+                         * watching it for a second rather than spin (and say so once). */
+                        log_warning_errno(errno, "control socket: cannot accept: %m; "
+                                          "not accepting for 1 s (raise LimitNOFILE=?)");
+                        ev_io_stop(loop, &s->io);
+                        ev_timer_set(&s->resume, 1.0, 0.);
+                        ev_timer_start(loop, &s->resume);
+                } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                         log_warning_errno(errno, "control socket: accept failed: %m");
                 return;
         }
@@ -696,7 +713,8 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                 goto fail;
         }
         ev_io_init(&s->io, on_accept, s->fd, EV_READ);
-        s->io.data = s;
+        ev_timer_init(&s->resume, on_resume, 0., 0.);
+        s->io.data = s->resume.data = s;
         ev_io_start(loop, &s->io);
         *ret = s;
         return 0;
@@ -719,6 +737,7 @@ struct ctl_server *ctl_server_free(struct ctl_server *s)
         while (s->clients)
                 client_free(s->clients);
         ev_io_stop(s->loop, &s->io);
+        ev_timer_stop(s->loop, &s->resume);
         if (s->fd >= 0) {
                 close(s->fd);
                 (void)unlink(s->path);  /* still ours: we hold the lock */

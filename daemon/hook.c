@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "lines.h"
 #include "log.h"
 #include "process.h"
 #include "util.h"
@@ -32,10 +33,9 @@ struct hook {
         double started;
         int fd;
         ev_child child;
-        ev_io out;
+        ev_io out_io;
         ev_timer limit;
-        char line[512];
-        size_t line_len;
+        struct lines out;
         struct pending next;
 };
 
@@ -47,40 +47,15 @@ static void log_line(struct hook *h, const char *line, int prio)
         log_full(prio, &ctx, "on_state_change: %s", line);
 }
 
+static void on_line(const char *line, void *userdata)
+{
+        log_line(userdata, line, LOG_INFO);
+}
+
 static void read_output(struct hook *h, bool final)
 {
-        char chunk[1024];
-
-        for (;;) {
-                ssize_t n = read(h->fd, chunk, sizeof(chunk));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0) {
-                        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-                                final = true;
-                        break;
-                }
-                for (ssize_t i = 0; i < n; i++) {
-                        if (chunk[i] == '\n' || h->line_len == sizeof(h->line) - 1) {
-                                h->line[h->line_len] = '\0';
-                                if (h->line_len)
-                                        log_line(h, h->line, LOG_INFO);
-                                h->line_len = 0;
-                                if (chunk[i] == '\n')
-                                        continue;
-                        }
-                        h->line[h->line_len++] = chunk[i];
-                }
-                if (!final)
-                        break;
-        }
-        if (final && h->fd >= 0) {
-                if (h->line_len) {
-                        h->line[h->line_len] = '\0';
-                        log_line(h, h->line, LOG_INFO);
-                        h->line_len = 0;
-                }
-                ev_io_stop(h->loop, &h->out);
+        if (h->fd >= 0 && lines_read(&h->out, h->fd, final, on_line, h)) {
+                ev_io_stop(h->loop, &h->out_io);
                 close(h->fd);
                 h->fd = -1;
         }
@@ -204,6 +179,7 @@ static void start(struct hook *h)
                 free(p.program);
                 return;
         }
+        lines_reset(&h->out);
         r = process_spawn(argv, env, true, &h->pid, &h->fd);
         free_env(env);
         if (r < 0) {
@@ -214,8 +190,8 @@ static void start(struct hook *h)
         h->started = now_mono();
         ev_child_set(&h->child, h->pid, 0);
         ev_child_start(h->loop, &h->child);
-        ev_io_set(&h->out, h->fd, EV_READ);
-        ev_io_start(h->loop, &h->out);
+        ev_io_set(&h->out_io, h->fd, EV_READ);
+        ev_io_start(h->loop, &h->out_io);
         ev_timer_set(&h->limit, p.timeout, 0.);
         ev_timer_start(h->loop, &h->limit);
         ctx.pid = h->pid;
@@ -255,9 +231,9 @@ int hook_new(struct ev_loop *loop, const char *tunnel, struct hook **ret)
                 return -ENOMEM;
         }
         ev_child_init(&h->child, on_exit_, 0, 0);
-        ev_io_init(&h->out, on_output, -1, EV_READ);
+        ev_io_init(&h->out_io, on_output, -1, EV_READ);
         ev_timer_init(&h->limit, on_limit, 0., 0.);
-        h->child.data = h->out.data = h->limit.data = h;
+        h->child.data = h->out_io.data = h->limit.data = h;
         *ret = h;
         return 0;
 }
@@ -269,7 +245,7 @@ struct hook *hook_free(struct hook *h)
         if (h->pid > 0)
                 process_kill(h->pid, SIGKILL);  /* libev reaps it; nobody waits for it */
         ev_child_stop(h->loop, &h->child);
-        ev_io_stop(h->loop, &h->out);
+        ev_io_stop(h->loop, &h->out_io);
         ev_timer_stop(h->loop, &h->limit);
         if (h->fd >= 0)
                 close(h->fd);

@@ -21,7 +21,10 @@ struct supervisor {
         size_t n_retiring;
 
         bool shutting_down;
-        bool status_dirty;
+        bool status_dirty;              /* something to publish (STATUS, metrics file) */
+        bool dequeue_due;               /* a start slot freed, or a tunnel came up */
+        ev_timer publish;               /* STATUS and metrics at most every PUBLISH_DELAY */
+        size_t in_state[_TUNNEL_STATE_MAX];     /* tunnels (and retiring ones) per state */
         double started_at;
         char *reload_error;             /* shown in STATUS until a reload succeeds */
         ev_prepare flush;               /* coalesces STATUS updates: once per loop iteration */
@@ -34,6 +37,7 @@ struct supervisor {
 };
 
 #define NETWORK_RETRY_JITTER 1.0        /* seconds: mass retries after a network change spread over this */
+#define PUBLISH_DELAY 0.2               /* seconds: a burst of changes is published once */
 
 static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
 
@@ -87,15 +91,10 @@ static void remove_at(struct tunnel **v, size_t *n, size_t i)
         (*n)--;
 }
 
+/* O(1): the observer keeps the counts (a thousand tunnels start one by one). */
 static size_t count_in_state(const struct supervisor *s, enum tunnel_state state)
 {
-        size_t n = 0;
-
-        for (size_t i = 0; i < s->n_tunnels; i++)
-                n += s->tunnels[i]->state == state;
-        for (size_t i = 0; i < s->n_retiring; i++)
-                n += s->retiring[i]->state == state;
-        return n;
+        return s->in_state[state];
 }
 
 /* after: the first tunnel t waits for that is not up, or NULL. */
@@ -227,6 +226,12 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         struct supervisor *s = userdata;
 
         s->status_dirty = true;
+        if (ev == TUNNEL_EVENT_STATE && old != t->state) {
+                s->in_state[old]--;
+                s->in_state[t->state]++;
+                if (old == TUNNEL_STARTING || t->state == TUNNEL_UP || t->state == TUNNEL_QUEUED)
+                        s->dequeue_due = true;
+        }
         if (ev == TUNNEL_EVENT_FLAPPING) {
                 run_hook(s, t, "flapping", tunnel_state_to_string(old));
                 return;
@@ -237,6 +242,7 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
                 ssize_t i = index_of(s->retiring, s->n_retiring, t);
                 if (i >= 0) {
                         remove_at(s->retiring, &s->n_retiring, (size_t)i);
+                        s->in_state[t->state]--;
                         tunnel_free(t);
                 }
         }
@@ -264,6 +270,7 @@ static void send_ready(struct supervisor *s)
         s->ready_sent = true;
         s->status_dirty = false;
         ev_timer_stop(s->loop, &s->ready_timer);
+        ev_timer_stop(s->loop, &s->publish);
         if (supervisor_status_text(s, &text) >= 0) {
                 notify_ready(text);
                 if (s->config->ready == READY_ALL_UP)
@@ -301,31 +308,56 @@ static void write_metrics(struct supervisor *s)
         s->metrics_failed = r < 0;      /* say it once, not on every change */
 }
 
-/* Once per loop iteration, before it sleeps: let queued tunnels start, then publish what
- * changed (STATUS, READY, the metrics file) once, however many tunnels changed. */
+/* STATUS and the metrics file, now; then nothing more for PUBLISH_DELAY, whatever happens
+ * meanwhile, and once more at its end if anything did (a burst of a thousand starts is
+ * published a few times, a lone change at once). */
+static void publish(struct supervisor *s)
+{
+        _cleanup_free_ char *text = NULL;
+
+        s->status_dirty = false;
+        if (supervisor_status_text(s, &text) >= 0)
+                notify_status(text);
+        write_metrics(s);
+        ev_timer_set(&s->publish, PUBLISH_DELAY, 0.);
+        ev_timer_start(s->loop, &s->publish);
+}
+
+static void on_publish(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct supervisor *s = w->data;
+
+        (void)loop;
+        (void)revents;
+        if (s->status_dirty && !s->shutting_down)
+                publish(s);
+}
+
+/* Once per loop iteration, before it sleeps, and O(1) unless something is due: let queued
+ * tunnels start, send READY when it is time, publish what changed (at most every
+ * PUBLISH_DELAY; the timer runs only after news: an idle tunneld has none armed). */
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 {
         struct supervisor *s = w->data;
-        _cleanup_free_ char *text = NULL;
 
-        (void)loop;
         (void)revents;
         if (s->shutting_down) {
                 shutdown_progress(s);
                 return;
         }
-        dequeue(s);
+        if (s->dequeue_due) {
+                s->dequeue_due = false;
+                dequeue(s);
+        }
+        if (!s->status_dirty)
+                return;
         if (!s->ready_sent && (s->config->ready == READY_STARTED || all_settled(s))) {
                 send_ready(s);
                 write_metrics(s);
                 return;
         }
-        if (!s->status_dirty)
-                return;
-        s->status_dirty = false;
-        if (supervisor_status_text(s, &text) >= 0)
-                notify_status(text);
-        write_metrics(s);
+        if (!ev_is_active(&s->publish))
+                publish(s);
 }
 
 /* Append "label: a, b (…), c +N more" for tunnels in state. */
@@ -401,7 +433,8 @@ int supervisor_new(struct ev_loop *loop, struct config *config, struct superviso
         ev_unref(loop);
 
         ev_timer_init(&s->ready_timer, on_ready_timeout, 0., 0.);
-        s->ready_timer.data = s;
+        ev_timer_init(&s->publish, on_publish, 0., 0.);
+        s->ready_timer.data = s->publish.data = s;
         r = supervisor_apply(s, config);
         if (r < 0) {
                 supervisor_free(s);
@@ -430,6 +463,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
         ev_timer_stop(s->loop, &s->ready_timer);
+        ev_timer_stop(s->loop, &s->publish);
         netwatch_free(s->netwatch);
         config_free(s->config);
         free(s->reload_error);
@@ -477,6 +511,10 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         }
 
         /* Point of no return. */
+        for (size_t i = 0; i < n_next; i++)
+                if (next[i])
+                        s->in_state[TUNNEL_STOPPED]++;  /* born stopped */
+        s->dequeue_due = true;
         for (size_t i = 0; i < n_next; i++) {
                 const char *name = c->tunnels[i].name;
                 ssize_t j;

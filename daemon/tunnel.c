@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "hook.h"
+#include "lines.h"
 #include "log.h"
 #include "probe.h"
 #include "process.h"
@@ -187,44 +188,14 @@ static void handle_line(struct tunnel *t, const char *line)
         }
 }
 
-/* Read what is there; lines longer than the buffer are cut into pieces. */
+static void on_line(const char *line, void *userdata)
+{
+        handle_line(userdata, line);
+}
+
 static void read_stderr(struct tunnel *t, bool final)
 {
-        char chunk[4096];
-
-        for (;;) {
-                ssize_t n = read(t->stderr_fd, chunk, sizeof(chunk));
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0) {
-                        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-                                final = true;
-                        break;
-                }
-                for (ssize_t i = 0; i < n; i++) {
-                        char c = chunk[i];
-                        if (c == '\r')
-                                continue;
-                        if (c == '\n' || t->line_len == sizeof(t->line) - 1) {
-                                t->line[t->line_len] = '\0';
-                                if (t->line_len)
-                                        handle_line(t, t->line);
-                                t->line_len = 0;
-                                if (c == '\n')
-                                        continue;
-                        }
-                        t->line[t->line_len++] = c;
-                }
-                if (!final)
-                        break;  /* fairness: one chunk per wakeup while ssh lives */
-        }
-        if (final) {
-                if (t->line_len) {
-                        t->line[t->line_len] = '\0';
-                        handle_line(t, t->line);
-                        t->line_len = 0;
-                }
+        if (lines_read(&t->out, t->stderr_fd, final, on_line, t)) {
                 ev_io_stop(t->loop, &t->stderr_watcher);
                 close(t->stderr_fd);
                 t->stderr_fd = -1;
@@ -537,7 +508,7 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         t->run_failure = FAILURE_NONE;
         t->kill_sent = false;
         t->gate_passed = false;
-        t->line_len = 0;
+        lines_reset(&t->out);
 
         r = process_spawn(t->argv, NULL, false, &pid, &err_fd);
         if (r < 0) {
@@ -853,6 +824,19 @@ bool tunnel_retry_soon(struct tunnel *t, double jitter, const char *reason)
 
         if (t->state != TUNNEL_BACKOFF)
                 return false;
+        /* Only failures a network change can cure: a refused key or a taken port stay as
+         * they are, and their backoff must not be reset by every interface that comes up. */
+        switch (t->last_run.failure) {
+        case FAILURE_DNS:
+        case FAILURE_REFUSED:
+        case FAILURE_UNREACHABLE:
+        case FAILURE_TIMEOUT:
+        case FAILURE_CLOSED:
+        case FAILURE_UNKNOWN:
+                break;
+        default:
+                return false;
+        }
         t->failures = 0;
         if (t->retry_at - now_mono() <= delay)
                 return true;    /* due sooner anyway */

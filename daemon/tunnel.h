@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "lines.h"
 #include "ssh_output.h"
 
 enum tunnel_state {
@@ -82,8 +83,7 @@ struct tunnel {
         ev_timer lifetime_timer;        /* max_lifetime of the current run */
         ev_io stderr_watcher;
         int stderr_fd;
-        char line[1024];
-        size_t line_len;
+        struct lines out;               /* ssh's stderr, a line at a time */
 
         unsigned starts;                /* since configured or started by hand (max_starts) */
         unsigned failures;              /* consecutive failed starts (backoff exponent) */
@@ -122,8 +122,9 @@ void tunnel_restart(struct tunnel *t, const char *reason);
 int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, double stop_timeout);
 /* Backoff only: retry now with a reset delay (SIGUSR1). */
 void tunnel_retry_now(struct tunnel *t, const char *reason);
-/* Backoff only: retry within jitter seconds with a reset delay (the network came back).
- * Returns true if the tunnel was in backoff. */
+/* Backoff only, and only after a failure a network change can cure (dns, refused,
+ * unreachable, timeout, closed, unknown): retry within jitter seconds with a reset delay
+ * (the network came back). Returns true if it will. */
 bool tunnel_retry_soon(struct tunnel *t, double jitter, const char *reason);
 /* QUEUED only: the gate has opened; spawn now. */
 void tunnel_dequeue(struct tunnel *t, const char *reason);
