@@ -70,7 +70,7 @@ def public_dir(cls):
     return path
 
 
-class TempGroup(tunneltest._Resource):
+class TempGroup(tunneltest.Resource):
     """A system group that exists for one test class; groupdel at close (also at exit)."""
 
     def start(self):

@@ -74,7 +74,7 @@ def tearDownModule():
 
 # ---- helpers ---------------------------------------------------------------------------
 
-class LogTimes(tunneltest._Resource):
+class LogTimes(tunneltest.Resource):
     """Stamps every line of a tunneld's log with time.monotonic() when it appears."""
 
     def __init__(self, tunneld):

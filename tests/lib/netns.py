@@ -32,7 +32,7 @@ import tempfile
 import time
 
 import tunneltest
-from tunneltest import _read_text, _Resource, add_diagnostic, kill_all, pid_alive, wait_until
+from tunneltest import _read_text, Resource, add_diagnostic, kill_all, pid_alive, wait_until
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SETPRIV = shutil.which("setpriv")
@@ -167,7 +167,7 @@ def _remove_stale():
                 lock.close()
 
 
-class TestHost(_Resource):
+class TestHost(Resource):
     """A network namespace `ns` with a veth pair: `outside` (here, `local_addr`) and
     `inside` (in ns, `remote_addr`), a /30 of 198.18.0.0/15 of its own, lo up in ns.
 
@@ -274,7 +274,7 @@ class TestHost(_Resource):
 
 # ---- sshd in a test host ---------------------------------------------------------------
 
-class NetnsSSHServer(_Resource):
+class NetnsSSHServer(Resource):
     """sshd on host.remote_addr:22 inside a TestHost; lets root in with client_key.
 
     stop() and start() again keep keys and known_hosts (the sshd-restart fault)."""
@@ -410,7 +410,7 @@ s.serve_forever()
 """
 
 
-class TaggedEchoServer(_Resource):
+class TaggedEchoServer(Resource):
     """A line echo server on 127.0.0.1:port, inside a TestHost (host) or here (host None),
     in a process of its own (a thread cannot stay in another namespace). Each line comes
     back followed by `tag`, which no other echo server on the machine adds: a reply proves
@@ -462,24 +462,7 @@ class TaggedEchoServer(_Resource):
 def tagged_roundtrip(port, tag, payload=b"tunneltest payload\n", timeout=1.0):
     """Send payload (one line) to 127.0.0.1:port; True if payload + tag comes back within
     timeout seconds. Never raises, never hangs."""
-    want = payload + tag
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(want):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                s.settimeout(left)
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            return got == want
-    except OSError:
-        return False
+    return tunneltest.echo_roundtrip(port, payload, timeout, expect=payload + tag)
 
 
 def listener_port():

@@ -18,7 +18,6 @@ Built on tunneltest (the shared harness), for the tests under tests/systemd:
 Everything here cleans up after itself when closed, and at exit as a last resort.
 """
 
-import atexit
 import json
 import os
 import re
@@ -41,50 +40,8 @@ from tunneltest import wait_until
 TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 SYSTEMD = "/lib/systemd/systemd"
 
-_open = []
-
-
-class Resource:
-    """A context manager closed on exit from its with block, by a test's cleanups (with
-    tunneltest.use), or at interpreter exit as a last resort."""
-
-    def __enter__(self):
-        _open.append(self)
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def start(self):
-        pass
-
-    def close(self):
-        if self in _open:
-            _open.remove(self)
-
-
-@atexit.register
-def _close_everything():
-    for r in reversed(list(_open)):
-        try:
-            r.close()
-        except Exception:
-            pass
-
-
-def read_text(path):
-    """The text of a file, "" if it cannot be read."""
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+Resource = tunneltest.Resource
+read_text = tunneltest._read_text
 
 
 # ---- sd_notify -------------------------------------------------------------------------

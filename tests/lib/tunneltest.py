@@ -226,15 +226,16 @@ def port_accepts(port, timeout=1.0):
         return False
 
 
-def echo_roundtrip(port, payload=b"tunneld test payload\n", timeout=5.0):
-    """Connect to 127.0.0.1:port, send payload, and return True if the same bytes come back
-    within timeout seconds. Never raises, never hangs."""
+def echo_roundtrip(port, payload=b"tunneld test payload\n", timeout=5.0, expect=None):
+    """Connect to 127.0.0.1:port, send payload, and return True if the same bytes (or
+    expect) come back within timeout seconds. Never raises, never hangs."""
+    want = payload if expect is None else expect
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(payload)
             got = b""
-            while len(got) < len(payload):
+            while len(got) < len(want):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -243,7 +244,7 @@ def echo_roundtrip(port, payload=b"tunneld test payload\n", timeout=5.0):
                 if not chunk:
                     break
                 got += chunk
-            return got == payload
+            return got == want
     except OSError:
         return False
 
@@ -312,7 +313,7 @@ def _read_text(path):
         return ""
 
 
-class _Resource:
+class Resource:
     """Base of the context managers: registers itself for last-resort cleanup at exit."""
 
     def __enter__(self):
@@ -468,7 +469,7 @@ def run_tunneld(*args, timeout=10, env=None):
 
 # ---- fake ssh --------------------------------------------------------------------------
 
-class FakeSSH(_Resource):
+class FakeSSH(Resource):
     """The fake ssh's working directory: its plans and its start logs, one pair per host.
 
     Use each host in one tunnel only. Give it to Tunneld(fake=...), which sets the ssh
@@ -547,7 +548,7 @@ class FakeSSH(_Resource):
 
 # ---- tunneld ---------------------------------------------------------------------------
 
-class Tunneld(_Resource):
+class Tunneld(Resource):
     """tunneld on a generated config, in the foreground, logging to a file.
 
     Tunneld(tunnels, defaults, globals, fake=FakeSSH, args=("-d",), env={...}). Or give
@@ -686,7 +687,7 @@ class Tunneld(_Resource):
 
 # ---- sshd ------------------------------------------------------------------------------
 
-class SSHServer(_Resource):
+class SSHServer(Resource):
     """A private sshd on 127.0.0.1:port that lets root in with client_key.
 
     stop() and start() again keep the port, keys and known_hosts (for restart tests)."""
@@ -843,7 +844,7 @@ class _EchoTCPServer(socketserver.ThreadingTCPServer):
     block_on_close = False
 
 
-class EchoServer(_Resource):
+class EchoServer(Resource):
     """TCP echo server on 127.0.0.1:port (a free one unless given), one thread per client."""
 
     def __init__(self, port=None):
