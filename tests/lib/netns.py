@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import tunneltest
@@ -274,77 +273,17 @@ class TestHost(Resource):
 
 # ---- sshd in a test host ---------------------------------------------------------------
 
-class NetnsSSHServer(Resource):
+class NetnsSSHServer(tunneltest.SSHServer):
     """sshd on host.remote_addr:22 inside a TestHost; lets root in with client_key.
 
     stop() and start() again keep keys and known_hosts (the sshd-restart fault)."""
 
     def __init__(self, host, port=22, extra_config=()):
         self.host = host
-        self.port = port
-        self.extra_config = list(extra_config)
-        self.proc = None
-        self.dir = None
+        super().__init__(extra_config=extra_config, address=host.remote_addr, port=port)
 
-    def _prepare(self):
-        self.dir = tempfile.mkdtemp(prefix="tunneltest-nsshd-")
-        self.host_key = os.path.join(self.dir, "host_key")
-        self.client_key = os.path.join(self.dir, "client_key")
-        self.authorized_keys = os.path.join(self.dir, "authorized_keys")
-        self.known_hosts = os.path.join(self.dir, "known_hosts")
-        self.config_path = os.path.join(self.dir, "sshd_config")
-        self.log_path = os.path.join(self.dir, "sshd.log")
-        self._diag = add_diagnostic(f"sshd log ({self.host.ns})",
-                                    lambda: "\n".join(_read_text(self.log_path).splitlines()[-25:]))
-        for key in (self.host_key, self.client_key):
-            subprocess.run([tunneltest.SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "tunneltest", "-f", key],
-                           check=True, stdin=subprocess.DEVNULL, timeout=30)
-        shutil.copy(self.client_key + ".pub", self.authorized_keys)
-        with open(self.host_key + ".pub") as f:
-            keytype, blob = f.read().split()[:2]
-        name = self.host.remote_addr if self.port == 22 else f"[{self.host.remote_addr}]:{self.port}"
-        with open(self.known_hosts, "w") as f:
-            f.write(f"{name} {keytype} {blob}\n")
-        conf = [
-            f"ListenAddress {self.host.remote_addr}",
-            f"Port {self.port}",
-            f"HostKey {self.host_key}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
-            "StrictModes no",
-            "PermitRootLogin yes",
-            "UsePAM no",
-            "PidFile none",
-            "LogLevel VERBOSE",
-            "MaxStartups 100",
-            "MaxSessions 100",
-            "AllowTcpForwarding yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UseDNS no",
-            "PrintMotd no",
-            *self.extra_config,
-        ]
-        with open(self.config_path, "w") as f:
-            f.write("\n".join(conf) + "\n")
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-
-    def start(self):
-        """Start sshd (again) and wait until it listens."""
-        if self.dir is None:
-            self._prepare()
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        offset = len(_read_text(self.log_path))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.host.exec_argv([tunneltest.SSHD, "-D", "-e", "-f", self.config_path]),
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        listening = f"Server listening on {self.host.remote_addr} port {self.port}."
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sshd exited ({self.proc.returncode}):\n{_read_text(self.log_path)[offset:]}")
-            return listening in _read_text(self.log_path)[offset:]
-        wait_until(ready, 15, what=f"sshd to listen on {self.host.remote_addr}:{self.port}")
+    def _argv(self, argv):
+        return self.host.exec_argv(argv)
 
     def stop(self):
         """Kill the listener and every session: the server goes away (SIGKILL, no goodbye)."""
@@ -357,28 +296,9 @@ class NetnsSSHServer(Resource):
         kill_all(sessions)
         self.proc = None
 
-    def log(self):
-        return _read_text(self.log_path)
-
     def tunnel_defaults(self):
         """Tunnel settings that reach this server as root with client_key."""
-        return {
-            "host": self.host.remote_addr,
-            "user": "root",
-            "port": self.port,
-            "identity_file": self.client_key,
-            "ssh_config_file": "/dev/null",
-            "ssh_options": [f"UserKnownHostsFile={self.known_hosts}", "GlobalKnownHostsFile=/dev/null",
-                            "StrictHostKeyChecking=yes"],
-        }
-
-    def close(self):
-        if self.dir:
-            self.stop()
-            self._diag.freeze()
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-        super().close()
+        return {"host": self.host.remote_addr, **super().tunnel_defaults()}
 
 
 # ---- tagged echo server, and ports of listeners that come and go ---------------------

@@ -692,15 +692,23 @@ class SSHServer(Resource):
 
     stop() and start() again keep the port, keys and known_hosts (for restart tests)."""
 
-    def __init__(self, client_alive_interval=None, extra_config=()):
+    def __init__(self, client_alive_interval=None, extra_config=(), address="127.0.0.1", port=None):
         self.client_alive_interval = client_alive_interval
         self.extra_config = list(extra_config)
+        self.address = address
+        self.port = port
+        self._own_port = port is None   # ours to swap if someone else takes it
         self.proc = None
         self.dir = None
 
+    def _argv(self, argv):
+        """How sshd is run (a subclass runs it inside a network namespace)."""
+        return argv
+
     def _prepare(self):
         self.dir = tempfile.mkdtemp(prefix="tunneltest-sshd-")
-        self.port = free_port()
+        if self.port is None:
+            self.port = free_port()
         self.host_key = os.path.join(self.dir, "host_key")
         self.client_key = os.path.join(self.dir, "client_key")
         self.authorized_keys = os.path.join(self.dir, "authorized_keys")
@@ -719,10 +727,11 @@ class SSHServer(Resource):
     def _write_config(self):
         with open(self.host_key + ".pub") as f:
             keytype, blob = f.read().split()[:2]
+        name = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
         with open(self.known_hosts, "w") as f:
-            f.write(f"[127.0.0.1]:{self.port} {keytype} {blob}\n")
+            f.write(f"{name} {keytype} {blob}\n")
         conf = [
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {self.address}",
             f"Port {self.port}",
             f"HostKey {self.host_key}",
             f"AuthorizedKeysFile {self.authorized_keys}",
@@ -756,7 +765,7 @@ class SSHServer(Resource):
             try:
                 return self._start()
             except AssertionError as e:
-                if not first or "Address already in use" not in str(e) or attempt == 4:
+                if not first or not self._own_port or "Address already in use" not in str(e) or attempt == 4:
                     raise
                 self.port = free_port()
                 self._write_config()
@@ -766,15 +775,15 @@ class SSHServer(Resource):
             return
         offset = len(_read_text(self.log_path))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config_path], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        listening = f"Server listening on 127.0.0.1 port {self.port}."
+            self.proc = subprocess.Popen(self._argv([SSHD, "-D", "-e", "-f", self.config_path]),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        listening = f"Server listening on {self.address} port {self.port}."
 
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError(f"sshd exited ({self.proc.returncode}):\n{_read_text(self.log_path)[offset:]}")
             return listening in _read_text(self.log_path)[offset:]
-        wait_until(ready, 15, what=f"sshd to listen on port {self.port}")
+        wait_until(ready, 15, what=f"sshd to listen on {self.address}:{self.port}")
 
     def stop(self, kill_sessions=True):
         """Stop the listener; with kill_sessions, every connection's sshd too (the server
