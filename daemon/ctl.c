@@ -149,6 +149,8 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
         json_strv(b, t->spec.remote_forwards);
         buf_append(b, ",\"dynamic\":", 11);
         json_strv(b, t->spec.dynamic_forwards);
+        buf_append(b, ",\"allocated\":", 13);
+        json_strv(b, t->pid > 0 ? t->allocated : NULL);
         buf_printf(b, "},\"gatetime\":%.3f,", t->spec.gatetime);
         json_key(b, "restart");
         buf_json_string(b, restart_policy_to_string(t->spec.restart));

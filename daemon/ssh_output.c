@@ -48,6 +48,8 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
         }
         if (strncmp(line, "Authenticated to ", 17) == 0)
                 return SSH_LINE_AUTHENTICATED;
+        if (strncmp(line, "Allocated port ", 15) == 0)
+                return SSH_LINE_ALLOCATED;
         /* "channel 3: open failed: connect failed: Connection refused": one forwarded
          * connection's far end, not the tunnel itself (that is what a probe is for) */
         if (strncmp(line, "channel ", 8) == 0)

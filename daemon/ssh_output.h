@@ -28,6 +28,7 @@ enum ssh_line_kind {
         SSH_LINE_AUTHENTICATED,  /* "Authenticated to HOST ([ADDR]:PORT) using …" */
         SSH_LINE_REMOTE_FORWARD_OK, /* the server accepted one -R listener */
         SSH_LINE_SESSION,        /* forwarding set up, the client loop runs (local listeners bound) */
+        SSH_LINE_ALLOCATED,      /* "Allocated port N for remote forward to HOST:PORT" (-R 0:…) */
         SSH_LINE_FAILURE,        /* an error line; *ret_class says which */
 };
 

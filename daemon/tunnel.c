@@ -161,6 +161,11 @@ static void handle_line(struct tunnel *t, const char *line)
                 t->remote_confirmed++;
                 maybe_up(t);
                 return;
+        case SSH_LINE_ALLOCATED:
+                /* the port the server chose for a -R 0:…: status and metrics show it */
+                log_full(t->flapping ? LOG_DEBUG : LOG_INFO, &ctx, "ssh: %s", line);
+                (void)strv_push(&t->allocated, line + 15);
+                return;
         case SSH_LINE_SESSION:
                 log_full(LOG_DEBUG, &ctx, "ssh: %s", line);
                 t->session = true;
@@ -504,6 +509,7 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         t->authenticated = false;
         t->session = false;
         t->forward_failed = false;
+        t->allocated = strv_free(t->allocated);
         t->remote_confirmed = 0;
         t->run_failure = FAILURE_NONE;
         t->kill_sent = false;
@@ -672,6 +678,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
                 close(t->stderr_fd);
         probe_free(t->probe);
         hook_free(t->hook);
+        strv_free(t->allocated);
         strv_free(t->argv);
         tunnel_spec_done(&t->spec);
         free(t);

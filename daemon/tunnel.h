@@ -71,6 +71,7 @@ struct tunnel {
         bool authenticated;
         bool session;                   /* "Entering interactive session": -L/-D listeners bound */
         bool forward_failed;            /* this run: a forward could not be set up */
+        char **allocated;               /* this run: "PORT for remote forward to HOST:PORT" (-R 0:…) */
         unsigned remote_confirmed;
         enum failure_class run_failure; /* from this run's stderr */
         bool kill_sent;

@@ -54,10 +54,12 @@ static void help(void)
 "    status [NAME...]\n"
 "        A table of the named tunnels (default: all): name, state, ssh pid,\n"
 "        uptime of the current ssh, starts (in brackets: those after an exit\n"
-"        tunneld did not ask for), last exit (status or signal, how long ssh ran, failure\n"
-"        class), next retry, forwards. States: starting (ssh runs, not yet\n"
-"        authenticated with every forward), up, backoff (waiting to retry),\n"
-"        failed (not retrying), stopping, stopped.\n"
+"        tunneld did not ask for), last exit (status or signal, how long ssh\n"
+"        ran, failure class), next retry, forwards (\"R port N\": the port the\n"
+"        server chose for a remote forward of port 0). States: queued (waiting\n"
+"        for a start slot or for the tunnels it is after), starting (ssh runs,\n"
+"        not yet authenticated with every forward in place), up, backoff\n"
+"        (waiting to retry), failed (not retrying), stopping, stopped.\n"
 "    start NAME...|--all\n"
 "        Start now, resetting backoff and max_starts counters.\n"
 "    stop NAME...|--all\n"
@@ -228,6 +230,14 @@ static char *forwards_text(const struct json *t)
                 for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
                         if (list->items[i]->type == JSON_STRING)
                                 buf_printf(&b, "%s%s %s", b.len ? ", " : "", kinds[k].flag, list->items[i]->string);
+        }
+        {
+                /* ports the server chose for -R 0:…, "34433 for remote forward to host:80" */
+                const struct json *list = json_get(f, "allocated");
+                for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
+                        if (list->items[i]->type == JSON_STRING)
+                                buf_printf(&b, "%sR port %.*s", b.len ? ", " : "",
+                                           (int)strcspn(list->items[i]->string, " "), list->items[i]->string);
         }
         if (!b.len)
                 buf_printf(&b, "-");

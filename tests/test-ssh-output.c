@@ -14,6 +14,7 @@ static void test_classes(void)
                 { "debug1: remote forward success for: listen 23334, connect 127.0.0.1:23400", SSH_LINE_REMOTE_FORWARD_OK, FAILURE_NONE },
                 { "debug1: pledge: network", SSH_LINE_DEBUG, FAILURE_NONE },
                 { "debug1: Entering interactive session.", SSH_LINE_SESSION, FAILURE_NONE },
+                { "Allocated port 34433 for remote forward to 127.0.0.1:23400", SSH_LINE_ALLOCATED, FAILURE_NONE },
                 { "debug3: whatever Connection refused", SSH_LINE_DEBUG, FAILURE_NONE },
                 { "root@127.0.0.1: Permission denied (publickey).", SSH_LINE_FAILURE, FAILURE_AUTH },
                 { "Host key verification failed.", SSH_LINE_FAILURE, FAILURE_HOST_KEY },

@@ -100,9 +100,22 @@ def pids(sock):
 
 def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
-    for key in ("name", "state", "pid", "uptime", "starts", "restarts", "last_exit", "retry_in", "forwards"):
-        test.assertIn(key, t, f"field {key} of {t.get('name')}")
+    documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "uptime", "since",
+                  "retry_in", "starts", "restarts", "consecutive_failures", "failures", "last_exit", "forwards",
+                  "gatetime", "restart")
+    test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
+    for key in ("enabled", "held", "flapping"):
+        test.assertIsInstance(t[key], bool, f"{name}.{key}")
+    test.assertTrue(t["reason"] is None or isinstance(t["reason"], str), f"{name}.reason")
+    test.assertIsInstance(t["host"], str, name)
+    test.assertIsInstance(t["since"], (int, float), name)
+    test.assertGreaterEqual(t["since"], 0, name)
+    test.assertIsInstance(t["consecutive_failures"], int, name)
+    test.assertIsInstance(t["failures"], dict, name)
+    test.assertTrue(all(isinstance(v, int) and v > 0 for v in t["failures"].values()), f"{name}.failures")
+    test.assertIsInstance(t["gatetime"], (int, float), name)
+    test.assertIn(t["restart"], ("always", "on-failure", "never"), name)
     test.assertIn(t["state"], STATES, name)
     if t["pid"] is None:
         test.assertIsNone(t["uptime"], f"{name}: uptime without a pid")
@@ -120,6 +133,9 @@ def assert_tunnel_fields(test, t):
         test.assertIsNone(t["retry_in"], f"{name}: retry_in outside backoff")
     e = t["last_exit"]
     if e is not None:
+        test.assertEqual(sorted(e), ["ago", "failure", "ran", "requested", "signal", "status"], f"{name}.last_exit")
+        test.assertIsInstance(e["requested"], bool, name)
+        test.assertGreaterEqual(e["ago"], 0, name)
         for key in ("status", "signal", "ran", "failure"):
             test.assertIn(key, e, f"{name}.last_exit.{key}")
         test.assertTrue((e["status"] is None) != (e["signal"] is None),
@@ -132,8 +148,8 @@ def assert_tunnel_fields(test, t):
         test.assertGreaterEqual(e["ran"], 0, name)
         test.assertTrue(e["failure"] is None or isinstance(e["failure"], str), name)
     f = t["forwards"]
-    test.assertEqual(sorted(f), ["dynamic", "local", "remote"], f"{name}.forwards")
-    for kind in ("local", "remote", "dynamic"):
+    test.assertEqual(sorted(f), ["allocated", "dynamic", "local", "remote"], f"{name}.forwards")
+    for kind in ("local", "remote", "dynamic", "allocated"):
         test.assertIsInstance(f[kind], list, f"{name}.forwards.{kind}")
         test.assertTrue(all(isinstance(x, str) for x in f[kind]), f"{name}.forwards.{kind}")
 

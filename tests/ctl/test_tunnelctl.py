@@ -138,9 +138,10 @@ class StatusTest(_Base):
         self.assertRegex(reply["status"], r"^2/\d tunnels up; backoff: refused \(refused, retry in ")
 
     def test_json_has_the_documented_fields(self):
-        """--json status parses with json and has name, state, pid, uptime, starts, restarts,
-        last_exit{status,signal,ran,failure}, retry_in, forwards{local,remote,dynamic} for
-        every tunnel, in configuration order; named status returns only those."""
+        """--json status parses with json and has exactly the fields tunnelctl(1) documents
+        (name, state, pid, uptime, starts, restarts, last_exit{status,signal,ran,...},
+        retry_in, forwards{local,remote,dynamic,allocated}, ...) with their types for every
+        tunnel, in configuration order; named status returns only those."""
         r = self.ctl(self.sock, "--json", "status")
         self.assertEqual(r.stdout.count("\n"), 1, "one JSON object on one line")
         reply = json.loads(r.stdout)
@@ -150,10 +151,12 @@ class StatusTest(_Base):
             with self.subTest(tunnel=t["name"]):
                 assert_tunnel_fields(self, t)
         t = {x["name"]: x for x in reply["tunnels"]}
-        self.assertEqual(t["web"]["forwards"], {"local": [self.fwd(self.web_port)], "remote": [], "dynamic": []})
+        self.assertEqual(t["web"]["forwards"], {"local": [self.fwd(self.web_port)], "remote": [], "dynamic": [],
+                                                "allocated": []})
         self.assertEqual(t["multi"]["forwards"], {"local": [self.fwd(self.multi_port)],
                                                   "remote": [self.fwd(self.remote_port)],
-                                                  "dynamic": [f"127.0.0.1:{self.socks_port}"]})
+                                                  "dynamic": [f"127.0.0.1:{self.socks_port}"],
+                                                  "allocated": []})
         r = self.ctl(self.sock, "--json", "status", "multi", "web")
         self.assertEqual([x["name"] for x in json.loads(r.stdout)["tunnels"]], ["multi", "web"])
         # not up: exit 1, and the JSON is still printed

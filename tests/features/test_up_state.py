@@ -86,6 +86,30 @@ class UpStateTest(FeatureTest):
             self.assertEqual(r.returncode, 0, r.stderr)
             after = d.wait_log(rf"^<\d+>both: ssh stopped; starting again: ssh pid (?!{pid}\b)\d+", after=m.end()).end()
 
+    def test_remote_forward_of_port_zero_shows_the_allocated_port(self):
+        """`-R 0:…` lets the server choose the port: status (JSON and table) names the port
+        ssh was given, bytes flow through it, and a restart shows the new run's port only."""
+        d = self.tunneld([{"name": "anyport", "remote_forwards": [f"127.0.0.1:0:127.0.0.1:{self.echo.port}"]}])
+        after = 0
+        for run in range(2):
+            m, pid = self.wait_up(d, "anyport", after=after)
+            t = status(d)["anyport"]
+            self.assertEqual(t["pid"], pid)
+            allocated = t["forwards"]["allocated"]
+            self.assertEqual(len(allocated), 1, t)
+            am = re.fullmatch(rf"(\d+) for remote forward to 127\.0\.0\.1:{self.echo.port}", allocated[0])
+            self.assertIsNotNone(am, allocated)
+            port = int(am.group(1))
+            self.assertGreater(port, 0)
+            self.assertTrue(echo_roundtrip(port), f"run {run}: no echo through allocated port {port}")
+            r = tunnelctl(d, "status", "anyport")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"R port {port}", r.stdout)
+            r = tunnelctl(d, "restart", "anyport")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            after = d.wait_log(rf"^<\d+>anyport: ssh stopped; starting again: ssh pid (?!{pid}\b)\d+",
+                               after=m.end()).end()
+
     def test_failed_local_forward_without_exit_on_forward_failure_is_not_up(self):
         """With exit_on_forward_failure = false ssh lives on when a -L cannot listen ("Could
         not request local forwarding"): the tunnel stays "starting", never up, as it does
