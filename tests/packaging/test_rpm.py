@@ -3,7 +3,7 @@
 rpmbuild -bs makes a source package from a tarball of this tree and the sysusers file,
 and its %files covers everything meson installs. Fedora's own macros (%meson, %_unitdir,
 %sysusers_create_compat...) are not on a Debian machine: they stay unexpanded here, and
-the real build is Fedora's (see packaging/README-install.md).
+the real build is Fedora's (see README.md, "Installing and running tunneld").
 
 Skipped when rpm's tools (Debian package rpm) are not installed.
 """
