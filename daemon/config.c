@@ -83,6 +83,18 @@ const char *validate_host(const char *s)
         return NULL;
 }
 
+/* Letters, digits, ".-_+@" and non-ASCII: no shell character, since ssh puts a ProxyJump
+ * user into the command line it runs through the shell (and recent ssh refuses them). */
+static bool user_chars_ok(const char *s)
+{
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (!isalnum(*p) && *p < 0x80 && !strchr("._-+@", *p))
+                        return false;
+        return true;
+}
+
+#define USER_CHARS "letters, digits, '.', '_', '-', '+' and '@'"
+
 const char *validate_user(const char *s)
 {
         const char *r = check_argv_word(s);
@@ -93,8 +105,8 @@ const char *validate_user(const char *s)
                 return "must not begin with '-' (it would be read as an ssh option)";
         if (strlen(s) > 255)
                 return "is longer than 255 characters";
-        if (strchr(s, ':') || strchr(s, '/'))
-                return "must not contain ':' or '/'";
+        if (!user_chars_ok(s))
+                return "has an invalid character: a user name may contain only " USER_CHARS;
         return NULL;
 }
 
@@ -132,6 +144,8 @@ static const char *validate_jump_hop(char *hop)
                 *at = '\0';
                 if (!*host || host[0] == '-')
                         return "has an empty user or one beginning with '-'";
+                if (!user_chars_ok(host))
+                        return "has a user with an invalid character: a user name may contain only " USER_CHARS;
                 host = at + 1;
         }
         if (host[0] == '[') {
@@ -663,18 +677,43 @@ static const char *setting_file(struct parser *p, const config_setting_t *s)
         return f ? f : p->path;
 }
 
+/* A copy of text with control characters as \n, \t or \xNN: a hostile value must not
+ * write raw newlines or escape sequences into a terminal or the journal. */
+static char *escape_controls(const char *text)
+{
+        struct buf b = {0};
+        char *ret = NULL;
+
+        for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+                if (*c == '\n')
+                        buf_append(&b, "\\n", 2);
+                else if (*c == '\t')
+                        buf_append(&b, "\\t", 2);
+                else if (*c < 0x20 || *c == 0x7f)
+                        buf_printf(&b, "\\x%02x", *c);
+                else
+                        buf_append(&b, (const char *)c, 1);
+        }
+        return buf_steal(&b, &ret) < 0 ? NULL : ret;
+}
+
 _printf_(4, 5)
 static void diag(struct parser *p, const config_setting_t *s, const char *label, const char *fmt, ...)
 {
-        _cleanup_free_ char *what = NULL, *line = NULL;
+        _cleanup_free_ char *raw = NULL, *what = NULL, *line = NULL;
         va_list ap;
         int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&what, fmt, ap);
+        r = vasprintf(&raw, fmt, ap);
         va_end(ap);
         if (r < 0) {
-                what = NULL;
+                raw = NULL;
+                p->oom = -ENOMEM;
+                return;
+        }
+        what = escape_controls(raw);
+        if (!what) {
                 p->oom = -ENOMEM;
                 return;
         }
@@ -1595,7 +1634,7 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
                         in_string = true;
                 else if (c == '@' && len - i >= 8 && strncmp(text + i, "@include", 8) == 0) {
                         push_error(errs, "%s:%d: @include is not supported: put tunnels in drop-in files "
-                                   "(tunneld.d/*.conf next to the main file, or include_dir)", path, line);
+                                   "(*.conf in the .d directory named like the main file, or include_dir)", path, line);
                         return -EINVAL;
                 } else if (c == '#' || (c == '/' && i + 1 < len && text[i + 1] == '/')) {
                         while (i + 1 < len && text[i + 1] != '\n' && text[i + 1] != '\0')
@@ -1715,23 +1754,19 @@ static int load_dropins(struct parser *p, struct config *c, const struct tunnel_
         return r;
 }
 
-/* Default drop-in directory: tunneld.d next to the main file (/etc/tunneld.d). */
+/* Default drop-in directory: the main file's path with ".conf" replaced by ".d"
+ * (/etc/tunneld.conf: /etc/tunneld.d; /etc/tunneld/office.conf: /etc/tunneld/office.d), so
+ * that tunneld@NAME instances never share one. */
 static int default_include_dir(struct config *c)
 {
-        _cleanup_free_ char *dir = strdup(c->path);
-        char *slash;
+        size_t n = strlen(c->path);
 
-        if (!dir)
-                return -ENOMEM;
-        slash = strrchr(dir, '/');
-        if (slash)
-                *slash = '\0';
-        if (asprintf(&c->include_dir, "%s/tunneld.d", slash ? (*dir ? dir : "/") : ".") < 0) {
+        if (n > 5 && strcmp(c->path + n - 5, ".conf") == 0)
+                n -= 5;
+        if (asprintf(&c->include_dir, "%.*s.d", (int)n, c->path) < 0) {
                 c->include_dir = NULL;
-                // cppcheck-suppress memleak ; dir is _cleanup_free_, which cppcheck does not know
                 return -ENOMEM;
         }
-        // cppcheck-suppress memleak ; dir is _cleanup_free_
         return 0;
 }
 

@@ -14,9 +14,10 @@
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_max_level = LOG_INFO;
 static bool stderr_is_tty;
+static bool debug_forced;
 
 /* systemd sets JOURNAL_STREAM=dev:ino for the stream it connected to stderr. */
-static bool stderr_is_journal(void)
+bool log_stderr_is_journal(void)
 {
         const char *e = getenv("JOURNAL_STREAM");
         unsigned long long dev, ino;
@@ -41,13 +42,14 @@ static bool journal_present(void)
 void log_open(enum log_target target)
 {
         if (target == LOG_TARGET_AUTO)
-                target = stderr_is_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
+                target = log_stderr_is_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
         log_target = target;
         stderr_is_tty = isatty(STDERR_FILENO) == 1;
 }
 
 enum log_target log_get_target(void) { return log_target; }
-void log_set_max_level(int prio) { log_max_level = prio; }
+void log_set_max_level(int prio) { log_max_level = debug_forced ? LOG_DEBUG : prio; }
+void log_force_debug(void) { debug_forced = true; log_max_level = LOG_DEBUG; }
 int log_get_max_level(void) { return log_max_level; }
 
 int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,

@@ -30,6 +30,10 @@ void log_open(enum log_target target);
 enum log_target log_get_target(void);   /* the target in effect, never AUTO */
 void log_set_max_level(int prio);
 int log_get_max_level(void);
+/* tunneld -d: LOG_DEBUG from now on, whatever log_level a reload sets. */
+void log_force_debug(void);
+/* stderr is the stream systemd connected to the journal (JOURNAL_STREAM). */
+bool log_stderr_is_journal(void);
 
 /* Logs and returns -abs(error) so callers can "return log_errno(r, ...)". errno is %m. */
 int log_full_errno(int prio, int error, const struct log_ctx *ctx, const char *fmt, ...) _printf_(4, 5);

@@ -145,9 +145,13 @@ int main(int argc, char *argv[])
 
         r = config_load(path, &config, &errs);
         if (r < 0) {
+                /* the daemon logs with <N> prefixes, and so does -t into the journal (the
+                 * unit's ExecStartPre): "journalctl -p err" must show why it did not start */
+                const char *err = !check || log_stderr_is_journal() ? "<3>" : "";
+
                 for (size_t i = 0; i < errs.n; i++)
-                        fprintf(stderr, "%s\n", errs.lines[i]);
-                fprintf(stderr, "tunneld: %s: %zu error%s, %s\n", path, errs.n, errs.n == 1 ? "" : "s",
+                        fprintf(stderr, "%s%s\n", err, errs.lines[i]);
+                fprintf(stderr, "%stunneld: %s: %zu error%s, %s\n", err, path, errs.n, errs.n == 1 ? "" : "s",
                         check ? "configuration invalid" : "not starting");
                 config_errors_clear(&errs);
                 return 1;
@@ -159,7 +163,9 @@ int main(int argc, char *argv[])
         }
 
         log_open(config->log_target);
-        log_set_max_level(debug ? LOG_DEBUG : config->log_level);
+        log_set_max_level(config->log_level);
+        if (debug)
+                log_force_debug();
         (void)signal(SIGPIPE, SIG_IGN);
         {
                 /* a stderr pipe per tunnel, a socket per tunnelctl client, a pipe per hook */

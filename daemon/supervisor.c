@@ -25,11 +25,12 @@ struct supervisor {
         bool dequeue_due;               /* a start slot freed, or a tunnel came up */
         ev_timer publish;               /* STATUS and metrics at most every PUBLISH_DELAY */
         size_t in_state[_TUNNEL_STATE_MAX];     /* tunnels (and retiring ones) per state */
+        size_t connecting;                      /* tunnels whose ssh holds a start slot */
         double started_at;
         char *reload_error;             /* shown in STATUS until a reload succeeds */
         ev_prepare flush;               /* coalesces STATUS updates: once per loop iteration */
         bool ready_sent;
-        ev_timer ready_timer;           /* ready = "all-up": READY=1 anyway at ready_timeout */
+        ev_timer ready_timer;           /* READY=1 anyway at ready_timeout */
         struct netwatch *netwatch;
         struct tunnel *dequeuing;       /* the queued tunnel being let through */
         bool metrics_failed;
@@ -92,11 +93,6 @@ static void remove_at(struct tunnel **v, size_t *n, size_t i)
 }
 
 /* O(1): the observer keeps the counts (a thousand tunnels start one by one). */
-static size_t count_in_state(const struct supervisor *s, enum tunnel_state state)
-{
-        return s->in_state[state];
-}
-
 /* after: the first tunnel t waits for that is not up, or NULL. */
 static const char *waiting_for(const struct supervisor *s, const struct tunnel *t)
 {
@@ -126,13 +122,15 @@ static const char *gate(struct tunnel *t, void *userdata)
         const char *dep = waiting_for(s, t);
         size_t starting;
 
+        if (s->shutting_down)
+                return "tunneld is stopping";
         if (dep) {
                 snprintf(s->gate_reason, sizeof(s->gate_reason), "waiting for %s to be up", dep);
                 return s->gate_reason;
         }
         if (max <= 0)
                 return NULL;
-        starting = count_in_state(s, TUNNEL_STARTING);
+        starting = s->connecting - t->connecting;      /* a restarting tunnel has its own slot */
         if (starting >= (size_t)max) {
                 snprintf(s->gate_reason, sizeof(s->gate_reason), "%zu tunnel%s connecting (max_parallel_starts %d)",
                          starting, starting == 1 ? " is" : "s are", max);
@@ -156,7 +154,7 @@ static void dequeue(struct supervisor *s)
 
                 if (t->state != TUNNEL_QUEUED || waiting_for(s, t))
                         continue;
-                if (max > 0 && count_in_state(s, TUNNEL_STARTING) >= (size_t)max)
+                if (max > 0 && s->connecting >= (size_t)max)
                         return;
                 s->dequeuing = t;
                 tunnel_dequeue(t, "start slot free");
@@ -226,6 +224,15 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         struct supervisor *s = userdata;
 
         s->status_dirty = true;
+        if (ev == TUNNEL_EVENT_CONNECTING) {
+                if (t->connecting)
+                        s->connecting++;
+                else {
+                        s->connecting--;
+                        s->dequeue_due = true;
+                }
+                return;
+        }
         if (ev == TUNNEL_EVENT_STATE && old != t->state) {
                 s->in_state[old]--;
                 s->in_state[t->state]++;
@@ -248,17 +255,39 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         }
 }
 
-/* all-up: every enabled tunnel is up, or has had its chance and failed a start. */
+static bool settled(const struct tunnel *t)
+{
+        return t->state == TUNNEL_UP || t->state == TUNNEL_FAILED || t->state == TUNNEL_BACKOFF ||
+               t->state == TUNNEL_STOPPED;
+}
+
+/* all-up: every required tunnel is up, or has had its chance and failed a start, or waits
+ * for a tunnel it is after that did. */
 static bool all_settled(const struct supervisor *s)
 {
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 const struct tunnel *t = s->tunnels[i];
+                const char *dep;
 
-                if (!t->spec.enabled || !t->spec.required || t->held)
+                if (!t->spec.enabled || !t->spec.required || t->held || settled(t))
                         continue;
-                if (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED || t->state == TUNNEL_BACKOFF)
+                if (t->state == TUNNEL_QUEUED && (dep = waiting_for(s, t)) && settled(supervisor_find(s, dep)))
                         continue;
                 return false;
+        }
+        return true;
+}
+
+/* started: every enabled tunnel has launched its first ssh, or waits for a tunnel it is
+ * after (which has); not while tunnels wait for a max_parallel_starts slot. */
+static bool all_launched(const struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                const struct tunnel *t = s->tunnels[i];
+
+                if (t->spec.enabled && !t->held && t->total_starts == 0 && t->state == TUNNEL_QUEUED &&
+                    !waiting_for(s, t))
+                        return false;
         }
         return true;
 }
@@ -288,8 +317,9 @@ static void on_ready_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         (void)revents;
         if (s->ready_sent)
                 return;
-        log_warning("ready_timeout %s passed before every tunnel was up: reporting ready anyway",
-                    format_duration(s->config->ready_timeout, t, sizeof(t)));
+        log_warning("ready_timeout %s passed before every tunnel was %s: reporting ready anyway",
+                    format_duration(s->config->ready_timeout, t, sizeof(t)),
+                    s->config->ready == READY_ALL_UP ? "up" : "started");
         send_ready(s);
 }
 
@@ -351,7 +381,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
         }
         if (!s->status_dirty)
                 return;
-        if (!s->ready_sent && (s->config->ready == READY_STARTED || all_settled(s))) {
+        if (!s->ready_sent && (s->config->ready == READY_STARTED ? all_launched(s) : all_settled(s))) {
                 send_ready(s);
                 write_metrics(s);
                 return;
@@ -440,9 +470,9 @@ int supervisor_new(struct ev_loop *loop, struct config *config, struct superviso
                 supervisor_free(s);
                 return r;
         }
-        /* READY=1 goes out from the loop's first iteration (after the control socket is up),
-         * or for all-up once every tunnel settled or at ready_timeout. */
-        if (config->ready == READY_ALL_UP && config->ready_timeout > 0) {
+        /* READY=1 goes out from a loop iteration (after the control socket is up) once every
+         * tunnel launched its ssh, or for all-up once every tunnel settled; or at ready_timeout. */
+        if (config->ready_timeout > 0) {
                 ev_timer_set(&s->ready_timer, config->ready_timeout, 0.);
                 ev_timer_start(loop, &s->ready_timer);
         }
@@ -554,7 +584,15 @@ int supervisor_apply(struct supervisor *s, struct config *c)
                 log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = removed[i]->spec.name, .pid = -1,
                                                         .exit_status = -1, .exit_signal = -1 },
                          "removed from the configuration");
-                tunnel_stop(removed[i], "removed from the configuration");
+                if (removed[i]->state == TUNNEL_STOPPED && !tunnel_wants_start(removed[i])) {
+                        /* stopped already (disabled, or by an operator): no event will free it */
+                        ssize_t j = index_of(s->retiring, s->n_retiring, removed[i]);
+                        remove_at(s->retiring, &s->n_retiring, (size_t)j);
+                        s->in_state[TUNNEL_STOPPED]--;
+                        tunnel_free(removed[i]);
+                        continue;
+                }
+                tunnel_stop(removed[i], "removed from the configuration");  /* may free it */
         }
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 struct tunnel *t = s->tunnels[i];
@@ -627,9 +665,6 @@ int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
                 goto ready;
         }
         report_fixed_globals(s->config, c);
-        if (c->log_target != s->config->log_target)
-                log_open(c->log_target);
-        log_set_max_level(c->log_level);
 
         before = s->n_tunnels;
         for (size_t i = 0; i < c->n_tunnels; i++) {
@@ -637,11 +672,19 @@ int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
                 if (t && !tunnel_spec_equal(&t->spec, &c->tunnels[i]))
                         changed++;
         }
-        r = supervisor_apply(s, c);
-        if (r < 0) {
-                log_error_errno(r, "reload failed: %m; the running tunnels are unchanged");
-                config_free(c);
-                goto ready;
+        {
+                enum log_target target = c->log_target, old_target = s->config->log_target;
+                int level = c->log_level;
+
+                r = supervisor_apply(s, c);     /* takes c */
+                if (r < 0) {
+                        log_error_errno(r, "reload failed: %m; the running tunnels are unchanged");
+                        config_free(c);
+                        goto ready;
+                }
+                if (target != old_target)
+                        log_open(target);
+                log_set_max_level(level);
         }
         after = s->n_tunnels;
         free(s->reload_error);
@@ -661,10 +704,12 @@ void supervisor_shutdown(struct supervisor *s)
                 return;
         s->shutting_down = true;
         /* Reverse configuration order, a tunnel only once none that is after it runs (each
-         * step bounded by stop_timeout). Queued and backoff ones simply stop. Observers never
-         * free active tunnels, and removed ones are stopping already. */
+         * step bounded by stop_timeout, so at most stop_timeout per level of after-chain).
+         * Queued and backoff ones simply stop; none starts again. Observers never free
+         * active tunnels, and removed ones are stopping already. */
         for (size_t i = s->n_tunnels; i > 0; i--) {
                 struct tunnel *t = s->tunnels[i - 1];
+                t->start_after_stop = false;
                 if (!tunnel_has_child(t))
                         tunnel_stop(t, "tunneld is stopping");
         }

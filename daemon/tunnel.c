@@ -43,6 +43,18 @@ double tunnel_backoff_base(double initial, double max, unsigned failures)
 }
 
 static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, const char *next);
+static void end_flapping(struct tunnel *t, const char *why);
+
+/* max_parallel_starts counts the tunnels whose ssh is still connecting: from spawn until it
+ * authenticates or ends. One that is authenticated but never comes up frees its slot. */
+static void set_connecting(struct tunnel *t, bool connecting)
+{
+        if (t->connecting == connecting)
+                return;
+        t->connecting = connecting;
+        if (t->observer)
+                t->observer(t, TUNNEL_EVENT_CONNECTING, t->state, t->userdata);
+}
 
 /* The one place that changes t->state: logs what happened and what happens next, then
  * tells the observer. Callers return right after: the observer may free t. */
@@ -55,6 +67,10 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
         char text[1536];
         va_list ap;
 
+        if (state != TUNNEL_STARTING)
+                set_connecting(t, false);
+        if (state == TUNNEL_STOPPED)
+                end_flapping(t, "stopped");
         t->state = state;
         t->state_since = now_mono();
         if (t->probe) {
@@ -82,12 +98,19 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
                         ctx.failure = failure_class_to_string(run->failure);
         }
         /* A flapping tunnel was reported once; its churn goes to debug, what an operator
-         * did or a final verdict does not. */
+         * did or a final verdict does not, and once per flap_window a transition is logged
+         * as usual, so that the log still says what the tunnel is doing. */
         if (t->flapping && prio > LOG_ERR && state != TUNNEL_STOPPED && state != TUNNEL_STOPPING) {
-                prio = LOG_DEBUG;
-                t->flap_suppressed++;
-        }
-        log_full(prio, &ctx, "%s", text);
+                if (t->state_since - t->flap_reported_at >= t->spec.flap_window) {
+                        t->flap_reported_at = t->state_since;
+                        log_full(prio, &ctx, "still flapping (%lu messages at debug level so far): %s",
+                                 t->flap_suppressed, text);
+                } else {
+                        t->flap_suppressed++;
+                        log_full(LOG_DEBUG, &ctx, "%s", text);
+                }
+        } else
+                log_full(prio, &ctx, "%s", text);
 
         if (t->observer)
                 t->observer(t, TUNNEL_EVENT_STATE, old, t->userdata);
@@ -125,10 +148,28 @@ static bool note_failure(struct tunnel *t, double now)
                 return false;
         t->flapping = true;
         t->flap_suppressed = 0;
+        t->flap_reported_at = now;
         return true;
 }
 
 /* ---- ssh's stderr ---- */
+
+/* This run has lasted gatetime and is up: a successful start (unless the probe ends it). */
+static void pass_gate(struct tunnel *t)
+{
+        char gate[DURATION_MAX];
+
+        if (t->gate_passed)
+                return;
+        t->gate_passed = t->ever_passed = true;
+        t->failures_before_gate = t->failures;
+        t->failures = 0;
+        end_flapping(t, "a run lasted gatetime");
+        log_full(LOG_DEBUG, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
+                                               .exit_signal = -1 },
+                 "ssh has been up for gatetime %s: this start counts as a success",
+                 format_duration(t->spec.gatetime, gate, sizeof(gate)));
+}
 
 static void maybe_up(struct tunnel *t)
 {
@@ -139,6 +180,9 @@ static void maybe_up(struct tunnel *t)
         if (t->state != TUNNEL_STARTING || !t->authenticated || !t->session || t->forward_failed ||
             t->remote_confirmed < remotes)
                 return;
+        t->run_up = true;
+        if (t->gate_elapsed)
+                pass_gate(t);
         set_state(t, TUNNEL_UP, LOG_NOTICE, NULL, "up: ssh (pid %d) authenticated%s after %s",
                   (int)t->pid, remotes ? " and every remote forward accepted" : "",
                   format_duration(now_mono() - t->started_at, took, sizeof(took)));
@@ -175,6 +219,7 @@ static void handle_line(struct tunnel *t, const char *line)
                 log_full(t->flapping ? LOG_DEBUG : LOG_INFO, &ctx, "ssh: %s", line);
                 t->flap_suppressed += t->flapping;
                 t->authenticated = true;
+                set_connecting(t, false);
                 maybe_up(t);
                 return;
         case SSH_LINE_FAILURE:
@@ -289,8 +334,10 @@ static void finish_run(struct tunnel *t, struct tunnel_run *run)
 {
         const struct tunnel_spec *s = &t->spec;
         /* A run the probe ended is a failure however long it lasted: restarting ssh does not
-         * fix a dead far end, so the retries must back off. */
-        bool success = (s->gatetime <= 0 || run->ran >= s->gatetime) && run->failure != FAILURE_PROBE;
+         * fix a dead far end, so the retries must back off. So is a run that never came up
+         * and whose ssh said why (a refused key fails even with gatetime 0). */
+        bool success = (s->gatetime <= 0 || run->ran >= s->gatetime) && run->failure != FAILURE_PROBE &&
+                       !(run->failure != FAILURE_NONE && !t->run_up);
         char what[1024];
 
         if (run->failure == FAILURE_NONE) {
@@ -308,9 +355,12 @@ static void finish_run(struct tunnel *t, struct tunnel_run *run)
         t->restart_pending = true;
         describe_run(t, run, what, sizeof(what));
 
-        if (success)
+        if (success) {
                 t->failures = 0;
-        else {
+                t->ever_passed = true;
+        } else {
+                if (t->gate_passed)
+                        t->failures = t->failures_before_gate;
                 t->failures++;
                 if (note_failure(t, run->ended_at)) {
                         char window[DURATION_MAX];
@@ -426,13 +476,18 @@ static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
         (void)loop;
         (void)revents;
-        t->gate_passed = t->ever_passed = true;
-        t->failures = 0;
-        end_flapping(t, "a run lasted gatetime");
-        log_full(LOG_DEBUG, &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1,
-                                               .exit_signal = -1 },
-                 "ssh has run for gatetime %s: this start counts as a success",
-                 format_duration(t->spec.gatetime, gate, sizeof(gate)));
+        t->gate_elapsed = true;
+        if (t->state == TUNNEL_UP) {
+                pass_gate(t);
+                return;
+        }
+        /* Not a success yet: it counts once it is up (ssh may still be authenticating, or
+         * runs on without a forward under exit_on_forward_failure = false). */
+        log_full(t->flapping ? LOG_DEBUG : LOG_WARNING,
+                 &(struct log_ctx){ .tunnel = t->spec.name, .pid = t->pid, .exit_status = -1, .exit_signal = -1 },
+                 "ssh has run for gatetime %s but is not up (%s)", format_duration(t->spec.gatetime, gate, sizeof(gate)),
+                 t->forward_failed ? "a forward failed" : !t->authenticated ? "not authenticated yet"
+                                                                            : "forwards not set up yet");
 }
 
 static void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -513,6 +568,8 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         t->remote_confirmed = 0;
         t->run_failure = FAILURE_NONE;
         t->kill_sent = false;
+        t->run_up = false;
+        t->gate_elapsed = t->spec.gatetime <= 0;
         t->gate_passed = false;
         lines_reset(&t->out);
 
@@ -530,14 +587,14 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
         ev_io_set(&t->stderr_watcher, t->stderr_fd, EV_READ);
         ev_io_start(t->loop, &t->stderr_watcher);
 
+        set_connecting(t, true);
         t->started_at = now_mono();
         t->starts++;
         t->total_starts++;
         if (t->spec.gatetime > 0) {
                 ev_timer_set(&t->gate_timer, t->spec.gatetime, 0.);
                 ev_timer_start(t->loop, &t->gate_timer);
-        } else
-                t->gate_passed = t->ever_passed = true;
+        }
         if (t->spec.max_lifetime > 0) {
                 ev_timer_set(&t->lifetime_timer, t->spec.max_lifetime, 0.);
                 ev_timer_start(t->loop, &t->lifetime_timer);
@@ -696,7 +753,8 @@ static void reset_counters(struct tunnel *t)
         end_flapping(t, "started again by request");
         t->starts = 0;
         t->failures = 0;
-        t->ever_passed = false;
+        /* ever_passed stays: fail_fast is about a configuration that never worked, and only
+         * a changed configuration makes the next start a first one again */
         t->reason = NULL;
 }
 

@@ -27,6 +27,7 @@ struct tunnel;
 enum tunnel_event {
         TUNNEL_EVENT_STATE,             /* t->state changed from old */
         TUNNEL_EVENT_FLAPPING,          /* t->flapping just became true */
+        TUNNEL_EVENT_CONNECTING,        /* t->connecting changed */
 };
 
 /* Called after every state change (and when flapping starts). The observer may free the
@@ -69,6 +70,7 @@ struct tunnel {
         double started_at;
         double retry_at;                /* BACKOFF: when the timer fires */
         bool authenticated;
+        bool connecting;                /* spawned, not authenticated yet: holds a max_parallel_starts slot */
         bool session;                   /* "Entering interactive session": -L/-D listeners bound */
         bool forward_failed;            /* this run: a forward could not be set up */
         char **allocated;               /* this run: "PORT for remote forward to HOST:PORT" (-R 0:…) */
@@ -92,8 +94,11 @@ struct tunnel {
         unsigned long restarts;         /* starts after an exit tunneld did not ask for */
         bool restart_pending;           /* the next start is such a restart */
         unsigned long total_failures[_FAILURE_MAX];
-        bool gate_passed;               /* this run has lasted gatetime */
-        bool ever_passed;               /* some run since configured lasted gatetime (fail_fast) */
+        bool run_up;                    /* this run has been UP */
+        bool gate_elapsed;              /* this run has lasted gatetime (up or not) */
+        bool gate_passed;               /* this run has lasted gatetime while UP: a success so far */
+        unsigned failures_before_gate;  /* restored if a passed run still ends as a failure (probe) */
+        bool ever_passed;               /* some run since configured was a success (fail_fast) */
         struct tunnel_run last_run;
 
         /* flapping: flap_threshold failed runs within flap_window */
@@ -102,6 +107,7 @@ struct tunnel {
         unsigned fail_next;
         bool flapping;
         unsigned long flap_suppressed;  /* lines logged at debug level while flapping */
+        double flap_reported_at;        /* last "flapping"/"still flapping" line */
 
         struct hook *hook;              /* on_state_change runner, made by the supervisor */
 };

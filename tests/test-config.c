@@ -202,11 +202,22 @@ static void test_injection(void)
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; jump_host = \"j,-oProxyCommand=x\"; } );",
                      "t.conf:1: a.jump_host: \"j,-oProxyCommand=x\" must not begin with '-' (it would be read as an ssh option)");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\\nx\"; } );",
-                     "t.conf:1: a.host: \"h\nx\" must not contain control characters");
+                     "t.conf:1: a.host: \"h\\nx\" must not contain control characters");
         expect_error("tunnels = ( { name = \"a\"; host = \"u@h\"; } );",
                      "t.conf:1: a.host: \"u@h\" must not contain '@' (set user instead)");
         expect_error("tunnels = ( { name = \"a\"; host = \"ssh://h\"; } );",
                      "t.conf:1: a.host: \"ssh://h\" may contain only letters, digits, '.', '_', '-', ':' and '%'");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; user = \"u$(id)\"; } );",
+                     "t.conf:1: a.user: \"u$(id)\" has an invalid character: a user name may contain only "
+                     "letters, digits, '.', '_', '-', '+' and '@'");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; user = \"u;id\"; } );",
+                     "t.conf:1: a.user: \"u;id\" has an invalid character: a user name may contain only "
+                     "letters, digits, '.', '_', '-', '+' and '@'");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; jump_host = \"u`id`@j:22\"; } );",
+                     "t.conf:1: a.jump_host: \"u`id`@j:22\" has a user with an invalid character: a user name "
+                     "may contain only letters, digits, '.', '_', '-', '+' and '@'");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; user = \"a\\x01b\"; } );",
+                     "t.conf:1: a.user: \"a\\x01b\" must not contain control characters");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; user = \"r t\"; } );",
                      "t.conf:1: a.user: \"r t\" must not contain whitespace");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; identity_file = \"-i\"; } );",
@@ -289,10 +300,10 @@ static void test_include_refused(void)
 {
         expect_error("@include \"/\"\n",
                      "t.conf:1: @include is not supported: put tunnels in drop-in files "
-                     "(tunneld.d/*.conf next to the main file, or include_dir)");
+                     "(*.conf in the .d directory named like the main file, or include_dir)");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; } );\n  @include \"/etc/passwd\"\n",
                      "t.conf:2: @include is not supported: put tunnels in drop-in files "
-                     "(tunneld.d/*.conf next to the main file, or include_dir)");
+                     "(*.conf in the .d directory named like the main file, or include_dir)");
         expect_error("# @include \"/\"\ntunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"A=@include\" ); } );", "");
 }
 
@@ -530,6 +541,36 @@ static void test_files(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* Each instance file has its own drop-in directory: office.conf reads office.d. */
+static void test_dropin_dir_per_file(void)
+{
+        char dir[] = "/tmp/tunneld-test-XXXXXX", conf[256], d[128], f[256], expected[256];
+        struct config *c = NULL;
+        char *e;
+
+        test_assert(mkdtemp(dir) != NULL);
+        snprintf(conf, sizeof(conf), "%s/office.conf", dir);
+        snprintf(d, sizeof(d), "%s/office.d", dir);
+        snprintf(f, sizeof(f), "%s/10-a.conf", d);
+        mkdir(d, 0755);
+        write_file(conf, "tunnels = ( { name = \"main\"; host = \"h\"; } );\n", 0644);
+        write_file(f, "tunnels = ( { name = \"a\"; host = \"h\"; } );\n", 0644);
+        e = load_file_errors(conf, &c);
+        test_assert_streq(e, "");
+        free(e);
+        if (c) {
+                test_assert_streq(c->include_dir, d);
+                test_assert(c->n_tunnels == 2);
+                snprintf(expected, sizeof(expected), "%s", "a");
+                test_assert_streq(c->tunnels[1].name, expected);
+                config_free(c);
+        }
+        unlink(f);
+        unlink(conf);
+        rmdir(d);
+        rmdir(dir);
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_dropin_dir_per_file), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

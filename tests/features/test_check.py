@@ -113,7 +113,7 @@ class CheckTest(FeatureTest):
         ])
         r2 = tunneltest.run_tunneld("-c", path)
         self.assertEqual(r2.returncode, 1, r2.stderr)
-        self.assertRegex(r2.stderr, rf"(?m)^tunneld: {re.escape(path)}: 2 errors, not starting$")
+        self.assertRegex(r2.stderr, rf"(?m)^<3>tunneld: {re.escape(path)}: 2 errors, not starting$")
         os.chmod(loose, 0o600)
         r3, path3, text3 = self.check([t for t in tunnels if t["name"] != "gone"])
         self.assertEqual(r3.returncode, 0, r3.stderr)

@@ -105,14 +105,14 @@ class DropinTest(FeatureTest):
             r = tunneltest.run_tunneld(*args, "-c", conf)
             self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
             for name, first_path, first_text in (("x", conf, main), ("y", a_path, a)):
-                m = re.search(rf'(?m)^{re.escape(b_path)}:(\d+): \S*name: "{name}" is already used by the tunnel at '
+                m = re.search(rf'(?m)^(?:<3>)?{re.escape(b_path)}:(\d+): \S*name: "{name}" is already used by the tunnel at '
                               rf"{re.escape(first_path)}:(\d+)$", r.stderr)
                 self.assertIsNotNone(m, f"{name}: {r.stderr}")
                 lo, hi = group_lines(b, name)
                 self.assertTrue(lo <= int(m.group(1)) <= hi, f"{m.group()}: not a line of the second {name} ({lo}-{hi})")
                 lo, hi = group_lines(first_text, name)
                 self.assertTrue(lo <= int(m.group(2)) <= hi, f"{m.group()}: not a line of the first {name} ({lo}-{hi})")
-            self.assertRegex(r.stderr, rf"(?m)^tunneld: {re.escape(conf)}: 2 errors, ")
+            self.assertRegex(r.stderr, rf"(?m)^(?:<3>)?tunneld: {re.escape(conf)}: 2 errors, ")
 
     def test_global_setting_in_a_dropin_is_an_error(self):
         """A drop-in holds a tunnels list only: a global setting, defaults, or anything else

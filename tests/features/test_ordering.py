@@ -128,14 +128,14 @@ class OrderingTest(FeatureTest):
                     r = tunneltest.run_tunneld(*args, "-c", conf)
                     self.assertEqual(r.returncode, 1, f"{args}: {r.stdout} {r.stderr}")
                     self.assertNotIn("configuration OK", r.stdout)
-                    errors = re.findall(rf"(?m)^{re.escape(conf)}:(\d+): (\w+)\.after: {message}$", r.stderr)
+                    errors = re.findall(rf"(?m)^(?:<3>)?{re.escape(conf)}:(\d+): (\w+)\.after: {message}$", r.stderr)
                     self.assertTrue(errors, r.stderr)
                     for line, name in errors:
                         self.assertIn(name, culprits, r.stderr)
                         first, last = group_lines(text, name)
                         self.assertTrue(first <= int(line) <= last, f"line {line} is not in {name}'s group "
                                                                     f"({first}-{last}):\n{r.stderr}")
-                    self.assertRegex(r.stderr, rf"(?m)^tunneld: {re.escape(conf)}: \d+ errors?, ")
+                    self.assertRegex(r.stderr, rf"(?m)^(?:<3>)?tunneld: {re.escape(conf)}: \d+ errors?, ")
 
 
 if __name__ == "__main__":
