@@ -98,10 +98,11 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
                         ctx.failure = failure_class_to_string(run->failure);
         }
         /* A flapping tunnel was reported once; its churn goes to debug, what an operator
-         * did or a final verdict does not, and once per flap_window a transition is logged
-         * as usual, so that the log still says what the tunnel is doing. */
+         * did or a final verdict does not, and once per flap_window an exit is logged as
+         * usual, so that the log still says what the tunnel is doing. */
         if (t->flapping && prio > LOG_ERR && state != TUNNEL_STOPPED && state != TUNNEL_STOPPING) {
-                if (t->state_since - t->flap_reported_at >= t->spec.flap_window) {
+                if (run && t->state_since - t->flap_reported_at >= t->spec.flap_window) {
+                        /* an exit, with its reason */
                         t->flap_reported_at = t->state_since;
                         log_full(prio, &ctx, "still flapping (%lu messages at debug level so far): %s",
                                  t->flap_suppressed, text);
@@ -369,7 +370,8 @@ static void finish_run(struct tunnel *t, struct tunnel_run *run)
                         ctx.tunnel = s->name;
                         ctx.failure = failure_class_to_string(run->failure);
                         log_full(LOG_WARNING, &ctx, "flapping: %d failed starts within %s, the last: %s; "
-                                 "until a run lasts gatetime, its failures are logged at debug level",
+                                 "until a run lasts gatetime, its failures are logged at debug level, "
+                                 "with one line per flap_window",
                                  s->flap_threshold, format_duration(s->flap_window, window, sizeof(window)), what);
                         if (t->observer)
                                 t->observer(t, TUNNEL_EVENT_FLAPPING, t->state, t->userdata);

@@ -45,7 +45,7 @@ class FlappingTest(FeatureTest):
         self.assertEqual(end.group(1), "5", "the end of flapping is a notice")
         meanwhile = [l for l in d.log()[flap.end():end.start()].splitlines()
                      if l.startswith("<7>flap: ") and not re.match(r"<7>flap: ssh: debug\d: ", l)
-                     and "ssh has run for gatetime" not in l]
+                     and "ssh has run for gatetime" not in l and "ssh has been up for gatetime" not in l]
         tunneltest.add_diagnostic("lines demoted while flapping", lambda: "\n".join(meanwhile))
         self.assertGreaterEqual(int(end.group(2)), 8, meanwhile)
         t = status(d)["flap"]
@@ -57,6 +57,25 @@ class FlappingTest(FeatureTest):
         d.wait_log(r"^<4>flap: ssh exited with status 255 after .*\(refused: .*\(failed start 1 in a row\)$",
                    timeout=20, after=end.end())
         self.assertEqual(d.count_log(r"^<\d+>flap: flapping: ", after=end.end()), 0)
+
+    def test_still_flapping_once_per_window(self):
+        """While flapping, one transition per flap_window is logged at its own priority
+        ("still flapping (N messages at debug level so far): …"), so that the log never
+        goes silent on a tunnel that keeps failing; the rest stays at debug level."""
+        server = tunneltest.use(self, SSHServer())
+        server.stop()
+        d = self.tunneld([{"name": "flap"}], sshd=server, gatetime=1, restart_delay=0.05, restart_delay_max=0.2,
+                         flap_threshold=3, flap_window=2)
+        flap = d.wait_log(r"^<4>flap: flapping: 3 failed starts within 2(?:\.0)? s", timeout=20)
+        first = d.wait_log(r"^<4>flap: still flapping \((\d+) messages at debug level so far\): ssh exited with "
+                           r"status 255 .*\(refused: ", timeout=10, after=flap.end())
+        self.assertGreater(int(first.group(1)), 0)
+        second = d.wait_log(r"^<4>flap: still flapping \((\d+) messages at debug level so far\): ", timeout=10,
+                            after=first.end())
+        self.assertGreater(int(second.group(1)), int(first.group(1)))
+        # between them: nothing about this tunnel above debug (tunneld runs without -d here)
+        between = [l for l in d.log()[first.end():second.start()].splitlines() if ">flap: " in l]
+        self.assertEqual(between, [], "lines between two 'still flapping' reports")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,89 @@ class PolicyTest(unittest.TestCase):
         d.wait_log(r"^<\d+>ffok: .*restarting in .*\(failed start 2 in a row\)")
         self.assertNotIn("fail_fast", d.log())
 
+    def test_fail_fast_survives_requested_restarts(self):
+        """A restart tunneld asked for (here max_lifetime) does not make the next start a
+        first one: after a good run, a quick failure backs off instead of failing the
+        tunnel for good."""
+        self.fake.plan("ffl", [(0, 30, True), (1, 0.05)])
+        d = self.tunneld([tunnel("ffl", gatetime=0.3, fail_fast=True, max_lifetime=1, restart_delay=0.1,
+                                 restart_delay_max=0.2)], args=["-d"])
+        m = d.wait_log(r"^<\d+>ffl: ssh reached max_lifetime 1(?:\.0)? s: restarting it")
+        d.wait_log(r"^<\d+>ffl: ssh exited with status 1 .*restarting in .*\(failed start 1 in a row\)", after=m.end())
+        self.wait_starts("ffl", 4)
+        self.assertNotIn("fail_fast", d.log())
+
+    def test_probe_restarts_back_off(self):
+        """A run the probe ends is a failed start however long it was up: consecutive probe
+        restarts count up and back off, never retrying at once forever."""
+        self.fake.plan("pr", [(0, 30, True)])
+        closed = tunneltest.free_port()     # nobody listens: every probe is refused
+        d = self.tunneld([tunnel("pr", gatetime=0.1, restart_delay=0.2, restart_delay_max=5,
+                                 probe={"connect": f"127.0.0.1:{closed}", "interval": 0.3, "timeout": 0.2,
+                                        "failures": 2})], args=["-d"])
+        after = 0
+        delays = []
+        for n in (1, 2, 3):
+            m = d.wait_log(r"^<\d+>pr: .*\(probe: .*" + BACKOFF_RE, after=after, timeout=15)
+            self.assertEqual(int(m.group(2)), n, m.group(0))
+            delays.append(parse_duration(m.group(1)))
+            after = m.end()
+        self.assertGreater(delays[2], delays[0], f"no backoff growth: {delays}")
+
+    def test_auth_failure_with_gatetime_zero_backs_off_to_the_cap(self):
+        """gatetime 0 counts a run as good only if ssh did not say why it failed: a refused
+        key backs off to restart_delay_max at once, as with any gatetime."""
+        self.fake.plan("den", [(255, 0.02, "denied")])
+        d = self.tunneld([tunnel("den", gatetime=0, restart_delay=0.1, restart_delay_max=2)], args=["-d"])
+        m = d.wait_log(r"^<\d+>den: ssh exited with status 255 .*\(auth: .*" + BACKOFF_RE)
+        self.assertEqual(m.group(2), "1")
+        self.assertGreaterEqual(parse_duration(m.group(1)), 1.0, m.group(0))     # 2 s, jitter 0.5-1
+        self.assert_starts_stay("den", 1, settle=0.8)
+
+    def test_authenticated_tunnel_frees_its_start_slot(self):
+        """max_parallel_starts counts ssh that are still connecting: one authenticated but
+        never up (its local listener never came up) does not keep the next tunnel queued."""
+        self.fake.plan("half", [(0, 30, "authonly")])
+        self.fake.plan("next", [(0, 30, True)])
+        d = self.tunneld([tunnel("half"), tunnel("next")], globals={"max_parallel_starts": 1})
+        d.wait_log(r"^<\d+>next: up: ", timeout=5)
+        self.assertEqual(d.count_log(r"^<\d+>half: up: "), 0)
+
+    def test_no_start_after_sigterm(self):
+        """SIGTERM while a restart is under way (SIGUSR1 asked for it; ssh ignores SIGTERM, so
+        it is still stopping): the restart is dropped, nothing starts again, exit 0."""
+        self.fake.plan("late", [(0, 30, "auth", "noterm")])
+        d = self.tunneld([tunnel("late")], globals={"stop_timeout": 0.5})
+        d.wait_log(r"^<\d+>late: up: ")
+        d.signal(signal.SIGUSR1)
+        d.wait_log(r"^<\d+>late: stopping ")
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(10), 0)
+        self.assertEqual(len(self.fake.starts("late")), 1, d.log())
+        self.assertEqual(d.count_log(r"starting again"), 0)
+
+    def test_debug_survives_reload(self):
+        """tunneld -d keeps logging at debug level after a reload (log_level = info in the
+        file)."""
+        self.fake.plan("dbg", [(0, 30, True)])
+        d = self.tunneld([tunnel("dbg", gatetime=0.3)], globals={"log_level": "info"}, args=["-d"])
+        d.wait_log(r"^<7>dbg: ssh has been up for gatetime ")
+        d.reload()
+        m = d.wait_log(r"^<\d+>reload done: ")
+        d.signal(signal.SIGUSR1)    # a new run: its gatetime line is at debug level
+        d.wait_log(r"^<7>dbg: ssh has been up for gatetime ", after=m.end())
+
+    def test_removing_a_stopped_tunnel(self):
+        """A disabled tunnel removed by a reload goes away cleanly (the sanitizer build
+        checks it is freed: a leak fails tunneld's exit)."""
+        self.fake.plan("keep", [(0, 30, True)])
+        d = self.tunneld([tunnel("keep"), tunnel("off", enabled=False)])
+        d.wait_log(r"^<\d+>keep: up: ")
+        d.rewrite(tunnels=[tunnel("keep")])
+        d.reload()
+        d.wait_log(r"^<\d+>reload done: 1 tunnel \(was 2\), 0 changed")
+        self.assertEqual(d.stop(), 0)
+
     # ---- restart policies ----
 
     def test_restart_always(self):

@@ -71,6 +71,20 @@ class NotifyTest(unittest.TestCase):
         self.assertEqual(self.notify.kinds(), ["READY", "RELOADING", "READY", "STOPPING"])
         self.assertEqual({m.pid for m in self.notify.messages()}, {d.pid})
 
+    def test_ready_waits_until_every_first_start_launched(self):
+        """ready = started: READY once every enabled tunnel launched its first ssh, not while
+        some still wait for a max_parallel_starts slot (each fake ssh here holds its slot
+        for 0.4 s: it never authenticates)."""
+        for name in ("q1", "q2", "q3"):
+            self.fake.plan(name, [(1, 0.4)])
+        self.tunneld([{"name": n} for n in ("q1", "q2", "q3")], globals={"max_parallel_starts": 1})
+        _, ready = self.notify.wait_kind("READY", timeout=10)
+        self.assertNotIn("queued", ready.status)
+        for name in ("q1", "q2", "q3"):
+            self.assertGreaterEqual(len(self.fake.starts(name)), 1, f"READY before {name} launched: {ready.status}")
+        starts = sorted(self.fake.starts(n)[0][0] for n in ("q1", "q2", "q3"))
+        self.assertGreaterEqual(starts[2] - starts[0], 0.6, f"the slot was not held: {starts}")
+
     def test_sighup_during_stop_sends_nothing(self):
         """A SIGHUP while stopping is ignored: nothing follows STOPPING, no RELOADING, no READY."""
         self.fake.plan("slow", [(0, 60, True, "noterm")])
