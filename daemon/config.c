@@ -936,6 +936,7 @@ static const struct setting global_settings[] = {
         { .name = "ready_timeout", .kind = K_DURATION, .offset = G(ready_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "max_parallel_starts", .kind = K_INT, .offset = G(max_parallel_starts), .min = 0, .max = 100000 },
         { .name = "watch_network", .kind = K_BOOL, .offset = G(watch_network) },
+        { .name = "control_world_readable", .kind = K_BOOL, .offset = G(control_world_readable) },
         { .name = "include_dir", .kind = K_STRING, .offset = G(include_dir), .validate = validate_include_dir },
         { .name = "metrics_file", .kind = K_STRING, .offset = G(metrics_file), .validate = validate_absolute_path },
         { .name = "hook_timeout", .kind = K_DURATION, .offset = G(hook_timeout), .min = 0.1, .max = 3600 },

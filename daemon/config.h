@@ -83,6 +83,7 @@ struct config {
         int log_level;
         char *control_socket;           /* NULL = no control socket */
         char *control_group;            /* may send state-changing commands (with root) */
+        bool control_world_readable;    /* socket 0666: anyone may read status and metrics */
         enum ready_mode ready;
         double ready_timeout;           /* all-up: READY=1 anyway after this long */
         int max_parallel_starts;        /* ssh children connecting at once; 0 = no limit */

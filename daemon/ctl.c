@@ -632,7 +632,8 @@ void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
         s->sup = sup;
 }
 
-int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, struct ctl_server **ret)
+int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bool world_readable,
+                   struct ctl_server **ret)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct ctl_server *s;
@@ -692,7 +693,9 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
         }
         memcpy(sa.sun_path + strlen(path), ".new", 5);
         (void)unlink(sa.sun_path);
-        old_umask = umask(s->has_group ? 0117 : 0177);
+        /* connect() needs write permission: 0666 lets anyone read status (changes are still
+         * checked per peer), 0660 the group, 0600 only root and our own user */
+        old_umask = umask(world_readable ? 0111 : s->has_group ? 0117 : 0177);
         r = bind(s->fd, (struct sockaddr *)&sa, sizeof(sa));
         umask(old_umask);
         if (r < 0) {
@@ -706,7 +709,7 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, st
                                   "only root and tunneld's user can use it (under systemd, allow it "
                                   "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)",
                                   sa.sun_path /* not path: GCC 12 + ASan misreads it as NULL */, (unsigned)s->group);
-                (void)chmod(sa.sun_path, 0600);
+                (void)chmod(sa.sun_path, world_readable ? 0666 : 0600);
                 s->has_group = false;
         }
         if (listen(s->fd, 16) < 0 || rename(sa.sun_path, path) < 0) {

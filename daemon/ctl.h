@@ -8,9 +8,10 @@
  *   {"cmd":"restart","tunnels":["db"]}     {"cmd":"reload"}   {"cmd":"check"}
  *
  * Every response has "ok" (true/false); errors carry "error" (and "errors" for config
- * problems). status, check and metrics are open to anyone who may connect; commands that
- * change state need root, tunneld's own user, or a process holding control_group (its gid
- * or a supplementary group, from SO_PEERCRED/SO_PEERGROUPS). */
+ * problems). status, check and metrics are open to anyone who may connect (the socket is
+ * 0600, 0660 with control_group, 0666 with control_world_readable); commands that change
+ * state need root, tunneld's own user, or a process holding control_group (its gid or a
+ * supplementary group, from SO_PEERCRED/SO_PEERGROUPS). */
 
 #include <ev.h>
 #include <stdbool.h>
@@ -29,7 +30,8 @@ struct ctl_server;
 /* Listen on path (created before any tunnel starts, so a second tunneld on the same socket
  * fails with -EADDRINUSE before it duplicates anything); requests are served once a
  * supervisor is attached. */
-int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, struct ctl_server **ret);
+int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bool world_readable,
+                   struct ctl_server **ret);
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup);
 struct ctl_server *ctl_server_free(struct ctl_server *s);
 

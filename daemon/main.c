@@ -195,7 +195,8 @@ int main(int argc, char *argv[])
         log_notice("tunneld %s starting: %zu tunnel%s from %s", TUNNELD_VERSION, config->n_tunnels,
                    config->n_tunnels == 1 ? "" : "s", path);
         if (config->control_socket && strcmp(config->control_socket, "none") != 0) {
-                r = ctl_server_new(loop, config->control_socket, config->control_group, &d.ctl);
+                r = ctl_server_new(loop, config->control_socket, config->control_group,
+                                   config->control_world_readable, &d.ctl);
                 if (r == -EADDRINUSE) {
                         /* another tunneld: starting a second set of ssh would fight it for every port */
                         config_free(config);

@@ -3,12 +3,12 @@
 private sshd on 127.0.0.1.
 
 Who may do what (daemon/ctl.c): the socket is created 0600 (0660 and group-owned with
-control_group), so the kernel refuses connect() to anyone the mode excludes: tunnelctl then
-exits 3, "cannot reach tunneld ... Permission denied". Whoever connects may read (status,
-metrics, check); start, stop, restart and reload need root, tunneld's own uid, or
-control_group, which tunneld decides from the peer's SO_PEERCRED (its uid and effective gid)
-and, for supplementary groups, from the user database (getgrouplist of the uid's name), not
-from the groups the process actually holds. A refused change exits 4.
+control_group, 0666 with control_world_readable), so the kernel refuses connect() to anyone
+the mode excludes: tunnelctl then exits 3, "cannot reach tunneld ... Permission denied".
+Whoever connects may read (status, metrics, check); start, stop, restart and reload need
+root, tunneld's own uid, or control_group, which tunneld decides from the peer's SO_PEERCRED
+(its uid and effective gid) and SO_PEERGROUPS (the supplementary groups the process
+actually holds, not the user database). A refused change exits 4.
 
 Clients run as other users through setpriv; the group is made for the test and removed.
 """
@@ -157,12 +157,37 @@ class PermissionTest(_Base):
         self.assertNotIn("requested on the control socket", d.log())
         self.assert_echo(ports["web"])
 
+    def test_world_readable_socket_reads_for_all_changes_for_few(self):
+        """control_world_readable: the socket is 0666, so any user reads status, metrics and
+        check (exit 0), while start, stop, restart and reload are refused to them (exit 4,
+        "permission denied") and change nothing; root still changes."""
+        d, sock, ports = self.tunneld(["web"], control_socket=self.socket_path(), control_world_readable=True)
+        pid = wait_up(sock, "web")
+        st = os.stat(sock)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
+        r = self.as_user(self.outsider, sock, "status", "web", rc=0)
+        self.assertIn(str(pid), r.stdout)
+        reply = json.loads(self.as_user(self.outsider, sock, "--json", "status", rc=0).stdout)
+        self.assertEqual(reply["tunnels"][0]["pid"], pid)
+        self.as_user(self.outsider, sock, "metrics", rc=0)
+        self.as_user(self.outsider, sock, "check", rc=0)
+        for args in (["restart", "web"], ["stop", "--all"], ["start", "web"], ["reload"]):
+            with self.subTest(args=args):
+                r = self.as_user(self.outsider, sock, *args, rc=4)
+                self.assertIn("ermission denied", r.stderr)
+        self.assertEqual(pids(sock), {"web": pid})
+        self.assertNotIn("requested on the control socket", d.log())
+        self.assert_echo(ports["web"])
+        r = tunnelctl(sock, "restart", "web")
+        self.assertEqual(r.returncode, 0, describe(r))
+        wait_up(sock, "web", not_pid=pid)
+
     def test_control_group(self):
         """control_group: the socket is 0660 and group-owned. Outside the group: no connect
         (exit 3). Effective gid = the group (SO_PEERCRED), even for a uid without a passwd
         entry: status and restart. The group only as a supplementary group of the process:
-        it connects and reads, but changes are refused (exit 4) until the user is a member
-        in /etc/group, because tunneld asks getgrouplist(), not the process."""
+        it connects, reads and changes too: tunneld asks the kernel which groups the
+        process holds (SO_PEERGROUPS), not the user database."""
         d, sock, ports = self.tunneld(["web", "db"], control_socket=self.socket_path(),
                                       control_group=self.group.name)
         pid = {n: wait_up(sock, n) for n in ports}
