@@ -1,13 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /* tunnelctl: look at and steer a running tunneld through its control socket. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <signal.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -84,6 +93,11 @@ static void help(void)
 "OPTIONS\n"
 "    -s, --socket PATH   control socket (default $TUNNELD_SOCKET, else\n"
 "                        " TUNNELD_CONTROL_SOCKET ")\n"
+"    -p, --pid PID       the control socket tunneld PID listens on, wherever\n"
+"                        its configuration put it (from /proc/PID/fd; where\n"
+"                        that is hidden, the -s socket if PID listens on it);\n"
+"                        reload of a tunneld without one sends SIGHUP instead\n"
+"                        (and cannot wait for it)\n"
 "    -j, --json          print tunneld's JSON reply (one object) instead of a table\n"
 "        --color=WHEN    colour states: auto (on a terminal, unless NO_COLOR is\n"
 "                        set), always, never\n"
@@ -104,6 +118,158 @@ static void help(void)
 "    tunnelctl status db || echo 'db is down'\n"
 "    tunnelctl restart db\n"
 "    tunnelctl --json status | jq '.tunnels[] | select(.state != \"up\") | .name'\n");
+}
+
+/* tunneld binds PATH.new and renames it into place: the kernel keeps the bound name. */
+static int found_socket(char *path, char **ret)
+{
+        size_t len = strlen(path);
+        struct stat st;
+
+        if (len > 4 && strcmp(path + len - 4, ".new") == 0 && stat(path, &st) < 0)
+                path[len - 4] = '\0';
+        *ret = strdup(path);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static bool has_inode(const unsigned long *inodes, size_t n, unsigned long ino)
+{
+        for (size_t i = 0; i < n; i++)
+                if (inodes[i] == ino)
+                        return true;
+        return false;
+}
+
+/* Listening stream sockets with a path, from /proc/net/unix ("Num RefCount Protocol Flags
+ * Type St Inode Path"; Flags 00010000 = listening). */
+static int find_in_proc_net_unix(const unsigned long *inodes, size_t n, char **ret)
+{
+        char line[PATH_MAX + 128], path[PATH_MAX];
+        FILE *f = fopen("/proc/net/unix", "re");
+        int r = -ENOENT;
+
+        if (!f)
+                return -EIO;    /* not "none": say so rather than guess */
+        while (r == -ENOENT && fgets(line, sizeof(line), f)) {
+                unsigned long flags, type, ino;
+
+                if (sscanf(line, "%*s %*s %*s %lx %lx %*s %lu %4095s", &flags, &type, &ino, path) == 4 &&
+                    (flags & 0x10000) && type == SOCK_STREAM && path[0] == '/' && has_inode(inodes, n, ino))
+                        r = found_socket(path, ret);
+        }
+        fclose(f);
+        return r;
+}
+
+/* The same from the kernel's sock_diag, where /proc/net is hidden (the unit's
+ * ProcSubset=pid). */
+static int find_by_sock_diag(const unsigned long *inodes, size_t n, char **ret)
+{
+        struct {
+                struct nlmsghdr nlh;
+                struct unix_diag_req req;
+        } msg = {
+                .nlh = { .nlmsg_len = sizeof(msg), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                         .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+                .req = { .sdiag_family = AF_UNIX, .udiag_states = 1u << 10 /* TCP_LISTEN */,
+                         .udiag_show = UDIAG_SHOW_NAME },
+        };
+        _cleanup_close_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        long buf[8192];
+        int r = -ENOENT;
+
+        if (fd < 0 || send(fd, &msg, sizeof(msg), 0) < 0)
+                return -errno;
+        for (;;) {
+                ssize_t len = recv(fd, buf, sizeof(buf), 0);
+
+                if (len < 0)
+                        return errno == EINTR ? -EINTR : -errno;
+                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
+                        const struct unix_diag_msg *m = NLMSG_DATA(h);
+                        int alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
+
+                        if (h->nlmsg_type == NLMSG_DONE)
+                                return r;
+                        if (h->nlmsg_type == NLMSG_ERROR)
+                                return -EIO;
+                        if (r != -ENOENT || m->udiag_type != SOCK_STREAM || !has_inode(inodes, n, m->udiag_ino))
+                                continue;
+                        for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+                                char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+                                size_t plen = RTA_PAYLOAD(a);
+
+                                if (a->rta_type != UNIX_DIAG_NAME || plen == 0 || ((char *)RTA_DATA(a))[0] != '/')
+                                        continue;       /* abstract or unnamed */
+                                if (plen >= sizeof(path))
+                                        plen = sizeof(path) - 1;
+                                memcpy(path, RTA_DATA(a), plen);
+                                path[plen] = '\0';
+                                r = found_socket(path, ret);
+                        }
+                }
+        }
+}
+
+/* The control socket tunneld PID listens on, from its descriptors: what systemd's
+ * ExecReload (which knows $MAINPID, not the configured path) uses. -ENOENT if it has none. */
+static int socket_of_pid(long pid, char **ret)
+{
+        char dir[64], link[64];
+        unsigned long *inodes = NULL;
+        size_t n = 0, room = 0;
+        struct dirent *e;
+        DIR *d;
+        int r;
+
+        snprintf(dir, sizeof(dir), "/proc/%ld/fd", pid);
+        d = opendir(dir);
+        if (!d)
+                return errno == ENOENT ? -ESRCH : -errno;      /* ENOENT means "no socket" */
+        while ((e = readdir(d))) {
+                ssize_t len = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
+                unsigned long ino;
+
+                if (len <= 0)
+                        continue;
+                link[len] = '\0';
+                if (sscanf(link, "socket:[%lu]", &ino) != 1)
+                        continue;
+                if (n == room) {
+                        unsigned long *grown = realloc(inodes, (room = room ? 2 * room : 16) * sizeof(*inodes));
+                        if (!grown) {
+                                closedir(d);
+                                free(inodes);
+                                return -ENOMEM;
+                        }
+                        inodes = grown;
+                }
+                inodes[n++] = ino;
+        }
+        closedir(d);
+        r = find_in_proc_net_unix(inodes, n, ret);
+        if (r != 0 && r != -ENOENT)
+                r = find_by_sock_diag(inodes, n, ret);
+        free(inodes);
+        return r;
+}
+
+/* Whether the process listening on path is pid (SO_PEERCRED), for when /proc does not show
+ * pid's descriptors: under the unit's PrivateUsers=, ExecReload runs in a user namespace
+ * of its own, and the kernel hides tunneld's /proc entry from it. */
+static bool socket_is_of_pid(const char *path, long pid)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        _cleanup_close_ int fd = -1;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return false;
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        return fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+               getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid;
 }
 
 static int request(const char *path, const char *req, char **ret)
@@ -335,6 +501,7 @@ int main(int argc, char *argv[])
 {
         static const struct option options[] = {
                 { "socket",  required_argument, NULL, 's' },
+                { "pid",     required_argument, NULL, 'p' },
                 { "json",    no_argument,       NULL, 'j' },
                 { "color",   required_argument, NULL, 'C' },
                 { "all",     no_argument,       NULL, 'a' },
@@ -342,7 +509,8 @@ int main(int argc, char *argv[])
                 { "version", no_argument,       NULL, 'V' },
                 {}
         };
-        const char *path = getenv("TUNNELD_SOCKET"), *color = "auto", *cmd;
+        const char *path = getenv("TUNNELD_SOCKET"), *color = "auto", *cmd, *pid_arg = NULL;
+        _cleanup_free_ char *pid_socket = NULL;
         bool json_out = false, all = false;
         _cleanup_free_ char *reply_text = NULL;
         _cleanup_buf_ struct buf req = {0};
@@ -352,9 +520,10 @@ int main(int argc, char *argv[])
 
         if (!path || !*path)
                 path = TUNNELD_CONTROL_SOCKET;
-        while ((c = getopt_long(argc, argv, "s:jahV", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "s:p:jahV", options, NULL)) >= 0) {
                 switch (c) {
                 case 's': path = optarg; break;
+                case 'p': pid_arg = optarg; break;
                 case 'j': json_out = true; break;
                 case 'C': color = optarg; break;
                 case 'a': all = true; break;
@@ -420,6 +589,38 @@ int main(int argc, char *argv[])
         buf_append(&req, "}\n", 2);
         if (buf_steal(&req, &req_text) < 0)
                 return EXIT_NOT_UP;
+
+        if (pid_arg) {
+                char *end;
+                long pid = strtol(pid_arg, &end, 10);
+
+                if (*end || pid <= 0) {
+                        fprintf(stderr, "tunnelctl: --pid needs a process id, not '%s'\n", pid_arg);
+                        return EXIT_USAGE;
+                }
+                r = socket_of_pid(pid, &pid_socket);
+                if (r < 0 && r != -ENOENT && socket_is_of_pid(path, pid))
+                        r = 0;          /* pid's /proc is hidden, but it answers on path */
+                else if (r == -ESRCH && kill((pid_t)pid, 0) == 0)
+                        r = -ENOENT;    /* hidden, and listens elsewhere or nowhere */
+                if (r == -ENOENT && strcmp(cmd, "reload") == 0) {
+                        /* control_socket = "none": the signal is all there is */
+                        if (kill((pid_t)pid, SIGHUP) < 0) {
+                                fprintf(stderr, "tunnelctl: cannot signal pid %ld: %s\n", pid, strerror(errno));
+                                return errno == EPERM ? EXIT_DENIED : EXIT_UNREACHABLE;
+                        }
+                        fprintf(stderr, "tunnelctl: no control socket of pid %ld found: sent SIGHUP, "
+                                        "not waiting for the reload (see its log)\n", pid);
+                        return EXIT_OK;
+                }
+                if (r < 0) {
+                        fprintf(stderr, "tunnelctl: no control socket of pid %ld: %s\n", pid,
+                                r == -ENOENT ? "none found (-s names one to try)" : strerror(-r));
+                        return EXIT_UNREACHABLE;
+                }
+                if (pid_socket)
+                        path = pid_socket;
+        }
 
         r = request(path, req_text, &reply_text);
         if (r < 0)

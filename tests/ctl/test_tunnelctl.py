@@ -695,5 +695,47 @@ class FakeStatesTest(unittest.TestCase):
         self.assertEqual(r.returncode, 3, describe(r))
 
 
+class PidTest(unittest.TestCase):
+    """tunnelctl --pid PID: the socket that tunneld listens on, found from its descriptors
+    (what the unit's ExecReload=tunnelctl --pid $MAINPID reload uses, since a configuration
+    may move the socket)."""
+
+    def setUp(self):
+        self.fake = tunneltest.use(self, FakeSSH())
+        self.fake.plan("a", [(0, 60, True)])
+
+    def test_pid_finds_a_moved_socket(self):
+        tmp = tunneltest.temp_dir(self)
+        sock = os.path.join(tmp, "elsewhere.sock")
+        d = tunneltest.use(self, Tunneld([{"name": "a", "host": "a"}], fake=self.fake,
+                                         globals={"control_socket": sock}))
+        ctltest.wait_serving(d, sock)
+        wait_up(sock, "a")
+        r = tunnelctl(None, "--pid", str(d.pid), "--json", "status")
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertEqual([t["name"] for t in json.loads(r.stdout)["tunnels"]], ["a"])
+        r = tunnelctl(None, "--pid", str(d.pid), "reload")
+        self.assertEqual((r.returncode, r.stdout), (0, "reloaded: 1 tunnels\n"), describe(r))
+        d.wait_log(r"^<\d+>reload requested on the control socket$")
+
+    def test_pid_without_a_socket_reloads_by_signal(self):
+        d = tunneltest.use(self, Tunneld([{"name": "a", "host": "a"}], fake=self.fake,
+                                         globals={"control_socket": "none"}))
+        d.wait_log(r"^<\d+>a: up: ")
+        r = tunnelctl(None, "--pid", str(d.pid), "reload")
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertIn("sent SIGHUP", r.stderr)
+        d.wait_log(r"^<\d+>reload done: 1 tunnel \(was 1\), 0 changed$")
+        r = tunnelctl(None, "--pid", str(d.pid), "status")
+        self.assertEqual(r.returncode, 3, describe(r))
+        self.assertIn("none found", r.stderr)
+
+    def test_pid_errors(self):
+        self.assertEqual(tunnelctl(None, "--pid", "x1", "status").returncode, 2)
+        r = tunnelctl(None, "--pid", str(os.getpid()), "status")    # python: no listening socket
+        self.assertEqual(r.returncode, 3, describe(r))
+        self.assertEqual(tunnelctl(None, "--pid", "999999999", "status").returncode, 3)
+
+
 if __name__ == "__main__":
     tunneltest.main()
