@@ -1477,10 +1477,61 @@ static void check_ports(struct parser *p, const struct config *c)
         }
 }
 
+static bool check_permissions = true;
+
+void config_set_check_permissions(bool on)
+{
+        check_permissions = on;
+}
+
+/* Like sshd's StrictModes: a file that becomes commands (a configuration, an ssh_config
+ * with its ProxyCommand, a hook program) and the directory holding it must be writable by
+ * root and tunneld's user only (a directory may be sticky, like /tmp). NULL if safe. */
+static const char *unsafe_mode(const char *path, const struct stat *st, char *buf, size_t size)
+{
+        _cleanup_free_ char *dir = NULL;
+        struct stat dst;
+        char *slash;
+
+        if (st->st_mode & 022) {
+                snprintf(buf, size, "writable by group or others (mode %04o): fix with chmod go-w",
+                         (unsigned)(st->st_mode & 07777));
+                return buf;
+        }
+        if (st->st_uid != 0 && st->st_uid != geteuid()) {
+                snprintf(buf, size, "owned by uid %d, neither root nor tunneld's user (uid %d): fix with chown",
+                         (int)st->st_uid, (int)geteuid());
+                return buf;
+        }
+        dir = strdup(path);
+        if (!dir)
+                return NULL;
+        slash = strrchr(dir, '/');
+        if (!slash)
+                return NULL;            /* relative to the working directory: not ours to judge */
+        if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        if (stat(dir, &dst) == 0 && (dst.st_mode & 022) && !(dst.st_mode & S_ISVTX)) {
+                snprintf(buf, size, "its directory %s is writable by group or others (mode %04o): fix with chmod go-w",
+                         dir, (unsigned)(dst.st_mode & 07777));
+                return buf;
+        }
+        if (stat(dir, &dst) == 0 && dst.st_uid != 0 && dst.st_uid != geteuid()) {
+                snprintf(buf, size, "its directory %s is owned by uid %d, neither root nor tunneld's user: fix with chown",
+                         dir, (int)dst.st_uid);
+                return buf;
+        }
+        return NULL;
+}
+
 /* Files ssh will read: they must exist, and a key must not be readable by others (ssh
  * ignores such keys). Paths starting with ~ are ssh's to expand. */
 static void check_files(struct parser *p, const struct config *c)
 {
+        char why[PATH_MAX + 128];
+
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
                 struct stat st;
@@ -1500,25 +1551,30 @@ static void check_files(struct parser *p, const struct config *c)
                                 diag_tunnel(p, t, "identity_file", "%s: %s (tunneld runs as uid %d)", t->identity_file,
                                             strerror(errno), (int)geteuid());
                 }
-                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0 && t->ssh_config_file[0] != '~' &&
-                    access(t->ssh_config_file, R_OK) < 0)
-                        diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
-                if (t->on_state_change && access(t->on_state_change, X_OK) < 0)
-                        diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
+                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0 && t->ssh_config_file[0] != '~') {
+                        if (access(t->ssh_config_file, R_OK) < 0)
+                                diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
+                        else if (check_permissions && stat(t->ssh_config_file, &st) == 0 && S_ISREG(st.st_mode) &&
+                                 unsafe_mode(t->ssh_config_file, &st, why, sizeof(why)))
+                                diag_tunnel(p, t, "ssh_config_file", "%s: %s (its ProxyCommand would run as "
+                                            "tunneld), or run tunneld with --allow-insecure-config",
+                                            t->ssh_config_file, why);
+                }
+                if (t->on_state_change) {
+                        if (access(t->on_state_change, X_OK) < 0)
+                                diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
+                        else if (check_permissions && stat(t->on_state_change, &st) == 0 &&
+                                 unsafe_mode(t->on_state_change, &st, why, sizeof(why)))
+                                diag_tunnel(p, t, "on_state_change", "%s: %s, or run tunneld with "
+                                            "--allow-insecure-config", t->on_state_change, why);
+                }
         }
 }
 
-static bool check_permissions = true;
-
-void config_set_check_permissions(bool on)
-{
-        check_permissions = on;
-}
-
-/* Like sshd's StrictModes: a file that turns into command lines must not be writable by
- * anyone but root and tunneld's user. */
+/* A configuration file turns into command lines: see unsafe_mode(). */
 static int check_file_permissions(FILE *f, const char *path, struct config_errors *errs)
 {
+        char why[PATH_MAX + 128];
         struct stat st;
 
         if (!check_permissions)
@@ -1527,15 +1583,8 @@ static int check_file_permissions(FILE *f, const char *path, struct config_error
                 push_error(errs, "%s: cannot stat: %s", path, strerror(errno));
                 return -errno;
         }
-        if (st.st_mode & 022) {
-                push_error(errs, "%s: writable by group or others (mode %04o): fix with chmod go-w, "
-                           "or run tunneld with --allow-insecure-config", path, st.st_mode & 07777);
-                return -EPERM;
-        }
-        if (st.st_uid != 0 && st.st_uid != geteuid()) {
-                push_error(errs, "%s: owned by uid %d, neither root nor tunneld's user (uid %d): "
-                           "fix with chown, or run tunneld with --allow-insecure-config",
-                           path, (int)st.st_uid, (int)geteuid());
+        if (unsafe_mode(path, &st, why, sizeof(why))) {
+                push_error(errs, "%s: %s, or run tunneld with --allow-insecure-config", path, why);
                 return -EPERM;
         }
         return 0;

@@ -571,6 +571,56 @@ static void test_dropin_dir_per_file(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_dropin_dir_per_file), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* Files that become commands (ssh_config_file, on_state_change) and the directories of
+ * configuration files: writable by root and tunneld's user only (a sticky dir is fine). */
+static void test_command_file_permissions(void)
+{
+        char dir[] = "/tmp/tunneld-test-XXXXXX", conf[64], sshcfg[64], hook[64], text[512], expected[1024];
+        char *e;
+
+        test_assert(mkdtemp(dir) != NULL);
+        snprintf(conf, sizeof(conf), "%s/t.conf", dir);
+        snprintf(sshcfg, sizeof(sshcfg), "%s/ssh_config", dir);
+        snprintf(hook, sizeof(hook), "%s/hook", dir);
+        write_file(sshcfg, "Host *\n", 0644);
+        write_file(hook, "#!/bin/sh\n", 0755);
+        snprintf(text, sizeof(text), "include_dir = \"none\";\ntunnels = ( { name = \"a\"; host = \"h\";\n"
+                 "ssh_config_file = \"%s\";\non_state_change = \"%s\"; } );\n", sshcfg, hook);
+        write_file(conf, text, 0644);
+        e = load_file_errors(conf, NULL);
+        test_assert_streq(e, "");
+        free(e);
+
+        chmod(sshcfg, 0666);
+        chmod(hook, 0777);
+        e = load_file_errors(conf, NULL);
+        snprintf(expected, sizeof(expected),
+                 "%s:2: a.ssh_config_file: %s: writable by group or others (mode 0666): fix with chmod go-w (its "
+                 "ProxyCommand would run as tunneld), or run tunneld with --allow-insecure-config\n"
+                 "%s:2: a.on_state_change: %s: writable by group or others (mode 0777): fix with chmod go-w, or run "
+                 "tunneld with --allow-insecure-config", conf, sshcfg, conf, hook);
+        test_assert_streq(e, expected);
+        free(e);
+        chmod(sshcfg, 0644);
+        chmod(hook, 0755);
+
+        chmod(dir, 0777);       /* anyone could swap the file */
+        e = load_file_errors(conf, NULL);
+        snprintf(expected, sizeof(expected), "%s: its directory %s is writable by group or others (mode 0777): fix "
+                 "with chmod go-w, or run tunneld with --allow-insecure-config", conf, dir);
+        test_assert_streq(e, expected);
+        free(e);
+        chmod(dir, 01777);      /* sticky, like /tmp: others cannot replace our files */
+        e = load_file_errors(conf, NULL);
+        test_assert_streq(e, "");
+        free(e);
+
+        unlink(conf);
+        unlink(sshcfg);
+        unlink(hook);
+        rmdir(dir);
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_dropin_dir_per_file), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))
