@@ -152,6 +152,26 @@ class PolicyTest(unittest.TestCase):
         d.wait_log(r"^<\d+>reload done: 1 tunnel \(was 2\), 0 changed")
         self.assertEqual(d.stop(), 0)
 
+    def test_reload_reports_settings_it_cannot_apply(self):
+        """Globals read only at start (control socket, its group and mode, ready) changed by a
+        reload are reported, each naming the setting, and the running tunnel is untouched."""
+        self.fake.plan("g", [(0, 30, True)])
+        d = self.tunneld([tunnel("g")])
+        m = d.wait_log(r"^<\d+>g: up: ssh \(pid (\d+)\)")
+        moved = os.path.join(d.dir, "moved.sock")
+        d.rewrite(globals={"control_socket": moved, "control_group": "root", "control_world_readable": True,
+                           "ready": "all-up"})
+        d.reload()
+        done = d.wait_log(r"^<5>reload done: 1 tunnel \(was 1\), 0 changed$", after=m.end())
+        text = d.log()[m.end():done.start()]
+        for line in (rf"control_socket changed to {re.escape(moved)}: takes effect when tunneld restarts",
+                     r"control_group changed to root: takes effect when tunneld restarts",
+                     r"control_world_readable changed to true: takes effect when tunneld restarts",
+                     r"ready/ready_timeout changed: they only matter at start"):
+            self.assertRegex(text, rf"(?m)^<4>{line}", text)
+        self.assertFalse(os.path.exists(moved), "the socket moved at run time")
+        self.assertEqual(len(self.fake.starts("g")), 1)
+
     # ---- restart policies ----
 
     def test_restart_always(self):
