@@ -238,6 +238,24 @@ class SystemdNamespaceTest(unittest.TestCase):
         self.assertIn(f"{BIN}/tunneld -c {CONFIG}", status)
         self.assertEqual(self.show("NRestarts")["NRestarts"], "0")
 
+    def test_ssh_records_a_new_host_key_under_the_sandbox(self):
+        """Under the hardened unit ssh can write the tunneld user's ~/.ssh/known_hosts (home
+        /var/lib/tunneld, the unit's StateDirectory=): with StrictHostKeyChecking=accept-new
+        and no known_hosts given, the tunnel comes up and the server's key is recorded."""
+        self.ns.run("rm", "-rf", "/var/lib/tunneld/.ssh", check=False)
+        tunnel = {**self.tunnel("fresh", 15005),
+                  "ssh_options": ["StrictHostKeyChecking=accept-new", "GlobalKnownHostsFile=/dev/null"]}
+        self.start([tunnel])
+        pid = self.wait_up("fresh")["fresh"]
+        self.assert_echo(15005)
+        self.assertEqual(self.user_of(pid), "tunneld")
+        r = self.ns.run("stat", "-c", "%U %a", "/var/lib/tunneld/.ssh/known_hosts")
+        self.assertEqual(r.stdout.split()[0], "tunneld", r.stdout)
+        known = self.ns.run("cat", "/var/lib/tunneld/.ssh/known_hosts").stdout
+        keytype = self.ns.run("cat", f"{BASE}/known_hosts").stdout.split()[1]
+        host = "127\\.0\\.0\\.1" if SSH_PORT == 22 else rf"\[127\.0\.0\.1\]:{SSH_PORT}"
+        self.assertRegex(known, rf"(?m)^{host} {re.escape(keytype)} ", known)
+
     def test_reload_applies_changes_and_waits(self):
         """systemctl reload returns once applied (pids kept, new port works); a bad file fails it, unit untouched."""
         self.start([self.tunnel("keep", 15001), self.tunnel("move", 15002)])
