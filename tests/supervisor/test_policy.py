@@ -172,6 +172,31 @@ class PolicyTest(unittest.TestCase):
         self.assertFalse(os.path.exists(moved), "the socket moved at run time")
         self.assertEqual(len(self.fake.starts("g")), 1)
 
+    def test_queued_tunnels_start_in_configuration_order(self):
+        """With max_parallel_starts = 1, tunnels start one after another in configuration
+        order, each once the previous one's ssh has given up its slot."""
+        names = ["q4", "q1", "q3", "q2"]      # configuration order, not alphabetical
+        for name in names:
+            self.fake.plan(name, [(1, 0.3)])   # never authenticates: holds its slot until it exits
+        self.tunneld([tunnel(n, restart_delay=30, restart_delay_max=60) for n in names],
+                     globals={"max_parallel_starts": 1})
+        firsts = {n: self.wait_starts(n, 1)[0][0] for n in names}
+        self.assertEqual(sorted(names, key=firsts.get), names, firsts)
+        gaps = [firsts[b] - firsts[a] for a, b in zip(names, names[1:])]
+        self.assertTrue(all(g >= 0.25 for g in gaps), f"a slot was shared: {gaps}")
+
+    def test_ssh_that_cannot_run_is_class_exec(self):
+        """An ssh that cannot be executed (here not executable) is failure class exec,
+        logged with the reason, and backs off like any failed start."""
+        ssh = os.path.join(tunneltest.temp_dir(self), "ssh")
+        with open(ssh, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(ssh, 0o644)
+        d = self.tunneld([tunnel("nx", restart_delay=0.2, restart_delay_max=1)], globals={"ssh": ssh}, args=["-d"])
+        m = d.wait_log(r"^<\d+>nx: .*\(exec: .*" + BACKOFF_RE)
+        self.assertEqual(m.group(2), "1")
+        d.wait_log(r"^<\d+>nx: .*\(exec: .*\(failed start 2 in a row\)", after=m.end())
+
     # ---- restart policies ----
 
     def test_restart_always(self):
