@@ -255,7 +255,8 @@ class SystemdTunneld(tunneltest.Tunneld):
     journal_stream: set JOURNAL_STREAM to that pipe's dev:ino, as systemd does for a service
       whose stderr is the journal (implies stderr="pipe").
 
-    All of Tunneld's methods (wait_log, children, stop, close...) work unchanged."""
+    All of Tunneld's methods (wait_log, children, stop, close...) work unchanged; close()
+    scans what the pipe or tty carried too (sanitizer reports go to stderr, not the journal)."""
 
     def __init__(self, *args, systemd_env=None, wrapper=(), stderr="file", journal_stream=False, **kw):
         super().__init__(*args, **kw)
@@ -329,11 +330,18 @@ class SystemdTunneld(tunneltest.Tunneld):
             finally:
                 os.close(fd)
 
-    def close(self):
-        super().close()
+    def _output_done(self):
+        """tunneld is gone: let the copier finish, so that close() scans all of its output
+        for sanitizer reports."""
         if self._pump is not None:
             self._pump.join(5)
             self._pump = None
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._output_done()
 
 
 # ---- tunnelctl and /proc ---------------------------------------------------------------

@@ -46,6 +46,11 @@ SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 # A test that runs longer than this fails with TestTimeout (and its cleanups still run).
 TEST_TIMEOUT = float(os.environ.get("TUNNELTEST_TIMEOUT", "60"))
 LOG_TAIL_LINES = 60
+# meson's b_sanitize of the build under test (tests/meson.build sets it): "none" or e.g.
+# "address,undefined". In that build a tunneld still running when its test ends must exit 0
+# on SIGTERM: that exit is where LeakSanitizer reports.
+SANITIZE = os.environ.get("TUNNELD_SANITIZE", "none")
+SANITIZED = SANITIZE not in ("", "none")
 
 
 # ---- processes -------------------------------------------------------------------------
@@ -267,6 +272,42 @@ def duration_slack(seconds):
     return 0.51 if seconds < 60 else 30.1
 
 
+# ---- sanitizer reports -----------------------------------------------------------------
+
+# The first line of every AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer
+# report ("==PID==ERROR: AddressSanitizer: ...", "path:line:col: runtime error: ..."), and
+# the SUMMARY line that ends one.
+SANITIZER_REPORT = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:"
+                              r"|SUMMARY: UndefinedBehaviorSanitizer|==ERROR")
+_REPORT_LINES = 150
+
+
+def sanitizer_reports(text):
+    """The sanitizer reports in text (a process's stderr), each from its first line through
+    its SUMMARY line (at most _REPORT_LINES lines), or [] if there is none. Cheap: every
+    build's tunneld output is scanned, whatever the build."""
+    lines = text.splitlines()
+    reports, i = [], 0
+    while i < len(lines):
+        if not SANITIZER_REPORT.search(lines[i]):
+            i += 1
+            continue
+        end = i + 1  # one past the report's last line: its SUMMARY, or before the next report
+        while (end < len(lines) and end - i < _REPORT_LINES and not lines[end - 1].startswith("SUMMARY:")
+               and not (SANITIZER_REPORT.search(lines[end]) and not lines[end].startswith("SUMMARY:"))):
+            end += 1
+        reports.append("\n".join(lines[i:end]))
+        i = end
+    return reports
+
+
+def check_sanitizer_output(text, what="tunneld"):
+    """AssertionError with the reports if text (what's stderr) holds a sanitizer report."""
+    reports = sanitizer_reports(text)
+    if reports:
+        raise AssertionError(f"{what} printed {len(reports)} sanitizer report(s):\n" + "\n\n".join(reports))
+
+
 # ---- diagnostics for failed tests ------------------------------------------------------
 
 class _Diagnostic:
@@ -462,9 +503,12 @@ def isolation_globals(private_dir):
 
 
 def run_tunneld(*args, timeout=10, env=None):
-    """Run tunneld to completion (for -t); CompletedProcess with text stdout and stderr."""
-    return subprocess.run([TUNNELD, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, stdin=subprocess.DEVNULL)
+    """Run tunneld to completion (for -t); CompletedProcess with text stdout and stderr.
+    AssertionError if its output holds a sanitizer report (LeakSanitizer reports at exit)."""
+    r = subprocess.run([TUNNELD, *args], capture_output=True, text=True, timeout=timeout,
+                       env=env, stdin=subprocess.DEVNULL)
+    check_sanitizer_output(r.stderr + r.stdout, f"tunneld {' '.join(args)}")
+    return r
 
 
 # ---- fake ssh --------------------------------------------------------------------------
@@ -525,6 +569,12 @@ class FakeSSH(Resource):
         t = [s[0] for s in self.starts(host)]
         return [b - a for a, b in zip(t, t[1:])]
 
+    def traces(self):
+        """The files fake ssh starts left here (HOST.log, .count, .argv), whatever the host:
+        [] if it never ran. (A destination with a '/' leaves none: the test's own ssh
+        wrapper must record such starts.)"""
+        return sorted(n for n in os.listdir(self.dir) if not n.endswith(".plan"))
+
     def running(self):
         """Live fake ssh processes of this directory, and their sleep."""
         return [p for p in procs_with_env(self.env_entry) if _comm(p) in ("fake-ssh", "sleep")]
@@ -553,7 +603,9 @@ class Tunneld(Resource):
 
     Tunneld(tunnels, defaults, globals, fake=FakeSSH, args=("-d",), env={...}). Or give
     config_text to write a config by hand. A generated config gets isolation_globals()
-    unless globals sets them. Closing kills tunneld and every descendant left."""
+    unless globals sets them. Closing stops tunneld (SIGTERM; SIGKILL if it hangs), kills
+    every descendant left, and fails if tunneld's output holds a sanitizer report (see
+    close())."""
 
     def __init__(self, tunnels=(), defaults=None, globals=None, *, fake=None, args=(), env=None,
                  config_text=None, wrapper=()):
@@ -667,22 +719,73 @@ class Tunneld(Resource):
             self.signal(signal.SIGTERM)
         return self.wait_exit(timeout)
 
+    def stop_grace(self):
+        """Seconds close() gives tunneld to exit after SIGTERM: its stop_timeout (after which
+        it SIGKILLs an ssh that ignores SIGTERM) twice, and some for LeakSanitizer."""
+        stop_timeout = self.globals.get("stop_timeout", 5)
+        if not isinstance(stop_timeout, (int, float)) or isinstance(stop_timeout, bool):
+            stop_timeout = 5
+        return min(10 + 2 * stop_timeout, 40)
+
+    def _output_done(self):
+        """Called once tunneld is gone: every byte of its stdout and stderr is in the log
+        file from now on (a subclass that copies them there waits for its copier)."""
+
     def close(self):
+        """Stop tunneld the way its service manager would: SIGTERM, then SIGKILL only if it
+        has not exited within stop_grace() seconds, and kill whatever of its processes is
+        left. Then fail (AssertionError, after cleaning up) if its output holds a sanitizer
+        report, in any build; or, in the sanitizer build, if that SIGTERM did not end it with
+        status 0 (LeakSanitizer reports at that exit, and exits 23 or aborts). A tunneld that
+        already exited (the test killed or stopped it) is only scanned."""
+        problems = []
         if self.proc is not None:
-            if self.proc.poll() is None:
-                table = proc_table()
-                kids = children_of(self.proc.pid, table)
-                rest = descendants_of(self.proc.pid, table)
-                self.proc.kill()
-                self.proc.wait()
-                kill_all(rest, groups=kids)  # now ours (subreaper): their pids cannot be reused
-            kill_all(self.leftovers())
-            self._diag.freeze()
+            try:
+                if self.proc.poll() is None:
+                    status = self._terminate()
+                    if SANITIZED and status is None:
+                        problems.append(f"tunneld did not exit within {self.stop_grace():g} s of the SIGTERM at "
+                                        "the end of the test: SIGKILLed (sanitizer build: no leak check ran)")
+                    elif SANITIZED and status != 0:
+                        problems.append(f"tunneld exited {status} on the SIGTERM at the end of the test, "
+                                        "not 0 (sanitizer build: see its log)")
+            finally:
+                if self.proc.poll() is None:  # an exception (a test timeout) interrupted the stop
+                    self.proc.kill()
+                    self.proc.wait()
+                kill_all(self.leftovers())
+                self._output_done()
+                self._diag.freeze()
+            reports = sanitizer_reports(self.log())
+            if reports:
+                problems.append(f"tunneld's log holds {len(reports)} sanitizer report(s):\n" + "\n\n".join(reports))
             self.proc = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         super().close()
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+    def _terminate(self):
+        """SIGTERM tunneld, wait up to stop_grace() seconds (then SIGKILL it), and kill its
+        descendants left over; its exit status, None if it had to be killed."""
+        table = proc_table()
+        kids = children_of(self.proc.pid, table)
+        rest = descendants_of(self.proc.pid, table)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(self.stop_grace())
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            kill_all(rest, groups=kids)  # now ours (subreaper): their pids cannot be reused
+            return None
+        # Exited by itself: what is left of its descendants was adopted by us (subreaper),
+        # so those pids are still theirs; a pid that ended meanwhile may be anyone's now.
+        now = proc_table()
+        kill_all([p for p in rest if p in now and now[p][0] == os.getpid()])
+        return status
 
 
 # ---- sshd ------------------------------------------------------------------------------
