@@ -1,8 +1,9 @@
 """Hostile values that would reach ssh's argv: each one is rejected with FILE:LINE and the
 setting, tunneld refuses to start, no ssh is ever spawned, and /tmp/pwned never appears."""
 import os
+import re
+import shlex
 import subprocess
-import tempfile
 import unittest
 
 import tunneltest
@@ -11,7 +12,8 @@ from tunneltest import FakeSSH, TUNNELD, run_tunneld, use, write_config
 PWNED = "/tmp/pwned"
 PAYLOAD = f"-oProxyCommand=touch {PWNED}"
 
-# (what, the tunnel's settings, the setting named in the error, text the error must hold)
+# (what, the tunnel's settings, the setting named in the error, text the error must hold:
+# a string, or a tuple of strings that must all be there)
 HOSTILE = [
     ("host option", {"host": PAYLOAD}, "host", "must not contain whitespace"),
     ("host option, no space", {"host": "-oProxyCommand=id"}, "host", "must not begin with '-'"),
@@ -38,6 +40,18 @@ HOSTILE = [
     ("name with slash", {"name": "a/b"}, "name", "may contain only"),
     ("name dotdot", {"name": ".."}, "name", "must not be"),
 ]
+# Shell metacharacters in a user name: ssh puts the user into commands it runs through the
+# shell (%r in ProxyCommand, Match exec, LocalCommand), so a user, and the user part of a
+# jump_host hop, may hold only [A-Za-z0-9._-], not beginning with '-'.
+SHELL_USERS = ["u$(id)", "u`id`", "u;id", "u|id", "u&id", 'u"x', "u'x", "u\\x"]
+HOSTILE += [(f"user {u!r}", {"user": u}, "user", ("user", "invalid character")) for u in SHELL_USERS]
+HOSTILE += [(f"jump_host user {u!r}", {"jump_host": f"{u}@127.0.0.1:1"}, "jump_host", ("user", "invalid character"))
+            for u in SHELL_USERS + [f"u$(touch${{IFS}}{PWNED})"]]
+# with a space in it, the whitespace check is the one that catches it
+HOSTILE += [("jump_host user with a command", {"jump_host": f"u$(touch {PWNED})@127.0.0.1:1"}, "jump_host",
+             "must not contain whitespace")]
+HOSTILE += [("jump_host second hop user", {"jump_host": "bastion,u;id@127.0.0.1:1"}, "jump_host",
+             ("user", "invalid character"))]
 
 
 class Injection(unittest.TestCase):
@@ -47,25 +61,47 @@ class Injection(unittest.TestCase):
         self.dir = tunneltest.temp_dir(self)
         self.fake = use(self, FakeSSH())
         self.fake.plan("h", [(0, 30, True)])
+        # The fake ssh files its starts under the destination's name, which is the hostile
+        # value itself in some rows (and may not even be a file name): the "ssh" tunneld runs
+        # is this recorder, which notes every start, whatever its arguments, then execs it.
+        self.started = os.path.join(self.dir, "ssh-started")
+        self.ssh = os.path.join(self.dir, "ssh")
+        with open(self.ssh, "w") as f:
+            f.write(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >>{shlex.quote(self.started)}\n"
+                    f"exec {shlex.quote(FakeSSH.path)} \"$@\"\n")
+        os.chmod(self.ssh, 0o755)
+
+    def assert_no_ssh_started(self, what):
+        """Nothing ran the configured ssh, for any destination."""
+        started = tunneltest._read_text(self.started)
+        self.assertEqual(started, "", f"{what}: an ssh was started: {started!r}")
+        self.assertEqual(self.fake.traces(), [], f"{what}: the fake ssh ran")
+        self.assertEqual(self.fake.running(), [], f"{what}: a fake ssh runs")
 
     def check_rejected(self, what, settings, setting, needle):
         tunnel = {"name": "t", "host": "h"}
         tunnel.update(settings)
         conf = os.path.join(self.dir, "tunneld.conf")
-        text = write_config(conf, {"ssh": FakeSSH.path, "control_socket": os.path.join(self.dir, "ctl"),
+        text = write_config(conf, {"ssh": self.ssh, "control_socket": os.path.join(self.dir, "ctl"),
                                    "watch_network": False}, {}, [tunnel])
         checked = run_tunneld("-t", "-c", conf)
         self.assertEqual(checked.returncode, 1, f"{what}: -t accepted it:\n{checked.stdout}")
         first_line = [l for l in checked.stderr.splitlines() if l.startswith(conf + ":")]
         self.assertTrue(first_line, f"{what}: no FILE:LINE error:\n{checked.stderr}")
-        self.assertRegex(first_line[0], rf"^{conf}:\d+: [^ ]*{setting}: ", what)
-        self.assertIn(needle, checked.stderr, what)
+        self.assertRegex(first_line[0], rf"^{re.escape(conf)}:\d+: [^ ]*{setting}: ", what)
+        for n in (needle,) if isinstance(needle, str) else needle:
+            self.assertIn(n, checked.stderr, f"{what}: the error does not say {n!r}")
         # the daemon itself refuses to start, and starts nothing
         env = dict(os.environ, FAKE_SSH_DIR=self.fake.dir)
-        run = subprocess.run([TUNNELD, "-c", conf], capture_output=True, text=True, timeout=10, env=env,
-                             stdin=subprocess.DEVNULL)
+        try:
+            run = subprocess.run([TUNNELD, "-c", conf], capture_output=True, text=True, timeout=10, env=env,
+                                 stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self.fail(f"{what}: tunneld started and ran (killed after 10 s); ssh starts: "
+                      f"{tunneltest._read_text(self.started)!r}")
+        tunneltest.check_sanitizer_output(run.stderr, what)
         self.assertEqual(run.returncode, 1, f"{what}: tunneld started:\n{run.stderr}")
-        self.assertEqual(self.fake.starts("h"), [], f"{what}: an ssh was started")
+        self.assert_no_ssh_started(what)
         self.assertFalse(os.path.exists(PWNED), f"{what}: {PWNED} exists")
         return text
 

@@ -1,6 +1,8 @@
 """Soak: 10,000 restart cycles (2,000 in the sanitizer build) of a fast-exiting "ssh" across 50 tunnels, with reloads
 mixed in. tunneld's open fds, RSS and children, sampled from /proc, must stay flat, and
-no child may linger as a zombie."""
+no child may linger as a zombie. Every sample is printed (TAP comments) as it is taken, so
+a failing run shows the ones before the failure. The sanitizer build does not check RSS
+(the test says so in its output): LeakSanitizer at tunneld's exit is the leak check there."""
 import json
 import os
 import signal
@@ -93,10 +95,19 @@ def tunnels(variant):
     return out
 
 
+def show(i, s, starts):
+    """One sample as a TAP comment, printed at once (a failing run shows every sample up to
+    the failure)."""
+    print(f"# {i:3d} {s[0]:5d} {s[5]:6d} {s[1]:7d} {s[2]:9d} {s[3]:8d} {starts:7d}", flush=True)
+
+
 class Soak(unittest.TestCase):
     def test_10000_cycles_flat(self):
         """10,000 starts of an ssh that exits at once, 50 tunnels, a reload every second:
         fds, RSS and child count flat, no zombies, tunneld still answers and stops cleanly."""
+        print(f"# {CYCLES} cycles; " + ("sanitizer build: RSS is sampled but not checked (AddressSanitizer's "
+                                        "quarantine grows it by design; LeakSanitizer at exit is the leak check)"
+                                        if SANITIZED else "RSS checked"), flush=True)
         defaults = {"gatetime": 0, "restart_delay": 0.05, "restart_delay_max": 1}
         td = use(self, Tunneld(tunnels(False), defaults, {"ssh": "/bin/false"}))
         socket = td.globals["control_socket"]
@@ -104,13 +115,17 @@ class Soak(unittest.TestCase):
         time.sleep(1.0)     # warm up: the allocator settles
         base = sample(td.pid)
         samples = [base]
+        print("#   t   fds  pipes  rss_kB  children  zombies  starts", flush=True)
+        show(0, base, total_starts(socket)[0])
         variant = False
         start = time.monotonic()
         while True:
             time.sleep(1.0)
             # sample first: right after SIGHUP tunneld may hold the config file open
             s = sample(td.pid)
-            self.assertEqual(s[4] & samples[-1][4], set(), "children left unreaped for a second")
+            starts, _ = total_starts(socket)
+            show(len(samples), s, starts)
+            self.check_sample(len(samples), s, samples[-1], base)
             samples.append(s)
             variant = not variant
             tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(variant))
@@ -127,24 +142,33 @@ class Soak(unittest.TestCase):
         end = sample(td.pid)
         starts, count = total_starts(socket)
         elapsed = time.monotonic() - start
-        print(f"# {starts} starts in {elapsed:.1f} s across {count} tunnels, {len(samples)} reloads")
-        print("#   t   fds  pipes  rss_kB  children  zombies")
-        for i, s in enumerate(samples + [end]):
-            print(f"# {i:3d} {s[0]:5d} {s[5]:6d} {s[1]:7d} {s[2]:9d} {s[3]:8d}")
-            self.assertEqual(s[0], base[0], f"open fds changed in sample {i}")
-            self.assertLessEqual(s[5], TUNNELS + 1, f"more stderr pipes than tunnels in sample {i}")
+        show(len(samples), end, starts)
+        print(f"# {starts} starts in {elapsed:.1f} s across {count} tunnels, {len(samples)} reloads", flush=True)
+        self.check_sample(len(samples), end, samples[-1], base)
+        self.assertLessEqual(end[2], TUNNELS, "more children than tunnels once the last reload settled")
         self.assertEqual(td.stop(), 0)
         self.assertEqual(sample(td.pid)[3] if os.path.exists(f"/proc/{td.pid}") else 0, 0)
         self.assertGreaterEqual(starts, CYCLES)
         self.assertEqual(count, TUNNELS)
-        self.assertEqual(end[4] & samples[-1][4], set(), "children left unreaped")
-        self.assertLessEqual(end[2], TUNNELS, "more children than tunnels")
         # RSS may settle a little higher than right after start; it must not keep growing
-        if not SANITIZED:
+        if SANITIZED:
+            print(f"# RSS not checked (sanitizer build): {base[1]} kB after start, {end[1]} kB at the end",
+                  flush=True)
+        else:
             self.assertLess(end[1] - base[1], 1024, f"RSS grew from {base[1]} to {end[1]} kB")
             mid = samples[len(samples) // 2][1]
             self.assertLess(end[1] - mid, 512, f"RSS still growing: {mid} kB half way, {end[1]} kB at the end")
         self.assertEqual(td.leftovers(), [])
+
+    def check_sample(self, i, s, previous, base):
+        """What must hold at every sample: the same open fds as at the start, no child
+        unreaped since the previous sample, and no more children (and stderr pipes) than
+        tunnels. Every config has 50 tunnels; a reload that removes one and adds another may
+        briefly have the removed one's ssh still exiting next to the new one's: 51."""
+        self.assertEqual(s[0], base[0], f"open fds changed in sample {i}")
+        self.assertEqual(s[4] & previous[4], set(), f"children left unreaped for a second (sample {i})")
+        self.assertLessEqual(s[2], TUNNELS + 1, f"more children than tunnels in sample {i}")
+        self.assertLessEqual(s[5], TUNNELS + 1, f"more stderr pipes than tunnels in sample {i}")
 
 
 if __name__ == "__main__":
