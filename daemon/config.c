@@ -1848,14 +1848,15 @@ static int load_parsed(config_t *cfg, const char *path, bool from_file, struct c
         p.seen = strv_free(p.seen);
         if (p.oom)
                 return p.oom;
-        if (errs->n == 0) {
+        /* Across tunnels, among those without errors of their own (so that one mistake does
+         * not hide the others); "after" only when every tunnel is there to be named. */
+        if (errs->n == 0)
                 check_after(&p, c);
-                check_ports(&p, c);
-                if (from_file)
-                        check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
-                if (p.oom)
-                        return p.oom;
-        }
+        check_ports(&p, c);
+        if (from_file)
+                check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
+        if (p.oom)
+                return p.oom;
         if (control_socket_override) {
                 free(c->control_socket);
                 c->control_socket = strdup(control_socket_override);

@@ -621,6 +621,17 @@ static void test_command_file_permissions(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_dropin_dir_per_file), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* One mistake does not hide the others: a duplicate name next to a port clash. */
+static void test_errors_do_not_hide_cross_checks(void)
+{
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; local_forwards = ( \"5000:x:1\" ); },\n"
+                     "{ name = \"a\"; host = \"h\"; },\n"
+                     "{ name = \"b\"; host = \"h\"; local_forwards = ( \"5000:y:1\" ); } );",
+                     "t.conf:2: tunnels[1].name: \"a\" is already used by the tunnel at t.conf:1\n"
+                     "t.conf:3: b.local_forwards: \"5000:y:1\" listens on local port 5000, as \"5000:x:1\" of "
+                     "tunnel a (t.conf:1) does");
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))
