@@ -154,8 +154,18 @@ def main(argv=None):
         args.quick = saved.get("quick", args.quick)
         if not any(a.startswith("--output") for a in (sys.argv[1:] if argv is None else argv)):
             args.output = saved.get("output", args.output)
+        text = report.render(results, args)
+        # The hand-written Analysis at the end of the file is about these same results: keep it.
+        try:
+            with open(args.output) as f:
+                old = f.read()
+            i = old.find("\n## Analysis")
+            if i >= 0:
+                text = text.rstrip("\n") + "\n\n" + old[i:].lstrip("\n")
+        except FileNotFoundError:
+            pass
         with open(args.output, "w") as f:
-            f.write(report.render(results, args))
+            f.write(text)
         print(f"wrote {args.output}")
         return 0
     if os.geteuid() != 0:

@@ -220,8 +220,9 @@ def proc_smaps(pid):
 
 
 def sample(pids):
-    """Summed rss/pss kB, cpu s (ticks and schedstat), ctx switches of live pids."""
-    tot = {"n": 0, "rss_kb": 0, "pss_kb": 0, "uss_kb": 0, "anon_kb": 0, "pte_kb": 0, "cpu_s": 0.0,
+    """Summed rss/pss kB, peak rss (VmHWM) kB, cpu s (ticks and schedstat), ctx switches of
+    live pids."""
+    tot = {"n": 0, "rss_kb": 0, "hwm_kb": 0, "pss_kb": 0, "uss_kb": 0, "anon_kb": 0, "pte_kb": 0, "cpu_s": 0.0,
            "run_s": 0.0, "vcs": 0, "nvcs": 0}
     for p in pids:
         st, cpu = proc_status(p), proc_cpu(p)
@@ -230,6 +231,7 @@ def sample(pids):
         sm = proc_smaps(p) or {}
         tot["n"] += 1
         tot["rss_kb"] += st.get("VmRSS", 0)
+        tot["hwm_kb"] += st.get("VmHWM", 0)
         tot["anon_kb"] += st.get("RssAnon", 0)
         tot["pte_kb"] += st.get("VmPTE", 0)
         tot["pss_kb"] += sm.get("pss", 0)
