@@ -1489,7 +1489,7 @@ void config_set_check_permissions(bool on)
  * root and tunneld's user only (a directory may be sticky, like /tmp). NULL if safe. */
 static const char *unsafe_mode(const char *path, const struct stat *st, char *buf, size_t size)
 {
-        _cleanup_free_ char *dir = NULL;
+        char dir[PATH_MAX];
         struct stat dst;
         char *slash;
 
@@ -1503,9 +1503,8 @@ static const char *unsafe_mode(const char *path, const struct stat *st, char *bu
                          (int)st->st_uid, (int)geteuid());
                 return buf;
         }
-        dir = strdup(path);
-        if (!dir)
-                return NULL;
+        if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir))
+                return NULL;            /* too long to be opened anyway */
         slash = strrchr(dir, '/');
         if (!slash)
                 return NULL;            /* relative to the working directory: not ours to judge */

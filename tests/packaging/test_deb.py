@@ -237,7 +237,7 @@ class DebTest(unittest.TestCase):
                 self.assertIn("/usr/share/man/", ns.run("man", "-w", page).stdout)
         unit = ns.run("cat", "/lib/systemd/system/tunneld.service").stdout
         self.assertIn("ExecStart=/usr/sbin/tunneld -c /etc/tunneld.conf", unit)
-        self.assertIn("ExecReload=/usr/bin/tunnelctl reload", unit)
+        self.assertIn("ExecReload=/usr/bin/tunnelctl --pid $MAINPID reload", unit)
 
     def test_5_config_validates(self):
         """The shipped /etc/tunneld.conf validates, as root and as the tunneld user (the

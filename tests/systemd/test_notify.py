@@ -77,12 +77,15 @@ class NotifyTest(unittest.TestCase):
         for 0.4 s: it never authenticates)."""
         for name in ("q1", "q2", "q3"):
             self.fake.plan(name, [(1, 0.4)])
-        self.tunneld([{"name": n} for n in ("q1", "q2", "q3")], globals={"max_parallel_starts": 1})
+        d = self.tunneld([{"name": n} for n in ("q1", "q2", "q3")], globals={"max_parallel_starts": 1})
         _, ready = self.notify.wait_kind("READY", timeout=10)
         self.assertNotIn("queued", ready.status)
+        launched = d.log()   # tunneld logs each launch before it can send READY
         for name in ("q1", "q2", "q3"):
-            self.assertGreaterEqual(len(self.fake.starts(name)), 1, f"READY before {name} launched: {ready.status}")
-        starts = sorted(self.fake.starts(n)[0][0] for n in ("q1", "q2", "q3"))
+            self.assertRegex(launched, rf"(?m)^<\d+>{name}: .*launched: ssh pid \d+ \(start 1\)$",
+                             f"READY before {name} launched: {ready.status}")
+        firsts = [wait_until(lambda n=n: self.fake.starts(n), 5, what=f"{n}'s start")[0][0] for n in ("q1", "q2", "q3")]
+        starts = sorted(firsts)
         self.assertGreaterEqual(starts[2] - starts[0], 0.6, f"the slot was not held: {starts}")
 
     def test_sighup_during_stop_sends_nothing(self):
