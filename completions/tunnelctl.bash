@@ -5,9 +5,10 @@
 
 _tunnelctl_tunnels()
 {
-        local socket=$1 reply
+        local socket=$1 pid=$2 reply
         local -a cmd=(tunnelctl)
         [[ -n $socket ]] && cmd+=(-s "$socket")
+        [[ -n $pid ]] && cmd+=(--pid "$pid")
         if type -P timeout >/dev/null; then
                 reply=$(timeout 2 "${cmd[@]}" --json --color=never status 2>/dev/null)
         else
@@ -32,7 +33,7 @@ _tunnelctl()
         fi
 
         local commands="status start stop restart reload check metrics"
-        local options="-s --socket -j --json --color= -h --help -V --version"
+        local options="-s --socket -p --pid -j --json --color= -h --help -V --version"
 
         case $prev in
         -s | --socket)
@@ -44,6 +45,10 @@ _tunnelctl()
                 mapfile -t COMPREPLY < <(compgen -W "auto always never" -- "$cur")
                 return
                 ;;
+        -p | --pid)
+                mapfile -t COMPREPLY < <(compgen -W "$(pgrep -x tunneld 2>/dev/null)" -- "$cur")
+                return
+                ;;
         -h | --help | -V | --version)
                 return
                 ;;
@@ -51,11 +56,13 @@ _tunnelctl()
         $split && return
 
         # The command, and the socket, among the words before the cursor.
-        local i command="" socket=""
+        local i command="" socket="" pid=""
         for ((i = 1; i < cword; i++)); do
                 case ${words[i]} in
                 -s | --socket) socket=${words[i + 1]}; ((i++)) ;;
                 --socket=*) socket=${words[i]#--socket=} ;;
+                -p | --pid) pid=${words[i + 1]}; ((i++)) ;;
+                --pid=*) pid=${words[i]#--pid=} ;;
                 -*) ;;
                 *) [[ -z $command ]] && command=${words[i]} ;;
                 esac
@@ -78,14 +85,14 @@ _tunnelctl()
                 if [[ $cur == -* ]]; then
                         mapfile -t COMPREPLY < <(compgen -W "$options" -- "$cur")
                 else
-                        mapfile -t COMPREPLY < <(compgen -W "$(_tunnelctl_tunnels "$socket")" -- "$cur")
+                        mapfile -t COMPREPLY < <(compgen -W "$(_tunnelctl_tunnels "$socket" "$pid")" -- "$cur")
                 fi
                 ;;
         start | stop | restart)
                 if [[ $cur == -* ]]; then
                         mapfile -t COMPREPLY < <(compgen -W "--all $options" -- "$cur")
                 else
-                        mapfile -t COMPREPLY < <(compgen -W "$(_tunnelctl_tunnels "$socket")" -- "$cur")
+                        mapfile -t COMPREPLY < <(compgen -W "$(_tunnelctl_tunnels "$socket" "$pid")" -- "$cur")
                 fi
                 ;;
         reload | check | metrics)
