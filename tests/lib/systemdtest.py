@@ -337,6 +337,13 @@ class SystemdTunneld(tunneltest.Tunneld):
             self._pump.join(5)
             self._pump = None
 
+    def wait_exit(self, timeout=10):
+        """As Tunneld's, and then the log holds all tunneld wrote (the copier has drained
+        the pipe), so a test can read its last lines right after stop()."""
+        status = super().wait_exit(timeout)
+        self._output_done()
+        return status
+
     def close(self):
         try:
             super().close()
