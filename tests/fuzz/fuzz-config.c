@@ -1,14 +1,102 @@
 /* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the whole configuration path — libconfig's parser, tunneld's
- * validation, and the ssh argv built from every tunnel that passes. */
+ * validation, and the ssh argv built from every tunnel that passes — twice: from a string,
+ * and from real files as tunneld reads them (the file reader with its size, NUL and
+ * permission checks, a drop-in directory, names defined twice across files, the checks
+ * of key and hook files). An input holding the line "@@@" is split there: the part after
+ * it is a drop-in file. Raw bytes, NUL included, reach the file path unchanged. */
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "ssh_argv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define DROPIN_MARK "\n@@@\n"
+
+static void check_config(struct config *c)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                char **argv = NULL, *line = NULL;
+
+                if (ssh_argv_build(&c->tunnels[i], c->ssh, &argv) >= 0) {
+                        /* the destination always follows "--": nothing can smuggle an option */
+                        size_t n = strv_length(argv);
+                        if (n < 3 || strcmp(argv[n - 2], "--") != 0 || argv[n - 1][0] == '-')
+                                abort();
+                        if (shell_quote_argv(argv, &line) >= 0)
+                                free(line);
+                }
+                strv_free(argv);
+                for (size_t j = 0; j < c->n_tunnels; j++)
+                        (void)tunnel_spec_equal(&c->tunnels[i], &c->tunnels[j]);
+        }
+}
+
+static void write_all(const char *path, const uint8_t *data, size_t size)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+        if (fd < 0)
+                abort();
+        while (size > 0) {
+                ssize_t n = write(fd, data, size);
+                if (n <= 0)
+                        abort();
+                data += n;
+                size -= (size_t)n;
+        }
+        close(fd);
+}
+
+static char dir[] = "/tmp/tunneld-fuzz-XXXXXX";
+static char main_path[64], dropin_dir[64], dropin[80];
+
+static void remove_files(void)
+{
+        (void)unlink(dropin);
+        (void)rmdir(dropin_dir);
+        (void)unlink(main_path);
+        (void)rmdir(dir);
+}
+
+/* The same bytes through config_load(), from a private directory made once. */
+static void load_from_files(const uint8_t *data, size_t size)
+{
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        const uint8_t *mark = memmem(data, size, DROPIN_MARK, strlen(DROPIN_MARK));
+        size_t main_size = mark ? (size_t)(mark - data) : size;
+
+        if (!main_path[0]) {
+                if (!mkdtemp(dir))
+                        abort();
+                snprintf(main_path, sizeof(main_path), "%s/fuzz.conf", dir);
+                snprintf(dropin_dir, sizeof(dropin_dir), "%s/fuzz.d", dir);    /* the default include_dir */
+                snprintf(dropin, sizeof(dropin), "%s/10-fuzz.conf", dropin_dir);
+                if (mkdir(dropin_dir, 0700) < 0)
+                        abort();
+                atexit(remove_files);
+        }
+        write_all(main_path, data, main_size);
+        if (mark)
+                write_all(dropin, mark + strlen(DROPIN_MARK), size - main_size - strlen(DROPIN_MARK));
+        else
+                (void)unlink(dropin);
+
+        if (config_load(main_path, &c, &errs) >= 0) {
+                check_config(c);
+                config_free(c);
+        } else if (errs.n == 0)
+                abort();        /* a rejected configuration always says why */
+        config_errors_clear(&errs);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -18,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (size > 1 << 16)
                 return 0;
+        load_from_files(data, size);
         text = malloc(size + 1);
         if (!text)
                 return 0;
@@ -25,21 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         text[size] = '\0';
 
         if (config_load_string(text, "fuzz.conf", &c, &errs) >= 0) {
-                for (size_t i = 0; i < c->n_tunnels; i++) {
-                        char **argv = NULL, *line = NULL;
-
-                        if (ssh_argv_build(&c->tunnels[i], c->ssh, &argv) >= 0) {
-                                /* the destination always follows "--": nothing can smuggle an option */
-                                size_t n = strv_length(argv);
-                                if (n < 3 || strcmp(argv[n - 2], "--") != 0 || argv[n - 1][0] == '-')
-                                        abort();
-                                if (shell_quote_argv(argv, &line) >= 0)
-                                        free(line);
-                        }
-                        strv_free(argv);
-                        for (size_t j = 0; j < c->n_tunnels; j++)
-                                (void)tunnel_spec_equal(&c->tunnels[i], &c->tunnels[j]);
-                }
+                check_config(c);
                 config_free(c);
         } else if (errs.n == 0)
                 abort();        /* a rejected configuration always says why */
