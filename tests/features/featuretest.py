@@ -7,7 +7,6 @@ Built on tunneltest. Every test here runs real ssh against a private sshd on 127
     tunnelctl()     run tunnelctl on a tunneld's private control socket
     status()        `tunnelctl --json status` as {name: tunnel}
     metrics_text()  `tunnelctl metrics`
-    NotifySocket    our own AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET
     percentile()    nearest-rank percentile, for the timings the tests print as TAP comments
 
 Test files sit next to this one; python puts a script's directory first on sys.path.
@@ -17,12 +16,9 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import unittest
 
@@ -151,60 +147,6 @@ def listening_socket(port=None):
     s.bind(("127.0.0.1", port or tunneltest.free_port()))
     s.listen(16)
     return s
-
-
-class NotifySocket:
-    """systemd's end of sd_notify: an AF_UNIX datagram socket in a directory of its own;
-    a thread records (time.monotonic(), text) of every datagram."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="tunneltest-notify-")
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.lock = threading.Lock()
-        self.received = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._receive, daemon=True)
-        self.thread.start()
-        self._diag = tunneltest.add_diagnostic("sd_notify messages", lambda: "\n".join(
-            f"{at:.3f} {text!r}" for at, text in self.messages()[-30:]))
-
-    def _receive(self):
-        while not self.stopping:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.received.append((time.monotonic(), data.decode("utf-8", "replace")))
-
-    def messages(self):
-        with self.lock:
-            return list(self.received)
-
-    def ready(self):
-        """(time, text) of the first READY=1, or None."""
-        for at, text in self.messages():
-            if "READY=1" in text.split("\n"):
-                return at, text
-        return None
-
-    def wrapper(self):
-        """argv prefix that gives tunneld NOTIFY_SOCKET (Tunneld drops it from env=...)."""
-        return ["env", f"NOTIFY_SOCKET={self.path}"]
-
-    def close(self):
-        if self.sock is not None:
-            self.stopping = True
-            self.thread.join(2)
-            self.sock.close()
-            self.sock = None
-            self._diag.freeze()
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class FeatureTest(unittest.TestCase):

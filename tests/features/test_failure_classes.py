@@ -7,18 +7,12 @@ every ~3 s, the others back off normally)."""
 
 import os
 import re
-import select
-import shlex
-import shutil
-import socket
-import struct
 import subprocess
-import tempfile
-import threading
 import time
 
 import tunneltest
 from tunneltest import duration_slack, free_port, parse_duration, wait_until
+from systemdtest import JournalSocket
 from featuretest import FeatureTest, UP_TIMEOUT, listening_socket, make_key, metric_value, metrics_text, \
     status, status_reply
 
@@ -29,69 +23,6 @@ def exit_line(name, cls):
     """The first failed start of name: 'ssh exited …(cls: hint); restarting in X (failed start 1 in a row)'."""
     return (rf"^<(\d+)>{name}: ssh exited with status 255 after .*\({re.escape(cls)}: .*\); "
             r"restarting in (.+) \(failed start 1 in a row\)$")
-
-
-class JournalSocket:
-    """journald's native socket, stood in for: bound in a directory that a private mount
-    namespace (wrapper()) mounts on /run/systemd/journal. Records each entry's fields."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="tunneltest-journal-")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.bind(os.path.join(self.dir, "socket"))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.entries, self.lock, self.stopping = [], threading.Lock(), False
-        self.thread = threading.Thread(target=self._receive, daemon=True)
-        self.thread.start()
-        self._diag = tunneltest.add_diagnostic("journal entries", lambda: "\n".join(
-            f"<{e.get('PRIORITY')}> {e.get('TUNNEL', '-')} FAILURE={e.get('FAILURE', '')}: {e.get('MESSAGE')}"
-            for e in self.snapshot()[-40:]))
-
-    @staticmethod
-    def parse(data):
-        fields, i = {}, 0
-        while i < len(data):
-            nl = data.index(b"\n", i)
-            line = data[i:nl]
-            if b"=" in line:
-                key, value = line.split(b"=", 1)
-                i = nl + 1
-            else:  # KEY \n little-endian u64 size, value, \n
-                key = line
-                size = struct.unpack("<Q", data[nl + 1:nl + 9])[0]
-                value = data[nl + 9:nl + 9 + size]
-                i = nl + 9 + size + 1
-            fields[key.decode()] = value.decode("utf-8", "replace")
-        return fields
-
-    def _receive(self):
-        while not self.stopping:
-            if not select.select([self.sock], [], [], 0.1)[0]:
-                continue
-            try:
-                data = self.sock.recv(1 << 20)
-            except OSError:
-                return
-            with self.lock:
-                self.entries.append(self.parse(data))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.entries)
-
-    def wrapper(self):
-        script = (f"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && "
-                  f"mount --bind {shlex.quote(self.dir)} /run/systemd/journal && exec \"$0\" \"$@\"")
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
-
-    def close(self):
-        if self.sock is not None:
-            self.stopping = True
-            self.thread.join(2)
-            self.sock.close()
-            self.sock = None
-            self._diag.freeze()
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class FailureClassTest(FeatureTest):
@@ -205,8 +136,7 @@ class FailureClassTest(FeatureTest):
         TUNNEL=<name>, for every class above at once."""
         if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
             self.skipTest("unshare --mount is not permitted here")
-        journal = JournalSocket()
-        self.addCleanup(journal.close)
+        journal = tunneltest.use(self, JournalSocket())
         tmp = tunneltest.temp_dir(self)
         key = make_key(tmp, "stranger")
         lt, rt = listening_socket(), listening_socket()
@@ -221,7 +151,7 @@ class FailureClassTest(FeatureTest):
 
         def entry(cls):  # the first failed start's entry (MESSAGE may begin with "NAME: ")
             pattern = re.compile(rf"^(?:{names[cls]}: )?ssh exited with status 255 after ")
-            for e in journal.snapshot():
+            for e in journal.entries():
                 if e.get("TUNNEL") == names[cls] and pattern.match(e.get("MESSAGE", "")):
                     return e
             return None
@@ -233,7 +163,7 @@ class FailureClassTest(FeatureTest):
             # ssh's own line that told the class carries it too
             line = re.compile(rf"^(?:{names[cls]}: )?ssh: ")
             self.assertTrue(any(e2.get("TUNNEL") == names[cls] and e2.get("FAILURE") == cls
-                                and line.match(e2.get("MESSAGE", "")) for e2 in journal.snapshot()), cls)
+                                and line.match(e2.get("MESSAGE", "")) for e2 in journal.entries()), cls)
 
 
 if __name__ == "__main__":

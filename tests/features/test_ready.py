@@ -6,17 +6,24 @@ one does, until ready_timeout. A required tunnel that failed a start counts as s
 import time
 
 import tunneltest
-from tunneltest import free_port, wait_until
-from featuretest import FeatureTest, NotifySocket, listening_socket, status
+from tunneltest import free_port
+from systemdtest import NotifySocket
+from featuretest import FeatureTest, listening_socket, status
+
+
+def first_ready(notify, timeout):
+    """(arrival time, text) of the first READY=1 on notify, waiting up to timeout s."""
+    _, m = notify.wait_kind("READY", timeout)
+    return m.at, m.raw
 
 
 class ReadyTest(FeatureTest):
     def start(self, tunnels, **globals):
         """tunneld with our NOTIFY_SOCKET; returns (tunneld, notify socket, start time)."""
-        notify = NotifySocket()
-        self.addCleanup(notify.close)
+        notify = tunneltest.use(self, NotifySocket())
         t0 = time.monotonic()
-        d = self.tunneld(tunnels, globals=globals, wrapper=notify.wrapper())
+        # Tunneld drops NOTIFY_SOCKET from the environment it is given: pass it by env(1)
+        d = self.tunneld(tunnels, globals=globals, wrapper=["env", f"NOTIFY_SOCKET={notify.path}"])
         return d, notify, t0
 
     def hanging(self, **extra):
@@ -29,7 +36,7 @@ class ReadyTest(FeatureTest):
         d, notify, t0 = self.start([{"name": "good"}, {"name": "hang", "required": False, **self.hanging()}],
                                    ready="all-up", ready_timeout=30)
         up, _ = self.wait_up(d, "good")
-        at, text = wait_until(notify.ready, 10, what="READY=1")
+        at, text = first_ready(notify, 10)
         self.assertLess(at - t0, 25, "READY waited for the non-required tunnel")
         self.assertIn("STATUS=1/2 tunnels up; starting: hang", text.split("\n"))
         ready = d.wait_log(r"^<5>ready: 1/2 tunnels up; starting: hang$", timeout=5)
@@ -43,7 +50,7 @@ class ReadyTest(FeatureTest):
                                    ready="all-up", ready_timeout=timeout)
         up, _ = self.wait_up(d, "good")
         up_at = time.monotonic() - t0
-        at, text = wait_until(notify.ready, timeout + 10, interval=0.02, what="READY=1 at ready_timeout")
+        at, text = first_ready(notify, timeout + 10)
         self.assertTrue(timeout - 0.05 <= at - t0 <= timeout + 4,
                         f"READY=1 {at - t0:.2f} s after the start, ready_timeout {timeout} s")
         m = d.wait_log(rf"^<4>ready_timeout {timeout}\.0 s passed before every tunnel was up: reporting ready anyway$",
@@ -53,13 +60,13 @@ class ReadyTest(FeatureTest):
             self.assertGreater(m.start(), up.start())
             self.assertIn("STATUS=1/2 tunnels up; starting: hang", text.split("\n"))
         self.assertEqual(status(d)["hang"]["state"], "starting")
-        self.assertEqual(len([m for m in notify.messages() if "READY=1" in m[1].split("\n")]), 1)
+        self.assertEqual(len(notify.messages("READY")), 1)
 
     def test_required_tunnel_that_failed_a_start_is_settled(self):
         """all-up waits for "up, or failed a start": a refused tunnel in backoff lets READY go."""
         d, notify, t0 = self.start([{"name": "good"}, {"name": "refused", "port": free_port()}],
                                    ready="all-up", ready_timeout=30)
-        at, text = wait_until(notify.ready, 25, what="READY=1")
+        at, text = first_ready(notify, 25)
         self.assertLess(at - t0, 25)
         self.assertRegex(text, r"(?m)^STATUS=1/2 tunnels up; backoff: refused \(refused, retry in [^)]+\)$")
 
@@ -67,7 +74,7 @@ class ReadyTest(FeatureTest):
         """The default, ready = "started": READY=1 once every tunnel is launched, before any
         is up."""
         d, notify, t0 = self.start([{"name": "good"}, {"name": "hang", **self.hanging()}])
-        at, text = wait_until(notify.ready, 10, what="READY=1")
+        at, text = first_ready(notify, 10)
         self.assertIn("STATUS=0/2 tunnels up; starting: good, hang", text.split("\n"))
         self.wait_up(d, "good")
 

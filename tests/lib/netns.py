@@ -391,22 +391,4 @@ def listener_port():
     names, so other tunneltest processes keep off it too). Not from free_port()'s
     20000-32767: bench/ hands out 20000-32700 to its own forwards without that reservation,
     and a foreign echo once answered on a tunnel's port while its ssh was down."""
-    for _ in range(500):
-        port = random.randint(10000, 19999)
-        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            lock.bind(f"\0tunneltest-port-{port}")
-        except OSError:
-            lock.close()
-            continue
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            lock.close()
-            continue
-        finally:
-            probe.close()
-        tunneltest._held_ports.append(lock)
-        return port
-    raise RuntimeError("no free port found in 10000-19999")
+    return tunneltest.reserve_port(10000, 19999)

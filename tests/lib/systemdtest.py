@@ -72,42 +72,67 @@ class Message:
         return f"<{self.at:.3f} pid {self.pid} {self.raw!r}>"
 
 
-class NotifySocket(Resource):
-    """systemd's side of sd_notify: a datagram socket that records every message.
+class DatagramRecorder(Resource):
+    """An AF_UNIX datagram socket in a directory of its own, and a thread that appends what
+    self._take() makes of each datagram to self.received (under self.lock)."""
 
-    env is what a service gets: {"NOTIFY_SOCKET": path}."""
-
-    def start(self):
-        self.dir = tempfile.mkdtemp(prefix="tunneltest-notify-")
-        self.path = os.path.join(self.dir, "notify")
-        self.env = {"NOTIFY_SOCKET": self.path}
+    def _listen(self, prefix, name, option, diag_title, diag):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.path = os.path.join(self.dir, name)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.bind(self.path)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, *option)
         self.lock = threading.Lock()
         self.received = []
         self.stopping = False
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
-        self._diag = tunneltest.add_diagnostic("sd_notify messages", self._text)
+        self._diag = tunneltest.add_diagnostic(diag_title, diag)
+
+    def _take(self):
+        raise NotImplementedError
 
     def _receive(self):
-        creds = struct.calcsize("3i")
         while not self.stopping:
             ready, _, _ = select.select([self.sock], [], [], 0.1)
             if not ready:
                 continue
             try:
-                data, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(creds))
+                item = self._take()
             except OSError:
                 return
-            at = time.monotonic()
-            pid = None
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = struct.unpack("3i", payload[:creds])[0]
             with self.lock:
-                self.received.append(Message(at, pid, data.decode("utf-8", "replace")))
+                self.received.append(item)
+
+    def close(self):
+        if getattr(self, "sock", None) is not None:
+            self.stopping = True
+            self.thread.join(2)
+            self.sock.close()
+            self.sock = None
+            self._diag.freeze()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        super().close()
+
+
+class NotifySocket(DatagramRecorder):
+    """systemd's side of sd_notify: a datagram socket that records every message.
+
+    env is what a service gets: {"NOTIFY_SOCKET": path}."""
+
+    CREDS = struct.calcsize("3i")
+
+    def start(self):
+        self._listen("tunneltest-notify-", "notify", (socket.SO_PASSCRED, 1), "sd_notify messages", self._text)
+        self.env = {"NOTIFY_SOCKET": self.path}
+
+    def _take(self):
+        data, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(self.CREDS))
+        pid = None
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("3i", payload[:self.CREDS])[0]
+        return Message(time.monotonic(), pid, data.decode("utf-8", "replace"))
 
     def messages(self, kind=None):
         """Every message so far (of one kind, if given), oldest first."""
@@ -141,16 +166,6 @@ class NotifySocket(Resource):
     def _text(self):
         return "\n".join(repr(m) for m in self.messages()[-40:])
 
-    def close(self):
-        if getattr(self, "sock", None) is not None:
-            self.stopping = True
-            self.thread.join(2)
-            self.sock.close()
-            self.sock = None
-            self._diag.freeze()
-            shutil.rmtree(self.dir, ignore_errors=True)
-        super().close()
-
 
 def private_run_wrapper(journal_dir=None):
     """argv that runs a command (appended) in a mount namespace of its own, private (nothing
@@ -182,38 +197,22 @@ def parse_journal_entry(data):
     return fields
 
 
-class JournalSocket(Resource):
+class JournalSocket(DatagramRecorder):
     """A stand-in for journald's native socket: dir holds "socket", to be bind-mounted on
     /run/systemd/journal of a private mount namespace (see wrapper()). Records entries."""
 
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="tunneltest-journal-")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.bind(os.path.join(self.dir, "socket"))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.lock = threading.Lock()
-        self.received = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._receive, daemon=True)
-        self.thread.start()
-        self._diag = tunneltest.add_diagnostic("journal entries", lambda: "\n".join(
-            f"<{e.get('PRIORITY')}> {e.get('TUNNEL', '-')}: {e.get('MESSAGE')}" for e in self.entries()[-40:]))
+        self._listen("tunneltest-journal-", "socket", (socket.SO_RCVBUF, 4 << 20), "journal entries",
+                     lambda: "\n".join(f"<{e.get('PRIORITY')}> {e.get('TUNNEL', '-')} "
+                                       f"FAILURE={e.get('FAILURE', '')}: {e.get('MESSAGE')}"
+                                       for e in self.entries()[-40:]))
+
+    def _take(self):
+        return parse_journal_entry(self.sock.recv(1 << 20))
 
     def wrapper(self):
         """argv to run a command in a private mount namespace whose journal socket is ours."""
         return private_run_wrapper(journal_dir=self.dir)
-
-    def _receive(self):
-        while not self.stopping:
-            ready, _, _ = select.select([self.sock], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                data = self.sock.recv(1 << 20)
-            except OSError:
-                return
-            with self.lock:
-                self.received.append(parse_journal_entry(data))
 
     def entries(self, **match):
         """Entries so far whose fields equal every match (e.g. TUNNEL="db"), oldest first."""
@@ -229,16 +228,6 @@ class JournalSocket(Resource):
                     return e
             return None
         return wait_until(found, timeout, interval=0.02, what=f"a journal entry {match} /{regex}/")
-
-    def close(self):
-        if getattr(self, "sock", None) is not None:
-            self.stopping = True
-            self.thread.join(2)
-            self.sock.close()
-            self.sock = None
-            self._diag.freeze()
-            shutil.rmtree(self.dir, ignore_errors=True)
-        super().close()
 
 
 # ---- tunneld with systemd's environment ------------------------------------------------

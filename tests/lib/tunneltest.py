@@ -201,9 +201,15 @@ def free_port():
     as this one lives (an abstract Unix socket per port: the kernel drops it at exit)."""
     lo, hi = _ephemeral_range()
     first, last = (20000, lo - 1) if lo > 21000 else (hi + 1, 65000)
+    return reserve_port(first, last)
+
+
+def reserve_port(first, last):
+    """A port in first..last free on 127.0.0.1 and reserved against other tunneltest
+    processes (an abstract Unix socket "tunneltest-port-N" held until this one exits)."""
     for _ in range(500):
         port = random.randint(first, last)
-        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             lock.bind(f"\0tunneltest-port-{port}")
         except OSError:
@@ -219,7 +225,7 @@ def free_port():
             probe.close()
         _held_ports.append(lock)
         return port
-    raise RuntimeError("no free port found")
+    raise RuntimeError(f"no free port found in {first}-{last}")
 
 
 def port_accepts(port, timeout=1.0):
