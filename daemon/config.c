@@ -697,10 +697,11 @@ static char *escape_controls(const char *text)
         return buf_steal(&b, &ret) < 0 ? NULL : ret;
 }
 
-_printf_(4, 5)
-static void diag(struct parser *p, const config_setting_t *s, const char *label, const char *fmt, ...)
+/* Every error line goes through here: formatted, its control characters escaped. */
+static int push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
+static int push_error(struct config_errors *errs, const char *fmt, ...)
 {
-        _cleanup_free_ char *raw = NULL, *what = NULL, *line = NULL;
+        _cleanup_free_ char *raw = NULL, *line = NULL;
         va_list ap;
         int r;
 
@@ -709,25 +710,33 @@ static void diag(struct parser *p, const config_setting_t *s, const char *label,
         va_end(ap);
         if (r < 0) {
                 raw = NULL;
+                return -ENOMEM;
+        }
+        line = escape_controls(raw);
+        if (!line || strv_push(&errs->lines, line) < 0)
+                return -ENOMEM;
+        errs->n++;
+        return 0;
+}
+
+_printf_(4, 5)
+static void diag(struct parser *p, const config_setting_t *s, const char *label, const char *fmt, ...)
+{
+        _cleanup_free_ char *what = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&what, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                what = NULL;
                 p->oom = -ENOMEM;
                 return;
         }
-        what = escape_controls(raw);
-        if (!what) {
+        if (push_error(p->errs, "%s:%d: %s: %s", setting_file(p, s), s ? config_setting_source_line(s) : 0,
+                       label, what) < 0)
                 p->oom = -ENOMEM;
-                return;
-        }
-        if (asprintf(&line, "%s:%d: %s: %s", setting_file(p, s), s ? config_setting_source_line(s) : 0,
-                     label, what) < 0) {
-                line = NULL;
-                p->oom = -ENOMEM;
-                return;
-        }
-        if (strv_push(&p->errs->lines, line) < 0) {
-                p->oom = -ENOMEM;
-                return;
-        }
-        p->errs->n++;
 }
 
 static const char *type_name(int type)
@@ -1262,24 +1271,6 @@ static void parse_dropin(struct parser *p, const config_setting_t *root, struct 
                         diag(p, s, key, "a drop-in file holds only a tunnels list (globals and defaults belong in %s)",
                              c->path);
         }
-}
-
-static int push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
-static int push_error(struct config_errors *errs, const char *fmt, ...)
-{
-        _cleanup_free_ char *line = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&line, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        if (strv_push(&errs->lines, line) < 0)
-                return -ENOMEM;
-        errs->n++;
-        return 0;
 }
 
 /* ---- checks across tunnels, after everything is read ---- */
