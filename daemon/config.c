@@ -1503,12 +1503,14 @@ static const char *unsafe_mode(const char *path, const struct stat *st, char *bu
                 slash[1] = '\0';
         else
                 *slash = '\0';
-        if (stat(dir, &dst) == 0 && (dst.st_mode & 022) && !(dst.st_mode & S_ISVTX)) {
+        if (stat(dir, &dst) < 0)
+                return NULL;            /* the file's own check reports what is missing */
+        if ((dst.st_mode & 022) && !(dst.st_mode & S_ISVTX)) {
                 snprintf(buf, size, "its directory %s is writable by group or others (mode %04o): fix with chmod go-w",
                          dir, (unsigned)(dst.st_mode & 07777));
                 return buf;
         }
-        if (stat(dir, &dst) == 0 && dst.st_uid != 0 && dst.st_uid != geteuid()) {
+        if (dst.st_uid != 0 && dst.st_uid != geteuid()) {
                 snprintf(buf, size, "its directory %s is owned by uid %d, neither root nor tunneld's user: fix with chown",
                          dir, (int)dst.st_uid);
                 return buf;

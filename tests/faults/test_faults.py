@@ -194,6 +194,15 @@ class FaultTest(unittest.TestCase):
         return wait_until(lambda: self.flows(port) and time.monotonic(), timeout, interval=0.05,
                           what=f"bytes to flow through port {port}")
 
+    def take_port(self, port):
+        """A socket listening on 127.0.0.1:port (closed at cleanup, or earlier to free it)."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        return taken
+
     def row(self, number, fault):
         self.number, self.timing = number, {"fault": fault, "result": "FAILED"}
         RESULTS[number] = self.timing
@@ -304,11 +313,7 @@ class LoopbackFaults(FaultTest):
         growing delays, never spinning; once the port is free the tunnel comes up."""
         self.row(5, "local forward port taken")
         port = listener_port()
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", port))
-        taken.listen()
+        taken = self.take_port(port)
         delay, cap = 0.2, 1.6
         t0 = time.monotonic()
         d, times = self.start_tunneld([{"name": "busy", "host": "127.0.0.1",
@@ -348,11 +353,7 @@ class LoopbackFaults(FaultTest):
         does after the 10 tries, the tunnel retries within 3 s of the port's release."""
         self.row(6, "remote forward port taken (server side)")
         rport = listener_port()
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", rport))
-        taken.listen()
+        taken = self.take_port(rport)
         delay, cap = 0.1, 3.0
         t0 = time.monotonic()
         d, times = self.start_tunneld([{"name": "rf", "host": "127.0.0.1",
