@@ -140,29 +140,9 @@ static bool has_inode(const unsigned long *inodes, size_t n, unsigned long ino)
         return false;
 }
 
-/* Listening stream sockets with a path, from /proc/net/unix ("Num RefCount Protocol Flags
- * Type St Inode Path"; Flags 00010000 = listening). */
-static int find_in_proc_net_unix(const unsigned long *inodes, size_t n, char **ret)
-{
-        char line[PATH_MAX + 128], path[PATH_MAX];
-        FILE *f = fopen("/proc/net/unix", "re");
-        int r = -ENOENT;
-
-        if (!f)
-                return -EIO;    /* not "none": say so rather than guess */
-        while (r == -ENOENT && fgets(line, sizeof(line), f)) {
-                unsigned long flags, type, ino;
-
-                if (sscanf(line, "%*s %*s %*s %lx %lx %*s %lu %4095s", &flags, &type, &ino, path) == 4 &&
-                    (flags & 0x10000) && type == SOCK_STREAM && path[0] == '/' && has_inode(inodes, n, ino))
-                        r = found_socket(path, ret);
-        }
-        fclose(f);
-        return r;
-}
-
-/* The same from the kernel's sock_diag, where /proc/net is hidden (the unit's
- * ProcSubset=pid). */
+/* Among the listening stream sockets with a path (from the kernel's sock_diag, which needs
+ * no privilege and no /proc/net, hidden by the unit's ProcSubset=pid), the one whose inode
+ * is in inodes. */
 static int find_by_sock_diag(const unsigned long *inodes, size_t n, char **ret)
 {
         struct {
@@ -247,9 +227,7 @@ static int socket_of_pid(long pid, char **ret)
                 inodes[n++] = ino;
         }
         closedir(d);
-        r = find_in_proc_net_unix(inodes, n, ret);
-        if (r != 0 && r != -ENOENT)
-                r = find_by_sock_diag(inodes, n, ret);
+        r = find_by_sock_diag(inodes, n, ret);
         free(inodes);
         return r;
 }
