@@ -862,6 +862,9 @@ int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const c
                                                               .exit_signal = -1 },
                                "cannot set up the probe: %m; running without it");
 
+        /* a new configuration has not proven itself yet: its first start is judged by
+         * fail_fast again */
+        t->ever_passed = false;
         if (!spec->enabled) {
                 tunnel_stop(t, "disabled in the configuration");
                 return 0;
@@ -869,7 +872,6 @@ int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const c
         if (t->held && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_STOPPING)) {
                 /* an operator stopped it: the new spec waits for their start */
                 t->starts = t->failures = 0;
-                t->ever_passed = false;
                 return 0;
         }
         tunnel_restart(t, "configuration changed");

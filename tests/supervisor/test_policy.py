@@ -81,6 +81,20 @@ class PolicyTest(unittest.TestCase):
         self.wait_starts("ffl", 4)
         self.assertNotIn("fail_fast", d.log())
 
+    def test_fail_fast_judges_a_changed_configuration_again(self):
+        """A reload that changes the tunnel makes its next start a first one again: if the
+        new configuration fails at once, fail_fast fails the tunnel (whereas a restart of
+        the same configuration would back off, as above)."""
+        self.fake.plan("ffc", [(0, 30, True), (1, 0.05)])
+        settings = {"gatetime": 0.3, "fail_fast": True, "restart_delay": 0.1, "restart_delay_max": 0.2}
+        d = self.tunneld([tunnel("ffc", **settings)], args=["-d"])
+        m = d.wait_log(r"^<7>ffc: ssh has been up for gatetime ")
+        d.rewrite(tunnels=[tunnel("ffc", **{**settings, "restart_delay": 0.15})])
+        d.reload()
+        d.wait_log(r"^<\d+>ffc: ssh exited with status 1 .*not restarting \(fail_fast: the first start failed",
+                   after=m.end())
+        self.assert_starts_stay("ffc", 2)
+
     def test_probe_restarts_back_off(self):
         """A run the probe ends is a failed start however long it was up: consecutive probe
         restarts count up and back off, never retrying at once forever."""
