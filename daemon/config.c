@@ -18,475 +18,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#define NAME_MAX_LEN 64
-#define VALUE_MAX_LEN 1024
 #define DURATION_MAX_S 86400.0
 
 #ifndef TUNNELD_CONTROL_SOCKET
 #define TUNNELD_CONTROL_SOCKET "/run/tunneld/control"
 #endif
-
-/* ---- validators: pure functions, shared with the tests ---- */
-
-/* Everything that ends up in ssh's argv: no whitespace, no control bytes, not empty. */
-static const char *check_argv_word(const char *s)
-{
-        if (!s || !*s)
-                return "must not be empty";
-        if (strlen(s) > VALUE_MAX_LEN)
-                return "is too long";
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-                if (*p < 0x20 || *p == 0x7f)
-                        return "must not contain control characters";
-                if (isspace(*p))
-                        return "must not contain whitespace";
-        }
-        return NULL;
-}
-
-const char *validate_tunnel_name(const char *s)
-{
-        if (!s || !*s)
-                return "must not be empty";
-        if (strlen(s) > NAME_MAX_LEN)
-                return "is longer than 64 characters";
-        if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-                return "must not be \".\" or \"..\"";
-        if (s[0] == '-' || s[0] == '.')
-                return "must not begin with '-' or '.'";
-        for (const char *p = s; *p; p++)
-                if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
-                        return "may contain only letters, digits, '_', '.' and '-'";
-        return NULL;
-}
-
-static bool is_host_char(char c)
-{
-        return isalnum((unsigned char)c) || strchr("._-:%", c);
-}
-
-const char *validate_host(const char *s)
-{
-        const char *r = check_argv_word(s);
-
-        if (r)
-                return r;
-        if (s[0] == '-')
-                return "must not begin with '-' (it would be read as an ssh option)";
-        if (strlen(s) > 255)
-                return "is longer than 255 characters";
-        if (strchr(s, '@'))
-                return "must not contain '@' (set user instead)";
-        for (const char *p = s; *p; p++)
-                if (!is_host_char(*p))
-                        return "may contain only letters, digits, '.', '_', '-', ':' and '%'";
-        return NULL;
-}
-
-/* Letters, digits, ".-_+@" and non-ASCII: no shell character, since ssh puts a ProxyJump
- * user into the command line it runs through the shell (and recent ssh refuses them). */
-static bool user_chars_ok(const char *s)
-{
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-                if (!isalnum(*p) && *p < 0x80 && !strchr("._-+@", *p))
-                        return false;
-        return true;
-}
-
-#define USER_CHARS "letters, digits, '.', '_', '-', '+' and '@'"
-
-const char *validate_user(const char *s)
-{
-        const char *r = check_argv_word(s);
-
-        if (r)
-                return r;
-        if (s[0] == '-')
-                return "must not begin with '-' (it would be read as an ssh option)";
-        if (strlen(s) > 255)
-                return "is longer than 255 characters";
-        if (!user_chars_ok(s))
-                return "has an invalid character: a user name may contain only " USER_CHARS;
-        return NULL;
-}
-
-static bool parse_port(const char *s, int min, int *ret)
-{
-        long v = 0;
-
-        if (!*s || strlen(s) > 5)
-                return false;
-        for (const char *p = s; *p; p++) {
-                if (!isdigit((unsigned char)*p))
-                        return false;
-                v = v * 10 + (*p - '0');
-        }
-        if (v < min || v > 65535)
-                return false;
-        if (ret)
-                *ret = (int)v;
-        return true;
-}
-
-/* One hop of ProxyJump: [user@]host[:port], host possibly a bracketed IPv6 address. */
-static const char *validate_jump_hop(char *hop)
-{
-        char *host = hop, *at, *port = NULL;
-
-        if (!*hop)
-                return "has an empty hop";
-        if (hop[0] == '-')
-                return "must not begin with '-' (it would be read as an ssh option)";
-        if (strncmp(hop, "ssh://", 6) == 0)
-                host = hop + 6;
-        at = strrchr(host, '@');
-        if (at) {
-                *at = '\0';
-                if (!*host || host[0] == '-')
-                        return "has an empty user or one beginning with '-'";
-                if (!user_chars_ok(host))
-                        return "has a user with an invalid character: a user name may contain only " USER_CHARS;
-                host = at + 1;
-        }
-        if (host[0] == '[') {
-                char *end = strchr(host, ']');
-                if (!end)
-                        return "has an unclosed '['";
-                *end = '\0';
-                if (end[1] == ':')
-                        port = end + 2;
-                else if (end[1])
-                        return "has text after ']'";
-                host++;
-        } else {
-                char *colon = strchr(host, ':');
-                if (colon && !strchr(colon + 1, ':')) {
-                        *colon = '\0';
-                        port = colon + 1;
-                }
-        }
-        if (!*host || host[0] == '-')
-                return "has an empty host or one beginning with '-'";
-        for (const char *p = host; *p; p++)
-                if (!is_host_char(*p))
-                        return "has a host with characters other than letters, digits, '.', '_', '-', ':' and '%'";
-        if (port && !parse_port(port, 1, NULL))
-                return "has a port that is not a number from 1 to 65535";
-        return NULL;
-}
-
-const char *validate_jump_host(const char *s)
-{
-        const char *r = check_argv_word(s);
-        _cleanup_free_ char *copy = NULL;
-        char *save = NULL;
-
-        if (r)
-                return r;
-        if (s[0] == '-')
-                return "must not begin with '-' (it would be read as an ssh option)";
-        if (strcmp(s, "none") == 0)
-                return NULL;
-        copy = strdup(s);
-        if (!copy)
-                return "cannot be checked (out of memory)";
-        if (s[strlen(s) - 1] == ',' || strstr(s, ",,"))
-                // cppcheck-suppress memleak ; copy is _cleanup_free_, which cppcheck does not know
-                return "has an empty hop";
-        for (char *hop = strtok_r(copy, ",", &save); hop; hop = strtok_r(NULL, ",", &save)) {
-                r = validate_jump_hop(hop);
-                if (r)
-                        return r;
-        }
-        return NULL;
-}
-
-/* Split a forward spec at ':' outside brackets; brackets are dropped. Returns the number
- * of fields, or -1 if malformed. */
-#define FWD_FIELDS_MAX 5
-static int split_forward(const char *s, char fields[FWD_FIELDS_MAX][VALUE_MAX_LEN + 1], bool bracketed[FWD_FIELDS_MAX])
-{
-        int n = 0;
-        size_t len = 0;
-        bool in_bracket = false;
-
-        bracketed[0] = false;
-        for (const char *p = s;; p++) {
-                if (*p == '[' && !in_bracket && len == 0) {
-                        in_bracket = true;
-                        bracketed[n] = true;
-                        continue;
-                }
-                if (*p == ']' && in_bracket) {
-                        in_bracket = false;
-                        if (p[1] && p[1] != ':')
-                                return -1;
-                        continue;
-                }
-                if ((*p == ':' && !in_bracket) || *p == '\0') {
-                        if (in_bracket)
-                                return -1;
-                        fields[n][len] = '\0';
-                        n++;
-                        if (*p == '\0')
-                                return n;
-                        if (n >= FWD_FIELDS_MAX)
-                                return -1;
-                        len = 0;
-                        bracketed[n] = false;
-                        continue;
-                }
-                if (*p == '[' || *p == ']')
-                        return -1;
-                if (len >= VALUE_MAX_LEN)
-                        return -1;
-                fields[n][len++] = *p;
-        }
-}
-
-static bool is_path_field(const char *f) { return f[0] == '/'; }
-
-static bool is_address_field(const char *f, bool bracketed, bool allow_wildcard)
-{
-        if (!*f)
-                return allow_wildcard;
-        if (allow_wildcard && strcmp(f, "*") == 0)
-                return true;
-        if (f[0] == '-')
-                return false;
-        if (!bracketed && strchr(f, ':'))
-                return false;   /* IPv6 addresses need brackets in a forward spec */
-        for (const char *p = f; *p; p++)
-                if (!is_host_char(*p))
-                        return false;
-        return true;
-}
-
-enum fwd_kind { FWD_LOCAL, FWD_REMOTE, FWD_DYNAMIC };
-
-static const char *validate_forward(const char *s, enum fwd_kind kind)
-{
-        char f[FWD_FIELDS_MAX][VALUE_MAX_LEN + 1];
-        bool br[FWD_FIELDS_MAX];
-        const char *r = check_argv_word(s);
-        int listen_min = kind == FWD_REMOTE ? 0 : 1;
-        int n;
-
-        if (r)
-                return r;
-        if (s[0] == '-')
-                return "must not begin with '-'";
-        n = split_forward(s, f, br);
-        if (n < 0)
-                return "is not a forward specification (unbalanced brackets or too many fields)";
-
-        if (kind == FWD_DYNAMIC) {
-                if (n == 1 && parse_port(f[0], 1, NULL))
-                        return NULL;
-                if (n == 2 && is_address_field(f[0], br[0], true) && parse_port(f[1], 1, NULL))
-                        return NULL;
-                return "must be [bind_address:]port with a port from 1 to 65535";
-        }
-
-        switch (n) {
-        case 1:
-                /* -R port: dynamic reverse forward (ssh acts as SOCKS proxy on the server) */
-                if (kind == FWD_REMOTE && parse_port(f[0], 0, NULL))
-                        return NULL;
-                break;
-        case 2:
-                if (kind == FWD_REMOTE && is_address_field(f[0], br[0], true) && parse_port(f[1], 0, NULL))
-                        return NULL;
-                if ((parse_port(f[0], listen_min, NULL) || is_path_field(f[0])) && is_path_field(f[1]))
-                        return NULL;
-                break;
-        case 3:
-                if ((parse_port(f[0], listen_min, NULL) || is_path_field(f[0])) &&
-                    is_address_field(f[1], br[1], false) && parse_port(f[2], 1, NULL))
-                        return NULL;
-                if (is_address_field(f[0], br[0], true) && parse_port(f[1], listen_min, NULL) && is_path_field(f[2]))
-                        return NULL;
-                break;
-        case 4:
-                if (is_address_field(f[0], br[0], true) && parse_port(f[1], listen_min, NULL) &&
-                    is_address_field(f[2], br[2], false) && parse_port(f[3], 1, NULL))
-                        return NULL;
-                break;
-        }
-        return kind == FWD_LOCAL
-                ? "must be [bind_address:]port:host:hostport (or a form with Unix socket paths), ports from 1 to 65535"
-                : "must be [bind_address:]port:host:hostport, [bind_address:]port, or a form with Unix socket paths; ports from 0 to 65535";
-}
-
-const char *validate_local_forward(const char *s) { return validate_forward(s, FWD_LOCAL); }
-const char *validate_remote_forward(const char *s) { return validate_forward(s, FWD_REMOTE); }
-const char *validate_dynamic_forward(const char *s) { return validate_forward(s, FWD_DYNAMIC); }
-
-/* ssh options tunneld writes itself, or that would break supervision. */
-static const struct {
-        const char *key;
-        const char *why;
-} reserved_options[] = {
-        { "BatchMode",            "is always yes: a daemon cannot answer prompts" },
-        { "ExitOnForwardFailure", "is set by tunneld: use the exit_on_forward_failure setting" },
-        { "ServerAliveInterval",  "is set by tunneld: use the server_alive_interval setting" },
-        { "ServerAliveCountMax",  "is set by tunneld: use the server_alive_count_max setting" },
-        { "ConnectTimeout",       "is set by tunneld: use the connect_timeout setting" },
-        { "ControlMaster",        "is always no: a shared master would take over the forwards and let ssh exit" },
-        { "ControlPath",          "is always none: a shared master would take over the forwards and let ssh exit" },
-        { "ControlPersist",       "cannot be used: tunneld runs one ssh per tunnel without a master" },
-        { "ForkAfterAuthentication", "cannot be used: ssh must stay in the foreground under tunneld" },
-        { "LogLevel",             "is set by tunneld: it reads ssh's messages to know when a tunnel is really up" },
-        { "SessionType",          "is always none (-N)" },
-        { "RequestTTY",           "is always no (-T)" },
-        { "LocalForward",         "use the local_forwards setting" },
-        { "RemoteForward",        "use the remote_forwards setting" },
-        { "DynamicForward",       "use the dynamic_forwards setting" },
-        { "Port",                 "use the port setting" },
-        { "User",                 "use the user setting" },
-        { "ProxyJump",            "use the jump_host setting" },
-};
-
-const char *validate_ssh_option(const char *s)
-{
-        const char *eq;
-        size_t keylen;
-
-        if (!s || !*s)
-                return "must not be empty";
-        if (strlen(s) > VALUE_MAX_LEN)
-                return "is too long";
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-                if (*p < 0x20 || *p == 0x7f)
-                        return "must not contain control characters";
-        eq = strchr(s, '=');
-        if (!eq || eq == s || !eq[1])
-                return "must be Key=Value";
-        keylen = (size_t)(eq - s);
-        for (size_t i = 0; i < keylen; i++)
-                if (!isalnum((unsigned char)s[i]))
-                        return "must be Key=Value with a key of letters and digits";
-        for (size_t i = 0; i < ELEMENTSOF(reserved_options); i++)
-                if (strlen(reserved_options[i].key) == keylen &&
-                    strncasecmp(s, reserved_options[i].key, keylen) == 0)
-                        return reserved_options[i].why;
-        return NULL;
-}
-
-static const char *validate_path(const char *s)
-{
-        if (!s || !*s)
-                return "must not be empty";
-        if (strlen(s) > PATH_MAX)
-                return "is too long";
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-                if (*p < 0x20 || *p == 0x7f)
-                        return "must not contain control characters";
-        if (s[0] == '-')
-                return "must not begin with '-'";
-        return NULL;
-}
-
-const char *validate_socket_path(const char *s)
-{
-        const char *r = validate_path(s);
-
-        if (r)
-                return r;
-        if (strcmp(s, "none") == 0)
-                return NULL;
-        if (s[0] != '/')
-                return "must be an absolute path, or \"none\" for no control socket";
-        if (strlen(s) + 4 >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
-                return "is too long for a Unix socket path (103 bytes at most)";
-        return NULL;
-}
-
-const char *validate_probe_address(const char *s)
-{
-        const char *port, *r = check_argv_word(s);
-        char host[64];
-        size_t n;
-
-        if (r)
-                return r;
-        if (s[0] == '[') {
-                const char *end = strchr(s, ']');
-                if (!end || end[1] != ':')
-                        return "must be ADDRESS:PORT, with an IPv6 address in brackets";
-                n = (size_t)(end - s - 1);
-                port = end + 2;
-                if (n == 0 || n >= sizeof(host))
-                        return "has an empty or overlong address";
-                memcpy(host, s + 1, n);
-                host[n] = '\0';
-                if (strspn(host, "0123456789abcdefABCDEF:.") != n)
-                        return "must use a numeric IPv6 address";
-        } else {
-                const char *colon = strrchr(s, ':');
-                if (!colon || strchr(s, ':') != colon)
-                        return "must be ADDRESS:PORT (IPv6 in brackets)";
-                n = (size_t)(colon - s);
-                port = colon + 1;
-                if (n == 0 || n >= sizeof(host))
-                        return "has an empty or overlong address";
-                memcpy(host, s, n);
-                host[n] = '\0';
-                if (strcmp(host, "localhost") != 0 && strspn(host, "0123456789.") != n)
-                        return "must use a numeric IPv4 address or localhost (tunneld does not resolve names in its loop)";
-        }
-        if (!parse_port(port, 1, NULL))
-                return "has a port that is not a number from 1 to 65535";
-        return NULL;
-}
-
-const char *validate_absolute_path(const char *s)
-{
-        const char *r = validate_path(s);
-
-        if (r)
-                return r;
-        if (s[0] != '/')
-                return "must be an absolute path";
-        return NULL;
-}
-
-static const char *validate_include_dir(const char *s)
-{
-        return strcmp(s, "none") == 0 ? NULL : validate_absolute_path(s);
-}
-
-static const char *validate_probe_data(const char *s)
-{
-        if (strlen(s) > VALUE_MAX_LEN)
-                return "is longer than 1024 bytes";
-        return NULL;
-}
-
-const char *validate_group_name(const char *s)
-{
-        if (!s || !*s)
-                return "must not be empty";
-        if (strlen(s) > 32)
-                return "is longer than 32 characters";
-        if (s[0] == '-')
-                return "must not begin with '-'";
-        for (const char *p = s; *p; p++)
-                if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
-                        return "may contain only letters, digits, '_', '.' and '-'";
-        return NULL;
-}
-
-static const char *validate_program(const char *s)
-{
-        const char *r = validate_path(s);
-
-        if (r)
-                return r;
-        if (strchr(s, '/') && s[0] != '/')
-                return "must be an absolute path or a bare program name looked up in PATH";
-        return NULL;
-}
 
 /* ---- spec helpers ---- */
 
@@ -562,16 +98,16 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
         return 0;
 }
 
-bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
+bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
         return strcmp_null(a->name, b->name) == 0 &&
+               a->enabled == b->enabled &&
                strcmp_null(a->host, b->host) == 0 &&
                strcmp_null(a->user, b->user) == 0 &&
                a->port == b->port &&
                strcmp_null(a->identity_file, b->identity_file) == 0 &&
                strcmp_null(a->jump_host, b->jump_host) == 0 &&
                strcmp_null(a->ssh_config_file, b->ssh_config_file) == 0 &&
-               a->enabled == b->enabled &&
                strv_equal(a->local_forwards, b->local_forwards) &&
                strv_equal(a->remote_forwards, b->remote_forwards) &&
                strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
@@ -579,7 +115,13 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
                a->exit_on_forward_failure == b->exit_on_forward_failure &&
-               a->connect_timeout == b->connect_timeout &&
+               a->connect_timeout == b->connect_timeout;
+}
+
+bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
+        return tunnel_spec_same_command(a, b) &&
+               a->start_timeout == b->start_timeout &&
                a->gatetime == b->gatetime &&
                a->fail_fast == b->fail_fast &&
                a->restart == b->restart &&
@@ -916,6 +458,7 @@ static const struct setting tunnel_settings[] = {
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
         { .name = "exit_on_forward_failure", .kind = K_BOOL, .offset = F(exit_on_forward_failure) },
         { .name = "connect_timeout", .kind = K_INT, .offset = F(connect_timeout), .min = 1, .max = 3600 },
+        { .name = "start_timeout", .kind = K_DURATION, .offset = F(start_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "gatetime", .kind = K_DURATION, .offset = F(gatetime), .min = 0, .max = DURATION_MAX_S },
         { .name = "fail_fast", .kind = K_BOOL, .offset = F(fail_fast) },
         { .name = "restart", .kind = K_ENUM, .offset = F(restart), ENUM(restart_names) },
@@ -1380,35 +923,22 @@ static void check_after(struct parser *p, const struct config *c)
         }
 }
 
-/* Listen addresses of a -L/-D spec (or -R, on the server): "bind" and port. A missing bind
- * address means localhost; "*" and "" mean every address. */
-static bool listen_address(const char *spec, bool dynamic, char *bind, size_t size, int *port)
+/* The listen address of a -L/-D spec (or -R, on the server) as "bind" and port: a missing
+ * bind address means localhost; "*" and "" mean every address. false for a Unix socket. */
+static bool listen_address(const char *spec, enum forward_kind kind, char *bind, size_t size, int *port)
 {
-        char f[FWD_FIELDS_MAX][VALUE_MAX_LEN + 1];
-        bool br[FWD_FIELDS_MAX];
-        int n = split_forward(spec, f, br);
-        const char *b = "localhost", *ps;
+        static struct forward f;
+        const char *b;
 
-        if (n <= 0)
+        if (forward_parse(kind, spec, &f) || f.listen.port < 0)
                 return false;
-        if (dynamic) {
-                ps = n == 2 ? f[1] : f[0];
-                if (n == 2)
-                        b = f[0];
-        } else if (n == 4 || (n == 3 && is_path_field(f[2]) && !is_path_field(f[0])) ||
-                   (n == 2 && !is_path_field(f[1]) && !is_path_field(f[0]))) {
-                /* bind:port:host:hostport, bind:port:path, or -R bind:port (reverse SOCKS) */
-                b = f[0];
-                ps = f[1];
-        } else
-                ps = f[0];
-        if (!parse_port(ps, 0, port))
-                return false;   /* a Unix socket path: not a port */
+        b = f.listen.host_given ? f.listen.host : "localhost";
         if (!*b || strcmp(b, "*") == 0 || strcmp(b, "0.0.0.0") == 0 || strcmp(b, "::") == 0)
                 b = "*";
         else if (strcmp(b, "127.0.0.1") == 0 || strcmp(b, "::1") == 0)
                 b = "localhost";
         snprintf(bind, size, "%s", b);
+        *port = f.listen.port;
         return true;
 }
 
@@ -1441,7 +971,8 @@ static void check_ports(struct parser *p, const struct config *c)
                         for (char **f = lists[k]; f && *f; f++) {
                                 struct listener l = { .t = t, .spec = *f, .where = k == 2 ? t->host : "local" };
 
-                                if (!listen_address(*f, k == 1, l.bind, sizeof(l.bind), &l.port) || l.port == 0)
+                                if (!listen_address(*f, k == 2 ? FORWARD_REMOTE : k == 1 ? FORWARD_DYNAMIC : FORWARD_LOCAL, l.bind,
+                                                    sizeof(l.bind), &l.port) || l.port == 0)
                                         continue;
                                 for (size_t j = 0; j < n; j++) {
                                         if (v[j].port != l.port || strcmp(v[j].where, l.where) != 0 ||

@@ -54,6 +54,7 @@ struct tunnel_spec {
         int server_alive_count_max;
         bool exit_on_forward_failure;
         int connect_timeout;
+        double start_timeout;           /* tunneld's own deadline for STARTING; 0 = automatic */
 
         double gatetime;
         bool fail_fast;
@@ -126,21 +127,15 @@ void tunnel_spec_done(struct tunnel_spec *s);
 int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret);
 /* Same argv and same policy: a reload leaves such a tunnel alone. */
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b);
+/* Same ssh command line (and the same name and enabled): a reload that changes only
+ * supervision settings keeps such a tunnel's ssh running. */
+bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b);
 
 const char *restart_policy_to_string(enum restart_policy p);
 const char *lifetime_action_to_string(enum lifetime_action a);
 size_t config_enabled_count(const struct config *c);
 
-/* Validators shared with tests; 0 if fine, else a static reason. */
-const char *validate_tunnel_name(const char *s);
-const char *validate_host(const char *s);
-const char *validate_user(const char *s);
-const char *validate_jump_host(const char *s);
-const char *validate_local_forward(const char *s);
-const char *validate_remote_forward(const char *s);
-const char *validate_dynamic_forward(const char *s);
-const char *validate_ssh_option(const char *s);
-const char *validate_socket_path(const char *s);
-const char *validate_probe_address(const char *s);
-const char *validate_absolute_path(const char *s);
-const char *validate_group_name(const char *s);
+/* Per-value validators (validate.h) and forward specs (forward.h) are re-exported for
+ * the tests and tools that include only this header. */
+#include "forward.h"
+#include "validate.h"

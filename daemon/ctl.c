@@ -89,6 +89,8 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
         json_key(b, "reason");
         if (t->state == TUNNEL_QUEUED)
                 buf_json_string(b, t->wait_reason);
+        else if (t->state == TUNNEL_DEGRADED)
+                buf_json_string(b, "a forward failed; exit_on_forward_failure = false keeps ssh running");
         else if (t->reason && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_FAILED || t->state == TUNNEL_STOPPING))
                 buf_json_string(b, t->reason);
         else
@@ -107,8 +109,8 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
         json_number_or_null(b, t->pid > 0, now - t->started_at);
         buf_append(b, ",\"retry_in\":", 12);
         json_number_or_null(b, t->state == TUNNEL_BACKOFF, t->retry_at - now);
-        buf_printf(b, ",\"starts\":%lu,\"restarts\":%lu,\"consecutive_failures\":%u,", t->total_starts, t->restarts,
-                   t->failures);
+        buf_printf(b, ",\"starts\":%lu,\"restarts\":%lu,\"consecutive_failures\":%u,\"prohibited\":%lu,",
+                   t->total_starts, t->restarts, tunnel_failures_shown(t), t->prohibited);
         json_key(b, "failures");
         buf_append(b, "{", 1);
         for (int c = FAILURE_NONE + 1; c < _FAILURE_MAX; c++) {

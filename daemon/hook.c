@@ -26,12 +26,20 @@ struct pending {
         unsigned long restarts;
 };
 
+/* Per event: at most OUTPUT_LOGGED bytes of a program's output are logged; the rest is
+ * counted and dropped, and after OUTPUT_READ_MAX the pipe is closed (a writer that never
+ * stops then gets SIGPIPE), so neither the journal nor the loop pays for a chatty hook. */
+#define OUTPUT_LOGGED (16u << 10)
+#define OUTPUT_READ_MAX (1u << 20)
+
 struct hook {
         struct ev_loop *loop;
         char *tunnel;
         pid_t pid;
         double started;
         int fd;
+        size_t out_read;                /* bytes read of this run's output */
+        size_t out_dropped;             /* …not logged */
         ev_child child;
         ev_io out_io;
         ev_timer limit;
@@ -49,23 +57,53 @@ static void log_line(struct hook *h, const char *line, int prio)
 
 static void on_line(const char *line, void *userdata)
 {
-        log_line(userdata, line, LOG_INFO);
+        struct hook *h = userdata;
+
+        if (h->out_read - h->out_dropped > OUTPUT_LOGGED) {
+                h->out_dropped += strlen(line) + 1;
+                return;
+        }
+        log_line(h, line, LOG_INFO);
 }
 
-static void read_output(struct hook *h, bool final)
+static void close_output(struct hook *h)
 {
-        if (h->fd >= 0 && lines_read(&h->out, h->fd, final, on_line, h)) {
-                ev_io_stop(h->loop, &h->out_io);
-                close(h->fd);
-                h->fd = -1;
-        }
+        struct log_ctx ctx = LOG_CTX_INIT;
+
+        if (h->fd < 0)
+                return;
+        lines_flush(&h->out, on_line, h);
+        ev_io_stop(h->loop, &h->out_io);
+        close(h->fd);
+        h->fd = -1;
+        ctx.tunnel = h->tunnel;
+        if (h->out_read >= OUTPUT_READ_MAX)
+                log_full(LOG_WARNING, &ctx, "on_state_change program wrote more than %u KiB: %zu bytes of it were "
+                         "not logged, and tunneld stopped reading (the pipe is closed)", OUTPUT_READ_MAX >> 10,
+                         h->out_dropped);
+        else if (h->out_dropped)
+                log_full(LOG_WARNING, &ctx, "on_state_change program's output: %zu bytes not logged "
+                         "(at most %u KiB are logged per event)", h->out_dropped, OUTPUT_LOGGED >> 10);
+}
+
+static void read_output(struct hook *h, size_t max)
+{
+        size_t n = 0;
+        bool eof;
+
+        if (h->fd < 0)
+                return;
+        eof = lines_read(&h->out, h->fd, max, &n, on_line, h);
+        h->out_read += n;
+        if (eof || h->out_read >= OUTPUT_READ_MAX)
+                close_output(h);
 }
 
 static void on_output(struct ev_loop *loop, ev_io *w, int revents)
 {
         (void)loop;
         (void)revents;
-        read_output(w->data, false);
+        read_output(w->data, 0);        /* one chunk per wakeup */
 }
 
 static void start(struct hook *h);
@@ -80,8 +118,10 @@ static void on_exit_(struct ev_loop *loop, ev_child *w, int revents)
         (void)revents;
         ev_child_stop(loop, w);
         ev_timer_stop(loop, &h->limit);
-        if (h->fd >= 0)
-                read_output(h, true);
+        /* what is left in the pipe, bounded: a helper the program left behind may hold the
+         * pipe open and write for ever */
+        read_output(h, 64u << 10);
+        close_output(h);
         h->pid = 0;
         ctx.tunnel = h->tunnel;
         format_duration(now_mono() - h->started, took, sizeof(took));
@@ -180,6 +220,7 @@ static void start(struct hook *h)
                 return;
         }
         lines_reset(&h->out);
+        h->out_read = h->out_dropped = 0;
         r = process_spawn(argv, env, true, &h->pid, &h->fd);
         free_env(env);
         if (r < 0) {

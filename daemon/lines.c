@@ -45,26 +45,30 @@ static void feed(struct lines *l, const char *p, size_t n, lines_emit_t emit, vo
         }
 }
 
-bool lines_read(struct lines *l, int fd, bool final, lines_emit_t emit, void *userdata)
+void lines_flush(struct lines *l, lines_emit_t emit, void *userdata)
 {
-        char chunk[4096];
-        bool done = final;
+        emit_line(l, emit, userdata);
+}
 
-        for (;;) {
+bool lines_read(struct lines *l, int fd, size_t max, size_t *ret_read, lines_emit_t emit, void *userdata)
+{
+        char chunk[LINES_CHUNK];
+        size_t total = 0;
+        bool done = false;
+
+        do {
                 ssize_t n = read(fd, chunk, sizeof(chunk));
 
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0) {
-                        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-                                done = true;
+                        done = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
                         break;
                 }
                 feed(l, chunk, (size_t)n, emit, userdata);
-                if (!final)
-                        break;  /* fairness: one chunk per wakeup while the child lives */
-        }
-        if (done)
-                emit_line(l, emit, userdata);
+                total += (size_t)n;
+        } while (total < max);
+        if (ret_read)
+                *ret_read = total;
         return done;
 }

@@ -10,9 +10,11 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "jump_config.h"
 #include "log.h"
 #include "notify.h"
 #include "process.h"
+#include "runtime.h"
 #include "ssh_argv.h"
 #include "supervisor.h"
 
@@ -51,11 +53,19 @@ static int check_config(const struct config *c, bool verbose)
         printf("\n");
         for (size_t i = 0; verbose && i < c->n_tunnels; i++) {
                 _cleanup_strv_free_ char **argv = NULL;
-                _cleanup_free_ char *line = NULL;
+                _cleanup_free_ char *line = NULL, *jump_config = NULL, *jump_path = NULL;
+                bool socket = c->control_socket && strcmp(c->control_socket, "none") != 0;
 
-                if (ssh_argv_build(&c->tunnels[i], c->ssh, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
+                if (jump_config_render(&c->tunnels[i], &jump_config) < 0)
+                        return 1;
+                if (jump_config && asprintf(&jump_path, "%s%s/%s.ssh_config", socket ? c->control_socket : "RUNTIME_DIR",
+                                            socket ? ".d" : "", c->tunnels[i].name) < 0)
+                        return 1;
+                if (ssh_argv_build(&c->tunnels[i], c->ssh, jump_path, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
                         return 1;
                 printf("%s%s: %s\n", c->tunnels[i].name, c->tunnels[i].enabled ? "" : " (disabled)", line);
+                if (jump_config)
+                        printf("%s: %s, written at every start:\n%s", c->tunnels[i].name, jump_path, jump_config);
         }
         return 0;
 }
@@ -114,6 +124,7 @@ int main(int argc, char *argv[])
         struct config_errors errs = {0};
         struct config *config = NULL;
         struct daemon d = {0};
+        char *runtime_dir = NULL;
         struct ev_loop *loop;
         int c, r;
 
@@ -204,10 +215,14 @@ int main(int argc, char *argv[])
                 }
                 /* other errors: tunnels still run; they matter more than tunnelctl */
         }
-        r = supervisor_new(loop, config, &d.sup);
+        r = runtime_dir_create(d.ctl ? config->control_socket : NULL, &runtime_dir);
+        if (r >= 0)
+                r = supervisor_new(loop, config, runtime_dir, &d.sup);
         if (r < 0) {
                 log_error_errno(r, "cannot start: %m");
                 ctl_server_free(d.ctl);
+                runtime_dir_remove(runtime_dir);
+                free(runtime_dir);
                 config_free(config);
                 return 1;
         }
@@ -219,8 +234,10 @@ int main(int argc, char *argv[])
 
         notify_watchdog_stop(loop);
         log_notice("every tunnel stopped; exiting");
-        ctl_server_free(d.ctl);
         supervisor_free(d.sup);
+        runtime_dir_remove(runtime_dir);        /* while the socket's lock still makes it ours */
+        free(runtime_dir);
+        ctl_server_free(d.ctl);
         ev_loop_destroy(loop);
         config_set_control_socket_override(NULL);
         return 0;

@@ -70,6 +70,13 @@ int metrics_render(const struct supervisor *s, char **ret)
                 buf_printf(&b, "tunneld_tunnel_restarts_total{tunnel=\"%s\"} %lu\n", t->spec.name, t->restarts);
         }
 
+        header(&b, "tunneld_tunnel_prohibited_total", "counter",
+               "Connections through the tunnel the server refused (\"administratively prohibited\").");
+        for (size_t i = 0; i < n; i++) {
+                const struct tunnel *t = supervisor_get(s, i);
+                buf_printf(&b, "tunneld_tunnel_prohibited_total{tunnel=\"%s\"} %lu\n", t->spec.name, t->prohibited);
+        }
+
         header(&b, "tunneld_tunnel_failures_total", "counter", "ssh runs that ended on their own, by failure class.");
         for (size_t i = 0; i < n; i++) {
                 const struct tunnel *t = supervisor_get(s, i);
@@ -98,33 +105,5 @@ int metrics_render(const struct supervisor *s, char **ret)
 
 int metrics_write_file(const char *path, const char *text)
 {
-        _cleanup_free_ char *tmp = NULL;
-        size_t len = strlen(text), off = 0;
-        int fd, r = 0;
-
-        if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0) {
-                tmp = NULL;
-                return -ENOMEM;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0)
-                return -errno;
-        (void)fchmod(fd, 0644);         /* node_exporter reads it, whatever our umask */
-        while (off < len) {
-                ssize_t n = write(fd, text + off, len - off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                off += (size_t)n;
-        }
-        if (close(fd) < 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlink(tmp);
-        return r;
+        return write_file_atomic(path, text, 0644);     /* node_exporter reads it, whatever our umask */
 }

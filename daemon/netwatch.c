@@ -57,7 +57,9 @@ static void on_netlink(struct ev_loop *loop, ev_io *io, int revents)
         bool news = false;
 
         (void)revents;
-        for (;;) {
+        /* bounded: a storm of netlink events (another job flapping links) gets a share of
+         * the loop like everything else; the rest waits for the next wakeup */
+        for (int reads = 0; reads < 16; reads++) {
                 ssize_t got = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT);
                 size_t off = 0;
 

@@ -10,7 +10,7 @@ struct netwatch;
 
 typedef void (*netwatch_changed_t)(void *userdata);
 
-#define NETWATCH_SETTLE 0.5     /* seconds after the first event of a burst */
+#define NETWATCH_SETTLE 0.2     /* seconds after the first event of a burst */
 
 int netwatch_new(struct ev_loop *loop, netwatch_changed_t changed, void *userdata, struct netwatch **ret);
 struct netwatch *netwatch_free(struct netwatch *w);

@@ -33,8 +33,9 @@ static int push_each(char ***argv, const char *flag, char *const *values)
         return 0;
 }
 
-int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, char ***ret)
+int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, char ***ret)
 {
+        const char *config_file = jump_config ? jump_config : t->ssh_config_file;
         _cleanup_strv_free_ char **argv = NULL;
         int r;
 
@@ -45,8 +46,9 @@ int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, char ***ret)
             (r = strv_push(&argv, "-N")) < 0 ||
             (r = strv_push(&argv, "-T")) < 0)
                 return r;
-        if (t->ssh_config_file &&
-            ((r = strv_push(&argv, "-F")) < 0 || (r = strv_push(&argv, t->ssh_config_file)) < 0))
+        /* A jump host's ssh gets only -F from us: the file tunneld wrote for it (jump_config.h)
+         * carries the tunnel's settings to the hops and includes the tunnel's own file. */
+        if (config_file && ((r = strv_push(&argv, "-F")) < 0 || (r = strv_push(&argv, config_file)) < 0))
                 return r;
         if ((r = push_opt(&argv, "BatchMode", "yes")) < 0 ||
             (r = push_opt(&argv, "ExitOnForwardFailure", "%s", t->exit_on_forward_failure ? "yes" : "no")) < 0 ||

@@ -25,6 +25,7 @@ static const struct {
         { "Connection timed out",                FAILURE_TIMEOUT },
         { "Operation timed out",                 FAILURE_TIMEOUT },
         { "not responding",                      FAILURE_TIMEOUT },   /* "Timeout, server X not responding." */
+        { " timed out",                          FAILURE_TIMEOUT },   /* "Connection to H port N timed out" (a pre-auth packet timeout) */
         { "closed by remote host",               FAILURE_CLOSED },    /* "Connection (to X) closed by remote host" */
         { "Connection reset by peer",            FAILURE_CLOSED },
         { "Broken pipe",                         FAILURE_CLOSED },    /* "client_loop: send disconnect: Broken pipe" */
@@ -33,6 +34,14 @@ static const struct {
         { "Address already in use",              FAILURE_LOCAL_FORWARD },
         { "remote port forwarding failed",       FAILURE_REMOTE_FORWARD },
         { "cannot execute",                      FAILURE_EXEC },      /* tunneld's own line from the child */
+        /* readconf.c: "command-line: line 0: Bad configuration option: x", "F line 3: …" */
+        { "Bad configuration option",            FAILURE_CONFIG },
+        { "Bad owner or permissions on",         FAILURE_CONFIG },
+        { "Unsupported option",                  FAILURE_CONFIG },
+        { "Can't open user config file",         FAILURE_CONFIG },
+        { "terminating, ",                       FAILURE_CONFIG },    /* "F: terminating, 1 bad configuration options" */
+        { "missing argument",                    FAILURE_CONFIG },
+        { "no argument after keyword",           FAILURE_CONFIG },
 };
 
 enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_class)
@@ -44,6 +53,15 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
                         return SSH_LINE_REMOTE_FORWARD_OK;
                 if (strcmp(line, "debug1: Entering interactive session.") == 0)
                         return SSH_LINE_SESSION;
+                if (strncmp(line, "debug1: Executing proxy command: ", 33) == 0)
+                        return SSH_LINE_PROXY;
+                if (strncmp(line, "debug1: Remote protocol version ", 32) == 0)
+                        return SSH_LINE_BANNER;
+                /* sshd's SSH2_MSG_DEBUG before it refuses a tcpip-forward by policy (a port
+                 * held by a stale session is refused without one) */
+                if (strcmp(line, "debug1: Remote: Server has disabled port forwarding.") == 0 ||
+                    strcmp(line, "debug1: Remote: port forwarding refused") == 0)
+                        return SSH_LINE_FORWARD_REFUSED_BY_POLICY;
                 return SSH_LINE_DEBUG;
         }
         if (strncmp(line, "Authenticated to ", 17) == 0)
@@ -53,7 +71,7 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
         /* "channel 3: open failed: connect failed: Connection refused": one forwarded
          * connection's far end, not the tunnel itself (that is what a probe is for) */
         if (strncmp(line, "channel ", 8) == 0)
-                return SSH_LINE_PLAIN;
+                return strstr(line, ": open failed: administratively prohibited") ? SSH_LINE_PROHIBITED : SSH_LINE_PLAIN;
         for (size_t i = 0; i < ELEMENTSOF(patterns); i++)
                 if (strstr(line, patterns[i].needle)) {
                         *ret_class = patterns[i].class;
@@ -77,12 +95,19 @@ static const char *const failure_names[_FAILURE_MAX] = {
         [FAILURE_KILLED] = "killed",
         [FAILURE_LOST] = "lost",
         [FAILURE_PROBE] = "probe",
+        [FAILURE_CONFIG] = "config",
+        [FAILURE_FORWARD_DENIED] = "forward-denied",
         [FAILURE_UNKNOWN] = "unknown",
 };
 
 const char *failure_class_to_string(enum failure_class c)
 {
         return c >= 0 && c < _FAILURE_MAX ? failure_names[c] : "unknown";
+}
+
+bool failure_class_is_generic(enum failure_class c)
+{
+        return c == FAILURE_CLOSED || c == FAILURE_UNKNOWN;
 }
 
 const char *failure_class_hint(enum failure_class c)
@@ -106,7 +131,9 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_LOCAL_FORWARD:
                 return "a local forward's listen address is taken: another process (or an old ssh) holds the port";
         case FAILURE_REMOTE_FORWARD:
-                return "the server refused a remote forward: its port is taken, often by a stale session";
+                return "the server refused a remote forward: its port (or socket file) is taken, often by a "
+                       "stale session (a -R socket file stays behind unless the server's sshd_config has "
+                       "StreamLocalBindUnlink yes)";
         case FAILURE_EXEC:
                 return "ssh could not be executed: check the ssh setting and PATH";
         case FAILURE_KILLED:
@@ -115,6 +142,12 @@ const char *failure_class_hint(enum failure_class c)
                 return "ssh exited 0 without being asked to (someone sent it SIGTERM, or the server ended the session)";
         case FAILURE_PROBE:
                 return "ssh was alive but the probe could not pass traffic through the tunnel";
+        case FAILURE_CONFIG:
+                return "ssh refused its configuration: check ssh_options and ssh_config_file (and the "
+                       "permissions of every file it includes)";
+        case FAILURE_FORWARD_DENIED:
+                return "the server's policy refuses a remote forward (AllowTcpForwarding, PermitListen, "
+                       "or the key's options in authorized_keys): retrying cannot help until that changes";
         case FAILURE_UNKNOWN:
                 return "see ssh's messages above";
         case FAILURE_NONE:

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hook.h"
 #include "log.h"
@@ -14,6 +15,8 @@
 struct supervisor {
         struct ev_loop *loop;
         struct config *config;
+        struct tunnel_context ctx;      /* what every tunnel shares (ssh, stop_timeout, …) */
+        char *runtime_dir;
 
         struct tunnel **tunnels;        /* in configuration order */
         size_t n_tunnels;
@@ -32,13 +35,17 @@ struct supervisor {
         bool ready_sent;
         ev_timer ready_timer;           /* READY=1 anyway at ready_timeout */
         struct netwatch *netwatch;
+        struct tunnel *queue_head, *queue_tail; /* QUEUED tunnels, in the order they queued */
         struct tunnel *dequeuing;       /* the queued tunnel being let through */
         bool metrics_failed;
+        ev_timer metrics_retry;         /* metrics_file could not be written: try again */
+        double metrics_retry_delay;
         char gate_reason[128];
 };
 
-#define NETWORK_RETRY_JITTER 1.0        /* seconds: mass retries after a network change spread over this */
 #define PUBLISH_DELAY 0.2               /* seconds: a burst of changes is published once */
+#define METRICS_RETRY_MIN 1.0           /* seconds: a failed metrics_file write is retried, */
+#define METRICS_RETRY_MAX 60.0          /* doubling up to this */
 
 static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
 
@@ -92,7 +99,6 @@ static void remove_at(struct tunnel **v, size_t *n, size_t i)
         (*n)--;
 }
 
-/* O(1): the observer keeps the counts (a thousand tunnels start one by one). */
 /* after: the first tunnel t waits for that is not up, or NULL. */
 static const char *waiting_for(const struct supervisor *s, const struct tunnel *t)
 {
@@ -104,17 +110,50 @@ static const char *waiting_for(const struct supervisor *s, const struct tunnel *
         return NULL;
 }
 
-/* Queued tunnels that wait for a start slot, not for other tunnels. */
+/* The FIFO of QUEUED tunnels, kept by the observer: a tunnel joins at the tail when it
+ * queues, so one whose start just failed and comes back from backoff goes behind every
+ * tunnel that was already waiting. */
+static void queue_append(struct supervisor *s, struct tunnel *t)
+{
+        if (t->in_queue)
+                return;
+        t->in_queue = true;
+        t->queue_next = NULL;
+        t->queue_prev = s->queue_tail;
+        if (s->queue_tail)
+                s->queue_tail->queue_next = t;
+        else
+                s->queue_head = t;
+        s->queue_tail = t;
+}
+
+static void queue_remove(struct supervisor *s, struct tunnel *t)
+{
+        if (!t->in_queue)
+                return;
+        if (t->queue_prev)
+                t->queue_prev->queue_next = t->queue_next;
+        else
+                s->queue_head = t->queue_next;
+        if (t->queue_next)
+                t->queue_next->queue_prev = t->queue_prev;
+        else
+                s->queue_tail = t->queue_prev;
+        t->queue_prev = t->queue_next = NULL;
+        t->in_queue = false;
+}
+
+/* A queued tunnel that waits for a start slot (not for the tunnels it is after). */
 static bool slot_waiters(const struct supervisor *s)
 {
-        for (size_t i = 0; i < s->n_tunnels; i++)
-                if (s->tunnels[i]->state == TUNNEL_QUEUED && !waiting_for(s, s->tunnels[i]))
+        for (const struct tunnel *t = s->queue_head; t; t = t->queue_next)
+                if (!waiting_for(s, t))
                         return true;
         return false;
 }
 
 /* May t spawn ssh now? Not before the tunnels it is after are up; queued tunnels go
- * first, in configuration order; at most max_parallel_starts are connecting at once. */
+ * first, in the order they queued; at most max_parallel_starts are connecting at once. */
 static const char *gate(struct tunnel *t, void *userdata)
 {
         struct supervisor *s = userdata;
@@ -143,16 +182,16 @@ static const char *gate(struct tunnel *t, void *userdata)
         return NULL;
 }
 
-/* Let queued tunnels through while there is room. Runs once per loop iteration, never from
- * inside a tunnel's own callback. */
+/* Let queued tunnels through, oldest first, while there is room. Runs once per loop
+ * iteration, never from inside a tunnel's own callback. */
 static void dequeue(struct supervisor *s)
 {
         int max = s->config->max_parallel_starts;
+        struct tunnel *next;
 
-        for (size_t i = 0; i < s->n_tunnels; i++) {
-                struct tunnel *t = s->tunnels[i];
-
-                if (t->state != TUNNEL_QUEUED || waiting_for(s, t))
+        for (struct tunnel *t = s->queue_head; t; t = next) {
+                next = t->queue_next;   /* a start takes t out of the queue */
+                if (waiting_for(s, t))
                         continue;
                 if (max > 0 && s->connecting >= (size_t)max)
                         return;
@@ -169,11 +208,12 @@ static void on_network_changed(void *userdata)
 
         if (s->shutting_down)
                 return;
+        /* at once, no jitter: the start-slot queue (max_parallel_starts) spreads a herd */
         for (size_t i = 0; i < s->n_tunnels; i++)
-                n += tunnel_retry_soon(s->tunnels[i], NETWORK_RETRY_JITTER, "network changed");
+                n += tunnel_retry_soon(s->tunnels[i], "network changed");
         if (n)
-                log_notice("network changed: %zu tunnel%s in backoff retr%s within %.0f s", n, n == 1 ? "" : "s",
-                           n == 1 ? "ies" : "y", NETWORK_RETRY_JITTER);
+                log_notice("network changed: %zu tunnel%s in backoff retr%s now", n, n == 1 ? "" : "s",
+                           n == 1 ? "ies" : "y");
         else
                 log_debug("network changed: no tunnel is waiting to retry");
 }
@@ -236,6 +276,10 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         if (ev == TUNNEL_EVENT_STATE && old != t->state) {
                 s->in_state[old]--;
                 s->in_state[t->state]++;
+                if (t->state == TUNNEL_QUEUED)
+                        queue_append(s, t);
+                else if (old == TUNNEL_QUEUED)
+                        queue_remove(s, t);
                 if (old == TUNNEL_STARTING || t->state == TUNNEL_UP || t->state == TUNNEL_QUEUED)
                         s->dequeue_due = true;
         }
@@ -243,7 +287,7 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
                 run_hook(s, t, "flapping", tunnel_state_to_string(old));
                 return;
         }
-        if (old != t->state && (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED))
+        if (old != t->state && (t->state == TUNNEL_UP || t->state == TUNNEL_FAILED || t->state == TUNNEL_DEGRADED))
                 run_hook(s, t, tunnel_state_to_string(t->state), tunnel_state_to_string(old));
         if (t->state == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
                 ssize_t i = index_of(s->retiring, s->n_retiring, t);
@@ -333,9 +377,33 @@ static void write_metrics(struct supervisor *s)
         r = metrics_render(s, &text);
         if (r >= 0)
                 r = metrics_write_file(s->config->metrics_file, text);
-        if (r < 0 && !s->metrics_failed)
-                log_warning_errno(r, "cannot write metrics_file %s: %m", s->config->metrics_file);
-        s->metrics_failed = r < 0;      /* say it once, not on every change */
+        if (r < 0) {
+                /* a full disk, say: try again later, not only on the next change (which may
+                 * not come for days), and say it once */
+                if (!s->metrics_failed)
+                        log_warning_errno(r, "cannot write metrics_file %s: %m; retrying", s->config->metrics_file);
+                s->metrics_failed = true;
+                s->metrics_retry_delay = s->metrics_retry_delay ? s->metrics_retry_delay * 2 : METRICS_RETRY_MIN;
+                if (s->metrics_retry_delay > METRICS_RETRY_MAX)
+                        s->metrics_retry_delay = METRICS_RETRY_MAX;
+                if (!s->shutting_down) {
+                        ev_timer_set(&s->metrics_retry, s->metrics_retry_delay, 0.);
+                        ev_timer_start(s->loop, &s->metrics_retry);
+                }
+                return;
+        }
+        if (s->metrics_failed)
+                log_notice("metrics_file %s written again", s->config->metrics_file);
+        s->metrics_failed = false;
+        s->metrics_retry_delay = 0;
+        ev_timer_stop(s->loop, &s->metrics_retry);
+}
+
+static void on_metrics_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        (void)loop;
+        (void)revents;
+        write_metrics(w->data);
 }
 
 /* STATUS and the metrics file, now; then nothing more for PUBLISH_DELAY, whatever happens
@@ -410,11 +478,17 @@ static void status_section(const struct supervisor *s, struct buf *b, enum tunne
                 }
                 buf_printf(b, "%s%s", shown ? ", " : label, t->spec.name);
                 if (state == TUNNEL_BACKOFF) {
-                        char in[DURATION_MAX];
-                        buf_printf(b, " (%s%sretry in %s)",
+                        /* a time, not a countdown: STATUS is published on changes only, and
+                         * "retry in 37 s" would go on being shown after the retry */
+                        time_t at = time(NULL) + (time_t)(t->retry_at - now + 0.5);
+                        char when[16];
+                        struct tm tm;
+
+                        if (!localtime_r(&at, &tm) || !strftime(when, sizeof(when), "%H:%M:%S", &tm))
+                                snprintf(when, sizeof(when), "?");
+                        buf_printf(b, " (%s%sretry at %s)",
                                    t->last_run.failure != FAILURE_NONE ? failure_class_to_string(t->last_run.failure) : "",
-                                   t->last_run.failure != FAILURE_NONE ? ", " : "",
-                                   format_duration(t->retry_at - now, in, sizeof(in)));
+                                   t->last_run.failure != FAILURE_NONE ? ", " : "", when);
                 } else if (state == TUNNEL_FAILED && t->last_run.failure != FAILURE_NONE)
                         buf_printf(b, " (%s)", failure_class_to_string(t->last_run.failure));
                 else if (state == TUNNEL_QUEUED && t->wait_reason[0])
@@ -437,6 +511,7 @@ int supervisor_status_text(const struct supervisor *s, char **ret)
         if (s->reload_error)
                 buf_printf(&b, "%s; ", s->reload_error);
         buf_printf(&b, "%zu/%zu tunnels up", up, enabled);
+        status_section(s, &b, TUNNEL_DEGRADED, "; degraded: ");
         status_section(s, &b, TUNNEL_STARTING, "; starting: ");
         status_section(s, &b, TUNNEL_QUEUED, "; queued: ");
         status_section(s, &b, TUNNEL_BACKOFF, "; backoff: ");
@@ -446,7 +521,7 @@ int supervisor_status_text(const struct supervisor *s, char **ret)
         return buf_steal(&b, ret);
 }
 
-int supervisor_new(struct ev_loop *loop, struct config *config, struct supervisor **ret)
+int supervisor_new(struct ev_loop *loop, struct config *config, const char *runtime_dir, struct supervisor **ret)
 {
         struct supervisor *s;
         int r;
@@ -455,6 +530,18 @@ int supervisor_new(struct ev_loop *loop, struct config *config, struct superviso
         if (!s)
                 return -ENOMEM;
         s->loop = loop;
+        s->runtime_dir = runtime_dir ? strdup(runtime_dir) : NULL;
+        if (runtime_dir && !s->runtime_dir) {
+                free(s);
+                return -ENOMEM;
+        }
+        s->ctx = (struct tunnel_context){
+                .loop = loop,
+                .runtime_dir = s->runtime_dir,
+                .observer = on_tunnel_event,
+                .gate = gate,
+                .userdata = s,
+        };
         s->started_at = now_mono();
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
@@ -464,7 +551,8 @@ int supervisor_new(struct ev_loop *loop, struct config *config, struct superviso
 
         ev_timer_init(&s->ready_timer, on_ready_timeout, 0., 0.);
         ev_timer_init(&s->publish, on_publish, 0., 0.);
-        s->ready_timer.data = s->publish.data = s;
+        ev_timer_init(&s->metrics_retry, on_metrics_retry, 0., 0.);
+        s->ready_timer.data = s->publish.data = s->metrics_retry.data = s;
         r = supervisor_apply(s, config);
         if (r < 0) {
                 supervisor_free(s);
@@ -494,53 +582,88 @@ struct supervisor *supervisor_free(struct supervisor *s)
         ev_prepare_stop(s->loop, &s->flush);
         ev_timer_stop(s->loop, &s->ready_timer);
         ev_timer_stop(s->loop, &s->publish);
+        ev_timer_stop(s->loop, &s->metrics_retry);
         netwatch_free(s->netwatch);
         config_free(s->config);
         free(s->reload_error);
+        free(s->runtime_dir);
         free(s);
         return NULL;
+}
+
+/* How a reload treats a tunnel it keeps. */
+enum keep {
+        KEEP_UNTOUCHED,                 /* same spec: same pid, same counters */
+        KEEP_POLICY,                    /* same ssh command line: settings applied in place */
+        KEEP_RESTART,                   /* a new command line (or taken back while stopping) */
+};
+
+static enum keep how_to_keep(const struct tunnel *t, const struct tunnel_spec *spec, bool ssh_changed)
+{
+        if (ssh_changed || !tunnel_spec_same_command(&t->spec, spec) || t->state == TUNNEL_STOPPING)
+                return KEEP_RESTART;
+        return tunnel_spec_equal(&t->spec, spec) ? KEEP_UNTOUCHED : KEEP_POLICY;
+}
+
+static void log_tunnel(int prio, const char *name, const char *text)
+{
+        struct log_ctx ctx = LOG_CTX_INIT;
+
+        ctx.tunnel = name;
+        log_full(prio, &ctx, "%s", text);
 }
 
 int supervisor_apply(struct supervisor *s, struct config *c)
 {
         const struct config *old = s->config;
         _cleanup_free_ struct tunnel **next = NULL, **removed = NULL, **reused = NULL;
+        _cleanup_free_ struct tunnel_change **changes = NULL;
+        _cleanup_free_ enum keep *keep = NULL;
         size_t n_removed = 0, n_next = c->n_tunnels;
         struct tunnel **grown;
         bool ssh_changed = old && strcmp(old->ssh, c->ssh) != 0;
-        int r;
+        int r = 0;
 
         next = calloc(n_next + 1, sizeof(struct tunnel *));
         reused = calloc(n_next + 1, sizeof(struct tunnel *));
+        changes = calloc(n_next + 1, sizeof(struct tunnel_change *));
+        keep = calloc(n_next + 1, sizeof(enum keep));
         removed = calloc(s->n_tunnels + 1, sizeof(struct tunnel *));
         grown = realloc(s->retiring, (s->n_retiring + s->n_tunnels + 1) * sizeof(struct tunnel *));
-        if (!next || !reused || !removed || !grown) {
-                if (grown)
-                        s->retiring = grown;
+        if (grown)
+                s->retiring = grown;
+        if (!next || !reused || !changes || !keep || !removed || !grown)
                 return -ENOMEM;
-        }
-        s->retiring = grown;
 
-        /* Create the new tunnels first: the only step that can fail, so failing leaves
-         * everything as it was. */
-        for (size_t i = 0; i < n_next; i++) {
+        /* Everything that can fail comes first: the new tunnels, and for each kept one the
+         * new spec with its argv and probe. Failing leaves everything as it was. */
+        s->ctx.ssh = c->ssh;            /* for the new tunnels' argv; restored on failure */
+        for (size_t i = 0; i < n_next && r >= 0; i++) {
                 const struct tunnel_spec *spec = &c->tunnels[i];
-                ssize_t j = index_of_name(s->tunnels, s->n_tunnels, spec->name);
+                struct tunnel *t = supervisor_find(s, spec->name);
+                ssize_t j;
 
-                if (j < 0)
-                        j = index_of_name(s->retiring, s->n_retiring, spec->name);
-                if (j >= 0)
+                if (!t && (j = index_of_name(s->retiring, s->n_retiring, spec->name)) >= 0)
+                        t = s->retiring[j];
+                if (!t) {
+                        r = tunnel_new(&s->ctx, spec, &next[i]);
                         continue;
-                r = tunnel_new(s->loop, spec, c->ssh, c->stop_timeout, on_tunnel_event, s, &next[i]);
-                if (r < 0) {
-                        for (size_t k = 0; k < i; k++)
-                                tunnel_free(next[k]);
-                        return r;
                 }
-                next[i]->gate = gate;
+                keep[i] = how_to_keep(t, spec, ssh_changed);
+                if (keep[i] != KEEP_UNTOUCHED)
+                        r = tunnel_change_new(t, spec, c->ssh, &changes[i]);
+        }
+        if (r < 0) {
+                s->ctx.ssh = old ? old->ssh : NULL;
+                for (size_t i = 0; i < n_next; i++) {
+                        tunnel_free(next[i]);
+                        tunnel_change_free(changes[i]);
+                }
+                return r;
         }
 
         /* Point of no return. */
+        s->ctx.stop_timeout = c->stop_timeout;
         for (size_t i = 0; i < n_next; i++)
                 if (next[i])
                         s->in_state[TUNNEL_STOPPED]++;  /* born stopped */
@@ -575,15 +698,11 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         s->config = c;
         s->status_dirty = true;
 
-        if (old) {
-                if (ssh_changed)
-                        log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
-        }
+        if (ssh_changed)
+                log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
 
         for (size_t i = 0; i < n_removed; i++) {
-                log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = removed[i]->spec.name, .pid = -1,
-                                                        .exit_status = -1, .exit_signal = -1 },
-                         "removed from the configuration");
+                log_tunnel(LOG_NOTICE, removed[i]->spec.name, "removed from the configuration");
                 if (removed[i]->state == TUNNEL_STOPPED && !tunnel_wants_start(removed[i])) {
                         /* stopped already (disabled, or by an operator): no event will free it */
                         ssize_t j = index_of(s->retiring, s->n_retiring, removed[i]);
@@ -600,22 +719,22 @@ int supervisor_apply(struct supervisor *s, struct config *c)
 
                 if (!reused[i]) {
                         if (old)
-                                log_full(LOG_NOTICE, &(struct log_ctx){ .tunnel = spec->name, .pid = -1,
-                                                                        .exit_status = -1, .exit_signal = -1 },
-                                         "added to the configuration");
+                                log_tunnel(LOG_NOTICE, spec->name, "added to the configuration");
                         if (spec->enabled)
                                 tunnel_start(t);
                         continue;
                 }
-                if (!ssh_changed && tunnel_spec_equal(&t->spec, spec) && t->state != TUNNEL_STOPPING) {
-                        t->stop_timeout = c->stop_timeout;
-                        continue;       /* untouched: same pid, same counters */
+                switch (keep[i]) {
+                case KEEP_UNTOUCHED:
+                        break;
+                case KEEP_POLICY:
+                        tunnel_update_policy(t, changes[i]);
+                        break;
+                case KEEP_RESTART:
+                        tunnel_reconfigure(t, changes[i]);
+                        break;
                 }
-                r = tunnel_reconfigure(t, spec, c->ssh, c->stop_timeout);
-                if (r < 0)
-                        log_full_errno(LOG_ERR, r, &(struct log_ctx){ .tunnel = spec->name, .pid = -1,
-                                                                      .exit_status = -1, .exit_signal = -1 },
-                                       "cannot apply the new configuration: %m");
+                changes[i] = NULL;
         }
         config_free((struct config *)old);
         if (c->watch_network && !s->netwatch)

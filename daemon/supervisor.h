@@ -11,8 +11,9 @@
 
 struct supervisor;
 
-/* Takes ownership of config and starts every enabled tunnel. */
-int supervisor_new(struct ev_loop *loop, struct config *config, struct supervisor **ret);
+/* Takes ownership of config and starts every enabled tunnel. runtime_dir: tunneld's
+ * private directory (runtime.h), for the files it writes for ssh. */
+int supervisor_new(struct ev_loop *loop, struct config *config, const char *runtime_dir, struct supervisor **ret);
 struct supervisor *supervisor_free(struct supervisor *s);
 
 /* Re-read the configuration file. On any error the running set stays exactly as it was.

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* tunnel: one named tunnel's state machine and its ssh child. */
+/* tunnel: one named tunnel's state machine and its ssh child (the mechanism; what to do
+ * after a run is policy.h's verdict). */
 
 #include <ev.h>
 #include <stdbool.h>
@@ -9,16 +10,18 @@
 
 #include "config.h"
 #include "lines.h"
+#include "policy.h"
 #include "ssh_output.h"
 
 enum tunnel_state {
         TUNNEL_STOPPED,         /* not running, by request (or disabled) */
         TUNNEL_STARTING,        /* ssh spawned, not yet authenticated with every forward in place */
-        TUNNEL_UP,              /* ssh reported authentication and every remote forward accepted */
+        TUNNEL_UP,              /* ssh authenticated, every forward tunneld asked for in place */
         TUNNEL_BACKOFF,         /* ssh exited; a timer will start it again */
         TUNNEL_FAILED,          /* ssh exited and the policy says not to retry */
         TUNNEL_STOPPING,        /* SIGTERM sent, waiting for the exit (SIGKILL at the grace end) */
         TUNNEL_QUEUED,          /* due to start, waiting for a start slot or for the tunnels it is after */
+        TUNNEL_DEGRADED,        /* ssh runs without a forward (exit_on_forward_failure = false) */
         _TUNNEL_STATE_MAX,
 };
 
@@ -38,6 +41,18 @@ typedef void (*tunnel_observer_t)(struct tunnel *t, enum tunnel_event ev, enum t
  * QUEUED until tunnel_dequeue()). The text is copied. */
 typedef const char *(*tunnel_gate_t)(struct tunnel *t, void *userdata);
 
+/* What every tunnel of one supervisor shares; owned by the supervisor, which updates it on
+ * reload (a tunnel reads it when it needs it, never keeps a copy). */
+struct tunnel_context {
+        struct ev_loop *loop;
+        const char *ssh;                /* the ssh program (config "ssh") */
+        double stop_timeout;            /* SIGTERM → SIGKILL */
+        const char *runtime_dir;        /* tunneld's private 0700 directory (jump host files) */
+        tunnel_observer_t observer;
+        tunnel_gate_t gate;
+        void *userdata;
+};
+
 struct tunnel_run {
         bool valid;
         pid_t pid;                      /* the ssh that ran */
@@ -46,74 +61,85 @@ struct tunnel_run {
         double ran;             /* seconds */
         double ended_at;        /* CLOCK_MONOTONIC */
         enum failure_class failure;
-        bool requested;         /* tunneld asked for this exit */
+        bool failure_on_proxy;  /* the failure was the jump host's (before the destination answered) */
+        bool requested;         /* tunneld asked for this exit (a stop, not a failure) */
 };
 
 struct tunnel {
-        struct ev_loop *loop;
+        const struct tunnel_context *ctx;
         struct tunnel_spec spec;
         char **argv;
-        double stop_timeout;
-        tunnel_observer_t observer;
-        tunnel_gate_t gate;
-        void *userdata;
+        char *jump_config;              /* jump_config.h text, NULL without a jump host */
+        char *jump_config_path;         /* where it is written before every start */
         struct probe *probe;            /* NULL unless spec.probe.connect */
-        unsigned probe_misses;
-        bool probe_kill;                /* this run is being ended because the probe failed */
-        char wait_reason[128];          /* QUEUED: why */
+        struct hook *hook;              /* on_state_change runner, made by the supervisor */
 
         enum tunnel_state state;
         double state_since;             /* CLOCK_MONOTONIC */
         const char *reason;             /* why FAILED or STOPPED, static */
+        char wait_reason[128];          /* QUEUED: why */
+        bool held;                      /* stopped by an operator: stays stopped across reloads */
+        bool start_after_stop;          /* STOPPING: start again once the exit is reaped */
 
+        /* the current run */
         pid_t pid;                      /* > 0 while an ssh child exists */
         double started_at;
+        double up_since;                /* when this run last came UP */
         double retry_at;                /* BACKOFF: when the timer fires */
+        bool connecting;                /* holds a max_parallel_starts slot */
         bool authenticated;
-        bool connecting;                /* spawned, not authenticated yet: holds a max_parallel_starts slot */
         bool session;                   /* "Entering interactive session": -L/-D listeners bound */
+        bool via_proxy;                 /* ssh runs a ProxyJump/ProxyCommand */
+        bool banner_seen;               /* the destination answered (lines after this are not the proxy's) */
+        bool forward_refused_by_policy; /* sshd said its policy refuses a forward */
         bool forward_failed;            /* this run: a forward could not be set up */
+        bool local_forward_failed;      /* …and it was a -L/-D listener */
         char **allocated;               /* this run: "PORT for remote forward to HOST:PORT" (-R 0:…) */
-        unsigned remote_confirmed;
+        unsigned remote_replies;        /* -R replies, accepted or refused */
+        unsigned remote_confirmed;      /* -R accepted */
+        bool run_up;                    /* this run has been UP */
+        bool gate_passed;               /* this run has been UP for gatetime: a success so far */
         enum failure_class run_failure; /* from this run's stderr */
-        bool kill_sent;
-        bool start_after_stop;
-        bool held;                      /* stopped by an operator: stays stopped across reloads */
+        bool run_failure_on_proxy;
+        enum failure_class kill_class;  /* tunneld is ending this run for this failure (NONE: it is not) */
+        bool kill_sent;                 /* SIGKILL sent */
+        unsigned probe_misses;
 
         ev_child child_watcher;
-        ev_timer timer;                 /* backoff retry or stop grace, by state */
-        ev_timer gate_timer;            /* gatetime of the current run */
+        ev_timer retry_timer;           /* BACKOFF: the next start */
+        ev_timer grace_timer;           /* SIGTERM sent: SIGKILL when it fires */
+        ev_timer gate_timer;            /* UP: gatetime of the current run */
         ev_timer lifetime_timer;        /* max_lifetime of the current run */
+        ev_timer deadline_timer;        /* STARTING: the slot's end, then the start deadline */
+        bool deadline_final;            /* the deadline timer's second phase */
         ev_io stderr_watcher;
         int stderr_fd;
         struct lines out;               /* ssh's stderr, a line at a time */
+        double chatter_since;           /* ssh's plain lines: rate limit window */
+        unsigned chatter_lines;
+        unsigned long chatter_dropped;
 
         unsigned starts;                /* since configured or started by hand (max_starts) */
-        unsigned failures;              /* consecutive failed starts (backoff exponent) */
+        unsigned failures;              /* consecutive failed runs (backoff exponent) */
         unsigned long total_starts;     /* since tunneld started; never reset */
         unsigned long restarts;         /* starts after an exit tunneld did not ask for */
         bool restart_pending;           /* the next start is such a restart */
         unsigned long total_failures[_FAILURE_MAX];
-        bool run_up;                    /* this run has been UP */
-        bool gate_elapsed;              /* this run has lasted gatetime (up or not) */
-        bool gate_passed;               /* this run has lasted gatetime while UP: a success so far */
-        unsigned failures_before_gate;  /* restored if a passed run still ends as a failure (probe) */
+        unsigned long prohibited;       /* connections the server refused ("administratively prohibited") */
         bool ever_passed;               /* some run since configured was a success (fail_fast) */
         struct tunnel_run last_run;
 
-        /* flapping: flap_threshold failed runs within flap_window */
-#define FLAP_RING 64
-        double fail_at[FLAP_RING];
-        unsigned fail_next;
+        struct flap_ring flaps;
         bool flapping;
         unsigned long flap_suppressed;  /* lines logged at debug level while flapping */
         double flap_reported_at;        /* last "flapping"/"still flapping" line */
 
-        struct hook *hook;              /* on_state_change runner, made by the supervisor */
+        /* owned by the supervisor: its FIFO of QUEUED tunnels */
+        struct tunnel *queue_prev, *queue_next;
+        bool in_queue;
 };
 
-int tunnel_new(struct ev_loop *loop, const struct tunnel_spec *spec, const char *ssh, double stop_timeout,
-               tunnel_observer_t observer, void *userdata, struct tunnel **ret);
+int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec, struct tunnel **ret);
 /* Free; a live child is killed (SIGKILL) and left to the caller's reaper. NULL-safe. */
 struct tunnel *tunnel_free(struct tunnel *t);
 
@@ -125,26 +151,38 @@ void tunnel_stop(struct tunnel *t, const char *reason);
 void tunnel_hold(struct tunnel *t, const char *reason);
 /* Stop if running, then start again. */
 void tunnel_restart(struct tunnel *t, const char *reason);
-/* New spec (reload): restart with it if it is enabled, stop if not. */
-int tunnel_reconfigure(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, double stop_timeout);
+/* A new spec and everything derived from it (ssh's argv with program ssh, the jump hosts'
+ * file, the probe), made before a reload's point of no return: applying it cannot fail. */
+struct tunnel_change;
+int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, struct tunnel_change **ret);
+struct tunnel_change *tunnel_change_free(struct tunnel_change *c);
+/* The ssh command line changed (reload): restart with the new one if it is enabled, stop
+ * if not. Takes c. */
+void tunnel_reconfigure(struct tunnel *t, struct tunnel_change *c);
+/* Only supervision settings changed (restart, backoff, gatetime, probe, hooks, after…):
+ * applied in place, the running ssh is kept and the current run's timers are re-armed for
+ * what is left of them. Takes c. */
+void tunnel_update_policy(struct tunnel *t, struct tunnel_change *c);
 /* Backoff only: retry now with a reset delay (SIGUSR1). */
 void tunnel_retry_now(struct tunnel *t, const char *reason);
-/* Backoff only, and only after a failure a network change can cure (dns, refused,
- * unreachable, timeout, closed, unknown): retry within jitter seconds with a reset delay
- * (the network came back). Returns true if it will. */
-bool tunnel_retry_soon(struct tunnel *t, double jitter, const char *reason);
+/* Backoff only, and only after a failure a network change can cure: retry now, backoff
+ * reset (the network came back; the start-slot queue spreads a herd). True if it did. */
+bool tunnel_retry_soon(struct tunnel *t, const char *reason);
 /* QUEUED only: the gate has opened; spawn now. */
 void tunnel_dequeue(struct tunnel *t, const char *reason);
 
 bool tunnel_wants_start(const struct tunnel *t);
 static inline bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0; }
+/* Running ssh, as state: STARTING, UP or DEGRADED. */
+bool tunnel_is_running(const struct tunnel *t);
+/* The consecutive failures shown to operators: 0 once this run passed gatetime. */
+unsigned tunnel_failures_shown(const struct tunnel *t);
 
 const char *tunnel_state_to_string(enum tunnel_state s);
 
-/* The next backoff delay for the n-th consecutive failure, before jitter. Exposed for tests. */
-double tunnel_backoff_base(double initial, double max, unsigned failures);
-/* The same, by failure class: auth and host-key go to the cap at once; remote-forward is
- * retried every REMOTE_FORWARD_DELAY s for REMOTE_FORWARD_TRIES tries first. */
-#define REMOTE_FORWARD_TRIES 10
-#define REMOTE_FORWARD_DELAY 3.0
-double tunnel_failure_delay(const struct tunnel_spec *s, enum failure_class class, unsigned failures);
+/* The start deadline of a tunnel: start_timeout, or by default (connect_timeout + 10 s)
+ * per hop (the destination and each jump host); and how long of it a start slot is held:
+ * connect_timeout per hop (past it, ssh is connected and waits on a slow or hung server,
+ * which must not keep other tunnels queued). */
+double tunnel_start_deadline(const struct tunnel_spec *s);
+double tunnel_slot_time(const struct tunnel_spec *s);

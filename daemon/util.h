@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
@@ -54,9 +55,13 @@ struct buf {
 };
 void buf_printf(struct buf *b, const char *fmt, ...) _printf_(2, 3);
 void buf_append(struct buf *b, const char *s, size_t n);
+void buf_puts(struct buf *b, const char *s);
 void buf_json_string(struct buf *b, const char *s);     /* "…" with JSON escapes, always valid UTF-8 */
 size_t utf8_valid_length(const unsigned char *p);       /* 1..4, or 0: not valid UTF-8 there */
 void buf_free(struct buf *b);
 #define _cleanup_buf_ __attribute__((cleanup(buf_free)))
 /* Hand the string over (NULL and -ENOMEM if the buffer ran out of memory). */
 int buf_steal(struct buf *b, char **ret);
+
+/* Write text to path atomically: a temporary file beside it with mode, then rename. */
+int write_file_atomic(const char *path, const char *text, mode_t mode);

@@ -36,6 +36,17 @@ static void test_classes(void)
                 { "tunneld: cannot execute /nonexistent/ssh: No such file or directory", SSH_LINE_FAILURE, FAILURE_EXEC },
                 { "channel 2: open failed: connect failed: Connection refused", SSH_LINE_PLAIN, FAILURE_NONE },
                 { "Transferred: sent 3412, received 3164 bytes, in 3.8 seconds", SSH_LINE_PLAIN, FAILURE_NONE },
+                { "Connection to 127.0.0.1 port 2222 timed out", SSH_LINE_FAILURE, FAILURE_TIMEOUT },
+                { "Connection timed out during banner exchange", SSH_LINE_FAILURE, FAILURE_TIMEOUT },
+                { "command-line: line 0: Bad configuration option: serveraliveintervall", SSH_LINE_FAILURE, FAILURE_CONFIG },
+                { "Bad owner or permissions on /etc/tunneld/ssh_config.d/x.conf", SSH_LINE_FAILURE, FAILURE_CONFIG },
+                { "/etc/tunneld/ssh_config: terminating, 1 bad configuration options", SSH_LINE_FAILURE, FAILURE_CONFIG },
+                { "debug1: Executing proxy command: exec ssh -l root -p 22 -F /run/x -W '[10.0.0.2]:22' bastion", SSH_LINE_PROXY, FAILURE_NONE },
+                { "debug1: Remote protocol version 2.0, remote software version OpenSSH_9.2p1 Debian-2+deb12u3", SSH_LINE_BANNER, FAILURE_NONE },
+                { "debug1: Remote: port forwarding refused", SSH_LINE_FORWARD_REFUSED_BY_POLICY, FAILURE_NONE },
+                { "debug1: Remote: Server has disabled port forwarding.", SSH_LINE_FORWARD_REFUSED_BY_POLICY, FAILURE_NONE },
+                { "channel 3: open failed: administratively prohibited: open failed", SSH_LINE_PROHIBITED, FAILURE_NONE },
+                { "Authenticated to 10.0.0.2 (via proxy) using \"publickey\".", SSH_LINE_AUTHENTICATED, FAILURE_NONE },
                 { "Warning: Permanently added '[127.0.0.1]:22222' (ED25519) to the list of known hosts.", SSH_LINE_PLAIN, FAILURE_NONE },
         };
 
@@ -60,4 +71,14 @@ static void test_names(void)
         test_assert(failure_class_hint(FAILURE_NONE) == NULL);
 }
 
-TEST_MAIN(TEST(test_classes), TEST(test_names))
+/* "closed" only says the connection went away: a cause seen before it is the answer. */
+static void test_generic(void)
+{
+        test_assert(failure_class_is_generic(FAILURE_CLOSED));
+        test_assert(failure_class_is_generic(FAILURE_UNKNOWN));
+        for (int c = FAILURE_AUTH; c < _FAILURE_MAX; c++)
+                if (c != FAILURE_CLOSED && c != FAILURE_UNKNOWN)
+                        test_assert(!failure_class_is_generic(c));
+}
+
+TEST_MAIN(TEST(test_classes), TEST(test_names), TEST(test_generic))

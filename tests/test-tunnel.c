@@ -2,18 +2,6 @@
 #include "test.h"
 #include "tunnel.h"
 
-static void test_backoff_base(void)
-{
-        test_assert(tunnel_backoff_base(1, 60, 0) == 1);
-        test_assert(tunnel_backoff_base(1, 60, 1) == 1);
-        test_assert(tunnel_backoff_base(1, 60, 2) == 2);
-        test_assert(tunnel_backoff_base(1, 60, 3) == 4);
-        test_assert(tunnel_backoff_base(1, 60, 6) == 32);
-        test_assert(tunnel_backoff_base(1, 60, 7) == 60);
-        test_assert(tunnel_backoff_base(1, 60, 4000000000u) == 60);
-        test_assert(tunnel_backoff_base(0.2, 0.8, 5) == 0.8);
-}
-
 static void test_state_names(void)
 {
         test_assert_streq(tunnel_state_to_string(TUNNEL_STOPPED), "stopped");
@@ -22,31 +10,28 @@ static void test_state_names(void)
         test_assert_streq(tunnel_state_to_string(TUNNEL_BACKOFF), "backoff");
         test_assert_streq(tunnel_state_to_string(TUNNEL_FAILED), "failed");
         test_assert_streq(tunnel_state_to_string(TUNNEL_STOPPING), "stopping");
+        test_assert_streq(tunnel_state_to_string(TUNNEL_QUEUED), "queued");
+        test_assert_streq(tunnel_state_to_string(TUNNEL_DEGRADED), "degraded");
+        for (int s = 0; s < _TUNNEL_STATE_MAX; s++)
+                test_assert(strcmp(tunnel_state_to_string(s), "?") != 0);
 }
 
-/* By class: auth and host-key wait the cap at once; remote-forward knocks every 3 s ten
- * times, then backs off without ever going below the knock. */
-static void test_failure_delay(void)
+/* The start deadline: (connect_timeout + 10 s) per hop unless start_timeout says; the slot
+ * is held for connect_timeout per hop, never past the deadline. */
+static void test_start_deadline(void)
 {
-        struct tunnel_spec s = { .restart_delay = 1, .restart_delay_max = 60 };
-        double last = 0;
+        struct tunnel_spec s = { .connect_timeout = 15 };
 
-        test_assert(tunnel_failure_delay(&s, FAILURE_AUTH, 1) == 60);
-        test_assert(tunnel_failure_delay(&s, FAILURE_HOST_KEY, 1) == 60);
-        test_assert(tunnel_failure_delay(&s, FAILURE_REFUSED, 1) == 1);
-        test_assert(tunnel_failure_delay(&s, FAILURE_REFUSED, 3) == 4);
-        for (unsigned n = 1; n <= REMOTE_FORWARD_TRIES + 8; n++) {
-                double d = tunnel_failure_delay(&s, FAILURE_REMOTE_FORWARD, n);
-                if (n <= REMOTE_FORWARD_TRIES)
-                        test_assert(d == REMOTE_FORWARD_DELAY);
-                test_assert(d >= last);         /* never shrinks */
-                test_assert(d <= 60);
-                last = d;
-        }
-        test_assert(last == 60);
-        s.restart_delay_max = 2;                /* a cap below the knock wins */
-        test_assert(tunnel_failure_delay(&s, FAILURE_REMOTE_FORWARD, 1) == 2);
-        test_assert(tunnel_failure_delay(&s, FAILURE_REMOTE_FORWARD, 30) == 2);
+        test_assert(tunnel_start_deadline(&s) == 25);
+        test_assert(tunnel_slot_time(&s) == 15);
+        s.jump_host = (char *)"a,b@c:22";
+        test_assert(tunnel_start_deadline(&s) == 75);
+        test_assert(tunnel_slot_time(&s) == 45);
+        s.jump_host = (char *)"none";
+        test_assert(tunnel_start_deadline(&s) == 25);
+        s.start_timeout = 5;
+        test_assert(tunnel_start_deadline(&s) == 5);
+        test_assert(tunnel_slot_time(&s) == 5);
 }
 
-TEST_MAIN(TEST(test_backoff_base), TEST(test_state_names), TEST(test_failure_delay))
+TEST_MAIN(TEST(test_state_names), TEST(test_start_deadline))

@@ -17,7 +17,7 @@ from tunneltest import parse_duration, wait_until
 TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 UP_TIMEOUT = 20     # ssh's connect and key exchange on a loaded 2-core machine
 
-STATES = {"stopped", "queued", "starting", "up", "backoff", "failed", "stopping"}
+STATES = {"stopped", "queued", "starting", "up", "backoff", "failed", "stopping", "degraded"}
 HEADERS = ["NAME", "STATE", "PID", "UPTIME", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS"]
 ANSI = re.compile(r"\033\[[0-9;]*m")
 DURATION = r"[\d.]+ (?:ms|s|min|h|d)(?: [\d.]+ (?:s|min|h))?"
@@ -101,7 +101,7 @@ def pids(sock):
 def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "uptime", "since",
-                  "retry_in", "starts", "restarts", "consecutive_failures", "failures", "last_exit", "forwards",
+                  "retry_in", "starts", "restarts", "consecutive_failures", "prohibited", "failures", "last_exit", "forwards",
                   "gatetime", "restart")
     test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
@@ -112,6 +112,7 @@ def assert_tunnel_fields(test, t):
     test.assertIsInstance(t["since"], (int, float), name)
     test.assertGreaterEqual(t["since"], 0, name)
     test.assertIsInstance(t["consecutive_failures"], int, name)
+    test.assertIsInstance(t["prohibited"], int, name)
     test.assertIsInstance(t["failures"], dict, name)
     test.assertTrue(all(isinstance(v, int) and v > 0 for v in t["failures"].values()), f"{name}.failures")
     test.assertIsInstance(t["gatetime"], (int, float), name)

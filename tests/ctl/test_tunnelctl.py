@@ -135,7 +135,7 @@ class StatusTest(_Base):
         self.assertEqual((t["maxed"]["state"], t["maxed"]["reason"], t["maxed"]["starts"]),
                          ("failed", "max_starts reached", 2))
         self.assertEqual((t["off"]["state"], t["off"]["enabled"], t["off"]["starts"]), ("stopped", False, 0))
-        self.assertRegex(reply["status"], r"^2/\d tunnels up; backoff: refused \(refused, retry in ")
+        self.assertRegex(reply["status"], r"^2/\d tunnels up; backoff: refused \(refused, retry at ")
 
     def test_json_has_the_documented_fields(self):
         """--json status parses with json and has exactly the fields tunnelctl(1) documents

@@ -694,7 +694,7 @@ class NetworkFaults(FaultTest):
         t1 = time.monotonic()
         self.host.link_up()
         t_net, _ = times.wait(r"^<\d+>network changed: \d+ tunnels? in backoff retr", 10, t1)
-        times.wait(r"^<\d+>link: network changed: backoff reset, retrying in ", 10, t1)
+        times.wait(r"^<\d+>link: network changed; retrying now, backoff reset: ssh pid ", 10, t1)
         t_up, _ = self.wait_up(times, "link", since=t1, timeout=15)
         self.recovered(times, "link", lport, t1, 0.5 + 1 + SLACK)
         cls = re.search(r"\((\S+): ", m.group(0))

@@ -135,7 +135,12 @@ class CheckTest(FeatureTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout.splitlines()
         self.assertEqual(out[0], "configuration OK: 2 tunnels (1 enabled)")
-        self.assertEqual(len(out), 3, r.stdout)
+        # the jump tunnel's line is followed by the ssh_config tunneld writes for its hops
+        self.assertTrue(out[3].startswith("jumpy: ") and out[3].endswith(".ssh_config, written at every start:"), out[3])
+        self.assertIn("Host 127.0.0.1", out)
+        self.assertIn(f"\tIdentityFile \"{self.sshd.client_key}\"", out)
+        for o in self.sshd.tunnel_defaults()["ssh_options"]:
+            self.assertIn(f"\t{o}", out)
         expected = [tunneltest.SSH, "-N", "-T", "-F", "/dev/null",
                     "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=7",
                     "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=9", "-o", "ControlMaster=no",
@@ -152,6 +157,7 @@ class CheckTest(FeatureTest):
         self.assertEqual(jargv[jargv.index("-J") + 1], "hop@127.0.0.1:2222")
         self.assertLess(jargv.index("-i"), jargv.index("-J"))
         self.assertEqual(jargv[-2:], ["--", "127.0.0.1"])
+        self.assertEqual(jargv[jargv.index("-F") + 1], out[3].split(": ", 1)[1].split(", ")[0])
 
         # The same argv, run for real.
         d = self.tunneld([tunnel], server_alive_interval=7, connect_timeout=9)

@@ -34,13 +34,14 @@ FAMILIES = {
     "tunneld_tunnel_flapping": ("gauge", ("tunnel",)),
     "tunneld_tunnel_starts_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_restarts_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_prohibited_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_failures_total": ("counter", ("tunnel", "class")),
     "tunneld_tunnel_uptime_seconds": ("gauge", ("tunnel",)),
     "tunneld_tunnel_state_since_timestamp_seconds": ("gauge", ("tunnel",)),
 }
-STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued")
+STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
 CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "closed", "local-forward", "remote-forward",
-           "exec", "killed", "lost", "probe", "unknown")
+           "exec", "killed", "lost", "probe", "config", "forward-denied", "unknown")
 
 
 class ExpositionError(ValueError):

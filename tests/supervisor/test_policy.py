@@ -53,7 +53,7 @@ class PolicyTest(unittest.TestCase):
         tunneld itself keeps running."""
         self.fake.plan("ff", [(1, 0.05)])
         d = self.tunneld([tunnel("ff", gatetime=2, fail_fast=True, restart_delay=0.1)])
-        d.wait_log(r"^<\d+>ff: ssh exited with status 1 .*before gatetime.*not restarting \(fail_fast")
+        d.wait_log(r"^<\d+>ff: ssh exited with status 1 .*never up.*not restarting \(fail_fast")
         self.assert_starts_stay("ff", 1)
         self.assertEqual(d.children(), [])
         self.assertIsNone(d.proc.poll(), "tunneld must keep running with a failed tunnel")
@@ -61,7 +61,7 @@ class PolicyTest(unittest.TestCase):
     def test_fail_fast_after_a_good_run_backs_off(self):
         """fail_fast only judges the first start: once a run passed gatetime, later quick
         failures back off and retry as usual."""
-        self.fake.plan("ffok", [(1, 0.9), (1, 0.02)])
+        self.fake.plan("ffok", [(1, 0.9, True), (1, 0.02)])
         d = self.tunneld([tunnel("ffok", gatetime=0.5, fail_fast=True, restart_delay=0.1, restart_delay_max=0.2)],
                          args=["-d"])
         self.wait_starts("ffok", 5)
@@ -89,7 +89,8 @@ class PolicyTest(unittest.TestCase):
         settings = {"gatetime": 0.3, "fail_fast": True, "restart_delay": 0.1, "restart_delay_max": 0.2}
         d = self.tunneld([tunnel("ffc", **settings)], args=["-d"])
         m = d.wait_log(r"^<7>ffc: ssh has been up for gatetime ")
-        d.rewrite(tunnels=[tunnel("ffc", **{**settings, "restart_delay": 0.15})])
+        # a change to ssh's command line (a supervision setting alone is applied in place)
+        d.rewrite(tunnels=[tunnel("ffc", **{**settings, "server_alive_interval": 29})])
         d.reload()
         d.wait_log(r"^<\d+>ffc: ssh exited with status 1 .*not restarting \(fail_fast: the first start failed",
                    after=m.end())
@@ -293,10 +294,10 @@ class PolicyTest(unittest.TestCase):
         self.assertLessEqual(len(self.fake.starts("bo")) - n, 3, "starts in one second at the cap")
 
     def test_gatetime_zero_restarts_every_restart_delay(self):
-        """With gatetime 0 every run counts as good: a fast-exiting ssh restarts every
-        restart_delay, evenly, with no growth and no hot loop."""
+        """With gatetime 0 every run that came up counts as good: an ssh that comes up and
+        exits at once restarts every restart_delay, evenly, with no growth and no hot loop."""
         delay = 0.3
-        self.fake.plan("g0", [(1, 0.01)])
+        self.fake.plan("g0", [(1, 0.01, True)])
         d = self.tunneld([tunnel("g0", gatetime=0, restart_delay=delay, restart_delay_max=5)])
         times = [t for t, _ in self.wait_starts("g0", 9, timeout=15)][:9]
         intervals = [b - a for a, b in zip(times, times[1:])]
@@ -323,7 +324,7 @@ class PolicyTest(unittest.TestCase):
     def test_healthy_run_restarts_at_once_and_resets_backoff(self):
         """A run longer than gatetime that ends is restarted at once, and it resets the
         failure count: the next failure backs off from restart_delay again."""
-        self.fake.plan("hr", [(1, 0.02)] * 3 + [(0, 0.8), (1, 0.02), (0, 30)])
+        self.fake.plan("hr", [(1, 0.02)] * 3 + [(0, 0.8, True), (1, 0.02), (0, 30)])
         d = self.tunneld([tunnel("hr", gatetime=0.5, restart_delay=0.1, restart_delay_max=1.6)], args=["-d"])
         starts = self.wait_starts("hr", 6, timeout=15)
         healthy_exit = self.fake.exits("hr")[3]
