@@ -23,6 +23,8 @@ struct ctl_client {
         ev_timer idle;
         struct ucred cred;
         double last_active;             /* accepted, or last complete request or write */
+        double last_progress;           /* a reply is pending: when some of it was last taken */
+        bool backlog;                   /* requests read, waiting for the socket to take replies */
         bool may_write;
         bool eof;
         bool close_after_flush;
@@ -44,6 +46,7 @@ struct ctl_server {
         ev_timer resume;                /* out of descriptors: accept again later */
         struct ctl_client *clients;
         size_t n_clients;
+        size_t n_readers;               /* clients that may only read */
 };
 
 /* ---- responses ---- */
@@ -376,6 +379,11 @@ done:
 
 /* ---- connections ---- */
 
+static bool has_output(const struct ctl_client *c)
+{
+        return c->out_off < c->out.len;
+}
+
 static void client_free(struct ctl_client *c)
 {
         struct ctl_server *s = c->server;
@@ -386,6 +394,7 @@ static void client_free(struct ctl_client *c)
                         break;
                 }
         s->n_clients--;
+        s->n_readers -= !c->may_write;
         ev_io_stop(s->loop, &c->io);
         ev_timer_stop(s->loop, &c->idle);
         close(c->fd);
@@ -393,11 +402,29 @@ static void client_free(struct ctl_client *c)
         free(c);
 }
 
-static void client_update_events(struct ctl_client *c)
+/* Idle for CTL_IDLE_TIMEOUT, or a reply pending that nobody reads for CTL_STALL_TIMEOUT:
+ * the client is dropped then. */
+static double client_due(const struct ctl_client *c)
 {
-        int events = c->out_off < c->out.len ? EV_WRITE : 0;
+        return has_output(c) || c->backlog ? c->last_progress + CTL_STALL_TIMEOUT : c->last_active + CTL_IDLE_TIMEOUT;
+}
 
-        if (!c->eof && !c->close_after_flush)
+static void client_arm_idle(struct ctl_client *c)
+{
+        double left = client_due(c) - now_mono();
+
+        ev_timer_stop(c->server->loop, &c->idle);
+        ev_timer_set(&c->idle, left > 0 ? left : 0., 0.);
+        ev_timer_start(c->server->loop, &c->idle);
+}
+
+/* Read only between replies, and only with room for the rest of a line: a client that
+ * pipelines requests and does not read the answers costs one reply, not a rendering loop. */
+static void client_update_events(struct ctl_client *c, bool more_requests)
+{
+        int events = has_output(c) || more_requests ? EV_WRITE : 0;
+
+        if (!c->eof && !c->close_after_flush && !has_output(c) && !more_requests && c->in_len < sizeof(c->in))
                 events |= EV_READ;
         if (events == (c->io.events & (EV_READ | EV_WRITE)))
                 return;
@@ -410,7 +437,7 @@ static void client_update_events(struct ctl_client *c)
 /* false if the client was freed */
 static bool client_flush(struct ctl_client *c)
 {
-        while (c->out_off < c->out.len) {
+        while (has_output(c)) {
                 ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
                 if (n < 0) {
                         if (errno == EINTR)
@@ -421,44 +448,66 @@ static bool client_flush(struct ctl_client *c)
                         return false;
                 }
                 c->out_off += (size_t)n;
-                c->last_active = now_mono();
-                ev_timer_again(c->server->loop, &c->idle);
+                c->last_active = c->last_progress = now_mono();
         }
-        if (c->out_off == c->out.len) {
+        if (!has_output(c)) {
                 c->out.len = c->out_off = 0;
-                if (c->close_after_flush || c->eof) {
+                if (c->close_after_flush || (c->eof && !memchr(c->in, '\n', c->in_len))) {
                         client_free(c);
                         return false;
                 }
-        } else if (c->out.len - c->out_off > CTL_OUTPUT_MAX || c->out.oom) {
-                client_free(c);         /* it asks and does not read */
-                return false;
         }
-        client_update_events(c);
         return true;
 }
 
-static void client_process(struct ctl_client *c)
+/* Answer the next complete request, if the last reply is out. true if one was answered. */
+static bool client_answer_one(struct ctl_client *c)
 {
         char *nl;
+        size_t len;
 
-        while ((nl = memchr(c->in, '\n', c->in_len))) {
-                size_t len = (size_t)(nl - c->in);
-
-                if (c->server->sup)
-                        ctl_handle_request(c->server->sup, c->in, len, c->may_write, &c->out);
-                else
-                        reply_error(&c->out, "tunneld is starting");
-                memmove(c->in, nl + 1, c->in_len - len - 1);
-                c->in_len -= len + 1;
-                c->last_active = now_mono();
-                ev_timer_again(c->server->loop, &c->idle);
+        if (has_output(c) || c->close_after_flush || !(nl = memchr(c->in, '\n', c->in_len)))
+                return false;
+        len = (size_t)(nl - c->in);
+        if (c->server->sup)
+                ctl_handle_request(c->server->sup, c->in, len, c->may_write, &c->out);
+        else
+                reply_error(&c->out, "tunneld is starting");
+        if (c->out.oom || c->out.len > CTL_OUTPUT_MAX) {
+                buf_free(&c->out);
+                reply_error(&c->out, "reply too large or out of memory");
+                c->close_after_flush = true;
         }
-        if (c->in_len == sizeof(c->in)) {
+        memmove(c->in, nl + 1, c->in_len - len - 1);
+        c->in_len -= len + 1;
+        c->last_active = c->last_progress = now_mono();
+        return true;
+}
+
+static void client_serve(struct ctl_client *c)
+{
+        bool more;
+
+        for (int i = 0; i < CTL_REQUESTS_PER_WAKEUP; i++) {
+                if (!client_answer_one(c))
+                        break;
+                if (!client_flush(c))
+                        return;
+        }
+        if (!has_output(c) && c->in_len == sizeof(c->in)) {
                 reply_error(&c->out, "request too long (at most %d bytes per line)", CTL_REQUEST_MAX);
                 c->close_after_flush = true;
                 c->in_len = 0;
+                if (!client_flush(c))
+                        return;
         }
+        /* answered the most a callback may: come back next loop iteration */
+        more = !has_output(c) && !c->close_after_flush && memchr(c->in, '\n', c->in_len);
+        /* (the socket reports writable only while its queue is short: a client that does
+         * not read is not called back, and its backlog counts as a pending reply) */
+        c->backlog = more;
+        client_update_events(c, more);
+        client_arm_idle(c);
 }
 
 static void on_client(struct ev_loop *loop, ev_io *w, int revents)
@@ -466,7 +515,9 @@ static void on_client(struct ev_loop *loop, ev_io *w, int revents)
         struct ctl_client *c = w->data;
 
         (void)loop;
-        if (revents & EV_READ) {
+        if ((revents & EV_WRITE) && !client_flush(c))
+                return;
+        if ((revents & EV_READ) && !has_output(c) && c->in_len < sizeof(c->in)) {
                 ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 
                 if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -476,22 +527,30 @@ static void on_client(struct ev_loop *loop, ev_io *w, int revents)
                 if (n == 0) {
                         c->eof = true;
                         /* a last request without a newline still counts */
-                        if (c->in_len && c->in_len < sizeof(c->in)) {
+                        if (c->in_len && c->in_len < sizeof(c->in) && !memchr(c->in, '\n', c->in_len))
                                 c->in[c->in_len++] = '\n';
+                        if (!c->in_len) {
+                                client_free(c);
+                                return;
                         }
                 }
                 if (n > 0)
                         c->in_len += (size_t)n;
-                client_process(c);
         }
-        client_flush(c);
+        client_serve(c);
 }
 
 static void on_idle(struct ev_loop *loop, ev_timer *w, int revents)
 {
+        struct ctl_client *c = w->data;
+
         (void)loop;
         (void)revents;
-        client_free(w->data);
+        if (now_mono() < client_due(c)) {
+                client_arm_idle(c);     /* it was busy meanwhile */
+                return;
+        }
+        client_free(c);
 }
 
 /* Root, our own uid, or a process that holds control_group (as its gid or one of its
@@ -525,20 +584,57 @@ static bool peer_may_write(const struct ctl_server *s, int fd, const struct ucre
         return false;
 }
 
-/* The full table must not lock out root: make room by dropping the client that has been
- * quiet longest, if one is between requests. */
-static bool evict_quietest(struct ctl_server *s)
+/* The client to drop for a newcomer: among read-only clients (and, for a newcomer who may
+ * change state, also among the others if no read-only one is there) the one quiet longest;
+ * a read-only client loses its place even in the middle of a request, one that may change
+ * state only between requests. NULL: nobody may be dropped. */
+static struct ctl_client *eviction_candidate(const struct ctl_server *s, bool for_writer, bool readers_only)
 {
-        struct ctl_client *quietest = NULL;
+        struct ctl_client *best = NULL;
 
-        for (struct ctl_client *c = s->clients; c; c = c->next)
-                if (c->in_len == 0 && c->out_off == c->out.len &&
-                    (!quietest || c->last_active < quietest->last_active))
-                        quietest = c;
-        if (!quietest)
-                return false;
-        client_free(quietest);
-        return true;
+        for (struct ctl_client *c = s->clients; c; c = c->next) {
+                bool idle = c->in_len == 0 && !has_output(c);
+
+                if (c->may_write && (readers_only || !idle))
+                        continue;
+                if (!c->may_write && !for_writer && !idle)
+                        continue;
+                if (!best || (best->may_write && !c->may_write) ||
+                    (best->may_write == c->may_write && c->last_active < best->last_active))
+                        best = c;
+        }
+        return best;
+}
+
+static size_t readers_of(const struct ctl_server *s, uid_t uid)
+{
+        size_t n = 0;
+
+        for (const struct ctl_client *c = s->clients; c; c = c->next)
+                n += !c->may_write && c->cred.uid == uid;
+        return n;
+}
+
+/* Make room for a newcomer, or say why there is none. */
+static const char *admit(struct ctl_server *s, bool may_write, uid_t uid)
+{
+        struct ctl_client *victim = NULL;
+
+        if (may_write) {
+                if (s->n_clients < CTL_CLIENTS_MAX)
+                        return NULL;
+                victim = eviction_candidate(s, true, false);
+        } else {
+                if (readers_of(s, uid) >= CTL_READERS_PER_UID)
+                        return "too many connections from this user";
+                if (s->n_readers < CTL_READERS_MAX && s->n_clients < CTL_CLIENTS_MAX)
+                        return NULL;
+                victim = eviction_candidate(s, false, true);
+        }
+        if (!victim)
+                return "too many clients";
+        client_free(victim);
+        return NULL;
 }
 
 static void on_resume(struct ev_loop *loop, ev_timer *w, int revents)
@@ -549,34 +645,12 @@ static void on_resume(struct ev_loop *loop, ev_timer *w, int revents)
         ev_io_start(loop, &s->io);
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+static void accept_one(struct ctl_server *s, int fd)
 {
-        struct ctl_server *s = w->data;
         struct ctl_client *c;
         socklen_t len = sizeof(struct ucred);
-        int fd;
+        const char *refused;
 
-        (void)revents;
-        fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                        /* The connection stays queued, so the socket stays readable: stop
-                         * watching it for a second rather than spin (and say so once). */
-                        log_warning_errno(errno, "control socket: cannot accept: %m; "
-                                          "not accepting for 1 s (raise LimitNOFILE=?)");
-                        ev_io_stop(loop, &s->io);
-                        ev_timer_set(&s->resume, 1.0, 0.);
-                        ev_timer_start(loop, &s->resume);
-                } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                        log_warning_errno(errno, "control socket: accept failed: %m");
-                return;
-        }
-        if (s->n_clients >= CTL_CLIENTS_MAX && !evict_quietest(s)) {
-                static const char busy[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
-                (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-                close(fd);
-                return;
-        }
         c = calloc(1, sizeof(*c));
         if (!c) {
                 close(fd);
@@ -590,17 +664,54 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 return;
         }
         c->may_write = peer_may_write(s, fd, &c->cred);
-        c->last_active = now_mono();
+        refused = admit(s, c->may_write, c->cred.uid);
+        if (refused) {
+                char busy[128];
+                int n = snprintf(busy, sizeof(busy), "{\"ok\":false,\"error\":\"%s\"}\n", refused);
+                (void)!send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+                close(fd);
+                free(c);
+                return;
+        }
+        c->last_active = c->last_progress = now_mono();
         c->next = s->clients;
         s->clients = c;
         s->n_clients++;
+        s->n_readers += !c->may_write;
         ev_io_init(&c->io, on_client, fd, EV_READ);
         c->io.data = c;
-        ev_io_start(loop, &c->io);
-        ev_init(&c->idle, on_idle);
-        c->idle.repeat = CTL_IDLE_TIMEOUT;
+        ev_io_start(s->loop, &c->io);
+        ev_timer_init(&c->idle, on_idle, CTL_IDLE_TIMEOUT, 0.);
         c->idle.data = c;
-        ev_timer_again(loop, &c->idle);
+        ev_timer_start(s->loop, &c->idle);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+        struct ctl_server *s = w->data;
+
+        (void)revents;
+        /* a few per wakeup: a flood of connections does not keep out the one that matters,
+         * nor starve the rest of the loop */
+        for (int i = 0; i < 16; i++) {
+                int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+                if (fd >= 0) {
+                        accept_one(s, fd);
+                        continue;
+                }
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                        /* The connection stays queued, so the socket stays readable: stop
+                         * watching it for a second rather than spin (and say so once). */
+                        log_warning_errno(errno, "control socket: cannot accept: %m; "
+                                          "not accepting for 1 s (raise LimitNOFILE=?)");
+                        ev_io_stop(loop, &s->io);
+                        ev_timer_set(&s->resume, 1.0, 0.);
+                        ev_timer_start(loop, &s->resume);
+                } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                        log_warning_errno(errno, "control socket: accept failed: %m");
+                return;
+        }
 }
 
 /* One tunneld per socket path: an exclusive lock on PATH.lock, held for the daemon's life,

@@ -20,10 +20,20 @@
 #include "supervisor.h"
 #include "util.h"
 
+/* What a client may cost, bounded before any work is done for it: one request line of
+ * CTL_REQUEST_MAX, one reply at a time (the next request is read only once the last reply
+ * was taken), and a place in the table. Root, tunneld's own user and control_group (who
+ * may change state) always get a place: a newcomer of theirs on a full table evicts a
+ * read-only client first; read-only clients (control_world_readable) share CTL_READERS_MAX
+ * places, at most CTL_READERS_PER_UID per user. */
 #define CTL_REQUEST_MAX 4096            /* bytes per request line */
-#define CTL_CLIENTS_MAX 32             /* when full, the quietest idle client makes room */
+#define CTL_CLIENTS_MAX 64              /* connections in all */
+#define CTL_READERS_MAX 32              /* …of which read-only */
+#define CTL_READERS_PER_UID 8           /* …of which from one user */
+#define CTL_REQUESTS_PER_WAKEUP 4       /* pipelined requests answered per callback */
 #define CTL_IDLE_TIMEOUT 30.0           /* seconds without a complete request */
-#define CTL_OUTPUT_MAX (16u << 20)      /* a client that does not read is dropped */
+#define CTL_STALL_TIMEOUT 5.0           /* seconds with a reply pending and none of it read */
+#define CTL_OUTPUT_MAX (16u << 20)      /* a reply bigger than this is not sent */
 
 struct ctl_server;
 

@@ -2,6 +2,7 @@
 /* tunnelctl: look at and steer a running tunneld through its control socket. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -39,6 +40,7 @@ enum {
 };
 
 #define REPLY_TIMEOUT_MS 60000
+#define CONNECT_TIMEOUT_MS 5000         /* a full listen queue makes connect() wait */
 #define REPLY_MAX (64u << 20)
 
 static void help(void)
@@ -250,6 +252,40 @@ static bool socket_is_of_pid(const char *path, long pid)
                getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid;
 }
 
+/* connect() that gives up after CONNECT_TIMEOUT_MS: a Unix socket whose listen queue is
+ * full (tunneld flooded with connections) would otherwise block for ever. errno set. */
+static int connect_bounded(int fd, const struct sockaddr_un *sa)
+{
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int err = 0, r;
+        socklen_t len = sizeof(err);
+
+        if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+                return 0;
+        if (errno != EAGAIN && errno != EINPROGRESS)
+                return -1;
+        /* Linux reports EAGAIN for a full queue of a Unix socket: retry until the deadline */
+        for (int waited = 0; waited < CONNECT_TIMEOUT_MS; waited += 50) {
+                if (errno == EINPROGRESS) {
+                        r = poll(&p, 1, CONNECT_TIMEOUT_MS - waited);
+                        if (r <= 0)
+                                break;
+                        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+                                errno = err ? err : errno;
+                                return -1;
+                        }
+                        return 0;
+                }
+                (void)poll(NULL, 0, 50);
+                if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+                        return 0;
+                if (errno != EAGAIN && errno != EINPROGRESS)
+                        return -1;
+        }
+        errno = ETIMEDOUT;
+        return -1;
+}
+
 static int request(const char *path, const char *req, char **ret)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -262,12 +298,13 @@ static int request(const char *path, const char *req, char **ret)
                 return -EXIT_UNREACHABLE;
         }
         memcpy(sa.sun_path, path, strlen(path) + 1);    /* length checked above */
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0 || connect_bounded(fd, &sa) < 0) {
                 fprintf(stderr, "tunnelctl: cannot reach tunneld at %s: %s (is tunneld running? -s sets the socket)\n",
-                        path, strerror(errno));
+                        path, errno == ETIMEDOUT ? "its listen queue stays full" : strerror(errno));
                 return -EXIT_UNREACHABLE;
         }
+        (void)fcntl(fd, F_SETFL, 0);    /* blocking again: the reply loop polls */
         while (off < len) {
                 ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
                 if (n < 0) {
@@ -307,6 +344,18 @@ static int request(const char *path, const char *req, char **ret)
                 return -EXIT_UNREACHABLE;
         }
         return buf_steal(&b, ret) < 0 ? -EXIT_NOT_UP : 0;
+}
+
+/* tunnelctl --pid P reload, when the socket will not do: SIGHUP, and say so. */
+static int reload_by_signal(long pid, const char *why)
+{
+        if (kill((pid_t)pid, SIGHUP) < 0) {
+                fprintf(stderr, "tunnelctl: cannot signal pid %ld: %s\n", pid, strerror(errno));
+                return errno == EPERM ? EXIT_DENIED : EXIT_UNREACHABLE;
+        }
+        fprintf(stderr, "tunnelctl: %s (pid %ld): sent SIGHUP instead, not waiting for the reload "
+                        "(see its log)\n", why, pid);
+        return EXIT_OK;
 }
 
 static bool use_color;
@@ -470,7 +519,7 @@ static int print_errors(const struct json *reply)
         fprintf(stderr, "tunnelctl: %s\n", error ? error : "request failed");
         if (error && strncmp(error, "permission denied", 17) == 0)
                 return EXIT_DENIED;
-        if (error && strcmp(error, "too many clients") == 0)
+        if (error && strncmp(error, "too many", 8) == 0)
                 return EXIT_UNREACHABLE;
         return EXIT_NOT_UP;
 }
@@ -581,16 +630,9 @@ int main(int argc, char *argv[])
                         r = 0;          /* pid's /proc is hidden, but it answers on path */
                 else if (r == -ESRCH && kill((pid_t)pid, 0) == 0)
                         r = -ENOENT;    /* hidden, and listens elsewhere or nowhere */
-                if (r == -ENOENT && strcmp(cmd, "reload") == 0) {
+                if (r == -ENOENT && strcmp(cmd, "reload") == 0)
                         /* control_socket = "none": the signal is all there is */
-                        if (kill((pid_t)pid, SIGHUP) < 0) {
-                                fprintf(stderr, "tunnelctl: cannot signal pid %ld: %s\n", pid, strerror(errno));
-                                return errno == EPERM ? EXIT_DENIED : EXIT_UNREACHABLE;
-                        }
-                        fprintf(stderr, "tunnelctl: no control socket of pid %ld found: sent SIGHUP, "
-                                        "not waiting for the reload (see its log)\n", pid);
-                        return EXIT_OK;
-                }
+                        return reload_by_signal(pid, "no control socket of it found");
                 if (r < 0) {
                         fprintf(stderr, "tunnelctl: no control socket of pid %ld: %s\n", pid,
                                 r == -ENOENT ? "none found (-s names one to try)" : strerror(-r));
@@ -601,8 +643,13 @@ int main(int argc, char *argv[])
         }
 
         r = request(path, req_text, &reply_text);
-        if (r < 0)
+        if (r < 0) {
+                /* systemctl reload must not fail because the socket is flooded or hung: the
+                 * signal reaches tunneld anyway (without the wait for the result) */
+                if (pid_arg && strcmp(cmd, "reload") == 0)
+                        return reload_by_signal(strtol(pid_arg, NULL, 10), "its control socket did not answer");
                 return -r;
+        }
         if (json_parse(reply_text, strcspn(reply_text, "\n"), &reply) < 0) {
                 fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
                 return EXIT_NOT_UP;
@@ -610,6 +657,13 @@ int main(int argc, char *argv[])
         if (json_out)
                 printf("%.*s\n", (int)strcspn(reply_text, "\n"), reply_text);
         if (!json_get_bool(reply, "ok", false)) {
+                const char *error = json_get_string(reply, "error");
+
+                if (pid_arg && strcmp(cmd, "reload") == 0 && error && strncmp(error, "too many", 8) == 0) {
+                        fprintf(stderr, "tunnelctl: tunneld: %s\n", error);
+                        ret = reload_by_signal(strtol(pid_arg, NULL, 10), "its control socket is full");
+                        goto done;
+                }
                 ret = print_errors(reply);
                 goto done;
         }
