@@ -228,6 +228,27 @@ def reserve_port(first, last):
     raise RuntimeError(f"no free port found in {first}-{last}")
 
 
+TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
+
+
+def tunnelctl_json(d, *args, timeout=20):
+    """`tunnelctl --json ARGS` against tunneld d's socket: the reply as a dict (its "ok"
+    may be false: check it)."""
+    import json
+    r = subprocess.run([TUNNELCTL, "-s", d.globals["control_socket"], "--json", *args], capture_output=True,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if not r.stdout.strip():
+        raise AssertionError(f"tunnelctl {' '.join(args)}: no reply (exit {r.returncode}): {r.stderr}")
+    return json.loads(r.stdout.splitlines()[0])
+
+
+def key_fingerprint(pub_path):
+    """The SHA256 fingerprint of a public key file, as sshd logs it ("SHA256:…")."""
+    r = subprocess.run([SSH_KEYGEN, "-l", "-E", "sha256", "-f", pub_path], capture_output=True, text=True,
+                       check=True, timeout=10, stdin=subprocess.DEVNULL)
+    return r.stdout.split()[1]
+
+
 def port_accepts(port, timeout=1.0):
     """True if something accepts TCP connections on 127.0.0.1:port."""
     try:

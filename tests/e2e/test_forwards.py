@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Forwards the world can break, end to end against a real sshd: a Unix socket left behind
+by a killed ssh, a local port half taken by another program, the same through an alias of
+an ssh_config_file.
+
+"up" means every forward tunneld was asked for is in place: a forward that bound only one
+of its addresses (127.0.0.1 taken, ::1 free) is a forward failure, retried as local-forward
+(or, with exit_on_forward_failure = false, the tunnel is degraded, never up). A crash never
+poisons the next start: a socket nobody listens on is removed before ssh binds it again.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+import tunneltest
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+
+UP_TIMEOUT = 20
+
+
+def unix_echo(path, payload=b"through the socket\n", timeout=5.0):
+    """One round trip through a Unix socket forward; True if the echo came back."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got == payload
+    except OSError:
+        return False
+
+
+class Squatter:
+    """Another program that holds 127.0.0.1:port (and answers with its own banner)."""
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            with c:
+                try:
+                    c.sendall(b"SQUATTER\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class ForwardTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sshd = tunneltest.use(cls, SSHServer())
+        cls.echo = tunneltest.use(cls, EchoServer())
+
+    def tunneld(self, tunnels, args=(), **settings):
+        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
+                    **settings}
+        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
+        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
+
+    def wait_up(self, d, name, after=0):
+        m = d.wait_log(rf"^<\d+>{name}: up: ssh \(pid (\d+)\) authenticated", timeout=UP_TIMEOUT, after=after)
+        return m, int(m.group(1))
+
+    def temp_dir(self):
+        path = tempfile.mkdtemp(prefix="tunneltest-fwd-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
+    # ---- Unix sockets ----
+
+    def test_unix_socket_forward_survives_kill_9(self):
+        """-L /path/db.sock:host:port: kill -9 of ssh leaves the socket file; the next start
+        removes it (nobody listens on it) instead of failing "Address already in use" for
+        ever, and bytes flow through the socket again."""
+        path = os.path.join(self.temp_dir(), "db.sock")
+        d = self.tunneld([{"name": "ux", "local_forwards": [f"{path}:127.0.0.1:{self.echo.port}"]}])
+        m, pid = self.wait_up(d, "ux")
+        wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket")
+        for _ in range(2):
+            os.kill(pid, signal.SIGKILL)
+            m = d.wait_log(r"^<\d+>ux: ssh was killed by signal KILL ", after=m.end())
+            self.assertTrue(os.path.exists(path), "ssh leaves its socket behind")
+            m, pid = self.wait_up(d, "ux", after=m.end())
+            wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket after kill -9")
+        self.assertIn(f"ux: removed {path}: a socket nobody listens on", d.log())
+        self.assertNotIn("Address already in use", d.log())
+
+    def test_unix_socket_of_a_live_listener_is_left_alone(self):
+        """A socket someone listens on is theirs: never removed; the forward fails
+        (local-forward) until they let go."""
+        path = os.path.join(self.temp_dir(), "taken.sock")
+        owner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        owner.bind(path)
+        owner.listen(4)
+        try:
+            d = self.tunneld([{"name": "ul", "local_forwards": [f"{path}:127.0.0.1:{self.echo.port}"]}])
+            d.wait_log(r"^<\d+>ul: ssh exited with status 255 .*\(local-forward: ", timeout=UP_TIMEOUT)
+            self.assertTrue(os.path.exists(path))
+            self.assertNotIn("removed", d.log())
+        finally:
+            owner.close()
+        os.unlink(path)     # its owner goes away, and removes it
+        self.wait_up(d, "ul")
+        wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket")
+
+    # ---- a port half taken ----
+
+    @unittest.skipUnless(ipv6_loopback(), "no ::1 here: ssh binds 127.0.0.1 alone and fails outright")
+    def test_half_taken_port_is_a_forward_failure_then_comes_up(self):
+        """"P:127.0.0.1:E" binds localhost: 127.0.0.1 and ::1. Another program holds
+        127.0.0.1:P: ssh binds only ::1 and carries on. tunneld does not call that up: it
+        ends the run as local-forward and retries with backoff; once the port is free the
+        tunnel comes up and clients of 127.0.0.1:P reach the tunnel, not the squatter."""
+        port = free_port()
+        squatter = Squatter(port)
+        self.addCleanup(squatter.close)
+        d = self.tunneld([{"name": "half", "local_forwards": [f"{port}:127.0.0.1:{self.echo.port}"]}],
+                         args=["-d"])
+        fail = (r"^<\d+>half: ssh exited with status \d+ after .*, never up \(local-forward: .*\); "
+                r"restarting in .* \(failed start (\d+) in a row\)$")
+        wait_until(lambda: len(d.findall(fail)) >= 2, 20, what="two failed starts")
+        self.assertIn("half: a local forward is not bound on every address it should be", d.log())
+        self.assertNotRegex(d.log(), r"half: up: ")
+        state = tunneltest.tunnelctl_json(d, "status", "half")["tunnels"][0]
+        self.assertIn(state["state"], ("backoff", "starting", "queued"))
+        squatter.close()
+        self.wait_up(d, "half")
+        wait_until(lambda: echo_roundtrip(port), 10, what="an echo through 127.0.0.1:{port}")
+
+    @unittest.skipUnless(ipv6_loopback(), "no ::1 here")
+    def test_half_taken_port_without_exit_on_forward_failure_is_degraded(self):
+        """exit_on_forward_failure = false: ssh keeps running, and the tunnel is degraded
+        (STATUS and status say so), never up."""
+        port = free_port()
+        squatter = Squatter(port)
+        self.addCleanup(squatter.close)
+        d = self.tunneld([{"name": "deg", "exit_on_forward_failure": False,
+                           "local_forwards": [f"{port}:127.0.0.1:{self.echo.port}"]}])
+        d.wait_log(r"^<\d+>deg: degraded: ssh \(pid \d+\) runs, but a forward failed", timeout=UP_TIMEOUT)
+        reply = tunneltest.tunnelctl_json(d, "status", "deg")
+        self.assertEqual(reply["tunnels"][0]["state"], "degraded")
+        self.assertIn("degraded: deg", reply["status"])
+        time.sleep(1.5)     # past gatetime: still not up, never a success
+        self.assertNotRegex(d.log(), r"deg: up: ")
+
+    @unittest.skipUnless(ipv6_loopback(), "no ::1 here")
+    def test_half_taken_local_forward_of_an_ssh_config_alias(self):
+        """The same with a LocalForward of the tunnel's ssh_config_file (an alias tunnel,
+        as the autossh article sets it up): tunneld knows nothing of the forward, but
+        ssh's bind failure still ends the run."""
+        port = free_port()
+        squatter = Squatter(port)
+        self.addCleanup(squatter.close)
+        conf = os.path.join(self.temp_dir(), "ssh_config")
+        with open(conf, "w") as f:
+            f.write(f"Host aliasdb\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User root\n"
+                    f"  IdentityFile {self.sshd.client_key}\n  UserKnownHostsFile {self.sshd.known_hosts}\n"
+                    f"  LocalForward {port} 127.0.0.1:{self.echo.port}\n")
+        os.chmod(conf, 0o600)
+        d = tunneltest.use(self, Tunneld([{"name": "al", "host": "aliasdb", "ssh_config_file": conf}],
+                                         {"gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1},
+                                         globals={"ssh": tunneltest.SSH}))
+        d.wait_log(r"^<\d+>al: ssh exited with status \d+ after .*, never up \(local-forward: ", timeout=UP_TIMEOUT)
+        squatter.close()
+        self.wait_up(d, "al")
+        wait_until(lambda: echo_roundtrip(port), 10, what="an echo through the alias's LocalForward")
+
+
+if __name__ == "__main__":
+    tunneltest.main()
