@@ -26,10 +26,12 @@ struct pending {
         unsigned long restarts;
 };
 
-/* Per event: at most OUTPUT_LOGGED bytes of a program's output are logged; the rest is
- * counted and dropped, and after OUTPUT_READ_MAX the pipe is closed (a writer that never
- * stops then gets SIGPIPE), so neither the journal nor the loop pays for a chatty hook. */
+/* Per event: at most OUTPUT_LOGGED_LINES lines or OUTPUT_LOGGED bytes of a program's
+ * output are logged; the rest is counted and dropped, and after OUTPUT_READ_MAX the pipe is
+ * closed (a writer that never stops then gets SIGPIPE), so neither the journal nor the loop
+ * pays for a chatty hook. */
 #define OUTPUT_LOGGED (16u << 10)
+#define OUTPUT_LOGGED_LINES 100
 #define OUTPUT_READ_MAX (1u << 20)
 
 struct hook {
@@ -39,6 +41,7 @@ struct hook {
         double started;
         int fd;
         size_t out_read;                /* bytes read of this run's output */
+        size_t out_logged, lines_logged; /* …logged */
         size_t out_dropped;             /* …not logged */
         ev_child child;
         ev_io out_io;
@@ -58,11 +61,14 @@ static void log_line(struct hook *h, const char *line, int prio)
 static void on_line(const char *line, void *userdata)
 {
         struct hook *h = userdata;
+        size_t len = strlen(line) + 1;
 
-        if (h->out_read - h->out_dropped > OUTPUT_LOGGED) {
-                h->out_dropped += strlen(line) + 1;
+        if (h->lines_logged >= OUTPUT_LOGGED_LINES || h->out_logged + len > OUTPUT_LOGGED) {
+                h->out_dropped += len;
                 return;
         }
+        h->lines_logged++;
+        h->out_logged += len;
         log_line(h, line, LOG_INFO);
 }
 
@@ -83,7 +89,8 @@ static void close_output(struct hook *h)
                          h->out_dropped);
         else if (h->out_dropped)
                 log_full(LOG_WARNING, &ctx, "on_state_change program's output: %zu bytes not logged "
-                         "(at most %u KiB are logged per event)", h->out_dropped, OUTPUT_LOGGED >> 10);
+                         "(at most %d lines or %u KiB are logged per event)", h->out_dropped, OUTPUT_LOGGED_LINES,
+                         OUTPUT_LOGGED >> 10);
 }
 
 static void read_output(struct hook *h, size_t max)
@@ -220,7 +227,7 @@ static void start(struct hook *h)
                 return;
         }
         lines_reset(&h->out);
-        h->out_read = h->out_dropped = 0;
+        h->out_read = h->out_logged = h->lines_logged = h->out_dropped = 0;
         r = process_spawn(argv, env, true, &h->pid, &h->fd);
         free_env(env);
         if (r < 0) {

@@ -124,7 +124,7 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_UNREACHABLE:
                 return "no route to the server: the network is down or the address is wrong";
         case FAILURE_TIMEOUT:
-                return "the server did not answer in time: network outage or firewall";
+                return "the server did not answer in time: a network outage, a firewall, or a server that hangs";
         case FAILURE_CLOSED:
                 return "the server closed the connection: sshd restarted, or turned this client away "
                        "before authentication (MaxStartups, a firewall)";

@@ -187,6 +187,63 @@ class HookTest(FeatureTest):
         self.assertGreaterEqual(runs[2][2], runs[1][2], "the second run began before the first ended")
         self.assertEqual([r["env"]["TUNNEL_RESTARTS"] for r in self.records(records)], ["0", "3"])
 
+    def test_hook_that_leaves_a_spewing_helper_does_not_freeze_tunneld(self):
+        """A hook that starts a helper in a session of its own, writing to the hook's
+        stdout for ever (`setsid sh -c 'exec yes' &`), and exits: tunneld reads its output
+        in bounded pieces, logs at most 16 KiB of it per event, then closes the pipe (the
+        helper dies of SIGPIPE). tunneld answers status all along, uses little CPU, its log
+        stays small, and SIGTERM stops it within stop_timeout + 1 s."""
+        tmp = tunneltest.temp_dir(self)
+        hook = os.path.join(tmp, "spew")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\nsetsid sh -c 'exec yes' &\necho \"helper $!\"\nexit 0\n")
+        os.chmod(hook, stat.S_IRWXU)
+        d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"stop_timeout": 2})
+        self.wait_up(d, "good")
+        m = d.wait_log(r"^<\d+>good: on_state_change: helper (\d+)$", timeout=10)
+        helper = int(m.group(1))
+        self.addCleanup(lambda: tunneltest.kill_all([helper]))
+        worst = 0.0
+        cpu0 = self.cpu_seconds(d.pid)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            t = time.monotonic()
+            self.assertEqual(status(d)["good"]["state"], "up")
+            worst = max(worst, time.monotonic() - t)
+            time.sleep(0.1)
+        cpu = (self.cpu_seconds(d.pid) - cpu0) / (time.monotonic() - t0)
+        print(f"# status worst {worst * 1000:.0f} ms; tunneld CPU {cpu * 100:.1f} %; log {len(d.log())} bytes")
+        self.assertLess(worst, 1.0, "status took over a second")
+        self.assertLess(cpu, 0.5, "tunneld spins on the helper's output")
+        # the hook exited: what is in the pipe is read (bounded), then the pipe is closed
+        wait_until(lambda: not pid_alive(helper), 5, what="the helper to die of SIGPIPE")
+        self.assertLess(len(d.log()), 64 * 1024, "the log grows with the helper's output")
+        t = time.monotonic()
+        d.stop(timeout=5)
+        self.assertLess(time.monotonic() - t, 2 + 1)
+
+    def test_hook_that_spews_while_it_runs_is_cut_off(self):
+        """A hook that writes megabytes while it runs: 100 lines of it are logged, the rest
+        counted; after 1 MiB tunneld closes the pipe and the hook dies of SIGPIPE."""
+        tmp = tunneltest.temp_dir(self)
+        hook = os.path.join(tmp, "chatty")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\nexec yes\n")
+        os.chmod(hook, stat.S_IRWXU)
+        d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 30})
+        self.wait_up(d, "good")
+        d.wait_log(r"^<4>good: on_state_change program wrote more than 1024 KiB: \d+ bytes of it were not logged, "
+                   r"and tunneld stopped reading \(the pipe is closed\)$", timeout=10)
+        d.wait_log(r"^<4>good: on_state_change program was killed by signal PIPE after ", timeout=10)
+        self.assertEqual(d.count_log(r"^<6>good: on_state_change: y$"), 100)
+        self.assertEqual(status(d)["good"]["state"], "up")
+
+    @staticmethod
+    def cpu_seconds(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 if __name__ == "__main__":
     tunneltest.main()

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""A server that accepts, sends its SSH banner and then says nothing more (an overloaded or
+hung sshd). ssh's ConnectTimeout stops at the banner, so without a deadline of tunneld's
+own such a tunnel would be `starting` for ever and hold a start slot.
+
+Every state has a bounded exit: `starting` ends in `up` or in a killed run classed
+`timeout` within start_timeout. Start slots are fair: a tunnel holds its
+max_parallel_starts slot only while ssh could still be connecting (connect_timeout), and
+one whose start just failed queues behind the tunnels that waited.
+"""
+
+import socket
+import threading
+import time
+import unittest
+
+import tunneltest
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+
+
+class StalledServer(tunneltest.Resource):
+    """Accepts on 127.0.0.1, sends "SSH-2.0-OpenSSH_9.2" and then nothing, keeping every
+    connection open until closed."""
+
+    def start(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.accepted = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            try:
+                c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            except OSError:
+                pass
+            self.conns.append(c)
+
+    def close(self):
+        self.running = False
+        if getattr(self, "thread", None):
+            self.thread.join(2)
+        for c in getattr(self, "conns", []):
+            c.close()
+        if getattr(self, "sock", None):
+            self.sock.close()
+        super().close()
+
+
+class StalledServerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sshd = tunneltest.use(cls, SSHServer())
+        cls.echo = tunneltest.use(cls, EchoServer())
+
+    def setUp(self):
+        self.stalled = tunneltest.use(self, StalledServer())
+
+    def tunneld(self, tunnels, globals_=None, args=(), **settings):
+        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.5, "restart_delay_max": 2,
+                    **settings}
+        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
+        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH, **(globals_ or {})},
+                                            args=args))
+
+    def test_a_stalled_server_is_a_timeout_within_start_timeout(self):
+        """No ServerAlive, a server that never finishes the handshake: tunneld ends the run
+        at start_timeout, classes it timeout (a failed start, backing off), and the next
+        start is bounded the same way."""
+        d = self.tunneld([{"name": "hung", "port": self.stalled.port,
+                           "local_forwards": [f"127.0.0.1:{free_port()}:127.0.0.1:{self.echo.port}"]}],
+                         start_timeout=2, connect_timeout=1, server_alive_interval=0)
+        t0 = time.monotonic()
+        m = d.wait_log(r"^<\d+>hung: ssh is not up after start_timeout 2(?:\.0)? s \(connected, but the server has "
+                       r"not completed the handshake\): restarting ssh \(SIGTERM", timeout=15)
+        took = time.monotonic() - t0
+        self.assertLess(took, 2 + 5, "the deadline, plus a margin for a loaded machine")
+        m = d.wait_log(r"^<\d+>hung: ssh (?:exited with status \d+|was killed by signal TERM) after [\d.]+ s, "
+                       r"never up \(timeout: .*\); "
+                       r"restarting in .* \(failed start 1 in a row\)$", after=m.end())
+        d.wait_log(r"^<\d+>hung: ssh (?:exited with status \d+|was killed by signal TERM) .*\(timeout: .*"
+                   r"\(failed start 2 in a row\)$",
+                   after=m.end(), timeout=15)
+        reply = tunneltest.tunnelctl_json(d, "status", "hung")
+        self.assertEqual(reply["tunnels"][0]["failures"].get("timeout", 0) >= 2, True, reply)
+
+    def test_stalled_tunnels_do_not_starve_healthy_ones(self):
+        """max_parallel_starts = 2, two tunnels to the stalled server listed first, three
+        healthy ones after them: the healthy ones come up once the stalled ones have held
+        their slots for connect_timeout, long before their start deadline; and when the
+        stalled ones retry, they queue behind whoever waited."""
+        healthy = {f"ok{i}": free_port() for i in range(3)}
+        tunnels = [{"name": f"hung{i}", "port": self.stalled.port, "start_timeout": 30,
+                    "local_forwards": [f"127.0.0.1:{free_port()}:127.0.0.1:{self.echo.port}"]} for i in range(2)]
+        tunnels += [{"name": n, "local_forwards": [f"127.0.0.1:{p}:127.0.0.1:{self.echo.port}"]}
+                    for n, p in healthy.items()]
+        t0 = time.monotonic()
+        d = self.tunneld(tunnels, globals_={"max_parallel_starts": 2}, args=["-d"], connect_timeout=2,
+                         server_alive_interval=0)
+        for name, port in healthy.items():
+            d.wait_log(rf"^<\d+>{name}: up: ", timeout=20)
+            wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through {name}")
+        took = time.monotonic() - t0
+        print(f"# three healthy tunnels up {took:.2f} s after start, behind two stalled ones "
+              "(connect_timeout 2 s, start_timeout 30 s)")
+        self.assertLess(took, 15, "healthy tunnels waited behind stalled ones")
+        reply = tunneltest.tunnelctl_json(d, "status")
+        states = {t["name"]: t["state"] for t in reply["tunnels"]}
+        self.assertEqual(states["hung0"], "starting", states)   # still within its deadline
+        self.assertEqual(states["hung1"], "starting", states)
+        self.assertIn("still connecting after 2", d.log().replace("2.0", "2"))
+
+
+if __name__ == "__main__":
+    tunneltest.main()
