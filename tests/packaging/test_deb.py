@@ -179,9 +179,12 @@ class DebTest(unittest.TestCase):
                 self.fail(f"an earlier step failed: not {step}")
 
     def test_1_build(self):
-        """build-deb makes tunneld_VERSION_ARCH.deb, whose version is meson's."""
+        """build-deb makes tunneld_VERSION_ARCH.deb, whose version is meson's, and prints its
+        path, and only that (not the path of the tunneld-dbgsym package built beside it)."""
         self.assertEqual(self.build.returncode, 0, f"build-deb failed:\n{self.build.stdout}{self.build.stderr}")
         self.assertIsNotNone(self.deb, f"no .deb in {os.listdir(self.out)}")
+        # README's "prints ./dist/tunneld_VERSION_ARCH.deb": that path alone, not the dbgsym package's
+        self.assertEqual(self.build.stdout.splitlines(), [self.deb], "build-deb's standard output")
         version = subprocess.run(["dpkg-deb", "-f", self.deb, "Version"], capture_output=True, text=True,
                                  check=True).stdout.strip()
         self.assertTrue(version == meson_version() or version.startswith(meson_version() + "-"), version)
