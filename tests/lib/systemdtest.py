@@ -380,9 +380,10 @@ def zombies_of(pid):
 # ---- a real systemd in private namespaces ----------------------------------------------
 
 # PID 1 of the namespaces. /tmp and /run are private tmpfs (systemd-tmpfiles would empty
-# the host's /tmp at boot otherwise), and /etc and /var are overlays whose writes land in
-# /run: the tunneld user that systemd-sysusers creates, ConfigurationDirectory= and
-# StateDirectory=, systemd's own state, none of it reaches the host's files. basic.target
+# the host's /tmp at boot otherwise), and /etc and /var (and those of OVERLAYS the test
+# asks for, such as /usr) are overlays whose writes land in /run: the tunneld user that
+# systemd-sysusers creates, ConfigurationDirectory= and StateDirectory=, systemd's own
+# state, an installed package, none of it reaches the host's files. basic.target
 # instead of the default target: the host's enabled services (an sshd, a database on the
 # host's data directory...) must not start in here. container=: systemd then knows it is not
 # the host's init, and its shutdown leaves the host's file systems, swap, loop and DM devices
@@ -398,7 +399,7 @@ BOOT_SCRIPT = r"""
 set -e
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
-for d in etc var; do
+for d in $OVERLAYS; do
     mkdir -p /run/.overlay/$d/upper /run/.overlay/$d/work
     mount -t overlay overlay -o lowerdir=/$d,upperdir=/run/.overlay/$d/upper,workdir=/run/.overlay/$d/work /$d
 done
@@ -431,10 +432,18 @@ class SystemdNamespace(Resource):
 
     run()/sh() run commands inside through nsenter, put() writes a file inside. close()
     powers it off (SIGRTMIN+4) and waits; SIGKILL of its PID 1 ends everything inside if it
-    does not stop in time, and if this process dies first its PID 1 is killed as well."""
+    does not stop in time, and if this process dies first its PID 1 is killed as well.
 
-    def __init__(self, boot_timeout=30):
+    overlays: the top-level directories whose writes land in the namespace's /run; /etc and
+    /var always are. Add "usr" to install a package inside (dpkg writes /usr: /lib, /bin
+    and /sbin are links into it on Debian 12)."""
+
+    def __init__(self, boot_timeout=30, overlays=()):
         self.boot_timeout = boot_timeout
+        for d in overlays:
+            if not re.fullmatch(r"[a-z]+", d) or not os.path.isdir(f"/{d}") or os.path.islink(f"/{d}"):
+                raise ValueError(f"overlays: {d!r} is not a top-level directory")
+        self.overlays = " ".join(dict.fromkeys(("etc", "var", *overlays)))
         self.proc = None
         self.pid = None
 
@@ -449,7 +458,8 @@ class SystemdNamespace(Resource):
                  "unshare", "--fork", "--kill-child", "--pid", "--mount", "--mount-proc", "--net",
                  "--propagation", "private", "sh", "-c", BOOT_SCRIPT, SYSTEMD],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "MASKED": MASKED_UNITS})
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "MASKED": MASKED_UNITS,
+                     "OVERLAYS": self.overlays})
 
         def systemd_pid():
             if self.proc.poll() is not None:

@@ -54,14 +54,16 @@ class SpecTest(unittest.TestCase):
 
     def test_spec_parses_with_meson_version(self):
         """rpmspec -P expands the spec; Version is meson.build's, Source1 is the sysusers
-        file the %pre scriptlet hands to %sysusers_create_compat."""
+        file the %pre scriptlet hands to %sysusers_create_compat; the package owns the
+        drop-in directory meson installs empty (introspection does not list it)."""
         self.assertEqual(self.parsed.returncode, 0, self.parsed.stderr)
         text = self.parsed.stdout
         self.assertRegex(text, rf"(?m)^Version:\s+{re.escape(meson_version())}$")
         self.assertRegex(text, r"(?m)^Source1:\s+tunneld\.sysusers$")
         self.assertRegex(text, r"(?m)^%sysusers_create_compat \S+/tunneld\.sysusers$")
         for macro in ("%systemd_post tunneld.service", "%systemd_preun tunneld.service",
-                      "%systemd_postun_with_restart tunneld.service", "%config(noreplace) /etc/tunneld.conf"):
+                      "%systemd_postun_with_restart tunneld.service", "%config(noreplace) /etc/tunneld.conf",
+                      "%dir /etc/tunneld.d"):
             with self.subTest(macro=macro):
                 self.assertIn(macro, text)
 

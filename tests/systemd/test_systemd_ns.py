@@ -332,22 +332,69 @@ class SystemdNamespaceTest(unittest.TestCase):
         self.assert_closed(15006)
         self.assertIn("every tunnel stopped; exiting", self.ns.journal("-u", "tunneld.service", "-o", "cat"))
 
-    def test_kill9_restarts(self):
-        """kill -9 of the main pid: Restart=on-failure brings tunneld back and the tunnel carries bytes again."""
-        self.start([self.tunnel("web", 15007)])
-        old_ssh = self.wait_up("web")["web"]
-        props = self.show("MainPID", "NRestarts")
-        self.ns.run("kill", "-9", props["MainPID"])
+    def test_crash_restarts(self):
+        """A crash, SIGKILL or SIGSEGV of the main pid: Restart=on-abnormal brings tunneld back
+        (a new main pid, active again) and the tunnel carries bytes again."""
+        self.start([self.tunnel("crashy", 15007)])
+        for sig in ("KILL", "SEGV"):
+            with self.subTest(signal=sig):
+                old_ssh = self.wait_up("crashy")["crashy"]
+                props = self.show("MainPID", "NRestarts")
+                self.ns.run("kill", f"-{sig}", props["MainPID"])
 
-        def restarted():
-            p = self.show("ActiveState", "MainPID", "NRestarts")
-            return p["ActiveState"] == "active" and p["MainPID"] not in ("0", props["MainPID"]) and p
-        now = wait_until(restarted, 20, interval=0.2, what="systemd to restart tunneld")
-        self.assertEqual(int(now["NRestarts"]), int(props["NRestarts"]) + 1)
-        new_ssh = self.wait_up("web")["web"]
-        self.assertNotEqual(new_ssh, old_ssh)
-        self.assertEqual(self.ssh_pids(), [new_ssh])
-        self.assert_echo(15007)
+                def restarted():
+                    p = self.show("ActiveState", "SubState", "MainPID", "NRestarts")
+                    return (p["ActiveState"], p["SubState"]) == ("active", "running") and \
+                        p["MainPID"] not in ("0", props["MainPID"]) and p
+                now = wait_until(restarted, 20, interval=0.2, what=f"systemd to restart tunneld after SIG{sig}")
+                self.assertEqual(int(now["NRestarts"]), int(props["NRestarts"]) + 1)
+                new_ssh = self.wait_up("crashy")["crashy"]
+                self.assertNotEqual(new_ssh, old_ssh)
+                self.assertEqual(self.ssh_pids(), [new_ssh])
+                self.assert_echo(15007)
+
+    def test_bad_config_fails_and_is_not_restarted(self):
+        """A running tunneld restarted on a file with an error (`bogus_setting = 1;`): its
+        ExecStartPre tunneld -t fails, and the unit ends failed at once, not activating
+        (auto-restart) every RestartSec= forever; systemctl status shows the FILE:LINE error
+        and nothing runs. Also for an instance of tunneld@.service. A fixed file starts."""
+        units = (("tunneld.service", CONFIG, "/run/tunneld/control"),
+                 ("tunneld@broken.service", f"{BASE}/broken.conf", "/run/tunneld-broken/control"))
+        good = {}
+        for unit, path, sock in units:
+            with self.subTest(unit=unit):
+                good[unit] = self.write_config([self.tunnel("broken", 15010)], path=path)
+                self.addCleanup(self.ns.systemctl, "reset-failed", unit, check=False)
+                self.addCleanup(self.ns.systemctl, "stop", unit, check=False)
+                self.ns.systemctl("start", unit)
+                self.wait_up("broken", sock=sock)
+                self.ns.put(path, "bogus_setting = 1;\n" + good[unit])
+                r = self.ns.systemctl("restart", unit, check=False)
+                self.assertNotEqual(r.returncode, 0, "systemctl restart on a broken file succeeded")
+                # systemctl restart returns once the start job is done: the state is final
+                props = self.show("ActiveState", "SubState", "Result", "NRestarts", unit=unit)
+                self.assertEqual((props["ActiveState"], props["SubState"], props["Result"], props["NRestarts"]),
+                                 ("failed", "failed", "exit-code", "0"), props)
+                error = f"{path}:1: bogus_setting: unknown setting"
+
+                def status_shows_error():
+                    out = self.ns.systemctl("status", unit, check=False).stdout
+                    return error in out and out
+                status = wait_until(status_shows_error, 10, interval=0.2, what=f"{error!r} in systemctl status")
+                self.assertRegex(status, r"(?m)^\s*Active: failed \(Result: exit-code\)")
+                self.assertRegex(status, r"ExecStartPre=\S*tunneld -t .*\(code=exited, status=1/FAILURE\)")
+                self.assertEqual(self.ssh_pids(), [])
+        # Longer than RestartSec= later: still failed, never restarted.
+        self.assertEqual(self.show("RestartUSec")["RestartUSec"], "2s")
+        time.sleep(3)
+        for unit, path, sock in units:
+            with self.subTest(unit=unit, fixed=True):
+                props = self.show("ActiveState", "NRestarts", unit=unit)
+                self.assertEqual((props["ActiveState"], props["NRestarts"]), ("failed", "0"), props)
+                self.ns.put(path, good[unit])
+                self.ns.systemctl("start", unit)
+                self.wait_up("broken", sock=sock)
+                self.ns.systemctl("stop", unit)
 
     def test_watchdog_is_fed(self):
         """With WatchdogSec=2 (a test drop-in) systemd gets tunneld's pings and never restarts it."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The generated systemd units (build/systemd/tunneld.service and tunneld@.service), offline:
 `systemd-analyze verify` finds nothing to say about them, `systemd-analyze security` rates
-their exposure at most 2.0, and their commands agree on the config file and control socket.
+their exposure at most 2.0, and at the number README.md quotes, and their commands agree on
+the config file and control socket.
 
 The units name the installed binaries (/usr/local/...); verify wants executables that exist,
 so each test copies the units into a temporary directory with the Exec*= paths pointing at the
@@ -20,6 +21,7 @@ from systemdtest import TUNNELCTL, require_tunnelctl
 UNIT_DIR = os.path.join(os.path.dirname(tunneltest.TUNNELD), "..", "systemd")
 UNITS = ("tunneld.service", "tunneld@.service")
 MAX_EXPOSURE = 2.0
+README = os.path.join(tunneltest.SOURCE_ROOT, "README.md")
 
 
 def read_unit(name):
@@ -33,6 +35,17 @@ def with_built_binaries(text):
         line = re.sub(r"(?<=[=\s])[^\s=]*/tunneld(?=\s|$)", tunneltest.TUNNELD, m.group(0))
         return re.sub(r"(?<=[=\s])[^\s=]*/tunnelctl(?=\s|$)", TUNNELCTL, line)
     return re.sub(r"(?m)^Exec\w+=.*$", fix, text)
+
+
+def readme_exposure():
+    """The exposure README.md quotes for the units ("... `systemd-analyze security
+    --offline=true` rates at exposure 1.3"), as printed; AssertionError unless it quotes one."""
+    with open(README) as f:
+        text = " ".join(f.read().split())
+    quoted = set(re.findall(r"`systemd-analyze security[^`]*` rates at exposure (\d+(?:\.\d+)?)", text))
+    if len(quoted) != 1:
+        raise AssertionError(f"README.md should quote one systemd-analyze security exposure, not {sorted(quoted)}")
+    return quoted.pop()
 
 
 def settings(text, key):
@@ -76,15 +89,19 @@ class UnitTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_security_exposure(self):
-        """systemd-analyze security --offline=true rates each unit's exposure at most 2.0."""
+        """systemd-analyze security --offline=true rates each unit's exposure at most 2.0, and
+        exactly at the number README.md quotes for them."""
+        quoted = readme_exposure()
         for name in UNITS:
             with self.subTest(name):
                 r = self.analyze("security", "--offline=true", self.install(name))
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
                 m = re.search(r"Overall exposure level for (\S+): (\d+(?:\.\d+)?)", r.stdout)
                 self.assertIsNotNone(m, r.stdout + r.stderr)
-                self.assertLessEqual(float(m.group(2)), MAX_EXPOSURE, "\n".join(
-                    line for line in r.stdout.splitlines() if line.startswith("✗")))
+                problems = "\n".join(line for line in r.stdout.splitlines() if line.startswith("✗"))
+                self.assertLessEqual(float(m.group(2)), MAX_EXPOSURE, problems)
+                self.assertEqual(m.group(2), quoted, f"README.md quotes exposure {quoted}, systemd-analyze "
+                                 f"says {m.group(2)} for {name}: update README.md\n{problems}")
 
     def test_commands_agree(self):
         """ExecStartPre checks ExecStart's file; ExecReload finds ExecStart's control socket from
