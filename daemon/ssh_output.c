@@ -131,9 +131,8 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_LOCAL_FORWARD:
                 return "a local forward's listen address is taken: another process (or an old ssh) holds the port";
         case FAILURE_REMOTE_FORWARD:
-                return "the server refused a remote forward: its port (or socket file) is taken, often by a "
-                       "stale session (a -R socket file stays behind unless the server's sshd_config has "
-                       "StreamLocalBindUnlink yes)";
+                return "the server refused a remote forward: its port is taken, often by a stale session "
+                       "(a -R Unix socket stays behind unless the server's sshd has StreamLocalBindUnlink yes)";
         case FAILURE_EXEC:
                 return "ssh could not be executed: check the ssh setting and PATH";
         case FAILURE_KILLED:

@@ -288,7 +288,8 @@ static void maybe_up(struct tunnel *t)
         if (!t->authenticated || !t->session || t->remote_replies < strv_length(t->spec.remote_forwards))
                 return;
         if (t->forward_failed) {
-                if (t->state != TUNNEL_DEGRADED)
+                /* with exit_on_forward_failure ssh exits by itself (or is ended above) */
+                if (t->state != TUNNEL_DEGRADED && !t->spec.exit_on_forward_failure)
                         set_state(t, TUNNEL_DEGRADED, LOG_WARNING, NULL,
                                   "degraded: ssh (pid %d) runs, but a forward failed (see above); "
                                   "exit_on_forward_failure = false keeps it running", (int)t->pid);
