@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "jump_config.h"
 #include "ssh_argv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,6 +35,28 @@ static void check_config(struct config *c)
                                 free(line);
                 }
                 strv_free(argv);
+                /* the file written for jump hosts: comments, one Host line, one "Match all",
+                 * everything else indented under them; no value can start a line of its own */
+                if (jump_config_render(&c->tunnels[i], &line) >= 0 && line) {
+                        int hosts = 0, matches = 0;
+
+                        for (char *l = line, *nl; *l; l = nl + 1) {
+                                nl = strchr(l, '\n');
+                                if (!nl)
+                                        abort();        /* every line ends */
+                                if (l[0] == '#' || l[0] == '\t')
+                                        continue;
+                                if (strncmp(l, "Host ", 5) == 0)
+                                        hosts++;
+                                else if (strncmp(l, "Match all\n", 10) == 0)
+                                        matches++;
+                                else
+                                        abort();
+                        }
+                        if (hosts != 1 || matches != 1)
+                                abort();
+                        free(line);
+                }
                 for (size_t j = 0; j < c->n_tunnels; j++)
                         (void)tunnel_spec_equal(&c->tunnels[i], &c->tunnels[j]);
         }
