@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
+#include "clash.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
@@ -923,80 +925,115 @@ static void check_after(struct parser *p, const struct config *c)
         }
 }
 
-/* The listen address of a -L/-D spec (or -R, on the server) as "bind" and port: a missing
- * bind address means localhost; "*" and "" mean every address. false for a Unix socket. */
-static bool listen_address(const char *spec, enum forward_kind kind, char *bind, size_t size, int *port)
-{
-        static struct forward f;
-        const char *b;
+/* ---- port clashes (clash.h has the rules) ---- */
 
-        if (forward_parse(kind, spec, &f) || f.listen.port < 0)
-                return false;
-        b = f.listen.host_given ? f.listen.host : "localhost";
-        if (!*b || strcmp(b, "*") == 0 || strcmp(b, "0.0.0.0") == 0 || strcmp(b, "::") == 0)
-                b = "*";
-        else if (strcmp(b, "127.0.0.1") == 0 || strcmp(b, "::1") == 0)
-                b = "localhost";
-        snprintf(bind, size, "%s", b);
-        *port = f.listen.port;
-        return true;
-}
-
-static bool binds_overlap(const char *a, const char *b)
-{
-        return strcmp(a, "*") == 0 || strcmp(b, "*") == 0 || strcmp(a, b) == 0;
-}
-
-struct listener {
+struct clash_owner {
         const struct tunnel_spec *t;
         const char *spec;
-        const char *where;      /* "local" or the server, for -R */
-        char bind[VALUE_MAX_LEN + 1];
-        int port;
+        const char *setting;
 };
 
-/* Two enabled tunnels that would listen on the same port cannot both work. */
+struct clash_report {
+        const struct clash_entry *a, *b;
+};
+
+struct clash_reports {
+        struct clash_report *v;
+        size_t n, cap;
+        bool oom;
+};
+
+static void on_clash(const struct clash_entry *a, const struct clash_entry *b, void *userdata)
+{
+        struct clash_reports *r = userdata;
+
+        if (r->n == r->cap) {
+                struct clash_report *g = realloc(r->v, (r->cap = r->cap ? 2 * r->cap : 16) * sizeof(*g));
+                if (!g) {
+                        r->oom = true;
+                        return;
+                }
+                r->v = g;
+        }
+        r->v[r->n++] = (struct clash_report){ a, b };
+}
+
+static int compare_reports(const void *x, const void *y)
+{
+        const struct clash_report *a = x, *b = y;
+
+        return a->b->index < b->b->index ? -1 : a->b->index > b->b->index;
+}
+
+/* Two enabled tunnels (or one, twice) that would listen where the other does cannot both
+ * work. Sorted, so that 60,000 forwards take milliseconds, not seconds. */
 static void check_ports(struct parser *p, const struct config *c)
 {
-        _cleanup_free_ struct listener *v = NULL;
-        size_t n = 0, cap = 0;
+        static const char *const settings[3] = { "local_forwards", "dynamic_forwards", "remote_forwards" };
+        static const enum forward_kind kinds[3] = { FORWARD_LOCAL, FORWARD_DYNAMIC, FORWARD_REMOTE };
+        _cleanup_free_ struct clash_entry *v = NULL;
+        _cleanup_free_ struct clash_owner *owners = NULL;
+        struct clash_reports reports = {0};
+        size_t n = 0, total = 0;
 
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                total += strv_length(c->tunnels[i].local_forwards) + strv_length(c->tunnels[i].dynamic_forwards) +
+                         strv_length(c->tunnels[i].remote_forwards);
+        v = calloc(total + 1, sizeof(*v));
+        owners = calloc(total + 1, sizeof(*owners));
+        if (!v || !owners) {
+                p->oom = -ENOMEM;
+                return;
+        }
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
                 char **const lists[3] = { t->local_forwards, t->dynamic_forwards, t->remote_forwards };
+                bool gateway_ports = clash_gateway_ports(t->ssh_options);
+                char server[VALUE_MAX_LEN + 16];
 
                 if (!t->enabled)
                         continue;
+                clash_server_identity(t->host ? t->host : "", t->port, server, sizeof(server));
                 for (int k = 0; k < 3; k++)
                         for (char **f = lists[k]; f && *f; f++) {
-                                struct listener l = { .t = t, .spec = *f, .where = k == 2 ? t->host : "local" };
-
-                                if (!listen_address(*f, k == 2 ? FORWARD_REMOTE : k == 1 ? FORWARD_DYNAMIC : FORWARD_LOCAL, l.bind,
-                                                    sizeof(l.bind), &l.port) || l.port == 0)
-                                        continue;
-                                for (size_t j = 0; j < n; j++) {
-                                        if (v[j].port != l.port || strcmp(v[j].where, l.where) != 0 ||
-                                            !binds_overlap(v[j].bind, l.bind))
-                                                continue;
-                                        if (k == 2 && v[j].t->port != t->port)
-                                                continue;       /* another sshd on that host */
-                                        diag_tunnel(p, t, k == 2 ? "remote_forwards" : k == 1 ? "dynamic_forwards" : "local_forwards",
-                                                    "\"%s\" listens on %s port %d, as \"%s\" of tunnel %s (%s:%d) does",
-                                                    *f, k == 2 ? l.where : "local", l.port, v[j].spec, v[j].t->name,
-                                                    v[j].t->source_file, v[j].t->source_line);
-                                        break;
+                                int r = clash_listener_from(kinds[k], *f, server, gateway_ports, &v[n].l);
+                                if (r == -ENOMEM) {
+                                        p->oom = r;
+                                        goto done;
                                 }
-                                if (n == cap) {
-                                        struct listener *g = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
-                                        if (!g) {
-                                                p->oom = -ENOMEM;
-                                                return;
-                                        }
-                                        v = g;
-                                }
-                                v[n++] = l;
+                                if (r < 0)
+                                        continue;       /* invalid: reported by validation */
+                                owners[n] = (struct clash_owner){ t, *f, settings[k] };
+                                v[n].index = n;
+                                v[n].owner = &owners[n];
+                                n++;
                         }
         }
+        if (clash_find_all(v, n, on_clash, &reports) < 0 || reports.oom) {
+                p->oom = -ENOMEM;
+                goto done;
+        }
+        /* in configuration order */
+        if (reports.n)
+                qsort(reports.v, reports.n, sizeof(*reports.v), compare_reports);
+        for (size_t i = 0; i < reports.n; i++) {
+                const struct clash_owner *a = reports.v[i].a->owner, *b = reports.v[i].b->owner;
+                const struct clash_listener *l = &reports.v[i].b->l;
+                char where[VALUE_MAX_LEN + 32];
+
+                if (l->port < 0)
+                        snprintf(where, sizeof(where), "%s socket %s", l->kind == FORWARD_REMOTE ? b->t->host : "local",
+                                 l->name);
+                else
+                        snprintf(where, sizeof(where), "%s port %d", l->kind == FORWARD_REMOTE ? b->t->host : "local",
+                                 l->port);
+                diag_tunnel(p, b->t, b->setting, "\"%s\" listens on %s, as \"%s\" of tunnel %s (%s:%d) does",
+                            b->spec, where, a->spec, a->t->name, a->t->source_file, a->t->source_line);
+        }
+done:
+        free(reports.v);
+        for (size_t i = 0; i < n; i++)
+                clash_listener_done(&v[i].l);
 }
 
 static bool check_permissions = true;

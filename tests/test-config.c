@@ -420,6 +420,24 @@ static void test_port_clashes(void)
                      " { name = \"b\"; host = \"s2\"; local_forwards = ( \"192.0.2.2:5000:db:1\" );\n"
                      "   remote_forwards = ( \"8080:localhost:80\", \"0:x:1\" ); },\n"
                      " { name = \"c\"; host = \"s1\"; enabled = false; remote_forwards = ( \"8080:localhost:80\" ); }\n);", "");
+        /* ssh binds both (IPV6_V6ONLY): valid */
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; local_forwards = ( \"127.0.0.1:5000:db:1\", \"0.0.0.0:5001:db:1\" ); },\n"
+                     " { name = \"b\"; host = \"h\"; local_forwards = ( \"[::1]:5000:db:2\", \"[::]:5001:db:1\" ); }\n);", "");
+        /* the same socket in two tunnels; one server reached as 127.0.0.1 and localhost:22 */
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; local_forwards = ( \"/run/x.sock:db:1\" ); },\n"
+                     " { name = \"b\"; host = \"h\"; local_forwards = ( \"/run//x.sock:db:2\" ); }\n);",
+                     "t.conf:3: b.local_forwards: \"/run//x.sock:db:2\" listens on local socket /run/x.sock, as "
+                     "\"/run/x.sock:db:1\" of tunnel a (t.conf:2) does");
+        expect_error("tunnels = (\n { name = \"a\"; host = \"127.0.0.1\"; remote_forwards = ( \"8080:x:1\" ); },\n"
+                     " { name = \"b\"; host = \"localhost\"; port = 22; remote_forwards = ( \"127.0.0.1:8080:x:2\" ); }\n);",
+                     "t.conf:3: b.remote_forwards: \"127.0.0.1:8080:x:2\" listens on localhost port 8080, as "
+                     "\"8080:x:1\" of tunnel a (t.conf:2) does");
+        /* GatewayPorts=yes: a forward without a bind address listens everywhere */
+        expect_error("tunnels = (\n { name = \"a\"; host = \"h\"; ssh_options = ( \"GatewayPorts=yes\" );\n"
+                     "   local_forwards = ( \"5000:db:1\" ); },\n"
+                     " { name = \"b\"; host = \"h\"; local_forwards = ( \"127.0.0.2:5000:db:2\" ); }\n);",
+                     "t.conf:4: b.local_forwards: \"127.0.0.2:5000:db:2\" listens on local port 5000, as "
+                     "\"5000:db:1\" of tunnel a (t.conf:2) does");
 }
 
 static void write_file(const char *path, const char *text, mode_t mode)
