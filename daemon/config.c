@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include "clash.h"
+#include "ssh_argv.h"
+#include "ssh_view.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -47,6 +49,10 @@ void tunnel_spec_done(struct tunnel_spec *s)
         free(s->probe.expect);
         strv_free(s->after);
         free(s->on_state_change);
+        free(s->ssh_hostname);
+        strv_free(s->ssh_local_forwards);
+        strv_free(s->ssh_remote_forwards);
+        strv_free(s->ssh_dynamic_forwards);
         free(s->source_file);
         *s = (struct tunnel_spec){0};
 }
@@ -76,6 +82,8 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
         c.probe.connect = c.probe.send = c.probe.expect = NULL;
         c.after = NULL;
         c.on_state_change = NULL;
+        c.ssh_hostname = NULL;
+        c.ssh_local_forwards = c.ssh_remote_forwards = c.ssh_dynamic_forwards = NULL;
 
         if ((r = strdup_null(s->name, &c.name)) < 0 ||
             (r = strdup_null(s->host, &c.host)) < 0 ||
@@ -92,7 +100,11 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
             (r = strv_copy_null(s->local_forwards, &c.local_forwards)) < 0 ||
             (r = strv_copy_null(s->remote_forwards, &c.remote_forwards)) < 0 ||
             (r = strv_copy_null(s->dynamic_forwards, &c.dynamic_forwards)) < 0 ||
-            (r = strv_copy_null(s->ssh_options, &c.ssh_options)) < 0) {
+            (r = strv_copy_null(s->ssh_options, &c.ssh_options)) < 0 ||
+            (r = strdup_null(s->ssh_hostname, &c.ssh_hostname)) < 0 ||
+            (r = strv_copy_null(s->ssh_local_forwards, &c.ssh_local_forwards)) < 0 ||
+            (r = strv_copy_null(s->ssh_remote_forwards, &c.ssh_remote_forwards)) < 0 ||
+            (r = strv_copy_null(s->ssh_dynamic_forwards, &c.ssh_dynamic_forwards)) < 0) {
                 tunnel_spec_done(&c);
                 return r;
         }
@@ -117,7 +129,28 @@ bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_s
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
                a->exit_on_forward_failure == b->exit_on_forward_failure &&
-               a->connect_timeout == b->connect_timeout;
+               a->connect_timeout == b->connect_timeout &&
+               a->ssh_viewed == b->ssh_viewed &&
+               strcmp_null(a->ssh_hostname, b->ssh_hostname) == 0 &&
+               a->ssh_port == b->ssh_port &&
+               strv_equal(a->ssh_local_forwards, b->ssh_local_forwards) &&
+               strv_equal(a->ssh_remote_forwards, b->ssh_remote_forwards) &&
+               strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards);
+}
+
+char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s)
+{
+        return s->ssh_viewed ? s->ssh_local_forwards : s->local_forwards;
+}
+
+char *const *tunnel_spec_remote_forwards(const struct tunnel_spec *s)
+{
+        return s->ssh_viewed ? s->ssh_remote_forwards : s->remote_forwards;
+}
+
+char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s)
+{
+        return s->ssh_viewed ? s->ssh_dynamic_forwards : s->dynamic_forwards;
 }
 
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
@@ -209,6 +242,7 @@ void config_errors_clear(struct config_errors *e)
 
 struct parser {
         const char *path;
+        const struct config_load_options *opts;
         struct config_errors *errs;
         bool defaults_has_host;
         int oom;
@@ -978,7 +1012,8 @@ static void check_ports(struct parser *p, const struct config *c)
 
         for (size_t i = 0; i < c->n_tunnels; i++)
                 total += strv_length(c->tunnels[i].local_forwards) + strv_length(c->tunnels[i].dynamic_forwards) +
-                         strv_length(c->tunnels[i].remote_forwards);
+                         strv_length(c->tunnels[i].remote_forwards) + strv_length(c->tunnels[i].ssh_local_forwards) +
+                         strv_length(c->tunnels[i].ssh_dynamic_forwards) + strv_length(c->tunnels[i].ssh_remote_forwards);
         v = calloc(total + 1, sizeof(*v));
         owners = calloc(total + 1, sizeof(*owners));
         if (!v || !owners) {
@@ -987,13 +1022,17 @@ static void check_ports(struct parser *p, const struct config *c)
         }
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
-                char **const lists[3] = { t->local_forwards, t->dynamic_forwards, t->remote_forwards };
-                bool gateway_ports = clash_gateway_ports(t->ssh_options);
+                /* what ssh will set up: with an ssh_config_file, ssh -G's lists */
+                char **const lists[3] = { t->ssh_viewed ? t->ssh_local_forwards : t->local_forwards,
+                                          t->ssh_viewed ? t->ssh_dynamic_forwards : t->dynamic_forwards,
+                                          t->ssh_viewed ? t->ssh_remote_forwards : t->remote_forwards };
+                bool gateway_ports = t->ssh_viewed ? t->ssh_gateway_ports : clash_gateway_ports(t->ssh_options);
                 char server[VALUE_MAX_LEN + 16];
 
                 if (!t->enabled)
                         continue;
-                clash_server_identity(t->host ? t->host : "", t->port, server, sizeof(server));
+                clash_server_identity(t->ssh_viewed && t->ssh_hostname ? t->ssh_hostname : t->host ? t->host : "",
+                                      t->ssh_viewed ? t->ssh_port : t->port, server, sizeof(server));
                 for (int k = 0; k < 3; k++)
                         for (char **f = lists[k]; f && *f; f++) {
                                 int r = clash_listener_from(kinds[k], *f, server, gateway_ports, &v[n].l);
@@ -1036,11 +1075,154 @@ done:
                 clash_listener_done(&v[i].l);
 }
 
-static bool check_permissions = true;
+/* ---- ssh judges ssh's options (ssh_view.h) ---- */
 
-void config_set_check_permissions(bool on)
+#define SSH_VIEW_TIMEOUT 15.0   /* seconds for every ssh -G of one load */
+
+struct query_key {
+        char *key;
+        size_t tunnel;
+};
+
+static int compare_keys(const void *x, const void *y)
 {
-        check_permissions = on;
+        const struct query_key *a = x, *b = y;
+        int r = strcmp(a->key, b->key);
+
+        return r ? r : a->tunnel < b->tunnel ? -1 : a->tunnel > b->tunnel;
+}
+
+/* One ssh -G per tunnel with an ssh_config_file (its alias, its forwards and its Include
+ * files are its own), and one per distinct set of ssh_options for the rest (those are
+ * judged the same whatever the host). */
+static int query_keys(const struct config *c, struct query_key *keys, size_t *ret_n)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                struct buf b = {0};
+
+                if (!t->enabled)
+                        continue;
+                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
+                        buf_printf(&b, "T%zu", i);
+                else {
+                        buf_printf(&b, "O%s", t->ssh_config_file ? "-F none" : "");
+                        for (char **o = t->ssh_options; o && *o; o++)
+                                buf_printf(&b, "\n%s", *o);
+                }
+                keys[n].tunnel = i;
+                if (buf_steal(&b, &keys[n].key) < 0) {
+                        *ret_n = n;
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        qsort(keys, n, sizeof(*keys), compare_keys);
+        *ret_n = n;
+        return 0;
+}
+
+static void take_view(struct tunnel_spec *t, struct ssh_view *v)
+{
+        t->ssh_viewed = true;
+        t->ssh_hostname = v->hostname;
+        t->ssh_port = v->port;
+        t->ssh_local_forwards = v->local_forwards;
+        t->ssh_remote_forwards = v->remote_forwards;
+        t->ssh_dynamic_forwards = v->dynamic_forwards;
+        t->ssh_gateway_ports = v->gateway_ports;
+        v->hostname = NULL;
+        v->local_forwards = v->remote_forwards = v->dynamic_forwards = NULL;
+}
+
+/* What ssh said of query q, for its first tunnel t (and others that share it). */
+static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view *v, size_t others)
+{
+        const char *setting = t->ssh_config_file ? "ssh_config_file" : "ssh_options";
+        char also[96] = "";
+
+        if (others)
+                snprintf(also, sizeof(also), " (and %zu other tunnel%s with these ssh_options)", others,
+                         others == 1 ? "" : "s");
+        if (v->error && v->ran) {
+                if (strstr(v->error, "command-line"))
+                        setting = "ssh_options";
+                diag_tunnel(p, t, setting, "ssh refuses it: %s%s", v->error, also);
+                return;
+        }
+        if (v->error) {
+                if (p->opts->ask_ssh == CONFIG_SSH_STRICT)
+                        diag_tunnel(p, t, "ssh", "cannot ask ssh to check the ssh options: %s%s", v->error, also);
+                else
+                        log_warning("%s: cannot ask ssh to check the ssh options: %s; starting anyway", t->name,
+                                    v->error);
+                return;
+        }
+        if (v->clear_all_forwardings)
+                diag_tunnel(p, t, setting, "ClearAllForwardings=yes makes ssh set up no forward at all: the tunnel "
+                            "would be up with nothing listening; remove it%s", also);
+        if (v->fork_after_authentication)
+                diag_tunnel(p, t, setting, "ForkAfterAuthentication=yes makes ssh go to the background, and "
+                            "tunneld would see it exit at once; remove it (tunneld keeps ssh in the foreground)%s",
+                            also);
+}
+
+static void ask_ssh(struct parser *p, struct config *c)
+{
+        size_t n = 0, m = 0;
+        struct query_key *keys = calloc(c->n_tunnels + 1, sizeof(*keys));
+        size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its index into keys */
+        char ***argvs = calloc(c->n_tunnels + 1, sizeof(char **));
+        struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));
+        size_t *owner = calloc(c->n_tunnels + 1, sizeof(size_t));     /* tunnel → 1 + the query it leads */
+        int r;
+
+        if (!keys || !first || !argvs || !views || !owner || query_keys(c, keys, &n) < 0)
+                goto oom;
+        for (size_t k = 0; k < n; k++) {
+                if (k && strcmp(keys[k].key, keys[k - 1].key) == 0)
+                        continue;
+                first[m] = k;
+                /* the command line the tunnel's ssh gets, without the jump hosts' file */
+                if (ssh_argv_build(&c->tunnels[keys[k].tunnel], c->ssh, NULL, &argvs[m]) < 0)
+                        goto oom;
+                m++;
+        }
+        r = ssh_view_query(argvs, m, SSH_VIEW_TIMEOUT, views);
+        if (r < 0)
+                goto oom;
+        /* judged at each query's first tunnel, in configuration order */
+        for (size_t q = 0; q < m; q++)
+                owner[keys[first[q]].tunnel] = q + 1;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                size_t q = owner[i], k, end;
+                struct tunnel_spec *t = &c->tunnels[i];
+
+                if (!q--)
+                        continue;
+                k = first[q];
+                end = q + 1 < m ? first[q + 1] : n;
+                judge_view(p, t, &views[q], end - k - 1);
+                if (!views[q].error && t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
+                        take_view(t, &views[q]);
+        }
+        goto done;
+oom:
+        p->oom = -ENOMEM;
+done:
+        for (size_t i = 0; keys && i < n; i++)
+                free(keys[i].key);
+        for (size_t q = 0; argvs && q < m; q++)
+                strv_free(argvs[q]);
+        for (size_t q = 0; views && q < m; q++)
+                ssh_view_done(&views[q]);
+        free(keys);
+        free(first);
+        free(argvs);
+        free(views);
+        free(owner);
 }
 
 /* Like sshd's StrictModes: a file that becomes commands (a configuration, an ssh_config
@@ -1114,7 +1296,7 @@ static void check_files(struct parser *p, const struct config *c)
                 if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0 && t->ssh_config_file[0] != '~') {
                         if (access(t->ssh_config_file, R_OK) < 0)
                                 diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
-                        else if (check_permissions && stat(t->ssh_config_file, &st) == 0 && S_ISREG(st.st_mode) &&
+                        else if (!p->opts->allow_insecure && stat(t->ssh_config_file, &st) == 0 && S_ISREG(st.st_mode) &&
                                  unsafe_mode(t->ssh_config_file, &st, why, sizeof(why)))
                                 diag_tunnel(p, t, "ssh_config_file", "%s: %s (its ProxyCommand would run as "
                                             "tunneld), or run tunneld with --allow-insecure-config",
@@ -1123,7 +1305,7 @@ static void check_files(struct parser *p, const struct config *c)
                 if (t->on_state_change) {
                         if (access(t->on_state_change, X_OK) < 0)
                                 diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
-                        else if (check_permissions && stat(t->on_state_change, &st) == 0 &&
+                        else if (!p->opts->allow_insecure && stat(t->on_state_change, &st) == 0 &&
                                  unsafe_mode(t->on_state_change, &st, why, sizeof(why)))
                                 diag_tunnel(p, t, "on_state_change", "%s: %s, or run tunneld with "
                                             "--allow-insecure-config", t->on_state_change, why);
@@ -1132,12 +1314,13 @@ static void check_files(struct parser *p, const struct config *c)
 }
 
 /* A configuration file turns into command lines: see unsafe_mode(). */
-static int check_file_permissions(FILE *f, const char *path, struct config_errors *errs)
+static int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
+                                  struct config_errors *errs)
 {
         char why[PATH_MAX + 128];
         struct stat st;
 
-        if (!check_permissions)
+        if (opts->allow_insecure)
                 return 0;
         if (fstat(fileno(f), &st) < 0) {
                 push_error(errs, "%s: cannot stat: %s", path, strerror(errno));
@@ -1175,29 +1358,20 @@ static int config_new(const char *path, struct config **ret)
         return 0;
 }
 
-static char *control_socket_override;
-
-int config_set_control_socket_override(const char *path)
-{
-        char *copy = NULL;
-
-        if (path && !(copy = strdup(path)))
-                return -ENOMEM;
-        free(control_socket_override);
-        control_socket_override = copy;
-        return 0;
-}
-
 static int report_parse_error(config_t *cfg, const char *path, struct config_errors *errs)
 {
-        const char *file = config_error_file(cfg);
+        const char *file = config_error_file(cfg), *text;
 
         if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
                 push_error(errs, "%s: cannot read file (or a file it includes)", file ? file : path);
                 return -EIO;
         }
-        push_error(errs, "%s:%d: syntax error: %s", file ? file : path, config_error_line(cfg),
-                   config_error_text(cfg));
+        /* libconfig's text is often just "syntax error": say it once */
+        text = config_error_text(cfg);
+        if (!text || strncmp(text, "syntax error", 12) == 0)
+                push_error(errs, "%s:%d: %s", file ? file : path, config_error_line(cfg), text ? text : "syntax error");
+        else
+                push_error(errs, "%s:%d: syntax error: %s", file ? file : path, config_error_line(cfg), text);
         return -EINVAL;
 }
 
@@ -1262,7 +1436,8 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
 #define CONFIG_FILE_MAX (16u << 20)
 
 /* Read one file with libconfig; the caller destroys cfg. */
-static int read_file(const char *path, config_t *cfg, struct config_errors *errs)
+static int read_file(const char *path, const struct config_load_options *opts, config_t *cfg,
+                     struct config_errors *errs)
 {
         _cleanup_fclose_ FILE *f = NULL;
         _cleanup_free_ char *text = NULL;
@@ -1277,7 +1452,7 @@ static int read_file(const char *path, config_t *cfg, struct config_errors *errs
                 push_error(errs, "%s: cannot open: %s", path, strerror(-r));
                 return r;
         }
-        r = check_file_permissions(f, path, errs);
+        r = check_file_permissions(f, path, opts, errs);
         if (r < 0)
                 return r;
         for (;;) {
@@ -1350,7 +1525,7 @@ static int load_dropins(struct parser *p, struct config *c, const struct tunnel_
                         struct parser dp = *p;
 
                         dp.path = path;
-                        if (read_file(path, &cfg, p->errs) >= 0) {
+                        if (read_file(path, p->opts, &cfg, p->errs) >= 0) {
                                 parse_dropin(&dp, config_root_setting(&cfg), c, tmpl);
                                 p->seen = dp.seen;      /* it may have grown */
                                 if (dp.oom)
@@ -1381,11 +1556,11 @@ static int default_include_dir(struct config *c)
 }
 
 /* Shared by both loaders: cfg holds the parsed main file. */
-static int load_parsed(config_t *cfg, const char *path, bool from_file, struct config **ret,
-                       struct config_errors *errs)
+static int load_parsed(config_t *cfg, const char *path, const struct config_load_options *opts, bool from_file,
+                       struct config **ret, struct config_errors *errs)
 {
         _cleanup_config_free_ struct config *c = NULL;
-        struct parser p = { .path = path, .errs = errs };
+        struct parser p = { .path = path, .opts = opts, .errs = errs };
         struct tunnel_spec tmpl;
         int r;
 
@@ -1412,17 +1587,21 @@ static int load_parsed(config_t *cfg, const char *path, bool from_file, struct c
          * not hide the others); "after" only when every tunnel is there to be named. */
         if (errs->n == 0)
                 check_after(&p, c);
+        /* ssh's own judgement, of a configuration that is valid so far */
+        if (errs->n == 0 && opts->ask_ssh != CONFIG_SSH_SKIP)
+                ask_ssh(&p, c);
         check_ports(&p, c);
         if (from_file)
                 check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
         if (p.oom)
                 return p.oom;
-        if (control_socket_override) {
+        if (opts->control_socket) {
                 free(c->control_socket);
-                c->control_socket = strdup(control_socket_override);
+                c->control_socket = strdup(opts->control_socket);
                 if (!c->control_socket)
                         return -ENOMEM;
         }
+        c->load_options = *opts;
         if (errs->n > 0)
                 return -EINVAL;
         *ret = c;
@@ -1430,14 +1609,19 @@ static int load_parsed(config_t *cfg, const char *path, bool from_file, struct c
         return 0;
 }
 
-int config_load(const char *path, struct config **ret, struct config_errors *errs)
+static const struct config_load_options default_options;
+
+int config_load(const char *path, const struct config_load_options *opts, struct config **ret,
+                struct config_errors *errs)
 {
         config_t cfg;
         int r;
 
-        r = read_file(path, &cfg, errs);
+        if (!opts)
+                opts = &default_options;
+        r = read_file(path, opts, &cfg, errs);
         if (r >= 0)
-                r = load_parsed(&cfg, path, true, ret, errs);
+                r = load_parsed(&cfg, path, opts, true, ret, errs);
         config_destroy(&cfg);
         return r;
 }
@@ -1455,7 +1639,7 @@ int config_load_string(const char *text, const char *name, struct config **ret, 
         else if (config_read_string(&cfg, text) != CONFIG_TRUE)
                 r = report_parse_error(&cfg, name, errs);
         else
-                r = load_parsed(&cfg, name, false, ret, errs);
+                r = load_parsed(&cfg, name, &default_options, false, ret, errs);
         config_destroy(&cfg);
         return r;
 }

@@ -71,9 +71,33 @@ struct tunnel_spec {
         int flap_threshold;             /* this many failures within flap_window: flapping */
         double flap_window;
 
+        /* What ssh makes of it (ssh -G), for a tunnel with an ssh_config_file: derived, not
+         * configured (ssh_viewed false: ssh was not asked). Part of the command line's
+         * equality: an edited ssh_config_file that moves a forward restarts the tunnel. */
+        bool ssh_viewed;
+        char *ssh_hostname;
+        int ssh_port;
+        char **ssh_local_forwards;
+        char **ssh_remote_forwards;
+        char **ssh_dynamic_forwards;
+        bool ssh_gateway_ports;
+
         /* where it was defined, for messages; not part of equality */
         char *source_file;
         int source_line;
+};
+
+/* How a configuration is loaded. Zero is the default: files checked like sshd's
+ * StrictModes, the file's control_socket, ssh not asked. */
+enum config_ask_ssh {
+        CONFIG_SSH_SKIP,                /* do not run ssh -G */
+        CONFIG_SSH_STRICT,              /* tunneld -t: ssh must judge every option set, or it is an error */
+        CONFIG_SSH_LENIENT,             /* the daemon: ssh's complaints are errors; an ssh that does not run is not */
+};
+struct config_load_options {
+        bool allow_insecure;            /* tunneld --allow-insecure-config */
+        const char *control_socket;     /* tunneld -s: replaces the file's control_socket (NULL: keep it) */
+        enum config_ask_ssh ask_ssh;
 };
 
 struct config {
@@ -92,6 +116,7 @@ struct config {
         char *include_dir;              /* drop-in *.conf files; NULL = none */
         char *metrics_file;             /* Prometheus text file, rewritten on every change */
         double hook_timeout;            /* on_state_change programs are killed after this */
+        struct config_load_options load_options;        /* how it was loaded: a reload loads the same way */
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;
@@ -104,20 +129,15 @@ struct config_errors {
 };
 void config_errors_clear(struct config_errors *e);
 
-/* Read and validate path. 0 on success; -EINVAL with every problem in errs; other -errno
- * (with a line in errs too) when the file cannot be read at all. */
-int config_load(const char *path, struct config **ret, struct config_errors *errs);
-/* The same from a string (tests, fuzzing); name is used in messages. No drop-ins, and the
- * files the tunnels name are not checked. */
+/* Read and validate path (opts NULL: the defaults). 0 on success; -EINVAL with every
+ * problem in errs; other -errno (with a line in errs too) when the file cannot be read at
+ * all. With ask_ssh, ssh -G judges each distinct set of ssh options, and gives the
+ * tunnels with an ssh_config_file their effective host, port and forwards. */
+int config_load(const char *path, const struct config_load_options *opts, struct config **ret,
+                struct config_errors *errs);
+/* The same from a string (tests, fuzzing); name is used in messages. No drop-ins, the
+ * files the tunnels name are not checked, ssh is not asked. */
 int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs);
-
-/* Refuse configuration files writable by group or others, or owned by someone other than
- * root or tunneld's own user (default on; tunneld --allow-insecure-config turns it off). */
-void config_set_check_permissions(bool on);
-
-/* tunneld -s: every config loaded afterwards uses this control socket, whatever the
- * file says (template units give each instance its own). NULL to clear. */
-int config_set_control_socket_override(const char *path);
 
 struct config *config_free(struct config *c);
 static inline void config_freep(struct config **c) { config_free(*c); }
@@ -130,6 +150,12 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
 /* Same ssh command line (and the same name and enabled): a reload that changes only
  * supervision settings keeps such a tunnel's ssh running. */
 bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b);
+
+/* The forwards ssh will set up: ssh -G's for a tunnel with an ssh_config_file, else the
+ * configured ones. */
+char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s);
+char *const *tunnel_spec_remote_forwards(const struct tunnel_spec *s);
+char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s);
 
 const char *restart_policy_to_string(enum restart_policy p);
 const char *lifetime_action_to_string(enum lifetime_action a);

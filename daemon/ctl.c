@@ -149,11 +149,11 @@ void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
         } else
                 buf_append(b, "null", 4);
         buf_append(b, ",\"forwards\":{\"local\":", 21);
-        json_strv(b, t->spec.local_forwards);
+        json_strv(b, tunnel_spec_local_forwards(&t->spec));
         buf_append(b, ",\"remote\":", 10);
-        json_strv(b, t->spec.remote_forwards);
+        json_strv(b, tunnel_spec_remote_forwards(&t->spec));
         buf_append(b, ",\"dynamic\":", 11);
-        json_strv(b, t->spec.dynamic_forwards);
+        json_strv(b, tunnel_spec_dynamic_forwards(&t->spec));
         buf_append(b, ",\"allocated\":", 13);
         json_strv(b, t->pid > 0 ? t->allocated : NULL);
         buf_printf(b, "},\"gatetime\":%.3f,", t->spec.gatetime);
@@ -268,13 +268,17 @@ static void reply_tunnels(struct buf *out, struct supervisor *sup, struct tunnel
         buf_append(out, "]}\n", 3);
 }
 
-static void handle_check(struct supervisor *sup, struct buf *out)
+/* As tunneld -t would. Only those who may change tunnels make tunneld ask ssh (a process
+ * per distinct set of options): a read-only client gets every check but ssh's. */
+static void handle_check(struct supervisor *sup, bool may_write, struct buf *out)
 {
+        struct config_load_options opts = supervisor_config(sup)->load_options;
         struct config_errors errs = {0};
         struct config *c = NULL;
         const char *path = supervisor_config(sup)->path;
 
-        if (config_load(path, &c, &errs) < 0) {
+        opts.ask_ssh = may_write ? CONFIG_SSH_STRICT : CONFIG_SSH_SKIP;
+        if (config_load(path, &opts, &c, &errs) < 0) {
                 reply_errors(out, "configuration invalid", &errs);
                 config_errors_clear(&errs);
                 return;
@@ -327,7 +331,7 @@ void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, bo
                 goto done;
         }
         if (strcmp(cmd, "check") == 0) {
-                handle_check(sup, out);
+                handle_check(sup, may_write, out);
                 goto done;
         }
         if (strcmp(cmd, "metrics") == 0) {

@@ -121,6 +121,7 @@ int main(int argc, char *argv[])
         };
         const char *path = TUNNELD_CONFIG;
         bool check = false, verbose = false, debug = false;
+        struct config_load_options opts = { .ask_ssh = CONFIG_SSH_LENIENT };
         struct config_errors errs = {0};
         struct config *config = NULL;
         struct daemon d = {0};
@@ -136,13 +137,12 @@ int main(int argc, char *argv[])
                                 fprintf(stderr, "tunneld: --control-socket %s: %s\n", optarg, validate_socket_path(optarg));
                                 return 2;
                         }
-                        if (config_set_control_socket_override(optarg) < 0)
-                                return 1;
+                        opts.control_socket = optarg;
                         break;
                 case 't': check = true; break;
                 case 'v': verbose = true; break;
                 case 'd': debug = true; break;
-                case 'I': config_set_check_permissions(false); break;
+                case 'I': opts.allow_insecure = true; break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("tunneld %s\n", TUNNELD_VERSION); return 0;
                 default: usage(stderr); return 2;
@@ -154,7 +154,9 @@ int main(int argc, char *argv[])
                 return 2;
         }
 
-        r = config_load(path, &config, &errs);
+        if (check)
+                opts.ask_ssh = CONFIG_SSH_STRICT;       /* -t: ssh must have judged every option */
+        r = config_load(path, &opts, &config, &errs);
         if (r < 0) {
                 /* the daemon logs with <N> prefixes, and so does -t into the journal (the
                  * unit's ExecStartPre): "journalctl -p err" must show why it did not start */
@@ -239,6 +241,5 @@ int main(int argc, char *argv[])
         free(runtime_dir);
         ctl_server_free(d.ctl);
         ev_loop_destroy(loop);
-        config_set_control_socket_override(NULL);
         return 0;
 }

@@ -769,7 +769,7 @@ int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
 
         notify_reloading();
         log_notice("reloading %s", s->config->path);
-        r = config_load(s->config->path, &c, &errs);
+        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
         if (r < 0) {
                 for (size_t i = 0; i < errs.n; i++)
                         log_error("%s", errs.lines[i]);

@@ -255,7 +255,7 @@ static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void enter_up(struct tunnel *t)
 {
-        size_t remotes = strv_length(t->spec.remote_forwards);
+        size_t remotes = strv_length(tunnel_spec_remote_forwards(&t->spec));
         char took[DURATION_MAX];
 
         t->run_up = true;
@@ -285,7 +285,8 @@ static void maybe_up(struct tunnel *t)
                         "(exit_on_forward_failure)");
                 return;
         }
-        if (!t->authenticated || !t->session || t->remote_replies < strv_length(t->spec.remote_forwards))
+        if (!t->authenticated || !t->session ||
+            t->remote_replies < strv_length(tunnel_spec_remote_forwards(&t->spec)))
                 return;
         if (t->forward_failed) {
                 /* with exit_on_forward_failure ssh exits by itself (or is ended above) */
@@ -699,7 +700,7 @@ static char **ssh_environment(void)
  * already in use". Remove it if it is a socket nobody listens on; never anything else. */
 static void remove_stale_sockets(struct tunnel *t)
 {
-        for (char **f = t->spec.local_forwards; f && *f; f++) {
+        for (char *const *f = tunnel_spec_local_forwards(&t->spec); f && *f; f++) {
                 struct sockaddr_un sa = { .sun_family = AF_UNIX };
                 char path[sizeof(sa.sun_path)];
                 struct log_ctx ctx = ctx_of(t);

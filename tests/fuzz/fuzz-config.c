@@ -113,7 +113,7 @@ static void load_from_files(const uint8_t *data, size_t size)
         else
                 (void)unlink(dropin);
 
-        if (config_load(main_path, &c, &errs) >= 0) {
+        if (config_load(main_path, NULL, &c, &errs) >= 0) {
                 check_config(c);
                 config_free(c);
         } else if (errs.n == 0)
