@@ -2,7 +2,10 @@
 """A stronger `tunneld -t`: two tunnels listening on the same local port (or the same remote
 port on the same server) are reported; so is an after cycle, and an identity file that does
 not exist or that others may read; `-t -v` prints each tunnel's exact ssh command line, the
-very argv tunneld then runs."""
+very argv tunneld then runs. ssh itself judges ssh's options (ssh -G, no network): a typo in
+ssh_options, a broken ssh_config_file, options that defeat supervision are FILE:LINE
+errors; an alias of an ssh_config_file gets its real forwards (status shows them, UP waits
+for them, clashes count them)."""
 
 import os
 import re
@@ -167,6 +170,90 @@ class CheckTest(FeatureTest):
         self.assertEqual(argv, expected)
         self.assert_echo(lport)
         self.assertEqual(status(d)["full"]["state"], "up")
+
+    # ---- ssh judges ssh's options ----
+
+    def test_ssh_judges_ssh_options(self):
+        """A typo in ssh_options is ssh's "Bad configuration option", at the tunnel's line;
+        options that defeat supervision (ClearAllForwardings=yes: up with nothing
+        listening) are refused with what to do. Many tunnels sharing one bad set (from
+        defaults) are reported once, with their count."""
+        r, path, text = self.check([
+            {"name": "typo", "ssh_options": ["ServerAliveIntervall=10"]},
+            {"name": "clear", "ssh_options": ["ClearAllForwardings=yes"], "local_forwards": [f"{free_port()}:x:1"]},
+            {"name": "fine", "ssh_options": ["Compression=yes"]},
+        ], defaults={})
+        self.assert_errors(r, path, text, [
+            ("typo", "ssh_options", r"ssh refuses it: command-line: line 0: Bad configuration option: serveraliveintervall"),
+            ("clear", "ssh_options", r"ClearAllForwardings=yes makes ssh set up no forward at all: .*; remove it"),
+        ])
+        r, path, text = self.check([{"name": "a"}, {"name": "b"}, {"name": "c"}],
+                                   defaults={"ssh_options": ["ServerAliveIntervall=10"]})
+        self.assert_errors(r, path, text, [
+            ("a", "ssh_options", r"ssh refuses it: .*Bad configuration option: serveraliveintervall "
+                                 r"\(and 2 other tunnels with these ssh_options\)"),
+        ])
+
+    def test_broken_ssh_config_file(self):
+        """An ssh_config_file whose Include has bad permissions: ssh's "Bad owner or
+        permissions", on the ssh_config_file setting."""
+        tmp = tunneltest.temp_dir(self)
+        inc = os.path.join(tmp, "included.conf")
+        with open(inc, "w") as f:
+            f.write("Compression yes\n")
+        os.chmod(inc, 0o666)
+        conf = os.path.join(tmp, "ssh_config")
+        with open(conf, "w") as f:
+            f.write(f"Include {inc}\n")
+        os.chmod(conf, 0o600)
+        r, path, text = self.check([{"name": "inc", "ssh_config_file": conf}],
+                                   defaults={k: v for k, v in self.sshd.tunnel_defaults().items() if k != "ssh_config_file"})
+        self.assert_errors(r, path, text, [
+            ("inc", "ssh_config_file", rf"ssh refuses it: Bad owner or permissions on {re.escape(inc)}.*"),
+        ])
+
+    def test_alias_tunnel_forwards_come_from_ssh(self):
+        """An alias of an ssh_config_file (the autossh article's ~/.ssh/config setup):
+        -t checks its LocalForward against the other tunnels'; running, status shows its
+        forwards, and it is up only once the server accepted its RemoteForward too."""
+        lport, rport = free_port(), free_port()
+        tmp = tunneltest.temp_dir(self)
+        conf = os.path.join(tmp, "ssh_config")
+        with open(conf, "w") as f:
+            f.write(f"Host aliasdb\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User root\n"
+                    f"  IdentityFile {self.sshd.client_key}\n  UserKnownHostsFile {self.sshd.known_hosts}\n"
+                    f"  LocalForward {lport} 127.0.0.1:{self.echo.port}\n"
+                    f"  RemoteForward 127.0.0.1:{rport} 127.0.0.1:{self.echo.port}\n")
+        os.chmod(conf, 0o600)
+        alias = {"name": "al", "host": "aliasdb", "ssh_config_file": conf}
+        r, path, text = self.check([alias, {"name": "other", "local_forwards": [f"127.0.0.1:{lport}:x:1"]}], defaults={})
+        self.assert_errors(r, path, text, [
+            ("other", "local_forwards", rf'"127\.0\.0\.1:{lport}:x:1" listens on local port {lport}, as '
+                                        rf'"{lport}:127\.0\.0\.1:{self.echo.port}" of tunnel al .* does'),
+        ])
+        d = tunneltest.use(self, tunneltest.Tunneld([alias], {"gatetime": 1, "restart_delay": 0.2},
+                                                    globals={"ssh": tunneltest.SSH}, args=["-d"]))
+        m = d.wait_log(r"^<\d+>al: up: ssh \(pid \d+\) authenticated and every remote forward accepted", timeout=20)
+        self.assertLess(d.log().index(f"remote forward success for: listen 127.0.0.1:{rport}"), m.start())
+        t = status(d)["al"]
+        self.assertEqual(t["forwards"]["local"], [f"{lport}:127.0.0.1:{self.echo.port}"])
+        self.assertEqual(t["forwards"]["remote"], [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"])
+        self.assert_echo(lport)
+        self.assert_echo(rport)
+
+    def test_reload_with_a_typo_is_rejected(self):
+        """A reload whose ssh_options ssh refuses is rejected like any invalid file: the
+        running tunnel keeps its ssh."""
+        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(free_port())]}])
+        _, pid = self.wait_up(d, "t")
+        d.rewrite(tunnels=[{**d.tunnels[0], "ssh_options": self.sshd.tunnel_defaults()["ssh_options"] +
+                            ["ServerAliveIntervall=10"]}])
+        r = tunneltest.run_tunneld("-t", "-c", d.config_path)
+        self.assertEqual(r.returncode, 1)
+        reply = tunneltest.tunnelctl_json(d, "reload")
+        self.assertIs(reply["ok"], False, reply)
+        self.assertTrue(any("Bad configuration option: serveraliveintervall" in e for e in reply["errors"]), reply)
+        self.assertEqual(status(d)["t"]["pid"], pid)
 
 
 if __name__ == "__main__":
