@@ -7,6 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "ctl.h"
@@ -24,6 +28,9 @@
 #ifndef TUNNELD_CONFIG
 #define TUNNELD_CONFIG "/etc/tunneld.conf"
 #endif
+#ifndef TUNNELD_USER
+#define TUNNELD_USER "tunneld"          /* the shipped units' User= */
+#endif
 
 static void usage(FILE *f)
 {
@@ -35,6 +42,9 @@ static void usage(FILE *f)
                 "                     control socket, overriding control_socket of the file\n"
                 "  -t, --check        validate the configuration and exit (0 if valid, 1 if not)\n"
                 "  -v, --verbose      with --check: print each tunnel's ssh command line\n"
+                "      --check-as USER\n"
+                "                     with --check as root: check the files as USER reads them\n"
+                "                     (default " TUNNELD_USER " if that user exists; root for root)\n"
                 "  -d, --debug        log at debug level (ssh's debug lines included)\n"
                 "      --allow-insecure-config\n"
                 "                     read configuration files even if they are writable by group\n"
@@ -45,8 +55,25 @@ static void usage(FILE *f)
                 "USR1 restarts every running tunnel's ssh.\n");
 }
 
+static bool checked_as_root;            /* -t as root, for want of the service's user */
+
+/* Say which checks only passed because root ran them. */
+static void note_root_checks(const struct config *c)
+{
+        for (size_t i = 0; checked_as_root && i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                if (t->enabled && (t->identity_file || t->ssh_config_file || t->on_state_change)) {
+                        fprintf(stderr, "tunneld: checked as root (there is no user %s): keys, ssh config files "
+                                        "and hooks are readable by root; to check them as the service's user: "
+                                        "tunneld -t --check-as USER\n", TUNNELD_USER);
+                        return;
+                }
+        }
+}
+
 static int check_config(const struct config *c, bool verbose)
 {
+        note_root_checks(c);
         printf("configuration OK: %zu tunnel%s", c->n_tunnels, c->n_tunnels == 1 ? "" : "s");
         if (config_enabled_count(c) != c->n_tunnels)
                 printf(" (%zu enabled)", config_enabled_count(c));
@@ -68,6 +95,57 @@ static int check_config(const struct config *c, bool verbose)
                         printf("%s: %s, written at every start:\n%s", c->tunnels[i].name, jump_path, jump_config);
         }
         return 0;
+}
+
+/* tunneld -t run as root checks files as root reads them: every key looks readable. The
+ * service runs as TUNNELD_USER, so check as that user: in a child that has become it,
+ * whose exit status is ours. CHECK_HERE: go on in this process (not root, or checking as
+ * root on purpose, or no such user: then say which checks only root passed). */
+#define CHECK_HERE (-1)
+static int become_check_user(const char *user)
+{
+        const char *name = user ? user : TUNNELD_USER;
+        struct passwd *pw;
+        pid_t pid;
+        int status;
+
+        if (geteuid() != 0) {
+                if (user)
+                        fprintf(stderr, "tunneld: --check-as needs root; checking as uid %d\n", (int)geteuid());
+                return CHECK_HERE;
+        }
+        pw = getpwnam(name);
+        if (!pw || pw->pw_uid == 0) {
+                if (user && !pw) {
+                        fprintf(stderr, "tunneld: --check-as %s: no such user\n", user);
+                        return 2;
+                }
+                checked_as_root = !user;
+                return CHECK_HERE;
+        }
+        fflush(stdout);
+        pid = fork();
+        if (pid < 0) {
+                fprintf(stderr, "tunneld: cannot fork to check as %s: %s\n", name, strerror(errno));
+                return 1;
+        }
+        if (pid == 0) {
+                if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0 ||
+                    setuid(0) == 0) {
+                        fprintf(stderr, "tunneld: cannot become %s to check as it: %s\n", name, strerror(errno));
+                        _exit(1);
+                }
+                (void)setenv("HOME", pw->pw_dir, 1);
+                (void)setenv("USER", pw->pw_name, 1);
+                (void)setenv("LOGNAME", pw->pw_name, 1);
+                printf("checking as %s (uid %d), as the service reads the files\n", pw->pw_name, (int)pw->pw_uid);
+                fflush(stdout);
+                return CHECK_HERE;
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return 1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
 struct daemon {
@@ -115,12 +193,14 @@ int main(int argc, char *argv[])
                 { "verbose", no_argument,       NULL, 'v' },
                 { "debug",   no_argument,       NULL, 'd' },
                 { "allow-insecure-config", no_argument, NULL, 'I' },
+                { "check-as", required_argument, NULL, 'U' },
                 { "help",    no_argument,       NULL, 'h' },
                 { "version", no_argument,       NULL, 'V' },
                 {}
         };
         const char *path = TUNNELD_CONFIG;
         bool check = false, verbose = false, debug = false;
+        const char *check_as = NULL;
         struct config_load_options opts = { .ask_ssh = CONFIG_SSH_LENIENT };
         struct config_errors errs = {0};
         struct config *config = NULL;
@@ -143,6 +223,7 @@ int main(int argc, char *argv[])
                 case 'v': verbose = true; break;
                 case 'd': debug = true; break;
                 case 'I': opts.allow_insecure = true; break;
+                case 'U': check_as = optarg; break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("tunneld %s\n", TUNNELD_VERSION); return 0;
                 default: usage(stderr); return 2;
@@ -154,8 +235,15 @@ int main(int argc, char *argv[])
                 return 2;
         }
 
-        if (check)
+        if (check) {
                 opts.ask_ssh = CONFIG_SSH_STRICT;       /* -t: ssh must have judged every option */
+                r = become_check_user(check_as);
+                if (r != CHECK_HERE)
+                        return r;
+        } else if (check_as) {
+                fprintf(stderr, "tunneld: --check-as goes with --check\n");
+                return 2;
+        }
         r = config_load(path, &opts, &config, &errs);
         if (r < 0) {
                 /* the daemon logs with <N> prefixes, and so does -t into the journal (the

@@ -171,6 +171,38 @@ class CheckTest(FeatureTest):
         self.assert_echo(lport)
         self.assertEqual(status(d)["full"]["state"], "up")
 
+    def test_check_as_the_services_user(self):
+        """As root, -t checks the files as the service's user reads them: a key only root
+        can read passes as root (with a note saying so) and fails --check-as USER."""
+        import pwd
+        import subprocess
+        user = f"tchk{os.getpid() % 100000}"
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=True,
+                       capture_output=True, timeout=30)
+        self.addCleanup(subprocess.run, ["userdel", user], capture_output=True, timeout=30)
+        tmp = tunneltest.temp_dir(self)
+        os.chmod(tmp, 0o755)
+        key = os.path.join(tmp, "key")
+        with open(self.sshd.client_key, "rb") as src, open(key, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(key, 0o600)    # root's
+        path = os.path.join(tmp, "tunneld.conf")
+        tunneltest.write_config(path, {"ssh": tunneltest.SSH, "control_socket": "none"},
+                                {**self.sshd.tunnel_defaults(), "identity_file": key},
+                                [{"name": "k", "host": "127.0.0.1"}])
+        os.chmod(path, 0o644)
+        r = tunneltest.run_tunneld("-t", "-c", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("checked as root", r.stderr)
+        r = tunneltest.run_tunneld("-t", "--check-as", user, "-c", path)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"checking as {user} (uid {pwd.getpwnam(user).pw_uid})", r.stdout)
+        self.assertRegex(r.stderr, rf"{re.escape(path)}:\d+: k\.identity_file: {re.escape(key)}: Permission denied "
+                                   rf"\(tunneld runs as uid {pwd.getpwnam(user).pw_uid}\)")
+        os.chown(key, pwd.getpwnam(user).pw_uid, -1)
+        r = tunneltest.run_tunneld("-t", "--check-as", user, "-c", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     # ---- ssh judges ssh's options ----
 
     def test_ssh_judges_ssh_options(self):
