@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -308,8 +309,29 @@ static void handle_reload(struct supervisor *sup, struct buf *out)
         buf_printf(out, "{\"ok\":true,\"tunnels\":%zu}\n", supervisor_count(sup));
 }
 
-void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, bool may_write, struct buf *out)
+/* "root, tunneld's user (tunneld) or the group ops": who may change tunnels. */
+static void who_may_write(const struct supervisor *sup, char *buf, size_t size)
 {
+        const struct config *c = supervisor_config(sup);
+        struct passwd *pw = getpwuid(geteuid());
+        int n;
+
+        if (geteuid() == 0)
+                n = snprintf(buf, size, "root");
+        else if (pw)
+                n = snprintf(buf, size, "root or tunneld's user (%s)", pw->pw_name);
+        else
+                n = snprintf(buf, size, "root or tunneld's user (uid %d)", (int)geteuid());
+        if (n > 0 && (size_t)n < size && c->control_group)
+                snprintf(buf + n, size - (size_t)n, ", or a member of the group %s (control_group)", c->control_group);
+        else if (n > 0 && (size_t)n < size)
+                snprintf(buf + n, size - (size_t)n, " (control_group names a group that may too)");
+}
+
+void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
+                        struct buf *out)
+{
+        bool may_write = peer->may_write;
         _cleanup_free_ struct tunnel **v = NULL;
         struct json *req = NULL;
         const char *cmd;
@@ -351,7 +373,10 @@ void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, bo
                 goto done;
         }
         if (!may_write) {
-                reply_error(out, "permission denied: %s needs root or the control group", cmd);
+                char who[256];
+
+                who_may_write(sup, who, sizeof(who));
+                reply_error(out, "permission denied: %s needs %s; you are uid %d", cmd, who, (int)peer->uid);
                 goto done;
         }
         if (supervisor_is_shutting_down(sup)) {
@@ -474,7 +499,8 @@ static bool client_answer_one(struct ctl_client *c)
                 return false;
         len = (size_t)(nl - c->in);
         if (c->server->sup)
-                ctl_handle_request(c->server->sup, c->in, len, c->may_write, &c->out);
+                ctl_handle_request(c->server->sup, c->in, len,
+                                   &(struct ctl_peer){ .uid = c->cred.uid, .may_write = c->may_write }, &c->out);
         else
                 reply_error(&c->out, "tunneld is starting");
         if (c->out.oom || c->out.len > CTL_OUTPUT_MAX) {

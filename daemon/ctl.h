@@ -45,8 +45,15 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bo
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup);
 struct ctl_server *ctl_server_free(struct ctl_server *s);
 
-/* Answer one request line into out (a JSON object and '\n'). Exposed for tests. */
-void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, bool may_write, struct buf *out);
+/* Who sent a request. */
+struct ctl_peer {
+        uid_t uid;
+        bool may_write;                 /* root, tunneld's uid, or control_group */
+};
+
+/* Answer one request line into out (a JSON object and '\n'). */
+void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
+                        struct buf *out);
 
 /* The status of one tunnel as a JSON object (also used by metrics). */
 void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now);

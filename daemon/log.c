@@ -14,6 +14,7 @@
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_max_level = LOG_INFO;
 static bool stderr_is_tty;
+static bool stderr_color;
 static bool debug_forced;
 
 /* systemd sets JOURNAL_STREAM=dev:ino for the stream it connected to stderr. */
@@ -45,6 +46,7 @@ void log_open(enum log_target target)
                 target = log_stderr_is_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
         log_target = target;
         stderr_is_tty = isatty(STDERR_FILENO) == 1;
+        stderr_color = stderr_is_tty && !getenv("NO_COLOR") && !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
 }
 
 enum log_target log_get_target(void) { return log_target; }
@@ -92,18 +94,32 @@ int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
         return n;
 }
 
+static const struct {
+        const char *word, *color;
+} levels[] = {
+        [LOG_EMERG] = { "error", "\033[1;31m" }, [LOG_ALERT] = { "error", "\033[1;31m" },
+        [LOG_CRIT] = { "error", "\033[1;31m" }, [LOG_ERR] = { "error", "\033[1;31m" },
+        [LOG_WARNING] = { "warning", "\033[33m" }, [LOG_NOTICE] = { "notice", "\033[1m" },
+        [LOG_INFO] = { "info", "" }, [LOG_DEBUG] = { "debug", "\033[2m" },
+};
+
 int log_format_stderr(int prio, const struct log_ctx *ctx, const char *text, bool tty, char **ret)
 {
         const char *name = ctx && ctx->tunnel ? ctx->tunnel : NULL;
         int r;
 
         if (tty) {
-                /* A person is watching: a clock helps, journald's "<N>" does not. */
+                /* A person is watching: a clock and the level as a word help, journald's
+                 * "<N>" does not. */
+                int level = prio >= 0 && prio <= LOG_DEBUG ? prio : LOG_INFO;
+                bool color = stderr_color && levels[level].color[0];
                 time_t now = time(NULL);
                 char stamp[16] = "";
                 struct tm tm;
-                strftime(stamp, sizeof(stamp), "%H:%M:%S ", localtime_r(&now, &tm));
-                r = asprintf(ret, "%s%s%s%s\n", stamp, name ? name : "", name ? ": " : "", text);
+
+                strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime_r(&now, &tm));
+                r = asprintf(ret, "%s %s%-7s%s %s%s%s\n", stamp, color ? levels[level].color : "", levels[level].word,
+                             color ? "\033[0m" : "", name ? name : "", name ? ": " : "", text);
         } else
                 r = asprintf(ret, "<%d>%s%s%s\n", prio, name ? name : "", name ? ": " : "", text);
         return r < 0 ? -ENOMEM : 0;

@@ -248,7 +248,7 @@ int main(int argc, char *argv[])
         if (r < 0) {
                 /* the daemon logs with <N> prefixes, and so does -t into the journal (the
                  * unit's ExecStartPre): "journalctl -p err" must show why it did not start */
-                const char *err = !check || log_stderr_is_journal() ? "<3>" : "";
+                const char *err = log_stderr_is_journal() || (!check && !isatty(STDERR_FILENO)) ? "<3>" : "";
 
                 for (size_t i = 0; i < errs.n; i++)
                         fprintf(stderr, "%s%s\n", err, errs.lines[i]);

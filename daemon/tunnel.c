@@ -798,8 +798,9 @@ static void spawn(struct tunnel *t, const struct tunnel_run *run, const char *wh
                 t->restarts++;
         t->restart_pending = false;
 
+        /* the same count as tunnelctl's STARTS (max_starts counts since the last manual start) */
         set_state(t, TUNNEL_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
-                  "%s; %s: ssh pid %d (start %u)", what, next, (int)pid, t->starts);
+                  "%s; %s: ssh pid %d (start %lu)", what, next, (int)pid, t->total_starts);
         return;
 
 fail: {

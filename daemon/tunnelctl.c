@@ -1,27 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* tunnelctl: look at and steer a running tunneld through its control socket. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
-#include <math.h>
-#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
-#include <linux/sock_diag.h>
-#include <linux/unix_diag.h>
-#include <stdbool.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "ctl_client.h"
 #include "json.h"
+#include "json_write.h"
+#include "tunnelctl_show.h"
 #include "util.h"
 
 #ifndef TUNNELD_VERSION
@@ -39,9 +30,9 @@ enum {
         EXIT_DENIED = 4,        /* the command needs root or the control group */
 };
 
-#define REPLY_TIMEOUT_MS 60000
-#define CONNECT_TIMEOUT_MS 5000         /* a full listen queue makes connect() wait */
-#define REPLY_MAX (64u << 20)
+/* Names go to tunneld in requests of at most this many bytes (its limit is 4096 a line):
+ * any number of names, of any length, in one command. */
+#define REQUEST_BUDGET 3072
 
 static void help(void)
 {
@@ -50,7 +41,7 @@ static void help(void)
 "    tunnelctl - show and control the tunnels of a running tunneld\n"
 "\n"
 "SYNOPSIS\n"
-"    tunnelctl [OPTIONS] status [NAME...]\n"
+"    tunnelctl [OPTIONS] status [-l] [NAME...]\n"
 "    tunnelctl [OPTIONS] start|stop|restart NAME...|--all\n"
 "    tunnelctl [OPTIONS] reload\n"
 "    tunnelctl [OPTIONS] check\n"
@@ -67,10 +58,13 @@ static void help(void)
 "        uptime of the current ssh, starts (in brackets: those after an exit\n"
 "        tunneld did not ask for), last exit (status or signal, how long ssh\n"
 "        ran, failure class), next retry, forwards (\"R port N\": the port the\n"
-"        server chose for a remote forward of port 0). States: queued (waiting\n"
-"        for a start slot or for the tunnels it is after), starting (ssh runs,\n"
-"        not yet authenticated with every forward in place), up, backoff\n"
-"        (waiting to retry), failed (not retrying), stopping, stopped.\n"
+"        server chose for a remote forward of port 0; the first two, and how\n"
+"        many more: -l lists each forward, and why a tunnel is not up, under\n"
+"        its row). States: queued (waiting for a start slot or for the tunnels\n"
+"        it is after), starting (ssh runs, not yet authenticated with every\n"
+"        forward in place), up, degraded (ssh runs without a forward it could\n"
+"        not set up), backoff (waiting to retry), failed (not retrying),\n"
+"        stopping, stopped.\n"
 "    start NAME...|--all\n"
 "        Start now, resetting backoff and max_starts counters.\n"
 "    stop NAME...|--all\n"
@@ -101,6 +95,7 @@ static void help(void)
 "                        reload of a tunneld without one sends SIGHUP instead\n"
 "                        (and cannot wait for it)\n"
 "    -j, --json          print tunneld's JSON reply (one object) instead of a table\n"
+"    -l, --long          with status: every forward and the reason under each row\n"
 "        --color=WHEN    colour states: auto (on a terminal, unless NO_COLOR is\n"
 "                        set), always, never\n"
 "    -h, --help          this help\n"
@@ -113,7 +108,7 @@ static void help(void)
 "    2   usage error\n"
 "    3   tunneld is not reachable on the control socket\n"
 "    4   permission denied: state changes need root, tunneld's user, or the\n"
-"        control_group of tunneld.conf\n"
+"        control_group of tunneld.conf (tunneld says who may)\n"
 "\n"
 "EXAMPLES\n"
 "    tunnelctl status\n"
@@ -122,228 +117,139 @@ static void help(void)
 "    tunnelctl --json status | jq '.tunnels[] | select(.state != \"up\") | .name'\n");
 }
 
-/* tunneld binds PATH.new and renames it into place: the kernel keeps the bound name. */
-static int found_socket(char *path, char **ret)
-{
-        size_t len = strlen(path);
-        struct stat st;
+struct args {
+        const char *path, *pid_arg, *cmd;
+        bool json, all, long_view;
+        char **names;                   /* argv's */
+        int n_names;
+};
 
-        if (len > 4 && strcmp(path + len - 4, ".new") == 0 && stat(path, &st) < 0)
-                path[len - 4] = '\0';
-        *ret = strdup(path);
-        return *ret ? 0 : -ENOMEM;
-}
-
-static bool has_inode(const unsigned long *inodes, size_t n, unsigned long ino)
+static int parse_args(int argc, char *argv[], struct args *a)
 {
-        for (size_t i = 0; i < n; i++)
-                if (inodes[i] == ino)
-                        return true;
-        return false;
-}
-
-/* Among the listening stream sockets with a path (from the kernel's sock_diag, which needs
- * no privilege and no /proc/net, hidden by the unit's ProcSubset=pid), the one whose inode
- * is in inodes. */
-static int find_by_sock_diag(const unsigned long *inodes, size_t n, char **ret)
-{
-        struct {
-                struct nlmsghdr nlh;
-                struct unix_diag_req req;
-        } msg = {
-                .nlh = { .nlmsg_len = sizeof(msg), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
-                         .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
-                .req = { .sdiag_family = AF_UNIX, .udiag_states = 1u << 10 /* TCP_LISTEN */,
-                         .udiag_show = UDIAG_SHOW_NAME },
+        static const struct option options[] = {
+                { "socket",  required_argument, NULL, 's' },
+                { "pid",     required_argument, NULL, 'p' },
+                { "json",    no_argument,       NULL, 'j' },
+                { "long",    no_argument,       NULL, 'l' },
+                { "color",   required_argument, NULL, 'C' },
+                { "all",     no_argument,       NULL, 'a' },
+                { "help",    no_argument,       NULL, 'h' },
+                { "version", no_argument,       NULL, 'V' },
+                {}
         };
-        _cleanup_close_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-        long buf[8192];
-        int r = -ENOENT;
+        const char *color = "auto", *term = getenv("TERM");
+        int c;
 
-        if (fd < 0 || send(fd, &msg, sizeof(msg), 0) < 0)
-                return -errno;
-        for (;;) {
-                ssize_t len = recv(fd, buf, sizeof(buf), 0);
-
-                if (len < 0)
-                        return errno == EINTR ? -EINTR : -errno;
-                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
-                        const struct unix_diag_msg *m = NLMSG_DATA(h);
-                        int alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
-
-                        if (h->nlmsg_type == NLMSG_DONE)
-                                return r;
-                        if (h->nlmsg_type == NLMSG_ERROR)
-                                return -EIO;
-                        if (r != -ENOENT || m->udiag_type != SOCK_STREAM || !has_inode(inodes, n, m->udiag_ino))
-                                continue;
-                        for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-                                char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
-                                size_t plen = RTA_PAYLOAD(a);
-
-                                if (a->rta_type != UNIX_DIAG_NAME || plen == 0 || ((char *)RTA_DATA(a))[0] != '/')
-                                        continue;       /* abstract or unnamed */
-                                if (plen >= sizeof(path))
-                                        plen = sizeof(path) - 1;
-                                memcpy(path, RTA_DATA(a), plen);
-                                path[plen] = '\0';
-                                r = found_socket(path, ret);
-                        }
+        *a = (struct args){ .path = getenv("TUNNELD_SOCKET") };
+        if (!a->path || !*a->path)
+                a->path = TUNNELD_CONTROL_SOCKET;
+        while ((c = getopt_long(argc, argv, "s:p:jlahV", options, NULL)) >= 0) {
+                switch (c) {
+                case 's': a->path = optarg; break;
+                case 'p': a->pid_arg = optarg; break;
+                case 'j': a->json = true; break;
+                case 'l': a->long_view = true; break;
+                case 'C': color = optarg; break;
+                case 'a': a->all = true; break;
+                case 'h': help(); exit(EXIT_OK);
+                case 'V': printf("tunnelctl %s\n", TUNNELD_VERSION); exit(EXIT_OK);
+                default:
+                        fprintf(stderr, "Try 'tunnelctl --help'.\n");
+                        return EXIT_USAGE;
                 }
         }
+        if (strcmp(color, "always") == 0)
+                show_set_color(true);
+        else if (strcmp(color, "auto") == 0)
+                show_set_color(isatty(STDOUT_FILENO) && !getenv("NO_COLOR") && !(term && strcmp(term, "dumb") == 0));
+        else if (strcmp(color, "never") != 0) {
+                fprintf(stderr, "tunnelctl: --color must be auto, always or never\n");
+                return EXIT_USAGE;
+        }
+        if (optind >= argc) {
+                fprintf(stderr, "tunnelctl: a command is needed: status, start, stop, restart, reload, check, metrics\n"
+                                "Try 'tunnelctl --help'.\n");
+                return EXIT_USAGE;
+        }
+        a->cmd = argv[optind++];
+        a->names = argv + optind;
+        a->n_names = argc - optind;
+        return EXIT_OK;
 }
 
-/* The control socket tunneld PID listens on, from its descriptors: what systemd's
- * ExecReload (which knows $MAINPID, not the configured path) uses. -ENOENT if it has none. */
-static int socket_of_pid(long pid, char **ret)
+static bool takes_names(const char *cmd)
 {
-        char dir[64], link[64];
-        unsigned long *inodes = NULL;
-        size_t n = 0, room = 0;
-        struct dirent *e;
-        DIR *d;
-        int r;
-
-        snprintf(dir, sizeof(dir), "/proc/%ld/fd", pid);
-        d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? -ESRCH : -errno;      /* ENOENT means "no socket" */
-        while ((e = readdir(d))) {
-                ssize_t len = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
-                unsigned long ino;
-
-                if (len <= 0)
-                        continue;
-                link[len] = '\0';
-                if (sscanf(link, "socket:[%lu]", &ino) != 1)
-                        continue;
-                if (n == room) {
-                        unsigned long *grown = realloc(inodes, (room = room ? 2 * room : 16) * sizeof(*inodes));
-                        if (!grown) {
-                                closedir(d);
-                                free(inodes);
-                                return -ENOMEM;
-                        }
-                        inodes = grown;
-                }
-                inodes[n++] = ino;
-        }
-        closedir(d);
-        r = find_by_sock_diag(inodes, n, ret);
-        free(inodes);
-        return r;
+        return strcmp(cmd, "status") == 0 || strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 ||
+               strcmp(cmd, "restart") == 0;
 }
 
-/* Whether the process listening on path is pid (SO_PEERCRED), for when /proc does not show
- * pid's descriptors: under the unit's PrivateUsers=, ExecReload runs in a user namespace
- * of its own, and the kernel hides tunneld's /proc entry from it. */
-static bool socket_is_of_pid(const char *path, long pid)
+static int check_usage(const struct args *a)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct ucred cred;
-        socklen_t len = sizeof(cred);
-        _cleanup_close_ int fd = -1;
+        if (takes_names(a->cmd)) {
+                bool changes = strcmp(a->cmd, "status") != 0;
 
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return false;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        return fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-               getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid;
+                if (changes && a->all == (a->n_names > 0)) {
+                        fprintf(stderr, "tunnelctl: %s needs tunnel names or --all (not both)\n", a->cmd);
+                        return EXIT_USAGE;
+                }
+                if (!changes && a->all) {
+                        fprintf(stderr, "tunnelctl: status takes names, or nothing for all\n");
+                        return EXIT_USAGE;
+                }
+                if (a->long_view && changes) {
+                        fprintf(stderr, "tunnelctl: -l goes with status\n");
+                        return EXIT_USAGE;
+                }
+                return EXIT_OK;
+        }
+        if (strcmp(a->cmd, "reload") == 0 || strcmp(a->cmd, "check") == 0 || strcmp(a->cmd, "metrics") == 0) {
+                if (a->n_names || a->all || a->long_view) {
+                        fprintf(stderr, "tunnelctl: %s takes no arguments\n", a->cmd);
+                        return EXIT_USAGE;
+                }
+                return EXIT_OK;
+        }
+        fprintf(stderr, "tunnelctl: unknown command '%s'\nTry 'tunnelctl --help'.\n", a->cmd);
+        return EXIT_USAGE;
 }
 
-/* connect() that gives up after CONNECT_TIMEOUT_MS: a Unix socket whose listen queue is
- * full (tunneld flooded with connections) would otherwise block for ever. errno set. */
-static int connect_bounded(int fd, const struct sockaddr_un *sa)
+/* The requests for a command: one, or for many names as many as it takes. */
+static int build_requests(const struct args *a, char ***ret)
 {
-        struct pollfd p = { .fd = fd, .events = POLLOUT };
-        int err = 0, r;
-        socklen_t len = sizeof(err);
+        char **reqs = NULL;
+        int i = 0;
 
-        if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
-                return 0;
-        if (errno != EAGAIN && errno != EINPROGRESS)
-                return -1;
-        /* Linux reports EAGAIN for a full queue of a Unix socket: retry until the deadline */
-        for (int waited = 0; waited < CONNECT_TIMEOUT_MS; waited += 50) {
-                if (errno == EINPROGRESS) {
-                        r = poll(&p, 1, CONNECT_TIMEOUT_MS - waited);
-                        if (r <= 0)
-                                break;
-                        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
-                                errno = err ? err : errno;
-                                return -1;
-                        }
-                        return 0;
+        do {
+                struct buf b = {0};
+                struct json_writer w = json_writer_init(&b);
+                char *text = NULL;
+                size_t start = 0;
+
+                json_begin_object(&w);
+                json_field_string(&w, "cmd", a->cmd);
+                if (a->all)
+                        json_field_bool(&w, "all", true);
+                if (i < a->n_names) {
+                        json_write_key(&w, "tunnels");
+                        json_begin_array(&w);
+                        start = b.len;
+                        /* at least one name per request, however long */
+                        do
+                                json_write_string(&w, a->names[i++]);
+                        while (i < a->n_names && b.len - start + strlen(a->names[i]) * 6 + 8 < REQUEST_BUDGET);
+                        json_end_array(&w);
                 }
-                (void)poll(NULL, 0, 50);
-                if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
-                        return 0;
-                if (errno != EAGAIN && errno != EINPROGRESS)
-                        return -1;
-        }
-        errno = ETIMEDOUT;
-        return -1;
-}
-
-static int request(const char *path, const char *req, char **ret)
-{
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        _cleanup_close_ int fd = -1;
-        struct buf b = {0};
-        size_t len = strlen(req), off = 0;
-
-        if (strlen(path) >= sizeof(sa.sun_path)) {
-                fprintf(stderr, "tunnelctl: socket path too long: %s\n", path);
-                return -EXIT_UNREACHABLE;
-        }
-        memcpy(sa.sun_path, path, strlen(path) + 1);    /* length checked above */
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0 || connect_bounded(fd, &sa) < 0) {
-                fprintf(stderr, "tunnelctl: cannot reach tunneld at %s: %s (is tunneld running? -s sets the socket)\n",
-                        path, errno == ETIMEDOUT ? "its listen queue stays full" : strerror(errno));
-                return -EXIT_UNREACHABLE;
-        }
-        (void)fcntl(fd, F_SETFL, 0);    /* blocking again: the reply loop polls */
-        while (off < len) {
-                ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        /* a full tunneld answers "too many clients" and closes before reading
-                         * us: its reply is waiting; read it rather than report EPIPE */
-                        break;
+                json_end_object(&w);
+                buf_puts(&b, "\n");
+                if (buf_steal(&b, &text) < 0 || strv_push(&reqs, text) < 0) {
+                        free(text);
+                        strv_free(reqs);
+                        return -ENOMEM;
                 }
-                off += (size_t)n;
-        }
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                char chunk[65536];
-                ssize_t n;
-                int r = poll(&p, 1, REPLY_TIMEOUT_MS);
-
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r <= 0) {
-                        fprintf(stderr, "tunnelctl: no reply from tunneld within %d s\n", REPLY_TIMEOUT_MS / 1000);
-                        buf_free(&b);
-                        return -EXIT_UNREACHABLE;
-                }
-                n = recv(fd, chunk, sizeof(chunk), 0);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        break;
-                buf_append(&b, chunk, (size_t)n);
-                if (memchr(chunk, '\n', (size_t)n) || b.len > REPLY_MAX)
-                        break;
-        }
-        if (!b.data || !memchr(b.data, '\n', b.len)) {
-                fprintf(stderr, "tunnelctl: tunneld closed the connection without a reply\n");
-                buf_free(&b);
-                return -EXIT_UNREACHABLE;
-        }
-        return buf_steal(&b, ret) < 0 ? -EXIT_NOT_UP : 0;
+                free(text);
+        } while (i < a->n_names);
+        *ret = reqs;
+        return 0;
 }
 
 /* tunnelctl --pid P reload, when the socket will not do: SIGHUP, and say so. */
@@ -358,154 +264,36 @@ static int reload_by_signal(long pid, const char *why)
         return EXIT_OK;
 }
 
-static bool use_color;
-
-static const char *state_color(const char *state)
+/* --pid: the socket of that tunneld (*path stays as it is if -s is that socket). *done:
+ * nothing more to do, the return is tunnelctl's exit status. */
+static int resolve_pid(const struct args *a, const char **path, char **owned, bool *done)
 {
-        if (!use_color)
-                return "";
-        if (strcmp(state, "up") == 0)
-                return "\033[32m";
-        if (strcmp(state, "failed") == 0)
-                return "\033[1;31m";
-        if (strcmp(state, "backoff") == 0)
-                return "\033[33m";
-        if (strcmp(state, "starting") == 0 || strcmp(state, "stopping") == 0)
-                return "\033[36m";
-        return "\033[2m";
-}
+        char *end;
+        long pid = strtol(a->pid_arg, &end, 10);
+        int r;
 
-static char *duration_or_dash(const struct json *v, const char *prefix)
-{
-        char d[DURATION_MAX];
-        char *s = NULL;
-
-        if (!v || v->type != JSON_NUMBER)
-                return strdup("-");
-        if (asprintf(&s, "%s%s", prefix, format_duration(v->number < 0 ? 0 : v->number, d, sizeof(d))) < 0)
-                return NULL;
-        return s;
-}
-
-static char *last_exit_text(const struct json *t)
-{
-        const struct json *e = json_get(t, "last_exit");
-        const char *sig, *fail;
-        char ran[DURATION_MAX];
-        struct buf b = {0};
-        char *s = NULL;
-
-        if (!e || e->type != JSON_OBJECT)
-                return strdup("-");
-        sig = json_get_string(e, "signal");
-        if (sig)
-                buf_printf(&b, "SIG%s", sig);
-        else
-                buf_printf(&b, "status %.0f", json_get_number(e, "status", -1));
-        buf_printf(&b, " after %s", format_duration(json_get_number(e, "ran", 0), ran, sizeof(ran)));
-        fail = json_get_string(e, "failure");
-        if (json_get_bool(e, "requested", false))
-                buf_printf(&b, " (stopped)");
-        else if (fail)
-                buf_printf(&b, " (%s)", fail);
-        return buf_steal(&b, &s) < 0 ? NULL : s;
-}
-
-static char *forwards_text(const struct json *t)
-{
-        static const struct { const char *key, *flag; } kinds[] = { { "local", "L" }, { "remote", "R" }, { "dynamic", "D" } };
-        const struct json *f = json_get(t, "forwards");
-        struct buf b = {0};
-        char *s = NULL;
-
-        for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
-                const struct json *list = json_get(f, kinds[k].key);
-                for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
-                        if (list->items[i]->type == JSON_STRING)
-                                buf_printf(&b, "%s%s %s", b.len ? ", " : "", kinds[k].flag, list->items[i]->string);
+        *done = true;
+        if (*end || pid <= 0) {
+                fprintf(stderr, "tunnelctl: --pid needs a process id, not '%s'\n", a->pid_arg);
+                return EXIT_USAGE;
         }
-        {
-                /* ports the server chose for -R 0:…, "34433 for remote forward to host:80" */
-                const struct json *list = json_get(f, "allocated");
-                for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
-                        if (list->items[i]->type == JSON_STRING)
-                                buf_printf(&b, "%sR port %.*s", b.len ? ", " : "",
-                                           (int)strcspn(list->items[i]->string, " "), list->items[i]->string);
+        r = ctl_client_socket_of_pid(pid, owned);
+        if (r < 0 && r != -ENOENT && ctl_client_socket_is_of_pid(*path, pid))
+                r = 0;          /* pid's /proc is hidden, but it answers on path */
+        else if (r == -ESRCH && kill((pid_t)pid, 0) == 0)
+                r = -ENOENT;    /* hidden, and listens elsewhere or nowhere */
+        if (r == -ENOENT && strcmp(a->cmd, "reload") == 0)
+                /* control_socket = "none": the signal is all there is */
+                return reload_by_signal(pid, "no control socket of it found");
+        if (r < 0) {
+                fprintf(stderr, "tunnelctl: no control socket of pid %ld: %s\n", pid,
+                        r == -ENOENT ? "none found (-s names one to try)" : strerror(-r));
+                return EXIT_UNREACHABLE;
         }
-        if (!b.len)
-                buf_printf(&b, "-");
-        return buf_steal(&b, &s) < 0 ? NULL : s;
-}
-
-#define COLUMNS 8
-static const char *const headers[COLUMNS] = {
-        "NAME", "STATE", "PID", "UPTIME", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS",
-};
-
-static void print_table(const struct json *tunnels)
-{
-        size_t n = tunnels->n, width[COLUMNS];
-        char ***cells = calloc(n, sizeof(char **));
-
-        if (!cells)
-                return;
-        for (int c = 0; c < COLUMNS; c++)
-                width[c] = strlen(headers[c]);
-        for (size_t i = 0; i < n; i++) {
-                const struct json *t = tunnels->items[i];
-                const struct json *pid = json_get(t, "pid");
-                const char *state = json_get_string(t, "state");
-                char *row[COLUMNS] = {0};
-
-                cells[i] = calloc(COLUMNS, sizeof(char *));
-                if (!cells[i])
-                        continue;
-                row[0] = strdup(json_get_string(t, "name") ? json_get_string(t, "name") : "?");
-                if (state && strcmp(state, "stopped") == 0 && !json_get_bool(t, "enabled", true))
-                        row[1] = strdup("disabled");
-                else
-                        row[1] = strdup(state ? state : "?");
-                if (pid && pid->type == JSON_NUMBER)
-                        (void)!asprintf(&row[2], "%.0f", pid->number);
-                else
-                        row[2] = strdup("-");
-                row[3] = duration_or_dash(json_get(t, "uptime"), "");
-                if (json_get_number(t, "restarts", 0) > 0)
-                        (void)!asprintf(&row[4], "%.0f (%.0f)", json_get_number(t, "starts", 0),
-                                        json_get_number(t, "restarts", 0));
-                else
-                        (void)!asprintf(&row[4], "%.0f", json_get_number(t, "starts", 0));
-                row[5] = last_exit_text(t);
-                row[6] = duration_or_dash(json_get(t, "retry_in"), "in ");
-                row[7] = forwards_text(t);
-                for (int c = 0; c < COLUMNS; c++) {
-                        cells[i][c] = row[c] ? row[c] : strdup("?");
-                        if (cells[i][c] && strlen(cells[i][c]) > width[c])
-                                width[c] = strlen(cells[i][c]);
-                }
-        }
-        for (int c = 0; c < COLUMNS; c++) {
-                if (c + 1 < COLUMNS)
-                        printf("%-*s  ", (int)width[c], headers[c]);
-                else
-                        printf("%s\n", headers[c]);
-        }
-        for (size_t i = 0; i < n; i++) {
-                if (!cells[i])
-                        continue;
-                for (int c = 0; c < COLUMNS; c++) {
-                        const char *v = cells[i][c] ? cells[i][c] : "?";
-                        if (c == 1 && use_color)
-                                printf("%s%-*s\033[0m  ", state_color(v), (int)width[c], v);
-                        else if (c + 1 < COLUMNS)
-                                printf("%-*s  ", (int)width[c], v);
-                        else
-                                printf("%s\n", v);
-                        free(cells[i][c]);
-                }
-                free(cells[i]);
-        }
-        free(cells);
+        if (*owned)
+                *path = *owned;
+        *done = false;
+        return EXIT_OK;
 }
 
 static int print_errors(const struct json *reply)
@@ -524,189 +312,185 @@ static int print_errors(const struct json *reply)
         return EXIT_NOT_UP;
 }
 
-int main(int argc, char *argv[])
+/* Send every request on one connection; the replies, parsed, in *ret. A positive return
+ * is tunnelctl's exit status. */
+struct replies {
+        struct json **parsed;
+        char **texts;                   /* as tunneld sent them (one line each) */
+        size_t n;
+};
+
+static void replies_free(struct replies *r)
 {
-        static const struct option options[] = {
-                { "socket",  required_argument, NULL, 's' },
-                { "pid",     required_argument, NULL, 'p' },
-                { "json",    no_argument,       NULL, 'j' },
-                { "color",   required_argument, NULL, 'C' },
-                { "all",     no_argument,       NULL, 'a' },
-                { "help",    no_argument,       NULL, 'h' },
-                { "version", no_argument,       NULL, 'V' },
-                {}
-        };
-        const char *path = getenv("TUNNELD_SOCKET"), *color = "auto", *cmd, *pid_arg = NULL;
-        _cleanup_free_ char *pid_socket = NULL;
-        bool json_out = false, all = false;
-        _cleanup_free_ char *reply_text = NULL;
-        _cleanup_buf_ struct buf req = {0};
-        _cleanup_free_ char *req_text = NULL;
-        struct json *reply = NULL;
-        int c, r, ret = EXIT_OK;
+        for (size_t i = 0; i < r->n; i++)
+                json_free(r->parsed[i]);
+        free(r->parsed);
+        strv_free(r->texts);
+        *r = (struct replies){0};
+}
 
-        if (!path || !*path)
-                path = TUNNELD_CONTROL_SOCKET;
-        while ((c = getopt_long(argc, argv, "s:p:jahV", options, NULL)) >= 0) {
-                switch (c) {
-                case 's': path = optarg; break;
-                case 'p': pid_arg = optarg; break;
-                case 'j': json_out = true; break;
-                case 'C': color = optarg; break;
-                case 'a': all = true; break;
-                case 'h': help(); return EXIT_OK;
-                case 'V': printf("tunnelctl %s\n", TUNNELD_VERSION); return EXIT_OK;
-                default:
-                        fprintf(stderr, "Try 'tunnelctl --help'.\n");
-                        return EXIT_USAGE;
-                }
-        }
-        if (strcmp(color, "always") == 0)
-                use_color = true;
-        else if (strcmp(color, "auto") == 0) {
-                const char *term = getenv("TERM");
-                use_color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR") && !(term && strcmp(term, "dumb") == 0);
-        }
-        else if (strcmp(color, "never") != 0) {
-                fprintf(stderr, "tunnelctl: --color must be auto, always or never\n");
-                return EXIT_USAGE;
-        }
-        if (optind >= argc) {
-                fprintf(stderr, "tunnelctl: a command is needed: status, start, stop, restart, reload, check, metrics\n"
-                                "Try 'tunnelctl --help'.\n");
-                return EXIT_USAGE;
-        }
-        cmd = argv[optind++];
+static int exchange_all(const struct args *a, const char *path, char **reqs, struct replies *ret)
+{
+        _cleanup_close_ int fd = -1;
+        struct json **replies = calloc(strv_length(reqs) + 1, sizeof(*replies));
+        char **texts = NULL;
+        size_t n = 0;
+        int r;
 
-        buf_printf(&req, "{\"cmd\":");
-        if (strcmp(cmd, "status") == 0 || strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 ||
-            strcmp(cmd, "restart") == 0) {
-                bool changes = strcmp(cmd, "status") != 0;
-
-                if (changes && all == (optind < argc)) {
-                        fprintf(stderr, "tunnelctl: %s needs tunnel names or --all (not both)\n", cmd);
-                        return EXIT_USAGE;
-                }
-                if (!changes && all) {
-                        fprintf(stderr, "tunnelctl: status takes names, or nothing for all\n");
-                        return EXIT_USAGE;
-                }
-                buf_json_string(&req, cmd);
-                if (all)
-                        buf_printf(&req, ",\"all\":true");
-                if (optind < argc) {
-                        buf_printf(&req, ",\"tunnels\":[");
-                        for (int i = optind; i < argc; i++) {
-                                if (i > optind)
-                                        buf_append(&req, ",", 1);
-                                buf_json_string(&req, argv[i]);
-                        }
-                        buf_append(&req, "]", 1);
-                }
-        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "check") == 0 || strcmp(cmd, "metrics") == 0) {
-                if (optind < argc || all) {
-                        fprintf(stderr, "tunnelctl: %s takes no arguments\n", cmd);
-                        return EXIT_USAGE;
-                }
-                buf_json_string(&req, cmd);
-        } else {
-                fprintf(stderr, "tunnelctl: unknown command '%s'\nTry 'tunnelctl --help'.\n", cmd);
-                return EXIT_USAGE;
-        }
-        buf_append(&req, "}\n", 2);
-        if (buf_steal(&req, &req_text) < 0)
+        if (!replies)
                 return EXIT_NOT_UP;
+        r = ctl_client_open(path, &fd);
+        for (; r >= 0 && reqs[n]; n++) {
+                _cleanup_free_ char *text = NULL;
 
-        if (pid_arg) {
-                char *end;
-                long pid = strtol(pid_arg, &end, 10);
-
-                if (*end || pid <= 0) {
-                        fprintf(stderr, "tunnelctl: --pid needs a process id, not '%s'\n", pid_arg);
-                        return EXIT_USAGE;
+                r = ctl_client_exchange(fd, reqs[n], &text);
+                if (r >= 0)
+                        text[strcspn(text, "\n")] = '\0';
+                if (r >= 0 && strv_push(&texts, text) < 0)
+                        r = -ENOMEM;
+                if (r >= 0 && json_parse(text, strlen(text), &replies[n]) < 0) {
+                        fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
+                        r = -EPROTO;
                 }
-                r = socket_of_pid(pid, &pid_socket);
-                if (r < 0 && r != -ENOENT && socket_is_of_pid(path, pid))
-                        r = 0;          /* pid's /proc is hidden, but it answers on path */
-                else if (r == -ESRCH && kill((pid_t)pid, 0) == 0)
-                        r = -ENOENT;    /* hidden, and listens elsewhere or nowhere */
-                if (r == -ENOENT && strcmp(cmd, "reload") == 0)
-                        /* control_socket = "none": the signal is all there is */
-                        return reload_by_signal(pid, "no control socket of it found");
-                if (r < 0) {
-                        fprintf(stderr, "tunnelctl: no control socket of pid %ld: %s\n", pid,
-                                r == -ENOENT ? "none found (-s names one to try)" : strerror(-r));
-                        return EXIT_UNREACHABLE;
+                if (r >= 0 && !json_get_bool(replies[n], "ok", false)) {
+                        n++;
+                        break;          /* the error reply is the answer */
                 }
-                if (pid_socket)
-                        path = pid_socket;
         }
-
-        r = request(path, req_text, &reply_text);
+        *ret = (struct replies){ .parsed = replies, .texts = texts, .n = n };
         if (r < 0) {
+                replies_free(ret);
                 /* systemctl reload must not fail because the socket is flooded or hung: the
                  * signal reaches tunneld anyway (without the wait for the result) */
-                if (pid_arg && strcmp(cmd, "reload") == 0)
-                        return reload_by_signal(strtol(pid_arg, NULL, 10), "its control socket did not answer");
-                return -r;
+                if (a->pid_arg && strcmp(a->cmd, "reload") == 0)
+                        return reload_by_signal(strtol(a->pid_arg, NULL, 10), "its control socket did not answer");
+                return r == -EPROTO ? EXIT_NOT_UP : EXIT_UNREACHABLE;
         }
-        if (json_parse(reply_text, strcspn(reply_text, "\n"), &reply) < 0) {
-                fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
-                return EXIT_NOT_UP;
+        if (a->pid_arg && strcmp(a->cmd, "reload") == 0 && !json_get_bool(replies[n - 1], "ok", false) &&
+            json_get_string(replies[n - 1], "error") && strncmp(json_get_string(replies[n - 1], "error"), "too many", 8) == 0) {
+                fprintf(stderr, "tunnelctl: tunneld: %s\n", json_get_string(replies[n - 1], "error"));
+                replies_free(ret);
+                return reload_by_signal(strtol(a->pid_arg, NULL, 10), "its control socket is full");
         }
-        if (json_out)
-                printf("%.*s\n", (int)strcspn(reply_text, "\n"), reply_text);
-        if (!json_get_bool(reply, "ok", false)) {
-                const char *error = json_get_string(reply, "error");
+        return 0;
+}
 
-                if (pid_arg && strcmp(cmd, "reload") == 0 && error && strncmp(error, "too many", 8) == 0) {
-                        fprintf(stderr, "tunnelctl: tunneld: %s\n", error);
-                        ret = reload_by_signal(strtol(pid_arg, NULL, 10), "its control socket is full");
-                        goto done;
-                }
-                ret = print_errors(reply);
-                goto done;
-        }
+/* One reply of many: the first, with every reply's tunnels. */
+static void print_merged_json(struct json *const *replies, size_t n)
+{
+        struct buf b = {0};
+        struct json_writer w = json_writer_init(&b);
+        char *text = NULL;
+        const struct json *first = replies[0];
 
-        if (strcmp(cmd, "status") == 0 || strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 ||
-            strcmp(cmd, "restart") == 0) {
-                const struct json *tunnels = json_get(reply, "tunnels");
-
-                if (!tunnels || tunnels->type != JSON_ARRAY) {
-                        fprintf(stderr, "tunnelctl: reply without a tunnel list\n");
-                        ret = EXIT_NOT_UP;
-                        goto done;
+        json_begin_object(&w);
+        for (size_t i = 0; first->type == JSON_OBJECT && i < first->n; i++) {
+                json_write_key(&w, first->keys[i]);
+                if (strcmp(first->keys[i], "tunnels") != 0) {
+                        json_write_value(&w, first->items[i]);
+                        continue;
                 }
-                if (!json_out) {
-                        if (strcmp(cmd, "status") == 0)
-                                print_table(tunnels);
-                        else
-                                for (size_t i = 0; i < tunnels->n; i++)
-                                        printf("%s: %s\n", json_get_string(tunnels->items[i], "name"),
-                                               json_get_string(tunnels->items[i], "state"));
+                json_begin_array(&w);
+                for (size_t k = 0; k < n; k++) {
+                        const struct json *list = json_get(replies[k], "tunnels");
+                        for (size_t j = 0; list && list->type == JSON_ARRAY && j < list->n; j++)
+                                json_write_value(&w, list->items[j]);
                 }
-                if (strcmp(cmd, "status") == 0 && optind < argc)
-                        for (size_t i = 0; i < tunnels->n; i++) {
-                                const char *state = json_get_string(tunnels->items[i], "state");
-                                if (!state || strcmp(state, "up") != 0)
-                                        ret = EXIT_NOT_UP;
-                        }
-        } else if (strcmp(cmd, "reload") == 0) {
-                if (!json_out)
-                        printf("reloaded: %.0f tunnels\n", json_get_number(reply, "tunnels", 0));
-        } else if (strcmp(cmd, "metrics") == 0) {
-                if (!json_out)
-                        fputs(json_get_string(reply, "metrics") ? json_get_string(reply, "metrics") : "", stdout);
-        } else if (strcmp(cmd, "check") == 0) {
-                if (!json_out) {
-                        double n = json_get_number(reply, "tunnels", 0), e = json_get_number(reply, "enabled", n);
-                        printf("configuration OK: %.0f tunnel%s", n, n == 1 ? "" : "s");
-                        if (e != n)
-                                printf(" (%.0f enabled)", e);
-                        printf("\n");
-                }
+                json_end_array(&w);
         }
-done:
-        json_free(reply);
+        json_end_object(&w);
+        if (buf_steal(&b, &text) >= 0) {
+                printf("%s\n", text);
+                free(text);
+        }
+}
+
+/* Every reply's tunnels in one array (borrowed items). */
+static struct json merged_tunnels(struct json *const *replies, size_t n)
+{
+        struct json all = { .type = JSON_ARRAY };
+        size_t total = 0;
+
+        for (size_t k = 0; k < n; k++) {
+                const struct json *list = json_get(replies[k], "tunnels");
+                total += list && list->type == JSON_ARRAY ? list->n : 0;
+        }
+        all.items = calloc(total + 1, sizeof(*all.items));
+        for (size_t k = 0; all.items && k < n; k++) {
+                const struct json *list = json_get(replies[k], "tunnels");
+                for (size_t j = 0; list && list->type == JSON_ARRAY && j < list->n; j++)
+                        all.items[all.n++] = list->items[j];
+        }
+        return all;
+}
+
+static int report(const struct args *a, const struct replies *rs)
+{
+        struct json *const *replies = rs->parsed;
+        size_t n = rs->n;
+        const struct json *last = replies[n - 1];
+        int ret = EXIT_OK;
+
+        if (a->json && n == 1)
+                printf("%s\n", rs->texts[0]);         /* tunneld's own reply, unchanged */
+        else if (a->json)
+                print_merged_json(replies, n);
+        if (!json_get_bool(last, "ok", false))
+                return print_errors(last);
+        if (takes_names(a->cmd)) {
+                struct json all = merged_tunnels(replies, n);
+
+                if (!a->json && strcmp(a->cmd, "status") == 0)
+                        show_table(&all, a->long_view);
+                for (size_t i = 0; i < all.n; i++) {
+                        const char *state = json_get_string(all.items[i], "state");
+                        if (!a->json && strcmp(a->cmd, "status") != 0)
+                                printf("%s: %s\n", json_get_string(all.items[i], "name"), state ? state : "?");
+                        if (strcmp(a->cmd, "status") == 0 && a->n_names && (!state || strcmp(state, "up") != 0))
+                                ret = EXIT_NOT_UP;
+                }
+                free(all.items);
+        } else if (a->json)
+                ;
+        else if (strcmp(a->cmd, "reload") == 0)
+                printf("reloaded: %.0f tunnels\n", json_get_number(last, "tunnels", 0));
+        else if (strcmp(a->cmd, "metrics") == 0)
+                fputs(json_get_string(last, "metrics") ? json_get_string(last, "metrics") : "", stdout);
+        else if (strcmp(a->cmd, "check") == 0) {
+                double t = json_get_number(last, "tunnels", 0), e = json_get_number(last, "enabled", t);
+                printf("configuration OK: %.0f tunnel%s", t, t == 1 ? "" : "s");
+                if (e != t)
+                        printf(" (%.0f enabled)", e);
+                printf("\n");
+        }
         return ret;
+}
+
+int main(int argc, char *argv[])
+{
+        _cleanup_strv_free_ char **reqs = NULL;
+        _cleanup_free_ char *pid_socket = NULL;
+        struct replies replies = {0};
+        struct args a;
+        int r;
+
+        r = parse_args(argc, argv, &a);
+        if (r == EXIT_OK)
+                r = check_usage(&a);
+        if (r != EXIT_OK)
+                return r;
+        if (build_requests(&a, &reqs) < 0)
+                return EXIT_NOT_UP;
+        if (a.pid_arg) {
+                bool done;
+                r = resolve_pid(&a, &a.path, &pid_socket, &done);
+                if (done)
+                        return r;
+        }
+        r = exchange_all(&a, a.path, reqs, &replies);
+        if (r != 0)
+                return r;
+        r = report(&a, &replies);
+        replies_free(&replies);
+        return r;
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "json.h"
+#include "json_write.h"
 #include "test.h"
 #include "util.h"
 
@@ -54,4 +55,44 @@ static void test_writer_utf8(void)
         test_assert_streq(s, "\"ok \xc3\xa9 bad \\ufffd\\ufffd cut \\ufffd\\ufffd\"");
 }
 
-TEST_MAIN(TEST(test_valid), TEST(test_invalid), TEST(test_writer_utf8))
+/* The writer keeps the commas: nested objects and arrays, keys, every value kind; and a
+ * parsed value written back parses to the same text again. */
+static void test_writer(void)
+{
+        struct buf b = {0};
+        struct json_writer w = json_writer_init(&b);
+        char *text = NULL, *again = NULL;
+        char *v[] = { (char *)"a", (char *)"b\"c", NULL };
+        struct json *j = NULL;
+
+        json_begin_object(&w);
+        json_field_string(&w, "name", "db");
+        json_field_bool(&w, "up", true);
+        json_write_key(&w, "pid");
+        json_write_null(&w);
+        json_field_int(&w, "n", -3);
+        json_field_seconds(&w, "since", 1.5);
+        json_field_strv(&w, "list", v);
+        json_field_strv(&w, "empty", NULL);
+        json_write_key(&w, "nested");
+        json_begin_array(&w);
+        json_begin_object(&w);
+        json_end_object(&w);
+        json_write_uint(&w, 7);
+        json_end_array(&w);
+        json_end_object(&w);
+        test_assert(buf_steal(&b, &text) == 0);
+        test_assert_streq(text, "{\"name\":\"db\",\"up\":true,\"pid\":null,\"n\":-3,\"since\":1.500,"
+                                "\"list\":[\"a\",\"b\\\"c\"],\"empty\":[],\"nested\":[{},7]}");
+        test_assert(json_parse(text, strlen(text), &j) == 0);
+        w = json_writer_init(&b);
+        json_write_value(&w, j);
+        test_assert(buf_steal(&b, &again) == 0);
+        test_assert_streq(again, "{\"name\":\"db\",\"up\":true,\"pid\":null,\"n\":-3,\"since\":1.5,"
+                                 "\"list\":[\"a\",\"b\\\"c\"],\"empty\":[],\"nested\":[{},7]}");
+        json_free(j);
+        free(text);
+        free(again);
+}
+
+TEST_MAIN(TEST(test_writer), TEST(test_valid), TEST(test_invalid), TEST(test_writer_utf8))

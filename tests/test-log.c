@@ -63,6 +63,20 @@ static void test_stderr_format(void)
         test_assert_streq(b, "<5>hello\n");
 }
 
+/* On a terminal: "HH:MM:SS level   name: text", no "<N>" (colour only with NO_COLOR unset,
+ * and log_open decides that: not here). */
+static void test_stderr_format_tty(void)
+{
+        struct log_ctx ctx = LOG_CTX_INIT;
+        _cleanup_free_ char *a = NULL;
+
+        ctx.tunnel = "db";
+        test_assert(log_format_stderr(LOG_WARNING, &ctx, "down", true, &a) == 0);
+        test_assert(a && strlen(a) == strlen("12:34:56 warning db: down\n"));
+        test_assert(a && a[2] == ':' && a[5] == ':' && strcmp(a + 8, " warning db: down\n") == 0);
+        test_assert(a && !strchr(a, '<'));
+}
+
 static void test_errno_return(void)
 {
         log_open(LOG_TARGET_STDERR);
@@ -71,4 +85,4 @@ static void test_errno_return(void)
         test_assert(log_error_errno(EACCES, "x: %m") == -EACCES);
 }
 
-TEST_MAIN(TEST(test_fields), TEST(test_stderr_format), TEST(test_errno_return))
+TEST_MAIN(TEST(test_fields), TEST(test_stderr_format), TEST(test_stderr_format_tty), TEST(test_errno_return))

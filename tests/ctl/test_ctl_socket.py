@@ -178,6 +178,9 @@ class PermissionTest(_Base):
             with self.subTest(args=args):
                 r = self.as_user(self.outsider, sock, *args, rc=4)
                 self.assertIn("ermission denied", r.stderr)
+                # who may, and who the client is
+                self.assertRegex(r.stderr, rf"permission denied: {args[0]} needs root .*control_group.*; "
+                                           rf"you are uid {NOBODY_UID}")
         self.assertEqual(pids(sock), {"web": pid})
         self.assertNotIn("requested on the control socket", d.log())
         self.assert_echo(ports["web"])

@@ -695,6 +695,43 @@ class FakeStatesTest(unittest.TestCase):
         self.assertEqual(r.returncode, 3, describe(r))
 
 
+class ManyTest(unittest.TestCase):
+    def test_many_and_long_names_and_many_forwards(self):
+        """300 tunnels with 64-character names in one command (more than tunneld takes in
+        one request line: tunnelctl sends several and prints one answer); a tunnel with 50
+        forwards prints a short row, and every forward with -l."""
+        fake = tunneltest.use(self, FakeSSH())
+        names = [f"t{i:03d}-" + "x" * 59 for i in range(300)]
+        for n in names:
+            fake.plan(n[:8], [(0, 60, True)])
+        forwards = [f"127.0.0.1:{20000 + i}:127.0.0.1:{30000 + i}" for i in range(50)]
+        d = tunneltest.use(self, Tunneld([{"name": n, "host": n[:8]} for n in names] +
+                                         [{"name": "wide", "host": "wide", "local_forwards": forwards}],
+                                         fake=fake, globals={"max_parallel_starts": 0}))
+        fake.plan("wide", [(0, 60, True)])
+        sock = d.globals["control_socket"]
+        ctltest.wait_serving(d, sock)
+        wait_until(lambda: all(t["state"] == "up" for t in tunnels(sock).values()), 30, what="every tunnel up")
+        r = tunnelctl(sock, "status", *names)
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertEqual(len(parse_table(self, r.stdout)), 300)
+        r = tunnelctl(sock, "--json", "status", *names)
+        reply = json.loads(r.stdout)
+        self.assertEqual([t["name"] for t in reply["tunnels"]], names)
+        self.assertIn("version", reply)
+        r = tunnelctl(sock, "restart", *names[:150])
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertEqual(len(r.stdout.splitlines()), 150)
+
+        r = tunnelctl(sock, "status", "wide")
+        row = parse_table(self, r.stdout)["wide"]
+        self.assertEqual(row["FORWARDS"], f"L {forwards[0]}, L {forwards[1]}, L {forwards[2]}, +47 more")
+        self.assertLess(max(len(l) for l in r.stdout.splitlines()), 220)
+        r = tunnelctl(sock, "status", "-l", "wide")
+        for f in forwards:
+            self.assertIn(f"\n    L {f}\n", r.stdout + "\n")
+
+
 class PidTest(unittest.TestCase):
     """tunnelctl --pid PID: the socket that tunneld listens on, found from its descriptors
     (what the unit's ExecReload=tunnelctl --pid $MAINPID reload uses, since a configuration

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+/* tunnelctl_show: status replies as a person reads them: the table, and with -l every
+ * forward and the reason of each tunnel under its row. */
+#include "tunnelctl_show.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static bool use_color;
+
+void show_set_color(bool on)
+{
+        use_color = on;
+}
+
+static const char *state_color(const char *state)
+{
+        if (!use_color)
+                return "";
+        if (strcmp(state, "up") == 0)
+                return "\033[32m";
+        if (strcmp(state, "failed") == 0)
+                return "\033[1;31m";
+        if (strcmp(state, "backoff") == 0 || strcmp(state, "degraded") == 0)
+                return "\033[33m";
+        if (strcmp(state, "starting") == 0 || strcmp(state, "stopping") == 0)
+                return "\033[36m";
+        return "\033[2m";
+}
+
+static char *duration_or_dash(const struct json *v, const char *prefix)
+{
+        char d[DURATION_MAX];
+        char *s = NULL;
+
+        if (!v || v->type != JSON_NUMBER)
+                return strdup("-");
+        if (asprintf(&s, "%s%s", prefix, format_duration(v->number < 0 ? 0 : v->number, d, sizeof(d))) < 0)
+                return NULL;
+        return s;
+}
+
+static char *last_exit_text(const struct json *t)
+{
+        const struct json *e = json_get(t, "last_exit");
+        const char *sig, *fail;
+        char ran[DURATION_MAX];
+        struct buf b = {0};
+        char *s = NULL;
+
+        if (!e || e->type != JSON_OBJECT)
+                return strdup("-");
+        sig = json_get_string(e, "signal");
+        if (sig)
+                buf_printf(&b, "SIG%s", sig);
+        else
+                buf_printf(&b, "status %.0f", json_get_number(e, "status", -1));
+        buf_printf(&b, " after %s", format_duration(json_get_number(e, "ran", 0), ran, sizeof(ran)));
+        fail = json_get_string(e, "failure");
+        if (json_get_bool(e, "requested", false))
+                buf_printf(&b, " (stopped)");
+        else if (fail)
+                buf_printf(&b, " (%s)", fail);
+        return buf_steal(&b, &s) < 0 ? NULL : s;
+}
+
+/* Every forward of t: "L spec" / "R spec" / "D spec" / "R port N" (the port the server
+ * chose for -R 0:…, from "34433 for remote forward to host:80"). */
+static char **forwards_of(const struct json *t)
+{
+        static const struct { const char *key, *flag; } kinds[] = { { "local", "L" }, { "remote", "R" }, { "dynamic", "D" } };
+        const struct json *f = json_get(t, "forwards"), *allocated = json_get(f, "allocated");
+        char **v = NULL;
+
+        for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
+                const struct json *list = json_get(f, kinds[k].key);
+                for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++) {
+                        char *s = NULL;
+                        if (list->items[i]->type == JSON_STRING && asprintf(&s, "%s %s", kinds[k].flag,
+                                                                           list->items[i]->string) >= 0) {
+                                (void)strv_push(&v, s);
+                                free(s);
+                        }
+                }
+        }
+        for (size_t i = 0; allocated && allocated->type == JSON_ARRAY && i < allocated->n; i++) {
+                char *s = NULL;
+                if (allocated->items[i]->type == JSON_STRING &&
+                    asprintf(&s, "R port %.*s", (int)strcspn(allocated->items[i]->string, " "),
+                             allocated->items[i]->string) >= 0) {
+                        (void)strv_push(&v, s);
+                        free(s);
+                }
+        }
+        return v;
+}
+
+/* The table's cell: the first three forwards and how many more (-l lists them all). */
+#define FORWARDS_SHOWN 3
+static char *forwards_text(const struct json *t)
+{
+        _cleanup_strv_free_ char **v = forwards_of(t);
+        size_t n = strv_length(v);
+        struct buf b = {0};
+        char *s = NULL;
+
+        for (size_t i = 0; i < n && i < FORWARDS_SHOWN; i++)
+                buf_printf(&b, "%s%s", i ? ", " : "", v[i]);
+        if (n > FORWARDS_SHOWN)
+                buf_printf(&b, ", +%zu more", n - FORWARDS_SHOWN);
+        if (!n)
+                buf_puts(&b, "-");
+        return buf_steal(&b, &s) < 0 ? NULL : s;
+}
+
+#define COLUMNS 8
+static const char *const headers[COLUMNS] = {
+        "NAME", "STATE", "PID", "UPTIME", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS",
+};
+
+void show_table(const struct json *tunnels, bool long_view)
+{
+        size_t n = tunnels->n, width[COLUMNS];
+        char ***cells = calloc(n, sizeof(char **));
+
+        if (!cells)
+                return;
+        for (int c = 0; c < COLUMNS; c++)
+                width[c] = strlen(headers[c]);
+        for (size_t i = 0; i < n; i++) {
+                const struct json *t = tunnels->items[i];
+                const struct json *pid = json_get(t, "pid");
+                const char *state = json_get_string(t, "state");
+                char *row[COLUMNS] = {0};
+
+                cells[i] = calloc(COLUMNS, sizeof(char *));
+                if (!cells[i])
+                        continue;
+                row[0] = strdup(json_get_string(t, "name") ? json_get_string(t, "name") : "?");
+                if (state && strcmp(state, "stopped") == 0 && !json_get_bool(t, "enabled", true))
+                        row[1] = strdup("disabled");
+                else
+                        row[1] = strdup(state ? state : "?");
+                if (pid && pid->type == JSON_NUMBER)
+                        (void)!asprintf(&row[2], "%.0f", pid->number);
+                else
+                        row[2] = strdup("-");
+                row[3] = duration_or_dash(json_get(t, "uptime"), "");
+                if (json_get_number(t, "restarts", 0) > 0)
+                        (void)!asprintf(&row[4], "%.0f (%.0f)", json_get_number(t, "starts", 0),
+                                        json_get_number(t, "restarts", 0));
+                else
+                        (void)!asprintf(&row[4], "%.0f", json_get_number(t, "starts", 0));
+                row[5] = last_exit_text(t);
+                row[6] = duration_or_dash(json_get(t, "retry_in"), "in ");
+                row[7] = forwards_text(t);
+                for (int c = 0; c < COLUMNS; c++) {
+                        cells[i][c] = row[c] ? row[c] : strdup("?");
+                        if (cells[i][c] && strlen(cells[i][c]) > width[c])
+                                width[c] = strlen(cells[i][c]);
+                }
+        }
+        for (int c = 0; c < COLUMNS; c++) {
+                if (c + 1 < COLUMNS)
+                        printf("%-*s  ", (int)width[c], headers[c]);
+                else
+                        printf("%s\n", headers[c]);
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (!cells[i])
+                        continue;
+                for (int c = 0; c < COLUMNS; c++) {
+                        const char *v = cells[i][c] ? cells[i][c] : "?";
+                        if (c == 1 && use_color)
+                                printf("%s%-*s\033[0m  ", state_color(v), (int)width[c], v);
+                        else if (c + 1 < COLUMNS)
+                                printf("%-*s  ", (int)width[c], v);
+                        else
+                                printf("%s\n", v);
+                        free(cells[i][c]);
+                }
+                free(cells[i]);
+                if (long_view) {
+                        _cleanup_strv_free_ char **v = forwards_of(tunnels->items[i]);
+                        const char *reason = json_get_string(tunnels->items[i], "reason");
+
+                        if (reason)
+                                printf("    why: %s\n", reason);
+                        for (size_t k = 0; v && v[k]; k++)
+                                printf("    %s\n", v[k]);
+                }
+        }
+        free(cells);
+}
+
