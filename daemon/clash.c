@@ -325,12 +325,11 @@ static int scan_local_group(struct clash_entry *v, size_t start, size_t end, cla
 
                 for (size_t k = 0; k < nb; k++) {
                         int f = b[k].family;
-                        struct slot *s;
 
                         if (f)
                                 best = earlier(best, earlier(first_wild[f], b[k].any ? first_any[f] : NONE));
                         if (!f || !b[k].any) {
-                                s = find_slot(&t, &b[k]);
+                                const struct slot *s = find_slot(&t, &b[k]);
                                 if (s->used)
                                         best = earlier(best, s->at);
                         }
@@ -339,7 +338,6 @@ static int scan_local_group(struct clash_entry *v, size_t start, size_t end, cla
                         found(&v[best], &v[j], userdata);
                 for (size_t k = 0; k < nb; k++) {
                         int f = b[k].family;
-                        struct slot *s;
 
                         if (f) {
                                 first_any[f] = earlier(first_any[f], j);
@@ -347,7 +345,7 @@ static int scan_local_group(struct clash_entry *v, size_t start, size_t end, cla
                                         first_wild[f] = earlier(first_wild[f], j);
                         }
                         if (!f || !b[k].any) {
-                                s = find_slot(&t, &b[k]);
+                                struct slot *s = find_slot(&t, &b[k]);
                                 if (!s->used)
                                         *s = (struct slot){ .used = true, .family = f, .name = b[k].name, .at = j };
                                 if (f)

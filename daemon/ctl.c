@@ -12,9 +12,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "json.h"
+#include "ctl_protocol.h"
+#include "json_write.h"
 #include "log.h"
-#include "metrics.h"
+#include "tunnel_json.h"
 
 struct ctl_client {
         struct ctl_server *server;
@@ -26,6 +27,8 @@ struct ctl_client {
         double last_active;             /* accepted, or last complete request or write */
         double last_progress;           /* a reply is pending: when some of it was last taken */
         bool backlog;                   /* requests read, waiting for the socket to take replies */
+        bool subscribed;                /* follows state changes (events) */
+        char **names;                   /* …of these tunnels; NULL: all */
         bool may_write;
         bool eof;
         bool close_after_flush;
@@ -50,362 +53,6 @@ struct ctl_server {
         size_t n_readers;               /* clients that may only read */
 };
 
-/* ---- responses ---- */
-
-static void json_key(struct buf *b, const char *key)
-{
-        buf_json_string(b, key);
-        buf_append(b, ":", 1);
-}
-
-static void json_number_or_null(struct buf *b, bool valid, double v)
-{
-        if (valid)
-                buf_printf(b, "%.3f", v);
-        else
-                buf_append(b, "null", 4);
-}
-
-static void json_strv(struct buf *b, char *const *v)
-{
-        buf_append(b, "[", 1);
-        for (size_t i = 0; v && v[i]; i++) {
-                if (i)
-                        buf_append(b, ",", 1);
-                buf_json_string(b, v[i]);
-        }
-        buf_append(b, "]", 1);
-}
-
-void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now)
-{
-        const struct tunnel_run *run = &t->last_run;
-        bool first = true;
-
-        buf_append(b, "{", 1);
-        json_key(b, "name");
-        buf_json_string(b, t->spec.name);
-        buf_append(b, ",", 1);
-        json_key(b, "state");
-        buf_json_string(b, tunnel_state_to_string(t->state));
-        buf_printf(b, ",\"enabled\":%s,\"held\":%s,\"flapping\":%s,", t->spec.enabled ? "true" : "false",
-                   t->held ? "true" : "false", t->flapping ? "true" : "false");
-        json_key(b, "reason");
-        if (t->state == TUNNEL_QUEUED)
-                buf_json_string(b, t->wait_reason);
-        else if (t->state == TUNNEL_DEGRADED)
-                buf_json_string(b, "a forward failed; exit_on_forward_failure = false keeps ssh running");
-        else if (t->reason && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_FAILED || t->state == TUNNEL_STOPPING))
-                buf_json_string(b, t->reason);
-        else
-                buf_append(b, "null", 4);
-        buf_append(b, ",", 1);
-        json_key(b, "host");
-        buf_json_string(b, t->spec.host);
-        buf_append(b, ",\"pid\":", 7);
-        if (t->pid > 0)
-                buf_printf(b, "%d", (int)t->pid);
-        else
-                buf_append(b, "null", 4);
-        buf_append(b, ",\"since\":", 9);
-        json_number_or_null(b, true, now - t->state_since);
-        buf_append(b, ",\"uptime\":", 10);
-        json_number_or_null(b, t->pid > 0, now - t->started_at);
-        buf_append(b, ",\"retry_in\":", 12);
-        json_number_or_null(b, t->state == TUNNEL_BACKOFF, t->retry_at - now);
-        buf_printf(b, ",\"starts\":%lu,\"restarts\":%lu,\"consecutive_failures\":%u,\"prohibited\":%lu,",
-                   t->total_starts, t->restarts, tunnel_failures_shown(t), t->prohibited);
-        json_key(b, "failures");
-        buf_append(b, "{", 1);
-        for (int c = FAILURE_NONE + 1; c < _FAILURE_MAX; c++) {
-                if (!t->total_failures[c])
-                        continue;
-                if (!first)
-                        buf_append(b, ",", 1);
-                first = false;
-                json_key(b, failure_class_to_string(c));
-                buf_printf(b, "%lu", t->total_failures[c]);
-        }
-        buf_append(b, "},", 2);
-        json_key(b, "last_exit");
-        if (run->valid) {
-                buf_append(b, "{\"status\":", 10);
-                if (run->exit_status >= 0)
-                        buf_printf(b, "%d", run->exit_status);
-                else
-                        buf_append(b, "null", 4);
-                buf_append(b, ",\"signal\":", 10);
-                if (run->exit_signal > 0) {
-                        char sig[16];
-                        buf_json_string(b, signal_to_name(run->exit_signal, sig, sizeof(sig)));
-                } else
-                        buf_append(b, "null", 4);
-                buf_printf(b, ",\"ran\":%.3f,\"ago\":%.3f,\"requested\":%s,\"failure\":", run->ran,
-                           now - run->ended_at, run->requested ? "true" : "false");
-                if (run->failure != FAILURE_NONE)
-                        buf_json_string(b, failure_class_to_string(run->failure));
-                else
-                        buf_append(b, "null", 4);
-                buf_append(b, "}", 1);
-        } else
-                buf_append(b, "null", 4);
-        buf_append(b, ",\"forwards\":{\"local\":", 21);
-        json_strv(b, tunnel_spec_local_forwards(&t->spec));
-        buf_append(b, ",\"remote\":", 10);
-        json_strv(b, tunnel_spec_remote_forwards(&t->spec));
-        buf_append(b, ",\"dynamic\":", 11);
-        json_strv(b, tunnel_spec_dynamic_forwards(&t->spec));
-        buf_append(b, ",\"allocated\":", 13);
-        json_strv(b, t->pid > 0 ? t->allocated : NULL);
-        buf_printf(b, "},\"gatetime\":%.3f,", t->spec.gatetime);
-        json_key(b, "restart");
-        buf_json_string(b, restart_policy_to_string(t->spec.restart));
-        buf_append(b, "}", 1);
-}
-
-_printf_(2, 3)
-static void reply_error(struct buf *out, const char *fmt, ...)
-{
-        char text[512];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof(text), fmt, ap);
-        va_end(ap);
-        buf_append(out, "{\"ok\":false,\"error\":", 20);
-        buf_json_string(out, text);
-        buf_append(out, "}\n", 2);
-}
-
-static void reply_errors(struct buf *out, const char *error, const struct config_errors *errs)
-{
-        buf_append(out, "{\"ok\":false,\"error\":", 20);
-        buf_json_string(out, error);
-        buf_append(out, ",\"errors\":", 10);
-        json_strv(out, errs->lines);
-        buf_append(out, "}\n", 2);
-}
-
-/* The tunnels a request names: "tunnels":[…] or "all":true. NULL-terminated array in
- * *ret (borrowed pointers), or an error reply. */
-static int select_tunnels(struct supervisor *sup, const struct json *req, bool all_by_default, struct buf *out,
-                          struct tunnel ***ret)
-{
-        const struct json *names = json_get(req, "tunnels");
-        bool all = json_get_bool(req, "all", false);
-        size_t n = names && names->type == JSON_ARRAY ? names->n : 0;
-        struct tunnel **v;
-
-        if (names && names->type != JSON_ARRAY) {
-                reply_error(out, "\"tunnels\" must be a list of names");
-                return -EINVAL;
-        }
-        if (all && n) {
-                reply_error(out, "give tunnel names or \"all\", not both");
-                return -EINVAL;
-        }
-        if (!all && !n && !all_by_default) {
-                reply_error(out, "name at least one tunnel, or set \"all\"");
-                return -EINVAL;
-        }
-        if (all || !n) {
-                n = supervisor_count(sup);
-                v = calloc(n + 1, sizeof(struct tunnel *));
-                if (!v)
-                        return -ENOMEM;
-                for (size_t i = 0; i < n; i++)
-                        v[i] = supervisor_get(sup, i);
-                *ret = v;
-                return 0;
-        }
-        v = calloc(n + 1, sizeof(struct tunnel *));
-        if (!v)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                const struct json *name = names->items[i];
-                if (name->type != JSON_STRING) {
-                        reply_error(out, "\"tunnels\" must be a list of names");
-                        free(v);
-                        return -EINVAL;
-                }
-                v[i] = supervisor_find(sup, name->string);
-                if (!v[i]) {
-                        reply_error(out, "no such tunnel: %s", name->string);
-                        free(v);
-                        return -ENOENT;
-                }
-        }
-        *ret = v;
-        return 0;
-}
-
-static void reply_tunnels(struct buf *out, struct supervisor *sup, struct tunnel **v, bool with_daemon)
-{
-        double now = now_mono();
-
-        buf_append(out, "{\"ok\":true,", 11);
-        if (with_daemon) {
-                _cleanup_free_ char *status = NULL;
-                const struct config *c = supervisor_config(sup);
-
-                buf_printf(out, "\"version\":\"%s\",\"pid\":%d,\"uptime\":%.3f,", TUNNELD_VERSION, (int)getpid(),
-                           now - supervisor_started_at(sup));
-                json_key(out, "config");
-                buf_json_string(out, c->path);
-                buf_append(out, ",", 1);
-                if (supervisor_status_text(sup, &status) >= 0) {
-                        json_key(out, "status");
-                        buf_json_string(out, status);
-                        buf_append(out, ",", 1);
-                }
-        }
-        json_key(out, "tunnels");
-        buf_append(out, "[", 1);
-        for (size_t i = 0; v[i]; i++) {
-                if (i)
-                        buf_append(out, ",", 1);
-                ctl_tunnel_json(out, v[i], now);
-        }
-        buf_append(out, "]}\n", 3);
-}
-
-/* As tunneld -t would. Only those who may change tunnels make tunneld ask ssh (a process
- * per distinct set of options): a read-only client gets every check but ssh's. */
-static void handle_check(struct supervisor *sup, bool may_write, struct buf *out)
-{
-        struct config_load_options opts = supervisor_config(sup)->load_options;
-        struct config_errors errs = {0};
-        struct config *c = NULL;
-        const char *path = supervisor_config(sup)->path;
-
-        opts.ask_ssh = may_write ? CONFIG_SSH_STRICT : CONFIG_SSH_SKIP;
-        if (config_load(path, &opts, &c, &errs) < 0) {
-                reply_errors(out, "configuration invalid", &errs);
-                config_errors_clear(&errs);
-                return;
-        }
-        buf_printf(out, "{\"ok\":true,\"tunnels\":%zu,\"enabled\":%zu,", c->n_tunnels, config_enabled_count(c));
-        json_key(out, "config");
-        buf_json_string(out, path);
-        buf_append(out, "}\n", 2);
-        config_free(c);
-}
-
-static void handle_reload(struct supervisor *sup, struct buf *out)
-{
-        struct config_errors errs = {0};
-        int r;
-
-        log_notice("reload requested on the control socket");
-        r = supervisor_reload(sup, &errs);
-        if (r < 0) {
-                if (errs.n)
-                        reply_errors(out, "reload rejected: the running tunnels are unchanged", &errs);
-                else
-                        reply_error(out, "reload failed: %s", strerror(-r));
-                config_errors_clear(&errs);
-                return;
-        }
-        buf_printf(out, "{\"ok\":true,\"tunnels\":%zu}\n", supervisor_count(sup));
-}
-
-/* "root, tunneld's user (tunneld) or the group ops": who may change tunnels. */
-static void who_may_write(const struct supervisor *sup, char *buf, size_t size)
-{
-        const struct config *c = supervisor_config(sup);
-        struct passwd *pw = getpwuid(geteuid());
-        int n;
-
-        if (geteuid() == 0)
-                n = snprintf(buf, size, "root");
-        else if (pw)
-                n = snprintf(buf, size, "root or tunneld's user (%s)", pw->pw_name);
-        else
-                n = snprintf(buf, size, "root or tunneld's user (uid %d)", (int)geteuid());
-        if (n > 0 && (size_t)n < size && c->control_group)
-                snprintf(buf + n, size - (size_t)n, ", or a member of the group %s (control_group)", c->control_group);
-        else if (n > 0 && (size_t)n < size)
-                snprintf(buf + n, size - (size_t)n, " (control_group names a group that may too)");
-}
-
-void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
-                        struct buf *out)
-{
-        bool may_write = peer->may_write;
-        _cleanup_free_ struct tunnel **v = NULL;
-        struct json *req = NULL;
-        const char *cmd;
-        int r;
-
-        r = json_parse(line, len, &req);
-        if (r < 0) {
-                reply_error(out, r == -ENOMEM ? "out of memory" : "request is not valid JSON");
-                return;
-        }
-        cmd = json_get_string(req, "cmd");
-        if (!cmd) {
-                reply_error(out, "request needs a \"cmd\" string");
-                goto done;
-        }
-        if (strcmp(cmd, "status") == 0) {
-                if (select_tunnels(sup, req, true, out, &v) >= 0)
-                        reply_tunnels(out, sup, v, true);
-                goto done;
-        }
-        if (strcmp(cmd, "check") == 0) {
-                handle_check(sup, may_write, out);
-                goto done;
-        }
-        if (strcmp(cmd, "metrics") == 0) {
-                _cleanup_free_ char *text = NULL;
-                if (metrics_render(sup, &text) < 0) {
-                        reply_error(out, "out of memory");
-                        goto done;
-                }
-                buf_printf(out, "{\"ok\":true,\"metrics\":");
-                buf_json_string(out, text);
-                buf_append(out, "}\n", 2);
-                goto done;
-        }
-        if (strcmp(cmd, "start") != 0 && strcmp(cmd, "stop") != 0 && strcmp(cmd, "restart") != 0 &&
-            strcmp(cmd, "reload") != 0) {
-                reply_error(out, "unknown command \"%.64s\"", cmd);
-                goto done;
-        }
-        if (!may_write) {
-                char who[256];
-
-                who_may_write(sup, who, sizeof(who));
-                reply_error(out, "permission denied: %s needs %s; you are uid %d", cmd, who, (int)peer->uid);
-                goto done;
-        }
-        if (supervisor_is_shutting_down(sup)) {
-                reply_error(out, "tunneld is stopping");
-                goto done;
-        }
-        if (strcmp(cmd, "reload") == 0) {
-                handle_reload(sup, out);
-                goto done;
-        }
-        if (select_tunnels(sup, req, false, out, &v) < 0)
-                goto done;
-        for (size_t i = 0; v[i]; i++) {
-                struct log_ctx ctx = LOG_CTX_INIT;
-
-                ctx.tunnel = v[i]->spec.name;
-                log_full(LOG_NOTICE, &ctx, "%s requested on the control socket", cmd);
-                if (strcmp(cmd, "start") == 0)
-                        tunnel_start(v[i]);
-                else if (strcmp(cmd, "stop") == 0)
-                        tunnel_hold(v[i], "stopped by request");
-                else
-                        tunnel_restart(v[i], "restart requested");
-        }
-        reply_tunnels(out, sup, v, false);
-done:
-        json_free(req);
-}
-
 /* ---- connections ---- */
 
 static bool has_output(const struct ctl_client *c)
@@ -428,6 +75,7 @@ static void client_free(struct ctl_client *c)
         ev_timer_stop(s->loop, &c->idle);
         close(c->fd);
         buf_free(&c->out);
+        strv_free(c->names);
         free(c);
 }
 
@@ -435,7 +83,10 @@ static void client_free(struct ctl_client *c)
  * the client is dropped then. */
 static double client_due(const struct ctl_client *c)
 {
-        return has_output(c) || c->backlog ? c->last_progress + CTL_STALL_TIMEOUT : c->last_active + CTL_IDLE_TIMEOUT;
+        if (has_output(c) || c->backlog)
+                return c->last_progress + CTL_STALL_TIMEOUT;
+        /* a subscriber waits for news as long as it likes */
+        return c->subscribed ? 1e300 : c->last_active + CTL_IDLE_TIMEOUT;
 }
 
 static void client_arm_idle(struct ctl_client *c)
@@ -443,6 +94,8 @@ static void client_arm_idle(struct ctl_client *c)
         double left = client_due(c) - now_mono();
 
         ev_timer_stop(c->server->loop, &c->idle);
+        if (left > 1e200)
+                return;         /* no timer: an idle tunneld makes no wakeups */
         ev_timer_set(&c->idle, left > 0 ? left : 0., 0.);
         ev_timer_start(c->server->loop, &c->idle);
 }
@@ -453,7 +106,8 @@ static void client_update_events(struct ctl_client *c, bool more_requests)
 {
         int events = has_output(c) || more_requests ? EV_WRITE : 0;
 
-        if (!c->eof && !c->close_after_flush && !has_output(c) && !more_requests && c->in_len < sizeof(c->in))
+        if (!c->eof && !c->close_after_flush &&
+            (c->subscribed || (!has_output(c) && !more_requests && c->in_len < sizeof(c->in))))
                 events |= EV_READ;
         if (events == (c->io.events & (EV_READ | EV_WRITE)))
                 return;
@@ -495,17 +149,24 @@ static bool client_answer_one(struct ctl_client *c)
         char *nl;
         size_t len;
 
-        if (has_output(c) || c->close_after_flush || !(nl = memchr(c->in, '\n', c->in_len)))
+        if (has_output(c) || c->close_after_flush || c->subscribed || !(nl = memchr(c->in, '\n', c->in_len)))
                 return false;
         len = (size_t)(nl - c->in);
-        if (c->server->sup)
-                ctl_handle_request(c->server->sup, c->in, len,
-                                   &(struct ctl_peer){ .uid = c->cred.uid, .may_write = c->may_write }, &c->out);
-        else
-                reply_error(&c->out, "tunneld is starting");
+        if (c->server->sup) {
+                struct ctl_effect effect;
+
+                ctl_protocol_handle(c->server->sup, c->in, len,
+                                    &(struct ctl_peer){ .uid = c->cred.uid, .may_write = c->may_write }, &c->out,
+                                    &effect);
+                if (effect.subscribe) {
+                        c->subscribed = true;
+                        c->names = effect.names;
+                }
+        } else
+                ctl_protocol_error(&c->out, "tunneld is starting");
         if (c->out.oom || c->out.len > CTL_OUTPUT_MAX) {
                 buf_free(&c->out);
-                reply_error(&c->out, "reply too large or out of memory");
+                ctl_protocol_error(&c->out, "reply too large or out of memory");
                 c->close_after_flush = true;
         }
         memmove(c->in, nl + 1, c->in_len - len - 1);
@@ -524,8 +185,10 @@ static void client_serve(struct ctl_client *c)
                 if (!client_flush(c))
                         return;
         }
+        if (c->subscribed)
+                c->in_len = 0;          /* what a subscriber sends is not read as requests */
         if (!has_output(c) && c->in_len == sizeof(c->in)) {
-                reply_error(&c->out, "request too long (at most %d bytes per line)", CTL_REQUEST_MAX);
+                ctl_protocol_error(&c->out, "request too long (at most %d bytes per line)", CTL_REQUEST_MAX);
                 c->close_after_flush = true;
                 c->in_len = 0;
                 if (!client_flush(c))
@@ -547,7 +210,7 @@ static void on_client(struct ev_loop *loop, ev_io *w, int revents)
         (void)loop;
         if ((revents & EV_WRITE) && !client_flush(c))
                 return;
-        if ((revents & EV_READ) && !has_output(c) && c->in_len < sizeof(c->in)) {
+        if ((revents & EV_READ) && (c->subscribed || !has_output(c)) && c->in_len < sizeof(c->in)) {
                 ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 
                 if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -770,9 +433,58 @@ static int lock_path(const char *path, int *ret_fd)
         return 0;
 }
 
+static bool follows(const struct ctl_client *c, const char *name)
+{
+        if (!c->subscribed)
+                return false;
+        if (!c->names)
+                return true;
+        for (char **n = c->names; *n; n++)
+                if (strcmp(*n, name) == 0)
+                        return true;
+        return false;
+}
+
+/* A state change, to every client that follows it: one line each, rendered once. A
+ * subscriber that lets CTL_EVENTS_BACKLOG pile up is dropped. */
+static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata)
+{
+        struct ctl_server *s = userdata;
+        struct tunnel_status st;
+        struct buf line = {0};
+        struct json_writer w = json_writer_init(&line);
+        struct ctl_client *next;
+
+        if (ev == TUNNEL_EVENT_CONNECTING || (ev == TUNNEL_EVENT_STATE && old == t->state))
+                return;
+        tunnel_get_status(t, now_mono(), &st);
+        for (struct ctl_client *c = s->clients; c; c = next) {
+                next = c->next;
+                if (!follows(c, st.name))
+                        continue;
+                if (!line.len) {
+                        tunnel_json_write_event(&w, &st, ev == TUNNEL_EVENT_FLAPPING ? "flapping" : "state", old);
+                        buf_puts(&line, "\n");
+                        if (line.oom)
+                                break;
+                }
+                if (c->out.len - c->out_off + line.len > CTL_EVENTS_BACKLOG) {
+                        client_free(c);
+                        continue;
+                }
+                buf_append(&c->out, line.data, line.len);
+                if (client_flush(c)) {
+                        client_update_events(c, false);
+                        client_arm_idle(c);
+                }
+        }
+        buf_free(&line);
+}
+
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
 {
         s->sup = sup;
+        supervisor_set_event_sink(sup, on_tunnel_event, s);
 }
 
 int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bool world_readable,

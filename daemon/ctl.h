@@ -1,17 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* ctl: the control socket. One JSON request per line, one JSON response per line.
- *
- *   {"cmd":"status"}                       {"cmd":"status","tunnels":["db"]}
- *   {"cmd":"start","tunnels":["db"]}       {"cmd":"stop","all":true}
- *   {"cmd":"restart","tunnels":["db"]}     {"cmd":"reload"}   {"cmd":"check"}
- *
- * Every response has "ok" (true/false); errors carry "error" (and "errors" for config
- * problems). status, check and metrics are open to anyone who may connect (the socket is
- * 0600, 0660 with control_group, 0666 with control_world_readable); commands that change
- * state need root, tunneld's own user, or a process holding control_group (its gid or a
- * supplementary group, from SO_PEERCRED/SO_PEERGROUPS). */
+/* ctl: the control socket and its clients (the protocol is ctl_protocol.h). A client's
+ * cost is bounded before work is done for it; see the limits below. */
 
 #include <ev.h>
 #include <stdbool.h>
@@ -34,6 +25,7 @@
 #define CTL_IDLE_TIMEOUT 30.0           /* seconds without a complete request */
 #define CTL_STALL_TIMEOUT 5.0           /* seconds with a reply pending and none of it read */
 #define CTL_OUTPUT_MAX (16u << 20)      /* a reply bigger than this is not sent */
+#define CTL_EVENTS_BACKLOG (1u << 20)   /* a subscriber this far behind is dropped */
 
 struct ctl_server;
 
@@ -45,15 +37,3 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bo
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup);
 struct ctl_server *ctl_server_free(struct ctl_server *s);
 
-/* Who sent a request. */
-struct ctl_peer {
-        uid_t uid;
-        bool may_write;                 /* root, tunneld's uid, or control_group */
-};
-
-/* Answer one request line into out (a JSON object and '\n'). */
-void ctl_handle_request(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
-                        struct buf *out);
-
-/* The status of one tunnel as a JSON object (also used by metrics). */
-void ctl_tunnel_json(struct buf *b, const struct tunnel *t, double now);

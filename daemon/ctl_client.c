@@ -220,36 +220,25 @@ int ctl_client_open(const char *path, int *ret_fd)
         return 0;
 }
 
-int ctl_client_exchange(int fd, const char *req, char **ret)
+int ctl_client_read_line(int fd, int timeout_ms, char **ret)
 {
         struct buf b = {0};
-        size_t len = strlen(req), off = 0;
+        double deadline = now_mono() + timeout_ms / 1000.0;
 
-        while (off < len) {
-                ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        /* a full tunneld answers "too many clients" and closes before reading
-                         * us: its reply is waiting; read it rather than report EPIPE */
-                        break;
-                }
-                off += (size_t)n;
-        }
         for (;;) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
+                int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
                 char chunk[65536];
                 ssize_t n;
-                int r = poll(&p, 1, REPLY_TIMEOUT_MS);
+                int r = poll(&p, 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
 
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r <= 0) {
-                        fprintf(stderr, "tunnelctl: no reply from tunneld within %d s\n", REPLY_TIMEOUT_MS / 1000);
                         buf_free(&b);
                         return -ETIMEDOUT;
                 }
-                /* one line: peek, then take exactly it (the next reply stays for the next call) */
+                /* one line: peek, then take exactly it (the next line stays for the next call) */
                 n = recv(fd, chunk, sizeof(chunk), MSG_PEEK);
                 if (n < 0 && errno == EINTR)
                         continue;
@@ -268,9 +257,32 @@ int ctl_client_exchange(int fd, const char *req, char **ret)
                 }
         }
         if (!b.data || !memchr(b.data, '\n', b.len)) {
-                fprintf(stderr, "tunnelctl: tunneld closed the connection without a reply\n");
                 buf_free(&b);
                 return -ECONNRESET;
         }
         return buf_steal(&b, ret) < 0 ? -ENOMEM : 0;
+}
+
+int ctl_client_exchange(int fd, const char *req, char **ret)
+{
+        size_t len = strlen(req), off = 0;
+        int r;
+
+        while (off < len) {
+                ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        /* a full tunneld answers "too many clients" and closes before reading
+                         * us: its reply is waiting; read it rather than report EPIPE */
+                        break;
+                }
+                off += (size_t)n;
+        }
+        r = ctl_client_read_line(fd, REPLY_TIMEOUT_MS, ret);
+        if (r == -ETIMEDOUT)
+                fprintf(stderr, "tunnelctl: no reply from tunneld within %d s\n", REPLY_TIMEOUT_MS / 1000);
+        else if (r == -ECONNRESET)
+                fprintf(stderr, "tunnelctl: tunneld closed the connection without a reply\n");
+        return r;
 }

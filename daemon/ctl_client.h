@@ -12,6 +12,10 @@ int ctl_client_open(const char *path, int *ret_fd);
  * 0 or -errno. */
 int ctl_client_exchange(int fd, const char *req, char **ret);
 
+/* The next line from tunneld (an event of a subscription): -ETIMEDOUT after timeout_ms
+ * (< 0: no limit), -ECONNRESET if tunneld closed the connection. Silent. */
+int ctl_client_read_line(int fd, int timeout_ms, char **ret);
+
 /* The control socket tunneld PID listens on, from its descriptors. -ENOENT if it has
  * none, -ESRCH if /proc does not show PID. */
 int ctl_client_socket_of_pid(long pid, char **ret);

@@ -46,7 +46,10 @@ void log_open(enum log_target target)
                 target = log_stderr_is_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
         log_target = target;
         stderr_is_tty = isatty(STDERR_FILENO) == 1;
-        stderr_color = stderr_is_tty && !getenv("NO_COLOR") && !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
+        {
+                const char *term = getenv("TERM");
+                stderr_color = stderr_is_tty && !getenv("NO_COLOR") && !(term && strcmp(term, "dumb") == 0);
+        }
 }
 
 enum log_target log_get_target(void) { return log_target; }
@@ -118,8 +121,9 @@ int log_format_stderr(int prio, const struct log_ctx *ctx, const char *text, boo
                 struct tm tm;
 
                 strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime_r(&now, &tm));
-                r = asprintf(ret, "%s %s%-7s%s %s%s%s\n", stamp, color ? levels[level].color : "", levels[level].word,
-                             color ? "\033[0m" : "", name ? name : "", name ? ": " : "", text);
+                r = asprintf(ret, "%s %s%s%s%*s %s%s%s\n", stamp, color ? levels[level].color : "", levels[level].word,
+                             color ? "\033[0m" : "", (int)(7 - strlen(levels[level].word)), "", name ? name : "",
+                             name ? ": " : "", text);
         } else
                 r = asprintf(ret, "<%d>%s%s%s\n", prio, name ? name : "", name ? ": " : "", text);
         return r < 0 ? -ENOMEM : 0;

@@ -138,8 +138,8 @@ static int become_check_user(const char *user)
                 (void)setenv("HOME", pw->pw_dir, 1);
                 (void)setenv("USER", pw->pw_name, 1);
                 (void)setenv("LOGNAME", pw->pw_name, 1);
-                printf("checking as %s (uid %d), as the service reads the files\n", pw->pw_name, (int)pw->pw_uid);
-                fflush(stdout);
+                fprintf(stderr, "tunneld: checking as %s (uid %d), as the service reads the files\n", pw->pw_name,
+                        (int)pw->pw_uid);
                 return CHECK_HERE;
         }
         while (waitpid(pid, &status, 0) < 0)

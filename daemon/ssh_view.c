@@ -203,6 +203,7 @@ static int finish_job(struct job *j, struct ssh_view *view, bool timed_out)
                 return -ENOMEM;
         if (timed_out) {
                 view->error = strdup("ssh -G did not finish in time");
+                // cppcheck-suppress memleak ; text is _cleanup_free_, which cppcheck does not know
                 return view->error ? 0 : -ENOMEM;
         }
         if (WIFEXITED(j->status) && WEXITSTATUS(j->status) == 0)

@@ -39,6 +39,8 @@ struct supervisor {
         struct tunnel *dequeuing;       /* the queued tunnel being let through */
         bool metrics_failed;
         ev_timer metrics_retry;         /* metrics_file could not be written: try again */
+        tunnel_observer_t sink;         /* the control socket's subscribers */
+        void *sink_data;
         double metrics_retry_delay;
         char gate_reason[128];
 };
@@ -283,6 +285,8 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
                 if (old == TUNNEL_STARTING || t->state == TUNNEL_UP || t->state == TUNNEL_QUEUED)
                         s->dequeue_due = true;
         }
+        if (s->sink)            /* (CONNECTING returned above) */
+                s->sink(t, ev, old, s->sink_data);
         if (ev == TUNNEL_EVENT_FLAPPING) {
                 run_hook(s, t, "flapping", tunnel_state_to_string(old));
                 return;
@@ -852,6 +856,12 @@ void supervisor_restart_all(struct supervisor *s, const char *reason)
                 else if (t->state == TUNNEL_BACKOFF)
                         tunnel_retry_now(t, reason);
         }
+}
+
+void supervisor_set_event_sink(struct supervisor *s, tunnel_observer_t sink, void *userdata)
+{
+        s->sink = sink;
+        s->sink_data = userdata;
 }
 
 const struct config *supervisor_config(const struct supervisor *s) { return s->config; }

@@ -38,5 +38,9 @@ struct tunnel *supervisor_find(const struct supervisor *s, const char *name);
 /* When the supervisor started (CLOCK_MONOTONIC). */
 double supervisor_started_at(const struct supervisor *s);
 
+/* Someone else who wants every tunnel event (the control socket's subscribers): called
+ * after the supervisor's own bookkeeping, before a removed tunnel is freed. */
+void supervisor_set_event_sink(struct supervisor *s, tunnel_observer_t sink, void *userdata);
+
 /* One short line for systemd's STATUS=. */
 int supervisor_status_text(const struct supervisor *s, char **ret);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hook.h"
@@ -77,6 +78,56 @@ bool tunnel_is_running(const struct tunnel *t)
 unsigned tunnel_failures_shown(const struct tunnel *t)
 {
         return t->gate_passed ? 0 : t->failures;
+}
+
+static const char *status_reason(const struct tunnel *t)
+{
+        switch (t->state) {
+        case TUNNEL_QUEUED:
+                return t->wait_reason;
+        case TUNNEL_DEGRADED:
+                return "a forward failed; exit_on_forward_failure = false keeps ssh running";
+        case TUNNEL_STOPPED:
+        case TUNNEL_FAILED:
+        case TUNNEL_STOPPING:
+                return t->reason;
+        default:
+                return NULL;
+        }
+}
+
+void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status *ret)
+{
+        struct timespec wall;
+
+        clock_gettime(CLOCK_REALTIME, &wall);
+        *ret = (struct tunnel_status){
+                .name = t->spec.name,
+                .host = t->spec.host,
+                .state = t->state,
+                .reason = status_reason(t),
+                .enabled = t->spec.enabled,
+                .held = t->held,
+                .flapping = t->flapping,
+                .pid = t->pid > 0 ? t->pid : 0,
+                .since = now - t->state_since,
+                .state_since_wall = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9 - (now - t->state_since),
+                .uptime = t->pid > 0 ? now - t->started_at : -1,
+                .retry_in = t->state == TUNNEL_BACKOFF ? t->retry_at - now : -1,
+                .starts = t->total_starts,
+                .restarts = t->restarts,
+                .prohibited = t->prohibited,
+                .consecutive_failures = tunnel_failures_shown(t),
+                .failures = t->total_failures,
+                .last_run = &t->last_run,
+                .last_run_ago = now - t->last_run.ended_at,
+                .local_forwards = tunnel_spec_local_forwards(&t->spec),
+                .remote_forwards = tunnel_spec_remote_forwards(&t->spec),
+                .dynamic_forwards = tunnel_spec_dynamic_forwards(&t->spec),
+                .allocated = t->pid > 0 ? t->allocated : NULL,
+                .gatetime = t->spec.gatetime,
+                .restart = t->spec.restart,
+        };
 }
 
 static struct log_ctx ctx_of(const struct tunnel *t)

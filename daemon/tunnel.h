@@ -180,6 +180,33 @@ unsigned tunnel_failures_shown(const struct tunnel *t);
 
 const char *tunnel_state_to_string(enum tunnel_state s);
 
+/* What the control socket, the metrics and the events read of a tunnel: a snapshot, its
+ * strings borrowed (valid until the tunnel next changes). */
+struct tunnel_status {
+        const char *name;
+        const char *host;
+        enum tunnel_state state;
+        const char *reason;             /* why queued, degraded, stopping, stopped or failed; else NULL */
+        bool enabled, held, flapping;
+        pid_t pid;                      /* 0: no ssh */
+        double since;                   /* seconds in this state */
+        double state_since_wall;        /* when it entered this state (unix time) */
+        double uptime;                  /* of the current ssh; < 0: none */
+        double retry_in;                /* backoff: seconds to the next start; < 0 otherwise */
+        unsigned long starts, restarts, prohibited;
+        unsigned consecutive_failures;
+        const unsigned long *failures;  /* by class, [_FAILURE_MAX] */
+        const struct tunnel_run *last_run;      /* ->valid false: none yet */
+        double last_run_ago;
+        char *const *local_forwards;    /* what ssh sets up (tunnel_spec_*_forwards) */
+        char *const *remote_forwards;
+        char *const *dynamic_forwards;
+        char *const *allocated;         /* this run's server-chosen -R ports, or NULL */
+        double gatetime;
+        enum restart_policy restart;
+};
+void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status *ret);
+
 /* The start deadline of a tunnel: start_timeout, or by default (connect_timeout + 10 s)
  * per hop (the destination and each jump host); and how long of it a start slot is held:
  * connect_timeout per hop (past it, ssh is connected and waits on a slow or hung server,

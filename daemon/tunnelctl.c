@@ -12,6 +12,7 @@
 #include "ctl_client.h"
 #include "json.h"
 #include "json_write.h"
+#include "tunnelctl_follow.h"
 #include "tunnelctl_show.h"
 #include "util.h"
 
@@ -43,6 +44,8 @@ static void help(void)
 "SYNOPSIS\n"
 "    tunnelctl [OPTIONS] status [-l] [NAME...]\n"
 "    tunnelctl [OPTIONS] start|stop|restart NAME...|--all\n"
+"    tunnelctl [OPTIONS] wait [--timeout S] NAME...\n"
+"    tunnelctl [OPTIONS] events [--json] [NAME...]\n"
 "    tunnelctl [OPTIONS] reload\n"
 "    tunnelctl [OPTIONS] check\n"
 "    tunnelctl [OPTIONS] metrics\n"
@@ -72,7 +75,15 @@ static void help(void)
 "        stopped, across reloads too, until started or until tunneld restarts;\n"
 "        it does not count as failed.\n"
 "    restart NAME...|--all\n"
-"        Stop if running, then start.\n"
+"        Stop if running, then start; prints each tunnel's new ssh pid (or\n"
+"        where it went instead) once tunneld has started it.\n"
+"    wait [--timeout S] NAME...\n"
+"        Return as soon as every named tunnel is up (exit 0), or at the\n"
+"        timeout (default 60 s, 0: none) with which one is not and why (exit\n"
+"        1): for scripts and for ExecStartPre= of units that need a tunnel.\n"
+"    events [NAME...]\n"
+"        Follow state changes as they happen (time, name, old -> new state,\n"
+"        failure class, ssh pid); with --json, one JSON object per line.\n"
 "    reload\n"
 "        Re-read the configuration, like SIGHUP, and wait until it is applied.\n"
 "        Unchanged tunnels keep running untouched. If the file has errors they\n"
@@ -120,6 +131,7 @@ static void help(void)
 struct args {
         const char *path, *pid_arg, *cmd;
         bool json, all, long_view;
+        double timeout;                 /* wait */
         char **names;                   /* argv's */
         int n_names;
 };
@@ -131,6 +143,7 @@ static int parse_args(int argc, char *argv[], struct args *a)
                 { "pid",     required_argument, NULL, 'p' },
                 { "json",    no_argument,       NULL, 'j' },
                 { "long",    no_argument,       NULL, 'l' },
+                { "timeout", required_argument, NULL, 't' },
                 { "color",   required_argument, NULL, 'C' },
                 { "all",     no_argument,       NULL, 'a' },
                 { "help",    no_argument,       NULL, 'h' },
@@ -140,15 +153,24 @@ static int parse_args(int argc, char *argv[], struct args *a)
         const char *color = "auto", *term = getenv("TERM");
         int c;
 
-        *a = (struct args){ .path = getenv("TUNNELD_SOCKET") };
+        *a = (struct args){ .path = getenv("TUNNELD_SOCKET"), .timeout = 60 };
         if (!a->path || !*a->path)
                 a->path = TUNNELD_CONTROL_SOCKET;
-        while ((c = getopt_long(argc, argv, "s:p:jlahV", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "s:p:jlt:ahV", options, NULL)) >= 0) {
                 switch (c) {
                 case 's': a->path = optarg; break;
                 case 'p': a->pid_arg = optarg; break;
                 case 'j': a->json = true; break;
                 case 'l': a->long_view = true; break;
+                case 't': {
+                        char *end;
+                        a->timeout = strtod(optarg, &end);
+                        if (*end || a->timeout < 0) {
+                                fprintf(stderr, "tunnelctl: --timeout needs seconds (0: no limit), not '%s'\n", optarg);
+                                return EXIT_USAGE;
+                        }
+                        break;
+                }
                 case 'C': color = optarg; break;
                 case 'a': a->all = true; break;
                 case 'h': help(); exit(EXIT_OK);
@@ -202,6 +224,17 @@ static int check_usage(const struct args *a)
                 }
                 return EXIT_OK;
         }
+        if (strcmp(a->cmd, "wait") == 0 && !a->n_names) {
+                fprintf(stderr, "tunnelctl: wait needs tunnel names\n");
+                return EXIT_USAGE;
+        }
+        if (strcmp(a->cmd, "wait") == 0 || strcmp(a->cmd, "events") == 0) {
+                if (a->all || a->long_view) {
+                        fprintf(stderr, "tunnelctl: %s takes names only\n", a->cmd);
+                        return EXIT_USAGE;
+                }
+                return EXIT_OK;
+        }
         if (strcmp(a->cmd, "reload") == 0 || strcmp(a->cmd, "check") == 0 || strcmp(a->cmd, "metrics") == 0) {
                 if (a->n_names || a->all || a->long_view) {
                         fprintf(stderr, "tunnelctl: %s takes no arguments\n", a->cmd);
@@ -223,8 +256,6 @@ static int build_requests(const struct args *a, char ***ret)
                 struct buf b = {0};
                 struct json_writer w = json_writer_init(&b);
                 char *text = NULL;
-                size_t start = 0;
-
                 json_begin_object(&w);
                 json_field_string(&w, "cmd", a->cmd);
                 if (a->all)
@@ -232,11 +263,11 @@ static int build_requests(const struct args *a, char ***ret)
                 if (i < a->n_names) {
                         json_write_key(&w, "tunnels");
                         json_begin_array(&w);
-                        start = b.len;
-                        /* at least one name per request, however long */
+                        /* at least one name per request, however long (a name's escapes
+                         * take at most 6 bytes a byte) */
                         do
                                 json_write_string(&w, a->names[i++]);
-                        while (i < a->n_names && b.len - start + strlen(a->names[i]) * 6 + 8 < REQUEST_BUDGET);
+                        while (i < a->n_names && b.len + strlen(a->names[i]) * 6 + 8 < REQUEST_BUDGET);
                         json_end_array(&w);
                 }
                 json_end_object(&w);
@@ -332,7 +363,7 @@ static void replies_free(struct replies *r)
 static int exchange_all(const struct args *a, const char *path, char **reqs, struct replies *ret)
 {
         _cleanup_close_ int fd = -1;
-        struct json **replies = calloc(strv_length(reqs) + 1, sizeof(*replies));
+        struct json **replies = calloc(strv_length(reqs) + 1, sizeof(struct json *));
         char **texts = NULL;
         size_t n = 0;
         int r;
@@ -415,7 +446,7 @@ static struct json merged_tunnels(struct json *const *replies, size_t n)
                 const struct json *list = json_get(replies[k], "tunnels");
                 total += list && list->type == JSON_ARRAY ? list->n : 0;
         }
-        all.items = calloc(total + 1, sizeof(*all.items));
+        all.items = calloc(total + 1, sizeof(struct json *));
         for (size_t k = 0; all.items && k < n; k++) {
                 const struct json *list = json_get(replies[k], "tunnels");
                 for (size_t j = 0; list && list->type == JSON_ARRAY && j < list->n; j++)
@@ -466,11 +497,41 @@ static int report(const struct args *a, const struct replies *rs)
         return ret;
 }
 
+/* restart: what became of each tunnel's ssh (the reply only says "stopping"). */
+static int report_restart(struct follow *f, const struct replies *rs)
+{
+        _cleanup_free_ char **names = NULL;
+        _cleanup_free_ double *old = NULL;
+        struct json all = merged_tunnels(rs->parsed, rs->n);
+        int n = 0, ret = EXIT_OK;
+
+        names = calloc(all.n + 1, sizeof(char *));
+        old = calloc(all.n + 1, sizeof(double));
+        for (size_t i = 0; names && old && i < all.n; i++) {
+                const char *name = json_get_string(all.items[i], "name"), *state = json_get_string(all.items[i], "state");
+                const struct json *before = follow_tunnel(f, name ? name : "");
+                const struct json *pid = json_get(all.items[i], "pid");
+
+                if (state && strcmp(state, "stopping") == 0 && before) {
+                        names[n] = (char *)name;
+                        old[n++] = json_get_number(before, "pid", 0);
+                } else if (pid && pid->type == JSON_NUMBER)
+                        printf("%s: %s: ssh pid %.0f\n", name, state, pid->number);
+                else
+                        printf("%s: %s\n", name, state ? state : "?");
+        }
+        if (n && follow_restarted(f, names, old, n, 30) != 0)
+                ret = EXIT_NOT_UP;
+        free(all.items);
+        return ret;
+}
+
 int main(int argc, char *argv[])
 {
         _cleanup_strv_free_ char **reqs = NULL;
         _cleanup_free_ char *pid_socket = NULL;
         struct replies replies = {0};
+        struct follow *follow = NULL;
         struct args a;
         int r;
 
@@ -479,18 +540,26 @@ int main(int argc, char *argv[])
                 r = check_usage(&a);
         if (r != EXIT_OK)
                 return r;
-        if (build_requests(&a, &reqs) < 0)
-                return EXIT_NOT_UP;
         if (a.pid_arg) {
                 bool done;
                 r = resolve_pid(&a, &a.path, &pid_socket, &done);
                 if (done)
                         return r;
         }
+        if (strcmp(a.cmd, "events") == 0)
+                return follow_events(a.path, a.names, a.n_names, a.json);
+        if (strcmp(a.cmd, "wait") == 0)
+                return follow_wait(a.path, a.names, a.n_names, a.timeout);
+        if (build_requests(&a, &reqs) < 0)
+                return EXIT_NOT_UP;
+        if (strcmp(a.cmd, "restart") == 0 && !a.json && follow_open(a.path, &follow) < 0)
+                return EXIT_UNREACHABLE;
         r = exchange_all(&a, a.path, reqs, &replies);
-        if (r != 0)
-                return r;
-        r = report(&a, &replies);
+        if (r == 0 && follow && json_get_bool(replies.parsed[replies.n - 1], "ok", false))
+                r = report_restart(follow, &replies);
+        else if (r == 0)
+                r = report(&a, &replies);
         replies_free(&replies);
+        follow_close(follow);
         return r;
 }

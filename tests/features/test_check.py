@@ -196,7 +196,7 @@ class CheckTest(FeatureTest):
         self.assertIn("checked as root", r.stderr)
         r = tunneltest.run_tunneld("-t", "--check-as", user, "-c", path)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn(f"checking as {user} (uid {pwd.getpwnam(user).pw_uid})", r.stdout)
+        self.assertIn(f"checking as {user} (uid {pwd.getpwnam(user).pw_uid})", r.stderr)
         self.assertRegex(r.stderr, rf"{re.escape(path)}:\d+: k\.identity_file: {re.escape(key)}: Permission denied "
                                    rf"\(tunneld runs as uid {pwd.getpwnam(user).pw_uid}\)")
         os.chown(key, pwd.getpwnam(user).pw_uid, -1)

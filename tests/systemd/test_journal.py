@@ -95,13 +95,17 @@ class JournalTest(unittest.TestCase):
         self.assertEqual(d.findall(r"^<[5-7]>.*"), [])
 
     def test_tty_shows_a_clock(self):
-        """stderr a terminal: lines begin with HH:MM:SS and the tunnel name, without <N>."""
+        """stderr a terminal: lines begin with HH:MM:SS, the level as a word (coloured:
+        the terminal's TERM is not dumb) and the tunnel name, without <N>."""
         good, port = self.good()
         d = self.tunneld([good], stderr="tty")
-        d.wait_log(r"^\d\d:\d\d:\d\d good: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT)
+        color = r"(?:\x1b\[[\d;]*m)?"
+        d.wait_log(rf"^\d\d:\d\d:\d\d {color}notice{color} +good: up: ssh \(pid \d+\) authenticated",
+                   timeout=UP_TIMEOUT)
         self.assertEqual(d.stop(10), 0)
         for line in d.log().splitlines():
-            self.assertRegex(line, r"^\d\d:\d\d:\d\d \S")
+            self.assertRegex(line, rf"^\d\d:\d\d:\d\d {color}(?:error|warning|notice|info|debug){color} +\S")
+            self.assertNotRegex(line, r"^<\d>")
 
     def test_journal_stream_of_another_file(self):
         """JOURNAL_STREAM naming another file than stderr: log_target="auto" keeps "<N>" lines on stderr."""

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+#include "tunnel_json.h"
+
+static void write_pid(struct json_writer *w, const char *key, pid_t pid)
+{
+        json_write_key(w, key);
+        if (pid > 0)
+                json_write_int(w, pid);
+        else
+                json_write_null(w);
+}
+
+static void write_seconds_or_null(struct json_writer *w, const char *key, double v)
+{
+        json_write_key(w, key);
+        if (v >= 0)
+                json_write_seconds(w, v);
+        else
+                json_write_null(w);
+}
+
+static void write_last_run(struct json_writer *w, const struct tunnel_status *s)
+{
+        const struct tunnel_run *run = s->last_run;
+        char sig[16];
+
+        json_write_key(w, "last_exit");
+        if (!run->valid) {
+                json_write_null(w);
+                return;
+        }
+        json_begin_object(w);
+        json_write_key(w, "status");
+        if (run->exit_status >= 0)
+                json_write_int(w, run->exit_status);
+        else
+                json_write_null(w);
+        json_field_string(w, "signal", run->exit_signal > 0 ? signal_to_name(run->exit_signal, sig, sizeof(sig)) : NULL);
+        json_field_seconds(w, "ran", run->ran);
+        json_field_seconds(w, "ago", s->last_run_ago);
+        json_field_bool(w, "requested", run->requested);
+        json_field_string(w, "failure", run->failure != FAILURE_NONE ? failure_class_to_string(run->failure) : NULL);
+        json_end_object(w);
+}
+
+void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
+{
+        json_begin_object(w);
+        json_field_string(w, "name", s->name);
+        json_field_string(w, "state", tunnel_state_to_string(s->state));
+        json_field_bool(w, "enabled", s->enabled);
+        json_field_bool(w, "held", s->held);
+        json_field_bool(w, "flapping", s->flapping);
+        json_field_string(w, "reason", s->reason);
+        json_field_string(w, "host", s->host);
+        write_pid(w, "pid", s->pid);
+        json_field_seconds(w, "since", s->since);
+        write_seconds_or_null(w, "uptime", s->uptime);
+        write_seconds_or_null(w, "retry_in", s->retry_in >= 0 ? s->retry_in : s->state == TUNNEL_BACKOFF ? 0 : -1);
+        json_field_uint(w, "starts", s->starts);
+        json_field_uint(w, "restarts", s->restarts);
+        json_field_uint(w, "consecutive_failures", s->consecutive_failures);
+        json_field_uint(w, "prohibited", s->prohibited);
+        json_write_key(w, "failures");
+        json_begin_object(w);
+        for (int c = FAILURE_NONE + 1; c < _FAILURE_MAX; c++)
+                if (s->failures[c])
+                        json_field_uint(w, failure_class_to_string(c), s->failures[c]);
+        json_end_object(w);
+        write_last_run(w, s);
+        json_write_key(w, "forwards");
+        json_begin_object(w);
+        json_field_strv(w, "local", s->local_forwards);
+        json_field_strv(w, "remote", s->remote_forwards);
+        json_field_strv(w, "dynamic", s->dynamic_forwards);
+        json_field_strv(w, "allocated", s->allocated);
+        json_end_object(w);
+        json_field_seconds(w, "gatetime", s->gatetime);
+        json_field_string(w, "restart", restart_policy_to_string(s->restart));
+        json_end_object(w);
+}
+
+void tunnel_json_write_event(struct json_writer *w, const struct tunnel_status *s, const char *event,
+                             enum tunnel_state from)
+{
+        const struct tunnel_run *run = s->last_run;
+        /* the class of the run that just ended: into backoff or failed, or restarted at once */
+        bool ran = from == TUNNEL_STARTING || from == TUNNEL_UP || from == TUNNEL_DEGRADED;
+        bool after_exit = run->valid && !run->requested && run->failure != FAILURE_NONE &&
+                          (s->state == TUNNEL_BACKOFF || s->state == TUNNEL_FAILED ||
+                           (ran && (s->state == TUNNEL_STARTING || s->state == TUNNEL_QUEUED)));
+
+        json_begin_object(w);
+        json_field_string(w, "event", event);
+        json_field_string(w, "tunnel", s->name);
+        json_field_string(w, "from", tunnel_state_to_string(from));
+        json_field_string(w, "to", tunnel_state_to_string(s->state));
+        write_pid(w, "pid", s->pid > 0 ? s->pid : run->valid ? run->pid : 0);
+        json_field_string(w, "failure", after_exit ? failure_class_to_string(run->failure) : NULL);
+        json_field_string(w, "reason", s->reason);
+        json_field_seconds(w, "time", s->state_since_wall);
+        json_end_object(w);
+}

@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/* tunnelctl_follow: what tunnelctl learns from a subscription to tunneld's state changes
+ * ({"cmd":"events"}, ctl_protocol.h): events, wait, and the outcome of a restart. No
+ * polling: tunneld sends a line per change, and tunnelctl waits in poll() for the next. */
+#include "tunnelctl_follow.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl_client.h"
+#include "json.h"
+#include "util.h"
+
+struct follow {
+        int fd;
+        struct json *snapshot;          /* the subscription's reply: every tunnel's status */
+};
+
+struct follow *follow_close(struct follow *f)
+{
+        if (!f)
+                return NULL;
+        if (f->fd >= 0)
+                close(f->fd);
+        json_free(f->snapshot);
+        free(f);
+        return NULL;
+}
+
+int follow_open(const char *path, struct follow **ret)
+{
+        struct follow *f = calloc(1, sizeof(*f));
+        _cleanup_free_ char *reply = NULL;
+        int r;
+
+        if (!f)
+                return -ENOMEM;
+        f->fd = -1;
+        r = ctl_client_open(path, &f->fd);
+        if (r >= 0)
+                r = ctl_client_exchange(f->fd, "{\"cmd\":\"events\"}\n", &reply);
+        if (r >= 0 && (json_parse(reply, strcspn(reply, "\n"), &f->snapshot) < 0 ||
+                       !json_get_bool(f->snapshot, "ok", false))) {
+                const char *error = f->snapshot ? json_get_string(f->snapshot, "error") : NULL;
+                fprintf(stderr, "tunnelctl: tunneld refused to send events: %s\n", error ? error : "bad reply");
+                r = -EPROTO;
+        }
+        if (r < 0) {
+                follow_close(f);
+                return r;
+        }
+        *ret = f;
+        return 0;
+}
+
+const struct json *follow_tunnel(const struct follow *f, const char *name)
+{
+        const struct json *list = json_get(f->snapshot, "tunnels");
+
+        for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++) {
+                const char *n = json_get_string(list->items[i], "name");
+                if (n && strcmp(n, name) == 0)
+                        return list->items[i];
+        }
+        return NULL;
+}
+
+/* The next event, parsed; -ETIMEDOUT when the deadline (CLOCK_MONOTONIC; 0: none)
+ * passes, -ECONNRESET when tunneld goes away. */
+static int follow_next(struct follow *f, double deadline, struct json **ret)
+{
+        _cleanup_free_ char *line = NULL;
+        int timeout = deadline > 0 ? (int)fmax(0, (deadline - now_mono()) * 1000) : -1;
+        int r = ctl_client_read_line(f->fd, timeout, &line);
+
+        if (r < 0)
+                return r;
+        return json_parse(line, strcspn(line, "\n"), ret) < 0 ? -EPROTO : 0;
+}
+
+static void print_event(const struct json *e)
+{
+        const char *failure = json_get_string(e, "failure"), *reason = json_get_string(e, "reason");
+        const struct json *pid = json_get(e, "pid");
+        time_t when = (time_t)json_get_number(e, "time", 0);
+        char stamp[16] = "";
+        struct tm tm;
+
+        if (localtime_r(&when, &tm))
+                strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
+        if (strcmp(json_get_string(e, "event") ? json_get_string(e, "event") : "", "flapping") == 0) {
+                printf("%s %s: flapping\n", stamp, json_get_string(e, "tunnel"));
+                return;
+        }
+        printf("%s %s: %s -> %s", stamp, json_get_string(e, "tunnel"), json_get_string(e, "from"),
+               json_get_string(e, "to"));
+        if (failure)
+                printf(" (%s)", failure);
+        else if (reason)
+                printf(" (%s)", reason);
+        if (pid && pid->type == JSON_NUMBER)
+                printf(", ssh pid %.0f", pid->number);
+        printf("\n");
+}
+
+static bool named(char *const *names, int n, const char *name)
+{
+        if (n == 0)
+                return true;
+        for (int i = 0; i < n; i++)
+                if (name && strcmp(names[i], name) == 0)
+                        return true;
+        return false;
+}
+
+int follow_events(const char *path, char *const *names, int n, bool json)
+{
+        struct follow *f = NULL;
+        int r = follow_open(path, &f);
+
+        if (r < 0)
+                return 3;
+        for (int i = 0; i < n; i++)
+                if (!follow_tunnel(f, names[i])) {
+                        fprintf(stderr, "tunnelctl: no such tunnel: %s\n", names[i]);
+                        follow_close(f);
+                        return 1;
+                }
+        setvbuf(stdout, NULL, _IOLBF, 0);       /* a line as soon as it happens, into a pipe too */
+        for (;;) {
+                _cleanup_free_ char *line = NULL;
+                struct json *e = NULL;
+
+                r = ctl_client_read_line(f->fd, -1, &line);
+                if (r < 0)
+                        break;
+                line[strcspn(line, "\n")] = '\0';
+                if (json_parse(line, strlen(line), &e) < 0)
+                        continue;
+                if (named(names, n, json_get_string(e, "tunnel"))) {
+                        if (json)
+                                printf("%s\n", line);  /* as tunneld sent it */
+                        else
+                                print_event(e);
+                }
+                json_free(e);
+        }
+        follow_close(f);
+        if (r == -ECONNRESET)
+                fprintf(stderr, "tunnelctl: tunneld closed the connection\n");
+        return r == -ECONNRESET ? 0 : 3;
+}
+
+/* Why t is not up, for wait's timeout. */
+static void print_not_up(const struct json *t)
+{
+        const char *state = json_get_string(t, "state"), *reason = json_get_string(t, "reason");
+        const struct json *last = json_get(t, "last_exit");
+        const char *failure = last && last->type == JSON_OBJECT ? json_get_string(last, "failure") : NULL;
+
+        fprintf(stderr, "tunnelctl: %s is %s", json_get_string(t, "name"), state ? state : "?");
+        if (reason)
+                fprintf(stderr, ": %s", reason);
+        if (failure)
+                fprintf(stderr, " (last failure: %s)", failure);
+        if (json_get(t, "retry_in") && json_get(t, "retry_in")->type == JSON_NUMBER) {
+                char in[DURATION_MAX];
+                fprintf(stderr, ", retrying in %s", format_duration(json_get_number(t, "retry_in", 0), in, sizeof(in)));
+        }
+        fprintf(stderr, "\n");
+}
+
+int follow_wait(const char *path, char *const *names, int n, double timeout)
+{
+        _cleanup_free_ bool *up = calloc((size_t)n + 1, sizeof(bool));
+        double deadline = timeout > 0 ? now_mono() + timeout : 0;
+        struct follow *f = NULL;
+        int left = 0;
+
+        if (!up || follow_open(path, &f) < 0)
+                return 3;
+        for (int i = 0; i < n; i++) {
+                const struct json *t = follow_tunnel(f, names[i]);
+                const char *state = t ? json_get_string(t, "state") : NULL;
+
+                if (!t) {
+                        fprintf(stderr, "tunnelctl: no such tunnel: %s\n", names[i]);
+                        follow_close(f);
+                        return 1;
+                }
+                up[i] = state && strcmp(state, "up") == 0;
+                left += !up[i];
+        }
+        while (left > 0) {
+                struct json *e = NULL;
+                const char *name, *to;
+                int r = follow_next(f, deadline, &e);
+
+                if (r == -ETIMEDOUT) {
+                        /* the states as they are now, with why */
+                        struct follow *now = NULL;
+
+                        fprintf(stderr, "tunnelctl: not up after %g s:\n", timeout);
+                        if (follow_open(path, &now) >= 0) {
+                                for (int i = 0; i < n; i++)
+                                        if (!up[i] && follow_tunnel(now, names[i]))
+                                                print_not_up(follow_tunnel(now, names[i]));
+                                follow_close(now);
+                        }
+                        follow_close(f);
+                        return 1;
+                }
+                if (r < 0) {
+                        fprintf(stderr, "tunnelctl: tunneld went away while waiting\n");
+                        follow_close(f);
+                        return 3;
+                }
+                name = json_get_string(e, "tunnel");
+                to = json_get_string(e, "to");
+                for (int i = 0; name && to && i < n; i++)
+                        if (strcmp(names[i], name) == 0 && up[i] != (strcmp(to, "up") == 0)) {
+                                up[i] = !up[i];
+                                left += up[i] ? -1 : 1;
+                        }
+                json_free(e);
+        }
+        follow_close(f);
+        return 0;
+}
+
+/* After a restart: each named tunnel's new ssh, or where it went instead. */
+int follow_restarted(struct follow *f, char *const *names, const double *old_pids, int n, double timeout)
+{
+        _cleanup_free_ bool *done = calloc((size_t)n + 1, sizeof(bool));
+        double deadline = now_mono() + timeout;
+        int left = n, ret = 0;
+
+        if (!done)
+                return 1;
+        while (left > 0) {
+                struct json *e = NULL;
+                const char *name, *to;
+                const struct json *pid;
+                int r = follow_next(f, deadline, &e);
+
+                if (r < 0)
+                        break;
+                name = json_get_string(e, "tunnel");
+                to = json_get_string(e, "to");
+                pid = json_get(e, "pid");
+                for (int i = 0; name && to && i < n; i++) {
+                        bool new_ssh = pid && pid->type == JSON_NUMBER && pid->number != old_pids[i];
+
+                        if (done[i] || strcmp(names[i], name) != 0 || strcmp(to, "stopping") == 0)
+                                continue;
+                        if (strcmp(to, "starting") == 0 && new_ssh)
+                                printf("%s: restarted: ssh pid %.0f (was %.0f)\n", name, pid->number, old_pids[i]);
+                        else if (strcmp(to, "up") == 0 && new_ssh)
+                                printf("%s: restarted and up: ssh pid %.0f (was %.0f)\n", name, pid->number, old_pids[i]);
+                        else if (strcmp(to, "starting") == 0 || strcmp(to, "up") == 0)
+                                continue;
+                        else {
+                                const char *reason = json_get_string(e, "reason");
+                                printf("%s: stopped ssh pid %.0f; now %s%s%s\n", name, old_pids[i], to,
+                                       reason ? ": " : "", reason ? reason : "");
+                                ret = 1;
+                        }
+                        done[i] = true;
+                        left--;
+                }
+                json_free(e);
+        }
+        for (int i = 0; i < n; i++)
+                if (!done[i]) {
+                        printf("%s: not restarted within %g s (ssh pid %.0f still stopping?)\n", names[i], timeout,
+                               old_pids[i]);
+                        ret = 1;
+                }
+        return ret;
+}
