@@ -32,8 +32,8 @@ _tunnelctl()
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
 
-        local commands="status start stop restart reload check metrics"
-        local options="-s --socket -p --pid -j --json --color= -h --help -V --version"
+        local commands="status start stop restart wait events reload check metrics"
+        local options="-s --socket -p --pid -j --json -l --long -t --timeout --color= -h --help -V --version"
 
         case $prev in
         -s | --socket)
@@ -49,6 +49,9 @@ _tunnelctl()
                 mapfile -t COMPREPLY < <(compgen -W "$(pgrep -x tunneld 2>/dev/null)" -- "$cur")
                 return
                 ;;
+        -t | --timeout)
+                return
+                ;;
         -h | --help | -V | --version)
                 return
                 ;;
@@ -62,6 +65,7 @@ _tunnelctl()
                 -s | --socket) socket=${words[i + 1]}; ((i++)) ;;
                 --socket=*) socket=${words[i]#--socket=} ;;
                 -p | --pid) pid=${words[i + 1]}; ((i++)) ;;
+                -t | --timeout) ((i++)) ;;
                 --pid=*) pid=${words[i]#--pid=} ;;
                 -*) ;;
                 *) [[ -z $command ]] && command=${words[i]} ;;
@@ -81,7 +85,7 @@ _tunnelctl()
         fi
 
         case $command in
-        status)
+        status | wait | events)
                 if [[ $cur == -* ]]; then
                         mapfile -t COMPREPLY < <(compgen -W "$options" -- "$cur")
                 else

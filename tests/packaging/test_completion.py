@@ -31,7 +31,7 @@ def complete(*words):
 class CompletionTest(unittest.TestCase):
     def test_commands_and_options(self):
         self.assertEqual(complete("tunnelctl", ""),
-                         ["check", "metrics", "reload", "restart", "start", "status", "stop"])
+                         ["check", "events", "metrics", "reload", "restart", "start", "status", "stop", "wait"])
         self.assertEqual(complete("tunnelctl", "st"), ["start", "status", "stop"])
         self.assertEqual(complete("tunnelctl", "--p"), ["--pid"])
         self.assertEqual(complete("tunnelctl", "--color", "a"), ["always", "auto"])
@@ -48,6 +48,7 @@ class CompletionTest(unittest.TestCase):
         wait_until(lambda: os.path.exists(sock), 10, what="the control socket")
         self.assertEqual(complete("tunnelctl", "-s", sock, "restart", ""), ["dash", "db", "web"])
         self.assertEqual(complete("tunnelctl", "-s", sock, "status", "d"), ["dash", "db"])
+        self.assertEqual(complete("tunnelctl", "-s", sock, "wait", "--timeout", "5", "w"), ["web"])
         self.assertEqual(complete("tunnelctl", "--pid", str(d.pid), "stop", "w"), ["web"])
         # no tunneld on the socket: no names, and no error
         self.assertEqual(complete("tunnelctl", "-s", sock + ".none", "restart", ""), [])

@@ -241,7 +241,7 @@ class ManSourceTest(unittest.TestCase):
                     self.assertTrue(f"*{opt}*" in text, f"{opt} of {os.path.basename(program)} --help is not in {page}.scd")
         help_text = subprocess.run([TUNNELCTL, "--help"], capture_output=True, text=True, check=True).stdout
         commands = re.findall(r"^    (\w+)(?: |$)", help_text.split("COMMANDS")[1].split("OPTIONS")[0], re.M)
-        self.assertEqual(commands, ["status", "start", "stop", "restart", "reload", "check", "metrics"])
+        self.assertEqual(commands, ["status", "start", "stop", "restart", "wait", "events", "reload", "check", "metrics"])
         for cmd in commands:
             with self.subTest(command=cmd):
                 self.assertRegex(source("tunnelctl.1"), rf"(?m)^\*{cmd}\*")
