@@ -12,16 +12,19 @@ enum restart_policy {
         RESTART_ALWAYS,
         RESTART_ON_FAILURE,
         RESTART_NEVER,
+        _RESTART_MAX,
 };
 
 enum lifetime_action {
         LIFETIME_RESTART,               /* restart ssh when max_lifetime is reached */
         LIFETIME_STOP,                  /* stop the tunnel (it stays stopped until started) */
+        _LIFETIME_MAX,
 };
 
 enum ready_mode {
         READY_STARTED,                  /* READY=1 once every enabled tunnel's first start is launched */
         READY_ALL_UP,                   /* …once every enabled tunnel is up or has failed a start */
+        _READY_MAX,
 };
 
 /* An active check through a forward: connect (optionally send, expect a reply prefix). */

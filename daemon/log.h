@@ -13,6 +13,7 @@ enum log_target {
         LOG_TARGET_AUTO,        /* journal if stderr is the journal's stream, else stderr */
         LOG_TARGET_JOURNAL,
         LOG_TARGET_STDERR,
+        _LOG_TARGET_MAX,
 };
 
 /* Structured context of one message; every member optional (NULL / -1 = absent). */

@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/* config_check: what is checked across tunnels once everything is read: after cycles,
+ * port clashes (clash.h), ssh's own judgement of its options (ssh_view.h), and the files
+ * the tunnels name (readable, keys not readable by others, permissions like sshd's
+ * StrictModes). */
+#include "config.h"
+#include "config_internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clash.h"
+#include "log.h"
+#include "ssh_argv.h"
+#include "ssh_view.h"
+
+void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
+{
+        _cleanup_free_ char *what = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&what, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        if (push_error(p->errs, "%s:%d: %s.%s: %s", t->source_file, t->source_line, t->name, key, what) < 0)
+                p->oom = -ENOMEM;
+}
+
+static ssize_t find_tunnel(const struct config *c, const char *name)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                if (strcmp(c->tunnels[i].name, name) == 0)
+                        return (ssize_t)i;
+        return -1;
+}
+
+/* after: known names, no self, no cycle (depth-first with colours). */
+/* Depth-first over "after" edges; path holds the tunnels on the way down. On a cycle,
+ * *ret_at is where it closes and path[*ret_depth..] are its members. */
+static bool after_cycle(const struct config *c, size_t i, unsigned char *colour, size_t *path, size_t depth,
+                        size_t *ret_at, size_t *ret_depth)
+{
+        colour[i] = 1;
+        path[depth] = i;
+        for (char **a = c->tunnels[i].after; a && *a; a++) {
+                ssize_t j = find_tunnel(c, *a);
+                if (j < 0)
+                        continue;
+                if (colour[j] == 1) {
+                        *ret_at = (size_t)j;    /* the back edge closes the cycle here */
+                        *ret_depth = depth;
+                        return true;
+                }
+                if (colour[j] == 0 && after_cycle(c, (size_t)j, colour, path, depth + 1, ret_at, ret_depth))
+                        return true;
+        }
+        colour[i] = 2;
+        return false;
+}
+
+void check_after(struct parser *p, const struct config *c)
+{
+        _cleanup_free_ unsigned char *colour = NULL;
+        _cleanup_free_ size_t *path = NULL;
+        bool refs_ok = true;
+
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                for (char **a = c->tunnels[i].after; a && *a; a++) {
+                        if (strcmp(*a, c->tunnels[i].name) == 0) {
+                                diag_tunnel(p, &c->tunnels[i], "after", "a tunnel cannot wait for itself");
+                                refs_ok = false;
+                        } else if (find_tunnel(c, *a) < 0) {
+                                diag_tunnel(p, &c->tunnels[i], "after", "no tunnel is named \"%s\"", *a);
+                                refs_ok = false;
+                        } else if (c->tunnels[i].enabled && !c->tunnels[find_tunnel(c, *a)].enabled) {
+                                diag_tunnel(p, &c->tunnels[i], "after",
+                                            "\"%s\" is disabled: this tunnel would wait for it forever", *a);
+                                refs_ok = false;
+                        }
+                }
+        if (!refs_ok)
+                return;
+        colour = calloc(c->n_tunnels + 1, 1);
+        if (!colour) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        path = calloc(c->n_tunnels + 1, sizeof(size_t));
+        if (!path) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                size_t at = 0, last = 0, first = 0;
+                struct buf b = {0};
+                _cleanup_free_ char *cycle = NULL;
+
+                if (colour[i] != 0 || !after_cycle(c, i, colour, path, 0, &at, &last))
+                        continue;
+                while (path[first] != at)
+                        first++;
+                /* "a waits for b, b for c, c for a": a -> b -> c -> a */
+                for (size_t k = first; k <= last; k++)
+                        buf_printf(&b, "%s -> ", c->tunnels[path[k]].name);
+                buf_printf(&b, "%s", c->tunnels[at].name);
+                if (buf_steal(&b, &cycle) < 0) {
+                        p->oom = -ENOMEM;
+                        return;
+                }
+                diag_tunnel(p, &c->tunnels[at], "after", "is part of a cycle of tunnels waiting for each other: %s",
+                            cycle);
+                return;
+        }
+}
+
+/* ---- port clashes (clash.h has the rules) ---- */
+
+struct clash_owner {
+        const struct tunnel_spec *t;
+        const char *spec;
+        const char *setting;
+};
+
+struct clash_report {
+        const struct clash_entry *a, *b;
+};
+
+struct clash_reports {
+        struct clash_report *v;
+        size_t n, cap;
+        bool oom;
+};
+
+static void on_clash(const struct clash_entry *a, const struct clash_entry *b, void *userdata)
+{
+        struct clash_reports *r = userdata;
+
+        if (r->n == r->cap) {
+                struct clash_report *g = realloc(r->v, (r->cap = r->cap ? 2 * r->cap : 16) * sizeof(*g));
+                if (!g) {
+                        r->oom = true;
+                        return;
+                }
+                r->v = g;
+        }
+        r->v[r->n++] = (struct clash_report){ a, b };
+}
+
+static int compare_reports(const void *x, const void *y)
+{
+        const struct clash_report *a = x, *b = y;
+
+        return a->b->index < b->b->index ? -1 : a->b->index > b->b->index;
+}
+
+/* Two enabled tunnels (or one, twice) that would listen where the other does cannot both
+ * work. Sorted, so that 60,000 forwards take milliseconds, not seconds. */
+void check_ports(struct parser *p, const struct config *c)
+{
+        static const char *const settings[3] = { "local_forwards", "dynamic_forwards", "remote_forwards" };
+        static const enum forward_kind kinds[3] = { FORWARD_LOCAL, FORWARD_DYNAMIC, FORWARD_REMOTE };
+        _cleanup_free_ struct clash_entry *v = NULL;
+        _cleanup_free_ struct clash_owner *owners = NULL;
+        struct clash_reports reports = {0};
+        size_t n = 0, total = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                total += strv_length(c->tunnels[i].local_forwards) + strv_length(c->tunnels[i].dynamic_forwards) +
+                         strv_length(c->tunnels[i].remote_forwards) + strv_length(c->tunnels[i].ssh_local_forwards) +
+                         strv_length(c->tunnels[i].ssh_dynamic_forwards) + strv_length(c->tunnels[i].ssh_remote_forwards);
+        v = calloc(total + 1, sizeof(*v));
+        owners = calloc(total + 1, sizeof(*owners));
+        if (!v || !owners) {
+                p->oom = -ENOMEM;
+                return;
+        }
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                /* what ssh will set up: with an ssh_config_file, ssh -G's lists */
+                char **const lists[3] = { t->ssh_viewed ? t->ssh_local_forwards : t->local_forwards,
+                                          t->ssh_viewed ? t->ssh_dynamic_forwards : t->dynamic_forwards,
+                                          t->ssh_viewed ? t->ssh_remote_forwards : t->remote_forwards };
+                bool gateway_ports = t->ssh_viewed ? t->ssh_gateway_ports : clash_gateway_ports(t->ssh_options);
+                char server[VALUE_MAX_LEN + 16];
+
+                if (!t->enabled)
+                        continue;
+                clash_server_identity(t->ssh_viewed && t->ssh_hostname ? t->ssh_hostname : t->host ? t->host : "",
+                                      t->ssh_viewed ? t->ssh_port : t->port, server, sizeof(server));
+                for (int k = 0; k < 3; k++)
+                        for (char **f = lists[k]; f && *f; f++) {
+                                int r = clash_listener_from(kinds[k], *f, server, gateway_ports, &v[n].l);
+                                if (r == -ENOMEM) {
+                                        p->oom = r;
+                                        goto done;
+                                }
+                                if (r < 0)
+                                        continue;       /* invalid: reported by validation */
+                                owners[n] = (struct clash_owner){ t, *f, settings[k] };
+                                v[n].index = n;
+                                v[n].owner = &owners[n];
+                                n++;
+                        }
+        }
+        if (clash_find_all(v, n, on_clash, &reports) < 0 || reports.oom) {
+                p->oom = -ENOMEM;
+                goto done;
+        }
+        /* in configuration order */
+        if (reports.n)
+                qsort(reports.v, reports.n, sizeof(*reports.v), compare_reports);
+        for (size_t i = 0; i < reports.n; i++) {
+                const struct clash_owner *a = reports.v[i].a->owner, *b = reports.v[i].b->owner;
+                const struct clash_listener *l = &reports.v[i].b->l;
+                char where[VALUE_MAX_LEN + 32];
+
+                if (l->port < 0)
+                        snprintf(where, sizeof(where), "%s socket %s", l->kind == FORWARD_REMOTE ? b->t->host : "local",
+                                 l->name);
+                else
+                        snprintf(where, sizeof(where), "%s port %d", l->kind == FORWARD_REMOTE ? b->t->host : "local",
+                                 l->port);
+                diag_tunnel(p, b->t, b->setting, "\"%s\" listens on %s, as \"%s\" of tunnel %s (%s:%d) does",
+                            b->spec, where, a->spec, a->t->name, a->t->source_file, a->t->source_line);
+        }
+done:
+        free(reports.v);
+        for (size_t i = 0; i < n; i++)
+                clash_listener_done(&v[i].l);
+}
+
+/* ---- ssh judges ssh's options (ssh_view.h) ---- */
+
+#define SSH_VIEW_TIMEOUT 15.0   /* seconds for every ssh -G of one load */
+
+struct query_key {
+        char *key;
+        size_t tunnel;
+};
+
+static int compare_keys(const void *x, const void *y)
+{
+        const struct query_key *a = x, *b = y;
+        int r = strcmp(a->key, b->key);
+
+        return r ? r : a->tunnel < b->tunnel ? -1 : a->tunnel > b->tunnel;
+}
+
+/* One ssh -G per tunnel with an ssh_config_file (its alias, its forwards and its Include
+ * files are its own), and one per distinct set of ssh_options for the rest (those are
+ * judged the same whatever the host). */
+static int query_keys(const struct config *c, struct query_key *keys, size_t *ret_n)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                struct buf b = {0};
+
+                if (!t->enabled)
+                        continue;
+                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
+                        buf_printf(&b, "T%zu", i);
+                else {
+                        buf_printf(&b, "O%s", t->ssh_config_file ? "-F none" : "");
+                        for (char **o = t->ssh_options; o && *o; o++)
+                                buf_printf(&b, "\n%s", *o);
+                }
+                keys[n].tunnel = i;
+                if (buf_steal(&b, &keys[n].key) < 0) {
+                        *ret_n = n;
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        qsort(keys, n, sizeof(*keys), compare_keys);
+        *ret_n = n;
+        return 0;
+}
+
+static void take_view(struct tunnel_spec *t, struct ssh_view *v)
+{
+        t->ssh_viewed = true;
+        t->ssh_hostname = v->hostname;
+        t->ssh_port = v->port;
+        t->ssh_local_forwards = v->local_forwards;
+        t->ssh_remote_forwards = v->remote_forwards;
+        t->ssh_dynamic_forwards = v->dynamic_forwards;
+        t->ssh_gateway_ports = v->gateway_ports;
+        v->hostname = NULL;
+        v->local_forwards = v->remote_forwards = v->dynamic_forwards = NULL;
+}
+
+/* What ssh said of query q, for its first tunnel t (and others that share it). */
+static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view *v, size_t others)
+{
+        const char *setting = t->ssh_config_file ? "ssh_config_file" : "ssh_options";
+        char also[96] = "";
+
+        if (others)
+                snprintf(also, sizeof(also), " (and %zu other tunnel%s with these ssh_options)", others,
+                         others == 1 ? "" : "s");
+        if (v->error && v->ran) {
+                if (strstr(v->error, "command-line"))
+                        setting = "ssh_options";
+                diag_tunnel(p, t, setting, "ssh refuses it: %s%s", v->error, also);
+                return;
+        }
+        if (v->error) {
+                if (p->opts->ask_ssh == CONFIG_SSH_STRICT)
+                        diag_tunnel(p, t, "ssh", "cannot ask ssh to check the ssh options: %s%s", v->error, also);
+                else
+                        log_warning("%s: cannot ask ssh to check the ssh options: %s; starting anyway", t->name,
+                                    v->error);
+                return;
+        }
+        if (v->clear_all_forwardings)
+                diag_tunnel(p, t, setting, "ClearAllForwardings=yes makes ssh set up no forward at all: the tunnel "
+                            "would be up with nothing listening; remove it%s", also);
+        if (v->fork_after_authentication)
+                diag_tunnel(p, t, setting, "ForkAfterAuthentication=yes makes ssh go to the background, and "
+                            "tunneld would see it exit at once; remove it (tunneld keeps ssh in the foreground)%s",
+                            also);
+}
+
+void ask_ssh(struct parser *p, struct config *c)
+{
+        size_t n = 0, m = 0;
+        struct query_key *keys = calloc(c->n_tunnels + 1, sizeof(*keys));
+        size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its index into keys */
+        char ***argvs = calloc(c->n_tunnels + 1, sizeof(char **));
+        struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));
+        size_t *owner = calloc(c->n_tunnels + 1, sizeof(size_t));     /* tunnel → 1 + the query it leads */
+        int r;
+
+        if (!keys || !first || !argvs || !views || !owner || query_keys(c, keys, &n) < 0)
+                goto oom;
+        for (size_t k = 0; k < n; k++) {
+                if (k && strcmp(keys[k].key, keys[k - 1].key) == 0)
+                        continue;
+                first[m] = k;
+                /* the command line the tunnel's ssh gets, without the jump hosts' file */
+                if (ssh_argv_build(&c->tunnels[keys[k].tunnel], c->ssh, NULL, &argvs[m]) < 0)
+                        goto oom;
+                m++;
+        }
+        r = ssh_view_query(argvs, m, SSH_VIEW_TIMEOUT, views);
+        if (r < 0)
+                goto oom;
+        /* judged at each query's first tunnel, in configuration order */
+        for (size_t q = 0; q < m; q++)
+                owner[keys[first[q]].tunnel] = q + 1;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                size_t q = owner[i], k, end;
+                struct tunnel_spec *t = &c->tunnels[i];
+
+                if (!q--)
+                        continue;
+                k = first[q];
+                end = q + 1 < m ? first[q + 1] : n;
+                judge_view(p, t, &views[q], end - k - 1);
+                if (!views[q].error && t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
+                        take_view(t, &views[q]);
+        }
+        goto done;
+oom:
+        p->oom = -ENOMEM;
+done:
+        for (size_t i = 0; keys && i < n; i++)
+                free(keys[i].key);
+        for (size_t q = 0; argvs && q < m; q++)
+                strv_free(argvs[q]);
+        for (size_t q = 0; views && q < m; q++)
+                ssh_view_done(&views[q]);
+        free(keys);
+        free(first);
+        free(argvs);
+        free(views);
+        free(owner);
+}
+
+/* Like sshd's StrictModes: a file that becomes commands (a configuration, an ssh_config
+ * with its ProxyCommand, a hook program) and the directory holding it must be writable by
+ * root and tunneld's user only (a directory may be sticky, like /tmp). NULL if safe. */
+static const char *unsafe_mode(const char *path, const struct stat *st, char *buf, size_t size)
+{
+        char dir[PATH_MAX];
+        struct stat dst;
+        char *slash;
+
+        if (st->st_mode & 022) {
+                snprintf(buf, size, "writable by group or others (mode %04o): fix with chmod go-w",
+                         (unsigned)(st->st_mode & 07777));
+                return buf;
+        }
+        if (st->st_uid != 0 && st->st_uid != geteuid()) {
+                snprintf(buf, size, "owned by uid %d, neither root nor tunneld's user (uid %d): fix with chown",
+                         (int)st->st_uid, (int)geteuid());
+                return buf;
+        }
+        if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir))
+                return NULL;            /* too long to be opened anyway */
+        slash = strrchr(dir, '/');
+        if (!slash)
+                return NULL;            /* relative to the working directory: not ours to judge */
+        if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        if (stat(dir, &dst) < 0)
+                return NULL;            /* the file's own check reports what is missing */
+        if ((dst.st_mode & 022) && !(dst.st_mode & S_ISVTX)) {
+                snprintf(buf, size, "its directory %s is writable by group or others (mode %04o): fix with chmod go-w",
+                         dir, (unsigned)(dst.st_mode & 07777));
+                return buf;
+        }
+        if (dst.st_uid != 0 && dst.st_uid != geteuid()) {
+                snprintf(buf, size, "its directory %s is owned by uid %d, neither root nor tunneld's user: fix with chown",
+                         dir, (int)dst.st_uid);
+                return buf;
+        }
+        return NULL;
+}
+
+/* Files ssh will read: they must exist, and a key must not be readable by others (ssh
+ * ignores such keys). Paths starting with ~ are ssh's to expand. */
+void check_files(struct parser *p, const struct config *c)
+{
+        char why[PATH_MAX + 128];
+
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                struct stat st;
+
+                if (!t->enabled)
+                        continue;       /* an example, or parked: its files may not exist yet */
+                if (t->identity_file && t->identity_file[0] != '~') {
+                        if (stat(t->identity_file, &st) < 0)
+                                diag_tunnel(p, t, "identity_file", "%s: %s", t->identity_file, strerror(errno));
+                        else if (!S_ISREG(st.st_mode))
+                                diag_tunnel(p, t, "identity_file", "%s: not a regular file", t->identity_file);
+                        else if (st.st_mode & 077)
+                                diag_tunnel(p, t, "identity_file",
+                                            "%s: readable by group or others (mode %04o): ssh refuses such keys; chmod 600 it",
+                                            t->identity_file, st.st_mode & 07777);
+                        else if (access(t->identity_file, R_OK) < 0)
+                                diag_tunnel(p, t, "identity_file", "%s: %s (tunneld runs as uid %d)", t->identity_file,
+                                            strerror(errno), (int)geteuid());
+                }
+                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0 && t->ssh_config_file[0] != '~') {
+                        if (access(t->ssh_config_file, R_OK) < 0)
+                                diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
+                        else if (!p->opts->allow_insecure && stat(t->ssh_config_file, &st) == 0 && S_ISREG(st.st_mode) &&
+                                 unsafe_mode(t->ssh_config_file, &st, why, sizeof(why)))
+                                diag_tunnel(p, t, "ssh_config_file", "%s: %s (its ProxyCommand would run as "
+                                            "tunneld), or run tunneld with --allow-insecure-config",
+                                            t->ssh_config_file, why);
+                }
+                if (t->on_state_change) {
+                        if (access(t->on_state_change, X_OK) < 0)
+                                diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
+                        else if (!p->opts->allow_insecure && stat(t->on_state_change, &st) == 0 &&
+                                 unsafe_mode(t->on_state_change, &st, why, sizeof(why)))
+                                diag_tunnel(p, t, "on_state_change", "%s: %s, or run tunneld with "
+                                            "--allow-insecure-config", t->on_state_change, why);
+                }
+        }
+}
+
+/* A configuration file turns into command lines: see unsafe_mode(). */
+int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
+                                  struct config_errors *errs)
+{
+        char why[PATH_MAX + 128];
+        struct stat st;
+
+        if (opts->allow_insecure)
+                return 0;
+        if (fstat(fileno(f), &st) < 0) {
+                push_error(errs, "%s: cannot stat: %s", path, strerror(errno));
+                return -errno;
+        }
+        if (unsafe_mode(path, &st, why, sizeof(why))) {
+                push_error(errs, "%s: %s, or run tunneld with --allow-insecure-config", path, why);
+                return -EPERM;
+        }
+        return 0;
+}
+

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* What the files of the configuration module share (config.c loads, config_parse.c
+ * parses, config_check.c checks across tunnels, spec.c holds the data's helpers). Not
+ * for other modules. */
+
+#include <libconfig.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "util.h"
+
+struct parser {
+        const char *path;
+        const struct config_load_options *opts;
+        struct config_errors *errs;
+        bool defaults_has_host;
+        int oom;
+        char **seen;                    /* "name\tFILE:LINE" of every tunnel read, valid or not */
+};
+
+/* The names of the enumerations, indexed by value. */
+extern const char *const restart_names[_RESTART_MAX];
+extern const char *const lifetime_action_names[_LIFETIME_MAX];
+extern const char *const log_target_names[_LOG_TARGET_MAX];
+extern const char *const log_level_names[LOG_DEBUG + 1];
+extern const char *const ready_names[_READY_MAX];
+
+/* Every error line goes through here: formatted, its control characters escaped. 0 or
+ * -ENOMEM. */
+int push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
+/* "FILE:LINE: NAME.KEY: what", at the tunnel's definition. */
+void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...) _printf_(4, 5);
+
+/* config_parse.c */
+void spec_set_defaults(struct tunnel_spec *t);
+void parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl);
+void parse_dropin(struct parser *p, const config_setting_t *root, struct config *c, const struct tunnel_spec *tmpl);
+
+/* config_check.c */
+void check_after(struct parser *p, const struct config *c);
+void check_ports(struct parser *p, const struct config *c);
+void ask_ssh(struct parser *p, struct config *c);
+void check_files(struct parser *p, const struct config *c);
+/* A configuration file turns into command lines: writable by root and tunneld's user
+ * only (unless opts->allow_insecure). */
+int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
+                           struct config_errors *errs);
