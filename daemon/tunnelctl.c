@@ -497,31 +497,55 @@ static int report(const struct args *a, const struct replies *rs)
         return ret;
 }
 
-/* restart: what became of each tunnel's ssh (the reply only says "stopping"). */
+/* restart: what became of each tunnel's ssh (the reply only says "stopping"), one line
+ * per tunnel in the order of the reply. */
 static int report_restart(struct follow *f, const struct replies *rs)
 {
-        _cleanup_free_ char **names = NULL;
-        _cleanup_free_ double *old = NULL;
         struct json all = merged_tunnels(rs->parsed, rs->n);
+        char **names = calloc(all.n + 1, sizeof(char *)), **lines = calloc(all.n + 1, sizeof(char *));
+        char **wait_lines = calloc(all.n + 1, sizeof(char *));
+        size_t *slot = calloc(all.n + 1, sizeof(size_t));
+        double *old = calloc(all.n + 1, sizeof(double));
         int n = 0, ret = EXIT_OK;
 
-        names = calloc(all.n + 1, sizeof(char *));
-        old = calloc(all.n + 1, sizeof(double));
-        for (size_t i = 0; names && old && i < all.n; i++) {
+        if (!names || !lines || !wait_lines || !slot || !old) {
+                ret = EXIT_FAILURE;
+                goto out;
+        }
+        for (size_t i = 0; i < all.n; i++) {
                 const char *name = json_get_string(all.items[i], "name"), *state = json_get_string(all.items[i], "state");
                 const struct json *before = follow_tunnel(f, name ? name : "");
                 const struct json *pid = json_get(all.items[i], "pid");
+                int r;
 
                 if (state && strcmp(state, "stopping") == 0 && before) {
                         names[n] = (char *)name;
+                        slot[n] = i;
                         old[n++] = json_get_number(before, "pid", 0);
-                } else if (pid && pid->type == JSON_NUMBER)
-                        printf("%s: %s: ssh pid %.0f\n", name, state, pid->number);
+                        continue;
+                }
+                if (pid && pid->type == JSON_NUMBER)
+                        r = asprintf(&lines[i], "%s: %s: ssh pid %.0f", name, state, pid->number);
                 else
-                        printf("%s: %s\n", name, state ? state : "?");
+                        r = asprintf(&lines[i], "%s: %s", name, state ? state : "?");
+                if (r < 0)
+                        lines[i] = NULL;
         }
-        if (n && follow_restarted(f, names, old, n, 30) != 0)
+        if (n && follow_restarted(f, names, old, wait_lines, n, 30) != 0)
                 ret = EXIT_NOT_UP;
+        for (int k = 0; k < n; k++)
+                lines[slot[k]] = wait_lines[k];
+        for (size_t i = 0; i < all.n; i++)
+                if (lines[i])
+                        printf("%s\n", lines[i]);
+out:
+        for (size_t i = 0; lines && i < all.n; i++)
+                free(lines[i]);
+        free(names);
+        free(lines);
+        free(wait_lines);
+        free(slot);
+        free(old);
         free(all.items);
         return ret;
 }

@@ -233,15 +233,14 @@ int follow_wait(const char *path, char *const *names, int n, double timeout)
         return 0;
 }
 
-/* After a restart: each named tunnel's new ssh, or where it went instead. */
-int follow_restarted(struct follow *f, char *const *names, const double *old_pids, int n, double timeout)
+/* After a restart: each named tunnel's new ssh, or where it went instead, as one line
+ * in lines[i] (the caller prints them in the order it asked). */
+int follow_restarted(struct follow *f, char *const *names, const double *old_pids, char **lines, int n,
+                     double timeout)
 {
-        _cleanup_free_ bool *done = calloc((size_t)n + 1, sizeof(bool));
         double deadline = now_mono() + timeout;
         int left = n, ret = 0;
 
-        if (!done)
-                return 1;
         while (left > 0) {
                 struct json *e = NULL;
                 const char *name, *to;
@@ -255,30 +254,34 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                 pid = json_get(e, "pid");
                 for (int i = 0; name && to && i < n; i++) {
                         bool new_ssh = pid && pid->type == JSON_NUMBER && pid->number != old_pids[i];
+                        const char *reason = json_get_string(e, "reason");
 
-                        if (done[i] || strcmp(names[i], name) != 0 || strcmp(to, "stopping") == 0)
+                        if (lines[i] || strcmp(names[i], name) != 0 || strcmp(to, "stopping") == 0)
                                 continue;
-                        if (strcmp(to, "starting") == 0 && new_ssh)
-                                printf("%s: restarted: ssh pid %.0f (was %.0f)\n", name, pid->number, old_pids[i]);
-                        else if (strcmp(to, "up") == 0 && new_ssh)
-                                printf("%s: restarted and up: ssh pid %.0f (was %.0f)\n", name, pid->number, old_pids[i]);
-                        else if (strcmp(to, "starting") == 0 || strcmp(to, "up") == 0)
+                        if ((strcmp(to, "starting") == 0 || strcmp(to, "up") == 0) && !new_ssh)
                                 continue;
+                        if (strcmp(to, "starting") == 0)
+                                r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name,
+                                             pid->number, old_pids[i]);
+                        else if (strcmp(to, "up") == 0)
+                                r = asprintf(&lines[i], "%s: restarted and up: ssh pid %.0f (was %.0f)", name,
+                                             pid->number, old_pids[i]);
                         else {
-                                const char *reason = json_get_string(e, "reason");
-                                printf("%s: stopped ssh pid %.0f; now %s%s%s\n", name, old_pids[i], to,
-                                       reason ? ": " : "", reason ? reason : "");
+                                r = asprintf(&lines[i], "%s: stopped ssh pid %.0f; now %s%s%s", name, old_pids[i],
+                                             to, reason ? ": " : "", reason ? reason : "");
                                 ret = 1;
                         }
-                        done[i] = true;
+                        if (r < 0)
+                                lines[i] = NULL;
                         left--;
                 }
                 json_free(e);
         }
         for (int i = 0; i < n; i++)
-                if (!done[i]) {
-                        printf("%s: not restarted within %g s (ssh pid %.0f still stopping?)\n", names[i], timeout,
-                               old_pids[i]);
+                if (!lines[i]) {
+                        if (asprintf(&lines[i], "%s: not restarted within %g s (ssh pid %.0f still stopping?)",
+                                     names[i], timeout, old_pids[i]) < 0)
+                                lines[i] = NULL;
                         ret = 1;
                 }
         return ret;

@@ -23,4 +23,5 @@ int follow_events(const char *path, char *const *names, int n, bool json);
 int follow_wait(const char *path, char *const *names, int n, double timeout);
 /* After a restart (f opened before it): print each tunnel's new ssh pid, or where it went
  * instead, within timeout seconds. 0 if every one got a new ssh. */
-int follow_restarted(struct follow *f, char *const *names, const double *old_pids, int n, double timeout);
+int follow_restarted(struct follow *f, char *const *names, const double *old_pids, char **lines, int n,
+                     double timeout);

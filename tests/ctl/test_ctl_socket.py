@@ -212,7 +212,7 @@ class PermissionTest(_Base):
         self.as_user(self.primary_member, sock, "metrics", rc=0)
         self.as_user(self.primary_member, sock, "check", rc=0)
         r = self.as_user(self.primary_member, sock, "restart", "web", rc=0)
-        self.assertRegex(r.stdout, r"^web: (stopping|starting)\n$")
+        self.assertRegex(r.stdout, r"^web: restarted( and up)?: ssh pid \d+ \(was \d+\)\n$")
         pid["web"] = wait_up(sock, "web", not_pid=pid["web"])
         self.assertEqual(pids(sock)["db"], pid["db"])
         self.assert_echo(ports["web"])

@@ -384,7 +384,7 @@ class ControlTest(_Base):
         for p in ports.values():
             self.assert_echo(p)
         r = self.ctl(sock, "restart", "t2")
-        self.assertRegex(r.stdout, r"^t2: (stopping|starting)\n$")
+        self.assertRegex(r.stdout, r"^t2: restarted( and up)?: ssh pid \d+ \(was \d+\)\n$")
         new = wait_up(sock, "t2", not_pid=before["t2"])
         after = pids(sock)
         self.assertEqual({n: after[n] for n in ("t1", "t3")}, {n: before[n] for n in ("t1", "t3")})
@@ -485,7 +485,8 @@ class ControlTest(_Base):
         self.assertEqual(bo["starts"], 2)
 
         r = self.ctl(sock, "restart", "--all")
-        self.assertRegex(r.stdout, r"^x: stopping\ny: stopping\nbo: starting\n$")
+        # in the order asked (the configuration's), each with its new ssh
+        self.assertRegex(r.stdout, r"^x: restarted( and up)?: ssh pid \d+ \(was \d+\)\ny: restarted( and up)?: ssh pid \d+ \(was \d+\)\nbo: starting: ssh pid \d+\n$")
         third = {n: wait_up(sock, n, not_pid=second[n]) for n in ports}
         for n in ports:
             self.assert_echo(ports[n])

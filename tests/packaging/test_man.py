@@ -25,7 +25,10 @@ TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 MAN_SRC = os.path.join(SOURCE_ROOT, "man")
 MAN_BUILD = os.path.join(BUILD_ROOT, "man")
 PAGES = ["tunneld.8", "tunneld.conf.5", "tunnelctl.1"]
-CONFIG_C = os.path.join(SOURCE_ROOT, "daemon", "config.c")
+# The settings tables, their defaults and config_new() live in these files.
+CONFIG_SOURCES = [os.path.join(SOURCE_ROOT, "daemon", f)
+                  for f in ("config_parse.c", "config.c", "spec.c", "config_check.c")]
+CONFIG_C = ", ".join(os.path.relpath(p, SOURCE_ROOT) for p in CONFIG_SOURCES)
 
 
 def read(path):
@@ -37,9 +40,13 @@ def source(page):
     return read(os.path.join(MAN_SRC, page + ".scd"))
 
 
+def config_text():
+    return "\n".join(read(p) for p in CONFIG_SOURCES)
+
+
 def settings_tables():
-    """{table: [setting names]} of daemon/config.c, in table order."""
-    text = read(CONFIG_C)
+    """{table: [setting names]} of daemon/config_parse.c, in table order."""
+    text = config_text()
     tables = {}
     for table in ("global_settings", "tunnel_settings", "probe_settings"):
         m = re.search(r"static const struct setting " + table + r"\[\] = \{(.*?)\n\};", text, re.S)
@@ -52,7 +59,7 @@ def settings_tables():
 def code_defaults():
     """{setting: default} from spec_set_defaults() and config_new(): numbers, booleans,
     enum names and string literals (what the code sets explicitly; the rest is zero)."""
-    text = read(CONFIG_C)
+    text = config_text()
     enum_names = dict(re.findall(r'\[(\w+)\] = "([^"]+)"', text))
     fields = {}
     for table, member in (("global_settings", "G"), ("tunnel_settings", "F"), ("probe_settings", "P")):
@@ -75,7 +82,7 @@ def code_defaults():
             return None  # a macro or an expression: not checked
 
     defaults = {}
-    spec = re.search(r"static void spec_set_defaults\(.*?\n\}", text, re.S).group(0)
+    spec = re.search(r"^(?:static )?void spec_set_defaults\(.*?\n\}", text, re.S | re.M).group(0)
     probe = re.search(r"\.probe = \{(.*?)\}", spec).group(1)
     for field, v in re.findall(r"\.(\w+) = ([^,{}]+)", probe):
         defaults[fields[("probe_settings", field)]] = value(v)
