@@ -199,7 +199,10 @@ static void handle_metrics(const struct request *r)
         _cleanup_free_ char *text = NULL;
         struct json_writer w = json_writer_init(r->out);
 
-        if (metrics_render(r->sup, &text) < 0) {
+        size_t n;
+        struct tunnel *const *v = supervisor_tunnels(r->sup, &n);
+
+        if (metrics_render(v, n, &text) < 0) {
                 ctl_protocol_error(r->out, "out of memory");
                 return;
         }
@@ -243,7 +246,7 @@ static void handle_change(const struct request *r)
         for (size_t i = 0; v[i]; i++) {
                 struct log_ctx ctx = LOG_CTX_INIT;
 
-                ctx.tunnel = v[i]->spec.name;
+                ctx.tunnel = tunnel_get_name(v[i]);
                 log_full(LOG_NOTICE, &ctx, "%s requested on the control socket", r->cmd);
                 if (strcmp(r->cmd, "start") == 0)
                         tunnel_start(v[i]);

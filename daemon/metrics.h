@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* metrics: the Prometheus text exposition format (version 0.0.4) of every tunnel. */
+/* metrics: the Prometheus text exposition format (version 0.0.4) of every tunnel, from
+ * their status snapshots. */
 
-#include "supervisor.h"
+#include <stddef.h>
 
-int metrics_render(const struct supervisor *s, char **ret);
+#include "tunnel.h"
+
+int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret);
 
 /* Write text to path atomically (a temporary file in the same directory, then rename), for
  * node_exporter's textfile collector. */

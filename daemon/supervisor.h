@@ -32,8 +32,12 @@ void supervisor_restart_all(struct supervisor *s, const char *reason);
 
 const struct config *supervisor_config(const struct supervisor *s);
 size_t supervisor_count(const struct supervisor *s);
+/* Every tunnel, in configuration order. */
+struct tunnel *const *supervisor_tunnels(const struct supervisor *s, size_t *ret_n);
 struct tunnel *supervisor_get(const struct supervisor *s, size_t i);
 struct tunnel *supervisor_find(const struct supervisor *s, const char *name);
+/* The first tunnel t is after that is not up (its name), or NULL. */
+const char *supervisor_waiting_for(const struct supervisor *s, const struct tunnel *t);
 
 /* When the supervisor started (CLOCK_MONOTONIC). */
 double supervisor_started_at(const struct supervisor *s);

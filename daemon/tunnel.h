@@ -25,7 +25,7 @@ enum tunnel_state {
         _TUNNEL_STATE_MAX,
 };
 
-struct tunnel;
+struct tunnel;                  /* opaque: tunnel_internal.h */
 
 enum tunnel_event {
         TUNNEL_EVENT_STATE,             /* t->state changed from old */
@@ -65,81 +65,8 @@ struct tunnel_run {
         bool requested;         /* tunneld asked for this exit (a stop, not a failure) */
 };
 
-struct tunnel {
-        const struct tunnel_context *ctx;
-        struct tunnel_spec spec;
-        char **argv;
-        char *jump_config;              /* jump_config.h text, NULL without a jump host */
-        char *jump_config_path;         /* where it is written before every start */
-        struct probe *probe;            /* NULL unless spec.probe.connect */
-        struct hook *hook;              /* on_state_change runner, made by the supervisor */
-
-        enum tunnel_state state;
-        double state_since;             /* CLOCK_MONOTONIC */
-        const char *reason;             /* why FAILED or STOPPED, static */
-        char wait_reason[128];          /* QUEUED: why */
-        bool held;                      /* stopped by an operator: stays stopped across reloads */
-        bool start_after_stop;          /* STOPPING: start again once the exit is reaped */
-
-        /* the current run */
-        pid_t pid;                      /* > 0 while an ssh child exists */
-        double started_at;
-        double up_since;                /* when this run last came UP */
-        double retry_at;                /* BACKOFF: when the timer fires */
-        bool connecting;                /* holds a max_parallel_starts slot */
-        bool authenticated;
-        bool session;                   /* "Entering interactive session": -L/-D listeners bound */
-        bool via_proxy;                 /* ssh runs a ProxyJump/ProxyCommand */
-        bool banner_seen;               /* the destination answered (lines after this are not the proxy's) */
-        bool forward_refused_by_policy; /* sshd said its policy refuses a forward */
-        bool forward_failed;            /* this run: a forward could not be set up */
-        bool local_forward_failed;      /* …and it was a -L/-D listener */
-        char **allocated;               /* this run: "PORT for remote forward to HOST:PORT" (-R 0:…) */
-        unsigned remote_replies;        /* -R replies, accepted or refused */
-        unsigned remote_confirmed;      /* -R accepted */
-        bool run_up;                    /* this run has been UP */
-        bool gate_passed;               /* this run has been UP for gatetime: a success so far */
-        enum failure_class run_failure; /* from this run's stderr */
-        bool run_failure_on_proxy;
-        enum failure_class kill_class;  /* tunneld is ending this run for this failure (NONE: it is not) */
-        bool kill_sent;                 /* SIGKILL sent */
-        unsigned probe_misses;
-
-        ev_child child_watcher;
-        ev_timer retry_timer;           /* BACKOFF: the next start */
-        ev_timer grace_timer;           /* SIGTERM sent: SIGKILL when it fires */
-        ev_timer gate_timer;            /* UP: gatetime of the current run */
-        ev_timer lifetime_timer;        /* max_lifetime of the current run */
-        ev_timer deadline_timer;        /* STARTING: the slot's end, then the start deadline */
-        bool deadline_final;            /* the deadline timer's second phase */
-        ev_io stderr_watcher;
-        int stderr_fd;
-        struct lines out;               /* ssh's stderr, a line at a time */
-        double chatter_since;           /* ssh's plain lines: rate limit window */
-        unsigned chatter_lines;
-        unsigned long chatter_dropped;
-
-        unsigned starts;                /* since configured or started by hand (max_starts) */
-        unsigned failures;              /* consecutive failed runs (backoff exponent) */
-        unsigned long total_starts;     /* since tunneld started; never reset */
-        unsigned long restarts;         /* starts after an exit tunneld did not ask for */
-        bool restart_pending;           /* the next start is such a restart */
-        unsigned long total_failures[_FAILURE_MAX];
-        unsigned long prohibited;       /* connections the server refused ("administratively prohibited") */
-        bool ever_passed;               /* some run since configured was a success (fail_fast) */
-        struct tunnel_run last_run;
-
-        struct flap_ring flaps;
-        bool flapping;
-        unsigned long flap_suppressed;  /* lines logged at debug level while flapping */
-        double flap_reported_at;        /* last "flapping"/"still flapping" line */
-
-        /* owned by the supervisor: its FIFO of QUEUED tunnels */
-        struct tunnel *queue_prev, *queue_next;
-        bool in_queue;
-};
-
-int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec, struct tunnel **ret);
+/* owner: whatever the creator keeps for the tunnel (tunnel_get_owner). */
+int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec, void *owner, struct tunnel **ret);
 /* Free; a live child is killed (SIGKILL) and left to the caller's reaper. NULL-safe. */
 struct tunnel *tunnel_free(struct tunnel *t);
 
@@ -171,14 +98,28 @@ bool tunnel_retry_soon(struct tunnel *t, const char *reason);
 /* QUEUED only: the gate has opened; spawn now. */
 void tunnel_dequeue(struct tunnel *t, const char *reason);
 
+/* STOPPING with a start to follow (a restart, a reconfiguration). */
 bool tunnel_wants_start(const struct tunnel *t);
-static inline bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0; }
+/* That start is off: the tunnel stays stopped once the exit is reaped. */
+void tunnel_cancel_start(struct tunnel *t);
+bool tunnel_has_child(const struct tunnel *t);
 /* Running ssh, as state: STARTING, UP or DEGRADED. */
 bool tunnel_is_running(const struct tunnel *t);
 /* The consecutive failures shown to operators: 0 once this run passed gatetime. */
 unsigned tunnel_failures_shown(const struct tunnel *t);
 
 const char *tunnel_state_to_string(enum tunnel_state s);
+
+/* The few things the supervisor reads of a tunnel (the rest is tunnel_get_status). */
+enum tunnel_state tunnel_get_state(const struct tunnel *t);
+const struct tunnel_spec *tunnel_get_spec(const struct tunnel *t);
+const char *tunnel_get_name(const struct tunnel *t);
+bool tunnel_is_connecting(const struct tunnel *t);     /* holds a max_parallel_starts slot */
+bool tunnel_is_held(const struct tunnel *t);           /* stopped by an operator */
+bool tunnel_has_started(const struct tunnel *t);       /* has launched an ssh since tunneld started */
+const struct tunnel_run *tunnel_get_last_run(const struct tunnel *t);
+unsigned long tunnel_get_restarts(const struct tunnel *t);
+void *tunnel_get_owner(const struct tunnel *t);
 
 /* What the control socket, the metrics and the events read of a tunnel: a snapshot, its
  * strings borrowed (valid until the tunnel next changes). */

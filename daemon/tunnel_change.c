@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/* tunnel_change: a reload's new spec for a kept tunnel: prepared before the point of no
+ * return (so that applying it cannot fail), then applied as a restart with a new command
+ * line, or in place when only supervision settings changed. */
+#include "tunnel_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jump_config.h"
+#include "probe.h"
+#include "ssh_argv.h"
+
+/* A spec and everything derived from it (ssh's argv, the jump hosts' file, the probe):
+ * made before a reload's point of no return, so that applying it cannot fail. */
+struct tunnel_change {
+        struct tunnel_spec spec;
+        char **argv;
+        char *jump_config;
+        char *jump_config_path;
+        struct probe *probe;
+};
+
+struct tunnel_change *tunnel_change_free(struct tunnel_change *c)
+{
+        if (!c)
+                return NULL;
+        strv_free(c->argv);
+        free(c->jump_config);
+        free(c->jump_config_path);
+        probe_free(c->probe);
+        tunnel_spec_done(&c->spec);
+        free(c);
+        return NULL;
+}
+
+int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, struct tunnel_change **ret)
+{
+        struct tunnel_change *c = calloc(1, sizeof(*c));
+        int r;
+
+        if (!c)
+                return -ENOMEM;
+        r = tunnel_spec_copy(spec, &c->spec);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
+        r = jump_config_render(&c->spec, &c->jump_config);
+        if (r >= 0 && c->jump_config &&
+            asprintf(&c->jump_config_path, "%s/%s.ssh_config", t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp",
+                     c->spec.name) < 0) {
+                c->jump_config_path = NULL;
+                r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = ssh_argv_build(&c->spec, ssh, c->jump_config_path, &c->argv);
+        if (r >= 0 && c->spec.probe.connect)
+                r = probe_new(t->ctx->loop, &c->spec.probe, on_probe, t, &c->probe);
+        if (r < 0) {
+                tunnel_change_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+/* Take c's spec (and, with command, its argv and jump file); c is freed. */
+void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool probe)
+{
+        tunnel_spec_done(&t->spec);
+        t->spec = c->spec;
+        c->spec = (struct tunnel_spec){0};
+        if (command) {
+                if (t->jump_config_path && strcmp_null(c->jump_config_path, t->jump_config_path) != 0)
+                        (void)unlink(t->jump_config_path);
+                strv_free(t->argv);
+                free(t->jump_config);
+                free(t->jump_config_path);
+                t->argv = c->argv;
+                t->jump_config = c->jump_config;
+                t->jump_config_path = c->jump_config_path;
+                c->argv = NULL;
+                c->jump_config = c->jump_config_path = NULL;
+        }
+        if (probe) {
+                probe_free(t->probe);
+                t->probe = c->probe;
+                c->probe = NULL;
+        }
+        tunnel_change_free(c);
+}
+
+void tunnel_reconfigure(struct tunnel *t, struct tunnel_change *c)
+{
+        bool enabled = c->spec.enabled;
+
+        /* A running child keeps the argv it was started with; the new one is for the next start. */
+        take_change(t, c, true, true);
+        /* a new configuration has not proven itself yet: its first start is judged by
+         * fail_fast again */
+        t->ever_passed = false;
+        if (!enabled) {
+                tunnel_stop(t, "disabled in the configuration");
+                return;
+        }
+        if (t->held && (t->state == TUNNEL_STOPPED || t->state == TUNNEL_STOPPING)) {
+                /* an operator stopped it: the new spec waits for their start */
+                t->starts = t->failures = 0;
+                return;
+        }
+        tunnel_restart(t, "configuration changed");
+}
+
+/* The current run's timers, re-armed for the new spec: what is left of each. */
+static void rearm_run_timers(struct tunnel *t)
+{
+        double now = now_mono();
+
+        if (t->state == TUNNEL_UP && !t->gate_passed) {
+                double left = t->spec.gatetime - (now - t->up_since);
+                if (left <= 0)
+                        pass_gate(t);
+                else
+                        arm(t, &t->gate_timer, left);
+        }
+        ev_timer_stop(t->ctx->loop, &t->lifetime_timer);
+        if (t->pid > 0 && t->spec.max_lifetime > 0)
+                arm(t, &t->lifetime_timer, t->spec.max_lifetime - (now - t->started_at));
+        if (t->state == TUNNEL_STARTING && t->kill_class == FAILURE_NONE) {
+                double ran = now - t->started_at, slot = tunnel_slot_time(&t->spec);
+
+                if (!t->deadline_final && ran < slot)
+                        arm(t, &t->deadline_timer, slot - ran);
+                else {
+                        t->deadline_final = true;
+                        set_connecting(t, false);
+                        arm(t, &t->deadline_timer, tunnel_start_deadline(&t->spec) - ran);
+                }
+        }
+}
+
+void tunnel_update_policy(struct tunnel *t, struct tunnel_change *c)
+{
+        const struct probe_spec *a = &t->spec.probe, *b = &c->spec.probe;
+        bool probe_changed = strcmp_null(a->connect, b->connect) != 0 || a->interval != b->interval ||
+                             a->timeout != b->timeout || a->failures != b->failures ||
+                             strcmp_null(a->send, b->send) != 0 || strcmp_null(a->expect, b->expect) != 0;
+        struct log_ctx ctx;
+
+        take_change(t, c, false, probe_changed);
+        ctx = ctx_of(t);        /* after: the old spec, and its name, are gone */
+        if (probe_changed && t->probe && t->state == TUNNEL_UP) {
+                t->probe_misses = 0;
+                probe_start(t->probe);
+        }
+        rearm_run_timers(t);
+        if (t->pid > 0)
+                log_full(LOG_INFO, &ctx, "supervision settings changed: applied to the running ssh (pid %d)", (int)t->pid);
+        else
+                log_full(LOG_INFO, &ctx, "supervision settings changed: applied");
+}
+

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* What the files of the tunnel module share: the tunnel itself and the steps one file
+ * takes in another's. Not for other modules (they have tunnel.h). */
+
+#include "tunnel.h"
+
+#include "log.h"
+
+struct tunnel {
+        const struct tunnel_context *ctx;
+        struct tunnel_spec spec;
+        char **argv;
+        char *jump_config;              /* jump_config.h text, NULL without a jump host */
+        char *jump_config_path;         /* where it is written before every start */
+        struct probe *probe;            /* NULL unless spec.probe.connect */
+
+        enum tunnel_state state;
+        double state_since;             /* CLOCK_MONOTONIC */
+        const char *reason;             /* why FAILED or STOPPED, static */
+        char wait_reason[128];          /* QUEUED: why */
+        bool held;                      /* stopped by an operator: stays stopped across reloads */
+        bool start_after_stop;          /* STOPPING: start again once the exit is reaped */
+
+        /* the current run */
+        pid_t pid;                      /* > 0 while an ssh child exists */
+        double started_at;
+        double up_since;                /* when this run last came UP */
+        double retry_at;                /* BACKOFF: when the timer fires */
+        bool connecting;                /* holds a max_parallel_starts slot */
+        bool authenticated;
+        bool session;                   /* "Entering interactive session": -L/-D listeners bound */
+        bool via_proxy;                 /* ssh runs a ProxyJump/ProxyCommand */
+        bool banner_seen;               /* the destination answered (lines after this are not the proxy's) */
+        bool forward_refused_by_policy; /* sshd said its policy refuses a forward */
+        bool forward_failed;            /* this run: a forward could not be set up */
+        bool local_forward_failed;      /* …and it was a -L/-D listener */
+        char **allocated;               /* this run: "PORT for remote forward to HOST:PORT" (-R 0:…) */
+        unsigned remote_replies;        /* -R replies, accepted or refused */
+        unsigned remote_confirmed;      /* -R accepted */
+        bool run_up;                    /* this run has been UP */
+        bool gate_passed;               /* this run has been UP for gatetime: a success so far */
+        enum failure_class run_failure; /* from this run's stderr */
+        bool run_failure_on_proxy;
+        enum failure_class kill_class;  /* tunneld is ending this run for this failure (NONE: it is not) */
+        bool kill_sent;                 /* SIGKILL sent */
+        unsigned probe_misses;
+
+        ev_child child_watcher;
+        ev_timer retry_timer;           /* BACKOFF: the next start */
+        ev_timer grace_timer;           /* SIGTERM sent: SIGKILL when it fires */
+        ev_timer gate_timer;            /* UP: gatetime of the current run */
+        ev_timer lifetime_timer;        /* max_lifetime of the current run */
+        ev_timer deadline_timer;        /* STARTING: the slot's end, then the start deadline */
+        bool deadline_final;            /* the deadline timer's second phase */
+        ev_io stderr_watcher;
+        int stderr_fd;
+        struct lines out;               /* ssh's stderr, a line at a time */
+        double chatter_since;           /* ssh's plain lines: rate limit window */
+        unsigned chatter_lines;
+        unsigned long chatter_dropped;
+
+        unsigned starts;                /* since configured or started by hand (max_starts) */
+        unsigned failures;              /* consecutive failed runs (backoff exponent) */
+        unsigned long total_starts;     /* since tunneld started; never reset */
+        unsigned long restarts;         /* starts after an exit tunneld did not ask for */
+        bool restart_pending;           /* the next start is such a restart */
+        unsigned long total_failures[_FAILURE_MAX];
+        unsigned long prohibited;       /* connections the server refused ("administratively prohibited") */
+        bool ever_passed;               /* some run since configured was a success (fail_fast) */
+        struct tunnel_run last_run;
+
+        struct flap_ring flaps;
+        bool flapping;
+        unsigned long flap_suppressed;  /* lines logged at debug level while flapping */
+        double flap_reported_at;        /* last "flapping"/"still flapping" line */
+
+        void *owner;                    /* the supervisor's, for its own bookkeeping */
+};
+
+
+/* tunnel.c: the state machine */
+struct log_ctx ctx_of(const struct tunnel *t);
+void arm(struct tunnel *t, ev_timer *w, double after);
+/* The one place that changes t->state: logs what happened and what happens next, then
+ * tells the observer. Callers return right after: the observer may free t. */
+void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct tunnel_run *run,
+               const char *fmt, ...) _printf_(5, 6);
+void set_connecting(struct tunnel *t, bool connecting);
+void end_flapping(struct tunnel *t, const char *why);
+/* tunneld ends the current run for a failure of its own finding: SIGTERM now, SIGKILL
+ * after stop_timeout, the exit classed as class. */
+void end_run(struct tunnel *t, enum failure_class class, const char *fmt, ...) _printf_(3, 4);
+void pass_gate(struct tunnel *t);
+/* Up once authenticated, listeners bound and every -R answered; degraded, or ended, if a
+ * forward failed. */
+void maybe_up(struct tunnel *t);
+void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, const char *next);
+void reset_counters(struct tunnel *t);
+void on_probe(bool ok, const char *why, void *userdata);
+void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents);
+void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents);
+void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents);
+void on_deadline_timer(struct ev_loop *loop, ev_timer *w, int revents);
+void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* tunnel_output.c: ssh's stderr */
+void on_line(const char *line, void *userdata);
+void on_stderr(struct ev_loop *loop, ev_io *w, int revents);
+void close_stderr(struct tunnel *t);
+
+/* tunnel_exit.c */
+void on_child(struct ev_loop *loop, ev_child *w, int revents);
+/* A run ended that tunneld did not ask to end: the verdict of policy.h, carried out. */
+void finish_run(struct tunnel *t, struct tunnel_run *run);
+
+/* tunnel_child.c */
+char **ssh_environment(void);
+/* A -L Unix socket left behind by a killed ssh: removed if nobody listens on it. */
+void remove_stale_sockets(struct tunnel *t);
+
+/* tunnel_change.c */
+void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool probe);
