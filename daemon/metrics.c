@@ -22,6 +22,10 @@ static double restarts(const struct tunnel_status *s) { return (double)s->restar
 static double prohibited(const struct tunnel_status *s) { return (double)s->prohibited; }
 static double uptime(const struct tunnel_status *s) { return s->uptime >= 0 ? s->uptime : 0; }
 static double state_since(const struct tunnel_status *s) { return s->state_since_wall; }
+static double up_seconds(const struct tunnel_status *s) { return s->avail.up_seconds; }
+static double down_seconds(const struct tunnel_status *s) { return s->avail.down_seconds; }
+static double outages(const struct tunnel_status *s) { return (double)s->avail.outages; }
+static double longest_outage(const struct tunnel_status *s) { return s->avail.longest_outage; }
 
 static const struct family {
         const char *name, *type, *help;
@@ -29,7 +33,7 @@ static const struct family {
         value_of_t value;
 } families[] = {
         { "tunneld_tunnel_up", "gauge", "1 if the tunnel is up: ssh authenticated and every forward in place.", false, up },
-        { NULL },       /* tunneld_tunnel_state: one sample per state */
+        { .name = NULL },       /* tunneld_tunnel_state: one sample per state */
         { "tunneld_tunnel_enabled", "gauge", "1 if the tunnel is enabled in the configuration.", false, enabled },
         { "tunneld_tunnel_flapping", "gauge", "1 while the tunnel fails flap_threshold times within flap_window.",
           false, flapping },
@@ -38,12 +42,21 @@ static const struct family {
           restarts },
         { "tunneld_tunnel_prohibited_total", "counter",
           "Connections through the tunnel the server refused (\"administratively prohibited\").", false, prohibited },
-        { NULL },       /* tunneld_tunnel_failures_total: one sample per class */
+        { .name = NULL },       /* tunneld_tunnel_failures_total: one sample per class */
         { "tunneld_tunnel_uptime_seconds", "gauge", "How long the current ssh has run (0 if none runs).", true,
           uptime },
         /* A file is rewritten on changes only: a timestamp stays right between rewrites. */
         { "tunneld_tunnel_state_since_timestamp_seconds", "gauge",
           "Unix time at which the tunnel entered its current state.", true, state_since },
+        /* availability over any window: rate(up) / (rate(up) + rate(down)) */
+        { "tunneld_tunnel_up_seconds_total", "counter", "Seconds the tunnel has been up since it was configured.",
+          true, up_seconds },
+        { "tunneld_tunnel_down_seconds_total", "counter",
+          "Seconds the tunnel was wanted but not up (connecting, backoff, failed, degraded, restarting).", true,
+          down_seconds },
+        { "tunneld_tunnel_outages_total", "counter", "Times the tunnel went down after being up.", false, outages },
+        { "tunneld_tunnel_longest_outage_seconds", "gauge",
+          "The longest outage since the tunnel was configured, one going on included.", true, longest_outage },
 };
 
 static void render_states(struct buf *b, const struct tunnel_status *v, size_t n)

@@ -14,6 +14,7 @@
 
 #define METRICS_RETRY_MIN 1.0           /* seconds: a failed metrics_file write is retried, */
 #define METRICS_RETRY_MAX 60.0          /* doubling up to this */
+#define METRICS_REFRESH 30.0            /* seconds: the file's *_seconds_total move on without news */
 
 struct publisher {
         struct ev_loop *loop;
@@ -25,7 +26,7 @@ struct publisher {
         char *reload_error;             /* shown in STATUS until a reload succeeds */
         bool metrics_failed;
         double metrics_retry_delay;
-        ev_timer metrics_retry;         /* metrics_file could not be written: try again */
+        ev_timer metrics_timer;         /* the next write: a retry, or the seconds counters' refresh */
 };
 
 /* ---- STATUS ---- */
@@ -199,8 +200,9 @@ static void write_metrics(struct publisher *p)
                 if (p->metrics_retry_delay > METRICS_RETRY_MAX)
                         p->metrics_retry_delay = METRICS_RETRY_MAX;
                 if (!supervisor_is_shutting_down(p->s)) {
-                        ev_timer_set(&p->metrics_retry, p->metrics_retry_delay, 0.);
-                        ev_timer_start(p->loop, &p->metrics_retry);
+                        ev_timer_stop(p->loop, &p->metrics_timer);     /* set needs it inactive */
+                        ev_timer_set(&p->metrics_timer, p->metrics_retry_delay, 0.);
+                        ev_timer_start(p->loop, &p->metrics_timer);
                 }
                 return;
         }
@@ -208,10 +210,16 @@ static void write_metrics(struct publisher *p)
                 log_notice("metrics_file %s written again", path);
         p->metrics_failed = false;
         p->metrics_retry_delay = 0;
-        ev_timer_stop(p->loop, &p->metrics_retry);
+        /* node_exporter reads the file as it is: a tunnel up for a day with no change must
+         * not show a day of frozen up_seconds_total (an availability of zero) */
+        ev_timer_stop(p->loop, &p->metrics_timer);
+        if (!supervisor_is_shutting_down(p->s)) {
+                ev_timer_set(&p->metrics_timer, METRICS_REFRESH, 0.);
+                ev_timer_start(p->loop, &p->metrics_timer);
+        }
 }
 
-static void on_metrics_retry(struct ev_loop *loop, ev_timer *w, int revents)
+static void on_metrics_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
         (void)loop;
         (void)revents;
@@ -277,7 +285,7 @@ void publisher_reloaded(struct publisher *p, const char *error)
 
 void publisher_final(struct publisher *p)
 {
-        ev_timer_stop(p->loop, &p->metrics_retry);
+        ev_timer_stop(p->loop, &p->metrics_timer);
         write_metrics(p);
 }
 
@@ -303,8 +311,8 @@ int publisher_new(struct ev_loop *loop, struct supervisor *s, struct publisher *
         p->s = s;
         ev_timer_init(&p->ready_timer, on_ready_timeout, 0., 0.);
         ev_timer_init(&p->publish, on_publish, 0., 0.);
-        ev_timer_init(&p->metrics_retry, on_metrics_retry, 0., 0.);
-        p->ready_timer.data = p->publish.data = p->metrics_retry.data = p;
+        ev_timer_init(&p->metrics_timer, on_metrics_timer, 0., 0.);
+        p->ready_timer.data = p->publish.data = p->metrics_timer.data = p;
         *ret = p;
         return 0;
 }
@@ -315,7 +323,7 @@ struct publisher *publisher_free(struct publisher *p)
                 return NULL;
         ev_timer_stop(p->loop, &p->ready_timer);
         ev_timer_stop(p->loop, &p->publish);
-        ev_timer_stop(p->loop, &p->metrics_retry);
+        ev_timer_stop(p->loop, &p->metrics_timer);
         free(p->reload_error);
         free(p);
         return NULL;

@@ -62,6 +62,7 @@ void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct
                 ev_timer_stop(t->ctx->loop, &t->gate_timer);
         t->state = state;
         t->state_since = now_mono();
+        availability_note(&t->avail, avail_class_of(t), t->state_since);
         if (t->probe) {
                 if (state == TUNNEL_UP && old != TUNNEL_UP) {
                         t->probe_misses = 0;
@@ -433,6 +434,7 @@ int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec,
                 return r;
         }
         take_change(t, c, true, true);
+        availability_init(&t->avail, t->state_since);
         if (!spec->enabled)
                 t->reason = "disabled in the configuration";
         ev_child_init(&t->child_watcher, on_child, 0, 0);
@@ -566,10 +568,11 @@ void tunnel_restart(struct tunnel *t, const char *reason)
         t->held = false;
         reset_counters(t);
         if (tunnel_is_running(t) || t->state == TUNNEL_STOPPING) {
+                /* first: STOPPING is then a restart's (down time, not off) from its start */
+                t->start_after_stop = true;
                 if (t->state != TUNNEL_STOPPING)
                         tunnel_stop(t, reason);
                 t->reason = reason;
-                t->start_after_stop = true;
                 return;
         }
         tunnel_start(t);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "availability.h"
 #include "config.h"
 #include "lines.h"
 #include "policy.h"
@@ -145,6 +146,7 @@ struct tunnel_status {
         char *const *allocated;         /* this run's server-chosen -R ports, or NULL */
         double gatetime;
         enum restart_policy restart;
+        struct availability_info avail; /* since the tunnel was configured */
 };
 void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status *ret);
 

@@ -70,6 +70,17 @@ static const char *status_reason(const struct tunnel *t)
         }
 }
 
+enum avail_class avail_class_of(const struct tunnel *t)
+{
+        if (t->state == TUNNEL_UP)
+                return AVAIL_UP;
+        /* not wanted: disabled, held by an operator, stopped by its policy or on purpose */
+        if (!t->spec.enabled || t->held || t->state == TUNNEL_STOPPED ||
+            (t->state == TUNNEL_STOPPING && !t->start_after_stop))
+                return AVAIL_OFF;
+        return AVAIL_DOWN;
+}
+
 void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status *ret)
 {
         struct timespec wall;
@@ -102,6 +113,7 @@ void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status 
                 .gatetime = t->spec.gatetime,
                 .restart = t->spec.restart,
         };
+        availability_get(&t->avail, now, &ret->avail);
 }
 
 

@@ -76,6 +76,8 @@ struct tunnel {
         unsigned long flap_suppressed;  /* lines logged at debug level while flapping */
         double flap_reported_at;        /* last "flapping"/"still flapping" line */
 
+        struct availability avail;      /* up and down time, outages */
+
         void *owner;                    /* the supervisor's, for its own bookkeeping */
 };
 
@@ -88,6 +90,8 @@ void arm(struct tunnel *t, ev_timer *w, double after);
 void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct tunnel_run *run,
                const char *fmt, ...) _printf_(5, 6);
 void set_connecting(struct tunnel *t, bool connecting);
+/* What the tunnel counts as now: up, down (wanted, not up) or off. */
+enum avail_class avail_class_of(const struct tunnel *t);
 void end_flapping(struct tunnel *t, const char *why);
 /* tunneld ends the current run for a failure of its own finding: SIGTERM now, SIGKILL
  * after stop_timeout, the exit classed as class. */

@@ -19,6 +19,25 @@ static void write_seconds_or_null(struct json_writer *w, const char *key, double
                 json_write_null(w);
 }
 
+static void write_availability(struct json_writer *w, const struct availability_info *a)
+{
+        json_write_key(w, "availability");
+        json_begin_object(w);
+        json_field_seconds(w, "up_seconds", a->up_seconds);
+        json_field_seconds(w, "down_seconds", a->down_seconds);
+        json_write_key(w, "ratio");
+        if (a->ratio >= 0)
+                json_write_number(w, a->ratio);
+        else
+                json_write_null(w);
+        json_field_uint(w, "outages", a->outages);
+        write_seconds_or_null(w, "current_outage", a->current_outage);
+        json_field_seconds(w, "longest_outage", a->longest_outage);
+        write_seconds_or_null(w, "last_outage", a->last_outage);
+        write_seconds_or_null(w, "last_outage_ago", a->last_outage_ago);
+        json_end_object(w);
+}
+
 static void write_last_run(struct json_writer *w, const struct tunnel_status *s)
 {
         const struct tunnel_run *run = s->last_run;
@@ -68,6 +87,7 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
                         json_field_uint(w, failure_class_to_string(c), s->failures[c]);
         json_end_object(w);
         write_last_run(w, s);
+        write_availability(w, &s->avail);
         json_write_key(w, "forwards");
         json_begin_object(w);
         json_field_strv(w, "local", s->local_forwards);

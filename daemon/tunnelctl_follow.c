@@ -253,7 +253,8 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                 to = json_get_string(e, "to");
                 pid = json_get(e, "pid");
                 for (int i = 0; name && to && i < n; i++) {
-                        bool new_ssh = pid && pid->type == JSON_NUMBER && pid->number != old_pids[i];
+                        double new_pid = pid && pid->type == JSON_NUMBER ? pid->number : -1;
+                        bool new_ssh = new_pid > 0 && new_pid != old_pids[i];
                         const char *reason = json_get_string(e, "reason");
 
                         if (lines[i] || strcmp(names[i], name) != 0 || strcmp(to, "stopping") == 0)
@@ -262,10 +263,10 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                                 continue;
                         if (strcmp(to, "starting") == 0)
                                 r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name,
-                                             pid->number, old_pids[i]);
+                                             new_pid, old_pids[i]);
                         else if (strcmp(to, "up") == 0)
                                 r = asprintf(&lines[i], "%s: restarted and up: ssh pid %.0f (was %.0f)", name,
-                                             pid->number, old_pids[i]);
+                                             new_pid, old_pids[i]);
                         else {
                                 r = asprintf(&lines[i], "%s: stopped ssh pid %.0f; now %s%s%s", name, old_pids[i],
                                              to, reason ? ": " : "", reason ? reason : "");

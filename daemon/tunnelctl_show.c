@@ -3,6 +3,7 @@
  * forward and the reason of each tunnel under its row. */
 #include "tunnelctl_show.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,47 @@ static char **forwards_of(const struct json *t)
         return v;
 }
 
+/* The AVAIL cell: the share of wanted time it was up, "-" before any was counted; never
+ * rounded up to 100 % (99.996 % is "99.99%": an outage must not disappear). */
+static char *avail_text(const struct json *t)
+{
+        const struct json *ratio = json_get(json_get(t, "availability"), "ratio");
+        char *s = NULL;
+        double pct;
+
+        if (!ratio || ratio->type != JSON_NUMBER)
+                return strdup("-");
+        pct = floor(ratio->number * 10000) / 100;
+        if (ratio->number >= 1)
+                return strdup("100%");
+        return asprintf(&s, "%.2f%%", pct) < 0 ? NULL : s;
+}
+
+/* -l: "availability: 99.20% (up 2 h, down 58 s; 3 outages, longest 40 s, last 9 s 5 min ago)" */
+static void show_availability(const struct json *t)
+{
+        const struct json *a = json_get(t, "availability");
+        _cleanup_free_ char *pct = avail_text(t);
+        char up[DURATION_MAX], down[DURATION_MAX], longest[DURATION_MAX], last[DURATION_MAX], ago[DURATION_MAX];
+        double outages = json_get_number(a, "outages", 0), current = json_get_number(a, "current_outage", -1);
+        double last_s = json_get_number(a, "last_outage", -1);
+
+        if (!a || a->type != JSON_OBJECT)
+                return;
+        printf("    availability: %s (up %s, down %s", pct ? pct : "?",
+               format_duration(json_get_number(a, "up_seconds", 0), up, sizeof(up)),
+               format_duration(json_get_number(a, "down_seconds", 0), down, sizeof(down)));
+        if (outages > 0)
+                printf("; %.0f outage%s, longest %s", outages, outages == 1 ? "" : "s",
+                       format_duration(json_get_number(a, "longest_outage", 0), longest, sizeof(longest)));
+        if (current >= 0)
+                printf(", down for %s now", format_duration(current, last, sizeof(last)));
+        else if (last_s >= 0)
+                printf(", last %s, %s ago", format_duration(last_s, last, sizeof(last)),
+                       format_duration(json_get_number(a, "last_outage_ago", 0), ago, sizeof(ago)));
+        printf(")\n");
+}
+
 /* The table's cell: the first three forwards and how many more (-l lists them all). */
 #define FORWARDS_SHOWN 3
 static char *forwards_text(const struct json *t)
@@ -116,9 +158,9 @@ static char *forwards_text(const struct json *t)
         return buf_steal(&b, &s) < 0 ? NULL : s;
 }
 
-#define COLUMNS 8
+#define COLUMNS 9
 static const char *const headers[COLUMNS] = {
-        "NAME", "STATE", "PID", "UPTIME", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS",
+        "NAME", "STATE", "PID", "UPTIME", "AVAIL", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS",
 };
 
 void show_table(const struct json *tunnels, bool long_view)
@@ -149,14 +191,15 @@ void show_table(const struct json *tunnels, bool long_view)
                 else
                         row[2] = strdup("-");
                 row[3] = duration_or_dash(json_get(t, "uptime"), "");
+                row[4] = avail_text(t);
                 if (json_get_number(t, "restarts", 0) > 0)
-                        (void)!asprintf(&row[4], "%.0f (%.0f)", json_get_number(t, "starts", 0),
+                        (void)!asprintf(&row[5], "%.0f (%.0f)", json_get_number(t, "starts", 0),
                                         json_get_number(t, "restarts", 0));
                 else
-                        (void)!asprintf(&row[4], "%.0f", json_get_number(t, "starts", 0));
-                row[5] = last_exit_text(t);
-                row[6] = duration_or_dash(json_get(t, "retry_in"), "in ");
-                row[7] = forwards_text(t);
+                        (void)!asprintf(&row[5], "%.0f", json_get_number(t, "starts", 0));
+                row[6] = last_exit_text(t);
+                row[7] = duration_or_dash(json_get(t, "retry_in"), "in ");
+                row[8] = forwards_text(t);
                 for (int c = 0; c < COLUMNS; c++) {
                         cells[i][c] = row[c] ? row[c] : strdup("?");
                         if (cells[i][c] && strlen(cells[i][c]) > width[c])
@@ -189,6 +232,7 @@ void show_table(const struct json *tunnels, bool long_view)
 
                         if (reason)
                                 printf("    why: %s\n", reason);
+                        show_availability(tunnels->items[i]);
                         for (size_t k = 0; v && v[k]; k++)
                                 printf("    %s\n", v[k]);
                 }

@@ -18,7 +18,7 @@ TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 UP_TIMEOUT = 20     # ssh's connect and key exchange on a loaded 2-core machine
 
 STATES = {"stopped", "queued", "starting", "up", "backoff", "failed", "stopping", "degraded"}
-HEADERS = ["NAME", "STATE", "PID", "UPTIME", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS"]
+HEADERS = ["NAME", "STATE", "PID", "UPTIME", "AVAIL", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS"]
 ANSI = re.compile(r"\033\[[0-9;]*m")
 DURATION = r"[\d.]+ (?:ms|s|min|h|d)(?: [\d.]+ (?:s|min|h))?"
 
@@ -102,7 +102,7 @@ def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "uptime", "since",
                   "retry_in", "starts", "restarts", "consecutive_failures", "prohibited", "failures", "last_exit", "forwards",
-                  "gatetime", "restart")
+                  "gatetime", "restart", "availability")
     test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
     for key in ("enabled", "held", "flapping"):
@@ -148,6 +148,15 @@ def assert_tunnel_fields(test, t):
         test.assertIsInstance(e["ran"], (int, float), name)
         test.assertGreaterEqual(e["ran"], 0, name)
         test.assertTrue(e["failure"] is None or isinstance(e["failure"], str), name)
+    a = t["availability"]
+    test.assertEqual(sorted(a), ["current_outage", "down_seconds", "last_outage", "last_outage_ago", "longest_outage",
+                                 "outages", "ratio", "up_seconds"], f"{name}.availability")
+    test.assertTrue(a["up_seconds"] >= 0 and a["down_seconds"] >= 0 and a["longest_outage"] >= 0, a)
+    test.assertTrue(a["ratio"] is None or 0 <= a["ratio"] <= 1, a)
+    test.assertIsInstance(a["outages"], int, name)
+    if a["current_outage"] is not None:
+        test.assertNotEqual(t["state"], "up", a)
+    test.assertEqual(a["last_outage"] is None, a["last_outage_ago"] is None, a)
     f = t["forwards"]
     test.assertEqual(sorted(f), ["allocated", "dynamic", "local", "remote"], f"{name}.forwards")
     for kind in ("local", "remote", "dynamic", "allocated"):

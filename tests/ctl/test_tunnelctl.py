@@ -164,7 +164,7 @@ class StatusTest(_Base):
         self.assertEqual(json.loads(r.stdout)["tunnels"][0]["state"], "backoff")
 
     def test_table_columns_aligned_and_colour(self):
-        """The table has NAME STATE PID UPTIME STARTS LAST EXIT NEXT RETRY FORWARDS, aligned,
+        """The table has NAME STATE PID UPTIME AVAIL STARTS LAST EXIT NEXT RETRY FORWARDS, aligned,
         with the same facts as the JSON; no colour into a pipe, colour with --color=always
         (also in a terminal with auto, unless NO_COLOR or TERM=dumb)."""
         t = tunnels(self.sock)

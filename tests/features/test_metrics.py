@@ -38,6 +38,10 @@ FAMILIES = {
     "tunneld_tunnel_failures_total": ("counter", ("tunnel", "class")),
     "tunneld_tunnel_uptime_seconds": ("gauge", ("tunnel",)),
     "tunneld_tunnel_state_since_timestamp_seconds": ("gauge", ("tunnel",)),
+    "tunneld_tunnel_up_seconds_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_down_seconds_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_outages_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_longest_outage_seconds": ("gauge", ("tunnel",)),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
 CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "closed", "local-forward", "remote-forward",
