@@ -231,6 +231,26 @@ class ManSourceTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, f"{block}\n{r.stdout}{r.stderr}")
                 self.assertRegex(r.stdout, r"^configuration OK: \d+ tunnels?")
 
+    def test_alert_rules_and_query_are_valid(self):
+        """tunnelctl(1)'s alert rules pass `promtool check rules`, and its availability
+        query names only metrics tunneld exports (promtool: Debian's prometheus package)."""
+        promtool = shutil.which("promtool")
+        if not promtool:
+            self.skipTest("promtool not installed (apt-get install --no-install-recommends prometheus)")
+        blocks = re.findall(r"^\t```\n(.*?)^\t```", source("tunnelctl.1"), re.S | re.M)
+        rules = [b for b in blocks if "- alert:" in b]
+        self.assertEqual(len(rules), 1, "one block of alert rules")
+        body = "".join("    " + line[1:] + "\n" for line in rules[0].splitlines())
+        with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+            f.write("groups:\n  - name: tunneld\n    rules:\n" + body)
+            f.flush()
+            r = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        metrics_c = read(os.path.join(SOURCE_ROOT, "daemon", "metrics.c"))
+        for b in blocks:
+            for name in re.findall(r"\btunneld_\w+", b):
+                self.assertIn(f'"{name}"', metrics_c, f"{name} in tunnelctl(1) is not a metric tunneld exports")
+
     def test_options_and_commands_are_documented(self):
         """Every option of tunneld --help is in tunneld(8); every option and command of
         tunnelctl --help is in tunnelctl(1)."""
