@@ -328,3 +328,19 @@ int config_load_string(const char *text, const char *name, struct config **ret, 
         config_destroy(&cfg);
         return r;
 }
+
+/* Globals read once at start: say so rather than ignore a change silently. */
+void config_warn_fixed_globals(const struct config *old, const struct config *c)
+{
+        if (strcmp_null(old->control_socket, c->control_socket) != 0)
+                log_warning("control_socket changed to %s: takes effect when tunneld restarts",
+                            c->control_socket ? c->control_socket : "none");
+        if (strcmp_null(old->control_group, c->control_group) != 0)
+                log_warning("control_group changed to %s: takes effect when tunneld restarts",
+                            c->control_group ? c->control_group : "(none)");
+        if (old->control_world_readable != c->control_world_readable)
+                log_warning("control_world_readable changed to %s: takes effect when tunneld restarts",
+                            c->control_world_readable ? "true" : "false");
+        if (old->ready != c->ready || old->ready_timeout != c->ready_timeout)
+                log_warning("ready/ready_timeout changed: they only matter at start, and take effect when tunneld restarts");
+}

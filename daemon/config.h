@@ -143,6 +143,9 @@ int config_load(const char *path, const struct config_load_options *opts, struct
 int config_load_string(const char *text, const char *name, struct config **ret, struct config_errors *errs);
 
 struct config *config_free(struct config *c);
+/* A reload: warn of each global that is read only at start and changed (control_socket,
+ * control_group, control_world_readable, ready): it takes effect at the next restart. */
+void config_warn_fixed_globals(const struct config *old, const struct config *c);
 static inline void config_freep(struct config **c) { config_free(*c); }
 #define _cleanup_config_free_ __attribute__((cleanup(config_freep)))
 

@@ -484,21 +484,61 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
 {
         s->sup = sup;
-        supervisor_set_event_sink(sup, on_tunnel_event, s);
+        /* two listeners of SUPERVISOR_LISTENERS_MAX exist (this and the publisher) */
+        (void)supervisor_add_listener(sup, &(struct supervisor_listener){ .event = on_tunnel_event, .userdata = s });
+}
+
+/* Bound and listening under a temporary name, then renamed into place: whoever sees the
+ * path can connect (no "Connection refused" between bind and listen). Born with its final
+ * mode: no window in which others could connect either. */
+static int bind_socket(struct ctl_server *s, bool world_readable)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        size_t len = strlen(s->path);
+        mode_t old_umask;
+        int r;
+
+        if (len + 4 >= sizeof(sa.sun_path))
+                return log_error_errno(-ENAMETOOLONG, "control socket %s: path too long", s->path);
+        memcpy(sa.sun_path, s->path, len);
+        memcpy(sa.sun_path + len, ".new", 5);
+        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (s->fd < 0)
+                return log_error_errno(errno, "control socket: %m");
+        (void)unlink(sa.sun_path);
+        /* connect() needs write permission: 0666 lets anyone read status (changes are still
+         * checked per peer), 0660 the group, 0600 only root and our own user */
+        old_umask = umask(world_readable ? 0111 : s->has_group ? 0117 : 0177);
+        r = bind(s->fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old_umask);
+        if (r < 0)
+                return log_error_errno(errno, "control socket %s: bind failed: %m", s->path);
+        if (s->has_group && chown(sa.sun_path, (uid_t)-1, s->group) < 0) {
+                /* Under the shipped unit (PrivateUsers=yes, no @chown) this is EPERM. Keep the
+                 * socket working for root and tunneld's user rather than lose it. */
+                log_warning_errno(errno, "control socket %s: cannot give it to group %u: %m; "
+                                  "only root and tunneld's user can use it (under systemd, allow it "
+                                  "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)",
+                                  sa.sun_path /* not path: GCC 12 + ASan misreads it as NULL */, (unsigned)s->group);
+                (void)chmod(sa.sun_path, world_readable ? 0666 : 0600);
+                s->has_group = false;
+        }
+        if (listen(s->fd, 16) < 0 || rename(sa.sun_path, s->path) < 0) {
+                r = log_error_errno(errno, "control socket %s: cannot listen: %m", s->path);
+                (void)unlink(sa.sun_path);
+                return r;
+        }
+        return 0;
 }
 
 int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bool world_readable,
                    struct ctl_server **ret)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct ctl_server *s;
-        mode_t old_umask;
         int r;
 
-        if (strlen(path) >= sizeof(sa.sun_path))
+        if (strlen(path) + 4 >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
                 return log_error_errno(-ENAMETOOLONG, "control socket %s: path too long", path);
-        memcpy(sa.sun_path, path, strlen(path) + 1);    /* length checked above */
-
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
@@ -533,45 +573,9 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bo
         if (r < 0)
                 goto fail;
         (void)unlink(path);     /* a stale socket of an earlier tunneld: ours now */
-
-        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (s->fd < 0) {
-                r = log_error_errno(errno, "control socket: %m");
+        r = bind_socket(s, world_readable);
+        if (r < 0)
                 goto fail;
-        }
-        /* Bound and listening under a temporary name, then renamed into place: whoever sees
-         * the path can connect (no "Connection refused" between bind and listen). Born with
-         * its final mode: no window in which others could connect either. */
-        if (strlen(path) + 4 >= sizeof(sa.sun_path)) {
-                r = log_error_errno(-ENAMETOOLONG, "control socket %s: path too long", path);
-                goto fail;
-        }
-        memcpy(sa.sun_path + strlen(path), ".new", 5);
-        (void)unlink(sa.sun_path);
-        /* connect() needs write permission: 0666 lets anyone read status (changes are still
-         * checked per peer), 0660 the group, 0600 only root and our own user */
-        old_umask = umask(world_readable ? 0111 : s->has_group ? 0117 : 0177);
-        r = bind(s->fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old_umask);
-        if (r < 0) {
-                r = log_error_errno(errno, "control socket %s: bind failed: %m", path);
-                goto fail;
-        }
-        if (s->has_group && chown(sa.sun_path, (uid_t)-1, s->group) < 0) {
-                /* Under the shipped unit (PrivateUsers=yes, no @chown) this is EPERM. Keep the
-                 * socket working for root and tunneld's user rather than lose it. */
-                log_warning_errno(errno, "control socket %s: cannot give it to group %u: %m; "
-                                  "only root and tunneld's user can use it (under systemd, allow it "
-                                  "with PrivateUsers=no and SystemCallFilter=@chown in a drop-in)",
-                                  sa.sun_path /* not path: GCC 12 + ASan misreads it as NULL */, (unsigned)s->group);
-                (void)chmod(sa.sun_path, world_readable ? 0666 : 0600);
-                s->has_group = false;
-        }
-        if (listen(s->fd, 16) < 0 || rename(sa.sun_path, path) < 0) {
-                r = log_error_errno(errno, "control socket %s: cannot listen: %m", path);
-                (void)unlink(sa.sun_path);
-                goto fail;
-        }
         ev_io_init(&s->io, on_accept, s->fd, EV_READ);
         ev_timer_init(&s->resume, on_resume, 0., 0.);
         s->io.data = s->resume.data = s;

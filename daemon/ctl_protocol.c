@@ -13,6 +13,7 @@
 #include "json_write.h"
 #include "log.h"
 #include "metrics.h"
+#include "publish.h"
 #include "tunnel_json.h"
 
 #ifndef TUNNELD_VERSION
@@ -126,7 +127,7 @@ static void reply_tunnels(const struct request *r, struct tunnel **v, bool with_
                 json_field_int(&w, "pid", getpid());
                 json_field_seconds(&w, "uptime", now - supervisor_started_at(r->sup));
                 json_field_string(&w, "config", supervisor_config(r->sup)->path);
-                if (supervisor_status_text(r->sup, &status) >= 0)
+                if (publish_status_text(r->sup, &status) >= 0)
                         json_field_string(&w, "status", status);
         }
         json_write_key(&w, "tunnels");

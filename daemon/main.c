@@ -20,6 +20,7 @@
 #include "process.h"
 #include "runtime.h"
 #include "ssh_argv.h"
+#include "publish.h"
 #include "supervisor.h"
 
 #ifndef TUNNELD_VERSION
@@ -150,6 +151,7 @@ static int become_check_user(const char *user)
 
 struct daemon {
         struct supervisor *sup;
+        struct publisher *pub;
         struct ctl_server *ctl;
         ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 };
@@ -308,8 +310,13 @@ int main(int argc, char *argv[])
         r = runtime_dir_create(d.ctl ? config->control_socket : NULL, &runtime_dir);
         if (r >= 0)
                 r = supervisor_new(loop, config, runtime_dir, &d.sup);
+        if (r >= 0)
+                r = publisher_new(loop, d.sup, &d.pub);
         if (r < 0) {
                 log_error_errno(r, "cannot start: %m");
+                if (d.sup)
+                        config = NULL;  /* the supervisor's now */
+                supervisor_free(d.sup);
                 ctl_server_free(d.ctl);
                 runtime_dir_remove(runtime_dir);
                 free(runtime_dir);
@@ -324,6 +331,7 @@ int main(int argc, char *argv[])
 
         notify_watchdog_stop(loop);
         log_notice("every tunnel stopped; exiting");
+        publisher_free(d.pub);
         supervisor_free(d.sup);
         runtime_dir_remove(runtime_dir);        /* while the socket's lock still makes it ours */
         free(runtime_dir);

@@ -23,7 +23,6 @@ struct publisher {
         ev_timer publish;               /* STATUS and metrics at most every PUBLISH_DELAY */
         bool ready_sent;
         ev_timer ready_timer;           /* READY=1 anyway at ready_timeout */
-        char *reload_error;             /* shown in STATUS until a reload succeeds */
         bool metrics_failed;
         double metrics_retry_delay;
         ev_timer metrics_timer;         /* the next write: a retry, or the seconds counters' refresh */
@@ -74,7 +73,7 @@ static void status_section(const struct supervisor *s, struct buf *b, enum tunne
                 buf_printf(b, " +%zu more", more);
 }
 
-int publish_status_text(const struct supervisor *s, const struct publisher *p, char **ret)
+int publish_status_text(const struct supervisor *s, char **ret)
 {
         struct buf b = {0};
         size_t up = 0, enabled = 0, n;
@@ -86,8 +85,8 @@ int publish_status_text(const struct supervisor *s, const struct publisher *p, c
                 enabled += tunnel_get_spec(v[i])->enabled;
                 up += tunnel_get_state(v[i]) == TUNNEL_UP;
         }
-        if (p && p->reload_error)
-                buf_printf(&b, "%s; ", p->reload_error);
+        if (supervisor_reload_error(s))
+                buf_printf(&b, "%s; ", supervisor_reload_error(s));
         buf_printf(&b, "%zu/%zu tunnels up", up, enabled);
         status_section(s, &b, TUNNEL_DEGRADED, "; degraded: ");
         status_section(s, &b, TUNNEL_STARTING, "; starting: ");
@@ -152,7 +151,7 @@ static void send_ready(struct publisher *p)
         p->dirty = false;
         ev_timer_stop(p->loop, &p->ready_timer);
         ev_timer_stop(p->loop, &p->publish);
-        if (publish_status_text(p->s, p, &text) >= 0) {
+        if (publish_status_text(p->s, &text) >= 0) {
                 notify_ready(text);
                 if (supervisor_config(p->s)->ready == READY_ALL_UP)
                         log_notice("ready: %s", text);
@@ -236,7 +235,7 @@ static void publish(struct publisher *p)
         _cleanup_free_ char *text = NULL;
 
         p->dirty = false;
-        if (publish_status_text(p->s, p, &text) >= 0)
+        if (publish_status_text(p->s, &text) >= 0)
                 notify_status(text);
         write_metrics(p);
         ev_timer_set(&p->publish, PUBLISH_DELAY, 0.);
@@ -253,13 +252,20 @@ static void on_publish(struct ev_loop *loop, ev_timer *w, int revents)
                 publish(p);
 }
 
-void publisher_news(struct publisher *p)
+static void on_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata)
 {
+        struct publisher *p = userdata;
+
+        (void)t;
+        (void)ev;
+        (void)old;
         p->dirty = true;
 }
 
-void publisher_flush(struct publisher *p)
+/* Once per loop iteration: READY if it is time, else what is due. */
+static void on_idle(void *userdata)
 {
+        struct publisher *p = userdata;
         const struct config *c = supervisor_config(p->s);
 
         if (!p->dirty)
@@ -273,46 +279,54 @@ void publisher_flush(struct publisher *p)
                 publish(p);
 }
 
-void publisher_reloaded(struct publisher *p, const char *error)
+/* STATUS shows the supervisor's reload error until a reload is applied. */
+static void on_reloaded(const char *error, void *userdata)
 {
-        free(p->reload_error);
-        p->reload_error = error ? strdup(error) : NULL;
+        struct publisher *p = userdata;
+
+        (void)error;
         p->dirty = true;
         /* before the first READY (all-up still waiting) a reload must not claim readiness */
         if (p->ready_sent)
                 send_ready(p);
 }
 
-void publisher_final(struct publisher *p)
+/* Shutdown's end: the metrics file must not go on claiming tunnels are up. */
+static void on_stopped(void *userdata)
 {
+        struct publisher *p = userdata;
+
         ev_timer_stop(p->loop, &p->metrics_timer);
         write_metrics(p);
 }
 
-void publisher_start(struct publisher *p)
+int publisher_new(struct ev_loop *loop, struct supervisor *s, struct publisher **ret)
 {
-        const struct config *c = supervisor_config(p->s);
+        struct publisher *p = calloc(1, sizeof(*p));
+        const struct config *c = supervisor_config(s);
+        int r;
 
+        if (!p)
+                return -ENOMEM;
+        p->loop = loop;
+        p->s = s;
+        p->dirty = true;        /* the tunnels started before we listened */
+        ev_timer_init(&p->ready_timer, on_ready_timeout, 0., 0.);
+        ev_timer_init(&p->publish, on_publish, 0., 0.);
+        ev_timer_init(&p->metrics_timer, on_metrics_timer, 0., 0.);
+        p->ready_timer.data = p->publish.data = p->metrics_timer.data = p;
+        r = supervisor_add_listener(s, &(struct supervisor_listener){
+                .event = on_event, .idle = on_idle, .reloaded = on_reloaded, .stopped = on_stopped, .userdata = p });
+        if (r < 0) {
+                free(p);
+                return r;
+        }
         /* READY=1 goes out from a loop iteration (after the control socket is up) once every
          * tunnel launched its ssh, or for all-up once every tunnel settled; or at ready_timeout. */
         if (c->ready_timeout > 0) {
                 ev_timer_set(&p->ready_timer, c->ready_timeout, 0.);
                 ev_timer_start(p->loop, &p->ready_timer);
         }
-}
-
-int publisher_new(struct ev_loop *loop, struct supervisor *s, struct publisher **ret)
-{
-        struct publisher *p = calloc(1, sizeof(*p));
-
-        if (!p)
-                return -ENOMEM;
-        p->loop = loop;
-        p->s = s;
-        ev_timer_init(&p->ready_timer, on_ready_timeout, 0., 0.);
-        ev_timer_init(&p->publish, on_publish, 0., 0.);
-        ev_timer_init(&p->metrics_timer, on_metrics_timer, 0., 0.);
-        p->ready_timer.data = p->publish.data = p->metrics_timer.data = p;
         *ret = p;
         return 0;
 }
@@ -324,7 +338,6 @@ struct publisher *publisher_free(struct publisher *p)
         ev_timer_stop(p->loop, &p->ready_timer);
         ev_timer_stop(p->loop, &p->publish);
         ev_timer_stop(p->loop, &p->metrics_timer);
-        free(p->reload_error);
         free(p);
         return NULL;
 }

@@ -10,13 +10,12 @@
 #include "log.h"
 #include "netwatch.h"
 #include "notify.h"
-#include "publish.h"
+#include "start_queue.h"
 
 /* What the supervisor keeps for each of its tunnels (the tunnel's owner). */
 struct member {
         struct hook *hook;              /* on_state_change, made on its first event */
-        struct tunnel *queue_prev, *queue_next;
-        bool in_queue;
+        struct start_entry start;       /* its place in the start queue */
 };
 
 struct supervisor {
@@ -31,17 +30,13 @@ struct supervisor {
         size_t n_retiring;
 
         bool shutting_down;
-        bool dequeue_due;               /* a start slot freed, or a tunnel came up */
-        size_t connecting;              /* tunnels whose ssh holds a start slot */
+        struct start_queue starts;      /* who may spawn ssh now */
         double started_at;
         ev_prepare flush;               /* once per loop iteration: dequeue, publish */
-        struct publisher *publisher;    /* STATUS, READY, the metrics file */
+        struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
+        size_t n_listeners;
+        char *reload_error;             /* the last reload's, until one is applied */
         struct netwatch *netwatch;
-        struct tunnel *queue_head, *queue_tail; /* QUEUED tunnels, in the order they queued */
-        struct tunnel *dequeuing;       /* the queued tunnel being let through */
-        tunnel_observer_t sink;         /* the control socket's subscribers */
-        void *sink_data;
-        char gate_reason[128];
 };
 
 static struct member *member_of(const struct tunnel *t)
@@ -57,9 +52,12 @@ static int new_tunnel(struct supervisor *s, const struct tunnel_spec *spec, stru
         if (!m)
                 return -ENOMEM;
         r = tunnel_new(&s->ctx, spec, m, ret);
-        if (r < 0)
+        if (r < 0) {
                 free(m);
-        return r;
+                return r;
+        }
+        m->start.tunnel = *ret;
+        return 0;
 }
 
 static void free_tunnel(struct tunnel *t)
@@ -98,7 +96,9 @@ static void shutdown_progress(struct supervisor *s)
         if (any_child(s))
                 shutdown_step(s);
         if (!any_child(s)) {
-                publisher_final(s->publisher);  /* the metrics file must not claim tunnels are up */
+                for (size_t i = 0; i < s->n_listeners; i++)
+                        if (s->listeners[i].stopped)
+                                s->listeners[i].stopped(s->listeners[i].userdata);
                 ev_break(s->loop, EVBREAK_ALL);
         }
 }
@@ -136,99 +136,19 @@ const char *supervisor_waiting_for(const struct supervisor *s, const struct tunn
         return NULL;
 }
 
-/* The FIFO of QUEUED tunnels, kept by the observer: a tunnel joins at the tail when it
- * queues, so one whose start just failed and comes back from backoff goes behind every
- * tunnel that was already waiting. */
-static void queue_append(struct supervisor *s, struct tunnel *t)
+static const char *waiting_for(const struct tunnel *t, void *userdata)
 {
-        struct member *m = member_of(t);
-
-        if (m->in_queue)
-                return;
-        m->in_queue = true;
-        m->queue_next = NULL;
-        m->queue_prev = s->queue_tail;
-        if (s->queue_tail)
-                member_of(s->queue_tail)->queue_next = t;
-        else
-                s->queue_head = t;
-        s->queue_tail = t;
+        return supervisor_waiting_for(userdata, t);
 }
 
-static void queue_remove(struct supervisor *s, struct tunnel *t)
-{
-        struct member *m = member_of(t);
-
-        if (!m->in_queue)
-                return;
-        if (m->queue_prev)
-                member_of(m->queue_prev)->queue_next = m->queue_next;
-        else
-                s->queue_head = m->queue_next;
-        if (m->queue_next)
-                member_of(m->queue_next)->queue_prev = m->queue_prev;
-        else
-                s->queue_tail = m->queue_prev;
-        m->queue_prev = m->queue_next = NULL;
-        m->in_queue = false;
-}
-
-/* A queued tunnel that waits for a start slot (not for the tunnels it is after). */
-static bool slot_waiters(const struct supervisor *s)
-{
-        for (const struct tunnel *t = s->queue_head; t; t = member_of(t)->queue_next)
-                if (!supervisor_waiting_for(s, t))
-                        return true;
-        return false;
-}
-
-/* May t spawn ssh now? Not before the tunnels it is after are up; queued tunnels go
- * first, in the order they queued; at most max_parallel_starts are connecting at once. */
+/* May t spawn ssh now? */
 static const char *gate(struct tunnel *t, void *userdata)
 {
         struct supervisor *s = userdata;
-        int max = s->config->max_parallel_starts;
-        const char *dep = supervisor_waiting_for(s, t);
-        size_t starting;
 
         if (s->shutting_down)
                 return "tunneld is stopping";
-        if (dep) {
-                snprintf(s->gate_reason, sizeof(s->gate_reason), "waiting for %s to be up", dep);
-                return s->gate_reason;
-        }
-        if (max <= 0)
-                return NULL;
-        starting = s->connecting - tunnel_is_connecting(t);     /* a restarting tunnel has its own slot */
-        if (starting >= (size_t)max) {
-                snprintf(s->gate_reason, sizeof(s->gate_reason), "%zu tunnel%s connecting (max_parallel_starts %d)",
-                         starting, starting == 1 ? " is" : "s are", max);
-                return s->gate_reason;
-        }
-        if (s->dequeuing != t && tunnel_get_state(t) != TUNNEL_QUEUED && slot_waiters(s)) {
-                snprintf(s->gate_reason, sizeof(s->gate_reason), "other tunnels are queued first");
-                return s->gate_reason;
-        }
-        return NULL;
-}
-
-/* Let queued tunnels through, oldest first, while there is room. Runs once per loop
- * iteration, never from inside a tunnel's own callback. */
-static void dequeue(struct supervisor *s)
-{
-        int max = s->config->max_parallel_starts;
-        struct tunnel *next;
-
-        for (struct tunnel *t = s->queue_head; t; t = next) {
-                next = member_of(t)->queue_next;        /* a start takes t out of the queue */
-                if (supervisor_waiting_for(s, t))
-                        continue;
-                if (max > 0 && s->connecting >= (size_t)max)
-                        return;
-                s->dequeuing = t;
-                tunnel_dequeue(t, "start slot free");
-                s->dequeuing = NULL;
-        }
+        return start_queue_gate(&s->starts, t);
 }
 
 static void on_network_changed(void *userdata)
@@ -297,26 +217,12 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         struct supervisor *s = userdata;
         enum tunnel_state now = tunnel_get_state(t);
 
-        publisher_news(s->publisher);
-        if (ev == TUNNEL_EVENT_CONNECTING) {
-                if (tunnel_is_connecting(t))
-                        s->connecting++;
-                else {
-                        s->connecting--;
-                        s->dequeue_due = true;
-                }
+        start_queue_note(&s->starts, &member_of(t)->start, ev, old);
+        if (ev == TUNNEL_EVENT_CONNECTING)
                 return;
-        }
-        if (ev == TUNNEL_EVENT_STATE && old != now) {
-                if (now == TUNNEL_QUEUED)
-                        queue_append(s, t);
-                else if (old == TUNNEL_QUEUED)
-                        queue_remove(s, t);
-                if (old == TUNNEL_STARTING || now == TUNNEL_UP || now == TUNNEL_QUEUED)
-                        s->dequeue_due = true;
-        }
-        if (s->sink)            /* (CONNECTING returned above) */
-                s->sink(t, ev, old, s->sink_data);
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].event)
+                        s->listeners[i].event(t, ev, old, s->listeners[i].userdata);
         if (ev == TUNNEL_EVENT_FLAPPING) {
                 run_hook(s, t, "flapping", tunnel_state_to_string(old));
                 return;
@@ -344,16 +250,10 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
                 shutdown_progress(s);
                 return;
         }
-        if (s->dequeue_due) {
-                s->dequeue_due = false;
-                dequeue(s);
-        }
-        publisher_flush(s->publisher);
-}
-
-int supervisor_status_text(const struct supervisor *s, char **ret)
-{
-        return publish_status_text(s, s->publisher, ret);
+        start_queue_run(&s->starts);
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].idle)
+                        s->listeners[i].idle(s->listeners[i].userdata);
 }
 
 int supervisor_new(struct ev_loop *loop, struct config *config, const char *runtime_dir, struct supervisor **ret)
@@ -378,12 +278,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 .userdata = s,
         };
         s->started_at = now_mono();
-        r = publisher_new(loop, s, &s->publisher);
-        if (r < 0) {
-                free(s->runtime_dir);
-                free(s);
-                return r;
-        }
+        start_queue_init(&s->starts, waiting_for, s);
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
         ev_prepare_start(loop, &s->flush);
@@ -395,7 +290,6 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 supervisor_free(s);
                 return r;
         }
-        publisher_start(s->publisher);
         *ret = s;
         return 0;
 }
@@ -412,7 +306,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         free(s->retiring);
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
-        publisher_free(s->publisher);
+        free(s->reload_error);
         netwatch_free(s->netwatch);
         config_free(s->config);
         free(s->runtime_dir);
@@ -443,32 +337,57 @@ static void log_tunnel(int prio, const char *name, const char *text)
         log_full(prio, &ctx, "%s", text);
 }
 
-int supervisor_apply(struct supervisor *s, struct config *c)
+/* A reload's plan: for each tunnel of the new configuration, in its order, either a new
+ * tunnel, or the running one it keeps with how (and the change, made in advance). */
+struct plan {
+        size_t n;
+        struct tunnel **next;           /* the new set */
+        struct tunnel **reused;         /* next[i] if it was running before, else NULL */
+        struct tunnel_change **changes;
+        enum keep *keep;
+        struct tunnel **removed;        /* running before, not in the new configuration */
+        size_t n_removed;
+        bool ssh_changed;
+};
+
+static void plan_free(struct plan *p)
 {
-        const struct config *old = s->config;
-        _cleanup_free_ struct tunnel **next = NULL, **removed = NULL, **reused = NULL;
-        _cleanup_free_ struct tunnel_change **changes = NULL;
-        _cleanup_free_ enum keep *keep = NULL;
-        size_t n_removed = 0, n_next = c->n_tunnels;
-        struct tunnel **grown;
-        bool ssh_changed = old && strcmp(old->ssh, c->ssh) != 0;
+        free(p->next);
+        free(p->reused);
+        free(p->changes);
+        free(p->keep);
+        free(p->removed);
+}
+
+static int plan_alloc(struct supervisor *s, const struct config *c, struct plan *p)
+{
+        struct tunnel **grown = realloc(s->retiring, (s->n_retiring + s->n_tunnels + 1) * sizeof(struct tunnel *));
+
+        if (grown)
+                s->retiring = grown;    /* room for every tunnel to retire */
+        *p = (struct plan){
+                .n = c->n_tunnels,
+                .next = calloc(c->n_tunnels + 1, sizeof(struct tunnel *)),
+                .reused = calloc(c->n_tunnels + 1, sizeof(struct tunnel *)),
+                .changes = calloc(c->n_tunnels + 1, sizeof(struct tunnel_change *)),
+                .keep = calloc(c->n_tunnels + 1, sizeof(enum keep)),
+                .removed = calloc(s->n_tunnels + 1, sizeof(struct tunnel *)),
+                .ssh_changed = s->config && strcmp(s->config->ssh, c->ssh) != 0,
+        };
+        if (!grown || !p->next || !p->reused || !p->changes || !p->keep || !p->removed) {
+                plan_free(p);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Everything that can fail: the new tunnels, and for each kept one the new spec with its
+ * argv and probe. Failing leaves everything as it was. */
+static int plan_prepare(struct supervisor *s, const struct config *c, struct plan *p)
+{
         int r = 0;
 
-        next = calloc(n_next + 1, sizeof(struct tunnel *));
-        reused = calloc(n_next + 1, sizeof(struct tunnel *));
-        changes = calloc(n_next + 1, sizeof(struct tunnel_change *));
-        keep = calloc(n_next + 1, sizeof(enum keep));
-        removed = calloc(s->n_tunnels + 1, sizeof(struct tunnel *));
-        grown = realloc(s->retiring, (s->n_retiring + s->n_tunnels + 1) * sizeof(struct tunnel *));
-        if (grown)
-                s->retiring = grown;
-        if (!next || !reused || !changes || !keep || !removed || !grown)
-                return -ENOMEM;
-
-        /* Everything that can fail comes first: the new tunnels, and for each kept one the
-         * new spec with its argv and probe. Failing leaves everything as it was. */
-        s->ctx.ssh = c->ssh;            /* for the new tunnels' argv; restored on failure */
-        for (size_t i = 0; i < n_next && r >= 0; i++) {
+        for (size_t i = 0; i < p->n && r >= 0; i++) {
                 const struct tunnel_spec *spec = &c->tunnels[i];
                 struct tunnel *t = supervisor_find(s, spec->name);
                 ssize_t j;
@@ -476,114 +395,132 @@ int supervisor_apply(struct supervisor *s, struct config *c)
                 if (!t && (j = index_of_name(s->retiring, s->n_retiring, spec->name)) >= 0)
                         t = s->retiring[j];
                 if (!t) {
-                        r = new_tunnel(s, spec, &next[i]);
+                        r = new_tunnel(s, spec, &p->next[i]);
                         continue;
                 }
-                keep[i] = how_to_keep(t, spec, ssh_changed);
-                if (keep[i] != KEEP_UNTOUCHED)
-                        r = tunnel_change_new(t, spec, c->ssh, &changes[i]);
+                p->keep[i] = how_to_keep(t, spec, p->ssh_changed);
+                if (p->keep[i] != KEEP_UNTOUCHED)
+                        r = tunnel_change_new(t, spec, c->ssh, &p->changes[i]);
         }
-        if (r < 0) {
-                s->ctx.ssh = old ? old->ssh : NULL;
-                for (size_t i = 0; i < n_next; i++) {
-                        free_tunnel(next[i]);
-                        tunnel_change_free(changes[i]);
+        if (r < 0)
+                for (size_t i = 0; i < p->n; i++) {
+                        free_tunnel(p->next[i]);
+                        tunnel_change_free(p->changes[i]);
                 }
-                return r;
-        }
+        return r;
+}
 
-        /* Point of no return. */
-        s->ctx.stop_timeout = c->stop_timeout;
-        s->dequeue_due = true;
-        for (size_t i = 0; i < n_next; i++) {
+/* Past the point of no return: the new set in configuration order, kept tunnels moved
+ * over (one removed by an earlier reload and still stopping is taken back), the rest
+ * retiring. */
+static void plan_swap_in(struct supervisor *s, const struct config *c, struct plan *p)
+{
+        for (size_t i = 0; i < p->n; i++) {
                 const char *name = c->tunnels[i].name;
                 ssize_t j;
 
-                if (next[i])
+                if (p->next[i])
                         continue;
                 j = index_of_name(s->tunnels, s->n_tunnels, name);
                 if (j >= 0) {
-                        next[i] = reused[i] = s->tunnels[j];
+                        p->next[i] = p->reused[i] = s->tunnels[j];
                         s->tunnels[j] = NULL;
                         continue;
                 }
-                /* Removed by an earlier reload and still stopping: take it back. */
                 j = index_of_name(s->retiring, s->n_retiring, name);
-                next[i] = reused[i] = s->retiring[j];
+                p->next[i] = p->reused[i] = s->retiring[j];
                 remove_at(s->retiring, &s->n_retiring, (size_t)j);
-                tunnel_cancel_start(reused[i]);
+                tunnel_cancel_start(p->reused[i]);
         }
         for (size_t i = 0; i < s->n_tunnels; i++)
                 if (s->tunnels[i]) {
-                        removed[n_removed++] = s->tunnels[i];
+                        p->removed[p->n_removed++] = s->tunnels[i];
                         s->retiring[s->n_retiring++] = s->tunnels[i];
                 }
         free(s->tunnels);
-        s->tunnels = next;
-        s->n_tunnels = n_next;
-        next = NULL;
-        s->config = c;
-        publisher_news(s->publisher);
+        s->tunnels = p->next;
+        s->n_tunnels = p->n;
+        p->next = NULL;
+}
 
-        if (ssh_changed)
-                log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
+/* Removed tunnels stop; their last event frees them (one stopped already has none to come). */
+static void retire_removed(struct supervisor *s, const struct plan *p)
+{
+        for (size_t i = 0; i < p->n_removed; i++) {
+                struct tunnel *t = p->removed[i];
 
-        for (size_t i = 0; i < n_removed; i++) {
-                log_tunnel(LOG_NOTICE, tunnel_get_name(removed[i]), "removed from the configuration");
-                if (tunnel_get_state(removed[i]) == TUNNEL_STOPPED && !tunnel_wants_start(removed[i])) {
-                        /* stopped already (disabled, or by an operator): no event will free it */
-                        ssize_t j = index_of(s->retiring, s->n_retiring, removed[i]);
+                log_tunnel(LOG_NOTICE, tunnel_get_name(t), "removed from the configuration");
+                if (tunnel_get_state(t) == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
+                        ssize_t j = index_of(s->retiring, s->n_retiring, t);
                         remove_at(s->retiring, &s->n_retiring, (size_t)j);
-                        free_tunnel(removed[i]);
+                        free_tunnel(t);
                         continue;
                 }
-                tunnel_stop(removed[i], "removed from the configuration");  /* may free it */
+                tunnel_stop(t, "removed from the configuration");  /* may free it */
         }
+}
+
+/* New tunnels start; kept ones take their change, made in advance (cannot fail). */
+static void carry_out(struct supervisor *s, const struct config *c, bool reloading, struct plan *p)
+{
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 struct tunnel *t = s->tunnels[i];
                 const struct tunnel_spec *spec = &c->tunnels[i];
 
-                if (!reused[i]) {
-                        if (old)
+                if (!p->reused[i]) {
+                        if (reloading)
                                 log_tunnel(LOG_NOTICE, spec->name, "added to the configuration");
                         if (spec->enabled)
                                 tunnel_start(t);
                         continue;
                 }
-                switch (keep[i]) {
+                switch (p->keep[i]) {
                 case KEEP_UNTOUCHED:
                         break;
                 case KEEP_POLICY:
-                        tunnel_update_policy(t, changes[i]);
+                        tunnel_update_policy(t, p->changes[i]);
                         break;
                 case KEEP_RESTART:
-                        tunnel_reconfigure(t, changes[i]);
+                        tunnel_reconfigure(t, p->changes[i]);
                         break;
                 }
-                changes[i] = NULL;
+                p->changes[i] = NULL;
         }
+}
+
+int supervisor_apply(struct supervisor *s, struct config *c)
+{
+        const struct config *old = s->config;
+        struct plan p;
+        int r;
+
+        r = plan_alloc(s, c, &p);
+        if (r < 0)
+                return r;
+        s->ctx.ssh = c->ssh;            /* for the new tunnels' argv; restored on failure */
+        r = plan_prepare(s, c, &p);
+        if (r < 0) {
+                s->ctx.ssh = old ? old->ssh : NULL;
+                plan_free(&p);
+                return r;
+        }
+        /* Point of no return. */
+        s->ctx.stop_timeout = c->stop_timeout;
+        s->starts.max = c->max_parallel_starts;
+        start_queue_kick(&s->starts);
+        plan_swap_in(s, c, &p);
+        s->config = c;
+        if (p.ssh_changed)
+                log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
+        retire_removed(s, &p);
+        carry_out(s, c, old != NULL, &p);
+        plan_free(&p);
         config_free((struct config *)old);
         if (c->watch_network && !s->netwatch)
                 (void)netwatch_new(s->loop, on_network_changed, s, &s->netwatch);
         else if (!c->watch_network)
                 s->netwatch = netwatch_free(s->netwatch);
         return 0;
-}
-
-/* Globals read once at start: say so rather than ignore a change silently. */
-static void report_fixed_globals(const struct config *old, const struct config *c)
-{
-        if (strcmp_null(old->control_socket, c->control_socket) != 0)
-                log_warning("control_socket changed to %s: takes effect when tunneld restarts",
-                            c->control_socket ? c->control_socket : "none");
-        if (strcmp_null(old->control_group, c->control_group) != 0)
-                log_warning("control_group changed to %s: takes effect when tunneld restarts",
-                            c->control_group ? c->control_group : "(none)");
-        if (old->control_world_readable != c->control_world_readable)
-                log_warning("control_world_readable changed to %s: takes effect when tunneld restarts",
-                            c->control_world_readable ? "true" : "false");
-        if (old->ready != c->ready || old->ready_timeout != c->ready_timeout)
-                log_warning("ready/ready_timeout changed: they only matter at start, and take effect when tunneld restarts");
 }
 
 int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
@@ -612,7 +549,7 @@ int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
                         config_errors_clear(&errs);
                 goto ready;
         }
-        report_fixed_globals(s->config, c);
+        config_warn_fixed_globals(s->config, c);
 
         before = s->n_tunnels;
         for (size_t i = 0; i < c->n_tunnels; i++) {
@@ -639,7 +576,12 @@ int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
         log_notice("reload done: %zu tunnel%s (was %zu), %zu changed", after, after == 1 ? "" : "s", before, changed);
 
 ready:
-        publisher_reloaded(s->publisher, error);
+        free(s->reload_error);
+        s->reload_error = error;
+        error = NULL;
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].reloaded)
+                        s->listeners[i].reloaded(s->reload_error, s->listeners[i].userdata);
         return r;
 }
 
@@ -679,10 +621,17 @@ void supervisor_restart_all(struct supervisor *s, const char *reason)
         }
 }
 
-void supervisor_set_event_sink(struct supervisor *s, tunnel_observer_t sink, void *userdata)
+int supervisor_add_listener(struct supervisor *s, const struct supervisor_listener *l)
 {
-        s->sink = sink;
-        s->sink_data = userdata;
+        if (s->n_listeners == SUPERVISOR_LISTENERS_MAX)
+                return -ENOSPC;
+        s->listeners[s->n_listeners++] = *l;
+        return 0;
+}
+
+const char *supervisor_reload_error(const struct supervisor *s)
+{
+        return s->reload_error;
 }
 
 const struct config *supervisor_config(const struct supervisor *s) { return s->config; }

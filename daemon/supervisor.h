@@ -42,9 +42,22 @@ const char *supervisor_waiting_for(const struct supervisor *s, const struct tunn
 /* When the supervisor started (CLOCK_MONOTONIC). */
 double supervisor_started_at(const struct supervisor *s);
 
-/* Someone else who wants every tunnel event (the control socket's subscribers): called
- * after the supervisor's own bookkeeping, before a removed tunnel is freed. */
-void supervisor_set_event_sink(struct supervisor *s, tunnel_observer_t sink, void *userdata);
+/* Who else follows the supervisor (the publisher, the control socket's subscribers). Each
+ * callback may be NULL; they are called in the order the listeners were added. */
+struct supervisor_listener {
+        /* after the supervisor's own bookkeeping of a tunnel event (but CONNECTING), before
+         * a removed tunnel is freed */
+        tunnel_observer_t event;
+        /* once per loop iteration, after queued tunnels were let through */
+        void (*idle)(void *userdata);
+        /* a reload ended: error NULL if it was applied, else what STATUS should say */
+        void (*reloaded)(const char *error, void *userdata);
+        /* shutdown is done (no ssh left); the loop ends right after */
+        void (*stopped)(void *userdata);
+        void *userdata;
+};
+#define SUPERVISOR_LISTENERS_MAX 4
+int supervisor_add_listener(struct supervisor *s, const struct supervisor_listener *l);
 
-/* One short line for systemd's STATUS=. */
-int supervisor_status_text(const struct supervisor *s, char **ret);
+/* The last reload's failure, shown until a reload is applied; NULL if none. */
+const char *supervisor_reload_error(const struct supervisor *s);
