@@ -49,7 +49,8 @@ bool host_char_ok(char c)
         return isalnum((unsigned char)c) || strchr("._-:%", c);
 }
 
-const char *validate_host(const char *s)
+/* A word of ssh's argv that is not an option: what host and user have in common. */
+static const char *validate_operand(const char *s)
 {
         const char *r = validate_argv_word(s);
 
@@ -59,6 +60,15 @@ const char *validate_host(const char *s)
                 return "must not begin with '-' (it would be read as an ssh option)";
         if (strlen(s) > 255)
                 return "is longer than 255 characters";
+        return NULL;
+}
+
+const char *validate_host(const char *s)
+{
+        const char *r = validate_operand(s);
+
+        if (r)
+                return r;
         if (strchr(s, '@'))
                 return "must not contain '@' (set user instead)";
         for (const char *p = s; *p; p++)
@@ -81,14 +91,10 @@ bool user_chars_ok(const char *s)
 
 const char *validate_user(const char *s)
 {
-        const char *r = validate_argv_word(s);
+        const char *r = validate_operand(s);
 
         if (r)
                 return r;
-        if (s[0] == '-')
-                return "must not begin with '-' (it would be read as an ssh option)";
-        if (strlen(s) > 255)
-                return "is longer than 255 characters";
         if (!user_chars_ok(s))
                 return "has an invalid character: a user name may contain only " USER_CHARS;
         return NULL;
