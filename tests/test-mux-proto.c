@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/* mux_proto.h: the requests byte for byte as PROTOCOL.mux has them (and as ssh's own mux
+ * client fills the fields), and every kind of reply, whole, split and broken. */
+#include <errno.h>
+#include <stdint.h>
+
+#include "mux_proto.h"
+#include "test.h"
+
+/* A request or reply written as text: "u:N" a uint32, "s:TEXT" a string, "p" the packet
+ * length placeholder (patched). */
+static size_t build(uint8_t *out, const char *const *fields)
+{
+        size_t n = 4;
+
+        for (const char *const *f = fields; *f; f++) {
+                if ((*f)[0] == 'u') {
+                        uint32_t v = (uint32_t)strtoul(*f + 2, NULL, 0);
+                        out[n++] = (uint8_t)(v >> 24), out[n++] = (uint8_t)(v >> 16);
+                        out[n++] = (uint8_t)(v >> 8), out[n++] = (uint8_t)v;
+                } else {
+                        size_t len = strlen(*f + 2);
+                        out[n++] = 0, out[n++] = 0, out[n++] = (uint8_t)(len >> 8), out[n++] = (uint8_t)len;
+                        memcpy(out + n, *f + 2, len);
+                        n += len;
+                }
+        }
+        out[0] = out[1] = 0;
+        out[2] = (uint8_t)((n - 4) >> 8);
+        out[3] = (uint8_t)(n - 4);
+        return n;
+}
+
+static bool same(const struct buf *b, const uint8_t *want, size_t n)
+{
+        if (b->len != n || memcmp(b->data, want, n) != 0) {
+                printf("#   %zu bytes, want %zu\n", b->len, n);
+                return false;
+        }
+        return true;
+}
+
+static void check_forward(enum forward_kind kind, const char *spec, const char *const *want_fields)
+{
+        struct forward f;
+        struct buf b = {0};
+        uint8_t want[512];
+        size_t n = build(want, want_fields);
+
+        test_assert(forward_parse(kind, spec, &f) == NULL);
+        test_assert(mux_put_open_forward(&b, 7, &f) == 0);
+        if (!same(&b, want, n))
+                printf("#   forward %s\n", spec);
+        test_assert(same(&b, want, n));
+        buf_free(&b);
+}
+
+static void test_requests(void)
+{
+        struct buf b = {0};
+        uint8_t want[64];
+
+        mux_put_hello(&b);
+        test_assert(same(&b, want, build(want, (const char *const[]){ "u:1", "u:4", NULL })));
+        buf_free(&b);
+        mux_put_alive_check(&b, 9);
+        test_assert(same(&b, want, build(want, (const char *const[]){ "u:0x10000004", "u:9", NULL })));
+        buf_free(&b);
+
+        /* no bind address: ""; an explicit one as given; "*" and "" both mean every address */
+        check_forward(FORWARD_LOCAL, "5000:localhost:3306", (const char *const[]){
+                "u:0x10000006", "u:7", "u:1", "s:", "u:5000", "s:localhost", "u:3306", NULL });
+        check_forward(FORWARD_LOCAL, "127.0.0.1:5000:db:3306", (const char *const[]){
+                "u:0x10000006", "u:7", "u:1", "s:127.0.0.1", "u:5000", "s:db", "u:3306", NULL });
+        check_forward(FORWARD_LOCAL, "*:5000:db:3306", (const char *const[]){
+                "u:0x10000006", "u:7", "u:1", "s:*", "u:5000", "s:db", "u:3306", NULL });
+        check_forward(FORWARD_LOCAL, "[::1]:5000:[2001:db8::1]:22", (const char *const[]){
+                "u:0x10000006", "u:7", "u:1", "s:::1", "u:5000", "s:2001:db8::1", "u:22", NULL });
+        /* a Unix socket: the path in the host field, port (unsigned)-2 */
+        check_forward(FORWARD_LOCAL, "/run/db.sock:/var/run/mysqld/mysqld.sock", (const char *const[]){
+                "u:0x10000006", "u:7", "u:1", "s:/run/db.sock", "u:0xfffffffe", "s:/var/run/mysqld/mysqld.sock",
+                "u:0xfffffffe", NULL });
+        check_forward(FORWARD_REMOTE, "0:localhost:80", (const char *const[]){
+                "u:0x10000006", "u:7", "u:2", "s:", "u:0", "s:localhost", "u:80", NULL });
+        /* a dynamic forward: connect host "socks", as ssh's parser gives it */
+        check_forward(FORWARD_DYNAMIC, "127.0.0.1:1080", (const char *const[]){
+                "u:0x10000006", "u:7", "u:3", "s:127.0.0.1", "u:1080", "s:socks", "u:0", NULL });
+
+        /* close repeats the open's fields */
+        {
+                struct forward f;
+                test_assert(forward_parse(FORWARD_LOCAL, "5000:localhost:3306", &f) == NULL);
+                test_assert(mux_put_close_forward(&b, 8, &f) == 0);
+                test_assert(same(&b, want, build(want, (const char *const[]){
+                        "u:0x10000007", "u:8", "u:1", "s:", "u:5000", "s:localhost", "u:3306", NULL })));
+                buf_free(&b);
+                /* a forward that is not one (a corrupted kind) is refused, nothing written */
+                f.kind = (enum forward_kind)9;
+                test_assert(mux_put_open_forward(&b, 1, &f) == -EINVAL);
+                test_assert(b.len == 0);
+                buf_free(&b);
+        }
+}
+
+static int parse(const uint8_t *p, size_t n, size_t *used, struct mux_reply *r)
+{
+        return mux_parse_reply(p, n, used, r);
+}
+
+static void test_replies(void)
+{
+        uint8_t p[600];
+        struct mux_reply r;
+        size_t n, used;
+
+        n = build(p, (const char *const[]){ "u:1", "u:4", "s:info", "s:anything", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && used == n && r.type == MUX_MSG_HELLO && r.version == 4);
+        n = build(p, (const char *const[]){ "u:1", "u:3", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);        /* another version */
+        n = build(p, (const char *const[]){ "u:0x80000001", "u:5", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && r.type == MUX_S_OK && r.request_id == 5);
+        n = build(p, (const char *const[]){ "u:0x80000007", "u:6", "u:40123", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && r.type == MUX_S_REMOTE_PORT && r.value == 40123);
+        n = build(p, (const char *const[]){ "u:0x80000003", "u:2", "s:remote port forwarding failed\nfor 8080", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && r.type == MUX_S_FAILURE && r.request_id == 2);
+        test_assert_streq(r.reason, "remote port forwarding failed?for 8080");
+        /* split anywhere: not yet, and nothing used */
+        for (size_t cut = 0; cut < n; cut++)
+                test_assert(parse(p, cut, &used, &r) == 0 && used == 0);
+        /* a string longer than its packet; a packet longer than the limit; an unknown type */
+        n = build(p, (const char *const[]){ "u:0x80000003", "u:2", "u:1000", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);
+        p[0] = 0, p[1] = 1, p[2] = 0, p[3] = 0;
+        test_assert(parse(p, 8, &used, &r) == -EBADMSG);
+        n = build(p, (const char *const[]){ "u:0x80000004", "u:1", "u:0", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);
+        n = build(p, (const char *const[]){ "u:0x80000001", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);        /* OK without its request id */
+        /* a long reason is cut, still a C string */
+        {
+                char reason[MUX_REASON_MAX + 60];
+                char field[sizeof(reason) + 2];
+                static uint8_t big[4096];
+
+                memset(reason, 'x', sizeof(reason) - 1);
+                reason[sizeof(reason) - 1] = '\0';
+                snprintf(field, sizeof(field), "s:%s", reason);
+                n = build(big, (const char *const[]){ "u:0x80000003", "u:1", field, NULL });
+                test_assert(parse(big, n, &used, &r) == 1 && strlen(r.reason) == MUX_REASON_MAX - 1);
+        }
+}
+
+TEST_MAIN(TEST(test_requests), TEST(test_replies))
