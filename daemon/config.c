@@ -276,6 +276,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         if (errs->n == 0 && opts->ask_ssh != CONFIG_SSH_SKIP)
                 ask_ssh(&p, c);
         check_ports(&p, c);
+        check_multiplex(&p, c, opts->control_socket ? opts->control_socket : c->control_socket);
         if (from_file)
                 check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
         if (p.oom)

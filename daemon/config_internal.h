@@ -43,6 +43,8 @@ void check_after(struct parser *p, const struct config *c);
 void check_ports(struct parser *p, const struct config *c);
 void ask_ssh(struct parser *p, struct config *c);
 void check_files(struct parser *p, const struct config *c);
+/* multiplex: the master's control socket, SOCKET.d/NAME.mux/s, must fit ssh's 90 bytes. */
+void check_multiplex(struct parser *p, const struct config *c, const char *control_socket);
 /* A configuration file turns into command lines: writable by root and tunneld's user
  * only (unless opts->allow_insecure). */
 int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,

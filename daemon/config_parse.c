@@ -260,6 +260,7 @@ static const struct setting tunnel_settings[] = {
         { .name = "server_alive_interval", .kind = K_INT, .offset = F(server_alive_interval), .min = 0, .max = 86400 },
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
         { .name = "exit_on_forward_failure", .kind = K_BOOL, .offset = F(exit_on_forward_failure) },
+        { .name = "multiplex", .kind = K_BOOL, .offset = F(multiplex) },
         { .name = "connect_timeout", .kind = K_INT, .offset = F(connect_timeout), .min = 1, .max = 3600 },
         { .name = "start_timeout", .kind = K_DURATION, .offset = F(start_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "gatetime", .kind = K_DURATION, .offset = F(gatetime), .min = 0, .max = DURATION_MAX_S },

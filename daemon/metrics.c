@@ -27,38 +27,6 @@ static double down_seconds(const struct tunnel_status *s) { return s->avail.down
 static double outages(const struct tunnel_status *s) { return (double)s->avail.outages; }
 static double longest_outage(const struct tunnel_status *s) { return s->avail.longest_outage; }
 
-static const struct family {
-        const char *name, *type, *help;
-        bool seconds;                   /* 3 decimals, else an integer */
-        value_of_t value;
-} families[] = {
-        { "tunneld_tunnel_up", "gauge", "1 if the tunnel is up: ssh authenticated and every forward in place.", false, up },
-        { .name = NULL },       /* tunneld_tunnel_state: one sample per state */
-        { "tunneld_tunnel_enabled", "gauge", "1 if the tunnel is enabled in the configuration.", false, enabled },
-        { "tunneld_tunnel_flapping", "gauge", "1 while the tunnel fails flap_threshold times within flap_window.",
-          false, flapping },
-        { "tunneld_tunnel_starts_total", "counter", "ssh processes started for the tunnel.", false, starts },
-        { "tunneld_tunnel_restarts_total", "counter", "Starts after an ssh exit tunneld did not ask for.", false,
-          restarts },
-        { "tunneld_tunnel_prohibited_total", "counter",
-          "Connections through the tunnel the server refused (\"administratively prohibited\").", false, prohibited },
-        { .name = NULL },       /* tunneld_tunnel_failures_total: one sample per class */
-        { "tunneld_tunnel_uptime_seconds", "gauge", "How long the current ssh has run (0 if none runs).", true,
-          uptime },
-        /* A file is rewritten on changes only: a timestamp stays right between rewrites. */
-        { "tunneld_tunnel_state_since_timestamp_seconds", "gauge",
-          "Unix time at which the tunnel entered its current state.", true, state_since },
-        /* availability over any window: rate(up) / (rate(up) + rate(down)) */
-        { "tunneld_tunnel_up_seconds_total", "counter", "Seconds the tunnel has been up since it was configured.",
-          true, up_seconds },
-        { "tunneld_tunnel_down_seconds_total", "counter",
-          "Seconds the tunnel was wanted but not up (connecting, backoff, failed, degraded, restarting).", true,
-          down_seconds },
-        { "tunneld_tunnel_outages_total", "counter", "Times the tunnel went down after being up.", false, outages },
-        { "tunneld_tunnel_longest_outage_seconds", "gauge",
-          "The longest outage since the tunnel was configured, one going on included.", true, longest_outage },
-};
-
 static void render_states(struct buf *b, const struct tunnel_status *v, size_t n)
 {
         header(b, "tunneld_tunnel_state", "gauge", "1 for the state the tunnel is in, 0 for the others.");
@@ -77,6 +45,67 @@ static void render_failures(struct buf *b, const struct tunnel_status *v, size_t
                                    failure_class_to_string(c), v[i].failures[c]);
 }
 
+/* A label value: backslash, quote and newline escaped (a forward may name a socket path). */
+static void label_value(struct buf *b, const char *v)
+{
+        for (const char *p = v; *p; p++) {
+                if (*p == '\\' || *p == '"')
+                        buf_printf(b, "\\%c", *p);
+                else if (*p == '\n')
+                        buf_puts(b, "\\n");
+                else
+                        buf_append(b, p, 1);
+        }
+}
+
+static void render_forwards(struct buf *b, const struct tunnel_status *v, size_t n)
+{
+        header(b, "tunneld_forward_up", "gauge",
+               "multiplex: 1 if ssh answered that the forward is open, 0 if it failed or no answer yet.");
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < v[i].n_forwards; k++) {
+                        const struct forward_status *f = &v[i].forwards[k];
+
+                        buf_printf(b, "tunneld_forward_up{tunnel=\"%s\",kind=\"%c\",forward=\"", v[i].name, f->kind);
+                        label_value(b, f->spec);
+                        buf_printf(b, "\"} %d\n", f->state == FORWARD_OPEN);
+                }
+}
+
+static const struct family {
+        const char *name, *type, *help;
+        bool seconds;                   /* 3 decimals, else an integer */
+        value_of_t value;
+        void (*render)(struct buf *b, const struct tunnel_status *v, size_t n);        /* not one sample per tunnel */
+} families[] = {
+        { "tunneld_tunnel_up", "gauge", "1 if the tunnel is up: ssh authenticated and every forward in place.", false, up, NULL },
+        { .render = render_states },    /* tunneld_tunnel_state: one sample per state */
+        { "tunneld_tunnel_enabled", "gauge", "1 if the tunnel is enabled in the configuration.", false, enabled, NULL },
+        { "tunneld_tunnel_flapping", "gauge", "1 while the tunnel fails flap_threshold times within flap_window.",
+          false, flapping, NULL },
+        { "tunneld_tunnel_starts_total", "counter", "ssh processes started for the tunnel.", false, starts, NULL },
+        { "tunneld_tunnel_restarts_total", "counter", "Starts after an ssh exit tunneld did not ask for.", false,
+          restarts, NULL },
+        { "tunneld_tunnel_prohibited_total", "counter",
+          "Connections through the tunnel the server refused (\"administratively prohibited\").", false, prohibited, NULL },
+        { .render = render_failures },  /* tunneld_tunnel_failures_total: one sample per class */
+        { "tunneld_tunnel_uptime_seconds", "gauge", "How long the current ssh has run (0 if none runs).", true,
+          uptime, NULL },
+        /* A file is rewritten on changes only: a timestamp stays right between rewrites. */
+        { "tunneld_tunnel_state_since_timestamp_seconds", "gauge",
+          "Unix time at which the tunnel entered its current state.", true, state_since, NULL },
+        /* availability over any window: rate(up) / (rate(up) + rate(down)) */
+        { "tunneld_tunnel_up_seconds_total", "counter", "Seconds the tunnel has been up since it was configured.",
+          true, up_seconds, NULL },
+        { "tunneld_tunnel_down_seconds_total", "counter",
+          "Seconds the tunnel was wanted but not up (connecting, backoff, failed, degraded, restarting).", true,
+          down_seconds, NULL },
+        { "tunneld_tunnel_outages_total", "counter", "Times the tunnel went down after being up.", false, outages, NULL },
+        { "tunneld_tunnel_longest_outage_seconds", "gauge",
+          "The longest outage since the tunnel was configured, one going on included.", true, longest_outage, NULL },
+        { .render = render_forwards },  /* tunneld_forward_up: one sample per multiplexed forward */
+};
+
 /* Tunnel names are [A-Za-z0-9_.-]: nothing to escape in a label value. */
 int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret)
 {
@@ -93,11 +122,8 @@ int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret)
         for (size_t f = 0; f < ELEMENTSOF(families); f++) {
                 const struct family *fam = &families[f];
 
-                if (!fam->name) {
-                        if (f == 1)
-                                render_states(&b, v, n);
-                        else
-                                render_failures(&b, v, n);
+                if (fam->render) {
+                        fam->render(&b, v, n);
                         continue;
                 }
                 header(&b, fam->name, fam->type, fam->help);

@@ -14,17 +14,33 @@
 #include "util.h"
 
 /* Remove every entry of a directory of ours (files only: tunneld makes no subdirectories). */
-static void clear_dir(const char *path)
+/* Its files, and one level of directories (a multiplexed tunnel's NAME.mux/ with the
+ * master's socket): nothing of ours nests deeper. */
+static void clear_dir_at(int parent, const char *path, int depth)
 {
-        DIR *d = opendir(path);
+        int fd = openat(parent, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
         struct dirent *e;
 
-        if (!d)
+        if (!d) {
+                if (fd >= 0)
+                        close(fd);
                 return;
-        while ((e = readdir(d)))
-                if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                        (void)unlinkat(dirfd(d), e->d_name, 0);
+        }
+        while ((e = readdir(d))) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                        continue;
+                if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno == EISDIR && depth > 0) {
+                        clear_dir_at(dirfd(d), e->d_name, depth - 1);
+                        (void)unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
+                }
+        }
         closedir(d);
+}
+
+static void clear_dir(const char *path)
+{
+        clear_dir_at(AT_FDCWD, path, 1);
 }
 
 static int make_fresh(char **ret)

@@ -107,6 +107,7 @@ bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_s
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
                a->exit_on_forward_failure == b->exit_on_forward_failure &&
+               a->multiplex == b->multiplex &&
                a->connect_timeout == b->connect_timeout &&
                a->ssh_viewed == b->ssh_viewed &&
                strcmp_null(a->ssh_hostname, b->ssh_hostname) == 0 &&

@@ -33,7 +33,24 @@ static int push_each(char ***argv, const char *flag, char *const *values)
         return 0;
 }
 
-int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, char ***ret)
+/* ControlPath gets ssh's %-token expansion: a literal '%' is written "%%". */
+static int push_control_path(char ***argv, const char *path)
+{
+        struct buf b = {0};
+        _cleanup_free_ char *escaped = NULL;
+
+        for (const char *p = path; *p; p++) {
+                if (*p == '%')
+                        buf_append(&b, "%", 1);
+                buf_append(&b, p, 1);
+        }
+        if (buf_steal(&b, &escaped) < 0)
+                return -ENOMEM;
+        return push_opt(argv, "ControlPath", "%s", escaped);
+}
+
+static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *control_path,
+                 char ***ret)
 {
         const char *config_file = jump_config ? jump_config : t->ssh_config_file;
         _cleanup_strv_free_ char **argv = NULL;
@@ -55,15 +72,27 @@ int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jum
             /* Written out always: Debian's ssh raises the default interval to 300 s under BatchMode. */
             (r = push_opt(&argv, "ServerAliveInterval", "%d", t->server_alive_interval)) < 0 ||
             (r = push_opt(&argv, "ServerAliveCountMax", "%d", t->server_alive_count_max)) < 0 ||
-            (r = push_opt(&argv, "ConnectTimeout", "%d", t->connect_timeout)) < 0 ||
-            /* A live shared master would take over our forwards and let ssh exit 0 at once. */
-            (r = push_opt(&argv, "ControlMaster", "no")) < 0 ||
-            (r = push_opt(&argv, "ControlPath", "none")) < 0 ||
-            /* tunneld reads ssh's stderr to know when the tunnel is really up: "Authenticated
-             * to …", then "Entering interactive session" once every -L/-D listener is bound,
-             * and one "remote forward success" per -R the server accepted. Only DEBUG1 says
-             * the last two; its other lines are dropped unless tunneld logs at debug level. */
-            (r = push_opt(&argv, "LogLevel", "DEBUG1")) < 0)
+            (r = push_opt(&argv, "ConnectTimeout", "%d", t->connect_timeout)) < 0)
+                return r;
+        if (control_path) {
+                /* A mux master of tunneld's own: its forwards are opened through the control
+                 * socket, each with its reply (none from a config file: ClearAllForwardings);
+                 * VERBOSE still says "Authenticated to …" and every failure, and nothing for a
+                 * forwarded connection that works. */
+                if ((r = push_opt(&argv, "ControlMaster", "yes")) < 0 ||
+                    (r = push_control_path(&argv, control_path)) < 0 ||
+                    (r = push_opt(&argv, "ControlPersist", "no")) < 0 ||
+                    (r = push_opt(&argv, "ClearAllForwardings", "yes")) < 0 ||
+                    (r = push_opt(&argv, "LogLevel", "VERBOSE")) < 0)
+                        return r;
+        } else if (/* A live shared master would take over our forwards and let ssh exit 0 at once. */
+                   (r = push_opt(&argv, "ControlMaster", "no")) < 0 ||
+                   (r = push_opt(&argv, "ControlPath", "none")) < 0 ||
+                   /* tunneld reads ssh's stderr to know when the tunnel is really up: "Authenticated
+                    * to …", then "Entering interactive session" once every -L/-D listener is bound,
+                    * and one "remote forward success" per -R the server accepted. Only DEBUG1 says
+                    * the last two; its other lines are dropped unless tunneld logs at debug level. */
+                   (r = push_opt(&argv, "LogLevel", "DEBUG1")) < 0)
                 return r;
         if (t->port > 0) {
                 char port[16];
@@ -77,10 +106,11 @@ int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jum
                 return r;
         if (t->jump_host && ((r = strv_push(&argv, "-J")) < 0 || (r = strv_push(&argv, t->jump_host)) < 0))
                 return r;
-        if ((r = push_each(&argv, "-L", t->local_forwards)) < 0 ||
-            (r = push_each(&argv, "-R", t->remote_forwards)) < 0 ||
-            (r = push_each(&argv, "-D", t->dynamic_forwards)) < 0 ||
-            (r = push_each(&argv, "-o", t->ssh_options)) < 0)
+        if (!control_path && ((r = push_each(&argv, "-L", t->local_forwards)) < 0 ||
+                              (r = push_each(&argv, "-R", t->remote_forwards)) < 0 ||
+                              (r = push_each(&argv, "-D", t->dynamic_forwards)) < 0))
+                return r;
+        if ((r = push_each(&argv, "-o", t->ssh_options)) < 0)
                 return r;
         /* "--": whatever the host is, it is the destination, never an option. */
         if ((r = strv_push(&argv, "--")) < 0 || (r = strv_push(&argv, t->host)) < 0)
@@ -89,4 +119,15 @@ int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jum
         *ret = argv;
         argv = NULL;
         return 0;
+}
+
+int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, char ***ret)
+{
+        return build(t, ssh, jump_config, NULL, ret);
+}
+
+int ssh_argv_build_master(const struct tunnel_spec *t, const char *ssh, const char *jump_config,
+                          const char *control_path, char ***ret)
+{
+        return build(t, ssh, jump_config, control_path, ret);
 }

@@ -7,3 +7,7 @@
  * ssh is the program (argv[0]); jump_config, if not NULL, is the file of jump_config.h,
  * given to ssh as -F in place of the tunnel's ssh_config_file. 0 or -ENOMEM. */
 int ssh_argv_build(const struct tunnel_spec *spec, const char *ssh, const char *jump_config, char ***ret);
+/* The same for multiplex = true: ssh as the mux master of control_path, with no forward of
+ * its own (tunneld opens every one through the control socket) and LogLevel VERBOSE. */
+int ssh_argv_build_master(const struct tunnel_spec *spec, const char *ssh, const char *jump_config,
+                          const char *control_path, char ***ret);

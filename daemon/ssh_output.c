@@ -97,6 +97,7 @@ static const char *const failure_names[_FAILURE_MAX] = {
         [FAILURE_PROBE] = "probe",
         [FAILURE_CONFIG] = "config",
         [FAILURE_FORWARD_DENIED] = "forward-denied",
+        [FAILURE_MUX] = "mux",
         [FAILURE_UNKNOWN] = "unknown",
 };
 
@@ -147,6 +148,9 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_FORWARD_DENIED:
                 return "the server's policy refuses a remote forward (AllowTcpForwarding, PermitListen, "
                        "or the key's options in authorized_keys): retrying cannot help until that changes";
+        case FAILURE_MUX:
+                return "ssh's control socket (multiplex = true) failed: it closed, or sent what is not "
+                       "OpenSSH's mux protocol; see ssh's messages above";
         case FAILURE_UNKNOWN:
                 return "see ssh's messages above";
         case FAILURE_NONE:

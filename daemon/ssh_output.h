@@ -22,6 +22,7 @@ enum failure_class {
         FAILURE_PROBE,           /* tunneld's own probe found the forward dead */
         FAILURE_CONFIG,          /* ssh refused its configuration: a bad option, a file's permissions */
         FAILURE_FORWARD_DENIED,  /* the server's policy refuses a -R (AllowTcpForwarding, PermitListen) */
+        FAILURE_MUX,             /* multiplex: ssh's control socket never came, closed, or spoke garbage */
         FAILURE_UNKNOWN,
         _FAILURE_MAX,
 };

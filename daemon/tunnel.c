@@ -204,12 +204,41 @@ static void enter_up(struct tunnel *t)
                   format_duration(t->up_since - t->started_at, took, sizeof(took)));
 }
 
+/* multiplex: up once authenticated and every forward open by ssh's reply; degraded while
+ * one failed (it is asked for again), up again when it opens. */
+static void maybe_up_multiplexed(struct tunnel *t)
+{
+        bool all_open;
+        size_t failed = 0;
+
+        if (!t->authenticated || !mux_forwards_settled(t, &all_open))
+                return;
+        if (all_open) {
+                if (t->state == TUNNEL_STARTING || t->state == TUNNEL_DEGRADED)
+                        enter_up(t);
+                return;
+        }
+        for (size_t i = 0; i < t->n_fwds; i++)
+                failed += t->fwd_status[i].state == FORWARD_FAILED;
+        if (t->state == TUNNEL_STARTING || t->state == TUNNEL_UP) {
+                if (t->state == TUNNEL_UP)
+                        ev_timer_stop(t->ctx->loop, &t->gate_timer);
+                set_state(t, TUNNEL_DEGRADED, LOG_WARNING, NULL,
+                          "degraded: ssh (pid %d) runs, but %zu of %zu forwards failed (see above); "
+                          "they are asked for again", (int)t->pid, failed, t->n_fwds);
+        }
+}
+
 /* Up once ssh is authenticated, its -L/-D listeners are bound and every -R has its reply;
  * degraded if a forward failed and ssh runs on (exit_on_forward_failure = false). */
 void maybe_up(struct tunnel *t)
 {
         if (!tunnel_is_running(t) || t->kill_class != FAILURE_NONE)
                 return;
+        if (t->spec.multiplex) {
+                maybe_up_multiplexed(t);
+                return;
+        }
         /* With ExitOnForwardFailure ssh exits by itself when no address of a -L/-D could
          * be bound, or when the server refuses a -R; but it carries on into the session
          * when a forward bound only one of its addresses (127.0.0.1 taken, ::1 free), and
@@ -335,6 +364,9 @@ void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, con
         }
         reset_run(t);
         remove_stale_sockets(t);
+        r = mux_run_begin(t);
+        if (r < 0)
+                goto fail;
         if (t->jump_config) {
                 r = write_file_atomic(t->jump_config_path, t->jump_config, 0600);
                 if (r < 0) {
@@ -378,6 +410,7 @@ void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, con
 
 fail: {
                 /* a start that did not happen is a failed run like any other */
+                mux_run_end(t);
                 struct tunnel_run failed = { .valid = true, .exit_status = -1, .failure = FAILURE_EXEC,
                                              .ended_at = now_mono() };
 
@@ -428,6 +461,7 @@ int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec,
                 .state_since = now_mono(),
                 .stderr_fd = -1,
         };
+        mux_init(t);
         r = tunnel_change_new(t, spec, ctx->ssh, &c);
         if (r < 0) {
                 free(t);
@@ -470,6 +504,8 @@ struct tunnel *tunnel_free(struct tunnel *t)
                 close(t->stderr_fd);
         if (t->jump_config_path)
                 (void)unlink(t->jump_config_path);
+        mux_done(t);
+        free(t->mux_path);
         probe_free(t->probe);
         strv_free(t->allocated);
         strv_free(t->argv);

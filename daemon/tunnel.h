@@ -122,6 +122,21 @@ const struct tunnel_run *tunnel_get_last_run(const struct tunnel *t);
 unsigned long tunnel_get_restarts(const struct tunnel *t);
 void *tunnel_get_owner(const struct tunnel *t);
 
+/* multiplex = true: each forward as ssh answered for it. */
+enum forward_state {
+        FORWARD_PENDING,        /* asked for, no reply yet (or the master not there yet) */
+        FORWARD_OPEN,           /* ssh listens (-L/-D), or the server accepted it (-R) */
+        FORWARD_FAILED,         /* refused, with ssh's reason; asked for again on a schedule */
+};
+struct forward_status {
+        char kind;                      /* 'L', 'R', 'D' */
+        const char *spec;
+        enum forward_state state;
+        const char *reason;             /* FAILED: ssh's words */
+        int allocated_port;             /* -R 0: the port the server chose; 0 otherwise */
+};
+const char *forward_state_to_string(enum forward_state s);
+
 /* What the control socket, the metrics and the events read of a tunnel: a snapshot, its
  * strings borrowed (valid until the tunnel next changes). */
 struct tunnel_status {
@@ -147,6 +162,9 @@ struct tunnel_status {
         double gatetime;
         enum restart_policy restart;
         struct availability_info avail; /* since the tunnel was configured */
+        bool multiplex;
+        const struct forward_status *forwards;  /* multiplex and running: one per forward */
+        size_t n_forwards;
 };
 void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status *ret);
 

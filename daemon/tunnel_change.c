@@ -21,6 +21,7 @@ struct tunnel_change {
         char **argv;
         char *jump_config;
         char *jump_config_path;
+        char *mux_path;                 /* multiplex: ssh's ControlPath */
         struct probe *probe;
 };
 
@@ -31,6 +32,7 @@ struct tunnel_change *tunnel_change_free(struct tunnel_change *c)
         strv_free(c->argv);
         free(c->jump_config);
         free(c->jump_config_path);
+        free(c->mux_path);
         probe_free(c->probe);
         tunnel_spec_done(&c->spec);
         free(c);
@@ -56,7 +58,15 @@ int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const ch
                 c->jump_config_path = NULL;
                 r = -ENOMEM;
         }
-        if (r >= 0)
+        if (r >= 0 && c->spec.multiplex &&
+            asprintf(&c->mux_path, "%s/%s.mux/s", t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp",
+                     c->spec.name) < 0) {
+                c->mux_path = NULL;
+                r = -ENOMEM;
+        }
+        if (r >= 0 && c->mux_path)
+                r = ssh_argv_build_master(&c->spec, ssh, c->jump_config_path, c->mux_path, &c->argv);
+        else if (r >= 0)
                 r = ssh_argv_build(&c->spec, ssh, c->jump_config_path, &c->argv);
         if (r >= 0 && c->spec.probe.connect)
                 r = probe_new(t->ctx->loop, &c->spec.probe, on_probe, t, &c->probe);
@@ -83,6 +93,13 @@ void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool p
                 t->argv = c->argv;
                 t->jump_config = c->jump_config;
                 t->jump_config_path = c->jump_config_path;
+                /* the path is the name's: it changes only when multiplex is turned on or off
+                 * (a new command line: the running master is stopped anyway) */
+                if (t->mux_path && strcmp_null(t->mux_path, c->mux_path) != 0)
+                        mux_done(t);
+                free(t->mux_path);
+                t->mux_path = c->mux_path;
+                c->mux_path = NULL;
                 c->argv = NULL;
                 c->jump_config = c->jump_config_path = NULL;
         }

@@ -138,6 +138,7 @@ void on_child(struct ev_loop *loop, ev_child *w, int revents)
                 (void)lines_read(&t->out, t->stderr_fd, FINAL_READ_MAX, NULL, on_line, t);
                 close_stderr(t);
         }
+        mux_run_end(t);         /* the master is gone, and its control connection with it */
 
         if (WIFEXITED(status))
                 run.exit_status = WEXITSTATUS(status);

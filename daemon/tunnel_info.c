@@ -114,6 +114,9 @@ void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status 
                 .restart = t->spec.restart,
         };
         availability_get(&t->avail, now, &ret->avail);
+        ret->multiplex = t->spec.multiplex;
+        ret->forwards = t->fwd_status;
+        ret->n_forwards = t->n_fwds;
 }
 
 
@@ -127,3 +130,13 @@ bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0; }
 const struct tunnel_run *tunnel_get_last_run(const struct tunnel *t) { return &t->last_run; }
 unsigned long tunnel_get_restarts(const struct tunnel *t) { return t->restarts; }
 void *tunnel_get_owner(const struct tunnel *t) { return t->owner; }
+
+const char *forward_state_to_string(enum forward_state s)
+{
+        switch (s) {
+        case FORWARD_PENDING: return "pending";
+        case FORWARD_OPEN: return "open";
+        case FORWARD_FAILED: return "failed";
+        }
+        return "?";
+}

@@ -6,6 +6,9 @@
 
 #include "tunnel.h"
 
+#include <stdint.h>
+
+#include "forward.h"
 #include "log.h"
 
 struct tunnel {
@@ -78,6 +81,18 @@ struct tunnel {
 
         struct availability avail;      /* up and down time, outages */
 
+        /* multiplex = true: ssh is a mux master; tunneld opens its forwards over the control
+         * socket (tunnel_mux.c) */
+        char *mux_path;                 /* ssh's ControlPath: RUNTIME/NAME.mux/s */
+        int mux_watch_fd;               /* inotify on its directory until the socket appears */
+        ev_io mux_watch;
+        struct mux_client *mux;
+        struct mux_forward *fwds;
+        struct forward_status *fwd_status;      /* fwds[i].st: what status shows */
+        size_t n_fwds;
+        ev_timer fwd_retry_timer;       /* failed forwards are asked for again */
+        double fwd_retry_delay;
+
         void *owner;                    /* the supervisor's, for its own bookkeeping */
 };
 
@@ -123,6 +138,26 @@ void finish_run(struct tunnel *t, struct tunnel_run *run);
 char **ssh_environment(void);
 /* A -L Unix socket left behind by a killed ssh: removed if nobody listens on it. */
 void remove_stale_sockets(struct tunnel *t);
+
+/* tunnel_mux.c */
+struct mux_forward {
+        struct forward_status *st;      /* what status shows; st->spec borrowed from t->spec */
+        struct forward f;
+        uint32_t request_id;            /* the open in flight; 0: none */
+        char reason[256];
+};
+/* Before spawning a master: its directory, no stale socket, the watch, every forward
+ * pending. 0 or -errno (logged). */
+int mux_run_begin(struct tunnel *t);
+/* The run ended (or the tunnel goes): the control connection, the watch and the forwards. */
+void mux_run_end(struct tunnel *t);
+/* ssh's stderr said a listener is not bound on every address: fail that forward. */
+void mux_note_bind_failure(struct tunnel *t, const char *line);
+/* Every forward answered: *all_open if each is open. False while any is pending. */
+bool mux_forwards_settled(const struct tunnel *t, bool *all_open);
+void mux_init(struct tunnel *t);
+/* The tunnel is freed: its directory too. */
+void mux_done(struct tunnel *t);
 
 /* tunnel_change.c */
 void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool probe);

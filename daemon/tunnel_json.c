@@ -38,6 +38,30 @@ static void write_availability(struct json_writer *w, const struct availability_
         json_end_object(w);
 }
 
+/* multiplex: each forward as ssh answered for it ([] otherwise, or while no ssh runs). */
+static void write_forward_states(struct json_writer *w, const struct tunnel_status *s)
+{
+        json_write_key(w, "forward_states");
+        json_begin_array(w);
+        for (size_t i = 0; i < s->n_forwards; i++) {
+                const struct forward_status *f = &s->forwards[i];
+                char kind[2] = { f->kind, '\0' };
+
+                json_begin_object(w);
+                json_field_string(w, "kind", kind);
+                json_field_string(w, "forward", f->spec);
+                json_field_string(w, "state", forward_state_to_string(f->state));
+                json_field_string(w, "reason", f->reason);
+                json_write_key(w, "allocated_port");
+                if (f->allocated_port > 0)
+                        json_write_int(w, f->allocated_port);
+                else
+                        json_write_null(w);
+                json_end_object(w);
+        }
+        json_end_array(w);
+}
+
 static void write_last_run(struct json_writer *w, const struct tunnel_status *s)
 {
         const struct tunnel_run *run = s->last_run;
@@ -95,6 +119,8 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_field_strv(w, "dynamic", s->dynamic_forwards);
         json_field_strv(w, "allocated", s->allocated);
         json_end_object(w);
+        json_field_bool(w, "multiplex", s->multiplex);
+        write_forward_states(w, s);
         json_field_seconds(w, "gatetime", s->gatetime);
         json_field_string(w, "restart", restart_policy_to_string(s->restart));
         json_end_object(w);

@@ -41,6 +41,15 @@ static void note_failure_line(struct tunnel *t, enum failure_class class, const 
         /* sshd said why it refused a -R: not a stale session but its policy */
         if (class == FAILURE_REMOTE_FORWARD && t->forward_refused_by_policy)
                 class = FAILURE_FORWARD_DENIED;
+        if (t->spec.multiplex && (class == FAILURE_LOCAL_FORWARD || class == FAILURE_REMOTE_FORWARD ||
+                                  class == FAILURE_FORWARD_DENIED)) {
+                /* a forward's own reply judges it; the run goes on (a half-bound listener is
+                 * failed here: its reply will say OK) */
+                log_chatter(t, LOG_INFO, line);
+                if (class == FAILURE_LOCAL_FORWARD)
+                        mux_note_bind_failure(t, line);
+                return;
+        }
         /* the first specific cause wins over a later generic "Connection closed" */
         if (!(failure_class_is_generic(class) && t->run_failure != FAILURE_NONE &&
               !failure_class_is_generic(t->run_failure))) {
@@ -90,9 +99,11 @@ static void handle_line(struct tunnel *t, const char *line)
                 maybe_up(t);
                 return;
         case SSH_LINE_ALLOCATED:
-                /* the port the server chose for a -R 0:…: status and metrics show it */
+                /* the port the server chose for a -R 0:…: status and metrics show it (with
+                 * multiplex, its reply says it) */
                 log_chatter(t, LOG_INFO, line);
-                (void)strv_push(&t->allocated, line + 15);
+                if (!t->spec.multiplex)
+                        (void)strv_push(&t->allocated, line + 15);
                 return;
         case SSH_LINE_SESSION:
                 log_full(LOG_DEBUG, &ctx, "ssh: %s", line);

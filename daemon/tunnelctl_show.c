@@ -140,6 +140,30 @@ static void show_availability(const struct json *t)
         printf(")\n");
 }
 
+/* -l with multiplex: each forward as ssh answered ("L spec: open", "R spec: failed: why",
+ * "R 0:…: open, port 40123"). False if there are none to show. */
+static bool show_forward_states(const struct json *t)
+{
+        const struct json *list = json_get(t, "forward_states");
+
+        if (!list || list->type != JSON_ARRAY || list->n == 0)
+                return false;
+        for (size_t i = 0; i < list->n; i++) {
+                const struct json *f = list->items[i];
+                const char *kind = json_get_string(f, "kind"), *spec = json_get_string(f, "forward");
+                const char *state = json_get_string(f, "state"), *reason = json_get_string(f, "reason");
+                double port = json_get_number(f, "allocated_port", 0);
+
+                printf("    %s %s: %s", kind ? kind : "?", spec ? spec : "?", state ? state : "?");
+                if (reason)
+                        printf(": %s", reason);
+                if (port > 0)
+                        printf(", port %.0f", port);
+                printf("\n");
+        }
+        return true;
+}
+
 /* The table's cell: the first three forwards and how many more (-l lists them all). */
 #define FORWARDS_SHOWN 3
 static char *forwards_text(const struct json *t)
@@ -233,8 +257,9 @@ void show_table(const struct json *tunnels, bool long_view)
                         if (reason)
                                 printf("    why: %s\n", reason);
                         show_availability(tunnels->items[i]);
-                        for (size_t k = 0; v && v[k]; k++)
-                                printf("    %s\n", v[k]);
+                        if (!show_forward_states(tunnels->items[i]))
+                                for (size_t k = 0; v && v[k]; k++)
+                                        printf("    %s\n", v[k]);
                 }
         }
         free(cells);

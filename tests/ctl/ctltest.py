@@ -102,7 +102,7 @@ def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "uptime", "since",
                   "retry_in", "starts", "restarts", "consecutive_failures", "prohibited", "failures", "last_exit", "forwards",
-                  "gatetime", "restart", "availability")
+                  "gatetime", "restart", "availability", "multiplex", "forward_states")
     test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
     for key in ("enabled", "held", "flapping"):
@@ -157,6 +157,13 @@ def assert_tunnel_fields(test, t):
     if a["current_outage"] is not None:
         test.assertNotEqual(t["state"], "up", a)
     test.assertEqual(a["last_outage"] is None, a["last_outage_ago"] is None, a)
+    test.assertIsInstance(t["multiplex"], bool, name)
+    test.assertIsInstance(t["forward_states"], list, name)
+    for fs in t["forward_states"]:
+        test.assertEqual(sorted(fs), ["allocated_port", "forward", "kind", "reason", "state"], name)
+        test.assertIn(fs["state"], ("pending", "open", "failed"), name)
+    if not t["multiplex"] or t["pid"] is None:
+        test.assertEqual(t["forward_states"], [], name)
     f = t["forwards"]
     test.assertEqual(sorted(f), ["allocated", "dynamic", "local", "remote"], f"{name}.forwards")
     for kind in ("local", "remote", "dynamic", "allocated"):

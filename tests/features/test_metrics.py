@@ -42,10 +42,11 @@ FAMILIES = {
     "tunneld_tunnel_down_seconds_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_outages_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_longest_outage_seconds": ("gauge", ("tunnel",)),
+    "tunneld_forward_up": ("gauge", ("tunnel", "kind", "forward")),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
 CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "closed", "local-forward", "remote-forward",
-           "exec", "killed", "lost", "probe", "config", "forward-denied", "unknown")
+           "exec", "killed", "lost", "probe", "config", "forward-denied", "mux", "unknown")
 
 
 class ExpositionError(ValueError):

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""multiplex = true, end to end against a real sshd: ssh runs as a mux master of
+tunneld's, and every forward is opened over its control socket, each with ssh's reply.
+
+Per-forward truth: status shows each forward open or failed with ssh's reason; a forward
+that fails (its port taken, here or on the server) leaves the tunnel degraded, not torn
+down: its other forwards keep working, and the failed one is asked for again over the live
+connection until it opens. No wakeup of tunneld per forwarded connection: ssh logs
+nothing for one that works (LogLevel VERBOSE)."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+import tunneltest
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+
+UP_TIMEOUT = 20
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def listen(port, host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(4)
+    return s
+
+
+def socks5_echo(proxy_port, host, port, payload=b"through socks\n"):
+    """One echo through a SOCKS5 proxy (no auth, CONNECT by IPv4 address)."""
+    import struct
+    try:
+        with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
+            s.sendall(b"\x05\x01\x00")
+            if s.recv(2) != b"\x05\x00":
+                return False
+            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack(">H", port))
+            reply = s.recv(10)
+            if len(reply) < 2 or reply[1] != 0:
+                return False
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            return got == payload
+    except OSError:
+        return False
+
+
+def ctx_switches(pid):
+    """Voluntary context switches of pid: each is a wakeup of its event loop."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
+class MultiplexTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sshd = tunneltest.use(cls, SSHServer())
+        cls.echo = tunneltest.use(cls, EchoServer())
+
+    def tunneld(self, tunnels, args=(), **settings):
+        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
+                    "multiplex": True, **settings}
+        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
+        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
+
+    def status(self, d, name):
+        return tunneltest.tunnelctl_json(d, "status", name)["tunnels"][0]
+
+    def states(self, d, name):
+        return {f["forward"]: f["state"] for f in self.status(d, name)["forward_states"]}
+
+    def fwd(self, port):
+        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
+
+    def test_every_kind_of_forward_through_the_master(self):
+        """-L, -R (a fixed port and port 0) and -D opened over the control socket: up once
+        each has its reply, bytes flow through each, status shows each open (and the port
+        the server chose), the argv has no -L/-R/-D of its own, and ssh stays a master
+        with its socket in tunneld's runtime directory."""
+        lport, rport, dport = free_port(), free_port(), free_port()
+        d = self.tunneld([{"name": "mx", "local_forwards": [self.fwd(lport)],
+                           "remote_forwards": [self.fwd(rport), f"0:127.0.0.1:{self.echo.port}"],
+                           "dynamic_forwards": [f"127.0.0.1:{dport}"]}])
+        m = d.wait_log(r"^<\d+>mx: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        pid = int(m.group(1))
+        t = self.status(d, "mx")
+        self.assertTrue(t["multiplex"])
+        states = {f["forward"]: f for f in t["forward_states"]}
+        self.assertEqual({k: v["state"] for k, v in states.items()},
+                         {self.fwd(lport): "open", self.fwd(rport): "open", f"0:127.0.0.1:{self.echo.port}": "open",
+                          f"127.0.0.1:{dport}": "open"})
+        allocated = states[f"0:127.0.0.1:{self.echo.port}"]["allocated_port"]
+        self.assertIsInstance(allocated, int)
+        self.assertTrue(echo_roundtrip(lport))
+        self.assertTrue(echo_roundtrip(rport), "the -R listens on the server (loopback here)")
+        self.assertTrue(echo_roundtrip(allocated), "the -R 0 on the port the server chose")
+        self.assertTrue(socks5_echo(dport, "127.0.0.1", self.echo.port), "the -D")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        self.assertNotIn(b"-L", argv)
+        self.assertNotIn(b"-R", argv)
+        self.assertIn(b"ControlMaster=yes", argv)
+        path = [a for a in argv if a.startswith(b"ControlPath=")][0][len("ControlPath="):].decode()
+        self.assertTrue(os.path.exists(path), path)
+        self.assertEqual(os.stat(os.path.dirname(path)).st_mode & 0o777, 0o700)
+        text = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "metrics"],
+                              capture_output=True, text=True, timeout=20).stdout
+        self.assertIn(f'tunneld_forward_up{{tunnel="mx",kind="L",forward="{self.fwd(lport)}"}} 1', text)
+
+    def test_no_wakeup_per_forwarded_connection(self):
+        """50 connections through a -L: ssh writes nothing for them, so tunneld wakes up
+        only for its own timers (a margin of 10 for the loaded machine), where the
+        DEBUG1 reading of multiplex = false takes two per connection."""
+        woke = {}
+        for multiplex in (True, False):
+            port = free_port()
+            d = self.tunneld([{"name": "quiet", "local_forwards": [self.fwd(port)]}], gatetime=0,
+                             multiplex=multiplex)
+            d.wait_log(r"^<\d+>quiet: up: ", timeout=UP_TIMEOUT)
+            self.assertTrue(echo_roundtrip(port))
+            time.sleep(0.5)
+            before = ctx_switches(d.pid)
+            for _ in range(50):
+                self.assertTrue(echo_roundtrip(port))
+            time.sleep(0.3)
+            woke[multiplex] = ctx_switches(d.pid) - before
+            d.stop()
+        print(f"# tunneld woke {woke[True]} times for 50 forwarded connections with multiplex, "
+              f"{woke[False]} without", flush=True)
+        self.assertLess(woke[True], 10)
+        self.assertGreater(woke[False], 25, "the measure itself: without multiplex ssh's lines wake tunneld")
+
+    @unittest.skipUnless(ipv6_loopback(), "no ::1 here")
+    def test_a_taken_local_port_degrades_and_comes_back(self):
+        """Of two -L, one's port is held by another program on 127.0.0.1 (ssh binds only
+        ::1 and its reply says OK: tunneld fails it from ssh's bind error): the tunnel is
+        degraded, the other forward works; once the port is free the forward is asked for
+        again over the same ssh and the tunnel is up, with the same pid."""
+        good, taken = free_port(), free_port()
+        squatter = listen(taken)
+        d = self.tunneld([{"name": "deg", "local_forwards": [self.fwd(good), f"{taken}:127.0.0.1:{self.echo.port}"]}])
+        m = d.wait_log(r"^<\d+>deg: degraded: ssh \(pid (\d+)\) runs, but 1 of 2 forwards failed", timeout=UP_TIMEOUT)
+        pid = int(m.group(1))
+        st = {f["forward"]: f for f in self.status(d, "deg")["forward_states"]}
+        self.assertEqual(st[self.fwd(good)]["state"], "open")
+        self.assertEqual(st[f"{taken}:127.0.0.1:{self.echo.port}"]["state"], "failed")
+        self.assertIn("Address already in use", st[f"{taken}:127.0.0.1:{self.echo.port}"]["reason"])
+        self.assertTrue(echo_roundtrip(good), "the other forward works meanwhile")
+        squatter.close()
+        wait_until(lambda: self.status(d, "deg")["state"] == "up", 40, interval=0.1, what="deg up again")
+        self.assertEqual(self.status(d, "deg")["pid"], pid, "the same ssh: no restart")
+        wait_until(lambda: echo_roundtrip(taken), 10, what="an echo through the freed port")
+        self.assertIn(f"deg: forward L {taken}:127.0.0.1:{self.echo.port} open again", d.log())
+
+    def test_a_stale_remote_listener_does_not_cost_the_tunnel(self):
+        """The server's port for a -R is held (a squatter on the server side: the same
+        loopback here): the -R fails with ssh's reason, the -L keeps working throughout;
+        the squatter goes and the -R is back within 5 s, on the same ssh."""
+        lport, rport = free_port(), free_port()
+        squatter = listen(rport)
+        d = self.tunneld([{"name": "rr", "local_forwards": [self.fwd(lport)], "remote_forwards": [self.fwd(rport)]}])
+        m = d.wait_log(r"^<\d+>rr: degraded: ssh \(pid (\d+)\) runs, but 1 of 2 forwards failed", timeout=UP_TIMEOUT)
+        pid = int(m.group(1))
+        st = {f["forward"]: f for f in self.status(d, "rr")["forward_states"]}
+        self.assertEqual(st[self.fwd(rport)]["state"], "failed")
+        self.assertIn("remote port forwarding failed", st[self.fwd(rport)]["reason"])
+        self.assertTrue(echo_roundtrip(lport))
+        # let a few retries pass: the -L never stops working
+        for _ in range(10):
+            self.assertTrue(echo_roundtrip(lport))
+            time.sleep(0.2)
+        squatter.close()
+        t0 = time.monotonic()
+        # the retry delay doubles from 1 s; by now it is at most 8 s: allow it, then 5 s
+        wait_until(lambda: self.status(d, "rr")["state"] == "up", 40, interval=0.1, what="rr up again")
+        print(f"# -R back {time.monotonic() - t0:.2f} s after the squatter left", flush=True)
+        self.assertEqual(self.status(d, "rr")["pid"], pid)
+        self.assertTrue(echo_roundtrip(rport))
+
+    def test_kill_9_of_the_master_restarts_cleanly(self):
+        """kill -9 of the master leaves its socket file behind: the next start removes it
+        (a stale one would make ssh run without multiplexing) and the tunnel is up again
+        with every forward open."""
+        port = free_port()
+        d = self.tunneld([{"name": "k", "local_forwards": [self.fwd(port)]}])
+        m = d.wait_log(r"^<\d+>k: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        os.kill(int(m.group(1)), signal.SIGKILL)
+        m = d.wait_log(r"^<\d+>k: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT, after=m.end())
+        self.assertEqual(set(self.states(d, "k").values()), {"open"})
+        wait_until(lambda: echo_roundtrip(port), 10, what="an echo after the restart")
+        self.assertNotIn("disabling multiplexing", d.log())
+
+
+if __name__ == "__main__":
+    tunneltest.main()
