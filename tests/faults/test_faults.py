@@ -42,6 +42,7 @@ TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 SETPRIV = shutil.which("setpriv")
 UP_TIMEOUT = 20          # ssh's connect and key exchange on a loaded 2-core machine
 SLACK = 1.5              # seconds of scheduling slack on a loaded machine (meson --num-processes 4)
+NETWATCH_SETTLE = 0.2    # daemon/netwatch.c: a retry follows the first netlink event by this much
 EXIT_RE = r"ssh (?:exited with status \d+|was killed by signal \w+) after "
 BACKOFF_RE = r"restarting in ([\d.]+ (?:ms|s|min)(?: [\d.]+ s)?) \(failed start (\d+) in a row\)"
 
@@ -670,7 +671,8 @@ class NetworkFaults(FaultTest):
     def test_f04_link_down_up(self):
         """This side's veth goes down: ServerAlive ends ssh, retries fail at once
         (unreachable) and the backoff is long (restart_delay 30 s); link up: the network watch
-        cuts the backoff short and the tunnel is back within seconds, long before its timer."""
+        cuts the backoff short: the first ssh started after it carries bytes within the settle
+        time (0.2 s) plus that one ssh connect (and a margin), long before the backoff timer."""
         self.row(4, "link down / up (netlink)")
         lport = listener_port()
         d, times = self.start([self.tunnel("link", lport)], server_alive_interval=1, server_alive_count_max=2,
@@ -695,13 +697,22 @@ class NetworkFaults(FaultTest):
         self.host.link_up()
         t_net, _ = times.wait(r"^<\d+>network changed: \d+ tunnels? in backoff retr", 10, t1)
         times.wait(r"^<\d+>link: network changed; retrying now, backoff reset: ssh pid ", 10, t1)
-        t_up, _ = self.wait_up(times, "link", since=t1, timeout=15)
-        self.recovered(times, "link", lport, t1, 0.5 + 1 + SLACK)
+        t_up, up_pid = self.wait_up(times, "link", since=t1, timeout=15)
+        t_flow = self.recovered(times, "link", lport, t1, NETWATCH_SETTLE + SLACK)
         cls = re.search(r"\((\S+): ", m.group(0))
         self.timing["note"] = (f"link-down exit classified {cls.group(1) if cls else 'none'}; network changed "
                                f"{t_net - t1:.2f} s after link-up, when the retry timer had {retry_in:.1f} s left")
-        self.assertLess(t_net - t1, 0.5 + 1 + SLACK)
+        self.assertLess(t_net - t1, NETWATCH_SETTLE + SLACK)
         self.assertLess(t_up - t1, retry_in - 5, "recovery waited for the backoff timer")
+        # Back within the settle time and one ssh connect: the first ssh started after
+        # link-up is the one that came up (no failed try before the network was back).
+        starts = times.findall(r"^<\d+>link: .*: ssh pid (\d+) \(start \d+\)$", since=t1)
+        self.assertEqual([int(x.group(1)) for t, x in starts if t <= t_up], [up_pid],
+                         "more than one ssh start after link-up")
+        connect = self.timing["connect"]
+        self.assertLess(t_flow - t1, NETWATCH_SETTLE + connect + SLACK,
+                        f"bytes flowed {t_flow - t1:.2f} s after link-up; the settle time is {NETWATCH_SETTLE} s, "
+                        f"ssh's connect took {connect:.2f} s")
         self.passed("back up at link-up (network watch)")
 
     def test_f12_probe_failure(self):

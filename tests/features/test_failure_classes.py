@@ -11,10 +11,10 @@ import subprocess
 import time
 
 import tunneltest
-from tunneltest import duration_slack, free_port, parse_duration, wait_until
+from tunneltest import SSHServer, duration_slack, free_port, parse_duration, wait_until
 from systemdtest import JournalSocket
 from featuretest import FeatureTest, UP_TIMEOUT, listening_socket, make_key, metric_value, metrics_text, \
-    status, status_reply
+    status, status_reply, tunnelctl
 
 NO_SUCH_HOST = "tunneltest-no-such-host.invalid"  # .invalid never resolves (RFC 6761)
 
@@ -34,7 +34,13 @@ class FailureClassTest(FeatureTest):
         shows; returns (tunneld, first backoff delay, status object)."""
         settings = {"restart_delay": self.DELAY, "restart_delay_max": self.CAP, "gatetime": 5, **settings}
         d = self.tunneld([{"name": "t", **tunnel}], **settings)
-        m = d.wait_log(exit_line("t", cls), timeout=UP_TIMEOUT)
+        delay, t = self.check_failed_start(d, cls)
+        return d, delay, t
+
+    def check_failed_start(self, d, cls, after=0):
+        """Tunnel t's first failed start (since the last success or requested stop), of class
+        cls, as every place shows it; returns (the backoff delay logged, status object)."""
+        m = d.wait_log(exit_line("t", cls), timeout=UP_TIMEOUT, after=after)
         self.assertEqual(m.group(1), "4", "a failed start is a warning")
         delay = parse_duration(m.group(2))
         reply = status_reply(d)
@@ -51,19 +57,19 @@ class FailureClassTest(FeatureTest):
         text = metrics_text(d)
         self.assertEqual(metric_value(text, "tunneld_tunnel_failures_total", tunnel="t", **{"class": cls}), 1)
         self.assertEqual(metric_value(text, "tunneld_tunnel_up", tunnel="t"), 0)
-        return d, delay, t
+        return delay, t
 
     def assert_normal_backoff(self, delay):
         self.assertTrue(self.DELAY / 2 - 0.06 <= delay <= self.DELAY + 0.06,
                         f"first backoff {delay} s, not restart_delay {self.DELAY} s with jitter")
 
-    def assert_capped_backoff(self, d, delay):
+    def assert_capped_backoff(self, d, delay, starts=1):
         """Straight to restart_delay_max: between cap/2 and cap after the first failure, and
         no second start meanwhile."""
         self.assertTrue(self.CAP / 2 - 0.06 <= delay <= self.CAP + 0.51, f"first backoff {delay} s, cap {self.CAP} s")
         time.sleep(1)
         t = status(d)["t"]
-        self.assertEqual((t["state"], t["starts"]), ("backoff", 1), t)
+        self.assertEqual((t["state"], t["starts"]), ("backoff", starts), t)
         self.assertTrue(self.CAP / 2 - 1.2 <= t["retry_in"] <= self.CAP, t)
 
     def test_auth(self):
@@ -130,6 +136,92 @@ class FailureClassTest(FeatureTest):
         taken.close()
         m, _ = self.wait_up(d, "t", timeout=10)
         self.assertTrue(tunneltest.echo_roundtrip(port), "no echo through the remote forward")
+
+    def test_config(self):
+        """ssh_config_file edited after tunneld checked it (with ssh -G, at load): the next
+        start fails because ssh refuses the file: config, and the backoff goes to the cap
+        at once (retrying cannot help until someone fixes the file)."""
+        conf = os.path.join(tunneltest.temp_dir(self), "ssh_config")
+        with open(conf, "w") as f:
+            f.write("ServerAliveCountMax 3\n")
+        os.chmod(conf, 0o644)
+        d = self.tunneld([{"name": "t", "ssh_config_file": conf}], restart_delay=self.DELAY,
+                         restart_delay_max=self.CAP, gatetime=5)
+        _, pid = self.wait_up(d, "t")
+        with open(conf, "w") as f:
+            f.write("ServerAliveCountMax 3\nNoSuchOption yes\n")
+        offset = len(d.log())
+        self.assertEqual(tunnelctl(d, "restart", "t").returncode, 0)
+        delay, t = self.check_failed_start(d, "config", after=offset)
+        self.assertRegex(d.log()[offset:], rf"(?m)^<4>t: ssh: {re.escape(conf)}: line 2: Bad configuration option: "
+                                           r"nosuchoption$")
+        self.assertEqual(t["starts"], 2, t)
+        self.assertFalse(tunneltest.pid_alive(pid))
+        self.assert_capped_backoff(d, delay, starts=2)
+
+    def test_forward_denied(self):
+        """An sshd whose policy refuses every -R (PermitListen none; AllowTcpForwarding local
+        in a Match block): forward-denied, not remote-forward (a port taken), and the backoff
+        goes to the cap at once instead of knocking every 3 s."""
+        for policy in (["PermitListen none"], ["Match User root", "  AllowTcpForwarding local"]):
+            with self.subTest(" / ".join(p.strip() for p in policy)):
+                sshd = tunneltest.use(self, SSHServer(extra_config=policy))
+                port = free_port()
+                d = self.tunneld([{"name": "t", "remote_forwards": [self.remote_forward(port)]}], sshd=sshd,
+                                 restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)
+                delay, t = self.check_failed_start(d, "forward-denied")
+                log = d.log()
+                self.assertRegex(log, rf"(?m)^<4>t: ssh: Error: remote port forwarding failed for listen port {port}$")
+                self.assertRegex(log, r"(?m)^<6>t: ssh: debug1: Remote: (Server has disabled port forwarding\.|"
+                                      r"port forwarding refused)$")
+                self.assertNotIn("(remote-forward: ", log)
+                self.assert_capped_backoff(d, delay)
+                self.assertFalse(tunneltest.port_accepts(port, timeout=0.5))
+                d.close()
+
+    def test_prohibited_connections_are_counted(self):
+        """An sshd that lets the tunnel up but refuses to open its -L's target (PermitOpen
+        names another one): each connection through the forward is "administratively
+        prohibited"; the tunnel stays up on the same ssh, and `prohibited` (status) and
+        tunneld_tunnel_prohibited_total count exactly the refused connections."""
+        sshd = tunneltest.use(self, SSHServer(extra_config=["PermitOpen 127.0.0.1:1"]))
+        lport = free_port()
+        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(lport)]}], sshd=sshd)
+        _, pid = self.wait_up(d, "t")
+        refused = 3
+        for i in range(refused):
+            self.assertFalse(tunneltest.echo_roundtrip(lport, timeout=5), "an echo through a prohibited forward")
+            wait_until(lambda: status(d)["t"]["prohibited"] == i + 1, 10, what=f"{i + 1} prohibited connections")
+        self.assertEqual(d.count_log(r"^<4>t: ssh: channel \d+: open failed: administratively prohibited: "), refused)
+        t = status(d)["t"]
+        self.assertEqual((t["state"], t["pid"], t["starts"], t["prohibited"], t["failures"]),
+                         ("up", pid, 1, refused, {}), t)
+        self.assertEqual(metric_value(metrics_text(d), "tunneld_tunnel_prohibited_total", tunnel="t"), refused)
+        self.assertTrue(tunneltest.pid_alive(pid))
+
+    def test_timeout(self):
+        """A server that accepts TCP and never says a word (no banner), ssh's own
+        ConnectTimeout longer than start_timeout: tunneld ends the run at start_timeout,
+        class timeout, and backs off normally."""
+        silent = listening_socket()
+        self.addCleanup(silent.close)
+        t0 = time.monotonic()
+        d = self.tunneld([{"name": "t", "port": silent.getsockname()[1]}], restart_delay=self.DELAY,
+                         restart_delay_max=self.CAP, gatetime=5, start_timeout=2, connect_timeout=30)
+        d.wait_log(r"^<4>t: ssh is not up after start_timeout 2(?:\.0)? s \(the server has not answered\): "
+                   r"restarting ssh \(SIGTERM", timeout=2 + 10)
+        took = time.monotonic() - t0
+        self.assertGreater(took, 2 - 0.05)
+        self.assertLess(took, 2 + 5, "the start deadline came late")
+        m = d.wait_log(r"^<4>t: ssh (?:exited with status \d+|was killed by signal TERM) after .*\(timeout: .*\); "
+                       r"restarting in (.+) \(failed start 1 in a row\)$", timeout=10)
+        delay = parse_duration(m.group(1))
+        self.assert_normal_backoff(delay)
+        t = status(d)["t"]
+        self.assertEqual((t["state"], t["last_exit"]["failure"], t["failures"], t["last_exit"]["requested"]),
+                         ("backoff", "timeout", {"timeout": 1}, False), t)
+        self.assertEqual(metric_value(metrics_text(d), "tunneld_tunnel_failures_total", tunnel="t",
+                                      **{"class": "timeout"}), 1)
 
     def test_journal_failure_field(self):
         """With log_target = journal, each failed start's entry carries FAILURE=<class> and

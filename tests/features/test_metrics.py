@@ -4,6 +4,7 @@ Prometheus text exposition format 0.0.4 (and with `promtool check metrics` when 
 package prometheus is installed); the file is replaced atomically (never seen half-written
 while tunnels change state quickly, no temporary file left) and follows state changes."""
 
+import errno
 import math
 import os
 import re
@@ -369,6 +370,78 @@ class MetricsTest(FeatureTest):
         self.assertFalse(text and 'tunneld_tunnel_up{tunnel="good"} 1\n' in text,
                          "tunneld has exited, yet its metrics file says the tunnel is up")
 
+
+    def test_metrics_file_on_a_full_filesystem(self):
+        """metrics_file on a full tmpfs: tunneld warns once ("cannot write …; retrying"),
+        runs on with its tunnel up, retries on a timer that is no busy loop (one warning, a
+        few ms of CPU while the disk stays full), and once space is freed writes the file
+        again within its retry delay, logs the recovery once, and the file is valid and
+        says the tunnel is up."""
+        mdir = tunneltest.temp_dir(self)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tunneltest", mdir],
+                           capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        # after tunneld's own cleanup (which writes the file a last time), before the rmtree
+        self.addCleanup(subprocess.run, ["umount", "-l", mdir], timeout=10, stdin=subprocess.DEVNULL)
+        filler = os.path.join(mdir, "filler")
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC, e)
+        self.assertEqual(os.statvfs(mdir).f_bavail, 0, "the tmpfs is not full")
+
+        path = os.path.join(mdir, "tunneld.prom")
+        lport = free_port()
+        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(lport)]}],
+                         globals={"metrics_file": path})
+        failed = rf"^<4>cannot write metrics_file {re.escape(path)}: No space left on device; retrying$"
+        again = rf"^<5>metrics_file {re.escape(path)} written again$"
+        d.wait_log(failed, timeout=10)
+        t_failed = time.monotonic()
+        _, pid = self.wait_up(d, "t")
+        self.assert_echo(lport)
+
+        # while the disk stays full: retries, but not a busy loop, and one warning only
+        def cpu_ticks():
+            with open(f"/proc/{d.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+        ticks0, t0 = cpu_ticks(), time.monotonic()
+        time.sleep(3)
+        used = (cpu_ticks() - ticks0) / os.sysconf("SC_CLK_TCK")
+        span = time.monotonic() - t0
+        tap_comment(f"tunneld on a full metrics_file filesystem: {used * 1000:.0f} ms of CPU in {span:.1f} s")
+        self.assertLess(used, 0.3, f"tunneld used {used:.2f} s of CPU in {span:.1f} s: a busy retry loop?")
+        self.assertIsNone(d.proc.poll(), "tunneld exited")
+        self.assertEqual(d.count_log(failed), 1, "the failure is logged once, not per retry")
+        self.assertEqual(d.count_log(again), 0)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(sorted(os.listdir(mdir)), ["filler"], "a temporary file left behind")
+        st = status(d)["t"]
+        self.assertEqual((st["state"], st["pid"]), ("up", pid), st)
+
+        # free space: the next retry succeeds. The delay doubles from 1 s at each failed
+        # write (a state change's write too), so the one pending when space is freed is at
+        # most about as long as the disk has been full, plus a doubling's worth.
+        os.unlink(filler)
+        t_free = time.monotonic()
+        full_for = t_free - t_failed
+        d.wait_log(again, timeout=full_for + 20)
+        took = time.monotonic() - t_free
+        tap_comment(f"metrics_file written again {took:.2f} s after space was freed (full for {full_for:.1f} s)")
+        self.assertLess(took, full_for + 3 + 1.5, "the retry came later than its doubling delay")
+        text = tunneltest._read_text(path)
+        fams, state, _, values = self.check_tunneld_metrics(text, ["t"])
+        self.assertEqual(values["tunneld_tunnel_up"]["t"], 1, text)
+        self.assertEqual(state["t"]["up"], 1, text)
+        self.assertEqual(sorted(os.listdir(mdir)), ["tunneld.prom"])
+        self.assertEqual(d.count_log(failed), 1)
+        self.assertEqual(d.count_log(again), 1)
+        self.assertEqual(status(d)["t"]["pid"], pid, "the tunnel was restarted")
+        self.assert_echo(lport)
 
 if __name__ == "__main__":
     tunneltest.main()

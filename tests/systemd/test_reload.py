@@ -20,6 +20,11 @@ from systemdtest import NotifySocket, SystemdTunneld, fd_count, status_json, tun
 UP_TIMEOUT = 20  # ssh's connect and key exchange on a loaded 2-core machine
 
 
+def tunneltest_comment(text):
+    """A measurement, as a TAP comment line."""
+    print(f"# {text}", flush=True)
+
+
 class ReloadTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -37,10 +42,10 @@ class ReloadTest(unittest.TestCase):
         return {"name": name, "host": "127.0.0.1",
                 "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"], **settings}
 
-    def tunneld(self, tunnels, **global_settings):
+    def tunneld(self, tunnels, args=(), **global_settings):
         defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 2}
         globals_ = {"ssh": tunneltest.SSH, "control_socket": self.ctl, "stop_timeout": 3, **global_settings}
-        d = use(self, SystemdTunneld(tunnels, defaults, globals_, systemd_env=self.notify.env))
+        d = use(self, SystemdTunneld(tunnels, defaults, globals_, systemd_env=self.notify.env, args=args))
         self.notify.wait_kind("READY")  # the control socket listens by then
         return d
 
@@ -239,6 +244,168 @@ class ReloadTest(unittest.TestCase):
         self.assertEqual(sorted(tunneltest.descendants_of(d.pid)), sorted(after.values()))
         self.assertIsNone(d.proc.poll())
 
+
+    # -- supervision settings only: the same ssh, its timers re-armed --
+
+    def up_since(self, name):
+        """When (time.monotonic()) name came up: status's "since" is the time in its state."""
+        t = self.status()[name]
+        self.assertEqual(t["state"], "up", t)
+        return time.monotonic() - t["since"]
+
+    def started_at(self, name):
+        """When (time.monotonic()) name's ssh started: status's "uptime" counts from the spawn."""
+        t = self.status()[name]
+        self.assertIsNotNone(t["uptime"], t)
+        return time.monotonic() - t["uptime"]
+
+    def test_supervision_settings_keep_the_ssh(self):
+        """A reload that changes only restart_delay, restart_delay_max, gatetime, the probe,
+        max_lifetime and on_state_change keeps the running ssh (same pid, bytes flow, no
+        restart), says so, and the new settings are in force: the status shows them, the
+        probe runs against the forward without ending the tunnel, and the new hook runs on
+        the next change."""
+        pa = free_port()
+        hook_dir = os.path.join(self.tmp, "hook")
+        os.mkdir(hook_dir)
+        hook = os.path.join(hook_dir, "hook")
+        with open(hook, "w") as f:
+            f.write(f'#!/bin/sh\necho "$TUNNEL_NAME $TUNNEL_STATE" >> "{hook_dir}/runs"\n')
+        os.chmod(hook, 0o700)
+        d = self.tunneld([self.tunnel("a", pa)])
+        before = self.wait_up("a")
+        self.assert_echo(pa)
+        offset = len(d.log())
+        self.rewrite(d, [self.tunnel("a", pa, restart_delay=0.5, restart_delay_max=7, gatetime=2.5, max_lifetime=3600,
+                                     on_state_change=hook,
+                                     probe={"connect": f"127.0.0.1:{pa}", "interval": 0.5, "timeout": 0.4,
+                                            "failures": 2})])
+        self.reload()
+        d.wait_log(rf"^<6>a: supervision settings changed: applied to the running ssh \(pid {before['a']}\)$",
+                   after=offset)
+        d.wait_log(r"^<5>reload done: 1 tunnel \(was 1\), 1 changed$", after=offset)
+        time.sleep(1.5)  # several probe intervals
+        t = self.status()["a"]
+        self.assertEqual((t["state"], t["pid"], t["starts"], t["restarts"]), ("up", before["a"], 1, 0), t)
+        self.assertEqual(t["gatetime"], 2.5, t)
+        self.assertEqual(d.children(), [before["a"]])
+        self.assert_echo(pa)
+        self.assertEqual(d.findall(r"^<\d>a: (?!supervision settings changed).*", after=offset), [],
+                         "a logged more than the change")
+        self.assertFalse(os.path.exists(os.path.join(hook_dir, "runs")), "the hook ran with no change of state")
+
+        # the new on_state_change runs on the next change (a restart: a new ssh)
+        r = tunnelctl(self.ctl, "restart", "a")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        after = self.wait_up("a")
+        self.assertNotEqual(after["a"], before["a"])
+        wait_until(lambda: "a up\n" in tunneltest._read_text(os.path.join(hook_dir, "runs")), 10,
+                   what="the new hook to run for a up")
+        self.assert_echo(pa)
+
+        # a probe changed by a reload runs against the running ssh: one that fails ends it
+        dead = free_port()
+        offset = len(d.log())
+        self.rewrite(d, [self.tunnel("a", pa, restart_delay=0.5, restart_delay_max=7, gatetime=2.5, max_lifetime=3600,
+                                     on_state_change=hook,
+                                     probe={"connect": f"127.0.0.1:{dead}", "interval": 0.5, "timeout": 0.4,
+                                            "failures": 1})])
+        self.reload()
+        d.wait_log(rf"^<6>a: supervision settings changed: applied to the running ssh \(pid {after['a']}\)$",
+                   after=offset)
+        d.wait_log(rf"^<4>a: probe 127\.0\.0\.1:{dead} failed 1 times in a row \(connect: Connection refused\) "
+                   rf"although ssh runs: restarting ssh \(SIGTERM to pid {after['a']}\b", after=offset, timeout=5)
+        d.wait_log(r"^<4>a: ssh exited with status \d+ after .*\(probe: ", after=offset, timeout=10)
+        self.assertEqual(self.status()["a"]["last_exit"]["failure"], "probe")
+        self.assertFalse(pid_alive(after["a"]))
+
+    def test_gatetime_lowered_by_reload_rearms_the_gate(self):
+        """A run up on gatetime 30 (after a failed one, so consecutive_failures shows 1):
+        reloaded to a gatetime it has already been up for, the gate passes at once (the run
+        is a success: consecutive_failures 0); reloaded to a longer one, it passes when the
+        run has been up for the new gatetime, counted from UP, not from the reload."""
+        pa, pb = free_port(), free_port()
+        tunnels = [self.tunnel("short", pa, gatetime=30), self.tunnel("left", pb, gatetime=30)]
+        d = self.tunneld(tunnels, args=["-d"])
+        first = self.wait_up("short", "left")
+        for name in first:
+            os.kill(first[name], signal.SIGKILL)  # up for less than gatetime: a failure
+        def again():
+            st = self.status()
+            return all(st[n]["state"] == "up" and st[n]["pid"] != first[n] for n in first) and st
+        st = wait_until(again, UP_TIMEOUT, what="both up again with a new ssh")
+        for name in first:
+            self.assertEqual((st[name]["consecutive_failures"], st[name]["failures"]), (1, {"killed": 1}), st[name])
+        wait_until(lambda: self.status()["short"]["since"] >= 1.2, 5, what="short up for 1.2 s")
+        up_left = self.up_since("left")
+        uptime = time.monotonic() - up_left
+        if uptime > 3:
+            self.skipTest(f"too slow: left was up for {uptime:.1f} s already, more than the gatetime to test")
+        pid_short, pid_left = st["short"]["pid"], st["left"]["pid"]
+        offset = len(d.log())
+        self.rewrite(d, [self.tunnel("short", pa, gatetime=1), self.tunnel("left", pb, gatetime=4)])
+        t_reload = time.monotonic()
+        self.reload()
+        took = time.monotonic() - t_reload
+        now = self.status()
+        self.assertEqual((now["short"]["pid"], now["left"]["pid"]), (pid_short, pid_left))
+        self.assertEqual(now["short"]["consecutive_failures"], 0, f"short's gate not passed at the reload: {now['short']}")
+        self.assertRegex(d.log()[offset:], r"(?m)^<7>short: ssh has been up for gatetime 1(?:\.0)? s: "
+                                           r"this start counts as a success$")
+        tunneltest_comment(f"gatetime 30 -> 1 s at an uptime of 1.2 s: gate passed when tunnelctl reload "
+                           f"returned ({took:.2f} s)")
+        # left: 4 s from its UP (up_left is late by a status query's latency, at most)
+        shown = self.status()["left"]["consecutive_failures"]
+        if time.monotonic() < up_left + 3:
+            self.assertEqual(shown, 1, "left's gate passed early")
+        wait_until(lambda: self.status()["left"]["consecutive_failures"] == 0, 10, interval=0.02,
+                   what="left's gate to pass")
+        passed = time.monotonic() - up_left
+        tunneltest_comment(f"gatetime 30 -> 4 s at an uptime of {uptime:.1f} s: gate passed {passed:.2f} s after UP")
+        self.assertGreater(passed, 4 - 1, "left's gate passed before it was up for 4 s")
+        self.assertLess(passed, 4 + 1.5, "left's gate was not re-armed for what was left of it")
+        d.wait_log(r"^<7>left: ssh has been up for gatetime 4(?:\.0)? s: this start counts as a success$",
+                   after=offset)
+        now = self.status()
+        self.assertEqual((now["short"]["pid"], now["left"]["pid"]), (pid_short, pid_left))
+        self.assert_echo(pa)
+        self.assert_echo(pb)
+
+    def test_max_lifetime_lowered_by_reload(self):
+        """max_lifetime lowered by a reload: below the run's age, the run ends at once (a
+        requested restart, a new ssh, no failure); above it, the run ends when it reaches
+        the new max_lifetime counted from its start, not from the reload."""
+        pa, pb = free_port(), free_port()
+        d = self.tunneld([self.tunnel("old", pa, max_lifetime=600), self.tunnel("left", pb, max_lifetime=600)])
+        first = self.wait_up("old", "left")
+        wait_until(lambda: all(t["uptime"] >= 3 for t in self.status().values()), 10, what="both up for 3 s")
+        started_left = self.started_at("left")
+        offset = len(d.log())
+        self.rewrite(d, [self.tunnel("old", pa, max_lifetime=1), self.tunnel("left", pb, max_lifetime=6)])
+        t_reload = time.monotonic()
+        self.reload()
+        d.wait_log(rf"^<6>old: supervision settings changed: applied to the running ssh \(pid {first['old']}\)$",
+                   after=offset)
+        d.wait_log(r"^<5>old: ssh reached max_lifetime 1(?:\.0)? s: restarting it$", after=offset, timeout=5)
+        ended = time.monotonic() - t_reload
+        tunneltest_comment(f"max_lifetime 600 -> 1 s at an age of 3+ s: restart {ended:.2f} s after the reload")
+        self.assertLess(ended, 1.5, "the run outlived its new max_lifetime")
+        st = wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] != first["old"] and t)(self.status()["old"]),
+                        UP_TIMEOUT, what="old up with a new ssh")
+        self.assertFalse(pid_alive(first["old"]))
+        self.assertEqual((st["last_exit"]["requested"], st["failures"], st["consecutive_failures"]), (True, {}, 0), st)
+        self.assert_echo(pa)
+
+        d.wait_log(r"^<5>left: ssh reached max_lifetime 6(?:\.0)? s: restarting it$", after=offset, timeout=15)
+        at = time.monotonic() - started_left
+        tunneltest_comment(f"max_lifetime 600 -> 6 s at an age of {t_reload - started_left:.1f} s: "
+                           f"restart at an age of {at:.2f} s")
+        self.assertGreater(at, 6 - 1, "the run ended before it reached max_lifetime")
+        self.assertLess(at, 6 + 1.5, "max_lifetime counted from the reload, not from the start")
+        st = wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] != first["left"] and t)(self.status()["left"]),
+                        UP_TIMEOUT, what="left up with a new ssh")
+        self.assertEqual((st["last_exit"]["requested"], st["failures"]), (True, {}), st)
+        self.assert_echo(pb)
 
 if __name__ == "__main__":
     tunneltest.main()
