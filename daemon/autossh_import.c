@@ -234,13 +234,13 @@ static int command_lines(struct autossh_import *imp, const char *file, const cha
 {
         _cleanup_strv_free_ char **file_env = NULL;
         size_t pos = 0;
-        int line = 0, at, r;
+        int line = 0, at;
 
         for (;;) {
                 _cleanup_free_ char *l = NULL;
                 char *s;
+                int r = words_next_line(text, &pos, &line, WORDS_SHELL, &at, &l);
 
-                r = words_next_line(text, &pos, &line, WORDS_SHELL, &at, &l);
                 if (r < 0 || !l)
                         return r;
                 s = import_trim(l);

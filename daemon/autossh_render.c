@@ -78,7 +78,7 @@ static int unique_names(struct autossh_import *imp)
                 struct imported *t = &imp->tunnels[i];
                 char name[NAME_MAX_LEN + 1];
 
-                if (!t->name && derive_name(t, &t->name) < 0)
+                if (!t->name && (derive_name(t, &t->name) < 0 || !t->name))
                         return -ENOMEM;
                 sanitize_name(t->name);
                 snprintf(name, sizeof(name), "%s", t->name[0] ? t->name : "autossh");

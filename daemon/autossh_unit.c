@@ -226,10 +226,6 @@ static int unit_tunnel_name(const struct unit *u, char **ret)
 static int unit_setting(struct autossh_import *imp, struct unit *u, struct imported *t, const char *section,
                         const char *key, const char *value, int line, const char *text)
 {
-        _cleanup_strv_free_ char **words = NULL;
-        char why[WORDS_WHY_MAX];
-        int r;
-
         if (strcmp(section, "Unit") == 0 && strcmp(key, "Description") == 0 && !t->description)
                 return (t->description = words_escape(value, 200)) ? 0 : -ENOMEM;
         if (strcmp(section, "Service") != 0)
@@ -243,6 +239,10 @@ static int unit_setting(struct autossh_import *imp, struct unit *u, struct impor
                 return *value && !u->exec ? -ENOMEM : 0;
         }
         if (strcmp(key, "Environment") == 0) {
+                _cleanup_strv_free_ char **words = NULL;
+                char why[WORDS_WHY_MAX];
+                int r;
+
                 if (!*value)
                         return (u->env = strv_free(u->env)), 0;
                 r = words_split(value, WORDS_UNIT, &words, why);
@@ -272,13 +272,12 @@ static int unit_lines(struct autossh_import *imp, struct unit *u, struct importe
 {
         char section[64] = "";
         size_t pos = 0;
-        int line = 0, at, r;
+        int line = 0, at;
 
         for (;;) {
                 _cleanup_free_ char *l = NULL;
                 char *s, *eq, *key;
-
-                r = words_next_line(text, &pos, &line, WORDS_UNIT, &at, &l);
+                int r = words_next_line(text, &pos, &line, WORDS_UNIT, &at, &l);
                 if (r < 0 || !l)
                         return r;
                 s = import_trim(l);
@@ -305,7 +304,6 @@ int import_unit(struct autossh_import *imp, const char *file, const char *text)
 {
         _cleanup_strv_free_ char **argv = NULL;
         struct unit u = { .file = file };
-        char why[IMPORT_WHY_MAX];
         size_t errors = strv_length(imp->errors);
         struct imported t;
         int r;
@@ -316,7 +314,9 @@ int import_unit(struct autossh_import *imp, const char *file, const char *text)
                 r = unit_lines(imp, &u, &t, text);
         if (r >= 0 && strv_length(imp->errors) == errors && !u.exec)
                 r = import_refuse(imp, file, 1, "no ExecStart= in a [Service] section", u.name);
-        if (r >= 0 && strv_length(imp->errors) == errors) {
+        if (r >= 0 && strv_length(imp->errors) == errors && u.exec) {
+                char why[IMPORT_WHY_MAX];
+
                 r = unit_argv(&u, &t, &argv, why);
                 if (r >= 0)
                         r = unit_tunnel_name(&u, &t.name);

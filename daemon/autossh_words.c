@@ -131,10 +131,9 @@ static int refuse(struct splitter *s, const char *fmt, ...)
 static int unit_char(struct splitter *s, const char *p, char *quote)
 {
         char c;
-        size_t n;
 
         if (*p == '\\') {
-                n = unit_escape(p + 1, &c);
+                size_t n = unit_escape(p + 1, &c);
                 if (!n)
                         return refuse(s, "an unknown or NUL escape \\%c (systemd.syntax(7))", p[1] ? p[1] : ' ');
                 buf_append(&s->word, &c, 1);
