@@ -27,9 +27,18 @@ _tunneld()
                 ;;
         esac
         $split && return
+        local w
+        for w in "${COMP_WORDS[@]}"; do
+                if [[ $w == --import-autossh && $cur != -* ]]; then
+                        # autossh command line files and systemd units
+                        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+                        compopt -o filenames 2>/dev/null
+                        return
+                fi
+        done
 
         mapfile -t COMPREPLY < <(compgen -W "-c --config -s --control-socket -t --check -v --verbose
-                -d --debug --allow-insecure-config -h --help -V --version" -- "$cur")
+                -d --debug --allow-insecure-config --import-autossh -h --help -V --version" -- "$cur")
 } &&
         complete -F _tunneld tunneld
 

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "autossh_import.h"
 #include "config.h"
 #include "ctl.h"
 #include "jump_config.h"
@@ -47,6 +48,9 @@ static void usage(FILE *f)
                 "                     with --check as root: check the files as USER reads them\n"
                 "                     (default " TUNNELD_USER " if that user exists; root for root)\n"
                 "  -d, --debug        log at debug level (ssh's debug lines included)\n"
+                "      --import-autossh FILE...\n"
+                "                     print the tunnels of autossh command lines and systemd units\n"
+                "                     (FILE - for standard input) as a tunnels block; nothing runs\n"
                 "      --allow-insecure-config\n"
                 "                     read configuration files even if they are writable by group\n"
                 "                     or others, or owned by someone other than root or this user\n"
@@ -196,12 +200,13 @@ int main(int argc, char *argv[])
                 { "debug",   no_argument,       NULL, 'd' },
                 { "allow-insecure-config", no_argument, NULL, 'I' },
                 { "check-as", required_argument, NULL, 'U' },
+                { "import-autossh", no_argument, NULL, 'A' },
                 { "help",    no_argument,       NULL, 'h' },
                 { "version", no_argument,       NULL, 'V' },
                 {}
         };
         const char *path = TUNNELD_CONFIG;
-        bool check = false, verbose = false, debug = false;
+        bool check = false, verbose = false, debug = false, import = false;
         const char *check_as = NULL;
         struct config_load_options opts = { .ask_ssh = CONFIG_SSH_LENIENT };
         struct config_errors errs = {0};
@@ -226,11 +231,14 @@ int main(int argc, char *argv[])
                 case 'd': debug = true; break;
                 case 'I': opts.allow_insecure = true; break;
                 case 'U': check_as = optarg; break;
+                case 'A': import = true; break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("tunneld %s\n", TUNNELD_VERSION); return 0;
                 default: usage(stderr); return 2;
                 }
         }
+        if (import)
+                return autossh_import_main(argv + optind, stdout, stderr);
         if (optind < argc) {
                 fprintf(stderr, "tunneld: unexpected argument '%s'\n", argv[optind]);
                 usage(stderr);
