@@ -157,6 +157,8 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
 /* Same ssh command line (and the same name and enabled): a reload that changes only
  * supervision settings keeps such a tunnel's ssh running. */
 bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b);
+/* The same but for the forwards: with multiplex, a reload changes those on the running ssh. */
+bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b);
 
 /* The forwards ssh will set up: ssh -G's for a tunnel with an ssh_config_file, else the
  * configured ones. */

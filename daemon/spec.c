@@ -92,6 +92,17 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
 
 bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
+        return tunnel_spec_same_connection(a, b) &&
+               strv_equal(a->local_forwards, b->local_forwards) &&
+               strv_equal(a->remote_forwards, b->remote_forwards) &&
+               strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
+               strv_equal(a->ssh_local_forwards, b->ssh_local_forwards) &&
+               strv_equal(a->ssh_remote_forwards, b->ssh_remote_forwards) &&
+               strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards);
+}
+
+bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
         return strcmp_null(a->name, b->name) == 0 &&
                a->enabled == b->enabled &&
                strcmp_null(a->host, b->host) == 0 &&
@@ -100,9 +111,6 @@ bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_s
                strcmp_null(a->identity_file, b->identity_file) == 0 &&
                strcmp_null(a->jump_host, b->jump_host) == 0 &&
                strcmp_null(a->ssh_config_file, b->ssh_config_file) == 0 &&
-               strv_equal(a->local_forwards, b->local_forwards) &&
-               strv_equal(a->remote_forwards, b->remote_forwards) &&
-               strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
                strv_equal(a->ssh_options, b->ssh_options) &&
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
@@ -111,10 +119,7 @@ bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_s
                a->connect_timeout == b->connect_timeout &&
                a->ssh_viewed == b->ssh_viewed &&
                strcmp_null(a->ssh_hostname, b->ssh_hostname) == 0 &&
-               a->ssh_port == b->ssh_port &&
-               strv_equal(a->ssh_local_forwards, b->ssh_local_forwards) &&
-               strv_equal(a->ssh_remote_forwards, b->ssh_remote_forwards) &&
-               strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards);
+               a->ssh_port == b->ssh_port;
 }
 
 char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s)

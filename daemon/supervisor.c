@@ -318,11 +318,15 @@ struct supervisor *supervisor_free(struct supervisor *s)
 enum keep {
         KEEP_UNTOUCHED,                 /* same spec: same pid, same counters */
         KEEP_POLICY,                    /* same ssh command line: settings applied in place */
+        KEEP_FORWARDS,                  /* multiplex, same connection: forwards changed on the running ssh */
         KEEP_RESTART,                   /* a new command line (or taken back while stopping) */
 };
 
 static enum keep how_to_keep(const struct tunnel *t, const struct tunnel_spec *spec, bool ssh_changed)
 {
+        if (!ssh_changed && !tunnel_spec_same_command(tunnel_get_spec(t), spec) &&
+            tunnel_forwards_change_in_place(t, spec))
+                return KEEP_FORWARDS;
         if (ssh_changed || !tunnel_spec_same_command(tunnel_get_spec(t), spec) ||
             tunnel_get_state(t) == TUNNEL_STOPPING)
                 return KEEP_RESTART;
@@ -479,6 +483,9 @@ static void carry_out(struct supervisor *s, const struct config *c, bool reloadi
                         break;
                 case KEEP_POLICY:
                         tunnel_update_policy(t, p->changes[i]);
+                        break;
+                case KEEP_FORWARDS:
+                        tunnel_update_forwards(t, p->changes[i]);
                         break;
                 case KEEP_RESTART:
                         tunnel_reconfigure(t, p->changes[i]);

@@ -91,6 +91,12 @@ void tunnel_reconfigure(struct tunnel *t, struct tunnel_change *c);
  * applied in place, the running ssh is kept and the current run's timers are re-armed for
  * what is left of them. Takes c. */
 void tunnel_update_policy(struct tunnel *t, struct tunnel_change *c);
+/* multiplex on both sides, the same connection, only forwards (and supervision settings)
+ * changed: tunnel_update_forwards can apply it to the running ssh. */
+bool tunnel_forwards_change_in_place(const struct tunnel *t, const struct tunnel_spec *spec);
+/* Removed forwards are closed and added ones opened on the running master; the others,
+ * and every connection through them, are untouched. Takes c. */
+void tunnel_update_forwards(struct tunnel *t, struct tunnel_change *c);
 /* Backoff only: retry now with a reset delay (SIGUSR1). */
 void tunnel_retry_now(struct tunnel *t, const char *reason);
 /* Backoff only, and only after a failure a network change can cure: retry now, backoff

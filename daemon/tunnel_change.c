@@ -160,24 +160,57 @@ static void rearm_run_timers(struct tunnel *t)
         }
 }
 
-void tunnel_update_policy(struct tunnel *t, struct tunnel_change *c)
+/* Take c in place: the running ssh is kept (its argv too unless command), the probe
+ * restarted if it changed, the run's timers re-armed for what is left of them. */
+static void apply_in_place(struct tunnel *t, struct tunnel_change *c, bool command)
 {
         const struct probe_spec *a = &t->spec.probe, *b = &c->spec.probe;
         bool probe_changed = strcmp_null(a->connect, b->connect) != 0 || a->interval != b->interval ||
                              a->timeout != b->timeout || a->failures != b->failures ||
                              strcmp_null(a->send, b->send) != 0 || strcmp_null(a->expect, b->expect) != 0;
-        struct log_ctx ctx;
 
-        take_change(t, c, false, probe_changed);
-        ctx = ctx_of(t);        /* after: the old spec, and its name, are gone */
+        take_change(t, c, command, probe_changed);
         if (probe_changed && t->probe && t->state == TUNNEL_UP) {
                 t->probe_misses = 0;
                 probe_start(t->probe);
         }
         rearm_run_timers(t);
+}
+
+void tunnel_update_policy(struct tunnel *t, struct tunnel_change *c)
+{
+        struct log_ctx ctx;
+
+        apply_in_place(t, c, false);
+        ctx = ctx_of(t);        /* after: the old spec, and its name, are gone */
         if (t->pid > 0)
                 log_full(LOG_INFO, &ctx, "supervision settings changed: applied to the running ssh (pid %d)", (int)t->pid);
         else
                 log_full(LOG_INFO, &ctx, "supervision settings changed: applied");
 }
 
+bool tunnel_forwards_change_in_place(const struct tunnel *t, const struct tunnel_spec *spec)
+{
+        return t->spec.multiplex && spec->multiplex && t->state != TUNNEL_STOPPING &&
+               tunnel_spec_same_connection(&t->spec, spec);
+}
+
+void tunnel_update_forwards(struct tunnel *t, struct tunnel_change *c)
+{
+        size_t added = 0, removed = 0;
+        struct log_ctx ctx;
+
+        /* the run's forwards follow the new spec; its strings move into t below, unchanged */
+        if (t->fwds && mux_retarget(t, &c->spec, &added, &removed) < 0) {
+                tunnel_reconfigure(t, c);       /* out of memory: a restart is the safe way */
+                return;
+        }
+        apply_in_place(t, c, true);
+        ctx = ctx_of(t);
+        if (t->pid > 0)
+                log_full(LOG_NOTICE, &ctx, "forwards changed: %zu added, %zu removed on the running ssh (pid %d); "
+                         "the others and their connections are untouched", added, removed, (int)t->pid);
+        else
+                log_full(LOG_INFO, &ctx, "forwards changed: applied");
+        mux_open_pending(t);
+}

@@ -90,6 +90,7 @@ struct tunnel {
         struct mux_forward *fwds;
         struct forward_status *fwd_status;      /* fwds[i].st: what status shows */
         size_t n_fwds;
+        bool mux_ready;                 /* the master's hello came: requests may go */
         ev_timer fwd_retry_timer;       /* failed forwards are asked for again */
         double fwd_retry_delay;
 
@@ -151,6 +152,11 @@ struct mux_forward {
 int mux_run_begin(struct tunnel *t);
 /* The run ended (or the tunnel goes): the control connection, the watch and the forwards. */
 void mux_run_end(struct tunnel *t);
+/* A reload's new forwards for the running master, from spec (whose strings the tunnel is
+ * about to take): kept ones stay as they are, removed ones are closed, added ones pending.
+ * *added and *removed count them. Then mux_open_pending() asks for the added ones. */
+int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added, size_t *removed);
+void mux_open_pending(struct tunnel *t);
 /* ssh's stderr said a listener is not bound on every address: fail that forward. */
 void mux_note_bind_failure(struct tunnel *t, const char *line);
 /* Every forward answered: *all_open if each is open. False while any is pending. */

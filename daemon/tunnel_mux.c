@@ -64,6 +64,7 @@ void mux_run_end(struct tunnel *t)
 {
         stop_watch(t);
         t->mux = mux_client_free(t->mux);
+        t->mux_ready = false;
         ev_timer_stop(t->ctx->loop, &t->fwd_retry_timer);
         t->fwd_retry_delay = 0;
         free(t->fwds);
@@ -149,13 +150,23 @@ static struct mux_forward *forward_of(struct tunnel *t, uint32_t request_id)
         return NULL;
 }
 
+/* Ask for every forward not asked for yet (all of them once the master said hello). */
+void mux_open_pending(struct tunnel *t)
+{
+        if (!t->mux || !t->mux_ready)
+                return;
+        for (size_t i = 0; i < t->n_fwds; i++)
+                if (t->fwds[i].st->state == FORWARD_PENDING && !t->fwds[i].request_id)
+                        open_forward(t, &t->fwds[i]);
+        judge(t);
+}
+
 static void on_ready(void *userdata)
 {
         struct tunnel *t = userdata;
 
-        for (size_t i = 0; i < t->n_fwds; i++)
-                open_forward(t, &t->fwds[i]);
-        judge(t);
+        t->mux_ready = true;
+        mux_open_pending(t);
 }
 
 static void on_reply(const struct mux_reply *r, void *userdata)
@@ -204,6 +215,7 @@ static void on_closed(int error, const char *why, void *userdata)
 
         (void)error;
         t->mux = mux_client_free(t->mux);
+        t->mux_ready = false;
         if (tunnel_is_running(t) && t->kill_class == FAILURE_NONE)
                 end_run(t, FAILURE_MUX, "%s", why);
 }
@@ -337,4 +349,64 @@ void mux_note_bind_failure(struct tunnel *t, const char *line)
                 if (match)
                         fail_forward(t, m, line);
         }
+}
+
+static struct mux_forward *take_old(struct mux_forward *old, bool *taken, size_t n, char kind, const char *spec)
+{
+        for (size_t i = 0; i < n; i++)
+                if (!taken[i] && old[i].st->kind == kind && strcmp(old[i].st->spec, spec) == 0) {
+                        taken[i] = true;
+                        return &old[i];
+                }
+        return NULL;
+}
+
+int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added, size_t *removed)
+{
+        static const struct { char kind; enum forward_kind k; } kinds[] = {
+                { 'L', FORWARD_LOCAL }, { 'R', FORWARD_REMOTE }, { 'D', FORWARD_DYNAMIC } };
+        char *const *lists[] = { tunnel_spec_local_forwards(spec), tunnel_spec_remote_forwards(spec),
+                                 tunnel_spec_dynamic_forwards(spec) };
+        size_t n = strv_length(lists[0]) + strv_length(lists[1]) + strv_length(lists[2]), k = 0;
+        struct mux_forward *fwds = calloc(n + 1, sizeof(*fwds));
+        struct forward_status *st = calloc(n + 1, sizeof(*st));
+        bool *taken = calloc(t->n_fwds + 1, sizeof(bool));
+
+        *added = *removed = 0;
+        if (!fwds || !st || !taken) {
+                free(fwds);
+                free(st);
+                free(taken);
+                return -ENOMEM;
+        }
+        for (size_t l = 0; l < ELEMENTSOF(lists); l++)
+                for (size_t i = 0; lists[l] && lists[l][i]; i++, k++) {
+                        struct mux_forward *old = take_old(t->fwds, taken, t->n_fwds, kinds[l].kind, lists[l][i]);
+
+                        fwds[k] = old ? *old : (struct mux_forward){ 0 };
+                        st[k] = old ? *old->st : (struct forward_status){ .kind = kinds[l].kind,
+                                                                          .state = FORWARD_PENDING };
+                        fwds[k].st = &st[k];
+                        st[k].spec = lists[l][i];       /* the new spec's string, the same text */
+                        st[k].reason = st[k].state == FORWARD_FAILED ? fwds[k].reason : NULL;
+                        if (!old) {
+                                (void)forward_parse(kinds[l].k, lists[l][i], &fwds[k].f);
+                                (*added)++;
+                        }
+                }
+        for (size_t i = 0; i < t->n_fwds; i++)
+                if (!taken[i]) {
+                        uint32_t ignored;
+
+                        (*removed)++;
+                        if (t->mux && t->mux_ready)
+                                (void)mux_client_close_forward(t->mux, &t->fwds[i].f, &ignored);
+                }
+        free(taken);
+        free(t->fwds);
+        free(t->fwd_status);
+        t->fwds = fwds;
+        t->fwd_status = st;
+        t->n_fwds = n;
+        return 0;
 }

@@ -197,6 +197,30 @@ class MultiplexTest(unittest.TestCase):
         self.assertEqual(self.status(d, "rr")["pid"], pid)
         self.assertTrue(echo_roundtrip(rport))
 
+    def test_reload_changes_forwards_on_the_running_ssh(self):
+        """A reload that adds a -L and removes another applies both on the running master:
+        the same ssh pid, a connection open through the kept forward goes on carrying
+        bytes across the reload, the added one works, the removed one's port is closed."""
+        keep, gone, new = free_port(), free_port(), free_port()
+        d = self.tunneld([{"name": "live", "local_forwards": [self.fwd(keep), self.fwd(gone)]}])
+        m = d.wait_log(r"^<\d+>live: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        pid = int(m.group(1))
+        conn = socket.create_connection(("127.0.0.1", keep), timeout=5)
+        self.addCleanup(conn.close)
+        conn.sendall(b"before\n")
+        self.assertEqual(conn.recv(64), b"before\n")
+        d.rewrite(tunnels=[{**d.tunnels[0], "local_forwards": [self.fwd(keep), self.fwd(new)]}])
+        d.reload()
+        d.wait_log(r"^<\d+>live: forwards changed: 1 added, 1 removed on the running ssh \(pid \d+\)", timeout=10)
+        wait_until(lambda: self.states(d, "live") == {self.fwd(keep): "open", self.fwd(new): "open"}, 10,
+                   what="the new forward open")
+        self.assertEqual(self.status(d, "live")["pid"], pid, "the same ssh")
+        self.assertEqual(self.status(d, "live")["state"], "up")
+        conn.sendall(b"after\n")
+        self.assertEqual(conn.recv(64), b"after\n", "the open connection survived the reload")
+        self.assertTrue(echo_roundtrip(new))
+        wait_until(lambda: not tunneltest.port_accepts(gone, 0.5), 5, what="the removed forward's port closed")
+
     def test_kill_9_of_the_master_restarts_cleanly(self):
         """kill -9 of the master leaves its socket file behind: the next start removes it
         (a stale one would make ssh run without multiplexing) and the tunnel is up again
