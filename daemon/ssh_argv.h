@@ -5,5 +5,8 @@
 
 /* The ssh command line of one tunnel: a pure function of its spec, never run through a shell.
  * ssh is the program (argv[0]); jump_config, if not NULL, is the file of jump_config.h,
- * given to ssh as -F in place of the tunnel's ssh_config_file. 0 or -ENOMEM. */
-int ssh_argv_build(const struct tunnel_spec *spec, const char *ssh, const char *jump_config, char ***ret);
+ * given to ssh as -F in place of the tunnel's ssh_config_file; known_hosts, if not NULL,
+ * the file of known_hosts.h, which a tunnel with host_keys checks the server's key
+ * against (NULL: those options are left out, as for ssh -G). 0 or -ENOMEM. */
+int ssh_argv_build(const struct tunnel_spec *spec, const char *ssh, const char *jump_config, const char *known_hosts,
+                   char ***ret);
