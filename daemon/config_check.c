@@ -538,7 +538,7 @@ static bool names_hop(const struct host_key *k, const char *host, int port)
         return strcasecmp(k->host, host) == 0 && (port == 0 || (k->port ? k->port : 22) == port);
 }
 
-/* Every entry names a hop, every hop has a key. */
+/* Every hop has a key: ssh checks each against the pinned ones alone. */
 static void check_jump_host_keys(struct parser *p, const struct tunnel_spec *t)
 {
         bool pinned_hop[64] = {false};
@@ -550,10 +550,6 @@ static void check_jump_host_keys(struct parser *p, const struct tunnel_spec *t)
                 int port;
         } hop[ELEMENTSOF(pinned_hop)];
 
-        if (!t->jump_host || strcmp(t->jump_host, "none") == 0) {
-                diag_tunnel(p, t, "jump_host_keys", "the tunnel has no jump_host (its own host's keys go in host_keys)");
-                return;
-        }
         for (const char *h = t->jump_host; *h && hops < ELEMENTSOF(hop);) {
                 size_t len = strcspn(h, ",");
 
@@ -563,18 +559,15 @@ static void check_jump_host_keys(struct parser *p, const struct tunnel_spec *t)
                         hops++;
                 h += len + (h[len] == ',');
         }
+        /* entries for other jump hosts are fine (defaults may hold those of every tunnel) */
         for (char **e = t->jump_host_keys; *e; e++) {
                 struct host_key k;
-                bool found = false;
 
                 if (host_key_parse(*e, true, &k))
                         continue;       /* reported when parsed */
                 for (size_t i = 0; i < hops; i++)
                         if (names_hop(&k, hop[i].host, hop[i].port))
-                                found = pinned_hop[i] = true;
-                if (!found)
-                        diag_tunnel(p, t, "jump_host_keys", "\"%s\" names no jump host of jump_host \"%s\"", *e,
-                                    t->jump_host);
+                                pinned_hop[i] = true;
         }
         /* a hop without a key could never connect: ssh checks it against this file alone */
         for (size_t i = 0; i < hops && !p->opts->keyscan; i++)

@@ -166,7 +166,7 @@ const char *host_key_parse(const char *s, bool with_host, struct host_key *ret)
         if (strlen(s) > HOST_KEY_MAX_LEN)
                 return "is too long for a host key";
         for (const unsigned char *c = (const unsigned char *)s; *c; c++)
-                if (*c < 0x20 || *c == 0x7f)
+                if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
                         return "must not contain control characters";
         while (n < 3) {
                 p += strspn(p, " \t");

@@ -61,7 +61,7 @@ int known_hosts_render(const struct tunnel_spec *s, char **ret)
         known_hosts_destination_name(s, name, sizeof(name));
         for (char **k = s->host_keys; k && *k; k++)
                 put_line(&b, name, *k, false);
-        for (char **k = s->jump_host_keys; k && *k; k++) {
+        for (char **k = known_hosts_pins_jump_hosts(s) ? s->jump_host_keys : NULL; k && *k; k++) {
                 struct host_key hk;
 
                 if (host_key_parse(*k, true, &hk))

@@ -15,11 +15,17 @@
  * line is under "host" or "[host]:port" as its entry names it (ssh has no alias per hop).
  * No home directory, writable or not, and no first login are needed. */
 
+#include <string.h>
+
 #include "config.h"
 
-/* host_keys (jump_host_keys) holds at least one key: "()" pins nothing. */
+/* host_keys holds at least one key ("()" pins nothing); jump_host_keys too, and there is
+ * a jump host (jump_host_keys in defaults may name jump hosts some tunnels do not use). */
 static inline bool known_hosts_pins_destination(const struct tunnel_spec *s) { return s->host_keys && s->host_keys[0]; }
-static inline bool known_hosts_pins_jump_hosts(const struct tunnel_spec *s) { return s->jump_host_keys && s->jump_host_keys[0]; }
+static inline bool known_hosts_pins_jump_hosts(const struct tunnel_spec *s)
+{
+        return s->jump_host_keys && s->jump_host_keys[0] && s->jump_host && strcmp(s->jump_host, "none") != 0;
+}
 
 /* The file's text, or NULL in *ret when the tunnel has neither setting. 0 or -ENOMEM. */
 int known_hosts_render(const struct tunnel_spec *s, char **ret);
