@@ -22,6 +22,9 @@ _tunneld()
                 compopt -o filenames 2>/dev/null
                 return
                 ;;
+        --keyscan)
+                return  # a tunnel name of the configuration
+                ;;
         -h | --help | -V | --version)
                 return
                 ;;
@@ -29,7 +32,7 @@ _tunneld()
         $split && return
 
         mapfile -t COMPREPLY < <(compgen -W "-c --config -s --control-socket -t --check -v --verbose
-                -d --debug --allow-insecure-config -h --help -V --version" -- "$cur")
+                --keyscan -d --debug --allow-insecure-config -h --help -V --version" -- "$cur")
 } &&
         complete -F _tunneld tunneld
 
