@@ -105,7 +105,6 @@ static bool take_string(const unsigned char **p, size_t *left, const unsigned ch
 
 static const char *check_blob(const struct key_type *kt, const char *b64, size_t len)
 {
-        static char why[160];
         unsigned char blob[HOST_KEY_MAX_LEN];
         const unsigned char *p = blob, *field;
         size_t left, field_len;
@@ -118,6 +117,8 @@ static const char *check_blob(const struct key_type *kt, const char *b64, size_t
                 return "has a key blob that is too short to be a key";
         if (field_len != strlen(kt->name) || memcmp(field, kt->name, field_len) != 0) {
                 const struct key_type *real = find_type((const char *)field, field_len);
+                static char why[160];
+
                 if (!real)
                         return "has a key blob that is not an SSH public key of a known type";
                 snprintf(why, sizeof(why), "has a key blob of type %s, not %s: the key type and the key do not match",

@@ -111,7 +111,7 @@ static int scan_argv(const struct config *c, const struct target *t, const char 
         static const char *const fixed[] = {
                 "BatchMode=yes", "ControlMaster=no", "ControlPath=none", "ClearAllForwardings=yes",
                 "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=accept-new", "HashKnownHosts=no",
-                "UpdateHostKeys=no", "PreferredAuthentications=none", "HostKeyAlias=" SCANNED_ALIAS, "LogLevel=ERROR",
+                "UpdateHostKeys=no", "PreferredAuthentications=none", ("HostKeyAlias=" SCANNED_ALIAS), "LogLevel=ERROR",
         };
         for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
                 if ((r = push2(&argv, "-o", fixed[i])) < 0)
@@ -204,17 +204,19 @@ static int write_jump_files(const struct target *t, const char *dir, char **ret_
         int r;
 
         *ret_config = NULL;
-        if (!t->spec.jump_host)
+        if (!t->spec.jump_host || strcmp(t->spec.jump_host, "none") == 0)
                 return 0;
         if (asprintf(&known_path, "%s/jump.known_hosts", dir) < 0 || asprintf(&config_path, "%s/ssh_config", dir) < 0)
                 return -ENOMEM;
         if ((r = known_hosts_render(&t->spec, &known)) < 0 ||
             (known && (r = write_file_atomic(known_path, known, 0600)) < 0) ||
             (r = jump_config_render(&t->spec, known ? known_path : NULL, &config)) < 0 ||
-            (r = write_file_atomic(config_path, config, 0600)) < 0)
+            (config && (r = write_file_atomic(config_path, config, 0600)) < 0))
                 return r;
-        *ret_config = config_path;
-        config_path = NULL;
+        if (config) {
+                *ret_config = config_path;
+                config_path = NULL;
+        }
         return 0;
 }
 
@@ -369,18 +371,17 @@ static void print_paste(FILE *out, const struct target *v, size_t n, const struc
         for (size_t i = 0; i < n; i++)
                 any_jump = any_jump || (v[i].entry[0] && v[i].keys);
         if (any_jump) {
-                const char *sep = "";
+                size_t printed = 0;
                 fprintf(out, "    jump_host_keys = (");
                 for (size_t i = 0; i < n; i++)
-                        for (char **k = v[i].entry[0] ? v[i].keys : NULL; k && *k; k++, sep = ",")
-                                fprintf(out, "%s \"%s %s\"", sep, v[i].entry, *k);
+                        for (char **k = v[i].entry[0] ? v[i].keys : NULL; k && *k; k++)
+                                fprintf(out, "%s \"%s %s\"", printed++ ? "," : "", v[i].entry, *k);
                 fprintf(out, " );\n");
         }
         if (!v[n - 1].entry[0] && v[n - 1].keys) {
-                const char *sep = "";
                 fprintf(out, "    host_keys = (");
-                for (char **k = v[n - 1].keys; *k; k++, sep = ",")
-                        fprintf(out, "%s \"%s\"", sep, *k);
+                for (char **k = v[n - 1].keys; *k; k++)
+                        fprintf(out, "%s \"%s\"", k == v[n - 1].keys ? "" : ",", *k);
                 fprintf(out, " );\n");
         }
 }
