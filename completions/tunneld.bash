@@ -22,6 +22,9 @@ _tunneld()
                 compopt -o filenames 2>/dev/null
                 return
                 ;;
+        --keyscan)
+                return  # a tunnel name of the configuration
+                ;;
         -h | --help | -V | --version)
                 return
                 ;;
@@ -38,7 +41,7 @@ _tunneld()
         done
 
         mapfile -t COMPREPLY < <(compgen -W "-c --config -s --control-socket -t --check -v --verbose
-                -d --debug --allow-insecure-config --import-autossh -h --help -V --version" -- "$cur")
+                -d --debug --allow-insecure-config --import-autossh --keyscan -h --help -V --version" -- "$cur")
 } &&
         complete -F _tunneld tunneld
 

@@ -270,6 +270,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                 return p.oom;
         /* Across tunnels, among those without errors of their own (so that one mistake does
          * not hide the others); "after" only when every tunnel is there to be named. */
+        check_host_keys(&p, c);
         if (errs->n == 0)
                 check_after(&p, c);
         /* ssh's own judgement, of a configuration that is valid so far */

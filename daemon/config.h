@@ -52,6 +52,8 @@ struct tunnel_spec {
         char **remote_forwards;
         char **dynamic_forwards;
         char **ssh_options;             /* "Key=Value" */
+        char **host_keys;               /* "KEYTYPE BASE64": the destination's pinned keys (host_key.h) */
+        char **jump_host_keys;          /* "HOST[:PORT] KEYTYPE BASE64": the jump hosts' */
 
         int server_alive_interval;
         int server_alive_count_max;
@@ -102,6 +104,7 @@ struct config_load_options {
         bool allow_insecure;            /* tunneld --allow-insecure-config */
         const char *control_socket;     /* tunneld -s: replaces the file's control_socket (NULL: keep it) */
         enum config_ask_ssh ask_ssh;
+        bool keyscan;                   /* tunneld --keyscan: a jump host may lack jump_host_keys (they are being fetched) */
 };
 
 struct config {

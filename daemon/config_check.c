@@ -351,7 +351,7 @@ void ask_ssh(struct parser *p, struct config *c)
                         continue;
                 first[m] = k;
                 /* the command line the tunnel's ssh gets, without the jump hosts' file */
-                if (ssh_argv_build(&c->tunnels[keys[k].tunnel], c->ssh, NULL, &argvs[m]) < 0)
+                if (ssh_argv_build(&c->tunnels[keys[k].tunnel], c->ssh, NULL, NULL, &argvs[m]) < 0)
                         goto oom;
                 m++;
         }

@@ -41,6 +41,8 @@ void parse_dropin(struct parser *p, const config_setting_t *root, struct config 
 /* config_check.c */
 void check_after(struct parser *p, const struct config *c);
 void check_ports(struct parser *p, const struct config *c);
+/* config_pins.c: host_keys and jump_host_keys against ssh_options and jump_host. */
+void check_host_keys(struct parser *p, const struct config *c);
 void ask_ssh(struct parser *p, struct config *c);
 void check_files(struct parser *p, const struct config *c);
 /* multiplex: the master's control socket, SOCKET.d/NAME.mux/s, must fit ssh's 90 bytes. */

@@ -4,6 +4,7 @@
  * what". */
 #include "config.h"
 #include "config_internal.h"
+#include "host_key.h"
 
 #include <errno.h>
 #include <libconfig.h>
@@ -257,6 +258,8 @@ static const struct setting tunnel_settings[] = {
         { .name = "remote_forwards", .kind = K_STRV, .offset = F(remote_forwards), .validate = validate_remote_forward },
         { .name = "dynamic_forwards", .kind = K_STRV, .offset = F(dynamic_forwards), .validate = validate_dynamic_forward },
         { .name = "ssh_options", .kind = K_STRV, .offset = F(ssh_options), .validate = validate_ssh_option },
+        { .name = "host_keys", .kind = K_STRV, .offset = F(host_keys), .validate = validate_host_key },
+        { .name = "jump_host_keys", .kind = K_STRV, .offset = F(jump_host_keys), .validate = validate_jump_host_key },
         { .name = "server_alive_interval", .kind = K_INT, .offset = F(server_alive_interval), .min = 0, .max = 86400 },
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
         { .name = "exit_on_forward_failure", .kind = K_BOOL, .offset = F(exit_on_forward_failure) },

@@ -5,7 +5,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "known_hosts.h"
 #include "util.h"
+#include "validate.h"
 
 static const char *const destination_options[] = {
         "HostName", "HostKeyAlias", "ProxyCommand", "RemoteCommand", "LocalCommand", "PermitLocalCommand",
@@ -34,6 +36,43 @@ static void put_quoted(struct buf *b, const char *s)
         buf_puts(b, "\"");
 }
 
+bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port)
+{
+        char copy[1025], *h, *at, *end, *port = NULL;
+
+        *ret_port = 0;
+        if (len >= sizeof(copy))
+                return false;
+        memcpy(copy, hop, len);
+        copy[len] = '\0';
+        h = copy;
+        if (strncmp(h, "ssh://", 6) == 0)
+                h += 6;
+        at = strrchr(h, '@');
+        if (at)
+                h = at + 1;
+        if (h[0] == '[') {
+                h++;
+                end = strchr(h, ']');
+                if (!end)
+                        return false;
+                *end = '\0';
+                if (end[1] == ':')
+                        port = end + 2;
+                else if (end[1])
+                        return false;
+        } else if ((end = strchr(h, ':')) && !strchr(end + 1, ':')) {
+                *end = '\0';
+                port = end + 1;
+        }
+        if (port && !parse_port(port, 1, ret_port))
+                *ret_port = -1;
+        if (strlen(h) >= size)
+                return false;
+        memcpy(host, h, strlen(h) + 1);
+        return true;
+}
+
 /* Each hop's host name, as ssh matches it against a Host pattern: "[user@]host[:port]"
  * (or ssh://…, [v6]) → host. */
 static void put_hop_patterns(struct buf *b, const char *jump_host)
@@ -42,30 +81,18 @@ static void put_hop_patterns(struct buf *b, const char *jump_host)
 
         while (*p) {
                 size_t len = strcspn(p, ",");
-                char hop[1025], *host, *at, *end;
+                char host[1025];
+                int port;
 
-                snprintf(hop, sizeof(hop), "%.*s", (int)len, p);
-                host = hop;
-                if (strncmp(host, "ssh://", 6) == 0)
-                        host += 6;
-                at = strrchr(host, '@');
-                if (at)
-                        host = at + 1;
-                if (host[0] == '[') {
-                        host++;
-                        end = strchr(host, ']');
-                        if (end)
-                                *end = '\0';
-                } else if ((end = strchr(host, ':')) && !strchr(end + 1, ':'))
-                        *end = '\0';
-                buf_printf(b, " %s", host);
+                if (jump_hop_split(p, len, host, sizeof(host), &port))
+                        buf_printf(b, " %s", host);
                 p += len;
                 if (*p == ',')
                         p++;
         }
 }
 
-int jump_config_render(const struct tunnel_spec *s, char **ret)
+int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, char **ret)
 {
         _cleanup_buf_ struct buf b = {0};
 
@@ -84,6 +111,14 @@ int jump_config_render(const struct tunnel_spec *s, char **ret)
                 buf_puts(&b, "\tIdentityFile ");
                 put_quoted(&b, s->identity_file);
                 buf_puts(&b, "\n");
+        }
+        if (known_hosts_pins_jump_hosts(s) && known_hosts) {
+                /* the hops are checked against jump_host_keys alone (known_hosts.h) */
+                _cleanup_free_ char *quoted = NULL;
+                if (known_hosts_quote_path(known_hosts, &quoted) < 0)
+                        return -ENOMEM;
+                buf_printf(&b, "\tUserKnownHostsFile %s\n\tGlobalKnownHostsFile /dev/null\n"
+                               "\tStrictHostKeyChecking yes\n\tUpdateHostKeys no\n", quoted);
         }
         for (char **o = s->ssh_options; o && *o; o++)
                 if (!jump_config_option_is_destination(*o))

@@ -13,9 +13,16 @@
 
 #include "config.h"
 
-/* The file's text, or NULL in *ret when the tunnel has no jump host. 0 or -ENOMEM,
- * -EINVAL (a value that cannot be written into an ssh_config file). */
-int jump_config_render(const struct tunnel_spec *s, char **ret);
+/* The file's text, or NULL in *ret when the tunnel has no jump host. With jump_host_keys,
+ * known_hosts is the tunnel's known_hosts file (known_hosts.h): the hops check their keys
+ * there, strictly, and nowhere else. 0 or -ENOMEM, -EINVAL (a value that cannot be written
+ * into an ssh_config file). */
+int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, char **ret);
+
+/* One hop of jump_host ("[user@]host[:port]", "ssh://[user@]host[:port]", "[v6]:port",
+ * len bytes of it) → its host (brackets off) and port (0: none given, -1: not a valid
+ * port). false if it does not fit in size or has a bracket unclosed. */
+bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port);
 
 /* ssh_options that name the destination rather than the connection: not given to hops. */
 bool jump_config_option_is_destination(const char *option);

@@ -16,6 +16,8 @@
 #include "config.h"
 #include "ctl.h"
 #include "jump_config.h"
+#include "keyscan.h"
+#include "known_hosts.h"
 #include "log.h"
 #include "notify.h"
 #include "process.h"
@@ -44,8 +46,11 @@ static void usage(FILE *f)
                 "                     control socket, overriding control_socket of the file\n"
                 "  -t, --check        validate the configuration and exit (0 if valid, 1 if not)\n"
                 "  -v, --verbose      with --check: print each tunnel's ssh command line\n"
+                "      --keyscan NAME fetch the host keys of tunnel NAME (and its jump hosts),\n"
+                "                     without trusting them: their fingerprints to compare, and\n"
+                "                     host_keys lines to paste (no daemon needed)\n"
                 "      --check-as USER\n"
-                "                     with --check as root: check the files as USER reads them\n"
+                "                     with --check or --keyscan as root: check (scan) as USER\n"
                 "                     (default " TUNNELD_USER " if that user exists; root for root)\n"
                 "  -d, --debug        log at debug level (ssh's debug lines included)\n"
                 "      --import-autossh FILE...\n"
@@ -86,18 +91,24 @@ static int check_config(const struct config *c, bool verbose)
         for (size_t i = 0; verbose && i < c->n_tunnels; i++) {
                 _cleanup_strv_free_ char **argv = NULL;
                 _cleanup_free_ char *line = NULL, *jump_config = NULL, *jump_path = NULL;
+                _cleanup_free_ char *known_hosts = NULL, *known_hosts_path = NULL;
                 bool socket = c->control_socket && strcmp(c->control_socket, "none") != 0;
+                const char *dir = socket ? c->control_socket : "RUNTIME_DIR", *d = socket ? ".d" : "";
 
-                if (jump_config_render(&c->tunnels[i], &jump_config) < 0)
+                if (known_hosts_render(&c->tunnels[i], &known_hosts) < 0 ||
+                    (known_hosts &&
+                     asprintf(&known_hosts_path, "%s%s/%s.known_hosts", dir, d, c->tunnels[i].name) < 0) ||
+                    jump_config_render(&c->tunnels[i], known_hosts_path, &jump_config) < 0 ||
+                    (jump_config && asprintf(&jump_path, "%s%s/%s.ssh_config", dir, d, c->tunnels[i].name) < 0))
                         return 1;
-                if (jump_config && asprintf(&jump_path, "%s%s/%s.ssh_config", socket ? c->control_socket : "RUNTIME_DIR",
-                                            socket ? ".d" : "", c->tunnels[i].name) < 0)
-                        return 1;
-                if (ssh_argv_build(&c->tunnels[i], c->ssh, jump_path, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
+                if (ssh_argv_build(&c->tunnels[i], c->ssh, jump_path, known_hosts_path, &argv) < 0 ||
+                    shell_quote_argv(argv, &line) < 0)
                         return 1;
                 printf("%s%s: %s\n", c->tunnels[i].name, c->tunnels[i].enabled ? "" : " (disabled)", line);
                 if (jump_config)
                         printf("%s: %s, written at every start:\n%s", c->tunnels[i].name, jump_path, jump_config);
+                if (known_hosts)
+                        printf("%s: %s, written at every start:\n%s", c->tunnels[i].name, known_hosts_path, known_hosts);
         }
         return 0;
 }
@@ -201,13 +212,14 @@ int main(int argc, char *argv[])
                 { "allow-insecure-config", no_argument, NULL, 'I' },
                 { "check-as", required_argument, NULL, 'U' },
                 { "import-autossh", no_argument, NULL, 'A' },
+                { "keyscan", required_argument, NULL, 'K' },
                 { "help",    no_argument,       NULL, 'h' },
                 { "version", no_argument,       NULL, 'V' },
                 {}
         };
         const char *path = TUNNELD_CONFIG;
         bool check = false, verbose = false, debug = false, import = false;
-        const char *check_as = NULL;
+        const char *check_as = NULL, *keyscan = NULL;
         struct config_load_options opts = { .ask_ssh = CONFIG_SSH_LENIENT };
         struct config_errors errs = {0};
         struct config *config = NULL;
@@ -232,6 +244,7 @@ int main(int argc, char *argv[])
                 case 'I': opts.allow_insecure = true; break;
                 case 'U': check_as = optarg; break;
                 case 'A': import = true; break;
+                case 'K': keyscan = optarg; break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("tunneld %s\n", TUNNELD_VERSION); return 0;
                 default: usage(stderr); return 2;
@@ -245,13 +258,20 @@ int main(int argc, char *argv[])
                 return 2;
         }
 
-        if (check) {
-                opts.ask_ssh = CONFIG_SSH_STRICT;       /* -t: ssh must have judged every option */
+        if (check && keyscan) {
+                fprintf(stderr, "tunneld: --keyscan and --check are two things: one at a time\n");
+                return 2;
+        }
+        if (check || keyscan) {
+                if (check)
+                        opts.ask_ssh = CONFIG_SSH_STRICT;       /* -t: ssh must have judged every option */
+                opts.keyscan = keyscan != NULL;
+                /* the keys are fetched as the service connects: its user's ssh_config and known_hosts */
                 r = become_check_user(check_as);
                 if (r != CHECK_HERE)
                         return r;
         } else if (check_as) {
-                fprintf(stderr, "tunneld: --check-as goes with --check\n");
+                fprintf(stderr, "tunneld: --check-as goes with --check or --keyscan\n");
                 return 2;
         }
         r = config_load(path, &opts, &config, &errs);
@@ -263,12 +283,12 @@ int main(int argc, char *argv[])
                 for (size_t i = 0; i < errs.n; i++)
                         fprintf(stderr, "%s%s\n", err, errs.lines[i]);
                 fprintf(stderr, "%stunneld: %s: %zu error%s, %s\n", err, path, errs.n, errs.n == 1 ? "" : "s",
-                        check ? "configuration invalid" : "not starting");
+                        check || keyscan ? "configuration invalid" : "not starting");
                 config_errors_clear(&errs);
                 return 1;
         }
-        if (check) {
-                r = check_config(config, verbose);
+        if (check || keyscan) {
+                r = check ? check_config(config, verbose) : keyscan_run(config, keyscan, stdout);
                 config_free(config);
                 return r;
         }

@@ -22,6 +22,8 @@ void tunnel_spec_done(struct tunnel_spec *s)
         strv_free(s->remote_forwards);
         strv_free(s->dynamic_forwards);
         strv_free(s->ssh_options);
+        strv_free(s->host_keys);
+        strv_free(s->jump_host_keys);
         free(s->probe.connect);
         free(s->probe.send);
         free(s->probe.expect);
@@ -57,6 +59,7 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
 
         c.name = c.host = c.user = c.identity_file = c.jump_host = c.ssh_config_file = c.source_file = NULL;
         c.local_forwards = c.remote_forwards = c.dynamic_forwards = c.ssh_options = NULL;
+        c.host_keys = c.jump_host_keys = NULL;
         c.probe.connect = c.probe.send = c.probe.expect = NULL;
         c.after = NULL;
         c.on_state_change = NULL;
@@ -79,6 +82,8 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
             (r = strv_copy_null(s->remote_forwards, &c.remote_forwards)) < 0 ||
             (r = strv_copy_null(s->dynamic_forwards, &c.dynamic_forwards)) < 0 ||
             (r = strv_copy_null(s->ssh_options, &c.ssh_options)) < 0 ||
+            (r = strv_copy_null(s->host_keys, &c.host_keys)) < 0 ||
+            (r = strv_copy_null(s->jump_host_keys, &c.jump_host_keys)) < 0 ||
             (r = strdup_null(s->ssh_hostname, &c.ssh_hostname)) < 0 ||
             (r = strv_copy_null(s->ssh_local_forwards, &c.ssh_local_forwards)) < 0 ||
             (r = strv_copy_null(s->ssh_remote_forwards, &c.ssh_remote_forwards)) < 0 ||
@@ -112,6 +117,9 @@ bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunne
                strcmp_null(a->jump_host, b->jump_host) == 0 &&
                strcmp_null(a->ssh_config_file, b->ssh_config_file) == 0 &&
                strv_equal(a->ssh_options, b->ssh_options) &&
+               /* the known_hosts file is part of what ssh is started with */
+               strv_equal(a->host_keys, b->host_keys) &&
+               strv_equal(a->jump_host_keys, b->jump_host_keys) &&
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
                a->exit_on_forward_failure == b->exit_on_forward_failure &&

@@ -4,6 +4,9 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "known_hosts.h"
 
 static int push_opt(char ***argv, const char *key, const char *fmt, ...) _printf_(3, 4);
 static int push_opt(char ***argv, const char *key, const char *fmt, ...)
@@ -49,8 +52,37 @@ static int push_control_path(char ***argv, const char *path)
         return push_opt(argv, "ControlPath", "%s", escaped);
 }
 
-static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *control_path,
-                 char ***ret)
+/* The destination's key is checked against the tunnel's own known_hosts file alone
+ * (known_hosts.h has why each option). */
+static int push_pinning(char ***argv, const struct tunnel_spec *t, const char *known_hosts)
+{
+        _cleanup_free_ char *quoted = NULL, *opt = NULL;
+        char name[VALUE_MAX_LEN + 16];
+        int r;
+
+        if (known_hosts_quote_path(known_hosts, &quoted) < 0 || asprintf(&opt, "UserKnownHostsFile=%s", quoted) < 0) {
+                opt = NULL;
+                return -ENOMEM;
+        }
+        if ((r = strv_push(argv, "-o")) < 0 || (r = strv_push(argv, opt)) < 0 ||
+            (r = push_opt(argv, "GlobalKnownHostsFile", "/dev/null")) < 0 ||
+            (r = push_opt(argv, "StrictHostKeyChecking", "yes")) < 0 ||
+            (r = push_opt(argv, "UpdateHostKeys", "no")) < 0)
+                return r;
+        if (known_hosts_user_alias(t))
+                return 0;       /* the tunnel's own -o HostKeyAlias follows */
+        known_hosts_destination_name(t, name, sizeof(name));
+        r = strv_push(argv, "-o");
+        free(opt);
+        if (r < 0 || asprintf(&opt, "HostKeyAlias=%s", name) < 0) {
+                opt = NULL;
+                return -ENOMEM;
+        }
+        return strv_push(argv, opt);
+}
+
+static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *known_hosts,
+                 const char *control_path, char ***ret)
 {
         const char *config_file = jump_config ? jump_config : t->ssh_config_file;
         _cleanup_strv_free_ char **argv = NULL;
@@ -94,6 +126,8 @@ static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_
                     * the last two; its other lines are dropped unless tunneld logs at debug level. */
                    (r = push_opt(&argv, "LogLevel", "DEBUG1")) < 0)
                 return r;
+        if (known_hosts && known_hosts_pins_destination(t) && (r = push_pinning(&argv, t, known_hosts)) < 0)
+                return r;
         if (t->port > 0) {
                 char port[16];
                 snprintf(port, sizeof(port), "%d", t->port);
@@ -121,13 +155,14 @@ static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_
         return 0;
 }
 
-int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, char ***ret)
+int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *known_hosts,
+                   char ***ret)
 {
-        return build(t, ssh, jump_config, NULL, ret);
+        return build(t, ssh, jump_config, known_hosts, NULL, ret);
 }
 
 int ssh_argv_build_master(const struct tunnel_spec *t, const char *ssh, const char *jump_config,
-                          const char *control_path, char ***ret)
+                          const char *known_hosts, const char *control_path, char ***ret)
 {
-        return build(t, ssh, jump_config, control_path, ret);
+        return build(t, ssh, jump_config, known_hosts, control_path, ret);
 }

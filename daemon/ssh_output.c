@@ -117,7 +117,7 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_AUTH:
                 return "the server refused the key: check user, identity_file and the server's authorized_keys";
         case FAILURE_HOST_KEY:
-                return "the server's host key is unknown or changed: check known_hosts before trusting it";
+                return "the server's host key is unknown or changed: check known_hosts or host_keys (tunneld --keyscan) before trusting it";
         case FAILURE_DNS:
                 return "the host name does not resolve: check host and the resolver";
         case FAILURE_REFUSED:

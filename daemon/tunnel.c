@@ -367,15 +367,8 @@ void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, con
         r = mux_run_begin(t);
         if (r < 0)
                 goto fail;
-        if (t->jump_config) {
-                r = write_file_atomic(t->jump_config_path, t->jump_config, 0600);
-                if (r < 0) {
-                        struct log_ctx ctx = ctx_of(t);
-                        log_full_errno(LOG_ERR, r, &ctx, "cannot write %s (the jump host's ssh settings): %m",
-                                       t->jump_config_path);
-                        goto fail;
-                }
-        }
+        if (write_run_files(t) < 0)
+                goto fail;
         r = process_spawn(t->argv, ssh_environment(), false, &pid, &err_fd);
         if (r < 0) {
                 struct log_ctx ctx = ctx_of(t);
@@ -502,8 +495,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
         ev_io_stop(loop, &t->stderr_watcher);
         if (t->stderr_fd >= 0)
                 close(t->stderr_fd);
-        if (t->jump_config_path)
-                (void)unlink(t->jump_config_path);
+        remove_run_files(t);
         mux_done(t);
         free(t->mux_path);
         probe_free(t->probe);
@@ -511,6 +503,8 @@ struct tunnel *tunnel_free(struct tunnel *t)
         strv_free(t->argv);
         free(t->jump_config);
         free(t->jump_config_path);
+        free(t->known_hosts);
+        free(t->known_hosts_path);
         tunnel_spec_done(&t->spec);
         free(t);
         return NULL;

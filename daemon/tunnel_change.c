@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "jump_config.h"
+#include "known_hosts.h"
 #include "probe.h"
 #include "ssh_argv.h"
 
@@ -21,6 +22,8 @@ struct tunnel_change {
         char **argv;
         char *jump_config;
         char *jump_config_path;
+        char *known_hosts;
+        char *known_hosts_path;
         char *mux_path;                 /* multiplex: ssh's ControlPath */
         struct probe *probe;
 };
@@ -32,11 +35,46 @@ struct tunnel_change *tunnel_change_free(struct tunnel_change *c)
         strv_free(c->argv);
         free(c->jump_config);
         free(c->jump_config_path);
+        free(c->known_hosts);
+        free(c->known_hosts_path);
         free(c->mux_path);
         probe_free(c->probe);
         tunnel_spec_done(&c->spec);
         free(c);
         return NULL;
+}
+
+/* The files written before every start, and where: RUNTIME_DIR/NAME.ssh_config and
+ * RUNTIME_DIR/NAME.known_hosts. */
+static int derive_files(struct tunnel *t, struct tunnel_change *c)
+{
+        const char *dir = t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp";
+        int r;
+
+        r = known_hosts_render(&c->spec, &c->known_hosts);
+        if (r >= 0 && c->known_hosts && asprintf(&c->known_hosts_path, "%s/%s.known_hosts", dir, c->spec.name) < 0) {
+                c->known_hosts_path = NULL;
+                r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = jump_config_render(&c->spec, c->known_hosts_path, &c->jump_config);
+        if (r >= 0 && c->jump_config && asprintf(&c->jump_config_path, "%s/%s.ssh_config", dir, c->spec.name) < 0) {
+                c->jump_config_path = NULL;
+                r = -ENOMEM;
+        }
+        return r;
+}
+
+/* A file of the old spec the new one does not write there: removed. */
+static void swap_file(char **text, char **path, char **new_text, char **new_path)
+{
+        if (*path && strcmp_null(*new_path, *path) != 0)
+                (void)unlink(*path);
+        free(*text);
+        free(*path);
+        *text = *new_text;
+        *path = *new_path;
+        *new_text = *new_path = NULL;
 }
 
 int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const char *ssh, struct tunnel_change **ret)
@@ -51,13 +89,7 @@ int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const ch
                 free(c);
                 return r;
         }
-        r = jump_config_render(&c->spec, &c->jump_config);
-        if (r >= 0 && c->jump_config &&
-            asprintf(&c->jump_config_path, "%s/%s.ssh_config", t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp",
-                     c->spec.name) < 0) {
-                c->jump_config_path = NULL;
-                r = -ENOMEM;
-        }
+        r = derive_files(t, c);
         if (r >= 0 && c->spec.multiplex &&
             asprintf(&c->mux_path, "%s/%s.mux/s", t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp",
                      c->spec.name) < 0) {
@@ -65,9 +97,10 @@ int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const ch
                 r = -ENOMEM;
         }
         if (r >= 0 && c->mux_path)
-                r = ssh_argv_build_master(&c->spec, ssh, c->jump_config_path, c->mux_path, &c->argv);
+                r = ssh_argv_build_master(&c->spec, ssh, c->jump_config_path, c->known_hosts_path, c->mux_path,
+                                          &c->argv);
         else if (r >= 0)
-                r = ssh_argv_build(&c->spec, ssh, c->jump_config_path, &c->argv);
+                r = ssh_argv_build(&c->spec, ssh, c->jump_config_path, c->known_hosts_path, &c->argv);
         if (r >= 0 && c->spec.probe.connect)
                 r = probe_new(t->ctx->loop, &c->spec.probe, on_probe, t, &c->probe);
         if (r < 0) {
@@ -85,14 +118,8 @@ void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool p
         t->spec = c->spec;
         c->spec = (struct tunnel_spec){0};
         if (command) {
-                if (t->jump_config_path && strcmp_null(c->jump_config_path, t->jump_config_path) != 0)
-                        (void)unlink(t->jump_config_path);
-                strv_free(t->argv);
-                free(t->jump_config);
-                free(t->jump_config_path);
-                t->argv = c->argv;
-                t->jump_config = c->jump_config;
-                t->jump_config_path = c->jump_config_path;
+                swap_file(&t->jump_config, &t->jump_config_path, &c->jump_config, &c->jump_config_path);
+                swap_file(&t->known_hosts, &t->known_hosts_path, &c->known_hosts, &c->known_hosts_path);
                 /* the path is the name's: it changes only when multiplex is turned on or off
                  * (a new command line: the running master is stopped anyway) */
                 if (t->mux_path && strcmp_null(t->mux_path, c->mux_path) != 0)
@@ -100,8 +127,9 @@ void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool p
                 free(t->mux_path);
                 t->mux_path = c->mux_path;
                 c->mux_path = NULL;
+                strv_free(t->argv);
+                t->argv = c->argv;
                 c->argv = NULL;
-                c->jump_config = c->jump_config_path = NULL;
         }
         if (probe) {
                 probe_free(t->probe);

@@ -47,6 +47,35 @@ char **ssh_environment(void)
         return env;
 }
 
+static int write_one(struct tunnel *t, const char *path, const char *text, const char *what)
+{
+        int r;
+
+        if (!text)
+                return 0;
+        r = write_file_atomic(path, text, 0600);
+        if (r < 0) {
+                struct log_ctx ctx = ctx_of(t);
+                log_full_errno(LOG_ERR, r, &ctx, "cannot write %s (%s): %m", path, what);
+        }
+        return r;
+}
+
+int write_run_files(struct tunnel *t)
+{
+        int r = write_one(t, t->jump_config_path, t->jump_config, "the jump host's ssh settings");
+
+        return r < 0 ? r : write_one(t, t->known_hosts_path, t->known_hosts, "the pinned host keys");
+}
+
+void remove_run_files(struct tunnel *t)
+{
+        if (t->jump_config_path)
+                (void)unlink(t->jump_config_path);
+        if (t->known_hosts_path)
+                (void)unlink(t->known_hosts_path);
+}
+
 /* A -L Unix socket left behind by a killed ssh makes every later bind fail "Address
  * already in use". Remove it if it is a socket nobody listens on; never anything else. */
 void remove_stale_sockets(struct tunnel *t)

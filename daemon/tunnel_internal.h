@@ -17,6 +17,8 @@ struct tunnel {
         char **argv;
         char *jump_config;              /* jump_config.h text, NULL without a jump host */
         char *jump_config_path;         /* where it is written before every start */
+        char *known_hosts;              /* known_hosts.h text, NULL without host_keys and jump_host_keys */
+        char *known_hosts_path;
         struct probe *probe;            /* NULL unless spec.probe.connect */
 
         enum tunnel_state state;
@@ -139,6 +141,11 @@ void finish_run(struct tunnel *t, struct tunnel_run *run);
 char **ssh_environment(void);
 /* A -L Unix socket left behind by a killed ssh: removed if nobody listens on it. */
 void remove_stale_sockets(struct tunnel *t);
+/* The files ssh reads that tunneld writes (the jump hosts' ssh_config, the known_hosts
+ * of pinned keys): written before every start (0 or -errno, logged), removed when the
+ * tunnel goes. */
+int write_run_files(struct tunnel *t);
+void remove_run_files(struct tunnel *t);
 
 /* tunnel_mux.c */
 struct mux_forward {

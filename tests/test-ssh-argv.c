@@ -16,7 +16,7 @@ static char *argv_line(const char *conf)
                 config_errors_clear(&errs);
                 return NULL;
         }
-        if (ssh_argv_build(&c->tunnels[0], c->ssh, NULL, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
+        if (ssh_argv_build(&c->tunnels[0], c->ssh, NULL, NULL, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
                 return NULL;
         return line;
 }

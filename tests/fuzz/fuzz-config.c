@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "host_key.h"
 #include "jump_config.h"
+#include "known_hosts.h"
 #include "ssh_argv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,7 +28,7 @@ static void check_config(struct config *c)
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 char **argv = NULL, *line = NULL;
 
-                if (ssh_argv_build(&c->tunnels[i], c->ssh, NULL, &argv) >= 0) {
+                if (ssh_argv_build(&c->tunnels[i], c->ssh, NULL, NULL, &argv) >= 0) {
                         /* the destination always follows "--": nothing can smuggle an option */
                         size_t n = strv_length(argv);
                         if (n < 3 || strcmp(argv[n - 2], "--") != 0 || argv[n - 1][0] == '-')
@@ -37,7 +39,7 @@ static void check_config(struct config *c)
                 strv_free(argv);
                 /* the file written for jump hosts: comments, one Host line, one "Match all",
                  * everything else indented under them; no value can start a line of its own */
-                if (jump_config_render(&c->tunnels[i], &line) >= 0 && line) {
+                if (jump_config_render(&c->tunnels[i], "/run/t.d/x.known_hosts", &line) >= 0 && line) {
                         int hosts = 0, matches = 0;
 
                         for (char *l = line, *nl; *l; l = nl + 1) {
@@ -54,6 +56,34 @@ static void check_config(struct config *c)
                                         abort();
                         }
                         if (hosts != 1 || matches != 1)
+                                abort();
+                        free(line);
+                }
+                /* the pinned keys' file: comments, then "NAME KEYTYPE BASE64" lines whose key
+                 * passes the check again; one line per key */
+                if (known_hosts_render(&c->tunnels[i], &line) >= 0 && line) {
+                        size_t keys = 0;
+
+                        for (char *l = line, *nl; *l; l = nl + 1) {
+                                char entry[HOST_KEY_MAX_LEN + 1];
+                                size_t len;
+
+                                nl = strchr(l, '\n');
+                                if (!nl)
+                                        abort();
+                                if (l[0] == '#')
+                                        continue;
+                                len = (size_t)(nl - l);
+                                if (len > HOST_KEY_MAX_LEN || l[0] == ' ' || memchr(l, '\t', len))
+                                        abort();
+                                memcpy(entry, l, len);
+                                entry[len] = '\0';
+                                if (validate_jump_host_key(entry) && validate_host_key(strchr(entry, ' ') + 1))
+                                        abort();
+                                keys++;
+                        }
+                        if (keys != strv_length(c->tunnels[i].host_keys) +
+                                    (known_hosts_pins_jump_hosts(&c->tunnels[i]) ? strv_length(c->tunnels[i].jump_host_keys) : 0))
                                 abort();
                         free(line);
                 }

@@ -204,10 +204,10 @@ class ManSourceTest(unittest.TestCase):
                 if section == "GLOBAL SETTINGS":
                     text = f"{snippet}\ntunnels = ( {{ {tunnel} }} );\n"
                 elif section == "TUNNEL SETTINGS":
-                    body = snippet if snippet.startswith(("name", "host")) else f"{tunnel} {snippet}"
-                    if snippet.startswith("name"):
+                    body = snippet if snippet.startswith(("name =", "host =")) else f"{tunnel} {snippet}"
+                    if snippet.startswith("name ="):
                         body += ' host = "h.example.org";'
-                    elif snippet.startswith("host"):
+                    elif snippet.startswith("host ="):
                         body += ' name = "t";'
                     others = ' { name = "bastion"; host = "b.example.org"; },' if "bastion" in snippet else ""
                     text = f"tunnels = ({others} {{ {body} }} );\n"
