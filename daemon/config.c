@@ -276,6 +276,8 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         /* ssh's own judgement, of a configuration that is valid so far */
         if (errs->n == 0 && opts->ask_ssh != CONFIG_SSH_SKIP)
                 ask_ssh(&p, c);
+        else if (errs->n == 0 && opts->views)
+                take_views(&p, c, opts->views);
         check_ports(&p, c);
         check_multiplex(&p, c, opts->control_socket ? opts->control_socket : c->control_socket);
         if (from_file)

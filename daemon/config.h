@@ -100,11 +100,26 @@ enum config_ask_ssh {
         CONFIG_SSH_STRICT,              /* tunneld -t: ssh must judge every option set, or it is an error */
         CONFIG_SSH_LENIENT,             /* the daemon: ssh's complaints are errors; an ssh that does not run is not */
 };
+/* What ssh -G said of a tunnel with an ssh_config_file, found by another load of the same
+ * file (a reload's child process, reload_job.h): taken as it is, ssh not asked again. */
+struct config_view {
+        char *name;
+        char *hostname;
+        int port;
+        char **local_forwards, **remote_forwards, **dynamic_forwards;
+        bool gateway_ports;
+};
+struct config_views {
+        struct config_view *v;
+        size_t n;
+};
+
 struct config_load_options {
         bool allow_insecure;            /* tunneld --allow-insecure-config */
         const char *control_socket;     /* tunneld -s: replaces the file's control_socket (NULL: keep it) */
         enum config_ask_ssh ask_ssh;
         bool keyscan;                   /* tunneld --keyscan: a jump host may lack jump_host_keys (they are being fetched) */
+        const struct config_views *views;       /* with CONFIG_SSH_SKIP: ssh's answers, from another load */
 };
 
 struct config {

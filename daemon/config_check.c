@@ -242,7 +242,6 @@ done:
 
 /* ---- ssh judges ssh's options (ssh_view.h) ---- */
 
-#define SSH_VIEW_TIMEOUT 15.0   /* seconds for every ssh -G of one load */
 
 struct query_key {
         char *key;
@@ -388,6 +387,29 @@ done:
         free(argvs);
         free(views);
         free(owner);
+}
+
+void take_views(struct parser *p, struct config *c, const struct config_views *views)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                struct tunnel_spec *t = &c->tunnels[i];
+
+                for (size_t k = 0; k < views->n; k++) {
+                        const struct config_view *v = &views->v[k];
+
+                        if (strcmp(v->name, t->name) != 0)
+                                continue;
+                        t->ssh_viewed = true;
+                        t->ssh_port = v->port;
+                        t->ssh_gateway_ports = v->gateway_ports;
+                        if ((v->hostname && !(t->ssh_hostname = strdup(v->hostname))) ||
+                            strv_copy(v->local_forwards, &t->ssh_local_forwards) < 0 ||
+                            strv_copy(v->remote_forwards, &t->ssh_remote_forwards) < 0 ||
+                            strv_copy(v->dynamic_forwards, &t->ssh_dynamic_forwards) < 0)
+                                p->oom = -ENOMEM;
+                        break;
+                }
+        }
 }
 
 /* Like sshd's StrictModes: a file that becomes commands (a configuration, an ssh_config

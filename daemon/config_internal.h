@@ -44,6 +44,7 @@ void check_ports(struct parser *p, const struct config *c);
 /* config_pins.c: host_keys and jump_host_keys against ssh_options and jump_host. */
 void check_host_keys(struct parser *p, const struct config *c);
 void ask_ssh(struct parser *p, struct config *c);
+void take_views(struct parser *p, struct config *c, const struct config_views *views);
 void check_files(struct parser *p, const struct config *c);
 /* multiplex: the master's control socket, SOCKET.d/NAME.mux/s, must fit ssh's 90 bytes. */
 void check_multiplex(struct parser *p, const struct config *c, const char *control_socket);

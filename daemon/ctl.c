@@ -28,6 +28,7 @@ struct ctl_client {
         double last_progress;           /* a reply is pending: when some of it was last taken */
         bool backlog;                   /* requests read, waiting for the socket to take replies */
         bool subscribed;                /* follows state changes (events) */
+        unsigned long waiting_reload;   /* its reload's number: the reply comes when it is done */
         char **names;                   /* …of these tunnels; NULL: all */
         bool may_write;
         bool eof;
@@ -85,8 +86,8 @@ static double client_due(const struct ctl_client *c)
 {
         if (has_output(c) || c->backlog)
                 return c->last_progress + CTL_STALL_TIMEOUT;
-        /* a subscriber waits for news as long as it likes */
-        return c->subscribed ? 1e300 : c->last_active + CTL_IDLE_TIMEOUT;
+        /* a subscriber waits for news as long as it likes, a reload's asker for its end */
+        return c->subscribed || c->waiting_reload ? 1e300 : c->last_active + CTL_IDLE_TIMEOUT;
 }
 
 static void client_arm_idle(struct ctl_client *c)
@@ -149,7 +150,8 @@ static bool client_answer_one(struct ctl_client *c)
         char *nl;
         size_t len;
 
-        if (has_output(c) || c->close_after_flush || c->subscribed || !(nl = memchr(c->in, '\n', c->in_len)))
+        if (has_output(c) || c->close_after_flush || c->subscribed || c->waiting_reload ||
+            !(nl = memchr(c->in, '\n', c->in_len)))
                 return false;
         len = (size_t)(nl - c->in);
         if (c->server->sup) {
@@ -162,6 +164,7 @@ static bool client_answer_one(struct ctl_client *c)
                         c->subscribed = true;
                         c->names = effect.names;
                 }
+                c->waiting_reload = effect.wait_reload;
         } else
                 ctl_protocol_error(&c->out, "tunneld is starting");
         if (c->out.oom || c->out.len > CTL_OUTPUT_MAX) {
@@ -481,11 +484,32 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         buf_free(&line);
 }
 
+/* A reload ended: answer whoever waits for it, then their next requests. */
+static void on_reloaded(const char *error, void *userdata)
+{
+        struct ctl_server *s = userdata;
+        unsigned long done = supervisor_reload_result(s->sup, NULL, NULL);
+        struct ctl_client *next;
+
+        (void)error;
+        for (struct ctl_client *c = s->clients; c; c = next) {
+                next = c->next;
+                if (!c->waiting_reload || c->waiting_reload > done)
+                        continue;
+                c->waiting_reload = 0;
+                ctl_protocol_reload_reply(s->sup, &c->out);
+                c->last_active = c->last_progress = now_mono();
+                if (client_flush(c))
+                        client_serve(c);
+        }
+}
+
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
 {
         s->sup = sup;
         /* two listeners of SUPERVISOR_LISTENERS_MAX exist (this and the publisher) */
-        (void)supervisor_add_listener(sup, &(struct supervisor_listener){ .event = on_tunnel_event, .userdata = s });
+        (void)supervisor_add_listener(sup, &(struct supervisor_listener){
+                .event = on_tunnel_event, .reloaded = on_reloaded, .userdata = s });
 }
 
 /* Bound and listening under a temporary name, then renamed into place: whoever sees the

@@ -214,27 +214,38 @@ static void handle_metrics(const struct request *r)
         buf_puts(r->out, "\n");
 }
 
-static void handle_reload(const struct request *r)
+void ctl_protocol_reload_reply(struct supervisor *sup, struct buf *out)
 {
-        struct config_errors errs = {0};
-        struct json_writer w = json_writer_init(r->out);
+        const struct config_errors *errs;
+        struct json_writer w = json_writer_init(out);
         int e;
 
-        log_notice("reload requested on the control socket");
-        e = supervisor_reload(r->sup, &errs);
+        (void)supervisor_reload_result(sup, &e, &errs);
         if (e < 0) {
-                if (errs.n)
-                        reply_errors(r->out, "reload rejected: the running tunnels are unchanged", &errs);
+                if (errs->n)
+                        reply_errors(out, "reload rejected: the running tunnels are unchanged", errs);
                 else
-                        ctl_protocol_error(r->out, "reload failed: %s", strerror(-e));
-                config_errors_clear(&errs);
+                        ctl_protocol_error(out, "reload failed: %s", strerror(-e));
                 return;
         }
         json_begin_object(&w);
         json_field_bool(&w, "ok", true);
-        json_field_uint(&w, "tunnels", supervisor_count(r->sup));
+        json_field_uint(&w, "tunnels", supervisor_count(sup));
         json_end_object(&w);
-        buf_puts(r->out, "\n");
+        buf_puts(out, "\n");
+}
+
+/* The reply waits for the reload (loaded in a child process); the loop does not. */
+static void handle_reload(const struct request *r)
+{
+        unsigned long gen;
+
+        log_notice("reload requested on the control socket");
+        gen = supervisor_reload(r->sup);
+        if (supervisor_reload_result(r->sup, NULL, NULL) >= gen)
+                ctl_protocol_reload_reply(r->sup, r->out);
+        else
+                r->effect->wait_reload = gen;
 }
 
 /* start, stop, restart */

@@ -31,7 +31,11 @@ struct ctl_peer {
 struct ctl_effect {
         bool subscribe;                 /* events: follow state changes from now on */
         char **names;                   /* …of these tunnels (NULL: all); the caller frees it */
+        unsigned long wait_reload;      /* reload: the reply comes when this reload is done */
 };
+
+/* The reply to a reload request, once supervisor_reload_result() says it is done. */
+void ctl_protocol_reload_reply(struct supervisor *sup, struct buf *out);
 
 /* Answer one request line into out (a JSON object and '\n'). */
 void ctl_protocol_handle(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,

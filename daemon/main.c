@@ -180,7 +180,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         switch (w->signum) {
         case SIGHUP:
                 if (!supervisor_is_shutting_down(d->sup))
-                        (void)supervisor_reload(d->sup, NULL);
+                        (void)supervisor_reload(d->sup);
                 break;
         case SIGTERM:
         case SIGINT:

@@ -33,4 +33,5 @@ void ssh_view_done(struct ssh_view *v);
  * views[i] gets what ssh printed, or error set (exit status, signal, timeout, could not
  * run). 0 or -ENOMEM. */
 #define SSH_VIEW_PARALLEL 8
+#define SSH_VIEW_TIMEOUT 15.0           /* seconds for every ssh -G of one load */
 int ssh_view_query(char **const *argvs, size_t n, double timeout, struct ssh_view *views);

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "netwatch.h"
 #include "notify.h"
+#include "reload_job.h"
 #include "start_queue.h"
 
 /* What the supervisor keeps for each of its tunnels (the tunnel's owner). */
@@ -36,6 +37,11 @@ struct supervisor {
         struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
         size_t n_listeners;
         char *reload_error;             /* the last reload's, until one is applied */
+        struct reload_job *reload_job;  /* loading in a child process */
+        bool reload_again;              /* asked for while one was loading */
+        unsigned long reload_started, reload_done;      /* reloads counted, begun and finished */
+        int reload_r;                   /* the last finished one: 0 or -errno */
+        struct config_errors reload_errs;       /* …and its errors */
         struct netwatch *netwatch;
 };
 
@@ -530,35 +536,27 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         return 0;
 }
 
-int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
+/* The loaded configuration (or its errors), applied: the end of one reload. */
+static void reload_finish(struct supervisor *s, int r, struct config *c, struct config_errors *errs)
 {
-        struct config_errors errs = {0};
-        struct config *c = NULL;
         _cleanup_free_ char *error = NULL;
-        size_t before = 0, after = 0, changed = 0;
-        int r;
+        size_t before = s->n_tunnels, changed = 0;
 
-        notify_reloading();
-        log_notice("reloading %s", s->config->path);
-        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
+        config_errors_clear(&s->reload_errs);
         if (r < 0) {
-                for (size_t i = 0; i < errs.n; i++)
-                        log_error("%s", errs.lines[i]);
+                for (size_t i = 0; i < errs->n; i++)
+                        log_error("%s", errs->lines[i]);
                 log_error("reload rejected: %zu error%s in %s; the running tunnels are unchanged",
-                          errs.n, errs.n == 1 ? "" : "s", s->config->path);
+                          errs->n, errs->n == 1 ? "" : "s", s->config->path);
                 if (asprintf(&error, "reload failed (%zu error%s, see the journal), running the previous configuration",
-                             errs.n, errs.n == 1 ? "" : "s") < 0)
+                             errs->n, errs->n == 1 ? "" : "s") < 0)
                         error = NULL;
-                if (ret_errs) {
-                        config_errors_clear(ret_errs);
-                        *ret_errs = errs;
-                } else
-                        config_errors_clear(&errs);
-                goto ready;
+                s->reload_errs = *errs;
+                *errs = (struct config_errors){ 0 };
+                goto done;
         }
+        config_errors_clear(errs);
         config_warn_fixed_globals(s->config, c);
-
-        before = s->n_tunnels;
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 struct tunnel *t = supervisor_find(s, c->tunnels[i].name);
                 if (t && !tunnel_spec_equal(tunnel_get_spec(t), &c->tunnels[i]))
@@ -573,23 +571,71 @@ int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs)
                         log_error_errno(r, "reload failed: %m; the running tunnels are unchanged");
                         config_free(c);
                         error = strdup("reload failed (out of memory), running the previous configuration");
-                        goto ready;
+                        goto done;
                 }
                 if (target != old_target)
                         log_open(target);
                 log_set_max_level(level);
         }
-        after = s->n_tunnels;
-        log_notice("reload done: %zu tunnel%s (was %zu), %zu changed", after, after == 1 ? "" : "s", before, changed);
-
-ready:
+        log_notice("reload done: %zu tunnel%s (was %zu), %zu changed", s->n_tunnels, s->n_tunnels == 1 ? "" : "s",
+                   before, changed);
+done:
+        s->reload_r = r;
+        s->reload_done = s->reload_started;
         free(s->reload_error);
         s->reload_error = error;
         error = NULL;
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (s->listeners[i].reloaded)
                         s->listeners[i].reloaded(s->reload_error, s->listeners[i].userdata);
-        return r;
+}
+
+static void on_reload_loaded(int r, struct config *c, struct config_errors *errs, void *userdata)
+{
+        struct supervisor *s = userdata;
+
+        s->reload_job = reload_job_free(s->reload_job);
+        reload_finish(s, r, c, errs);
+        config_errors_clear(errs);
+        if (s->reload_again && !s->shutting_down) {
+                s->reload_again = false;
+                (void)supervisor_reload(s);
+        }
+}
+
+unsigned long supervisor_reload(struct supervisor *s)
+{
+        struct config_errors errs = {0};
+        struct config *c = NULL;
+        int r;
+
+        if (s->reload_job) {
+                /* the file may have changed after the running one read it: one more after it */
+                s->reload_again = true;
+                return s->reload_started + 1;
+        }
+        s->reload_started++;
+        notify_reloading();
+        log_notice("reloading %s", s->config->path);
+        r = reload_job_start(s->loop, s->config->path, &s->config->load_options, on_reload_loaded, s,
+                             &s->reload_job);
+        if (r >= 0)
+                return s->reload_started;
+        /* no child process (fork failed): load here, the loop waits for ssh -G this once */
+        log_warning_errno(r, "reload: cannot load in a child process (%m): loading in tunneld itself");
+        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
+        reload_finish(s, r, c, &errs);
+        config_errors_clear(&errs);
+        return s->reload_started;
+}
+
+unsigned long supervisor_reload_result(const struct supervisor *s, int *ret_r, const struct config_errors **ret_errs)
+{
+        if (ret_r)
+                *ret_r = s->reload_r;
+        if (ret_errs)
+                *ret_errs = &s->reload_errs;
+        return s->reload_done;
 }
 
 void supervisor_shutdown(struct supervisor *s)
@@ -597,6 +643,8 @@ void supervisor_shutdown(struct supervisor *s)
         if (s->shutting_down)
                 return;
         s->shutting_down = true;
+        s->reload_job = reload_job_free(s->reload_job);        /* a reload in flight is dropped */
+        s->reload_again = false;
         /* Reverse configuration order, a tunnel only once none that is after it runs (each
          * step bounded by stop_timeout, so at most stop_timeout per level of after-chain).
          * Queued and backoff ones simply stop; none starts again. Observers never free

@@ -16,10 +16,14 @@ struct supervisor;
 int supervisor_new(struct ev_loop *loop, struct config *config, const char *runtime_dir, struct supervisor **ret);
 struct supervisor *supervisor_free(struct supervisor *s);
 
-/* Re-read the configuration file. On any error the running set stays exactly as it was.
- * Returns 0 if applied, -EINVAL (or another -errno) if rejected; the errors go to the log
- * and, if ret_errs is given, there too. */
-int supervisor_reload(struct supervisor *s, struct config_errors *ret_errs);
+/* Re-read the configuration file, in a child process (reload_job.h: ssh -G never blocks
+ * the loop), then apply it; on any error the running set stays exactly as it was, and the
+ * errors go to the log. A reload asked for while one loads runs after it. Returns the
+ * number of the reload that will answer this request: supervisor_reload_result() says
+ * when it is done (the listeners' reloaded is called then), and how it went. */
+unsigned long supervisor_reload(struct supervisor *s);
+/* The number of the last finished reload, its result (0 applied, else -errno) and errors. */
+unsigned long supervisor_reload_result(const struct supervisor *s, int *ret_r, const struct config_errors **ret_errs);
 /* Apply an already loaded configuration (takes ownership). */
 int supervisor_apply(struct supervisor *s, struct config *config);
 
