@@ -13,7 +13,8 @@ that writes 2 MB per event. The faults (FAULTS below): kill -9 of an ssh, SIGSTO
 an ssh, an sshd stopped (its sessions killed) and started again on the same port, an sshd
 listener stalled (SIGSTOP, then SIGCONT), a tunnel's local port taken by another listener
 for a while, SIGHUP reloads (unchanged; a supervision setting changed; a tunnel's ssh
-command changed; a tunnel removed; one added; each later put back), SIGUSR1, `tunnelctl
+command changed; a tunnel removed; one added; a tunnel's ssh_config_file given a `Match
+exec` that takes 2 s; each later put back), SIGUSR1, `tunnelctl
 restart NAME`, and a burst of control-socket clients. Faults overlap.
 
 Throughout, a probe asks for status every ~0.25 s, alternately through `tunnelctl --json
@@ -21,12 +22,14 @@ status` and a bare socket client, and each reply must arrive within 1 s; a watch
 the test if tunneld leaves a child unreaped for a second or exits. Once every fault is
 healed every tunnel must be up within UP_BOUND s and carry bytes (echo through each -L,
 the Unix socket, SOCKS through each -D, the -R from the server side). Then, with tunnels
-being killed, restarted and one ssh stopped (it ignores SIGTERM until SIGKILL), SIGTERM
+being killed, restarted, one ssh stopped (it ignores SIGTERM until SIGKILL), a reload and
+control clients under way, SIGTERM
 must end tunneld within stop_timeout + 1 s (asserted with a margin for a loaded machine:
 SIGTERM_SLACK), with no ssh left, nothing unreaped, no stale socket or runtime directory.
 
     CHAOS_SEED=N      replay a run (the seed is printed first, as "# seed N")
     CHAOS_SECONDS=S   how long faults are drawn for (60 s; 40 s in a sanitizer build)
+    CHAOS_SKIP=K,...  never draw these fault kinds (the schedule changes: replay with the same)
 
 The schedule (what, when, to whom, for how long) depends only on the seed; the timing of
 the machine does not.
@@ -51,6 +54,8 @@ import unittest
 SANITIZED = os.environ.get("TUNNELD_SANITIZE", "none") not in ("", "none")
 SEED = int(os.environ.get("CHAOS_SEED") or (time.time_ns() // 1000) % (2 ** 31))
 CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS") or (40 if SANITIZED else 60))
+# fault kinds never drawn (comma-separated), to tell one kind's trouble from the rest's
+CHAOS_SKIP = sorted(k for k in os.environ.get("CHAOS_SKIP", "").split(",") if k)
 os.environ.setdefault("TUNNELTEST_TIMEOUT", str(int(CHAOS_SECONDS + 170)))
 import tunneltest  # noqa: E402
 from tunneltest import (EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, pid_alive,  # noqa: E402
@@ -116,11 +121,30 @@ def signal_if_same(ident, sig):
 
 # ---- clients ---------------------------------------------------------------------------
 
+def connect_control(path, timeout=10.0):
+    """A connection to the control socket, the way tunnelctl makes it (ctl_client.c):
+    Linux fails a non-blocking connect() to a Unix socket whose listen queue is full with
+    EAGAIN, so retry until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        except BaseException:
+            s.close()
+            raise
+
+
 def raw_request(path, request, timeout=10.0):
     """One JSON request on a fresh connection to the control socket: the reply (a dict)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
-        s.settimeout(timeout)
-        s.connect(path)
+    with connect_control(path, timeout) as s:
         s.sendall(json.dumps(request).encode() + b"\n")
         data = b""
         while b"\n" not in data:
@@ -188,6 +212,7 @@ FAULTS = {
     "reload_command": (1.0, (1.0, 6.0)),
     "reload_remove": (1.0, (1.0, 6.0)),
     "reload_add": (1.0, (1.0, 6.0)),
+    "reload_slow_config": (0.7, (1.0, 6.0)),
     "sigusr1": (0.3, (0, 0)),
     "ctl_restart": (1.5, (0, 0)),
     "ctl_burst": (1.0, (1.0, 4.0)),
@@ -197,7 +222,7 @@ FAULTS = {
 def draw_schedule(seed, seconds, names, tcp_names, servers):
     """[(at, kind, target, duration)], from the seed alone."""
     rng = random.Random(seed)
-    kinds = sorted(FAULTS)
+    kinds = sorted(k for k in FAULTS if k not in CHAOS_SKIP)
     weights = [FAULTS[k][0] for k in kinds]
     out, at = [], rng.uniform(0.5, 1.5)
     while at < seconds:
@@ -234,19 +259,21 @@ class World:
         self.config_lock = threading.Lock()
         self.removed = collections.Counter()
         self.changed = collections.Counter()
+        self.slow = collections.Counter()
+        self.slow_config = None                  # an ssh_config_file whose Match exec takes 2 s
         self.policy = 0
         self.added = 0
         self.lock = threading.Lock()
-        self.events = []                         # (t, kind, target, outcome)
+        self.events = []                         # (began, ended, kind, target, outcome)
         self.errors = []                         # problems of the test's own making or tunneld's
         self.t0 = time.monotonic()
 
     def now(self):
         return time.monotonic() - self.t0
 
-    def note(self, kind, target, outcome):
+    def note(self, began, kind, target, outcome):
         with self.lock:
-            self.events.append((self.now(), kind, target, outcome))
+            self.events.append((began, self.now(), kind, target, outcome))
 
     def error(self, text):
         with self.lock:
@@ -261,6 +288,8 @@ class World:
             t = dict(t)
             if self.changed[t["name"]]:
                 t["server_alive_count_max"] = 4      # a different ssh command line
+            if self.slow[t["name"]]:
+                t["ssh_config_file"] = self.slow_config
             out.append(t)
         if self.added:
             out.append(dict(self.extra))
@@ -285,7 +314,7 @@ class World:
             self.write_and_reload()
 
     def pristine(self):
-        return not (+self.removed) and not (+self.changed) and not self.policy and not self.added
+        return not (+self.removed) and not (+self.changed) and not (+self.slow) and not self.policy and not self.added
 
     # -- tunnels --
     def status(self):
@@ -437,6 +466,17 @@ def f_reload_add(w, _, duration):
     return _reload_for(w, duration, change, undo)
 
 
+def f_reload_slow_config(w, name, duration):
+    """The tunnel's ssh_config_file gains a `Match exec` that takes 2 s (a VPN or network
+    check, say): every ssh of it starts 2 s later, and so does every `ssh -G` of it."""
+    def change():
+        w.slow[name] += 1
+
+    def undo():
+        w.slow[name] -= 1
+    return _reload_for(w, duration, change, undo)
+
+
 def f_sigusr1(w, _, __):
     w.td.signal(signal.SIGUSR1)
     return "sent"
@@ -468,8 +508,7 @@ def burst(w, clients=24, idle=6, rounds=3, hold=2.0, check=True):
 
     def idler():
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
-                s.connect(w.sock)
+            with connect_control(w.sock):
                 time.sleep(hold)
         except OSError:
             pass
@@ -477,9 +516,7 @@ def burst(w, clients=24, idle=6, rounds=3, hold=2.0, check=True):
     def pipeliner():
         t = time.monotonic()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
-                s.settimeout(10)
-                s.connect(w.sock)
+            with connect_control(w.sock) as s:
                 s.sendall(b'{"cmd":"status"}\n' * 10)
                 data = b""
                 while data.count(b"\n") < 10:
@@ -524,10 +561,9 @@ class Probe(threading.Thread):
         self.w = w
         self.stop_event = threading.Event()
         self.samples = {"tunnelctl": [], "socket": []}   # [(t, latency)]
-        self.slow = []
 
     def ask(self, how):
-        t = time.monotonic()
+        t, began = time.monotonic(), self.w.now()
         try:
             if how == "tunnelctl":
                 r = subprocess.run([tunneltest.TUNNELCTL, "-s", self.w.sock, "--json", "status"],
@@ -539,12 +575,11 @@ class Probe(threading.Thread):
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             problem = f"{type(e).__name__}: {e}"
         latency = time.monotonic() - t
-        self.samples[how].append((self.w.now(), latency))
+        self.samples[how].append((began, latency))
         if problem:
-            self.w.error(f"status through {how}: {problem}")
+            self.w.error(f"status through {how} (asked at {began:.2f} s): {problem}")
         elif latency >= STATUS_LIMIT:
-            self.slow.append((self.w.now(), how, latency))
-            self.w.error(f"status through {how} took {latency * 1000:.0f} ms")
+            self.w.error(f"status through {how} asked at {began:.2f} s took {latency * 1000:.0f} ms")
 
     def run(self):
         hows = ["tunnelctl", "socket"]
@@ -586,6 +621,7 @@ class ChaosTest(unittest.TestCase):
     def setUp(self):
         tap(f"seed {SEED}")
         tap(f"replay with CHAOS_SEED={SEED} CHAOS_SECONDS={CHAOS_SECONDS:g}"
+            + (f" CHAOS_SKIP={','.join(CHAOS_SKIP)}" if CHAOS_SKIP else "")
             + (" (sanitizer build)" if SANITIZED else ""))
         self.a = tunneltest.use(self, SSHServer())
         self.b = tunneltest.use(self, SSHServer())
@@ -605,6 +641,9 @@ class ChaosTest(unittest.TestCase):
         with open(self.hook, "w") as f:
             f.write(HOOK.replace("@BYTES@", str(HOOK_BYTES)))
         os.chmod(self.hook, stat.S_IRWXU)
+        self.slow_config = os.path.join(self.dir, "slow_ssh_config")
+        with open(self.slow_config, "w") as f:
+            f.write('Match exec "sleep 2"\n  ServerAliveCountMax 3\n')
 
     def fwd(self, port):
         return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
@@ -656,6 +695,7 @@ class ChaosTest(unittest.TestCase):
         globals_ = {"ssh": tunneltest.SSH, "stop_timeout": STOP_TIMEOUT, "hook_timeout": 5}
         td = tunneltest.use(self, Tunneld(tunnels, defaults, globals_))
         w = World(td, {"A": self.a, "B": self.b}, defaults, tunnels, extra)
+        w.slow_config = self.slow_config
         schedule = draw_schedule(SEED, CHAOS_SECONDS, names, tcp_names, ["A", "B"])
         tap(f"{len(tunnels)} tunnels, {len(schedule)} faults over {CHAOS_SECONDS:g} s; sshd A port {self.a.port}, "
             f"B port {self.b.port}")
@@ -690,12 +730,13 @@ class ChaosTest(unittest.TestCase):
         w.t0 = time.monotonic()
 
         def run(at, kind, target, duration):
+            began = w.now()
             try:
                 outcome = FAULT_FUNCS[kind](w, target, duration)
             except Exception as e:  # a fault that breaks is a problem, never silent
                 outcome = f"ERROR {type(e).__name__}: {e}"
                 w.error(f"fault {kind} {target} at {at} s: {outcome}")
-            w.note(kind, target, outcome)
+            w.note(began, kind, target, outcome)
         for at, kind, target, duration in schedule:
             while w.now() < at:
                 if w.td.proc.poll() is not None:
@@ -768,6 +809,7 @@ class ChaosTest(unittest.TestCase):
         load = threading.Thread(target=burst, args=(w,), kwargs={"check": False, "hold": 1.0}, daemon=True)
         load.start()
         time.sleep(0.05)
+        w.td.reload()       # a reload in flight too (unchanged configuration)
         try:
             states = {n: t["state"] for n, t in w.status().items()}
         except (OSError, ValueError, AssertionError):
@@ -784,7 +826,7 @@ class ChaosTest(unittest.TestCase):
         summary["SIGTERM"] = (f"exit {status} after {took:.2f} s (stop_timeout {STOP_TIMEOUT} s; "
                               f"the invariant's bound {STOP_TIMEOUT + 1} s)")
         summary["at SIGTERM"] = (f"{victims[0]}, {victims[1]} killed, {victims[2]} restarted, {victims[3]} "
-                                 f"SIGSTOPped; states {', '.join(f'{n} {s}' for n, s in sorted(states.items()))}")
+                                 f"SIGSTOPped, a SIGHUP, a control burst; states {', '.join(f'{n} {s}' for n, s in sorted(states.items()))}")
         self.assertEqual(status, 0, "tunneld's exit status after SIGTERM")
         self.assertLess(took, STOP_TIMEOUT + 1 + SIGTERM_SLACK,
                         f"SIGTERM took {took:.2f} s with stop_timeout {STOP_TIMEOUT}")
@@ -800,19 +842,21 @@ class ChaosTest(unittest.TestCase):
             self.assertFalse(os.path.lexists(path), f"{path} left behind")
 
     def print_summary(self, w, probe, schedule, summary):
-        tap("timeline (seconds since the first fault was due; outcome when it ended):")
-        for at, kind, target, outcome in sorted(w.events):
-            tap(f"  {at:6.2f} {kind:14s} {target:8s} {outcome}")
-        by_kind = collections.Counter(kind for _, kind, _, _ in w.events)
-        hit = collections.Counter(kind for _, kind, _, outcome in w.events
+        tap("faults (seconds since the chaos began: applied, healed):")
+        for began, ended, kind, target, outcome in sorted(w.events):
+            tap(f"  {began:6.2f} {ended:6.2f}  {kind:18s} {target:8s} {outcome}")
+        by_kind = collections.Counter(kind for _, _, kind, _, _ in w.events)
+        hit = collections.Counter(kind for _, _, kind, _, outcome in w.events
                                   if not outcome.startswith(("no ssh", "missed", "ERROR")))
         tap("faults: " + ", ".join(f"{k} {hit[k]}/{by_kind[k]}" for k in sorted(by_kind))
             + f" (applied/drawn; {len(w.events)} of {len(schedule)} drawn ran)")
         for how in ("tunnelctl", "socket"):
             lat = sorted(x for _, x in probe.samples[how])
             if lat:
+                worst = sorted(probe.samples[how], key=lambda x: -x[1])[:3]
                 tap(f"status via {how}: {len(lat)} replies, median {lat[len(lat) // 2] * 1000:.0f} ms, "
-                    f"max {lat[-1] * 1000:.0f} ms (limit {STATUS_LIMIT * 1000:.0f} ms)")
+                    f"max {lat[-1] * 1000:.0f} ms (limit {STATUS_LIMIT * 1000:.0f} ms); slowest at "
+                    + ", ".join(f"{t:.2f} s ({x * 1000:.0f} ms)" for t, x in worst))
         for k, v in summary.items():
             tap(f"{k}: {v}")
         if w.errors:
