@@ -220,13 +220,20 @@ FAULTS = {
 
 
 def draw_schedule(seed, seconds, names, tcp_names, servers):
-    """[(at, kind, target, duration)], from the seed alone."""
+    """[(at, kind, target, duration)], from the seed alone. Every kind is drawn at least
+    once when the run is long enough (one slot per kind, the rest by weight), so no seed
+    leaves a kind out."""
     rng = random.Random(seed)
     kinds = sorted(k for k in FAULTS if k not in CHAOS_SKIP)
     weights = [FAULTS[k][0] for k in kinds]
-    out, at = [], rng.uniform(0.5, 1.5)
+    times, at = [], rng.uniform(0.5, 1.5)
     while at < seconds:
-        kind = rng.choices(kinds, weights)[0]
+        times.append(round(at, 2))
+        at += rng.uniform(0.3, 2.5)
+    drawn = kinds + rng.choices(kinds, weights, k=max(0, len(times) - len(kinds)))
+    rng.shuffle(drawn)
+    out = []
+    for at, kind in zip(times, drawn):
         lo, hi = FAULTS[kind][1]
         duration = round(rng.uniform(lo, hi), 2)
         if kind.startswith("sshd_"):
@@ -237,8 +244,7 @@ def draw_schedule(seed, seconds, names, tcp_names, servers):
             target = "-"
         else:
             target = rng.choice(names)
-        out.append((round(at, 2), kind, target, duration))
-        at += rng.uniform(0.3, 2.5)
+        out.append((at, kind, target, duration))
     return out
 
 
@@ -741,7 +747,7 @@ class ChaosTest(unittest.TestCase):
             while w.now() < at:
                 if w.td.proc.poll() is not None:
                     raise AssertionError(f"tunneld exited ({w.td.proc.returncode}) during the chaos")
-                time.sleep(min(0.05, at - w.now()))
+                time.sleep(max(0.0, min(0.05, at - w.now())))
             th = threading.Thread(target=run, args=(at, kind, target, duration), daemon=True)
             th.start()
             threads.append(th)
