@@ -1,0 +1,65 @@
+"""tunneltest.echo: EchoServer: a threaded TCP echo server."""
+
+from .base import *  # noqa: F401,F403
+from .processes import *  # noqa: F401,F403
+from .helpers import *  # noqa: F401,F403
+from .sanitizers import *  # noqa: F401,F403
+from .diagnostics import *  # noqa: F401,F403
+from .configfile import *  # noqa: F401,F403
+from .fakessh import *  # noqa: F401,F403
+from .daemon import *  # noqa: F401,F403
+from .sshd import *  # noqa: F401,F403
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        conns = self.server.conns
+        with self.server.lock:
+            conns.add(self.request)
+        try:
+            self.request.settimeout(60)
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    break
+                self.request.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self.server.lock:
+                conns.discard(self.request)
+
+
+class _EchoTCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+
+class EchoServer(Resource):
+    """TCP echo server on 127.0.0.1:port (a free one unless given), one thread per client."""
+
+    def __init__(self, port=None):
+        self.port = port
+        self.server = None
+
+    def start(self):
+        self.port = self.port or free_port()
+        self.server = _EchoTCPServer(("127.0.0.1", self.port), _EchoHandler)
+        self.server.conns, self.server.lock = set(), threading.Lock()
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            with self.server.lock:
+                for conn in list(self.server.conns):
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            self.thread.join(5)
+            self.server = None
+        super().close()
