@@ -23,41 +23,11 @@ ANSI = re.compile(r"\033\[[0-9;]*m")
 DURATION = r"[\d.]+ (?:ms|s|min|h|d)(?: [\d.]+ (?:s|min|h))?"
 
 
-def clean_env(**extra):
-    """The environment for tunnelctl: nothing of ours that changes its output."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TUNNELD_SOCKET", "NO_COLOR")}
-    env.update(extra)
-    return env
-
-
-def tunnelctl(sock, *args, user=(), env=None, timeout=20, ctl=TUNNELCTL):
-    """Run tunnelctl -s sock ARGS (as another user with setpriv options in user);
-    CompletedProcess with text stdout/stderr and .took (seconds)."""
-    argv = [ctl, *(["-s", sock] if sock else []), *args]
-    if user:
-        argv = ["setpriv", *user, *argv]
-    t0 = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                       env=clean_env() if env is None else env)
-    r.took = time.monotonic() - t0
-    return r
-
-
-def describe(r):
-    return f"exit {r.returncode}\nstdout: {r.stdout!r}\nstderr: {r.stderr!r}"
-
-
-def status(sock, *names):
-    """`tunnelctl --json status [NAMES]`: (the whole reply, {name: tunnel}). Raises
-    AssertionError unless the reply parses and says ok."""
-    r = tunnelctl(sock, "--json", "status", *names)
-    try:
-        reply = json.loads(r.stdout)
-    except ValueError:
-        raise AssertionError(f"tunnelctl --json status did not print JSON: {describe(r)}") from None
-    if not reply.get("ok"):
-        raise AssertionError(f"status failed: {describe(r)}")
-    return reply, {t["name"]: t for t in reply["tunnels"]}
+# one set of tunnelctl helpers for every test (tests/lib/tunneltest/ctl.py)
+clean_env = tunneltest.clean_env
+tunnelctl = tunneltest.tunnelctl
+describe = tunneltest.describe
+status = tunneltest.status
 
 
 def tunnels(sock):

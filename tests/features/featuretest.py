@@ -37,9 +37,8 @@ def tap_comment(text):
 
 
 def tunnelctl(d, *args, timeout=20):
-    """tunnelctl -s <d's control socket> ARGS; CompletedProcess with text output."""
-    return subprocess.run([TUNNELCTL, "-s", d.globals["control_socket"], *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    """tunnelctl -s <d's control socket> ARGS (tunneltest.tunnelctl, the one helper)."""
+    return tunneltest.tunnelctl(d, *args, timeout=timeout)
 
 
 def control_socket_listens(d):
@@ -55,18 +54,12 @@ def control_socket_listens(d):
 
 def status_reply(d):
     """The whole `tunnelctl --json status` reply (a dict)."""
-    r = tunnelctl(d, "--json", "status")
-    if r.returncode not in (0, 1) or not r.stdout.strip():
-        raise AssertionError(f"tunnelctl --json status: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
-    reply = json.loads(r.stdout)
-    if not reply.get("ok"):
-        raise AssertionError(f"tunnelctl --json status: {reply}")
-    return reply
+    return tunneltest.status(d)[0]
 
 
 def status(d):
     """{name: tunnel object} from `tunnelctl --json status`."""
-    return {t["name"]: t for t in status_reply(d)["tunnels"]}
+    return tunneltest.status(d)[1]
 
 
 def metrics_text(d):

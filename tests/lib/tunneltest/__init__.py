@@ -17,7 +17,7 @@ Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps c
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, echo, runner); everything is importable from here.
+configfile, fakessh, daemon, sshd, echo, runner, ctl); everything is importable from here.
 """
 
 from .base import *  # noqa: F401,F403
@@ -31,6 +31,7 @@ from .daemon import *  # noqa: F401,F403
 from .sshd import *  # noqa: F401,F403
 from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
+from .ctl import clean_env, describe, socket_of, status, tunnelctl  # noqa: F401
 from .diagnostics import _Diagnostic  # noqa: F401
 from .echo import _EchoHandler  # noqa: F401
 from .echo import _EchoTCPServer  # noqa: F401

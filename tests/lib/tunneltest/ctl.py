@@ -1,0 +1,49 @@
+"""tunneltest.ctl: the one set of tunnelctl helpers every test uses. A target is a
+Tunneld (its control socket) or a socket path."""
+
+from .base import *  # noqa: F401,F403
+from .helpers import TUNNELCTL  # noqa: F401
+
+import json  # noqa: E402
+
+
+def socket_of(target):
+    return target.globals["control_socket"] if hasattr(target, "globals") else target
+
+
+def clean_env(**extra):
+    """The environment for tunnelctl: nothing of ours that changes its output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TUNNELD_SOCKET", "NO_COLOR")}
+    env.update(extra)
+    return env
+
+
+def tunnelctl(target, *args, user=(), env=None, timeout=20, ctl=TUNNELCTL):
+    """Run tunnelctl -s SOCKET ARGS (as another user with setpriv options in user; no -s
+    with target None); CompletedProcess with text stdout/stderr and .took (seconds)."""
+    sock = socket_of(target) if target is not None else None
+    argv = [ctl, *(["-s", sock] if sock else []), *args]
+    if user:
+        argv = ["setpriv", *user, *argv]
+    t0 = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                       env=clean_env() if env is None else env)
+    r.took = time.monotonic() - t0
+    return r
+
+
+def describe(r):
+    return f"exit {r.returncode}\nstdout: {r.stdout!r}\nstderr: {r.stderr!r}"
+
+
+def status(target, *names):
+    """`tunnelctl --json status [NAMES]`: (the whole reply, {name: tunnel}). Raises
+    AssertionError unless the reply parses and says ok (exit 1, "not up", still prints it)."""
+    r = tunnelctl(target, "--json", "status", *names)
+    try:
+        reply = json.loads(r.stdout)
+    except ValueError:
+        raise AssertionError(f"tunnelctl --json status did not print JSON: {describe(r)}") from None
+    if not reply.get("ok"):
+        raise AssertionError(f"status failed: {describe(r)}")
+    return reply, {t["name"]: t for t in reply["tunnels"]}
