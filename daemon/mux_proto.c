@@ -195,9 +195,12 @@ static int parse_body(struct cursor *c, struct mux_reply *r)
         case MUX_MSG_HELLO:
                 if (get_u32(c, &r->version) < 0 || r->version != MUX_VERSION)
                         return -EBADMSG;
-                while (c->left > 0)     /* extensions (name, value): none we use */
-                        if (get_string(c, NULL, 0) < 0 || get_string(c, NULL, 0) < 0)
+                while (c->left > 0) {   /* extensions (name, value): none we use */
+                        if (get_string(c, NULL, 0) < 0)         /* the name */
                                 return -EBADMSG;
+                        if (get_string(c, NULL, 0) < 0)         /* its value */
+                                return -EBADMSG;
+                }
                 return 0;
         case MUX_S_OK:
                 return get_u32(c, &r->request_id);

@@ -171,6 +171,9 @@ static _Noreturn void run_child(int fd, const char *path, const struct config_lo
                         off += (size_t)k;
                 }
         }
+        free(text);
+        config_free(c);
+        config_errors_clear(&errs);
         _exit(0);       /* no atexit handler of the daemon's, no flushing of its buffers */
 }
 
@@ -269,10 +272,15 @@ int reload_job_start(struct ev_loop *loop, const char *path, const struct config
         if (!j)
                 return -ENOMEM;
         j->path = strdup(path);
-        if (!j->path || pipe2(fds, O_CLOEXEC) < 0) {
+        if (!j->path) {
+                free(j);
+                return -ENOMEM;
+        }
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                int r = -errno;
                 free(j->path);
                 free(j);
-                return -errno ? -errno : -ENOMEM;
+                return r;
         }
         j->loop = loop;
         j->opts = *opts;
@@ -300,6 +308,8 @@ int reload_job_start(struct ev_loop *loop, const char *path, const struct config
                 sigemptyset(&none);
                 (void)sigprocmask(SIG_SETMASK, &none, NULL);
                 close(fds[0]);
+                free(j->path);          /* the child needs the caller's path and opts only */
+                free(j);
                 run_child(fds[1], path, opts);
         }
         (void)setpgid(j->pid, j->pid);

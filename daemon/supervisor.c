@@ -313,6 +313,8 @@ struct supervisor *supervisor_free(struct supervisor *s)
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
         free(s->reload_error);
+        reload_job_free(s->reload_job);
+        config_errors_clear(&s->reload_errs);
         netwatch_free(s->netwatch);
         config_free(s->config);
         free(s->runtime_dir);

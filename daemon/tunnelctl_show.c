@@ -120,7 +120,7 @@ static void show_availability(const struct json *t)
 {
         const struct json *a = json_get(t, "availability");
         _cleanup_free_ char *pct = avail_text(t);
-        char up[DURATION_MAX], down[DURATION_MAX], longest[DURATION_MAX], last[DURATION_MAX], ago[DURATION_MAX];
+        char up[DURATION_MAX], down[DURATION_MAX], last[DURATION_MAX], ago[DURATION_MAX];
         double outages = json_get_number(a, "outages", 0), current = json_get_number(a, "current_outage", -1);
         double last_s = json_get_number(a, "last_outage", -1);
 
@@ -129,9 +129,12 @@ static void show_availability(const struct json *t)
         printf("    availability: %s (up %s, down %s", pct ? pct : "?",
                format_duration(json_get_number(a, "up_seconds", 0), up, sizeof(up)),
                format_duration(json_get_number(a, "down_seconds", 0), down, sizeof(down)));
-        if (outages > 0)
+        if (outages > 0) {
+                char longest[DURATION_MAX];
+
                 printf("; %.0f outage%s, longest %s", outages, outages == 1 ? "" : "s",
                        format_duration(json_get_number(a, "longest_outage", 0), longest, sizeof(longest)));
+        }
         if (current >= 0)
                 printf(", down for %s now", format_duration(current, last, sizeof(last)));
         else if (last_s >= 0)

@@ -286,7 +286,7 @@ class LoopbackFaults(FaultTest):
     def local_forward(self, port):
         return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
 
-    def test_f01_ssh_child_sigkill(self):
+    def test_ssh_child_sigkill(self):
         """kill -9 of the ssh child: tunneld notices at once (class killed), restarts it, and
         bytes flow again."""
         self.row(1, "ssh child SIGKILL")
@@ -309,7 +309,7 @@ class LoopbackFaults(FaultTest):
         self.assertLess(self.timing["detection"], 0.5 + SLACK)
         self.passed("back up (killed)")
 
-    def test_f05_local_port_taken(self):
+    def test_local_port_taken(self):
         """The -L port is taken: ssh exits 255 (class local-forward) and tunneld backs off with
         growing delays, never spinning; once the port is free the tunnel comes up."""
         self.row(5, "local forward port taken")
@@ -344,7 +344,7 @@ class LoopbackFaults(FaultTest):
         self.recovered(times, "busy", port, t1, cap + SLACK)
         self.passed("backs off (local-forward), back up when freed")
 
-    def test_f06_remote_port_taken(self):
+    def test_remote_port_taken(self):
         """The -R port is taken on the server: ssh exits 255 (class remote-forward); tunneld
         knocks every ~3 s (jittered into [1.5 s, 3 s]) for 10 tries, then backs off normally;
         once the port is free the tunnel comes up.
@@ -382,7 +382,7 @@ class LoopbackFaults(FaultTest):
         self.recovered(times, "rf", rport, t1, cap + SLACK)
         self.passed("knocks ~3 s x10 (remote-forward), back up when freed")
 
-    def test_f07_wrong_key(self):
+    def test_wrong_key(self):
         """A key the server does not accept: class auth, "Permission denied" logged, the
         backoff goes to restart_delay_max at once and never hot-loops; with the right key
         back in the file, the next start comes up."""
@@ -418,7 +418,7 @@ class LoopbackFaults(FaultTest):
         self.recovered(times, "auth", lport, t1, cap + SLACK)
         self.passed("backs off to max (auth), back up with the key")
 
-    def test_f08_host_key_changed(self):
+    def test_host_key_changed(self):
         """known_hosts holds another key for the server (StrictHostKeyChecking=yes): ssh
         refuses to connect, class host-key, with ssh's warning in the log and the backoff at
         restart_delay_max; with the right key in known_hosts the tunnel comes up."""
@@ -456,7 +456,7 @@ class LoopbackFaults(FaultTest):
         self.recovered(times, "hk", lport, t1, cap + SLACK)
         self.passed("refused (host-key), back up with the key")
 
-    def test_f09_unresolvable_host(self):
+    def test_unresolvable_host(self):
         """A host name that does not resolve: class dns, normal (growing) backoff."""
         self.row(9, "unresolvable host name (dns)")
         t0 = time.monotonic()
@@ -476,7 +476,7 @@ class LoopbackFaults(FaultTest):
         self.assertEqual(st["last_exit"]["failure"], "dns")
         self.passed("reported (dns), backing off")
 
-    def test_f10_tunneld_sigkill(self):
+    def test_tunneld_sigkill(self):
         """tunneld itself killed with SIGKILL: no ssh of it remains (PR_SET_PDEATHSIG) within
         about 2 s, and the forwarded port closes."""
         self.row(10, "tunneld SIGKILL")
@@ -500,7 +500,7 @@ class LoopbackFaults(FaultTest):
             self.assertFalse(tunneltest.port_accepts(p, timeout=0.5), f"port {p} still accepts")
         self.passed("no ssh left")
 
-    def test_f11_sighup_burst(self):
+    def test_sighup_burst(self):
         """100 SIGHUPs in a burst, twice: on an unchanged file every tunnel keeps its ssh
         (same pids) and tunneld the very same fds; on a file that changes one tunnel, adds
         one and removes one, the unchanged tunnels keep their ssh, the changed and added
@@ -608,7 +608,7 @@ class NetworkFaults(FaultTest):
                     "connect_timeout": 3, **settings}
         return self.start_tunneld(tunnels, defaults, globals={"watch_network": True})
 
-    def test_f02_sshd_killed_and_restarted(self):
+    def test_sshd_killed_and_restarted(self):
         """sshd (listener and sessions) killed: ssh exits at once; tunneld retries (refused)
         with a bounded backoff; sshd back 5 s later: the tunnel is back within
         restart_delay_max and a connect."""
@@ -635,7 +635,7 @@ class NetworkFaults(FaultTest):
         self.assertLess(self.timing["detection"], 1 + SLACK)
         self.passed("back up (refused meanwhile)")
 
-    def test_f03_silent_blackhole(self):
+    def test_silent_blackhole(self):
         """20 s of silent blackhole (the test host drops its replies to us; no link event):
         ServerAlive (1 s x 2) ends ssh within about interval x (count + 1); retries time out
         meanwhile; after the route is gone the tunnel is back within a connect timeout and
@@ -668,7 +668,7 @@ class NetworkFaults(FaultTest):
         self.recovered(times, "bh", lport, t1, 2 + 2 + SLACK)
         self.passed("back up (timeout meanwhile)")
 
-    def test_f04_link_down_up(self):
+    def test_link_down_up(self):
         """This side's veth goes down: ServerAlive ends ssh, retries fail at once
         (unreachable) and the backoff is long (restart_delay 30 s); link up: the network watch
         cuts the backoff short: the first ssh started after it carries bytes within the settle
@@ -715,7 +715,7 @@ class NetworkFaults(FaultTest):
                         f"ssh's connect took {connect:.2f} s")
         self.passed("back up at link-up (network watch)")
 
-    def test_f12_probe_failure(self):
+    def test_probe_failure(self):
         """The server-side target behind a -L forward stops while ssh stays alive: the probe
         fails `failures` times, tunneld restarts ssh (class probe) and backs off; once the
         target is back, bytes flow again."""

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Configuration reload with real ssh: tunnels added, removed, changed and unchanged, a
-rejected file, and a burst of SIGHUPs, checked by bytes through the forwards, ssh pids, and
-`tunnelctl --json status`.
+rejected file, and supervision settings applied in place (the running ssh and its timers
+kept), checked by bytes through the forwards, ssh pids, and `tunnelctl --json status`.
+(A burst of SIGHUPs is the fault matrix's: tests/faults/test_faults.py, test_sighup_burst;
+forwards changed on a running multiplexed ssh: tests/e2e/test_multiplex.py.)
 
 One sshd and one echo server serve the whole class; each test runs its own tunneld with its
 own control socket and notify socket.
@@ -204,48 +206,6 @@ class ReloadTest(unittest.TestCase):
         self.reload()
         self.assertEqual(status_json(self.ctl)["status"], "2/2 tunnels up")
         self.assertEqual({n: t["pid"] for n, t in self.status().items()}, before)
-
-    def test_burst_of_sighups(self):
-        """20 SIGHUPs while the file changes: untouched ssh kept, last file wins, no zombie, same fd count."""
-        pa, pb, c1, c2, pd = (free_port() for _ in range(5))
-
-        def version(k):  # k = 0 is the start; 20 is the same file again
-            tunnels = [self.tunnel("a", pa), self.tunnel("b", pb), self.tunnel("c", c2 if k % 2 else c1)]
-            return tunnels + ([] if k % 2 else [self.tunnel("d", pd)])
-
-        d = self.tunneld(version(0))
-        before = self.wait_up("a", "b", "c", "d")
-        for port in (pa, pb, c1, pd):
-            self.assert_echo(port)
-        fds = fd_count(d.pid)
-
-        for k in range(1, 21):
-            self.rewrite(d, version(k))
-            os.kill(d.pid, signal.SIGHUP)
-            time.sleep(0.02)
-        self.reload()  # the last file is applied when this returns, whatever the signals merged into
-        after = self.wait_up("a", "b", "c", "d")
-        reloads = d.count_log(r"^<5>reload done: ")
-        self.assertGreaterEqual(reloads, 3, "the SIGHUPs did not reload")
-        self.assertEqual((after["a"], after["b"]), (before["a"], before["b"]), f"after {reloads} reloads")
-        for port in (pa, pb, c1, pd):
-            self.assert_echo(port)
-        self.assert_closed(c2)
-
-        def settled():
-            kids = d.children()
-            return (sorted(kids) == sorted(after.values()) and not zombies_of(d.pid)
-                    and fd_count(d.pid) == fds)
-        try:
-            wait_until(settled, 10, what="tunneld's children and fds to settle")
-        except AssertionError:
-            self.fail(f"children {d.children()} (expected {sorted(after.values())}), zombies {zombies_of(d.pid)}, "
-                      f"fds {fd_count(d.pid)} (before {fds}): {os.listdir(f'/proc/{d.pid}/fd')}")
-        self.assertEqual(sorted(tunneltest.descendants_of(d.pid)), sorted(after.values()))
-        self.assertIsNone(d.proc.poll())
-
-
-    # -- supervision settings only: the same ssh, its timers re-armed --
 
     def up_since(self, name):
         """When (time.monotonic()) name came up: status's "since" is the time in its state."""
