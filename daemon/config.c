@@ -120,9 +120,18 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
 
 #define CONFIG_FILE_MAX (16u << 20)
 
-/* Read one file with libconfig; the caller destroys cfg. */
+/* FNV-1a, 64 bits: enough to tell whether two loads read the same files. */
+static uint64_t digest_add(uint64_t h, const char *data, size_t len)
+{
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (unsigned char)data[i]) * 0x100000001b3ull;
+        return h;
+}
+
+/* Read one file with libconfig (its name and bytes added to *digest); the caller destroys
+ * cfg. */
 static int read_file(const char *path, const struct config_load_options *opts, config_t *cfg,
-                     struct config_errors *errs)
+                     struct config_errors *errs, uint64_t *digest, bool main_file)
 {
         _cleanup_fclose_ FILE *f = NULL;
         _cleanup_free_ char *text = NULL;
@@ -166,6 +175,13 @@ static int read_file(const char *path, const struct config_load_options *opts, c
                 return -EIO;
         }
         text[len] = '\0';
+        if (main_file && len == 0) {
+                /* an editor or a config manager between truncating and writing it: applying
+                 * "no tunnels" would stop every one */
+                push_error(errs, "%s: is empty (being written?); the main file needs at least one setting", path);
+                return -EINVAL;
+        }
+        *digest = digest_add(digest_add(*digest, path, strlen(path) + 1), text, len + 1);
         r = check_raw_text(text, len, path, errs);
         if (r < 0)
                 return r;
@@ -210,7 +226,7 @@ static int load_dropins(struct parser *p, struct config *c, const struct tunnel_
                         struct parser dp = *p;
 
                         dp.path = path;
-                        if (read_file(path, p->opts, &cfg, p->errs) >= 0) {
+                        if (read_file(path, p->opts, &cfg, p->errs, &p->digest, false) >= 0) {
                                 parse_dropin(&dp, config_root_setting(&cfg), c, tmpl);
                                 p->seen = dp.seen;      /* it may have grown */
                                 if (dp.oom)
@@ -242,10 +258,10 @@ static int default_include_dir(struct config *c)
 
 /* Shared by both loaders: cfg holds the parsed main file. */
 static int load_parsed(config_t *cfg, const char *path, const struct config_load_options *opts, bool from_file,
-                       struct config **ret, struct config_errors *errs)
+                       uint64_t digest, struct config **ret, struct config_errors *errs)
 {
         _cleanup_config_free_ struct config *c = NULL;
-        struct parser p = { .path = path, .opts = opts, .errs = errs };
+        struct parser p = { .digest = digest, .path = path, .opts = opts, .errs = errs };
         struct tunnel_spec tmpl;
         int r;
 
@@ -291,6 +307,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                         return -ENOMEM;
         }
         c->load_options = *opts;
+        c->source_digest = p.digest;
         if (errs->n > 0)
                 return -EINVAL;
         *ret = c;
@@ -303,14 +320,15 @@ static const struct config_load_options default_options;
 int config_load(const char *path, const struct config_load_options *opts, struct config **ret,
                 struct config_errors *errs)
 {
+        uint64_t digest = 0xcbf29ce484222325ull;
         config_t cfg;
         int r;
 
         if (!opts)
                 opts = &default_options;
-        r = read_file(path, opts, &cfg, errs);
+        r = read_file(path, opts, &cfg, errs, &digest, true);
         if (r >= 0)
-                r = load_parsed(&cfg, path, opts, true, ret, errs);
+                r = load_parsed(&cfg, path, opts, true, digest, ret, errs);
         config_destroy(&cfg);
         return r;
 }
@@ -328,7 +346,7 @@ int config_load_string(const char *text, const char *name, struct config **ret, 
         else if (config_read_string(&cfg, text) != CONFIG_TRUE)
                 r = report_parse_error(&cfg, name, errs);
         else
-                r = load_parsed(&cfg, name, &default_options, false, ret, errs);
+                r = load_parsed(&cfg, name, &default_options, false, 0, ret, errs);
         config_destroy(&cfg);
         return r;
 }

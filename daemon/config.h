@@ -4,6 +4,7 @@
 /* config: the file → plain validated specs. Knows nothing of processes or the loop. */
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "log.h"
@@ -139,6 +140,7 @@ struct config {
         char *metrics_file;             /* Prometheus text file, rewritten on every change */
         double hook_timeout;            /* on_state_change programs are killed after this */
         struct config_load_options load_options;        /* how it was loaded: a reload loads the same way */
+        uint64_t source_digest;         /* of the names and bytes of every file read: two loads saw the same */
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;

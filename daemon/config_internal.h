@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdint.h>
+
 /* What the files of the configuration module share (config.c loads, config_parse.c
  * parses, config_check.c checks across tunnels, spec.c holds the data's helpers). Not
  * for other modules. */
@@ -12,6 +14,7 @@
 #include "util.h"
 
 struct parser {
+        uint64_t digest;                /* of every file read so far (config.h: source_digest) */
         const char *path;
         const struct config_load_options *opts;
         struct config_errors *errs;

@@ -47,6 +47,13 @@ int reload_job_report(int r, const struct config *c, const struct config_errors 
 
         json_begin_object(&w);
         json_field_int(&w, "r", r);
+        if (r >= 0) {
+                char hex[17];
+
+                /* as a string: a double would not hold 64 bits */
+                snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)c->source_digest);
+                json_field_string(&w, "digest", hex);
+        }
         if (r < 0) {
                 json_field_strv(&w, "errors", errs->lines);
         } else {
@@ -115,7 +122,7 @@ static int parse_view(const struct json *o, struct config_view *v)
 }
 
 int reload_job_parse_report(const char *text, size_t len, struct config_views *ret_views,
-                            struct config_errors *ret_errs, int *ret_r)
+                            struct config_errors *ret_errs, int *ret_r, uint64_t *ret_digest)
 {
         struct json *j = NULL;
         const struct json *list;
@@ -136,11 +143,21 @@ int reload_job_parse_report(const char *text, size_t len, struct config_views *r
                 json_free(j);
                 return 0;
         }
+        {
+                const char *hex = json_get_string(j, "digest");
+                char *end = NULL;
+
+                *ret_digest = hex ? strtoull(hex, &end, 16) : 0;
+                if (!hex || *end)
+                        r = -EBADMSG;
+                else
+                        r = 0;
+        }
         list = json_get(j, "views");
-        r = 0;
-        if (!list || list->type != JSON_ARRAY || !(ret_views->v = calloc(list->n + 1, sizeof(struct config_view))))
+        if (r >= 0 && (!list || list->type != JSON_ARRAY ||
+                       !(ret_views->v = calloc(list->n + 1, sizeof(struct config_view)))))
                 r = -EBADMSG;
-        for (size_t i = 0; r >= 0 && i < list->n; i++) {
+        for (size_t i = 0; r >= 0 && list && i < list->n; i++) {
                 r = parse_view(list->items[i], &ret_views->v[i]);
                 ret_views->n++;
         }
@@ -185,10 +202,12 @@ static void finish(struct reload_job *j)
         struct config_errors errs = {0};
         struct config *c = NULL;
         struct config_load_options again = j->opts;
+        uint64_t digest = 0;
         int r, child_r = 0;
 
         ev_timer_stop(j->loop, &j->timer);
-        r = reload_job_parse_report(j->report.data ? j->report.data : "", j->report.len, &views, &errs, &child_r);
+        r = reload_job_parse_report(j->report.data ? j->report.data : "", j->report.len, &views, &errs, &child_r,
+                                    &digest);
         if (r < 0) {
                 /* killed at the timeout (an ssh -G that hangs), or a crash: nothing is known */
                 char *line = NULL;
@@ -206,7 +225,12 @@ static void finish(struct reload_job *j)
                 again.ask_ssh = CONFIG_SSH_SKIP;
                 again.views = &views;
                 r = config_load(j->path, &again, &c, &errs);
-                if (r >= 0)
+                if (r >= 0 && c->source_digest != digest) {
+                        /* the files changed between the child's reading and ours (an editor
+                         * saving, a config manager writing): ssh judged other bytes */
+                        c = config_free(c);
+                        r = -EAGAIN;
+                } else if (r >= 0)
                         c->load_options = j->opts;      /* the next reload asks ssh again */
         }
         config_views_clear(&views);

@@ -15,7 +15,8 @@
 struct reload_job;
 
 /* r: 0 with *c the new configuration (the callee owns it), or -errno with errs (which the
- * callee owns too). Called from the loop, never from reload_job_start. */
+ * callee owns too); -EAGAIN: the files changed while they were being loaded (load again).
+ * Called from the loop, never from reload_job_start. */
 typedef void (*reload_job_done_t)(int r, struct config *c, struct config_errors *errs, void *userdata);
 
 int reload_job_start(struct ev_loop *loop, const char *path, const struct config_load_options *opts,
@@ -27,5 +28,5 @@ struct reload_job *reload_job_free(struct reload_job *j);
 int reload_job_report(int r, const struct config *c, const struct config_errors *errs, char **ret);
 /* Parse a report: 0 and *ret_views (when the load succeeded) or *ret_errs; -EBADMSG. */
 int reload_job_parse_report(const char *text, size_t len, struct config_views *ret_views,
-                            struct config_errors *ret_errs, int *ret_r);
+                            struct config_errors *ret_errs, int *ret_r, uint64_t *ret_digest);
 void config_views_clear(struct config_views *v);

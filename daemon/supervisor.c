@@ -597,6 +597,15 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
         struct supervisor *s = userdata;
 
         s->reload_job = reload_job_free(s->reload_job);
+        if (r == -EAGAIN && !s->shutting_down) {
+                /* the file changed under the reload: read it again, this reload's answer waits */
+                log_notice("reload: %s changed while it was being loaded: loading it again", s->config->path);
+                config_errors_clear(errs);
+                s->reload_again = false;
+                s->reload_started--;
+                (void)supervisor_reload(s);
+                return;
+        }
         reload_finish(s, r, c, errs);
         config_errors_clear(errs);
         if (s->reload_again && !s->shutting_down) {

@@ -74,6 +74,30 @@ class AsyncReloadTest(unittest.TestCase):
         self.assertGreater(took, SLOW - 1.0)
         self.assertIn("added", tunneltest.status(d)[1])
 
+    def test_file_rewritten_during_the_reload_is_read_again(self):
+        """The file changes while the reload's child is waiting for ssh -G: the bytes
+        ssh judged are not the ones tunneld would apply, so it loads again; what ends up
+        applied is the last file, never a mix."""
+        d = self.tunneld()
+        d.rewrite(tunnels=[*d.tunnels, {"name": "first", "host": "tunneld-test.invalid"}])
+        os.kill(d.pid, signal.SIGHUP)
+        time.sleep(1.0)         # the child reads the file, then waits for ssh -G
+        d.rewrite(tunnels=[*d.tunnels[:1], {"name": "second", "host": "tunneld-test.invalid"}])
+        d.wait_log(r"^<\d+>reload: .* changed while it was being loaded: loading it again", timeout=3 * SLOW + 20)
+        wait_until(lambda: "second" in tunneltest.status(d)[1], 3 * SLOW + 20, what="the last file applied")
+        self.assertNotIn("first", tunneltest.status(d)[1])
+        self.assertEqual(d.count_log(r"^<\d+>reload done: "), 1, "applied once, the last file")
+
+    def test_an_empty_main_file_is_a_write_in_progress(self):
+        """A reload that finds the main file empty (an editor between truncating and
+        writing it) is rejected: "no tunnels" would stop every one."""
+        d = self.tunneld()
+        open(d.config_path, "w").close()
+        os.kill(d.pid, signal.SIGHUP)
+        d.wait_log(r"is empty \(being written\?\)", timeout=3 * SLOW + 20)
+        d.wait_log(r"^<\d+>reload rejected: ", timeout=10)
+        self.assertIn("slow", tunneltest.status(d)[1])
+
     def test_sigterm_during_a_slow_reload(self):
         """SIGTERM 0.3 s into a reload whose ssh -G takes 3 s: tunneld exits 0 within
         stop_timeout + 1 s, and leaves no process of the reload behind."""
