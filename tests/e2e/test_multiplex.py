@@ -235,5 +235,73 @@ class MultiplexTest(unittest.TestCase):
         self.assertNotIn("disabling multiplexing", d.log())
 
 
+FAKE_MASTER = r"""#!/usr/bin/env python3
+# A misbehaving mux master: says it authenticated, creates the control socket, then does
+# what its host name says: "garbage" (bytes that are not the protocol), "close" (hangs up
+# after the hello), "silent" (never creates the socket).
+import os, socket, struct, sys, time
+args = sys.argv[1:]
+if "-G" in args:
+    sys.exit(0)
+path = next(a.split("=", 1)[1] for i, a in enumerate(args) if a.startswith("ControlPath=")).replace("%%", "%")
+mode = args[-1]
+sys.stderr.write('Authenticated to %s ([127.0.0.1]:22) using "publickey".\n' % mode)
+sys.stderr.flush()
+if mode == "silent":
+    time.sleep(600)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(1)
+c, _ = s.accept()
+c.recv(64)
+if mode == "garbage":
+    c.sendall(struct.pack(">II", 8, 0x12345678) + b"\x00" * 4)
+elif mode == "close":
+    c.sendall(struct.pack(">III", 8, 1, 4))
+    c.close()
+time.sleep(600)
+"""
+
+
+class BrokenMasterTest(unittest.TestCase):
+    """What a master that is not one gets: a failed run with class mux and a reason, or
+    the start deadline, never a hang."""
+
+    def tunneld(self, host, **settings):
+        d = tunneltest.temp_dir(self)
+        fake = os.path.join(d, "fake-master")
+        with open(fake, "w") as f:
+            f.write(FAKE_MASTER)
+        os.chmod(fake, 0o755)
+        port = free_port()
+        return tunneltest.use(self, Tunneld([{"name": "m", "host": host, "multiplex": True,
+                                               "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:9"]}],
+                                             {"restart_delay": 30, "restart_delay_max": 60, **settings},
+                                             globals={"ssh": fake}))
+
+    def last_failure(self, d):
+        try:
+            t = tunneltest.status(d)[1]["m"]
+        except AssertionError:
+            return None         # not listening yet
+        return t["last_exit"] and t["last_exit"]["failure"]
+
+    def test_garbage_on_the_control_socket(self):
+        d = self.tunneld("garbage")
+        d.wait_log(r"^<\d+>m: ssh's control socket sent a malformed message", timeout=20)
+        wait_until(lambda: self.last_failure(d) == "mux", 20, what="the run ended as mux")
+
+    def test_master_hangs_up_after_hello(self):
+        d = self.tunneld("close")
+        # its hang-up is seen on the read, or on the write of the first request
+        d.wait_log(r"^<\d+>m: (ssh closed its control socket|cannot (write to|read) ssh's control socket)",
+                   timeout=20)
+        wait_until(lambda: self.last_failure(d) == "mux", 20, what="the run ended as mux")
+
+    def test_master_that_never_creates_its_socket(self):
+        d = self.tunneld("silent", start_timeout=2)
+        wait_until(lambda: self.last_failure(d) == "timeout", 20, what="the run ended at the start deadline")
+
+
 if __name__ == "__main__":
     tunneltest.main()
