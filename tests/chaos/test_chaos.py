@@ -670,12 +670,13 @@ class ChaosTest(unittest.TestCase):
             {"name": "a-ux", **A, "local_forwards": [f"{ux}:127.0.0.1:{self.echo.port}"]},
             {"name": "a-rev", **A, "remote_forwards": [f"127.0.0.1:{p['rev']}:127.0.0.1:{self.echo.port}"]},
             {"name": "b-l1", **B, "local_forwards": [self.fwd(p["bl1"])], **hook},
-            {"name": "b-l2", **B, "local_forwards": [self.fwd(p["bl2"])]},
+            {"name": "b-l2", **B, "local_forwards": [self.fwd(p["bl2"])], "multiplex": True},
             {"name": "b-socks", **B, "dynamic_forwards": [f"127.0.0.1:{p['socks']}"]},
             {"name": "jump", **A, "jump_host": f"root@127.0.0.1:{self.b.port}",
              "local_forwards": [self.fwd(p["jump"])]},
+            # multiplex: forwards opened over the master's control socket
             {"name": "a-mix", **A, "local_forwards": [self.fwd(p["mixl"])],
-             "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], **hook},
+             "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], "multiplex": True, **hook},
             {"name": "b-l3", **B, "local_forwards": [self.fwd(p["bl3"])]},
         ]
         tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
