@@ -62,6 +62,7 @@ os.environ.setdefault("TUNNELTEST_TIMEOUT", str(int(CHAOS_SECONDS + 170)))
 import tunneltest  # noqa: E402
 from tunneltest import (EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port,  # noqa: E402
                         proc_table, wait_until)
+from tunneltest import socks_echo, unix_echo  # noqa: E402
 
 STATUS_LIMIT = 1.0          # the invariant: every status reply within a second
 PROBE_INTERVAL = 0.25
@@ -155,49 +156,6 @@ def raw_request(path, request, timeout=10.0):
                 raise OSError(f"connection closed after {len(data)} bytes")
             data += chunk
     return json.loads(data.split(b"\n", 1)[0])
-
-
-def unix_echo(path, payload=b"through the unix socket\n", timeout=5.0):
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            return got == payload
-    except OSError:
-        return False
-
-
-def socks_echo(socks_port, target_port, payload=b"through socks\n", timeout=5.0):
-    """SOCKS5 (no auth) CONNECT to 127.0.0.1:target_port through 127.0.0.1:socks_port,
-    then an echo round trip."""
-    try:
-        with socket.create_connection(("127.0.0.1", socks_port), timeout=timeout) as s:
-            def recv_exactly(n):
-                got = b""
-                while len(got) < n:
-                    chunk = s.recv(n - len(got))
-                    if not chunk:
-                        raise OSError("closed")
-                    got += chunk
-                return got
-            s.sendall(b"\x05\x01\x00")
-            if recv_exactly(2) != b"\x05\x00":
-                return False
-            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", target_port))
-            reply = recv_exactly(10)
-            if reply[1] != 0:
-                return False
-            s.sendall(payload)
-            return recv_exactly(len(payload)) == payload
-    except OSError:
-        return False
 
 
 # ---- the schedule ----------------------------------------------------------------------

@@ -19,27 +19,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, unix_echo, wait_until
 
 UP_TIMEOUT = 20
-
-
-def unix_echo(path, payload=b"through the socket\n", timeout=5.0):
-    """One round trip through a Unix socket forward; True if the echo came back."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            return got == payload
-    except OSError:
-        return False
 
 
 class Squatter:

@@ -16,7 +16,7 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, socks_echo, wait_until
 
 UP_TIMEOUT = 20
 
@@ -36,30 +36,6 @@ def listen(port, host="127.0.0.1"):
     s.bind((host, port))
     s.listen(4)
     return s
-
-
-def socks5_echo(proxy_port, host, port, payload=b"through socks\n"):
-    """One echo through a SOCKS5 proxy (no auth, CONNECT by IPv4 address)."""
-    import struct
-    try:
-        with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
-            s.sendall(b"\x05\x01\x00")
-            if s.recv(2) != b"\x05\x00":
-                return False
-            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack(">H", port))
-            reply = s.recv(10)
-            if len(reply) < 2 or reply[1] != 0:
-                return False
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
-            return got == payload
-    except OSError:
-        return False
 
 
 def ctx_switches(pid):
@@ -114,7 +90,7 @@ class MultiplexTest(unittest.TestCase):
         self.assertTrue(echo_roundtrip(lport))
         self.assertTrue(echo_roundtrip(rport), "the -R listens on the server (loopback here)")
         self.assertTrue(echo_roundtrip(allocated), "the -R 0 on the port the server chose")
-        self.assertTrue(socks5_echo(dport, "127.0.0.1", self.echo.port), "the -D")
+        self.assertTrue(socks_echo(dport, self.echo.port), "the -D")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
         self.assertNotIn(b"-L", argv)

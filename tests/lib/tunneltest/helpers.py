@@ -3,6 +3,8 @@
 from .base import *  # noqa: F401,F403
 from .processes import *  # noqa: F401,F403
 
+import struct  # noqa: E402
+
 def wait_until(pred, timeout, interval=0.05, what=None):
     """Poll pred() until it returns something true and return that; AssertionError if it
     still has not after timeout seconds."""
@@ -130,3 +132,47 @@ def duration_slack(seconds):
     if seconds < 10:
         return 0.051
     return 0.51 if seconds < 60 else 30.1
+
+
+def unix_echo(path, payload=b"through the unix socket\n", timeout=5.0):
+    """One echo round trip through a Unix socket forward; True if the bytes came back."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got == payload
+    except OSError:
+        return False
+
+
+def socks_echo(socks_port, target_port, payload=b"through socks\n", timeout=5.0):
+    """SOCKS5 (no auth) CONNECT to 127.0.0.1:target_port through 127.0.0.1:socks_port,
+    then an echo round trip."""
+    try:
+        with socket.create_connection(("127.0.0.1", socks_port), timeout=timeout) as s:
+            def recv_exactly(n):
+                got = b""
+                while len(got) < n:
+                    chunk = s.recv(n - len(got))
+                    if not chunk:
+                        raise OSError("closed")
+                    got += chunk
+                return got
+            s.sendall(b"\x05\x01\x00")
+            if recv_exactly(2) != b"\x05\x00":
+                return False
+            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", target_port))
+            reply = recv_exactly(10)
+            if reply[1] != 0:
+                return False
+            s.sendall(payload)
+            return recv_exactly(len(payload)) == payload
+    except OSError:
+        return False
