@@ -60,6 +60,7 @@ struct tunnel_spec {
         int server_alive_count_max;
         bool exit_on_forward_failure;
         bool multiplex;                 /* ssh as a mux master, its forwards opened over its control socket */
+        double drain_timeout;           /* multiplex: an old master's connections, at most this long */
         int connect_timeout;
         double start_timeout;           /* tunneld's own deadline for STARTING; 0 = automatic */
 

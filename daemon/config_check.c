@@ -466,10 +466,10 @@ void check_multiplex(struct parser *p, const struct config *c, const char *contr
                 return;
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
-                size_t n = strlen(control_socket) + strlen(".d/") + strlen(t->name) + strlen(".mux/s");
+                size_t n = strlen(control_socket) + strlen(".d/") + strlen(t->name) + strlen(".mux/s0");
 
                 if (t->multiplex && n > MUX_PATH_MAX)
-                        diag_tunnel(p, t, "multiplex", "ssh's control socket would be %s.d/%s.mux/s, %zu bytes "
+                        diag_tunnel(p, t, "multiplex", "ssh's control socket would be %s.d/%s.mux/s0, %zu bytes "
                                     "long; ssh allows %d: shorten the tunnel's name or control_socket",
                                     control_socket, t->name, n, MUX_PATH_MAX);
         }

@@ -166,6 +166,12 @@ int mux_client_new(struct ev_loop *loop, const char *path, const struct mux_clie
         return 0;
 }
 
+void mux_client_set_owner(struct mux_client *c, const struct mux_client_ops *ops, void *userdata)
+{
+        c->ops = *ops;
+        c->userdata = userdata;
+}
+
 struct mux_client *mux_client_free(struct mux_client *c)
 {
         if (!c)

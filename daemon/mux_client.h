@@ -25,6 +25,8 @@ struct mux_client_ops {
 int mux_client_new(struct ev_loop *loop, const char *path, const struct mux_client_ops *ops, void *userdata,
                    struct mux_client **ret);
 struct mux_client *mux_client_free(struct mux_client *c);
+/* Its replies go to someone else from now on (make-before-break: the old master's). */
+void mux_client_set_owner(struct mux_client *c, const struct mux_client_ops *ops, void *userdata);
 
 /* Queue a request; *ret_id is the id its reply will carry. */
 int mux_client_open_forward(struct mux_client *c, const struct forward *f, uint32_t *ret_id);

@@ -157,6 +157,7 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
                a->max_starts == b->max_starts &&
                a->max_lifetime == b->max_lifetime &&
                a->max_lifetime_action == b->max_lifetime_action &&
+               a->drain_timeout == b->drain_timeout &&
                strcmp_null(a->probe.connect, b->probe.connect) == 0 &&
                a->probe.interval == b->probe.interval &&
                a->probe.timeout == b->probe.timeout &&

@@ -369,7 +369,13 @@ void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, con
                 goto fail;
         if (write_run_files(t) < 0)
                 goto fail;
-        r = process_spawn(t->argv, ssh_environment(), false, &pid, &err_fd);
+        {
+                _cleanup_strv_free_ char **argv = NULL;
+
+                r = mux_run_argv(t, &argv);
+                if (r >= 0)
+                        r = process_spawn(argv ? argv : t->argv, ssh_environment(), false, &pid, &err_fd);
+        }
         if (r < 0) {
                 struct log_ctx ctx = ctx_of(t);
                 ctx.failure = failure_class_to_string(FAILURE_EXEC);
@@ -496,8 +502,10 @@ struct tunnel *tunnel_free(struct tunnel *t)
         if (t->stderr_fd >= 0)
                 close(t->stderr_fd);
         remove_run_files(t);
+        handover_free(t);
         mux_done(t);
         free(t->mux_path);
+        free(t->mux_run_path);
         probe_free(t->probe);
         strv_free(t->allocated);
         strv_free(t->argv);
@@ -558,6 +566,7 @@ void tunnel_stop(struct tunnel *t, const char *reason)
         char grace[DURATION_MAX];
 
         t->reason = reason;
+        handover_abort(t, "stops with the tunnel");
         switch (t->state) {
         case TUNNEL_STARTING:
         case TUNNEL_UP:
@@ -597,6 +606,8 @@ void tunnel_restart(struct tunnel *t, const char *reason)
 {
         t->held = false;
         reset_counters(t);
+        if (handover_begin(t, reason))
+                return;         /* make-before-break: the old ssh serves until the new one does */
         if (tunnel_is_running(t) || t->state == TUNNEL_STOPPING) {
                 /* first: STOPPING is then a restart's (down time, not off) from its start */
                 t->start_after_stop = true;

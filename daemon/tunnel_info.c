@@ -126,7 +126,7 @@ const char *tunnel_get_name(const struct tunnel *t) { return t->spec.name; }
 bool tunnel_is_connecting(const struct tunnel *t) { return t->connecting; }
 bool tunnel_is_held(const struct tunnel *t) { return t->held; }
 bool tunnel_has_started(const struct tunnel *t) { return t->total_starts > 0; }
-bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0; }
+bool tunnel_has_child(const struct tunnel *t) { return t->pid > 0 || handover_has_child(t); }
 const struct tunnel_run *tunnel_get_last_run(const struct tunnel *t) { return &t->last_run; }
 unsigned long tunnel_get_restarts(const struct tunnel *t) { return t->restarts; }
 void *tunnel_get_owner(const struct tunnel *t) { return t->owner; }

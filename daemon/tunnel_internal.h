@@ -85,7 +85,10 @@ struct tunnel {
 
         /* multiplex = true: ssh is a mux master; tunneld opens its forwards over the control
          * socket (tunnel_mux.c) */
-        char *mux_path;                 /* ssh's ControlPath: RUNTIME/NAME.mux/s */
+        char *mux_path;                 /* ssh's ControlPath: RUNTIME/NAME.mux/s, and 0 or 1 */
+        char *mux_run_path;             /* this run's: s0 or s1 (the other is a draining master's) */
+        int mux_gen;
+        struct mux_old *mux_old;        /* the master before, handing over and draining */
         int mux_watch_fd;               /* inotify on its directory until the socket appears */
         ev_io mux_watch;
         struct mux_client *mux;
@@ -152,6 +155,7 @@ struct mux_forward {
         struct forward_status *st;      /* what status shows; st->spec borrowed from t->spec */
         struct forward f;
         uint32_t request_id;            /* the open in flight; 0: none */
+        bool handover;                  /* waits for the old master to close it first */
         char reason[256];
 };
 /* Before spawning a master: its directory, no stale socket, the watch, every forward
@@ -171,6 +175,37 @@ bool mux_forwards_settled(const struct tunnel *t, bool *all_open);
 void mux_init(struct tunnel *t);
 /* The tunnel is freed: its directory too. */
 void mux_done(struct tunnel *t);
+
+/* The argv of this run: ControlPath is the run's (s0 or s1). *ret NULL: t->argv as it is. */
+int mux_run_argv(const struct tunnel *t, char ***ret);
+
+/* tunnel_handover.c: make-before-break for a multiplexed tunnel's planned restarts */
+struct mux_old {
+        struct tunnel *t;
+        pid_t pid;
+        int gen;                        /* its socket: s0 or s1 */
+        ev_child child;
+        struct mux_client *mux;         /* still connected: its forwards are closed over it */
+        struct mux_forward *fwds;       /* what it had */
+        struct forward_status *fwd_status;
+        size_t n_fwds;
+        uint32_t *close_ids;            /* the close of fwds[i] in flight; 0: none */
+        size_t closes_left;
+        ev_timer timer;                 /* the drain's checks and its deadline */
+        double deadline;
+        bool term_sent, kill_sent;
+};
+/* A planned restart of an up multiplexed tunnel: its ssh becomes the old master (still
+ * serving), and a new one is started that takes the forwards over once it is ready.
+ * False if it cannot be done this way (the caller restarts the usual way). */
+bool handover_begin(struct tunnel *t, const char *reason);
+/* The new master said hello: move each forward (close on the old, then open here). */
+void handover_move(struct tunnel *t);
+/* The new run ended, the tunnel stops or goes: the old master is stopped too. */
+void handover_abort(struct tunnel *t, const char *why);
+bool handover_has_child(const struct tunnel *t);
+/* The tunnel goes: the old master is killed and forgotten. */
+void handover_free(struct tunnel *t);
 
 /* tunnel_change.c */
 void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool probe);

@@ -46,7 +46,12 @@ void mux_done(struct tunnel *t)
         if (!t->mux_path)
                 return;
         dir = mux_dir(t);
-        (void)unlink(t->mux_path);
+        for (int gen = 0; gen < 2; gen++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (asprintf(&path, "%s%d", t->mux_path, gen) >= 0)
+                        (void)unlink(path);
+        }
         if (dir)
                 (void)rmdir(dir);
 }
@@ -156,7 +161,7 @@ void mux_open_pending(struct tunnel *t)
         if (!t->mux || !t->mux_ready)
                 return;
         for (size_t i = 0; i < t->n_fwds; i++)
-                if (t->fwds[i].st->state == FORWARD_PENDING && !t->fwds[i].request_id)
+                if (t->fwds[i].st->state == FORWARD_PENDING && !t->fwds[i].request_id && !t->fwds[i].handover)
                         open_forward(t, &t->fwds[i]);
         judge(t);
 }
@@ -166,6 +171,7 @@ static void on_ready(void *userdata)
         struct tunnel *t = userdata;
 
         t->mux_ready = true;
+        handover_move(t);       /* an old master's forwards: closed there first */
         mux_open_pending(t);
 }
 
@@ -228,11 +234,11 @@ static const struct mux_client_ops mux_ops = {
 
 static void connect_master(struct tunnel *t)
 {
-        int r = mux_client_new(t->ctx->loop, t->mux_path, &mux_ops, t, &t->mux);
+        int r = mux_client_new(t->ctx->loop, t->mux_run_path, &mux_ops, t, &t->mux);
 
         if (r < 0) {
                 errno = -r;
-                end_run(t, FAILURE_MUX, "cannot connect to ssh's control socket %s: %m", t->mux_path);
+                end_run(t, FAILURE_MUX, "cannot connect to ssh's control socket %s: %m", t->mux_run_path);
         }
 }
 
@@ -249,7 +255,7 @@ static void on_watch(struct ev_loop *loop, ev_io *w, int revents)
         for (ssize_t at = 0; n > 0 && at + (ssize_t)sizeof(struct inotify_event) <= n;) {
                 const struct inotify_event *e = (const struct inotify_event *)(events + at);
 
-                if (e->len && strcmp(e->name, "s") == 0)
+                if (e->len && strcmp(e->name, strrchr(t->mux_run_path, '/') + 1) == 0)
                         appeared = true;
                 at += (ssize_t)(sizeof(*e) + e->len);
         }
@@ -278,9 +284,9 @@ static int watch_dir(struct tunnel *t, const char *dir)
         struct log_ctx ctx = ctx_of(t);
         struct stat st;
 
-        if (strlen(t->mux_path) > CONTROL_PATH_MAX) {
+        if (strlen(t->mux_run_path) > CONTROL_PATH_MAX) {
                 log_full(LOG_ERR, &ctx, "multiplex: the control socket %s is %zu bytes long, ssh allows %d: "
-                         "shorten control_socket or the tunnel's name", t->mux_path, strlen(t->mux_path),
+                         "shorten control_socket or the tunnel's name", t->mux_run_path, strlen(t->mux_run_path),
                          CONTROL_PATH_MAX);
                 return -ENAMETOOLONG;
         }
@@ -289,8 +295,8 @@ static int watch_dir(struct tunnel *t, const char *dir)
         if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
                 return log_full_errno(LOG_ERR, EEXIST, &ctx, "%s is not a directory of ours", dir);
         /* a socket left behind makes ssh run without multiplexing ("already exists") */
-        if (unlink(t->mux_path) < 0 && errno != ENOENT)
-                return log_full_errno(LOG_ERR, errno, &ctx, "cannot remove %s: %m", t->mux_path);
+        if (unlink(t->mux_run_path) < 0 && errno != ENOENT)
+                return log_full_errno(LOG_ERR, errno, &ctx, "cannot remove %s: %m", t->mux_run_path);
         t->mux_watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (t->mux_watch_fd < 0 || inotify_add_watch(t->mux_watch_fd, dir, IN_CREATE | IN_MOVED_TO) < 0) {
                 int r = log_full_errno(LOG_ERR, errno, &ctx, "cannot watch %s: %m", dir);
@@ -314,6 +320,13 @@ int mux_run_begin(struct tunnel *t)
         mux_run_end(t);
         if (!t->spec.multiplex || !t->mux_path)
                 return 0;
+        /* s0 and s1 in turn: an old master still draining keeps its own */
+        t->mux_gen = t->mux_old ? !t->mux_old->gen : 0;
+        free(t->mux_run_path);
+        if (asprintf(&t->mux_run_path, "%s%d", t->mux_path, t->mux_gen) < 0) {
+                t->mux_run_path = NULL;
+                return -ENOMEM;
+        }
         dir = mux_dir(t);
         n = strv_length(l) + strv_length(r) + strv_length(d);
         t->fwds = calloc(n + 1, sizeof(*t->fwds));
@@ -409,4 +422,38 @@ int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added
         t->fwd_status = st;
         t->n_fwds = n;
         return 0;
+}
+
+int mux_run_argv(const struct tunnel *t, char ***ret)
+{
+        _cleanup_strv_free_ char **argv = NULL;
+        struct buf b = {0};
+        int r;
+
+        *ret = NULL;
+        if (!t->mux_run_path)
+                return 0;
+        r = strv_copy(t->argv, &argv);
+        if (r < 0)
+                return r;
+        buf_puts(&b, "ControlPath=");
+        for (const char *p = t->mux_run_path; *p; p++) {
+                if (*p == '%')
+                        buf_append(&b, "%", 1);         /* ssh expands %-tokens in it */
+                buf_append(&b, p, 1);
+        }
+        for (char **a = argv; *a; a++)
+                if (strncmp(*a, "ControlPath=", 12) == 0) {
+                        char *v;
+
+                        if (buf_steal(&b, &v) < 0)
+                                return -ENOMEM;
+                        free(*a);
+                        *a = v;
+                        *ret = argv;
+                        argv = NULL;
+                        return 0;
+                }
+        buf_free(&b);
+        return -EINVAL;
 }

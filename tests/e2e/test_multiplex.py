@@ -197,6 +197,67 @@ class MultiplexTest(unittest.TestCase):
         self.assertTrue(echo_roundtrip(new))
         wait_until(lambda: not tunneltest.port_accepts(gone, 0.5), 5, what="the removed forward's port closed")
 
+    def test_planned_restart_is_make_before_break(self):
+        """tunnelctl restart of an up multiplexed tunnel: a new ssh takes the forwards over
+        while the old one keeps a connection opened before the restart working (bytes both
+        ways after it); a client connecting in a tight loop meanwhile is refused for a few
+        ms at most; once that connection closes, the old ssh ends (drained)."""
+        port = free_port()
+        d = self.tunneld([{"name": "mbb", "local_forwards": [self.fwd(port)]}])
+        m = d.wait_log(r"^<\d+>mbb: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        old = int(m.group(1))
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(conn.close)
+        conn.sendall(b"before\n")
+        self.assertEqual(conn.recv(64), b"before\n")
+
+        refused, ok, stop = [0], [0], [False]
+
+        def hammer():
+            while not stop[0]:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2):
+                        ok[0] += 1
+                except OSError:
+                    refused[0] += 1
+                    time.sleep(0.001)
+        import threading
+        th = threading.Thread(target=hammer, daemon=True)
+        th.start()
+        r = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "restart", "mbb"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        new = tunneltest.status(d)[1]["mbb"]["pid"]
+        wait_until(lambda: tunneltest.status(d)[1]["mbb"]["state"] == "up", UP_TIMEOUT, what="up on the new ssh")
+        new = tunneltest.status(d)[1]["mbb"]["pid"]
+        time.sleep(0.5)
+        stop[0] = True
+        th.join(5)
+        self.assertNotEqual(new, old)
+        self.assertTrue(tunneltest.pid_alive(old), "the old ssh drains its connection")
+        conn.sendall(b"after\n")
+        self.assertEqual(conn.recv(64), b"after\n", "the connection opened before the restart works after it")
+        self.assertTrue(echo_roundtrip(port), "new connections go to the new ssh")
+        print(f"# make-before-break: {refused[0]} refused and {ok[0]} accepted connection attempts across it",
+              flush=True)
+        self.assertLess(refused[0], 50, "refused for more than a few ms")
+        conn.close()
+        wait_until(lambda: not tunneltest.pid_alive(old), 10, what="the old ssh to end once drained")
+        d.wait_log(r"^<\d+>mbb: the old ssh \(pid \d+\) carries no connection any more", timeout=5)
+
+    def test_max_lifetime_restart_is_make_before_break(self):
+        """max_lifetime of a multiplexed tunnel restarts it make-before-break too: a
+        connection across the restart keeps working."""
+        port = free_port()
+        d = self.tunneld([{"name": "life", "local_forwards": [self.fwd(port)], "max_lifetime": 3}])
+        m = d.wait_log(r"^<\d+>life: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(conn.close)
+        d.wait_log(r"^<\d+>life: .*make-before-break: a new ssh takes the forwards over", timeout=15)
+        d.wait_log(r"^<\d+>life: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT, after=m.end())
+        conn.sendall(b"across\n")
+        self.assertEqual(conn.recv(64), b"across\n")
+
     def test_kill_9_of_the_master_restarts_cleanly(self):
         """kill -9 of the master leaves its socket file behind: the next start removes it
         (a stale one would make ssh run without multiplexing) and the tunnel is up again

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/* tunnel_handover: make-before-break for the planned restarts of a multiplexed tunnel
+ * (tunnelctl restart, SIGUSR1, max_lifetime, a reload that changes the connection). The
+ * running master becomes the old one and goes on serving; a new master is started on the
+ * other control socket (s0/s1); once it said hello each forward is closed on the old one
+ * and at once opened on the new (a -L is refused for the few ms between), and the old
+ * master keeps its established connections: it is stopped when none is left through its
+ * forwards, or at drain_timeout. Nothing is broken that was working. */
+#include "tunnel_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mux_client.h"
+#include "probe.h"
+#include "process.h"
+
+#define DRAIN_CHECK 1.0                 /* seconds between looks at the old master's connections */
+
+static void old_free(struct mux_old *o)
+{
+        ev_child_stop(o->t->ctx->loop, &o->child);
+        ev_timer_stop(o->t->ctx->loop, &o->timer);
+        mux_client_free(o->mux);
+        free(o->fwds);
+        free(o->fwd_status);
+        free(o->close_ids);
+        free(o);
+}
+
+static void old_stop(struct mux_old *o, int sig, const char *why)
+{
+        struct log_ctx ctx = ctx_of(o->t);
+
+        if (sig == SIGTERM) {
+                if (o->term_sent)
+                        return;
+                o->term_sent = true;
+                log_full(LOG_INFO, &ctx, "the old ssh (pid %d) %s: SIGTERM", (int)o->pid, why);
+        } else
+                o->kill_sent = true;
+        process_kill(o->pid, sig);
+}
+
+static void on_old_exit(struct ev_loop *loop, ev_child *w, int revents)
+{
+        struct mux_old *o = w->data;
+        struct tunnel *t = o->t;
+        struct log_ctx ctx = ctx_of(t);
+
+        (void)loop;
+        (void)revents;
+        log_full(LOG_INFO, &ctx, "the old ssh (pid %d) has ended: the make-before-break restart is over",
+                 (int)o->pid);
+        t->mux_old = NULL;
+        old_free(o);
+}
+
+/* The old master's TCP connections through its forwards: accepted on a -L/-D listen port,
+ * or made to a -R's target. Read from /proc (its socket inodes, then tcp and tcp6). */
+static bool inode_of(pid_t pid, unsigned long *inodes, size_t max, size_t *n)
+{
+        char dir[64];
+        DIR *d;
+        struct dirent *e;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+        d = opendir(dir);
+        if (!d)
+                return false;
+        while ((e = readdir(d)) && *n < max) {
+                char target[64];
+                ssize_t k = readlinkat(dirfd(d), e->d_name, target, sizeof(target) - 1);
+
+                if (k > 0) {
+                        target[k] = '\0';
+                        if (sscanf(target, "socket:[%lu]", &inodes[*n]) == 1)
+                                (*n)++;
+                }
+        }
+        closedir(d);
+        return true;
+}
+
+static bool forwarded_port(const struct mux_old *o, unsigned local, unsigned remote)
+{
+        for (size_t i = 0; i < o->n_fwds; i++) {
+                const struct forward *f = &o->fwds[i].f;
+
+                if (f->kind != FORWARD_REMOTE && f->listen.port == (int)local)
+                        return true;
+                if (f->kind == FORWARD_REMOTE && !f->socks && f->connect.port == (int)remote)
+                        return true;
+        }
+        return false;
+}
+
+static size_t connections_left(const struct mux_old *o)
+{
+        static const char *const tables[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+        unsigned long inodes[512];
+        size_t n = 0, left = 0;
+
+        if (!inode_of(o->pid, inodes, sizeof(inodes) / sizeof(inodes[0]), &n))
+                return 0;
+        for (size_t k = 0; k < 2; k++) {
+                FILE *f = fopen(tables[k], "re");
+                char line[512];
+
+                if (!f)
+                        continue;
+                while (fgets(line, sizeof(line), f)) {
+                        char local[64], remote[64];
+                        unsigned st, lport, rport;
+                        unsigned long inode;
+                        const char *lp, *rp;
+
+                        if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*s %*s %lu", local, remote, &st, &inode) != 4 ||
+                            st != 1 /* ESTABLISHED */ || !(lp = strrchr(local, ':')) || !(rp = strrchr(remote, ':')))
+                                continue;
+                        lport = (unsigned)strtoul(lp + 1, NULL, 16);
+                        rport = (unsigned)strtoul(rp + 1, NULL, 16);
+                        for (size_t i = 0; i < n; i++)
+                                if (inodes[i] == inode && forwarded_port(o, lport, rport)) {
+                                        left++;
+                                        break;
+                                }
+                }
+                fclose(f);
+        }
+        return left;
+}
+
+static void on_old_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct mux_old *o = w->data;
+        double now = now_mono();
+
+        (void)loop;
+        (void)revents;
+        if (o->term_sent) {
+                old_stop(o, SIGKILL, "did not end after SIGTERM");
+                return;
+        }
+        if (o->closes_left == 0 && connections_left(o) == 0)
+                old_stop(o, SIGTERM, "carries no connection any more");
+        else if (now >= o->deadline)
+                old_stop(o, SIGTERM, "reached drain_timeout");
+        if (o->term_sent) {
+                arm(o->t, &o->timer, o->t->ctx->stop_timeout);
+                return;
+        }
+        arm(o->t, &o->timer, o->deadline - now < DRAIN_CHECK ? o->deadline - now : DRAIN_CHECK);
+}
+
+static struct mux_forward *new_twin(struct tunnel *t, const struct mux_forward *old)
+{
+        for (size_t i = 0; i < t->n_fwds; i++)
+                if (t->fwds[i].st->kind == old->st->kind && strcmp(t->fwds[i].st->spec, old->st->spec) == 0)
+                        return &t->fwds[i];
+        return NULL;
+}
+
+/* A close of the old master answered (or it is gone): the forward opens on the new one. */
+static void moved(struct mux_old *o, size_t i)
+{
+        struct tunnel *t = o->t;
+        struct mux_forward *m = new_twin(t, &o->fwds[i]);
+
+        o->close_ids[i] = 0;
+        if (--o->closes_left == 0)
+                arm(t, &o->timer, DRAIN_CHECK);         /* everything moved: the drain begins */
+        if (m) {
+                m->handover = false;
+                mux_open_pending(t);
+        }
+}
+
+static void on_old_reply(const struct mux_reply *r, void *userdata)
+{
+        struct mux_old *o = userdata;
+
+        for (size_t i = 0; r->request_id && i < o->n_fwds; i++)
+                if (o->close_ids[i] == r->request_id) {
+                        moved(o, i);
+                        return;
+                }
+}
+
+static void on_old_closed(int error, const char *why, void *userdata)
+{
+        struct mux_old *o = userdata;
+
+        (void)error;
+        (void)why;
+        o->mux = mux_client_free(o->mux);
+        for (size_t i = 0; i < o->n_fwds; i++)
+                if (o->close_ids[i])
+                        moved(o, i);
+}
+
+static const struct mux_client_ops old_ops = {
+        .reply = on_old_reply,
+        .closed = on_old_closed,
+};
+
+bool handover_has_child(const struct tunnel *t)
+{
+        return t->mux_old != NULL;
+}
+
+bool handover_begin(struct tunnel *t, const char *reason)
+{
+        struct mux_old *o;
+
+        if (!t->spec.multiplex || t->mux_old || !t->mux || !t->mux_ready ||
+            (t->state != TUNNEL_UP && t->state != TUNNEL_DEGRADED) || t->kill_class != FAILURE_NONE)
+                return false;
+        o = calloc(1, sizeof(*o));
+        if (!o || !(o->close_ids = calloc(t->n_fwds + 1, sizeof(uint32_t)))) {
+                free(o);
+                return false;
+        }
+        *o = (struct mux_old){ .t = t, .pid = t->pid, .gen = t->mux_gen, .mux = t->mux, .fwds = t->fwds,
+                               .fwd_status = t->fwd_status, .n_fwds = t->n_fwds, .close_ids = o->close_ids,
+                               .deadline = now_mono() + t->spec.drain_timeout };
+        mux_client_set_owner(o->mux, &old_ops, o);
+        /* the run is the old master's now: the tunnel forgets it without an exit */
+        ev_child_stop(t->ctx->loop, &t->child_watcher);
+        ev_child_init(&o->child, on_old_exit, o->pid, 0);
+        o->child.data = o;
+        ev_child_start(t->ctx->loop, &o->child);
+        ev_timer_init(&o->timer, on_old_timer, 0., 0.);
+        o->timer.data = o;
+        arm(t, &o->timer, t->spec.drain_timeout > 0 ? t->spec.drain_timeout : 0.);
+        if (t->stderr_fd >= 0)
+                close_stderr(t);        /* ssh ignores SIGPIPE: its last words are lost, not it */
+        ev_timer_stop(t->ctx->loop, &t->gate_timer);
+        ev_timer_stop(t->ctx->loop, &t->lifetime_timer);
+        ev_timer_stop(t->ctx->loop, &t->deadline_timer);
+        if (t->probe)
+                probe_stop(t->probe);
+        t->mux = NULL;
+        t->fwds = NULL;
+        t->fwd_status = NULL;
+        t->n_fwds = 0;
+        t->mux_ready = false;
+        t->pid = 0;
+        t->mux_old = o;
+        spawn(t, NULL, reason, "make-before-break: a new ssh takes the forwards over");
+        return true;
+}
+
+void handover_move(struct tunnel *t)
+{
+        struct mux_old *o = t->mux_old;
+
+        if (!o || o->closes_left)
+                return;
+        for (size_t i = 0; i < o->n_fwds; i++) {
+                struct mux_forward *m = new_twin(t, &o->fwds[i]);
+
+                if (!m || o->fwds[i].st->state != FORWARD_OPEN || !o->mux)
+                        continue;
+                if (mux_client_close_forward(o->mux, &o->fwds[i].f, &o->close_ids[i]) < 0) {
+                        o->close_ids[i] = 0;
+                        continue;
+                }
+                m->st->state = FORWARD_PENDING;
+                m->request_id = 0;
+                m->handover = true;     /* opened once the old one let go */
+                o->closes_left++;
+        }
+        if (o->closes_left == 0)
+                arm(t, &o->timer, DRAIN_CHECK);         /* nothing to move: drain from now */
+}
+
+void handover_abort(struct tunnel *t, const char *why)
+{
+        if (t->mux_old)
+                old_stop(t->mux_old, SIGTERM, why);
+}
+
+void handover_free(struct tunnel *t)
+{
+        if (!t->mux_old)
+                return;
+        process_kill(t->mux_old->pid, SIGKILL);         /* libev reaps it */
+        old_free(t->mux_old);
+        t->mux_old = NULL;
+}
