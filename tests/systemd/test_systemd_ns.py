@@ -290,6 +290,29 @@ class SystemdNamespaceTest(unittest.TestCase):
                    10, what="the error in the journal")
         self.assert_echo(15001)
 
+    def test_multiplex_under_the_unit(self):
+        """multiplex = true under the hardened unit: the master's socket in the runtime
+        directory (inotify there), up with its forward open, a reload that adds a forward
+        applies it on the same ssh, and tunnelctl restart is make-before-break."""
+        mux = {**self.tunnel("mux", 15006), "multiplex": True}
+        self.start([mux])
+        pid = self.wait_up("mux")["mux"]
+        self.assert_echo(15006)
+        r = self.ns.run(CTL, "--json", "status", "mux", check=False)
+        states = [f["state"] for f in json.loads(r.stdout)["tunnels"][0]["forward_states"]]
+        self.assertEqual(states, ["open"])
+        self.write_config([{**mux, "local_forwards": [*mux["local_forwards"],
+                                                      f"127.0.0.1:15007:127.0.0.1:{ECHO_PORT}"]}])
+        self.ns.systemctl("reload", "tunneld.service")
+        self.assert_echo(15007)
+        self.assertEqual(self.status()["mux"]["pid"], pid, "forwards added on the running ssh")
+        self.ns.run(CTL, "restart", "mux")
+        after = wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] != pid and t["pid"])(
+            self.status()["mux"]), UP_TIMEOUT, interval=0.2, what="mux up on a new ssh")
+        self.assertNotEqual(after, pid)
+        self.assert_echo(15006)
+        self.assert_echo(15007)
+
     def test_journal_has_each_tunnels_lines(self):
         """journalctl TUNNEL=NAME shows that tunnel's lines, ssh's own included, with SSH_PID and the unit."""
         self.start([self.tunnel("web", 15004), self.tunnel("other", 15005)])
