@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "jump_config.h"
 #include "util.h"
 #include "validate.h"
 

@@ -19,10 +19,5 @@
  * into an ssh_config file). */
 int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, char **ret);
 
-/* One hop of jump_host ("[user@]host[:port]", "ssh://[user@]host[:port]", "[v6]:port",
- * len bytes of it) → its host (brackets off) and port (0: none given, -1: not a valid
- * port). false if it does not fit in size or has a bracket unclosed. */
-bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port);
-
 /* ssh_options that name the destination rather than the connection: not given to hops. */
 bool jump_config_option_is_destination(const char *option);

@@ -361,3 +361,40 @@ const char *validate_program(const char *s)
                 return "must be an absolute path or a bare program name looked up in PATH";
         return NULL;
 }
+
+bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port)
+{
+        char copy[1025], *h, *at, *end, *port = NULL;
+
+        *ret_port = 0;
+        if (len >= sizeof(copy))
+                return false;
+        memcpy(copy, hop, len);
+        copy[len] = '\0';
+        h = copy;
+        if (strncmp(h, "ssh://", 6) == 0)
+                h += 6;
+        at = strrchr(h, '@');
+        if (at)
+                h = at + 1;
+        if (h[0] == '[') {
+                h++;
+                end = strchr(h, ']');
+                if (!end)
+                        return false;
+                *end = '\0';
+                if (end[1] == ':')
+                        port = end + 2;
+                else if (end[1])
+                        return false;
+        } else if ((end = strchr(h, ':')) && !strchr(end + 1, ':')) {
+                *end = '\0';
+                port = end + 1;
+        }
+        if (port && !parse_port(port, 1, ret_port))
+                *ret_port = -1;
+        if (strlen(h) >= size)
+                return false;
+        memcpy(host, h, strlen(h) + 1);
+        return true;
+}

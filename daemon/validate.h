@@ -6,6 +6,7 @@
  * FILE:LINE and the setting. Everything that reaches ssh's argv passes one of these. */
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define NAME_MAX_LEN 64                 /* tunnel names */
 #define VALUE_MAX_LEN 1024              /* any string setting */
@@ -30,3 +31,8 @@ const char *validate_absolute_path(const char *s);
 const char *validate_include_dir(const char *s);
 const char *validate_group_name(const char *s);
 const char *validate_program(const char *s);
+
+/* One hop of jump_host ("[user@]host[:port]", "ssh://[user@]host[:port]", "[v6]:port",
+ * len bytes of it) → its host (brackets off) and port (0: none given, -1: not a valid
+ * port). false if it does not fit in size or has a bracket unclosed. */
+bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port);
