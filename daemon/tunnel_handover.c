@@ -28,7 +28,7 @@ static void old_free(struct mux_old *o)
         ev_timer_stop(o->t->ctx->loop, &o->timer);
         mux_client_free(o->mux);
         free(o->fwds);
-        free(o->fwd_status);
+        forward_states_free(o->fwd_status, o->n_fwds);
         free(o->close_ids);
         free(o);
 }

@@ -152,7 +152,7 @@ void remove_run_files(struct tunnel *t);
 
 /* tunnel_mux.c */
 struct mux_forward {
-        struct forward_status *st;      /* what status shows; st->spec borrowed from t->spec */
+        struct forward_status *st;      /* what status shows; st->spec its own copy (a reload frees the spec's) */
         struct forward f;
         uint32_t request_id;            /* the open in flight; 0: none */
         bool handover;                  /* waits for the old master to close it first */
@@ -168,6 +168,8 @@ void mux_run_end(struct tunnel *t);
  * *added and *removed count them. Then mux_open_pending() asks for the added ones. */
 int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added, size_t *removed);
 void mux_open_pending(struct tunnel *t);
+/* Free forward states and the spec strings they own. */
+void forward_states_free(struct forward_status *st, size_t n);
 /* ssh's stderr said a listener is not bound on every address: fail that forward. */
 void mux_note_bind_failure(struct tunnel *t, const char *line);
 /* Every forward answered: *all_open if each is open. False while any is pending. */

@@ -73,7 +73,7 @@ void mux_run_end(struct tunnel *t)
         ev_timer_stop(t->ctx->loop, &t->fwd_retry_timer);
         t->fwd_retry_delay = 0;
         free(t->fwds);
-        free(t->fwd_status);
+        forward_states_free(t->fwd_status, t->n_fwds);
         t->fwds = NULL;
         t->fwd_status = NULL;
         t->n_fwds = 0;
@@ -271,10 +271,12 @@ static int add_forwards(struct tunnel *t, char kind, enum forward_kind k, char *
                 struct mux_forward *m = &t->fwds[t->n_fwds];
 
                 *m = (struct mux_forward){ .st = &t->fwd_status[t->n_fwds] };
-                *m->st = (struct forward_status){ .kind = kind, .spec = specs[i], .state = FORWARD_PENDING };
+                *m->st = (struct forward_status){ .kind = kind, .spec = strdup(specs[i]), .state = FORWARD_PENDING };
+                if (!m->st->spec)
+                        return -ENOMEM;
+                t->n_fwds++;
                 if (forward_parse(k, specs[i], &m->f))
                         return -EINVAL;         /* validated at load: cannot happen */
-                t->n_fwds++;
         }
         return 0;
 }
@@ -397,11 +399,14 @@ int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added
                         struct mux_forward *old = take_old(t->fwds, taken, t->n_fwds, kinds[l].kind, lists[l][i]);
 
                         fwds[k] = old ? *old : (struct mux_forward){ 0 };
+                        /* a kept one's state (and its string) moves over as it is */
                         st[k] = old ? *old->st : (struct forward_status){ .kind = kinds[l].kind,
+                                                                          .spec = strdup(lists[l][i]),
                                                                           .state = FORWARD_PENDING };
                         fwds[k].st = &st[k];
-                        st[k].spec = lists[l][i];       /* the new spec's string, the same text */
                         st[k].reason = st[k].state == FORWARD_FAILED ? fwds[k].reason : NULL;
+                        if (!st[k].spec)
+                                st[k].spec = "";        /* out of memory: shown empty, never freed */
                         if (!old) {
                                 (void)forward_parse(kinds[l].k, lists[l][i], &fwds[k].f);
                                 (*added)++;
@@ -414,6 +419,7 @@ int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added
                         (*removed)++;
                         if (t->mux && t->mux_ready)
                                 (void)mux_client_close_forward(t->mux, &t->fwds[i].f, &ignored);
+                        free((char *)t->fwd_status[i].spec);
                 }
         free(taken);
         free(t->fwds);
@@ -456,4 +462,12 @@ int mux_run_argv(const struct tunnel *t, char ***ret)
                 }
         buf_free(&b);
         return -EINVAL;
+}
+
+void forward_states_free(struct forward_status *st, size_t n)
+{
+        for (size_t i = 0; st && i < n; i++)
+                if (st[i].spec && st[i].spec[0])
+                        free((char *)st[i].spec);
+        free(st);
 }

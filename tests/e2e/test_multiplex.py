@@ -258,6 +258,22 @@ class MultiplexTest(unittest.TestCase):
         conn.sendall(b"across\n")
         self.assertEqual(conn.recv(64), b"across\n")
 
+    def test_policy_reload_keeps_the_forward_states(self):
+        """A reload that changes only a supervision setting of a multiplexed tunnel keeps
+        its ssh, and the forward states name their forwards right after it (they own
+        their strings: the old spec is freed)."""
+        port = free_port()
+        d = self.tunneld([{"name": "pol", "local_forwards": [self.fwd(port)]}])
+        m = d.wait_log(r"^<\d+>pol: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        for delay in (0.5, 0.7, 0.9):
+            d.rewrite(tunnels=[{**d.tunnels[0], "restart_delay": delay}])
+            d.reload()
+            d.wait_log(r"^<\d+>pol: supervision settings changed", timeout=20, after=m.end())
+            m = d.wait_log(r"^<\d+>reload done: ", timeout=20, after=m.end())
+            self.assertEqual(self.states(d, "pol"), {self.fwd(port): "open"})
+        self.assertEqual(self.status(d, "pol")["pid"], int(d.findall(r"^<\d+>pol: up: ssh \(pid (\d+)\)")[0]))
+        self.assertTrue(echo_roundtrip(port))
+
     def test_kill_9_of_the_master_restarts_cleanly(self):
         """kill -9 of the master leaves its socket file behind: the next start removes it
         (a stale one would make ssh run without multiplexing) and the tunnel is up again
