@@ -21,6 +21,23 @@
 #include "process.h"
 
 #define DRAIN_CHECK 1.0                 /* seconds between looks at the old master's connections */
+#define DRAINERS_MAX 8                  /* old masters draining at once; the oldest goes first */
+
+/* Forget o wherever it is: t->mux_old or the list of drainers. */
+static void unlink_old(struct mux_old *o)
+{
+        struct tunnel *t = o->t;
+
+        if (t->mux_old == o) {
+                t->mux_old = NULL;
+                return;
+        }
+        for (struct mux_old **p = &t->drainers; *p; p = &(*p)->next)
+                if (*p == o) {
+                        *p = o->next;
+                        return;
+                }
+}
 
 static void old_free(struct mux_old *o)
 {
@@ -57,7 +74,7 @@ static void on_old_exit(struct ev_loop *loop, ev_child *w, int revents)
         (void)revents;
         log_full(LOG_INFO, &ctx, "the old ssh (pid %d) has ended: the make-before-break restart is over",
                  (int)o->pid);
-        t->mux_old = NULL;
+        unlink_old(o);
         old_free(o);
 }
 
@@ -158,6 +175,37 @@ static void on_old_timer(struct ev_loop *loop, ev_timer *w, int revents)
         arm(o->t, &o->timer, o->deadline - now < DRAIN_CHECK ? o->deadline - now : DRAIN_CHECK);
 }
 
+/* The handover is over: o only carries its last connections now, among the drainers
+ * (so that the next planned restart can be make-before-break too). */
+static void start_drain(struct mux_old *o)
+{
+        struct tunnel *t = o->t;
+        size_t n = 0;
+
+        if (t->mux_old == o) {
+                t->mux_old = NULL;
+                o->next = t->drainers;
+                t->drainers = o;
+        }
+        for (struct mux_old *d = t->drainers; d; d = d->next)
+                if (++n > DRAINERS_MAX)
+                        old_stop(d, SIGTERM, "is one drainer too many");
+        arm(t, &o->timer, DRAIN_CHECK);
+}
+
+int handover_free_gen(const struct tunnel *t)
+{
+        for (int gen = 0; gen < 10; gen++) {
+                bool used = t->mux_old && t->mux_old->gen == gen;
+
+                for (const struct mux_old *d = t->drainers; d && !used; d = d->next)
+                        used = d->gen == gen;
+                if (!used)
+                        return gen;
+        }
+        return 0;       /* cannot happen: at most DRAINERS_MAX + 1 are alive */
+}
+
 static struct mux_forward *new_twin(struct tunnel *t, const struct mux_forward *old)
 {
         for (size_t i = 0; i < t->n_fwds; i++)
@@ -174,7 +222,7 @@ static void moved(struct mux_old *o, size_t i)
 
         o->close_ids[i] = 0;
         if (--o->closes_left == 0)
-                arm(t, &o->timer, DRAIN_CHECK);         /* everything moved: the drain begins */
+                start_drain(o);                         /* everything moved: the drain begins */
         if (m) {
                 m->handover = false;
                 mux_open_pending(t);
@@ -211,7 +259,7 @@ static const struct mux_client_ops old_ops = {
 
 bool handover_has_child(const struct tunnel *t)
 {
-        return t->mux_old != NULL;
+        return t->mux_old || t->drainers;
 }
 
 bool handover_begin(struct tunnel *t, const char *reason)
@@ -277,20 +325,29 @@ void handover_move(struct tunnel *t)
                 o->closes_left++;
         }
         if (o->closes_left == 0)
-                arm(t, &o->timer, DRAIN_CHECK);         /* nothing to move: drain from now */
+                start_drain(o);                         /* nothing to move: drain from now */
 }
 
 void handover_abort(struct tunnel *t, const char *why)
 {
         if (t->mux_old)
                 old_stop(t->mux_old, SIGTERM, why);
+        for (struct mux_old *d = t->drainers; d; d = d->next)
+                old_stop(d, SIGTERM, why);
 }
 
 void handover_free(struct tunnel *t)
 {
-        if (!t->mux_old)
-                return;
-        process_kill(t->mux_old->pid, SIGKILL);         /* libev reaps it */
-        old_free(t->mux_old);
-        t->mux_old = NULL;
+        if (t->mux_old) {
+                process_kill(t->mux_old->pid, SIGKILL);         /* libev reaps it */
+                old_free(t->mux_old);
+                t->mux_old = NULL;
+        }
+        while (t->drainers) {
+                struct mux_old *d = t->drainers;
+
+                t->drainers = d->next;
+                process_kill(d->pid, SIGKILL);
+                old_free(d);
+        }
 }

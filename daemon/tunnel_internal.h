@@ -88,7 +88,8 @@ struct tunnel {
         char *mux_path;                 /* ssh's ControlPath: RUNTIME/NAME.mux/s, and 0 or 1 */
         char *mux_run_path;             /* this run's: s0 or s1 (the other is a draining master's) */
         int mux_gen;
-        struct mux_old *mux_old;        /* the master before, handing over and draining */
+        struct mux_old *mux_old;        /* the master before, handing its forwards over */
+        struct mux_old *drainers;       /* masters before that, carrying their last connections */
         int mux_watch_fd;               /* inotify on its directory until the socket appears */
         ev_io mux_watch;
         struct mux_client *mux;
@@ -184,6 +185,7 @@ int mux_run_argv(const struct tunnel *t, char ***ret);
 /* tunnel_handover.c: make-before-break for a multiplexed tunnel's planned restarts */
 struct mux_old {
         struct tunnel *t;
+        struct mux_old *next;           /* in t->drainers */
         pid_t pid;
         int gen;                        /* its socket: s0 or s1 */
         ev_child child;
@@ -206,6 +208,8 @@ void handover_move(struct tunnel *t);
 /* The new run ended, the tunnel stops or goes: the old master is stopped too. */
 void handover_abort(struct tunnel *t, const char *why);
 bool handover_has_child(const struct tunnel *t);
+/* A control socket number (0-9) no older master of t still uses. */
+int handover_free_gen(const struct tunnel *t);
 /* The tunnel goes: the old master is killed and forgotten. */
 void handover_free(struct tunnel *t);
 

@@ -322,8 +322,8 @@ int mux_run_begin(struct tunnel *t)
         mux_run_end(t);
         if (!t->spec.multiplex || !t->mux_path)
                 return 0;
-        /* s0 and s1 in turn: an old master still draining keeps its own */
-        t->mux_gen = t->mux_old ? !t->mux_old->gen : 0;
+        /* s0 … s9: a socket no master that still runs has */
+        t->mux_gen = handover_free_gen(t);
         free(t->mux_run_path);
         if (asprintf(&t->mux_run_path, "%s%d", t->mux_path, t->mux_gen) < 0) {
                 t->mux_run_path = NULL;

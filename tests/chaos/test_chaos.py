@@ -59,6 +59,7 @@ CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS") or (40 if SANITIZED else 6
 # fault kinds never drawn (comma-separated), to tell one kind's trouble from the rest's
 CHAOS_SKIP = sorted(k for k in os.environ.get("CHAOS_SKIP", "").split(",") if k)
 os.environ.setdefault("TUNNELTEST_TIMEOUT", str(int(CHAOS_SECONDS + 170)))
+import netns  # noqa: E402
 import tunneltest  # noqa: E402
 from tunneltest import (EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port,  # noqa: E402
                         proc_table, wait_until)
@@ -176,6 +177,7 @@ FAULTS = {
     "sigusr1": (0.3, (0, 0)),
     "ctl_restart": (1.5, (0, 0)),
     "ctl_burst": (1.0, (1.0, 4.0)),
+    "blackhole": (1.0, (1.0, 5.0)),     # the netns test host drops our packets (skipped without one)
 }
 
 
@@ -198,6 +200,8 @@ def draw_schedule(seed, seconds, names, tcp_names, servers):
         duration = round(rng.uniform(lo, hi), 2)
         if kind.startswith("sshd_"):
             target = rng.choice(servers)
+        elif kind == "blackhole":
+            target = "N"
         elif kind == "squat":
             target = rng.choice(tcp_names)
         elif kind in ("reload_same", "reload_add", "reload_policy", "sigusr1", "ctl_burst"):
@@ -217,7 +221,8 @@ class World:
     def __init__(self, td, servers, defaults, base, extra):
         self.td = td
         self.sock = td.globals["control_socket"]
-        self.servers = servers                   # {"A": SSHServer, "B": SSHServer}
+        self.servers = servers                   # {"A": SSHServer, "B": SSHServer(, "N": in a netns)}
+        self.netns_host = None                   # the netns test host, when there is one
         self.server_locks = {k: threading.Lock() for k in servers}
         self.defaults = defaults
         self.base = base                         # the tunnels, in order
@@ -350,6 +355,19 @@ def f_sshd_stall(w, which, duration):
         finally:
             os.kill(pid, signal.SIGCONT)
     return "stalled"
+
+
+def f_blackhole(w, which, duration):
+    """Silent loss: the test host's replies to us go nowhere (no link event, no RST): only
+    ServerAlive notices, and the tunnels to it must come back once it is healed."""
+    host = w.netns_host
+    with w.server_locks[which]:
+        host.blackhole()
+        try:
+            time.sleep(duration)
+        finally:
+            host.unblackhole()
+    return "blackholed, restored"
 
 
 def f_squat(w, name, duration):
@@ -592,17 +610,27 @@ class ChaosTest(unittest.TestCase):
         self.a = tunneltest.use(self, SSHServer())
         self.b = tunneltest.use(self, SSHServer())
         self.echo = tunneltest.use(self, EchoServer())
+        # a third sshd in a network namespace test host, for blackholes (skipped without one)
+        self.host = self.n = self.n_echo = None
+        self.netns_why = netns.available()
+        if not self.netns_why:
+            self.host = tunneltest.use(self, netns.TestHost())
+            self.n = tunneltest.use(self, netns.NetnsSSHServer(self.host))
+            self.n_echo = tunneltest.use(self, netns.TaggedEchoServer(self.host))
         self.dir = tunneltest.temp_dir(self)
         # one key for every tunnel and hop, both servers trust it; one known_hosts for both
         with open(self.a.client_key + ".pub") as f:
             pub = f.read()
-        with open(self.b.authorized_keys, "a") as f:
-            f.write(pub)
+        for server in (self.b, self.n):
+            if server:
+                with open(server.authorized_keys, "a") as f:
+                    f.write(pub)
         self.known_hosts = os.path.join(self.dir, "known_hosts")
         with open(self.known_hosts, "w") as out:
-            for s in (self.a, self.b):
-                with open(s.known_hosts) as f:
-                    out.write(f.read())
+            for s in (self.a, self.b, self.n):
+                if s:
+                    with open(s.known_hosts) as f:
+                        out.write(f.read())
         self.hook = os.path.join(self.dir, "spew-hook")
         with open(self.hook, "w") as f:
             f.write(HOOK.replace("@BYTES@", str(HOOK_BYTES)))
@@ -619,7 +647,8 @@ class ChaosTest(unittest.TestCase):
         every forward)."""
         A, B = {"port": self.a.port}, {"port": self.b.port}
         p = {k: free_port() for k in ("al1", "al2a", "al2b", "bl1", "bl2", "socks", "jump", "mixl", "mixd",
-                                      "bl3", "extra", "rev")}
+                                      "bl3", "extra", "rev", "n1", "n2",
+                                      *(f"f{i}" for i in range(10)))}
         ux = os.path.join(self.dir, "ux.sock")
         hook = {"on_state_change": self.hook}
         tunnels = [
@@ -636,13 +665,27 @@ class ChaosTest(unittest.TestCase):
             {"name": "a-mix", **A, "local_forwards": [self.fwd(p["mixl"])],
              "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], "multiplex": True, **hook},
             {"name": "b-l3", **B, "local_forwards": [self.fwd(p["bl3"])]},
+            # plain ones, to make a fleet (every fault may hit any of them)
+            *({"name": f"{'ab'[i % 2]}-f{i}", **(A if i % 2 == 0 else B), "local_forwards": [self.fwd(p[f"f{i}"])],
+               **({"multiplex": True} if i in (3, 6) else {})} for i in range(10)),
         ]
+        if self.n:
+            N = {"host": self.n.tunnel_defaults()["host"], "port": self.n.port,
+                 "server_alive_interval": 1, "server_alive_count_max": 3}
+            tunnels += [{"name": "n-l1", **N, "local_forwards": [f"127.0.0.1:{p['n1']}:127.0.0.1:{self.n_echo.port}"]},
+                        {"name": "n-l2", **N, "multiplex": True,
+                         "local_forwards": [f"127.0.0.1:{p['n2']}:127.0.0.1:{self.n_echo.port}"]}]
         tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
         extra = {"name": "extra", "host": "127.0.0.1", **B, "local_forwards": [self.fwd(p["extra"])]}
         e = self.echo.port
         checks = [(f"-L {p[k]} ({n})", (lambda port=p[k]: echo_roundtrip(port)))
                   for n, k in (("a-l1", "al1"), ("a-l2", "al2a"), ("a-l2", "al2b"), ("b-l1", "bl1"), ("b-l2", "bl2"),
-                               ("jump", "jump"), ("a-mix", "mixl"), ("b-l3", "bl3"))]
+                               ("jump", "jump"), ("a-mix", "mixl"), ("b-l3", "bl3"),
+                               *((f"{'ab'[i % 2]}-f{i}", f"f{i}") for i in range(10)))]
+        if self.n:
+            checks += [(f"-L {p[k]} ({n}, through the netns host)",
+                        (lambda port=p[k]: self.n_echo.roundtrip(port, timeout=3.0)))
+                       for n, k in (("n-l1", "n1"), ("n-l2", "n2"))]
         checks += [("-L unix socket (a-ux)", lambda: unix_echo(ux)),
                    (f"-D {p['socks']} (b-socks)", lambda: socks_echo(p["socks"], e)),
                    (f"-D {p['mixd']} (a-mix)", lambda: socks_echo(p["mixd"], e)),
@@ -661,8 +704,13 @@ class ChaosTest(unittest.TestCase):
         del defaults["port"]
         globals_ = {"ssh": tunneltest.SSH, "stop_timeout": STOP_TIMEOUT, "hook_timeout": 5}
         td = tunneltest.use(self, Tunneld(tunnels, defaults, globals_))
-        w = World(td, {"A": self.a, "B": self.b}, defaults, tunnels, extra)
+        servers = {"A": self.a, "B": self.b, **({"N": self.n} if self.n else {})}
+        w = World(td, servers, defaults, tunnels, extra)
         w.slow_config = self.slow_config
+        w.netns_host = self.host
+        if self.netns_why:
+            tap(f"no netns test host ({self.netns_why}): no blackholes")
+            CHAOS_SKIP.append("blackhole")
         schedule = draw_schedule(SEED, CHAOS_SECONDS, names, tcp_names, ["A", "B"])
         tap(f"{len(tunnels)} tunnels, {len(schedule)} faults over {CHAOS_SECONDS:g} s; sshd A port {self.a.port}, "
             f"B port {self.b.port}")

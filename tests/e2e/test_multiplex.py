@@ -241,6 +241,16 @@ class MultiplexTest(unittest.TestCase):
         print(f"# make-before-break: {refused[0]} refused and {ok[0]} accepted connection attempts across it",
               flush=True)
         self.assertLess(refused[0], 50, "refused for more than a few ms")
+        # a second planned restart while the first old ssh still drains: make-before-break too
+        r = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "restart", "mbb"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] not in (old, new))(
+            tunneltest.status(d)[1]["mbb"]), UP_TIMEOUT, what="up on a third ssh")
+        conn.sendall(b"twice\n")
+        self.assertEqual(conn.recv(64), b"twice\n", "the connection survives a second restart too")
+        self.assertTrue(tunneltest.pid_alive(old), "the first old ssh still drains")
+        self.assertTrue(echo_roundtrip(port))
         conn.close()
         wait_until(lambda: not tunneltest.pid_alive(old), 10, what="the old ssh to end once drained")
         d.wait_log(r"^<\d+>mbb: the old ssh \(pid \d+\) carries no connection any more", timeout=5)

@@ -79,6 +79,15 @@ def total_starts(socket):
     return sum(t["starts"] for t in reply["tunnels"]), len(reply["tunnels"])
 
 
+def reloaded(td):
+    """SIGHUP, and wait until that reload is over: it is loaded in a child process, and a
+    sample taken meanwhile would count the file the daemon's second load holds open."""
+    done = r"^<\d+>(reload done|reload rejected)"
+    before = td.count_log(done)
+    td.reload()
+    tunneltest.wait_until(lambda: td.count_log(done) > before, 60, what="the reload to be over")
+
+
 def tunnels(variant):
     """50 tunnels; the variant changes one tunnel, adds one and removes another, so each
     reload restarts, starts and stops something while the rest churn on."""
@@ -131,7 +140,7 @@ class Soak(unittest.TestCase):
             samples.append(s)
             variant = not variant
             tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(variant))
-            td.reload()
+            reloaded(td)
             starts, _ = total_starts(socket)
             if starts >= CYCLES:
                 break
@@ -139,7 +148,7 @@ class Soak(unittest.TestCase):
         # the last reload settles, then compare with the same config as the baseline
         if variant:
             tunneltest.write_config(td.config_path, td.globals, defaults, tunnels(False))
-            td.reload()
+            reloaded(td)
         time.sleep(1.5)
         end = sample(td.pid)
         starts, count = total_starts(socket)
