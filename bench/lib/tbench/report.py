@@ -373,14 +373,14 @@ def _restart(r, out, targets):
         f"{r['restarts']} planned restarts of one tunnel (`-L` to the echo server) per contender: tunneld with "
         "`multiplex = true` (`tunnelctl restart`: make-before-break), tunneld classic (`multiplex = false`, "
         "`tunnelctl restart`: stop, then start) and `autossh -M 0` (SIGUSR1: it SIGTERMs ssh and starts a new "
-        "one). Meanwhile one client connects in a tight loop (connect, close; a refused connect is counted and "
-        "retried after 1 ms) and one long-lived connection sends a line every 50 ms and reads the echo (when it "
+        "one). Meanwhile one client connects in a loop (connect, close, 1 ms; a refused connect is counted and "
+        ") and one long-lived connection sends a line every 50 ms and reads the echo (when it "
         "breaks it is counted and opened again). After each restart the benchmark waits until the tunnel is up "
         "again (`tunnelctl status`: up on a new ssh; autossh: a new ssh whose forward echoes), then "
         f"{r['settle']} s; autossh's restarts come 11 s apart (with `AUTOSSH_POLL=100`, so that its "
         "`grace_time()` counts none as a fast try: at 1.3 s apart the sixth would sleep 2 s, the seventh 8 s …). "
         "Refused = connects that failed (ECONNREFUSED, or no answer within 2 s); stalled = accepted connects "
-        "that took ≥ 200 ms (a SYN lost while a listener closes is sent again by the kernel after 1 s); "
+        "that took ≥ 200 ms (a dropped SYN is sent again by the kernel after 1 s); "
         "longest gap = the longest time between two accepted connects, refusals and stalls included.\n")
     rows = []
     for x in r["runs"]:
