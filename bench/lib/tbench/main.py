@@ -12,14 +12,14 @@ import sys
 import tempfile
 import traceback
 
-from . import limits, outage, profile, recovery, reload, report, scale
+from . import limits, outage, profile, recovery, reload, report, restart, scale
 from .fixtures import Context, EchoServer, Keys, Sshd
 from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_available_kb, now,
                    set_child_subreaper)
 
 BENCH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOP = os.path.dirname(BENCH)
-ALL = ["recovery", "scale", "reload", "outage", "limits", "profile"]
+ALL = ["recovery", "scale", "reload", "outage", "restart", "limits", "profile"]
 
 
 def parse_args(argv):
@@ -43,6 +43,9 @@ def parse_args(argv):
     ap.add_argument("--outage", type=float, help="outage: blackhole seconds (default 30, quick 5)")
     ap.add_argument("--outage-reps", type=int, help="outage: repetitions (default 2, quick 1)")
     ap.add_argument("--alive", help="outage: ServerAliveInterval x ServerAliveCountMax for both (default 5x3, quick 1x2)")
+    ap.add_argument("--restarts", type=int, help="restart: planned restarts per contender (default 20, quick 3)")
+    ap.add_argument("--restart-conns", type=int, help="restart: forwarded connections for the cost per "
+                                                      "connection (default 200, quick 20)")
     ap.add_argument("--profile-n", type=int, help="profile: tunnels under strace (default 500, quick 10)")
     ap.add_argument("--callgrind-n", type=int, help="profile: tunnels under callgrind (default 200, quick 10)")
     ap.add_argument("--tunneld", default=os.path.join(TOP, "build/daemon/tunneld"))
@@ -70,6 +73,8 @@ def parse_args(argv):
     a.outage = d(a.outage, 30.0, 5.0)
     a.outage_reps = d(a.outage_reps, 2, 1)
     a.alive = d(a.alive, "5x3", "1x2")
+    a.restarts = d(a.restarts, 20, 3)
+    a.restart_conns = d(a.restart_conns, 200, 20)
     a.profile_n = d(a.profile_n, 500, 10)
     a.callgrind_n = d(a.callgrind_n, 200, 10)
     a.output = d(a.output, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "RESULTS-quick.md"))
@@ -244,6 +249,7 @@ def main(argv=None):
         iv, cnt = (int(x) for x in args.alive.lower().split("x"))
         bench("outage", lambda: outage.run(ctx, env, args.outage, args.outage_reps, iv, cnt,
                                            120.0 if args.quick else 300.0))
+        bench("restart", lambda: restart.run(ctx, env, args.restarts, args.restart_conns))
         bench("limits", lambda: limits.run(ctx, env))
         bench("profile", lambda: profile.run_all(ctx, env, args.profile_n, args.callgrind_n,
                                                  args.scale_gatetime, 2.0 if args.quick else 5.0))

@@ -367,6 +367,77 @@ def _outage(r, out, targets):
     out.append("")
 
 
+def _restart(r, out, targets):
+    out.append("## 6. Planned restarts and the cost per forwarded connection\n")
+    out.append(
+        f"{r['restarts']} planned restarts of one tunnel (`-L` to the echo server) per contender: tunneld with "
+        "`multiplex = true` (`tunnelctl restart`: make-before-break), tunneld classic (`multiplex = false`, "
+        "`tunnelctl restart`: stop, then start) and `autossh -M 0` (SIGUSR1: it SIGTERMs ssh and starts a new "
+        "one). Meanwhile one client connects in a loop (connect, close, 1 ms; a refused connect is counted and "
+        ") and one long-lived connection sends a line every 50 ms and reads the echo (when it "
+        "breaks it is counted and opened again). After each restart the benchmark waits until the tunnel is up "
+        "again (`tunnelctl status`: up on a new ssh; autossh: a new ssh whose forward echoes), then "
+        f"{r['settle']} s; autossh's restarts come 11 s apart (with `AUTOSSH_POLL=100`, so that its "
+        "`grace_time()` counts none as a fast try: at 1.3 s apart the sixth would sleep 2 s, the seventh 8 s …). "
+        "Refused = connects that failed (ECONNREFUSED, or no answer within 2 s); stalled = accepted connects "
+        "that took ≥ 200 ms (a dropped SYN is sent again by the kernel after 1 s); "
+        "longest gap = the longest time between two accepted connects, refusals and stalls included.\n")
+    rows = []
+    for x in r["runs"]:
+        per = x["refused_per_restart"]
+        rows.append([x["who"], x["restarts"], x.get("make_before_break", "—") if x["multiplex"] else "—",
+                     x["refused"] + x["failed_other"], f"{median(per):.0f} / {max(per)}" if per else "—",
+                     x.get("stalled", "—"), _ms(x.get("max_connect_s"), 0), _ms(x["longest_gap_s"], 0),
+                     (f"{_ms(median(x['gap_per_restart_s']), 0)} / {_ms(min(x['gap_per_restart_s']), 0)}"
+                      if x.get("gap_per_restart_s") else "—"),
+                     x["accepted"], x["long_broken"], x["long_lines"],
+                     _ms(x["restart_to_up_median_s"], 0), f"{x['seconds']:.0f}"])
+    out.append(table(["contender", "restarts", "make-before-break", "refused attempts",
+                      "refused per restart median / max", "stalled", "slowest connect ms", "longest gap ms",
+                      "gap per restart median / min ms",
+                      "accepted attempts", "long-lived conn broken",
+                      "its lines echoed", "restart → up ms (median)", "s"], rows))
+    out.append("\nListen queue overflows/drops (kernel TcpExt, system-wide) during the restarts: "
+               + ", ".join(f"{x['who']} {x.get('listen_overflows', {}).get('ListenOverflows', '—')}/"
+                           f"{x.get('listen_overflows', {}).get('ListenDrops', '—')}" for x in r["runs"]) + ".")
+    if any(x["failed_other"] for x in r["runs"]):
+        out.append("\nrefused attempts include failures other than ECONNREFUSED: "
+                   + ", ".join(f"{x['who']} {x['failed_other']}" for x in r["runs"] if x["failed_other"]) + ".")
+    for x in r["runs"]:
+        st = x.get("stalls_after_restart_s") or []
+        if st:
+            out.append(f"\n{x['who']}: stalled connects (s after the restart began: how long the connect took): "
+                       + ", ".join(f"{a:+.2f}: {d:.2f}" for a, d in st[:12]) + (" …" if len(st) > 12 else "") + ".")
+    for x in r["runs"]:
+        if x["long_broken"]:
+            out.append(f"\n{x['who']}: the long-lived connection broke at "
+                       + ", ".join(f"{t:.1f}" for t in x["long_broken_after_s"][:10])
+                       + " s (from the first restart); down for "
+                       + ", ".join(_ms(t, 0) for t in x["long_outages_s"][:10]) + " ms each.")
+    mux = next((x for x in r["runs"] if x["who"] == "tunneld-multiplex"), None)
+    if mux:
+        targets.append(("restart: make-before-break refuses no connection, breaks none (no target given)",
+                        f"multiplex: {mux['refused']} refused, longest gap {_ms(mux['longest_gap_s'], 0)} ms, "
+                        f"long-lived connection broken {mux['long_broken']}×, {mux.get('make_before_break')} of "
+                        f"{mux['restarts']} restarts make-before-break", None))
+    out.append(f"\n**Cost per forwarded connection**: with the tunnel up and idle (before the restarts), "
+               f"{r['conns']} echo connections through the forward, one after the other; the supervisor's "
+               "wakeups (voluntary + nonvoluntary context switches) and CPU over them, divided by the "
+               "connections (classic tunneld runs ssh at `LogLevel=DEBUG1` and reads its stderr, where ssh logs "
+               "every forwarded connection; with `multiplex` ssh logs at VERBOSE, nothing for a working "
+               "connection). ssh's on-CPU time for reference.\n")
+    rows = []
+    for x in r["runs"]:
+        t = x["traffic"]
+        n = t["conns"] or 1
+        rows.append([x["who"], t["conns"], t["ok"], t["sup_wakeups"], f"{t['sup_wakeups'] / n:.2f}",
+                     f"{t['sup_cpu_s'] * 1000 / n:.2f}", f"{t['sup_run_s'] * 1e6 / n:.0f}",
+                     f"{t['ssh_run_s'] * 1e6 / n:.0f}"])
+    out.append(table(["supervisor", "connections", "echoed", "sup wakeups", "wakeups / conn",
+                      "sup CPU ms / conn (ticks)", "sup on-CPU µs / conn", "ssh on-CPU µs / conn"], rows))
+    out.append("")
+
+
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
     out.append("The profiled tunnelds run with the default `max_parallel_starts` (8), as deployed.\n")
@@ -491,6 +562,8 @@ def render(res, args):
         _reload(res["reload"], body, targets)
     if "outage" in res:
         _outage(res["outage"], body, targets)
+    if "restart" in res:
+        _restart(res["restart"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:
