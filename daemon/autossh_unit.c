@@ -123,6 +123,7 @@ static int unit_split_var(const struct unit *u, struct imported *t, const char *
 {
         _cleanup_strv_free_ char **words = NULL;
         const char *value;
+        int r;
 
         *done = w[0] == '$' && import_is_var_name(w + 1, strlen(w + 1));
         if (!*done)
@@ -133,9 +134,11 @@ static int unit_split_var(const struct unit *u, struct imported *t, const char *
                          u->env_file ? " (EnvironmentFile= is not read)" : "");
                 return -EINVAL;
         }
-        if (imported_note(t, "%s: expanded from the unit's Environment= to \"%s\"", w, value) < 0 ||
-            words_split(value, WORDS_UNIT, &words, why) < 0)
+        if (imported_note(t, "%s: expanded from the unit's Environment= to \"%s\"", w, value) < 0)
                 return -ENOMEM;
+        r = words_split(value, WORDS_UNIT, &words, why);
+        if (r < 0)
+                return r;       /* its value's own syntax: refused with why, not out of memory */
         for (char **x = words; *x; x++)
                 if (strv_push(argv, *x) < 0)
                         return -ENOMEM;
