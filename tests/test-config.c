@@ -651,6 +651,19 @@ static void test_errors_do_not_hide_cross_checks(void)
                      "tunnel a (t.conf:1) does");
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* multiplex: the master's socket, SOCKET.d/NAME.mux/s0, must fit ssh's 90 bytes. */
+static void test_multiplex_control_path(void)
+{
+        expect_error("control_socket = \"/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control\";\n"
+                     "tunnels = ( { name = \"a-long-tunnel-name-here\"; host = \"h\"; multiplex = true; } );\n",
+                     "t.conf:2: a-long-tunnel-name-here.multiplex: ssh's control socket would be "
+                     "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/"
+                     "a-long-tunnel-name-here.mux/s0, 105 bytes long; ssh allows 90: shorten the tunnel's name or "
+                     "control_socket");
+        expect_error("control_socket = \"/run/tunneld/control\";\n"
+                     "tunnels = ( { name = \"db\"; host = \"h\"; multiplex = true; drain_timeout = 5; } );\n", "");
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_multiplex_control_path), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))
