@@ -74,6 +74,9 @@ enum avail_class avail_class_of(const struct tunnel *t)
 {
         if (t->state == TUNNEL_UP)
                 return AVAIL_UP;
+        /* make-before-break: the old ssh serves every forward until the new one has it */
+        if (t->state == TUNNEL_STARTING && t->mux_old && t->mux_old->closes_left == 0 && !t->mux_old->term_sent)
+                return AVAIL_UP;
         /* not wanted: disabled, held by an operator, stopped by its policy or on purpose */
         if (!t->spec.enabled || t->held || t->state == TUNNEL_STOPPED ||
             (t->state == TUNNEL_STOPPING && !t->start_after_stop))

@@ -235,6 +235,8 @@ class MultiplexTest(unittest.TestCase):
         th.join(5)
         self.assertNotEqual(new, old)
         self.assertTrue(tunneltest.pid_alive(old), "the old ssh drains its connection")
+        self.assertEqual(tunneltest.status(d)[1]["mbb"]["availability"]["outages"], 0,
+                         "a make-before-break restart is no outage: the old ssh served throughout")
         conn.sendall(b"after\n")
         self.assertEqual(conn.recv(64), b"after\n", "the connection opened before the restart works after it")
         self.assertTrue(echo_roundtrip(port), "new connections go to the new ssh")
