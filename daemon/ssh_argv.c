@@ -36,20 +36,27 @@ static int push_each(char ***argv, const char *flag, char *const *values)
         return 0;
 }
 
-/* ControlPath gets ssh's %-token expansion: a literal '%' is written "%%". */
-static int push_control_path(char ***argv, const char *path)
+int ssh_control_path_option(const char *path, char **ret)
 {
         struct buf b = {0};
-        _cleanup_free_ char *escaped = NULL;
 
+        buf_puts(&b, "ControlPath=");
         for (const char *p = path; *p; p++) {
                 if (*p == '%')
                         buf_append(&b, "%", 1);
                 buf_append(&b, p, 1);
         }
-        if (buf_steal(&b, &escaped) < 0)
-                return -ENOMEM;
-        return push_opt(argv, "ControlPath", "%s", escaped);
+        return buf_steal(&b, ret);
+}
+
+static int push_control_path(char ***argv, const char *path)
+{
+        _cleanup_free_ char *opt = NULL;
+        int r = ssh_control_path_option(path, &opt);
+
+        if (r < 0 || (r = strv_push(argv, "-o")) < 0)
+                return r;
+        return strv_push(argv, opt);
 }
 
 /* The destination's key is checked against the tunnel's own known_hosts file alone

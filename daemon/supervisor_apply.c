@@ -282,6 +282,8 @@ done:
                         s->listeners[i].reloaded(s->reload_error, s->listeners[i].userdata);
 }
 
+static void load(struct supervisor *s);
+
 static void on_reload_loaded(int r, struct config *c, struct config_errors *errs, void *userdata)
 {
         struct supervisor *s = userdata;
@@ -291,9 +293,8 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
                 /* the file changed under the reload: read it again, this reload's answer waits */
                 log_notice("reload: %s changed while it was being loaded: loading it again", s->config->path);
                 config_errors_clear(errs);
-                s->reload_again = false;
-                s->reload_started--;
-                (void)supervisor_reload(s);
+                s->reload_again = false;        /* this load reads the newest file anyway */
+                load(s);
                 return;
         }
         reload_finish(s, r, c, errs);
@@ -304,12 +305,25 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
         }
 }
 
-unsigned long supervisor_reload(struct supervisor *s)
+/* Load the file for the reload under way: in a child, or (fork failed) here. */
+static void load(struct supervisor *s)
 {
         struct config_errors errs = {0};
         struct config *c = NULL;
-        int r;
+        int r = reload_job_start(s->loop, s->config->path, &s->config->load_options, on_reload_loaded, s,
+                                 &s->reload_job);
 
+        if (r >= 0)
+                return;
+        /* no child process: load here, the loop waits for ssh -G this once */
+        log_warning_errno(r, "reload: cannot load in a child process (%m): loading in tunneld itself");
+        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
+        reload_finish(s, r, c, &errs);
+        config_errors_clear(&errs);
+}
+
+unsigned long supervisor_reload(struct supervisor *s)
+{
         if (s->reload_job) {
                 /* the file may have changed after the running one read it: one more after it */
                 s->reload_again = true;
@@ -318,15 +332,7 @@ unsigned long supervisor_reload(struct supervisor *s)
         s->reload_started++;
         notify_reloading();
         log_notice("reloading %s", s->config->path);
-        r = reload_job_start(s->loop, s->config->path, &s->config->load_options, on_reload_loaded, s,
-                             &s->reload_job);
-        if (r >= 0)
-                return s->reload_started;
-        /* no child process (fork failed): load here, the loop waits for ssh -G this once */
-        log_warning_errno(r, "reload: cannot load in a child process (%m): loading in tunneld itself");
-        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
-        reload_finish(s, r, c, &errs);
-        config_errors_clear(&errs);
+        load(s);
         return s->reload_started;
 }
 

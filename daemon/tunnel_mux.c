@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "mux_client.h"
+#include "ssh_argv.h"
 
 #define CONTROL_PATH_MAX 90             /* ssh adds a 17-byte temporary suffix to bind it */
 #define FWD_RETRY_MIN 1.0               /* seconds: a failed forward is asked for again, */
@@ -383,35 +384,36 @@ int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added
         char *const *lists[] = { tunnel_spec_local_forwards(spec), tunnel_spec_remote_forwards(spec),
                                  tunnel_spec_dynamic_forwards(spec) };
         size_t n = strv_length(lists[0]) + strv_length(lists[1]) + strv_length(lists[2]), k = 0;
+        _cleanup_free_ struct mux_forward **olds = calloc(n + 1, sizeof(struct mux_forward *));
+        _cleanup_free_ bool *taken = calloc(t->n_fwds + 1, sizeof(bool));
         struct mux_forward *fwds = calloc(n + 1, sizeof(*fwds));
         struct forward_status *st = calloc(n + 1, sizeof(*st));
-        bool *taken = calloc(t->n_fwds + 1, sizeof(bool));
 
         *added = *removed = 0;
-        if (!fwds || !st || !taken) {
-                free(fwds);
-                free(st);
-                free(taken);
-                return -ENOMEM;
-        }
+        if (!fwds || !st || !taken || !olds)
+                goto oom;
+        /* first what can fail: each forward's old state, or a new one with its own string */
         for (size_t l = 0; l < ELEMENTSOF(lists); l++)
                 for (size_t i = 0; lists[l] && lists[l][i]; i++, k++) {
-                        struct mux_forward *old = take_old(t->fwds, taken, t->n_fwds, kinds[l].kind, lists[l][i]);
-
-                        fwds[k] = old ? *old : (struct mux_forward){ 0 };
-                        /* a kept one's state (and its string) moves over as it is */
-                        st[k] = old ? *old->st : (struct forward_status){ .kind = kinds[l].kind,
-                                                                          .spec = strdup(lists[l][i]),
-                                                                          .state = FORWARD_PENDING };
-                        fwds[k].st = &st[k];
-                        st[k].reason = st[k].state == FORWARD_FAILED ? fwds[k].reason : NULL;
+                        olds[k] = take_old(t->fwds, taken, t->n_fwds, kinds[l].kind, lists[l][i]);
+                        if (olds[k])
+                                continue;
+                        st[k] = (struct forward_status){ .kind = kinds[l].kind, .spec = strdup(lists[l][i]),
+                                                         .state = FORWARD_PENDING };
                         if (!st[k].spec)
-                                st[k].spec = "";        /* out of memory: shown empty, never freed */
-                        if (!old) {
-                                (void)forward_parse(kinds[l].k, lists[l][i], &fwds[k].f);
-                                (*added)++;
-                        }
+                                goto oom;
+                        (void)forward_parse(kinds[l].k, lists[l][i], &fwds[k].f);
+                        (*added)++;
                 }
+        /* then the move: a kept one's state (and its string) as it is */
+        for (k = 0; k < n; k++) {
+                if (olds[k]) {
+                        fwds[k] = *olds[k];
+                        st[k] = *olds[k]->st;
+                }
+                fwds[k].st = &st[k];
+                st[k].reason = st[k].state == FORWARD_FAILED ? fwds[k].reason : NULL;
+        }
         for (size_t i = 0; i < t->n_fwds; i++)
                 if (!taken[i]) {
                         uint32_t ignored;
@@ -421,19 +423,24 @@ int mux_retarget(struct tunnel *t, const struct tunnel_spec *spec, size_t *added
                                 (void)mux_client_close_forward(t->mux, &t->fwds[i].f, &ignored);
                         free((char *)t->fwd_status[i].spec);
                 }
-        free(taken);
         free(t->fwds);
         free(t->fwd_status);
         t->fwds = fwds;
         t->fwd_status = st;
         t->n_fwds = n;
         return 0;
+oom:
+        for (size_t i = 0; st && olds && i < n; i++)
+                if (!olds[i])
+                        free((char *)st[i].spec);
+        free(fwds);
+        free(st);
+        return -ENOMEM;
 }
 
 int mux_run_argv(const struct tunnel *t, char ***ret)
 {
         _cleanup_strv_free_ char **argv = NULL;
-        struct buf b = {0};
         int r;
 
         *ret = NULL;
@@ -442,32 +449,25 @@ int mux_run_argv(const struct tunnel *t, char ***ret)
         r = strv_copy(t->argv, &argv);
         if (r < 0)
                 return r;
-        buf_puts(&b, "ControlPath=");
-        for (const char *p = t->mux_run_path; *p; p++) {
-                if (*p == '%')
-                        buf_append(&b, "%", 1);         /* ssh expands %-tokens in it */
-                buf_append(&b, p, 1);
-        }
         for (char **a = argv; *a; a++)
                 if (strncmp(*a, "ControlPath=", 12) == 0) {
                         char *v;
 
-                        if (buf_steal(&b, &v) < 0)
-                                return -ENOMEM;
+                        r = ssh_control_path_option(t->mux_run_path, &v);
+                        if (r < 0)
+                                return r;
                         free(*a);
                         *a = v;
                         *ret = argv;
                         argv = NULL;
                         return 0;
                 }
-        buf_free(&b);
         return -EINVAL;
 }
 
 void forward_states_free(struct forward_status *st, size_t n)
 {
         for (size_t i = 0; st && i < n; i++)
-                if (st[i].spec && st[i].spec[0])
-                        free((char *)st[i].spec);
+                free((char *)st[i].spec);
         free(st);
 }

@@ -14,19 +14,23 @@ def _payload(port):
     return f"tbench {port} {next(_seq)} {time.time_ns()}\n".encode()
 
 
+def echo_on(s, msg):
+    """Send msg on the connected socket s; True if it came back intact (OSError passes)."""
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        chunk = s.recv(len(msg) - len(got))
+        if not chunk:
+            return False
+        got += chunk
+    return got == msg
+
+
 def echo_ok(host, port, timeout=2.0):
     """One attempt; True if the echo came back intact."""
-    msg = _payload(port)
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(msg)
-            got = b""
-            while len(got) < len(msg):
-                chunk = s.recv(len(msg) - len(got))
-                if not chunk:
-                    return False
-                got += chunk
-            return got == msg
+            return echo_on(s, _payload(port))
     except OSError:
         return False
 

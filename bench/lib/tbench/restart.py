@@ -7,7 +7,7 @@ import threading
 import time
 
 from .fixtures import Autossh, Tunneld, ssh_argvs, tunnel_defaults, write_tunneld_conf
-from .probe import wait_echo
+from .probe import echo_on, wait_echo
 from .scale import traffic_window
 from .util import BenchError, log, median, now, on_cleanup, run_cleanup, tcp_ext
 
@@ -109,15 +109,7 @@ class LongConn:
         return None
 
     def _echo(self, s, k):
-        msg = f"long-lived {self.port} {k}\n".encode()
-        s.sendall(msg)
-        got = b""
-        while len(got) < len(msg):
-            chunk = s.recv(len(msg) - len(got))
-            if not chunk:
-                return False
-            got += chunk
-        return got == msg
+        return echo_on(s, f"long-lived {self.port} {k}\n".encode())
 
     def _loop(self):
         s, k, down_since = self._connect(), 0, None
