@@ -284,6 +284,8 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         p.seen = strv_free(p.seen);
         if (p.oom)
                 return p.oom;
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                c->tunnels[i].multiplex |= c->tunnels[i].share_connection;     /* forwards over the mux */
         /* Across tunnels, among those without errors of their own (so that one mistake does
          * not hide the others); "after" only when every tunnel is there to be named. */
         check_host_keys(&p, c);
@@ -296,6 +298,8 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                 take_views(&p, c, opts->views);
         check_ports(&p, c);
         check_multiplex(&p, c, opts->control_socket ? opts->control_socket : c->control_socket);
+        if (errs->n == 0)
+                check_share(&p, c);
         if (from_file)
                 check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
         if (p.oom)

@@ -60,6 +60,7 @@ struct tunnel_spec {
         int server_alive_count_max;
         bool exit_on_forward_failure;
         bool multiplex;                 /* ssh as a mux master, its forwards opened over its control socket */
+        bool share_connection;          /* one master for the tunnels of the same connection (implies multiplex) */
         double drain_timeout;           /* multiplex: an old master's connections, at most this long */
         int connect_timeout;
         double start_timeout;           /* tunneld's own deadline for STARTING; 0 = automatic */
@@ -180,6 +181,9 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
 bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b);
 /* The same but for the forwards: with multiplex, a reload changes those on the running ssh. */
 bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b);
+/* share_connection on both, and everything that shapes the connection and its supervision
+ * the same (not the name, the forwards, the probe, hooks or after): one ssh carries both. */
+bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tunnel_spec *b);
 
 /* The forwards ssh will set up: ssh -G's for a tunnel with an ssh_config_file, else the
  * configured ones. */

@@ -482,6 +482,24 @@ void check_multiplex(struct parser *p, const struct config *c, const char *contr
         }
 }
 
+void check_share(struct parser *p, const struct config *c)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+
+                for (char **a = t->after; t->share_connection && a && *a; a++) {
+                        ssize_t j = find_tunnel(c, *a);
+
+                        /* both ride one ssh: up and down together, the wait means nothing */
+                        if (j >= 0 && tunnel_spec_shares_connection(t, &c->tunnels[j]))
+                                diag_tunnel(p, t, "after", "\"%s\" shares this tunnel's connection "
+                                            "(share_connection): they come up and go down together, so one cannot "
+                                            "wait for the other; set share_connection = false on one of them, or "
+                                            "drop the after", *a);
+                }
+        }
+}
+
 void check_files(struct parser *p, const struct config *c)
 {
         char why[PATH_MAX + 128];

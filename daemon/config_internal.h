@@ -51,6 +51,8 @@ void take_views(struct parser *p, struct config *c, const struct config_views *v
 void check_files(struct parser *p, const struct config *c);
 /* multiplex: the master's control socket, SOCKET.d/NAME.mux/s, must fit ssh's 90 bytes. */
 void check_multiplex(struct parser *p, const struct config *c, const char *control_socket);
+/* share_connection: no tunnel waits (after) for one it shares its connection with. */
+void check_share(struct parser *p, const struct config *c);
 /* A configuration file turns into command lines: writable by root and tunneld's user
  * only (unless opts->allow_insecure). */
 int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,

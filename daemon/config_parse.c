@@ -264,6 +264,7 @@ static const struct setting tunnel_settings[] = {
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
         { .name = "exit_on_forward_failure", .kind = K_BOOL, .offset = F(exit_on_forward_failure) },
         { .name = "multiplex", .kind = K_BOOL, .offset = F(multiplex) },
+        { .name = "share_connection", .kind = K_BOOL, .offset = F(share_connection) },
         { .name = "drain_timeout", .kind = K_DURATION, .offset = F(drain_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "connect_timeout", .kind = K_INT, .offset = F(connect_timeout), .min = 1, .max = 3600 },
         { .name = "start_timeout", .kind = K_DURATION, .offset = F(start_timeout), .min = 0, .max = DURATION_MAX_S },

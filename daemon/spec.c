@@ -106,11 +106,10 @@ bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_s
                strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards);
 }
 
-bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
+/* What ssh is started with, but for the tunnel's name and its forwards. */
+static bool same_ssh(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
-        return strcmp_null(a->name, b->name) == 0 &&
-               a->enabled == b->enabled &&
-               strcmp_null(a->host, b->host) == 0 &&
+        return strcmp_null(a->host, b->host) == 0 &&
                strcmp_null(a->user, b->user) == 0 &&
                a->port == b->port &&
                strcmp_null(a->identity_file, b->identity_file) == 0 &&
@@ -127,7 +126,31 @@ bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunne
                a->connect_timeout == b->connect_timeout &&
                a->ssh_viewed == b->ssh_viewed &&
                strcmp_null(a->ssh_hostname, b->ssh_hostname) == 0 &&
-               a->ssh_port == b->ssh_port;
+               a->ssh_port == b->ssh_port &&
+               a->share_connection == b->share_connection;
+}
+
+bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
+        return strcmp_null(a->name, b->name) == 0 && a->enabled == b->enabled && same_ssh(a, b);
+}
+
+bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
+        /* one backoff, one deadline, one lifetime for the connection: its supervision too */
+        return a->share_connection && b->share_connection && same_ssh(a, b) &&
+               a->start_timeout == b->start_timeout &&
+               a->gatetime == b->gatetime &&
+               a->fail_fast == b->fail_fast &&
+               a->restart == b->restart &&
+               a->restart_delay == b->restart_delay &&
+               a->restart_delay_max == b->restart_delay_max &&
+               a->max_starts == b->max_starts &&
+               a->max_lifetime == b->max_lifetime &&
+               a->max_lifetime_action == b->max_lifetime_action &&
+               a->drain_timeout == b->drain_timeout &&
+               a->flap_threshold == b->flap_threshold &&
+               a->flap_window == b->flap_window;
 }
 
 char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s)

@@ -54,7 +54,7 @@ static bool any_child(const struct supervisor *s)
         for (size_t i = 0; i < s->n_retiring; i++)
                 if (tunnel_has_child(s->retiring[i]))
                         return true;
-        return false;
+        return share_any_child(s);
 }
 
 static void shutdown_step(struct supervisor *s);
@@ -67,6 +67,8 @@ static void shutdown_progress(struct supervisor *s)
 {
         if (any_child(s))
                 shutdown_step(s);
+        if (s->carriers_dirty)
+                share_collect(s);
         if (!any_child(s)) {
                 for (size_t i = 0; i < s->n_listeners; i++)
                         if (s->listeners[i].stopped)
@@ -162,6 +164,7 @@ static void shutdown_step(struct supervisor *s)
                 if (!needed)
                         tunnel_stop(t, "tunneld is stopping");
         }
+        share_shutdown(s);
 }
 
 static void run_hook(struct supervisor *s, struct tunnel *t, const char *state, const char *previous)
@@ -223,6 +226,8 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
                 return;
         }
         start_queue_run(&s->starts);
+        if (s->carriers_dirty)
+                share_collect(s);
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (s->listeners[i].idle)
                         s->listeners[i].idle(s->listeners[i].userdata);
@@ -249,6 +254,12 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 .gate = gate,
                 .userdata = s,
         };
+        s->share_ctx = (struct tunnel_context){
+                .loop = loop,
+                .runtime_dir = s->runtime_dir,
+                .observer = share_on_event,
+                .userdata = s,
+        };
         s->started_at = now_mono();
         start_queue_init(&s->starts, waiting_for, s);
         ev_prepare_init(&s->flush, on_flush);
@@ -270,6 +281,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
 {
         if (!s)
                 return NULL;
+        share_free(s);          /* first: the riders then have no connection to leave */
         for (size_t i = 0; i < s->n_tunnels; i++)
                 free_tunnel(s->tunnels[i]);
         for (size_t i = 0; i < s->n_retiring; i++)
@@ -314,10 +326,14 @@ bool supervisor_is_shutting_down(const struct supervisor *s)
 
 void supervisor_restart_all(struct supervisor *s, const char *reason)
 {
+        share_restart_all(s, reason);
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 struct tunnel *t = s->tunnels[i];
 
                 enum tunnel_state st = tunnel_get_state(t);
+
+                if (tunnel_get_carrier(t) && tunnel_get_state(t) != TUNNEL_STOPPED && !tunnel_has_child(t))
+                        continue;       /* its connection restarted above */
 
                 if (st == TUNNEL_STARTING || st == TUNNEL_UP)
                         tunnel_restart(t, reason);

@@ -206,15 +206,18 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         r = plan_prepare(s, c, &p);
         if (r < 0) {
                 s->ctx.ssh = old ? old->ssh : NULL;
+                share_update_context(s);
                 plan_free(&p);
                 return r;
         }
         /* Point of no return. */
         s->ctx.stop_timeout = c->stop_timeout;
+        share_update_context(s);
         s->starts.max = c->max_parallel_starts;
         start_queue_kick(&s->starts);
         plan_swap_in(s, c, &p);
         s->config = c;
+        share_assign(s, c);
         if (p.ssh_changed)
                 log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
         retire_removed(s, &p);

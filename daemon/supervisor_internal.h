@@ -28,6 +28,10 @@ struct supervisor {
         size_t n_tunnels;
         struct tunnel **retiring;       /* removed by a reload, still stopping */
         size_t n_retiring;
+        struct tunnel **carriers;       /* share_connection: the shared connections (supervisor_share.c) */
+        size_t n_carriers;
+        struct tunnel_context share_ctx;        /* theirs: no start queue, no listeners */
+        bool carriers_dirty;            /* one has stopped: free those no tunnel rides */
 
         bool shutting_down;
         struct start_queue starts;      /* who may spawn ssh now */
@@ -51,3 +55,15 @@ ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t);
 ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name);
 void remove_at(struct tunnel **v, size_t *n, size_t i);
 void on_network_changed(void *userdata);
+
+/* supervisor_share.c */
+/* Each tunnel of the new set (c's order) onto its shared connection, made if it is new
+ * (or off one); carriers left without riders stop, and go once stopped. */
+void share_assign(struct supervisor *s, const struct config *c);
+void share_collect(struct supervisor *s);
+void share_update_context(struct supervisor *s);
+void share_on_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
+bool share_any_child(const struct supervisor *s);
+void share_restart_all(struct supervisor *s, const char *reason);
+void share_shutdown(struct supervisor *s);
+void share_free(struct supervisor *s);

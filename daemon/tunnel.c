@@ -102,6 +102,8 @@ void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct
         } else
                 log_full(prio, &ctx, "%s", text);
 
+        if (t->is_carrier)
+                share_sync_riders(t);
         if (t->ctx->observer)
                 t->ctx->observer(t, TUNNEL_EVENT_STATE, old, t->ctx->userdata);
 }
@@ -215,6 +217,12 @@ static void maybe_up_multiplexed(struct tunnel *t)
 
         if (!t->authenticated || !mux_forwards_settled(t, &all_open))
                 return;
+        if (t->is_carrier) {
+                /* the connection is up; each rider judges its own forwards */
+                if (t->state == TUNNEL_STARTING && t->mux_ready)
+                        enter_up(t);
+                return;
+        }
         if (all_open) {
                 if (t->state == TUNNEL_STARTING || t->state == TUNNEL_DEGRADED)
                         enter_up(t);
@@ -378,6 +386,10 @@ void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, con
                         return;
                 }
         }
+        if (riding(t)) {
+                rider_spawn(t, run, what);
+                return;
+        }
         reset_run(t);
         remove_stale_sockets(t);
         r = mux_run_begin(t);
@@ -456,6 +468,12 @@ void on_probe(bool ok, const char *why, void *userdata)
                          t->probe_misses, t->spec.probe.failures, why);
                 return;
         }
+        if (riding(t)) {
+                /* shared fate: the connection the probe's traffic does not pass through */
+                end_run(t->carrier, FAILURE_PROBE, "probe %s of tunnel %s failed %u times in a row (%s) although ssh "
+                        "runs", t->spec.probe.connect, t->spec.name, t->probe_misses, why);
+                return;
+        }
         end_run(t, FAILURE_PROBE, "probe %s failed %u times in a row (%s) although ssh runs", t->spec.probe.connect,
                 t->probe_misses, why);
 }
@@ -506,6 +524,9 @@ struct tunnel *tunnel_free(struct tunnel *t)
         if (!t)
                 return NULL;
         loop = t->ctx->loop;
+        (void)tunnel_set_carrier(t, NULL);
+        share_detach_all(t);
+        free(t->rider_status);
         if (t->pid > 0)
                 process_kill(t->pid, SIGKILL);
         ev_child_stop(loop, &t->child_watcher);
@@ -581,6 +602,10 @@ void tunnel_stop(struct tunnel *t, const char *reason)
 {
         char grace[DURATION_MAX];
 
+        if (riding(t)) {
+                rider_stop(t, reason);
+                return;
+        }
         t->reason = reason;
         handover_abort(t, "stops with the tunnel");
         switch (t->state) {
@@ -622,7 +647,12 @@ void tunnel_restart(struct tunnel *t, const char *reason)
 {
         t->held = false;
         reset_counters(t);
-        if (handover_begin(t, reason))
+        if (riding(t)) {
+                rider_restart(t, reason);
+                return;
+        }
+        /* its own ssh from before it shared a connection: stopped, then it rides */
+        if (!t->carrier && handover_begin(t, reason))
                 return;         /* make-before-break: the old ssh serves until the new one does */
         if (tunnel_is_running(t) || t->state == TUNNEL_STOPPING) {
                 /* first: STOPPING is then a restart's (down time, not off) from its start */
@@ -639,6 +669,10 @@ void tunnel_retry_now(struct tunnel *t, const char *reason)
 {
         if (t->state != TUNNEL_BACKOFF)
                 return;
+        if (riding(t)) {
+                tunnel_retry_now(t->carrier, reason);   /* one backoff per connection */
+                return;
+        }
         t->failures = 0;
         spawn(t, NULL, reason, "retrying now");
 }
@@ -649,6 +683,8 @@ bool tunnel_retry_soon(struct tunnel *t, const char *reason)
          * they are, and their backoff must not be reset by every interface that comes up */
         if (t->state != TUNNEL_BACKOFF || !policy_network_may_cure(t->last_run.failure))
                 return false;
+        if (riding(t))
+                return tunnel_retry_soon(t->carrier, reason);
         t->failures = 0;
         spawn(t, NULL, reason, "retrying now, backoff reset");
         return true;

@@ -143,6 +143,18 @@ struct forward_status {
 };
 const char *forward_state_to_string(enum forward_state s);
 
+/* share_connection: a carrier is a hidden tunnel (no forwards, probe, hooks or after of
+ * its own) whose ssh carries the forwards of the tunnels riding it; named name (it is in
+ * the log and in its files' names). */
+int tunnel_new_carrier(const struct tunnel_context *ctx, const struct tunnel_spec *rider, const char *name,
+                       struct tunnel **ret);
+/* A rider's connection (NULL: none, its own ssh). Leaving one closes its forwards there
+ * (the last to leave stops it); a running rider's forwards go onto the new one at once.
+ * 0 or -ENOMEM (nothing changed). */
+int tunnel_set_carrier(struct tunnel *rider, struct tunnel *carrier);
+struct tunnel *tunnel_get_carrier(const struct tunnel *t);
+size_t tunnel_count_riders(const struct tunnel *carrier);
+
 /* What the control socket, the metrics and the events read of a tunnel: a snapshot, its
  * strings borrowed (valid until the tunnel next changes). */
 struct tunnel_status {
@@ -169,6 +181,7 @@ struct tunnel_status {
         enum restart_policy restart;
         struct availability_info avail; /* since the tunnel was configured */
         bool multiplex;
+        const char *connection;         /* share_connection: the shared connection it rides, or NULL */
         const struct forward_status *forwards;  /* multiplex and running: one per forward */
         size_t n_forwards;
 };

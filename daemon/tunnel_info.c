@@ -60,7 +60,8 @@ static const char *status_reason(const struct tunnel *t)
         case TUNNEL_QUEUED:
                 return t->wait_reason;
         case TUNNEL_DEGRADED:
-                return "a forward failed; exit_on_forward_failure = false keeps ssh running";
+                return t->spec.multiplex ? "a forward failed; it is asked for again over the running ssh"
+                                         : "a forward failed; exit_on_forward_failure = false keeps ssh running";
         case TUNNEL_STOPPED:
         case TUNNEL_FAILED:
         case TUNNEL_STOPPING:
@@ -120,6 +121,16 @@ void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status 
         ret->multiplex = t->spec.multiplex;
         ret->forwards = t->fwd_status;
         ret->n_forwards = t->n_fwds;
+        if (riding(t)) {
+                const struct tunnel *c = t->carrier;
+
+                ret->connection = c->spec.name;
+                ret->pid = t->attached && c->pid > 0 ? c->pid : 0;
+                ret->uptime = ret->pid ? now - c->started_at : -1;
+                ret->retry_in = t->state == TUNNEL_BACKOFF ? c->retry_at - now : -1;
+                ret->forwards = t->attached && tunnel_is_running(t) ? t->rider_status : NULL;
+                ret->n_forwards = ret->forwards ? t->n_rider_status : 0;
+        }
 }
 
 

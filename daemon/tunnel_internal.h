@@ -104,6 +104,15 @@ struct tunnel {
         ev_timer mux_lost_timer;        /* the control connection closed: the exit, if one comes, says why */
         char mux_lost_why[192];
 
+        /* share_connection (tunnel_share.c): a rider's forwards are on its carrier's ssh */
+        struct tunnel *carrier;         /* rider: the hidden tunnel of its connection; NULL: its own ssh */
+        bool attached;                  /* rider: its forwards are among the carrier's */
+        struct forward_status *rider_status;    /* rider: its forwards as the carrier has them */
+        size_t n_rider_status;
+        bool is_carrier;
+        struct tunnel **riders;         /* carrier: every tunnel of the connection, attached or not */
+        size_t n_riders;
+
         void *owner;                    /* the supervisor's, for its own bookkeeping */
 };
 
@@ -161,6 +170,7 @@ struct mux_forward {
         struct forward f;
         uint32_t request_id;            /* the open in flight; 0: none */
         bool handover;                  /* waits for the old master to close it first */
+        struct tunnel *rider;           /* a carrier's: the tunnel it is for */
         char reason[256];
 };
 /* Before spawning a master: its directory, no stale socket, the watch, every forward
@@ -216,6 +226,24 @@ bool handover_has_child(const struct tunnel *t);
 int handover_free_gen(const struct tunnel *t);
 /* The tunnel goes: the old master is killed and forgotten. */
 void handover_free(struct tunnel *t);
+
+/* tunnel_share.c: share_connection */
+/* A rider now: it has a carrier, and no ssh of its own left from before it shared. */
+static inline bool riding(const struct tunnel *t)
+{
+        return t->carrier && t->pid <= 0 && !t->mux_old && !t->drainers;
+}
+void share_assign_owners(struct tunnel *c);
+void share_sync_rider(struct tunnel *r);
+void share_sync_riders(struct tunnel *c);
+/* spawn() for a rider, past the start gate: its forwards onto the connection. */
+void rider_spawn(struct tunnel *r, const struct tunnel_run *run, const char *what);
+void rider_stop(struct tunnel *r, const char *reason);
+void rider_restart(struct tunnel *r, const char *reason);
+/* Its spec's forwards changed (reload): the carrier follows, on the running master. */
+void share_forwards_changed(struct tunnel *r);
+/* The carrier goes: its riders run without it (the supervisor gives them another). */
+void share_detach_all(struct tunnel *c);
 
 /* tunnel_change.c */
 void take_change(struct tunnel *t, struct tunnel_change *c, bool command, bool probe);

@@ -120,6 +120,7 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_field_strv(w, "allocated", s->allocated);
         json_end_object(w);
         json_field_bool(w, "multiplex", s->multiplex);
+        json_field_string(w, "connection", s->connection);
         write_forward_states(w, s);
         json_field_seconds(w, "gatetime", s->gatetime);
         json_field_string(w, "restart", restart_policy_to_string(s->restart));

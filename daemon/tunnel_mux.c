@@ -98,7 +98,7 @@ bool mux_forwards_settled(const struct tunnel *t, bool *all_open)
 
 static void fail_forward(struct tunnel *t, struct mux_forward *m, const char *reason)
 {
-        struct log_ctx ctx = ctx_of(t);
+        struct log_ctx ctx = ctx_of(m->rider ? m->rider : t);   /* a shared connection's: the rider's news */
         bool again = m->st->state == FORWARD_FAILED && strcmp(m->reason, reason) == 0;
 
         snprintf(m->reason, sizeof(m->reason), "%s", reason);
@@ -218,6 +218,8 @@ static void on_reply(const struct mux_reply *r, void *userdata)
                 break;
         }
         judge(t);
+        if (t->is_carrier && m->rider)
+                share_sync_rider(m->rider);
 }
 
 /* The master lives on without its control connection: nothing can be asked of it. */
@@ -364,6 +366,8 @@ int mux_run_begin(struct tunnel *t)
                 mux_run_end(t);
                 return ret;
         }
+        if (t->is_carrier)
+                share_assign_owners(t);
         return 0;
 }
 

@@ -257,8 +257,12 @@ void show_table(const struct json *tunnels, bool long_view)
                         _cleanup_strv_free_ char **v = forwards_of(tunnels->items[i]);
                         const char *reason = json_get_string(tunnels->items[i], "reason");
 
+                        const char *connection = json_get_string(tunnels->items[i], "connection");
+
                         if (reason)
                                 printf("    why: %s\n", reason);
+                        if (connection)
+                                printf("    shared connection: %s\n", connection);
                         show_availability(tunnels->items[i]);
                         if (!show_forward_states(tunnels->items[i]))
                                 for (size_t k = 0; v && v[k]; k++)

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/* supervisor_share: the shared connections (share_connection). Each group of tunnels that
+ * tunnel_spec_shares_connection() puts together rides one carrier, a hidden tunnel of the
+ * supervisor's (never in status, metrics, events or hooks: its riders are). A carrier is
+ * made when a group first appears and freed once it has no rider and has stopped. */
+#include "supervisor_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static struct tunnel *find_carrier(const struct supervisor *s, const struct tunnel_spec *spec)
+{
+        for (size_t i = 0; i < s->n_carriers; i++)
+                if (tunnel_spec_shares_connection(tunnel_get_spec(s->carriers[i]), spec))
+                        return s->carriers[i];
+        return NULL;
+}
+
+static bool name_taken(const struct supervisor *s, const char *name)
+{
+        for (size_t i = 0; i < s->n_carriers; i++)
+                if (strcmp(tunnel_get_name(s->carriers[i]), name) == 0)
+                        return true;
+        return false;
+}
+
+/* "~NAME" after its first tunnel ("~NAME.2" … while an older one of that name stops):
+ * no tunnel's name has a '~', so the log and the runtime files cannot mix them up. */
+static int new_carrier(struct supervisor *s, const struct tunnel_spec *spec, struct tunnel **ret)
+{
+        _cleanup_free_ char *name = NULL;
+        struct tunnel **v = realloc(s->carriers, (s->n_carriers + 1) * sizeof(*v));
+        int r;
+
+        if (!v)
+                return -ENOMEM;
+        s->carriers = v;
+        for (unsigned n = 1; !name || name_taken(s, name); n++) {
+                free(name);
+                if ((n == 1 ? asprintf(&name, "~%s", spec->name) : asprintf(&name, "~%s.%u", spec->name, n)) < 0) {
+                        name = NULL;
+                        return -ENOMEM;
+                }
+        }
+        r = tunnel_new_carrier(&s->share_ctx, spec, name, ret);
+        if (r < 0)
+                return r;
+        s->carriers[s->n_carriers++] = *ret;
+        return 0;
+}
+
+void share_update_context(struct supervisor *s)
+{
+        s->share_ctx.ssh = s->ctx.ssh;
+        s->share_ctx.stop_timeout = s->ctx.stop_timeout;
+}
+
+void share_assign(struct supervisor *s, const struct config *c)
+{
+        for (size_t i = 0; i < s->n_tunnels; i++) {
+                const struct tunnel_spec *spec = &c->tunnels[i];
+                struct tunnel *t = s->tunnels[i], *carrier = NULL;
+                int r = 0;
+
+                if (spec->share_connection && spec->enabled) {
+                        carrier = find_carrier(s, spec);
+                        if (!carrier)
+                                r = new_carrier(s, spec, &carrier);
+                }
+                if (r >= 0)
+                        r = tunnel_set_carrier(t, carrier);
+                if (r < 0) {
+                        struct log_ctx ctx = LOG_CTX_INIT;
+                        ctx.tunnel = spec->name;
+                        errno = -r;
+                        log_full(LOG_ERR, &ctx, "cannot share its connection (%m): it runs its own ssh");
+                        (void)tunnel_set_carrier(t, NULL);
+                }
+        }
+        share_collect(s);
+}
+
+void share_collect(struct supervisor *s)
+{
+        for (size_t i = s->n_carriers; i > 0; i--) {
+                struct tunnel *c = s->carriers[i - 1];
+
+                if (tunnel_count_riders(c) == 0 && tunnel_get_state(c) == TUNNEL_STOPPED && !tunnel_has_child(c) &&
+                    !tunnel_wants_start(c)) {
+                        tunnel_free(c);
+                        remove_at(s->carriers, &s->n_carriers, i - 1);
+                } else if (tunnel_count_riders(c) == 0 && tunnel_get_state(c) != TUNNEL_STOPPING &&
+                           tunnel_get_state(c) != TUNNEL_STOPPED)
+                        tunnel_stop(c, "no tunnel uses the shared connection any more");
+        }
+        s->carriers_dirty = false;
+}
+
+/* A carrier's event: one that has stopped may be due to go (at the next flush). */
+void share_on_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata)
+{
+        struct supervisor *s = userdata;
+
+        (void)old;
+        if (ev == TUNNEL_EVENT_STATE && tunnel_get_state(t) == TUNNEL_STOPPED)
+                s->carriers_dirty = true;
+}
+
+bool share_any_child(const struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_carriers; i++)
+                if (tunnel_has_child(s->carriers[i]))
+                        return true;
+        return false;
+}
+
+/* SIGUSR1: each running connection restarts once (make-before-break), not once per rider. */
+void share_restart_all(struct supervisor *s, const char *reason)
+{
+        for (size_t i = 0; i < s->n_carriers; i++) {
+                struct tunnel *c = s->carriers[i];
+                enum tunnel_state st = tunnel_get_state(c);
+
+                if (st == TUNNEL_STARTING || st == TUNNEL_UP || st == TUNNEL_DEGRADED)
+                        tunnel_restart(c, reason);
+                else if (st == TUNNEL_BACKOFF)
+                        tunnel_retry_now(c, reason);
+        }
+}
+
+/* At shutdown, a carrier whose riders have all stopped is stopped by the last of them;
+ * one left running (its riders failed, say) is stopped here. */
+void share_shutdown(struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_carriers; i++) {
+                struct tunnel *c = s->carriers[i];
+
+                tunnel_cancel_start(c);
+                if (tunnel_get_state(c) != TUNNEL_STOPPED && tunnel_get_state(c) != TUNNEL_STOPPING)
+                        tunnel_stop(c, "tunneld is stopping");
+        }
+}
+
+void share_free(struct supervisor *s)
+{
+        for (size_t i = 0; i < s->n_carriers; i++)
+                tunnel_free(s->carriers[i]);
+        free(s->carriers);
+        s->carriers = NULL;
+        s->n_carriers = 0;
+}
