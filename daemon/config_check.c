@@ -457,21 +457,28 @@ static const char *unsafe_mode(const char *path, const struct stat *st, char *bu
 
 /* Files ssh will read: they must exist, and a key must not be readable by others (ssh
  * ignores such keys). Paths starting with ~ are ssh's to expand. */
-#define MUX_PATH_MAX 90                 /* ssh binds it under a 17-byte longer temporary name */
-
 void check_multiplex(struct parser *p, const struct config *c, const char *control_socket)
 {
+        _cleanup_free_ char *runtime = NULL;
+
         /* without a control socket the directory is /tmp/tunneld.XXXXXX (or systemd's) */
         if (!control_socket || strcmp(control_socket, "none") == 0)
                 return;
+        if (asprintf(&runtime, "%s.d", control_socket) < 0) {
+                runtime = NULL;
+                return;
+        }
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
-                size_t n = strlen(control_socket) + strlen(".d/") + strlen(t->name) + strlen(".mux/s0");
+                _cleanup_free_ char *base = NULL;
 
-                if (t->multiplex && n > MUX_PATH_MAX)
-                        diag_tunnel(p, t, "multiplex", "ssh's control socket would be %s.d/%s.mux/s0, %zu bytes "
-                                    "long; ssh allows %d: shorten the tunnel's name or control_socket",
-                                    control_socket, t->name, n, MUX_PATH_MAX);
+                if (!t->multiplex || ssh_control_base(runtime, t->name, &base) < 0)
+                        continue;
+                /* a long name is hashed to fit; a long control_socket cannot be */
+                if (strlen(base) + 1 > SSH_CONTROL_PATH_MAX)
+                        diag_tunnel(p, t, "multiplex", "control_socket %s is too long for multiplex: ssh's control "
+                                    "socket next to it would be %s0, %zu bytes long; ssh allows %d", control_socket,
+                                    base, strlen(base) + 1, SSH_CONTROL_PATH_MAX);
         }
 }
 

@@ -55,6 +55,17 @@ static void put_hop_patterns(struct buf *b, const char *jump_host)
         }
 }
 
+unsigned jump_hop_count(const char *jump_host)
+{
+        unsigned n = 1;
+
+        if (!jump_host || !*jump_host || strcmp(jump_host, "none") == 0)
+                return 0;
+        for (const char *p = jump_host; *p; p++)
+                n += *p == ',';
+        return n;
+}
+
 int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, char **ret)
 {
         _cleanup_buf_ struct buf b = {0};
@@ -70,6 +81,11 @@ int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, cha
         put_hop_patterns(&b, s->jump_host);
         buf_printf(&b, "\n\tBatchMode yes\n\tConnectTimeout %d\n\tServerAliveInterval %d\n\tServerAliveCountMax %d\n",
                    s->connect_timeout, s->server_alive_interval, s->server_alive_count_max);
+        /* multiplex: the destination's ssh logs at VERBOSE, which does not say when the
+         * jump hosts are through; each hop's "Authenticated to" does (the hops carry one
+         * channel each, so this costs nothing per forwarded connection) */
+        if (s->multiplex)
+                buf_puts(&b, "\tLogLevel VERBOSE\n");
         if (s->identity_file) {
                 buf_puts(&b, "\tIdentityFile ");
                 put_quoted(&b, s->identity_file);

@@ -21,3 +21,6 @@ int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, cha
 
 /* ssh_options that name the destination rather than the connection: not given to hops. */
 bool jump_config_option_is_destination(const char *option);
+
+/* The hops of jump_host ("a,b,c": 3); 0 for NULL or "none". */
+unsigned jump_hop_count(const char *jump_host);

@@ -2,6 +2,7 @@
 #include "ssh_argv.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,30 @@ static int push_each(char ***argv, const char *flag, char *const *values)
                 r = strv_push(argv, values[i]);
                 if (r < 0)
                         return r;
+        }
+        return 0;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+        uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * UINT64_C(0x100000001b3);
+        return h;
+}
+
+int ssh_control_base(const char *runtime_dir, const char *name, char **ret)
+{
+        int n = asprintf(ret, "%s/%s.mux/s", runtime_dir, name);
+
+        if (n >= 0 && (size_t)n + 1 > SSH_CONTROL_PATH_MAX) {
+                free(*ret);
+                n = asprintf(ret, "%s/~%016" PRIx64 ".mux/s", runtime_dir, fnv1a(name));
+        }
+        if (n < 0) {
+                *ret = NULL;
+                return -ENOMEM;
         }
         return 0;
 }

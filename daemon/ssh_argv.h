@@ -10,6 +10,13 @@
  * against (NULL: those options are left out, as for ssh -G). 0 or -ENOMEM. */
 int ssh_argv_build(const struct tunnel_spec *spec, const char *ssh, const char *jump_config, const char *known_hosts,
                    char ***ret);
+/* ssh binds its control socket under a name 17 bytes longer, which must fit sun_path:
+ * a ControlPath longer than this makes the master exit after it authenticated. */
+#define SSH_CONTROL_PATH_MAX 90
+/* A multiplexed tunnel's control socket, without the digit of its generation (s0 … s9):
+ * RUNTIME/NAME.mux/s, or RUNTIME/~HASH.mux/s when that would not fit (a name holds no
+ * '~'). 0 or -ENOMEM. */
+int ssh_control_base(const char *runtime_dir, const char *name, char **ret);
 /* "ControlPath=PATH" as ssh reads it (ssh expands %-tokens there: a '%' is written "%%"). */
 int ssh_control_path_option(const char *path, char **ret);
 /* The same for multiplex = true: ssh as the mux master of control_path, with no forward of

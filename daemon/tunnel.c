@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "hook.h"
+#include "jump_config.h"
+#include "proc_net.h"
 #include "probe.h"
 #include "process.h"
 
@@ -263,6 +265,15 @@ void maybe_up(struct tunnel *t)
                 enter_up(t);
 }
 
+/* The destination answered. A multiplexed ssh (VERBOSE) does not say so before it is
+ * authenticated: without a jump host, an established TCP connection of its own does. */
+static bool connected(const struct tunnel *t)
+{
+        if (t->banner_seen || t->authenticated)
+                return true;
+        return t->spec.multiplex && !t->via_proxy && t->pid > 0 && proc_net_established(t->pid, NULL, NULL) > 0;
+}
+
 /* The slot phase of the deadline timer ends: ssh has been connecting for as long as the
  * network could take; the slot goes to the next tunnel, the deadline stays. The second
  * phase: not up within the start deadline. */
@@ -291,8 +302,8 @@ void on_deadline_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         end_run(t, FAILURE_TIMEOUT, "ssh is not up after start_timeout %s (%s)",
                 format_duration(deadline, took, sizeof(took)),
-                !t->banner_seen ? (t->via_proxy ? "no answer from the destination through the jump host"
-                                                : "the server has not answered")
+                !connected(t) ? (t->via_proxy ? "no answer from the destination through the jump host"
+                                              : "the server has not answered")
                 : !t->authenticated ? "connected, but the server has not completed the handshake"
                                     : "authenticated, but the forwards are not set up");
 }
@@ -334,6 +345,11 @@ static void reset_run(struct tunnel *t)
         t->kill_sent = false;
         t->probe_misses = 0;
         t->authenticated = t->session = t->via_proxy = t->banner_seen = false;
+        /* multiplex: ssh logs at VERBOSE, which has no "Executing proxy command" and no
+         * banner line; the jump hosts (VERBOSE in their file) say when each is through */
+        t->hops = t->spec.multiplex ? jump_hop_count(t->spec.jump_host) : 0;
+        t->hops_authenticated = 0;
+        t->via_proxy = t->hops > 0;
         t->forward_refused_by_policy = t->forward_failed = t->local_forward_failed = false;
         t->allocated = strv_free(t->allocated);
         t->remote_replies = t->remote_confirmed = 0;

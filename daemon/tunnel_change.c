@@ -90,12 +90,8 @@ int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, const ch
                 return r;
         }
         r = derive_files(t, c);
-        if (r >= 0 && c->spec.multiplex &&
-            asprintf(&c->mux_path, "%s/%s.mux/s", t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp",
-                     c->spec.name) < 0) {
-                c->mux_path = NULL;
-                r = -ENOMEM;
-        }
+        if (r >= 0 && c->spec.multiplex)
+                r = ssh_control_base(t->ctx->runtime_dir ? t->ctx->runtime_dir : "/tmp", c->spec.name, &c->mux_path);
         if (r >= 0 && c->mux_path)
                 r = ssh_argv_build_master(&c->spec, ssh, c->jump_config_path, c->known_hosts_path, c->mux_path,
                                           &c->argv);

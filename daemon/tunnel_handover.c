@@ -8,7 +8,6 @@
  * forwards, or at drain_timeout. Nothing is broken that was working. */
 #include "tunnel_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 
 #include "mux_client.h"
 #include "probe.h"
+#include "proc_net.h"
 #include "process.h"
 
 #define DRAIN_CHECK 1.0                 /* seconds between looks at the old master's connections */
@@ -79,33 +79,11 @@ static void on_old_exit(struct ev_loop *loop, ev_child *w, int revents)
 }
 
 /* The old master's TCP connections through its forwards: accepted on a -L/-D listen port,
- * or made to a -R's target. Read from /proc (its socket inodes, then tcp and tcp6). */
-static bool inode_of(pid_t pid, unsigned long *inodes, size_t max, size_t *n)
+ * or made to a -R's target. */
+static bool forwarded_port(unsigned local, unsigned remote, void *userdata)
 {
-        char dir[64];
-        DIR *d;
-        struct dirent *e;
+        const struct mux_old *o = userdata;
 
-        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-        d = opendir(dir);
-        if (!d)
-                return false;
-        while ((e = readdir(d)) && *n < max) {
-                char target[64];
-                ssize_t k = readlinkat(dirfd(d), e->d_name, target, sizeof(target) - 1);
-
-                if (k > 0) {
-                        target[k] = '\0';
-                        if (sscanf(target, "socket:[%lu]", &inodes[*n]) == 1)
-                                (*n)++;
-                }
-        }
-        closedir(d);
-        return true;
-}
-
-static bool forwarded_port(const struct mux_old *o, unsigned local, unsigned remote)
-{
         for (size_t i = 0; i < o->n_fwds; i++) {
                 const struct forward *f = &o->fwds[i].f;
 
@@ -119,38 +97,9 @@ static bool forwarded_port(const struct mux_old *o, unsigned local, unsigned rem
 
 static size_t connections_left(const struct mux_old *o)
 {
-        static const char *const tables[] = { "/proc/net/tcp", "/proc/net/tcp6" };
-        unsigned long inodes[512];
-        size_t n = 0, left = 0;
+        int n = proc_net_established(o->pid, forwarded_port, (void *)o);
 
-        if (!inode_of(o->pid, inodes, sizeof(inodes) / sizeof(inodes[0]), &n))
-                return 0;
-        for (size_t k = 0; k < 2; k++) {
-                FILE *f = fopen(tables[k], "re");
-                char line[512];
-
-                if (!f)
-                        continue;
-                while (fgets(line, sizeof(line), f)) {
-                        char local[64], remote[64];
-                        unsigned st, lport, rport;
-                        unsigned long inode;
-                        const char *lp, *rp;
-
-                        if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*s %*s %lu", local, remote, &st, &inode) != 4 ||
-                            st != 1 /* ESTABLISHED */ || !(lp = strrchr(local, ':')) || !(rp = strrchr(remote, ':')))
-                                continue;
-                        lport = (unsigned)strtoul(lp + 1, NULL, 16);
-                        rport = (unsigned)strtoul(rp + 1, NULL, 16);
-                        for (size_t i = 0; i < n; i++)
-                                if (inodes[i] == inode && forwarded_port(o, lport, rport)) {
-                                        left++;
-                                        break;
-                                }
-                }
-                fclose(f);
-        }
-        return left;
+        return n > 0 ? (size_t)n : 0;
 }
 
 static void on_old_timer(struct ev_loop *loop, ev_timer *w, int revents)

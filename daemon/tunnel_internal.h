@@ -38,6 +38,8 @@ struct tunnel {
         bool session;                   /* "Entering interactive session": -L/-D listeners bound */
         bool via_proxy;                 /* ssh runs a ProxyJump/ProxyCommand */
         bool banner_seen;               /* the destination answered (lines after this are not the proxy's) */
+        unsigned hops;                  /* multiplex: jump hosts, each saying "Authenticated to" (VERBOSE) */
+        unsigned hops_authenticated;    /* …so far: once all have, the lines are the destination's */
         bool forward_refused_by_policy; /* sshd said its policy refuses a forward */
         bool forward_failed;            /* this run: a forward could not be set up */
         bool local_forward_failed;      /* …and it was a -L/-D listener */
@@ -99,6 +101,8 @@ struct tunnel {
         bool mux_ready;                 /* the master's hello came: requests may go */
         ev_timer fwd_retry_timer;       /* failed forwards are asked for again */
         double fwd_retry_delay;
+        ev_timer mux_lost_timer;        /* the control connection closed: the exit, if one comes, says why */
+        char mux_lost_why[192];
 
         void *owner;                    /* the supervisor's, for its own bookkeeping */
 };

@@ -18,16 +18,19 @@
 #include "mux_client.h"
 #include "ssh_argv.h"
 
-#define CONTROL_PATH_MAX 90             /* ssh adds a 17-byte temporary suffix to bind it */
 #define FWD_RETRY_MIN 1.0               /* seconds: a failed forward is asked for again, */
 #define FWD_RETRY_MAX 30.0              /* doubling up to this */
 #define DRAIN_MAX (16u << 10)           /* ssh's stderr read before a reply is judged */
+/* A master that dies closes its control socket a moment before its exit is reaped: the
+ * exit (killed by a signal, its last words) is the better verdict, if it comes this soon. */
+#define MUX_LOST_GRACE 1.0
 
 void mux_init(struct tunnel *t)
 {
         t->mux_watch_fd = -1;
         ev_io_init(&t->mux_watch, NULL, -1, EV_READ);
         ev_timer_init(&t->fwd_retry_timer, NULL, 0., 0.);
+        ev_timer_init(&t->mux_lost_timer, NULL, 0., 0.);
 }
 
 static char *mux_dir(const struct tunnel *t)
@@ -72,6 +75,7 @@ void mux_run_end(struct tunnel *t)
         t->mux = mux_client_free(t->mux);
         t->mux_ready = false;
         ev_timer_stop(t->ctx->loop, &t->fwd_retry_timer);
+        ev_timer_stop(t->ctx->loop, &t->mux_lost_timer);
         t->fwd_retry_delay = 0;
         free(t->fwds);
         forward_states_free(t->fwd_status, t->n_fwds);
@@ -216,6 +220,17 @@ static void on_reply(const struct mux_reply *r, void *userdata)
         judge(t);
 }
 
+/* The master lives on without its control connection: nothing can be asked of it. */
+static void on_mux_lost(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        struct tunnel *t = w->data;
+
+        (void)loop;
+        (void)revents;
+        if (tunnel_is_running(t) && t->kill_class == FAILURE_NONE)
+                end_run(t, FAILURE_MUX, "%s", t->mux_lost_why);
+}
+
 static void on_closed(int error, const char *why, void *userdata)
 {
         struct tunnel *t = userdata;
@@ -223,8 +238,12 @@ static void on_closed(int error, const char *why, void *userdata)
         (void)error;
         t->mux = mux_client_free(t->mux);
         t->mux_ready = false;
-        if (tunnel_is_running(t) && t->kill_class == FAILURE_NONE)
-                end_run(t, FAILURE_MUX, "%s", why);
+        if (!tunnel_is_running(t) || t->kill_class != FAILURE_NONE)
+                return;
+        snprintf(t->mux_lost_why, sizeof(t->mux_lost_why), "%s", why);
+        ev_timer_init(&t->mux_lost_timer, on_mux_lost, MUX_LOST_GRACE, 0.);
+        t->mux_lost_timer.data = t;
+        ev_timer_start(t->ctx->loop, &t->mux_lost_timer);
 }
 
 static const struct mux_client_ops mux_ops = {
@@ -287,10 +306,10 @@ static int watch_dir(struct tunnel *t, const char *dir)
         struct log_ctx ctx = ctx_of(t);
         struct stat st;
 
-        if (strlen(t->mux_run_path) > CONTROL_PATH_MAX) {
+        if (strlen(t->mux_run_path) > SSH_CONTROL_PATH_MAX) {
                 log_full(LOG_ERR, &ctx, "multiplex: the control socket %s is %zu bytes long, ssh allows %d: "
                          "shorten control_socket or the tunnel's name", t->mux_run_path, strlen(t->mux_run_path),
-                         CONTROL_PATH_MAX);
+                         SSH_CONTROL_PATH_MAX);
                 return -ENAMETOOLONG;
         }
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)

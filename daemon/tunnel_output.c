@@ -113,6 +113,11 @@ static void handle_line(struct tunnel *t, const char *line)
         case SSH_LINE_AUTHENTICATED:
                 log_full(t->flapping ? LOG_DEBUG : LOG_INFO, &ctx, "ssh: %s", line);
                 t->flap_suppressed += t->flapping;
+                if (t->hops_authenticated < t->hops) {
+                        /* a jump host's: after the last one, what fails is the destination */
+                        t->banner_seen = ++t->hops_authenticated == t->hops;
+                        return;
+                }
                 t->authenticated = t->banner_seen = true;
                 set_connecting(t, false);
                 maybe_up(t);

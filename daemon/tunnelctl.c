@@ -518,7 +518,12 @@ static int report_restart(struct follow *f, const struct replies *rs)
                 const struct json *pid = json_get(all.items[i], "pid");
                 int r;
 
-                if (state && strcmp(state, "stopping") == 0 && before) {
+                /* stopping: the old ssh is on its way out; a make-before-break restart has
+                 * the new one starting already, the old one serving until it takes over */
+                if (state && before && (strcmp(state, "stopping") == 0 ||
+                                        (pid && pid->type == JSON_NUMBER &&
+                                         json_get_number(before, "pid", 0) > 0 &&
+                                         pid->number != json_get_number(before, "pid", 0)))) {
                         names[n] = (char *)name;
                         slot[n] = i;
                         old[n++] = json_get_number(before, "pid", 0);

@@ -651,17 +651,20 @@ static void test_errors_do_not_hide_cross_checks(void)
                      "tunnel a (t.conf:1) does");
 }
 
-/* multiplex: the master's socket, SOCKET.d/NAME.mux/s0, must fit ssh's 90 bytes. */
+/* multiplex: the master's socket, SOCKET.d/NAME.mux/s0, must fit ssh's 90 bytes; a long
+ * name is hashed to fit (SOCKET.d/~HASH.mux/s0), a long control_socket cannot be. */
 static void test_multiplex_control_path(void)
 {
         expect_error("control_socket = \"/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control\";\n"
                      "tunnels = ( { name = \"a-long-tunnel-name-here\"; host = \"h\"; multiplex = true; } );\n",
-                     "t.conf:2: a-long-tunnel-name-here.multiplex: ssh's control socket would be "
-                     "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/"
-                     "a-long-tunnel-name-here.mux/s0, 105 bytes long; ssh allows 90: shorten the tunnel's name or "
-                     "control_socket");
+                     "t.conf:2: a-long-tunnel-name-here.multiplex: control_socket "
+                     "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control is too long for "
+                     "multiplex: ssh's control socket next to it would be /run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/~2d00e07787978277.mux/s0, 99 bytes long; ssh allows 90");
         expect_error("control_socket = \"/run/tunneld/control\";\n"
                      "tunnels = ( { name = \"db\"; host = \"h\"; multiplex = true; drain_timeout = 5; } );\n", "");
+        expect_error("control_socket = \"/run/tunneld/control\";\n"
+                     "tunnels = ( { name = \"a-name-of-64-characters-which-is-as-long-as-tunneld-allows-12345\";"
+                     " host = \"h\"; multiplex = true; } );\n", "");
 }
 
 TEST_MAIN(TEST(test_after), TEST(test_multiplex_control_path), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
