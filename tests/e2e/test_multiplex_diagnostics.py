@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""multiplex = true says what multiplex = false says: the diagnostics of classic tunnels,
+end to end against a real loopback sshd, for tunnels whose ssh is a mux master of
+tunneld's (LogLevel VERBOSE instead of DEBUG1, forwards opened over the control socket).
+
+Every tunnel here has multiplex = true, and each expectation is the one the classic test
+names for multiplex = false, line for line:
+
+- kill -9 of an up tunnel's ssh is class `killed` (tests/faults/test_faults.py,
+  tests/ctl/test_events.py), not `mux`: the master's control socket closing with it is a
+  consequence, not the cause; the tunnel comes back and carries bytes;
+- `tunnelctl restart NAME` prints "NAME: restarted( and up)?: ssh pid N (was M)" with a new
+  pid (tests/ctl/test_ctl_socket.py), one line per tunnel in the order asked
+  (tests/ctl/test_tunnelctl.py);
+- a hop's failure is classed by its cause "on the jump host", a destination's failure
+  through a working hop is not the hop's (tests/e2e/test_jump_host.py);
+- start_timeout says how far the handshake got: "connected, but the server has not
+  completed the handshake" for a server that sent its banner and then nothing
+  (tests/faults/test_stalled_server.py), "the server has not answered" for one that never
+  says a word (tests/features/test_failure_classes.py);
+- the longest tunnel name the configuration allows (64 characters, daemon/validate.c)
+  works with multiplex under a normal control_socket: `tunneld -t` accepts it, the tunnel
+  comes up and its -L carries bytes, and two such names that differ only in their last
+  character work side by side.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+import tunneltest
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+
+UP_TIMEOUT = 30         # ssh's connect and key exchange (twice through a jump host) on a loaded 2-core box
+RESTART_LINE = r"^{name}: restarted( and up)?: ssh pid (\d+) \(was (\d+)\)\n"
+NAME_MAX = 64           # daemon/validate.h NAME_MAX_LEN
+
+
+def tunnels(d):
+    return tunneltest.status(d)[1]
+
+
+def wait_up(d, name, not_pid=None, timeout=UP_TIMEOUT):
+    """Wait until name is up with an ssh other than not_pid; its status object."""
+    def up():
+        t = tunnels(d).get(name)
+        return t if t and t["state"] == "up" and t["pid"] != not_pid else None
+    return wait_until(up, timeout, interval=0.1,
+                      what=f"{name} up" + (f" with an ssh other than pid {not_pid}" if not_pid else ""))
+
+
+class Events:
+    """A subscription to tunneld's state changes, the protocol `tunnelctl events --json`
+    speaks ({"cmd":"events"}: a reply with every tunnel's status, then one JSON object per
+    change). Subscribed once the constructor returns: nothing is missed, no sleep needed."""
+
+    def __init__(self, test, d):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        test.addCleanup(self.sock.close)
+        self.sock.settimeout(10)
+        self.sock.connect(d.globals["control_socket"])
+        self.sock.sendall(b'{"cmd":"events"}\n')
+        self.buf = b""
+        self.events = []
+        reply = self._line(10)
+        if reply is None or not json.loads(reply).get("ok"):
+            raise AssertionError(f"events refused: {reply!r}")
+
+    def _line(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                raise AssertionError("tunneld closed the events subscription")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def wait(self, pred, timeout, what, since=0):
+        """Read events until pred(event) holds for one read as self.events[since] or later;
+        return that one (every event read is kept in self.events)."""
+        deadline = time.monotonic() + timeout
+        for e in self.events[since:]:
+            if pred(e):
+                return e
+        while True:
+            line = self._line(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for the event {what}; "
+                                     f"events so far: {self.events}")
+            e = json.loads(line)
+            self.events.append(e)
+            if pred(e):
+                return e
+
+
+class StalledServer(tunneltest.Resource):
+    """tests/faults/test_stalled_server.py's: accepts on 127.0.0.1, sends
+    "SSH-2.0-OpenSSH_9.2" and then nothing, keeping every connection open until closed."""
+
+    def start(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            except OSError:
+                pass
+            self.conns.append(c)
+
+    def close(self):
+        self.running = False
+        if getattr(self, "thread", None):
+            self.thread.join(2)
+        for c in getattr(self, "conns", []):
+            c.close()
+        if getattr(self, "sock", None):
+            self.sock.close()
+        super().close()
+
+
+def silent_socket():
+    """tests/features/featuretest.py's listening_socket(): listens on 127.0.0.1 and never
+    accepts: a connect succeeds (the kernel's backlog), then nothing is ever said."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.bind(("127.0.0.1", free_port()))
+    s.listen(16)
+    return s
+
+
+class MultiplexDiagnosticsTest(unittest.TestCase):
+    KILLS = 5       # kill -9 rounds: a 50/50 race in tunneld passes all of them once in 32 runs
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sshd = tunneltest.use(cls, SSHServer())
+        cls.echo = tunneltest.use(cls, EchoServer())
+
+    def spec(self, tunnels, **settings):
+        """(tunnels, defaults) of a test: every tunnel multiplexed, to the class's sshd."""
+        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
+                    **settings, "multiplex": True}
+        return [{"host": "127.0.0.1", **t, "multiplex": True} for t in tunnels], defaults
+
+    def tunneld(self, tunnels, args=(), **settings):
+        tunnels, defaults = self.spec(tunnels, **settings)
+        d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
+        wait_until(lambda: d.proc.poll() is not None or tunneltest.tunnelctl(d, "status").returncode in (0, 1),
+                   10, what="tunneld to answer on its control socket")
+        self.assertIsNone(d.proc.poll(), f"tunneld exited {d.proc.returncode}:\n{d.log()}")
+        return d
+
+    def fwd(self, port):
+        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
+
+    def assert_echo(self, port):
+        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
+
+    # -- 1. kill -9 -------------------------------------------------------------------------
+
+    def test_kill_9_is_class_killed_not_mux(self):
+        """kill -9 of an up multiplexed tunnel's ssh: the run is class killed (the event
+        up -> starting/backoff says failure "killed", last_exit too, the log line is
+        tests/faults/test_faults.py's "ssh was killed by signal KILL after … (killed: …"),
+        never mux (the master's control socket closes with it: a consequence, not the
+        cause); the tunnel is up again on a new ssh and its -L carries bytes. KILLS rounds:
+        which of the socket's EOF and the child's exit tunneld sees first is up to the
+        kernel and the loop, so a tunneld that gets it wrong half the time fails here."""
+        port = free_port()
+        d = self.tunneld([{"name": "k", "local_forwards": [self.fwd(port)]}], gatetime=0)
+        pid = wait_up(d, "k")["pid"]
+        self.assert_echo(port)
+        events = Events(self, d)
+        after = 0
+        for n in range(1, self.KILLS + 1):
+            seen = len(events.events)
+            os.kill(pid, signal.SIGKILL)
+            left = events.wait(lambda e: e.get("tunnel") == "k" and e.get("from") == "up", 10,
+                               what=f"k leaving up (round {n})", since=seen)
+            up = events.wait(lambda e: e.get("tunnel") == "k" and e.get("to") == "up", UP_TIMEOUT,
+                             what=f"k up again (round {n})", since=seen)
+            mine = [e for e in events.events[seen:] if e.get("tunnel") == "k"]
+            self.assertIn(left["to"], ("starting", "backoff"), mine)
+            self.assertEqual(left["failure"], "killed", f"round {n}: the class of the killed run: {mine}")
+            self.assertNotEqual(up["pid"], pid)
+            t = tunnels(d)["k"]
+            self.assertEqual((t["last_exit"]["failure"], t["last_exit"]["signal"], t["last_exit"]["requested"]),
+                             ("killed", "KILL", False), f"round {n}: {t['last_exit']}")
+            m = d.wait_log(r"^<\d+>k: ssh was killed by signal KILL after [^(]*\(([\w-]+)\b.*restarting", timeout=5,
+                           after=after)
+            self.assertEqual(m.group(1), "killed", f"round {n}: {m.group(0)}")
+            after = m.end()
+            self.assert_echo(port)
+            pid = up["pid"]
+        t = tunnels(d)["k"]
+        self.assertEqual((t["state"], t["pid"], t["failures"].get("mux", 0)), ("up", pid, 0), t)
+        self.assertNotIn("ssh closed its control socket", d.log())
+
+    # -- 2. tunnelctl restart ---------------------------------------------------------------
+
+    def test_restart_prints_the_new_pid(self):
+        """`tunnelctl restart NAME` of an up multiplexed tunnel prints exactly one line,
+        "NAME: restarted( and up)?: ssh pid NEW (was OLD)", OLD the ssh before, NEW the one
+        status shows after (make-before-break or not, the same line as classic); then
+        `tunnelctl restart b a` prints b's line then a's, each with its new ssh."""
+        ports = {"a": free_port(), "b": free_port()}
+        d = self.tunneld([{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()])
+        old = {n: wait_up(d, n)["pid"] for n in ports}
+        for p in ports.values():
+            self.assert_echo(p)
+
+        r = tunneltest.tunnelctl(d, "restart", "a", timeout=40)
+        self.assertEqual(r.returncode, 0, tunneltest.describe(r))
+        m = re.fullmatch(RESTART_LINE.format(name="a").lstrip("^"), r.stdout)
+        self.assertIsNotNone(m, f"restart a printed {r.stdout!r}, not one line matching {RESTART_LINE!r}")
+        new, was = int(m.group(2)), int(m.group(3))
+        self.assertEqual(was, old["a"], r.stdout)
+        self.assertNotEqual(new, was, r.stdout)
+        self.assertEqual(wait_up(d, "a", not_pid=old["a"])["pid"], new, "the new ssh is the one printed")
+        self.assertEqual(tunnels(d)["b"]["pid"], old["b"], "b untouched")
+        self.assert_echo(ports["a"])
+        old["a"] = new
+
+        r = tunneltest.tunnelctl(d, "restart", "b", "a", timeout=40)
+        self.assertEqual(r.returncode, 0, tunneltest.describe(r))
+        want = RESTART_LINE.format(name="b") + RESTART_LINE.format(name="a").lstrip("^")
+        self.assertRegex(r.stdout, want + "$")
+        m = re.fullmatch(want.lstrip("^"), r.stdout)
+        printed = {"b": (int(m.group(2)), int(m.group(3))), "a": (int(m.group(5)), int(m.group(6)))}
+        for n, (new, was) in printed.items():
+            self.assertEqual(was, old[n], r.stdout)
+            self.assertNotEqual(new, was, r.stdout)
+            self.assertEqual(wait_up(d, n, not_pid=old[n])["pid"], new, f"{n}: the new ssh is the one printed")
+            self.assert_echo(ports[n])
+
+    # -- 4. start_timeout -------------------------------------------------------------------
+
+    def test_stalled_server_is_connected_but_not_handshaken(self):
+        """A server that sends its banner and then nothing, start_timeout 2: the classic
+        line "ssh is not up after start_timeout 2 s (connected, but the server has not
+        completed the handshake): restarting ssh (SIGTERM…", then a failed start of class
+        timeout."""
+        stalled = tunneltest.use(self, StalledServer())
+        d = self.tunneld([{"name": "hung", "port": stalled.port, "local_forwards": [self.fwd(free_port())]}],
+                         start_timeout=2, connect_timeout=1, server_alive_interval=0, restart_delay=0.5,
+                         restart_delay_max=2)
+        t0 = time.monotonic()
+        m = d.wait_log(r"^<\d+>hung: ssh is not up after start_timeout 2(?:\.0)? s \(([^)]*)\): "
+                       r"restarting ssh \(SIGTERM", timeout=15)
+        took = time.monotonic() - t0
+        self.assertEqual(m.group(1), "connected, but the server has not completed the handshake", m.group(0))
+        self.assertLess(took, 2 + 5, "the deadline, plus a margin for a loaded machine")
+        d.wait_log(r"^<\d+>hung: ssh (?:exited with status \d+|was killed by signal TERM) after [\d.]+ s, "
+                   r"never up \(timeout: .*\); restarting in .* \(failed start 1 in a row\)$", after=m.end())
+        self.assertEqual(tunnels(d)["hung"]["last_exit"]["failure"], "timeout")
+
+    def test_silent_server_is_connected_but_not_handshaken(self):
+        """A port that accepts TCP and never says a word (no banner), ConnectTimeout longer
+        than start_timeout 2: class timeout. A multiplexed ssh logs at VERBOSE, which says
+        nothing before authentication, so tunneld reads the master's own TCP socket: it is
+        connected, and the handshake has not completed (the classic DEBUG1 reading can tell
+        the missing banner apart: "the server has not answered")."""
+        silent = silent_socket()
+        self.addCleanup(silent.close)
+        d = self.tunneld([{"name": "t", "port": silent.getsockname()[1]}], restart_delay=2, restart_delay_max=20,
+                         gatetime=5, start_timeout=2, connect_timeout=30)
+        m = d.wait_log(r"^<4>t: ssh is not up after start_timeout 2(?:\.0)? s \(([^)]*)\): restarting ssh \(SIGTERM",
+                       timeout=2 + 10)
+        self.assertEqual(m.group(1), "connected, but the server has not completed the handshake", m.group(0))
+        d.wait_log(r"^<4>t: ssh (?:exited with status \d+|was killed by signal TERM) after .*\(timeout: .*\); "
+                   r"restarting in (.+) \(failed start 1 in a row\)$", timeout=10, after=m.end())
+        t = tunnels(d)["t"]
+        self.assertEqual((t["state"], t["last_exit"]["failure"], t["failures"]), ("backoff", "timeout", {"timeout": 1}),
+                         t)
+
+    # -- 5. long names ----------------------------------------------------------------------
+
+    def long_names(self):
+        """Two names of NAME_MAX characters (letters, digits, '-', '_') that differ only in
+        their last character."""
+        stem = ("mux-Diag_0123456789-" * 4)[:NAME_MAX - 1]
+        return stem + "a", stem + "b"
+
+    def check_config(self, tunnels, control_socket):
+        """`tunneld -t` on the configuration self.tunneld(tunnels) runs, with control_socket."""
+        tunnels, defaults = self.spec(tunnels)
+        path = os.path.join(tunneltest.temp_dir(self), "check.conf")
+        tunneltest.write_config(path, {"ssh": tunneltest.SSH, "watch_network": False,
+                                       "control_socket": control_socket}, defaults, tunnels)
+        r = tunneltest.run_tunneld("-t", "-c", path)
+        self.assertEqual(r.returncode, 0, f"tunneld -t with control_socket {control_socket}: {r.stdout}{r.stderr}")
+        self.assertRegex(r.stdout, rf"^configuration OK: {len(tunnels)} tunnels?",
+                         f"tunneld -t with control_socket {control_socket}: {r.stdout}{r.stderr}")
+
+    def test_longest_name_works(self):
+        """A multiplexed tunnel named with the 64 characters a name may have: `tunneld -t`
+        accepts it under the default control_socket /run/tunneld/control and under one as
+        long as the test's (/tmp/tunneltest-tunneld-XXXXXXXX/control); the tunnel comes up
+        with its forward open over the control socket, and its -L carries bytes."""
+        name = self.long_names()[0]
+        self.assertEqual(len(name), NAME_MAX)
+        port = free_port()
+        tunnel = {"name": name, "local_forwards": [self.fwd(port)]}
+        self.check_config([tunnel], "/run/tunneld/control")
+        like_the_tests = tempfile.mkdtemp(prefix="tunneltest-tunneld-")
+        self.addCleanup(shutil.rmtree, like_the_tests, True)
+        self.check_config([tunnel], os.path.join(like_the_tests, "control"))
+        d = self.tunneld([tunnel])
+        t = wait_up(d, name)
+        self.assertTrue(t["multiplex"])
+        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.fwd(port): "open"})
+        self.assert_echo(port)
+
+    def test_two_long_names_differing_at_the_end(self):
+        """Two multiplexed tunnels whose 64-character names differ only in the last
+        character: `tunneld -t` accepts them, both are up on two different ssh, each -L
+        carries bytes, and a restart of one leaves the other's ssh alone."""
+        names = self.long_names()
+        ports = {n: free_port() for n in names}
+        specs = [{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()]
+        self.check_config(specs, "/run/tunneld/control")
+        d = self.tunneld(specs)
+        pids = {n: wait_up(d, n)["pid"] for n in names}
+        self.assertNotEqual(pids[names[0]], pids[names[1]])
+        for n, p in ports.items():
+            self.assertEqual({f["forward"]: f["state"] for f in tunnels(d)[n]["forward_states"]},
+                             {self.fwd(p): "open"}, n)
+            self.assert_echo(p)
+        r = tunneltest.tunnelctl(d, "restart", names[0], timeout=40)
+        self.assertEqual(r.returncode, 0, tunneltest.describe(r))
+        wait_up(d, names[0], not_pid=pids[names[0]])
+        self.assertEqual(tunnels(d)[names[1]]["pid"], pids[names[1]], "the other tunnel's ssh is untouched")
+        for p in ports.values():
+            self.assert_echo(p)
+
+
+class MultiplexJumpHostTest(unittest.TestCase):
+    """tests/e2e/test_jump_host.py's layout with multiplex = true: the destination reached
+    as "localhost", the jump host as "127.0.0.1", one key and known_hosts of the tunnel's
+    own, no ssh_config_file."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.jump = tunneltest.use(cls, SSHServer())
+        cls.dest = tunneltest.use(cls, SSHServer())
+        cls.other = tunneltest.use(cls, SSHServer())     # trusts only its own client key
+        cls.echo = tunneltest.use(cls, EchoServer())
+        cls.dir = tempfile.mkdtemp(prefix="tunneltest-muxjump-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+        cls.key = cls.dest.client_key
+        with open(cls.key + ".pub") as f:
+            pub = f.read()
+        with open(cls.jump.authorized_keys, "a") as f:
+            f.write(pub)
+        cls.known_hosts = os.path.join(cls.dir, "known_hosts")
+        with open(cls.known_hosts, "w") as f:
+            f.write(cls.host_key_line(cls.dest, "localhost"))
+            f.write(cls.host_key_line(cls.jump, "127.0.0.1"))
+            f.write(cls.host_key_line(cls.other, "127.0.0.1"))
+
+    @staticmethod
+    def host_key_line(server, name):
+        with open(server.host_key + ".pub") as f:
+            keytype, blob = f.read().split()[:2]
+        return f"[{name}]:{server.port} {keytype} {blob}\n"
+
+    def tunneld(self, tunnel, known_hosts=None):
+        defaults = {"user": "root", "identity_file": self.key, "gatetime": 1, "restart_delay": 0.2,
+                    "restart_delay_max": 30, "connect_timeout": 5, "multiplex": True,
+                    "ssh_options": [f"UserKnownHostsFile={known_hosts or self.known_hosts}",
+                                    "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes"]}
+        t = {"host": "localhost", "port": self.dest.port, **tunnel, "multiplex": True}
+        return tunneltest.use(self, Tunneld([t], defaults, globals={"ssh": tunneltest.SSH}))
+
+    def forward(self, port):
+        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
+
+    def test_refused_key_on_the_jump_host_is_auth(self):
+        """The jump host refuses the key: "ssh exited with status 255 after …, never up (auth
+        on the jump host USER@HOST:PORT: …); restarting in …", at half the cap or more."""
+        jump = f"root@127.0.0.1:{self.other.port}"
+        d = self.tunneld({"name": "ja", "jump_host": jump, "local_forwards": [self.forward(free_port())]})
+        m = d.wait_log(r"^<\d+>ja: ssh exited with status 255 after .*, never up \((.*?)\); restarting in (.+) "
+                       r"\(failed start 1 in a row\)$", timeout=UP_TIMEOUT)
+        self.assertRegex(m.group(1), rf"^auth on the jump host {re.escape(jump)}: ", m.group(0))
+        self.assertGreaterEqual(tunneltest.parse_duration(m.group(2)), 15 - 0.05, "auth: half the cap or more")
+        self.assertIn("Permission denied (publickey)", d.log())
+        self.assertEqual(tunnels(d)["ja"]["last_exit"]["failure"], "auth")
+
+    def test_unknown_jump_host_key_is_host_key(self):
+        """The jump host's key is not in the tunnel's known_hosts: "(host-key on the jump
+        host USER@HOST:PORT: …"."""
+        kh = os.path.join(self.dir, "known_hosts-dest-only")
+        with open(kh, "w") as f:
+            f.write(self.host_key_line(self.dest, "localhost"))
+        jump = f"root@127.0.0.1:{self.jump.port}"
+        d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
+                         known_hosts=kh)
+        m = d.wait_log(r"^<\d+>jk: ssh exited with status 255 after .*, never up \((.*?)\); restarting in ",
+                       timeout=UP_TIMEOUT)
+        self.assertRegex(m.group(1), rf"^host-key on the jump host {re.escape(jump)}: ", m.group(0))
+        self.assertEqual(tunnels(d)["jk"]["last_exit"]["failure"], "host-key")
+
+    def test_destination_failure_is_not_the_jump_hosts(self):
+        """Through a working jump host, the destination refusing the key is plain auth, not
+        "on the jump host"."""
+        d = self.tunneld({"name": "jd", "jump_host": f"root@127.0.0.1:{self.jump.port}", "user": "nosuchuser",
+                          "local_forwards": [self.forward(free_port())]})
+        m = d.wait_log(r"^<\d+>jd: ssh exited with status 255 after .*, never up \((.*?)\); restarting in ",
+                       timeout=UP_TIMEOUT)
+        self.assertRegex(m.group(1), r"^auth: ", m.group(0))
+        self.assertEqual(tunnels(d)["jd"]["last_exit"]["failure"], "auth")
+
+    def test_working_jump_host(self):
+        """Through a working jump host: up, the forward open over the control socket, bytes
+        flow."""
+        port = free_port()
+        d = self.tunneld({"name": "j", "jump_host": f"root@127.0.0.1:{self.jump.port}",
+                          "local_forwards": [self.forward(port)]})
+        d.wait_log(r"^<\d+>j: up: ssh \(pid \d+\)", timeout=UP_TIMEOUT)
+        t = tunnels(d)["j"]
+        self.assertTrue(t["multiplex"])
+        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.forward(port): "open"})
+        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
+
+
+if __name__ == "__main__":
+    tunneltest.main()
