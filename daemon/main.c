@@ -81,6 +81,29 @@ static void note_root_checks(const struct config *c)
         }
 }
 
+/* share_connection: which tunnels will ride one ssh (the first names it, as tunneld does). */
+static void print_shared(const struct config *c)
+{
+        _cleanup_free_ bool *done = calloc(c->n_tunnels + 1, sizeof(bool));
+
+        for (size_t i = 0; done && i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                size_t n = 1;
+
+                if (done[i] || !t->share_connection || !t->enabled)
+                        continue;
+                printf("shared connection ~%s: %s", t->name, t->name);
+                for (size_t j = i + 1; j < c->n_tunnels; j++)
+                        if (!done[j] && c->tunnels[j].enabled && tunnel_spec_shares_connection(t, &c->tunnels[j])) {
+                                done[j] = true;
+                                printf(", %s", c->tunnels[j].name);
+                                n++;
+                        }
+                printf(n == 1 ? " (alone: no other tunnel has the same connection and supervision settings)\n"
+                              : " (one ssh to %s%s%s)\n", t->user ? t->user : "", t->user ? "@" : "", t->host);
+        }
+}
+
 static int check_config(const struct config *c, bool verbose)
 {
         note_root_checks(c);
@@ -88,6 +111,7 @@ static int check_config(const struct config *c, bool verbose)
         if (config_enabled_count(c) != c->n_tunnels)
                 printf(" (%zu enabled)", config_enabled_count(c));
         printf("\n");
+        print_shared(c);
         for (size_t i = 0; verbose && i < c->n_tunnels; i++) {
                 _cleanup_strv_free_ char **argv = NULL;
                 _cleanup_free_ char *line = NULL, *jump_config = NULL, *jump_path = NULL;
