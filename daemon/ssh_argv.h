@@ -14,8 +14,8 @@ int ssh_argv_build(const struct tunnel_spec *spec, const char *ssh, const char *
  * a ControlPath longer than this makes the master exit after it authenticated. */
 #define SSH_CONTROL_PATH_MAX 90
 /* A multiplexed tunnel's control socket, without the digit of its generation (s0 … s9):
- * RUNTIME/NAME.mux/s, or RUNTIME/~HASH.mux/s when that would not fit (a name holds no
- * '~'). 0 or -ENOMEM. */
+ * RUNTIME/NAME.mux/s, or RUNTIME/#HASH.mux/s when that would not fit (a name holds no
+ * '#', a carrier's starts with '~'). 0 or -ENOMEM. */
 int ssh_control_base(const char *runtime_dir, const char *name, char **ret);
 /* "ControlPath=PATH" as ssh reads it (ssh expands %-tokens there: a '%' is written "%%"). */
 int ssh_control_path_option(const char *path, char **ret);

@@ -217,7 +217,7 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         start_queue_kick(&s->starts);
         plan_swap_in(s, c, &p);
         s->config = c;
-        share_assign(s, c);
+        share_assign(s, c, p.ssh_changed);
         if (p.ssh_changed)
                 log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
         retire_removed(s, &p);

@@ -58,8 +58,9 @@ void on_network_changed(void *userdata);
 
 /* supervisor_share.c */
 /* Each tunnel of the new set (c's order) onto its shared connection, made if it is new
- * (or off one); carriers left without riders stop, and go once stopped. */
-void share_assign(struct supervisor *s, const struct config *c);
+ * (or off one); carriers left without riders stop, and go once stopped. A new ssh
+ * program restarts every connection with it (as it does every tunnel). */
+void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed);
 void share_collect(struct supervisor *s);
 void share_update_context(struct supervisor *s);
 void share_on_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);

@@ -59,8 +59,21 @@ void share_update_context(struct supervisor *s)
         s->share_ctx.stop_timeout = s->ctx.stop_timeout;
 }
 
-void share_assign(struct supervisor *s, const struct config *c)
+void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed)
 {
+        for (size_t i = 0; ssh_changed && i < s->n_carriers; i++) {
+                struct tunnel_change *change;
+
+                struct tunnel *k = s->carriers[i];
+
+                if (tunnel_change_new(k, tunnel_get_spec(k), s->ctx.ssh, &change) < 0)
+                        continue;
+                /* a running one restarts (make-before-break); another takes it for its next start */
+                if (tunnel_is_running(k) || tunnel_get_state(k) == TUNNEL_BACKOFF)
+                        tunnel_reconfigure(k, change);
+                else
+                        tunnel_update_forwards(k, change);
+        }
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 const struct tunnel_spec *spec = &c->tunnels[i];
                 struct tunnel *t = s->tunnels[i], *carrier = NULL;

@@ -35,16 +35,24 @@ static bool rider_has(const struct tunnel *r, char kind, const char *spec)
         return false;
 }
 
+static void read_forwards(struct tunnel *r, size_t *open, size_t *failed, size_t *pending);
+
 /* Which rider each of the carrier's forwards is for (forwards are unique across tunnels:
- * the configuration's clash checks). */
+ * the configuration's clash checks), and each rider's view of them again (what it showed
+ * borrowed from the carrier's arrays, which have just been replaced). */
 void share_assign_owners(struct tunnel *c)
 {
+        size_t open, failed, pending;
+
         for (size_t i = 0; i < c->n_fwds; i++) {
                 c->fwds[i].rider = NULL;
                 for (size_t k = 0; k < c->n_riders && !c->fwds[i].rider; k++)
                         if (rider_has(c->riders[k], c->fwds[i].st->kind, c->fwds[i].st->spec))
                                 c->fwds[i].rider = c->riders[k];
         }
+        for (size_t k = 0; k < c->n_riders; k++)
+                if (c->riders[k]->attached)
+                        read_forwards(c->riders[k], &open, &failed, &pending);
 }
 
 /* The carrier's forwards: every attached rider's, in rider order. */
@@ -112,32 +120,38 @@ static size_t attached_riders(const struct tunnel *c)
 static void read_forwards(struct tunnel *r, size_t *open, size_t *failed, size_t *pending)
 {
         struct tunnel *c = r->carrier;
-        size_t n = 0, want = strv_length(rider_list(r, 0)) + strv_length(rider_list(r, 1)) +
-                             strv_length(rider_list(r, 2));
+        size_t n = 0, want;
 
         *open = *failed = *pending = 0;
+        /* riders are detached before their carrier goes, and a rider without one reads nothing */
+        if (!c)
+                return;
+        want = strv_length(rider_list(r, 0)) + strv_length(rider_list(r, 1)) + strv_length(rider_list(r, 2));
         if (want != r->n_rider_status) {
                 struct forward_status *st = realloc(r->rider_status, (want + 1) * sizeof(*st));
                 if (!st) {
-                        *pending = 1;   /* shown as it was; judged at the next reply */
+                        *pending = 1;   /* judged again at the next reply */
+                        r->n_rider_status = 0;
                         return;
                 }
                 r->rider_status = st;
                 r->n_rider_status = want;
         }
-        for (size_t i = 0; c->fwds && i < c->n_fwds && n < want; i++)
-                if (c->fwds[i].rider == r)
-                        r->rider_status[n++] = *c->fwds[i].st;
-        for (size_t i = 0; i < n; i++) {
-                *open += r->rider_status[i].state == FORWARD_OPEN;
-                *failed += r->rider_status[i].state == FORWARD_FAILED;
-                *pending += r->rider_status[i].state == FORWARD_PENDING;
-        }
-        /* the carrier's run has no forwards yet (between two runs): all of them wait */
-        for (; n < want; n++) {
-                r->rider_status[n] = (struct forward_status){ .kind = 'L', .spec = "", .state = FORWARD_PENDING };
-                (*pending)++;
-        }
+        /* in its own order; one the carrier has not asked for yet (between two runs) is pending */
+        for (int kind = 0; kind < 3; kind++)
+                for (char *const *f = rider_list(r, kind); f && *f; f++, n++) {
+                        const struct forward_status *found = NULL;
+
+                        for (size_t i = 0; c->fwds && i < c->n_fwds && !found; i++)
+                                if (c->fwds[i].rider == r && c->fwds[i].st->kind == forward_kinds[kind] &&
+                                    strcmp(c->fwds[i].st->spec, *f) == 0)
+                                        found = c->fwds[i].st;
+                        r->rider_status[n] = found ? *found : (struct forward_status){
+                                .kind = forward_kinds[kind], .spec = *f, .state = FORWARD_PENDING };
+                        *open += r->rider_status[n].state == FORWARD_OPEN;
+                        *failed += r->rider_status[n].state == FORWARD_FAILED;
+                        *pending += r->rider_status[n].state == FORWARD_PENDING;
+                }
 }
 
 static void rider_up(struct tunnel *r)
@@ -161,10 +175,8 @@ static void rider_down(struct tunnel *r, enum tunnel_state state)
         char in[DURATION_MAX];
 
         r->last_run = *run;
-        if (run->valid && run->failure != FAILURE_NONE && r->run_up == false && r->state != TUNNEL_BACKOFF)
-                r->total_failures[run->failure]++;
-        else if (run->valid && run->failure != FAILURE_NONE && r->state != TUNNEL_BACKOFF)
-                r->total_failures[run->failure]++;
+        if (run->valid && run->failure != FAILURE_NONE)
+                r->total_failures[run->failure]++;     /* once per failure of the connection */
         r->failures = c->failures;
         r->restart_pending = true;
         r->run_up = false;

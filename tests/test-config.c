@@ -652,14 +652,51 @@ static void test_errors_do_not_hide_cross_checks(void)
 }
 
 /* multiplex: the master's socket, SOCKET.d/NAME.mux/s0, must fit ssh's 90 bytes; a long
- * name is hashed to fit (SOCKET.d/~HASH.mux/s0), a long control_socket cannot be. */
+ * name is hashed to fit (SOCKET.d/#HASH.mux/s0), a long control_socket cannot be. */
+/* share_connection: who shares (connection and supervision the same, not forwards, name,
+ * probe or hooks), multiplex implied, and no after inside one connection. */
+static void test_share_connection(void)
+{
+        struct config *c = NULL;
+        _cleanup_free_ char *e = load_errors(
+                "defaults = { share_connection = true; user = \"u\"; };\n"
+                "tunnels = (\n"
+                "  { name = \"a\"; host = \"h\"; local_forwards = ( \"5000:x:1\" ); },\n"
+                "  { name = \"b\"; host = \"h\"; remote_forwards = ( \"6000:x:1\" ); on_state_change = \"/bin/true\";\n"
+                "    probe = { connect = \"127.0.0.1:5000\"; }; },\n"
+                "  { name = \"c\"; host = \"other\"; },\n"
+                "  { name = \"d\"; host = \"h\"; gatetime = 5; },\n"
+                "  { name = \"e\"; host = \"h\"; share_connection = false; }\n"
+                ");\n", &c);
+
+        test_assert_streq(e, "");
+        test_assert(c && c->n_tunnels == 5);
+        test_assert(c->tunnels[0].multiplex && c->tunnels[1].multiplex && !c->tunnels[4].multiplex);
+        test_assert(tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[1]));
+        test_assert(!tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[2]));     /* another host */
+        test_assert(!tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[3]));     /* its own gatetime */
+        test_assert(!tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[4]));     /* not asked */
+        config_free(c);
+
+        expect_error("defaults = { share_connection = true; };\n"
+                     "tunnels = ( { name = \"a\"; host = \"h\"; },\n"
+                     "  { name = \"b\"; host = \"h\"; after = ( \"a\" ); } );\n",
+                     "t.conf:3: b.after: \"a\" shares this tunnel's connection (share_connection): they come up "
+                     "and go down together, so one cannot wait for the other; set share_connection = false on one "
+                     "of them, or drop the after");
+        /* different connections may wait for each other */
+        expect_error("defaults = { share_connection = true; };\n"
+                     "tunnels = ( { name = \"a\"; host = \"h\"; },\n"
+                     "  { name = \"b\"; host = \"g\"; after = ( \"a\" ); } );\n", "");
+}
+
 static void test_multiplex_control_path(void)
 {
         expect_error("control_socket = \"/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control\";\n"
                      "tunnels = ( { name = \"a-long-tunnel-name-here\"; host = \"h\"; multiplex = true; } );\n",
                      "t.conf:2: a-long-tunnel-name-here.multiplex: control_socket "
                      "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control is too long for "
-                     "multiplex: ssh's control socket next to it would be /run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/~2d00e07787978277.mux/s0, 99 bytes long; ssh allows 90");
+                     "multiplex: ssh's control socket next to it would be /run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/#2d00e07787978277.mux/s0, 99 bytes long; ssh allows 90");
         expect_error("control_socket = \"/run/tunneld/control\";\n"
                      "tunnels = ( { name = \"db\"; host = \"h\"; multiplex = true; drain_timeout = 5; } );\n", "");
         expect_error("control_socket = \"/run/tunneld/control\";\n"
@@ -667,6 +704,6 @@ static void test_multiplex_control_path(void)
                      " host = \"h\"; multiplex = true; } );\n", "");
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_multiplex_control_path), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+TEST_MAIN(TEST(test_after), TEST(test_multiplex_control_path), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

@@ -72,12 +72,13 @@ def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "uptime", "since",
                   "retry_in", "starts", "restarts", "consecutive_failures", "prohibited", "failures", "last_exit", "forwards",
-                  "gatetime", "restart", "availability", "multiplex", "forward_states")
+                  "gatetime", "restart", "availability", "multiplex", "connection", "forward_states")
     test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
     for key in ("enabled", "held", "flapping"):
         test.assertIsInstance(t[key], bool, f"{name}.{key}")
     test.assertTrue(t["reason"] is None or isinstance(t["reason"], str), f"{name}.reason")
+    test.assertTrue(t["connection"] is None or t["connection"].startswith("~"), f"{name}.connection")
     test.assertIsInstance(t["host"], str, name)
     test.assertIsInstance(t["since"], (int, float), name)
     test.assertGreaterEqual(t["since"], 0, name)
