@@ -482,10 +482,36 @@ void check_multiplex(struct parser *p, const struct config *c, const char *contr
         }
 }
 
+/* A forward of t's that u has too (as written): on one ssh they would be one forward,
+ * and closing one would close the other's (ssh's CLOSE_FWD is for every client). Only a
+ * -R of port 0 can be the same in two tunnels (the clash checks refuse the rest). */
+static const char *same_forward(const struct tunnel_spec *t, const struct tunnel_spec *u)
+{
+        char *const *lists[][2] = { { tunnel_spec_local_forwards(t), tunnel_spec_local_forwards(u) },
+                                    { tunnel_spec_remote_forwards(t), tunnel_spec_remote_forwards(u) },
+                                    { tunnel_spec_dynamic_forwards(t), tunnel_spec_dynamic_forwards(u) } };
+
+        for (size_t k = 0; k < ELEMENTSOF(lists); k++)
+                for (char *const *a = lists[k][0]; a && *a; a++)
+                        for (char *const *b = lists[k][1]; b && *b; b++)
+                                if (strcmp(*a, *b) == 0)
+                                        return *a;
+        return NULL;
+}
+
 void check_share(struct parser *p, const struct config *c)
 {
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
+
+                for (size_t j = 0; t->share_connection && j < i; j++) {
+                        const char *f;
+
+                        if (tunnel_spec_shares_connection(t, &c->tunnels[j]) && (f = same_forward(t, &c->tunnels[j])))
+                                diag_tunnel(p, t, "share_connection", "forward \"%s\" is tunnel %s's too, and both "
+                                            "would ride one ssh, where they are one forward: give one of them "
+                                            "share_connection = false", f, c->tunnels[j].name);
+                }
 
                 for (char **a = t->after; t->share_connection && a && *a; a++) {
                         ssize_t j = find_tunnel(c, *a);

@@ -684,6 +684,11 @@ static void test_share_connection(void)
                      "t.conf:3: b.after: \"a\" shares this tunnel's connection (share_connection): they come up "
                      "and go down together, so one cannot wait for the other; set share_connection = false on one "
                      "of them, or drop the after");
+        expect_error("defaults = { share_connection = true; };\n"
+                     "tunnels = ( { name = \"a\"; host = \"h\"; remote_forwards = ( \"0:localhost:80\" ); },\n"
+                     "  { name = \"b\"; host = \"h\"; remote_forwards = ( \"0:localhost:80\" ); } );\n",
+                     "t.conf:3: b.share_connection: forward \"0:localhost:80\" is tunnel a's too, and both would "
+                     "ride one ssh, where they are one forward: give one of them share_connection = false");
         /* different connections may wait for each other */
         expect_error("defaults = { share_connection = true; };\n"
                      "tunnels = ( { name = \"a\"; host = \"h\"; },\n"

@@ -647,7 +647,7 @@ class ChaosTest(unittest.TestCase):
         every forward)."""
         A, B = {"port": self.a.port}, {"port": self.b.port}
         p = {k: free_port() for k in ("al1", "al2a", "al2b", "bl1", "bl2", "socks", "jump", "mixl", "mixd",
-                                      "bl3", "extra", "rev", "n1", "n2",
+                                      "bl3", "extra", "rev", "n1", "n2", "sh1", "sh2", "sh3",
                                       *(f"f{i}" for i in range(10)))}
         ux = os.path.join(self.dir, "ux.sock")
         hook = {"on_state_change": self.hook}
@@ -665,6 +665,9 @@ class ChaosTest(unittest.TestCase):
             {"name": "a-mix", **A, "local_forwards": [self.fwd(p["mixl"])],
              "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], "multiplex": True, **hook},
             {"name": "b-l3", **B, "local_forwards": [self.fwd(p["bl3"])]},
+            # share_connection: three tunnels on one ssh (a fault on one's ssh hits all three)
+            *({"name": f"b-sh{i}", **B, "share_connection": True, "local_forwards": [self.fwd(p[f"sh{i}"])],
+               **(hook if i == 1 else {})} for i in (1, 2, 3)),
             # plain ones, to make a fleet (every fault may hit any of them)
             *({"name": f"{'ab'[i % 2]}-f{i}", **(A if i % 2 == 0 else B), "local_forwards": [self.fwd(p[f"f{i}"])],
                **({"multiplex": True} if i in (3, 6) else {})} for i in range(10)),
@@ -681,6 +684,7 @@ class ChaosTest(unittest.TestCase):
         checks = [(f"-L {p[k]} ({n})", (lambda port=p[k]: echo_roundtrip(port)))
                   for n, k in (("a-l1", "al1"), ("a-l2", "al2a"), ("a-l2", "al2b"), ("b-l1", "bl1"), ("b-l2", "bl2"),
                                ("jump", "jump"), ("a-mix", "mixl"), ("b-l3", "bl3"),
+                               ("b-sh1", "sh1"), ("b-sh2", "sh2"), ("b-sh3", "sh3"),
                                *((f"{'ab'[i % 2]}-f{i}", f"f{i}") for i in range(10)))]
         if self.n:
             checks += [(f"-L {p[k]} ({n}, through the netns host)",
@@ -804,10 +808,14 @@ class ChaosTest(unittest.TestCase):
         summary["bytes"] = f"through all {len(checks)} forwards" + ("" if all(x.endswith(": ok") for x in flow) else
                                                                    ": " + "; ".join(flow))
 
-        def one_ssh_per_tunnel():
+        # one ssh per tunnel, but one for the three that share a connection
+        connections = len({w.status()[n].get("connection") or n for n in names})
+
+        def one_ssh_per_connection():
             ssh = [p for p in tunneltest.children_of(w.td.pid) if comm(p) == "ssh"]
-            return len(ssh) == len(names)
-        wait_until(one_ssh_per_tunnel, 10, what=f"exactly {len(names)} ssh children (one per tunnel)")
+            return len(ssh) == connections
+        wait_until(one_ssh_per_connection, 10,
+                   what=f"exactly {connections} ssh children (one per tunnel, one per shared connection)")
 
     def sigterm_under_load(self, w, names, summary):
         """SIGTERM while tunnels are killed, restarted, one ssh stopped (deaf to SIGTERM
