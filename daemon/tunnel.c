@@ -119,6 +119,8 @@ void end_flapping(struct tunnel *t, const char *why)
                  why, t->flap_suppressed);
         t->flap_suppressed = 0;
         flap_reset(&t->flaps);
+        if (t->is_carrier)
+                share_flapping(t, false);
 }
 
 /* ---- ending a run ---- */

@@ -63,6 +63,8 @@ static void note_flapping(struct tunnel *t, const struct tunnel_run *run, const 
                  t->spec.flap_threshold, format_duration(t->spec.flap_window, window, sizeof(window)), what);
         if (t->ctx->observer)
                 t->ctx->observer(t, TUNNEL_EVENT_FLAPPING, t->state, t->ctx->userdata);
+        if (t->is_carrier)
+                share_flapping(t, true);
 }
 
 /* A run ended that tunneld did not ask to end: the verdict of policy.h, carried out. */

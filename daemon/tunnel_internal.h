@@ -242,6 +242,8 @@ void rider_stop(struct tunnel *r, const char *reason);
 void rider_restart(struct tunnel *r, const char *reason);
 /* Its spec's forwards changed (reload): the carrier follows, on the running master. */
 void share_forwards_changed(struct tunnel *r);
+/* The connection flaps, or no longer does: so do its riders (each one's hook and events). */
+void share_flapping(struct tunnel *c, bool flapping);
 /* The carrier goes: its riders run without it (the supervisor gives them another). */
 void share_detach_all(struct tunnel *c);
 

@@ -178,6 +178,7 @@ static void rider_down(struct tunnel *r, enum tunnel_state state)
         if (run->valid && run->failure != FAILURE_NONE)
                 r->total_failures[run->failure]++;     /* once per failure of the connection */
         r->failures = c->failures;
+        r->gate_passed = false;         /* its failures in a row show until the connection passes again */
         r->restart_pending = true;
         r->run_up = false;
         if (state == TUNNEL_BACKOFF) {
@@ -425,3 +426,17 @@ int tunnel_new_carrier(const struct tunnel_context *ctx, const struct tunnel_spe
 
 struct tunnel *tunnel_get_carrier(const struct tunnel *t) { return t->carrier; }
 size_t tunnel_count_riders(const struct tunnel *c) { return c->n_riders; }
+
+void share_flapping(struct tunnel *c, bool flapping)
+{
+        for (size_t k = 0; k < c->n_riders; k++) {
+                struct tunnel *r = c->riders[k];
+
+                if (!r->attached || r->flapping == flapping)
+                        continue;
+                r->flapping = flapping;
+                r->flap_suppressed = 0;
+                if (flapping && r->ctx->observer)
+                        r->ctx->observer(r, TUNNEL_EVENT_FLAPPING, r->state, r->ctx->userdata);
+        }
+}
