@@ -135,11 +135,10 @@ bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunne
         return strcmp_null(a->name, b->name) == 0 && a->enabled == b->enabled && same_ssh(a, b);
 }
 
-bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
+/* How a connection is supervised: one backoff, one deadline, one lifetime for it. */
+static bool same_connection_supervision(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
-        /* one backoff, one deadline, one lifetime for the connection: its supervision too */
-        return a->share_connection && b->share_connection && same_ssh(a, b) &&
-               a->start_timeout == b->start_timeout &&
+        return a->start_timeout == b->start_timeout &&
                a->gatetime == b->gatetime &&
                a->fail_fast == b->fail_fast &&
                a->restart == b->restart &&
@@ -151,6 +150,11 @@ bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tun
                a->drain_timeout == b->drain_timeout &&
                a->flap_threshold == b->flap_threshold &&
                a->flap_window == b->flap_window;
+}
+
+bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
+        return a->share_connection && b->share_connection && same_ssh(a, b) && same_connection_supervision(a, b);
 }
 
 char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s)
@@ -171,16 +175,7 @@ char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s)
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
         return tunnel_spec_same_command(a, b) &&
-               a->start_timeout == b->start_timeout &&
-               a->gatetime == b->gatetime &&
-               a->fail_fast == b->fail_fast &&
-               a->restart == b->restart &&
-               a->restart_delay == b->restart_delay &&
-               a->restart_delay_max == b->restart_delay_max &&
-               a->max_starts == b->max_starts &&
-               a->max_lifetime == b->max_lifetime &&
-               a->max_lifetime_action == b->max_lifetime_action &&
-               a->drain_timeout == b->drain_timeout &&
+               same_connection_supervision(a, b) &&
                strcmp_null(a->probe.connect, b->probe.connect) == 0 &&
                a->probe.interval == b->probe.interval &&
                a->probe.timeout == b->probe.timeout &&
@@ -189,9 +184,7 @@ bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
                strcmp_null(a->probe.expect, b->probe.expect) == 0 &&
                strv_equal(a->after, b->after) &&
                a->required == b->required &&
-               strcmp_null(a->on_state_change, b->on_state_change) == 0 &&
-               a->flap_threshold == b->flap_threshold &&
-               a->flap_window == b->flap_window;
+               strcmp_null(a->on_state_change, b->on_state_change) == 0;
 }
 
 const char *const restart_names[_RESTART_MAX] = {

@@ -33,7 +33,7 @@ static bool name_taken(const struct supervisor *s, const char *name)
 static int new_carrier(struct supervisor *s, const struct tunnel_spec *spec, struct tunnel **ret)
 {
         _cleanup_free_ char *name = NULL;
-        struct tunnel **v = realloc(s->carriers, (s->n_carriers + 1) * sizeof(*v));
+        struct tunnel **v = realloc(s->carriers, (s->n_carriers + 1) * sizeof(struct tunnel *));
         int r;
 
         if (!v)

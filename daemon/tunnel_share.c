@@ -44,7 +44,7 @@ void share_assign_owners(struct tunnel *c)
 {
         size_t open, failed, pending;
 
-        for (size_t i = 0; i < c->n_fwds; i++) {
+        for (size_t i = 0; c->fwds && i < c->n_fwds; i++) {
                 c->fwds[i].rider = NULL;
                 for (size_t k = 0; k < c->n_riders && !c->fwds[i].rider; k++)
                         if (rider_has(c->riders[k], c->fwds[i].st->kind, c->fwds[i].st->spec))
@@ -172,7 +172,6 @@ static void rider_down(struct tunnel *r, enum tunnel_state state)
 {
         struct tunnel *c = r->carrier;
         const struct tunnel_run *run = &c->last_run;
-        char in[DURATION_MAX];
 
         r->last_run = *run;
         if (run->valid && run->failure != FAILURE_NONE)
@@ -182,6 +181,8 @@ static void rider_down(struct tunnel *r, enum tunnel_state state)
         r->restart_pending = true;
         r->run_up = false;
         if (state == TUNNEL_BACKOFF) {
+                char in[DURATION_MAX];
+
                 r->retry_at = c->retry_at;
                 set_state(r, TUNNEL_BACKOFF, LOG_WARNING, run, "the shared connection %s is down (%s): its forwards "
                           "come back with it, in %s", c->spec.name, failure_class_to_string(run->failure),
@@ -357,7 +358,7 @@ int tunnel_set_carrier(struct tunnel *r, struct tunnel *c)
         if (old == c)
                 return 0;
         if (c) {
-                struct tunnel **v = realloc(c->riders, (c->n_riders + 1) * sizeof(*v));
+                struct tunnel **v = realloc(c->riders, (c->n_riders + 1) * sizeof(struct tunnel *));
                 if (!v)
                         return -ENOMEM;
                 c->riders = v;

@@ -31,7 +31,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 import unittest
 
@@ -106,44 +105,6 @@ class Events:
             self.events.append(e)
             if pred(e):
                 return e
-
-
-class StalledServer(tunneltest.Resource):
-    """tests/faults/test_stalled_server.py's: accepts on 127.0.0.1, sends
-    "SSH-2.0-OpenSSH_9.2" and then nothing, keeping every connection open until closed."""
-
-    def start(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while self.running:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            try:
-                c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-            except OSError:
-                pass
-            self.conns.append(c)
-
-    def close(self):
-        self.running = False
-        if getattr(self, "thread", None):
-            self.thread.join(2)
-        for c in getattr(self, "conns", []):
-            c.close()
-        if getattr(self, "sock", None):
-            self.sock.close()
-        super().close()
 
 
 def silent_socket():
@@ -267,7 +228,7 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         line "ssh is not up after start_timeout 2 s (connected, but the server has not
         completed the handshake): restarting ssh (SIGTERM…", then a failed start of class
         timeout."""
-        stalled = tunneltest.use(self, StalledServer())
+        stalled = tunneltest.use(self, tunneltest.StalledServer())
         d = self.tunneld([{"name": "hung", "port": stalled.port, "local_forwards": [self.fwd(free_port())]}],
                          start_timeout=2, connect_timeout=1, server_alive_interval=0, restart_delay=0.5,
                          restart_delay_max=2)

@@ -9,53 +9,11 @@ max_parallel_starts slot only while ssh could still be connecting (connect_timeo
 one whose start just failed queues behind the tunnels that waited.
 """
 
-import socket
-import threading
 import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
-
-
-class StalledServer(tunneltest.Resource):
-    """Accepts on 127.0.0.1, sends "SSH-2.0-OpenSSH_9.2" and then nothing, keeping every
-    connection open until closed."""
-
-    def start(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.accepted = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while self.running:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            try:
-                c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-            except OSError:
-                pass
-            self.conns.append(c)
-
-    def close(self):
-        self.running = False
-        if getattr(self, "thread", None):
-            self.thread.join(2)
-        for c in getattr(self, "conns", []):
-            c.close()
-        if getattr(self, "sock", None):
-            self.sock.close()
-        super().close()
+from tunneltest import EchoServer, SSHServer, StalledServer, Tunneld, echo_roundtrip, free_port, wait_until
 
 
 class StalledServerTest(unittest.TestCase):

@@ -1,4 +1,4 @@
-"""tunneltest.echo: EchoServer: a threaded TCP echo server."""
+"""tunneltest.echo: EchoServer, a threaded TCP echo server; StalledServer, one that sends an SSH banner and then nothing."""
 
 from .base import *  # noqa: F401,F403
 from .processes import *  # noqa: F401,F403
@@ -62,4 +62,44 @@ class EchoServer(Resource):
                         pass
             self.thread.join(5)
             self.server = None
+        super().close()
+
+
+class StalledServer(Resource):
+    """Accepts on 127.0.0.1, sends "SSH-2.0-OpenSSH_9.2" and then nothing, keeping every
+    connection open until closed."""
+
+    def start(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.accepted = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            try:
+                c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            except OSError:
+                pass
+            self.conns.append(c)
+
+    def close(self):
+        self.running = False
+        if getattr(self, "thread", None):
+            self.thread.join(2)
+        for c in getattr(self, "conns", []):
+            c.close()
+        if getattr(self, "sock", None):
+            self.sock.close()
         super().close()
