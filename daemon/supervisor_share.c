@@ -79,7 +79,9 @@ void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed
                 struct tunnel *t = s->tunnels[i], *carrier = NULL;
                 int r = 0;
 
-                if (spec->share_connection && spec->enabled) {
+                if (!spec->enabled)
+                        continue;       /* its reconfiguration stops it, on the connection it has */
+                if (spec->share_connection) {
                         carrier = find_carrier(s, spec);
                         if (!carrier)
                                 r = new_carrier(s, spec, &carrier);
@@ -92,6 +94,8 @@ void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed
                         errno = -r;
                         log_full(LOG_ERR, &ctx, "cannot share its connection (%m): it runs its own ssh");
                         (void)tunnel_set_carrier(t, NULL);
+                        if (tunnel_get_state(t) == TUNNEL_STOPPED && !tunnel_is_held(t))
+                                tunnel_start(t);
                 }
         }
         share_collect(s);

@@ -375,10 +375,15 @@ int tunnel_set_carrier(struct tunnel *r, struct tunnel *c)
         r->carrier = c;
         if (c)
                 c->riders[c->n_riders++] = r;
-        /* running: its forwards go onto the new connection (or its own ssh) at once */
-        if (active)
-                spawn(r, NULL, c ? "moved to another shared connection" : "no longer shares a connection",
-                      "launched");
+        if (!active)
+                return 0;
+        /* running: its forwards go onto the new connection at once; off sharing, it is
+         * stopped here and its reconfiguration (share_connection changed) starts its ssh */
+        if (c)
+                spawn(r, NULL, "moved to another shared connection", "launched");
+        else
+                set_state(r, TUNNEL_STOPPED, LOG_NOTICE, NULL, "leaves the shared connection %s: it will run its "
+                          "own ssh", old->spec.name);
         return 0;
 }
 
