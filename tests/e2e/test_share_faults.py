@@ -97,6 +97,10 @@ class GateProxy(Resource):
     def release(self):
         self.released.set()
 
+    def hold(self):
+        """From now on new connections wait again (those piped already go on)."""
+        self.released.clear()
+
     def _track(self, s):
         with self.lock:
             self.socks.append(s)
@@ -162,6 +166,8 @@ echo "$TUNNEL_NAME $TUNNEL_STATE $TUNNEL_PREVIOUS_STATE [$TUNNEL_FAILURE] $TUNNE
 
 
 class ShareFaultTest(unittest.TestCase):
+    maxDiff = None
+
     @classmethod
     def setUpClass(cls):
         cls.sshd = tunneltest.use(cls, SSHServer())
@@ -211,12 +217,15 @@ class ShareFaultTest(unittest.TestCase):
         return self.all_in(d, names, "up")
 
     def up_on_one_new_ssh(self, d, names, old):
-        """Every tunnel of names up on one ssh that is none of old."""
+        """Every tunnel of names up on one ssh that is none of old, with every forward open
+        (during a make-before-break status names the new ssh while the old one still
+        serves: the forwards are pending on the new one until it has them)."""
         if not self.all_up(d, names):
             return False
         s = self.status(d)
         pids = {s[n]["pid"] for n in names}
-        return len(pids) == 1 and None not in pids and not pids & set(old)
+        return (len(pids) == 1 and None not in pids and not pids & set(old) and
+                all(f["state"] == "open" for n in names for f in s[n]["forward_states"]))
 
     def ctl(self, d, *args):
         r = tunneltest.tunnelctl(d, *args, timeout=30)
@@ -345,6 +354,27 @@ class ShareFaultTest(unittest.TestCase):
         self.assert_alive(conn, "after")
         self.assertEqual(self.status(d)["a"]["availability"]["outages"], 0)
 
+    def test_remote_port_zero_on_a_rider(self):
+        """b's -R 0 (the server picks the port): b's status has the port, bytes flow through
+        it, the news is logged under b's name; after SIGUSR1 (a new master) b shows the new
+        master's port, which works."""
+        pa = free_port()
+        spec = f"0:127.0.0.1:{self.echo.port}"
+        d = self.tunneld([{"name": "a", "local_forwards": [self.fwd(pa)]}, {"name": "b", "remote_forwards": [spec]}])
+        wait_until(lambda: self.all_up(d, "ab"), UP_TIMEOUT, what="a and b up")
+        old = self.status(d)["a"]["pid"]
+        (fb,) = self.status(d)["b"]["forward_states"]
+        port = fb["allocated_port"]
+        self.assertIsInstance(port, int, fb)
+        self.assertTrue(echo_roundtrip(port), "b's -R 0 on the port the server chose")
+        os.kill(d.pid, signal.SIGUSR1)
+        wait_until(lambda: self.up_on_one_new_ssh(d, "ab", [old]), UP_TIMEOUT, what="a and b on the new ssh")
+        (fb,) = self.status(d)["b"]["forward_states"]
+        self.assertIsInstance(fb["allocated_port"], int, fb)
+        self.assertTrue(echo_roundtrip(fb["allocated_port"]), "the new master's port")
+        self.assertRegex(d.log(), rf"(?m)^<\d+>b: forward R {spec}: the server allocated port {port}$",
+                         "the port b got is b's news")
+
     # -- a fault of the connection is every tunnel's, judged once --
     def test_sshd_restart_brings_every_rider_back_one_failure_each(self):
         """The server goes away with every session (sshd restarted): every tunnel on the
@@ -429,7 +459,130 @@ class ShareFaultTest(unittest.TestCase):
         self.assertEqual(ssh_children(d.pid), [self.status(d)["a"]["pid"]])
         self.assertTrue(self.all_up(d, "abc"))
 
+    def test_flapping_connection_flaps_every_rider(self):
+        """A connection that keeps failing (nothing listens) flaps: each tunnel on it is
+        flapping in status and metrics, its on_state_change runs with "flapping", and its
+        churn is demoted to debug like a flapping tunnel's own."""
+        hook, records = self.make_hook()
+        d = self.tunneld(self.three(), port=free_port(), restart_delay=0.05, restart_delay_max=0.2,
+                         flap_threshold=3, flap_window=20, on_state_change=hook)
+        d.wait_log(r"^<\d+>~a: flapping: 3 failed starts", timeout=20)
+        wait_until(lambda: self.states(d, "abc") is not None, 10, what="the control socket")
+        time.sleep(1)           # a few more failed starts
+        s = self.status(d)
+        text = self.ctl(d, "metrics").stdout
+        recs = {r[:2] for r in self.hook_records(records)}
+        flap = d.log().index("~a: flapping: ")
+        loud = [l for l in d.log()[flap:].splitlines() if l.startswith(("<4>a:", "<4>b:", "<4>c:"))]
+        seen = {"status": {n: s[n]["flapping"] for n in "abc"},
+                "metrics": {n: f'tunneld_tunnel_flapping{{tunnel="{n}"}} 1' in text for n in "abc"},
+                "hooks": sorted(r for r in recs if r[1] == "flapping"),
+                "loud lines after the connection flapped (at most one per tunnel)": len(loud) <= 3}
+        self.assertEqual(seen, {"status": {n: True for n in "abc"}, "metrics": {n: True for n in "abc"},
+                                "hooks": [(n, "flapping") for n in "abc"],
+                                "loud lines after the connection flapped (at most one per tunnel)": True},
+                         "every tunnel on a flapping connection is flapping:\n" + "\n".join(loud[:9]))
+
+    def test_sigusr1_in_backoff_is_one_retry_of_the_connection(self):
+        """SIGUSR1 while the connection is in a long backoff: one retry of the connection
+        (one ssh started), not one per tunnel; they are all in backoff again after it."""
+        d = self.tunneld(self.three(), port=free_port(), restart_delay=30, restart_delay_max=60)
+        wait_until(lambda: self.all_in(d, "abc", "backoff"), UP_TIMEOUT, what="a, b and c in backoff")
+        off = len(d.log())
+        os.kill(d.pid, signal.SIGUSR1)
+        d.wait_log(r"^<\d+>~a: .*ssh pid \d+ \(start 2\)", timeout=10, after=off)
+        wait_until(lambda: self.all_in(d, "abc", "backoff") and d.count_log(r"^<\d+>[abc]: the shared connection ~a is "
+                                                                           r"down", after=off) == 3,
+                   15, what="all in backoff again")
+        self.assertEqual(d.count_log(r"ssh pid \d+ \(start", after=off), 1, "one retry")
+        self.assertEqual({sum(v["failures"].values()) for v in self.status(d).values()}, {2})
+
+    def test_old_ssh_dying_while_it_drains_is_no_failure(self):
+        """After SIGUSR1 the old ssh drains a connection opened before; kill -9 of that old
+        ssh is no failure of the tunnels, which stay up on the new one."""
+        d = self.tunneld(self.three())
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        old = self.status(d)["a"]["pid"]
+        conn = self.connect(self.ports["a"])
+        os.kill(d.pid, signal.SIGUSR1)
+        wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [old]), UP_TIMEOUT, what="every tunnel on the new ssh")
+        new = self.status(d)["a"]["pid"]
+        self.assert_alive(conn, "draining")
+        self.assertTrue(tunneltest.pid_alive(old))
+        off = len(d.log())
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not tunneltest.pid_alive(old), 5, what="the old ssh gone")
+        time.sleep(1)
+        s = self.status(d)
+        for n in "abc":
+            self.assertEqual((s[n]["state"], s[n]["pid"], s[n]["failures"]), ("up", new, {}), n)
+            self.assertTrue(echo_roundtrip(self.ports[n]), n)
+        self.assertEqual(ssh_children(d.pid), [new])
+        self.assertEqual(d.count_log(r"^<\d+>[abc]: ", after=off), 0, d.log()[off:])
+
     # -- reloads --
+    def test_sigusr1_keeps_every_rider_up_throughout(self):
+        """SIGUSR1 (make-before-break): the tunnels on the connection stay up from the
+        old ssh to the new one: no state change of theirs (no event, no hook run, no
+        "connecting"), however ssh's replies to their forwards are ordered."""
+        hook, records = self.make_hook()
+        d = self.tunneld(self.three(), on_state_change=hook)
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        wait_until(lambda: len(self.hook_records(records)) == 3, 10, what="the three up hooks")
+        old = self.status(d)["a"]["pid"]
+        events = subprocess.Popen([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "events", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env=tunneltest.clean_env())
+        self.addCleanup(lambda: (events.poll() is None and events.kill(), events.wait()))
+        time.sleep(0.3)         # subscribed
+        off = len(d.log())
+        for _ in range(3):      # the order of ssh's replies varies: three rounds
+            at = len(d.log())
+            os.kill(d.pid, signal.SIGUSR1)
+            d.wait_log(r"^<\d+>~a: up: ssh \(pid \d+\)", timeout=UP_TIMEOUT, after=at)
+            wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [old]), UP_TIMEOUT, what="every tunnel on the new ssh")
+            wait_until(lambda: not tunneltest.pid_alive(old), 10, what="the old ssh to end (nothing to drain)")
+            old = self.status(d)["a"]["pid"]
+        time.sleep(0.5)
+        events.terminate()
+        out, _ = events.communicate(timeout=10)
+        changes = [e for e in (json.loads(l) for l in out.splitlines() if l.strip()) if e.get("event")]
+        s = self.status(d)
+        seen = {"log": d.findall(r"^<\d+>([abc]: .*)$", after=off),
+                "events": [(e.get("tunnel"), e.get("from"), e.get("to")) for e in changes],
+                "hook runs": self.hook_records(records)[3:],
+                "outages": {n: s[n]["availability"]["outages"] for n in "abc"}}
+        self.assertEqual(seen, {"log": [], "events": [], "hook runs": [], "outages": {"a": 0, "b": 0, "c": 0}},
+                         "the tunnels stay up across the connection's make-before-break restart")
+
+    def test_old_ssh_killed_before_the_new_one_is_up(self):
+        """SIGUSR1 while the server holds new connections back, then kill -9 of the old ssh:
+        nothing carries the forwards any more; every tunnel on the connection says so alike
+        (none claims up while its port is dead), and all are up once the server answers."""
+        proxy = tunneltest.use(self, GateProxy(self.sshd.port))
+        proxy.release()
+        d = self.tunneld(self.three(), connect_timeout=30, start_timeout=60, **self.through(proxy))
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        old = self.status(d)["a"]["pid"]
+        proxy.hold()
+        accepted = proxy.accepted
+        os.kill(d.pid, signal.SIGUSR1)
+        wait_until(lambda: proxy.accepted > accepted, 10, what="the new ssh to connect (held)")
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not tunneltest.pid_alive(old), 5, what="the old ssh gone")
+        time.sleep(1.5)
+        s = self.status(d)
+        seen = {n: (s[n]["state"], echo_roundtrip(self.ports[n], timeout=1)) for n in "abc"}
+        self.assertEqual(len({v[0] for v in seen.values()}), 1, f"the same state for every tunnel: {seen}")
+        for n, (state, works) in seen.items():
+            self.assertFalse(state == "up" and not works, f"{n} is up but its port is dead: {seen}")
+        proxy.release()
+        wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [old]), UP_TIMEOUT, what="every tunnel on the new ssh")
+        s = self.status(d)
+        for n in "abc":
+            self.assertTrue(echo_roundtrip(self.ports[n]), n)
+            self.assertEqual((s[n]["starts"], s[n]["failures"]), (s["a"]["starts"], s["a"]["failures"]), n)
+
     def test_reload_turns_share_off_for_one_and_on_for_a_classic(self):
         """One reload: c stops sharing (it gets an ssh of its own, started once) and d, a
         classic tunnel to the same server, starts sharing (its own ssh ends, it joins the
@@ -536,7 +689,8 @@ class ShareFaultTest(unittest.TestCase):
         wait_until(lambda: self.all_in(d, "abc", "backoff"), UP_TIMEOUT, what="a, b and c in backoff")
         s = self.status(d)
         self.assertGreater(s["a"]["retry_in"], 10)
-        self.assertEqual({s[n]["retry_in"] for n in "abc"}, {s["a"]["retry_in"]}, "one backoff for all")
+        retry = [s[n]["retry_in"] for n in "abc"]
+        self.assertLess(max(retry) - min(retry), 0.1, f"one backoff for all: {retry}")
         self.assertEqual(ssh_children(d.pid), [])
         t0 = time.monotonic()
         self.reload(d, defaults={**d.defaults, "port": self.sshd.port})
@@ -547,6 +701,115 @@ class ShareFaultTest(unittest.TestCase):
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         time.sleep(1.5)
         self.assertEqual(ssh_children(d.pid), [pid], "nothing of the old connection starts")
+        self.assert_no_carrier_visible(d)
+
+    def test_reload_moving_a_connecting_connection(self):
+        """The connection's ssh is still connecting (the server held back) when a reload
+        points every tunnel at another server: the connecting ssh is ended, all are up on
+        one ssh to the new server."""
+        proxy = tunneltest.use(self, GateProxy(self.sshd.port))
+        d = self.tunneld(self.three(), connect_timeout=30, start_timeout=60, **self.through(proxy))
+        wait_until(lambda: self.all_in(d, "abc", "starting") and proxy.accepted >= 1, 15, what="starting")
+        (held,) = ssh_children(d.pid)
+        self.reload(d, defaults={**d.defaults, **self.sshd2.tunnel_defaults()})
+        wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [held]), UP_TIMEOUT, what="all up on the other server")
+        wait_until(lambda: not tunneltest.pid_alive(held), 10, what="the connecting ssh to end")
+        self.assertEqual(len(ssh_children(d.pid)), 1)
+        for n in "abc":
+            self.assertTrue(echo_roundtrip(self.ports[n]), n)
+
+    def test_reload_during_a_make_before_break_restart(self):
+        """SIGUSR1, and while the new ssh is still connecting (the server held back) a
+        reload adds a forward to a and a tunnel d: once the server answers every tunnel is
+        on the new ssh with every forward, the old ssh ends, a connection opened before
+        carries on."""
+        proxy = tunneltest.use(self, GateProxy(self.sshd.port))
+        proxy.release()
+        tunnels = self.three()
+        d = self.tunneld(tunnels, connect_timeout=30, start_timeout=60, **self.through(proxy))
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        old = self.status(d)["a"]["pid"]
+        conn = self.connect(self.ports["b"])
+        proxy.hold()
+        accepted = proxy.accepted
+        os.kill(d.pid, signal.SIGUSR1)
+        wait_until(lambda: proxy.accepted > accepted, 10, what="the new ssh to connect (held)")
+        extra, pd = free_port(), free_port()
+        tunnels[0] = {**tunnels[0], "local_forwards": [self.fwd(self.ports["a"]), self.fwd(extra)]}
+        tunnels.append({"name": "d", "local_forwards": [self.fwd(pd)]})
+        off = self.reload(d, tunnels)
+        d.wait_log(r"^<\d+>reload done: ", timeout=10, after=off)
+        self.assertTrue(echo_roundtrip(self.ports["c"]), "the old ssh serves meanwhile")
+        proxy.release()
+        wait_until(lambda: self.up_on_one_new_ssh(d, "abcd", [old]), UP_TIMEOUT, what="every tunnel on the new ssh")
+        for p in (*self.ports.values(), extra, pd):
+            self.assertTrue(echo_roundtrip(p), p)
+        self.assert_alive(conn, "across")
+        conn.close()
+        wait_until(lambda: not tunneltest.pid_alive(old), 10, what="the old ssh to end once drained")
+        self.assertEqual(len(ssh_children(d.pid)), 1)
+
+    def test_reload_unchanged_touches_nothing(self):
+        """A reload of the same file: the same ssh, no line about any tunnel."""
+        d = self.tunneld(self.three())
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        pid = self.status(d)["a"]["pid"]
+        off = self.reload(d, d.tunnels and [{k: v for k, v in t.items()} for t in d.tunnels])
+        d.wait_log(r"^<\d+>reload done: 3 tunnels \(was 3\), 0 changed", timeout=10, after=off)
+        self.assertEqual(d.findall(r"^<\d+>([~abc][^:]*: .*)$", after=off), [])
+        self.assertEqual(ssh_children(d.pid), [pid])
+
+    def test_reload_supervision_change_of_every_rider_keeps_the_ssh(self):
+        """A reload that changes only supervision settings (restart_delay, max_starts) of
+        every tunnel on the connection, in defaults: tunneld.conf(5) says such a change "is
+        applied in place: the same ssh keeps running" -- the same ssh, established
+        connections carry on, no tunnel goes down."""
+        tunnels = self.three()
+        d = self.tunneld(tunnels)
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        pid = self.status(d)["a"]["pid"]
+        conn = self.connect(self.ports["a"])
+        off = self.reload(d, defaults={**d.defaults, "restart_delay": 0.3, "max_starts": 100})
+        d.wait_log(r"^<\d+>reload done: ", timeout=10, after=off)
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up after the reload")
+        time.sleep(0.5)
+        s = self.status(d)
+        try:
+            conn.sendall(b"kept\n")
+            kept = conn.recv(64) == b"kept\n"
+        except OSError:
+            kept = False
+        seen = {"pids": {n: s[n]["pid"] for n in "abc"}, "ssh": ssh_children(d.pid), "connection kept": kept,
+                "outages": {n: s[n]["availability"]["outages"] for n in "abc"}}
+        self.assertEqual(seen, {"pids": {n: pid for n in "abc"}, "ssh": [pid], "connection kept": True,
+                                "outages": {n: 0 for n in "abc"}},
+                         "a supervision-only change is applied in place:\n" + "\n".join(d.log()[off:].splitlines()[:20]))
+
+    def test_reload_policy_change_of_one_rider_splits_it_off(self):
+        """A reload that changes a supervision setting (restart_delay) of b only: b no
+        longer shares a's and c's connection (supervision is part of it) and rides a
+        connection of its own; a's and c's ssh and connections are untouched."""
+        tunnels = self.three()
+        d = self.tunneld(tunnels)
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        pid = self.status(d)["a"]["pid"]
+        conn = self.connect(self.ports["c"])
+        tunnels[1] = {**tunnels[1], "restart_delay": 0.3}
+        self.reload(d, tunnels)
+
+        def split():
+            if not self.all_up(d, "abc"):
+                return False
+            s = self.status(d)
+            return (s["a"]["pid"] == s["c"]["pid"] == pid and s["b"]["pid"] not in (None, pid)
+                    and s["b"]["connection"] not in (None, s["a"]["connection"]))
+        wait_until(split, UP_TIMEOUT, what="b on a connection of its own")
+        s = self.status(d)
+        self.assertEqual(sorted(ssh_children(d.pid)), sorted([pid, s["b"]["pid"]]))
+        for n in "abc":
+            self.assertTrue(echo_roundtrip(self.ports[n]), n)
+        self.assert_alive(conn, "after")
+        self.assertEqual((s["a"]["availability"]["outages"], s["c"]["availability"]["outages"]), (0, 0))
         self.assert_no_carrier_visible(d)
 
     def test_rider_disabled_and_enabled_in_reloads(self):
@@ -561,9 +824,11 @@ class ShareFaultTest(unittest.TestCase):
         tunnels[1] = {**tunnels[1], "enabled": False}
         off = self.reload(d, tunnels)
         wait_until(lambda: self.status(d)["b"]["state"] == "stopped", 10, what="b stopped")
+        wait_until(lambda: not tunneltest.pid_alive(int(d.findall(r"^<\d+>b: .*ssh pid (\d+) \(start", after=off)[0]))
+                   if d.findall(r"^<\d+>b: .*ssh pid (\d+) \(start", after=off) else True, 10,
+                   what="an ssh started for b to end")
         wait_until(lambda: not tunneltest.port_accepts(self.ports["b"], 0.5), 10, what="b's port closed")
-        self.assertEqual(d.count_log(r"^<\d+>b: .*ssh pid \d+ \(start \d+\)", after=off), 0,
-                         "disabling b starts no ssh for it")
+        spawned_for_b = d.findall(r"^<\d+>(b: .*ssh pid \d+ \(start \d+\))", after=off)
         self.assertEqual(ssh_children(d.pid), [pid])
         self.assert_alive(conn, "disabled")
         self.assertTrue(echo_roundtrip(self.ports["c"]))
@@ -576,6 +841,28 @@ class ShareFaultTest(unittest.TestCase):
         self.reload(d, [{**t, "enabled": False} for t in tunnels])
         wait_until(lambda: not ssh_children(d.pid), 15, what="no ssh once every tunnel is disabled")
         self.assertFalse(tunneltest.pid_alive(pid))
+        self.assertEqual(spawned_for_b, [], "disabling b starts no ssh for it")
+
+    def test_reload_removing_every_rider_and_adding_them_back(self):
+        """A reload that removes every tunnel of a connection: its ssh ends, status is
+        empty, no control socket is left; a reload that adds them back makes a working
+        connection again."""
+        tunnels = self.three()
+        d = self.tunneld(tunnels)
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        pid = self.status(d)["a"]["pid"]
+        runtime = d.globals["control_socket"] + ".d"
+        self.reload(d, [])
+        wait_until(lambda: not tunneltest.pid_alive(pid), 10, what="the shared ssh to end")
+        self.assertEqual(tunneltest.status(d)[0]["tunnels"], [])
+        wait_until(lambda: not sockets_under(runtime), 5, what="no control socket left")
+        self.assertEqual(ssh_children(d.pid), [])
+        self.reload(d, tunnels)
+        wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [pid]), UP_TIMEOUT, what="a, b and c up again")
+        for n in "abc":
+            self.assertTrue(echo_roundtrip(self.ports[n]), n)
+        self.assertEqual(len(ssh_children(d.pid)), 1)
+        self.assert_no_carrier_visible(d)
 
     # -- the operator --
     def test_stop_every_rider_leaves_nothing_behind(self):
@@ -609,6 +896,7 @@ class ShareFaultTest(unittest.TestCase):
         """The connection in backoff, every tunnel on it stopped: no retry starts an ssh."""
         d = self.tunneld(self.three(), port=free_port(), restart_delay=1, restart_delay_max=1)
         wait_until(lambda: self.all_in(d, "abc", "backoff"), UP_TIMEOUT, what="a, b and c in backoff")
+        self.assert_no_carrier_visible(d)       # in backoff too
         off = len(d.log())
         self.ctl(d, "stop", "a", "b", "c")
         self.assertTrue(self.all_in(d, "abc", "stopped"))
@@ -652,12 +940,13 @@ class ShareFaultTest(unittest.TestCase):
         self.assert_alive(conn, "across", "the connection opened before the restart")
         s = self.status(d)
         for n in "abc":
-            self.assertEqual(s[n]["availability"]["outages"], 0, n)
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         self.assertEqual(d.count_log(r"^<\d+>[abc]: .*make-before-break"), 0, "the tunnels do not restart themselves")
         self.assertGreaterEqual(d.count_log(r"^<\d+>~a: .*make-before-break"), 1)
         conn.close()
         wait_until(lambda: not tunneltest.pid_alive(old), 10, what="the old ssh to end once drained")
+        self.assertEqual({n: s[n]["availability"]["outages"] for n in "abc"}, {"a": 0, "b": 0, "c": 0},
+                         "a make-before-break restart is no outage of any tunnel")
 
     def test_hooks_fire_per_rider_with_the_failure_class(self):
         """on_state_change runs for each tunnel on the connection under its own name: up
@@ -692,6 +981,46 @@ class ShareFaultTest(unittest.TestCase):
             self.assertTrue(cls, s[n]["last_exit"])
             self.assertEqual(failed[n][3], f"[{cls}]", (n, failed[n]))
         self.assertEqual(failed["a"][3], failed["b"][3], "the same verdict for both")
+
+    def test_stop_then_start_at_once_while_the_connection_stops(self):
+        """Every tunnel stopped, and one started again at once, while the connection's ssh
+        is still ending: that tunnel comes up on a new ssh, the only one."""
+        d = self.tunneld(self.three())
+        wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
+        pid = self.status(d)["a"]["pid"]
+        r = tunneltest.tunnelctl(d, "stop", "a", "b", "c")
+        self.assertEqual(r.returncode, 0, tunneltest.describe(r))
+        self.ctl(d, "start", "c")
+        wait_until(lambda: self.up_on_one_new_ssh(d, "c", [pid]), UP_TIMEOUT, what="c up on a new ssh")
+        self.assertFalse(tunneltest.pid_alive(pid))
+        self.assertEqual(ssh_children(d.pid), [self.status(d)["c"]["pid"]])
+        self.assertTrue(echo_roundtrip(self.ports["c"]))
+        self.assertEqual(self.states(d, "ab"), {"a": "stopped", "b": "stopped"})
+
+    def test_stop_riders_while_the_connection_is_starting(self):
+        """Tunnels stopped while their connection is still connecting: a stopped one stays
+        stopped (its port never forwarded) once the connection is up; the last one stopped
+        ends the connecting ssh."""
+        proxy = tunneltest.use(self, GateProxy(self.sshd.port))
+        d = self.tunneld(self.three(), connect_timeout=30, start_timeout=60, **self.through(proxy))
+        wait_until(lambda: self.all_in(d, "abc", "starting") and proxy.accepted >= 1, 15, what="starting")
+        (pid,) = ssh_children(d.pid)
+        self.ctl(d, "stop", "b")
+        proxy.release()
+        wait_until(lambda: self.all_up(d, "ac"), UP_TIMEOUT, what="a and c up")
+        self.assertEqual(self.status(d)["b"]["state"], "stopped")
+        self.assertFalse(tunneltest.port_accepts(self.ports["b"], 0.5), "stopped b's port is not forwarded")
+        self.assertEqual(ssh_children(d.pid), [pid])
+        proxy2 = tunneltest.use(self, GateProxy(self.sshd.port))
+        d2 = self.tunneld([{"name": "x", "local_forwards": [self.fwd(free_port())]},
+                           {"name": "y", "local_forwards": [self.fwd(free_port())]}],
+                          connect_timeout=30, start_timeout=60, **self.through(proxy2))
+        wait_until(lambda: self.all_in(d2, "xy", "starting") and proxy2.accepted >= 1, 15, what="x, y starting")
+        (pid2,) = ssh_children(d2.pid)
+        self.ctl(d2, "stop", "x", "y")
+        wait_until(lambda: not tunneltest.pid_alive(pid2), 10, what="the connecting ssh to end")
+        self.assertTrue(self.all_in(d2, "xy", "stopped"))
+        wait_until(lambda: not zombies(d2.pid), 5, what="no zombie")
 
     # -- SIGTERM of tunneld --
     def test_sigterm_with_shared_connections_exits_cleanly(self):
