@@ -59,6 +59,37 @@ void share_update_context(struct supervisor *s)
         s->share_ctx.stop_timeout = s->ctx.stop_timeout;
 }
 
+/* A running connection whose riders all move to one new connection (or supervision)
+ * that no other carrier has: it changes with them instead of being replaced, so that
+ * their connections survive (in place, or make-before-break). */
+static void follow_riders(struct supervisor *s, const struct config *c)
+{
+        for (size_t k = 0; k < s->n_carriers; k++) {
+                struct tunnel *carrier = s->carriers[k];
+                const struct tunnel_spec *first = NULL;
+                bool one_key = true;
+
+                if (!tunnel_is_running(carrier) && tunnel_get_state(carrier) != TUNNEL_BACKOFF)
+                        continue;
+                for (size_t i = 0; i < s->n_tunnels && one_key; i++) {
+                        const struct tunnel_spec *spec = &c->tunnels[i];
+
+                        if (tunnel_get_carrier(s->tunnels[i]) != carrier || !spec->enabled || !spec->share_connection)
+                                continue;
+                        if (!first)
+                                first = spec;
+                        else if (!tunnel_spec_shares_connection(first, spec))
+                                one_key = false;
+                }
+                if (!first || !one_key || tunnel_spec_shares_connection(tunnel_get_spec(carrier), first) ||
+                    find_carrier(s, first))
+                        continue;
+                if (tunnel_update_carrier(carrier, first, s->ctx.ssh) < 0)
+                        log_warning("%s: cannot take its tunnels' new settings (out of memory): they move to a new "
+                                    "connection", tunnel_get_name(carrier));
+        }
+}
+
 void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed)
 {
         for (size_t i = 0; ssh_changed && i < s->n_carriers; i++) {
@@ -74,6 +105,7 @@ void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed
                 else
                         tunnel_update_forwards(k, change);
         }
+        follow_riders(s, c);
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 const struct tunnel_spec *spec = &c->tunnels[i];
                 struct tunnel *t = s->tunnels[i], *carrier = NULL;

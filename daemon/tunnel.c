@@ -360,6 +360,7 @@ static void reset_run(struct tunnel *t)
         t->hops = t->spec.multiplex ? jump_hop_count(t->spec.jump_host) : 0;
         t->hops_authenticated = 0;
         t->via_proxy = t->hops > 0;
+        t->handed_over = false;
         t->forward_refused_by_policy = t->forward_failed = t->local_forward_failed = false;
         t->allocated = strv_free(t->allocated);
         t->remote_replies = t->remote_confirmed = 0;

@@ -148,6 +148,9 @@ const char *forward_state_to_string(enum forward_state s);
  * the log and in its files' names). */
 int tunnel_new_carrier(const struct tunnel_context *ctx, const struct tunnel_spec *rider, const char *name,
                        struct tunnel **ret);
+/* Every rider of carrier c has moved to rider's connection settings: c takes them (the
+ * supervision in place, a new connection by a make-before-break restart). 0 or -ENOMEM. */
+int tunnel_update_carrier(struct tunnel *c, const struct tunnel_spec *rider, const char *ssh);
 /* A rider's connection (NULL: none, its own ssh). Leaving one closes its forwards there
  * (the last to leave stops it); a running rider's forwards go onto the new one at once.
  * 0 or -ENOMEM (nothing changed). */

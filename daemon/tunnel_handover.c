@@ -72,10 +72,14 @@ static void on_old_exit(struct ev_loop *loop, ev_child *w, int revents)
 
         (void)loop;
         (void)revents;
+        bool serving = t->mux_old == o;        /* it had not handed its forwards over yet */
+
         log_full(LOG_INFO, &ctx, "the old ssh (pid %d) has ended: the make-before-break restart is over",
                  (int)o->pid);
         unlink_old(o);
         old_free(o);
+        if (serving && t->is_carrier)
+                share_sync_riders(t);   /* nothing serves their forwards until the new ssh does */
 }
 
 /* The old master's TCP connections through its forwards: accepted on a -L/-D listen port,
@@ -133,6 +137,7 @@ static void start_drain(struct mux_old *o)
 
         if (t->mux_old == o) {
                 t->mux_old = NULL;
+                t->handed_over = true;
                 o->next = t->drainers;
                 t->drainers = o;
         }

@@ -92,6 +92,7 @@ struct tunnel {
         int mux_gen;
         struct mux_old *mux_old;        /* the master before, handing its forwards over */
         struct mux_old *drainers;       /* masters before that, carrying their last connections */
+        bool handed_over;               /* this run took the forwards over from the old master */
         int mux_watch_fd;               /* inotify on its directory until the socket appears */
         ev_io mux_watch;
         struct mux_client *mux;

@@ -197,12 +197,12 @@ static void on_reply(const struct mux_reply *r, void *userdata)
                 if (m->st->state == FORWARD_FAILED)
                         break;  /* its stderr said it is only half there */
                 if (r->type == MUX_S_REMOTE_PORT) {
-                        struct log_ctx ctx = ctx_of(t);
+                        struct log_ctx ctx = ctx_of(m->rider ? m->rider : t);
                         m->st->allocated_port = (int)r->value;
                         log_full(LOG_INFO, &ctx, "forward R %s: the server allocated port %u", m->st->spec, r->value);
                 }
                 if (m->reason[0]) {
-                        struct log_ctx ctx = ctx_of(t);
+                        struct log_ctx ctx = ctx_of(m->rider ? m->rider : t);
                         log_full(LOG_NOTICE, &ctx, "forward %c %s open again", m->st->kind, m->st->spec);
                         m->reason[0] = '\0';
                 }

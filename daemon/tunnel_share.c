@@ -224,8 +224,10 @@ void share_sync_rider(struct tunnel *r)
                 return;
         case TUNNEL_STARTING:
         case TUNNEL_QUEUED:
-                /* make-before-break: the old master serves the forwards until the new one has them */
-                if (c->mux_old || r->state == TUNNEL_STARTING)
+                /* make-before-break: the old master serves the forwards until it hands them
+                 * over, and the new one is opening them then */
+                if (r->state == TUNNEL_STARTING ||
+                    ((r->state == TUNNEL_UP || r->state == TUNNEL_DEGRADED) && (c->mux_old || c->handed_over)))
                         return;
                 r->started_at = now_mono();
                 if (r->restart_pending)
@@ -397,36 +399,75 @@ void share_forwards_changed(struct tunnel *r)
         share_sync_rider(r);
 }
 
+/* A carrier's spec: the rider's connection alone, named name, with forwards (copied; NULL:
+ * none): no probe, hooks or ordering of its own. */
+static int carrier_spec(const struct tunnel_spec *rider, const char *name, const struct tunnel_spec *forwards,
+                        struct tunnel_spec *ret)
+{
+        _cleanup_strv_free_ char **l = NULL, **r = NULL, **d = NULL;
+        char *name_copy = strdup(name);
+        int k;
+
+        if (!name_copy || (forwards && (strv_copy(tunnel_spec_local_forwards(forwards), &l) < 0 ||
+                                        strv_copy(tunnel_spec_remote_forwards(forwards), &r) < 0 ||
+                                        strv_copy(tunnel_spec_dynamic_forwards(forwards), &d) < 0))) {
+                free(name_copy);
+                return -ENOMEM;
+        }
+        k = tunnel_spec_copy(rider, ret);
+        if (k < 0) {
+                free(name_copy);
+                return k;
+        }
+        free(ret->name);
+        ret->name = name_copy;
+        set_lists(ret, l, r, d);
+        l = r = d = NULL;
+        free(ret->probe.connect);
+        ret->probe.connect = NULL;
+        free(ret->on_state_change);
+        ret->on_state_change = NULL;
+        ret->after = strv_free(ret->after);
+        ret->enabled = true;
+        ret->required = false;
+        return 0;
+}
+
 int tunnel_new_carrier(const struct tunnel_context *ctx, const struct tunnel_spec *rider, const char *name,
                        struct tunnel **ret)
 {
         struct tunnel_spec s;
-        char *name_copy = strdup(name);
-        int r;
+        int r = carrier_spec(rider, name, NULL, &s);
 
-        if (!name_copy)
-                return -ENOMEM;
-        r = tunnel_spec_copy(rider, &s);
-        if (r < 0) {
-                free(name_copy);
+        if (r < 0)
                 return r;
-        }
-        /* the connection alone: no forwards (its riders'), no probe, hooks or ordering */
-        free(s.name);
-        s.name = name_copy;
-        set_lists(&s, NULL, NULL, NULL);
-        free(s.probe.connect);
-        s.probe.connect = NULL;
-        free(s.on_state_change);
-        s.on_state_change = NULL;
-        s.after = strv_free(s.after);
-        s.enabled = true;
-        s.required = false;
         r = tunnel_new(ctx, &s, NULL, ret);
         tunnel_spec_done(&s);
         if (r < 0)
                 return r;
         (*ret)->is_carrier = true;
+        return 0;
+}
+
+int tunnel_update_carrier(struct tunnel *c, const struct tunnel_spec *rider, const char *ssh)
+{
+        struct tunnel_change *change;
+        struct tunnel_spec s;
+        bool same_command;
+        int r = carrier_spec(rider, c->spec.name, &c->spec, &s);
+
+        if (r < 0)
+                return r;
+        same_command = tunnel_spec_same_command(&c->spec, &s);
+        r = tunnel_change_new(c, &s, ssh, &change);
+        tunnel_spec_done(&s);
+        if (r < 0)
+                return r;
+        /* the connection's supervision in place (same ssh); a new connection make-before-break */
+        if (same_command)
+                tunnel_update_policy(c, change);
+        else
+                tunnel_reconfigure(c, change);
         return 0;
 }
 
