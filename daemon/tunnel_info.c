@@ -128,8 +128,10 @@ void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status 
                 ret->pid = t->attached && c->pid > 0 ? c->pid : 0;
                 ret->uptime = ret->pid ? now - c->started_at : -1;
                 ret->retry_in = t->state == TUNNEL_BACKOFF ? c->retry_at - now : -1;
-                ret->forwards = t->attached && tunnel_is_running(t) ? t->rider_status : NULL;
-                ret->n_forwards = ret->forwards ? t->n_rider_status : 0;
+                ret->forwards = NULL;
+                ret->n_forwards = 0;
+                if (t->attached && tunnel_is_running(t))
+                        ret->forwards = share_rider_forwards(t, &ret->n_forwards);
         }
 }
 

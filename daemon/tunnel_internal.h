@@ -111,6 +111,7 @@ struct tunnel {
         struct forward_status *rider_status;    /* rider: its forwards as the carrier has them */
         size_t n_rider_status;
         bool is_carrier;
+        ev_prepare sync_due;            /* carrier: its forwards follow its riders' before the loop sleeps */
         struct tunnel **riders;         /* carrier: every tunnel of the connection, attached or not */
         size_t n_riders;
 
@@ -245,6 +246,8 @@ void rider_restart(struct tunnel *r, const char *reason);
 void share_forwards_changed(struct tunnel *r);
 /* The connection flaps, or no longer does: so do its riders (each one's hook and events). */
 void share_flapping(struct tunnel *c, bool flapping);
+/* What status shows of a rider's forwards, read from the carrier now. */
+const struct forward_status *share_rider_forwards(const struct tunnel *r, size_t *n);
 /* The carrier goes: its riders run without it (the supervisor gives them another). */
 void share_detach_all(struct tunnel *c);
 

@@ -35,24 +35,16 @@ static bool rider_has(const struct tunnel *r, char kind, const char *spec)
         return false;
 }
 
-static void read_forwards(struct tunnel *r, size_t *open, size_t *failed, size_t *pending);
-
 /* Which rider each of the carrier's forwards is for (forwards are unique across tunnels:
- * the configuration's clash checks), and each rider's view of them again (what it showed
- * borrowed from the carrier's arrays, which have just been replaced). */
+ * the configuration's clash checks). */
 void share_assign_owners(struct tunnel *c)
 {
-        size_t open, failed, pending;
-
         for (size_t i = 0; c->fwds && i < c->n_fwds; i++) {
                 c->fwds[i].rider = NULL;
                 for (size_t k = 0; k < c->n_riders && !c->fwds[i].rider; k++)
                         if (rider_has(c->riders[k], c->fwds[i].st->kind, c->fwds[i].st->spec))
                                 c->fwds[i].rider = c->riders[k];
         }
-        for (size_t k = 0; k < c->n_riders; k++)
-                if (c->riders[k]->attached)
-                        read_forwards(c->riders[k], &open, &failed, &pending);
 }
 
 /* The carrier's forwards: every attached rider's, in rider order. */
@@ -105,6 +97,28 @@ static int sync_forwards(struct tunnel *c)
         share_assign_owners(c);
         mux_open_pending(c);
         return 0;
+}
+
+/* Riders come and go many at a time (a start, a reload, a thousand of them): the carrier's
+ * forwards follow once per loop iteration, not once per rider. */
+static void on_sync_due(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+        struct tunnel *c = w->data;
+
+        (void)revents;
+        ev_prepare_stop(loop, w);
+        if (sync_forwards(c) < 0) {
+                struct log_ctx ctx = ctx_of(c);
+                log_full(LOG_ERR, &ctx, "cannot change the forwards of the shared connection: out of memory; "
+                         "tried again with the next change");
+        }
+        share_sync_riders(c);
+}
+
+static void sync_soon(struct tunnel *c)
+{
+        if (!ev_is_active(&c->sync_due))
+                ev_prepare_start(c->ctx->loop, &c->sync_due);
 }
 
 static size_t attached_riders(const struct tunnel *c)
@@ -279,11 +293,8 @@ void rider_spawn(struct tunnel *r, const struct tunnel_run *run, const char *wha
         ev_timer_stop(r->ctx->loop, &r->retry_timer);
         r->retry_at = 0;
         r->attached = true;
-        if (!was_attached && sync_forwards(c) < 0) {
-                struct log_ctx ctx = ctx_of(r);
-                log_full(LOG_ERR, &ctx, "cannot add its forwards to the shared connection %s: out of memory",
-                         c->spec.name);
-        }
+        if (!was_attached)
+                sync_soon(c);
         r->started_at = now_mono();
         r->starts++;
         r->total_starts++;
@@ -309,11 +320,7 @@ static void detach(struct tunnel *r)
         if (!c || !r->attached)
                 return;
         r->attached = false;
-        if (sync_forwards(c) < 0) {
-                struct log_ctx ctx = ctx_of(r);
-                log_full(LOG_ERR, &ctx, "cannot close its forwards on the shared connection %s: out of memory",
-                         c->spec.name);
-        }
+        sync_soon(c);
         if (attached_riders(c) == 0 && c->state != TUNNEL_STOPPED && c->state != TUNNEL_STOPPING)
                 tunnel_stop(c, "no tunnel uses the shared connection any more");
 }
@@ -345,6 +352,8 @@ void rider_restart(struct tunnel *r, const char *reason)
 
 void share_detach_all(struct tunnel *c)
 {
+        if (c->is_carrier)
+                ev_prepare_stop(c->ctx->loop, &c->sync_due);
         for (size_t k = 0; k < c->n_riders; k++)
                 c->riders[k]->carrier = NULL;
         free(c->riders);
@@ -391,12 +400,8 @@ int tunnel_set_carrier(struct tunnel *r, struct tunnel *c)
 
 void share_forwards_changed(struct tunnel *r)
 {
-        if (r->attached && sync_forwards(r->carrier) < 0) {
-                struct log_ctx ctx = ctx_of(r);
-                log_full(LOG_ERR, &ctx, "cannot change its forwards on the shared connection %s: out of memory",
-                         r->carrier->spec.name);
-        }
-        share_sync_rider(r);
+        if (r->attached)
+                sync_soon(r->carrier);
 }
 
 /* A carrier's spec: the rider's connection alone, named name, with forwards (copied; NULL:
@@ -446,6 +451,8 @@ int tunnel_new_carrier(const struct tunnel_context *ctx, const struct tunnel_spe
         if (r < 0)
                 return r;
         (*ret)->is_carrier = true;
+        ev_prepare_init(&(*ret)->sync_due, on_sync_due);
+        (*ret)->sync_due.data = *ret;
         return 0;
 }
 
@@ -469,6 +476,16 @@ int tunnel_update_carrier(struct tunnel *c, const struct tunnel_spec *rider, con
         else
                 tunnel_reconfigure(c, change);
         return 0;
+}
+
+const struct forward_status *share_rider_forwards(const struct tunnel *r, size_t *n)
+{
+        struct tunnel *w = (struct tunnel *)r;  /* rider_status is a cache of the carrier's states */
+        size_t open, failed, pending;
+
+        read_forwards(w, &open, &failed, &pending);
+        *n = w->n_rider_status;
+        return w->rider_status;
 }
 
 struct tunnel *tunnel_get_carrier(const struct tunnel *t) { return t->carrier; }
