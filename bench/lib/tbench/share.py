@@ -146,6 +146,14 @@ class AutosshContender:
         return self.fleet.stop(timeout=60)
 
 
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return " ".join(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
+    except OSError:
+        return None
+
+
 def _comm(pid):
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -299,6 +307,7 @@ def run_contender(c, dests, ports, host, gatetime, idle_s, conns, outage_s, max_
                   "ssh_run_s": kids["run_s"], "sys_mem_used_kb": mem0 - mem_available_kb()})
         if c.who != "autossh":
             r["sup_fds"] = open_fds(c.sup_pids()[0])[0]
+        r["ssh_argv_example"] = _cmdline(max(c.ssh_pids(), default=0))
         r["status"] = c.status_summary()
         if r["all_up_s"] is None:
             log(f"share {c.who}: only {r['n_up']} of {n} forwards echoed")
