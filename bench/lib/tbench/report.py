@@ -496,6 +496,7 @@ def _share(r, out, targets):
                                                                      if g(x, "status", "connections") else "")),
         ("sshd logins to all up (pre-auth drops)", lambda x: f"{x['sshd_accepted']} ({x['sshd_preauth']})"),
         ("listen overflows to all up", lambda x: f"{g(x, 'listen_overflows', 'ListenOverflows')}"),
+        ("every forward listening s (median)", lambda x: both(x.get("all_listening_s"), x.get("median_listening_s"))),
         ("all up s (median)", lambda x: both(x["all_up_s"], x["median_up_s"])),
         ("RSS supervisor", lambda x: fmt_kb(x["sup_rss_kb"])),
         ("RSS supervisor + ssh", lambda x: fmt_kb(x["sup_rss_kb"] + x["ssh_rss_kb"])),
@@ -550,6 +551,18 @@ def _share(r, out, targets):
     if r.get("check"):
         out.append("\n`tunneld -t` on the shared configuration: `" + r["check"][0][:160]
                    + ("…" if len(r["check"][0]) > 160 else "") + "`")
+    f = r.get("config_file_run")
+    if f:
+        ck = r.get("check_s") or {}
+        out.append(f"\n**With an ssh config file named.** The tunnels above have `ssh_config_file = \"none\"` "
+                   "(`ssh -F none`): at load tunneld asks `ssh -G` once per distinct set of ssh_options, "
+                   f"{d} times here. With a file named (`ssh_config_file = \"/dev/null\"`, as the other "
+                   "benchmarks run) it asks once per tunnel, since the file may say something else for each "
+                   f"host: the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
+                   f"{fmt_s(f['median_up_s'])} s, every forward listening after {fmt_s(f.get('all_listening_s'))} s; "
+                   f"PSS {fmt_kb(f['sup_pss_kb'] + f['ssh_pss_kb'])}, {f['sshd_accepted']} logins), and "
+                   f"`tunneld -t` took {fmt_s(ck.get('/dev/null'))} s against {fmt_s(ck.get('none'))} s with "
+                   "`\"none\"`.")
     sh = next((x for x in runs if x["who"] == "tunneld-shared"), None)
     if sh and sh.get("ssh_argv_example"):
         out.append(f"\nA shared ssh's command line: `{sh['ssh_argv_example']}`")

@@ -48,10 +48,12 @@ def dest_of(i, d):
     return i % d
 
 
-def write_conf(path, ctl, dests, ports, share, gatetime, alive_iv, alive_cnt):
+def write_conf(path, ctl, dests, ports, share, gatetime, alive_iv, alive_cnt, ssh_config_file="none"):
+    """ssh_config_file "none" (ssh -F none): tunneld asks `ssh -G` once per distinct set of
+    ssh_options (D here); with a file named, once per tunnel (see README)."""
     d = len(dests)
     g = {"control_socket": ctl, "log_level": "info", "max_parallel_starts": max(8, len(ports))}
-    defaults = {"user": "root", "ssh_config_file": "/dev/null", "gatetime": gatetime,
+    defaults = {"user": "root", "ssh_config_file": ssh_config_file, "gatetime": gatetime,
                 "server_alive_interval": alive_iv, "server_alive_count_max": alive_cnt,
                 "share_connection": share}
     tunnels = []
@@ -374,11 +376,48 @@ def run(ctx, env, n, d, idle_s, gatetime, conns, outage_s, alive_iv, alive_cnt, 
     else:
         out["runs"].append(run_contender(AutosshContender(ctx, argvs), dests, ports, host, gatetime, idle_s, conns,
                                          outage_s, max_wait))
+    # the same shared tunnels with an ssh config file named (as the other benchmarks do):
+    # tunneld then asks `ssh -G` once per tunnel at load instead of once per set of ssh_options
+    conf, ctl = ctx.path("share-tunneld-shared-F.conf"), ctx.path("share-tunneld-shared-F.ctl")
+    write_conf(conf, ctl, dests, ports, True, gatetime, alive_iv, alive_cnt, ssh_config_file="/dev/null")
+    out["check_s"] = {"none": check_seconds(ctx, ctx.path("share-tunneld-shared.conf")),
+                      "/dev/null": check_seconds(ctx, conf)}
+    out["config_file_run"] = run_startup_only(ctx, "tunneld-shared-F", conf, ctl, dests, ports)
     for x in dests:
         if x.netns:
             x.echo.stop()
         x.sshd.stop()
     return out
+
+
+def run_startup_only(ctx, who, conf, ctl, dests, ports):
+    """Startup of one more tunneld configuration: until every forward echoed, then stopped."""
+    n = len(ports)
+    td = Tunneld(ctx, conf, ctl, name=f"tunneld-{who}")
+    o = [x.log_size() for x in dests]
+    t0 = now()
+    td.start()
+    try:
+        r = {"who": who, "n": n}
+        r.update(probe_all(ports, t0, n))
+        sup, kids = sample([td.pid]), sample(td.ssh_pids())
+        r.update({"sup_pss_kb": sup["pss_kb"], "ssh_pss_kb": kids["pss_kb"], "ssh_n": kids["n"],
+                  "sup_run_s": sup["run_s"]})
+        r["sshd_accepted"] = sum(x["accepted"] for x in _sshd_counts(dests, o))
+    finally:
+        r["stop_s"] = td.stop(timeout=60)
+    for x in dests:
+        x.sshd.wait_sessions_gone(60)
+    log(f"share {who}: all up after {r['all_up_s']} s")
+    return r
+
+
+def check_seconds(ctx, conf):
+    """How long `tunneld -t` takes to load and check the configuration (it asks `ssh -G`)."""
+    from .util import run as sh
+    t0 = now()
+    sh([ctx.tunneld, "-t", "-c", conf], timeout=120)
+    return now() - t0
 
 
 def ssh_argvs_text(ctx, conf):
