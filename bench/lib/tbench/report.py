@@ -1,5 +1,5 @@
 """RESULTS.md from the raw results."""
-from .share import ROUND_EVERY as ROUND_EVERY_S, ROUND_TIMEOUT as ROUND_TIMEOUT_S
+from .share import ROUND_EVERY as ROUND_EVERY_S, ROUND_TIMEOUT as ROUND_TIMEOUT_S, SETTLE_S
 from .util import fmt_kb, fmt_ms, fmt_s, median, table
 
 # systemd's DefaultLimitNOFILE for services (since v240): soft 1024, hard 524288. The units
@@ -503,6 +503,10 @@ def _share(r, out, targets):
         ("PSS supervisor", lambda x: fmt_kb(x["sup_pss_kb"])),
         ("**PSS supervisor + ssh**", lambda x: f"**{fmt_kb(x['sup_pss_kb'] + x['ssh_pss_kb'])}**"),
         ("USS supervisor + ssh", lambda x: fmt_kb(x["sup_uss_kb"] + x["ssh_uss_kb"])),
+        ("after the idle window: PSS supervisor / + ssh",
+         lambda x: f"{fmt_kb(x['settled']['sup_pss_kb'])} / **{fmt_kb(x['settled']['sup_pss_kb'] + x['settled']['ssh_pss_kb'])}**"),
+        ("after the idle window: USS supervisor + ssh",
+         lambda x: fmt_kb(x["settled"]["sup_uss_kb"] + x["settled"]["ssh_uss_kb"])),
         ("MemAvailable drop (system-wide, sshd included)", lambda x: fmt_kb(x["sys_mem_used_kb"])),
         ("tunneld peak RSS (VmHWM)", lambda x: fmt_kb(x.get("sup_hwm_kb")) if x.get("sup_hwm_kb") else "—"),
         ("on-CPU to all up s: supervisor / ssh / sshd",
@@ -560,7 +564,9 @@ def _share(r, out, targets):
                    "benchmarks run) it asks once per tunnel, since the file may say something else for each "
                    f"host: the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
                    f"{fmt_s(f['median_up_s'])} s, every forward listening after {fmt_s(f.get('all_listening_s'))} s; "
-                   f"PSS {fmt_kb(f['sup_pss_kb'] + f['ssh_pss_kb'])}, {f['sshd_accepted']} logins), and "
+                   f"PSS {fmt_kb(f['sup_pss_kb'] + f['ssh_pss_kb'])} at all up"
+                   + (f", {fmt_kb(f['settled_pss_kb'])} {SETTLE_S:g} s later" if f.get("settled_pss_kb") else "")
+                   + f"; {f['sshd_accepted']} logins), and "
                    f"`tunneld -t` took {fmt_s(ck.get('/dev/null'))} s against {fmt_s(ck.get('none'))} s with "
                    "`\"none\"`.")
     sh = next((x for x in runs if x["who"] == "tunneld-shared"), None)
@@ -568,14 +574,21 @@ def _share(r, out, targets):
         out.append(f"\nA shared ssh's command line: `{sh['ssh_argv_example']}`")
     if sh:
         pss = sh["sup_pss_kb"] + sh["ssh_pss_kb"]
+        st = sh.get("settled")
+        pss2 = st["sup_pss_kb"] + st["ssh_pss_kb"] if st else None
         up = sh["all_up_s"]
         un = next((x for x in runs if x["who"] == "tunneld-unshared"), None)
         ok_p, ok_u = pss <= SHARE_PSS_GOAL_KB, up is not None and up <= SHARE_UP_GOAL_S
+        ok_p2 = pss2 is not None and pss2 <= SHARE_PSS_GOAL_KB
         vs = (f" (unshared: {fmt_kb(un['sup_pss_kb'] + un['ssh_pss_kb'])}, {fmt_s(un['all_up_s'])} s)"
               if un else "")
+        settled = (f"; {fmt_kb(pss2)} after the idle window, {_yes(ok_p2)}" if st else "")
         out.append(f"\nGoals for {n} shared tunnels over {d} destinations: PSS of tunneld + its ssh ≤ 40 MB: "
-                   f"{fmt_kb(pss)}, {_yes(ok_p)}; all up ≤ 3 s: {fmt_s(up)} s, {_yes(ok_u)}{vs}.")
-        targets.append((f"share: {n} shared tunnels ≤ 40 MB PSS (tunneld + ssh)", fmt_kb(pss), ok_p))
+                   f"{fmt_kb(pss)} at all up, {_yes(ok_p)}{settled}; all up ≤ 3 s: {fmt_s(up)} s, {_yes(ok_u)}{vs}.")
+        targets.append((f"share: {n} shared tunnels ≤ 40 MB PSS (tunneld + ssh)",
+                        f"{fmt_kb(pss)} at all up" + (f", {fmt_kb(pss2)} after the idle window" if st else ""),
+                        ok_p if ok_p == ok_p2 or not st else "met after the idle window, not at all up"
+                        if ok_p2 else "met at all up, not after the idle window"))
         targets.append((f"share: {n} shared tunnels all up ≤ 3 s", f"{fmt_s(up)} s", ok_u))
     out.append("")
 

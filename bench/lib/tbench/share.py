@@ -17,6 +17,7 @@ from .util import (BenchError, NetlinkCounter, alive, log, mem_available_kb, med
 KILL_DEADLINE = 120         # s: every tunnel of the killed destination must echo again by then
 ROUND_EVERY = 2.0           # s: a probe round over the other destinations' forwards during the blackhole
 ROUND_TIMEOUT = 3.0         # s: a forward that does not echo within this in a round counts as down
+SETTLE_S = 5.0              # s: the startup-only run samples memory again this long after all up
 MEM_PER_SSH_KB = 3400       # scale's N = 1000 run: 3.3 GB MemAvailable drop for 1000 ssh + sshd sessions
 
 
@@ -323,6 +324,11 @@ def run_contender(c, dests, ports, host, gatetime, idle_s, conns, outage_s, max_
         r["idle"] = idle_window(c.sup_pids(), list(pids_before), idle_s, c.log_path(), nl)
         nl.stop()
         r["idle"]["ssh_pids_unchanged"] = pids_before == set(c.ssh_pids())
+        # memory once settled: ssh frees what the first echo through each forward took
+        sup, kids = sample(c.sup_pids()), sample(c.ssh_pids())
+        r["settled"] = {"after_up_s": now() - t0 - (r["all_up_s"] or 0), "sup_pss_kb": sup["pss_kb"],
+                        "sup_uss_kb": sup["uss_kb"], "sup_rss_kb": sup["rss_kb"], "ssh_pss_kb": kids["pss_kb"],
+                        "ssh_uss_kb": kids["uss_kb"], "ssh_rss_kb": kids["rss_kb"], "ssh_n": kids["n"]}
         # connections through forwards of every destination (round robin over the first 2·D ports)
         r["traffic"] = traffic_window(c.sup_pids(), c.ssh_pids(), ports[:min(n, 2 * d)], conns)
         r["kill"] = _kill_one_destination(c, dests, ports, d - 1)
@@ -403,6 +409,9 @@ def run_startup_only(ctx, who, conf, ctl, dests, ports):
         sup, kids = sample([td.pid]), sample(td.ssh_pids())
         r.update({"sup_pss_kb": sup["pss_kb"], "ssh_pss_kb": kids["pss_kb"], "ssh_n": kids["n"],
                   "sup_run_s": sup["run_s"]})
+        time.sleep(SETTLE_S)
+        sup, kids = sample([td.pid]), sample(td.ssh_pids())
+        r["settled_pss_kb"] = sup["pss_kb"] + kids["pss_kb"]
         r["sshd_accepted"] = sum(x["accepted"] for x in _sshd_counts(dests, o))
     finally:
         r["stop_s"] = td.stop(timeout=60)
