@@ -42,8 +42,11 @@ class Context:
 # ---- keys and sshd --------------------------------------------------------------------
 
 class Keys:
-    def __init__(self, ctx):
-        d = ctx.path("keys")
+    """A host key, a client key, authorized_keys and known_hosts in ctx.path(name): one set per
+    sshd that must not share them with another (the shared-connections benchmark's destinations)."""
+
+    def __init__(self, ctx, name="keys"):
+        d = ctx.path(name)
         os.makedirs(d, mode=0o700, exist_ok=True)
         self.host_key = os.path.join(d, "host_ed25519")
         self.client_key = os.path.join(d, "client_ed25519")

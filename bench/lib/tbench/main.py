@@ -12,14 +12,14 @@ import sys
 import tempfile
 import traceback
 
-from . import limits, outage, profile, recovery, reload, report, restart, scale
+from . import limits, outage, profile, recovery, reload, report, restart, scale, share
 from .fixtures import Context, EchoServer, Keys, Sshd
 from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_available_kb, now,
                    set_child_subreaper)
 
 BENCH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOP = os.path.dirname(BENCH)
-ALL = ["recovery", "scale", "reload", "outage", "restart", "limits", "profile"]
+ALL = ["recovery", "scale", "reload", "outage", "restart", "share", "limits", "profile"]
 
 
 def parse_args(argv):
@@ -36,16 +36,23 @@ def parse_args(argv):
                                     "1000 and above only run if memory allows")
     ap.add_argument("--default-parallel", help="scale: N at which tunneld also runs with the default "
                                                "max_parallel_starts 8 (default 500,1000; quick none)")
-    ap.add_argument("--idle", type=float, help="idle window in seconds (default 30, quick 5)")
-    ap.add_argument("--scale-gatetime", type=float, help="gatetime of the scale tunnels (default 5, quick 2)")
+    ap.add_argument("--idle", type=float, help="idle window in seconds, scale and share (default 30, quick 5)")
+    ap.add_argument("--scale-gatetime", type=float, help="gatetime of the scale and share tunnels (default 5, quick 2)")
     ap.add_argument("--reload-n", type=int, help="reload: tunnels (default 500, quick 20)")
     ap.add_argument("--reload-reps", type=int, help="reload: reloads that change one tunnel (default 5, quick 2)")
     ap.add_argument("--outage", type=float, help="outage: blackhole seconds (default 30, quick 5)")
     ap.add_argument("--outage-reps", type=int, help="outage: repetitions (default 2, quick 1)")
-    ap.add_argument("--alive", help="outage: ServerAliveInterval x ServerAliveCountMax for both (default 5x3, quick 1x2)")
+    ap.add_argument("--alive", help="outage and share: ServerAliveInterval x ServerAliveCountMax for all (default 5x3, quick 1x2)")
     ap.add_argument("--restarts", type=int, help="restart: planned restarts per contender (default 20, quick 3)")
     ap.add_argument("--restart-conns", type=int, help="restart: forwarded connections for the cost per "
                                                       "connection (default 200, quick 20)")
+    ap.add_argument("--share-n", type=int, help="share: tunnels, spread round robin over the destinations "
+                                                "(default 1000, quick 20)")
+    ap.add_argument("--share-dests", type=int, help="share: destinations, one sshd each (default 10, quick 2)")
+    ap.add_argument("--share-conns", type=int, help="share: forwarded connections for the cost per connection "
+                                                    "(default 200, quick 20)")
+    ap.add_argument("--share-outage", type=float, help="share: blackhole seconds of one destination "
+                                                       "(default 30, quick 5)")
     ap.add_argument("--profile-n", type=int, help="profile: tunnels under strace (default 500, quick 10)")
     ap.add_argument("--callgrind-n", type=int, help="profile: tunnels under callgrind (default 200, quick 10)")
     ap.add_argument("--tunneld", default=os.path.join(TOP, "build/daemon/tunneld"))
@@ -75,6 +82,10 @@ def parse_args(argv):
     a.alive = d(a.alive, "5x3", "1x2")
     a.restarts = d(a.restarts, 20, 3)
     a.restart_conns = d(a.restart_conns, 200, 20)
+    a.share_n = d(a.share_n, 1000, 20)
+    a.share_dests = d(a.share_dests, 10, 2)
+    a.share_conns = d(a.share_conns, 200, 20)
+    a.share_outage = d(a.share_outage, 30.0, 5.0)
     a.profile_n = d(a.profile_n, 500, 10)
     a.callgrind_n = d(a.callgrind_n, 200, 10)
     a.output = d(a.output, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "RESULTS-quick.md"))
@@ -250,6 +261,9 @@ def main(argv=None):
         bench("outage", lambda: outage.run(ctx, env, args.outage, args.outage_reps, iv, cnt,
                                            120.0 if args.quick else 300.0))
         bench("restart", lambda: restart.run(ctx, env, args.restarts, args.restart_conns))
+        bench("share", lambda: share.run(ctx, env, args.share_n, args.share_dests, args.idle, args.scale_gatetime,
+                                         args.share_conns, args.share_outage, iv, cnt,
+                                         120.0 if args.quick else 300.0))
         bench("limits", lambda: limits.run(ctx, env))
         bench("profile", lambda: profile.run_all(ctx, env, args.profile_n, args.callgrind_n,
                                                  args.scale_gatetime, 2.0 if args.quick else 5.0))

@@ -72,6 +72,15 @@ class TestHost:
             self.blackholed = False
 
 
+def shared_test_host(env):
+    """The run's one test host, made on first use and kept in env until the final cleanup (its
+    names and addresses derive from bench/run's pid, so there can be one at a time)."""
+    if "test_host" not in env:
+        sweep_stale()
+        env["test_host"] = TestHost().start()
+    return env["test_host"]
+
+
 class ChildWatch(threading.Thread):
     """Records when each supervisor's ssh child changes (every 50 ms)."""
 
@@ -97,8 +106,7 @@ class ChildWatch(threading.Thread):
 
 def run(ctx, env, outage_s, reps, alive_interval, alive_count, max_wait):
     keys = env["keys"]
-    sweep_stale()
-    host = TestHost().start()
+    host = shared_test_host(env)
     sshd = Sshd(ctx, keys, host.there, ctx.ports.one(), netns=host.ns, name="sshd-ns").start()
     echo = EchoServer(ctx, "127.0.0.1", ctx.ports.one(), netns=host.ns, name="echo-ns").start()
     p_t, p_a, p_b = ctx.ports.get(3)

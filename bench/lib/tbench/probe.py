@@ -85,6 +85,7 @@ class MultiProber:
         self.listen_filter = listen_filter
         self.filter_interval = filter_interval
         self.attempts = 0
+        self.first_listening = {}               # with listen_filter: when each port was first seen listening
 
     def run(self, deadline):
         """{(host, port): monotonic time of the first echo or None}."""
@@ -102,6 +103,9 @@ class MultiProber:
                 if self.listen_filter and t >= next_filter:
                     listening = listening_ports()
                     next_filter = t + self.filter_interval
+                    for tgt in pending:
+                        if tgt[1] in listening and tgt not in self.first_listening:
+                            self.first_listening[tgt] = t
                 for tgt in list(pending):
                     if t < next_try[tgt] or inflight[tgt] >= self.max_outstanding:
                         continue

@@ -1,4 +1,5 @@
 """RESULTS.md from the raw results."""
+from .share import ROUND_EVERY as ROUND_EVERY_S, ROUND_TIMEOUT as ROUND_TIMEOUT_S, SETTLE_S
 from .util import fmt_kb, fmt_ms, fmt_s, median, table
 
 # systemd's DefaultLimitNOFILE for services (since v240): soft 1024, hard 524288. The units
@@ -438,6 +439,160 @@ def _restart(r, out, targets):
     out.append("")
 
 
+SHARE_PSS_GOAL_KB = 40 * 1024
+SHARE_UP_GOAL_S = 3.0
+
+
+def _share(r, out, targets):
+    out.append("## 7. Shared connections\n")
+    n, d = r["n"], r["dests"]
+    out.append(
+        f"{n} tunnels (`-L` to an echo server next to the sshd) spread round robin over {d} destinations: {d} "
+        "sshds, each with its own host key, client key and known_hosts; destination 0 runs in a test network "
+        f"namespace ({r['test_host']}) so that it can be blackholed, the others on loopback. Three contenders, "
+        "one after the other, against the same sshds: tunneld with `share_connection = true` (one ssh mux "
+        "master per destination, each tunnel's forwards opened over its control socket), tunneld unshared "
+        f"(the default: one ssh per tunnel) and {n} `autossh -M 0` processes running tunneld's ssh command "
+        f"(launched stopped, released together). tunneld runs with `max_parallel_starts = "
+        f"{r['max_parallel_starts']}` (every ssh at once, like the autossh processes), `gatetime = "
+        f"{r['gatetime']:g}` s, ServerAlive {r['server_alive']} for all. **all up** = from spawning tunneld "
+        "(releasing the autossh processes) until every forward has echoed once; memory and CPU taken at that "
+        "moment (supervisor = tunneld, or the sum over the autossh processes; ssh = its ssh children); logins = "
+        "`Accepted publickey` lines in the sshds' logs. **idle** = wakeups (voluntary + nonvoluntary context "
+        f"switches) over {r['idle_s']:g} s after the gatetime timers fired; **per connection** = the "
+        f"supervisor's wakeups over {r['conns']} echo connections through forwards of every destination, "
+        f"divided by {r['conns']}. **kill -9** = every ssh carrying destination {r['killed_dest']}'s tunnels "
+        f"(the one shared ssh, or {n // d} separate ones) killed at once: time until each of its tunnels echoes "
+        "again; the other destinations' ssh pids compared before and after, their forwards probed once after. "
+        f"**blackhole** = `ip -n NS route add blackhole <our address>/32` on destination 0 for "
+        f"{r['outage_s']:g} s: the other destinations' forwards are probed in rounds meanwhile (one echo "
+        f"attempt each, {ROUND_TIMEOUT_S:g} s allowed, a round every {ROUND_EVERY_S:g} s), then time from the "
+        "restore until each of destination 0's tunnels echoes again.\n")
+    runs = r["runs"]
+    if not runs:
+        out.append("No contender ran.\n")
+        return
+
+    def g(x, *path):
+        for k in path:
+            x = (x or {}).get(k) if isinstance(x, dict) else None
+        return x
+
+    def both(a, b, f=fmt_s):
+        return f"{f(a)} ({f(b)})" if b is not None else f(a)
+
+    def per_conn(x):
+        t = x.get("traffic") or {}
+        return f"{t['sup_wakeups'] / t['conns']:.2f}" if t.get("conns") else "—"
+
+    def rounds(x):
+        o = x.get("outage") or {}
+        if not o.get("rounds"):
+            return "—"
+        return f"{o['others_down_max']} of {o['others_probed']} ({len(o['rounds'])} rounds)"
+
+    rows = [
+        ("ssh processes (connections)", lambda x: f"{x['ssh_n']}" + (f" ({g(x, 'status', 'connections')})"
+                                                                     if g(x, "status", "connections") else "")),
+        ("sshd logins to all up (pre-auth drops)", lambda x: f"{x['sshd_accepted']} ({x['sshd_preauth']})"),
+        ("listen overflows to all up", lambda x: f"{g(x, 'listen_overflows', 'ListenOverflows')}"),
+        ("every forward listening s (median)", lambda x: both(x.get("all_listening_s"), x.get("median_listening_s"))),
+        ("all up s (median)", lambda x: both(x["all_up_s"], x["median_up_s"])),
+        ("RSS supervisor", lambda x: fmt_kb(x["sup_rss_kb"])),
+        ("RSS supervisor + ssh", lambda x: fmt_kb(x["sup_rss_kb"] + x["ssh_rss_kb"])),
+        ("PSS supervisor", lambda x: fmt_kb(x["sup_pss_kb"])),
+        ("**PSS supervisor + ssh**", lambda x: f"**{fmt_kb(x['sup_pss_kb'] + x['ssh_pss_kb'])}**"),
+        ("USS supervisor + ssh", lambda x: fmt_kb(x["sup_uss_kb"] + x["ssh_uss_kb"])),
+        ("after the idle window: PSS supervisor / + ssh",
+         lambda x: f"{fmt_kb(x['settled']['sup_pss_kb'])} / **{fmt_kb(x['settled']['sup_pss_kb'] + x['settled']['ssh_pss_kb'])}**"),
+        ("after the idle window: USS supervisor + ssh",
+         lambda x: fmt_kb(x["settled"]["sup_uss_kb"] + x["settled"]["ssh_uss_kb"])),
+        ("MemAvailable drop (system-wide, sshd included)", lambda x: fmt_kb(x["sys_mem_used_kb"])),
+        ("tunneld peak RSS (VmHWM)", lambda x: fmt_kb(x.get("sup_hwm_kb")) if x.get("sup_hwm_kb") else "—"),
+        ("on-CPU to all up s: supervisor / ssh / sshd",
+         lambda x: f"{x['sup_run_s']:.2f} / {x['ssh_run_s']:.1f} / {x['sshd_run_s']:.1f}"),
+        (f"idle {r['idle_s']:g} s: supervisor wakeups (netlink msgs)",
+         lambda x: f"{g(x, 'idle', 'sup_wakeups')} ({g(x, 'idle', 'netlink', 'msgs')})"),
+        (f"idle {r['idle_s']:g} s: ssh wakeups", lambda x: f"{g(x, 'idle', 'ssh_wakeups')}"),
+        (f"supervisor wakeups per forwarded connection ({r['conns']})", per_conn),
+        (f"kill -9: ssh killed (destination {r['killed_dest']})", lambda x: f"{g(x, 'kill', 'killed')}"),
+        (f"kill -9: all {n // d} back s (median)",
+         lambda x: both(g(x, "kill", "all_s"), g(x, "kill", "median_s"))),
+        ("kill -9: sshd logins to recover", lambda x: f"{g(x, 'kill', 'sshd_accepted')}"),
+        ("kill -9: other destinations' ssh pids changed / forwards failing after",
+         lambda x: f"{g(x, 'kill', 'others_pids_changed')} / {g(x, 'kill', 'others_failed_echo_after')}"),
+        ("blackhole: other destinations' forwards down, worst round", rounds),
+        ("blackhole: other destinations' ssh pids changed",
+         lambda x: f"{g(x, 'outage', 'others_pids_changed')}"),
+        (f"blackhole: destination 0's {n // d} back after restore s (median)",
+         lambda x: both(g(x, "outage", "all_s"), g(x, "outage", "median_s"))),
+        ("blackhole: sshd logins to recover", lambda x: f"{g(x, 'outage', 'sshd_accepted_dest0')}"),
+        ("stop s", lambda x: fmt_s(x.get("stop_s"))),
+    ]
+    heads = {"tunneld-shared": "tunneld shared", "tunneld-unshared": "tunneld unshared",
+             "autossh": f"autossh ×{n}"}
+    body = []
+    for label, fn in rows:
+        cells = []
+        for x in runs:
+            try:
+                cells.append(fn(x))
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("—")
+        body.append([label] + cells)
+    out.append(table(["", *[heads.get(x["who"], x["who"]) for x in runs]], body))
+    if r.get("skipped"):
+        out.append(f"\nSkipped for lack of memory: {', '.join(r['skipped'])}.")
+    for x in runs:
+        o = x.get("outage") or {}
+        if not o.get("states_at_restore"):
+            continue
+        fl = g(x, "status_end", "failures") or {}
+        out.append(f"\n{heads.get(x['who'], x['who'])}: tunnel states as the blackhole ended: "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(o["states_at_restore"].items()))
+                   + "; failures in `tunnelctl status` at the end (summed over the tunnels): "
+                   + (", ".join(f"{k} {v}" for k, v in sorted(fl.items())) or "none") + ".")
+    if r.get("check"):
+        out.append("\n`tunneld -t` on the shared configuration: `" + r["check"][0][:160]
+                   + ("…" if len(r["check"][0]) > 160 else "") + "`")
+    f = r.get("config_file_run")
+    if f:
+        ck = r.get("check_s") or {}
+        out.append(f"\n**With an ssh config file named.** The tunnels above have `ssh_config_file = \"none\"` "
+                   "(`ssh -F none`): at load tunneld asks `ssh -G` once per distinct set of ssh_options, "
+                   f"{d} times here. With a file named (`ssh_config_file = \"/dev/null\"`, as the other "
+                   "benchmarks run) it asks once per tunnel, since the file may say something else for each "
+                   f"host: the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
+                   f"{fmt_s(f['median_up_s'])} s, every forward listening after {fmt_s(f.get('all_listening_s'))} s; "
+                   f"PSS {fmt_kb(f['sup_pss_kb'] + f['ssh_pss_kb'])} at all up"
+                   + (f", {fmt_kb(f['settled_pss_kb'])} {SETTLE_S:g} s later" if f.get("settled_pss_kb") else "")
+                   + f"; {f['sshd_accepted']} logins), and "
+                   f"`tunneld -t` took {fmt_s(ck.get('/dev/null'))} s against {fmt_s(ck.get('none'))} s with "
+                   "`\"none\"`.")
+    sh = next((x for x in runs if x["who"] == "tunneld-shared"), None)
+    if sh and sh.get("ssh_argv_example"):
+        out.append(f"\nA shared ssh's command line: `{sh['ssh_argv_example']}`")
+    if sh:
+        pss = sh["sup_pss_kb"] + sh["ssh_pss_kb"]
+        st = sh.get("settled")
+        pss2 = st["sup_pss_kb"] + st["ssh_pss_kb"] if st else None
+        up = sh["all_up_s"]
+        un = next((x for x in runs if x["who"] == "tunneld-unshared"), None)
+        ok_p, ok_u = pss <= SHARE_PSS_GOAL_KB, up is not None and up <= SHARE_UP_GOAL_S
+        ok_p2 = pss2 is not None and pss2 <= SHARE_PSS_GOAL_KB
+        vs = (f" (unshared: {fmt_kb(un['sup_pss_kb'] + un['ssh_pss_kb'])}, {fmt_s(un['all_up_s'])} s)"
+              if un else "")
+        settled = (f"; {fmt_kb(pss2)} after the idle window, {_yes(ok_p2)}" if st else "")
+        out.append(f"\nGoals for {n} shared tunnels over {d} destinations: PSS of tunneld + its ssh ≤ 40 MB: "
+                   f"{fmt_kb(pss)} at all up, {_yes(ok_p)}{settled}; all up ≤ 3 s: {fmt_s(up)} s, {_yes(ok_u)}{vs}.")
+        targets.append((f"share: {n} shared tunnels ≤ 40 MB PSS (tunneld + ssh)",
+                        f"{fmt_kb(pss)} at all up" + (f", {fmt_kb(pss2)} after the idle window" if st else ""),
+                        ok_p if ok_p == ok_p2 or not st else "met after the idle window, not at all up"
+                        if ok_p2 else "met at all up, not after the idle window"))
+        targets.append((f"share: {n} shared tunnels all up ≤ 3 s", f"{fmt_s(up)} s", ok_u))
+    out.append("")
+
+
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
     out.append("The profiled tunnelds run with the default `max_parallel_starts` (8), as deployed.\n")
@@ -564,6 +719,8 @@ def render(res, args):
         _outage(res["outage"], body, targets)
     if "restart" in res:
         _restart(res["restart"], body, targets)
+    if "share" in res:
+        _share(res["share"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:

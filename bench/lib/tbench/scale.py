@@ -37,9 +37,11 @@ def probe_all(ports, t0, n):
                      listen_filter=True, filter_interval=fi)
     done = pr.run(t0 + STARTUP_DEADLINE + 0.1 * n)
     ups = [t - t0 for t in done.values() if t is not None]
+    ls = [t - t0 for t in pr.first_listening.values()]
     return {"all_up_s": max(ups) if len(ups) == len(ports) else None,
             "median_up_s": median(ups), "n_up": len(ups), "probe_resolution_s": fi,
-            "probe_attempts": pr.attempts}
+            "probe_attempts": pr.attempts,
+            "all_listening_s": max(ls) if len(ls) == len(ports) else None, "median_listening_s": median(ls)}
 
 
 def open_fds(pid):

@@ -433,6 +433,7 @@ class PortAllocator:
         self.lo, self.hi = lo, hi
         self.next = lo + (os.getpid() * 7919) % (hi - lo)
         self.used = set()
+        self._locks = []
 
     def _free(self, port):
         for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0")):
@@ -445,6 +446,19 @@ class PortAllocator:
                 s.close()
         return True
 
+    def _reserve(self, port):
+        """Hold the abstract socket "tunneltest-port-N" as the test suite's free_port() does
+        (tests/lib/tunneltest/helpers.py): a test running at the same time then never takes a
+        port of ours, and a port a test holds is skipped. The kernel drops them when we exit."""
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            lock.bind(f"\0tunneltest-port-{port}")
+        except OSError:
+            lock.close()
+            return False
+        self._locks.append(lock)
+        return True
+
     def get(self, n=1):
         out = []
         busy = listening_ports()
@@ -455,7 +469,7 @@ class PortAllocator:
                 raise BenchError("no free ports left")
             p = self.next
             self.next = self.lo if self.next + 1 >= self.hi else self.next + 1
-            if p in self.used or p in busy or not self._free(p):
+            if p in self.used or p in busy or not self._free(p) or not self._reserve(p):
                 continue
             self.used.add(p)
             out.append(p)
