@@ -71,7 +71,7 @@ static bool is_address(const char *f, bool bracketed, bool allow_wildcard)
 
 static void set_tcp(struct forward_end *e, const char *host, bool given, int port)
 {
-        snprintf(e->host, sizeof(e->host), "%s", host);
+        snprintf(e->host, sizeof(e->host), "%.*s", FORWARD_HOST_MAX, host);     /* length checked */
         e->host_given = given;
         e->port = port;
         e->path[0] = '\0';
@@ -82,7 +82,7 @@ static void set_path(struct forward_end *e, const char *path)
         e->host[0] = '\0';
         e->host_given = false;
         e->port = -1;
-        snprintf(e->path, sizeof(e->path), "%s", path);
+        snprintf(e->path, sizeof(e->path), "%.*s", FORWARD_PATH_MAX, path);     /* length checked */
 }
 
 /* A listen side that is a port or a path, with no bind address. */
@@ -115,6 +115,15 @@ const char *forward_parse(enum forward_kind kind, const char *spec, struct forwa
                 return "must not begin with '-'";
         if (!split(spec, &f))
                 return "is not a forward specification (unbalanced brackets or too many fields)";
+        for (int i = 0; i < f.n; i++) {
+                size_t len = strlen(f.v[i]);
+
+                /* ssh could not bind or reach a longer one; a forward costs no more than it must */
+                if (is_path(f.v[i]) && len > FORWARD_PATH_MAX)
+                        return "has a Unix socket path longer than 107 bytes (the most a socket address holds)";
+                if (len > FORWARD_HOST_MAX)
+                        return "has a host name longer than 255 characters";
+        }
 
         if (kind == FORWARD_DYNAMIC) {
                 out.socks = true;

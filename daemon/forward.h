@@ -15,12 +15,15 @@ enum forward_kind {
         FORWARD_DYNAMIC,        /* -D: a SOCKS proxy listening here */
 };
 
+#define FORWARD_HOST_MAX 255             /* a DNS name's most, and any address literal */
+#define FORWARD_PATH_MAX 107            /* sun_path holds 108 bytes with its NUL */
+
 /* One side of a forward: a TCP address or a Unix socket path. */
 struct forward_end {
-        char host[VALUE_MAX_LEN + 1];   /* bind address or host, brackets removed; "" = none given */
-        bool host_given;                /* the spec named one (even "" or "*") */
-        int port;                       /* -1 for a Unix socket */
-        char path[VALUE_MAX_LEN + 1];   /* the Unix socket, or "" */
+        char host[FORWARD_HOST_MAX + 1];        /* bind address or host, brackets removed; "" = none given */
+        bool host_given;                        /* the spec named one (even "" or "*") */
+        int port;                               /* -1 for a Unix socket */
+        char path[FORWARD_PATH_MAX + 1];        /* the Unix socket, or "" */
 };
 
 struct forward {

@@ -181,18 +181,29 @@ static void rider_up(struct tunnel *r)
                   format_duration(r->up_since - r->started_at, took, sizeof(took)));
 }
 
+/* The connection's last run, once per rider: its exit and failure class are the rider's
+ * too (a run that passed gatetime restarts at once, with no backoff to tell of it). */
+static void note_connection_run(struct tunnel *r)
+{
+        const struct tunnel_run *run = &r->carrier->last_run;
+
+        if (!run->valid || (r->last_run.valid && r->last_run.ended_at == run->ended_at && r->last_run.pid == run->pid))
+                return;
+        r->last_run = *run;
+        if (run->failure != FAILURE_NONE && !run->requested)
+                r->total_failures[run->failure]++;     /* once per failure of the connection */
+        r->restart_pending = !run->requested;
+}
+
 /* The connection ended a run: the same verdict for each of its riders. */
 static void rider_down(struct tunnel *r, enum tunnel_state state)
 {
         struct tunnel *c = r->carrier;
         const struct tunnel_run *run = &c->last_run;
 
-        r->last_run = *run;
-        if (run->valid && run->failure != FAILURE_NONE)
-                r->total_failures[run->failure]++;     /* once per failure of the connection */
+        note_connection_run(r);
         r->failures = c->failures;
         r->gate_passed = false;         /* its failures in a row show until the connection passes again */
-        r->restart_pending = true;
         r->run_up = false;
         if (state == TUNNEL_BACKOFF) {
                 char in[DURATION_MAX];
@@ -243,6 +254,7 @@ void share_sync_rider(struct tunnel *r)
                 if (r->state == TUNNEL_STARTING ||
                     ((r->state == TUNNEL_UP || r->state == TUNNEL_DEGRADED) && (c->mux_old || c->handed_over)))
                         return;
+                note_connection_run(r);
                 r->started_at = now_mono();
                 if (r->restart_pending)
                         r->restarts++;

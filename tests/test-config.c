@@ -272,6 +272,25 @@ static void test_forwards(void)
                      "(or a form with Unix socket paths), ports from 1 to 65535");
         expect_error("defaults = { dynamic_forwards = ( \"99999\" ); };",
                      "t.conf:1: defaults.dynamic_forwards: \"99999\" must be [bind_address:]port with a port from 1 to 65535");
+        {
+                /* the most a socket address holds, and a DNS name's most */
+                char path[160], host[300], spec[512];
+
+                snprintf(path, sizeof(path), "/%0107d", 0);     /* 108 bytes */
+                snprintf(spec, sizeof(spec), "5000:%s", path);
+                test_assert_streq(validate_local_forward(spec),
+                                  "has a Unix socket path longer than 107 bytes (the most a socket address holds)");
+                path[107] = '\0';
+                snprintf(spec, sizeof(spec), "5000:%s", path);
+                test_assert(validate_local_forward(spec) == NULL);
+                memset(host, 'a', 256);
+                host[256] = '\0';
+                snprintf(spec, sizeof(spec), "5000:%s:22", host);
+                test_assert_streq(validate_local_forward(spec), "has a host name longer than 255 characters");
+                host[255] = '\0';
+                snprintf(spec, sizeof(spec), "5000:%s:22", host);
+                test_assert(validate_local_forward(spec) == NULL);
+        }
 }
 
 static void test_ssh_options(void)

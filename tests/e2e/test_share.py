@@ -137,6 +137,18 @@ class ShareTest(unittest.TestCase):
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         self.assertEqual(d.count_log(r"^<\d+>~a: ssh was killed by signal KILL"), 1,
                          "the connection's failure is judged once")
+        # once the run has passed gatetime the connection restarts at once, with no backoff:
+        # the failure is each tunnel's all the same
+        pid = s["a"]["pid"]
+        time.sleep(1.5)         # gatetime 1
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: self.all_up(d, "abc") and self.status(d)["a"]["pid"] not in (None, pid), UP_TIMEOUT,
+                   what="a, b and c up on a third ssh")
+        s = self.status(d)
+        for n in "abc":
+            self.assertEqual(s[n]["failures"], {"killed": 2}, n)
+            self.assertEqual(s[n]["last_exit"]["failure"], "killed", n)
+            self.assertGreaterEqual(s[n]["restarts"], 1, n)
 
     def test_reload_changes_one_tunnels_forwards_on_the_running_ssh(self):
         """A reload that adds a forward to a and removes c: applied on the running ssh; a
