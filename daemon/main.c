@@ -104,6 +104,42 @@ static void print_shared(const struct config *c)
         }
 }
 
+/* -t -v: the ssh that will run for tunnel i: its own, a multiplexed master, or the shared
+ * connection's (printed at its first tunnel, named as tunneld names it). */
+static int print_argv(const struct config *c, size_t i, const char *dir, const char *d, const char *jump_path,
+                      const char *known_hosts_path)
+{
+        const struct tunnel_spec *t = &c->tunnels[i];
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *line = NULL, *runtime = NULL, *base = NULL, *control = NULL, *carrier = NULL;
+        size_t first = i;
+
+        for (size_t j = 0; t->share_connection && t->enabled && j < i && first == i; j++)
+                if (c->tunnels[j].enabled && tunnel_spec_shares_connection(&c->tunnels[j], t))
+                        first = j;
+        if (first < i) {
+                printf("%s: rides the shared connection ~%s (above)\n", t->name, c->tunnels[first].name);
+                return 0;
+        }
+        if (t->share_connection && asprintf(&carrier, "~%s", t->name) < 0)
+                return -ENOMEM;
+        if (!t->multiplex) {
+                if (ssh_argv_build(t, c->ssh, jump_path, known_hosts_path, &argv) < 0)
+                        return -ENOMEM;
+        } else if (asprintf(&runtime, "%s%s", dir, d) < 0 ||
+                   ssh_control_base(runtime, carrier ? carrier : t->name, &base) < 0 ||
+                   asprintf(&control, "%s0", base) < 0 ||
+                   ssh_argv_build_master(t, c->ssh, jump_path, known_hosts_path, control, &argv) < 0)
+                return -ENOMEM;
+        if (shell_quote_argv(argv, &line) < 0)
+                return -ENOMEM;
+        if (carrier)
+                printf("%s (the shared connection of %s): %s\n%s: rides it\n", carrier, t->name, line, t->name);
+        else
+                printf("%s%s: %s\n", t->name, t->enabled ? "" : " (disabled)", line);
+        return 0;
+}
+
 static int check_config(const struct config *c, bool verbose)
 {
         note_root_checks(c);
@@ -125,10 +161,8 @@ static int check_config(const struct config *c, bool verbose)
                     jump_config_render(&c->tunnels[i], known_hosts_path, &jump_config) < 0 ||
                     (jump_config && asprintf(&jump_path, "%s%s/%s.ssh_config", dir, d, c->tunnels[i].name) < 0))
                         return 1;
-                if (ssh_argv_build(&c->tunnels[i], c->ssh, jump_path, known_hosts_path, &argv) < 0 ||
-                    shell_quote_argv(argv, &line) < 0)
+                if (print_argv(c, i, dir, d, jump_path, known_hosts_path) < 0)
                         return 1;
-                printf("%s%s: %s\n", c->tunnels[i].name, c->tunnels[i].enabled ? "" : " (disabled)", line);
                 if (jump_config)
                         printf("%s: %s, written at every start:\n%s", c->tunnels[i].name, jump_path, jump_config);
                 if (known_hosts)
