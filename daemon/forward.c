@@ -101,6 +101,20 @@ static bool set_listen_port_or_path(struct forward_end *e, const char *f, int mi
         return false;
 }
 
+/* ssh could not bind or reach a longer one, and a forward costs no more than it must. */
+static const char *field_too_long(const struct fields *f)
+{
+        for (int i = 0; i < f->n; i++) {
+                size_t len = strlen(f->v[i]);
+
+                if (is_path(f->v[i]) && len > FORWARD_PATH_MAX)
+                        return "has a Unix socket path longer than 107 bytes (the most a socket address holds)";
+                if (len > FORWARD_HOST_MAX)
+                        return "has a host name longer than 255 characters";
+        }
+        return NULL;
+}
+
 const char *forward_parse(enum forward_kind kind, const char *spec, struct forward *ret)
 {
         static struct fields f;         /* 5 KiB: not on the stack of every caller */
@@ -115,15 +129,8 @@ const char *forward_parse(enum forward_kind kind, const char *spec, struct forwa
                 return "must not begin with '-'";
         if (!split(spec, &f))
                 return "is not a forward specification (unbalanced brackets or too many fields)";
-        for (int i = 0; i < f.n; i++) {
-                size_t len = strlen(f.v[i]);
-
-                /* ssh could not bind or reach a longer one; a forward costs no more than it must */
-                if (is_path(f.v[i]) && len > FORWARD_PATH_MAX)
-                        return "has a Unix socket path longer than 107 bytes (the most a socket address holds)";
-                if (len > FORWARD_HOST_MAX)
-                        return "has a host name longer than 255 characters";
-        }
+        if ((r = field_too_long(&f)))
+                return r;
 
         if (kind == FORWARD_DYNAMIC) {
                 out.socks = true;

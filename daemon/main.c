@@ -149,8 +149,7 @@ static int check_config(const struct config *c, bool verbose)
         printf("\n");
         print_shared(c);
         for (size_t i = 0; verbose && i < c->n_tunnels; i++) {
-                _cleanup_strv_free_ char **argv = NULL;
-                _cleanup_free_ char *line = NULL, *jump_config = NULL, *jump_path = NULL;
+                _cleanup_free_ char *jump_config = NULL, *jump_path = NULL;
                 _cleanup_free_ char *known_hosts = NULL, *known_hosts_path = NULL;
                 bool socket = c->control_socket && strcmp(c->control_socket, "none") != 0;
                 const char *dir = socket ? c->control_socket : "RUNTIME_DIR", *d = socket ? ".d" : "";

@@ -15,7 +15,6 @@
 
 #include "hook.h"
 #include "jump_config.h"
-#include "proc_net.h"
 #include "probe.h"
 #include "process.h"
 
@@ -275,15 +274,6 @@ void maybe_up(struct tunnel *t)
                 enter_up(t);
 }
 
-/* The destination answered. A multiplexed ssh (VERBOSE) does not say so before it is
- * authenticated: without a jump host, an established TCP connection of its own does. */
-static bool connected(const struct tunnel *t)
-{
-        if (t->banner_seen || t->authenticated)
-                return true;
-        return t->spec.multiplex && !t->via_proxy && t->pid > 0 && proc_net_established(t->pid, NULL, NULL) > 0;
-}
-
 /* The slot phase of the deadline timer ends: ssh has been connecting for as long as the
  * network could take; the slot goes to the next tunnel, the deadline stays. The second
  * phase: not up within the start deadline. */
@@ -312,7 +302,7 @@ void on_deadline_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         end_run(t, FAILURE_TIMEOUT, "ssh is not up after start_timeout %s (%s)",
                 format_duration(deadline, took, sizeof(took)),
-                !connected(t) ? (t->via_proxy ? "no answer from the destination through the jump host"
+                !ssh_connected(t) ? (t->via_proxy ? "no answer from the destination through the jump host"
                                               : "the server has not answered")
                 : !t->authenticated ? "connected, but the server has not completed the handshake"
                                     : "authenticated, but the forwards are not set up");

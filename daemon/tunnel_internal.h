@@ -150,6 +150,8 @@ void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents);
 void on_line(const char *line, void *userdata);
 void on_stderr(struct ev_loop *loop, ev_io *w, int revents);
 void close_stderr(struct tunnel *t);
+/* The destination answered (its banner, or with multiplex the master's own TCP connection). */
+bool ssh_connected(const struct tunnel *t);
 
 /* tunnel_exit.c */
 void on_child(struct ev_loop *loop, ev_child *w, int revents);

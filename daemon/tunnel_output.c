@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proc_net.h"
+
 /* ssh's plain lines (not its errors, never tunneld's own): at most this many per window at
  * their level, the rest at debug level with a count, so a client hammering a dead forward
  * target cannot flood the journal. */
@@ -160,3 +162,11 @@ void on_stderr(struct ev_loop *loop, ev_io *w, int revents)
                 close_stderr(t);
 }
 
+bool ssh_connected(const struct tunnel *t)
+{
+        if (t->banner_seen || t->authenticated)
+                return true;
+        /* VERBOSE (multiplex) says nothing before authentication: without a jump host, an
+         * established TCP connection of the master's own does */
+        return t->spec.multiplex && !t->via_proxy && t->pid > 0 && proc_net_established(t->pid, NULL, NULL) > 0;
+}
