@@ -44,15 +44,9 @@ class JumpHostTest(unittest.TestCase):
                 f.write(pub)
         cls.known_hosts = os.path.join(cls.dir, "known_hosts")
         with open(cls.known_hosts, "w") as f:
-            f.write(cls.host_key_line(cls.dest, "localhost"))
-            f.write(cls.host_key_line(cls.jump, "127.0.0.1"))
-            f.write(cls.host_key_line(cls.jump2, "127.0.0.1"))
-
-    @staticmethod
-    def host_key_line(server, name):
-        with open(server.host_key + ".pub") as f:
-            keytype, blob = f.read().split()[:2]
-        return f"[{name}]:{server.port} {keytype} {blob}\n"
+            f.write(cls.dest.known_hosts_line("localhost"))
+            f.write(cls.jump.known_hosts_line("127.0.0.1"))
+            f.write(cls.jump2.known_hosts_line("127.0.0.1"))
 
     def tunneld(self, tunnel, known_hosts=None, env=None, args=()):
         """The README's layout: a key and known_hosts of the tunnel's own, no ssh_config_file."""
@@ -106,7 +100,7 @@ class JumpHostTest(unittest.TestCase):
             lines = f.read()
         kh = os.path.join(self.dir, "known_hosts-other")
         with open(kh, "w") as f:
-            f.write(lines + self.host_key_line(other, "127.0.0.1"))
+            f.write(lines + other.known_hosts_line("127.0.0.1"))
         jump = f"root@127.0.0.1:{other.port}"
         d = self.tunneld({"name": "ja", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
                          known_hosts=kh)
@@ -120,7 +114,7 @@ class JumpHostTest(unittest.TestCase):
         """The jump host's key is not in the tunnel's known_hosts: class host-key on the jump host."""
         kh = os.path.join(self.dir, "known_hosts-dest-only")
         with open(kh, "w") as f:
-            f.write(self.host_key_line(self.dest, "localhost"))
+            f.write(self.dest.known_hosts_line("localhost"))
         jump = f"root@127.0.0.1:{self.jump.port}"
         d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
                          known_hosts=kh)

@@ -342,15 +342,9 @@ class MultiplexJumpHostTest(unittest.TestCase):
             f.write(pub)
         cls.known_hosts = os.path.join(cls.dir, "known_hosts")
         with open(cls.known_hosts, "w") as f:
-            f.write(cls.host_key_line(cls.dest, "localhost"))
-            f.write(cls.host_key_line(cls.jump, "127.0.0.1"))
-            f.write(cls.host_key_line(cls.other, "127.0.0.1"))
-
-    @staticmethod
-    def host_key_line(server, name):
-        with open(server.host_key + ".pub") as f:
-            keytype, blob = f.read().split()[:2]
-        return f"[{name}]:{server.port} {keytype} {blob}\n"
+            f.write(cls.dest.known_hosts_line("localhost"))
+            f.write(cls.jump.known_hosts_line("127.0.0.1"))
+            f.write(cls.other.known_hosts_line("127.0.0.1"))
 
     def tunneld(self, tunnel, known_hosts=None):
         defaults = {"user": "root", "identity_file": self.key, "gatetime": 1, "restart_delay": 0.2,
@@ -380,7 +374,7 @@ class MultiplexJumpHostTest(unittest.TestCase):
         host USER@HOST:PORT: …"."""
         kh = os.path.join(self.dir, "known_hosts-dest-only")
         with open(kh, "w") as f:
-            f.write(self.host_key_line(self.dest, "localhost"))
+            f.write(self.dest.known_hosts_line("localhost"))
         jump = f"root@127.0.0.1:{self.jump.port}"
         d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
                          known_hosts=kh)

@@ -13,27 +13,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, socks_echo, wait_until
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, socks_echo, ssh_children, wait_until
 
 UP_TIMEOUT = 20
-
-
-def ssh_children(pid):
-    """The ssh processes tunneld has started (direct children)."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{p}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and comm == "ssh" and fields[0] != "Z":
-            out.append(int(p))
-    return sorted(out)
 
 
 class ShareTest(unittest.TestCase):

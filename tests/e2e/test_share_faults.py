@@ -34,33 +34,6 @@ UP_TIMEOUT = 25          # ssh's connect and key exchange on a loaded 2-core mac
 FWD_BACK_TIMEOUT = 40    # a failed forward is asked for again 1, 2, 4, 8 … s apart
 
 
-def proc_children(pid):
-    """[(pid, state, comm)] of pid's direct children (zombies included)."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                data = f.read()
-        except OSError:
-            continue
-        comm = data[data.index("(") + 1:data.rindex(")")]
-        fields = data.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            out.append((int(p), fields[0], comm))
-    return sorted(out)
-
-
-def ssh_children(pid):
-    """The live ssh processes tunneld has started (direct children)."""
-    return [p for p, state, comm in proc_children(pid) if comm == "ssh" and state not in "ZX"]
-
-
-def zombies(pid):
-    return [p for p, state, _ in proc_children(pid) if state == "Z"]
-
-
 def listen(port, host="127.0.0.1"):
     """A squatter: something else holds the port."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -311,7 +284,7 @@ class ShareFaultTest(unittest.TestCase):
                    what="a and c up, b degraded")
         s = self.status(d)
         pid = s["a"]["pid"]
-        self.assertEqual(ssh_children(d.pid), [pid], "one ssh")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "one ssh")
         self.assertEqual(s["b"]["pid"], pid)
         (fb,) = s["b"]["forward_states"]
         self.assertEqual(fb["state"], "failed")
@@ -325,7 +298,7 @@ class ShareFaultTest(unittest.TestCase):
         squatter.close()
         wait_until(lambda: self.status(d)["b"]["state"] == "up", FWD_BACK_TIMEOUT, interval=0.1, what="b up again")
         wait_until(lambda: echo_roundtrip(self.ports["b"]), 10, what="an echo through b's freed port")
-        self.assertEqual(ssh_children(d.pid), [pid], "the same ssh: no restart")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "the same ssh: no restart")
         self.assert_alive(conn, "after")
         s = self.status(d)
         for n in "ac":
@@ -360,7 +333,7 @@ class ShareFaultTest(unittest.TestCase):
         squatter.close()
         wait_until(lambda: self.status(d)["b"]["state"] == "up", FWD_BACK_TIMEOUT, interval=0.1, what="b up again")
         self.assertTrue(echo_roundtrip(rport), "b's -R on the server")
-        self.assertEqual(ssh_children(d.pid), [pid])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid])
         self.assert_alive(conn, "after")
         self.assertEqual(self.status(d)["a"]["availability"]["outages"], 0)
 
@@ -408,7 +381,7 @@ class ShareFaultTest(unittest.TestCase):
                    what="every tunnel down with the connection")
         server.start()
         wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [old]), UP_TIMEOUT, what="a, b and c up on a new ssh")
-        self.assertEqual(len(ssh_children(d.pid)), 1)
+        self.assertEqual(len(tunneltest.ssh_children(d.pid)), 1)
         s = self.status(d)
         judged = d.count_log(r"^<\d+>~a: ssh (exited|was killed)", after=off)
         self.assertGreaterEqual(judged, 1)
@@ -467,7 +440,7 @@ class ShareFaultTest(unittest.TestCase):
         self.assertEqual(d.count_log(r"^<\d+>~a: .*probe .* of tunnel b failed \d+ times in a row", after=off), 1)
         self.assertEqual(d.count_log(r"^<\d+>~a: ssh exited .*\(probe: ", after=off), 1, "judged once")
         time.sleep(2.5)         # b's probe passes on the new connection
-        self.assertEqual(ssh_children(d.pid), [self.status(d)["a"]["pid"]])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [self.status(d)["a"]["pid"]])
         self.assertTrue(self.all_up(d, "abc"))
 
     def test_flapping_connection_flaps_every_rider(self):
@@ -528,7 +501,7 @@ class ShareFaultTest(unittest.TestCase):
         for n in "abc":
             self.assertEqual((s[n]["state"], s[n]["pid"], s[n]["failures"]), ("up", new, {}), n)
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
-        self.assertEqual(ssh_children(d.pid), [new])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [new])
         self.assertEqual(d.count_log(r"^<\d+>[abc]: ", after=off), 0, d.log()[off:])
 
     # -- reloads --
@@ -608,7 +581,7 @@ class ShareFaultTest(unittest.TestCase):
         shared, own_d = s["a"]["pid"], s["d"]["pid"]
         self.assertNotEqual(shared, own_d)
         self.assertIsNone(s["d"].get("connection"))
-        self.assertEqual(sorted(ssh_children(d.pid)), sorted([shared, own_d]))
+        self.assertEqual(sorted(tunneltest.ssh_children(d.pid)), sorted([shared, own_d]))
         conn = self.connect(self.ports["a"])
         tunnels[2] = {**tunnels[2], "share_connection": False}
         tunnels[3] = {**tunnels[3], "share_connection": True}
@@ -625,7 +598,7 @@ class ShareFaultTest(unittest.TestCase):
         c_pid = s["c"]["pid"]
         self.assertEqual(s["d"]["connection"], "~a")
         self.assertIsNone(s["c"].get("connection"), s["c"])
-        self.assertEqual(sorted(ssh_children(d.pid)), sorted([shared, c_pid]))
+        self.assertEqual(sorted(tunneltest.ssh_children(d.pid)), sorted([shared, c_pid]))
         for n in "abcd":
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         self.assert_alive(conn, "after", "a's connection is untouched by the others' moves")
@@ -648,7 +621,7 @@ class ShareFaultTest(unittest.TestCase):
         wait_until(lambda: not tunneltest.pid_alive(old), 15, what="the old connection's ssh to end")
         s = self.status(d)
         new = s["a"]["pid"]
-        self.assertEqual(ssh_children(d.pid), [new], "one ssh left")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [new], "one ssh left")
         self.assertEqual(len({s[n]["connection"] for n in "abc"}), 1)
         with open(f"/proc/{new}/cmdline", "rb") as f:
             self.assertIn(b"ServerAliveInterval=20", f.read().split(b"\0"))
@@ -656,7 +629,7 @@ class ShareFaultTest(unittest.TestCase):
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         self.assert_no_carrier_visible(d)
         time.sleep(1.5)         # nothing of the old connection comes back
-        self.assertEqual(ssh_children(d.pid), [new])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [new])
 
     def test_reload_while_the_connection_is_starting(self):
         """The connection's ssh is connecting (the server held back) when a reload adds a
@@ -668,14 +641,14 @@ class ShareFaultTest(unittest.TestCase):
         d = self.tunneld(tunnels, connect_timeout=30, start_timeout=60, **self.through(proxy))
         wait_until(lambda: self.all_in(d, "ab", "starting") and proxy.accepted >= 1, 15,
                    what="a and b starting, ssh connected to the held server")
-        (pid,) = ssh_children(d.pid)
+        (pid,) = tunneltest.ssh_children(d.pid)
         tunnels = [{"name": "a", "local_forwards": [self.fwd(pa), self.fwd(pa2)]},
                    {"name": "b", "enabled": False, "local_forwards": [self.fwd(pb)]},
                    {"name": "c", "local_forwards": [self.fwd(pc)]}]
         off = self.reload(d, tunnels)
         d.wait_log(r"^<\d+>reload done: ", timeout=10, after=off)
         self.assertEqual(self.status(d)["b"]["state"], "stopped")
-        self.assertEqual(ssh_children(d.pid), [pid], "the connecting ssh is kept")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "the connecting ssh is kept")
         proxy.release()
         wait_until(lambda: self.all_up(d, "ac"), UP_TIMEOUT, what="a and c up")
         s = self.status(d)
@@ -686,7 +659,7 @@ class ShareFaultTest(unittest.TestCase):
         for p in (pa, pa2, pc):
             self.assertTrue(echo_roundtrip(p), p)
         self.assertFalse(tunneltest.port_accepts(pb, 0.5), "disabled b's port is not forwarded")
-        self.assertEqual(ssh_children(d.pid), [pid])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid])
         self.assertEqual(d.count_log(r"^<\d+>b: .*ssh pid \d+ \(start \d+\)", after=off), 0,
                          "disabling b starts no ssh for it")
 
@@ -702,16 +675,16 @@ class ShareFaultTest(unittest.TestCase):
         self.assertGreater(s["a"]["retry_in"], 10)
         retry = [s[n]["retry_in"] for n in "abc"]
         self.assertLess(max(retry) - min(retry), 0.1, f"one backoff for all: {retry}")
-        self.assertEqual(ssh_children(d.pid), [])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [])
         t0 = time.monotonic()
         self.reload(d, defaults={**d.defaults, "port": self.sshd.port})
         wait_until(lambda: self.up_on_one_new_ssh(d, "abc", []), UP_TIMEOUT, what="a, b and c up")
         self.assertLess(time.monotonic() - t0, 20, "not after the old backoff")
-        (pid,) = ssh_children(d.pid)
+        (pid,) = tunneltest.ssh_children(d.pid)
         for n in "abc":
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         time.sleep(1.5)
-        self.assertEqual(ssh_children(d.pid), [pid], "nothing of the old connection starts")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "nothing of the old connection starts")
         self.assert_no_carrier_visible(d)
 
     def test_reload_moving_a_connecting_connection(self):
@@ -721,11 +694,11 @@ class ShareFaultTest(unittest.TestCase):
         proxy = tunneltest.use(self, GateProxy(self.sshd.port))
         d = self.tunneld(self.three(), connect_timeout=30, start_timeout=60, **self.through(proxy))
         wait_until(lambda: self.all_in(d, "abc", "starting") and proxy.accepted >= 1, 15, what="starting")
-        (held,) = ssh_children(d.pid)
+        (held,) = tunneltest.ssh_children(d.pid)
         self.reload(d, defaults={**d.defaults, **self.sshd2.tunnel_defaults()})
         wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [held]), UP_TIMEOUT, what="all up on the other server")
         wait_until(lambda: not tunneltest.pid_alive(held), 10, what="the connecting ssh to end")
-        self.assertEqual(len(ssh_children(d.pid)), 1)
+        self.assertEqual(len(tunneltest.ssh_children(d.pid)), 1)
         for n in "abc":
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
 
@@ -758,7 +731,7 @@ class ShareFaultTest(unittest.TestCase):
         self.assert_alive(conn, "across")
         conn.close()
         wait_until(lambda: not tunneltest.pid_alive(old), 10, what="the old ssh to end once drained")
-        self.assertEqual(len(ssh_children(d.pid)), 1)
+        self.assertEqual(len(tunneltest.ssh_children(d.pid)), 1)
 
     def test_reload_unchanged_touches_nothing(self):
         """A reload of the same file: the same ssh, no line about any tunnel."""
@@ -768,7 +741,7 @@ class ShareFaultTest(unittest.TestCase):
         off = self.reload(d, d.tunnels and [{k: v for k, v in t.items()} for t in d.tunnels])
         d.wait_log(r"^<\d+>reload done: 3 tunnels \(was 3\), 0 changed", timeout=10, after=off)
         self.assertEqual(d.findall(r"^<\d+>([~abc][^:]*: .*)$", after=off), [])
-        self.assertEqual(ssh_children(d.pid), [pid])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid])
 
     def test_reload_supervision_change_of_every_rider_keeps_the_ssh(self):
         """A reload that changes only supervision settings (restart_delay, max_starts) of
@@ -790,7 +763,7 @@ class ShareFaultTest(unittest.TestCase):
             kept = conn.recv(64) == b"kept\n"
         except OSError:
             kept = False
-        seen = {"pids": {n: s[n]["pid"] for n in "abc"}, "ssh": ssh_children(d.pid), "connection kept": kept,
+        seen = {"pids": {n: s[n]["pid"] for n in "abc"}, "ssh": tunneltest.ssh_children(d.pid), "connection kept": kept,
                 "outages": {n: s[n]["availability"]["outages"] for n in "abc"}}
         self.assertEqual(seen, {"pids": {n: pid for n in "abc"}, "ssh": [pid], "connection kept": True,
                                 "outages": {n: 0 for n in "abc"}},
@@ -817,7 +790,7 @@ class ShareFaultTest(unittest.TestCase):
                     and s["b"]["connection"] not in (None, s["a"]["connection"]))
         wait_until(split, UP_TIMEOUT, what="b on a connection of its own")
         s = self.status(d)
-        self.assertEqual(sorted(ssh_children(d.pid)), sorted([pid, s["b"]["pid"]]))
+        self.assertEqual(sorted(tunneltest.ssh_children(d.pid)), sorted([pid, s["b"]["pid"]]))
         for n in "abc":
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
         self.assert_alive(conn, "after")
@@ -841,7 +814,7 @@ class ShareFaultTest(unittest.TestCase):
                    what="an ssh started for b to end")
         wait_until(lambda: not tunneltest.port_accepts(self.ports["b"], 0.5), 10, what="b's port closed")
         spawned_for_b = d.findall(r"^<\d+>(b: .*ssh pid \d+ \(start \d+\))", after=off)
-        self.assertEqual(ssh_children(d.pid), [pid])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid])
         self.assert_alive(conn, "disabled")
         self.assertTrue(echo_roundtrip(self.ports["c"]))
         tunnels[1] = {**tunnels[1], "enabled": True}
@@ -851,7 +824,7 @@ class ShareFaultTest(unittest.TestCase):
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assert_alive(conn, "enabled")
         self.reload(d, [{**t, "enabled": False} for t in tunnels])
-        wait_until(lambda: not ssh_children(d.pid), 15, what="no ssh once every tunnel is disabled")
+        wait_until(lambda: not tunneltest.ssh_children(d.pid), 15, what="no ssh once every tunnel is disabled")
         self.assertFalse(tunneltest.pid_alive(pid))
         self.assertEqual(spawned_for_b, [], "disabling b starts no ssh for it")
 
@@ -868,12 +841,12 @@ class ShareFaultTest(unittest.TestCase):
         wait_until(lambda: not tunneltest.pid_alive(pid), 10, what="the shared ssh to end")
         self.assertEqual(tunneltest.status(d)[0]["tunnels"], [])
         wait_until(lambda: not sockets_under(runtime), 5, what="no control socket left")
-        self.assertEqual(ssh_children(d.pid), [])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [])
         self.reload(d, tunnels)
         wait_until(lambda: self.up_on_one_new_ssh(d, "abc", [pid]), UP_TIMEOUT, what="a, b and c up again")
         for n in "abc":
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
-        self.assertEqual(len(ssh_children(d.pid)), 1)
+        self.assertEqual(len(tunneltest.ssh_children(d.pid)), 1)
         self.assert_no_carrier_visible(d)
 
     # -- the operator --
@@ -889,20 +862,20 @@ class ShareFaultTest(unittest.TestCase):
         self.assertTrue(sockets_under(runtime), "the master's socket while it runs")
         self.ctl(d, "stop", "a", "b", "c")
         wait_until(lambda: not tunneltest.pid_alive(pid), 10, what="the shared ssh to end")
-        wait_until(lambda: not zombies(d.pid), 5, what="no zombie child of tunneld")
-        self.assertEqual(ssh_children(d.pid), [])
+        wait_until(lambda: not tunneltest.zombie_children(d.pid), 5, what="no zombie child of tunneld")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [])
         self.assertTrue(self.all_in(d, "abc", "stopped"))
         s = self.status(d)
         self.assertEqual([s[n]["pid"] for n in "abc"], [None] * 3)
         wait_until(lambda: not sockets_under(runtime), 5, what="no control socket left")
         self.assertEqual([e for e in os.listdir(runtime) if e.endswith((".ssh_config", ".known_hosts"))], [])
         time.sleep(1)           # nothing restarts by itself
-        self.assertEqual(ssh_children(d.pid), [])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [])
         self.ctl(d, "start", "b")
         wait_until(lambda: self.status(d)["b"]["state"] == "up", UP_TIMEOUT, what="b up on a new connection")
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assertEqual(self.states(d, "ac"), {"a": "stopped", "c": "stopped"})
-        self.assertEqual(len(ssh_children(d.pid)), 1)
+        self.assertEqual(len(tunneltest.ssh_children(d.pid)), 1)
 
     def test_stop_every_rider_in_backoff_cancels_the_retry(self):
         """The connection in backoff, every tunnel on it stopped: no retry starts an ssh."""
@@ -914,7 +887,7 @@ class ShareFaultTest(unittest.TestCase):
         self.assertTrue(self.all_in(d, "abc", "stopped"))
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            self.assertEqual(ssh_children(d.pid), [], "a retry started an ssh with every tunnel stopped")
+            self.assertEqual(tunneltest.ssh_children(d.pid), [], "a retry started an ssh with every tunnel stopped")
             time.sleep(0.05)
         self.assertEqual(d.count_log(r"ssh pid \d+ \(start", after=off), 0, d.log()[off:])
 
@@ -930,7 +903,7 @@ class ShareFaultTest(unittest.TestCase):
         d.wait_log(r"^<\d+>b: up: ", timeout=UP_TIMEOUT, after=off)
         wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="all up")
         self.assertTrue(echo_roundtrip(self.ports["b"]))
-        self.assertEqual(ssh_children(d.pid), [pid], "the same ssh")
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "the same ssh")
         self.assert_alive(ca, "after")
         self.assert_alive(cc, "after")
         s = self.status(d)
@@ -1005,7 +978,7 @@ class ShareFaultTest(unittest.TestCase):
         self.ctl(d, "start", "c")
         wait_until(lambda: self.up_on_one_new_ssh(d, "c", [pid]), UP_TIMEOUT, what="c up on a new ssh")
         self.assertFalse(tunneltest.pid_alive(pid))
-        self.assertEqual(ssh_children(d.pid), [self.status(d)["c"]["pid"]])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [self.status(d)["c"]["pid"]])
         self.assertTrue(echo_roundtrip(self.ports["c"]))
         self.assertEqual(self.states(d, "ab"), {"a": "stopped", "b": "stopped"})
 
@@ -1016,23 +989,23 @@ class ShareFaultTest(unittest.TestCase):
         proxy = tunneltest.use(self, GateProxy(self.sshd.port))
         d = self.tunneld(self.three(), connect_timeout=30, start_timeout=60, **self.through(proxy))
         wait_until(lambda: self.all_in(d, "abc", "starting") and proxy.accepted >= 1, 15, what="starting")
-        (pid,) = ssh_children(d.pid)
+        (pid,) = tunneltest.ssh_children(d.pid)
         self.ctl(d, "stop", "b")
         proxy.release()
         wait_until(lambda: self.all_up(d, "ac"), UP_TIMEOUT, what="a and c up")
         self.assertEqual(self.status(d)["b"]["state"], "stopped")
         self.assertFalse(tunneltest.port_accepts(self.ports["b"], 0.5), "stopped b's port is not forwarded")
-        self.assertEqual(ssh_children(d.pid), [pid])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid])
         proxy2 = tunneltest.use(self, GateProxy(self.sshd.port))
         d2 = self.tunneld([{"name": "x", "local_forwards": [self.fwd(free_port())]},
                            {"name": "y", "local_forwards": [self.fwd(free_port())]}],
                           connect_timeout=30, start_timeout=60, **self.through(proxy2))
         wait_until(lambda: self.all_in(d2, "xy", "starting") and proxy2.accepted >= 1, 15, what="x, y starting")
-        (pid2,) = ssh_children(d2.pid)
+        (pid2,) = tunneltest.ssh_children(d2.pid)
         self.ctl(d2, "stop", "x", "y")
         wait_until(lambda: not tunneltest.pid_alive(pid2), 10, what="the connecting ssh to end")
         self.assertTrue(self.all_in(d2, "xy", "stopped"))
-        wait_until(lambda: not zombies(d2.pid), 5, what="no zombie")
+        wait_until(lambda: not tunneltest.zombie_children(d2.pid), 5, what="no zombie")
 
     # -- SIGTERM of tunneld --
     def test_sigterm_with_shared_connections_exits_cleanly(self):
@@ -1047,7 +1020,7 @@ class ShareFaultTest(unittest.TestCase):
                          globals={"stop_timeout": 3})
         names = ["x1", "x2", "y1", "y2"]
         wait_until(lambda: self.all_up(d, names), UP_TIMEOUT, what="every tunnel up")
-        self.assertEqual(len(ssh_children(d.pid)), 2)
+        self.assertEqual(len(tunneltest.ssh_children(d.pid)), 2)
         old = self.status(d)["x1"]["pid"]
         conn_x = self.connect(p["x1"])
         conn_y = self.connect(p["y2"])
@@ -1131,7 +1104,7 @@ class ShareFaultTest(unittest.TestCase):
         s = self.status(d)
         pid = s["a"]["pid"]
         self.assertEqual(s["b"]["pid"], pid)
-        self.assertEqual(ssh_children(d.pid), [pid])
+        self.assertEqual(tunneltest.ssh_children(d.pid), [pid])
         self.assertTrue(echo_roundtrip(pa))
         self.assertTrue(echo_roundtrip(pb))
         self.assertEqual(jump.log()[offset:].count("Accepted publickey for root"), 1, "one session on the jump host")

@@ -64,6 +64,16 @@ def children_of(pid, table=None):
     return sorted(p for p, (ppid, state, _) in table.items() if ppid == pid and state not in "ZX")
 
 
+def ssh_children(pid):
+    """The live ssh processes pid (tunneld) has started, sorted."""
+    return [p for p in children_of(pid) if _comm(p) == "ssh"]
+
+
+def zombie_children(pid):
+    """pid's children that have exited and are not reaped yet."""
+    return sorted(p for p, (ppid, state, _) in proc_table().items() if ppid == pid and state == "Z")
+
+
 def descendants_of(pid, table=None):
     """Every descendant of pid (zombies included), parents before children."""
     table = proc_table() if table is None else table

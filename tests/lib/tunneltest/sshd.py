@@ -129,6 +129,12 @@ class SSHServer(Resource):
     def log(self):
         return _read_text(self.log_path)
 
+    def known_hosts_line(self, name):
+        """This server's host key as a known_hosts line for [name]:port."""
+        with open(self.host_key + ".pub") as f:
+            keytype, blob = f.read().split()[:2]
+        return f"[{name}]:{self.port} {keytype} {blob}\n"
+
     def tunnel_defaults(self):
         """Tunnel settings (for defaults) that reach this server as root with client_key."""
         return {
