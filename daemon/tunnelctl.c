@@ -529,7 +529,11 @@ static int report_restart(struct follow *f, const struct replies *rs)
                         old[n++] = json_get_number(before, "pid", 0);
                         continue;
                 }
-                if (pid && pid->type == JSON_NUMBER)
+                if (json_get_string(all.items[i], "connection") && pid && pid->type == JSON_NUMBER)
+                        /* a shared connection's tunnel: its forwards were closed and opened again */
+                        r = asprintf(&lines[i], "%s: restarted: its forwards opened again on the shared connection "
+                                     "%s (ssh pid %.0f)", name, json_get_string(all.items[i], "connection"), pid->number);
+                else if (pid && pid->type == JSON_NUMBER)
                         r = asprintf(&lines[i], "%s: %s: ssh pid %.0f", name, state, pid->number);
                 else
                         r = asprintf(&lines[i], "%s: %s", name, state ? state : "?");
