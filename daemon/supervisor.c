@@ -324,22 +324,23 @@ bool supervisor_is_shutting_down(const struct supervisor *s)
         return s->shutting_down;
 }
 
+void restart_or_retry(struct tunnel *t, const char *reason)
+{
+        enum tunnel_state st = tunnel_get_state(t);
+
+        if (st == TUNNEL_STARTING || st == TUNNEL_UP)
+                tunnel_restart(t, reason);
+        else if (st == TUNNEL_BACKOFF)
+                tunnel_retry_now(t, reason);
+}
+
 void supervisor_restart_all(struct supervisor *s, const char *reason)
 {
         share_restart_all(s, reason);
-        for (size_t i = 0; i < s->n_tunnels; i++) {
-                struct tunnel *t = s->tunnels[i];
-
-                enum tunnel_state st = tunnel_get_state(t);
-
-                if (tunnel_get_carrier(t) && tunnel_get_state(t) != TUNNEL_STOPPED && !tunnel_has_child(t))
-                        continue;       /* its connection restarted above */
-
-                if (st == TUNNEL_STARTING || st == TUNNEL_UP)
-                        tunnel_restart(t, reason);
-                else if (st == TUNNEL_BACKOFF)
-                        tunnel_retry_now(t, reason);
-        }
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                /* a tunnel riding a shared connection restarted with it, above */
+                if (!tunnel_get_carrier(s->tunnels[i]) || tunnel_has_child(s->tunnels[i]))
+                        restart_or_retry(s->tunnels[i], reason);
 }
 
 int supervisor_add_listener(struct supervisor *s, const struct supervisor_listener *l)

@@ -55,6 +55,9 @@ ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t);
 ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name);
 void remove_at(struct tunnel **v, size_t *n, size_t i);
 void on_network_changed(void *userdata);
+/* SIGUSR1's for one tunnel: a running one restarts (make-before-break where it can), one
+ * in backoff retries now. */
+void restart_or_retry(struct tunnel *t, const char *reason);
 
 /* supervisor_share.c */
 /* Each tunnel of the new set (c's order) onto its shared connection, made if it is new

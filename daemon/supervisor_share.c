@@ -170,15 +170,8 @@ bool share_any_child(const struct supervisor *s)
 /* SIGUSR1: each running connection restarts once (make-before-break), not once per rider. */
 void share_restart_all(struct supervisor *s, const char *reason)
 {
-        for (size_t i = 0; i < s->n_carriers; i++) {
-                struct tunnel *c = s->carriers[i];
-                enum tunnel_state st = tunnel_get_state(c);
-
-                if (st == TUNNEL_STARTING || st == TUNNEL_UP || st == TUNNEL_DEGRADED)
-                        tunnel_restart(c, reason);
-                else if (st == TUNNEL_BACKOFF)
-                        tunnel_retry_now(c, reason);
-        }
+        for (size_t i = 0; i < s->n_carriers; i++)
+                restart_or_retry(s->carriers[i], reason);      /* a carrier is never degraded */
 }
 
 /* At shutdown, a carrier whose riders have all stopped is stopped by the last of them;

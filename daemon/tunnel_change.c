@@ -235,8 +235,8 @@ void tunnel_update_forwards(struct tunnel *t, struct tunnel_change *c)
                 log_full(LOG_NOTICE, &ctx, "forwards changed: %zu added, %zu removed on the running ssh (pid %d); "
                          "the others and their connections are untouched", added, removed, (int)t->pid);
         else if (t->carrier && t->attached)
-                log_full(LOG_NOTICE, &ctx, "forwards changed: %s on the shared connection %s; the others and their "
-                         "connections are untouched", "applied", t->carrier->spec.name);
+                log_full(LOG_NOTICE, &ctx, "forwards changed: applied on the shared connection %s; the others and "
+                         "their connections are untouched", t->carrier->spec.name);
         else
                 log_full(LOG_INFO, &ctx, "forwards changed: applied");
         if (t->carrier)

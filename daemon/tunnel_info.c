@@ -3,8 +3,9 @@
  * status snapshot of tunnelctl, events and metrics, and a few accessors. */
 #include "tunnel_internal.h"
 
-#include <string.h>
 #include <time.h>
+
+#include "jump_config.h"
 
 static const char *const state_names[_TUNNEL_STATE_MAX] = {
         [TUNNEL_STOPPED] = "stopped",
@@ -22,14 +23,10 @@ const char *tunnel_state_to_string(enum tunnel_state s)
         return s >= 0 && s < _TUNNEL_STATE_MAX ? state_names[s] : "?";
 }
 
+/* The destination and each jump host. */
 static unsigned hops(const struct tunnel_spec *s)
 {
-        unsigned n = 1;
-
-        if (s->jump_host && strcmp(s->jump_host, "none") != 0)
-                for (const char *p = s->jump_host; p; p = strchr(p + 1, ','))
-                        n++;
-        return n;
+        return 1 + jump_hop_count(s->jump_host);
 }
 
 double tunnel_start_deadline(const struct tunnel_spec *s)

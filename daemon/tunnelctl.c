@@ -516,17 +516,17 @@ static int report_restart(struct follow *f, const struct replies *rs)
                 const char *name = json_get_string(all.items[i], "name"), *state = json_get_string(all.items[i], "state");
                 const struct json *before = follow_tunnel(f, name ? name : "");
                 const struct json *pid = json_get(all.items[i], "pid");
+                double before_pid = before ? json_get_number(before, "pid", 0) : 0;
                 int r;
 
                 /* stopping: the old ssh is on its way out; a make-before-break restart has
                  * the new one starting already, the old one serving until it takes over */
                 if (state && before && (strcmp(state, "stopping") == 0 ||
-                                        (pid && pid->type == JSON_NUMBER &&
-                                         json_get_number(before, "pid", 0) > 0 &&
-                                         pid->number != json_get_number(before, "pid", 0)))) {
+                                        (pid && pid->type == JSON_NUMBER && before_pid > 0 &&
+                                         pid->number != before_pid))) {
                         names[n] = (char *)name;
                         slot[n] = i;
-                        old[n++] = json_get_number(before, "pid", 0);
+                        old[n++] = before_pid;
                         continue;
                 }
                 if (json_get_string(all.items[i], "connection") && pid && pid->type == JSON_NUMBER)
