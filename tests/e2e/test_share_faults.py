@@ -209,6 +209,15 @@ class ShareFaultTest(unittest.TestCase):
         return (len(pids) == 1 and None not in pids and not pids & set(old) and
                 all(f["state"] == "open" for n in names for f in s[n]["forward_states"]))
 
+    def follow_events(self, d):
+        """`tunnelctl events --json` running (killed at cleanup), subscribed."""
+        events = subprocess.Popen([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "events", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env=tunneltest.clean_env())
+        self.addCleanup(lambda: (events.poll() is None and events.kill(), events.wait()))
+        time.sleep(0.3)         # subscribed
+        return events
+
     def ctl(self, d, *args):
         r = tunneltest.tunnelctl(d, *args, timeout=30)
         self.assertEqual(r.returncode, 0, tunneltest.describe(r))
@@ -370,11 +379,7 @@ class ShareFaultTest(unittest.TestCase):
         d = self.tunneld(tunnels, server=server)
         wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
         old = self.status(d)["a"]["pid"]
-        events = subprocess.Popen([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "events", "--json"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                  env=tunneltest.clean_env())
-        self.addCleanup(lambda: (events.poll() is None and events.kill(), events.wait()))
-        time.sleep(0.3)         # subscribed
+        events = self.follow_events(d)
         off = len(d.log())
         server.stop(kill_sessions=True)
         wait_until(lambda: not any(v == "up" for v in self.states(d, "abc").values()), 15,
@@ -514,11 +519,7 @@ class ShareFaultTest(unittest.TestCase):
         wait_until(lambda: self.all_up(d, "abc"), UP_TIMEOUT, what="a, b and c up")
         wait_until(lambda: len(self.hook_records(records)) == 3, 10, what="the three up hooks")
         old = self.status(d)["a"]["pid"]
-        events = subprocess.Popen([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "events", "--json"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                  env=tunneltest.clean_env())
-        self.addCleanup(lambda: (events.poll() is None and events.kill(), events.wait()))
-        time.sleep(0.3)         # subscribed
+        events = self.follow_events(d)
         off = len(d.log())
         for _ in range(3):      # the order of ssh's replies varies: three rounds
             at = len(d.log())
