@@ -282,10 +282,11 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         }
         tunnel_spec_done(&tmpl);
         p.seen = strv_free(p.seen);
+        p.warned = strv_free(p.warned);
+        c->warnings = p.warnings;
+        p.warnings = NULL;
         if (p.oom)
                 return p.oom;
-        for (size_t i = 0; i < c->n_tunnels; i++)
-                c->tunnels[i].multiplex |= c->tunnels[i].share_connection;     /* forwards over the mux */
         /* Across tunnels, among those without errors of their own (so that one mistake does
          * not hide the others); "after" only when every tunnel is there to be named. */
         check_host_keys(&p, c);
@@ -297,7 +298,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         else if (errs->n == 0 && opts->views)
                 take_views(&p, c, opts->views);
         check_ports(&p, c);
-        check_multiplex(&p, c, opts->control_socket ? opts->control_socket : c->control_socket);
+        check_control_paths(&p, c, opts->control_socket ? opts->control_socket : c->control_socket);
         if (errs->n == 0)
                 check_share(&p, c);
         if (from_file)

@@ -58,10 +58,8 @@ struct tunnel_spec {
 
         int server_alive_interval;
         int server_alive_count_max;
-        bool exit_on_forward_failure;
-        bool multiplex;                 /* ssh as a mux master, its forwards opened over its control socket */
-        bool share_connection;          /* one master for the tunnels of the same connection (implies multiplex) */
-        double drain_timeout;           /* multiplex: an old master's connections, at most this long */
+        bool share_connection;          /* one ssh for the tunnels of the same connection settings */
+        double drain_timeout;           /* a replaced ssh keeps its connections this long at most */
         int connect_timeout;
         double start_timeout;           /* tunneld's own deadline for STARTING; 0 = automatic */
 
@@ -146,6 +144,9 @@ struct config {
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;
+        /* "FILE:LINE: setting: …": accepted, but worth saying (a setting that no longer does
+         * anything); -t prints them, the daemon logs them at start and at each reload */
+        char **warnings;
 };
 
 /* Error messages collected while loading: "FILE:LINE: setting: what is wrong". */
@@ -174,15 +175,18 @@ static inline void config_freep(struct config **c) { config_free(*c); }
 
 void tunnel_spec_done(struct tunnel_spec *s);
 int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret);
-/* Same argv and same policy: a reload leaves such a tunnel alone. */
+/* Every setting of a tunnel belongs to exactly one of three groups (tests/test-config.c
+ * holds each setting of the table to that): what its connection's ssh is started with,
+ * how the connection is supervised, and what the tunnel itself is. Equal in all three: a
+ * reload leaves the tunnel alone. */
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b);
-/* Same ssh command line (and the same name and enabled): a reload that changes only
- * supervision settings keeps such a tunnel's ssh running. */
-bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b);
-/* The same but for the forwards: with multiplex, a reload changes those on the running ssh. */
-bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b);
-/* share_connection on both, and everything that shapes the connection and its supervision
- * the same (not the name, the forwards, the probe, hooks or after): one ssh carries both. */
+/* What ssh is started with (not the name or the forwards: tunneld opens those itself). */
+bool tunnel_spec_same_ssh(const struct tunnel_spec *a, const struct tunnel_spec *b);
+/* How the connection is supervised: restart policy, backoff, gatetime, deadlines, lifetime. */
+bool tunnel_spec_same_supervision(const struct tunnel_spec *a, const struct tunnel_spec *b);
+/* The tunnel's own: name, enabled, sharing, forwards, probe, after, required, hooks. */
+bool tunnel_spec_same_tunnel(const struct tunnel_spec *a, const struct tunnel_spec *b);
+/* share_connection on both, and the same ssh and supervision: one connection carries both. */
 bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tunnel_spec *b);
 
 /* The forwards ssh will set up: ssh -G's for a tunnel with an ssh_config_file, else the

@@ -350,7 +350,7 @@ void ask_ssh(struct parser *p, struct config *c)
                         continue;
                 first[m] = k;
                 /* the command line the tunnel's ssh gets, without the jump hosts' file */
-                if (ssh_argv_build(&c->tunnels[keys[k].tunnel], c->ssh, NULL, NULL, &argvs[m]) < 0)
+                if (ssh_argv_build_view(&c->tunnels[keys[k].tunnel], c->ssh, &argvs[m]) < 0)
                         goto oom;
                 m++;
         }
@@ -455,31 +455,26 @@ static const char *unsafe_mode(const char *path, const struct stat *st, char *bu
         return NULL;
 }
 
-/* Files ssh will read: they must exist, and a key must not be readable by others (ssh
- * ignores such keys). Paths starting with ~ are ssh's to expand. */
-void check_multiplex(struct parser *p, const struct config *c, const char *control_socket)
+/* Every connection's ssh is a mux master whose control socket sits in the runtime
+ * directory: SOCKET.d/NAME.mux/sN. A long name is hashed to fit; a long control_socket
+ * cannot be, and is refused once. */
+void check_control_paths(struct parser *p, const struct config *c, const char *control_socket)
 {
-        _cleanup_free_ char *runtime = NULL;
+        _cleanup_free_ char *runtime = NULL, *base = NULL;
 
         /* without a control socket the directory is /tmp/tunneld.XXXXXX (or systemd's) */
-        if (!control_socket || strcmp(control_socket, "none") == 0)
+        if (!control_socket || strcmp(control_socket, "none") == 0 || c->n_tunnels == 0)
                 return;
         if (asprintf(&runtime, "%s.d", control_socket) < 0) {
                 runtime = NULL;
                 return;
         }
-        for (size_t i = 0; i < c->n_tunnels; i++) {
-                const struct tunnel_spec *t = &c->tunnels[i];
-                _cleanup_free_ char *base = NULL;
-
-                if (!t->multiplex || ssh_control_base(runtime, t->name, &base) < 0)
-                        continue;
-                /* a long name is hashed to fit; a long control_socket cannot be */
-                if (strlen(base) + 1 > SSH_CONTROL_PATH_MAX)
-                        diag_tunnel(p, t, "multiplex", "control_socket %s is too long for multiplex: ssh's control "
-                                    "socket next to it would be %s0, %zu bytes long; ssh allows %d", control_socket,
-                                    base, strlen(base) + 1, SSH_CONTROL_PATH_MAX);
-        }
+        if (ssh_control_base(runtime, c->tunnels[0].name, &base) < 0)
+                return;
+        if (strlen(base) + 1 > SSH_CONTROL_PATH_MAX)
+                diag_tunnel(p, &c->tunnels[0], "control_socket", "%s is too long: ssh's control socket next to it "
+                            "would be %s0, %zu bytes long; ssh allows %d", control_socket, base, strlen(base) + 1,
+                            SSH_CONTROL_PATH_MAX);
 }
 
 /* A forward of t's that u has too (as written): on one ssh they would be one forward,
@@ -526,6 +521,8 @@ void check_share(struct parser *p, const struct config *c)
         }
 }
 
+/* Files ssh will read: they must exist, and a key must not be readable by others (ssh
+ * ignores such keys). Paths starting with ~ are ssh's to expand. */
 void check_files(struct parser *p, const struct config *c)
 {
         char why[PATH_MAX + 128];

@@ -217,7 +217,7 @@ static bool get_strv(struct parser *p, const config_setting_t *s, const char *la
         return true;
 }
 
-enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM, K_GROUP };
+enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM, K_GROUP, K_OBSOLETE };
 
 /* One setting: where it goes (offset into struct tunnel_spec or struct config) and how
  * it is checked. */
@@ -229,6 +229,7 @@ struct setting {
         const char *(*validate)(const char *);  /* K_STRING, each K_STRV element */
         const char *const *names;               /* K_ENUM: value = index */
         size_t n_names;
+        const char *obsolete;                   /* K_OBSOLETE: why it no longer does anything */
         const struct setting *sub;              /* K_GROUP: the members, offsets into the member struct */
         size_t n_sub;
 };
@@ -262,8 +263,13 @@ static const struct setting tunnel_settings[] = {
         { .name = "jump_host_keys", .kind = K_STRV, .offset = F(jump_host_keys), .validate = validate_jump_host_key },
         { .name = "server_alive_interval", .kind = K_INT, .offset = F(server_alive_interval), .min = 0, .max = 86400 },
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
-        { .name = "exit_on_forward_failure", .kind = K_BOOL, .offset = F(exit_on_forward_failure) },
-        { .name = "multiplex", .kind = K_BOOL, .offset = F(multiplex) },
+        /* settings of the engine before connections; accepted with one warning each */
+        { .name = "exit_on_forward_failure", .kind = K_OBSOLETE,
+          .obsolete = "a forward that fails is asked for again on the running connection (the tunnel is "
+                      "degraded meanwhile, its other forwards keep working) whatever it says" },
+        { .name = "multiplex", .kind = K_OBSOLETE,
+          .obsolete = "every tunnel's ssh is a multiplexing master of tunneld's own, its forwards opened "
+                      "over the control socket" },
         { .name = "share_connection", .kind = K_BOOL, .offset = F(share_connection) },
         { .name = "drain_timeout", .kind = K_DURATION, .offset = F(drain_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "connect_timeout", .kind = K_INT, .offset = F(connect_timeout), .min = 1, .max = 3600 },
@@ -320,7 +326,6 @@ void spec_set_defaults(struct tunnel_spec *t)
                 .enabled = true,
                 .server_alive_interval = 30,
                 .server_alive_count_max = 3,
-                .exit_on_forward_failure = true,
                 .drain_timeout = 60,
                 .connect_timeout = 15,
                 .gatetime = 30,
@@ -357,6 +362,21 @@ static void diag_enum(struct parser *p, const config_setting_t *s, const char *l
         diag(p, s, label, "\"%s\" must be %s", value, list);
 }
 
+/* A setting that no longer does anything: one warning for it, however often it is set. */
+static void warn_obsolete(struct parser *p, const struct setting *d, const config_setting_t *s, const char *label)
+{
+        _cleanup_free_ char *line = NULL;
+
+        for (char **w = p->warned; w && *w; w++)
+                if (strcmp(*w, d->name) == 0)
+                        return;
+        if (strv_push(&p->warned, d->name) < 0 ||
+            asprintf(&line, "%s:%d: %s: no longer does anything (%s): remove it", setting_file(p, s),
+                     config_setting_source_line(s), label, d->obsolete) < 0 ||
+            strv_push(&p->warnings, line) < 0)
+                p->oom = -ENOMEM;
+}
+
 /* Parse one setting s (described by d) into the struct at base; label names it in messages. */
 static void parse_setting(struct parser *p, const struct setting *d, const config_setting_t *s,
                           const char *label, void *base)
@@ -384,6 +404,10 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
         case K_BOOL:
                 if (get_bool(p, s, label, &b))
                         *(bool *)field = b;
+                return;
+        case K_OBSOLETE:
+                if (get_bool(p, s, label, &b))
+                        warn_obsolete(p, d, s, label);
                 return;
         case K_INT:
                 if (get_number(p, s, label, true, d->min, d->max, &num))

@@ -458,7 +458,7 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         struct json_writer w = json_writer_init(&line);
         struct ctl_client *next;
 
-        if (ev == TUNNEL_EVENT_CONNECTING || (ev == TUNNEL_EVENT_STATE && old == tunnel_get_state(t)))
+        if (ev == TUNNEL_EVENT_STATE && old == tunnel_get_state(t))
                 return;
         tunnel_get_status(t, now_mono(), &st);
         for (struct ctl_client *c = s->clients; c; c = next) {

@@ -81,11 +81,10 @@ int jump_config_render(const struct tunnel_spec *s, const char *known_hosts, cha
         put_hop_patterns(&b, s->jump_host);
         buf_printf(&b, "\n\tBatchMode yes\n\tConnectTimeout %d\n\tServerAliveInterval %d\n\tServerAliveCountMax %d\n",
                    s->connect_timeout, s->server_alive_interval, s->server_alive_count_max);
-        /* multiplex: the destination's ssh logs at VERBOSE, which does not say when the
-         * jump hosts are through; each hop's "Authenticated to" does (the hops carry one
-         * channel each, so this costs nothing per forwarded connection) */
-        if (s->multiplex)
-                buf_puts(&b, "\tLogLevel VERBOSE\n");
+        /* the destination's ssh logs at VERBOSE, which does not say when the jump hosts are
+         * through; each hop's "Authenticated to" does (the hops carry one channel each, so
+         * this costs nothing per forwarded connection) */
+        buf_puts(&b, "\tLogLevel VERBOSE\n");
         if (s->identity_file) {
                 buf_puts(&b, "\tIdentityFile ");
                 put_quoted(&b, s->identity_file);

@@ -57,6 +57,14 @@ void log_set_max_level(int prio) { log_max_level = debug_forced ? LOG_DEBUG : pr
 void log_force_debug(void) { debug_forced = true; log_max_level = LOG_DEBUG; }
 int log_get_max_level(void) { return log_max_level; }
 
+/* What a line is about, written before its text: the tunnel, else the connection. */
+static const char *log_ctx_name(const struct log_ctx *ctx)
+{
+        if (!ctx)
+                return NULL;
+        return ctx->tunnel ? ctx->tunnel : ctx->connection;
+}
+
 int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
                      struct log_scratch *s, struct iovec iov[LOG_MAX_FIELDS])
 {
@@ -67,10 +75,11 @@ int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
                 iov[n++] = (struct iovec){ .iov_base = buf, .iov_len = strlen(buf) }; \
         } while (0)
 
+        const char *name = log_ctx_name(ctx);
+
         s->message = NULL;
         /* The name in the text too: plain "journalctl -u tunneld" must say which tunnel. */
-        if (asprintf(&s->message, "MESSAGE=%s%s%s", ctx && ctx->tunnel ? ctx->tunnel : "",
-                     ctx && ctx->tunnel ? ": " : "", text) < 0) {
+        if (asprintf(&s->message, "MESSAGE=%s%s%s", name ? name : "", name ? ": " : "", text) < 0) {
                 s->message = NULL;
                 return -ENOMEM;
         }
@@ -80,6 +89,8 @@ int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
         if (ctx) {
                 if (ctx->tunnel)
                         ADD(s->tunnel, "TUNNEL=%s", ctx->tunnel);
+                if (ctx->connection)
+                        ADD(s->connection, "CONNECTION=%s", ctx->connection);
                 if (ctx->pid > 0)
                         ADD(s->pid, "SSH_PID=%d", (int)ctx->pid);
                 if (ctx->exit_status >= 0)
@@ -108,7 +119,7 @@ static const struct {
 
 int log_format_stderr(int prio, const struct log_ctx *ctx, const char *text, bool tty, char **ret)
 {
-        const char *name = ctx && ctx->tunnel ? ctx->tunnel : NULL;
+        const char *name = log_ctx_name(ctx);
         int r;
 
         if (tty) {

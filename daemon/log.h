@@ -19,6 +19,7 @@ enum log_target {
 /* Structured context of one message; every member optional (NULL / -1 = absent). */
 struct log_ctx {
         const char *tunnel;
+        const char *connection; /* CONNECTION: the ssh connection (a shared one's "~NAME") */
         pid_t pid;              /* SSH_PID */
         int exit_status;        /* EXIT_STATUS */
         int exit_signal;        /* EXIT_SIGNAL */
@@ -51,9 +52,9 @@ int log_full_errnov(int prio, int error, const struct log_ctx *ctx, const char *
 
 /* Journal fields of one message, as "KEY=value" iovecs pointing into scratch.
  * Exposed for tests. Returns the number of iovecs filled (at most LOG_MAX_FIELDS). */
-#define LOG_MAX_FIELDS 10
+#define LOG_MAX_FIELDS 12
 struct log_scratch {
-        char prio[16], tunnel[160], pid[32], status[32], signal[32], state[48], failure[48], ident[32];
+        char prio[16], tunnel[160], connection[160], pid[32], status[32], signal[32], state[48], failure[48], ident[32];
         char *message;  /* "MESSAGE=…", caller frees */
 };
 int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,

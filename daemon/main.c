@@ -104,7 +104,7 @@ static void print_shared(const struct config *c)
         }
 }
 
-/* -t -v: the ssh that will run for tunnel i: its own, a multiplexed master, or the shared
+/* -t -v: the ssh that will run for tunnel i: its own connection's, or the shared
  * connection's (printed at its first tunnel, named as tunneld names it). */
 static int print_argv(const struct config *c, size_t i, const char *dir, const char *d, const char *jump_path,
                       const char *known_hosts_path)
@@ -123,13 +123,10 @@ static int print_argv(const struct config *c, size_t i, const char *dir, const c
         }
         if (t->share_connection && asprintf(&carrier, "~%s", t->name) < 0)
                 return -ENOMEM;
-        if (!t->multiplex) {
-                if (ssh_argv_build(t, c->ssh, jump_path, known_hosts_path, &argv) < 0)
-                        return -ENOMEM;
-        } else if (asprintf(&runtime, "%s%s", dir, d) < 0 ||
-                   ssh_control_base(runtime, carrier ? carrier : t->name, &base) < 0 ||
-                   asprintf(&control, "%s0", base) < 0 ||
-                   ssh_argv_build_master(t, c->ssh, jump_path, known_hosts_path, control, &argv) < 0)
+        if (asprintf(&runtime, "%s%s", dir, d) < 0 ||
+            ssh_control_base(runtime, carrier ? carrier : t->name, &base) < 0 ||
+            asprintf(&control, "%s0", base) < 0 ||
+            ssh_argv_build(t, c->ssh, jump_path, known_hosts_path, control, &argv) < 0)
                 return -ENOMEM;
         if (shell_quote_argv(argv, &line) < 0)
                 return -ENOMEM;
@@ -344,6 +341,8 @@ int main(int argc, char *argv[])
                 config_errors_clear(&errs);
                 return 1;
         }
+        for (char **w = config->warnings; (check || keyscan) && w && *w; w++)
+                fprintf(stderr, "%swarning: %s\n", log_stderr_is_journal() ? "<4>" : "", *w);
         if (check || keyscan) {
                 r = check ? check_config(config, verbose) : keyscan_run(config, keyscan, stdout);
                 config_free(config);
@@ -382,6 +381,8 @@ int main(int argc, char *argv[])
 
         log_notice("tunneld %s starting: %zu tunnel%s from %s", TUNNELD_VERSION, config->n_tunnels,
                    config->n_tunnels == 1 ? "" : "s", path);
+        for (char **w = config->warnings; w && *w; w++)
+                log_warning("%s", *w);
         if (config->control_socket && strcmp(config->control_socket, "none") != 0) {
                 r = ctl_server_new(loop, config->control_socket, config->control_group,
                                    config->control_world_readable, &d.ctl);

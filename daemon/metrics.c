@@ -61,10 +61,10 @@ static void label_value(struct buf *b, const char *v)
 static void render_forwards(struct buf *b, const struct tunnel_status *v, size_t n)
 {
         header(b, "tunneld_forward_up", "gauge",
-               "multiplex: 1 if ssh answered that the forward is open, 0 if it failed or no answer yet.");
+               "1 if ssh answered that the forward is open, 0 if it failed or no answer yet.");
         for (size_t i = 0; i < n; i++)
                 for (size_t k = 0; k < v[i].n_forwards; k++) {
-                        const struct forward_status *f = &v[i].forwards[k];
+                        const struct forward_status *f = tunnel_forward_status(&v[i], k);
 
                         buf_printf(b, "tunneld_forward_up{tunnel=\"%s\",kind=\"%c\",forward=\"", v[i].name, f->kind);
                         label_value(b, f->spec);
@@ -103,7 +103,7 @@ static const struct family {
         { "tunneld_tunnel_outages_total", "counter", "Times the tunnel went down after being up.", false, outages, NULL },
         { "tunneld_tunnel_longest_outage_seconds", "gauge",
           "The longest outage since the tunnel was configured, one going on included.", true, longest_outage, NULL },
-        { .render = render_forwards },  /* tunneld_forward_up: one sample per multiplexed forward */
+        { .render = render_forwards },  /* tunneld_forward_up: one sample per forward */
 };
 
 /* Tunnel names are [A-Za-z0-9_.-]: nothing to escape in a label value. */

@@ -95,19 +95,8 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
         return 0;
 }
 
-bool tunnel_spec_same_command(const struct tunnel_spec *a, const struct tunnel_spec *b)
-{
-        return tunnel_spec_same_connection(a, b) &&
-               strv_equal(a->local_forwards, b->local_forwards) &&
-               strv_equal(a->remote_forwards, b->remote_forwards) &&
-               strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
-               strv_equal(a->ssh_local_forwards, b->ssh_local_forwards) &&
-               strv_equal(a->ssh_remote_forwards, b->ssh_remote_forwards) &&
-               strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards);
-}
-
-/* What ssh is started with, but for the tunnel's name and its forwards. */
-static bool same_ssh(const struct tunnel_spec *a, const struct tunnel_spec *b)
+/* What ssh is started with, but for the tunnel's name and its forwards: the connection. */
+bool tunnel_spec_same_ssh(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
         return strcmp_null(a->host, b->host) == 0 &&
                strcmp_null(a->user, b->user) == 0 &&
@@ -121,22 +110,14 @@ static bool same_ssh(const struct tunnel_spec *a, const struct tunnel_spec *b)
                strv_equal(a->jump_host_keys, b->jump_host_keys) &&
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
-               a->exit_on_forward_failure == b->exit_on_forward_failure &&
-               a->multiplex == b->multiplex &&
                a->connect_timeout == b->connect_timeout &&
                a->ssh_viewed == b->ssh_viewed &&
                strcmp_null(a->ssh_hostname, b->ssh_hostname) == 0 &&
-               a->ssh_port == b->ssh_port &&
-               a->share_connection == b->share_connection;
-}
-
-bool tunnel_spec_same_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
-{
-        return strcmp_null(a->name, b->name) == 0 && a->enabled == b->enabled && same_ssh(a, b);
+               a->ssh_port == b->ssh_port;
 }
 
 /* How a connection is supervised: one backoff, one deadline, one lifetime for it. */
-static bool same_connection_supervision(const struct tunnel_spec *a, const struct tunnel_spec *b)
+bool tunnel_spec_same_supervision(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
         return a->start_timeout == b->start_timeout &&
                a->gatetime == b->gatetime &&
@@ -152,9 +133,35 @@ static bool same_connection_supervision(const struct tunnel_spec *a, const struc
                a->flap_window == b->flap_window;
 }
 
+/* What the tunnel itself is: its name, whether it runs, its forwards, its probe, hooks
+ * and ordering. */
+bool tunnel_spec_same_tunnel(const struct tunnel_spec *a, const struct tunnel_spec *b)
+{
+        return strcmp_null(a->name, b->name) == 0 &&
+               a->enabled == b->enabled &&
+               a->share_connection == b->share_connection &&
+               strv_equal(a->local_forwards, b->local_forwards) &&
+               strv_equal(a->remote_forwards, b->remote_forwards) &&
+               strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
+               strv_equal(a->ssh_local_forwards, b->ssh_local_forwards) &&
+               strv_equal(a->ssh_remote_forwards, b->ssh_remote_forwards) &&
+               strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards) &&
+               a->ssh_gateway_ports == b->ssh_gateway_ports &&
+               strcmp_null(a->probe.connect, b->probe.connect) == 0 &&
+               a->probe.interval == b->probe.interval &&
+               a->probe.timeout == b->probe.timeout &&
+               a->probe.failures == b->probe.failures &&
+               strcmp_null(a->probe.send, b->probe.send) == 0 &&
+               strcmp_null(a->probe.expect, b->probe.expect) == 0 &&
+               strv_equal(a->after, b->after) &&
+               a->required == b->required &&
+               strcmp_null(a->on_state_change, b->on_state_change) == 0;
+}
+
 bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
-        return a->share_connection && b->share_connection && same_ssh(a, b) && same_connection_supervision(a, b);
+        return a->share_connection && b->share_connection && tunnel_spec_same_ssh(a, b) &&
+               tunnel_spec_same_supervision(a, b);
 }
 
 char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s)
@@ -174,17 +181,7 @@ char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s)
 
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
-        return tunnel_spec_same_command(a, b) &&
-               same_connection_supervision(a, b) &&
-               strcmp_null(a->probe.connect, b->probe.connect) == 0 &&
-               a->probe.interval == b->probe.interval &&
-               a->probe.timeout == b->probe.timeout &&
-               a->probe.failures == b->probe.failures &&
-               strcmp_null(a->probe.send, b->probe.send) == 0 &&
-               strcmp_null(a->probe.expect, b->probe.expect) == 0 &&
-               strv_equal(a->after, b->after) &&
-               a->required == b->required &&
-               strcmp_null(a->on_state_change, b->on_state_change) == 0;
+        return tunnel_spec_same_ssh(a, b) && tunnel_spec_same_supervision(a, b) && tunnel_spec_same_tunnel(a, b);
 }
 
 const char *const restart_names[_RESTART_MAX] = {
@@ -227,6 +224,7 @@ struct config *config_free(struct config *c)
         free(c->control_group);
         free(c->include_dir);
         free(c->metrics_file);
+        strv_free(c->warnings);
         free(c);
         return NULL;
 }

@@ -113,8 +113,13 @@ static int push_pinning(char ***argv, const struct tunnel_spec *t, const char *k
         return strv_push(argv, opt);
 }
 
-static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *known_hosts,
-                 const char *control_path, char ***ret)
+/* LogVerbose: the lines of these functions at debug level too (a few per connection
+ * start, none per forwarded connection): the destination's banner (how far a connection
+ * got), the proxy command, and sshd's SSH2_MSG_DEBUG (why it refused a forward). */
+#define LOG_VERBOSE "*:kex_exchange_identification():*,*:ssh_proxy_connect():*,*:ssh_packet_read_poll_seqnr():*"
+
+int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *known_hosts,
+                   const char *control_path, char ***ret)
 {
         const char *config_file = jump_config ? jump_config : t->ssh_config_file;
         _cleanup_strv_free_ char **argv = NULL;
@@ -132,31 +137,22 @@ static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_
         if (config_file && ((r = strv_push(&argv, "-F")) < 0 || (r = strv_push(&argv, config_file)) < 0))
                 return r;
         if ((r = push_opt(&argv, "BatchMode", "yes")) < 0 ||
-            (r = push_opt(&argv, "ExitOnForwardFailure", "%s", t->exit_on_forward_failure ? "yes" : "no")) < 0 ||
+            /* a forward that fails is tunneld's to retry, never a reason for ssh to exit */
+            (r = push_opt(&argv, "ExitOnForwardFailure", "no")) < 0 ||
             /* Written out always: Debian's ssh raises the default interval to 300 s under BatchMode. */
             (r = push_opt(&argv, "ServerAliveInterval", "%d", t->server_alive_interval)) < 0 ||
             (r = push_opt(&argv, "ServerAliveCountMax", "%d", t->server_alive_count_max)) < 0 ||
             (r = push_opt(&argv, "ConnectTimeout", "%d", t->connect_timeout)) < 0)
                 return r;
-        if (control_path) {
-                /* A mux master of tunneld's own: its forwards are opened through the control
-                 * socket, each with its reply (none from a config file: ClearAllForwardings);
-                 * VERBOSE still says "Authenticated to …" and every failure, and nothing for a
-                 * forwarded connection that works. */
-                if ((r = push_opt(&argv, "ControlMaster", "yes")) < 0 ||
-                    (r = push_control_path(&argv, control_path)) < 0 ||
-                    (r = push_opt(&argv, "ControlPersist", "no")) < 0 ||
-                    (r = push_opt(&argv, "ClearAllForwardings", "yes")) < 0 ||
-                    (r = push_opt(&argv, "LogLevel", "VERBOSE")) < 0)
-                        return r;
-        } else if (/* A live shared master would take over our forwards and let ssh exit 0 at once. */
-                   (r = push_opt(&argv, "ControlMaster", "no")) < 0 ||
-                   (r = push_opt(&argv, "ControlPath", "none")) < 0 ||
-                   /* tunneld reads ssh's stderr to know when the tunnel is really up: "Authenticated
-                    * to …", then "Entering interactive session" once every -L/-D listener is bound,
-                    * and one "remote forward success" per -R the server accepted. Only DEBUG1 says
-                    * the last two; its other lines are dropped unless tunneld logs at debug level. */
-                   (r = push_opt(&argv, "LogLevel", "DEBUG1")) < 0)
+        /* A mux master of tunneld's own: its forwards are opened through the control socket,
+         * each with its reply (none from a config file: ClearAllForwardings); VERBOSE says
+         * "Authenticated to …" and every failure, and nothing for a forwarded connection. */
+        if ((r = push_opt(&argv, "ControlMaster", "yes")) < 0 ||
+            (r = push_control_path(&argv, control_path)) < 0 ||
+            (r = push_opt(&argv, "ControlPersist", "no")) < 0 ||
+            (r = push_opt(&argv, "ClearAllForwardings", "yes")) < 0 ||
+            (r = push_opt(&argv, "LogLevel", "VERBOSE")) < 0 ||
+            (r = push_opt(&argv, "LogVerbose", "%s", LOG_VERBOSE)) < 0)
                 return r;
         if (known_hosts && known_hosts_pins_destination(t) && (r = push_pinning(&argv, t, known_hosts)) < 0)
                 return r;
@@ -172,10 +168,6 @@ static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_
                 return r;
         if (t->jump_host && ((r = strv_push(&argv, "-J")) < 0 || (r = strv_push(&argv, t->jump_host)) < 0))
                 return r;
-        if (!control_path && ((r = push_each(&argv, "-L", t->local_forwards)) < 0 ||
-                              (r = push_each(&argv, "-R", t->remote_forwards)) < 0 ||
-                              (r = push_each(&argv, "-D", t->dynamic_forwards)) < 0))
-                return r;
         if ((r = push_each(&argv, "-o", t->ssh_options)) < 0)
                 return r;
         /* "--": whatever the host is, it is the destination, never an option. */
@@ -187,14 +179,36 @@ static int build(const struct tunnel_spec *t, const char *ssh, const char *jump_
         return 0;
 }
 
-int ssh_argv_build(const struct tunnel_spec *t, const char *ssh, const char *jump_config, const char *known_hosts,
-                   char ***ret)
+int ssh_argv_build_view(const struct tunnel_spec *t, const char *ssh, char ***ret)
 {
-        return build(t, ssh, jump_config, known_hosts, NULL, ret);
-}
+        _cleanup_strv_free_ char **argv = NULL;
+        int r;
 
-int ssh_argv_build_master(const struct tunnel_spec *t, const char *ssh, const char *jump_config,
-                          const char *known_hosts, const char *control_path, char ***ret)
-{
-        return build(t, ssh, jump_config, known_hosts, control_path, ret);
+        if ((r = strv_push(&argv, ssh)) < 0 || (r = strv_push(&argv, "-N")) < 0 || (r = strv_push(&argv, "-T")) < 0)
+                return r;
+        if (t->ssh_config_file && ((r = strv_push(&argv, "-F")) < 0 || (r = strv_push(&argv, t->ssh_config_file)) < 0))
+                return r;
+        if ((r = push_opt(&argv, "BatchMode", "yes")) < 0 ||
+            (r = push_opt(&argv, "ServerAliveInterval", "%d", t->server_alive_interval)) < 0 ||
+            (r = push_opt(&argv, "ServerAliveCountMax", "%d", t->server_alive_count_max)) < 0 ||
+            (r = push_opt(&argv, "ConnectTimeout", "%d", t->connect_timeout)) < 0)
+                return r;
+        if (t->port > 0) {
+                char port[16];
+                snprintf(port, sizeof(port), "%d", t->port);
+                if ((r = strv_push(&argv, "-p")) < 0 || (r = strv_push(&argv, port)) < 0)
+                        return r;
+        }
+        if ((t->user && ((r = strv_push(&argv, "-l")) < 0 || (r = strv_push(&argv, t->user)) < 0)) ||
+            (t->identity_file && ((r = strv_push(&argv, "-i")) < 0 || (r = strv_push(&argv, t->identity_file)) < 0)) ||
+            (t->jump_host && ((r = strv_push(&argv, "-J")) < 0 || (r = strv_push(&argv, t->jump_host)) < 0)))
+                return r;
+        if ((r = push_each(&argv, "-L", t->local_forwards)) < 0 || (r = push_each(&argv, "-R", t->remote_forwards)) < 0 ||
+            (r = push_each(&argv, "-D", t->dynamic_forwards)) < 0 || (r = push_each(&argv, "-o", t->ssh_options)) < 0)
+                return r;
+        if ((r = strv_push(&argv, "--")) < 0 || (r = strv_push(&argv, t->host)) < 0)
+                return r;
+        *ret = argv;
+        argv = NULL;
+        return 0;
 }

@@ -44,23 +44,44 @@ static const struct {
         { "no argument after keyword",           FAILURE_CONFIG },
 };
 
+/* LogVerbose (the lines tunneld asks ssh for at LogLevel VERBOSE) writes where ssh logged a
+ * line before its text: "kex.c:kex_exchange_identification():1456 (pid=9066): Remote …". */
+static const char *skip_location(const char *text)
+{
+        const char *p = strstr(text, "():");
+
+        if (!p || memchr(text, ' ', (size_t)(p - text)))
+                return text;
+        p += 3;
+        while (*p >= '0' && *p <= '9')
+                p++;
+        if (strncmp(p, " (pid=", 6) != 0)
+                return text;
+        p += 6;
+        while (*p >= '0' && *p <= '9')
+                p++;
+        return strncmp(p, "): ", 3) == 0 ? p + 3 : text;
+}
+
 enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_class)
 {
         *ret_class = FAILURE_NONE;
 
-        if (strncmp(line, "debug", 5) == 0 && line[5] >= '1' && line[5] <= '3' && line[6] == ':') {
-                if (strncmp(line, "debug1: remote forward success for: ", 36) == 0)
+        if (strncmp(line, "debug", 5) == 0 && line[5] >= '1' && line[5] <= '3' && line[6] == ':' && line[7] == ' ') {
+                const char *text = skip_location(line + 8);
+
+                if (strncmp(text, "remote forward success for: ", 28) == 0)
                         return SSH_LINE_REMOTE_FORWARD_OK;
-                if (strcmp(line, "debug1: Entering interactive session.") == 0)
+                if (strcmp(text, "Entering interactive session.") == 0)
                         return SSH_LINE_SESSION;
-                if (strncmp(line, "debug1: Executing proxy command: ", 33) == 0)
+                if (strncmp(text, "Executing proxy command: ", 25) == 0)
                         return SSH_LINE_PROXY;
-                if (strncmp(line, "debug1: Remote protocol version ", 32) == 0)
+                if (strncmp(text, "Remote protocol version ", 24) == 0)
                         return SSH_LINE_BANNER;
                 /* sshd's SSH2_MSG_DEBUG before it refuses a tcpip-forward by policy (a port
                  * held by a stale session is refused without one) */
-                if (strcmp(line, "debug1: Remote: Server has disabled port forwarding.") == 0 ||
-                    strcmp(line, "debug1: Remote: port forwarding refused") == 0)
+                if (strcmp(text, "Remote: Server has disabled port forwarding.") == 0 ||
+                    strcmp(text, "Remote: port forwarding refused") == 0)
                         return SSH_LINE_FORWARD_REFUSED_BY_POLICY;
                 return SSH_LINE_DEBUG;
         }

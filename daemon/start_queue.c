@@ -3,9 +3,9 @@
 
 #include <stdio.h>
 
-void start_queue_init(struct start_queue *q, start_waiting_for_t waiting_for, void *userdata)
+void start_queue_init(struct start_queue *q)
 {
-        *q = (struct start_queue){ .waiting_for = waiting_for, .userdata = userdata };
+        *q = (struct start_queue){0};
 }
 
 static void append(struct start_queue *q, struct start_entry *e)
@@ -38,45 +38,31 @@ static void unlink_entry(struct start_queue *q, struct start_entry *e)
         e->queued = false;
 }
 
-/* A queued tunnel that waits for a start slot (not for the tunnels it is after). */
-static bool slot_waiters(const struct start_queue *q)
+const char *start_queue_gate(struct start_queue *q, const struct conn *c)
 {
-        for (const struct start_entry *e = q->head; e; e = e->next)
-                if (!q->waiting_for(e->tunnel, q->userdata))
-                        return true;
-        return false;
-}
-
-const char *start_queue_gate(struct start_queue *q, const struct tunnel *t)
-{
-        const char *dep = q->waiting_for(t, q->userdata);
         size_t starting;
 
-        if (dep) {
-                snprintf(q->reason, sizeof(q->reason), "waiting for %s to be up", dep);
-                return q->reason;
-        }
         if (q->max <= 0)
                 return NULL;
-        starting = q->connecting - tunnel_is_connecting(t);     /* a restarting tunnel has its own slot */
+        starting = q->connecting - conn_is_connecting(c);       /* a restarting connection has its own slot */
         if (starting >= (size_t)q->max) {
-                snprintf(q->reason, sizeof(q->reason), "%zu tunnel%s connecting (max_parallel_starts %d)", starting,
+                snprintf(q->reason, sizeof(q->reason), "%zu connection%s connecting (max_parallel_starts %d)", starting,
                          starting == 1 ? " is" : "s are", q->max);
                 return q->reason;
         }
-        if (q->dequeuing != t && tunnel_get_state(t) != TUNNEL_QUEUED && slot_waiters(q)) {
-                snprintf(q->reason, sizeof(q->reason), "other tunnels are queued first");
+        if (q->dequeuing != c && conn_get_state(c) != CONN_QUEUED && q->head) {
+                snprintf(q->reason, sizeof(q->reason), "other connections are queued first");
                 return q->reason;
         }
         return NULL;
 }
 
-void start_queue_note(struct start_queue *q, struct start_entry *e, enum tunnel_event ev, enum tunnel_state old)
+void start_queue_note(struct start_queue *q, struct start_entry *e, int event, int old)
 {
-        enum tunnel_state now = tunnel_get_state(e->tunnel);
+        enum conn_state now = conn_get_state(e->conn);
 
-        if (ev == TUNNEL_EVENT_CONNECTING) {
-                if (tunnel_is_connecting(e->tunnel))
+        if (event == CONN_EVENT_CONNECTING) {
+                if (conn_is_connecting(e->conn))
                         q->connecting++;
                 else {
                         q->connecting--;
@@ -84,14 +70,23 @@ void start_queue_note(struct start_queue *q, struct start_entry *e, enum tunnel_
                 }
                 return;
         }
-        if (ev != TUNNEL_EVENT_STATE || old == now)
+        if (old == (int)now)
                 return;
-        if (now == TUNNEL_QUEUED)
+        if (now == CONN_QUEUED)
                 append(q, e);
-        else if (old == TUNNEL_QUEUED)
+        else if (old == CONN_QUEUED)
                 unlink_entry(q, e);
-        if (old == TUNNEL_STARTING || now == TUNNEL_UP || now == TUNNEL_QUEUED)
+        if (old == CONN_STARTING || now == CONN_QUEUED)
                 q->due = true;
+}
+
+void start_queue_forget(struct start_queue *q, struct start_entry *e)
+{
+        unlink_entry(q, e);
+        if (conn_is_connecting(e->conn)) {
+                q->connecting--;
+                q->due = true;
+        }
 }
 
 void start_queue_run(struct start_queue *q)
@@ -103,12 +98,10 @@ void start_queue_run(struct start_queue *q)
         q->due = false;
         for (struct start_entry *e = q->head; e; e = next) {
                 next = e->next;         /* a start takes e out of the queue */
-                if (q->waiting_for(e->tunnel, q->userdata))
-                        continue;
                 if (q->max > 0 && q->connecting >= (size_t)q->max)
                         return;
-                q->dequeuing = e->tunnel;
-                tunnel_dequeue(e->tunnel, "start slot free");
+                q->dequeuing = e->conn;
+                conn_dequeue(e->conn, "start slot free");
                 q->dequeuing = NULL;
         }
 }

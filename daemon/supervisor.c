@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* supervisor: the set of tunnels, their events (start queue, hooks, listeners) and the
- * shutdown order; applying a configuration and reloads are supervisor_apply.c's. */
+/* supervisor: the set of tunnels and their connections, their events (start queue,
+ * `after`, hooks, listeners) and the shutdown order; applying a configuration and reloads
+ * are supervisor_apply.c's, which connection a tunnel rides supervisor_conn.c's. */
 #include "supervisor_internal.h"
 
 #include <errno.h>
@@ -11,30 +12,27 @@
 #include "log.h"
 #include "notify.h"
 
-static struct member *member_of(const struct tunnel *t)
+static struct supervisor_member *member_of(const struct tunnel *t)
 {
         return tunnel_get_owner(t);
 }
 
-int new_tunnel(struct supervisor *s, const struct tunnel_spec *spec, struct tunnel **ret)
+int supervisor_tunnel_new(struct supervisor *s, const struct tunnel_spec *spec, struct tunnel **ret)
 {
-        struct member *m = calloc(1, sizeof(*m));
+        struct supervisor_member *m = calloc(1, sizeof(*m));
         int r;
 
         if (!m)
                 return -ENOMEM;
-        r = tunnel_new(&s->ctx, spec, m, ret);
-        if (r < 0) {
+        r = tunnel_new(&s->tunnel_ctx, spec, m, ret);
+        if (r < 0)
                 free(m);
-                return r;
-        }
-        m->start.tunnel = *ret;
-        return 0;
+        return r;
 }
 
-void free_tunnel(struct tunnel *t)
+void supervisor_tunnel_free(struct tunnel *t)
 {
-        struct member *m;
+        struct supervisor_member *m;
 
         if (!t)
                 return;
@@ -44,40 +42,7 @@ void free_tunnel(struct tunnel *t)
         free(m);
 }
 
-static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
-
-static bool any_child(const struct supervisor *s)
-{
-        for (size_t i = 0; i < s->n_tunnels; i++)
-                if (tunnel_has_child(s->tunnels[i]))
-                        return true;
-        for (size_t i = 0; i < s->n_retiring; i++)
-                if (tunnel_has_child(s->retiring[i]))
-                        return true;
-        return share_any_child(s);
-}
-
-static void shutdown_step(struct supervisor *s);
-
-/* At shutdown, once per loop iteration (never from inside a tunnel's callback: stopping
- * one tunnel would stop the next from its observer, a recursion as deep as the tunnel
- * list, which a thousand tunnels run off the stack): stop what may stop now, and end the
- * loop once no ssh is left. */
-static void shutdown_progress(struct supervisor *s)
-{
-        if (any_child(s))
-                shutdown_step(s);
-        if (s->carriers_dirty)
-                share_collect(s);
-        if (!any_child(s)) {
-                for (size_t i = 0; i < s->n_listeners; i++)
-                        if (s->listeners[i].stopped)
-                                s->listeners[i].stopped(s->listeners[i].userdata);
-                ev_break(s->loop, EVBREAK_ALL);
-        }
-}
-
-ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t)
+ssize_t supervisor_index_of(struct tunnel *const *v, size_t n, const struct tunnel *t)
 {
         for (size_t i = 0; i < n; i++)
                 if (v[i] == t)
@@ -85,7 +50,7 @@ ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t)
         return -1;
 }
 
-ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name)
+ssize_t supervisor_index_of_name(struct tunnel *const *v, size_t n, const char *name)
 {
         for (size_t i = 0; i < n; i++)
                 if (v[i] && strcmp(tunnel_get_name(v[i]), name) == 0)
@@ -93,10 +58,15 @@ ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name)
         return -1;
 }
 
-void remove_at(struct tunnel **v, size_t *n, size_t i)
+void supervisor_remove_at(struct tunnel **v, size_t *n, size_t i)
 {
         memmove(v + i, v + i + 1, (*n - i - 1) * sizeof(struct tunnel *));
         (*n)--;
+}
+
+static bool any_child(const struct supervisor *s)
+{
+        return supervisor_conn_any_child(s);
 }
 
 /* after: the first tunnel t waits for that is not up, or NULL. */
@@ -115,17 +85,17 @@ static const char *waiting_for(const struct tunnel *t, void *userdata)
         return supervisor_waiting_for(userdata, t);
 }
 
-/* May t spawn ssh now? */
-static const char *gate(struct tunnel *t, void *userdata)
+/* May connection c spawn ssh now? */
+static const char *gate(struct conn *c, void *userdata)
 {
         struct supervisor *s = userdata;
 
         if (s->shutting_down)
                 return "tunneld is stopping";
-        return start_queue_gate(&s->starts, t);
+        return start_queue_gate(&s->starts, c);
 }
 
-void on_network_changed(void *userdata)
+void supervisor_on_network_changed(void *userdata)
 {
         struct supervisor *s = userdata;
         size_t n = 0;
@@ -133,45 +103,65 @@ void on_network_changed(void *userdata)
         if (s->shutting_down)
                 return;
         /* at once, no jitter: the start-slot queue (max_parallel_starts) spreads a herd */
-        for (size_t i = 0; i < s->n_tunnels; i++)
-                n += tunnel_retry_soon(s->tunnels[i], "network changed");
+        for (size_t i = 0; i < s->n_conns; i++)
+                n += conn_retry_soon(s->conns[i], "network changed");
         if (n)
-                log_notice("network changed: %zu tunnel%s in backoff retr%s now", n, n == 1 ? "" : "s",
+                log_notice("network changed: %zu connection%s in backoff retr%s now", n, n == 1 ? "" : "s",
                            n == 1 ? "ies" : "y");
         else
-                log_debug("network changed: no tunnel is waiting to retry");
+                log_debug("network changed: no connection is waiting to retry");
 }
 
-/* Stop, at shutdown, every tunnel no running tunnel is after: dependents go first. */
+/* At shutdown, stop every tunnel no running tunnel is after: dependents go first. A
+ * connection stops when its last tunnel does. */
 static void shutdown_step(struct supervisor *s)
 {
+        _cleanup_free_ bool *needed = calloc(s->n_tunnels + 1, sizeof(bool));
+
+        /* what a tunnel that still runs is after must wait (linear unless `after` is used) */
+        for (size_t j = 0; needed && j < s->n_tunnels; j++) {
+                const struct tunnel *d = s->tunnels[j];
+
+                if (tunnel_get_state(d) == TUNNEL_STOPPED)
+                        continue;
+                for (char **a = tunnel_get_spec(d)->after; a && *a; a++) {
+                        ssize_t k = supervisor_index_of_name(s->tunnels, s->n_tunnels, *a);
+                        if (k >= 0 && (size_t)k != j)
+                                needed[k] = true;
+                }
+        }
         for (size_t i = s->n_tunnels; i > 0; i--) {
                 struct tunnel *t = s->tunnels[i - 1];
-                bool needed = false;
 
-                if (tunnel_get_state(t) == TUNNEL_STOPPED || tunnel_get_state(t) == TUNNEL_STOPPING)
-                        continue;
-                for (size_t j = 0; j < s->n_tunnels && !needed; j++) {
-                        const struct tunnel *d = s->tunnels[j];
-                        if (d == t || !tunnel_has_child(d))
-                                continue;
-                        for (char **a = tunnel_get_spec(d)->after; a && *a; a++)
-                                if (strcmp(*a, tunnel_get_name(t)) == 0) {
-                                        needed = true;
-                                        break;
-                                }
-                }
-                if (!needed)
+                if (tunnel_get_state(t) != TUNNEL_STOPPED && tunnel_get_state(t) != TUNNEL_STOPPING &&
+                    (!needed || !needed[i - 1]))
                         tunnel_stop(t, "tunneld is stopping");
         }
-        share_shutdown(s);
+        for (size_t i = 0; i < s->n_retiring; i++)
+                tunnel_stop(s->retiring[i], "tunneld is stopping");
+}
+
+/* At shutdown, once per loop iteration (never from inside a callback: stopping one tunnel
+ * would stop the next from its observer, a recursion as deep as the tunnel list): stop
+ * what may stop now, and end the loop once no ssh is left. */
+static void shutdown_progress(struct supervisor *s)
+{
+        shutdown_step(s);
+        if (s->conns_dirty)
+                supervisor_conn_collect(s);
+        if (!any_child(s)) {
+                for (size_t i = 0; i < s->n_listeners; i++)
+                        if (s->listeners[i].stopped)
+                                s->listeners[i].stopped(s->listeners[i].userdata);
+                ev_break(s->loop, EVBREAK_ALL);
+        }
 }
 
 static void run_hook(struct supervisor *s, struct tunnel *t, const char *state, const char *previous)
 {
         const struct tunnel_spec *spec = tunnel_get_spec(t);
-        const struct tunnel_run *last = tunnel_get_last_run(t);
-        struct member *m = member_of(t);
+        const struct conn_run *last = tunnel_get_last_run(t);
+        struct supervisor_member *m = member_of(t);
         struct hook_event ev = {
                 .state = state,
                 .previous = previous,
@@ -192,9 +182,6 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         struct supervisor *s = userdata;
         enum tunnel_state now = tunnel_get_state(t);
 
-        start_queue_note(&s->starts, &member_of(t)->start, ev, old);
-        if (ev == TUNNEL_EVENT_CONNECTING)
-                return;
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (s->listeners[i].event)
                         s->listeners[i].event(t, ev, old, s->listeners[i].userdata);
@@ -204,17 +191,51 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         }
         if (old != now && (now == TUNNEL_UP || now == TUNNEL_FAILED || now == TUNNEL_DEGRADED))
                 run_hook(s, t, tunnel_state_to_string(now), tunnel_state_to_string(old));
-        if (now == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
-                ssize_t i = index_of(s->retiring, s->n_retiring, t);
-                if (i >= 0) {
-                        remove_at(s->retiring, &s->n_retiring, (size_t)i);
-                        free_tunnel(t);
-                }
+        if (now == TUNNEL_UP || old == TUNNEL_UP)
+                s->after_due = true;
+        if (now == TUNNEL_STOPPED) {
+                ssize_t i = supervisor_index_of(s->retiring, s->n_retiring, t);
+                if (i >= 0)
+                        s->conns_dirty = true;  /* freed at the next flush, never from inside its own callback */
         }
 }
 
+static void on_conn_event(struct conn *c, int event, int old, void *userdata)
+{
+        struct supervisor *s = userdata;
+        struct supervisor_link *l = conn_get_owner(c);
+
+        start_queue_note(&s->starts, &l->start, event, old);
+        if (event == CONN_EVENT_STATE && conn_get_state(c) == CONN_STOPPED)
+                s->conns_dirty = true;
+}
+
+/* Retiring tunnels that have stopped go; so do connections no tunnel rides. */
+static void collect(struct supervisor *s)
+{
+        for (size_t i = s->n_retiring; i > 0; i--) {
+                struct tunnel *t = s->retiring[i - 1];
+
+                if (tunnel_get_state(t) == TUNNEL_STOPPED) {
+                        supervisor_remove_at(s->retiring, &s->n_retiring, i - 1);
+                        supervisor_tunnel_free(t);
+                }
+        }
+        supervisor_conn_collect(s);
+}
+
+/* Tunnels waiting for those they are after: through, once those are up. */
+static void run_after(struct supervisor *s)
+{
+        s->after_due = false;
+        for (size_t i = 0; i < s->n_tunnels; i++)
+                if (tunnel_get_state(s->tunnels[i]) == TUNNEL_QUEUED && tunnel_get_spec(s->tunnels[i])->after)
+                        tunnel_recheck_after(s->tunnels[i]);
+}
+
 /* Once per loop iteration, before it sleeps, and O(1) unless something is due: let queued
- * tunnels start, then what the publisher has due (READY, STATUS, the metrics file). */
+ * tunnels and connections through, then what the publisher has due (READY, STATUS, the
+ * metrics file). */
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 {
         struct supervisor *s = w->data;
@@ -225,9 +246,11 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
                 shutdown_progress(s);
                 return;
         }
+        if (s->after_due)
+                run_after(s);
         start_queue_run(&s->starts);
-        if (s->carriers_dirty)
-                share_collect(s);
+        if (s->conns_dirty)
+                collect(s);
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (s->listeners[i].idle)
                         s->listeners[i].idle(s->listeners[i].userdata);
@@ -247,21 +270,21 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 free(s);
                 return -ENOMEM;
         }
-        s->ctx = (struct tunnel_context){
+        s->tunnel_ctx = (struct tunnel_context){
+                .loop = loop,
+                .observer = on_tunnel_event,
+                .waiting_for = waiting_for,
+                .userdata = s,
+        };
+        s->conn_ctx = (struct conn_context){
                 .loop = loop,
                 .runtime_dir = s->runtime_dir,
-                .observer = on_tunnel_event,
+                .observer = on_conn_event,
                 .gate = gate,
                 .userdata = s,
         };
-        s->share_ctx = (struct tunnel_context){
-                .loop = loop,
-                .runtime_dir = s->runtime_dir,
-                .observer = share_on_event,
-                .userdata = s,
-        };
         s->started_at = now_mono();
-        start_queue_init(&s->starts, waiting_for, s);
+        start_queue_init(&s->starts);
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
         ev_prepare_start(loop, &s->flush);
@@ -281,11 +304,11 @@ struct supervisor *supervisor_free(struct supervisor *s)
 {
         if (!s)
                 return NULL;
-        share_free(s);          /* first: the riders then have no connection to leave */
         for (size_t i = 0; i < s->n_tunnels; i++)
-                free_tunnel(s->tunnels[i]);
+                supervisor_tunnel_free(s->tunnels[i]);
         for (size_t i = 0; i < s->n_retiring; i++)
-                free_tunnel(s->retiring[i]);
+                supervisor_tunnel_free(s->retiring[i]);
+        supervisor_conn_free_all(s);
         free(s->tunnels);
         free(s->retiring);
         ev_ref(s->loop);
@@ -309,14 +332,10 @@ void supervisor_shutdown(struct supervisor *s)
         s->reload_again = false;
         /* Reverse configuration order, a tunnel only once none that is after it runs (each
          * step bounded by stop_timeout, so at most stop_timeout per level of after-chain).
-         * Queued and backoff ones simply stop; none starts again. Observers never free
-         * active tunnels, and removed ones are stopping already. */
-        for (size_t i = s->n_tunnels; i > 0; i--) {
-                struct tunnel *t = s->tunnels[i - 1];
-                tunnel_cancel_start(t);
-                if (!tunnel_has_child(t))
-                        tunnel_stop(t, "tunneld is stopping");
-        }
+         * Nothing starts again: a restart waiting for an exit is off. The steps run from
+         * the loop's prepare watcher. */
+        for (size_t i = 0; i < s->n_conns; i++)
+                conn_cancel_start(s->conns[i]);
 }
 
 bool supervisor_is_shutting_down(const struct supervisor *s)
@@ -324,23 +343,21 @@ bool supervisor_is_shutting_down(const struct supervisor *s)
         return s->shutting_down;
 }
 
-void restart_or_retry(struct tunnel *t, const char *reason)
-{
-        enum tunnel_state st = tunnel_get_state(t);
-
-        if (st == TUNNEL_STARTING || st == TUNNEL_UP)
-                tunnel_restart(t, reason);
-        else if (st == TUNNEL_BACKOFF)
-                tunnel_retry_now(t, reason);
-}
-
+/* SIGUSR1: every connection restarts once (make-before-break where it is up); one in
+ * backoff retries now. */
 void supervisor_restart_all(struct supervisor *s, const char *reason)
 {
-        share_restart_all(s, reason);
-        for (size_t i = 0; i < s->n_tunnels; i++)
-                /* a tunnel riding a shared connection restarted with it, above */
-                if (!tunnel_get_carrier(s->tunnels[i]) || tunnel_has_child(s->tunnels[i]))
-                        restart_or_retry(s->tunnels[i], reason);
+        for (size_t i = 0; i < s->n_conns; i++) {
+                struct conn *c = s->conns[i];
+                enum conn_state st = conn_get_state(c);
+
+                if (conn_count_attached(c) == 0)
+                        continue;
+                if (st == CONN_STARTING || st == CONN_UP)
+                        conn_restart(c, reason);
+                else if (st == CONN_BACKOFF)
+                        conn_retry_now(c, reason);
+        }
 }
 
 int supervisor_add_listener(struct supervisor *s, const struct supervisor_listener *l)
@@ -369,6 +386,6 @@ struct tunnel *const *supervisor_tunnels(const struct supervisor *s, size_t *ret
 
 struct tunnel *supervisor_find(const struct supervisor *s, const char *name)
 {
-        ssize_t i = index_of_name(s->tunnels, s->n_tunnels, name);
+        ssize_t i = supervisor_index_of_name(s->tunnels, s->n_tunnels, name);
         return i >= 0 ? s->tunnels[i] : NULL;
 }

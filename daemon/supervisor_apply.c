@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* supervisor_apply: a configuration applied to the running set as a plan (everything
- * that can fail first, then swap in, retire, carry out), and reloads (loaded off the loop
- * by reload_job.c, then applied). */
+/* supervisor_apply: a configuration applied to the running set as a plan (everything that
+ * can fail first, then swap in, retire, carry out), and reloads (loaded off the loop by
+ * reload_job.c, then applied). */
 #include "supervisor_internal.h"
 
 #include <errno.h>
@@ -12,25 +12,6 @@
 #include "log.h"
 #include "notify.h"
 
-/* How a reload treats a tunnel it keeps. */
-enum keep {
-        KEEP_UNTOUCHED,                 /* same spec: same pid, same counters */
-        KEEP_POLICY,                    /* same ssh command line: settings applied in place */
-        KEEP_FORWARDS,                  /* multiplex, same connection: forwards changed on the running ssh */
-        KEEP_RESTART,                   /* a new command line (or taken back while stopping) */
-};
-
-static enum keep how_to_keep(const struct tunnel *t, const struct tunnel_spec *spec, bool ssh_changed)
-{
-        if (!ssh_changed && !tunnel_spec_same_command(tunnel_get_spec(t), spec) &&
-            tunnel_forwards_change_in_place(t, spec))
-                return KEEP_FORWARDS;
-        if (ssh_changed || !tunnel_spec_same_command(tunnel_get_spec(t), spec) ||
-            tunnel_get_state(t) == TUNNEL_STOPPING)
-                return KEEP_RESTART;
-        return tunnel_spec_equal(tunnel_get_spec(t), spec) ? KEEP_UNTOUCHED : KEEP_POLICY;
-}
-
 static void log_tunnel(int prio, const char *name, const char *text)
 {
         struct log_ctx ctx = LOG_CTX_INIT;
@@ -39,14 +20,17 @@ static void log_tunnel(int prio, const char *name, const char *text)
         log_full(prio, &ctx, "%s", text);
 }
 
-/* A reload's plan: for each tunnel of the new configuration, in its order, either a new
- * tunnel, or the running one it keeps with how (and the change, made in advance). */
+/* A reload's plan: for each tunnel of the new configuration, in its order, a new tunnel or
+ * the one it keeps (and its change, made in advance), and the connection it will ride. */
 struct plan {
         size_t n;
         struct tunnel **next;           /* the new set */
-        struct tunnel **reused;         /* next[i] if it was running before, else NULL */
-        struct tunnel_change **changes;
-        enum keep *keep;
+        struct tunnel **reused;         /* next[i] if it ran before, else NULL */
+        struct tunnel_change **changes; /* a kept tunnel's new spec; NULL: the same */
+        struct conn **target;           /* the connection next[i] rides; NULL: none (disabled) */
+        size_t conns_before;            /* s->conns[conns_before…] were made by this plan */
+        struct conn_change **conn_changes;      /* by index in s->conns: a kept connection's new settings */
+        size_t conn_changes_size;
         struct tunnel **removed;        /* running before, not in the new configuration */
         size_t n_removed;
         bool ssh_changed;
@@ -57,7 +41,8 @@ static void plan_free(struct plan *p)
         free(p->next);
         free(p->reused);
         free(p->changes);
-        free(p->keep);
+        free(p->target);
+        free(p->conn_changes);
         free(p->removed);
 }
 
@@ -72,43 +57,145 @@ static int plan_alloc(struct supervisor *s, const struct config *c, struct plan 
                 .next = calloc(c->n_tunnels + 1, sizeof(struct tunnel *)),
                 .reused = calloc(c->n_tunnels + 1, sizeof(struct tunnel *)),
                 .changes = calloc(c->n_tunnels + 1, sizeof(struct tunnel_change *)),
-                .keep = calloc(c->n_tunnels + 1, sizeof(enum keep)),
+                .target = calloc(c->n_tunnels + 1, sizeof(struct conn *)),
+                .conns_before = s->n_conns,
+                .conn_changes_size = s->n_conns + c->n_tunnels + 1,
+                .conn_changes = calloc(s->n_conns + c->n_tunnels + 1, sizeof(struct conn_change *)),
                 .removed = calloc(s->n_tunnels + 1, sizeof(struct tunnel *)),
                 .ssh_changed = s->config && strcmp(s->config->ssh, c->ssh) != 0,
         };
-        if (!grown || !p->next || !p->reused || !p->changes || !p->keep || !p->removed) {
+        if (!grown || !p->next || !p->reused || !p->changes || !p->target || !p->conn_changes || !p->removed) {
                 plan_free(p);
                 return -ENOMEM;
         }
         return 0;
 }
 
-/* Everything that can fail: the new tunnels, and for each kept one the new spec with its
- * argv and probe. Failing leaves everything as it was. */
+static ssize_t conn_index(const struct supervisor *s, const struct conn *c)
+{
+        for (size_t i = 0; i < s->n_conns; i++)
+                if (s->conns[i] == c)
+                        return (ssize_t)i;
+        return -1;
+}
+
+/* A kept connection takes spec's settings if they differ (a new ssh, or new supervision). */
+static int plan_conn_change(struct supervisor *s, const struct config *c, struct plan *p, struct conn *conn,
+                            const struct tunnel_spec *spec)
+{
+        ssize_t k = conn_index(s, conn);
+
+        if (k < 0 || (size_t)k >= p->conns_before || p->conn_changes[k])
+                return 0;
+        if (!p->ssh_changed && conn_same_command(conn, spec, c->ssh) &&
+            tunnel_spec_same_supervision(conn_get_spec(conn), spec))
+                return 0;
+        return conn_change_new(conn, spec, c->ssh, &p->conn_changes[k]);
+}
+
+/* A shared connection whose every tunnel moves to the same new settings, which no
+ * connection has yet: it changes with them instead of being replaced, so that their
+ * connections survive (in place, or make-before-break). */
+static struct conn *plan_follow(const struct supervisor *s, const struct config *c, const struct plan *p,
+                                const struct tunnel *t, const struct tunnel_spec *spec)
+{
+        struct conn *old = t ? tunnel_get_conn(t) : NULL;
+        ssize_t k;
+
+        if (!old || !conn_is_shared(old) || !spec->share_connection || (k = conn_index(s, old)) < 0 ||
+            p->conn_changes[k])
+                return NULL;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel *u = supervisor_find(s, c->tunnels[i].name);
+
+                if (u && tunnel_get_conn(u) == old &&
+                    (!c->tunnels[i].enabled || !tunnel_spec_shares_connection(&c->tunnels[i], spec)))
+                        return NULL;
+        }
+        for (size_t i = 0; i < p->n; i++)
+                if (p->target[i] == old)
+                        return NULL;    /* claimed by a tunnel of another group already */
+        return old;
+}
+
+/* A shared connection this plan gives spec's settings (a followed one). */
+static struct conn *plan_find_changed(const struct supervisor *s, const struct plan *p, const struct tunnel_spec *spec)
+{
+        for (size_t k = 0; spec->share_connection && k < p->conns_before; k++)
+                if (p->conn_changes[k] && conn_is_shared(s->conns[k]) &&
+                    tunnel_spec_shares_connection(conn_change_spec(p->conn_changes[k]), spec))
+                        return s->conns[k];
+        return NULL;
+}
+
+/* The connection spec's tunnel rides: found, followed or made. */
+static int plan_target(struct supervisor *s, const struct config *c, struct plan *p, size_t i, struct tunnel *t)
+{
+        const struct tunnel_spec *spec = &c->tunnels[i];
+        _cleanup_free_ char *name = NULL;
+        struct conn *conn = plan_find_changed(s, p, spec);
+        int r;
+
+        if (!conn) {
+                ssize_t k;
+
+                conn = supervisor_conn_find(s, spec, t);
+                /* a shared one this plan moves to other settings is not this group's any more */
+                if (conn && conn_is_shared(conn) && (k = conn_index(s, conn)) >= 0 && p->conn_changes[k] &&
+                    !tunnel_spec_shares_connection(conn_change_spec(p->conn_changes[k]), spec))
+                        conn = NULL;
+        }
+        if (!conn)
+                conn = plan_follow(s, c, p, t, spec);
+        if (conn) {
+                p->target[i] = conn;
+                return plan_conn_change(s, c, p, conn, spec);
+        }
+        if (!spec->enabled)
+                return 0;       /* a disabled tunnel needs no connection */
+        if (spec->share_connection && (r = supervisor_conn_name(s, spec, &name)) < 0)
+                return r;
+        return supervisor_conn_new(s, name ? name : spec->name, spec, spec->share_connection, &p->target[i]);
+}
+
+/* Everything that can fail: the new tunnels and connections, and for each kept one its new
+ * spec (the tunnel's, the connection's). Failing leaves everything as it was. */
 static int plan_prepare(struct supervisor *s, const struct config *c, struct plan *p)
 {
         int r = 0;
 
+        s->conn_ctx.ssh = c->ssh;       /* for the new connections' argv; restored on failure */
         for (size_t i = 0; i < p->n && r >= 0; i++) {
                 const struct tunnel_spec *spec = &c->tunnels[i];
                 struct tunnel *t = supervisor_find(s, spec->name);
                 ssize_t j;
 
-                if (!t && (j = index_of_name(s->retiring, s->n_retiring, spec->name)) >= 0)
+                if (!t && (j = supervisor_index_of_name(s->retiring, s->n_retiring, spec->name)) >= 0)
                         t = s->retiring[j];
-                if (!t) {
-                        r = new_tunnel(s, spec, &p->next[i]);
-                        continue;
-                }
-                p->keep[i] = how_to_keep(t, spec, p->ssh_changed);
-                if (p->keep[i] != KEEP_UNTOUCHED)
-                        r = tunnel_change_new(t, spec, c->ssh, &p->changes[i]);
+                if (!t)
+                        r = supervisor_tunnel_new(s, spec, &p->next[i]);
+                else if (!tunnel_spec_equal(tunnel_get_spec(t), spec))
+                        r = tunnel_change_new(t, spec, &p->changes[i]);
+                if (r >= 0)
+                        r = plan_target(s, c, p, i, t);
         }
-        if (r < 0)
-                for (size_t i = 0; i < p->n; i++) {
-                        free_tunnel(p->next[i]);
-                        tunnel_change_free(p->changes[i]);
-                }
+        for (size_t k = 0; r >= 0 && p->ssh_changed && k < p->conns_before; k++)
+                if (!p->conn_changes[k])
+                        r = conn_change_new(s->conns[k], conn_get_spec(s->conns[k]), c->ssh, &p->conn_changes[k]);
+        if (r >= 0)
+                return 0;
+        for (size_t i = 0; i < p->n; i++) {
+                supervisor_tunnel_free(p->next[i]);
+                tunnel_change_free(p->changes[i]);
+        }
+        for (size_t k = 0; k < p->conn_changes_size; k++)
+                conn_change_free(p->conn_changes[k]);
+        while (s->n_conns > p->conns_before) {
+                struct conn *made = s->conns[--s->n_conns];
+                free(conn_get_owner(made));
+                conn_free(made);
+        }
+        s->conn_ctx.ssh = s->config ? s->config->ssh : NULL;
         return r;
 }
 
@@ -123,16 +210,15 @@ static void plan_swap_in(struct supervisor *s, const struct config *c, struct pl
 
                 if (p->next[i])
                         continue;
-                j = index_of_name(s->tunnels, s->n_tunnels, name);
+                j = supervisor_index_of_name(s->tunnels, s->n_tunnels, name);
                 if (j >= 0) {
                         p->next[i] = p->reused[i] = s->tunnels[j];
                         s->tunnels[j] = NULL;
                         continue;
                 }
-                j = index_of_name(s->retiring, s->n_retiring, name);
+                j = supervisor_index_of_name(s->retiring, s->n_retiring, name);
                 p->next[i] = p->reused[i] = s->retiring[j];
-                remove_at(s->retiring, &s->n_retiring, (size_t)j);
-                tunnel_cancel_start(p->reused[i]);
+                supervisor_remove_at(s->retiring, &s->n_retiring, (size_t)j);
         }
         for (size_t i = 0; i < s->n_tunnels; i++)
                 if (s->tunnels[i]) {
@@ -145,26 +231,25 @@ static void plan_swap_in(struct supervisor *s, const struct config *c, struct pl
         p->next = NULL;
 }
 
-/* Removed tunnels stop; their last event frees them (one stopped already has none to come). */
+/* Removed tunnels stop (they go once stopped). */
 static void retire_removed(struct supervisor *s, const struct plan *p)
 {
         for (size_t i = 0; i < p->n_removed; i++) {
-                struct tunnel *t = p->removed[i];
-
-                log_tunnel(LOG_NOTICE, tunnel_get_name(t), "removed from the configuration");
-                if (tunnel_get_state(t) == TUNNEL_STOPPED && !tunnel_wants_start(t)) {
-                        ssize_t j = index_of(s->retiring, s->n_retiring, t);
-                        remove_at(s->retiring, &s->n_retiring, (size_t)j);
-                        free_tunnel(t);
-                        continue;
-                }
-                tunnel_stop(t, "removed from the configuration");  /* may free it */
+                log_tunnel(LOG_NOTICE, tunnel_get_name(p->removed[i]), "removed from the configuration");
+                tunnel_stop(p->removed[i], "removed from the configuration");
         }
+        s->conns_dirty = true;
 }
 
-/* New tunnels start; kept ones take their change, made in advance (cannot fail). */
+/* Kept connections take their new settings; each tunnel takes its change and rides its
+ * connection; new tunnels start. Nothing here can fail. */
 static void carry_out(struct supervisor *s, const struct config *c, bool reloading, struct plan *p)
 {
+        for (size_t k = 0; k < p->conns_before; k++)
+                if (p->conn_changes[k]) {
+                        conn_reconfigure(s->conns[k], p->conn_changes[k]);
+                        p->conn_changes[k] = NULL;
+                }
         for (size_t i = 0; i < s->n_tunnels; i++) {
                 struct tunnel *t = s->tunnels[i];
                 const struct tunnel_spec *spec = &c->tunnels[i];
@@ -172,25 +257,18 @@ static void carry_out(struct supervisor *s, const struct config *c, bool reloadi
                 if (!p->reused[i]) {
                         if (reloading)
                                 log_tunnel(LOG_NOTICE, spec->name, "added to the configuration");
+                        tunnel_set_conn(t, p->target[i]);
                         if (spec->enabled)
                                 tunnel_start(t);
                         continue;
                 }
-                switch (p->keep[i]) {
-                case KEEP_UNTOUCHED:
-                        break;
-                case KEEP_POLICY:
-                        tunnel_update_policy(t, p->changes[i]);
-                        break;
-                case KEEP_FORWARDS:
-                        tunnel_update_forwards(t, p->changes[i]);
-                        break;
-                case KEEP_RESTART:
-                        tunnel_reconfigure(t, p->changes[i]);
-                        break;
-                }
-                p->changes[i] = NULL;
+                if (p->changes[i]) {
+                        tunnel_reconfigure(t, p->changes[i], p->target[i]);
+                        p->changes[i] = NULL;
+                } else
+                        tunnel_set_conn(t, p->target[i]);
         }
+        s->conns_dirty = true;
 }
 
 int supervisor_apply(struct supervisor *s, struct config *c)
@@ -202,30 +280,26 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         r = plan_alloc(s, c, &p);
         if (r < 0)
                 return r;
-        s->ctx.ssh = c->ssh;            /* for the new tunnels' argv; restored on failure */
         r = plan_prepare(s, c, &p);
         if (r < 0) {
-                s->ctx.ssh = old ? old->ssh : NULL;
-                share_update_context(s);
                 plan_free(&p);
                 return r;
         }
         /* Point of no return. */
-        s->ctx.stop_timeout = c->stop_timeout;
-        share_update_context(s);
+        s->conn_ctx.stop_timeout = c->stop_timeout;
         s->starts.max = c->max_parallel_starts;
         start_queue_kick(&s->starts);
         plan_swap_in(s, c, &p);
         s->config = c;
-        share_assign(s, c, p.ssh_changed);
+        s->after_due = true;
         if (p.ssh_changed)
-                log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
+                log_notice("ssh program changed from %s to %s: every connection restarts", old->ssh, c->ssh);
         retire_removed(s, &p);
         carry_out(s, c, old != NULL, &p);
         plan_free(&p);
         config_free((struct config *)old);
         if (c->watch_network && !s->netwatch)
-                (void)netwatch_new(s->loop, on_network_changed, s, &s->netwatch);
+                (void)netwatch_new(s->loop, supervisor_on_network_changed, s, &s->netwatch);
         else if (!c->watch_network)
                 s->netwatch = netwatch_free(s->netwatch);
         return 0;
@@ -252,6 +326,8 @@ static void reload_finish(struct supervisor *s, int r, struct config *c, struct 
         }
         config_errors_clear(errs);
         config_warn_fixed_globals(s->config, c);
+        for (char **w = c->warnings; w && *w; w++)
+                log_warning("%s", *w);
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 struct tunnel *t = supervisor_find(s, c->tunnels[i].name);
                 if (t && !tunnel_spec_equal(tunnel_get_spec(t), &c->tunnels[i]))

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* What supervisor.c (the set, its events, shutdown) and supervisor_apply.c (a config
- * applied as a plan, reloads) share. Not for other modules (they have supervisor.h). */
+/* What supervisor.c (the set, its events, shutdown), supervisor_apply.c (a configuration
+ * applied as a plan, reloads) and supervisor_conn.c (which connection each tunnel rides)
+ * share. Not for other modules: they have supervisor.h. */
 
 #include <sys/types.h>
 
@@ -12,29 +13,33 @@
 #include "start_queue.h"
 #include "supervisor.h"
 
-/* What the supervisor keeps for each of its tunnels (the tunnel's owner). */
-struct member {
+/* What the supervisor keeps for each tunnel (the tunnel's owner)… */
+struct supervisor_member {
         struct hook *hook;              /* on_state_change, made on its first event */
+};
+/* …and for each connection (the connection's owner). */
+struct supervisor_link {
         struct start_entry start;       /* its place in the start queue */
 };
 
 struct supervisor {
         struct ev_loop *loop;
         struct config *config;
-        struct tunnel_context ctx;      /* what every tunnel shares (ssh, stop_timeout, …) */
+        struct tunnel_context tunnel_ctx;
+        struct conn_context conn_ctx;   /* what every connection shares (ssh, stop_timeout, …) */
         char *runtime_dir;
 
         struct tunnel **tunnels;        /* in configuration order */
         size_t n_tunnels;
         struct tunnel **retiring;       /* removed by a reload, still stopping */
         size_t n_retiring;
-        struct tunnel **carriers;       /* share_connection: the shared connections (supervisor_share.c) */
-        size_t n_carriers;
-        struct tunnel_context share_ctx;        /* theirs: no start queue, no listeners */
-        bool carriers_dirty;            /* one has stopped: free those no tunnel rides */
+        struct conn **conns;            /* every connection, the tunnels' own and the shared ones */
+        size_t n_conns;
+        bool conns_dirty;               /* one has stopped: free those no tunnel uses */
+        bool after_due;                 /* a tunnel came up: those after it may go */
 
         bool shutting_down;
-        struct start_queue starts;      /* who may spawn ssh now */
+        struct start_queue starts;      /* which connection may spawn ssh now */
         double started_at;
         ev_prepare flush;               /* once per loop iteration: dequeue, publish */
         struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
@@ -48,26 +53,26 @@ struct supervisor {
         struct netwatch *netwatch;
 };
 
-int new_tunnel(struct supervisor *s, const struct tunnel_spec *spec, struct tunnel **ret);
+/* supervisor.c */
+int supervisor_tunnel_new(struct supervisor *s, const struct tunnel_spec *spec, struct tunnel **ret);
 /* The tunnel and the supervisor's member of it. NULL-safe. */
-void free_tunnel(struct tunnel *t);
-ssize_t index_of(struct tunnel *const *v, size_t n, const struct tunnel *t);
-ssize_t index_of_name(struct tunnel *const *v, size_t n, const char *name);
-void remove_at(struct tunnel **v, size_t *n, size_t i);
-void on_network_changed(void *userdata);
-/* SIGUSR1's for one tunnel: a running one restarts (make-before-break where it can), one
- * in backoff retries now. */
-void restart_or_retry(struct tunnel *t, const char *reason);
+void supervisor_tunnel_free(struct tunnel *t);
+ssize_t supervisor_index_of(struct tunnel *const *v, size_t n, const struct tunnel *t);
+ssize_t supervisor_index_of_name(struct tunnel *const *v, size_t n, const char *name);
+void supervisor_remove_at(struct tunnel **v, size_t *n, size_t i);
+void supervisor_on_network_changed(void *userdata);
 
-/* supervisor_share.c */
-/* Each tunnel of the new set (c's order) onto its shared connection, made if it is new
- * (or off one); carriers left without riders stop, and go once stopped. A new ssh
- * program restarts every connection with it (as it does every tunnel). */
-void share_assign(struct supervisor *s, const struct config *c, bool ssh_changed);
-void share_collect(struct supervisor *s);
-void share_update_context(struct supervisor *s);
-void share_on_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata);
-bool share_any_child(const struct supervisor *s);
-void share_restart_all(struct supervisor *s, const char *reason);
-void share_shutdown(struct supervisor *s);
-void share_free(struct supervisor *s);
+/* supervisor_conn.c */
+/* A new connection for spec (named name; shared or a tunnel's own), on s's list. */
+int supervisor_conn_new(struct supervisor *s, const char *name, const struct tunnel_spec *spec, bool shared,
+                        struct conn **ret);
+/* The connection a tunnel of spec rides after a reload that takes it to spec: the shared
+ * one of its settings, or its own (t's, or an idle one of its name); NULL: a new one is
+ * needed. */
+struct conn *supervisor_conn_find(const struct supervisor *s, const struct tunnel_spec *spec, const struct tunnel *t);
+/* A shared connection's name: "~FIRST", "~FIRST.2" while another of that name stops. */
+int supervisor_conn_name(const struct supervisor *s, const struct tunnel_spec *spec, char **ret);
+/* Connections no tunnel rides: stopped ones freed. */
+void supervisor_conn_collect(struct supervisor *s);
+bool supervisor_conn_any_child(const struct supervisor *s);
+void supervisor_conn_free_all(struct supervisor *s);

@@ -1,69 +1,104 @@
 /* SPDX-License-Identifier: MIT */
-/* tunnel: one tunnel's state machine: the one place that changes its state, its timers
- * (start deadline, gatetime, max_lifetime, backoff, SIGKILL grace), spawning its ssh,
- * and the public API. What ssh prints is tunnel_output.c's, what its exit means
- * tunnel_exit.c's. */
+/* tunnel: one named tunnel: its forwards on a connection, its state derived from the
+ * connection's and the forwards' (the one place that changes it is set_state(), which
+ * logs one line and tells the observer), its counters, probe and verbs. What others read
+ * of it is tunnel_info.c's. */
 #include "tunnel_internal.h"
 
 #include <errno.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "hook.h"
-#include "jump_config.h"
 #include "probe.h"
-#include "process.h"
 
-struct log_ctx ctx_of(const struct tunnel *t)
+static struct log_ctx tunnel_log_ctx(const struct tunnel *t)
 {
         struct log_ctx ctx = LOG_CTX_INIT;
+        struct conn *c = t->user.conn;
 
         ctx.tunnel = t->spec.name;
-        ctx.pid = t->pid > 0 ? t->pid : -1;
+        ctx.connection = c && conn_is_shared(c) ? conn_get_name(c) : NULL;
+        if (c && conn_get_pid(c) > 0)
+                ctx.pid = conn_get_pid(c);
         return ctx;
 }
 
-void arm(struct tunnel *t, ev_timer *w, double after)
+static bool own_connection(const struct tunnel *t)
 {
-        ev_timer_stop(t->ctx->loop, w);
-        ev_timer_set(w, after > 0 ? after : 0., 0.);
-        ev_timer_start(t->ctx->loop, w);
+        return t->user.conn && !conn_is_shared(t->user.conn);
 }
 
-/* max_parallel_starts counts the tunnels whose ssh is still connecting: from spawn until it
- * authenticates, ends, or has connected for tunnel_slot_time(). */
-void set_connecting(struct tunnel *t, bool connecting)
+/* ---- the state, from the connection's and the forwards' ---- */
+
+struct forward_counts {
+        size_t open, pending, failed;
+};
+
+static struct forward_counts count_forwards(const struct tunnel *t)
 {
-        if (t->connecting == connecting)
-                return;
-        t->connecting = connecting;
-        if (t->ctx->observer)
-                t->ctx->observer(t, TUNNEL_EVENT_CONNECTING, t->state, t->ctx->userdata);
+        struct forward_counts n = {0};
+
+        for (size_t i = 0; i < t->n_fwds; i++) {
+                const struct conn_forward *f = t->fwds[i];
+
+                if (f->moving || f->st.state == FORWARD_OPEN)
+                        n.open++;       /* make-before-break: served by the old ssh until the new one has it */
+                else if (f->st.state == FORWARD_FAILED)
+                        n.failed++;
+                else
+                        n.pending++;
+        }
+        return n;
 }
 
-/* The one place that changes t->state: logs what happened and what happens next, then
- * tells the observer. Callers return right after: the observer may free t. */
-void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct tunnel_run *run,
-                      const char *fmt, ...)
+/* Up when ssh answered "open" for every forward; degraded while one failed (a retry in
+ * flight does not make it starting again). */
+static enum tunnel_state from_forwards(const struct tunnel *t)
 {
-        struct log_ctx ctx = ctx_of(t);
+        struct forward_counts n = count_forwards(t);
+
+        if (n.failed || (n.pending && t->state == TUNNEL_DEGRADED))
+                return TUNNEL_DEGRADED;
+        return n.pending ? TUNNEL_STARTING : TUNNEL_UP;
+}
+
+static enum tunnel_state derive(const struct tunnel *t)
+{
+        struct conn *c = t->user.conn;
+
+        if (!t->wanted)
+                return t->stop_waits && c && conn_has_child(c) && conn_get_state(c) == CONN_STOPPING ? TUNNEL_STOPPING
+                                                                                                  : TUNNEL_STOPPED;
+        if (!c || !t->user.attached)
+                return TUNNEL_QUEUED;
+        switch (conn_get_state(c)) {
+        case CONN_QUEUED:
+                return TUNNEL_QUEUED;
+        case CONN_STARTING:
+                return conn_is_handing_over(c) ? from_forwards(t) : TUNNEL_STARTING;
+        case CONN_UP:
+                return from_forwards(t);
+        case CONN_BACKOFF:
+                return TUNNEL_BACKOFF;
+        case CONN_FAILED:
+                return TUNNEL_FAILED;
+        case CONN_STOPPED:
+        case CONN_STOPPING:     /* attached: it starts again (conn_attach) */
+        case _CONN_STATE_MAX:
+                break;
+        }
+        return TUNNEL_STARTING;
+}
+
+static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct conn_run *run, const char *text)
+{
+        struct log_ctx ctx = tunnel_log_ctx(t);
         enum tunnel_state old = t->state;
-        char text[1536];
-        va_list ap;
 
-        if (state != TUNNEL_STARTING)
-                set_connecting(t, false);
-        if (state == TUNNEL_STOPPED)
-                end_flapping(t, "stopped");
-        if (old == TUNNEL_UP && state != TUNNEL_UP)
-                ev_timer_stop(t->ctx->loop, &t->gate_timer);
         t->state = state;
         t->state_since = now_mono();
-        availability_note(&t->avail, avail_class_of(t), t->state_since);
+        availability_note(&t->avail, tunnel_avail_class(t), t->state_since);
         if (t->probe) {
                 if (state == TUNNEL_UP && old != TUNNEL_UP) {
                         t->probe_misses = 0;
@@ -71,14 +106,8 @@ void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct
                 } else if (state != TUNNEL_UP && old == TUNNEL_UP)
                         probe_stop(t->probe);
         }
-
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof(text), fmt, ap);
-        va_end(ap);
-
         ctx.state = tunnel_state_to_string(state);
         if (run) {
-                /* the entry is about the ssh that ended (SSH_PID=N finds N's exit) */
                 if (run->pid > 0)
                         ctx.pid = run->pid;
                 ctx.exit_status = run->exit_status;
@@ -86,367 +115,333 @@ void set_state(struct tunnel *t, enum tunnel_state state, int prio, const struct
                 if (run->failure != FAILURE_NONE)
                         ctx.failure = failure_class_to_string(run->failure);
         }
-        /* A flapping tunnel was reported once; its churn goes to debug, what an operator
-         * did or a final verdict does not, and once per flap_window an exit is logged as
-         * usual, so that the log still says what the tunnel is doing. */
-        if (t->flapping && prio > LOG_ERR && state != TUNNEL_STOPPED && state != TUNNEL_STOPPING) {
-                if (run && t->state_since - t->flap_reported_at >= t->spec.flap_window) {
-                        t->flap_reported_at = t->state_since;
-                        log_full(prio, &ctx, "still flapping (%lu messages at debug level so far): %s",
-                                 t->flap_suppressed, text);
-                } else {
-                        t->flap_suppressed++;
-                        log_full(LOG_DEBUG, &ctx, "%s", text);
-                }
-        } else
-                log_full(prio, &ctx, "%s", text);
-
-        if (t->is_carrier)
-                share_sync_riders(t);
+        log_full(prio, &ctx, "%s", text);
         if (t->ctx->observer)
                 t->ctx->observer(t, TUNNEL_EVENT_STATE, old, t->ctx->userdata);
 }
 
-void end_flapping(struct tunnel *t, const char *why)
+/* The line of a change the tunnel makes on its own (not its own connection's news). */
+static int describe(const struct tunnel *t, enum tunnel_state state, char *buf, size_t size)
 {
-        struct log_ctx ctx = ctx_of(t);
-
-        if (!t->flapping)
-                return;
-        t->flapping = false;
-        log_full(LOG_NOTICE, &ctx, "no longer flapping (%s); %lu messages were logged at debug level meanwhile",
-                 why, t->flap_suppressed);
-        t->flap_suppressed = 0;
-        flap_reset(&t->flaps);
-        if (t->is_carrier)
-                share_flapping(t, false);
-}
-
-/* ---- ending a run ---- */
-
-/* tunneld ends the current run for a failure of its own finding (probe, start deadline, a
- * forward ssh could not set up): SIGTERM now, SIGKILL after stop_timeout, and the exit is
- * classed as class. The state stays until the exit is reaped. */
-void end_run(struct tunnel *t, enum failure_class class, const char *fmt, ...)
-{
-        struct log_ctx ctx = ctx_of(t);
-        char why[512], grace[DURATION_MAX];
-        va_list ap;
-
-        if (t->pid <= 0 || t->kill_class != FAILURE_NONE || t->state == TUNNEL_STOPPING)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(why, sizeof(why), fmt, ap);
-        va_end(ap);
-        t->kill_class = class;
-        ctx.failure = failure_class_to_string(class);
-        log_full(t->flapping ? LOG_DEBUG : LOG_WARNING, &ctx, "%s: restarting ssh (SIGTERM to pid %d, SIGKILL in %s)",
-                 why, (int)t->pid, format_duration(t->ctx->stop_timeout, grace, sizeof(grace)));
-        t->flap_suppressed += t->flapping;
-        if (t->probe)
-                probe_stop(t->probe);
-        ev_timer_stop(t->ctx->loop, &t->deadline_timer);
-        process_kill(t->pid, SIGTERM);
-        arm(t, &t->grace_timer, t->ctx->stop_timeout);
-}
-
-void on_grace_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-        struct tunnel *t = w->data;
-        struct log_ctx ctx = ctx_of(t);
-        char grace[DURATION_MAX];
-
-        (void)loop;
-        (void)revents;
-        if (t->pid <= 0 || t->kill_sent)
-                return;
-        t->kill_sent = true;
-        log_full(LOG_WARNING, &ctx, "ssh did not exit within %s of SIGTERM: sending SIGKILL",
-                 format_duration(t->ctx->stop_timeout, grace, sizeof(grace)));
-        process_kill(t->pid, SIGKILL);
-}
-
-/* ---- coming up ---- */
-
-/* This run has been up for gatetime: a successful start (unless the probe ends it). */
-void pass_gate(struct tunnel *t)
-{
-        struct log_ctx ctx = ctx_of(t);
-        char gate[DURATION_MAX];
-
-        if (t->gate_passed)
-                return;
-        t->gate_passed = t->ever_passed = true;
-        end_flapping(t, "a run lasted gatetime");
-        log_full(LOG_DEBUG, &ctx, "ssh has been up for gatetime %s: this start counts as a success",
-                 format_duration(t->spec.gatetime, gate, sizeof(gate)));
-}
-
-void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-        struct tunnel *t = w->data;
-
-        (void)loop;
-        (void)revents;
-        if (t->state == TUNNEL_UP)
-                pass_gate(t);
-}
-
-static void enter_up(struct tunnel *t)
-{
-        size_t remotes = strv_length(tunnel_spec_remote_forwards(&t->spec));
+        struct conn *c = t->user.conn;
+        const char *cn = c ? conn_get_name(c) : "";
+        int pid = c ? (int)conn_get_pid(c) : 0;
+        bool own = own_connection(t);
+        struct forward_counts n = count_forwards(t);
         char took[DURATION_MAX];
 
-        t->run_up = true;
-        t->up_since = now_mono();
-        ev_timer_stop(t->ctx->loop, &t->deadline_timer);
-        if (t->spec.gatetime > 0)
-                arm(t, &t->gate_timer, t->spec.gatetime);
-        else
-                pass_gate(t);
-        set_state(t, TUNNEL_UP, LOG_NOTICE, NULL, "up: ssh (pid %d) authenticated%s after %s", (int)t->pid,
-                  remotes ? " and every remote forward accepted" : "",
-                  format_duration(t->up_since - t->started_at, took, sizeof(took)));
+        switch (state) {
+        case TUNNEL_UP:
+                format_duration(now_mono() - t->started_at, took, sizeof(took));
+                if (own)
+                        snprintf(buf, size, "up: ssh (pid %d) authenticated%s after %s", pid,
+                                 strv_length(tunnel_spec_remote_forwards(&t->spec)) ? " and every remote forward accepted"
+                                                                                    : "", took);
+                else
+                        snprintf(buf, size, "up: every forward is open on the shared connection %s (ssh pid %d) after %s",
+                                 cn, pid, took);
+                return LOG_NOTICE;
+        case TUNNEL_DEGRADED:
+                if (own)
+                        snprintf(buf, size, "degraded: ssh (pid %d) runs, but %zu of %zu forwards failed (see above); "
+                                 "they are asked for again", pid, n.failed, t->n_fwds);
+                else
+                        snprintf(buf, size, "degraded: %zu of %zu forwards failed on the shared connection %s (see "
+                                 "above); they are asked for again", n.failed, t->n_fwds, cn);
+                return LOG_WARNING;
+        case TUNNEL_STARTING:
+                if (t->state == TUNNEL_UP || t->state == TUNNEL_DEGRADED)
+                        snprintf(buf, size, "restarting: its forwards are opened again on ssh pid %d", pid);
+                else if (c && (conn_get_state(c) == CONN_UP || conn_get_state(c) == CONN_STARTING) && !own)
+                        snprintf(buf, size, "starting: its forwards go onto the shared connection %s (ssh pid %d)", cn,
+                                 pid);
+                else if (!own)
+                        snprintf(buf, size, "starting: the shared connection %s is connecting%s", cn,
+                                 pid ? "" : " (queued)");
+                else
+                        snprintf(buf, size, "starting: ssh pid %d", pid);
+                return LOG_INFO;
+        case TUNNEL_BACKOFF: {
+                const struct conn_run *run = c ? conn_get_last_run(c) : NULL;
+                char in[DURATION_MAX];
+
+                format_duration(c ? conn_get_retry_in(c, now_mono()) : 0, in, sizeof(in));
+                snprintf(buf, size, "the shared connection %s is down (%s): its forwards come back with it, in %s", cn,
+                         run && run->valid ? failure_class_to_string(run->failure) : "?", in);
+                return LOG_WARNING;
+        }
+        case TUNNEL_FAILED: {
+                const struct conn_run *run = c ? conn_get_last_run(c) : NULL;
+
+                snprintf(buf, size, "failed with the %sconnection %s (%s): not retried", own ? "" : "shared ", cn,
+                         run && run->valid ? failure_class_to_string(run->failure) : "?");
+                return LOG_ERR;
+        }
+        case TUNNEL_QUEUED:
+                snprintf(buf, size, "queued: %s", !t->user.attached ? t->wait_reason
+                                                  : c ? conn_get_reason(c) : "no connection");
+                return LOG_INFO;
+        case TUNNEL_STOPPING:
+                snprintf(buf, size, "stopping (%s): its connection's ssh (pid %d) ends", t->reason ? t->reason : "?",
+                         pid);
+                return LOG_INFO;
+        case TUNNEL_STOPPED:
+                snprintf(buf, size, "stopped (%s)", t->reason ? t->reason : "stop requested");
+                return LOG_NOTICE;
+        case _TUNNEL_STATE_MAX:
+                break;
+        }
+        buf[0] = '\0';
+        return LOG_INFO;
 }
 
-/* multiplex: up once authenticated and every forward open by ssh's reply; degraded while
- * one failed (it is asked for again), up again when it opens. */
-static void maybe_up_multiplexed(struct tunnel *t)
+/* The state again, after anything that may have changed it. news: its own connection's
+ * line (the connection changed), told as the tunnel's. */
+static void sync_state(struct tunnel *t, int prio, const struct conn_run *run, const char *news)
 {
-        bool all_open;
-        size_t failed = 0;
+        enum tunnel_state state = derive(t);
+        char text[1600];
+        int p;
 
-        if (!t->authenticated || !mux_forwards_settled(t, &all_open))
-                return;
-        if (t->is_carrier) {
-                /* the connection is up; each rider judges its own forwards */
-                if (t->state == TUNNEL_STARTING && t->mux_ready)
-                        enter_up(t);
-                return;
-        }
-        if (all_open) {
-                if (t->state == TUNNEL_STARTING || t->state == TUNNEL_DEGRADED)
-                        enter_up(t);
-                return;
-        }
-        for (size_t i = 0; i < t->n_fwds; i++)
-                failed += t->fwd_status[i].state == FORWARD_FAILED;
-        if (t->state == TUNNEL_STARTING || t->state == TUNNEL_UP) {
-                if (t->state == TUNNEL_UP)
-                        ev_timer_stop(t->ctx->loop, &t->gate_timer);
-                set_state(t, TUNNEL_DEGRADED, LOG_WARNING, NULL,
-                          "degraded: ssh (pid %d) runs, but %zu of %zu forwards failed (see above); "
-                          "they are asked for again", (int)t->pid, failed, t->n_fwds);
-        }
-}
-
-/* Up once ssh is authenticated, its -L/-D listeners are bound and every -R has its reply;
- * degraded if a forward failed and ssh runs on (exit_on_forward_failure = false). */
-void maybe_up(struct tunnel *t)
-{
-        if (!tunnel_is_running(t) || t->kill_class != FAILURE_NONE)
-                return;
-        if (t->spec.multiplex) {
-                maybe_up_multiplexed(t);
-                return;
-        }
-        /* With ExitOnForwardFailure ssh exits by itself when no address of a -L/-D could
-         * be bound, or when the server refuses a -R; but it carries on into the session
-         * when a forward bound only one of its addresses (127.0.0.1 taken, ::1 free), and
-         * clients of the other would reach whoever holds it. */
-        if (t->local_forward_failed && t->session && t->spec.exit_on_forward_failure) {
-                end_run(t, FAILURE_LOCAL_FORWARD, "a local forward is not bound on every address it should be "
-                        "(exit_on_forward_failure)");
-                return;
-        }
-        if (!t->authenticated || !t->session ||
-            t->remote_replies < strv_length(tunnel_spec_remote_forwards(&t->spec)))
-                return;
-        if (t->forward_failed) {
-                /* with exit_on_forward_failure ssh exits by itself (or is ended above) */
-                if (t->state != TUNNEL_DEGRADED && !t->spec.exit_on_forward_failure)
-                        set_state(t, TUNNEL_DEGRADED, LOG_WARNING, NULL,
-                                  "degraded: ssh (pid %d) runs, but a forward failed (see above); "
-                                  "exit_on_forward_failure = false keeps it running", (int)t->pid);
-                return;
-        }
-        if (t->state == TUNNEL_STARTING)
-                enter_up(t);
-}
-
-/* The slot phase of the deadline timer ends: ssh has been connecting for as long as the
- * network could take; the slot goes to the next tunnel, the deadline stays. The second
- * phase: not up within the start deadline. */
-void on_deadline_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-        struct tunnel *t = w->data;
-        double deadline = tunnel_start_deadline(&t->spec), slot = tunnel_slot_time(&t->spec);
-        char took[DURATION_MAX];
-
-        (void)loop;
-        (void)revents;
-        if (t->state != TUNNEL_STARTING)
-                return;
-        if (!t->deadline_final) {
-                t->deadline_final = true;
-                if (t->connecting) {
-                        struct log_ctx ctx = ctx_of(t);
-                        log_full(LOG_DEBUG, &ctx, "still connecting after %s: its start slot goes to the next tunnel",
-                                 format_duration(slot, took, sizeof(took)));
-                        set_connecting(t, false);
+        if (state == t->state) {
+                if (news && own_connection(t)) {
+                        struct log_ctx ctx = tunnel_log_ctx(t);
+                        log_full(prio, &ctx, "%s", news);
                 }
-                if (deadline > slot) {
-                        arm(t, w, deadline - slot);
-                        return;
-                }
-        }
-        end_run(t, FAILURE_TIMEOUT, "ssh is not up after start_timeout %s (%s)",
-                format_duration(deadline, took, sizeof(took)),
-                !ssh_connected(t) ? (t->via_proxy ? "no answer from the destination through the jump host"
-                                              : "the server has not answered")
-                : !t->authenticated ? "connected, but the server has not completed the handshake"
-                                    : "authenticated, but the forwards are not set up");
-}
-
-void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-        struct tunnel *t = w->data;
-
-        (void)loop;
-        (void)revents;
-        if (t->state == TUNNEL_BACKOFF)
-                spawn(t, NULL, "backoff over", "restarting");
-}
-
-void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-        struct tunnel *t = w->data;
-        struct log_ctx ctx = ctx_of(t);
-        char life[DURATION_MAX];
-
-        (void)loop;
-        (void)revents;
-        if (!tunnel_is_running(t))
-                return;
-        format_duration(t->spec.max_lifetime, life, sizeof(life));
-        if (t->spec.max_lifetime_action == LIFETIME_STOP) {
-                log_full(LOG_NOTICE, &ctx, "ssh reached max_lifetime %s: stopping the tunnel (max_lifetime_action=stop)",
-                         life);
-                tunnel_hold(t, "max_lifetime reached");
                 return;
         }
-        log_full(LOG_NOTICE, &ctx, "ssh reached max_lifetime %s: restarting it", life);
-        tunnel_restart(t, "max_lifetime reached");
+        p = describe(t, state, text, sizeof(text));
+        /* its own connection's story is the tunnel's: one line, the connection's words,
+         * except for "up", which the forwards decide */
+        if (news && own_connection(t) && state != TUNNEL_UP && state != TUNNEL_DEGRADED) {
+                snprintf(text, sizeof(text), "%s", news);
+                p = prio;
+        } else if (t->flapping && p > LOG_ERR && state != TUNNEL_STOPPED && state != TUNNEL_STOPPING)
+                p = LOG_DEBUG;
+        set_state(t, state, p, run, text);
 }
 
-static void reset_run(struct tunnel *t)
+/* A start of its forwards: counted (max_starts is the connection's). */
+static void note_start(struct tunnel *t)
 {
-        t->kill_class = FAILURE_NONE;
-        t->kill_sent = false;
-        t->probe_misses = 0;
-        t->authenticated = t->session = t->via_proxy = t->banner_seen = false;
-        /* multiplex: ssh logs at VERBOSE, which has no "Executing proxy command" and no
-         * banner line; the jump hosts (VERBOSE in their file) say when each is through */
-        t->hops = t->spec.multiplex ? jump_hop_count(t->spec.jump_host) : 0;
-        t->hops_authenticated = 0;
-        t->via_proxy = t->hops > 0;
-        t->handed_over = false;
-        t->forward_refused_by_policy = t->forward_failed = t->local_forward_failed = false;
-        t->allocated = strv_free(t->allocated);
-        t->remote_replies = t->remote_confirmed = 0;
-        t->run_failure = FAILURE_NONE;
-        t->run_failure_on_proxy = false;
-        t->run_up = t->gate_passed = false;
-        t->deadline_final = false;
-        lines_reset(&t->out);
-}
-
-void spawn(struct tunnel *t, const struct tunnel_run *run, const char *what, const char *next)
-{
-        double deadline = tunnel_start_deadline(&t->spec), slot = tunnel_slot_time(&t->spec);
-        pid_t pid;
-        int err_fd, r;
-
-        ev_timer_stop(t->ctx->loop, &t->retry_timer);
-        t->retry_at = 0;
-        if (t->ctx->gate) {
-                const char *why = t->ctx->gate(t, t->ctx->userdata);
-                if (why) {
-                        snprintf(t->wait_reason, sizeof(t->wait_reason), "%s", why);
-                        if (t->state != TUNNEL_QUEUED)
-                                set_state(t, TUNNEL_QUEUED, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
-                                          "%s; queued: %s", what, why);
-                        return;
-                }
-        }
-        if (riding(t)) {
-                rider_spawn(t, run, what);
-                return;
-        }
-        reset_run(t);
-        remove_stale_sockets(t);
-        r = mux_run_begin(t);
-        if (r < 0)
-                goto fail;
-        if (write_run_files(t) < 0)
-                goto fail;
-        {
-                _cleanup_strv_free_ char **argv = NULL;
-
-                r = mux_run_argv(t, &argv);
-                if (r >= 0)
-                        r = process_spawn(argv ? argv : t->argv, ssh_environment(), false, &pid, &err_fd);
-        }
-        if (r < 0) {
-                struct log_ctx ctx = ctx_of(t);
-                ctx.failure = failure_class_to_string(FAILURE_EXEC);
-                log_full_errno(LOG_ERR, r, &ctx, "cannot start ssh: %m");
-                goto fail;
-        }
-        /* Watch the child before anything else can run (ev.pod: start ev_child right after
-         * fork). */
-        t->pid = pid;
-        ev_child_set(&t->child_watcher, pid, 0);
-        ev_child_start(t->ctx->loop, &t->child_watcher);
-        t->stderr_fd = err_fd;
-        ev_io_set(&t->stderr_watcher, t->stderr_fd, EV_READ);
-        ev_io_start(t->ctx->loop, &t->stderr_watcher);
-
-        set_connecting(t, true);
         t->started_at = now_mono();
-        t->starts++;
         t->total_starts++;
-        arm(t, &t->deadline_timer, slot < deadline ? slot : deadline);
-        if (t->spec.max_lifetime > 0)
-                arm(t, &t->lifetime_timer, t->spec.max_lifetime);
         if (t->restart_pending)
                 t->restarts++;
         t->restart_pending = false;
+}
 
-        /* the same count as tunnelctl's STARTS (max_starts counts since the last manual start) */
-        set_state(t, TUNNEL_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
-                  "%s; %s: ssh pid %d (start %lu)", what, next, (int)pid, t->total_starts);
-        return;
+/* ---- the connection's news ---- */
 
-fail: {
-                /* a start that did not happen is a failed run like any other */
-                mux_run_end(t);
-                struct tunnel_run failed = { .valid = true, .exit_status = -1, .failure = FAILURE_EXEC,
-                                             .ended_at = now_mono() };
+static struct tunnel *of_user(struct conn_user *u)
+{
+        return (struct tunnel *)((char *)u - offsetof(struct tunnel, user));
+}
 
-                t->starts++;
-                t->total_starts++;
-                t->started_at = failed.ended_at;
-                finish_run(t, &failed);
+static void on_conn_changed(struct conn_user *u, enum conn_state old, int prio, const struct conn_run *run,
+                            const char *news)
+{
+        struct tunnel *t = of_user(u);
+        enum conn_state now = conn_get_state(u->conn);
+
+        if (u->attached) {
+                if (run && run->valid && !run->requested) {
+                        t->restart_pending = true;
+                        if (run->failure != FAILURE_NONE && run->ended_at != t->counted_run) {
+                                t->total_failures[run->failure]++;      /* once per failure of the connection */
+                                t->counted_run = run->ended_at;
+                        }
+                }
+                if (now == CONN_STARTING && (old != CONN_STARTING || run))
+                        note_start(t);          /* a new ssh for its forwards */
         }
+        if (t->stop_waits && !conn_has_child(u->conn))
+                t->stop_waits = false;
+        /* the connection's UP is not the tunnel's: its forwards say */
+        sync_state(t, prio, run, now == CONN_UP && old != CONN_UP ? NULL : news);
+}
+
+static void on_conn_flapping(struct conn_user *u, bool flapping)
+{
+        struct tunnel *t = of_user(u);
+
+        if (t->flapping == flapping)
+                return;
+        t->flapping = flapping;
+        if (flapping && t->ctx->observer)
+                t->ctx->observer(t, TUNNEL_EVENT_FLAPPING, t->state, t->ctx->userdata);
+}
+
+static void on_conn_forward(struct conn_user *u, struct conn_forward *f, bool failed)
+{
+        struct tunnel *t = of_user(u);
+
+        if (failed && f->class != FAILURE_NONE)
+                t->total_failures[f->class]++;
+        sync_state(t, LOG_INFO, NULL, NULL);
+}
+
+static void on_conn_prohibited(struct conn_user *u)
+{
+        of_user(u)->prohibited++;
+}
+
+static void detach(struct tunnel *t, const char *reason);
+
+static void on_conn_held(struct conn_user *u, const char *reason)
+{
+        struct tunnel *t = of_user(u);
+
+        t->held = true;
+        t->wanted = false;
+        t->reason = reason;
+        detach(t, reason);
+        sync_state(t, LOG_NOTICE, NULL, NULL);
+}
+
+static const struct conn_user_ops user_ops = {
+        .changed = on_conn_changed,
+        .held = on_conn_held,
+        .flapping = on_conn_flapping,
+        .forward = on_conn_forward,
+        .prohibited = on_conn_prohibited,
+};
+
+/* ---- onto and off its connection ---- */
+
+static void attach(struct tunnel *t, bool manual)
+{
+        struct conn *c = t->user.conn;
+        bool was_running = conn_get_state(c) == CONN_UP || conn_get_state(c) == CONN_STARTING;
+
+        if (!t->user.attached) {
+                for (size_t i = 0; i < t->n_fwds; i++)
+                        conn_forward_add(c, t->fwds[i]);
+                if (was_running)
+                        note_start(t);  /* its forwards onto a connection that runs for others */
+        }
+        conn_attach(&t->user, manual);
+}
+
+static void detach(struct tunnel *t, const char *reason)
+{
+        struct conn *c = t->user.conn;
+
+        if (!c || !t->user.attached)
+                return;
+        for (size_t i = 0; i < t->n_fwds; i++)
+                conn_forward_remove(c, t->fwds[i]);
+        conn_detach(&t->user, reason);
+        /* it was the last: the connection's ssh ends for it */
+        t->stop_waits = conn_get_state(c) == CONN_STOPPING && conn_has_child(c);
+}
+
+/* Wanted: onto the connection, unless a tunnel it is after is not up yet. */
+static void go(struct tunnel *t, bool manual)
+{
+        const char *dep;
+
+        if (!t->user.conn) {
+                sync_state(t, LOG_INFO, NULL, NULL);
+                return;
+        }
+        dep = t->ctx->waiting_for ? t->ctx->waiting_for(t, t->ctx->userdata) : NULL;
+        if (dep && !t->user.attached) {
+                snprintf(t->wait_reason, sizeof(t->wait_reason), "waiting for %s to be up", dep);
+                sync_state(t, LOG_INFO, NULL, NULL);
+                return;
+        }
+        attach(t, manual);
+        sync_state(t, LOG_INFO, NULL, NULL);
+}
+
+void tunnel_set_conn(struct tunnel *t, struct conn *c)
+{
+        if (t->user.conn == c)
+                return;
+        if (t->user.conn) {
+                detach(t, "no tunnel uses the connection any more");
+                conn_remove_user(&t->user);
+                t->stop_waits = false;
+        }
+        if (!c)
+                return;         /* on none: what it shows is settled when it gets one */
+        conn_add_user(c, &t->user);
+        if (t->wanted)
+                go(t, false);
+        else
+                sync_state(t, LOG_INFO, NULL, NULL);
+}
+
+void tunnel_recheck_after(struct tunnel *t)
+{
+        if (t->wanted && !t->user.attached && t->user.conn)
+                go(t, false);
+}
+
+/* ---- verbs ---- */
+
+void tunnel_start(struct tunnel *t)
+{
+        t->held = false;
+        if (!t->spec.enabled)
+                return;
+        t->wanted = true;
+        t->stop_waits = false;
+        t->reason = NULL;
+        go(t, true);
+}
+
+void tunnel_stop(struct tunnel *t, const char *reason)
+{
+        t->reason = reason;
+        if (!t->wanted && t->state == TUNNEL_STOPPED)
+                return;
+        t->wanted = false;
+        detach(t, reason);
+        sync_state(t, LOG_NOTICE, NULL, NULL);
+}
+
+void tunnel_hold(struct tunnel *t, const char *reason)
+{
+        t->held = true;
+        tunnel_stop(t, reason);
+}
+
+void tunnel_restart(struct tunnel *t, const char *reason)
+{
+        struct conn *c = t->user.conn;
+
+        t->held = false;
+        if (!t->spec.enabled)
+                return;
+        if (!t->wanted || !c || !t->user.attached) {
+                tunnel_start(t);
+                return;
+        }
+        if (conn_count_attached(c) == 1) {
+                conn_restart(c, reason);        /* its own ssh: make-before-break when up */
+                sync_state(t, LOG_INFO, NULL, NULL);
+                return;
+        }
+        /* one of many on a shared connection: only its forwards, on the same ssh */
+        if (conn_get_state(c) != CONN_UP) {
+                conn_attach(&t->user, true);
+                sync_state(t, LOG_INFO, NULL, NULL);
+                return;
+        }
+        note_start(t);
+        for (size_t i = 0; i < t->n_fwds; i++)
+                conn_forward_reopen(c, t->fwds[i]);
+        sync_state(t, LOG_INFO, NULL, NULL);
 }
 
 /* ---- probe ---- */
 
-void on_probe(bool ok, const char *why, void *userdata)
+static void on_probe(bool ok, const char *why, void *userdata)
 {
         struct tunnel *t = userdata;
-        struct log_ctx ctx = ctx_of(t);
+        struct log_ctx ctx = tunnel_log_ctx(t);
 
         if (ok) {
                 if (t->probe_misses)
@@ -456,28 +451,243 @@ void on_probe(bool ok, const char *why, void *userdata)
         }
         t->probe_misses++;
         ctx.failure = failure_class_to_string(FAILURE_PROBE);
-        if (t->probe_misses < (unsigned)t->spec.probe.failures || t->state != TUNNEL_UP) {
-                log_full(LOG_WARNING, &ctx, "probe %s failed (%u of %d): %s", t->spec.probe.connect,
-                         t->probe_misses, t->spec.probe.failures, why);
+        if (t->probe_misses < (unsigned)t->spec.probe.failures || t->state != TUNNEL_UP || !t->user.conn) {
+                log_full(LOG_WARNING, &ctx, "probe %s failed (%u of %d): %s", t->spec.probe.connect, t->probe_misses,
+                         t->spec.probe.failures, why);
                 return;
         }
-        if (riding(t)) {
-                /* shared fate: the connection the probe's traffic does not pass through */
-                end_run(t->carrier, FAILURE_PROBE, "probe %s of tunnel %s failed %u times in a row (%s) although ssh "
-                        "runs", t->spec.probe.connect, t->spec.name, t->probe_misses, why);
-                return;
-        }
-        end_run(t, FAILURE_PROBE, "probe %s failed %u times in a row (%s) although ssh runs", t->spec.probe.connect,
-                t->probe_misses, why);
+        /* a shared connection shares the fate: it is what the probe's traffic goes through */
+        if (own_connection(t))
+                conn_end_run(t->user.conn, FAILURE_PROBE, "probe %s failed %u times in a row (%s) although ssh runs",
+                             t->spec.probe.connect, t->probe_misses, why);
+        else
+                conn_end_run(t->user.conn, FAILURE_PROBE, "probe %s of tunnel %s failed %u times in a row (%s) "
+                             "although ssh runs", t->spec.probe.connect, t->spec.name, t->probe_misses, why);
 }
+
+/* ---- forwards, and a reload's change ---- */
+
+static void forward_free(struct conn_forward *f)
+{
+        if (!f)
+                return;
+        free((char *)f->st.spec);
+        free(f);
+}
+
+static void forwards_free(struct conn_forward **v, size_t n)
+{
+        for (size_t i = 0; v && i < n; i++)
+                forward_free(v[i]);
+        free(v);
+}
+
+static const struct {
+        char kind;
+        enum forward_kind k;
+        char *const *(*list)(const struct tunnel_spec *s);
+} kinds[] = {
+        { 'L', FORWARD_LOCAL, tunnel_spec_local_forwards },
+        { 'R', FORWARD_REMOTE, tunnel_spec_remote_forwards },
+        { 'D', FORWARD_DYNAMIC, tunnel_spec_dynamic_forwards },
+};
+
+/* The forwards of spec, in order; one that old already has (same kind and spec) is
+ * reused: kept[i] its index in old, else -1 and a new one made. */
+static int forwards_build(const struct tunnel_spec *spec, struct conn_forward *const *old, size_t n_old,
+                          struct conn_forward ***ret, ssize_t **ret_kept, size_t *ret_n)
+{
+        size_t n = 0, k = 0;
+        _cleanup_free_ bool *taken = calloc(n_old + 1, sizeof(bool));
+        struct conn_forward **v;
+        ssize_t *kept;
+
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+                n += strv_length(kinds[i].list(spec));
+        v = calloc(n + 1, sizeof(*v));
+        kept = calloc(n + 1, sizeof(*kept));
+        if (!v || !kept || !taken)
+                goto oom;
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+                for (char *const *s = kinds[i].list(spec); s && *s; s++, k++) {
+                        kept[k] = -1;
+                        for (size_t j = 0; j < n_old && kept[k] < 0; j++)
+                                if (!taken[j] && old[j]->st.kind == kinds[i].kind && strcmp(old[j]->st.spec, *s) == 0) {
+                                        taken[j] = true;
+                                        kept[k] = (ssize_t)j;
+                                }
+                        if (kept[k] >= 0)
+                                continue;
+                        v[k] = calloc(1, sizeof(*v[k]));
+                        if (!v[k])
+                                goto oom;
+                        v[k]->st = (struct forward_status){ .kind = kinds[i].kind, .spec = strdup(*s),
+                                                            .state = FORWARD_PENDING };
+                        if (!v[k]->st.spec || forward_parse(kinds[i].k, *s, &v[k]->f))
+                                goto oom;       /* validated at load: only memory can fail */
+                }
+        *ret = v;
+        *ret_kept = kept;
+        *ret_n = n;
+        return 0;
+oom:
+        for (size_t i = 0; v && i < n; i++)
+                forward_free(v[i]);
+        free(v);
+        free(kept);
+        return -ENOMEM;
+}
+
+struct tunnel_change {
+        struct tunnel_spec spec;
+        struct probe *probe;
+        struct conn_forward **fwds;     /* NULL where kept[i] >= 0: the tunnel's own */
+        ssize_t *kept;
+        size_t n_fwds;
+};
+
+struct tunnel_change *tunnel_change_free(struct tunnel_change *ch)
+{
+        if (!ch)
+                return NULL;
+        probe_free(ch->probe);
+        forwards_free(ch->fwds, ch->n_fwds);
+        free(ch->kept);
+        tunnel_spec_done(&ch->spec);
+        free(ch);
+        return NULL;
+}
+
+int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, struct tunnel_change **ret)
+{
+        struct tunnel_change *ch = calloc(1, sizeof(*ch));
+        int r;
+
+        if (!ch)
+                return -ENOMEM;
+        r = tunnel_spec_copy(spec, &ch->spec);
+        if (r >= 0)
+                r = forwards_build(&ch->spec, t->fwds, t->n_fwds, &ch->fwds, &ch->kept, &ch->n_fwds);
+        if (r >= 0 && ch->spec.probe.connect)
+                r = probe_new(t->ctx->loop, &ch->spec.probe, on_probe, t, &ch->probe);
+        if (r < 0) {
+                tunnel_change_free(ch);
+                return r;
+        }
+        *ret = ch;
+        return 0;
+}
+
+static bool probe_changed(const struct probe_spec *a, const struct probe_spec *b)
+{
+        return strcmp_null(a->connect, b->connect) != 0 || a->interval != b->interval || a->timeout != b->timeout ||
+               a->failures != b->failures || strcmp_null(a->send, b->send) != 0 || strcmp_null(a->expect, b->expect) != 0;
+}
+
+/* The new forwards in place: kept ones as they are (their connections untouched), removed
+ * ones closed, added ones asked for. */
+static void swap_forwards(struct tunnel *t, struct tunnel_change *ch, size_t *added, size_t *removed)
+{
+        struct conn *c = t->user.attached ? t->user.conn : NULL;
+        _cleanup_free_ bool *keep = calloc(t->n_fwds + 1, sizeof(bool));
+
+        *added = *removed = 0;
+        for (size_t k = 0; k < ch->n_fwds; k++)
+                if (ch->kept[k] >= 0) {
+                        ch->fwds[k] = t->fwds[ch->kept[k]];
+                        if (keep)
+                                keep[ch->kept[k]] = true;
+                }
+        for (size_t i = 0; i < t->n_fwds; i++) {
+                bool kept = false;
+
+                for (size_t k = 0; !keep && k < ch->n_fwds && !kept; k++)
+                        kept = ch->fwds[k] == t->fwds[i];
+                if (keep ? keep[i] : kept)
+                        continue;
+                (*removed)++;
+                if (c)
+                        conn_forward_remove(c, t->fwds[i]);
+                forward_free(t->fwds[i]);
+        }
+        free(t->fwds);
+        t->fwds = ch->fwds;
+        t->n_fwds = ch->n_fwds;
+        ch->fwds = NULL;
+        for (size_t k = 0; k < t->n_fwds; k++) {
+                t->fwds[k]->user = &t->user;
+                if (ch->kept[k] >= 0)
+                        continue;
+                (*added)++;
+                if (c)
+                        conn_forward_add(c, t->fwds[k]);
+        }
+}
+
+void tunnel_reconfigure(struct tunnel *t, struct tunnel_change *ch, struct conn *c)
+{
+        bool new_probe = probe_changed(&t->spec.probe, &ch->spec.probe);
+        bool same_ssh = tunnel_spec_same_ssh(&t->spec, &ch->spec);
+        bool moves = c != t->user.conn;
+        size_t added, removed;
+        struct log_ctx ctx;
+
+        if (moves && t->user.conn) {
+                /* off the old connection first: its forwards close there */
+                detach(t, "no tunnel uses the connection any more");
+                conn_remove_user(&t->user);
+                t->stop_waits = false;
+        }
+        tunnel_spec_done(&t->spec);
+        t->spec = ch->spec;
+        ch->spec = (struct tunnel_spec){0};
+        t->user.name = t->spec.name;
+        swap_forwards(t, ch, &added, &removed);
+        if (new_probe) {
+                probe_free(t->probe);
+                t->probe = ch->probe;
+                ch->probe = NULL;
+                t->probe_misses = 0;
+                if (t->probe && t->state == TUNNEL_UP)
+                        probe_start(t->probe);
+        }
+        tunnel_change_free(ch);
+        if (moves && c)
+                conn_add_user(c, &t->user);
+        ctx = tunnel_log_ctx(t);
+        if (!moves && (added || removed) && t->user.attached && conn_get_pid(t->user.conn) > 0)
+                log_full(LOG_NOTICE, &ctx, "forwards changed: %zu added, %zu removed on the running ssh (pid %d); "
+                         "the others and their connections are untouched", added, removed,
+                         (int)conn_get_pid(t->user.conn));
+        else if (added || removed)
+                log_full(LOG_INFO, &ctx, "forwards changed: applied");
+        else if (same_ssh && !moves && t->user.attached && conn_get_pid(t->user.conn) > 0)
+                log_full(LOG_INFO, &ctx, "supervision settings changed: applied to the running ssh (pid %d)",
+                         (int)conn_get_pid(t->user.conn));
+        else if (same_ssh && !moves)
+                log_full(LOG_INFO, &ctx, "supervision settings changed: applied");
+        if (!t->spec.enabled) {
+                tunnel_stop(t, "disabled in the configuration");
+                return;
+        }
+        if (!t->held && !t->wanted) {
+                tunnel_start(t);        /* enabled again, or its policy had stopped it */
+                return;
+        }
+        if (t->wanted)
+                go(t, false);
+        else
+                sync_state(t, LOG_INFO, NULL, NULL);
+}
+
+/* ---- life ---- */
 
 int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec, void *owner, struct tunnel **ret)
 {
-        struct tunnel_change *c;
-        struct tunnel *t;
+        struct tunnel *t = calloc(1, sizeof(*t));
+        ssize_t *kept = NULL;
         int r;
 
-        t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
         *t = (struct tunnel){
@@ -485,206 +695,41 @@ int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec,
                 .owner = owner,
                 .state = TUNNEL_STOPPED,
                 .state_since = now_mono(),
-                .stderr_fd = -1,
+                .user = { .ops = &user_ops },
         };
-        mux_init(t);
-        r = tunnel_change_new(t, spec, ctx->ssh, &c);
+        r = tunnel_spec_copy(spec, &t->spec);
+        if (r >= 0)
+                r = forwards_build(&t->spec, NULL, 0, &t->fwds, &kept, &t->n_fwds);
+        free(kept);
+        if (r >= 0 && t->spec.probe.connect)
+                r = probe_new(ctx->loop, &t->spec.probe, on_probe, t, &t->probe);
         if (r < 0) {
+                forwards_free(t->fwds, t->n_fwds);
+                tunnel_spec_done(&t->spec);
                 free(t);
                 return r;
         }
-        take_change(t, c, true, true);
+        t->user.name = t->spec.name;
+        for (size_t i = 0; i < t->n_fwds; i++)
+                t->fwds[i]->user = &t->user;
         availability_init(&t->avail, t->state_since);
         if (!spec->enabled)
                 t->reason = "disabled in the configuration";
-        ev_child_init(&t->child_watcher, on_child, 0, 0);
-        ev_timer_init(&t->retry_timer, on_retry_timer, 0., 0.);
-        ev_timer_init(&t->grace_timer, on_grace_timer, 0., 0.);
-        ev_timer_init(&t->gate_timer, on_gate_timer, 0., 0.);
-        ev_timer_init(&t->lifetime_timer, on_lifetime_timer, 0., 0.);
-        ev_timer_init(&t->deadline_timer, on_deadline_timer, 0., 0.);
-        ev_io_init(&t->stderr_watcher, on_stderr, -1, EV_READ);
-        t->child_watcher.data = t->retry_timer.data = t->grace_timer.data = t->gate_timer.data = t;
-        t->lifetime_timer.data = t->deadline_timer.data = t->stderr_watcher.data = t;
         *ret = t;
         return 0;
 }
 
 struct tunnel *tunnel_free(struct tunnel *t)
 {
-        struct ev_loop *loop;
-
         if (!t)
                 return NULL;
-        loop = t->ctx->loop;
-        (void)tunnel_set_carrier(t, NULL);
-        share_detach_all(t);
-        free(t->rider_status);
-        if (t->pid > 0)
-                process_kill(t->pid, SIGKILL);
-        ev_child_stop(loop, &t->child_watcher);
-        ev_timer_stop(loop, &t->retry_timer);
-        ev_timer_stop(loop, &t->grace_timer);
-        ev_timer_stop(loop, &t->gate_timer);
-        ev_timer_stop(loop, &t->lifetime_timer);
-        ev_timer_stop(loop, &t->deadline_timer);
-        ev_io_stop(loop, &t->stderr_watcher);
-        if (t->stderr_fd >= 0)
-                close(t->stderr_fd);
-        remove_run_files(t);
-        handover_free(t);
-        mux_done(t);
-        free(t->mux_path);
-        free(t->mux_run_path);
+        if (t->user.conn) {
+                detach(t, "no tunnel uses the connection any more");
+                conn_remove_user(&t->user);
+        }
         probe_free(t->probe);
-        strv_free(t->allocated);
-        strv_free(t->argv);
-        free(t->jump_config);
-        free(t->jump_config_path);
-        free(t->known_hosts);
-        free(t->known_hosts_path);
+        forwards_free(t->fwds, t->n_fwds);
         tunnel_spec_done(&t->spec);
         free(t);
         return NULL;
-}
-
-bool tunnel_wants_start(const struct tunnel *t)
-{
-        return t->start_after_stop;
-}
-
-void tunnel_cancel_start(struct tunnel *t)
-{
-        t->start_after_stop = false;
-}
-
-void reset_counters(struct tunnel *t)
-{
-        t->restart_pending = false;
-        end_flapping(t, "started again by request");
-        t->starts = 0;
-        t->failures = 0;
-        /* ever_passed stays: fail_fast is about a configuration that never worked, and only
-         * a changed configuration makes the next start a first one again */
-        t->reason = NULL;
-}
-
-void tunnel_start(struct tunnel *t)
-{
-        t->held = false;
-        switch (t->state) {
-        case TUNNEL_STOPPED:
-        case TUNNEL_FAILED:
-        case TUNNEL_BACKOFF:
-                reset_counters(t);
-                spawn(t, NULL, t->state == TUNNEL_BACKOFF ? "start requested" : "starting", "launched");
-                return;
-        case TUNNEL_STOPPING:
-                t->start_after_stop = true;
-                return;
-        case TUNNEL_STARTING:
-        case TUNNEL_UP:
-        case TUNNEL_DEGRADED:
-        case TUNNEL_QUEUED:
-        case _TUNNEL_STATE_MAX:
-                return;
-        }
-}
-
-void tunnel_stop(struct tunnel *t, const char *reason)
-{
-        char grace[DURATION_MAX];
-
-        if (riding(t)) {
-                rider_stop(t, reason);
-                return;
-        }
-        t->reason = reason;
-        handover_abort(t, "stops with the tunnel");
-        switch (t->state) {
-        case TUNNEL_STARTING:
-        case TUNNEL_UP:
-        case TUNNEL_DEGRADED:
-                ev_timer_stop(t->ctx->loop, &t->gate_timer);
-                ev_timer_stop(t->ctx->loop, &t->lifetime_timer);
-                ev_timer_stop(t->ctx->loop, &t->deadline_timer);
-                process_kill(t->pid, SIGTERM);
-                arm(t, &t->grace_timer, t->ctx->stop_timeout);
-                set_state(t, TUNNEL_STOPPING, LOG_INFO, NULL, "stopping (%s): SIGTERM sent to ssh pid %d, SIGKILL in %s",
-                          reason, (int)t->pid, format_duration(t->ctx->stop_timeout, grace, sizeof(grace)));
-                return;
-        case TUNNEL_BACKOFF:
-        case TUNNEL_FAILED:
-        case TUNNEL_QUEUED:
-                ev_timer_stop(t->ctx->loop, &t->retry_timer);
-                t->retry_at = 0;
-                set_state(t, TUNNEL_STOPPED, LOG_NOTICE, NULL, "stopped (%s)", reason);
-                return;
-        case TUNNEL_STOPPING:
-                t->start_after_stop = false;
-                return;
-        case TUNNEL_STOPPED:
-        case _TUNNEL_STATE_MAX:
-                return;
-        }
-}
-
-void tunnel_hold(struct tunnel *t, const char *reason)
-{
-        t->held = true;
-        t->start_after_stop = false;
-        tunnel_stop(t, reason);
-}
-
-void tunnel_restart(struct tunnel *t, const char *reason)
-{
-        t->held = false;
-        reset_counters(t);
-        if (riding(t)) {
-                rider_restart(t, reason);
-                return;
-        }
-        /* its own ssh from before it shared a connection: stopped, then it rides */
-        if (!t->carrier && handover_begin(t, reason))
-                return;         /* make-before-break: the old ssh serves until the new one does */
-        if (tunnel_is_running(t) || t->state == TUNNEL_STOPPING) {
-                /* first: STOPPING is then a restart's (down time, not off) from its start */
-                t->start_after_stop = true;
-                if (t->state != TUNNEL_STOPPING)
-                        tunnel_stop(t, reason);
-                t->reason = reason;
-                return;
-        }
-        tunnel_start(t);
-}
-
-void tunnel_retry_now(struct tunnel *t, const char *reason)
-{
-        if (t->state != TUNNEL_BACKOFF)
-                return;
-        if (riding(t)) {
-                tunnel_retry_now(t->carrier, reason);   /* one backoff per connection */
-                return;
-        }
-        t->failures = 0;
-        spawn(t, NULL, reason, "retrying now");
-}
-
-bool tunnel_retry_soon(struct tunnel *t, const char *reason)
-{
-        /* only failures a network change can cure: a refused key or a taken port stay as
-         * they are, and their backoff must not be reset by every interface that comes up */
-        if (t->state != TUNNEL_BACKOFF || !policy_network_may_cure(t->last_run.failure))
-                return false;
-        if (riding(t))
-                return tunnel_retry_soon(t->carrier, reason);
-        t->failures = 0;
-        spawn(t, NULL, reason, "retrying now, backoff reset");
-        return true;
-}
-
-void tunnel_dequeue(struct tunnel *t, const char *reason)
-{
-        if (t->state == TUNNEL_QUEUED)
-                spawn(t, NULL, reason, "launched");
 }

@@ -38,19 +38,19 @@ static void write_availability(struct json_writer *w, const struct availability_
         json_end_object(w);
 }
 
-/* multiplex: each forward as ssh answered for it ([] otherwise, or while no ssh runs). */
+/* Each forward as ssh answered for it ([] while no ssh runs). */
 static void write_forward_states(struct json_writer *w, const struct tunnel_status *s)
 {
         json_write_key(w, "forward_states");
         json_begin_array(w);
         for (size_t i = 0; i < s->n_forwards; i++) {
-                const struct forward_status *f = &s->forwards[i];
+                const struct forward_status *f = tunnel_forward_status(s, i);
                 char kind[2] = { f->kind, '\0' };
 
                 json_begin_object(w);
                 json_field_string(w, "kind", kind);
                 json_field_string(w, "forward", f->spec);
-                json_field_string(w, "state", forward_state_to_string(f->state));
+                json_field_string(w, "state", conn_forward_state_to_string(f->state));
                 json_field_string(w, "reason", f->reason);
                 json_write_key(w, "allocated_port");
                 if (f->allocated_port > 0)
@@ -62,9 +62,29 @@ static void write_forward_states(struct json_writer *w, const struct tunnel_stat
         json_end_array(w);
 }
 
+/* The ports the server chose for -R 0 forwards, as ssh words it: "PORT for remote forward
+ * to HOST:PORT". */
+static void write_allocated(struct json_writer *w, const struct tunnel_status *s)
+{
+        json_write_key(w, "allocated");
+        json_begin_array(w);
+        for (size_t i = 0; i < s->n_forwards; i++) {
+                const struct forward_status *f = tunnel_forward_status(s, i);
+                struct forward fw;
+                char text[FORWARD_HOST_MAX + 64];
+
+                if (f->kind != 'R' || f->allocated_port <= 0 || forward_parse(FORWARD_REMOTE, f->spec, &fw))
+                        continue;
+                snprintf(text, sizeof(text), "%d for remote forward to %s:%d", f->allocated_port, fw.connect.host,
+                         fw.connect.port);
+                json_write_string(w, text);
+        }
+        json_end_array(w);
+}
+
 static void write_last_run(struct json_writer *w, const struct tunnel_status *s)
 {
-        const struct tunnel_run *run = s->last_run;
+        const struct conn_run *run = s->last_run;
         char sig[16];
 
         json_write_key(w, "last_exit");
@@ -117,9 +137,9 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_field_strv(w, "local", s->local_forwards);
         json_field_strv(w, "remote", s->remote_forwards);
         json_field_strv(w, "dynamic", s->dynamic_forwards);
-        json_field_strv(w, "allocated", s->allocated);
+        write_allocated(w, s);
         json_end_object(w);
-        json_field_bool(w, "multiplex", s->multiplex);
+        json_field_bool(w, "multiplex", true);    /* every tunnel's ssh is a master: kept for scripts */
         json_field_string(w, "connection", s->connection);
         write_forward_states(w, s);
         json_field_seconds(w, "gatetime", s->gatetime);
@@ -130,7 +150,7 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
 void tunnel_json_write_event(struct json_writer *w, const struct tunnel_status *s, const char *event,
                              enum tunnel_state from)
 {
-        const struct tunnel_run *run = s->last_run;
+        const struct conn_run *run = s->last_run;
         /* the class of the run that just ended: into backoff or failed, or restarted at once */
         bool ran = from == TUNNEL_STARTING || from == TUNNEL_UP || from == TUNNEL_DEGRADED;
         bool after_exit = run->valid && !run->requested && run->failure != FAILURE_NONE &&

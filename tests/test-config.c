@@ -81,7 +81,6 @@ static void test_good_full(void)
         /* built-in defaults */
         test_assert(c->tunnels[2].server_alive_interval == 30);
         test_assert(c->tunnels[2].server_alive_count_max == 3);
-        test_assert(c->tunnels[2].exit_on_forward_failure);
         test_assert(c->tunnels[2].connect_timeout == 15);
         test_assert(c->tunnels[2].restart_delay_max == 30);
         config_free(c);
@@ -304,8 +303,8 @@ static void test_ssh_options(void)
         test_assert(validate_ssh_option("Comp-ression=yes") != NULL);
         test_assert(validate_ssh_option("Compression=yes\n-oProxyCommand=x") != NULL);
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"controlmaster=auto\" ); } );",
-                     "t.conf:1: a.ssh_options: \"controlmaster=auto\" is always no: a shared master would take "
-                     "over the forwards and let ssh exit");
+                     "t.conf:1: a.ssh_options: \"controlmaster=auto\" is set by tunneld: every tunnel's ssh is a "
+                     "multiplexing master of tunneld's own");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"ServerAliveInterval=5\" ); } );",
                      "t.conf:1: a.ssh_options: \"ServerAliveInterval=5\" is set by tunneld: use the "
                      "server_alive_interval setting");
@@ -690,7 +689,6 @@ static void test_share_connection(void)
 
         test_assert_streq(e, "");
         test_assert(c && c->n_tunnels == 5);
-        test_assert(c->tunnels[0].multiplex && c->tunnels[1].multiplex && !c->tunnels[4].multiplex);
         test_assert(tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[1]));
         test_assert(!tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[2]));     /* another host */
         test_assert(!tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[3]));     /* its own gatetime */
@@ -714,20 +712,46 @@ static void test_share_connection(void)
                      "  { name = \"b\"; host = \"g\"; after = ( \"a\" ); } );\n", "");
 }
 
-static void test_multiplex_control_path(void)
+/* Every connection's control socket must fit ssh's ControlPath: a long name is hashed, a
+ * long control_socket is refused once. */
+static void test_control_path(void)
 {
         expect_error("control_socket = \"/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control\";\n"
-                     "tunnels = ( { name = \"a-long-tunnel-name-here\"; host = \"h\"; multiplex = true; } );\n",
-                     "t.conf:2: a-long-tunnel-name-here.multiplex: control_socket "
-                     "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control is too long for "
-                     "multiplex: ssh's control socket next to it would be /run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/#2d00e07787978277.mux/s0, 99 bytes long; ssh allows 90");
+                     "tunnels = ( { name = \"a-long-tunnel-name-here\"; host = \"h\"; },\n"
+                     "            { name = \"another\"; host = \"h\"; } );\n",
+                     "t.conf:2: a-long-tunnel-name-here.control_socket: "
+                     "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control is too long: ssh's "
+                     "control socket next to it would be /run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/#2d00e07787978277.mux/s0, 99 bytes long; ssh allows 90");
         expect_error("control_socket = \"/run/tunneld/control\";\n"
-                     "tunnels = ( { name = \"db\"; host = \"h\"; multiplex = true; drain_timeout = 5; } );\n", "");
+                     "tunnels = ( { name = \"db\"; host = \"h\"; drain_timeout = 5; } );\n", "");
         expect_error("control_socket = \"/run/tunneld/control\";\n"
                      "tunnels = ( { name = \"a-name-of-64-characters-which-is-as-long-as-tunneld-allows-12345\";"
-                     " host = \"h\"; multiplex = true; } );\n", "");
+                     " host = \"h\"; } );\n", "");
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_multiplex_control_path), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* multiplex and exit_on_forward_failure no longer do anything: they load, with one warning
+ * each (at the first place they are set), and a value of the wrong type is still an error. */
+static void test_obsolete_settings(void)
+{
+        struct config *c = NULL;
+        _cleanup_free_ char *e = load_errors(
+                "defaults = { multiplex = true; exit_on_forward_failure = false; };\n"
+                "tunnels = ( { name = \"a\"; host = \"h\"; multiplex = false; },\n"
+                "            { name = \"b\"; host = \"h\"; exit_on_forward_failure = true; } );\n", &c);
+
+        test_assert_streq(e, "");
+        test_assert(c && strv_length(c->warnings) == 2);
+        if (c && strv_length(c->warnings) == 2) {
+                test_assert(strncmp(c->warnings[0], "t.conf:1: defaults.multiplex: no longer does anything (", 55) == 0);
+                test_assert(strstr(c->warnings[0], "): remove it"));
+                test_assert(strncmp(c->warnings[1], "t.conf:1: defaults.exit_on_forward_failure: no longer does "
+                                    "anything (a forward that fails is asked for again", 106) == 0);
+        }
+        config_free(c);
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; multiplex = \"yes\"; } );",
+                     "t.conf:1: a.multiplex: must be true or false, not a string");
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_control_path), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

@@ -16,21 +16,26 @@ static char *argv_line(const char *conf)
                 config_errors_clear(&errs);
                 return NULL;
         }
-        if (ssh_argv_build(&c->tunnels[0], c->ssh, NULL, NULL, &argv) < 0 || shell_quote_argv(argv, &line) < 0)
+        if (ssh_argv_build(&c->tunnels[0], c->ssh, NULL, NULL, "/run/tunneld/control.d/a.mux/s0", &argv) < 0 ||
+            shell_quote_argv(argv, &line) < 0)
                 return NULL;
         return line;
 }
+
+#define MASTER "-o ControlMaster=yes -o ControlPath=/run/tunneld/control.d/a.mux/s0 -o ControlPersist=no " \
+        "-o ClearAllForwardings=yes -o LogLevel=VERBOSE " \
+        "-o 'LogVerbose=*:kex_exchange_identification():*,*:ssh_proxy_connect():*,*:ssh_packet_read_poll_seqnr():*'"
 
 static void test_minimal(void)
 {
         _cleanup_free_ char *l = argv_line("tunnels = ( { name = \"a\"; host = \"example.org\"; } );");
 
-        test_assert_streq(l, "ssh -N -T -o BatchMode=yes -o ExitOnForwardFailure=yes -o ServerAliveInterval=30 "
-                             "-o ServerAliveCountMax=3 -o ConnectTimeout=15 -o ControlMaster=no -o ControlPath=none "
-                             "-o LogLevel=DEBUG1 -- example.org");
+        test_assert_streq(l, "ssh -N -T -o BatchMode=yes -o ExitOnForwardFailure=no -o ServerAliveInterval=30 "
+                             "-o ServerAliveCountMax=3 -o ConnectTimeout=15 " MASTER " -- example.org");
 }
 
-/* The seed article's MySQL tunnel: port 1022, own key, 5000:localhost:3306. */
+/* The seed article's MySQL tunnel: port 1022, own key, 5000:localhost:3306 (opened over
+ * the control socket: no forward on the command line). */
 static void test_seed_mysql(void)
 {
         _cleanup_free_ char *l = argv_line(
@@ -39,10 +44,9 @@ static void test_seed_mysql(void)
                 "  port = 1022; identity_file = \"/etc/tunneld/keys/id_rsa-cytopia\";\n"
                 "  local_forwards = ( \"5000:localhost:3306\" ); } );");
 
-        test_assert_streq(l, "/usr/bin/ssh -N -T -o BatchMode=yes -o ExitOnForwardFailure=yes -o ServerAliveInterval=30 "
-                             "-o ServerAliveCountMax=3 -o ConnectTimeout=15 -o ControlMaster=no -o ControlPath=none "
-                             "-o LogLevel=DEBUG1 -p 1022 -l cytopia -i /etc/tunneld/keys/id_rsa-cytopia "
-                             "-L 5000:localhost:3306 -- everythingcli.org");
+        test_assert_streq(l, "/usr/bin/ssh -N -T -o BatchMode=yes -o ExitOnForwardFailure=no -o ServerAliveInterval=30 "
+                             "-o ServerAliveCountMax=3 -o ConnectTimeout=15 " MASTER " -p 1022 -l cytopia "
+                             "-i /etc/tunneld/keys/id_rsa-cytopia -- everythingcli.org");
 }
 
 static void test_everything(void)
@@ -56,10 +60,25 @@ static void test_everything(void)
                 "  ssh_options = ( \"ProxyCommand=ssh -W %h:%p gw\", \"Compression=yes\" ); } );");
 
         test_assert_streq(l, "ssh -N -T -F /etc/tunneld/ssh_config -o BatchMode=yes -o ExitOnForwardFailure=no "
-                             "-o ServerAliveInterval=5 -o ServerAliveCountMax=2 -o ConnectTimeout=7 "
-                             "-o ControlMaster=no -o ControlPath=none -o LogLevel=DEBUG1 -l u -J bastion@jump:2222 "
-                             "-L 5000:db:3306 -L 127.0.0.1:5001:db:3307 -R 8080:localhost:80 -D 1080 "
-                             "-o 'ProxyCommand=ssh -W %h:%p gw' -o Compression=yes -- 10.0.0.1");
+                             "-o ServerAliveInterval=5 -o ServerAliveCountMax=2 -o ConnectTimeout=7 " MASTER
+                             " -l u -J bastion@jump:2222 -o 'ProxyCommand=ssh -W %h:%p gw' -o Compression=yes -- 10.0.0.1");
 }
 
-TEST_MAIN(TEST(test_minimal), TEST(test_seed_mysql), TEST(test_everything))
+/* What ssh -G is asked: the tunnel's options and forwards as ssh reads them, none of the
+ * master's (ClearAllForwardings would hide an ssh_config_file's forwards). */
+static void test_view(void)
+{
+        struct config_errors errs = {0};
+        _cleanup_config_free_ struct config *c = NULL;
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *line = NULL;
+
+        test_assert(config_load_string("tunnels = ( { name = \"a\"; host = \"h\"; port = 2222;\n"
+                                       "  local_forwards = ( \"5000:db:3306\" ); remote_forwards = ( \"8080:x:80\" ); } );",
+                                       "t.conf", &c, &errs) == 0);
+        test_assert(ssh_argv_build_view(&c->tunnels[0], "ssh", &argv) == 0 && shell_quote_argv(argv, &line) == 0);
+        test_assert_streq(line, "ssh -N -T -o BatchMode=yes -o ServerAliveInterval=30 -o ServerAliveCountMax=3 "
+                                "-o ConnectTimeout=15 -p 2222 -L 5000:db:3306 -R 8080:x:80 -- h");
+}
+
+TEST_MAIN(TEST(test_minimal), TEST(test_seed_mysql), TEST(test_everything), TEST(test_view))

@@ -22,16 +22,16 @@ static void test_start_deadline(void)
 {
         struct tunnel_spec s = { .connect_timeout = 15 };
 
-        test_assert(tunnel_start_deadline(&s) == 25);
-        test_assert(tunnel_slot_time(&s) == 15);
+        test_assert(conn_start_deadline(&s) == 25);
+        test_assert(conn_slot_time(&s) == 15);
         s.jump_host = (char *)"a,b@c:22";
-        test_assert(tunnel_start_deadline(&s) == 75);
-        test_assert(tunnel_slot_time(&s) == 45);
+        test_assert(conn_start_deadline(&s) == 75);
+        test_assert(conn_slot_time(&s) == 45);
         s.jump_host = (char *)"none";
-        test_assert(tunnel_start_deadline(&s) == 25);
+        test_assert(conn_start_deadline(&s) == 25);
         s.start_timeout = 5;
-        test_assert(tunnel_start_deadline(&s) == 5);
-        test_assert(tunnel_slot_time(&s) == 5);
+        test_assert(conn_start_deadline(&s) == 5);
+        test_assert(conn_slot_time(&s) == 5);
 }
 
 TEST_MAIN(TEST(test_state_names), TEST(test_start_deadline))

@@ -133,17 +133,21 @@ class PolicyTest(unittest.TestCase):
         self.assertEqual(d.count_log(r"^<\d+>half: up: "), 0)
 
     def test_no_start_after_sigterm(self):
-        """SIGTERM while a restart is under way (SIGUSR1 asked for it; ssh ignores SIGTERM, so
-        it is still stopping): the restart is dropped, nothing starts again, exit 0."""
+        """SIGTERM while a restart is under way (SIGUSR1 asked for it: a second ssh takes the
+        forwards over, make-before-break; both ignore SIGTERM): both are stopped (SIGKILL after
+        stop_timeout), nothing starts again, exit 0."""
         self.fake.plan("late", [(0, 30, "auth", "noterm")])
         d = self.tunneld([tunnel("late")], globals={"stop_timeout": 0.5})
         d.wait_log(r"^<\d+>late: up: ")
         d.signal(signal.SIGUSR1)
-        d.wait_log(r"^<\d+>late: stopping ")
+        d.wait_log(r"^<\d+>late: SIGUSR1; make-before-break: a new ssh takes the forwards over: ssh pid \d+ "
+                   r"\(start 2\)$")
+        self.wait_starts("late", 2)
         d.signal(signal.SIGTERM)
         self.assertEqual(d.wait_exit(10), 0)
-        self.assertEqual(len(self.fake.starts("late")), 1, d.log())
+        self.assertEqual(len(self.fake.starts("late")), 2, d.log())
         self.assertEqual(d.count_log(r"starting again"), 0)
+        self.assertEqual(self.fake.running(), [], "an ssh survived")
 
     def test_debug_survives_reload(self):
         """tunneld -d keeps logging at debug level after a reload (log_level = info in the
@@ -339,12 +343,12 @@ class PolicyTest(unittest.TestCase):
     # ---- UP ----
 
     def test_up_only_after_authenticated(self):
-        """A tunnel is UP only once ssh says "Authenticated to" and "Entering interactive
-        session" (every -L/-D listener bound) and, with remote forwards, once each is
-        confirmed: all three need ssh's debug1 lines."""
+        """A tunnel is UP only once ssh says "Authenticated to", its control socket answers,
+        and ssh answered "open" for every forward: one that never authenticates, one whose
+        control socket never appears and one whose forwards ssh refuses are not up."""
         self.fake.plan("quiet", [(0, 30)])
         self.fake.plan("authd", [(0, 30, True)])
-        self.fake.plan("remote", [(0, 30, True)])
+        self.fake.plan("remote", [(0, 30, "auth", "refuse")])
         self.fake.plan("nobind", [(0, 30, "authonly")])
         d = self.tunneld([tunnel("quiet"), tunnel("authd"),
                           tunnel("remote", remote_forwards=["127.0.0.1:23456:127.0.0.1:22"]),
@@ -356,12 +360,16 @@ class PolicyTest(unittest.TestCase):
         self.wait_starts("quiet", 1)
         self.wait_starts("remote", 1)
         self.wait_starts("nobind", 1)
+        d.wait_log(r"^<4>remote: forward R 127\.0\.0\.1:23456:127\.0\.0\.1:22 failed: Port forwarding failed; "
+                   r"asked for again in ")
+        d.wait_log(r"^<4>remote: degraded: ssh \(pid \d+\) runs, but 1 of 1 forwards failed")
         time.sleep(1.0)
-        # authenticated is not enough: the local listeners ("Entering interactive session")
-        # and each remote forward must be there too
+        # authenticated is not enough: the control socket must answer, and every forward be open
         self.assertNotRegex(d.log(), r"(quiet|remote|nobind): up:")
         for host in ("quiet", "authd", "remote", "nobind"):
-            self.assertIn("LogLevel=DEBUG1", self.fake.argv(host))
+            argv = self.fake.argv(host)
+            self.assertIn("LogLevel=VERBOSE", argv)
+            self.assertIn("ControlMaster=yes", argv)
         self.assertEqual(self.fake.argv("authd")[-2:], ["--", "authd"])
 
     # ---- stopping ----

@@ -72,8 +72,8 @@ class FakeSSH(Resource):
         return sorted(n for n in os.listdir(self.dir) if not n.endswith(".plan"))
 
     def running(self):
-        """Live fake ssh processes of this directory, and their sleep."""
-        return [p for p in procs_with_env(self.env_entry) if _comm(p) in ("fake-ssh", "sleep")]
+        """Live fake ssh processes of this directory."""
+        return [p for p in procs_with_env(self.env_entry) if _comm(p) in ("fake-ssh", "python3")]
 
     def _logs_text(self):
         out = []

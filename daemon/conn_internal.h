@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* What the files of the conn module share (conn.c: the state machine and its verbs;
+ * conn_run.c: a run's spawn and end; conn_forward.c: the forwards; conn_handover.c:
+ * make-before-break). Not for other modules: they have conn.h. */
+
+#include "conn.h"
+
+#include "log.h"
+#include "master.h"
+#include "policy.h"
+
+/* What a connection's ssh is started with, derived from its spec (and the ssh program):
+ * made before a reload's point of no return, so that taking it cannot fail. */
+struct conn_setup {
+        char *ssh;
+        char **argv;                    /* its ControlPath is control_base's generation 0 */
+        char *jump_config, *jump_config_path;   /* jump_config.h: NULL without a jump host */
+        char *known_hosts, *known_hosts_path;   /* known_hosts.h: NULL without pinned keys */
+        char *control_base;             /* RUNTIME/NAME.mux/s: a master's socket is s0 … s9 */
+};
+
+struct conn_change {
+        struct tunnel_spec spec;
+        struct conn_setup setup;
+};
+
+/* A master before the current one: it serves its forwards until the new master has taken
+ * each over (handing over), then carries its last connections (draining). */
+struct conn_old {
+        struct conn *c;
+        struct conn_old *next;
+        struct master *m;
+        int gen;
+        struct forward *fwds;           /* what it had open (copies: a forward may go meanwhile) */
+        struct conn_forward **owners;   /* each one's forward (NULL: removed since) */
+        uint32_t *close_ids;            /* the close of fwds[i] in flight; 0: none */
+        size_t n, closes_left;
+        bool handing_over;              /* until every close was answered */
+        bool move_started;              /* the new master answered: the closes went out */
+        ev_timer timer;                 /* the drain's checks, its deadline */
+        double deadline;
+};
+
+/* The current run: from spawn to exit. */
+struct conn_runstate {
+        double started_at;
+        double up_since;                /* when this run came UP */
+        double retry_at;                /* BACKOFF: when the timer fires */
+        bool connecting;                /* holds a max_parallel_starts slot */
+        bool deadline_final;            /* the deadline timer's second phase */
+        bool came_up, gate_passed;
+        bool refused_by_policy;         /* sshd said its policy refuses a forward (the next -R failure's class) */
+        enum failure_class kill_class;  /* tunneld ends this run for this failure (NONE: it does not) */
+};
+
+struct conn_flap {
+        struct flap_ring ring;
+        bool flapping;
+        unsigned long suppressed;       /* lines logged at debug level while flapping */
+        double reported_at;             /* the last "flapping"/"still flapping" line */
+};
+
+struct conn {
+        const struct conn_context *ctx;
+        char *name;
+        bool shared;
+        void *owner;
+        struct tunnel_spec spec;
+        struct conn_setup setup;
+
+        enum conn_state state;
+        double state_since;
+        const char *reason;             /* STOPPED, FAILED: why */
+        char wait_reason[128];          /* QUEUED: why */
+        bool start_after_stop;          /* STOPPING: start again once the exit is reaped */
+
+        struct master *master;          /* the current run's ssh */
+        int gen;                        /* its control socket */
+        struct conn_old *olds;          /* masters before: the first may still be handing over */
+        struct conn_runstate run;
+        ev_timer retry_timer, deadline_timer, gate_timer, lifetime_timer;
+
+        unsigned starts;                /* since configured or started by hand (max_starts) */
+        unsigned failures;              /* consecutive failed runs (the backoff's exponent) */
+        unsigned long total_starts;
+        bool ever_passed;               /* some run since configured was a success (fail_fast) */
+        struct conn_run last_run;
+        struct conn_flap flap;
+
+        struct conn_user *users;
+        size_t n_users, n_attached;
+        struct conn_forward *fwds;      /* every user's, in the order they were added */
+        struct conn_forward *fwds_tail;
+        size_t n_fwds;
+        ev_timer fwd_retry_timer;       /* failed forwards are asked for again */
+        double fwd_retry_delay;
+};
+
+/* conn.c */
+struct log_ctx conn_log_ctx(const struct conn *c);
+void conn_arm(struct conn *c, ev_timer *w, double after);
+/* The one place that changes c->state: tells the users (who log the news, or the
+ * connection logs it itself when it is shared), then the observer. */
+void conn_set_state(struct conn *c, enum conn_state state, int prio, const struct conn_run *run, const char *fmt, ...)
+        _printf_(5, 6);
+void conn_set_connecting(struct conn *c, bool connecting);
+void conn_maybe_up(struct conn *c);
+void conn_end_flapping(struct conn *c, const char *why);
+bool conn_is_running(const struct conn *c);
+
+/* conn_run.c */
+/* Spawn a master for a new run (past the start gate), or queue. */
+void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next);
+/* The run's end, judged by policy.h and carried out. */
+void conn_finish_run(struct conn *c, struct conn_run *run);
+void conn_on_grace(struct conn *c);
+int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_setup *ret);
+void conn_setup_done(struct conn_setup *s);
+/* The files ssh reads that tunneld writes: removed when the connection goes. */
+void conn_remove_files(const struct conn *c);
+extern const struct master_ops conn_master_ops;
+
+/* conn_forward.c */
+/* The master said hello: ask for every forward not asked for yet. */
+void conn_forwards_open_pending(struct conn *c);
+/* The run ended: every forward is pending again (asked for from the next master). */
+void conn_forwards_reset(struct conn *c);
+void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r);
+void conn_forwards_on_line(struct conn *c, enum failure_class class, const char *line);
+void conn_forward_opened_after_move(struct conn *c, struct conn_forward *f);
+void conn_forwards_init(struct conn *c);
+
+/* conn_handover.c */
+/* An up connection's planned restart, make-before-break: false if it cannot be done so. */
+bool conn_handover_begin(struct conn *c, const char *reason);
+/* The new master said hello: each forward closed on the old one, then opened here. */
+void conn_handover_move(struct conn *c);
+/* The new run ended, or the connection stops: the old masters are stopped too. */
+void conn_handover_abort(struct conn *c, const char *why);
+/* A forward goes: an old master that still holds it closes it. */
+void conn_handover_forget(struct conn *c, struct conn_forward *f);
+/* A control socket number no old master of c still uses. */
+int conn_handover_free_gen(const struct conn *c);
+bool conn_handover_has_child(const struct conn *c);
+void conn_handover_free(struct conn *c);

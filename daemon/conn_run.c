@@ -1,0 +1,462 @@
+/* SPDX-License-Identifier: MIT */
+/* conn_run: one run of a connection: what its ssh is started with, the spawn (past the
+ * start gate), the master's news, and the end of the run judged by policy.h and carried
+ * out (backoff, a restart, failed). */
+#include "conn_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jump_config.h"
+#include "known_hosts.h"
+#include "ssh_argv.h"
+
+/* ---- what ssh is started with ---- */
+
+void conn_setup_done(struct conn_setup *s)
+{
+        free(s->ssh);
+        strv_free(s->argv);
+        free(s->jump_config);
+        free(s->jump_config_path);
+        free(s->known_hosts);
+        free(s->known_hosts_path);
+        free(s->control_base);
+        *s = (struct conn_setup){0};
+}
+
+/* RUNTIME_DIR/NAME.known_hosts and RUNTIME_DIR/NAME.ssh_config, written before every start. */
+int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_setup *ret)
+{
+        const char *dir = c->ctx->runtime_dir ? c->ctx->runtime_dir : "/tmp";
+        struct conn_setup s = { .ssh = strdup(ssh ? ssh : "ssh") };
+        _cleanup_free_ char *control = NULL;
+        int r = s.ssh ? 0 : -ENOMEM;
+
+        if (r >= 0)
+                r = known_hosts_render(spec, &s.known_hosts);
+        if (r >= 0 && s.known_hosts && asprintf(&s.known_hosts_path, "%s/%s.known_hosts", dir, c->name) < 0) {
+                s.known_hosts_path = NULL;
+                r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = jump_config_render(spec, s.known_hosts_path, &s.jump_config);
+        if (r >= 0 && s.jump_config && asprintf(&s.jump_config_path, "%s/%s.ssh_config", dir, c->name) < 0) {
+                s.jump_config_path = NULL;
+                r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = ssh_control_base(dir, c->name, &s.control_base);
+        if (r >= 0 && asprintf(&control, "%s0", s.control_base) < 0) {
+                control = NULL;
+                r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = ssh_argv_build(spec, s.ssh, s.jump_config_path, s.known_hosts_path, control, &s.argv);
+        if (r < 0) {
+                conn_setup_done(&s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+void conn_remove_files(const struct conn *c)
+{
+        _cleanup_free_ char *dir = NULL;
+
+        if (c->setup.jump_config_path)
+                (void)unlink(c->setup.jump_config_path);
+        if (c->setup.known_hosts_path)
+                (void)unlink(c->setup.known_hosts_path);
+        if (c->setup.control_base && (dir = strdup(c->setup.control_base)) && strrchr(dir, '/')) {
+                *strrchr(dir, '/') = '\0';
+                (void)rmdir(dir);
+        }
+}
+
+/* ssh runs ProxyJump and ProxyCommand through $SHELL; under systemd with User=tunneld
+ * that is the user's login shell, /usr/sbin/nologin, and every jump host fails without a
+ * word. A shell /etc/shells does not list is replaced by /bin/sh. */
+static char **ssh_environment(void)
+{
+        extern char **environ;
+        static char **env;
+        const char *shell;
+        size_t n = 0, k = 0;
+        bool ok = false;
+
+        if (env)
+                return env;
+        shell = getenv("SHELL");
+        if (shell && *shell) {
+                for (const char *s; (s = getusershell());)
+                        if (strcmp(s, shell) == 0) {
+                                ok = true;
+                                break;
+                        }
+                endusershell();
+        }
+        if (ok)
+                return environ;
+        while (environ[n])
+                n++;
+        env = calloc(n + 2, sizeof(char *));
+        if (!env)
+                return environ;
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(environ[i], "SHELL=", 6) != 0)
+                        env[k++] = environ[i];
+        env[k] = (char *)"SHELL=/bin/sh";
+        return env;
+}
+
+static int write_one(const struct conn *c, const char *path, const char *text, const char *what)
+{
+        int r;
+
+        if (!text)
+                return 0;
+        r = write_file_atomic(path, text, 0600);
+        if (r < 0) {
+                struct log_ctx ctx = conn_log_ctx(c);
+                log_full_errno(LOG_ERR, r, &ctx, "cannot write %s (%s): %m", path, what);
+        }
+        return r;
+}
+
+/* The master's socket directory, ours and 0700, with no socket left in the way (one left
+ * behind makes ssh run without multiplexing: "already exists"). */
+static int prepare_control(const struct conn *c, const char *path)
+{
+        _cleanup_free_ char *dir = strdup(path);
+        struct log_ctx ctx = conn_log_ctx(c);
+        struct stat st;
+
+        if (!dir || !strrchr(dir, '/'))
+                return -ENOMEM;
+        *strrchr(dir, '/') = '\0';
+        if (strlen(path) > SSH_CONTROL_PATH_MAX) {
+                log_full(LOG_ERR, &ctx, "the control socket %s is %zu bytes long, ssh allows %d: shorten control_socket",
+                         path, strlen(path), SSH_CONTROL_PATH_MAX);
+                return -ENAMETOOLONG;
+        }
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return log_full_errno(LOG_ERR, errno, &ctx, "cannot create %s: %m", dir);
+        if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+                return log_full_errno(LOG_ERR, EEXIST, &ctx, "%s is not a directory of ours (mode 0700)", dir);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return log_full_errno(LOG_ERR, errno, &ctx, "cannot remove %s: %m", path);
+        return 0;
+}
+
+/* This run's argv: the setup's, its ControlPath this generation's. */
+static int run_argv(const struct conn *c, const char *control, char ***ret)
+{
+        _cleanup_strv_free_ char **argv = NULL;
+        int r = strv_copy(c->setup.argv, &argv);
+
+        if (r < 0)
+                return r;
+        for (char **a = argv; *a; a++)
+                if (strncmp(*a, "ControlPath=", 12) == 0) {
+                        char *v;
+
+                        r = ssh_control_path_option(control, &v);
+                        if (r < 0)
+                                return r;
+                        free(*a);
+                        *a = v;
+                        *ret = argv;
+                        argv = NULL;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+static int start_master(struct conn *c)
+{
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *control = NULL;
+        struct master_params p;
+        int r;
+
+        c->gen = conn_handover_free_gen(c);
+        if (asprintf(&control, "%s%d", c->setup.control_base, c->gen) < 0) {
+                control = NULL;
+                return -ENOMEM;
+        }
+        if ((r = prepare_control(c, control)) < 0)
+                return r;
+        if ((r = write_one(c, c->setup.jump_config_path, c->setup.jump_config, "the jump host's ssh settings")) < 0 ||
+            (r = write_one(c, c->setup.known_hosts_path, c->setup.known_hosts, "the pinned host keys")) < 0)
+                return r;
+        if ((r = run_argv(c, control, &argv)) < 0)
+                return r;
+        p = (struct master_params){
+                .argv = argv,
+                .envp = ssh_environment(),
+                .control_path = control,
+                .hops = jump_hop_count(c->spec.jump_host),
+                .log_tunnel = c->shared ? NULL : c->name,
+                .log_connection = c->name,
+        };
+        r = master_spawn(c->ctx->loop, &p, &conn_master_ops, c, &c->master);
+        if (r < 0) {
+                struct log_ctx ctx = conn_log_ctx(c);
+                ctx.failure = failure_class_to_string(FAILURE_EXEC);
+                log_full_errno(LOG_ERR, r, &ctx, "cannot start ssh: %m");
+        }
+        if (r >= 0 && c->flap.flapping)
+                master_set_quiet(c->master, true);
+        return r;
+}
+
+static void reset_run(struct conn *c)
+{
+        c->run = (struct conn_runstate){ .kill_class = FAILURE_NONE };
+}
+
+void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next)
+{
+        double deadline = conn_start_deadline(&c->spec), slot = conn_slot_time(&c->spec);
+        int r;
+
+        ev_timer_stop(c->ctx->loop, &c->retry_timer);
+        c->run.retry_at = 0;
+        if (c->ctx->gate) {
+                const char *why = c->ctx->gate(c, c->ctx->userdata);
+                if (why) {
+                        snprintf(c->wait_reason, sizeof(c->wait_reason), "%s", why);
+                        if (c->state != CONN_QUEUED)
+                                conn_set_state(c, CONN_QUEUED, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
+                                               "%s; queued: %s", what, why);
+                        return;
+                }
+        }
+        reset_run(c);
+        c->master = master_free(c->master);
+        r = start_master(c);
+        c->starts++;
+        c->total_starts++;
+        c->run.started_at = now_mono();
+        if (r < 0) {
+                /* a start that did not happen is a failed run like any other */
+                struct conn_run failed = { .valid = true, .exit_status = -1, .failure = FAILURE_EXEC,
+                                           .ended_at = c->run.started_at };
+                conn_finish_run(c, &failed);
+                return;
+        }
+        conn_set_connecting(c, true);
+        conn_arm(c, &c->deadline_timer, slot < deadline ? slot : deadline);
+        if (c->spec.max_lifetime > 0)
+                conn_arm(c, &c->lifetime_timer, c->spec.max_lifetime);
+        /* the same count as tunnelctl's STARTS (max_starts counts since the last manual start) */
+        conn_set_state(c, CONN_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
+                       "%s; %s: ssh pid %d (start %lu)", what, next, (int)master_pid(c->master), c->total_starts);
+}
+
+/* ---- how a run ended ---- */
+
+static void describe_run(const struct conn *c, const struct conn_run *run, char *buf, size_t size)
+{
+        char ran[DURATION_MAX];
+        size_t n;
+
+        format_duration(run->ran, ran, sizeof(ran));
+        if (run->exit_signal > 0) {
+                char sig[16];
+                n = (size_t)snprintf(buf, size, "ssh was killed by signal %s after %s",
+                                     signal_to_name(run->exit_signal, sig, sizeof(sig)), ran);
+        } else
+                n = (size_t)snprintf(buf, size, "ssh exited with status %d after %s", run->exit_status, ran);
+        if (n < size && !c->run.came_up)
+                n += (size_t)snprintf(buf + n, size - n, ", never up");
+        else if (n < size && c->spec.gatetime > 0 && !c->run.gate_passed) {
+                char gate[DURATION_MAX];
+                n += (size_t)snprintf(buf + n, size - n, ", up for less than gatetime %s",
+                                      format_duration(c->spec.gatetime, gate, sizeof(gate)));
+        }
+        if (n < size && run->failure != FAILURE_NONE) {
+                if (run->failure_on_proxy && c->spec.jump_host)
+                        snprintf(buf + n, size - n, " (%s on the jump host %s: %s)", failure_class_to_string(run->failure),
+                                 c->spec.jump_host, failure_class_hint(run->failure));
+                else if (run->failure_on_proxy)
+                        snprintf(buf + n, size - n, " (%s on the proxy of ssh_config_file: %s)",
+                                 failure_class_to_string(run->failure), failure_class_hint(run->failure));
+                else
+                        snprintf(buf + n, size - n, " (%s: %s)", failure_class_to_string(run->failure),
+                                 failure_class_hint(run->failure));
+        }
+}
+
+static void note_flapping(struct conn *c, const struct conn_run *run, const char *what)
+{
+        struct log_ctx ctx = conn_log_ctx(c);
+        char window[DURATION_MAX];
+
+        if (!flap_note_failure(&c->flap.ring, &c->spec, run->ended_at) || c->flap.flapping)
+                return;
+        c->flap.flapping = true;
+        c->flap.suppressed = 0;
+        c->flap.reported_at = run->ended_at;
+        ctx.failure = failure_class_to_string(run->failure);
+        log_full(LOG_WARNING, &ctx, "flapping: %d failed starts within %s, the last: %s; "
+                 "until a run lasts gatetime, its failures are logged at debug level, "
+                 "with one line per flap_window",
+                 c->spec.flap_threshold, format_duration(c->spec.flap_window, window, sizeof(window)), what);
+        for (struct conn_user *u = c->users; u; u = u->next)
+                if (u->ops->flapping)
+                        u->ops->flapping(u, true);
+}
+
+/* A run ended that tunneld did not ask to end: the verdict of policy.h, carried out. */
+void conn_finish_run(struct conn *c, struct conn_run *run)
+{
+        const struct run_outcome outcome = {
+                .ran = run->ran,
+                .came_up = c->run.came_up,
+                .passed_gate = c->run.gate_passed,
+                .exit_status = run->exit_status,
+                .exit_signal = run->exit_signal,
+                .failure = run->failure,
+                .ended_by_tunneld = c->run.kill_class != FAILURE_NONE,
+        };
+        const struct run_counters counters = { .starts = c->starts, .failures = c->failures,
+                                               .ever_passed = c->ever_passed };
+        struct verdict v = policy_judge(&c->spec, &counters, &outcome, random_unit());
+        char what[1024], in[DURATION_MAX];
+
+        run->failure = v.failure;
+        c->last_run = *run;
+        c->failures = v.failures;
+        if (v.success)
+                c->ever_passed = true;
+        describe_run(c, run, what, sizeof(what));
+        if (!v.success)
+                note_flapping(c, run, what);
+
+        switch (v.kind) {
+        case VERDICT_FAILED:
+                c->reason = v.reason;
+                if (c->spec.max_starts > 0 && strcmp(v.reason, "max_starts reached") == 0)
+                        conn_set_state(c, CONN_FAILED, LOG_ERR, run, "%s; not restarting (started %u times, max_starts %d)",
+                                       what, c->starts, c->spec.max_starts);
+                else
+                        conn_set_state(c, CONN_FAILED, LOG_ERR, run, "%s; not restarting (%s)", what, v.why);
+                return;
+        case VERDICT_BACKOFF:
+                c->run.retry_at = now_mono() + v.delay;
+                conn_arm(c, &c->retry_timer, v.delay);
+                conn_set_state(c, CONN_BACKOFF, LOG_WARNING, run, "%s; restarting in %s (failed start %u in a row)",
+                               what, format_duration(v.delay, in, sizeof(in)), c->failures);
+                return;
+        case VERDICT_RESTART_AFTER:
+                c->run.retry_at = now_mono() + v.delay;
+                conn_arm(c, &c->retry_timer, v.delay);
+                conn_set_state(c, CONN_BACKOFF, LOG_WARNING, run, "%s; restarting in %s", what,
+                               format_duration(v.delay, in, sizeof(in)));
+                return;
+        case VERDICT_RESTART_NOW:
+                conn_spawn(c, run, what, "restarting now");
+                return;
+        }
+}
+
+/* ---- the master's news ---- */
+
+static void on_master_event(struct master *m, enum master_event ev, void *userdata)
+{
+        struct conn *c = userdata;
+
+        (void)m;
+        switch (ev) {
+        case MASTER_AUTHENTICATED:
+                conn_set_connecting(c, false);
+                conn_maybe_up(c);
+                return;
+        case MASTER_READY:
+                conn_handover_move(c);          /* an old master's forwards: closed there first */
+                conn_forwards_open_pending(c);
+                conn_maybe_up(c);
+                return;
+        case MASTER_LOST:
+                /* the master lives on without its control connection: nothing can be asked of it */
+                if (conn_is_running(c))
+                        conn_end_run(c, FAILURE_MUX, "%s", master_lost_reason(m));
+                return;
+        case MASTER_PROHIBITED:
+                for (struct conn_user *u = c->users; u; u = u->next)
+                        if (u->attached && u->ops->prohibited)
+                                u->ops->prohibited(u);
+                return;
+        }
+}
+
+static void on_master_reply(struct master *m, const struct mux_reply *r, void *userdata)
+{
+        (void)m;
+        conn_forwards_on_reply(userdata, r);
+}
+
+static void on_master_forward_line(struct master *m, enum failure_class class, const char *line, void *userdata)
+{
+        (void)m;
+        conn_forwards_on_line(userdata, class, line);
+}
+
+static void on_master_exit(struct master *m, const struct master_exit *e, void *userdata)
+{
+        struct conn *c = userdata;
+        struct conn_run run = {
+                .valid = true,
+                .pid = e->pid,
+                .exit_status = e->exit_status,
+                .exit_signal = e->exit_signal,
+                .ran = e->ran,
+                .ended_at = e->ended_at,
+                .failure = c->run.kill_class != FAILURE_NONE ? c->run.kill_class : e->failure,
+                .failure_on_proxy = c->run.kill_class == FAILURE_NONE && e->failure_on_proxy,
+        };
+
+        (void)m;
+        ev_timer_stop(c->ctx->loop, &c->gate_timer);
+        ev_timer_stop(c->ctx->loop, &c->lifetime_timer);
+        ev_timer_stop(c->ctx->loop, &c->deadline_timer);
+        /* the master is gone, and the forwards with it (an old one still serving is not: the
+         * new run ended before it took them over, and it stops too) */
+        conn_handover_abort(c, "the new ssh ended before it took the forwards over");
+        conn_forwards_reset(c);
+
+        if (c->state == CONN_STOPPING) {
+                char ran[DURATION_MAX];
+
+                run.requested = true;
+                run.failure = FAILURE_NONE;
+                run.failure_on_proxy = false;
+                c->last_run = run;
+                c->master = master_free(c->master);
+                if (c->start_after_stop && c->n_attached > 0) {
+                        c->start_after_stop = false;
+                        conn_spawn(c, &run, "ssh stopped", "starting again");
+                        return;
+                }
+                c->start_after_stop = false;
+                conn_set_state(c, CONN_STOPPED, LOG_NOTICE, &run, "stopped: ssh ended after %s (%s)",
+                               format_duration(run.ran, ran, sizeof(ran)), c->reason ? c->reason : "stop requested");
+                return;
+        }
+        c->master = master_free(c->master);
+        conn_finish_run(c, &run);
+}
+
+const struct master_ops conn_master_ops = {
+        .event = on_master_event,
+        .reply = on_master_reply,
+        .forward_line = on_master_forward_line,
+        .exited = on_master_exit,
+};
