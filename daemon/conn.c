@@ -192,7 +192,7 @@ void conn_maybe_up(struct conn *c)
                 conn_arm(c, &c->gate_timer, c->spec.gatetime);
         else
                 pass_gate(c);
-        conn_set_state(c, CONN_UP, LOG_INFO, NULL, "ssh (pid %d) authenticated after %s; its control socket answers",
+        conn_set_state(c, CONN_UP, LOG_INFO, NULL, "up: ssh (pid %d) authenticated after %s",
                        (int)master_pid(c->master),
                        format_duration(c->run.up_since - c->run.started_at, took, sizeof(took)));
 }

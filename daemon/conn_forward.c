@@ -83,7 +83,8 @@ static void schedule_retry(struct conn *c)
 static void fail(struct conn *c, struct conn_forward *f, enum failure_class class, const char *reason)
 {
         struct log_ctx ctx = forward_ctx(c, f);
-        bool again = f->st.state == FORWARD_FAILED && f->class == class && strcmp(f->reason, reason) == 0;
+        /* a retry's same answer (its state is pending meanwhile) */
+        bool again = f->failures > 0 && f->class == class && strcmp(f->reason, reason) == 0;
         char in[DURATION_MAX];
 
         snprintf(f->reason, sizeof(f->reason), "%s", reason);

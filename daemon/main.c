@@ -104,6 +104,25 @@ static void print_shared(const struct config *c)
         }
 }
 
+/* -t -v: what tunneld asks the master for, over its control socket. */
+static void print_forwards(const struct tunnel_spec *t)
+{
+        static const struct { const char *flag; char *const *(*list)(const struct tunnel_spec *s); } kinds[] = {
+                { "-L", tunnel_spec_local_forwards },
+                { "-R", tunnel_spec_remote_forwards },
+                { "-D", tunnel_spec_dynamic_forwards },
+        };
+        const char *sep = ": opened over ssh's control socket: ";
+
+        for (size_t k = 0; k < ELEMENTSOF(kinds); k++)
+                for (char *const *f = kinds[k].list(t); f && *f; f++) {
+                        printf("%s%s%s %s", sep == NULL ? "" : t->name, sep ? sep : " ", kinds[k].flag, *f);
+                        sep = NULL;
+                }
+        if (!sep)
+                printf("\n");
+}
+
 /* -t -v: the ssh that will run for tunnel i: its own connection's, or the shared
  * connection's (printed at its first tunnel, named as tunneld names it). */
 static int print_argv(const struct config *c, size_t i, const char *dir, const char *d, const char *jump_path,
@@ -119,6 +138,7 @@ static int print_argv(const struct config *c, size_t i, const char *dir, const c
                         first = j;
         if (first < i) {
                 printf("%s: rides the shared connection ~%s (above)\n", t->name, c->tunnels[first].name);
+                print_forwards(t);
                 return 0;
         }
         if (t->share_connection && asprintf(&carrier, "~%s", t->name) < 0)
@@ -134,6 +154,7 @@ static int print_argv(const struct config *c, size_t i, const char *dir, const c
                 printf("%s (the shared connection of %s): %s\n%s: rides it\n", carrier, t->name, line, t->name);
         else
                 printf("%s%s: %s\n", t->name, t->enabled ? "" : " (disabled)", line);
+        print_forwards(t);
         return 0;
 }
 

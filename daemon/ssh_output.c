@@ -87,6 +87,11 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
         }
         if (strncmp(line, "Authenticated to ", 17) == 0)
                 return SSH_LINE_AUTHENTICATED;
+        /* VERBOSE's own noise: a mux request's echo (its reply says the same), the byte
+         * counts of an ssh that ends */
+        if (strncmp(line, "mux_master_", 11) == 0 || strncmp(line, "Transferred: ", 13) == 0 ||
+            strncmp(line, "Bytes per second: ", 18) == 0)
+                return SSH_LINE_DEBUG;
         if (strncmp(line, "Allocated port ", 15) == 0)
                 return SSH_LINE_ALLOCATED;
         /* "channel 3: open failed: connect failed: Connection refused": one forwarded

@@ -331,9 +331,11 @@ static void detach(struct tunnel *t, const char *reason)
                 return;
         for (size_t i = 0; i < t->n_fwds; i++)
                 conn_forward_remove(c, t->fwds[i]);
+        /* the last one on it: the connection's ssh ends for it (said before the connection
+         * tells its users it is stopping) */
+        t->stop_waits = conn_count_attached(c) == 1 && conn_has_child(c);
         conn_detach(&t->user, reason);
-        /* it was the last: the connection's ssh ends for it */
-        t->stop_waits = conn_get_state(c) == CONN_STOPPING && conn_has_child(c);
+        t->stop_waits = t->stop_waits && conn_get_state(c) == CONN_STOPPING && conn_has_child(c);
 }
 
 /* Wanted: onto the connection, unless a tunnel it is after is not up yet. */

@@ -47,14 +47,16 @@ class CoreTest(unittest.TestCase):
 
     def test_local_and_remote_forwards_carry_bytes(self):
         """Bytes go through a -L forward (client side listener) and a -R forward (listener on
-        the server), and the tunnel is UP only with the remote forward confirmed."""
+        the server), and the tunnel is UP only with the remote forward confirmed: at UP, ssh
+        has answered "open" for both, and the -R already listens on the server."""
         lport, rport = free_port(), free_port()
         d = self.tunneld([{"name": "web", "local_forwards": [self.local_forward(lport)],
-                           "remote_forwards": [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"]}],
-                         args=["-d"])  # -d: log ssh's debug1 line that confirms the -R listener
-        m = d.wait_log(r"^<\d+>web: up: ssh \(pid \d+\) authenticated and every remote forward accepted after ",
-                       timeout=UP_TIMEOUT)
-        self.assertLess(d.log().index(f"remote forward success for: listen 127.0.0.1:{rport}"), m.start())
+                           "remote_forwards": [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"]}])
+        d.wait_log(r"^<\d+>web: up: ssh \(pid \d+\) authenticated and every remote forward accepted after ",
+                   timeout=UP_TIMEOUT)
+        self.assertTrue(port_accepts(rport), "up before the server listens on the -R port")
+        t = tunneltest.status(d)[1]["web"]
+        self.assertEqual([f["state"] for f in t["forward_states"]], ["open", "open"], t)
         self.assert_echo(lport)
         self.assert_echo(rport)
         big = os.urandom(32 * 1024)
@@ -76,9 +78,12 @@ class CoreTest(unittest.TestCase):
         self.assertEqual(d.children(), [new])
         self.assert_echo(lport)
 
-    def test_taken_local_port_backs_off(self):
-        """A local forward whose port is taken: ssh exits 255 (local-forward failure) and
-        tunneld retries with growing delays, a few times, never in a tight loop."""
+    def test_taken_local_port_is_retried_on_the_same_ssh(self):
+        """A local forward whose port is taken: the tunnel is degraded, not restarted (the
+        same ssh throughout); ssh's own reason ("Address already in use") shows in the log and
+        in status, the failure is counted once as local-forward, and the forward is asked
+        for again with growing delays (restart_delay doubling to restart_delay_max, never in
+        a tight loop). Once the port is free, the forward opens and the tunnel is up."""
         port = free_port()
         taken = socket.socket()
         self.addCleanup(taken.close)
@@ -87,27 +92,31 @@ class CoreTest(unittest.TestCase):
         delay, cap = 0.2, 1.6
         d = self.tunneld([{"name": "busy", "local_forwards": [self.local_forward(port)]}],
                          gatetime=5, restart_delay=delay, restart_delay_max=cap,
-                         args=["-d"])  # -d: a flapping tunnel's messages go to debug level
-        backoff = r"^<\d+>busy: ssh exited with status 255 .*\(local-forward: .*restarting in (.+?) \(failed start (\d+) in a row\)$"
+                         args=["-d"])  # -d: the same failure again is logged at debug level
+        spec = re.escape(self.local_forward(port))
+        retry = rf"^<\d+>busy: forward L {spec} failed: bind \[127\.0\.0\.1\]:{port}: Address already in use; " \
+                r"asked for again in (.+)$"
+        d.wait_log(r"^<4>busy: degraded: ssh \(pid (\d+)\) runs, but 1 of 1 forwards failed", timeout=UP_TIMEOUT)
         t0 = time.monotonic()
-        wait_until(lambda: len(d.findall(backoff)) >= 5, 40, what="5 failed starts")
+        wait_until(lambda: len(d.findall(retry)) >= 5, 40, what="5 failed attempts")
         took = time.monotonic() - t0
-        decided = [(parse_duration(x), int(n)) for x, n in d.findall(backoff)]
-        self.assertEqual([n for _, n in decided], list(range(1, len(decided) + 1)))
-        for got, n in decided:
+        decided = [parse_duration(x) for x in d.findall(retry)]
+        for n, got in enumerate(decided, 1):
             base = min(delay * 2 ** (n - 1), cap)
             slack = duration_slack(got)
-            self.assertTrue(base / 2 - slack <= got <= base + slack, f"failure {n}: {decided}")
-        delays = [got for got, _ in decided[:4]]  # doubling up to the cap: never shorter
-        self.assertEqual(delays, sorted(delays), f"delays shrink: {decided}")
-        self.assertIn(f"busy: ssh: bind [127.0.0.1]:{port}: Address already in use", d.log())
-
-        # No spin: 5 starts took at least the first 4 delays; 2 s more add at most 2 starts.
-        self.assertGreaterEqual(took, sum(got for got, _ in decided[:4]) - 0.05)
-        starts = d.count_log(r"^<\d+>busy: .*: ssh pid \d+ \(start \d+\)$")
-        self.assertLessEqual(starts, 6)
-        time.sleep(2)
-        self.assertLessEqual(d.count_log(r"^<\d+>busy: .*: ssh pid \d+ \(start \d+\)$") - starts, 2)
+            self.assertTrue(base / 2 - slack <= got <= base + slack, f"attempt {n}: {decided}")
+        self.assertEqual(decided[:4], sorted(decided[:4]), f"delays shrink: {decided}")
+        self.assertGreaterEqual(took, sum(decided[1:4]) - 0.05, "no spin: the attempts waited their delays")
+        self.assertEqual(d.count_log(rf"^<4>busy: forward L {spec} failed: "), 1, "the same failure is news once")
+        t = tunneltest.status(d)[1]["busy"]
+        self.assertEqual((t["state"], t["starts"], t["failures"]), ("degraded", 1, {"local-forward": 1}), t)
+        self.assertEqual(t["forward_states"][0]["reason"], f"bind [127.0.0.1]:{port}: Address already in use", t)
+        pid = t["pid"]
+        taken.close()
+        d.wait_log(rf"^<5>busy: forward L {spec} open again$", timeout=cap + 10)
+        d.wait_log(r"^<5>busy: up: ", timeout=5)
+        self.assert_echo(port)
+        self.assertEqual(d.children(), [pid], "the same ssh all along")
 
     def test_sigterm_stops_every_ssh(self):
         """SIGTERM: every ssh child ends, the forwarded ports close, tunneld exits 0."""
@@ -152,8 +161,9 @@ class CoreTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"(?m)^configuration OK: 2 tunnels$")
         r = tunneltest.run_tunneld("-t", "-v", "-c", good)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertRegex(r.stdout, r"(?m)^web: \S*ssh .*-L 127\.0\.0\.1:\d+:127\.0\.0\.1:\d+ .*-- 127\.0\.0\.1$")
-        self.assertRegex(r.stdout, r"(?m)^socks: \S*ssh .*-D 127\.0\.0\.1:1080 .*-- 127\.0\.0\.1$")
+        self.assertRegex(r.stdout, r"(?m)^web: \S*ssh .*-o ControlMaster=yes -o ControlPath=\S+/web\.mux/s0 .*-- 127\.0\.0\.1$")
+        self.assertRegex(r.stdout, r"(?m)^web: opened over ssh's control socket: -L 127\.0\.0\.1:\d+:127\.0\.0\.1:\d+$")
+        self.assertRegex(r.stdout, r"(?m)^socks: opened over ssh's control socket: -D 127\.0\.0\.1:1080$")
 
         # A file the injected option would create, and a script that creates it without
         # needing a space (which tunneld also rejects in a host).
