@@ -4,12 +4,14 @@ by a killed ssh, a local port half taken by another program, the same through an
 an ssh_config_file.
 
 "up" means every forward tunneld was asked for is in place: a forward that bound only one
-of its addresses (127.0.0.1 taken, ::1 free) is a forward failure, retried as local-forward
-(or, with exit_on_forward_failure = false, the tunnel is degraded, never up). A crash never
-poisons the next start: a socket nobody listens on is removed before ssh binds it again.
+of its addresses (127.0.0.1 taken, ::1 free) is a failed forward (local-forward): the
+tunnel is degraded, never up, and the forward is asked for again on the same ssh until it
+opens. A crash never poisons the next start: a socket nobody listens on is removed before
+ssh binds it again.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,20 +107,26 @@ class ForwardTest(unittest.TestCase):
 
     def test_unix_socket_of_a_live_listener_is_left_alone(self):
         """A socket someone listens on is theirs: never removed; the forward fails
-        (local-forward) until they let go."""
+        (local-forward, ssh's own words in status) and the tunnel is degraded until they
+        let go; then the forward opens on the same ssh."""
         path = os.path.join(self.temp_dir(), "taken.sock")
         owner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         owner.bind(path)
         owner.listen(4)
         try:
             d = self.tunneld([{"name": "ul", "local_forwards": [f"{path}:127.0.0.1:{self.echo.port}"]}])
-            d.wait_log(r"^<\d+>ul: ssh exited with status 255 .*\(local-forward: ", timeout=UP_TIMEOUT)
+            d.wait_log(rf"^<4>ul: forward L {re.escape(path)}:127\.0\.0\.1:\d+ failed: unix_listener: cannot bind "
+                       rf"to path {re.escape(path)}: Address already in use; ", timeout=UP_TIMEOUT)
+            d.wait_log(r"^<4>ul: degraded: ", timeout=5)
             self.assertTrue(os.path.exists(path))
             self.assertNotIn("removed", d.log())
+            t = tunneltest.status(d)[1]["ul"]
+            self.assertEqual(t["failures"], {"local-forward": 1}, t)
         finally:
             owner.close()
         os.unlink(path)     # its owner goes away, and removes it
-        self.wait_up(d, "ul")
+        m, pid = self.wait_up(d, "ul")
+        self.assertEqual(pid, t["pid"], "the same ssh")
         wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket")
 
     # ---- a port half taken ----
@@ -126,46 +134,53 @@ class ForwardTest(unittest.TestCase):
     @unittest.skipUnless(ipv6_loopback(), "no ::1 here: ssh binds 127.0.0.1 alone and fails outright")
     def test_half_taken_port_is_a_forward_failure_then_comes_up(self):
         """"P:127.0.0.1:E" binds localhost: 127.0.0.1 and ::1. Another program holds
-        127.0.0.1:P: ssh binds only ::1 and carries on. tunneld does not call that up: it
-        ends the run as local-forward and retries with backoff; once the port is free the
-        tunnel comes up and clients of 127.0.0.1:P reach the tunnel, not the squatter."""
+        127.0.0.1:P: ssh binds only ::1 and answers "open". tunneld does not call that up:
+        the forward failed (ssh's bind line is its reason), the tunnel is degraded and the
+        forward is asked for again on the same ssh; once the port is free the tunnel comes
+        up and clients of 127.0.0.1:P reach the tunnel, not the squatter."""
         port = free_port()
         squatter = Squatter(port)
         self.addCleanup(squatter.close)
-        d = self.tunneld([{"name": "half", "local_forwards": [f"{port}:127.0.0.1:{self.echo.port}"]}],
-                         args=["-d"])
-        fail = (r"^<\d+>half: ssh exited with status \d+ after .*, never up \(local-forward: .*\); "
-                r"restarting in .* \(failed start (\d+) in a row\)$")
-        wait_until(lambda: len(d.findall(fail)) >= 2, 20, what="two failed starts")
-        self.assertIn("half: a local forward is not bound on every address it should be", d.log())
+        d = self.tunneld([{"name": "half", "local_forwards": [f"{port}:127.0.0.1:{self.echo.port}"]}])
+        d.wait_log(rf"^<4>half: forward L {port}:127\.0\.0\.1:\d+ failed: bind \[127\.0\.0\.1\]:{port}: "
+                   r"Address already in use; asked for again in ", timeout=UP_TIMEOUT)
+        m = d.wait_log(r"^<4>half: degraded: ssh \(pid (\d+)\) runs, but 1 of 1 forwards failed", timeout=5)
+        pid = int(m.group(1))
+        reply = tunneltest.tunnelctl_json(d, "status", "half")
+        t = reply["tunnels"][0]
+        self.assertEqual(t["state"], "degraded")
+        self.assertIn("degraded: half", reply["status"])
+        self.assertEqual(t["forward_states"][0]["state"], "failed", t)
+        self.assertEqual(t["forward_states"][0]["reason"], f"bind [127.0.0.1]:{port}: Address already in use", t)
+        time.sleep(1.5)     # past gatetime: still not up
         self.assertNotRegex(d.log(), r"half: up: ")
-        state = tunneltest.tunnelctl_json(d, "status", "half")["tunnels"][0]
-        self.assertIn(state["state"], ("backoff", "starting", "queued"))
         squatter.close()
-        self.wait_up(d, "half")
+        _, up_pid = self.wait_up(d, "half")
+        self.assertEqual(up_pid, pid, "the same ssh")
         wait_until(lambda: echo_roundtrip(port), 10, what="an echo through 127.0.0.1:{port}")
 
     @unittest.skipUnless(ipv6_loopback(), "no ::1 here")
-    def test_half_taken_port_without_exit_on_forward_failure_is_degraded(self):
-        """exit_on_forward_failure = false: ssh keeps running, and the tunnel is degraded
-        (STATUS and status say so), never up."""
+    def test_exit_on_forward_failure_false_is_the_same_and_warned(self):
+        """exit_on_forward_failure no longer does anything (a failed forward is always asked
+        for again on the running ssh): set to false it loads with one warning, and the tunnel
+        is degraded, never up, exactly as without it."""
         port = free_port()
         squatter = Squatter(port)
         self.addCleanup(squatter.close)
         d = self.tunneld([{"name": "deg", "exit_on_forward_failure": False,
                            "local_forwards": [f"{port}:127.0.0.1:{self.echo.port}"]}])
-        d.wait_log(r"^<\d+>deg: degraded: ssh \(pid \d+\) runs, but a forward failed", timeout=UP_TIMEOUT)
+        d.wait_log(r"^<4>\S+:\d+: deg\.exit_on_forward_failure: no longer does anything \(", timeout=5)
+        d.wait_log(r"^<\d+>deg: degraded: ssh \(pid \d+\) runs, but 1 of 1 forwards failed", timeout=UP_TIMEOUT)
         reply = tunneltest.tunnelctl_json(d, "status", "deg")
         self.assertEqual(reply["tunnels"][0]["state"], "degraded")
-        self.assertIn("degraded: deg", reply["status"])
-        time.sleep(1.5)     # past gatetime: still not up, never a success
+        time.sleep(1.5)
         self.assertNotRegex(d.log(), r"deg: up: ")
 
     @unittest.skipUnless(ipv6_loopback(), "no ::1 here")
     def test_half_taken_local_forward_of_an_ssh_config_alias(self):
         """The same with a LocalForward of the tunnel's ssh_config_file (an alias tunnel,
-        as the autossh article sets it up): tunneld knows nothing of the forward, but
-        ssh's bind failure still ends the run."""
+        as the autossh article sets it up): ssh -G tells tunneld of the forward, which it
+        opens over the control socket like any other: degraded while half taken, up once free."""
         port = free_port()
         squatter = Squatter(port)
         self.addCleanup(squatter.close)
@@ -178,7 +193,8 @@ class ForwardTest(unittest.TestCase):
         d = tunneltest.use(self, Tunneld([{"name": "al", "host": "aliasdb", "ssh_config_file": conf}],
                                          {"gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1},
                                          globals={"ssh": tunneltest.SSH}))
-        d.wait_log(r"^<\d+>al: ssh exited with status \d+ after .*, never up \(local-forward: ", timeout=UP_TIMEOUT)
+        d.wait_log(rf"^<4>al: forward L .*{port}.* failed: bind \[127\.0\.0\.1\]:{port}: Address already in use",
+                   timeout=UP_TIMEOUT)
         squatter.close()
         self.wait_up(d, "al")
         wait_until(lambda: echo_roundtrip(port), 10, what="an echo through the alias's LocalForward")
