@@ -65,9 +65,15 @@ static void on_drain_timer(struct ev_loop *loop, ev_timer *w, int revents);
 /* Everything has moved (or was closed): o only carries its last connections now. */
 static void start_drain(struct conn_old *o)
 {
+        struct conn *c = o->c;
+        struct log_ctx ctx = conn_log_ctx(c);
         size_t n = 0;
 
         o->handing_over = false;
+        if (c->master && master_pid(c->master) > 0 && master_pid(o->m) > 0)
+                log_full(LOG_NOTICE, &ctx, "make-before-break done: ssh pid %d has taken every forward over; the old "
+                         "one (pid %d) ends when its %zu connections do", (int)master_pid(c->master),
+                         (int)master_pid(o->m), master_count_forwarded(o->m, o->fwds, o->n));
         for (struct conn_old *d = o->c->olds; d; d = d->next)
                 if (++n > OLDS_MAX)
                         old_stop(d, "is one old ssh too many");

@@ -519,17 +519,18 @@ static int report_restart(struct follow *f, const struct replies *rs)
                 double before_pid = before ? json_get_number(before, "pid", 0) : 0;
                 int r;
 
-                /* stopping: the old ssh is on its way out; a make-before-break restart has
-                 * the new one starting already, the old one serving until it takes over */
-                if (state && before && (strcmp(state, "stopping") == 0 ||
-                                        (pid && pid->type == JSON_NUMBER && before_pid > 0 &&
-                                         pid->number != before_pid))) {
+                /* stopping: the old ssh is on its way out, its successor comes with an event */
+                if (state && before && strcmp(state, "stopping") == 0) {
                         names[n] = (char *)name;
                         slot[n] = i;
                         old[n++] = before_pid;
                         continue;
                 }
-                if (json_get_string(all.items[i], "connection") && pid && pid->type == JSON_NUMBER)
+                /* a make-before-break restart: the new ssh runs already, the old one serves
+                 * until it has taken the forwards over (the tunnel stays up) */
+                if (before && pid && pid->type == JSON_NUMBER && before_pid > 0 && pid->number != before_pid)
+                        r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name, pid->number, before_pid);
+                else if (json_get_string(all.items[i], "connection") && pid && pid->type == JSON_NUMBER)
                         /* a shared connection's tunnel: its forwards were closed and opened again */
                         r = asprintf(&lines[i], "%s: restarted: its forwards opened again on the shared connection "
                                      "%s (ssh pid %.0f)", name, json_get_string(all.items[i], "connection"), pid->number);
