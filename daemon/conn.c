@@ -433,6 +433,13 @@ void conn_detach(struct conn_user *u, const char *reason)
 
 void conn_restart(struct conn *c, const char *reason)
 {
+        if (conn_is_handing_over(c)) {
+                struct log_ctx ctx = conn_log_ctx(c);
+                /* a new ssh is taking the forwards over already: that is the restart asked for */
+                log_full(LOG_INFO, &ctx, "%s: a make-before-break restart is under way already (ssh pid %d)", reason,
+                         (int)master_pid(c->master));
+                return;
+        }
         reset_counters(c);
         if (conn_handover_begin(c, reason))
                 return;         /* make-before-break: the old ssh serves until the new one does */
@@ -691,7 +698,18 @@ bool conn_is_shared(const struct conn *c) { return c->shared; }
 void *conn_get_owner(const struct conn *c) { return c->owner; }
 bool conn_is_connecting(const struct conn *c) { return c->run.connecting; }
 bool conn_wants_start(const struct conn *c) { return c->start_after_stop; }
-pid_t conn_get_pid(const struct conn *c) { return c->master ? master_pid(c->master) : 0; }
+/* The ssh that serves the forwards: during a make-before-break handover the old one. */
+pid_t conn_get_pid(const struct conn *c)
+{
+        if (conn_is_handing_over(c) && master_pid(c->olds->m) > 0)
+                return master_pid(c->olds->m);
+        return c->master ? master_pid(c->master) : 0;
+}
+
+pid_t conn_get_next_pid(const struct conn *c)
+{
+        return conn_is_handing_over(c) && c->master ? master_pid(c->master) : 0;
+}
 const struct conn_run *conn_get_last_run(const struct conn *c) { return &c->last_run; }
 unsigned conn_get_failures(const struct conn *c) { return c->run.gate_passed ? 0 : c->failures; }
 bool conn_is_flapping(const struct conn *c) { return c->flap.flapping; }

@@ -178,7 +178,8 @@ bool conn_has_child(const struct conn *c);             /* an ssh of it runs (a d
 bool conn_wants_start(const struct conn *c);           /* STOPPING, to start again */
 /* The old master still serves the forwards while a new one takes them over. */
 bool conn_is_handing_over(const struct conn *c);
-pid_t conn_get_pid(const struct conn *c);              /* the current run's ssh, 0: none */
+pid_t conn_get_pid(const struct conn *c);              /* the ssh serving the forwards, 0: none */
+pid_t conn_get_next_pid(const struct conn *c);         /* make-before-break: the ssh taking them over, or 0 */
 double conn_get_uptime(const struct conn *c, double now);      /* < 0: no ssh */
 double conn_get_retry_in(const struct conn *c, double now);    /* BACKOFF: seconds; < 0 otherwise */
 const struct conn_run *conn_get_last_run(const struct conn *c);

@@ -139,20 +139,18 @@ void conn_forward_opened_after_move(struct conn *c, struct conn_forward *f)
                 open_one(c, f);
 }
 
+/* Silent: the connection's change of state follows at once, and its users read their
+ * forwards then (a tunnel must not see "pending" before it sees why). */
 void conn_forwards_reset(struct conn *c)
 {
         ev_timer_stop(c->ctx->loop, &c->fwd_retry_timer);
         for (struct conn_forward *f = c->fwds; f; f = f->next) {
-                bool was = f->st.state != FORWARD_PENDING || f->moving;
-
                 f->request_id = 0;
                 f->moving = f->held_by_old = false;
                 f->st.state = FORWARD_PENDING;
                 f->st.reason = NULL;
                 f->st.allocated_port = 0;
                 f->failures = 0;
-                if (was)
-                        tell(f, false);
         }
 }
 

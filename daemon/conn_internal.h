@@ -125,7 +125,8 @@ extern const struct master_ops conn_master_ops;
 /* conn_forward.c */
 /* The master said hello: ask for every forward not asked for yet. */
 void conn_forwards_open_pending(struct conn *c);
-/* The run ended: every forward is pending again (asked for from the next master). */
+/* The run ended: every forward is pending again (asked for from the next master); the
+ * users are not told (the connection's change of state that follows tells them). */
 void conn_forwards_reset(struct conn *c);
 void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r);
 void conn_forwards_on_line(struct conn *c, enum failure_class class, const char *line);

@@ -101,6 +101,7 @@ struct tunnel_status {
         const char *reason;             /* why queued, degraded, stopping, stopped or failed; else NULL */
         bool enabled, held, flapping;
         pid_t pid;                      /* its connection's ssh; 0: none */
+        pid_t next_pid;                 /* make-before-break: the ssh taking its forwards over; 0: none */
         double since;                   /* seconds in this state */
         double state_since_wall;        /* when it entered this state (unix time) */
         double uptime;                  /* of the connection's current ssh; < 0: none */

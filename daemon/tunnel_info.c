@@ -67,6 +67,7 @@ void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status 
                 .held = t->held,
                 .flapping = t->flapping,
                 .pid = on ? conn_get_pid(c) : 0,
+                .next_pid = on ? conn_get_next_pid(c) : 0,
                 .since = now - t->state_since,
                 .state_since_wall = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9 - (now - t->state_since),
                 .uptime = on ? conn_get_uptime(c, now) : -1,

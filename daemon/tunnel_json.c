@@ -117,6 +117,7 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_field_string(w, "reason", s->reason);
         json_field_string(w, "host", s->host);
         write_pid(w, "pid", s->pid);
+        write_pid(w, "next_pid", s->next_pid);
         json_field_seconds(w, "since", s->since);
         write_seconds_or_null(w, "uptime", s->uptime);
         write_seconds_or_null(w, "retry_in", s->retry_in >= 0 ? s->retry_in : s->state == TUNNEL_BACKOFF ? 0 : -1);

@@ -515,7 +515,7 @@ static int report_restart(struct follow *f, const struct replies *rs)
         for (size_t i = 0; i < all.n; i++) {
                 const char *name = json_get_string(all.items[i], "name"), *state = json_get_string(all.items[i], "state");
                 const struct json *before = follow_tunnel(f, name ? name : "");
-                const struct json *pid = json_get(all.items[i], "pid");
+                const struct json *pid = json_get(all.items[i], "pid"), *next = json_get(all.items[i], "next_pid");
                 double before_pid = before ? json_get_number(before, "pid", 0) : 0;
                 int r;
 
@@ -527,8 +527,11 @@ static int report_restart(struct follow *f, const struct replies *rs)
                         continue;
                 }
                 /* a make-before-break restart: the new ssh runs already, the old one serves
-                 * until it has taken the forwards over (the tunnel stays up) */
-                if (before && pid && pid->type == JSON_NUMBER && before_pid > 0 && pid->number != before_pid)
+                 * until the new one has taken the forwards over (the tunnel stays up) */
+                if (next && next->type == JSON_NUMBER)
+                        r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name, next->number,
+                                     before_pid > 0 ? before_pid : pid && pid->type == JSON_NUMBER ? pid->number : 0);
+                else if (before && pid && pid->type == JSON_NUMBER && before_pid > 0 && pid->number != before_pid)
                         r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name, pid->number, before_pid);
                 else if (json_get_string(all.items[i], "connection") && pid && pid->type == JSON_NUMBER)
                         /* a shared connection's tunnel: its forwards were closed and opened again */

@@ -231,9 +231,13 @@ class MultiplexTest(unittest.TestCase):
         r = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "restart", "mbb"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, rf"^mbb: restarted: ssh pid (\d+) \(was {old}\)\n$")
+        printed = int(r.stdout.split("ssh pid ")[1].split()[0])
+        # status shows the ssh that serves: the old one until the new one has every forward
+        wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] != old)(tunneltest.status(d)[1]["mbb"]),
+                   UP_TIMEOUT, what="up on the new ssh")
         new = tunneltest.status(d)[1]["mbb"]["pid"]
-        wait_until(lambda: tunneltest.status(d)[1]["mbb"]["state"] == "up", UP_TIMEOUT, what="up on the new ssh")
-        new = tunneltest.status(d)[1]["mbb"]["pid"]
+        self.assertEqual(new, printed, "the ssh tunnelctl named serves now")
         time.sleep(0.5)
         stop[0] = True
         th.join(5)
