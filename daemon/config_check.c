@@ -324,9 +324,6 @@ static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view 
                                     v->error);
                 return;
         }
-        if (v->clear_all_forwardings)
-                diag_tunnel(p, t, setting, "ClearAllForwardings=yes makes ssh set up no forward at all: the tunnel "
-                            "would be up with nothing listening; remove it%s", also);
         if (v->fork_after_authentication)
                 diag_tunnel(p, t, setting, "ForkAfterAuthentication=yes makes ssh go to the background, and "
                             "tunneld would see it exit at once; remove it (tunneld keeps ssh in the foreground)%s",

@@ -74,14 +74,14 @@ void conn_set_connecting(struct conn *c, bool connecting)
 
 /* A flapping connection's churn goes to debug level: its final verdicts do not, and once
  * per flap_window an exit is logged as usual, so that the log still says what it does. */
-static int flap_prio(struct conn *c, int prio, const struct conn_run *run, const char **prefix)
+static int flap_prio(struct conn *c, int prio, const struct conn_run *run, char *prefix, size_t size)
 {
-        *prefix = "";
+        prefix[0] = '\0';
         if (!c->flap.flapping || prio <= LOG_ERR || c->state == CONN_STOPPED || c->state == CONN_STOPPING)
                 return prio;
         if (run && c->state_since - c->flap.reported_at >= c->spec.flap_window) {
                 c->flap.reported_at = c->state_since;
-                *prefix = "still flapping: ";
+                snprintf(prefix, size, "still flapping (%lu messages at debug level so far): ", c->flap.suppressed);
                 return prio;
         }
         c->flap.suppressed++;
@@ -91,8 +91,7 @@ static int flap_prio(struct conn *c, int prio, const struct conn_run *run, const
 void conn_set_state(struct conn *c, enum conn_state state, int prio, const struct conn_run *run, const char *fmt, ...)
 {
         enum conn_state old = c->state;
-        const char *prefix;
-        char text[1536], news[1600];
+        char prefix[96], text[1536], news[1700];
         va_list ap;
 
         if (state != CONN_STARTING)
@@ -107,7 +106,7 @@ void conn_set_state(struct conn *c, enum conn_state state, int prio, const struc
         va_start(ap, fmt);
         vsnprintf(text, sizeof(text), fmt, ap);
         va_end(ap);
-        prio = flap_prio(c, prio, run, &prefix);
+        prio = flap_prio(c, prio, run, prefix, sizeof(prefix));
         snprintf(news, sizeof(news), "%s%s", prefix, text);
 
         /* A shared connection tells its story once, under its own name; a tunnel's own

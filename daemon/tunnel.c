@@ -178,8 +178,8 @@ static int describe(const struct tunnel *t, enum tunnel_state state, char *buf, 
                 return LOG_ERR;
         }
         case TUNNEL_QUEUED:
-                snprintf(buf, size, "queued: %s", !t->user.attached ? t->wait_reason
-                                                  : c ? conn_get_reason(c) : "no connection");
+                snprintf(buf, size, "starting; queued: %s", !t->user.attached ? t->wait_reason
+                                                            : c ? conn_get_reason(c) : "no connection");
                 return LOG_INFO;
         case TUNNEL_STOPPING:
                 snprintf(buf, size, "stopping (%s): its connection's ssh (pid %d) ends", t->reason ? t->reason : "?",

@@ -124,9 +124,10 @@ class CheckTest(FeatureTest):
 
     def test_verbose_prints_the_exact_ssh_command_line(self):
         """-t -v: one line per tunnel, "NAME: <shell-quoted argv>", in the documented order
-        (tunneld's own options, then port, user, key, jump host, forwards, extra options,
-        "--", host). Started for real, the ssh process's argv is that same list, word for
-        word (an extra option with a space and quotes included)."""
+        (tunneld's own options, then port, user, key, jump host, extra options, "--", host),
+        then "NAME: opened over ssh's control socket: -L … -R … -D …". Started for real, the
+        ssh process's argv is that same list, word for word (an extra option with a space
+        and quotes included; the control socket's directory is the daemon's)."""
         lport, rport, dport = free_port(), free_port(), free_port()
         sshd = self.sshd.tunnel_defaults()
         opts = sshd["ssh_options"] + ["SetEnv=GREETING=\"hello world's\""]
@@ -138,36 +139,42 @@ class CheckTest(FeatureTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout.splitlines()
         self.assertEqual(out[0], "configuration OK: 2 tunnels (1 enabled)")
+        self.assertEqual(out[2], f"full: opened over ssh's control socket: -L {self.local_forward(lport)} "
+                                 f"-R {self.remote_forward(rport)} -D 127.0.0.1:{dport}")
         # the jump tunnel's line is followed by the ssh_config tunneld writes for its hops
-        self.assertTrue(out[3].startswith("jumpy: ") and out[3].endswith(".ssh_config, written at every start:"), out[3])
+        self.assertTrue(out[4].startswith("jumpy: ") and out[4].endswith(".ssh_config, written at every start:"), out[4])
         self.assertIn("Host 127.0.0.1", out)
         self.assertIn(f"\tIdentityFile \"{self.sshd.client_key}\"", out)
         for o in self.sshd.tunnel_defaults()["ssh_options"]:
             self.assertIn(f"\t{o}", out)
         expected = [tunneltest.SSH, "-N", "-T", "-F", "/dev/null",
-                    "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=7",
-                    "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=9", "-o", "ControlMaster=no",
-                    "-o", "ControlPath=none", "-o", "LogLevel=DEBUG1",
-                    "-p", str(self.sshd.port), "-l", "root", "-i", self.sshd.client_key,
-                    "-L", self.local_forward(lport), "-R", self.remote_forward(rport), "-D", f"127.0.0.1:{dport}"]
+                    "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=no", "-o", "ServerAliveInterval=7",
+                    "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=9", "-o", "ControlMaster=yes",
+                    "-o", "ControlPath=DIR/full.mux/s0", "-o", "ControlPersist=no", "-o", "ClearAllForwardings=yes",
+                    "-o", "LogLevel=VERBOSE", "-o", "LogVerbose=*:kex_exchange_identification():*,"
+                    "*:ssh_proxy_connect():*,*:ssh_packet_read_poll_seqnr():*",
+                    "-p", str(self.sshd.port), "-l", "root", "-i", self.sshd.client_key]
         for o in opts:
             expected += ["-o", o]
         expected += ["--", "127.0.0.1"]
+
+        def control_dir(argv):
+            return [re.sub(r"^ControlPath=.*/(\S+\.mux/s0)$", r"ControlPath=DIR/\1", a) for a in argv]
         self.assertTrue(out[1].startswith("full: "), out[1])
-        self.assertEqual(shlex.split(out[1][len("full: "):]), expected)
-        self.assertTrue(out[2].startswith("jumpy (disabled): "), out[2])
-        jargv = shlex.split(out[2].split(": ", 1)[1])
+        self.assertEqual(control_dir(shlex.split(out[1][len("full: "):])), expected)
+        self.assertTrue(out[3].startswith("jumpy (disabled): "), out[3])
+        jargv = shlex.split(out[3].split(": ", 1)[1])
         self.assertEqual(jargv[jargv.index("-J") + 1], "hop@127.0.0.1:2222")
         self.assertLess(jargv.index("-i"), jargv.index("-J"))
         self.assertEqual(jargv[-2:], ["--", "127.0.0.1"])
-        self.assertEqual(jargv[jargv.index("-F") + 1], out[3].split(": ", 1)[1].split(", ")[0])
+        self.assertEqual(jargv[jargv.index("-F") + 1], out[4].split(": ", 1)[1].split(", ")[0])
 
         # The same argv, run for real.
         d = self.tunneld([tunnel], server_alive_interval=7, connect_timeout=9)
         _, pid = self.wait_up(d, "full")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
-        self.assertEqual(argv, expected)
+        self.assertEqual(control_dir(argv), expected)
         self.assert_echo(lport)
         self.assertEqual(status(d)["full"]["state"], "up")
 
@@ -207,17 +214,21 @@ class CheckTest(FeatureTest):
 
     def test_ssh_judges_ssh_options(self):
         """A typo in ssh_options is ssh's "Bad configuration option", at the tunnel's line;
-        options that defeat supervision (ClearAllForwardings=yes: up with nothing
-        listening) are refused with what to do. Many tunnels sharing one bad set (from
-        defaults) are reported once, with their count."""
+        options tunneld sets itself (ClearAllForwardings: it opens every forward itself) are
+        refused with why. Many tunnels sharing one bad set (from defaults) are reported once,
+        with their count."""
         r, path, text = self.check([
             {"name": "typo", "ssh_options": ["ServerAliveIntervall=10"]},
-            {"name": "clear", "ssh_options": ["ClearAllForwardings=yes"], "local_forwards": [f"{free_port()}:x:1"]},
             {"name": "fine", "ssh_options": ["Compression=yes"]},
         ], defaults={})
         self.assert_errors(r, path, text, [
             ("typo", "ssh_options", r"ssh refuses it: command-line: line 0: Bad configuration option: serveraliveintervall"),
-            ("clear", "ssh_options", r"ClearAllForwardings=yes makes ssh set up no forward at all: .*; remove it"),
+        ])
+        r, path, text = self.check([
+            {"name": "clear", "ssh_options": ["ClearAllForwardings=yes"], "local_forwards": [f"{free_port()}:x:1"]},
+        ], defaults={})
+        self.assert_errors(r, path, text, [
+            ("clear", "ssh_options", r'"ClearAllForwardings=yes" is set by tunneld: it opens every forward itself .*'),
         ])
         r, path, text = self.check([{"name": "a"}, {"name": "b"}, {"name": "c"}],
                                    defaults={"ssh_options": ["ServerAliveIntervall=10"]})
@@ -265,9 +276,9 @@ class CheckTest(FeatureTest):
         ])
         d = tunneltest.use(self, tunneltest.Tunneld([alias], {"gatetime": 1, "restart_delay": 0.2},
                                                     globals={"ssh": tunneltest.SSH}, args=["-d"]))
-        m = d.wait_log(r"^<\d+>al: up: ssh \(pid \d+\) authenticated and every remote forward accepted", timeout=20)
-        self.assertLess(d.log().index(f"remote forward success for: listen 127.0.0.1:{rport}"), m.start())
+        d.wait_log(r"^<\d+>al: up: ssh \(pid \d+\) authenticated and every remote forward accepted", timeout=20)
         t = status(d)["al"]
+        self.assertEqual([f["state"] for f in t["forward_states"]], ["open", "open"], t)
         self.assertEqual(t["forwards"]["local"], [f"{lport}:127.0.0.1:{self.echo.port}"])
         self.assertEqual(t["forwards"]["remote"], [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"])
         self.assert_echo(lport)
