@@ -206,6 +206,7 @@ void conn_forward_remove(struct conn *c, struct conn_forward *f)
                 (void)master_close_forward(c->master, &f->f, &ignored);
         }
         conn_handover_forget(c, f);
+        conn_handover_moved(c, f);
         if (f->prev)
                 f->prev->next = f->next;
         else
@@ -233,7 +234,7 @@ void conn_forward_reopen(struct conn *c, struct conn_forward *f)
                 return;
         (void)master_close_forward(c->master, &f->f, &ignored);
         f->request_id = 0;
-        f->moving = false;
+        conn_handover_moved(c, f);
         f->failures = 0;
         f->st.state = FORWARD_PENDING;
         f->st.reason = NULL;
@@ -261,7 +262,6 @@ void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r)
                 return;         /* a close, or a forward removed since */
         ctx = forward_ctx(c, f);
         f->request_id = 0;
-        f->moving = false;
         c->run.refused_by_policy = false;
         switch (r->type) {
         case MUX_S_OK:
@@ -303,6 +303,7 @@ void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r)
                 fail(c, f, FAILURE_MUX, "ssh answered with something else than a forward's reply");
                 break;
         }
+        conn_handover_moved(c, f);      /* the new master has it (or said why not) */
         schedule_retry(c);
 }
 

@@ -43,6 +43,8 @@ static void old_stop(struct conn_old *o, const char *why)
         master_stop(o->m, o->c->ctx->stop_timeout);
 }
 
+static void start_drain(struct conn_old *o);
+
 /* Forward i no longer has the old master: opened on the new one. */
 static void moved(struct conn_old *o, size_t i)
 {
@@ -56,8 +58,30 @@ static void moved(struct conn_old *o, size_t i)
         if (f) {
                 f->held_by_old = false;
                 f->st.state = FORWARD_PENDING;
+                f->st.allocated_port = 0;       /* the old ssh's: the new one asks for its own */
                 conn_forward_opened_after_move(o->c, f);
         }
+}
+
+/* Every close answered and every forward answered by the new master: the drain begins. */
+static void settle(struct conn_old *o)
+{
+        if (o->handing_over && o->move_started && o->closes_left == 0 && o->moving == 0)
+                start_drain(o);
+}
+
+void conn_handover_moved(struct conn *c, struct conn_forward *f)
+{
+        struct conn_old *o = c->olds;
+
+        if (!f->moving)
+                return;
+        f->moving = false;
+        if (!o || !o->handing_over)
+                return;
+        if (o->moving)
+                o->moving--;
+        settle(o);
 }
 
 static void on_drain_timer(struct ev_loop *loop, ev_timer *w, int revents);
@@ -119,8 +143,7 @@ static void on_old_reply(struct master *m, const struct mux_reply *r, void *user
         for (size_t i = 0; r->request_id && i < o->n; i++)
                 if (o->close_ids[i] == r->request_id) {
                         moved(o, i);
-                        if (o->closes_left == 0 && o->handing_over && o->move_started)
-                                start_drain(o);
+                        settle(o);
                         return;
                 }
 }
@@ -136,6 +159,7 @@ static void on_old_event(struct master *m, enum master_event ev, void *userdata)
         for (size_t i = 0; i < o->n; i++)
                 if (o->close_ids[i])
                         moved(o, i);
+        settle(o);
 }
 
 static void on_old_exit(struct master *m, const struct master_exit *e, void *userdata)
@@ -146,7 +170,9 @@ static void on_old_exit(struct master *m, const struct master_exit *e, void *use
 
         (void)m;
         log_full(LOG_INFO, &ctx, "the old ssh (pid %d) has ended: the make-before-break restart is over", (int)e->pid);
-        /* what it still served is served by nobody until the new ssh has it */
+        /* first out of the list: what it still served is served by nobody until the new ssh
+         * has it, and the users must see that (no handover any more) */
+        old_unlink(o);
         for (size_t i = 0; i < o->n; i++)
                 if (o->owners[i]) {
                         struct conn_forward *f = o->owners[i];
@@ -154,11 +180,11 @@ static void on_old_exit(struct master *m, const struct master_exit *e, void *use
                         o->owners[i] = NULL;
                         f->held_by_old = f->moving = false;
                         f->st.state = FORWARD_PENDING;
+                        f->st.allocated_port = 0;
                         if (f->user && f->user->ops->forward)
                                 f->user->ops->forward(f->user, f, false);
                         conn_forward_opened_after_move(c, f);
                 }
-        old_unlink(o);
         old_free(o);
 }
 
@@ -219,6 +245,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
                         o->fwds[k] = f->f;
                         o->owners[k++] = f;
                         f->moving = f->held_by_old = true;
+                        o->moving++;
                 } else if (!f->request_id) {
                         /* asked for anew from the new master (a failed one at once) */
                         f->st.state = FORWARD_PENDING;
@@ -260,8 +287,7 @@ void conn_handover_move(struct conn *c)
                 }
                 o->closes_left++;
         }
-        if (o->closes_left == 0)
-                start_drain(o);                 /* nothing to wait for: the drain begins */
+        settle(o);                              /* nothing to wait for: the drain begins */
 }
 
 void conn_handover_forget(struct conn *c, struct conn_forward *f)

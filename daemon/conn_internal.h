@@ -37,6 +37,7 @@ struct conn_old {
         struct conn_forward **owners;   /* each one's forward (NULL: removed since) */
         uint32_t *close_ids;            /* the close of fwds[i] in flight; 0: none */
         size_t n, closes_left;
+        size_t moving;                  /* forwards the new master has not answered for yet */
         bool handing_over;              /* until every close was answered */
         bool move_started;              /* the new master answered: the closes went out */
         ev_timer timer;                 /* the drain's checks, its deadline */
@@ -140,6 +141,9 @@ bool conn_handover_begin(struct conn *c, const char *reason);
 void conn_handover_move(struct conn *c);
 /* The new run ended, or the connection stops: the old masters are stopped too. */
 void conn_handover_abort(struct conn *c, const char *why);
+/* Forward f stops moving (the new master answered for it, or it went): once none is
+ * left, the old master only drains. */
+void conn_handover_moved(struct conn *c, struct conn_forward *f);
 /* A forward goes: an old master that still holds it closes it. */
 void conn_handover_forget(struct conn *c, struct conn_forward *f);
 /* A control socket number no old master of c still uses. */

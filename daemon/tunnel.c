@@ -52,14 +52,17 @@ static struct forward_counts count_forwards(const struct tunnel *t)
         return n;
 }
 
-/* Up when ssh answered "open" for every forward; degraded while one failed (a retry in
- * flight does not make it starting again). */
+/* Up when ssh answered "open" for every forward; degraded while one failed. A forward
+ * asked for while the tunnel is up or degraded (added by a reload, retried) does not make
+ * it starting again: only its failure changes what the tunnel is. */
 static enum tunnel_state from_forwards(const struct tunnel *t)
 {
         struct forward_counts n = count_forwards(t);
 
-        if (n.failed || (n.pending && t->state == TUNNEL_DEGRADED))
+        if (n.failed)
                 return TUNNEL_DEGRADED;
+        if (n.pending && (t->state == TUNNEL_UP || t->state == TUNNEL_DEGRADED))
+                return t->state;
         return n.pending ? TUNNEL_STARTING : TUNNEL_UP;
 }
 
@@ -435,6 +438,13 @@ void tunnel_restart(struct tunnel *t, const char *reason)
         note_start(t);
         for (size_t i = 0; i < t->n_fwds; i++)
                 conn_forward_reopen(c, t->fwds[i]);
+        if (t->state == TUNNEL_UP || t->state == TUNNEL_DEGRADED) {
+                char text[256];
+
+                snprintf(text, sizeof(text), "%s: its forwards are opened again on the shared connection %s "
+                         "(ssh pid %d)", reason, conn_get_name(c), (int)conn_get_pid(c));
+                set_state(t, TUNNEL_STARTING, LOG_INFO, NULL, text);
+        }
         sync_state(t, LOG_INFO, NULL, NULL);
 }
 

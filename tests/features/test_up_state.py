@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""UP only when it really is: a tunnel whose key the server refuses, or whose local or
-remote forward cannot be set up, is never reported up, however often it is sampled; a good
-one is, and its forwards carry bytes the moment it is. Measures spawn→UP on loopback."""
+"""UP only when it really is: a tunnel whose key the server refuses is never reported up,
+one whose local or remote forward cannot be set up is degraded, never up, however often it
+is sampled; a good one is up, and its forwards carry bytes the moment it is. Measures
+spawn→UP on loopback."""
 
 import re
 import time
@@ -19,8 +20,9 @@ class UpStateTest(FeatureTest):
     def test_refused_key_and_failed_forwards_are_never_up(self):
         """Sampled with `tunnelctl --json status` all along several attempts each: a key
         missing from authorized_keys, a taken local port and a taken remote port never show
-        "up" (though ssh authenticates in the last two), while a good tunnel next to them is
-        up and stays up."""
+        "up" (though ssh authenticates in the last two: they are degraded, their forward
+        asked for again on the same ssh), while a good tunnel next to them is up and stays
+        up."""
         tmp = tunneltest.temp_dir(self)
         bad_key = make_key(tmp, "not_authorized")
         lport, taken_port = free_port(), free_port()
@@ -35,7 +37,12 @@ class UpStateTest(FeatureTest):
             {"name": "badkey", "identity_file": bad_key, "local_forwards": [self.local_forward(free_port())]},
             {"name": "localtaken", "local_forwards": [self.local_forward(taken_port)]},
             {"name": "remotetaken", "remote_forwards": [self.remote_forward(rport)]},
-        ], restart_delay=0.1, restart_delay_max=1)  # auth and remote-forward retry at the cap: 0.5-1 s
+        ], restart_delay=0.1, restart_delay_max=1, args=["-d"])  # auth retries at the cap: 0.5-1 s
+
+        def attempts(name):
+            if name == "badkey":
+                return now[name]["starts"]
+            return d.count_log(rf"^<\d+>{name}: forward [LR] .* failed: ")
 
         seen = {name: set() for name in ("good", *bad)}
         good_up_since = None
@@ -52,14 +59,17 @@ class UpStateTest(FeatureTest):
                 good_up_since = good_up_since or samples
             elif good_up_since:
                 self.fail(f"good left up: {now['good']}")
-            if good_up_since and all(now[n]["starts"] >= 4 for n in bad):
+            if good_up_since and all(attempts(n) >= 4 for n in bad):
                 break
-            self.assertLess(time.monotonic(), deadline, f"too few attempts: { {n: now[n]['starts'] for n in bad} }")
+            self.assertLess(time.monotonic(), deadline, f"too few attempts: { {n: attempts(n) for n in bad} }")
             time.sleep(0.02)
         tap_comment(f"{samples} status samples; states seen: { {k: sorted(v) for k, v in seen.items()} }")
-        for name in bad:
-            self.assertLessEqual(seen[name], {"starting", "backoff"}, name)
-            self.assertIn("starting", seen[name], f"{name}: no sample caught an attempt in progress")
+        self.assertLessEqual(seen["badkey"], {"starting", "backoff"})
+        self.assertIn("starting", seen["badkey"], "no sample caught an attempt in progress")
+        for name in ("localtaken", "remotetaken"):
+            self.assertLessEqual(seen[name], {"starting", "degraded"}, name)
+            self.assertIn("degraded", seen[name], name)
+            self.assertEqual(now[name]["starts"], 1, f"{name}: the same ssh throughout")
         self.assertEqual(d.findall(r"^<\d+>(badkey|localtaken|remotetaken): up: "), [])
         text = metrics_text(d)
         for name in bad:
@@ -82,19 +92,20 @@ class UpStateTest(FeatureTest):
             m, pid = self.wait_up(d, "both", after=after)
             self.assertIsNone(echo_at_once(lport), f"run {run}: -L not ready at UP")
             self.assertIsNone(echo_at_once(rport), f"run {run}: -R not ready at UP")
-            r = tunnelctl(d, "restart", "both")
+            self.assertEqual(tunnelctl(d, "stop", "both").returncode, 0)
+            after = d.wait_log(r"^<\d+>both: stopped: ssh ended after ", after=m.end()).end()
+            r = tunnelctl(d, "start", "both")
             self.assertEqual(r.returncode, 0, r.stderr)
-            after = d.wait_log(rf"^<\d+>both: ssh stopped; starting again: ssh pid (?!{pid}\b)\d+", after=m.end()).end()
 
     def test_remote_forward_of_port_zero_shows_the_allocated_port(self):
         """`-R 0:…` lets the server choose the port: status (JSON and table) names the port
-        ssh was given, bytes flow through it, and a restart shows the new run's port only."""
+        ssh was given, bytes flow through it, and a restart (make-before-break: the new ssh
+        asks for its own port) shows the new ssh's port only."""
         d = self.tunneld([{"name": "anyport", "remote_forwards": [f"127.0.0.1:0:127.0.0.1:{self.echo.port}"]}])
-        after = 0
+        m, pid = self.wait_up(d, "anyport")
         for run in range(2):
-            m, pid = self.wait_up(d, "anyport", after=after)
-            t = status(d)["anyport"]
-            self.assertEqual(t["pid"], pid)
+            t = wait_until(lambda: (lambda t: t if t["pid"] == pid and t["state"] == "up" and t["forwards"]["allocated"]
+                                    else None)(status(d)["anyport"]), UP_TIMEOUT, what=f"run {run}: up on ssh {pid}")
             allocated = t["forwards"]["allocated"]
             self.assertEqual(len(allocated), 1, t)
             am = re.fullmatch(rf"(\d+) for remote forward to 127\.0\.0\.1:{self.echo.port}", allocated[0])
@@ -107,21 +118,19 @@ class UpStateTest(FeatureTest):
             self.assertIn(f"R port {port}", r.stdout)
             r = tunnelctl(d, "restart", "anyport")
             self.assertEqual(r.returncode, 0, r.stderr)
-            after = d.wait_log(rf"^<\d+>anyport: ssh stopped; starting again: ssh pid (?!{pid}\b)\d+",
-                               after=m.end()).end()
+            pid = int(re.search(r"restarted: ssh pid (\d+)", r.stdout).group(1))
 
-    def test_failed_local_forward_without_exit_on_forward_failure_is_not_up(self):
-        """With exit_on_forward_failure = false ssh lives on when a -L cannot listen ("Could
-        not request local forwarding"): the tunnel stays "starting", never up, as it does
-        when a -R fails the same way."""
+    def test_failed_local_forward_is_not_up(self):
+        """A -L that cannot listen at all (its only address taken): ssh's reason in the
+        log, the tunnel degraded, never up."""
         taken = listening_socket()
         self.addCleanup(taken.close)
         port = taken.getsockname()[1]
-        d = self.tunneld([{"name": "eoff", "exit_on_forward_failure": False,
-                           "local_forwards": [self.local_forward(port)]}])
-        d.wait_log(r"^<\d+>eoff: ssh: Could not request local forwarding\.$", timeout=UP_TIMEOUT)
+        d = self.tunneld([{"name": "eoff", "local_forwards": [self.local_forward(port)]}])
+        d.wait_log(rf"^<4>eoff: forward L \S+ failed: bind \[127\.0\.0\.1\]:{port}: Address already in use; ",
+                   timeout=UP_TIMEOUT)
         time.sleep(1)
-        self.assertNotEqual(status(d)["eoff"]["state"], "up", "up without its local forward")
+        self.assertEqual(status(d)["eoff"]["state"], "degraded", "up without its local forward")
         self.assertEqual(d.count_log(r"^<\d+>eoff: up: "), 0)
 
     def test_spawn_to_up_latency(self):
