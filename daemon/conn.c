@@ -639,8 +639,10 @@ void conn_reconfigure(struct conn *c, struct conn_change *ch)
         ctx = conn_log_ctx(c);
         if (same) {
                 rearm_run_timers(c);
-                log_full(LOG_INFO, &ctx, "connection settings changed: applied to the running ssh%s",
-                         c->master ? "" : " (none runs)");
+                /* a tunnel's own connection: the tunnel says so ("supervision settings changed") */
+                if (c->shared)
+                        log_full(LOG_INFO, &ctx, "connection settings changed: applied to the running ssh%s",
+                                 c->master ? "" : " (none runs)");
                 return;
         }
         /* a new configuration has not proven itself yet: fail_fast judges its first start again */

@@ -170,6 +170,12 @@ static void on_old_exit(struct master *m, const struct master_exit *e, void *use
 
         (void)m;
         log_full(LOG_INFO, &ctx, "the old ssh (pid %d) has ended: the make-before-break restart is over", (int)e->pid);
+        if (c->state == CONN_UP || c->state == CONN_STARTING)
+                /* the last ssh that ended, at tunneld's request (status' last_exit); after a
+                 * failed run there is no old ssh left to end (an abort stopped it) */
+                c->last_run = (struct conn_run){ .valid = true, .pid = e->pid, .exit_status = e->exit_status,
+                                                 .exit_signal = e->exit_signal, .ran = e->ran, .ended_at = e->ended_at,
+                                                 .requested = true };
         /* first out of the list: what it still served is served by nobody until the new ssh
          * has it, and the users must see that (no handover any more) */
         old_unlink(o);

@@ -2,8 +2,11 @@
 """Each failure class produced for real against a loopback sshd, and recognised: the class
 in `last_exit.failure`, in the failure counts, in the log line ("(CLASS: hint)"), in the
 STATUS text, in tunneld_tunnel_failures_total, and as the journal field FAILURE=; and the
-reaction of each (auth and host-key back off to the cap at once, remote-forward retries
-every ~3 s, the others back off normally)."""
+reaction of each (auth and host-key back off to the cap at once, the others back off
+normally). A forward's failure (local-forward, remote-forward, forward-denied) does not end
+the connection: the tunnel is degraded, the failure counted once by its class, and the
+forward asked for again on the same ssh (remote-forward every ~3 s, forward-denied at the
+cap, local-forward with the usual backoff)."""
 
 import os
 import re
@@ -59,6 +62,24 @@ class FailureClassTest(FeatureTest):
         self.assertEqual(metric_value(text, "tunneld_tunnel_up", tunnel="t"), 0)
         return delay, t
 
+    def check_failed_forward(self, d, cls, kind, reason):
+        """Tunnel t's forward failed with class cls, ssh's reason as its reason (a regex): the
+        tunnel degraded on its first ssh, the failure counted once; returns (the retry delay
+        logged, status object)."""
+        m = d.wait_log(rf"^<(\d+)>t: forward {kind} \S+ failed: {reason}; asked for again in (.+)$", timeout=UP_TIMEOUT)
+        self.assertEqual(m.group(1), "4", "a failed forward is a warning")
+        delay = parse_duration(m.group(2))
+        t = wait_until(lambda: (lambda t: t if t["state"] == "degraded" else None)(status_reply(d)["tunnels"][0]),
+                       10, what="t degraded")
+        self.assertEqual((t["starts"], t["failures"], t["last_exit"]), (1, {cls: 1}, None), t)
+        self.assertEqual(t["forward_states"][0]["state"], "failed", t)
+        self.assertRegex(t["forward_states"][0]["reason"], reason)
+        self.assertRegex(status_reply(d)["status"], r"^0/1 tunnels up; degraded: t$")
+        text = metrics_text(d)
+        self.assertEqual(metric_value(text, "tunneld_tunnel_failures_total", tunnel="t", **{"class": cls}), 1)
+        self.assertEqual(metric_value(text, "tunneld_tunnel_up", tunnel="t"), 0)
+        return delay, t
+
     def assert_normal_backoff(self, delay):
         self.assertTrue(self.DELAY / 2 - 0.06 <= delay <= self.DELAY + 0.06,
                         f"first backoff {delay} s, not restart_delay {self.DELAY} s with jitter")
@@ -108,33 +129,37 @@ class FailureClassTest(FeatureTest):
         self.assert_normal_backoff(delay)
 
     def test_local_forward(self):
-        """The local listen port is taken: local-forward, normal backoff."""
+        """The local listen port is taken: local-forward (ssh's bind error as the reason),
+        asked for again with the normal backoff, on the same ssh."""
         taken = listening_socket()
         self.addCleanup(taken.close)
         port = taken.getsockname()[1]
-        d, delay, _ = self.run_one({"local_forwards": [self.local_forward(port)]}, "local-forward")
-        self.assertIn(f"t: ssh: bind [127.0.0.1]:{port}: Address already in use", d.log())
+        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(port)]}], restart_delay=self.DELAY,
+                         restart_delay_max=self.CAP, gatetime=5)
+        delay, _ = self.check_failed_forward(d, "local-forward", "L",
+                                             rf"bind \[127\.0\.0\.1\]:{port}: Address already in use")
         self.assert_normal_backoff(delay)
 
     def test_remote_forward(self):
-        """The remote listen port is taken on the server: remote-forward, retried every ~3 s
-        (3 s with jitter: 1.5-3 s) however small restart_delay is, not with a growing delay;
-        once the port is free the tunnel comes up."""
+        """The remote listen port is taken on the server: remote-forward, asked for again
+        every ~3 s (3 s with jitter: 1.5-3 s) however small restart_delay is, not with a
+        growing delay, on the same ssh; once the port is free the tunnel comes up."""
         taken = listening_socket()
         port = taken.getsockname()[1]
         self.addCleanup(taken.close)
-        self.DELAY = 0.2  # a normal backoff would be 0.1-0.2 s, then 0.2-0.4 s, …
-        d, delay, t = self.run_one({"remote_forwards": [self.remote_forward(port)]}, "remote-forward")
-        self.assertRegex(d.log(), rf"(?m)^<4>t: ssh: Error: remote port forwarding failed for listen port {port}$")
-        retry = (r"^<\d+>t: ssh exited with status 255 after .*\(remote-forward: .*\); "
-                 r"restarting in (.+) \(failed start (\d+) in a row\)$")
-        wait_until(lambda: len(d.findall(retry)) >= 3, 30, what="3 failed starts")
-        delays = [(parse_duration(x), int(n)) for x, n in d.findall(retry)]
-        self.assertEqual([n for _, n in delays], list(range(1, len(delays) + 1)))
-        for got, n in delays:
-            self.assertTrue(1.5 - 0.06 <= got <= 3.06, f"failure {n}: {delays}")
+        d = self.tunneld([{"name": "t", "remote_forwards": [self.remote_forward(port)]}], restart_delay=0.2,
+                         restart_delay_max=self.CAP, gatetime=5, args=["-d"])
+        _, t = self.check_failed_forward(d, "remote-forward", "R",
+                                         rf"remote port forwarding failed for listen port {port}")
+        retry = rf"^<\d+>t: forward R \S+ failed: remote port forwarding failed for listen port {port}; " \
+                r"asked for again in (.+)$"
+        wait_until(lambda: len(d.findall(retry)) >= 3, 30, what="3 failed attempts")
+        delays = [parse_duration(x) for x in d.findall(retry)]
+        for n, got in enumerate(delays, 1):
+            self.assertTrue(1.5 - 0.06 <= got <= 3.06, f"attempt {n}: {delays}")
         taken.close()
-        m, _ = self.wait_up(d, "t", timeout=10)
+        m, pid = self.wait_up(d, "t", timeout=10)
+        self.assertEqual(pid, t["pid"], "the same ssh")
         self.assertTrue(tunneltest.echo_roundtrip(port), "no echo through the remote forward")
 
     def test_config(self):
@@ -161,21 +186,21 @@ class FailureClassTest(FeatureTest):
 
     def test_forward_denied(self):
         """An sshd whose policy refuses every -R (PermitListen none; AllowTcpForwarding local
-        in a Match block): forward-denied, not remote-forward (a port taken), and the backoff
-        goes to the cap at once instead of knocking every 3 s."""
+        in a Match block): forward-denied, not remote-forward (a port taken), and the next
+        attempt waits the cap at once instead of knocking every 3 s (sshd's reason, its
+        SSH2_MSG_DEBUG, is logged at debug level)."""
         for policy in (["PermitListen none"], ["Match User root", "  AllowTcpForwarding local"]):
             with self.subTest(" / ".join(p.strip() for p in policy)):
                 sshd = tunneltest.use(self, SSHServer(extra_config=policy))
                 port = free_port()
                 d = self.tunneld([{"name": "t", "remote_forwards": [self.remote_forward(port)]}], sshd=sshd,
-                                 restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)
-                delay, t = self.check_failed_start(d, "forward-denied")
-                log = d.log()
-                self.assertRegex(log, rf"(?m)^<4>t: ssh: Error: remote port forwarding failed for listen port {port}$")
-                self.assertRegex(log, r"(?m)^<6>t: ssh: debug1: Remote: (Server has disabled port forwarding\.|"
-                                      r"port forwarding refused)$")
-                self.assertNotIn("(remote-forward: ", log)
-                self.assert_capped_backoff(d, delay)
+                                 restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5, args=["-d"])
+                delay, t = self.check_failed_forward(d, "forward-denied", "R",
+                                                     rf"remote port forwarding failed for listen port {port}")
+                self.assertRegex(d.log(), r"(?m)^<7>t: ssh: debug1: .*Remote: (Server has disabled port forwarding\.|"
+                                          r"port forwarding refused)$")
+                self.assertNotIn("remote-forward", str(t["failures"]))
+                self.assertTrue(self.CAP / 2 - 0.06 <= delay <= self.CAP + 0.51, f"first retry in {delay} s")
                 self.assertFalse(tunneltest.port_accepts(port, timeout=0.5))
                 d.close()
 
@@ -242,7 +267,10 @@ class FailureClassTest(FeatureTest):
                      wrapper=journal.wrapper(), restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)
 
         def entry(cls):  # the first failed start's entry (MESSAGE may begin with "NAME: ")
-            pattern = re.compile(rf"^(?:{names[cls]}: )?ssh exited with status 255 after ")
+            if cls in ("local-forward", "remote-forward"):     # a forward's failure: the same ssh goes on
+                pattern = re.compile(rf"^(?:{names[cls]}: )?forward [LR] \S+ failed: ")
+            else:
+                pattern = re.compile(rf"^(?:{names[cls]}: )?ssh exited with status 255 after ")
             for e in journal.entries():
                 if e.get("TUNNEL") == names[cls] and pattern.match(e.get("MESSAGE", "")):
                     return e
@@ -250,8 +278,11 @@ class FailureClassTest(FeatureTest):
         for cls in expect:
             e = wait_until(lambda: entry(cls), UP_TIMEOUT, what=f"the journal entry of {names[cls]}'s failed start")
             self.assertEqual(e.get("FAILURE"), cls, e)
-            self.assertEqual((e.get("PRIORITY"), e.get("EXIT_STATUS"), e.get("TUNNEL_STATE")), ("4", "255", "backoff"), e)
             self.assertEqual(e.get("SYSLOG_IDENTIFIER"), "tunneld", e)
+            if cls in ("local-forward", "remote-forward"):
+                self.assertEqual(e.get("PRIORITY"), "4", e)
+                continue
+            self.assertEqual((e.get("PRIORITY"), e.get("EXIT_STATUS"), e.get("TUNNEL_STATE")), ("4", "255", "backoff"), e)
             # ssh's own line that told the class carries it too
             line = re.compile(rf"^(?:{names[cls]}: )?ssh: ")
             self.assertTrue(any(e2.get("TUNNEL") == names[cls] and e2.get("FAILURE") == cls
