@@ -94,10 +94,14 @@ static void start_drain(struct conn_old *o)
         size_t n = 0;
 
         o->handing_over = false;
-        if (c->master && master_pid(c->master) > 0 && master_pid(o->m) > 0)
+        if (c->master && master_pid(c->master) > 0 && master_pid(o->m) > 0) {
                 log_full(LOG_NOTICE, &ctx, "make-before-break done: ssh pid %d has taken every forward over; the old "
                          "one (pid %d) ends when its %zu connections do", (int)master_pid(c->master),
                          (int)master_pid(o->m), master_count_forwarded(o->m, o->fwds, o->n));
+                for (struct conn_user *u = c->users; u; u = u->next)
+                        if (u->ops->handed_over)
+                                u->ops->handed_over(u);
+        }
         for (struct conn_old *d = o->c->olds; d; d = d->next)
                 if (++n > OLDS_MAX)
                         old_stop(d, "is one old ssh too many");

@@ -302,12 +302,21 @@ static void on_conn_held(struct conn_user *u, const char *reason)
         sync_state(t, LOG_NOTICE, NULL, NULL);
 }
 
+static void on_conn_handed_over(struct conn_user *u)
+{
+        struct tunnel *t = of_user(u);
+
+        if (u->attached && t->ctx->observer)
+                t->ctx->observer(t, TUNNEL_EVENT_SSH, t->state, t->ctx->userdata);
+}
+
 static const struct conn_user_ops user_ops = {
         .changed = on_conn_changed,
         .held = on_conn_held,
         .flapping = on_conn_flapping,
         .forward = on_conn_forward,
         .prohibited = on_conn_prohibited,
+        .handed_over = on_conn_handed_over,
 };
 
 /* ---- onto and off its connection ---- */

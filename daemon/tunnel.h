@@ -32,6 +32,7 @@ struct tunnel;
 enum tunnel_event {
         TUNNEL_EVENT_STATE,             /* the state changed from old */
         TUNNEL_EVENT_FLAPPING,          /* its connection began flapping */
+        TUNNEL_EVENT_SSH,               /* a new ssh serves its forwards, its state the same (make-before-break) */
 };
 
 /* Called after every state change (and when flapping starts). The observer may free the

@@ -519,19 +519,16 @@ static int report_restart(struct follow *f, const struct replies *rs)
                 double before_pid = before ? json_get_number(before, "pid", 0) : 0;
                 int r;
 
-                /* stopping: the old ssh is on its way out, its successor comes with an event */
-                if (state && before && strcmp(state, "stopping") == 0) {
+                /* stopping: the old ssh is on its way out, its successor comes with an event;
+                 * make-before-break: the old one serves until the new one has every forward
+                 * (the "ssh" event), the tunnel's state the same meanwhile */
+                if (state && before && (strcmp(state, "stopping") == 0 || (next && next->type == JSON_NUMBER))) {
                         names[n] = (char *)name;
                         slot[n] = i;
                         old[n++] = before_pid;
                         continue;
                 }
-                /* a make-before-break restart: the new ssh runs already, the old one serves
-                 * until the new one has taken the forwards over (the tunnel stays up) */
-                if (next && next->type == JSON_NUMBER)
-                        r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name, next->number,
-                                     before_pid > 0 ? before_pid : pid && pid->type == JSON_NUMBER ? pid->number : 0);
-                else if (before && pid && pid->type == JSON_NUMBER && before_pid > 0 && pid->number != before_pid)
+                if (before && pid && pid->type == JSON_NUMBER && before_pid > 0 && pid->number != before_pid)
                         r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name, pid->number, before_pid);
                 else if (json_get_string(all.items[i], "connection") && pid && pid->type == JSON_NUMBER)
                         /* a shared connection's tunnel: its forwards were closed and opened again */

@@ -252,6 +252,9 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                 name = json_get_string(e, "tunnel");
                 to = json_get_string(e, "to");
                 pid = json_get(e, "pid");
+                /* make-before-break: its state stays, a new ssh serves ("event": "ssh") */
+                if (json_get_string(e, "event") && strcmp(json_get_string(e, "event"), "ssh") == 0)
+                        to = "starting";
                 for (int i = 0; name && to && i < n; i++) {
                         double new_pid = pid && pid->type == JSON_NUMBER ? pid->number : -1;
                         bool new_ssh = new_pid > 0 && new_pid != old_pids[i];
