@@ -63,5 +63,8 @@ void buf_free(struct buf *b);
 /* Hand the string over (NULL and -ENOMEM if the buffer ran out of memory). */
 int buf_steal(struct buf *b, char **ret);
 
-/* Write text to path atomically: a temporary file beside it with mode, then rename. */
+/* Write text to path atomically, with mode: a new file under a name nobody can guess in
+ * path's directory (opened and checked, or the runtime directory's fd: safe_dir.h), then
+ * renamed over path. No symlink or FIFO at any name, nor a directory swapped in, can
+ * redirect the write or block it. */
 int write_file_atomic(const char *path, const char *text, mode_t mode);

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import unittest
+import uuid
 
 import tunneltest
 from tunneltest import (EchoServer, LocalUser, SSHServer, StalledServer, TUNNELD, Tunneld, echo_roundtrip, free_port,
@@ -93,7 +94,7 @@ class LocalAttacks(unittest.TestCase):
 
     def attacker_dir(self):
         """A directory the attacker made (in /tmp) and owns."""
-        path = f"/tmp/tunneltest-attacker-{os.getpid()}-{self._testMethodName}"
+        path = f"/tmp/tunneltest-attacker-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.attacker.python("import os, sys; os.mkdir(sys.argv[1], 0o755)", path)
         self.addCleanup(shutil.rmtree, path, True)
         return path
@@ -105,8 +106,8 @@ class LocalAttacks(unittest.TestCase):
         return path
 
     def marker_ssh(self, where=None, owner=None):
-        """An "ssh" that leaves a marker when anything runs it, then runs the real one.
-        Returns (path, marker)."""
+        """An "ssh" that leaves a marker (its arguments, a line per run) when anything runs
+        it, then runs the real one. Returns (path, marker)."""
         where = where or self.safe_dir()
         marker = os.path.join(self.safe_dir(), "ran")
         os.chmod(os.path.dirname(marker), 0o777)        # the attacker's ssh may leave it too
@@ -132,7 +133,7 @@ class LocalAttacks(unittest.TestCase):
         """-t and the daemon both refuse conf: exit 1, "FILE:LINE: setting: …needle…" (a
         regex), and nothing was started. Returns -t's stderr."""
         line = tunneltest.line_of(text, line_needle or f"{setting} = ")
-        want = rf"^{re.escape(conf)}:{line}: {re.escape(setting)}: .*{needle}"
+        want = rf"^(?:<3>)?{re.escape(conf)}:{line}: {re.escape(setting)}: .*{needle}"   # <3>: the daemon's level
         checked = run_tunneld("-t", *args, "-c", conf)
         self.assertEqual(checked.returncode, 1, f"-t accepted it:\n{checked.stdout}{checked.stderr}")
         self.assertRegex(checked.stderr, re.compile(want, re.M))
@@ -265,7 +266,7 @@ class LocalAttacks(unittest.TestCase):
         line = tunneltest.line_of(text, "ssh = ")
         r = run_tunneld("-t", "-c", conf, env=env)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertRegex(r.stderr, rf"(?m)^{re.escape(conf)}:{line}: ssh: {re.escape(own)}/ssh: owned by uid "
+        self.assertRegex(r.stderr, rf"(?m)^{re.escape(conf)}:{line}: ssh: {re.escape(own)}/ssh: .*owned by uid "
                                    rf"{self.attacker.uid}")
         self.assertFalse(os.path.exists(marker), "the ssh found in the attacker's PATH directory ran")
 
@@ -379,6 +380,12 @@ class LocalAttacks(unittest.TestCase):
 
     # ---- the lock file ----
 
+    def assert_no_tunnel_ssh(self, marker):
+        """No ssh ran for a tunnel (the configuration's ssh -G, before the control socket,
+        is no tunnel)."""
+        runs = tunneltest._read_text(marker).splitlines()
+        self.assertEqual([r for r in runs if " -G " not in f" {r} "], [], "an ssh ran for a tunnel")
+
     def start_expecting_exit(self, conf, *args):
         try:
             return subprocess.run([TUNNELD, *args, "-c", conf], capture_output=True, text=True, timeout=10,
@@ -406,7 +413,7 @@ class LocalAttacks(unittest.TestCase):
         self.assertEqual(len(lock_lines), 1, r.stderr)
         self.assertIn(f"pid {holder.pid}", lock_lines[0])
         self.assertIn(f"uid {self.attacker.uid}", lock_lines[0])
-        self.assertFalse(os.path.exists(marker), "ssh ran")
+        self.assert_no_tunnel_ssh(marker)
         self.assertFalse(os.path.exists(sock), "a control socket was made")
 
     def test_lock_symlink(self):
@@ -425,7 +432,7 @@ class LocalAttacks(unittest.TestCase):
         lock_lines = [l for l in r.stderr.splitlines() if ".lock" in l]
         self.assertEqual(len(lock_lines), 1, r.stderr)
         self.assertIn("symbolic link", lock_lines[0])
-        self.assertFalse(os.path.exists(marker), "ssh ran")
+        self.assert_no_tunnel_ssh(marker)
         self.assertFalse(os.path.exists(sock), "a control socket was made")
         self.assertEqual(os.lstat(target).st_uid, self.attacker.uid)
         self.assertEqual(os.path.getsize(target), 0)
