@@ -29,6 +29,12 @@ int safe_dir_open(const char *path, enum safe_dir_owner owner, struct safe_dir *
         *ret = SAFE_DIR_NULL;
         if (fd < 0) {
                 r = -errno;
+                /* O_NOFOLLOW|O_DIRECTORY on a link: ELOOP or ENOTDIR, as the kernel sees fit */
+                if ((r == -ELOOP || r == -ENOTDIR) && owner == SAFE_DIR_OURS && lstat(path, &st) == 0 &&
+                    S_ISLNK(st.st_mode)) {
+                        snprintf(why, size, "a symbolic link, not the directory tunneld made");
+                        return -ELOOP;
+                }
                 if (r == -ELOOP && owner == SAFE_DIR_OURS)
                         snprintf(why, size, "a symbolic link, not the directory tunneld made");
                 else if (r == -ENOTDIR)
