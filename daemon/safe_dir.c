@@ -215,3 +215,8 @@ int safe_dir_write_path(const char *path, const char *text, mode_t mode)
         safe_dir_close(&d);
         return r;
 }
+
+int write_file_atomic(const char *path, const char *text, mode_t mode)
+{
+        return safe_dir_write_path(path, text, mode);
+}

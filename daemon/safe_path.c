@@ -87,6 +87,7 @@ struct walk {
         enum last_is last_is;
         bool last_holds_it;     /* the last component is the directory of the path asked about */
         bool made_later;        /* tunneld makes what is missing, later, unchecked (not read at each load) */
+        unsigned links;         /* followed so far */
 };
 
 /* cand does not exist. What is read is checked again at each load, whoever makes it; what
@@ -131,43 +132,76 @@ static int judge_at(const struct walk *w, const char *name, const struct stat *s
         return v ? refuse(w->why, w->size, role, false, name, v) : 0;
 }
 
+/* The link cand, its target read and put in place of it in what is left (rest): *todo is
+ * replaced; an absolute target starts again from /. */
+static int follow_link(struct walk *w, const char *cand, const char *rest, char *done, struct stat *done_st,
+                       char **todo)
+{
+        char target[PATH_MAX];
+        ssize_t n;
+        char *next;
+        int r;
+
+        if (++w->links > LINKS_MAX) {
+                snprintf(w->why, w->size, "more than %d symbolic links on its way", LINKS_MAX);
+                return -ELOOP;
+        }
+        n = readlink(cand, target, sizeof(target) - 1);
+        if (n < 0) {
+                r = -errno;
+                snprintf(w->why, w->size, "cannot read the symbolic link %s: %s", cand, strerror(-r));
+                return r;
+        }
+        target[n] = '\0';
+        /* a relative target is read from where the link is: done */
+        if (asprintf(&next, "%s%s", target, rest) < 0)
+                return -ENOMEM;
+        if (target[0] == '/') {
+                done[0] = '\0';
+                if (lstat("/", done_st) < 0) {
+                        free(next);
+                        return -errno;
+                }
+        }
+        free(*todo);
+        *todo = next;
+        return 0;
+}
+
+/* path made absolute (from the working directory), in *ret. */
+static int absolute(const char *path, char **ret)
+{
+        char cwd[PATH_MAX];
+
+        if (path[0] == '/')
+                *ret = strdup(path);
+        else if (!getcwd(cwd, sizeof(cwd)))
+                return -errno;
+        else if (asprintf(ret, "%s/%s", cwd, path) < 0)
+                *ret = NULL;
+        return *ret ? 0 : -ENOMEM;
+}
+
 static int walk(struct walk *w, const char *path)
 {
         _cleanup_free_ char *todo = NULL;
         char done[PATH_MAX] = "";       /* resolved so far, no symbolic link in it; "" is / */
         struct stat st, done_st;
-        unsigned links = 0;
         const char *p;
         int r;
 
-        if (path[0] == '/')
-                todo = strdup(path);
-        else {
-                char cwd[PATH_MAX];
-
-                if (!getcwd(cwd, sizeof(cwd)))
-                        return 0;       /* nowhere to start from: the use will fail anyway */
-                if (asprintf(&todo, "%s/%s", cwd, path) < 0)
-                        todo = NULL;
-        }
-        if (!todo)
-                return -ENOMEM;
+        r = absolute(path, &todo);
+        if (r < 0)
+                return r == -ENOMEM ? r : 0;    /* nowhere to start from: the use will fail anyway */
         if (lstat("/", &done_st) < 0)
                 return -errno;
         r = judge_at(w, "", &done_st, components(todo));
-        if (r < 0)
-                return r;
-        for (p = todo; *p;) {
-                size_t len, left;
+        for (p = todo; r >= 0 && *p;) {
+                size_t len = strcspn(p += strspn(p, "/"), "/");
+                const char *rest = p + len;
                 char cand[PATH_MAX];
-                const char *rest;
 
-                p += strspn(p, "/");
-                len = strcspn(p, "/");
-                if (!len)
-                        break;
-                rest = p + len;
-                if (len == 1 && *p == '.') {
+                if (!len || (len == 1 && *p == '.')) {
                         p = rest;
                         continue;
                 }
@@ -180,58 +214,31 @@ static int walk(struct walk *w, const char *path)
                         p = rest;
                         continue;
                 }
-                left = components(rest);
                 if ((size_t)snprintf(cand, sizeof(cand), "%s/%.*s", done, (int)len, p) >= sizeof(cand)) {
                         snprintf(w->why, w->size, "longer than %d bytes", PATH_MAX - 1);
                         return -ENAMETOOLONG;
                 }
                 if (lstat(cand, &st) < 0) {
-                        if (errno == ENOENT)
-                                return missing(w, done, &done_st, cand);
                         r = -errno;
+                        if (r == -ENOENT)
+                                return missing(w, done, &done_st, cand);
                         snprintf(w->why, w->size, "cannot look at %s: %s", cand, strerror(-r));
                         return r;
                 }
-                r = judge_at(w, cand, &st, left);
-                if (r < 0)
-                        return r;
-                if (S_ISLNK(st.st_mode)) {
-                        char target[PATH_MAX];
-                        ssize_t n;
-                        char *next;
-
-                        if (++links > LINKS_MAX) {
-                                snprintf(w->why, w->size, "more than %d symbolic links on its way", LINKS_MAX);
-                                return -ELOOP;
-                        }
-                        n = readlink(cand, target, sizeof(target) - 1);
-                        if (n < 0) {
-                                r = -errno;
-                                snprintf(w->why, w->size, "cannot read the symbolic link %s: %s", cand, strerror(-r));
-                                return r;
-                        }
-                        target[n] = '\0';
-                        /* the target replaces the link; a relative one is read from where the link is */
-                        if (asprintf(&next, "%s%s", target, rest) < 0)
-                                return -ENOMEM;
-                        if (target[0] == '/') {
-                                done[0] = '\0';
-                                if (lstat("/", &done_st) < 0) {
-                                        free(next);
-                                        return -errno;
-                                }
-                        }
-                        free(todo);
-                        p = todo = next;
+                r = judge_at(w, cand, &st, components(rest));
+                if (r < 0 || S_ISLNK(st.st_mode)) {
+                        if (r >= 0)
+                                r = follow_link(w, cand, rest, done, &done_st, &todo);
+                        p = todo;
                         continue;
                 }
-                if (left && !S_ISDIR(st.st_mode))
-                        return 0;
+                if (*rest && components(rest) && !S_ISDIR(st.st_mode))
+                        return 0;       /* ENOTDIR: whoever opens it will say so */
                 memcpy(done, cand, strlen(cand) + 1);
                 done_st = st;
                 p = rest;
         }
-        return 0;
+        return r < 0 ? r : 0;
 }
 
 int safe_path_check(const char *path, enum safe_path_kind kind, char *why, size_t size)

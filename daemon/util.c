@@ -11,8 +11,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "safe_dir.h"
-
 double now_mono(void)
 {
         struct timespec ts;
@@ -315,11 +313,4 @@ int buf_steal(struct buf *b, char **ret)
         *ret = b->data;
         *b = (struct buf){0};
         return 0;
-}
-
-/* safe_dir.c does it the way a root daemon must (a checked directory fd, an unguessable
- * O_EXCL temporary name, renameat); here for the callers that have a path. */
-int write_file_atomic(const char *path, const char *text, mode_t mode)
-{
-        return safe_dir_write_path(path, text, mode);
 }

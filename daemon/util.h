@@ -64,7 +64,8 @@ void buf_free(struct buf *b);
 int buf_steal(struct buf *b, char **ret);
 
 /* Write text to path atomically, with mode: a new file under a name nobody can guess in
- * path's directory (opened and checked, or the runtime directory's fd: safe_dir.h), then
- * renamed over path. No symlink or FIFO at any name, nor a directory swapped in, can
- * redirect the write or block it. */
+ * path's directory (opened and checked, or the runtime directory's fd), then renamed over
+ * path. No symlink or FIFO at any name, nor a directory swapped in, can redirect the write
+ * or block it. Defined in safe_dir.c (safe_dir.h tells how); declared here for the callers
+ * that have a path. */
 int write_file_atomic(const char *path, const char *text, mode_t mode);
