@@ -125,26 +125,21 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
  * A drop-in is a regular file; the main file may be a pipe (tunneld -t -c <(…)). */
 static int open_file(const char *path, bool main_file, struct config_errors *errs, FILE **ret)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), r = 0;
         struct stat st;
-        int r;
+        bool opened = fd >= 0 && fstat(fd, &st) == 0;
 
-        if (fd < 0 || fstat(fd, &st) < 0) {
+        if (opened && !main_file && !S_ISREG(st.st_mode))
+                r = -EINVAL;
+        else if (!opened || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 || !(*ret = fdopen(fd, "r")))
                 r = -errno;
-                push_error(errs, "%s: cannot open: %s", path, strerror(-r));
-                return r;
-        }
-        if (!main_file && !S_ISREG(st.st_mode)) {
+        if (r == -EINVAL)
                 push_error(errs, "%s: not a regular file: a drop-in file must be one", path);
-                return -EINVAL;
-        }
-        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 || !(*ret = fdopen(fd, "r"))) {
-                r = -errno;
+        else if (r < 0)
                 push_error(errs, "%s: cannot open: %s", path, strerror(-r));
-                return r;
-        }
-        fd = -1;        /* the FILE's now */
-        return 0;
+        if (r < 0 && fd >= 0)
+                close(fd);
+        return r;       /* 0: fd is the FILE's now */
 }
 
 /* FNV-1a, 64 bits: enough to tell whether two loads read the same files. */

@@ -455,7 +455,6 @@ static int refuse_lock(const char *path, const char *lock, const struct stat *st
 static int lock_path(const char *path, int *ret_fd)
 {
         _cleanup_free_ char *lock = NULL;
-        char holder[128];
         struct stat st;
         int fd, r;
 
@@ -484,6 +483,7 @@ static int lock_path(const char *path, int *ret_fd)
                 close(fd);
                 if (r != -EADDRINUSE)
                         return log_error_errno(r, "control socket: cannot lock %s: %m", lock);
+                char holder[128];
                 lock_holder(&st, holder, sizeof(holder));
                 return log_error_errno(r, "control socket %s: its lock file %s is %s: another tunneld uses this "
                                        "socket (or someone holds its lock)", path, lock,

@@ -106,7 +106,7 @@ static int scan_argv(const struct config *c, const struct target *t, const char 
                      const char *algorithms, char ***ret)
 {
         _cleanup_strv_free_ char **argv = NULL;
-        _cleanup_free_ char *self = NULL, *q_self = NULL, *q_offered = NULL, *note = NULL, *algs = NULL,
+        _cleanup_free_ char *q_self = NULL, *q_offered = NULL, *note = NULL, *algs = NULL,
                             *timeout = NULL, *port = NULL;
         const struct tunnel_spec *s = &t->spec;
         char exe[4096];
@@ -183,7 +183,6 @@ static int take_offered(const char *path, char ***keys)
         if (!f)
                 return 0;
         while (fgets(line, sizeof(line), f)) {
-                _cleanup_free_ char *key = NULL;
                 bool seen = false;
 
                 line[strcspn(line, "\n")] = '\0';

@@ -147,8 +147,6 @@ int metrics_write_file(const char *path, const char *text)
 {
         _cleanup_free_ char *dir = NULL;
         const char *slash = strrchr(path, '/');
-        char why[256];
-        int r;
 
         if (!slash || !slash[1])
                 return -EINVAL;         /* validate_absolute_path() let it through? */
@@ -156,6 +154,9 @@ int metrics_write_file(const char *path, const char *text)
         if (!dir)
                 return -ENOMEM;
         if (metrics_dir.fd < 0 || strcmp(metrics_dir.path, dir) != 0 || !safe_dir_at_path(&metrics_dir)) {
+                char why[256];
+                int r;
+
                 safe_dir_close(&metrics_dir);
                 r = safe_dir_open(dir, SAFE_DIR_ANY, &metrics_dir, why, sizeof(why));
                 if (r < 0)

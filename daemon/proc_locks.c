@@ -101,16 +101,16 @@ static uid_t uid_of(pid_t pid, char *comm, size_t size)
 
 int proc_locks_holder(const struct stat *st, struct proc_locks_holder *ret)
 {
-        _cleanup_free_ char *text = malloc(LOCKS_MAX);
-        _cleanup_close_ int lf = -1;
+        _cleanup_free_ char *text = NULL;
+        _cleanup_close_ int lf = open("/proc/locks", O_RDONLY | O_CLOEXEC);
         size_t len = 0;
         pid_t pid;
 
-        if (!text)
-                return -ENOMEM;
-        lf = open("/proc/locks", O_RDONLY | O_CLOEXEC);
         if (lf < 0)
                 return -ENOENT;
+        text = malloc(LOCKS_MAX);
+        if (!text)
+                return -ENOMEM;
         while (len < LOCKS_MAX) {
                 ssize_t n = read(lf, text + len, LOCKS_MAX - len);
                 if (n < 0 && errno == EINTR)

@@ -36,7 +36,7 @@ static int make_fresh(char **ret)
 
 int runtime_dir_create(const char *locked_socket, char **ret)
 {
-        _cleanup_free_ char *path = NULL, *copy = NULL;
+        _cleanup_free_ char *path = NULL;
         char why[256];
         int r;
 
@@ -51,20 +51,15 @@ int runtime_dir_create(const char *locked_socket, char **ret)
                 r = log_error_errno(errno, "cannot create the runtime directory %s: %m", path);
         else
                 r = 0;
-        if (r < 0)
-                return r;
+        if (r < 0 || !path)
+                return r < 0 ? r : -ENOMEM;
         r = safe_dir_open(path, SAFE_DIR_OURS, &runtime, why, sizeof(why));
         if (r < 0)
                 return log_error_errno(r, "runtime directory %s: %s; remove it", path, why);
-        copy = strdup(path);
-        if (!copy) {
-                safe_dir_close(&runtime);
-                return -ENOMEM;
-        }
         safe_dir_clear(&runtime, 1);    /* left by a tunneld that crashed; we hold the socket's lock */
         safe_dir_register(&runtime);
-        *ret = copy;
-        copy = NULL;
+        *ret = path;
+        path = NULL;
         return 0;
 }
 

@@ -18,13 +18,40 @@
 
 #define TMP_TRIES 8
 
+/* Why the directory fd is not as owner wants (*r the error), or NULL. */
+static const char *judge_dir(int fd, enum safe_dir_owner owner, struct stat *st, int *r, char *why, size_t size)
+{
+        char verdict[160];
+
+        *r = -EPERM;
+        if (fstat(fd, st) < 0) {
+                *r = -errno;
+                snprintf(why, size, "%s", strerror(-*r));
+                return why;
+        }
+        if (owner == SAFE_DIR_OURS && st->st_uid != geteuid()) {
+                snprintf(why, size, "owned by uid %d, not by tunneld's user (uid %d): not the directory tunneld made",
+                         (int)st->st_uid, (int)geteuid());
+                return why;
+        }
+        if (owner == SAFE_DIR_OURS && (st->st_mode & 07777) != 0700 && fchmod(fd, 0700) < 0) {
+                *r = -errno;
+                snprintf(why, size, "cannot make it 0700: %s", strerror(-*r));
+                return why;
+        }
+        if (owner == SAFE_DIR_TRUSTED && safe_path_judge(st, geteuid(), false, verdict, sizeof(verdict))) {
+                snprintf(why, size, "%s", verdict);
+                return why;
+        }
+        *r = 0;
+        return NULL;
+}
+
 int safe_dir_open(const char *path, enum safe_dir_owner owner, struct safe_dir *ret, char *why, size_t size)
 {
         int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (owner == SAFE_DIR_OURS ? O_NOFOLLOW : 0);
-        _cleanup_close_ int fd = open(path, flags);
+        int fd = open(path, flags), r;
         struct stat st;
-        char verdict[160];
-        int r;
 
         *ret = SAFE_DIR_NULL;
         if (fd < 0) {
@@ -35,41 +62,16 @@ int safe_dir_open(const char *path, enum safe_dir_owner owner, struct safe_dir *
                         snprintf(why, size, "a symbolic link, not the directory tunneld made");
                         return -ELOOP;
                 }
-                if (r == -ELOOP && owner == SAFE_DIR_OURS)
-                        snprintf(why, size, "a symbolic link, not the directory tunneld made");
-                else if (r == -ENOTDIR)
-                        snprintf(why, size, "not a directory");
-                else
-                        snprintf(why, size, "%s", strerror(-r));
+                snprintf(why, size, "%s", r == -ENOTDIR ? "not a directory" : strerror(-r));
                 return r;
         }
-        if (fstat(fd, &st) < 0) {
-                r = -errno;
-                snprintf(why, size, "%s", strerror(-r));
-                return r;
+        if (judge_dir(fd, owner, &st, &r, why, size) || !(ret->path = strdup(path))) {
+                close(fd);
+                return r < 0 ? r : -ENOMEM;
         }
-        if (owner == SAFE_DIR_OURS) {
-                if (st.st_uid != geteuid()) {
-                        snprintf(why, size, "owned by uid %d, not by tunneld's user (uid %d): not the directory "
-                                 "tunneld made", (int)st.st_uid, (int)geteuid());
-                        return -EPERM;
-                }
-                if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) < 0) {
-                        r = -errno;
-                        snprintf(why, size, "cannot make it 0700: %s", strerror(-r));
-                        return r;
-                }
-        } else if (owner == SAFE_DIR_TRUSTED && safe_path_judge(&st, geteuid(), false, verdict, sizeof(verdict))) {
-                snprintf(why, size, "%s", verdict);
-                return -EPERM;
-        }
-        ret->path = strdup(path);
-        if (!ret->path)
-                return -ENOMEM;
         ret->dev = st.st_dev;
         ret->ino = st.st_ino;
         ret->fd = fd;
-        fd = -1;
         return 0;
 }
 

@@ -140,7 +140,6 @@ static int follow_link(struct walk *w, const char *cand, const char *rest, char 
         char target[PATH_MAX];
         ssize_t n;
         char *next;
-        int r;
 
         if (++w->links > LINKS_MAX) {
                 snprintf(w->why, w->size, "more than %d symbolic links on its way", LINKS_MAX);
@@ -148,7 +147,7 @@ static int follow_link(struct walk *w, const char *cand, const char *rest, char 
         }
         n = readlink(cand, target, sizeof(target) - 1);
         if (n < 0) {
-                r = -errno;
+                int r = -errno;
                 snprintf(w->why, w->size, "cannot read the symbolic link %s: %s", cand, strerror(-r));
                 return r;
         }
@@ -191,7 +190,7 @@ static int walk(struct walk *w, const char *path)
         int r;
 
         r = absolute(path, &todo);
-        if (r < 0)
+        if (r < 0 || !todo)
                 return r == -ENOMEM ? r : 0;    /* nowhere to start from: the use will fail anyway */
         if (lstat("/", &done_st) < 0)
                 return -errno;
