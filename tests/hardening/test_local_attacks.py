@@ -69,7 +69,7 @@ class StatusWatch:
 
     def check(self, test, what):
         print(f"# {what}: root's status answered {self.count} times, slowest {self.slowest:.3f} s", flush=True)
-        test.assertGreater(self.count, 3, f"{what}: status was hardly asked")
+        test.assertGreaterEqual(self.count, 3, f"{what}: status was hardly asked (slowest {self.slowest:.2f} s)")
         test.assertEqual(self.failures, [], f"{what}: status failed or timed out")
         test.assertLess(self.slowest, SERVED_WITHIN, f"{what}: root's status took {self.slowest:.2f} s: the loop "
                                                      "was blocked")
@@ -299,6 +299,7 @@ class LocalAttacks(unittest.TestCase):
                 r = tunnelctl(d, "restart", "t", timeout=10)
                 self.assertEqual(r.returncode, 0, tunneltest.describe(r))
                 self.wait_up(d, after=after)
+            time.sleep(2)       # and the writes after it (at most every 200 ms)
         watch.check(self, "FIFOs at the metrics file's temporary names")
         echo_roundtrip(port)
         wait_until(lambda: 'tunneld_tunnel_up{tunnel="t"} 1\n' in tunneltest._read_text(path), 5,
