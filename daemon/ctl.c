@@ -2,9 +2,9 @@
 #include "ctl.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
