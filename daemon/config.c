@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,27 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
 
 #define CONFIG_FILE_MAX (16u << 20)
 
+/* O_NONBLOCK: a FIFO named like a drop-in must not hang the load (a reload's child, -t).
+ * A drop-in is a regular file; the main file may be a pipe (tunneld -t -c <(…)). */
+static int open_file(const char *path, bool main_file, struct config_errors *errs, FILE **ret)
+{
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), r = 0;
+        struct stat st;
+        bool opened = fd >= 0 && fstat(fd, &st) == 0;
+
+        if (opened && !main_file && !S_ISREG(st.st_mode))
+                r = -EINVAL;
+        else if (!opened || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 || !(*ret = fdopen(fd, "r")))
+                r = -errno;
+        if (r == -EINVAL)
+                push_error(errs, "%s: not a regular file: a drop-in file must be one", path);
+        else if (r < 0)
+                push_error(errs, "%s: cannot open: %s", path, strerror(-r));
+        if (r < 0 && fd >= 0)
+                close(fd);
+        return r;       /* 0: fd is the FILE's now */
+}
+
 /* FNV-1a, 64 bits: enough to tell whether two loads read the same files. */
 static uint64_t digest_add(uint64_t h, const char *data, size_t len)
 {
@@ -140,12 +162,9 @@ static int read_file(const char *path, const struct config_load_options *opts, c
 
         config_init(cfg);
         config_set_auto_convert(cfg, CONFIG_FALSE);
-        f = fopen(path, "re");
-        if (!f) {
-                r = -errno;
-                push_error(errs, "%s: cannot open: %s", path, strerror(-r));
+        r = open_file(path, main_file, errs, &f);
+        if (r < 0)
                 return r;
-        }
         r = check_file_permissions(f, path, opts, errs);
         if (r < 0)
                 return r;
@@ -199,13 +218,17 @@ static int filter_conf(const struct dirent *d)
         return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".conf") == 0;
 }
 
-/* Every *.conf of the drop-in directory, in lexical order. A missing directory is fine. */
-static int load_dropins(struct parser *p, struct config *c, const struct tunnel_spec *tmpl)
+/* Every *.conf of the drop-in directory, in lexical order. A missing directory is fine; one
+ * others can write is not read at all. Each file is judged like the main file (a symlink
+ * must be root's or tunneld's user's, and so must what it leads to and every directory on
+ * the way). */
+static int load_dropins(struct parser *p, struct config *c, const struct tunnel_spec *tmpl,
+                        const config_setting_t *root)
 {
         struct dirent **names = NULL;
         int n, r = 0;
 
-        if (!c->include_dir)
+        if (!c->include_dir || check_include_dir(p, c->include_dir, root) < 0)
                 return 0;
         n = scandir(c->include_dir, &names, filter_conf, alphasort);
         if (n < 0) {
@@ -276,7 +299,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                 else if (strcmp(c->include_dir, "none") == 0)
                         c->include_dir = (free(c->include_dir), NULL);
                 if (r >= 0)
-                        r = load_dropins(&p, c, &tmpl);
+                        r = load_dropins(&p, c, &tmpl, config_root_setting(cfg));
                 if (r == -ENOMEM)
                         p.oom = r;
         }
@@ -292,6 +315,9 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         check_host_keys(&p, c);
         if (errs->n == 0)
                 check_after(&p, c);
+        /* before anything runs (ssh -G): the ssh program, and where tunneld writes */
+        if (from_file)
+                check_trusted_paths(&p, c, config_root_setting(cfg));
         /* ssh's own judgement, of a configuration that is valid so far */
         if (errs->n == 0 && opts->ask_ssh != CONFIG_SSH_SKIP)
                 ask_ssh(&p, c);

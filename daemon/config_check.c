@@ -17,6 +17,7 @@
 
 #include "clash.h"
 #include "log.h"
+#include "safe_path.h"
 #include "ssh_argv.h"
 #include "ssh_view.h"
 
@@ -409,49 +410,6 @@ void take_views(struct parser *p, struct config *c, const struct config_views *v
         }
 }
 
-/* Like sshd's StrictModes: a file that becomes commands (a configuration, an ssh_config
- * with its ProxyCommand, a hook program) and the directory holding it must be writable by
- * root and tunneld's user only (a directory may be sticky, like /tmp). NULL if safe. */
-static const char *unsafe_mode(const char *path, const struct stat *st, char *buf, size_t size)
-{
-        char dir[PATH_MAX];
-        struct stat dst;
-        char *slash;
-
-        if (st->st_mode & 022) {
-                snprintf(buf, size, "writable by group or others (mode %04o): fix with chmod go-w",
-                         (unsigned)(st->st_mode & 07777));
-                return buf;
-        }
-        if (st->st_uid != 0 && st->st_uid != geteuid()) {
-                snprintf(buf, size, "owned by uid %d, neither root nor tunneld's user (uid %d): fix with chown",
-                         (int)st->st_uid, (int)geteuid());
-                return buf;
-        }
-        if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir))
-                return NULL;            /* too long to be opened anyway */
-        slash = strrchr(dir, '/');
-        if (!slash)
-                return NULL;            /* relative to the working directory: not ours to judge */
-        if (slash == dir)
-                slash[1] = '\0';
-        else
-                *slash = '\0';
-        if (stat(dir, &dst) < 0)
-                return NULL;            /* the file's own check reports what is missing */
-        if ((dst.st_mode & 022) && !(dst.st_mode & S_ISVTX)) {
-                snprintf(buf, size, "its directory %s is writable by group or others (mode %04o): fix with chmod go-w",
-                         dir, (unsigned)(dst.st_mode & 07777));
-                return buf;
-        }
-        if (dst.st_uid != 0 && dst.st_uid != geteuid()) {
-                snprintf(buf, size, "its directory %s is owned by uid %d, neither root nor tunneld's user: fix with chown",
-                         dir, (int)dst.st_uid);
-                return buf;
-        }
-        return NULL;
-}
-
 /* Every connection's ssh is a mux master whose control socket sits in the runtime
  * directory: SOCKET.d/NAME.mux/sN. A long name is hashed to fit; a long control_socket
  * cannot be, and is refused once. */
@@ -547,7 +505,7 @@ void check_files(struct parser *p, const struct config *c)
                         if (access(t->ssh_config_file, R_OK) < 0)
                                 diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
                         else if (!p->opts->allow_insecure && stat(t->ssh_config_file, &st) == 0 && S_ISREG(st.st_mode) &&
-                                 unsafe_mode(t->ssh_config_file, &st, why, sizeof(why)))
+                                 safe_path_check(t->ssh_config_file, SAFE_PATH_FILE, why, sizeof(why)) < 0)
                                 diag_tunnel(p, t, "ssh_config_file", "%s: %s (its ProxyCommand would run as "
                                             "tunneld), or run tunneld with --allow-insecure-config",
                                             t->ssh_config_file, why);
@@ -555,31 +513,129 @@ void check_files(struct parser *p, const struct config *c)
                 if (t->on_state_change) {
                         if (access(t->on_state_change, X_OK) < 0)
                                 diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
-                        else if (!p->opts->allow_insecure && stat(t->on_state_change, &st) == 0 &&
-                                 unsafe_mode(t->on_state_change, &st, why, sizeof(why)))
+                        else if (!p->opts->allow_insecure &&
+                                 safe_path_check(t->on_state_change, SAFE_PATH_FILE, why, sizeof(why)) < 0)
                                 diag_tunnel(p, t, "on_state_change", "%s: %s, or run tunneld with "
                                             "--allow-insecure-config", t->on_state_change, why);
                 }
         }
 }
 
-/* A configuration file turns into command lines: see unsafe_mode(). */
+/* A configuration file turns into command lines: the file read (f) and its path, every
+ * directory and link on the way, by safe_path.h's rule. */
 int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
-                                  struct config_errors *errs)
+                           struct config_errors *errs)
 {
-        char why[PATH_MAX + 128];
+        char why[PATH_MAX + 160];
         struct stat st;
+        int r;
 
         if (opts->allow_insecure)
                 return 0;
         if (fstat(fileno(f), &st) < 0) {
-                push_error(errs, "%s: cannot stat: %s", path, strerror(errno));
-                return -errno;
+                r = -errno;
+                push_error(errs, "%s: cannot stat: %s", path, strerror(-r));
+                return r;
         }
-        if (unsafe_mode(path, &st, why, sizeof(why))) {
+        r = safe_path_check(path, SAFE_PATH_FILE, why, sizeof(why));
+        if (r >= 0 && safe_path_judge(&st, geteuid(), false, why, sizeof(why)))
+                r = -EPERM;     /* what was opened is not what the path shows (now) */
+        if (r < 0) {
                 push_error(errs, "%s: %s, or run tunneld with --allow-insecure-config", path, why);
-                return -EPERM;
+                return r;
         }
         return 0;
 }
 
+/* "FILE:LINE: key: what" at a global setting, or "FILE: key (by default): what". */
+_printf_(4, 5)
+static void diag_global(struct parser *p, const config_setting_t *root, const char *key, const char *fmt, ...)
+{
+        const config_setting_t *s = root ? config_setting_get_member(root, key) : NULL;
+        _cleanup_free_ char *what = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&what, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                what = NULL;
+                p->oom = -ENOMEM;
+                return;
+        }
+        if (s)
+                r = push_error(p->errs, "%s:%d: %s: %s", p->path, config_setting_source_line(s), key, what);
+        else
+                r = push_error(p->errs, "%s: %s (by default): %s", p->path, key, what);
+        if (r < 0)
+                p->oom = -ENOMEM;
+}
+
+/* The ssh program: the very file execvp would run (looked up in PATH now, and run by
+ * that path from now on, so that a directory earlier in PATH cannot gain an "ssh"
+ * later), judged by sshd's rule before anything runs it. Not found: ssh -G, or the
+ * exec, says so. */
+static void check_ssh_program(struct parser *p, struct config *c, const config_setting_t *root)
+{
+        _cleanup_free_ char *found = NULL;
+        char why[PATH_MAX + 160];
+        int r = safe_path_find_program(c->ssh, &found);
+
+        if (r == -ENOMEM)
+                p->oom = r;
+        if (r < 0)
+                return;
+        if (!p->opts->allow_insecure && safe_path_check(found, SAFE_PATH_FILE, why, sizeof(why)) < 0) {
+                diag_global(p, root, "ssh", "%s: %s (tunneld runs it as uid %d), or run tunneld with "
+                            "--allow-insecure-config", found, why, (int)geteuid());
+                return;
+        }
+        free(c->ssh);
+        c->ssh = found;
+        found = NULL;
+}
+
+/* What tunneld runs and the directories it makes or writes files in, before anything
+ * runs (-t's ssh -G included): the ssh program, the control socket's directory (the
+ * socket, its lock and the runtime directory SOCKET.d are made there under names anyone
+ * can guess), the metrics file's (written under unguessable names and renamed: a sticky
+ * directory such as /tmp is fine). include_dir is judged before its files are read
+ * (config.c). */
+void check_trusted_paths(struct parser *p, struct config *c, const config_setting_t *root)
+{
+        const char *sock = p->opts->control_socket ? p->opts->control_socket : c->control_socket;
+        char why[PATH_MAX + 160];
+
+        check_ssh_program(p, c, root);
+        if (p->opts->allow_insecure)
+                return;
+        if (sock && strcmp(sock, "none") != 0 && safe_path_check(sock, SAFE_PATH_NEW, why, sizeof(why)) < 0) {
+                static const char *const advice = "others could replace or take first what tunneld keeps beside "
+                        "the socket (its lock, the runtime directory of the files ssh reads); put the socket in a "
+                        "directory only root can write (by default /run/tunneld), or run tunneld with "
+                        "--allow-insecure-config";
+
+                if (p->opts->control_socket)
+                        push_error(p->errs, "--control-socket %s: %s: %s", sock, why, advice);
+                else
+                        diag_global(p, root, "control_socket", "%s: %s: %s", sock, why, advice);
+        }
+        if (c->metrics_file && safe_path_check(c->metrics_file, SAFE_PATH_RENAMED, why, sizeof(why)) < 0)
+                diag_global(p, root, "metrics_file", "%s: %s: others could replace the file or take its name; put "
+                            "it in a directory only root (or tunneld's user) can write, such as node_exporter's "
+                            "textfile directory, or in a sticky one such as /tmp, or run tunneld with "
+                            "--allow-insecure-config", c->metrics_file, why);
+}
+
+/* include_dir itself, before a file of it is read: every entry of it is trusted. */
+int check_include_dir(struct parser *p, const char *dir, const config_setting_t *root)
+{
+        char why[PATH_MAX + 160];
+
+        if (p->opts->allow_insecure || safe_path_check(dir, SAFE_PATH_DIR, why, sizeof(why)) >= 0)
+                return 0;
+        diag_global(p, root, "include_dir", "%s: %s: others could put files in it, or run tunneld with "
+                    "--allow-insecure-config", dir, why);
+        return -EPERM;
+}

@@ -56,6 +56,11 @@ void check_control_paths(struct parser *p, const struct config *c, const char *c
 /* share_connection: no tunnel waits (after) for one it shares its connection with. */
 void check_share(struct parser *p, const struct config *c);
 /* A configuration file turns into command lines: writable by root and tunneld's user
- * only (unless opts->allow_insecure). */
+ * only, and so every directory above it (safe_path.h; unless opts->allow_insecure). */
 int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
                            struct config_errors *errs);
+/* The ssh program (found in PATH now: c->ssh becomes its path), the control socket's and
+ * metrics_file's directories, by safe_path.h's rule, at their lines in root. */
+void check_trusted_paths(struct parser *p, struct config *c, const config_setting_t *root);
+/* include_dir itself (0, or -EPERM with the error pushed). */
+int check_include_dir(struct parser *p, const char *dir, const config_setting_t *root);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include "ctl_protocol.h"
 #include "json_write.h"
 #include "log.h"
+#include "proc_locks.h"
 #include "tunnel_json.h"
 
 struct ctl_client {
@@ -410,28 +412,85 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
 }
 
+/* "held by pid 123 (uid 1000, flock)", or "" if nobody is seen holding it. */
+static void lock_holder(const struct stat *st, char *buf, size_t size)
+{
+        struct proc_locks_holder h;
+
+        buf[0] = '\0';
+        if (proc_locks_holder(st, &h) < 0)
+                return;
+        if (h.uid == (uid_t)-1)
+                snprintf(buf, size, "held by pid %d", (int)h.pid);
+        else
+                snprintf(buf, size, "held by pid %d (uid %d%s%s)", (int)h.pid, (int)h.uid, h.comm[0] ? ", " : "",
+                         h.comm);
+}
+
+/* A lock file someone else made, or made a link: not ours to take, nor to remove. */
+static int refuse_lock(const char *path, const char *lock, const struct stat *st)
+{
+        char holder[128], what[128];
+
+        lock_holder(st, holder, sizeof(holder));
+        if (S_ISLNK(st->st_mode))
+                snprintf(what, sizeof(what), "is a symbolic link");
+        else if (!S_ISREG(st->st_mode))
+                snprintf(what, sizeof(what), "is not a regular file (mode %06o)", (unsigned)st->st_mode);
+        else if (st->st_uid != geteuid())
+                snprintf(what, sizeof(what), "is owned by uid %d, not by tunneld's user (uid %d)", (int)st->st_uid,
+                         (int)geteuid());
+        else
+                snprintf(what, sizeof(what), "has %lu hard links", (unsigned long)st->st_nlink);
+        return log_error_errno(-EADDRINUSE, "control socket %s: its lock file %s %s%s%s: someone else made it; "
+                               "not using it (remove it, and keep the socket's directory writable by root only)",
+                               path, lock, what, holder[0] ? ", " : "", holder);
+}
+
 /* One tunneld per socket path: an exclusive lock on PATH.lock, held for the daemon's life,
  * decides who may (re)create the socket, so two starting at once cannot both pass a check
- * and delete each other's socket. */
+ * and delete each other's socket. The lock file must be a plain file of ours: a link or
+ * another user's file is refused (-EADDRINUSE: tunneld does not start), and a lock held
+ * by someone else is refused naming the holder. */
 static int lock_path(const char *path, int *ret_fd)
 {
         _cleanup_free_ char *lock = NULL;
-        int fd;
+        struct stat st;
+        int fd, r;
 
         if (asprintf(&lock, "%s.lock", path) < 0) {
                 lock = NULL;
                 return -ENOMEM;
         }
-        fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return log_error_errno(errno, "control socket: cannot open %s: %m", lock);
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                int r = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
-                close(fd);
-                if (r == -EADDRINUSE)
-                        return log_error_errno(r, "control socket %s: another tunneld uses it (%s is locked)", path, lock);
-                return log_error_errno(r, "control socket: cannot lock %s: %m", lock);
+        fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+        if (fd < 0) {
+                r = -errno;
+                if (lstat(lock, &st) == 0 && (S_ISLNK(st.st_mode) || st.st_uid != geteuid()))
+                        return refuse_lock(path, lock, &st);
+                return log_error_errno(r, "control socket: cannot open %s: %m", lock);
         }
+        if (fstat(fd, &st) < 0) {
+                r = -errno;
+                close(fd);
+                return log_error_errno(r, "control socket: %s: %m", lock);
+        }
+        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1) {
+                close(fd);
+                return refuse_lock(path, lock, &st);
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                r = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+                close(fd);
+                if (r != -EADDRINUSE)
+                        return log_error_errno(r, "control socket: cannot lock %s: %m", lock);
+                char holder[128];
+                lock_holder(&st, holder, sizeof(holder));
+                return log_error_errno(r, "control socket %s: its lock file %s is %s: another tunneld uses this "
+                                       "socket (or someone holds its lock)", path, lock,
+                                       holder[0] ? holder : "locked");
+        }
+        if ((st.st_mode & 07777) != 0600)
+                (void)fchmod(fd, 0600);         /* nobody else may open it to hold it */
         *ret_fd = fd;
         return 0;
 }

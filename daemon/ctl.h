@@ -30,7 +30,8 @@
 struct ctl_server;
 
 /* Listen on path (created before any tunnel starts, so a second tunneld on the same socket
- * fails with -EADDRINUSE before it duplicates anything); requests are served once a
+ * fails with -EADDRINUSE before it duplicates anything; so does a lock file that is not a
+ * plain file of ours: logged once, tunneld must not start); requests are served once a
  * supervisor is attached. */
 int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bool world_readable,
                    struct ctl_server **ret);

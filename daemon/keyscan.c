@@ -2,6 +2,7 @@
 #include "keyscan.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "known_hosts.h"
 #include "process.h"
 #include "runtime.h"
+#include "safe_path.h"
 #include "ssh_output.h"
 #include "util.h"
 
@@ -33,11 +35,13 @@ struct target {
         char entry[1100];               /* a jump host as jump_host_keys names it; "" for the destination */
         char **keys;                    /* "KEYTYPE BASE64" */
         char **fingerprints;
+        double timeout;                 /* a scan's, seconds */
+        bool timed_out;                 /* tunneld killed the last ssh at timeout */
 };
 
-/* argv without a shell, stdout and stderr into *ret_output, killed at timeout seconds. The
- * exit status as waitpid gives it, or -errno. */
-static int run_bounded(char **argv, double timeout, char **ret_output)
+/* argv without a shell, stdout and stderr into *ret_output, killed at timeout seconds
+ * (*ret_timed_out). The exit status as waitpid gives it, or -errno. */
+static int run_bounded(char **argv, double timeout, char **ret_output, bool *ret_timed_out)
 {
         _cleanup_buf_ struct buf text = {0};
         double deadline = now_mono() + timeout;
@@ -45,6 +49,7 @@ static int run_bounded(char **argv, double timeout, char **ret_output)
         int out = -1, pidfd, status = 0, r;
         pid_t pid;
 
+        *ret_timed_out = false;
         r = process_spawn(argv, NULL, true, &pid, &out);
         if (r < 0)
                 return r;
@@ -56,7 +61,7 @@ static int run_bounded(char **argv, double timeout, char **ret_output)
 
                 if (left <= 0) {
                         process_kill(pid, SIGKILL);
-                        buf_puts(&text, "(tunneld: ssh did not finish in time; killed)\n");
+                        *ret_timed_out = true;  /* said by the caller, as tunneld's, not ssh's */
                         break;
                 }
                 if (poll(p, 2, (int)(left * 1000) + 1) < 0 && errno != EINTR)
@@ -91,32 +96,48 @@ static int push2(char ***argv, const char *a, const char *b)
         return r < 0 ? r : strv_push(argv, b);
 }
 
-/* ssh to the target that stops before authentication, the key it was offered going to
- * scanned (accept-new into a file of its own: nothing the tunnel uses learns it). */
-static int scan_argv(const struct config *c, const struct target *t, const char *config_file, const char *scanned,
+/* ssh to the target that stops at the server's host key, before authentication: no
+ * known_hosts at all and StrictHostKeyChecking=yes, so ssh always refuses the key and
+ * disconnects before it sends a single authentication request (even "none", which ssh
+ * tries first whatever PreferredAuthentications says, and which a server with empty
+ * passwords accepts). The key itself reaches tunneld through KnownHostsCommand: ssh runs
+ * this tunneld (without a shell) to note it in offered, and it answers nothing. */
+static int scan_argv(const struct config *c, const struct target *t, const char *config_file, const char *offered,
                      const char *algorithms, char ***ret)
 {
         _cleanup_strv_free_ char **argv = NULL;
-        _cleanup_free_ char *quoted = NULL, *known = NULL, *algs = NULL, *timeout = NULL, *port = NULL;
+        _cleanup_free_ char *q_self = NULL, *q_offered = NULL, *note = NULL, *algs = NULL,
+                            *timeout = NULL, *port = NULL;
         const struct tunnel_spec *s = &t->spec;
+        char exe[4096];
+        ssize_t n;
         int r;
 
-        if (known_hosts_quote_path(scanned, &quoted) < 0 || asprintf(&known, "UserKnownHostsFile=%s", quoted) < 0 ||
+        n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n <= 0)
+                return n < 0 ? -errno : -ENOENT;
+        exe[n] = '\0';
+        if (strstr(exe, "${") || strstr(offered, "${"))
+                return -EINVAL;         /* ssh would expand it from the environment */
+        if (known_hosts_quote_path(exe, &q_self) < 0 || known_hosts_quote_path(offered, &q_offered) < 0 ||
+            asprintf(&note, "KnownHostsCommand=%s " KEYSCAN_NOTE " %s %%t %%K", q_self, q_offered) < 0 ||
             asprintf(&algs, "HostKeyAlgorithms=%s", algorithms) < 0 ||
             asprintf(&timeout, "ConnectTimeout=%d", s->connect_timeout) < 0 || asprintf(&port, "%d", s->port) < 0)
                 return -ENOMEM;
         if ((r = strv_push(&argv, c->ssh)) < 0 || (r = strv_push(&argv, "-N")) < 0 || (r = strv_push(&argv, "-T")) < 0 ||
             (config_file && (r = push2(&argv, "-F", config_file)) < 0))
                 return r;
+        /* ssh takes the first value it is given: these come before the tunnel's ssh_options */
         static const char *const fixed[] = {
                 "BatchMode=yes", "ControlMaster=no", "ControlPath=none", "ClearAllForwardings=yes",
-                "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=accept-new", "HashKnownHosts=no",
-                "UpdateHostKeys=no", "PreferredAuthentications=none", ("HostKeyAlias=" SCANNED_ALIAS), "LogLevel=ERROR",
+                "UserKnownHostsFile=/dev/null", "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes",
+                "VerifyHostKeyDNS=no", "CheckHostIP=no", "UpdateHostKeys=no", "PreferredAuthentications=none",
+                "LogLevel=ERROR",
         };
         for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
                 if ((r = push2(&argv, "-o", fixed[i])) < 0)
                         return r;
-        if ((r = push2(&argv, "-o", known)) < 0 || (r = push2(&argv, "-o", algs)) < 0 ||
+        if ((r = push2(&argv, "-o", note)) < 0 || (r = push2(&argv, "-o", algs)) < 0 ||
             (r = push2(&argv, "-o", timeout)) < 0 || (s->port > 0 && (r = push2(&argv, "-p", port)) < 0) ||
             (s->user && (r = push2(&argv, "-l", s->user)) < 0) ||
             (s->jump_host && (r = push2(&argv, "-J", s->jump_host)) < 0))
@@ -131,43 +152,56 @@ static int scan_argv(const struct config *c, const struct target *t, const char 
         return 0;
 }
 
-/* The keys accept-new wrote: "keyscan KEYTYPE BASE64" lines. */
-static int take_scanned(const char *path, char ***keys)
+/* tunneld --keyscan-note FILE TYPE KEY, run by ssh as KnownHostsCommand: append "TYPE KEY"
+ * to FILE (made empty by the scan; never created here, never through a link) and print
+ * nothing, so that ssh knows no key and stops. */
+int keyscan_note_main(const char *file, const char *type, const char *key)
+{
+        size_t tl = strspn(type, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@.-_");
+        size_t kl = strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=");
+        _cleanup_free_ char *line = NULL;
+        _cleanup_close_ int fd = -1;
+        int n;
+
+        if (!tl || type[tl] || tl > 64 || !kl || key[kl] || kl > 16384)
+                return 0;       /* not a key as ssh gives it: nothing to note */
+        n = asprintf(&line, "%s %s\n", type, key);
+        if (n < 0)
+                return 1;
+        fd = open(file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || write(fd, line, (size_t)n) != n)
+                return 1;
+        return 0;
+}
+
+/* The keys keyscan_note_main() noted: "TYPE BASE64" lines. */
+static int take_offered(const char *path, char ***keys)
 {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
-        char line[16384];
+        char line[16384 + 128];
 
         if (!f)
                 return 0;
         while (fgets(line, sizeof(line), f)) {
-                char name[64], type[64], *blob = malloc(sizeof(line));
-                int r = 0;
+                bool seen = false;
 
-                if (!blob)
+                line[strcspn(line, "\n")] = '\0';
+                if (!strchr(line, ' '))
+                        continue;
+                for (char **k = *keys; k && *k; k++)
+                        seen = seen || strcmp(*k, line) == 0;
+                if (!seen && strv_push(keys, line) < 0)
                         return -ENOMEM;
-                if (sscanf(line, "%63s %63s %16383s", name, type, blob) == 3 && strcmp(name, SCANNED_ALIAS) == 0) {
-                        _cleanup_free_ char *key = NULL;
-                        bool seen = false;
-
-                        if (asprintf(&key, "%s %s", type, blob) < 0)
-                                key = NULL, r = -ENOMEM;
-                        for (char **k = *keys; key && k && *k; k++)
-                                seen = seen || strcmp(*k, key) == 0;
-                        if (key && !seen)
-                                r = strv_push(keys, key);
-                }
-                free(blob);
-                if (r < 0)
-                        return r;
         }
         return 0;
 }
 
 /* "256 SHA256:… (ED25519)" from ssh-keygen -lf. */
-static int fingerprint(const char *dir, const char *key, char **ret)
+static int fingerprint(const char *keygen, const char *dir, const char *key, char **ret)
 {
         _cleanup_free_ char *path = NULL, *text = NULL, *output = NULL;
         _cleanup_strv_free_ char **argv = NULL;
+        bool timed_out;
         int r;
 
         if (asprintf(&path, "%s/key.pub", dir) < 0 || asprintf(&text, "%s\n", key) < 0)
@@ -175,10 +209,10 @@ static int fingerprint(const char *dir, const char *key, char **ret)
         r = write_file_atomic(path, text, 0600);
         if (r < 0)
                 return r;
-        if ((r = strv_push(&argv, "ssh-keygen")) < 0 || (r = push2(&argv, "-l", "-E")) < 0 ||
+        if ((r = strv_push(&argv, keygen)) < 0 || (r = push2(&argv, "-l", "-E")) < 0 ||
             (r = push2(&argv, "sha256", "-f")) < 0 || (r = strv_push(&argv, path)) < 0)
                 return r;
-        r = run_bounded(argv, 10, &output);
+        r = run_bounded(argv, 10, &output, &timed_out);
         if (r < 0)
                 return r;
         output[strcspn(output, "\n")] = '\0';
@@ -220,15 +254,17 @@ static int write_jump_files(const struct target *t, const char *dir, char **ret_
         return 0;
 }
 
-/* Fetch t's keys; on failure *ret_error says what ssh said. */
-static int scan_target(const struct config *c, struct target *t, const char *dir, size_t hops, char **ret_error)
+/* Fetch t's keys; on failure *ret_error says what ssh said (and t->timed_out whether
+ * tunneld killed it at t->timeout). */
+static int scan_target(const struct config *c, const char *keygen, struct target *t, const char *dir, size_t hops,
+                       char **ret_error)
 {
-        _cleanup_free_ char *config = NULL, *scanned = NULL, *failed = NULL;
-        double timeout = (double)t->spec.connect_timeout * (double)(hops + 1) + 10;
+        _cleanup_free_ char *config = NULL, *offered = NULL, *failed = NULL;
         int r;
 
         *ret_error = NULL;
-        if (asprintf(&scanned, "%s/scanned", dir) < 0)
+        t->timeout = (double)t->spec.connect_timeout * (double)(hops + 1) + 10;
+        if (asprintf(&offered, "%s/offered", dir) < 0)
                 return -ENOMEM;
         r = write_jump_files(t, dir, &config);
         if (r < 0)
@@ -238,22 +274,23 @@ static int scan_target(const struct config *c, struct target *t, const char *dir
                 _cleanup_free_ char *output = NULL;
                 size_t before = strv_length(t->keys);
 
-                (void)unlink(scanned);
-                r = scan_argv(c, t, config ? config : t->spec.ssh_config_file, scanned, algorithm_groups[g], &argv);
+                r = write_file_atomic(offered, "", 0600);
+                if (r >= 0)
+                        r = scan_argv(c, t, config ? config : t->spec.ssh_config_file, offered, algorithm_groups[g],
+                                      &argv);
+                if (r >= 0)
+                        r = run_bounded(argv, t->timeout, &output, &t->timed_out);
+                if (r >= 0)
+                        r = take_offered(offered, &t->keys);
                 if (r < 0)
-                        return r;
-                r = run_bounded(argv, timeout, &output);
-                if (r < 0)
-                        return r;
-                if ((r = take_scanned(scanned, &t->keys)) < 0)
                         return r;
                 /* a kind of key the server does not have; anything else ends the scan */
-                if (strv_length(t->keys) == before && !strstr(output, "no matching host key type")) {
+                if (strv_length(t->keys) == before && (t->timed_out || !strstr(output, "no matching host key type"))) {
                         failed = output;
                         output = NULL;
                 }
         }
-        (void)unlink(scanned);
+        (void)unlink(offered);
         if (!t->keys) {
                 *ret_error = failed ? failed : strdup("the server offered no ssh-ed25519, ECDSA or RSA host key");
                 failed = NULL;
@@ -261,7 +298,7 @@ static int scan_target(const struct config *c, struct target *t, const char *dir
         }
         for (char **k = t->keys; *k; k++) {
                 _cleanup_free_ char *fp = NULL;
-                if ((r = fingerprint(dir, *k, &fp)) < 0 || (r = strv_push(&t->fingerprints, fp)) < 0)
+                if ((r = fingerprint(keygen, dir, *k, &fp)) < 0 || (r = strv_push(&t->fingerprints, fp)) < 0)
                         return r;
         }
         return 0;
@@ -400,6 +437,9 @@ static void say_failure(const struct target *t, size_t i, const char *error, con
                 hop_key = hop_key || (i > 0 && ssh_line_parse(line, &class) == SSH_LINE_FAILURE &&
                                       class == FAILURE_HOST_KEY);
         }
+        if (t->timed_out)
+                fprintf(stderr, "tunneld: ssh did not finish within %g s (connect_timeout per hop, plus 10 s): "
+                                "killed it\n", t->timeout);
         if (hop_key)
                 fprintf(stderr, "tunneld: the jump host's own key is not trusted yet, and keys behind a jump host are "
                                 "fetched only through a jump host whose key is checked: compare and pin the "
@@ -410,9 +450,12 @@ static void say_failure(const struct target *t, size_t i, const char *error, con
 
 int keyscan_run(const struct config *c, const char *name, FILE *out)
 {
+        _cleanup_free_ char *keygen = NULL;
+        char why[4096 + 160];
         const struct tunnel_spec *s = NULL;
         struct target *v = NULL;
         char dir[] = "/tmp/tunneld-keyscan.XXXXXX";
+        const char *made = NULL;
         size_t n = 0, done = 0;
         int r, status = 0;
 
@@ -423,15 +466,26 @@ int keyscan_run(const struct config *c, const char *name, FILE *out)
                 fprintf(stderr, "tunneld: --keyscan %s: no tunnel of that name in %s\n", name, c->path);
                 return 1;
         }
-        if (!mkdtemp(dir)) {
+        /* ssh-keygen, like ssh (config_check.c), only as sshd's rule would run it */
+        r = safe_path_find_program("ssh-keygen", &keygen);
+        if (r == -ENOENT) {
+                fprintf(stderr, "tunneld: ssh-keygen is not in PATH: it tells the keys' fingerprints\n");
+                return 1;
+        }
+        if (r >= 0 && !c->load_options.allow_insecure && safe_path_check(keygen, SAFE_PATH_FILE, why, sizeof(why)) < 0) {
+                fprintf(stderr, "tunneld: %s: %s, or run tunneld with --allow-insecure-config\n", keygen, why);
+                return 1;
+        }
+        if (r >= 0 && !(made = mkdtemp(dir))) {
                 fprintf(stderr, "tunneld: cannot create a directory for the keys: %s\n", strerror(errno));
                 return 1;
         }
-        r = make_targets(s, &v, &n);
+        if (r >= 0)
+                r = make_targets(s, &v, &n);
         for (; r >= 0 && done < n; done++) {
                 _cleanup_free_ char *error = NULL;
 
-                r = scan_target(c, &v[done], dir, done, &error);
+                r = scan_target(c, keygen, &v[done], dir, done, &error);
                 if (r < 0)
                         break;
                 if (error) {
@@ -452,6 +506,7 @@ int keyscan_run(const struct config *c, const char *name, FILE *out)
         for (size_t i = 0; i < n; i++)
                 target_done(&v[i]);
         free(v);
-        runtime_dir_remove(dir);
+        if (made)
+                runtime_dir_remove(dir);
         return status;
 }

@@ -303,6 +303,8 @@ int main(int argc, char *argv[])
         struct ev_loop *loop;
         int c, r;
 
+        if (argc == 5 && strcmp(argv[1], KEYSCAN_NOTE) == 0)
+                return keyscan_note_main(argv[2], argv[3], argv[4]);    /* ssh runs it during --keyscan */
         while ((c = getopt_long(argc, argv, "c:s:tvdhV", options, NULL)) >= 0) {
                 switch (c) {
                 case 'c': path = optarg; break;

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "safe_dir.h"
 #include "util.h"
 
 static void header(struct buf *b, const char *name, const char *type, const char *help)
@@ -136,7 +138,29 @@ int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret)
         return buf_steal(&b, ret);
 }
 
+/* The file's directory, opened once (again only if its path leads elsewhere now, as when
+ * it was made anew): every write goes through this fd. Its owner and mode were judged
+ * where they can be named, with the setting's line (config_check.c). */
+static struct safe_dir metrics_dir = { .fd = -1 };
+
 int metrics_write_file(const char *path, const char *text)
 {
-        return write_file_atomic(path, text, 0644);     /* node_exporter reads it, whatever our umask */
+        _cleanup_free_ char *dir = NULL;
+        const char *slash = strrchr(path, '/');
+
+        if (!slash || !slash[1])
+                return -EINVAL;         /* validate_absolute_path() let it through? */
+        dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+        if (!dir)
+                return -ENOMEM;
+        if (metrics_dir.fd < 0 || strcmp(metrics_dir.path, dir) != 0 || !safe_dir_at_path(&metrics_dir)) {
+                char why[256];
+                int r;
+
+                safe_dir_close(&metrics_dir);
+                r = safe_dir_open(dir, SAFE_DIR_ANY, &metrics_dir, why, sizeof(why));
+                if (r < 0)
+                        return r;
+        }
+        return safe_dir_write(&metrics_dir, slash + 1, text, 0644);     /* node_exporter reads it, whatever our umask */
 }

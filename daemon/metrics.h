@@ -10,6 +10,8 @@
 
 int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret);
 
-/* Write text to path atomically (a temporary file in the same directory, then rename), for
- * node_exporter's textfile collector. */
+/* Write text to path atomically for node_exporter's textfile collector: through its
+ * directory's fd (opened once), a new file under a name nobody can guess, then renamed
+ * over path (safe_dir.h): no symlink or FIFO planted in a shared directory such as /tmp
+ * redirects or blocks it. */
 int metrics_write_file(const char *path, const char *text);

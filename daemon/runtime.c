@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "runtime.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,37 +9,11 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "safe_dir.h"
 #include "util.h"
 
-/* Remove every entry of a directory of ours (files only: tunneld makes no subdirectories). */
-/* Its files, and one level of directories (a multiplexed tunnel's NAME.mux/ with the
- * master's socket): nothing of ours nests deeper. */
-static void clear_dir_at(int parent, const char *path, int depth)
-{
-        int fd = openat(parent, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-        struct dirent *e;
-
-        if (!d) {
-                if (fd >= 0)
-                        close(fd);
-                return;
-        }
-        while ((e = readdir(d))) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                        continue;
-                if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno == EISDIR && depth > 0) {
-                        clear_dir_at(dirfd(d), e->d_name, depth - 1);
-                        (void)unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
-                }
-        }
-        closedir(d);
-}
-
-static void clear_dir(const char *path)
-{
-        clear_dir_at(AT_FDCWD, path, 1);
-}
+/* One per process: the daemon's (keyscan makes its own directories). */
+static struct safe_dir runtime = { .fd = -1 };
 
 static int make_fresh(char **ret)
 {
@@ -65,23 +37,27 @@ static int make_fresh(char **ret)
 int runtime_dir_create(const char *locked_socket, char **ret)
 {
         _cleanup_free_ char *path = NULL;
-        struct stat st;
+        char why[256];
+        int r;
 
+        if (runtime.fd >= 0)
+                return log_error_errno(-EBUSY, "the runtime directory %s is already open", runtime.path);
         if (!locked_socket)
-                return make_fresh(ret);
-        if (asprintf(&path, "%s.d", locked_socket) < 0) {
+                r = make_fresh(&path);
+        else if (asprintf(&path, "%s.d", locked_socket) < 0) {
                 path = NULL;
-                return -ENOMEM;
-        }
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
-                return log_error_errno(errno, "cannot create the runtime directory %s: %m", path);
-        if (lstat(path, &st) < 0)
-                return log_error_errno(errno, "runtime directory %s: %m", path);
-        if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-                return log_error_errno(-EEXIST, "runtime directory %s exists and is not a directory of ours", path);
-        if ((st.st_mode & 07777) != 0700 && chmod(path, 0700) < 0)
-                return log_error_errno(errno, "runtime directory %s: cannot make it 0700: %m", path);
-        clear_dir(path);        /* left by a tunneld that crashed; we hold the socket's lock */
+                r = -ENOMEM;
+        } else if (mkdir(path, 0700) < 0 && errno != EEXIST)
+                r = log_error_errno(errno, "cannot create the runtime directory %s: %m", path);
+        else
+                r = 0;
+        if (r < 0 || !path)
+                return r < 0 ? r : -ENOMEM;
+        r = safe_dir_open(path, SAFE_DIR_OURS, &runtime, why, sizeof(why));
+        if (r < 0)
+                return log_error_errno(r, "runtime directory %s: %s; remove it", path, why);
+        safe_dir_clear(&runtime, 1);    /* left by a tunneld that crashed; we hold the socket's lock */
+        safe_dir_register(&runtime);
         *ret = path;
         path = NULL;
         return 0;
@@ -89,8 +65,19 @@ int runtime_dir_create(const char *locked_socket, char **ret)
 
 void runtime_dir_remove(const char *path)
 {
+        struct safe_dir d = SAFE_DIR_NULL;
+        char why[256];
+
         if (!path)
                 return;
-        clear_dir(path);
-        (void)rmdir(path);
+        if (runtime.fd >= 0 && strcmp(runtime.path, path) == 0) {
+                d = runtime;
+                safe_dir_unregister(&runtime);
+                runtime = SAFE_DIR_NULL;
+        } else if (safe_dir_open(path, SAFE_DIR_OURS, &d, why, sizeof(why)) < 0)
+                return;
+        safe_dir_clear(&d, 1);
+        if (safe_dir_at_path(&d))
+                (void)rmdir(path);
+        safe_dir_close(&d);
 }

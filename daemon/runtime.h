@@ -2,12 +2,18 @@
 #pragma once
 
 /* runtime: tunneld's private directory, mode 0700, for the files it writes for ssh (the
- * ssh_config of a tunnel with a jump host). With a control socket it is "SOCKET.d": the
- * socket's lock (ctl.c) makes it this tunneld's alone, and whatever an earlier tunneld left
- * in it after a crash is removed. Without one, a fresh directory under $RUNTIME_DIRECTORY
- * (systemd's RuntimeDirectory=) or /tmp. */
+ * ssh_config of a tunnel with a jump host, the known_hosts of one with pinned keys, a
+ * multiplexed master's NAME.mux/). With a control socket it is "SOCKET.d": the socket's
+ * lock (ctl.c) makes it this tunneld's alone, and whatever an earlier tunneld left in it
+ * after a crash is removed. Without one, a fresh directory under $RUNTIME_DIRECTORY
+ * (systemd's RuntimeDirectory=) or /tmp.
+ *
+ * It is checked when it is made (a directory, not a symlink, tunneld's own, 0700) and kept
+ * open: write_file_atomic() of a path in it writes through that fd (safe_dir.h), and
+ * refuses (-ESTALE, logged) once the path no longer leads to it, so a directory swapped
+ * in under its name is never written into. */
 
 /* 0 and the path in *ret (the caller frees it), or -errno (logged). */
 int runtime_dir_create(const char *locked_socket, char **ret);
-/* Remove the directory and the files in it. NULL-safe. */
+/* Remove the directory and the files in it (only if path still leads to it). NULL-safe. */
 void runtime_dir_remove(const char *path);

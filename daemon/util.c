@@ -314,36 +314,3 @@ int buf_steal(struct buf *b, char **ret)
         *b = (struct buf){0};
         return 0;
 }
-
-int write_file_atomic(const char *path, const char *text, mode_t mode)
-{
-        _cleanup_free_ char *tmp = NULL;
-        size_t len = strlen(text), off = 0;
-        int fd, r = 0;
-
-        if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0) {
-                tmp = NULL;
-                return -ENOMEM;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-        if (fd < 0)
-                return -errno;
-        (void)fchmod(fd, mode);
-        while (off < len) {
-                ssize_t n = write(fd, text + off, len - off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                off += (size_t)n;
-        }
-        if (close(fd) < 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlink(tmp);
-        return r;
-}

@@ -64,5 +64,9 @@ void buf_free(struct buf *b);
 /* Hand the string over (NULL and -ENOMEM if the buffer ran out of memory). */
 int buf_steal(struct buf *b, char **ret);
 
-/* Write text to path atomically: a temporary file beside it with mode, then rename. */
+/* Write text to path atomically, with mode: a new file under a name nobody can guess in
+ * path's directory (opened and checked, or the runtime directory's fd), then renamed over
+ * path. No symlink or FIFO at any name, nor a directory swapped in, can redirect the write
+ * or block it. Defined in safe_dir.c (safe_dir.h tells how); declared here for the callers
+ * that have a path. */
 int write_file_atomic(const char *path, const char *text, mode_t mode);

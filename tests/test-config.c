@@ -752,6 +752,109 @@ static void test_obsolete_settings(void)
                      "t.conf:1: a.multiplex: must be true or false, not a string");
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_control_path), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* What tunneld runs and the directories it writes into, at the setting's line (or "by
+ * default", or the -s option), before ssh -G: the ssh program found in PATH and run by
+ * that path from then on; control_socket's directory not even sticky; metrics_file's may
+ * be sticky; include_dir not writable by others. */
+static void test_trusted_paths(void)
+{
+        char dir[] = "/tmp/tunneld-test-XXXXXX", conf[64], bin[64], ssh[80], sock[64], mdir[64], inc[64], text[1024],
+             expected[2048], path[256];
+        const char *old_path = getenv("PATH");
+        _cleanup_free_ char *saved = old_path ? strdup(old_path) : NULL;
+        struct config *c = NULL;
+        char *e;
+
+        test_assert(mkdtemp(dir) != NULL);
+        test_assert(chmod(dir, 0755) == 0);
+        snprintf(conf, sizeof(conf), "%s/t.conf", dir);
+        snprintf(bin, sizeof(bin), "%s/bin", dir);
+        snprintf(ssh, sizeof(ssh), "%s/myssh", bin);
+        snprintf(sock, sizeof(sock), "%s/run", dir);
+        snprintf(mdir, sizeof(mdir), "%s/metrics", dir);
+        snprintf(inc, sizeof(inc), "%s/inc", dir);
+        test_assert(mkdir(bin, 0755) == 0 && mkdir(sock, 0755) == 0 && mkdir(mdir, 0755) == 0 && mkdir(inc, 0755) == 0);
+        write_file(ssh, "#!/bin/sh\n", 0755);
+        snprintf(text, sizeof(text), "ssh = \"myssh\";\ncontrol_socket = \"%s/control\";\nmetrics_file = \"%s/m.prom\";\n"
+                 "include_dir = \"%s\";\ntunnels = ( { name = \"a\"; host = \"h\"; } );\n", sock, mdir, inc);
+        write_file(conf, text, 0644);
+        snprintf(path, sizeof(path), "%s:/usr/bin:/bin", bin);
+        setenv("PATH", path, 1);
+
+        e = load_file_errors(conf, &c);
+        test_assert_streq(e, "");
+        free(e);
+        if (c)
+                test_assert_streq(c->ssh, ssh);         /* found once, run by its path */
+        c = config_free(c);
+
+        test_assert(chmod(ssh, 0775) == 0);
+        test_assert(chmod(sock, 01777) == 0);
+        test_assert(chmod(mdir, 0777) == 0);
+        test_assert(chmod(inc, 01777) == 0);
+        e = load_file_errors(conf, NULL);
+        snprintf(expected, sizeof(expected),
+                 "%s:4: include_dir: %s: writable by group or others (mode 1777): fix with chmod go-w (sticky is not "
+                 "enough here): others could put files in it, or run tunneld with --allow-insecure-config\n"
+                 "%s:1: ssh: %s: writable by group or others (mode 0775): fix with chmod go-w (tunneld runs it as uid "
+                 "%d), or run tunneld with --allow-insecure-config\n"
+                 "%s:2: control_socket: %s/control: its directory %s is writable by group or others (mode 1777): fix "
+                 "with chmod go-w (sticky is not enough here): others could replace or take first what tunneld keeps "
+                 "beside the socket (its lock, the runtime directory of the files ssh reads); put the socket in a "
+                 "directory only root can write (by default /run/tunneld), or run tunneld with "
+                 "--allow-insecure-config\n"
+                 "%s:3: metrics_file: %s/m.prom: its directory %s is writable by group or others (mode 0777): fix with "
+                 "chmod go-w: others could replace the file or take its name; put it in a directory only root (or "
+                 "tunneld's user) can write, such as node_exporter's textfile directory, or in a sticky one such as "
+                 "/tmp, or run tunneld with --allow-insecure-config",
+                 conf, inc, conf, ssh, (int)geteuid(), conf, sock, sock, conf, mdir, mdir);
+        test_assert_streq(e, expected);
+        free(e);
+
+        /* metrics_file's directory may be sticky; -s is named as the option */
+        test_assert(chmod(mdir, 01777) == 0);
+        test_assert(chmod(ssh, 0755) == 0);
+        test_assert(chmod(inc, 0755) == 0);
+        load_options.control_socket = "/tmp/control";
+        e = load_file_errors(conf, NULL);
+        test_assert_streq(e, "--control-socket /tmp/control: its directory /tmp is writable by group or others (mode "
+                             "1777): fix with chmod go-w (sticky is not enough here): others could replace or take "
+                             "first what tunneld keeps beside the socket (its lock, the runtime directory of the "
+                             "files ssh reads); put the socket in a directory only root can write (by default "
+                             "/run/tunneld), or run tunneld with --allow-insecure-config");
+        free(e);
+        load_options.control_socket = NULL;
+        load_options.allow_insecure = true;
+        test_assert(chmod(sock, 0777) == 0);
+        e = load_file_errors(conf, NULL);
+        test_assert_streq(e, "");
+        free(e);
+        load_options.allow_insecure = false;
+
+        /* a default names itself so */
+        snprintf(text, sizeof(text), "control_socket = \"none\";\ntunnels = ( { name = \"a\"; host = \"h\"; } );\n");
+        write_file(conf, text, 0644);
+        snprintf(path, sizeof(path), "%s/t.d", dir);
+        test_assert(mkdir(path, 0777) == 0 && chmod(path, 0777) == 0);
+        e = load_file_errors(conf, NULL);
+        snprintf(expected, sizeof(expected), "%s: include_dir (by default): %s: writable by group or others (mode "
+                 "0777): fix with chmod go-w: others could put files in it, or run tunneld with "
+                 "--allow-insecure-config", conf, path);
+        test_assert_streq(e, expected);
+        free(e);
+        rmdir(path);
+
+        if (saved)
+                setenv("PATH", saved, 1);
+        unlink(ssh);
+        unlink(conf);
+        rmdir(bin);
+        rmdir(sock);
+        rmdir(mdir);
+        rmdir(inc);
+        rmdir(dir);
+}
+
+TEST_MAIN(TEST(test_after), TEST(test_trusted_paths), TEST(test_control_path), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

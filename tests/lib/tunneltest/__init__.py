@@ -12,12 +12,13 @@ clean up after themselves, even when a test fails or times out:
     SSHServer   a throwaway sshd on 127.0.0.1 with its own host and client keys
     EchoServer  a threaded TCP echo server; echo_roundtrip() checks bytes through a tunnel
     Tunneld     tunneld itself on a config written by write_config(), its log, its children
+    LocalUser   a real unprivileged local user made for the test (an attacker, through setpriv)
 
 Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps concurrently
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, echo, runner, ctl); everything is importable from here.
+configfile, fakessh, daemon, sshd, echo, runner, ctl, users); everything is importable from here.
 """
 
 from .base import *  # noqa: F401,F403
@@ -32,6 +33,7 @@ from .sshd import *  # noqa: F401,F403
 from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
 from .ctl import clean_env, describe, socket_of, status, tunnelctl  # noqa: F401
+from .users import LocalUser  # noqa: F401
 from .diagnostics import _Diagnostic  # noqa: F401
 from .echo import _EchoHandler  # noqa: F401
 from .echo import _EchoTCPServer  # noqa: F401
