@@ -324,7 +324,6 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         else if (errs->n == 0 && opts->views)
                 take_views(&p, c, opts->views);
         check_ports(&p, c);
-        check_control_paths(&p, c, opts->control_socket ? opts->control_socket : c->control_socket);
         if (errs->n == 0)
                 check_share(&p, c);
         if (from_file)

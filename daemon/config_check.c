@@ -410,28 +410,6 @@ void take_views(struct parser *p, struct config *c, const struct config_views *v
         }
 }
 
-/* Every connection's ssh is a mux master whose control socket sits in the runtime
- * directory: SOCKET.d/NAME.mux/sN. A long name is hashed to fit; a long control_socket
- * cannot be, and is refused once. */
-void check_control_paths(struct parser *p, const struct config *c, const char *control_socket)
-{
-        _cleanup_free_ char *runtime = NULL, *base = NULL;
-
-        /* without a control socket the directory is /tmp/tunneld.XXXXXX (or systemd's) */
-        if (!control_socket || strcmp(control_socket, "none") == 0 || c->n_tunnels == 0)
-                return;
-        if (asprintf(&runtime, "%s.d", control_socket) < 0) {
-                runtime = NULL;
-                return;
-        }
-        if (ssh_control_base(runtime, c->tunnels[0].name, &base) < 0)
-                return;
-        if (strlen(base) + 1 > SSH_CONTROL_PATH_MAX)
-                diag_tunnel(p, &c->tunnels[0], "control_socket", "%s is too long: ssh's control socket next to it "
-                            "would be %s0, %zu bytes long; ssh allows %d", control_socket, base, strlen(base) + 1,
-                            SSH_CONTROL_PATH_MAX);
-}
-
 /* A forward of t's that u has too (as written): on one ssh they would be one forward,
  * and closing one would close the other's (ssh's CLOSE_FWD is for every client). Only a
  * -R of port 0 can be the same in two tunnels (the clash checks refuse the rest). */

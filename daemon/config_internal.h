@@ -51,8 +51,6 @@ void check_host_keys(struct parser *p, const struct config *c);
 void ask_ssh(struct parser *p, struct config *c);
 void take_views(struct parser *p, struct config *c, const struct config_views *views);
 void check_files(struct parser *p, const struct config *c);
-/* Every connection's control socket, SOCKET.d/NAME.mux/sN, must fit ssh's 90 bytes. */
-void check_control_paths(struct parser *p, const struct config *c, const char *control_socket);
 /* share_connection: no tunnel waits (after) for one it shares its connection with. */
 void check_share(struct parser *p, const struct config *c);
 /* A configuration file turns into command lines: writable by root and tunneld's user

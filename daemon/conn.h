@@ -50,7 +50,8 @@ struct conn_context {
         struct ev_loop *loop;
         const char *ssh;
         double stop_timeout;            /* SIGTERM → SIGKILL */
-        const char *runtime_dir;        /* tunneld's private 0700 directory: control sockets, files for ssh */
+        const char *runtime_dir;        /* tunneld's private 0700 directory: the files it writes for ssh */
+        const char *control_dir;        /* …and the directory of the control sockets (runtime.h) */
         /* every state change, and CONN_EVENT_CONNECTING (the slot), after the users were told */
         void (*observer)(struct conn *c, int event, int old, void *userdata);
         /* asked before every spawn: NULL to go ahead, else why to wait (QUEUED until conn_dequeue()) */

@@ -50,7 +50,7 @@ int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const c
                 r = -ENOMEM;
         }
         if (r >= 0)
-                r = ssh_control_base(dir, c->name, &s.control_base);
+                r = ssh_control_base(c->ctx->control_dir ? c->ctx->control_dir : dir, c->name, &s.control_base);
         if (r >= 0 && asprintf(&control, "%s0", s.control_base) < 0) {
                 control = NULL;
                 r = -ENOMEM;

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "safe_dir.h"
+#include "ssh_argv.h"
 #include "util.h"
 
 /* One per process: the daemon's (keyscan makes its own directories). */
@@ -75,6 +76,51 @@ void runtime_dir_remove(const char *path)
                 safe_dir_unregister(&runtime);
                 runtime = SAFE_DIR_NULL;
         } else if (safe_dir_open(path, SAFE_DIR_OURS, &d, why, sizeof(why)) < 0)
+                return;
+        safe_dir_clear(&d, 1);
+        if (safe_dir_at_path(&d))
+                (void)rmdir(path);
+        safe_dir_close(&d);
+}
+
+/* "/#HASH.mux/s0": the longest a control socket's name gets under its directory
+ * (ssh_control_base hashes a long name). */
+#define CONTROL_NAME_MAX 26
+
+int runtime_control_dir_create(const char *runtime_dir, char **ret)
+{
+        const char *base = getenv("RUNTIME_DIRECTORY");
+        _cleanup_free_ char *tmpl = NULL;
+        size_t n;
+
+        if (strlen(runtime_dir) + CONTROL_NAME_MAX <= SSH_CONTROL_PATH_MAX) {
+                *ret = strdup(runtime_dir);
+                return *ret ? 0 : -ENOMEM;
+        }
+        n = base && base[0] == '/' ? strcspn(base, ":") : 0;
+        if (n == 0 || n + 20 + CONTROL_NAME_MAX > SSH_CONTROL_PATH_MAX) {
+                base = "/tmp";
+                n = 4;
+        }
+        if (asprintf(&tmpl, "%.*s/tunneld-mux.XXXXXX", (int)n, base) < 0) {
+                tmpl = NULL;
+                return -ENOMEM;
+        }
+        if (!mkdtemp(tmpl))
+                return log_error_errno(errno, "cannot create a directory for ssh's control sockets %s: %m", tmpl);
+        log_info("the runtime directory %s is too long for ssh's control sockets: they go in %s", runtime_dir, tmpl);
+        *ret = tmpl;
+        tmpl = NULL;
+        return 0;
+}
+
+void runtime_control_dir_remove(const char *path, const char *runtime_dir)
+{
+        struct safe_dir d = SAFE_DIR_NULL;
+        char why[256];
+
+        if (!path || (runtime_dir && strcmp(path, runtime_dir) == 0) ||
+            safe_dir_open(path, SAFE_DIR_OURS, &d, why, sizeof(why)) < 0)
                 return;
         safe_dir_clear(&d, 1);
         if (safe_dir_at_path(&d))

@@ -17,3 +17,11 @@
 int runtime_dir_create(const char *locked_socket, char **ret);
 /* Remove the directory and the files in it (only if path still leads to it). NULL-safe. */
 void runtime_dir_remove(const char *path);
+
+/* The directory of the connections' control sockets (NAME.mux/sN): the runtime directory,
+ * unless its path is too long for ssh's (a control socket must fit sun_path), then a
+ * short one of its own, made fresh (0700, an unguessable name) under $RUNTIME_DIRECTORY or
+ * /tmp. 0 and the path in *ret, or -errno (logged). */
+int runtime_control_dir_create(const char *runtime_dir, char **ret);
+/* Remove it, if it is not the runtime directory. NULL-safe. */
+void runtime_control_dir_remove(const char *path, const char *runtime_dir);

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "runtime.h"
 
 static struct supervisor_member *member_of(const struct tunnel *t)
 {
@@ -272,6 +273,11 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 free(s);
                 return -ENOMEM;
         }
+        if (runtime_dir && (r = runtime_control_dir_create(runtime_dir, &s->control_dir)) < 0) {
+                free(s->runtime_dir);
+                free(s);
+                return r;
+        }
         s->tunnel_ctx = (struct tunnel_context){
                 .loop = loop,
                 .observer = on_tunnel_event,
@@ -281,6 +287,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
         s->conn_ctx = (struct conn_context){
                 .loop = loop,
                 .runtime_dir = s->runtime_dir,
+                .control_dir = s->control_dir,
                 .observer = on_conn_event,
                 .gate = gate,
                 .userdata = s,
@@ -320,6 +327,8 @@ struct supervisor *supervisor_free(struct supervisor *s)
         config_errors_clear(&s->reload_errs);
         netwatch_free(s->netwatch);
         config_free(s->config);
+        runtime_control_dir_remove(s->control_dir, s->runtime_dir);
+        free(s->control_dir);
         free(s->runtime_dir);
         free(s);
         return NULL;

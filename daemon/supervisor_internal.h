@@ -28,6 +28,7 @@ struct supervisor {
         struct tunnel_context tunnel_ctx;
         struct conn_context conn_ctx;   /* what every connection shares (ssh, stop_timeout, …) */
         char *runtime_dir;
+        char *control_dir;              /* the control sockets' (runtime_control_dir_create) */
 
         struct tunnel **tunnels;        /* in configuration order */
         size_t n_tunnels;

@@ -712,23 +712,6 @@ static void test_share_connection(void)
                      "  { name = \"b\"; host = \"g\"; after = ( \"a\" ); } );\n", "");
 }
 
-/* Every connection's control socket must fit ssh's ControlPath: a long name is hashed, a
- * long control_socket is refused once. */
-static void test_control_path(void)
-{
-        expect_error("control_socket = \"/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control\";\n"
-                     "tunnels = ( { name = \"a-long-tunnel-name-here\"; host = \"h\"; },\n"
-                     "            { name = \"another\"; host = \"h\"; } );\n",
-                     "t.conf:2: a-long-tunnel-name-here.control_socket: "
-                     "/run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control is too long: ssh's "
-                     "control socket next to it would be /run/a-rather-long-directory-name-for-tunneld/and-one-more-level/control.d/#2d00e07787978277.mux/s0, 99 bytes long; ssh allows 90");
-        expect_error("control_socket = \"/run/tunneld/control\";\n"
-                     "tunnels = ( { name = \"db\"; host = \"h\"; drain_timeout = 5; } );\n", "");
-        expect_error("control_socket = \"/run/tunneld/control\";\n"
-                     "tunnels = ( { name = \"a-name-of-64-characters-which-is-as-long-as-tunneld-allows-12345\";"
-                     " host = \"h\"; } );\n", "");
-}
-
 /* multiplex and exit_on_forward_failure no longer do anything: they load, with one warning
  * each (at the first place they are set), and a value of the wrong type is still an error. */
 static void test_obsolete_settings(void)
@@ -855,6 +838,6 @@ static void test_trusted_paths(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_trusted_paths), TEST(test_control_path), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+TEST_MAIN(TEST(test_after), TEST(test_trusted_paths), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

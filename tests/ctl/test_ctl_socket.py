@@ -226,7 +226,9 @@ class PermissionTest(_Base):
         self.as_user(self.supplementary, sock, "restart", "web", rc=0)
         pid["web"] = wait_up(sock, "web", not_pid=pid["web"])
         self.assertEqual(pids(sock)["db"], pid["db"])
-        self.assertEqual(tunneltest.children_of(d.pid), sorted(pid.values()))
+        # the old ssh of each make-before-break restart ends once it carries no connection
+        wait_until(lambda: tunneltest.children_of(d.pid) == sorted(pid.values()), 5,
+                   what="only the new ssh left, the old ones drained")
         self.assert_echo(ports["web"])
         self.assertEqual(d.count_log(r"^<\d+>web: restart requested on the control socket$"), 2)
 
