@@ -291,7 +291,8 @@ static void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents)
                 return;
         format_duration(c->spec.max_lifetime, life, sizeof(life));
         if (c->spec.max_lifetime_action == LIFETIME_STOP) {
-                log_full(LOG_NOTICE, &ctx, "ssh reached max_lifetime %s: stopping (max_lifetime_action=stop)", life);
+                log_full(LOG_NOTICE, &ctx, "ssh reached max_lifetime %s: stopping the tunnel%s (max_lifetime_action=stop)",
+                         life, c->n_attached > 1 ? "s on it" : "");
                 stop_for_good(c, "max_lifetime reached");
                 return;
         }

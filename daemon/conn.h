@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "forward.h"
+#include "sockwatch.h"
 #include "ssh_output.h"
 
 struct conn;
@@ -52,6 +53,7 @@ struct conn_context {
         double stop_timeout;            /* SIGTERM → SIGKILL */
         const char *runtime_dir;        /* tunneld's private 0700 directory: the files it writes for ssh */
         const char *control_dir;        /* …and the directory of the control sockets (runtime.h) */
+        struct sockwatch *watch;        /* on control_dir */
         /* every state change, and CONN_EVENT_CONNECTING (the slot), after the users were told */
         void (*observer)(struct conn *c, int event, int old, void *userdata);
         /* asked before every spawn: NULL to go ahead, else why to wait (QUEUED until conn_dequeue()) */

@@ -18,7 +18,7 @@ struct conn_setup {
         char **argv;                    /* its ControlPath is control_base's generation 0 */
         char *jump_config, *jump_config_path;   /* jump_config.h: NULL without a jump host */
         char *known_hosts, *known_hosts_path;   /* known_hosts.h: NULL without pinned keys */
-        char *control_base;             /* RUNTIME/NAME.mux/s: a master's socket is s0 … s9 */
+        char *control_base;             /* DIR/NAME.mux: a master's socket is NAME.mux0 … NAME.mux9 */
 };
 
 struct conn_change {

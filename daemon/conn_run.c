@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "jump_config.h"
@@ -67,16 +66,10 @@ int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const c
 
 void conn_remove_files(const struct conn *c)
 {
-        _cleanup_free_ char *dir = NULL;
-
         if (c->setup.jump_config_path)
                 (void)unlink(c->setup.jump_config_path);
         if (c->setup.known_hosts_path)
                 (void)unlink(c->setup.known_hosts_path);
-        if (c->setup.control_base && (dir = strdup(c->setup.control_base)) && strrchr(dir, '/')) {
-                *strrchr(dir, '/') = '\0';
-                (void)rmdir(dir);
-        }
 }
 
 /* ssh runs ProxyJump and ProxyCommand through $SHELL; under systemd with User=tunneld
@@ -129,26 +122,17 @@ static int write_one(const struct conn *c, const char *path, const char *text, c
         return r;
 }
 
-/* The master's socket directory, ours and 0700, with no socket left in the way (one left
- * behind makes ssh run without multiplexing: "already exists"). */
+/* No socket left in the way of the master's (one left behind makes ssh run without
+ * multiplexing: "already exists"), and a path ssh can bind. */
 static int prepare_control(const struct conn *c, const char *path)
 {
-        _cleanup_free_ char *dir = strdup(path);
         struct log_ctx ctx = conn_log_ctx(c);
-        struct stat st;
 
-        if (!dir || !strrchr(dir, '/'))
-                return -ENOMEM;
-        *strrchr(dir, '/') = '\0';
         if (strlen(path) > SSH_CONTROL_PATH_MAX) {
-                log_full(LOG_ERR, &ctx, "the control socket %s is %zu bytes long, ssh allows %d: shorten control_socket",
-                         path, strlen(path), SSH_CONTROL_PATH_MAX);
+                log_full(LOG_ERR, &ctx, "the control socket %s is %zu bytes long, ssh allows %d", path, strlen(path),
+                         SSH_CONTROL_PATH_MAX);
                 return -ENAMETOOLONG;
         }
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-                return log_full_errno(LOG_ERR, errno, &ctx, "cannot create %s: %m", dir);
-        if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-                return log_full_errno(LOG_ERR, EEXIST, &ctx, "%s is not a directory of ours (mode 0700)", dir);
         if (unlink(path) < 0 && errno != ENOENT)
                 return log_full_errno(LOG_ERR, errno, &ctx, "cannot remove %s: %m", path);
         return 0;
@@ -201,6 +185,7 @@ static int start_master(struct conn *c)
                 .argv = argv,
                 .envp = ssh_environment(),
                 .control_path = control,
+                .watch = c->ctx->watch,
                 .hops = jump_hop_count(c->spec.jump_host),
                 .log_tunnel = c->shared ? NULL : c->name,
                 .log_connection = c->name,

@@ -144,7 +144,7 @@ static int print_argv(const struct config *c, size_t i, const char *dir, const c
         if (t->share_connection && asprintf(&carrier, "~%s", t->name) < 0)
                 return -ENOMEM;
         /* a runtime directory too long for ssh's control sockets: they go in a short one */
-        if ((strlen(dir) + strlen(d) + 26 > SSH_CONTROL_PATH_MAX ? asprintf(&runtime, "/tmp/tunneld-mux.XXXXXX")
+        if ((strlen(dir) + strlen(d) + 23 > SSH_CONTROL_PATH_MAX ? asprintf(&runtime, "/tmp/tunneld-mux.XXXXXX")
                                                                  : asprintf(&runtime, "%s%s", dir, d)) < 0 ||
             ssh_control_base(runtime, carrier ? carrier : t->name, &base) < 0 ||
             asprintf(&control, "%s0", base) < 0 ||

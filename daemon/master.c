@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,8 +56,8 @@ struct master {
         unsigned chatter_lines;
         unsigned long chatter_dropped;
         bool quiet;
-        int watch_fd;                   /* inotify on the control socket's directory until it appears */
-        ev_io watch;
+        struct sockwatch *watch;
+        struct sockwatch_entry watched; /* until the control socket appears */
         struct mux_client *mux;
         bool ready;
         struct master_cues cues;
@@ -245,62 +244,23 @@ static const struct mux_client_ops mux_ops = {
 
 static void stop_watch(struct master *m)
 {
-        if (m->watch_fd < 0)
-                return;
-        ev_io_stop(m->loop, &m->watch);
-        close(m->watch_fd);
-        m->watch_fd = -1;
+        sockwatch_remove(m->watch, &m->watched);
 }
 
-/* The directory of the control socket changed: connect once the socket is there. */
-static void on_watch(struct ev_loop *loop, ev_io *w, int revents)
+/* The control socket appeared: connect. One that is gone at once (an ssh that dies right
+ * after it bound it) is judged like a control connection lost: its exit, if it comes in
+ * time, is the better verdict. */
+static void on_socket(struct sockwatch_entry *e)
 {
-        struct master *m = w->data;
-        char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-        const char *name = strrchr(m->control_path, '/') + 1;
-        ssize_t n = read(m->watch_fd, events, sizeof(events));
-        bool appeared = false;
-        int r;
+        struct master *m = (struct master *)((char *)e - offsetof(struct master, watched));
+        int r = mux_client_new(m->loop, m->control_path, &mux_ops, m, &m->mux);
 
-        (void)loop;
-        (void)revents;
-        for (ssize_t at = 0; n > 0 && at + (ssize_t)sizeof(struct inotify_event) <= n;) {
-                const struct inotify_event *e = (const struct inotify_event *)(events + at);
-
-                if (e->len && strcmp(e->name, name) == 0)
-                        appeared = true;
-                at += (ssize_t)(sizeof(*e) + e->len);
-        }
-        if (!appeared)
+        if (r >= 0)
                 return;
-        stop_watch(m);
-        r = mux_client_new(m->loop, m->control_path, &mux_ops, m, &m->mux);
-        if (r < 0) {
-                errno = -r;
-                snprintf(m->lost_why, sizeof(m->lost_why), "cannot connect to ssh's control socket %s: %m",
-                         m->control_path);
-                m->ops->event(m, MASTER_LOST, m->userdata);
-        }
-}
-
-static int watch_dir(struct master *m)
-{
-        _cleanup_free_ char *dir = strdup(m->control_path);
-        char *slash = dir ? strrchr(dir, '/') : NULL;
-
-        if (!slash)
-                return -ENOMEM;
-        *slash = '\0';
-        m->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (m->watch_fd < 0 || inotify_add_watch(m->watch_fd, dir, IN_CREATE | IN_MOVED_TO) < 0) {
-                int r = -errno;
-                stop_watch(m);
-                return r;
-        }
-        ev_io_init(&m->watch, on_watch, m->watch_fd, EV_READ);
-        m->watch.data = m;
-        ev_io_start(m->loop, &m->watch);
-        return 0;
+        errno = -r;
+        snprintf(m->lost_why, sizeof(m->lost_why), "cannot connect to ssh's control socket %s: %m", m->control_path);
+        ev_timer_set(&m->lost_timer, LOST_GRACE, 0.);
+        ev_timer_start(m->loop, &m->lost_timer);
 }
 
 /* ---- the process ---- */
@@ -367,7 +327,7 @@ int master_spawn(struct ev_loop *loop, const struct master_params *p, const stru
                 .ops = ops,
                 .userdata = userdata,
                 .err_fd = -1,
-                .watch_fd = -1,
+                .watch = p->watch,
                 .cues = { .hops = p->hops, .via_proxy = p->hops > 0 },
         };
         m->control_path = strdup(p->control_path);
@@ -381,9 +341,8 @@ int master_spawn(struct ev_loop *loop, const struct master_params *p, const stru
         ev_timer_init(&m->kill_timer, on_kill_timer, 0., 0.);
         m->lost_timer.data = m->kill_timer.data = m;
         /* watched before ssh runs: it may create its socket before we look */
-        r = watch_dir(m);
-        if (r < 0)
-                goto fail;
+        m->watched = (struct sockwatch_entry){ .name = strrchr(m->control_path, '/') + 1, .appeared = on_socket };
+        sockwatch_add(m->watch, &m->watched);
         r = process_spawn(p->argv, p->envp, false, &m->pid, &err_fd);
         if (r < 0)
                 goto fail;

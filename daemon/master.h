@@ -14,6 +14,7 @@
 
 #include "forward.h"
 #include "mux_proto.h"
+#include "sockwatch.h"
 #include "ssh_output.h"
 
 struct master;
@@ -52,7 +53,8 @@ struct master_ops {
 struct master_params {
         char *const *argv;              /* ssh's, with this master's ControlPath */
         char *const *envp;
-        const char *control_path;       /* in a directory of tunneld's that exists, with no socket in it */
+        const char *control_path;       /* in a directory of tunneld's, with no socket there */
+        struct sockwatch *watch;        /* on that directory: tells when the socket appears */
         unsigned hops;                  /* jump hosts: their "Authenticated to" lines come first */
         const char *log_tunnel;         /* the journal's TUNNEL= of its lines (NULL: none) */
         const char *log_connection;     /* CONNECTION= and the name its lines are logged under */

@@ -83,9 +83,9 @@ void runtime_dir_remove(const char *path)
         safe_dir_close(&d);
 }
 
-/* "/#HASH.mux/s0": the longest a control socket's name gets under its directory
+/* "/#HASH.mux0": the longest a control socket's name gets under its directory
  * (ssh_control_base hashes a long name). */
-#define CONTROL_NAME_MAX 26
+#define CONTROL_NAME_MAX 23
 
 int runtime_control_dir_create(const char *runtime_dir, char **ret)
 {

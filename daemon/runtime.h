@@ -3,7 +3,7 @@
 
 /* runtime: tunneld's private directory, mode 0700, for the files it writes for ssh (the
  * ssh_config of a tunnel with a jump host, the known_hosts of one with pinned keys, a
- * multiplexed master's NAME.mux/). With a control socket it is "SOCKET.d": the socket's
+ * connection's control socket NAME.muxN). With a control socket it is "SOCKET.d": the socket's
  * lock (ctl.c) makes it this tunneld's alone, and whatever an earlier tunneld left in it
  * after a crash is removed. Without one, a fresh directory under $RUNTIME_DIRECTORY
  * (systemd's RuntimeDirectory=) or /tmp.
@@ -18,7 +18,7 @@ int runtime_dir_create(const char *locked_socket, char **ret);
 /* Remove the directory and the files in it (only if path still leads to it). NULL-safe. */
 void runtime_dir_remove(const char *path);
 
-/* The directory of the connections' control sockets (NAME.mux/sN): the runtime directory,
+/* The directory of the connections' control sockets (NAME.muxN): the runtime directory,
  * unless its path is too long for ssh's (a control socket must fit sun_path), then a
  * short one of its own, made fresh (0700, an unguessable name) under $RUNTIME_DIRECTORY or
  * /tmp. 0 and the path in *ret, or -errno (logged). */

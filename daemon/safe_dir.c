@@ -130,7 +130,7 @@ int safe_dir_write(const struct safe_dir *d, const char *name, const char *text,
         return r;
 }
 
-/* Its files, and down to depth levels of directories (a multiplexed tunnel's NAME.mux/). */
+/* Its files, and down to depth levels of directories (none is made any more). */
 static void clear_at(int parent, const char *name, int depth)
 {
         int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

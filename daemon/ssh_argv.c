@@ -48,11 +48,11 @@ static uint64_t fnv1a(const char *s)
 
 int ssh_control_base(const char *runtime_dir, const char *name, char **ret)
 {
-        int n = asprintf(ret, "%s/%s.mux/s", runtime_dir, name);
+        int n = asprintf(ret, "%s/%s.mux", runtime_dir, name);
 
         if (n >= 0 && (size_t)n + 1 > SSH_CONTROL_PATH_MAX) {
                 free(*ret);
-                n = asprintf(ret, "%s/#%016" PRIx64 ".mux/s", runtime_dir, fnv1a(name));
+                n = asprintf(ret, "%s/#%016" PRIx64 ".mux", runtime_dir, fnv1a(name));
         }
         if (n < 0) {
                 *ret = NULL;

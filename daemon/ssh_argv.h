@@ -18,9 +18,9 @@ int ssh_argv_build_view(const struct tunnel_spec *spec, const char *ssh, char **
 /* ssh binds its control socket under a name 17 bytes longer, which must fit sun_path:
  * a ControlPath longer than this makes the master exit after it authenticated. */
 #define SSH_CONTROL_PATH_MAX 90
-/* A connection's control socket, without the digit of its generation (s0 … s9):
- * RUNTIME/NAME.mux/s, or RUNTIME/#HASH.mux/s when that would not fit (a name holds no
- * '#', a shared connection's starts with '~'). 0 or -ENOMEM. */
+/* A connection's control socket, without the digit of its generation (0 … 9):
+ * DIR/NAME.mux, or DIR/#HASH.mux when that would not fit (a name holds no '#', a shared
+ * connection's starts with '~'). 0 or -ENOMEM. */
 int ssh_control_base(const char *runtime_dir, const char *name, char **ret);
 /* "ControlPath=PATH" as ssh reads it (ssh expands %-tokens there: a '%' is written "%%"). */
 int ssh_control_path_option(const char *path, char **ret);

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "sockwatch.h"
 #include "runtime.h"
 
 static struct supervisor_member *member_of(const struct tunnel *t)
@@ -273,7 +274,12 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 free(s);
                 return -ENOMEM;
         }
-        if (runtime_dir && (r = runtime_control_dir_create(runtime_dir, &s->control_dir)) < 0) {
+        if (runtime_dir && ((r = runtime_control_dir_create(runtime_dir, &s->control_dir)) < 0 ||
+                            (r = sockwatch_new(loop, s->control_dir, &s->watch)) < 0)) {
+                if (r != -ENOMEM && s->control_dir)
+                        log_error_errno(r, "cannot watch %s for ssh's control sockets: %m", s->control_dir);
+                runtime_control_dir_remove(s->control_dir, s->runtime_dir);
+                free(s->control_dir);
                 free(s->runtime_dir);
                 free(s);
                 return r;
@@ -288,6 +294,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 .loop = loop,
                 .runtime_dir = s->runtime_dir,
                 .control_dir = s->control_dir,
+                .watch = s->watch,
                 .observer = on_conn_event,
                 .gate = gate,
                 .userdata = s,
@@ -327,6 +334,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         config_errors_clear(&s->reload_errs);
         netwatch_free(s->netwatch);
         config_free(s->config);
+        sockwatch_free(s->watch);
         runtime_control_dir_remove(s->control_dir, s->runtime_dir);
         free(s->control_dir);
         free(s->runtime_dir);

@@ -29,6 +29,7 @@ struct supervisor {
         struct conn_context conn_ctx;   /* what every connection shares (ssh, stop_timeout, …) */
         char *runtime_dir;
         char *control_dir;              /* the control sockets' (runtime_control_dir_create) */
+        struct sockwatch *watch;        /* on control_dir */
 
         struct tunnel **tunnels;        /* in configuration order */
         size_t n_tunnels;

@@ -54,7 +54,8 @@ void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status 
 {
         static const struct conn_run none;
         const struct conn *c = t->user.conn;
-        bool on = c && t->user.attached;
+        /* its connection's ssh: while it runs for it, and while it ends for it */
+        bool on = c && (t->user.attached || t->state == TUNNEL_STOPPING);
         struct timespec wall;
 
         clock_gettime(CLOCK_REALTIME, &wall);

@@ -669,10 +669,8 @@ static void test_errors_do_not_hide_cross_checks(void)
                      "tunnel a (t.conf:1) does");
 }
 
-/* multiplex: the master's socket, SOCKET.d/NAME.mux/s0, must fit ssh's 90 bytes; a long
- * name is hashed to fit (SOCKET.d/#HASH.mux/s0), a long control_socket cannot be. */
 /* share_connection: who shares (connection and supervision the same, not forwards, name,
- * probe or hooks), multiplex implied, and no after inside one connection. */
+ * probe or hooks), and no after inside one connection. */
 static void test_share_connection(void)
 {
         struct config *c = NULL;

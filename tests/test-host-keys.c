@@ -108,7 +108,7 @@ static void test_known_hosts_text(void)
                 "2001:db8::2 " ED25519 "\n");
         /* the destination through its alias, the hops through the Host block */
         test_assert(ssh_argv_build(&c->tunnels[0], "ssh", "/run/t.d/db.ssh_config", "/run/t d%/db.known_hosts",
-                                   "/run/t.d/db.mux/s0", &argv) == 0);
+                                   "/run/t.d/db.mux0", &argv) == 0);
         test_assert(shell_quote_argv(argv, &line) == 0);
         test_assert(line && strstr(line, " -o 'UserKnownHostsFile=\"/run/t d%%/db.known_hosts\"' -o GlobalKnownHostsFile=/dev/null "
                                          "-o StrictHostKeyChecking=yes -o UpdateHostKeys=no "
@@ -123,7 +123,7 @@ static void test_known_hosts_text(void)
         test_assert(known_hosts_render(&c->tunnels[1], &text) == 0 && !text);
         strv_free(argv);
         argv = NULL;
-        test_assert(ssh_argv_build(&c->tunnels[1], "ssh", NULL, NULL, "/run/t.d/x.mux/s0", &argv) == 0);
+        test_assert(ssh_argv_build(&c->tunnels[1], "ssh", NULL, NULL, "/run/t.d/x.mux0", &argv) == 0);
         for (char **a = argv; a && *a; a++)
                 test_assert(!strstr(*a, "KnownHosts") && !strstr(*a, "HostKeyAlias"));
 }

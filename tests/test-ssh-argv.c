@@ -16,13 +16,13 @@ static char *argv_line(const char *conf)
                 config_errors_clear(&errs);
                 return NULL;
         }
-        if (ssh_argv_build(&c->tunnels[0], c->ssh, NULL, NULL, "/run/tunneld/control.d/a.mux/s0", &argv) < 0 ||
+        if (ssh_argv_build(&c->tunnels[0], c->ssh, NULL, NULL, "/run/tunneld/control.d/a.mux0", &argv) < 0 ||
             shell_quote_argv(argv, &line) < 0)
                 return NULL;
         return line;
 }
 
-#define MASTER "-o ControlMaster=yes -o ControlPath=/run/tunneld/control.d/a.mux/s0 -o ControlPersist=no " \
+#define MASTER "-o ControlMaster=yes -o ControlPath=/run/tunneld/control.d/a.mux0 -o ControlPersist=no " \
         "-o ClearAllForwardings=yes -o LogLevel=VERBOSE " \
         "-o 'LogVerbose=*:kex_exchange_identification():*,*:ssh_proxy_connect():*,*:ssh_packet_read_poll_seqnr():*'"
 

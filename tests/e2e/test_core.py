@@ -161,7 +161,7 @@ class CoreTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"(?m)^configuration OK: 2 tunnels$")
         r = tunneltest.run_tunneld("-t", "-v", "-c", good)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertRegex(r.stdout, r"(?m)^web: \S*ssh .*-o ControlMaster=yes -o ControlPath=\S+/web\.mux/s0 .*-- 127\.0\.0\.1$")
+        self.assertRegex(r.stdout, r"(?m)^web: \S*ssh .*-o ControlMaster=yes -o ControlPath=\S+/web\.mux0 .*-- 127\.0\.0\.1$")
         self.assertRegex(r.stdout, r"(?m)^web: opened over ssh's control socket: -L 127\.0\.0\.1:\d+:127\.0\.0\.1:\d+$")
         self.assertRegex(r.stdout, r"(?m)^socks: opened over ssh's control socket: -D 127\.0\.0\.1:1080$")
 

@@ -324,8 +324,9 @@ sys.stderr.flush()
 if mode == "silent":
     time.sleep(600)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(path)
+s.bind(path + ".tmp")       # as ssh does: bound and listening, then linked into place
 s.listen(1)
+os.link(path + ".tmp", path)
 c, _ = s.accept()
 c.recv(64)
 if mode == "garbage":
@@ -348,7 +349,7 @@ class BrokenMasterTest(unittest.TestCase):
             f.write(FAKE_MASTER)
         os.chmod(fake, 0o755)
         port = free_port()
-        return tunneltest.use(self, Tunneld([{"name": "m", "host": host, "multiplex": True,
+        return tunneltest.use(self, Tunneld([{"name": "m", "host": host,
                                                "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:9"]}],
                                              {"restart_delay": 30, "restart_delay_max": 60, **settings},
                                              globals={"ssh": fake}))

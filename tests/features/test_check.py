@@ -150,7 +150,7 @@ class CheckTest(FeatureTest):
         expected = [tunneltest.SSH, "-N", "-T", "-F", "/dev/null",
                     "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=no", "-o", "ServerAliveInterval=7",
                     "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=9", "-o", "ControlMaster=yes",
-                    "-o", "ControlPath=DIR/full.mux/s0", "-o", "ControlPersist=no", "-o", "ClearAllForwardings=yes",
+                    "-o", "ControlPath=DIR/full.mux0", "-o", "ControlPersist=no", "-o", "ClearAllForwardings=yes",
                     "-o", "LogLevel=VERBOSE", "-o", "LogVerbose=*:kex_exchange_identification():*,"
                     "*:ssh_proxy_connect():*,*:ssh_packet_read_poll_seqnr():*",
                     "-p", str(self.sshd.port), "-l", "root", "-i", self.sshd.client_key]
@@ -159,7 +159,7 @@ class CheckTest(FeatureTest):
         expected += ["--", "127.0.0.1"]
 
         def control_dir(argv):
-            return [re.sub(r"^ControlPath=.*/(\S+\.mux/s0)$", r"ControlPath=DIR/\1", a) for a in argv]
+            return [re.sub(r"^ControlPath=.*/(\S+\.mux0)$", r"ControlPath=DIR/\1", a) for a in argv]
         self.assertTrue(out[1].startswith("full: "), out[1])
         self.assertEqual(control_dir(shlex.split(out[1][len("full: "):])), expected)
         self.assertTrue(out[3].startswith("jumpy (disabled): "), out[3])

@@ -28,7 +28,7 @@ static void check_config(struct config *c)
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 char **argv = NULL, *line = NULL;
 
-                if (ssh_argv_build(&c->tunnels[i], c->ssh, NULL, NULL, "/run/t.d/x.mux/s0", &argv) >= 0) {
+                if (ssh_argv_build(&c->tunnels[i], c->ssh, NULL, NULL, "/run/t.d/x.mux0", &argv) >= 0) {
                         /* the destination always follows "--": nothing can smuggle an option */
                         size_t n = strv_length(argv);
                         if (n < 3 || strcmp(argv[n - 2], "--") != 0 || argv[n - 1][0] == '-')

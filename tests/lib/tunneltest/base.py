@@ -21,7 +21,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.abspath(os.environ.get("TUNNELD_SOURCE_ROOT") or os.path.join(HERE, "..", "..", ".."))
 TUNNELD = os.path.abspath(os.environ.get("TUNNELD") or os.path.join(SOURCE_ROOT, "build", "daemon", "tunneld"))
-FAKE_SSH = os.path.join(SOURCE_ROOT, "tests", "fake-ssh")
+# tests/fake-ssh.c, built with tunneld (tests/meson.build sets the path)
+FAKE_SSH = os.path.abspath(os.environ.get("FAKE_SSH") or os.path.join(os.path.dirname(TUNNELD), "..", "tests",
+                                                                       "fake-ssh"))
 SSHD = os.environ.get("SSHD", "/usr/sbin/sshd")
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"

@@ -10,7 +10,8 @@ from .processes import _comm  # noqa: F401
 from .diagnostics import _read_text  # noqa: F401
 
 class FakeSSH(Resource):
-    """The fake ssh's working directory: its plans and its start logs, one pair per host.
+    """The fake ssh's (tests/fake-ssh.c) working directory: its plans and its start logs,
+    one pair per host.
 
     Use each host in one tunnel only. Give it to Tunneld(fake=...), which sets the ssh
     program and FAKE_SSH_DIR."""
@@ -73,7 +74,7 @@ class FakeSSH(Resource):
 
     def running(self):
         """Live fake ssh processes of this directory."""
-        return [p for p in procs_with_env(self.env_entry) if _comm(p) in ("fake-ssh", "python3")]
+        return [p for p in procs_with_env(self.env_entry) if _comm(p) == "fake-ssh"]
 
     def _logs_text(self):
         out = []
