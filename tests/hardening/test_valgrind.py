@@ -69,7 +69,7 @@ class Valgrind(unittest.TestCase):
         tunneltest.write_config(d.config_path, d.globals, defaults, tunnels(1))
         d.reload()                                                  # add c, change a, remove b
         d.wait_log(r"^<\d+>c: up: ssh", timeout=UP, after=mark)
-        d.wait_log(r"^<\d+>a: up: ssh", timeout=UP, after=mark)
+        d.wait_log(r"^<\d+>a: make-before-break done: ssh pid \d+ has taken every forward over", timeout=UP, after=mark)
         wait_until(lambda: echo_roundtrip(ports[2]), 20, what="bytes through c")
 
         with open(d.config_path, "a") as f:
