@@ -153,7 +153,7 @@ void conn_end_flapping(struct conn *c, const char *why)
 
 /* ---- coming up ---- */
 
-static void pass_gate(struct conn *c)
+void conn_pass_gate(struct conn *c)
 {
         struct log_ctx ctx = conn_log_ctx(c);
         char gate[DURATION_MAX];
@@ -173,7 +173,7 @@ static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
         (void)loop;
         (void)revents;
         if (c->state == CONN_UP)
-                pass_gate(c);
+                conn_pass_gate(c);
 }
 
 /* Up once ssh authenticated and its control socket answered. */
@@ -190,7 +190,7 @@ void conn_maybe_up(struct conn *c)
         if (c->spec.gatetime > 0)
                 conn_arm(c, &c->gate_timer, c->spec.gatetime);
         else
-                pass_gate(c);
+                conn_pass_gate(c);
         conn_set_state(c, CONN_UP, LOG_INFO, NULL, "up: ssh (pid %d) authenticated after %s",
                        (int)master_pid(c->master),
                        format_duration(c->run.up_since - c->run.started_at, took, sizeof(took)));
@@ -550,106 +550,6 @@ struct conn *conn_free(struct conn *c)
         free(c->name);
         free(c);
         return NULL;
-}
-
-/* ---- reload ---- */
-
-int conn_change_new(struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_change **ret)
-{
-        struct conn_change *ch = calloc(1, sizeof(*ch));
-        int r;
-
-        if (!ch)
-                return -ENOMEM;
-        r = tunnel_spec_copy(spec, &ch->spec);
-        if (r >= 0)
-                r = conn_setup_new(c, &ch->spec, ssh, &ch->setup);
-        if (r < 0)
-                return conn_change_free(ch), r;
-        *ret = ch;
-        return 0;
-}
-
-struct conn_change *conn_change_free(struct conn_change *ch)
-{
-        if (!ch)
-                return NULL;
-        conn_setup_done(&ch->setup);
-        tunnel_spec_done(&ch->spec);
-        free(ch);
-        return NULL;
-}
-
-const struct tunnel_spec *conn_change_spec(const struct conn_change *ch)
-{
-        return &ch->spec;
-}
-
-bool conn_same_command(const struct conn *c, const struct tunnel_spec *spec, const char *ssh)
-{
-        return strcmp_null(c->setup.ssh, ssh) == 0 && tunnel_spec_same_ssh(&c->spec, spec);
-}
-
-/* The current run's timers, re-armed for the new spec: what is left of each. */
-static void rearm_run_timers(struct conn *c)
-{
-        double now = now_mono();
-
-        if (c->state == CONN_UP && !c->run.gate_passed) {
-                double left = c->spec.gatetime - (now - c->run.up_since);
-                if (left <= 0)
-                        pass_gate(c);
-                else
-                        conn_arm(c, &c->gate_timer, left);
-        }
-        ev_timer_stop(c->ctx->loop, &c->lifetime_timer);
-        if (conn_is_running(c) && c->spec.max_lifetime > 0)
-                conn_arm(c, &c->lifetime_timer, c->spec.max_lifetime - (now - c->run.started_at));
-        if (c->state == CONN_STARTING && c->run.kill_class == FAILURE_NONE) {
-                double ran = now - c->run.started_at, slot = conn_slot_time(&c->spec);
-
-                if (!c->run.deadline_final && ran < slot)
-                        conn_arm(c, &c->deadline_timer, slot - ran);
-                else {
-                        c->run.deadline_final = true;
-                        conn_set_connecting(c, false);
-                        conn_arm(c, &c->deadline_timer, conn_start_deadline(&c->spec) - ran);
-                }
-        }
-}
-
-void conn_reconfigure(struct conn *c, struct conn_change *ch)
-{
-        bool same = conn_same_command(c, &ch->spec, ch->setup.ssh);
-        struct log_ctx ctx;
-
-        tunnel_spec_done(&c->spec);
-        c->spec = ch->spec;
-        ch->spec = (struct tunnel_spec){0};
-        if (!same) {
-                /* files of the old setup the new one does not write there go */
-                if (c->setup.jump_config_path && strcmp_null(c->setup.jump_config_path, ch->setup.jump_config_path))
-                        (void)unlink(c->setup.jump_config_path);
-                if (c->setup.known_hosts_path && strcmp_null(c->setup.known_hosts_path, ch->setup.known_hosts_path))
-                        (void)unlink(c->setup.known_hosts_path);
-                conn_setup_done(&c->setup);
-                c->setup = ch->setup;
-                ch->setup = (struct conn_setup){0};
-        }
-        conn_change_free(ch);
-        ctx = conn_log_ctx(c);
-        if (same) {
-                rearm_run_timers(c);
-                /* a tunnel's own connection: the tunnel says so ("supervision settings changed") */
-                if (c->shared)
-                        log_full(LOG_INFO, &ctx, "connection settings changed: applied to the running ssh%s",
-                                 c->master ? "" : " (none runs)");
-                return;
-        }
-        /* a new configuration has not proven itself yet: fail_fast judges its first start again */
-        c->ever_passed = false;
-        if (conn_is_running(c) || c->state == CONN_STOPPING || c->state == CONN_BACKOFF || c->state == CONN_FAILED)
-                conn_restart(c, "configuration changed");
 }
 
 /* ---- what others read ---- */

@@ -3,7 +3,7 @@
 
 /* What the files of the conn module share (conn.c: the state machine and its verbs;
  * conn_run.c: a run's spawn and end; conn_forward.c: the forwards; conn_handover.c:
- * make-before-break). Not for other modules: they have conn.h. */
+ * make-before-break; conn_change.c: a reload's new settings). Not for other modules: they have conn.h. */
 
 #include "conn.h"
 
@@ -108,6 +108,8 @@ void conn_set_state(struct conn *c, enum conn_state state, int prio, const struc
         _printf_(5, 6);
 void conn_set_connecting(struct conn *c, bool connecting);
 void conn_maybe_up(struct conn *c);
+/* This run has been up for gatetime: a successful start. */
+void conn_pass_gate(struct conn *c);
 void conn_end_flapping(struct conn *c, const char *why);
 bool conn_is_running(const struct conn *c);
 

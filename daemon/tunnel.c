@@ -12,7 +12,7 @@
 
 #include "probe.h"
 
-static struct log_ctx tunnel_log_ctx(const struct tunnel *t)
+struct log_ctx tunnel_log_ctx(const struct tunnel *t)
 {
         struct log_ctx ctx = LOG_CTX_INIT;
         struct conn *c = t->user.conn;
@@ -200,7 +200,7 @@ static int describe(const struct tunnel *t, enum tunnel_state state, char *buf, 
 
 /* The state again, after anything that may have changed it. news: its own connection's
  * line (the connection changed), told as the tunnel's. */
-static void sync_state(struct tunnel *t, int prio, const struct conn_run *run, const char *news)
+void tunnel_sync_state(struct tunnel *t, int prio, const struct conn_run *run, const char *news)
 {
         enum tunnel_state state = derive(t);
         char text[1600];
@@ -261,7 +261,7 @@ static void on_conn_changed(struct conn_user *u, enum conn_state old, int prio, 
         if (t->stop_waits && !conn_has_child(u->conn))
                 t->stop_waits = false;
         /* the connection's UP is not the tunnel's: its forwards say */
-        sync_state(t, prio, run, now == CONN_UP && old != CONN_UP ? NULL : news);
+        tunnel_sync_state(t, prio, run, now == CONN_UP && old != CONN_UP ? NULL : news);
 }
 
 static void on_conn_flapping(struct conn_user *u, bool flapping)
@@ -281,15 +281,13 @@ static void on_conn_forward(struct conn_user *u, struct conn_forward *f, bool fa
 
         if (failed && f->class != FAILURE_NONE)
                 t->total_failures[f->class]++;
-        sync_state(t, LOG_INFO, NULL, NULL);
+        tunnel_sync_state(t, LOG_INFO, NULL, NULL);
 }
 
 static void on_conn_prohibited(struct conn_user *u)
 {
         of_user(u)->prohibited++;
 }
-
-static void detach(struct tunnel *t, const char *reason);
 
 static void on_conn_held(struct conn_user *u, const char *reason)
 {
@@ -298,8 +296,8 @@ static void on_conn_held(struct conn_user *u, const char *reason)
         t->held = true;
         t->wanted = false;
         t->reason = reason;
-        detach(t, reason);
-        sync_state(t, LOG_NOTICE, NULL, NULL);
+        tunnel_detach(t, reason);
+        tunnel_sync_state(t, LOG_NOTICE, NULL, NULL);
 }
 
 static void on_conn_handed_over(struct conn_user *u)
@@ -335,7 +333,7 @@ static void attach(struct tunnel *t, bool manual)
         conn_attach(&t->user, manual);
 }
 
-static void detach(struct tunnel *t, const char *reason)
+void tunnel_detach(struct tunnel *t, const char *reason)
 {
         struct conn *c = t->user.conn;
 
@@ -351,22 +349,22 @@ static void detach(struct tunnel *t, const char *reason)
 }
 
 /* Wanted: onto the connection, unless a tunnel it is after is not up yet. */
-static void go(struct tunnel *t, bool manual)
+void tunnel_go(struct tunnel *t, bool manual)
 {
         const char *dep;
 
         if (!t->user.conn) {
-                sync_state(t, LOG_INFO, NULL, NULL);
+                tunnel_sync_state(t, LOG_INFO, NULL, NULL);
                 return;
         }
         dep = t->ctx->waiting_for ? t->ctx->waiting_for(t, t->ctx->userdata) : NULL;
         if (dep && !t->user.attached) {
                 snprintf(t->wait_reason, sizeof(t->wait_reason), "waiting for %s to be up", dep);
-                sync_state(t, LOG_INFO, NULL, NULL);
+                tunnel_sync_state(t, LOG_INFO, NULL, NULL);
                 return;
         }
         attach(t, manual);
-        sync_state(t, LOG_INFO, NULL, NULL);
+        tunnel_sync_state(t, LOG_INFO, NULL, NULL);
 }
 
 void tunnel_set_conn(struct tunnel *t, struct conn *c)
@@ -374,7 +372,7 @@ void tunnel_set_conn(struct tunnel *t, struct conn *c)
         if (t->user.conn == c)
                 return;
         if (t->user.conn) {
-                detach(t, "no tunnel uses the connection any more");
+                tunnel_detach(t, "no tunnel uses the connection any more");
                 conn_remove_user(&t->user);
                 t->stop_waits = false;
         }
@@ -382,15 +380,15 @@ void tunnel_set_conn(struct tunnel *t, struct conn *c)
                 return;         /* on none: what it shows is settled when it gets one */
         conn_add_user(c, &t->user);
         if (t->wanted)
-                go(t, false);
+                tunnel_go(t, false);
         else
-                sync_state(t, LOG_INFO, NULL, NULL);
+                tunnel_sync_state(t, LOG_INFO, NULL, NULL);
 }
 
 void tunnel_recheck_after(struct tunnel *t)
 {
         if (t->wanted && !t->user.attached && t->user.conn)
-                go(t, false);
+                tunnel_go(t, false);
 }
 
 /* ---- verbs ---- */
@@ -403,7 +401,7 @@ void tunnel_start(struct tunnel *t)
         t->wanted = true;
         t->stop_waits = false;
         t->reason = NULL;
-        go(t, true);
+        tunnel_go(t, true);
 }
 
 void tunnel_stop(struct tunnel *t, const char *reason)
@@ -412,8 +410,8 @@ void tunnel_stop(struct tunnel *t, const char *reason)
         if (!t->wanted && t->state == TUNNEL_STOPPED)
                 return;
         t->wanted = false;
-        detach(t, reason);
-        sync_state(t, LOG_NOTICE, NULL, NULL);
+        tunnel_detach(t, reason);
+        tunnel_sync_state(t, LOG_NOTICE, NULL, NULL);
 }
 
 void tunnel_hold(struct tunnel *t, const char *reason)
@@ -435,13 +433,13 @@ void tunnel_restart(struct tunnel *t, const char *reason)
         }
         if (conn_count_attached(c) == 1) {
                 conn_restart(c, reason);        /* its own ssh: make-before-break when up */
-                sync_state(t, LOG_INFO, NULL, NULL);
+                tunnel_sync_state(t, LOG_INFO, NULL, NULL);
                 return;
         }
         /* one of many on a shared connection: only its forwards, on the same ssh */
         if (conn_get_state(c) != CONN_UP) {
                 conn_attach(&t->user, true);
-                sync_state(t, LOG_INFO, NULL, NULL);
+                tunnel_sync_state(t, LOG_INFO, NULL, NULL);
                 return;
         }
         note_start(t);
@@ -454,12 +452,12 @@ void tunnel_restart(struct tunnel *t, const char *reason)
                          "(ssh pid %d)", reason, conn_get_name(c), (int)conn_get_pid(c));
                 set_state(t, TUNNEL_STARTING, LOG_INFO, NULL, text);
         }
-        sync_state(t, LOG_INFO, NULL, NULL);
+        tunnel_sync_state(t, LOG_INFO, NULL, NULL);
 }
 
 /* ---- probe ---- */
 
-static void on_probe(bool ok, const char *why, void *userdata)
+void tunnel_on_probe(bool ok, const char *why, void *userdata)
 {
         struct tunnel *t = userdata;
         struct log_ctx ctx = tunnel_log_ctx(t);
@@ -486,221 +484,6 @@ static void on_probe(bool ok, const char *why, void *userdata)
                              "although ssh runs", t->spec.probe.connect, t->spec.name, t->probe_misses, why);
 }
 
-/* ---- forwards, and a reload's change ---- */
-
-static void forward_free(struct conn_forward *f)
-{
-        if (!f)
-                return;
-        free((char *)f->st.spec);
-        free(f);
-}
-
-static void forwards_free(struct conn_forward **v, size_t n)
-{
-        for (size_t i = 0; v && i < n; i++)
-                forward_free(v[i]);
-        free(v);
-}
-
-static const struct {
-        char kind;
-        enum forward_kind k;
-        char *const *(*list)(const struct tunnel_spec *s);
-} kinds[] = {
-        { 'L', FORWARD_LOCAL, tunnel_spec_local_forwards },
-        { 'R', FORWARD_REMOTE, tunnel_spec_remote_forwards },
-        { 'D', FORWARD_DYNAMIC, tunnel_spec_dynamic_forwards },
-};
-
-/* The forwards of spec, in order; one that old already has (same kind and spec) is
- * reused: kept[i] its index in old, else -1 and a new one made. */
-static int forwards_build(const struct tunnel_spec *spec, struct conn_forward *const *old, size_t n_old,
-                          struct conn_forward ***ret, ssize_t **ret_kept, size_t *ret_n)
-{
-        size_t n = 0, k = 0;
-        _cleanup_free_ bool *taken = calloc(n_old + 1, sizeof(bool));
-        struct conn_forward **v;
-        ssize_t *kept;
-
-        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
-                n += strv_length(kinds[i].list(spec));
-        v = calloc(n + 1, sizeof(*v));
-        kept = calloc(n + 1, sizeof(*kept));
-        if (!v || !kept || !taken)
-                goto oom;
-        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
-                for (char *const *s = kinds[i].list(spec); s && *s; s++, k++) {
-                        kept[k] = -1;
-                        for (size_t j = 0; j < n_old && kept[k] < 0; j++)
-                                if (!taken[j] && old[j]->st.kind == kinds[i].kind && strcmp(old[j]->st.spec, *s) == 0) {
-                                        taken[j] = true;
-                                        kept[k] = (ssize_t)j;
-                                }
-                        if (kept[k] >= 0)
-                                continue;
-                        v[k] = calloc(1, sizeof(*v[k]));
-                        if (!v[k])
-                                goto oom;
-                        v[k]->st = (struct forward_status){ .kind = kinds[i].kind, .spec = strdup(*s),
-                                                            .state = FORWARD_PENDING };
-                        if (!v[k]->st.spec || forward_parse(kinds[i].k, *s, &v[k]->f))
-                                goto oom;       /* validated at load: only memory can fail */
-                }
-        *ret = v;
-        *ret_kept = kept;
-        *ret_n = n;
-        return 0;
-oom:
-        for (size_t i = 0; v && i < n; i++)
-                forward_free(v[i]);
-        free(v);
-        free(kept);
-        return -ENOMEM;
-}
-
-struct tunnel_change {
-        struct tunnel_spec spec;
-        struct probe *probe;
-        struct conn_forward **fwds;     /* NULL where kept[i] >= 0: the tunnel's own */
-        ssize_t *kept;
-        size_t n_fwds;
-};
-
-struct tunnel_change *tunnel_change_free(struct tunnel_change *ch)
-{
-        if (!ch)
-                return NULL;
-        probe_free(ch->probe);
-        forwards_free(ch->fwds, ch->n_fwds);
-        free(ch->kept);
-        tunnel_spec_done(&ch->spec);
-        free(ch);
-        return NULL;
-}
-
-int tunnel_change_new(struct tunnel *t, const struct tunnel_spec *spec, struct tunnel_change **ret)
-{
-        struct tunnel_change *ch = calloc(1, sizeof(*ch));
-        int r;
-
-        if (!ch)
-                return -ENOMEM;
-        r = tunnel_spec_copy(spec, &ch->spec);
-        if (r >= 0)
-                r = forwards_build(&ch->spec, t->fwds, t->n_fwds, &ch->fwds, &ch->kept, &ch->n_fwds);
-        if (r >= 0 && ch->spec.probe.connect)
-                r = probe_new(t->ctx->loop, &ch->spec.probe, on_probe, t, &ch->probe);
-        if (r < 0) {
-                tunnel_change_free(ch);
-                return r;
-        }
-        *ret = ch;
-        return 0;
-}
-
-static bool probe_changed(const struct probe_spec *a, const struct probe_spec *b)
-{
-        return strcmp_null(a->connect, b->connect) != 0 || a->interval != b->interval || a->timeout != b->timeout ||
-               a->failures != b->failures || strcmp_null(a->send, b->send) != 0 || strcmp_null(a->expect, b->expect) != 0;
-}
-
-/* The new forwards in place: kept ones as they are (their connections untouched), removed
- * ones closed, added ones asked for. */
-static void swap_forwards(struct tunnel *t, struct tunnel_change *ch, size_t *added, size_t *removed)
-{
-        struct conn *c = t->user.attached ? t->user.conn : NULL;
-        _cleanup_free_ bool *keep = calloc(t->n_fwds + 1, sizeof(bool));
-
-        *added = *removed = 0;
-        for (size_t k = 0; k < ch->n_fwds; k++)
-                if (ch->kept[k] >= 0) {
-                        ch->fwds[k] = t->fwds[ch->kept[k]];
-                        if (keep)
-                                keep[ch->kept[k]] = true;
-                }
-        for (size_t i = 0; i < t->n_fwds; i++) {
-                bool kept = false;
-
-                for (size_t k = 0; !keep && k < ch->n_fwds && !kept; k++)
-                        kept = ch->fwds[k] == t->fwds[i];
-                if (keep ? keep[i] : kept)
-                        continue;
-                (*removed)++;
-                if (c)
-                        conn_forward_remove(c, t->fwds[i]);
-                forward_free(t->fwds[i]);
-        }
-        free(t->fwds);
-        t->fwds = ch->fwds;
-        t->n_fwds = ch->n_fwds;
-        ch->fwds = NULL;
-        for (size_t k = 0; k < t->n_fwds; k++) {
-                t->fwds[k]->user = &t->user;
-                if (ch->kept[k] >= 0)
-                        continue;
-                (*added)++;
-                if (c)
-                        conn_forward_add(c, t->fwds[k]);
-        }
-}
-
-void tunnel_reconfigure(struct tunnel *t, struct tunnel_change *ch, struct conn *c)
-{
-        bool new_probe = probe_changed(&t->spec.probe, &ch->spec.probe);
-        bool same_ssh = tunnel_spec_same_ssh(&t->spec, &ch->spec);
-        bool moves = c != t->user.conn;
-        size_t added, removed;
-        struct log_ctx ctx;
-
-        if (moves && t->user.conn) {
-                /* off the old connection first: its forwards close there */
-                detach(t, "no tunnel uses the connection any more");
-                conn_remove_user(&t->user);
-                t->stop_waits = false;
-        }
-        tunnel_spec_done(&t->spec);
-        t->spec = ch->spec;
-        ch->spec = (struct tunnel_spec){0};
-        t->user.name = t->spec.name;
-        swap_forwards(t, ch, &added, &removed);
-        if (new_probe) {
-                probe_free(t->probe);
-                t->probe = ch->probe;
-                ch->probe = NULL;
-                t->probe_misses = 0;
-                if (t->probe && t->state == TUNNEL_UP)
-                        probe_start(t->probe);
-        }
-        tunnel_change_free(ch);
-        if (moves && c)
-                conn_add_user(c, &t->user);
-        ctx = tunnel_log_ctx(t);
-        if (!moves && (added || removed) && t->user.attached && conn_get_pid(t->user.conn) > 0)
-                log_full(LOG_NOTICE, &ctx, "forwards changed: %zu added, %zu removed on the running ssh (pid %d); "
-                         "the others and their connections are untouched", added, removed,
-                         (int)conn_get_pid(t->user.conn));
-        else if (added || removed)
-                log_full(LOG_INFO, &ctx, "forwards changed: applied");
-        else if (same_ssh && !moves && t->user.attached && conn_get_pid(t->user.conn) > 0)
-                log_full(LOG_INFO, &ctx, "supervision settings changed: applied to the running ssh (pid %d)",
-                         (int)conn_get_pid(t->user.conn));
-        else if (same_ssh && !moves)
-                log_full(LOG_INFO, &ctx, "supervision settings changed: applied");
-        if (!t->spec.enabled) {
-                tunnel_stop(t, "disabled in the configuration");
-                return;
-        }
-        if (!t->held && !t->wanted) {
-                tunnel_start(t);        /* enabled again, or its policy had stopped it */
-                return;
-        }
-        if (t->wanted)
-                go(t, false);
-        else
-                sync_state(t, LOG_INFO, NULL, NULL);
-}
-
 /* ---- life ---- */
 
 int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec, void *owner, struct tunnel **ret)
@@ -720,12 +503,12 @@ int tunnel_new(const struct tunnel_context *ctx, const struct tunnel_spec *spec,
         };
         r = tunnel_spec_copy(spec, &t->spec);
         if (r >= 0)
-                r = forwards_build(&t->spec, NULL, 0, &t->fwds, &kept, &t->n_fwds);
+                r = tunnel_forwards_build(&t->spec, NULL, 0, &t->fwds, &kept, &t->n_fwds);
         free(kept);
         if (r >= 0 && t->spec.probe.connect)
-                r = probe_new(ctx->loop, &t->spec.probe, on_probe, t, &t->probe);
+                r = probe_new(ctx->loop, &t->spec.probe, tunnel_on_probe, t, &t->probe);
         if (r < 0) {
-                forwards_free(t->fwds, t->n_fwds);
+                tunnel_forwards_free(t->fwds, t->n_fwds);
                 tunnel_spec_done(&t->spec);
                 free(t);
                 return r;
@@ -745,11 +528,11 @@ struct tunnel *tunnel_free(struct tunnel *t)
         if (!t)
                 return NULL;
         if (t->user.conn) {
-                detach(t, "no tunnel uses the connection any more");
+                tunnel_detach(t, "no tunnel uses the connection any more");
                 conn_remove_user(&t->user);
         }
         probe_free(t->probe);
-        forwards_free(t->fwds, t->n_fwds);
+        tunnel_forwards_free(t->fwds, t->n_fwds);
         tunnel_spec_done(&t->spec);
         free(t);
         return NULL;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* What tunnel.c (the state, verbs, reload) and tunnel_info.c (what others read) share.
- * Not for other modules: they have tunnel.h. */
+/* What tunnel.c (the state and verbs), tunnel_change.c (forwards, a reload's change) and
+ * tunnel_info.c (what others read) share. Not for other modules: they have tunnel.h. */
 
 #include "tunnel.h"
 
@@ -34,6 +34,24 @@ struct tunnel {
         double counted_run;             /* ended_at of its connection's last run counted in total_failures */
         struct availability avail;      /* up and down time, outages */
 };
+
+/* tunnel.c */
+struct log_ctx tunnel_log_ctx(const struct tunnel *t);
+/* Onto its connection (its forwards with it), unless a tunnel it is after is not up yet. */
+void tunnel_go(struct tunnel *t, bool manual);
+/* Its forwards off the connection; the last tunnel on it stops the connection's ssh. */
+void tunnel_detach(struct tunnel *t, const char *reason);
+/* The state again, after anything that may have changed it. news: its own connection's
+ * line (the connection changed), told as the tunnel's. */
+void tunnel_sync_state(struct tunnel *t, int prio, const struct conn_run *run, const char *news);
+void tunnel_on_probe(bool ok, const char *why, void *userdata);
+
+/* tunnel_change.c */
+/* The forwards of spec, in order; one that old already has (same kind and spec) is
+ * reused: kept[i] its index in old, else -1 and a new one made. 0 or -ENOMEM. */
+int tunnel_forwards_build(const struct tunnel_spec *spec, struct conn_forward *const *old, size_t n_old,
+                          struct conn_forward ***ret, ssize_t **ret_kept, size_t *ret_n);
+void tunnel_forwards_free(struct conn_forward **v, size_t n);
 
 /* tunnel_info.c */
 enum avail_class tunnel_avail_class(const struct tunnel *t);
