@@ -198,14 +198,17 @@ void conn_maybe_up(struct conn *c)
 
 /* ---- ending a run ---- */
 
-static void end_runv(struct conn *c, enum failure_class class, const char *fmt, va_list ap)
+void conn_end_run(struct conn *c, enum failure_class class, const char *fmt, ...)
 {
         struct log_ctx ctx = conn_log_ctx(c);
         char why[512], grace[DURATION_MAX];
+        va_list ap;
 
         if (!c->master || !conn_is_running(c) || c->run.kill_class != FAILURE_NONE)
                 return;
+        va_start(ap, fmt);
         vsnprintf(why, sizeof(why), fmt, ap);
+        va_end(ap);
         c->run.kill_class = class;
         ctx.failure = failure_class_to_string(class);
         log_full(c->flap.flapping ? LOG_DEBUG : LOG_WARNING, &ctx, "%s: restarting ssh (SIGTERM to pid %d, SIGKILL in %s)",
@@ -213,15 +216,6 @@ static void end_runv(struct conn *c, enum failure_class class, const char *fmt, 
         c->flap.suppressed += c->flap.flapping;
         ev_timer_stop(c->ctx->loop, &c->deadline_timer);
         master_stop(c->master, c->ctx->stop_timeout);
-}
-
-void conn_end_run(struct conn *c, enum failure_class class, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        end_runv(c, class, fmt, ap);
-        va_end(ap);
 }
 
 /* The slot phase of the deadline ends: ssh has been connecting for as long as the network

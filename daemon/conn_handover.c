@@ -236,8 +236,9 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         for (struct conn_forward *f = c->fwds; f; f = f->next)
                 n += f->st.state == FORWARD_OPEN;
         o = calloc(1, sizeof(*o));
-        if (!o || !(o->fwds = calloc(n + 1, sizeof(*o->fwds))) || !(o->owners = calloc(n + 1, sizeof(*o->owners))) ||
-            !(o->close_ids = calloc(n + 1, sizeof(*o->close_ids)))) {
+        if (!o || !(o->fwds = calloc(n + 1, sizeof(struct forward))) ||
+            !(o->owners = calloc(n + 1, sizeof(struct conn_forward *))) ||
+            !(o->close_ids = calloc(n + 1, sizeof(uint32_t)))) {
                 if (o) {
                         free(o->fwds);
                         free(o->owners);
@@ -300,7 +301,7 @@ void conn_handover_move(struct conn *c)
         settle(o);                              /* nothing to wait for: the drain begins */
 }
 
-void conn_handover_forget(struct conn *c, struct conn_forward *f)
+void conn_handover_forget(struct conn *c, const struct conn_forward *f)
 {
         struct conn_old *o = c->olds;
 

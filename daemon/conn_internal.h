@@ -147,7 +147,7 @@ void conn_handover_abort(struct conn *c, const char *why);
  * left, the old master only drains. */
 void conn_handover_moved(struct conn *c, struct conn_forward *f);
 /* A forward goes: an old master that still holds it closes it. */
-void conn_handover_forget(struct conn *c, struct conn_forward *f);
+void conn_handover_forget(struct conn *c, const struct conn_forward *f);
 /* A control socket number no old master of c still uses. */
 int conn_handover_free_gen(const struct conn *c);
 bool conn_handover_has_child(const struct conn *c);

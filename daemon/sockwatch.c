@@ -85,14 +85,14 @@ static void on_events(struct ev_loop *loop, ev_io *io, int revents)
 int sockwatch_new(struct ev_loop *loop, const char *dir, struct sockwatch **ret)
 {
         struct sockwatch *w = calloc(1, sizeof(*w));
-        int r;
 
         if (!w)
                 return -ENOMEM;
         w->loop = loop;
         w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (w->fd < 0 || inotify_add_watch(w->fd, dir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR) < 0) {
-                r = -errno;
+                int r = -errno;
+
                 if (w->fd >= 0)
                         close(w->fd);
                 free(w);

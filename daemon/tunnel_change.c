@@ -47,7 +47,7 @@ int tunnel_forwards_build(const struct tunnel_spec *spec, struct conn_forward *c
 
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
                 n += strv_length(kinds[i].list(spec));
-        v = calloc(n + 1, sizeof(*v));
+        v = calloc(n + 1, sizeof(struct conn_forward *));
         kept = calloc(n + 1, sizeof(*kept));
         if (!v || !kept || !taken)
                 goto oom;
