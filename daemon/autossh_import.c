@@ -19,7 +19,7 @@ void imported_init(struct imported *t)
 {
         *t = (struct imported){
                 .port = -1, .server_alive_interval = -1, .server_alive_count_max = -1, .connect_timeout = -1,
-                .exit_on_forward_failure = -1, .gatetime = -1, .max_starts = -1, .max_lifetime = -1,
+.gatetime = -1, .max_starts = -1, .max_lifetime = -1,
         };
 }
 

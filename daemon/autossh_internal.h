@@ -18,7 +18,7 @@ struct imported {
         char *host, *user, *identity_file, *jump_host, *ssh_config_file;
         int port;
         char **local_forwards, **remote_forwards, **dynamic_forwards, **ssh_options;
-        int server_alive_interval, server_alive_count_max, connect_timeout, exit_on_forward_failure;
+        int server_alive_interval, server_alive_count_max, connect_timeout;
         long gatetime, max_starts, max_lifetime;
         bool disabled;
         char **notes;                   /* one comment each: what was not mapped, and what to do */

@@ -202,11 +202,9 @@ static int map_option_pair(struct mapper *m, const char *key, const char *value)
                 return set_number(m, &t->server_alive_count_max, key, value, 1, 1000);
         if (strcasecmp(key, "ConnectTimeout") == 0)
                 return set_number(m, &t->connect_timeout, key, value, 1, 3600);
-        if (strcasecmp(key, "ExitOnForwardFailure") == 0) {
-                if (t->exit_on_forward_failure < 0 && (strcasecmp(value, "yes") == 0 || strcasecmp(value, "no") == 0))
-                        t->exit_on_forward_failure = strcasecmp(value, "yes") == 0;
-                return 0;
-        }
+        if (strcasecmp(key, "ExitOnForwardFailure") == 0)
+                return imported_note(t, "-o %s=%s: not needed: a forward that fails is asked for again on the "
+                                     "running ssh, the tunnel degraded meanwhile", key, value);
         if (strcasecmp(key, "Port") == 0)
                 return set_port(m, value, "-o Port");
         if (strcasecmp(key, "User") == 0)

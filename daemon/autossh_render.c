@@ -259,8 +259,6 @@ static void put_tunnel(struct buf *b, const struct imported *t, bool last)
         put_number(b, "server_alive_interval", t->server_alive_interval);
         put_number(b, "server_alive_count_max", t->server_alive_count_max);
         put_number(b, "connect_timeout", t->connect_timeout);
-        if (t->exit_on_forward_failure >= 0)
-                buf_printf(b, "    exit_on_forward_failure = %s;\n", t->exit_on_forward_failure ? "true" : "false");
         put_number(b, "gatetime", t->gatetime);
         put_number(b, "max_starts", t->max_starts);
         put_number(b, "max_lifetime", t->max_lifetime);
