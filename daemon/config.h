@@ -195,6 +195,9 @@ char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s);
 char *const *tunnel_spec_remote_forwards(const struct tunnel_spec *s);
 char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s);
 
+/* The i-th per-tunnel setting of the configuration's table, or NULL past the last one. */
+const char *config_tunnel_setting_name(size_t i);
+
 const char *restart_policy_to_string(enum restart_policy p);
 const char *lifetime_action_to_string(enum lifetime_action a);
 size_t config_enabled_count(const struct config *c);

@@ -318,6 +318,11 @@ static const struct setting *find_setting(const struct setting *table, size_t n,
         return NULL;
 }
 #define find_tunnel_setting(name) find_setting(tunnel_settings, ELEMENTSOF(tunnel_settings), name)
+
+const char *config_tunnel_setting_name(size_t i)
+{
+        return i < ELEMENTSOF(tunnel_settings) ? tunnel_settings[i].name : NULL;
+}
 #define find_global_setting(name) find_setting(global_settings, ELEMENTSOF(global_settings), name)
 
 void spec_set_defaults(struct tunnel_spec *t)

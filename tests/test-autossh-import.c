@@ -211,7 +211,7 @@ static void test_options(void)
         has(r, "ssh_options = ( \"AddressFamily=inet\", \"Compression=yes\", \"GatewayPorts=yes\", "
                "\"IdentityFile=/k/id2\", \"StrictHostKeyChecking=yes\" );");
         has(r, "connect_timeout = 7;\n");
-        has(r, "# -o ExitOnForwardFailure=no: not needed: a forward that fails is asked for again on the running ssh");
+        has(r, "# -o ExitOnForwardFailure=no: not needed: a forward that fails is asked for again on the");
         lacks(r, "exit_on_forward_failure");
         has(r, "# -M 20000: autossh's monitoring port");
         has(r, "# -o BatchMode=yes: not mapped");

@@ -836,6 +836,93 @@ static void test_trusted_paths(void)
         rmdir(dir);
 }
 
-TEST_MAIN(TEST(test_after), TEST(test_trusted_paths), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+/* Every per-tunnel setting belongs to exactly one of the spec's three groups (what the
+ * connection's ssh is started with, how it is supervised, the tunnel's own): a setting
+ * left out of all three would make a reload ignore a change to it. A setting of the
+ * table without a case here fails the test. The retired ones change nothing. */
+static void test_every_setting_has_one_group(void)
+{
+        static const struct { const char *name, *value; } cases[] = {
+                { "host", "host = \"other\";" },
+                { "user", "user = \"u2\";" },
+                { "port", "port = 2222;" },
+                { "identity_file", "identity_file = \"/k\";" },
+                { "jump_host", "jump_host = \"j\";" },
+                { "ssh_config_file", "ssh_config_file = \"/c\";" },
+                { "enabled", "enabled = false;" },
+                { "local_forwards", "local_forwards = ( \"5001:x:1\" );" },
+                { "remote_forwards", "remote_forwards = ( \"6001:x:1\" );" },
+                { "dynamic_forwards", "dynamic_forwards = ( \"1080\" );" },
+                { "ssh_options", "ssh_options = ( \"Compression=yes\" );" },
+                { "host_keys", "host_keys = ( \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\" );" },
+                { "jump_host_keys", "jump_host = \"j\"; jump_host_keys = ( \"j ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\" );" },
+                { "server_alive_interval", "server_alive_interval = 7;" },
+                { "server_alive_count_max", "server_alive_count_max = 7;" },
+                { "exit_on_forward_failure", "exit_on_forward_failure = false;" },
+                { "multiplex", "multiplex = true;" },
+                { "share_connection", "share_connection = true;" },
+                { "drain_timeout", "drain_timeout = 7;" },
+                { "connect_timeout", "connect_timeout = 7;" },
+                { "start_timeout", "start_timeout = 7;" },
+                { "gatetime", "gatetime = 7;" },
+                { "fail_fast", "fail_fast = true;" },
+                { "restart", "restart = \"never\";" },
+                { "restart_delay", "restart_delay = 7;" },
+                { "restart_delay_max", "restart_delay_max = 70;" },
+                { "max_starts", "max_starts = 7;" },
+                { "max_lifetime", "max_lifetime = 7;" },
+                { "max_lifetime_action", "max_lifetime = 7; max_lifetime_action = \"stop\";" },
+                { "after", "after = ( \"b\" );" },
+                { "required", "required = false;" },
+                { "on_state_change", "on_state_change = \"/bin/true\";" },
+                { "flap_threshold", "flap_threshold = 7;" },
+                { "flap_window", "flap_window = 7;" },
+                { "probe", "probe = { connect = \"127.0.0.1:5000\"; };" },
+        };
+#define EVERY_SETTING_BASE "tunnels = ( { name = \"a\"; %s %s %s },\n" \
+                           "            { name = \"b\"; host = \"h2\"; } );\n"
+
+        for (size_t i = 0; config_tunnel_setting_name(i); i++) {
+                const char *name = config_tunnel_setting_name(i), *value = NULL;
+                const char *host = "host = \"h\";", *forwards = "local_forwards = ( \"5000:x:1\" );";
+                struct config_errors errs = {0};
+                struct config *a = NULL, *b = NULL;
+                char text[1024];
+                int differ;
+
+                for (size_t k = 0; k < ELEMENTSOF(cases) && !value; k++)
+                        if (strcmp(cases[k].name, name) == 0)
+                                value = cases[k].value;
+                if (!value) {
+                        printf("#   setting %s: no case in test_every_setting_has_one_group\n", name);
+                        test_assert(value);
+                        continue;
+                }
+                snprintf(text, sizeof(text), EVERY_SETTING_BASE, host, forwards, "");
+                test_assert(config_load_string(text, "t.conf", &a, &errs) == 0);
+                config_errors_clear(&errs);
+                snprintf(text, sizeof(text), EVERY_SETTING_BASE,
+                         strcmp(name, "host") ? host : "", strcmp(name, "local_forwards") ? forwards : "", value);
+                if (config_load_string(text, "t.conf", &b, &errs) < 0) {
+                        printf("#   setting %s: %s\n", name, errs.n ? errs.lines[0] : "?");
+                        test_assert(!"a case that loads");
+                }
+                config_errors_clear(&errs);
+                if (a && b) {
+                        differ = !tunnel_spec_same_ssh(&a->tunnels[0], &b->tunnels[0]) +
+                                 !tunnel_spec_same_supervision(&a->tunnels[0], &b->tunnels[0]) +
+                                 !tunnel_spec_same_tunnel(&a->tunnels[0], &b->tunnels[0]);
+                        if (differ != (strcmp(name, "multiplex") && strcmp(name, "exit_on_forward_failure") ? 1 : 0))
+                                printf("#   setting %s: in %d groups\n", name, differ);
+                        test_assert(differ == (strcmp(name, "multiplex") && strcmp(name, "exit_on_forward_failure")
+                                               ? 1 : 0));
+                        test_assert(tunnel_spec_equal(&a->tunnels[0], &b->tunnels[0]) == (differ == 0));
+                }
+                config_free(a);
+                config_free(b);
+        }
+}
+
+TEST_MAIN(TEST(test_every_setting_has_one_group), TEST(test_after), TEST(test_trusted_paths), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

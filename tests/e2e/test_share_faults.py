@@ -531,7 +531,7 @@ class ShareFaultTest(unittest.TestCase):
         time.sleep(0.5)
         events.terminate()
         out, _ = events.communicate(timeout=10)
-        changes = [e for e in (json.loads(l) for l in out.splitlines() if l.strip()) if e.get("event")]
+        changes = [e for e in (json.loads(l) for l in out.splitlines() if l.strip()) if e.get("event") and e["event"] != "ssh"]
         s = self.status(d)
         seen = {"log": d.findall(r"^<\d+>([abc]: .*)$", after=off),
                 "events": [(e.get("tunnel"), e.get("from"), e.get("to")) for e in changes],
