@@ -261,6 +261,13 @@ static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
         (void)revents;
         if (c->state == CONN_BACKOFF)
                 conn_spawn(c, NULL, "backoff over", "restarting");
+        else if (c->state == CONN_UP && c->restart_again) {
+                const char *why = c->restart_again;
+
+                c->restart_again = NULL;
+                c->run.retry_at = 0;
+                (void)conn_handover_begin(c, why);      /* not now (ssh is being ended): the restart follows anyway */
+        }
 }
 
 /* max_lifetime_action = stop: every user stays stopped until started. */
@@ -310,6 +317,7 @@ static void stop(struct conn *c, const char *reason)
         char grace[DURATION_MAX];
 
         c->reason = reason;
+        c->restart_again = NULL;
         conn_handover_abort(c, "stops with the connection");
         switch (c->state) {
         case CONN_STARTING:

@@ -112,8 +112,9 @@ struct conn_user_ops {
         void (*forward)(struct conn_user *u, struct conn_forward *f, bool failed);
         /* the server refused one connection through a forward of the connection */
         void (*prohibited)(struct conn_user *u);
-        /* make-before-break is done: a new ssh serves the forwards (conn_get_pid) */
-        void (*handed_over)(struct conn_user *u);
+        /* make-before-break is done: a new ssh serves the forwards (conn_get_pid); or, with
+         * failed, the new ssh's run that ended before it took them over: the old one serves on */
+        void (*handed_over)(struct conn_user *u, const struct conn_run *failed);
 };
 struct conn_user {
         const struct conn_user_ops *ops;

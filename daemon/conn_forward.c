@@ -145,6 +145,8 @@ void conn_forwards_reset(struct conn *c)
 {
         ev_timer_stop(c->ctx->loop, &c->fwd_retry_timer);
         for (struct conn_forward *f = c->fwds; f; f = f->next) {
+                if (f->held_by_old)
+                        continue;       /* an old master serves it on (conn_handover_abort, _revert) */
                 f->request_id = 0;
                 f->moving = f->held_by_old = false;
                 f->st.state = FORWARD_PENDING;

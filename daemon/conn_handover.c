@@ -100,7 +100,7 @@ static void start_drain(struct conn_old *o)
                          (int)master_pid(o->m), master_count_forwarded(o->m, o->fwds, o->n));
                 for (struct conn_user *u = c->users; u; u = u->next)
                         if (u->ops->handed_over)
-                                u->ops->handed_over(u);
+                                u->ops->handed_over(u, NULL);
         }
         for (struct conn_old *d = o->c->olds; d; d = d->next)
                 if (++n > OLDS_MAX)
@@ -251,6 +251,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         o->gen = c->gen;
         o->handing_over = true;
         o->deadline = now_mono() + c->spec.drain_timeout;
+        o->run = c->run;
         for (struct conn_forward *f = c->fwds; f; f = f->next) {
                 if (f->st.state == FORWARD_OPEN) {
                         o->fwds[k] = f->f;
@@ -318,6 +319,26 @@ void conn_handover_forget(struct conn *c, const struct conn_forward *f)
                 }
 }
 
+bool conn_handover_revert(struct conn *c)
+{
+        struct conn_old *o = c->olds;
+
+        if (!o || !o->handing_over || o->move_started || c->master || master_is_stopping(o->m) ||
+            !master_is_ready(o->m))
+                return false;
+        c->olds = o->next;
+        c->master = o->m;
+        c->gen = o->gen;
+        c->run = o->run;
+        o->m = NULL;
+        master_set_owner(c->master, &conn_master_ops, c);
+        for (size_t i = 0; i < o->n; i++)
+                if (o->owners[i])
+                        o->owners[i]->held_by_old = o->owners[i]->moving = false;
+        old_free(o);
+        return true;
+}
+
 void conn_handover_abort(struct conn *c, const char *why)
 {
         for (struct conn_old *o = c->olds; o; o = o->next) {
@@ -325,6 +346,7 @@ void conn_handover_abort(struct conn *c, const char *why)
                         if (o->owners[i]) {
                                 o->owners[i]->held_by_old = o->owners[i]->moving = false;
                                 o->owners[i]->st.state = FORWARD_PENDING;
+                                o->owners[i]->st.allocated_port = 0;
                                 o->owners[i] = NULL;
                         }
                 o->handing_over = false;

@@ -26,6 +26,18 @@ struct conn_change {
         struct conn_setup setup;
 };
 
+/* The current run: from spawn to exit. */
+struct conn_runstate {
+        double started_at;
+        double up_since;                /* when this run came UP */
+        double retry_at;                /* BACKOFF: when the timer fires */
+        bool connecting;                /* holds a max_parallel_starts slot */
+        bool deadline_final;            /* the deadline timer's second phase */
+        bool came_up, gate_passed;
+        bool refused_by_policy;         /* sshd said its policy refuses a forward (the next -R failure's class) */
+        enum failure_class kill_class;  /* tunneld ends this run for this failure (NONE: it does not) */
+};
+
 /* A master before the current one: it serves its forwards until the new master has taken
  * each over (handing over), then carries its last connections (draining). */
 struct conn_old {
@@ -40,21 +52,11 @@ struct conn_old {
         size_t moving;                  /* forwards the new master has not answered for yet */
         bool handing_over;              /* until every close was answered */
         bool move_started;              /* the new master answered: the closes went out */
+        struct conn_runstate run;       /* its run's, for when it is the run again (conn_handover_revert) */
         ev_timer timer;                 /* the drain's checks, its deadline */
         double deadline;
 };
 
-/* The current run: from spawn to exit. */
-struct conn_runstate {
-        double started_at;
-        double up_since;                /* when this run came UP */
-        double retry_at;                /* BACKOFF: when the timer fires */
-        bool connecting;                /* holds a max_parallel_starts slot */
-        bool deadline_final;            /* the deadline timer's second phase */
-        bool came_up, gate_passed;
-        bool refused_by_policy;         /* sshd said its policy refuses a forward (the next -R failure's class) */
-        enum failure_class kill_class;  /* tunneld ends this run for this failure (NONE: it does not) */
-};
 
 struct conn_flap {
         struct flap_ring ring;
@@ -76,6 +78,7 @@ struct conn {
         const char *reason;             /* STOPPED, FAILED: why */
         char wait_reason[128];          /* QUEUED: why */
         bool start_after_stop;          /* STOPPING: start again once the exit is reaped */
+        const char *restart_again;      /* UP: a make-before-break whose new ssh failed, tried again at run.retry_at */
 
         struct master *master;          /* the current run's ssh */
         int gen;                        /* its control socket */
@@ -128,8 +131,9 @@ extern const struct master_ops conn_master_ops;
 /* conn_forward.c */
 /* The master said hello: ask for every forward not asked for yet. */
 void conn_forwards_open_pending(struct conn *c);
-/* The run ended: every forward is pending again (asked for from the next master); the
- * users are not told (the connection's change of state that follows tells them). */
+/* The run ended: every forward is pending again (asked for from the next master), but
+ * those an old master still holds; the users are not told (the connection's change of
+ * state that follows tells them). */
 void conn_forwards_reset(struct conn *c);
 void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r);
 void conn_forwards_on_line(struct conn *c, enum failure_class class, const char *line);
@@ -141,6 +145,9 @@ void conn_forwards_init(struct conn *c);
 bool conn_handover_begin(struct conn *c, const char *reason);
 /* The new master said hello: each forward closed on the old one, then opened here. */
 void conn_handover_move(struct conn *c);
+/* The new run ended before the old master let go of any forward: the old one is the run
+ * again, as if the restart had not been tried. False if it cannot be (nothing to go back to). */
+bool conn_handover_revert(struct conn *c);
 /* The new run ended, or the connection stops: the old masters are stopped too. */
 void conn_handover_abort(struct conn *c, const char *why);
 /* Forward f stops moving (the new master answered for it, or it went): once none is

@@ -213,6 +213,7 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
 
         ev_timer_stop(c->ctx->loop, &c->retry_timer);
         c->run.retry_at = 0;
+        c->restart_again = NULL;
         if (c->ctx->gate) {
                 const char *why = c->ctx->gate(c, c->ctx->userdata);
                 if (why) {
@@ -299,6 +300,35 @@ static void note_flapping(struct conn *c, const struct conn_run *run, const char
                         u->ops->flapping(u, true);
 }
 
+/* A make-before-break whose new ssh ended before the old one let go of anything: a failed
+ * run like any other (counted, judged, backed off), but the old ssh is the run again and
+ * serves on, and the restart is tried again once the backoff is over (not at all if the
+ * policy allows no more starts). Nothing that worked broke for a new ssh that never did. */
+static void keep_old(struct conn *c, struct conn_run *run, const struct verdict *v, const char *what)
+{
+        double delay = v->delay > c->spec.restart_delay ? v->delay : c->spec.restart_delay;
+        char in[DURATION_MAX];
+
+        conn_forwards_open_pending(c);          /* those added or failed meanwhile */
+        if (c->spec.gatetime > 0 && !c->run.gate_passed)
+                conn_arm(c, &c->gate_timer, c->spec.gatetime - (now_mono() - c->run.up_since));
+        if (v->kind == VERDICT_FAILED) {
+                c->restart_again = NULL;
+                conn_set_state(c, CONN_UP, LOG_ERR, run, "%s; the old ssh (pid %d) serves on, and is not restarted (%s)",
+                               what, (int)master_pid(c->master), v->why);
+        } else {
+                c->restart_again = "make-before-break tried again";
+                c->run.retry_at = now_mono() + delay;
+                conn_arm(c, &c->retry_timer, delay);
+                conn_set_state(c, CONN_UP, LOG_WARNING, run, "%s; the old ssh (pid %d) serves on; make-before-break "
+                               "tried again in %s", what, (int)master_pid(c->master),
+                               format_duration(delay, in, sizeof(in)));
+        }
+        for (struct conn_user *u = c->users; u; u = u->next)
+                if (u->ops->handed_over)
+                        u->ops->handed_over(u, run);
+}
+
 /* A run ended that tunneld did not ask to end: the verdict of policy.h, carried out. */
 void conn_finish_run(struct conn *c, struct conn_run *run)
 {
@@ -324,6 +354,12 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
         describe_run(c, run, what, sizeof(what));
         if (!v.success)
                 note_flapping(c, run, what);
+        if (conn_handover_revert(c)) {
+                keep_old(c, run, &v, what);
+                return;
+        }
+        conn_handover_abort(c, "stops: the new ssh ended before it took every forward over");
+        conn_forwards_reset(c);
 
         switch (v.kind) {
         case VERDICT_FAILED:
@@ -412,9 +448,8 @@ static void on_master_exit(struct master *m, const struct master_exit *e, void *
         ev_timer_stop(c->ctx->loop, &c->gate_timer);
         ev_timer_stop(c->ctx->loop, &c->lifetime_timer);
         ev_timer_stop(c->ctx->loop, &c->deadline_timer);
-        /* the master is gone, and the forwards with it (an old one still serving is not: the
-         * new run ended before it took them over, and it stops too) */
-        conn_handover_abort(c, "the new ssh ended before it took the forwards over");
+        /* the master is gone, and the forwards with it; those an old master still serves
+         * are conn_finish_run's */
         conn_forwards_reset(c);
 
         if (c->state == CONN_STOPPING) {

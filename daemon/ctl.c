@@ -525,8 +525,7 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
                 if (!follows(c, st.name))
                         continue;
                 if (!line.len) {
-                        tunnel_json_write_event(&w, &st, ev == TUNNEL_EVENT_FLAPPING ? "flapping"
-                                                         : ev == TUNNEL_EVENT_SSH ? "ssh" : "state", old);
+                        tunnel_json_write_event(&w, &st, ev, old);
                         buf_puts(&line, "\n");
                         if (line.oom)
                                 break;

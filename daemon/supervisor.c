@@ -187,7 +187,7 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (s->listeners[i].event)
                         s->listeners[i].event(t, ev, old, s->listeners[i].userdata);
-        if (ev == TUNNEL_EVENT_SSH)
+        if (ev == TUNNEL_EVENT_SSH || ev == TUNNEL_EVENT_SSH_FAILED)
                 return;
         if (ev == TUNNEL_EVENT_FLAPPING) {
                 run_hook(s, t, "flapping", tunnel_state_to_string(old));

@@ -77,7 +77,7 @@ static enum tunnel_state derive(const struct tunnel *t)
                 return TUNNEL_QUEUED;
         switch (conn_get_state(c)) {
         case CONN_QUEUED:
-                return TUNNEL_QUEUED;
+                return conn_is_handing_over(c) ? from_forwards(t) : TUNNEL_QUEUED;
         case CONN_STARTING:
                 return conn_is_handing_over(c) ? from_forwards(t) : TUNNEL_STARTING;
         case CONN_UP:
@@ -261,7 +261,7 @@ static void on_conn_changed(struct conn_user *u, enum conn_state old, int prio, 
         if (t->stop_waits && !conn_has_child(u->conn))
                 t->stop_waits = false;
         /* the connection's UP is not the tunnel's: its forwards say */
-        tunnel_sync_state(t, prio, run, now == CONN_UP && old != CONN_UP ? NULL : news);
+        tunnel_sync_state(t, prio, run, now == CONN_UP && old != CONN_UP && !run ? NULL : news);
 }
 
 static void on_conn_flapping(struct conn_user *u, bool flapping)
@@ -300,12 +300,12 @@ static void on_conn_held(struct conn_user *u, const char *reason)
         tunnel_sync_state(t, LOG_NOTICE, NULL, NULL);
 }
 
-static void on_conn_handed_over(struct conn_user *u)
+static void on_conn_handed_over(struct conn_user *u, const struct conn_run *failed)
 {
         struct tunnel *t = of_user(u);
 
         if (u->attached && t->ctx->observer)
-                t->ctx->observer(t, TUNNEL_EVENT_SSH, t->state, t->ctx->userdata);
+                t->ctx->observer(t, failed ? TUNNEL_EVENT_SSH_FAILED : TUNNEL_EVENT_SSH, t->state, t->ctx->userdata);
 }
 
 static const struct conn_user_ops user_ops = {

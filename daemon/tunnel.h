@@ -33,6 +33,7 @@ enum tunnel_event {
         TUNNEL_EVENT_STATE,             /* the state changed from old */
         TUNNEL_EVENT_FLAPPING,          /* its connection began flapping */
         TUNNEL_EVENT_SSH,               /* a new ssh serves its forwards, its state the same (make-before-break) */
+        TUNNEL_EVENT_SSH_FAILED,        /* the new ssh failed before it took them over: the old one serves on */
 };
 
 /* Called after every state change (and when flapping starts). The observer may free the

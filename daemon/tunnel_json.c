@@ -148,18 +148,24 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_end_object(w);
 }
 
-void tunnel_json_write_event(struct json_writer *w, const struct tunnel_status *s, const char *event,
+void tunnel_json_write_event(struct json_writer *w, const struct tunnel_status *s, enum tunnel_event ev,
                              enum tunnel_state from)
 {
+        static const char *const names[] = {
+                [TUNNEL_EVENT_STATE] = "state",
+                [TUNNEL_EVENT_FLAPPING] = "flapping",
+                [TUNNEL_EVENT_SSH] = "ssh",
+                [TUNNEL_EVENT_SSH_FAILED] = "ssh",      /* with the new ssh's failure */
+        };
         const struct conn_run *run = s->last_run;
         /* the class of the run that just ended: into backoff or failed, or restarted at once */
         bool ran = from == TUNNEL_STARTING || from == TUNNEL_UP || from == TUNNEL_DEGRADED;
         bool after_exit = run->valid && !run->requested && run->failure != FAILURE_NONE &&
-                          (s->state == TUNNEL_BACKOFF || s->state == TUNNEL_FAILED ||
+                          (ev == TUNNEL_EVENT_SSH_FAILED || s->state == TUNNEL_BACKOFF || s->state == TUNNEL_FAILED ||
                            (ran && (s->state == TUNNEL_STARTING || s->state == TUNNEL_QUEUED)));
 
         json_begin_object(w);
-        json_field_string(w, "event", event);
+        json_field_string(w, "event", names[ev]);
         json_field_string(w, "tunnel", s->name);
         json_field_string(w, "from", tunnel_state_to_string(from));
         json_field_string(w, "to", tunnel_state_to_string(s->state));

@@ -9,6 +9,7 @@
 
 void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s);
 
-/* {"event":"state","tunnel":…,"from":…,"to":…,"pid":…,"failure":…,"time":…}. */
-void tunnel_json_write_event(struct json_writer *w, const struct tunnel_status *s, const char *event,
+/* {"event":"state","tunnel":…,"from":…,"to":…,"pid":…,"failure":…,"time":…}; "event" is
+ * "state", "flapping" or "ssh" (with "failure": the new ssh failed, the old one serves on). */
+void tunnel_json_write_event(struct json_writer *w, const struct tunnel_status *s, enum tunnel_event ev,
                              enum tunnel_state from);

@@ -97,6 +97,15 @@ static void print_event(const struct json *e)
                 printf("%s %s: flapping\n", stamp, json_get_string(e, "tunnel"));
                 return;
         }
+        if (strcmp(json_get_string(e, "event") ? json_get_string(e, "event") : "", "ssh") == 0) {
+                if (failure)
+                        printf("%s %s: the new ssh failed (%s); ssh pid %.0f serves on\n", stamp,
+                               json_get_string(e, "tunnel"), failure, json_get_number(e, "pid", 0));
+                else
+                        printf("%s %s: ssh pid %.0f serves it now (make-before-break)\n", stamp,
+                               json_get_string(e, "tunnel"), json_get_number(e, "pid", 0));
+                return;
+        }
         printf("%s %s: %s -> %s", stamp, json_get_string(e, "tunnel"), json_get_string(e, "from"),
                json_get_string(e, "to"));
         if (failure)
@@ -252,9 +261,10 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                 name = json_get_string(e, "tunnel");
                 to = json_get_string(e, "to");
                 pid = json_get(e, "pid");
-                /* make-before-break: its state stays, a new ssh serves ("event": "ssh") */
+                /* make-before-break: its state stays, a new ssh serves ("event": "ssh"), or
+                 * the new one failed and the old one serves on (with "failure") */
                 if (json_get_string(e, "event") && strcmp(json_get_string(e, "event"), "ssh") == 0)
-                        to = "starting";
+                        to = json_get_string(e, "failure") ? "ssh-failed" : "starting";
                 for (int i = 0; name && to && i < n; i++) {
                         double new_pid = pid && pid->type == JSON_NUMBER ? pid->number : -1;
                         bool new_ssh = new_pid > 0 && new_pid != old_pids[i];
@@ -264,7 +274,11 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                                 continue;
                         if ((strcmp(to, "starting") == 0 || strcmp(to, "up") == 0) && !new_ssh)
                                 continue;
-                        if (strcmp(to, "starting") == 0)
+                        if (strcmp(to, "ssh-failed") == 0) {
+                                r = asprintf(&lines[i], "%s: not restarted: the new ssh failed (%s); ssh pid %.0f serves on",
+                                             name, json_get_string(e, "failure"), old_pids[i]);
+                                ret = 1;
+                        } else if (strcmp(to, "starting") == 0)
                                 r = asprintf(&lines[i], "%s: restarted: ssh pid %.0f (was %.0f)", name,
                                              new_pid, old_pids[i]);
                         else if (strcmp(to, "up") == 0)

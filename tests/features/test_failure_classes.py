@@ -163,26 +163,50 @@ class FailureClassTest(FeatureTest):
         self.assertTrue(tunneltest.echo_roundtrip(port), "no echo through the remote forward")
 
     def test_config(self):
-        """ssh_config_file edited after tunneld checked it (with ssh -G, at load): the next
-        start fails because ssh refuses the file: config, and the backoff goes to the cap
-        at once (retrying cannot help until someone fixes the file)."""
+        """ssh_config_file edited after tunneld checked it (with ssh -G, at load), then
+        tunnelctl restart: the new ssh fails because ssh refuses the file (config), and the
+        old one serves on (make-before-break never breaks what works): the restart says so
+        and exits 1, the failure is counted, and the restart is tried again at the capped
+        backoff, which takes the forward over once the file is fixed."""
         conf = os.path.join(tunneltest.temp_dir(self), "ssh_config")
         with open(conf, "w") as f:
             f.write("ServerAliveCountMax 3\n")
         os.chmod(conf, 0o644)
-        d = self.tunneld([{"name": "t", "ssh_config_file": conf}], restart_delay=self.DELAY,
-                         restart_delay_max=self.CAP, gatetime=5)
+        port = free_port()
+        d = self.tunneld([{"name": "t", "ssh_config_file": conf, "local_forwards": [self.local_forward(port)]}],
+                         restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)
         _, pid = self.wait_up(d, "t")
         with open(conf, "w") as f:
             f.write("ServerAliveCountMax 3\nNoSuchOption yes\n")
         offset = len(d.log())
-        self.assertEqual(tunnelctl(d, "restart", "t").returncode, 0)
-        delay, t = self.check_failed_start(d, "config", after=offset)
+        r = tunnelctl(d, "restart", "t")
+        self.assertEqual((r.returncode, r.stdout.strip()),
+                         (1, f"t: not restarted: the new ssh failed (config); ssh pid {pid} serves on"), r)
+        m = d.wait_log(r"^<(\d+)>t: ssh exited with status 255 after .*, never up \(config: .*\); the old ssh "
+                       rf"\(pid {pid}\) serves on; make-before-break tried again in (.+)$", after=offset)
+        self.assertEqual(m.group(1), "4", "a failed start is a warning")
+        delay = parse_duration(m.group(2))
+        self.assertTrue(self.CAP / 2 - 0.06 <= delay <= self.CAP + 0.51, f"tried again in {delay} s, cap {self.CAP} s")
         self.assertRegex(d.log()[offset:], rf"(?m)^<4>t: ssh: {re.escape(conf)}: line 2: Bad configuration option: "
                                            r"nosuchoption$")
-        self.assertEqual(t["starts"], 2, t)
-        self.assertFalse(tunneltest.pid_alive(pid))
-        self.assert_capped_backoff(d, delay, starts=2)
+        self.assertNotRegex(d.log()[offset:], r"(?m)^<\d>t: .*(stopping|SIGTERM|backoff)")
+        t = status(d)["t"]
+        self.assertEqual((t["state"], t["pid"], t["next_pid"], t["starts"], t["failures"], t["last_exit"]["failure"]),
+                         ("up", pid, None, 2, {"config": 1}, "config"), t)
+        self.assertTrue(tunneltest.echo_roundtrip(port), "an echo through the old ssh")
+        text = metrics_text(d)
+        self.assertEqual(metric_value(text, "tunneld_tunnel_failures_total", tunnel="t", **{"class": "config"}), 1)
+        self.assertEqual(metric_value(text, "tunneld_tunnel_up", tunnel="t"), 1)
+        # fixed: the next try takes the forward over, and the old ssh goes
+        with open(conf, "w") as f:
+            f.write("ServerAliveCountMax 3\n")
+        d.wait_log(rf"^<\d+>t: make-before-break done: ssh pid \d+ has taken every forward over; the old one "
+                   rf"\(pid {pid}\)", timeout=self.CAP + UP_TIMEOUT, after=offset)
+        wait_until(lambda: not tunneltest.pid_alive(pid), 10, what="the old ssh to end")
+        t = status(d)["t"]
+        self.assertEqual((t["state"], t["starts"]), ("up", 3), t)
+        self.assertNotEqual(t["pid"], pid)
+        self.assertTrue(tunneltest.echo_roundtrip(port), "an echo through the new ssh")
 
     def test_forward_denied(self):
         """An sshd whose policy refuses every -R (PermitListen none; AllowTcpForwarding local
