@@ -254,13 +254,17 @@ static void describe_run(const struct conn *c, const struct conn_run *run, char 
         size_t n;
 
         format_duration(run->ran, ran, sizeof(ran));
-        if (run->exit_signal > 0) {
+        if (run->pid <= 0)
+                n = (size_t)snprintf(buf, size, "ssh could not be started");
+        else if (run->exit_signal > 0) {
                 char sig[16];
                 n = (size_t)snprintf(buf, size, "ssh was killed by signal %s after %s",
                                      signal_to_name(run->exit_signal, sig, sizeof(sig)), ran);
         } else
                 n = (size_t)snprintf(buf, size, "ssh exited with status %d after %s", run->exit_status, ran);
-        if (n < size && !c->run.came_up)
+        if (run->pid <= 0)
+                ;       /* nothing ran */
+        else if (n < size && !c->run.came_up)
                 n += (size_t)snprintf(buf + n, size - n, ", never up");
         else if (n < size && c->spec.gatetime > 0 && !c->run.gate_passed) {
                 char gate[DURATION_MAX];

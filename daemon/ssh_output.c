@@ -161,7 +161,7 @@ const char *failure_class_hint(enum failure_class c)
                 return "the server refused a remote forward: its port is taken, often by a stale session "
                        "(a -R Unix socket stays behind unless the server's sshd has StreamLocalBindUnlink yes)";
         case FAILURE_EXEC:
-                return "ssh could not be executed: check the ssh setting and PATH";
+                return "ssh could not be started: check the ssh setting and PATH, and the error logged before";
         case FAILURE_KILLED:
                 return "ssh was killed by a signal tunneld did not send";
         case FAILURE_LOST:

@@ -16,7 +16,7 @@ enum failure_class {
         FAILURE_CLOSED,          /* the server closed or reset the connection */
         FAILURE_LOCAL_FORWARD,   /* local listen address in use */
         FAILURE_REMOTE_FORWARD,  /* the server refused a -R listener (port taken, often by a stale session) */
-        FAILURE_EXEC,            /* ssh could not be executed */
+        FAILURE_EXEC,            /* ssh could not be started (executed, or its files written) */
         FAILURE_KILLED,          /* ssh died of a signal tunneld did not send */
         FAILURE_LOST,            /* ssh exited 0 on its own: a tunnel lost without an error */
         FAILURE_PROBE,           /* tunneld's own probe found the forward dead */

@@ -521,8 +521,12 @@ static int report_restart(struct follow *f, const struct replies *rs)
 
                 /* stopping: the old ssh is on its way out, its successor comes with an event;
                  * make-before-break: the old one serves until the new one has every forward
-                 * (the "ssh" event), the tunnel's state the same meanwhile */
-                if (state && before && (strcmp(state, "stopping") == 0 || (next && next->type == JSON_NUMBER))) {
+                 * (the "ssh" event), the tunnel's state the same meanwhile; the same ssh on
+                 * its own connection: the new one failed at once (the "ssh" event with its
+                 * failure, sent before this reply) */
+                bool same = pid && pid->type == JSON_NUMBER && pid->number == before_pid &&
+                            !json_get_string(all.items[i], "connection");
+                if (state && before && (strcmp(state, "stopping") == 0 || (next && next->type == JSON_NUMBER) || same)) {
                         names[n] = (char *)name;
                         slot[n] = i;
                         old[n++] = before_pid;

@@ -214,8 +214,9 @@ class LocalAttacks(unittest.TestCase):
             "with open(os.path.join(own, 't.ssh_config'), 'w') as f:\n"
             "    f.write('Host *\\n  KnownHostsCommand /usr/bin/touch ' + pwned + '\\n')\n",
             runtime, own, pwned, *names)
+        old = status(d)[1]["t"]["pid"]
         with StatusWatch(d) as watch:
-            tunnelctl(d, "restart", "t", timeout=10)
+            r = tunnelctl(d, "restart", "t", timeout=10)
             d.wait_log(r"runtime directory .* was replaced", timeout=10)
             time.sleep(2)
         watch.check(self, "runtime directory swapped")
@@ -226,8 +227,14 @@ class LocalAttacks(unittest.TestCase):
             self.assertEqual(st.st_uid, self.attacker.uid, f"tunneld made {n} in the attacker's directory")
         for n in names:
             self.assertTrue(stat.S_ISFIFO(os.lstat(os.path.join(own, n)).st_mode), n)
-        self.assertNotIn("t", [t for t, v in status(d)[1].items() if v["state"] == "up"],
-                         f"the tunnel came up with the attacker's files: {describe_log(d)}")
+        # no ssh ever started with the attacker's files: the old one serves on (make-before-break)
+        self.assertEqual((r.returncode, r.stdout.strip()),
+                         (1, f"t: not restarted: the new ssh failed (exec); ssh pid {old} serves on"), r)
+        t = status(d)[1]["t"]
+        self.assertEqual((t["state"], t["pid"], t["next_pid"]), ("up", old, None),
+                         f"the tunnel runs another ssh than the one it had: {describe_log(d)}")
+        self.assertNotRegex(d.log(), r"(?m)make-before-break done")
+        echo_roundtrip(port)
 
     # ---- the ssh program ----
 
@@ -298,7 +305,8 @@ class LocalAttacks(unittest.TestCase):
                 after = len(d.log())
                 r = tunnelctl(d, "restart", "t", timeout=10)
                 self.assertEqual(r.returncode, 0, tunneltest.describe(r))
-                self.wait_up(d, after=after)
+                d.wait_log(r"^<\d+>t: make-before-break done: ssh pid \d+ has taken every forward over", timeout=UP_TIMEOUT,
+                           after=after)
             time.sleep(2)       # and the writes after it (at most every 200 ms)
         watch.check(self, "FIFOs at the metrics file's temporary names")
         echo_roundtrip(port)
