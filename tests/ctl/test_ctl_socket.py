@@ -22,7 +22,6 @@ import select
 import shutil
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -31,9 +30,9 @@ import tunneltest
 from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, pid_alive, wait_until
 
 import ctltest
-from ctltest import connect, describe, fds, pids, read_lines, tunnelctl, wait_closed, wait_serving, wait_up
+from ctltest import (NOBODY_UID, connect, describe, fds, pids, public_dir, read_lines, tunnelctl, wait_closed,
+                     wait_serving, wait_up)
 
-NOBODY_UID = 65534
 CLIENTS_MAX = 64        # daemon/ctl.h
 READERS_MAX = 32
 READERS_PER_UID = 8
@@ -63,14 +62,6 @@ def run_retrying(argv, what):
             break
         time.sleep(0.1)
     raise AssertionError(f"{what} failed: {describe(r)}")
-
-
-def public_dir(cls):
-    """A temporary directory other users may search, removed with the class."""
-    path = tempfile.mkdtemp(prefix="tunneltest-ctl-")
-    os.chmod(path, 0o755)
-    cls.addClassCleanup(shutil.rmtree, path, True)
-    return path
 
 
 class TempGroup(tunneltest.Resource):
