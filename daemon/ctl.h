@@ -25,7 +25,8 @@
 #define CTL_READERS_MAX 32              /* …of which read-only */
 #define CTL_READERS_PER_UID 8           /* …of which from one user */
 #define CTL_REQUESTS_PER_WAKEUP 4       /* pipelined requests answered per callback */
-#define CTL_PARTS_PER_WAKEUP 4          /* parts of a big reply made per callback */
+#define CTL_PARTS_PER_WAKEUP 4          /* parts of a big reply made per callback… */
+#define CTL_READER_PARTS_PER_WAKEUP 1   /* …for a read-only client: root's replies come first */
 #define CTL_IDLE_TIMEOUT 30.0           /* seconds without a complete request */
 #define CTL_STALL_TIMEOUT 5.0           /* seconds with something sent or to send and none of it read */
 #define CTL_EVENTS_BACKLOG (2u << 20)  /* events kept for subscribers, all of them: one this far behind is dropped */

@@ -189,14 +189,15 @@ static void stage_events(struct ctl_conn *c)
 }
 
 /* Send what is ready, making the next parts of a big reply as the socket takes them (at
- * most CTL_PARTS_PER_WAKEUP a call). false if the client was freed. */
+ * most CTL_PARTS_PER_WAKEUP a call, CTL_READER_PARTS_PER_WAKEUP for a read-only client).
+ * false if the client was freed. */
 static bool conn_flush(struct ctl_conn *c)
 {
-        int parts = 0, r;
+        int parts = 0, most = c->may_write ? CTL_PARTS_PER_WAKEUP : CTL_READER_PARTS_PER_WAKEUP, r;
 
         for (;;) {
                 if ((c->stream || events_pending(c)) && unsent(c) < CTL_LOW_WATER) {
-                        if (parts++ == CTL_PARTS_PER_WAKEUP)
+                        if (parts++ == most)
                                 break;          /* the rest next time: the loop has others too */
                         if (!c->stream)
                                 stage_events(c);        /* a subscriber's, once its snapshot is out */

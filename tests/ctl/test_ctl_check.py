@@ -115,7 +115,7 @@ class CheckTest(unittest.TestCase):
         took = time.monotonic() - t0
         print(f"# check took {took:.1f} s; root's status took {worst * 1000:.0f} ms at worst meanwhile")
         self.assertEqual(p.returncode, 0, f"{out!r} {err!r}")
-        self.assertEqual(out, f"configuration OK: {SLOW + 2} tunnels ({SLOW + 1} enabled)\n")
+        self.assertEqual(out, f"configuration OK: {SLOW + 2} tunnels\n")
         self.assertIsInstance(seen_job, list, "no child process loaded the file")
         self.assertGreater(took, SLOW_SECONDS, "ssh -G was not asked")
         self.assertTrue(echo_roundtrip(self.port))
@@ -153,7 +153,8 @@ class CheckTest(unittest.TestCase):
             worst = max(worst, served_within(sock, "status", "real"))
             jobs = max(jobs, len(check_jobs(d.pid)))
             time.sleep(0.1)
-        answered = int(p.stdout.readline())
+        p.kill()
+        answered = max(int(line) for line in p.stdout.read().split())
         print(f"# {answered} checks answered to the other user; root's status took {worst * 1000:.0f} ms "
               "at worst")
         self.assertGreater(answered, 0)
@@ -184,10 +185,11 @@ class CheckTest(unittest.TestCase):
         self.assertIn("tunnelctl: configuration invalid", r.stderr)
 
     def test_a_check_waiting_when_evicted_is_told(self):
-        """Another user's check of a slow file is evicted from a full table for root: that
-        tunnelctl exits 5 saying it was evicted."""
+        """root's check of a slow file waits for its job, idle on a table that fills up: the
+        next client of root's evicts it (the quietest), and that tunnelctl exits 5 saying it
+        was evicted."""
         d, sock = self.tunneld(self.slow_tunnels())
-        p = subprocess.Popen([SETPRIV, *NOBODY, self.ctl, "-s", sock, "check"], stdout=subprocess.PIPE,
+        p = subprocess.Popen([ctltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         self.addCleanup(p.kill)
         wait_until(lambda: check_jobs(d.pid), 10, interval=0.02, what="the check's child process")
@@ -198,6 +200,7 @@ class CheckTest(unittest.TestCase):
         out, err = p.communicate(20)
         self.assertEqual(p.returncode, EXIT_DROPPED, f"{out!r} {err!r}")
         self.assertRegex(err, r"tunnelctl: tunneld dropped the connection: evicted")
+        self.assertEqual(len(d.findall(r"^<\d+>control client \(pid \d+, uid 0, check\): dropped: evicted")), 1)
 
 
 if __name__ == "__main__":
