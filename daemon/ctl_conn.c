@@ -3,10 +3,11 @@
  * out, every byte of it bounded, and its drop with a last line saying why.
  *
  * What the client took is judged by the socket's own queue (SIOCOUTQ: what was sent and
- * is not yet read), looked at before each send and at the deadline, so that a client that
- * stops reading is dropped CTL_STALL_TIMEOUT after it left something unread, whatever
- * comes meanwhile. tunneld never fills the socket's buffer to the brim: it keeps
- * CTL_SOCKET_RESERVE free, so that a last line always fits behind what is queued. */
+ * is not yet read), looked at before each send and at the deadline, never by what tunneld
+ * sends meanwhile: a client that takes nothing for CTL_STALL_TIMEOUT while tunneld holds
+ * more for it than its socket takes is dropped, at any event rate. tunneld never fills the
+ * socket's buffer to the brim: it keeps CTL_SOCKET_RESERVE free, so that a last line
+ * always fits behind what is queued. */
 #include "ctl_internal.h"
 
 #include <errno.h>
@@ -110,11 +111,14 @@ static void note_unread(struct ctl_conn *c, int q)
         c->unread = q;
 }
 
-/* A subscriber waits for news as long as it likes, a reload's or check's asker for its end;
- * anything sent or to send starts the stall clock. */
+/* A subscriber waits for news as long as it likes, a reload's or check's asker for its end.
+ * While tunneld holds something for a client that its socket would not take, the client
+ * has CTL_STALL_TIMEOUT from when it last took anything (or from when tunneld first sent
+ * it what is unread). What its socket holds costs tunneld nothing: that alone starts no
+ * clock (a client busy elsewhere for a while is not dropped for it). */
 static double conn_due(const struct ctl_conn *c)
 {
-        if (has_output(c) || c->unread > 0 || c->backlog)
+        if (has_output(c) || c->backlog)
                 return c->last_progress + CTL_STALL_TIMEOUT;
         if (c->subscribed || c->waiting_reload || c->waiting_check)
                 return 1e300;
@@ -346,7 +350,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
                 conn_arm(c);    /* it took something meanwhile, or was busy */
                 return;
         }
-        ctl_conn_drop(c, has_output(c) || c->unread > 0 || c->backlog ? CTL_DROP_STALLED : CTL_DROP_IDLE);
+        ctl_conn_drop(c, has_output(c) || c->backlog ? CTL_DROP_STALLED : CTL_DROP_IDLE);
 }
 
 /* "events", "check", …: what the client was doing, for the log. */

@@ -89,15 +89,16 @@ class ClientsTest(unittest.TestCase):
             self.assertLess(worst, 5 * 1024, "tunneld's RSS grew by 5 MB or more")
         self.assert_supervising("after the slow readers")
 
-    def never_reader(self, rate):
-        """A subscriber that never reads, under rate events/s: dropped STALL_TIMEOUT after it
-        left something unread (not later, not much sooner); its last line says why."""
+    def never_reader(self, rate, within):
+        """A subscriber that never reads, under rate events/s: dropped STALL_TIMEOUT after
+        tunneld first sent it what it leaves unread, or as soon as its socket's buffer is full
+        if that comes later (within s); its last line says why."""
         storm = self.storm(rate)
         s = connect(self.sock)
         self.addCleanup(s.close)
         s.sendall(b'{"cmd":"events"}\n')
         t0 = time.monotonic()
-        self.wait_drops(1, STALL_TIMEOUT + 10)
+        self.wait_drops(1, within)
         took = time.monotonic() - t0
         print(f"# at {rate} events/s, a subscriber that never reads was dropped after {took:.1f} s "
               f"({storm.events} events sent meanwhile)")
@@ -115,11 +116,30 @@ class ClientsTest(unittest.TestCase):
         self.assert_supervising("a subscriber that never reads")
 
     def test_a_reader_that_never_reads_is_dropped_on_time_under_a_storm(self):
-        self.never_reader(800)
+        """(its socket's buffer is full within a second: dropped at STALL_TIMEOUT)"""
+        self.never_reader(800, STALL_TIMEOUT + 10)
 
-    def test_a_reader_that_never_reads_is_dropped_on_time_at_a_trickle(self):
-        """(at 5 events/s the socket's own buffer would take minutes to fill)"""
-        self.never_reader(5)
+    def test_a_reader_that_never_reads_is_dropped_on_time_at_a_steady_rate(self):
+        """(at 100 events/s its socket's buffer, about 200 KiB, takes some 10 s to fill: it
+        is dropped as soon as tunneld would have to keep anything for it)"""
+        self.never_reader(100, 40)
+
+    def test_a_subscriber_busy_elsewhere_is_not_dropped(self):
+        """A subscriber that reads nothing for 8 s while a few events wait in its socket (as
+        tunnelctl restart does while it asks for the restarts) is not dropped: it reads them
+        all afterwards."""
+        s = connect(self.sock)
+        self.addCleanup(s.close)
+        s.sendall(b'{"cmd":"events"}\n')
+        lines, why = ctltest.read_lines(s, 1)
+        self.assertIsNone(why)
+        r = tunnelctl(self.sock, "--json", "restart", *[f"s{i}" for i in range(STORM)])
+        self.assertEqual(r.returncode, 0, describe(r)[:1000])
+        time.sleep(STALL_TIMEOUT + 3)
+        lines, why = ctltest.read_lines(s, STORM, timeout=5)
+        self.assertIsNone(why, f"{len(lines)} events read")
+        self.assertEqual({json.loads(l)["tunnel"] for l in lines}, {f"s{i}" for i in range(STORM)})
+        self.assertEqual(self.d.count_log(DROP_LOG), 0)
 
     def test_evicted_subscribers_are_told(self):
         """Another user's `tunnelctl events` and `tunnelctl wait` hold two places; idle
