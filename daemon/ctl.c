@@ -242,12 +242,24 @@ static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_
                 ctl_events_trim(s->events, behind);
         }
         if (s->n_subscribers && ctl_events_append(s->events, st.name, line.data, line.len) >= 0)
-                for (struct ctl_conn *c = s->conns; c; c = next) {
-                        next = c->next;
-                        if (c->subscribed)
-                                ctl_conn_kick(c);
-                }
+                ev_prepare_start(s->loop, &s->news);
         buf_free(&line);
+}
+
+/* Once per loop iteration with news: the events of a burst (a stop --all) go out in one
+ * send per subscriber, not one each. */
+static void on_news(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+        struct ctl_server *s = w->data;
+        struct ctl_conn *next;
+
+        (void)revents;
+        ev_prepare_stop(loop, w);
+        for (struct ctl_conn *c = s->conns; c; c = next) {
+                next = c->next;
+                if (c->subscribed)
+                        ctl_conn_kick(c);
+        }
 }
 
 /* A reload ended: answer whoever waits for it, then their next requests. */
@@ -418,7 +430,8 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bo
                 goto fail;
         ev_io_init(&s->io, on_accept, s->fd, EV_READ);
         ev_timer_init(&s->resume, on_resume, 0., 0.);
-        s->io.data = s->resume.data = s;
+        ev_prepare_init(&s->news, on_news);
+        s->io.data = s->resume.data = s->news.data = s;
         ev_io_start(loop, &s->io);
         *ret = s;
         return 0;
@@ -446,6 +459,7 @@ struct ctl_server *ctl_server_free(struct ctl_server *s)
         ctl_events_free(s->events);
         ev_io_stop(s->loop, &s->io);
         ev_timer_stop(s->loop, &s->resume);
+        ev_prepare_stop(s->loop, &s->news);
         if (s->fd >= 0) {
                 close(s->fd);
                 (void)unlink(s->path);  /* still ours: we hold the lock */

@@ -31,6 +31,7 @@ struct ctl_server {
         struct ctl_check *check;        /* check jobs, one at a time */
         struct ctl_events *events;      /* what subscribers have yet to read */
         size_t n_subscribers;
+        ev_prepare news;                /* events came: subscribers take them before the loop sleeps */
 };
 
 /* Why a client is dropped: its last line's "dropped" (ctl_protocol_dropped). */

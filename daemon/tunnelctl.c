@@ -618,8 +618,12 @@ int main(int argc, char *argv[])
                 return print_metrics(&a);
         if (build_requests(&a, &reqs) < 0)
                 return EXIT_NOT_UP;
-        if (is(&a, CTL_CMD_RESTART) && !a.json && follow_open(a.path, &follow) < 0)
-                return EXIT_UNREACHABLE;
+        if (is(&a, CTL_CMD_RESTART) && !a.json) {
+                r = follow_open(a.path, &follow);
+                if (r < 0)
+                        return r == -ECONNABORTED ? EXIT_DROPPED : EXIT_UNREACHABLE;
+                follow_read_meanwhile(follow);
+        }
         r = exchange_all(&a, a.path, reqs, &replies);
         if (r == 0 && follow && json_get_bool(replies.parsed[replies.n - 1], "ok", false))
                 r = report_restart(follow, &replies);

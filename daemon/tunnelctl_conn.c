@@ -219,20 +219,53 @@ int tunnelctl_conn_open(const char *path, int *ret_fd)
         return 0;
 }
 
+/* Another connection read while we wait on this one (tunnelctl restart's subscription). */
+static struct {
+        int fd;
+        void (*pump)(void *userdata);
+        void *userdata;
+} meanwhile = { .fd = -1 };
+
+void tunnelctl_conn_meanwhile(int fd, void (*pump)(void *userdata), void *userdata)
+{
+        meanwhile.fd = fd;
+        meanwhile.pump = pump;
+        meanwhile.userdata = userdata;
+}
+
+/* poll() for fd readable, pumping the other connection meanwhile: > 0, 0 at the timeout
+ * (ms; < 0: none), -1 with errno. */
+static int wait_readable(int fd, int timeout_ms)
+{
+        double deadline = now_mono() + timeout_ms / 1000.0;
+
+        for (;;) {
+                struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = meanwhile.fd, .events = POLLIN } };
+                int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
+                int r = poll(p, meanwhile.fd >= 0 ? 2 : 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
+
+                if (r > 0 && meanwhile.fd >= 0 && p[1].revents) {
+                        meanwhile.pump(meanwhile.userdata);
+                        if (!p[0].revents)
+                                continue;
+                }
+                if (r < 0 && errno == EINTR)
+                        continue;
+                return r;
+        }
+}
+
 int tunnelctl_conn_read_line(int fd, int timeout_ms, char **ret)
 {
         struct buf b = {0};
         double deadline = now_mono() + timeout_ms / 1000.0;
 
         for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
                 int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
                 char chunk[65536];
                 ssize_t n;
-                int r = poll(&p, 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
+                int r = wait_readable(fd, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
 
-                if (r < 0 && errno == EINTR)
-                        continue;
                 if (r <= 0) {
                         buf_free(&b);
                         return -ETIMEDOUT;
@@ -302,13 +335,9 @@ const char *tunnelctl_conn_dropped(const struct json *line)
 /* Wait up to REPLY_TIMEOUT_MS for the next bytes: 1..n, 0 at the end, -errno. */
 static ssize_t recv_some(int fd, char *chunk, size_t size)
 {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
         ssize_t n;
-        int r;
+        int r = wait_readable(fd, REPLY_TIMEOUT_MS);
 
-        do
-                r = poll(&p, 1, REPLY_TIMEOUT_MS);
-        while (r < 0 && errno == EINTR);
         if (r == 0)
                 return -ETIMEDOUT;
         do

@@ -30,6 +30,10 @@ const char *tunnelctl_conn_dropped(const struct json *line);
  * (< 0: no limit), -ECONNRESET if tunneld closed the connection. Silent. */
 int tunnelctl_conn_read_line(int fd, int timeout_ms, char **ret);
 
+/* While waiting for a reply, call pump whenever fd (another connection: a subscription
+ * whose events must not wait unread) is readable. fd < 0: no more. */
+void tunnelctl_conn_meanwhile(int fd, void (*pump)(void *userdata), void *userdata);
+
 /* The control socket tunneld PID listens on, from its descriptors. -ENOENT if it has
  * none, -ESRCH if /proc does not show PID. */
 int tunnelctl_conn_socket_of_pid(long pid, char **ret);

@@ -6,10 +6,12 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tunnelctl_conn.h"
@@ -19,15 +21,21 @@
 struct follow {
         int fd;
         struct json *snapshot;          /* the subscription's reply: every tunnel's status */
+        struct buf pending;             /* events read ahead: pending.data[taken, len) */
+        size_t taken;
+        bool eof;
 };
 
 struct follow *follow_close(struct follow *f)
 {
         if (!f)
                 return NULL;
-        if (f->fd >= 0)
+        if (f->fd >= 0) {
+                tunnelctl_conn_meanwhile(-1, NULL, NULL);
                 close(f->fd);
+        }
         json_free(f->snapshot);
+        buf_free(&f->pending);
         free(f);
         return NULL;
 }
@@ -79,6 +87,63 @@ const struct json *follow_tunnel(const struct follow *f, const char *name)
         return NULL;
 }
 
+/* Take what the socket has now, without waiting: tunneld must not see us stop reading
+ * while we wait for something else (restart's replies). */
+static void follow_pump(void *userdata)
+{
+        struct follow *f = userdata;
+        char chunk[65536];
+
+        for (;;) {
+                ssize_t n = recv(f->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+
+                if (n > 0) {
+                        buf_append(&f->pending, chunk, (size_t)n);
+                        continue;
+                }
+                if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                        f->eof = true;
+                if (n == 0 || errno != EINTR)
+                        return;
+        }
+}
+
+void follow_read_meanwhile(struct follow *f)
+{
+        tunnelctl_conn_meanwhile(f->fd, follow_pump, f);
+}
+
+/* The next line, from what was read ahead, else from the socket: as
+ * tunnelctl_conn_read_line. */
+static int follow_line(struct follow *f, int timeout_ms, char **ret)
+{
+        double deadline = now_mono() + timeout_ms / 1000.0;
+
+        for (;;) {
+                const char *start = f->pending.data ? f->pending.data + f->taken : NULL;
+                const char *nl = start ? memchr(start, '\n', f->pending.len - f->taken) : NULL;
+                int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
+                struct pollfd p = { .fd = f->fd, .events = POLLIN };
+                int r;
+
+                if (nl) {
+                        *ret = strndup(start, (size_t)(nl - start) + 1);
+                        f->taken += (size_t)(nl - start) + 1;
+                        if (f->taken == f->pending.len)
+                                f->pending.len = f->taken = 0;
+                        return *ret ? 0 : -ENOMEM;
+                }
+                if (f->eof)
+                        return -ECONNRESET;
+                r = poll(&p, 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0)
+                        return -ETIMEDOUT;
+                follow_pump(f);
+        }
+}
+
 /* tunneld's last line to us, if line is it: said on stderr. */
 static bool said_dropped(const struct json *line)
 {
@@ -95,7 +160,7 @@ static int follow_next(struct follow *f, double deadline, struct json **ret)
 {
         _cleanup_free_ char *line = NULL;
         int timeout = deadline > 0 ? (int)fmax(0, (deadline - now_mono()) * 1000) : -1;
-        int r = tunnelctl_conn_read_line(f->fd, timeout, &line);
+        int r = follow_line(f, timeout, &line);
 
         if (r < 0)
                 return r;
@@ -161,7 +226,7 @@ int follow_events(const char *path, char *const *names, int n, bool json)
                 _cleanup_free_ char *line = NULL;
                 struct json *e = NULL;
 
-                r = tunnelctl_conn_read_line(f->fd, -1, &line);
+                r = follow_line(f, -1, &line);
                 if (r < 0)
                         break;
                 line[strcspn(line, "\n")] = '\0';

@@ -13,6 +13,9 @@ struct follow;
  * -ECONNABORTED: tunneld dropped us). */
 int follow_open(const char *path, struct follow **ret);
 struct follow *follow_close(struct follow *f);
+/* Keep reading the subscription (into memory) while tunnelctl waits for other replies, so
+ * that tunneld never sees it stop reading; until follow_close. */
+void follow_read_meanwhile(struct follow *f);
 /* The snapshot's status of a tunnel, or NULL. */
 const struct json *follow_tunnel(const struct follow *f, const char *name);
 

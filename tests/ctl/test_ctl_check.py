@@ -93,7 +93,7 @@ class CheckTest(unittest.TestCase):
         time. The worst latency."""
         worst, jobs, t0 = 0.0, 0, time.monotonic()
         while any(p.poll() is None for p in procs) and time.monotonic() - t0 < limit:
-            worst = max(worst, served_within(sock, "status", "real"))
+            worst = max(worst, served_within(sock, "real"))
             jobs = max(jobs, len(check_jobs(d.pid)))
             time.sleep(0.1)
         self.assertLessEqual(jobs, 1, "more than one check job at a time")
@@ -150,7 +150,7 @@ class CheckTest(unittest.TestCase):
         t0, worst, jobs = time.monotonic(), 0.0, 0
         while time.monotonic() - t0 < 8:
             self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
-            worst = max(worst, served_within(sock, "status", "real"))
+            worst = max(worst, served_within(sock, "real"))
             jobs = max(jobs, len(check_jobs(d.pid)))
             time.sleep(0.1)
         p.kill()
@@ -196,7 +196,7 @@ class CheckTest(unittest.TestCase):
         held = [connect(sock) for _ in range(63)]
         self.addCleanup(lambda: [s.close() for s in held])
         time.sleep(0.3)
-        served_within(sock, "status", "real")
+        served_within(sock, "real")
         out, err = p.communicate(20)
         self.assertEqual(p.returncode, EXIT_DROPPED, f"{out!r} {err!r}")
         self.assertRegex(err, r"tunnelctl: tunneld dropped the connection: evicted")

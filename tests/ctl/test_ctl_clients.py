@@ -56,7 +56,7 @@ class ClientsTest(unittest.TestCase):
 
     def assert_supervising(self, what):
         """root's status within 1 s, and bytes through the real tunnel."""
-        served_within(self.sock, "status", "real")
+        served_within(self.sock, "real")
         self.assertTrue(echo_roundtrip(self.port), f"{what}: no echo through the real tunnel")
 
     def wait_drops(self, n, timeout, after=0):

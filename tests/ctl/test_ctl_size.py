@@ -125,7 +125,7 @@ class SizeTest(unittest.TestCase):
         time.sleep(1)
         worst, full, t0 = 0.0, [], time.monotonic()
         while time.monotonic() - t0 < 10:
-            worst = max(worst, served_within(self.sock, "status", "real"))
+            worst = max(worst, served_within(self.sock, "real"))
             r = tunnelctl(self.sock, "--json", "status", timeout=60)
             self.assertEqual(r.returncode, 0, describe(r)[:2000])
             full.append(r.took)
@@ -154,7 +154,7 @@ class SizeTest(unittest.TestCase):
         while self.d.count_log(DROP_LOG) < drops + len(conns):
             self.assertLess(time.monotonic() - t0, 20, "not dropped within 20 s")
             worst = max(worst, rss_kb(self.d.pid) - rss0)
-            served_within(self.sock, "status", "real")
+            served_within(self.sock, "real")
             time.sleep(0.2)
         print(f"# 8 replies of {TUNNELS} tunnels unread: RSS +{worst} kB")
         if not tunneltest.SANITIZED:
