@@ -282,6 +282,11 @@ static void (*const handlers[_CTL_CMD_MAX])(const struct request *r) = {
         [CTL_CMD_METRICS] = handle_metrics,
 };
 
+bool ctl_protocol_serves(const struct ctl_command *c)
+{
+        return handlers[ctl_command_id(c)] != NULL;
+}
+
 /* "root, tunneld's user (tunneld) or the group ops": who may change tunnels. */
 static void who_may_write(const struct supervisor *sup, char *buf, size_t size)
 {

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "ctl_check.h"
+#include "ctl_commands.h"
 #include "ctl_stream.h"
 #include "supervisor.h"
 #include "util.h"
@@ -41,6 +42,9 @@ void ctl_protocol_check_reply(const struct ctl_check_result *res, struct buf *ou
 
 /* The reply to a reload request, once supervisor_reload_result() says it is done. */
 void ctl_protocol_reload_reply(struct supervisor *sup, struct buf *out);
+
+/* Whether tunneld answers this command of ctl_commands.h (every request does). */
+bool ctl_protocol_serves(const struct ctl_command *c);
 
 /* Answer one request line into out (a JSON object and '\n'). */
 void ctl_protocol_handle(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
