@@ -377,14 +377,19 @@ static size_t token_length(const char *s, size_t n)
                         return 0;
                 if (hex4(s + 2, &cp) < 0 || cp < 0xD800 || cp > 0xDBFF)
                         return 6;
-                return n < 12 ? 0 : 12;         /* a high surrogate and its low half */
+                /* a high surrogate and its low half; alone, it is refused */
+                if ((n > 6 && s[6] != '\\') || (n > 7 && s[7] != 'u'))
+                        return 6;
+                return n < 12 ? 0 : 12;
         }
-        if (c >= 0xF0)
-                return n < 4 ? 0 : 4;
-        if (c >= 0xE0)
-                return n < 3 ? 0 : 3;
-        if (c >= 0xC0)
-                return n < 2 ? 0 : 2;
+        if (c >= 0xC0) {
+                size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+
+                for (size_t k = 1; k < need && k < n; k++)
+                        if (((unsigned char)s[k] & 0xC0) != 0x80)
+                                return 1;       /* cut short: refused */
+                return n < need ? 0 : need;
+        }
         return 1;
 }
 
