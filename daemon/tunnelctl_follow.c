@@ -87,25 +87,33 @@ const struct json *follow_tunnel(const struct follow *f, const char *name)
         return NULL;
 }
 
-/* Take what the socket has now, without waiting: tunneld must not see us stop reading
- * while we wait for something else (restart's replies). */
-static void follow_pump(void *userdata)
+/* Take what the socket has now (all of it, or one chunk), without waiting. */
+static void follow_take(struct follow *f, bool all)
 {
-        struct follow *f = userdata;
         char chunk[65536];
 
         for (;;) {
-                ssize_t n = recv(f->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+                /* (tunneld sends 16 KiB at a time: taking as much frees one of its sends) */
+                ssize_t n = recv(f->fd, chunk, all ? sizeof(chunk) : 16384, MSG_DONTWAIT);
 
                 if (n > 0) {
                         buf_append(&f->pending, chunk, (size_t)n);
-                        continue;
+                        if (all)
+                                continue;
+                        return;
                 }
                 if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
                         f->eof = true;
                 if (n == 0 || errno != EINTR)
                         return;
         }
+}
+
+/* tunneld must not see us stop reading while we wait for something else (restart's
+ * replies): all the socket has goes to memory. */
+static void follow_pump(void *userdata)
+{
+        follow_take(userdata, true);
 }
 
 void follow_read_meanwhile(struct follow *f)
@@ -140,7 +148,9 @@ static int follow_line(struct follow *f, int timeout_ms, char **ret)
                         continue;
                 if (r <= 0)
                         return -ETIMEDOUT;
-                follow_pump(f);
+                /* a chunk at a time: a follower that prints slowly keeps taking from the
+                 * socket as it prints, rather than in gulps tunneld would see as a stall */
+                follow_take(f, false);
         }
 }
 
