@@ -300,8 +300,6 @@ void ctl_server_answer(struct ctl_conn *c, const char *line, size_t len)
 {
         struct ctl_server *s = c->server;
         struct ctl_effect effect;
-        unsigned long ticket;
-        int r;
 
         if (!s->sup) {
                 ctl_protocol_error(&c->out, "tunneld is starting");
@@ -318,8 +316,10 @@ void ctl_server_answer(struct ctl_conn *c, const char *line, size_t len)
         c->waiting_reload = effect.wait_reload;
         c->stream = effect.stream;
         if (effect.check) {
+                unsigned long ticket;
                 /* only those who may change tunnels make tunneld run ssh -G */
-                r = ctl_check_ask(s->check, s->sup, c->may_write, &ticket);
+                int r = ctl_check_ask(s->check, s->sup, c->may_write, &ticket);
+
                 if (r < 0)
                         ctl_protocol_error(&c->out, "cannot check the configuration: %s", strerror(-r));
                 else

@@ -197,9 +197,11 @@ static void stage_events(struct ctl_conn *c)
  * false if the client was freed. */
 static bool conn_flush(struct ctl_conn *c)
 {
-        int parts = 0, most = c->may_write ? CTL_PARTS_PER_WAKEUP : CTL_READER_PARTS_PER_WAKEUP, r;
+        int parts = 0, most = c->may_write ? CTL_PARTS_PER_WAKEUP : CTL_READER_PARTS_PER_WAKEUP;
 
         for (;;) {
+                int r;
+
                 if ((c->stream || events_pending(c)) && unsent(c) < CTL_LOW_WATER) {
                         if (parts++ == most)
                                 break;          /* the rest next time: the loop has others too */

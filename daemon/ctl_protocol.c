@@ -18,7 +18,6 @@ struct request {
         struct supervisor *sup;
         const struct json *json;
         const struct ctl_command *cmd;
-        const struct ctl_peer *peer;
         struct buf *out;
         struct ctl_effect *effect;
 };
@@ -309,7 +308,7 @@ static void who_may_write(const struct supervisor *sup, char *buf, size_t size)
 void ctl_protocol_handle(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
                          struct buf *out, struct ctl_effect *effect)
 {
-        struct request r = { .sup = sup, .peer = peer, .out = out, .effect = effect };
+        struct request r = { .sup = sup, .out = out, .effect = effect };
         struct json *req = NULL;
         const char *cmd;
         int e;

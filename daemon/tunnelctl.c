@@ -625,9 +625,9 @@ int main(int argc, char *argv[])
                 follow_read_meanwhile(follow);
         }
         r = exchange_all(&a, a.path, reqs, &replies);
-        if (r == 0 && follow && json_get_bool(replies.parsed[replies.n - 1], "ok", false))
+        if (r == 0 && replies.n && follow && json_get_bool(replies.parsed[replies.n - 1], "ok", false))
                 r = report_restart(follow, &replies);
-        else if (r == 0)
+        else if (r == 0 && replies.n)
                 r = report(&a, &replies);
         replies_free(&replies);
         follow_close(follow);

@@ -294,6 +294,7 @@ int follow_wait(const char *path, char *const *names, int n, double timeout)
                 return 3;
         r = follow_open(path, &f);
         if (r < 0)
+                // cppcheck-suppress memleak ; up is _cleanup_free_, which cppcheck does not know
                 return r == -ECONNABORTED ? 5 : 3;
         for (int i = 0; i < n; i++) {
                 const struct json *t = follow_tunnel(f, names[i]);
