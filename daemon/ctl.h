@@ -29,7 +29,6 @@
 #define CTL_READER_PARTS_PER_WAKEUP 1   /* …for a read-only client: root's replies come first */
 #define CTL_IDLE_TIMEOUT 30.0           /* seconds without a complete request */
 #define CTL_STALL_TIMEOUT 5.0           /* seconds with something sent or to send and none of it read */
-#define CTL_EVENTS_BACKLOG (2u << 20)  /* events kept for subscribers, all of them: one this far behind is dropped */
 #define CTL_LOW_WATER (32u << 10)       /* the next part of a reply or of events is made below this much unsent */
 #define CTL_SEND_MAX (16u << 10)        /* bytes per send(): the socket queues them as one */
 #define CTL_SOCKET_RESERVE (32u << 10)  /* room kept in the socket's buffer for a last line */

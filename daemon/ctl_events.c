@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctl.h"
-
 /* A record: its size (header, name and line), the name's length, the name, the line. */
 #define HEADER 8u
 #define BLOCKS_MAX (CTL_EVENTS_BACKLOG / CTL_EVENTS_BLOCK)

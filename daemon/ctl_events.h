@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define CTL_EVENTS_BACKLOG (2u << 20)  /* for all subscribers: one this far behind is dropped */
 #define CTL_EVENTS_BLOCK (64u << 10)
 
 struct ctl_events;
