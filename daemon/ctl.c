@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+/* ctl: the control socket: listening, who is admitted, what goes to every client (events,
+ * the end of a reload or of a check). One client is ctl_conn.c's. */
 #include "ctl.h"
 
 #include <errno.h>
@@ -13,243 +15,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ctl_internal.h"
 #include "ctl_protocol.h"
 #include "json_write.h"
 #include "log.h"
 #include "proc_locks.h"
 #include "tunnel_json.h"
-
-struct ctl_client {
-        struct ctl_server *server;
-        struct ctl_client *next;
-        int fd;
-        ev_io io;
-        ev_timer idle;
-        struct ucred cred;
-        double last_active;             /* accepted, or last complete request or write */
-        double last_progress;           /* a reply is pending: when some of it was last taken */
-        bool backlog;                   /* requests read, waiting for the socket to take replies */
-        bool subscribed;                /* follows state changes (events) */
-        unsigned long waiting_reload;   /* its reload's number: the reply comes when it is done */
-        char **names;                   /* …of these tunnels; NULL: all */
-        bool may_write;
-        bool eof;
-        bool close_after_flush;
-        char in[CTL_REQUEST_MAX];
-        size_t in_len;
-        struct buf out;
-        size_t out_off;
-};
-
-struct ctl_server {
-        struct ev_loop *loop;
-        struct supervisor *sup;
-        char *path;
-        gid_t group;
-        bool has_group;
-        int fd;
-        int lock_fd;                    /* flock on PATH.lock: one tunneld per socket */
-        ev_io io;
-        ev_timer resume;                /* out of descriptors: accept again later */
-        struct ctl_client *clients;
-        size_t n_clients;
-        size_t n_readers;               /* clients that may only read */
-};
-
-/* ---- connections ---- */
-
-static bool has_output(const struct ctl_client *c)
-{
-        return c->out_off < c->out.len;
-}
-
-static void client_free(struct ctl_client *c)
-{
-        struct ctl_server *s = c->server;
-
-        for (struct ctl_client **p = &s->clients; *p; p = &(*p)->next)
-                if (*p == c) {
-                        *p = c->next;
-                        break;
-                }
-        s->n_clients--;
-        s->n_readers -= !c->may_write;
-        ev_io_stop(s->loop, &c->io);
-        ev_timer_stop(s->loop, &c->idle);
-        close(c->fd);
-        buf_free(&c->out);
-        strv_free(c->names);
-        free(c);
-}
-
-/* Idle for CTL_IDLE_TIMEOUT, or a reply pending that nobody reads for CTL_STALL_TIMEOUT:
- * the client is dropped then. */
-static double client_due(const struct ctl_client *c)
-{
-        if (has_output(c) || c->backlog)
-                return c->last_progress + CTL_STALL_TIMEOUT;
-        /* a subscriber waits for news as long as it likes, a reload's asker for its end */
-        return c->subscribed || c->waiting_reload ? 1e300 : c->last_active + CTL_IDLE_TIMEOUT;
-}
-
-static void client_arm_idle(struct ctl_client *c)
-{
-        double left = client_due(c) - now_mono();
-
-        ev_timer_stop(c->server->loop, &c->idle);
-        if (left > 1e200)
-                return;         /* no timer: an idle tunneld makes no wakeups */
-        ev_timer_set(&c->idle, left > 0 ? left : 0., 0.);
-        ev_timer_start(c->server->loop, &c->idle);
-}
-
-/* Read only between replies, and only with room for the rest of a line: a client that
- * pipelines requests and does not read the answers costs one reply, not a rendering loop. */
-static void client_update_events(struct ctl_client *c, bool more_requests)
-{
-        int events = has_output(c) || more_requests ? EV_WRITE : 0;
-
-        if (!c->eof && !c->close_after_flush &&
-            (c->subscribed || (!has_output(c) && !more_requests && c->in_len < sizeof(c->in))))
-                events |= EV_READ;
-        if (events == (c->io.events & (EV_READ | EV_WRITE)))
-                return;
-        ev_io_stop(c->server->loop, &c->io);
-        ev_io_set(&c->io, c->fd, events);
-        if (events)
-                ev_io_start(c->server->loop, &c->io);
-}
-
-/* false if the client was freed */
-static bool client_flush(struct ctl_client *c)
-{
-        while (has_output(c)) {
-                ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN || errno == EWOULDBLOCK)
-                                break;
-                        client_free(c);
-                        return false;
-                }
-                c->out_off += (size_t)n;
-                c->last_active = c->last_progress = now_mono();
-        }
-        if (!has_output(c)) {
-                c->out.len = c->out_off = 0;
-                if (c->close_after_flush || (c->eof && !memchr(c->in, '\n', c->in_len))) {
-                        client_free(c);
-                        return false;
-                }
-        }
-        return true;
-}
-
-/* Answer the next complete request, if the last reply is out. true if one was answered. */
-static bool client_answer_one(struct ctl_client *c)
-{
-        char *nl;
-        size_t len;
-
-        if (has_output(c) || c->close_after_flush || c->subscribed || c->waiting_reload ||
-            !(nl = memchr(c->in, '\n', c->in_len)))
-                return false;
-        len = (size_t)(nl - c->in);
-        if (c->server->sup) {
-                struct ctl_effect effect;
-
-                ctl_protocol_handle(c->server->sup, c->in, len,
-                                    &(struct ctl_peer){ .uid = c->cred.uid, .may_write = c->may_write }, &c->out,
-                                    &effect);
-                if (effect.subscribe) {
-                        c->subscribed = true;
-                        c->names = effect.names;
-                }
-                c->waiting_reload = effect.wait_reload;
-        } else
-                ctl_protocol_error(&c->out, "tunneld is starting");
-        if (c->out.oom || c->out.len > CTL_OUTPUT_MAX) {
-                buf_free(&c->out);
-                ctl_protocol_error(&c->out, "reply too large or out of memory");
-                c->close_after_flush = true;
-        }
-        memmove(c->in, nl + 1, c->in_len - len - 1);
-        c->in_len -= len + 1;
-        c->last_active = c->last_progress = now_mono();
-        return true;
-}
-
-static void client_serve(struct ctl_client *c)
-{
-        bool more;
-
-        for (int i = 0; i < CTL_REQUESTS_PER_WAKEUP; i++) {
-                if (!client_answer_one(c))
-                        break;
-                if (!client_flush(c))
-                        return;
-        }
-        if (c->subscribed)
-                c->in_len = 0;          /* what a subscriber sends is not read as requests */
-        if (!has_output(c) && c->in_len == sizeof(c->in)) {
-                ctl_protocol_error(&c->out, "request too long (at most %d bytes per line)", CTL_REQUEST_MAX);
-                c->close_after_flush = true;
-                c->in_len = 0;
-                if (!client_flush(c))
-                        return;
-        }
-        /* answered the most a callback may: come back next loop iteration */
-        more = !has_output(c) && !c->close_after_flush && memchr(c->in, '\n', c->in_len);
-        /* (the socket reports writable only while its queue is short: a client that does
-         * not read is not called back, and its backlog counts as a pending reply) */
-        c->backlog = more;
-        client_update_events(c, more);
-        client_arm_idle(c);
-}
-
-static void on_client(struct ev_loop *loop, ev_io *w, int revents)
-{
-        struct ctl_client *c = w->data;
-
-        (void)loop;
-        if ((revents & EV_WRITE) && !client_flush(c))
-                return;
-        if ((revents & EV_READ) && (c->subscribed || !has_output(c)) && c->in_len < sizeof(c->in)) {
-                ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
-
-                if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                        client_free(c);
-                        return;
-                }
-                if (n == 0) {
-                        c->eof = true;
-                        /* a last request without a newline still counts */
-                        if (c->in_len && c->in_len < sizeof(c->in) && !memchr(c->in, '\n', c->in_len))
-                                c->in[c->in_len++] = '\n';
-                        if (!c->in_len) {
-                                client_free(c);
-                                return;
-                        }
-                }
-                if (n > 0)
-                        c->in_len += (size_t)n;
-        }
-        client_serve(c);
-}
-
-static void on_idle(struct ev_loop *loop, ev_timer *w, int revents)
-{
-        struct ctl_client *c = w->data;
-
-        (void)loop;
-        (void)revents;
-        if (now_mono() < client_due(c)) {
-                client_arm_idle(c);     /* it was busy meanwhile */
-                return;
-        }
-        client_free(c);
-}
 
 /* Root, our own uid, or a process that holds control_group (as its gid or one of its
  * supplementary groups, as the kernel saw them at connect: SO_PEERGROUPS, not the user
@@ -286,12 +57,12 @@ static bool peer_may_write(const struct ctl_server *s, int fd, const struct ucre
  * change state, also among the others if no read-only one is there) the one quiet longest;
  * a read-only client loses its place even in the middle of a request, one that may change
  * state only between requests. NULL: nobody may be dropped. */
-static struct ctl_client *eviction_candidate(const struct ctl_server *s, bool for_writer, bool readers_only)
+static struct ctl_conn *eviction_candidate(const struct ctl_server *s, bool for_writer, bool readers_only)
 {
-        struct ctl_client *best = NULL;
+        struct ctl_conn *best = NULL;
 
-        for (struct ctl_client *c = s->clients; c; c = c->next) {
-                bool idle = c->in_len == 0 && !has_output(c);
+        for (struct ctl_conn *c = s->conns; c; c = c->next) {
+                bool idle = ctl_conn_is_idle(c);
 
                 if (c->may_write && (readers_only || !idle))
                         continue;
@@ -308,7 +79,7 @@ static size_t readers_of(const struct ctl_server *s, uid_t uid)
 {
         size_t n = 0;
 
-        for (const struct ctl_client *c = s->clients; c; c = c->next)
+        for (const struct ctl_conn *c = s->conns; c; c = c->next)
                 n += !c->may_write && c->cred.uid == uid;
         return n;
 }
@@ -316,22 +87,22 @@ static size_t readers_of(const struct ctl_server *s, uid_t uid)
 /* Make room for a newcomer, or say why there is none. */
 static const char *admit(struct ctl_server *s, bool may_write, uid_t uid)
 {
-        struct ctl_client *victim = NULL;
+        struct ctl_conn *victim = NULL;
 
         if (may_write) {
-                if (s->n_clients < CTL_CLIENTS_MAX)
+                if (s->n_conns < CTL_CLIENTS_MAX)
                         return NULL;
                 victim = eviction_candidate(s, true, false);
         } else {
                 if (readers_of(s, uid) >= CTL_READERS_PER_UID)
                         return "too many connections from this user";
-                if (s->n_readers < CTL_READERS_MAX && s->n_clients < CTL_CLIENTS_MAX)
+                if (s->n_readers < CTL_READERS_MAX && s->n_conns < CTL_CLIENTS_MAX)
                         return NULL;
                 victim = eviction_candidate(s, false, true);
         }
         if (!victim)
                 return "too many clients";
-        client_free(victim);
+        ctl_conn_drop(victim, CTL_DROP_EVICTED);
         return NULL;
 }
 
@@ -345,43 +116,35 @@ static void on_resume(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void accept_one(struct ctl_server *s, int fd)
 {
-        struct ctl_client *c;
-        socklen_t len = sizeof(struct ucred);
+        struct ctl_conn *c;
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
         const char *refused;
+        bool may_write;
 
-        c = calloc(1, sizeof(*c));
-        if (!c) {
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
                 close(fd);
                 return;
         }
-        c->server = s;
-        c->fd = fd;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
-                close(fd);
-                free(c);
-                return;
-        }
-        c->may_write = peer_may_write(s, fd, &c->cred);
-        refused = admit(s, c->may_write, c->cred.uid);
+        may_write = peer_may_write(s, fd, &cred);
+        refused = admit(s, may_write, cred.uid);
         if (refused) {
                 char busy[128];
                 int n = snprintf(busy, sizeof(busy), "{\"ok\":false,\"error\":\"%s\"}\n", refused);
                 (void)!send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
                 close(fd);
-                free(c);
                 return;
         }
-        c->last_active = c->last_progress = now_mono();
-        c->next = s->clients;
-        s->clients = c;
-        s->n_clients++;
+        if (ctl_conn_new(s, fd, &cred, may_write, &c) < 0) {
+                close(fd);
+                return;
+        }
+        c->next = s->conns;
+        s->conns = c;
+        s->n_conns++;
         s->n_readers += !c->may_write;
-        ev_io_init(&c->io, on_client, fd, EV_READ);
-        c->io.data = c;
         ev_io_start(s->loop, &c->io);
-        ev_timer_init(&c->idle, on_idle, CTL_IDLE_TIMEOUT, 0.);
-        c->idle.data = c;
-        ev_timer_start(s->loop, &c->idle);
+        ev_timer_start(s->loop, &c->timer);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -495,52 +258,66 @@ static int lock_path(const char *path, int *ret_fd)
         return 0;
 }
 
-static bool follows(const struct ctl_client *c, const char *name)
+void ctl_server_events_read(struct ctl_server *s)
 {
-        if (!c->subscribed)
-                return false;
-        if (!c->names)
-                return true;
-        for (char **n = c->names; *n; n++)
-                if (strcmp(*n, name) == 0)
-                        return true;
-        return false;
+        uint64_t least = UINT64_MAX;
+
+        for (const struct ctl_conn *c = s->conns; c; c = c->next)
+                if (c->subscribed && c->cursor < least)
+                        least = c->cursor;
+        ctl_events_trim(s->events, least);
 }
 
-/* A state change, to every client that follows it: one line each, rendered once. A
- * subscriber that lets CTL_EVENTS_BACKLOG pile up is dropped. */
+/* A state change: rendered once into the subscribers' log, then each subscriber takes it
+ * (or not: it follows other tunnels) as its socket takes it. Room for it is made by
+ * dropping the subscribers still reading the oldest block of a full log. */
 static void on_tunnel_event(struct tunnel *t, enum tunnel_event ev, enum tunnel_state old, void *userdata)
 {
         struct ctl_server *s = userdata;
         struct tunnel_status st;
         struct buf line = {0};
         struct json_writer w = json_writer_init(&line);
-        struct ctl_client *next;
+        struct ctl_conn *next;
+        uint64_t behind;
 
-        if (ev == TUNNEL_EVENT_STATE && old == tunnel_get_state(t))
+        if (!s->n_subscribers || (ev == TUNNEL_EVENT_STATE && old == tunnel_get_state(t)))
                 return;
         tunnel_get_status(t, now_mono(), &st);
-        for (struct ctl_client *c = s->clients; c; c = next) {
-                next = c->next;
-                if (!follows(c, st.name))
-                        continue;
-                if (!line.len) {
-                        tunnel_json_write_event(&w, &st, ev, old);
-                        buf_puts(&line, "\n");
-                        if (line.oom)
-                                break;
-                }
-                if (c->out.len - c->out_off + line.len > CTL_EVENTS_BACKLOG) {
-                        client_free(c);
-                        continue;
-                }
-                buf_append(&c->out, line.data, line.len);
-                if (client_flush(c)) {
-                        client_update_events(c, false);
-                        client_arm_idle(c);
-                }
+        tunnel_json_write_event(&w, &st, ev, old);
+        buf_puts(&line, "\n");
+        if (line.oom) {
+                buf_free(&line);
+                return;
         }
+        ctl_server_events_read(s);
+        behind = ctl_events_room(s->events, strlen(st.name), line.len);
+        if (behind) {
+                for (struct ctl_conn *c = s->conns; c; c = next) {
+                        next = c->next;
+                        if (c->subscribed && c->cursor < behind)
+                                ctl_conn_drop(c, CTL_DROP_BACKLOG);
+                }
+                ctl_events_trim(s->events, behind);
+        }
+        if (s->n_subscribers && ctl_events_append(s->events, st.name, line.data, line.len) >= 0)
+                ev_prepare_start(s->loop, &s->news);
         buf_free(&line);
+}
+
+/* Once per loop iteration with news: the events of a burst (a stop --all) go out in one
+ * send per subscriber, not one each. */
+static void on_news(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+        struct ctl_server *s = w->data;
+        struct ctl_conn *next;
+
+        (void)revents;
+        ev_prepare_stop(loop, w);
+        for (struct ctl_conn *c = s->conns; c; c = next) {
+                next = c->next;
+                if (c->subscribed)
+                        ctl_conn_kick(c);
+        }
 }
 
 /* A reload ended: answer whoever waits for it, then their next requests. */
@@ -548,18 +325,63 @@ static void on_reloaded(const char *error, void *userdata)
 {
         struct ctl_server *s = userdata;
         unsigned long done = supervisor_reload_result(s->sup, NULL, NULL);
-        struct ctl_client *next;
+        struct ctl_conn *next;
 
         (void)error;
-        for (struct ctl_client *c = s->clients; c; c = next) {
+        for (struct ctl_conn *c = s->conns; c; c = next) {
                 next = c->next;
                 if (!c->waiting_reload || c->waiting_reload > done)
                         continue;
                 c->waiting_reload = 0;
                 ctl_protocol_reload_reply(s->sup, &c->out);
-                c->last_active = c->last_progress = now_mono();
-                if (client_flush(c))
-                        client_serve(c);
+                ctl_conn_answered(c);
+        }
+}
+
+/* A check job ended: answer whoever asked before it began. */
+static void on_checked(unsigned long done, const struct ctl_check_result *res, void *userdata)
+{
+        struct ctl_server *s = userdata;
+        struct ctl_conn *next;
+
+        for (struct ctl_conn *c = s->conns; c; c = next) {
+                next = c->next;
+                if (!c->waiting_check || c->waiting_check > done)
+                        continue;
+                c->waiting_check = 0;
+                ctl_protocol_check_reply(res, &c->out);
+                ctl_conn_answered(c);
+        }
+}
+
+void ctl_server_answer(struct ctl_conn *c, const char *line, size_t len)
+{
+        struct ctl_server *s = c->server;
+        struct ctl_effect effect;
+
+        if (!s->sup) {
+                ctl_protocol_error(&c->out, "tunneld is starting");
+                return;
+        }
+        ctl_protocol_handle(s->sup, line, len, &(struct ctl_peer){ .uid = c->cred.uid, .may_write = c->may_write },
+                            &c->out, &effect);
+        if (effect.subscribe) {
+                c->subscribed = true;
+                c->names = effect.names;
+                c->cursor = ctl_events_end(s->events);  /* what happens from now on */
+                s->n_subscribers++;
+        }
+        c->waiting_reload = effect.wait_reload;
+        c->stream = effect.stream;
+        if (effect.check) {
+                unsigned long ticket;
+                /* only those who may change tunnels make tunneld run ssh -G */
+                int r = ctl_check_ask(s->check, s->sup, c->may_write, &ticket);
+
+                if (r < 0)
+                        ctl_protocol_error(&c->out, "cannot check the configuration: %s", strerror(-r));
+                else
+                        c->waiting_check = ticket;
         }
 }
 
@@ -659,13 +481,21 @@ int ctl_server_new(struct ev_loop *loop, const char *path, const char *group, bo
         r = bind_socket(s, world_readable);
         if (r < 0)
                 goto fail;
+        r = ctl_check_new(loop, on_checked, s, &s->check);
+        if (r >= 0)
+                r = ctl_events_new(&s->events);
+        if (r < 0)
+                goto fail;
         ev_io_init(&s->io, on_accept, s->fd, EV_READ);
         ev_timer_init(&s->resume, on_resume, 0., 0.);
-        s->io.data = s->resume.data = s;
+        ev_prepare_init(&s->news, on_news);
+        s->io.data = s->resume.data = s->news.data = s;
         ev_io_start(loop, &s->io);
         *ret = s;
         return 0;
 fail:
+        ctl_check_free(s->check);
+        ctl_events_free(s->events);
         if (s->fd >= 0) {
                 close(s->fd);
                 (void)unlink(path);
@@ -681,10 +511,13 @@ struct ctl_server *ctl_server_free(struct ctl_server *s)
 {
         if (!s)
                 return NULL;
-        while (s->clients)
-                client_free(s->clients);
+        while (s->conns)
+                ctl_conn_free(s->conns);
+        ctl_check_free(s->check);
+        ctl_events_free(s->events);
         ev_io_stop(s->loop, &s->io);
         ev_timer_stop(s->loop, &s->resume);
+        ev_prepare_stop(s->loop, &s->news);
         if (s->fd >= 0) {
                 close(s->fd);
                 (void)unlink(s->path);  /* still ours: we hold the lock */

@@ -9,22 +9,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctl_commands.h"
 #include "json.h"
 #include "json_write.h"
 #include "log.h"
-#include "metrics.h"
-#include "publish.h"
-#include "tunnel_json.h"
-
-#ifndef TUNNELD_VERSION
-#define TUNNELD_VERSION "unknown"
-#endif
 
 struct request {
         struct supervisor *sup;
         const struct json *json;
-        const char *cmd;
-        const struct ctl_peer *peer;
+        const struct ctl_command *cmd;
         struct buf *out;
         struct ctl_effect *effect;
 };
@@ -52,6 +45,18 @@ void ctl_protocol_error(struct buf *out, const char *fmt, ...)
         va_end(ap);
 }
 
+void ctl_protocol_dropped(struct buf *out, const char *reason, const char *text)
+{
+        struct json_writer w = json_writer_init(out);
+
+        json_begin_object(&w);
+        json_field_bool(&w, "ok", false);
+        json_field_string(&w, "dropped", reason);
+        json_field_string(&w, "error", text);
+        json_end_object(&w);
+        buf_puts(out, "\n");
+}
+
 static void reply_errors(struct buf *out, const char *error, const struct config_errors *errs)
 {
         struct json_writer w = json_writer_init(out);
@@ -64,14 +69,28 @@ static void reply_errors(struct buf *out, const char *error, const struct config
         buf_puts(out, "\n");
 }
 
-/* The tunnels a request names: "tunnels":[…] or "all":true. NULL-terminated array in
- * *ret (borrowed pointers), or an error reply. */
-static int select_tunnels(const struct request *r, bool all_by_default, struct tunnel ***ret)
+/* The index of the tunnel named name in the supervisor's set, or -1. */
+static ssize_t index_of(const struct supervisor *sup, const char *name)
+{
+        size_t n;
+        struct tunnel *const *v = supervisor_tunnels(sup, &n);
+
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(tunnel_get_name(v[i]), name) == 0)
+                        return (ssize_t)i;
+        return -1;
+}
+
+/* The tunnels a request names: "tunnels":[…] (their names and where they are in *ret_names
+ * and *ret_hints, NULL-terminated), or "all":true (*ret_names NULL: every one), or an
+ * error reply. */
+static int select_tunnels(const struct request *r, bool all_by_default, char ***ret_names, size_t **ret_hints)
 {
         const struct json *names = json_get(r->json, "tunnels");
         bool all = json_get_bool(r->json, "all", false);
         size_t n = names && names->type == JSON_ARRAY ? names->n : 0;
-        struct tunnel **v;
+        _cleanup_strv_free_ char **v = NULL;
+        _cleanup_free_ size_t *hints = NULL;
 
         if (names && names->type != JSON_ARRAY) {
                 ctl_protocol_error(r->out, "\"tunnels\" must be a list of names");
@@ -85,133 +104,109 @@ static int select_tunnels(const struct request *r, bool all_by_default, struct t
                 ctl_protocol_error(r->out, "name at least one tunnel, or set \"all\"");
                 return -EINVAL;
         }
+        *ret_names = NULL;
+        *ret_hints = NULL;
         if (all || !n)
-                n = supervisor_count(r->sup);
-        v = calloc(n + 1, sizeof(struct tunnel *));
-        if (!v)
+                return 0;
+        hints = calloc(n + 1, sizeof(size_t));
+        if (!hints)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                const struct json *name = all || !names ? NULL : names->items[i];
+                const struct json *name = names->items[i];
+                ssize_t at;
 
-                if (!name) {
-                        v[i] = supervisor_get(r->sup, i);
-                        continue;
-                }
                 if (name->type != JSON_STRING) {
                         ctl_protocol_error(r->out, "\"tunnels\" must be a list of names");
-                        free(v);
                         return -EINVAL;
                 }
-                v[i] = supervisor_find(r->sup, name->string);
-                if (!v[i]) {
+                at = index_of(r->sup, name->string);
+                if (at < 0) {
                         ctl_protocol_error(r->out, "no such tunnel: %s", name->string);
-                        free(v);
                         return -ENOENT;
                 }
+                if (strv_push(&v, name->string) < 0)
+                        return -ENOMEM;
+                hints[i] = (size_t)at;
         }
-        *ret = v;
+        *ret_names = v;
+        *ret_hints = hints;
+        v = NULL;
+        hints = NULL;
         return 0;
 }
 
-static void reply_tunnels(const struct request *r, struct tunnel **v, bool with_daemon)
+/* The reply: the status of the selected tunnels, streamed. */
+static int reply_tunnels(const struct request *r, char **names, size_t *hints, bool with_daemon)
 {
-        struct json_writer w = json_writer_init(r->out);
-        double now = now_mono();
+        int e = ctl_stream_tunnels(r->sup, with_daemon, names, hints, &r->effect->stream);
 
-        json_begin_object(&w);
-        json_field_bool(&w, "ok", true);
-        if (with_daemon) {
-                _cleanup_free_ char *status = NULL;
-
-                json_field_string(&w, "version", TUNNELD_VERSION);
-                json_field_int(&w, "pid", getpid());
-                json_field_seconds(&w, "uptime", now - supervisor_started_at(r->sup));
-                json_field_string(&w, "config", supervisor_config(r->sup)->path);
-                if (publish_status_text(r->sup, &status) >= 0)
-                        json_field_string(&w, "status", status);
-        }
-        json_write_key(&w, "tunnels");
-        json_begin_array(&w);
-        for (size_t i = 0; v[i]; i++) {
-                struct tunnel_status st;
-
-                tunnel_get_status(v[i], now, &st);
-                tunnel_json_write(&w, &st);
-        }
-        json_end_array(&w);
-        json_end_object(&w);
-        buf_puts(r->out, "\n");
+        if (e < 0)
+                ctl_protocol_error(r->out, "out of memory");
+        return e;
 }
 
 static void handle_status(const struct request *r)
 {
-        _cleanup_free_ struct tunnel **v = NULL;
+        char **names;
+        size_t *hints;
 
-        if (select_tunnels(r, true, &v) >= 0)
-                reply_tunnels(r, v, true);
+        if (select_tunnels(r, true, &names, &hints) >= 0)
+                (void)reply_tunnels(r, names, hints, true);
 }
 
 /* status now, then every state change: the reply is the snapshot the changes follow. */
 static void handle_events(const struct request *r)
 {
-        _cleanup_free_ struct tunnel **v = NULL;
-        const struct json *names = json_get(r->json, "tunnels");
+        char **names;
+        size_t *hints;
 
-        if (select_tunnels(r, true, &v) < 0)
+        if (select_tunnels(r, true, &names, &hints) < 0)
                 return;
-        for (size_t i = 0; names && names->type == JSON_ARRAY && i < names->n; i++)
-                if (strv_push(&r->effect->names, names->items[i]->string) < 0) {
-                        r->effect->names = strv_free(r->effect->names);
-                        ctl_protocol_error(r->out, "out of memory");
-                        return;
-                }
-        r->effect->subscribe = true;
-        reply_tunnels(r, v, true);
+        if (names && strv_copy(names, &r->effect->names) < 0) {
+                strv_free(names);
+                free(hints);
+                ctl_protocol_error(r->out, "out of memory");
+                return;
+        }
+        if (reply_tunnels(r, names, hints, true) >= 0)
+                r->effect->subscribe = true;
+        else
+                r->effect->names = strv_free(r->effect->names);
 }
 
-/* As tunneld -t would. Only those who may change tunnels make tunneld ask ssh (a process
- * per distinct set of options): a read-only client gets every check but ssh's. */
+/* Loaded as tunneld loads it, in a check job (ctl_check.h): the reply comes when it is done. */
 static void handle_check(const struct request *r)
 {
-        struct config_load_options opts = supervisor_config(r->sup)->load_options;
-        struct config_errors errs = {0};
-        struct config *c = NULL;
-        const char *path = supervisor_config(r->sup)->path;
-        struct json_writer w = json_writer_init(r->out);
+        r->effect->check = true;
+}
 
-        opts.ask_ssh = r->peer->may_write ? CONFIG_SSH_STRICT : CONFIG_SSH_SKIP;
-        if (config_load(path, &opts, &c, &errs) < 0) {
-                reply_errors(r->out, "configuration invalid", &errs);
-                config_errors_clear(&errs);
+void ctl_protocol_check_reply(const struct ctl_check_result *res, struct buf *out)
+{
+        struct json_writer w = json_writer_init(out);
+
+        if (res->r < 0) {
+                if (res->errs && res->errs->n)
+                        reply_errors(out, "configuration invalid", res->errs);
+                else
+                        ctl_protocol_error(out, "check failed: %s", strerror(-res->r));
                 return;
         }
         json_begin_object(&w);
         json_field_bool(&w, "ok", true);
-        json_field_uint(&w, "tunnels", c->n_tunnels);
-        json_field_uint(&w, "enabled", config_enabled_count(c));
-        json_field_string(&w, "config", path);
+        json_field_uint(&w, "tunnels", res->tunnels);
+        json_field_uint(&w, "enabled", res->enabled);
+        json_field_string(&w, "config", res->path);
+        /* false: loaded without ssh -G (only root, tunneld's user or control_group make
+         * tunneld run ssh) */
+        json_field_bool(&w, "ssh", res->ssh_asked);
         json_end_object(&w);
-        buf_puts(r->out, "\n");
-        config_free(c);
+        buf_puts(out, "\n");
 }
 
 static void handle_metrics(const struct request *r)
 {
-        _cleanup_free_ char *text = NULL;
-        struct json_writer w = json_writer_init(r->out);
-
-        size_t n;
-        struct tunnel *const *v = supervisor_tunnels(r->sup, &n);
-
-        if (metrics_render(v, n, &text) < 0) {
+        if (ctl_stream_metrics(r->sup, &r->effect->stream) < 0)
                 ctl_protocol_error(r->out, "out of memory");
-                return;
-        }
-        json_begin_object(&w);
-        json_field_bool(&w, "ok", true);
-        json_field_string(&w, "metrics", text);
-        json_end_object(&w);
-        buf_puts(r->out, "\n");
 }
 
 void ctl_protocol_reload_reply(struct supervisor *sup, struct buf *out)
@@ -251,39 +246,45 @@ static void handle_reload(const struct request *r)
 /* start, stop, restart */
 static void handle_change(const struct request *r)
 {
-        _cleanup_free_ struct tunnel **v = NULL;
+        char **names;
+        size_t *hints, n;
+        struct tunnel *const *v;
 
-        if (select_tunnels(r, false, &v) < 0)
+        if (select_tunnels(r, false, &names, &hints) < 0)
                 return;
-        for (size_t i = 0; v[i]; i++) {
+        v = supervisor_tunnels(r->sup, &n);
+        for (size_t i = 0; names ? names[i] != NULL : i < n; i++) {
+                struct tunnel *t = v[names ? hints[i] : i];
                 struct log_ctx ctx = LOG_CTX_INIT;
 
-                ctx.tunnel = tunnel_get_name(v[i]);
-                log_full(LOG_NOTICE, &ctx, "%s requested on the control socket", r->cmd);
-                if (strcmp(r->cmd, "start") == 0)
-                        tunnel_start(v[i]);
-                else if (strcmp(r->cmd, "stop") == 0)
-                        tunnel_hold(v[i], "stopped by request");
+                ctx.tunnel = tunnel_get_name(t);
+                log_full(LOG_NOTICE, &ctx, "%s requested on the control socket", r->cmd->name);
+                if (ctl_command_id(r->cmd) == CTL_CMD_START)
+                        tunnel_start(t);
+                else if (ctl_command_id(r->cmd) == CTL_CMD_STOP)
+                        tunnel_hold(t, "stopped by request");
                 else
-                        tunnel_restart(v[i], "restart requested");
+                        tunnel_restart(t, "restart requested");
         }
-        reply_tunnels(r, v, false);
+        (void)reply_tunnels(r, names, hints, false);
 }
 
-static const struct command {
-        const char *name;
-        bool changes;                   /* needs root, tunneld's user or control_group */
-        void (*handle)(const struct request *r);
-} commands[] = {
-        { "status",  false, handle_status },
-        { "check",   false, handle_check },
-        { "metrics", false, handle_metrics },
-        { "events",  false, handle_events },
-        { "start",   true,  handle_change },
-        { "stop",    true,  handle_change },
-        { "restart", true,  handle_change },
-        { "reload",  true,  handle_reload },
+/* What tunneld does for each request of ctl_commands.h (wait is tunnelctl's own). */
+static void (*const handlers[_CTL_CMD_MAX])(const struct request *r) = {
+        [CTL_CMD_STATUS] = handle_status,
+        [CTL_CMD_START] = handle_change,
+        [CTL_CMD_STOP] = handle_change,
+        [CTL_CMD_RESTART] = handle_change,
+        [CTL_CMD_EVENTS] = handle_events,
+        [CTL_CMD_RELOAD] = handle_reload,
+        [CTL_CMD_CHECK] = handle_check,
+        [CTL_CMD_METRICS] = handle_metrics,
 };
+
+bool ctl_protocol_serves(const struct ctl_command *c)
+{
+        return handlers[ctl_command_id(c)] != NULL;
+}
 
 /* "root, tunneld's user (tunneld) or the group ops": who may change tunnels. */
 static void who_may_write(const struct supervisor *sup, char *buf, size_t size)
@@ -307,9 +308,9 @@ static void who_may_write(const struct supervisor *sup, char *buf, size_t size)
 void ctl_protocol_handle(struct supervisor *sup, const char *line, size_t len, const struct ctl_peer *peer,
                          struct buf *out, struct ctl_effect *effect)
 {
-        struct request r = { .sup = sup, .peer = peer, .out = out, .effect = effect };
+        struct request r = { .sup = sup, .out = out, .effect = effect };
         struct json *req = NULL;
-        const struct command *c = NULL;
+        const char *cmd;
         int e;
 
         *effect = (struct ctl_effect){0};
@@ -319,22 +320,22 @@ void ctl_protocol_handle(struct supervisor *sup, const char *line, size_t len, c
                 return;
         }
         r.json = req;
-        r.cmd = json_get_string(req, "cmd");
-        for (size_t i = 0; r.cmd && i < ELEMENTSOF(commands) && !c; i++)
-                if (strcmp(commands[i].name, r.cmd) == 0)
-                        c = &commands[i];
-        if (!r.cmd)
+        cmd = json_get_string(req, "cmd");
+        r.cmd = ctl_command_find(cmd);
+        if (r.cmd && !handlers[ctl_command_id(r.cmd)])
+                r.cmd = NULL;           /* tunnelctl's own (wait): not a request */
+        if (!cmd)
                 ctl_protocol_error(out, "request needs a \"cmd\" string");
-        else if (!c)
-                ctl_protocol_error(out, "unknown command \"%.64s\"", r.cmd);
-        else if (c->changes && !peer->may_write) {
+        else if (!r.cmd)
+                ctl_protocol_error(out, "unknown command \"%.64s\"", cmd);
+        else if (r.cmd->changes && !peer->may_write) {
                 char who[256];
 
                 who_may_write(sup, who, sizeof(who));
-                ctl_protocol_error(out, "permission denied: %s needs %s; you are uid %d", r.cmd, who, (int)peer->uid);
-        } else if (c->changes && supervisor_is_shutting_down(sup))
+                ctl_protocol_error(out, "permission denied: %s needs %s; you are uid %d", cmd, who, (int)peer->uid);
+        } else if (r.cmd->changes && supervisor_is_shutting_down(sup))
                 ctl_protocol_error(out, "tunneld is stopping");
         else
-                c->handle(&r);
+                handlers[ctl_command_id(r.cmd)](&r);
         json_free(req);
 }

@@ -188,20 +188,26 @@ static int parse_number(struct reader *r, double *ret)
 
 static int push_item(struct json *j, char *key, struct json *item)
 {
-        struct json **items;
-        char **keys;
+        /* room doubles whenever n reaches a power of two: a list of thousands (a status of
+         * many tunnels) is not copied once per item */
+        size_t room = j->n ? j->n * 2 : 1;
 
-        items = realloc(j->items, (j->n + 1) * sizeof(struct json *));
-        if (!items)
-                return -ENOMEM;
-        j->items = items;
-        if (j->type == JSON_OBJECT) {
-                keys = realloc(j->keys, (j->n + 1) * sizeof(*keys));
-                if (!keys)
+        if ((j->n & (j->n - 1)) == 0) {
+                struct json **items = realloc(j->items, room * sizeof(struct json *));
+
+                if (!items)
                         return -ENOMEM;
-                j->keys = keys;
-                j->keys[j->n] = key;
+                j->items = items;
+                if (j->type == JSON_OBJECT) {
+                        char **keys = realloc(j->keys, room * sizeof(*keys));
+
+                        if (!keys)
+                                return -ENOMEM;
+                        j->keys = keys;
+                }
         }
+        if (j->type == JSON_OBJECT)
+                j->keys[j->n] = key;
         j->items[j->n++] = item;
         return 0;
 }
@@ -353,6 +359,108 @@ struct json *json_free(struct json *j)
         free(j->string);
         free(j);
         return NULL;
+}
+
+/* How many bytes the escape or character at s[0..n) takes, or 0 if s ends before we know
+ * (or before it is whole). Invalid ones take 1: parse_string refuses them. */
+static size_t token_length(const char *s, size_t n)
+{
+        unsigned char c = (unsigned char)s[0];
+        unsigned cp;
+
+        if (c == '\\') {
+                if (n < 2)
+                        return 0;
+                if (s[1] != 'u')
+                        return 2;
+                if (n < 6)
+                        return 0;
+                if (hex4(s + 2, &cp) < 0 || cp < 0xD800 || cp > 0xDBFF)
+                        return 6;
+                /* a high surrogate and its low half; alone, it is refused */
+                if ((n > 6 && s[6] != '\\') || (n > 7 && s[7] != 'u'))
+                        return 6;
+                return n < 12 ? 0 : 12;
+        }
+        if (c >= 0xC0) {
+                size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+
+                for (size_t k = 1; k < need && k < n; k++)
+                        if (((unsigned char)s[k] & 0xC0) != 0x80)
+                                return 1;       /* cut short: refused */
+                return n < need ? 0 : need;
+        }
+        return 1;
+}
+
+/* s[0..n), whole escapes and characters only, through parse_string's checks onto out. */
+static int decode_piece(const char *s, size_t n, struct buf *out)
+{
+        struct buf quoted = {0};
+        struct reader r;
+        char *text = NULL;
+        int e;
+
+        if (!n)
+                return 0;
+        buf_append(&quoted, "\"", 1);
+        buf_append(&quoted, s, n);
+        buf_append(&quoted, "\"", 1);
+        if (quoted.oom) {
+                buf_free(&quoted);
+                return -ENOMEM;
+        }
+        r = (struct reader){ .p = quoted.data, .end = quoted.data + quoted.len };
+        e = parse_string(&r, &text);
+        if (e >= 0)
+                buf_puts(out, text);
+        free(text);
+        buf_free(&quoted);
+        return e < 0 ? e : out->oom ? -ENOMEM : 0;
+}
+
+int json_string_stream_feed(struct json_string_stream *st, const char *in, size_t len, struct buf *out,
+                            size_t *used)
+{
+        struct buf work = {0};
+        size_t i = 0, n, from_in;
+        int e = 0, done = 0;
+
+        /* what was cut off last time, then this piece */
+        buf_append(&work, st->carry, st->n_carry);
+        buf_append(&work, in, len);
+        if (work.oom) {
+                buf_free(&work);
+                return -ENOMEM;
+        }
+        n = work.len;
+        while (i < n) {
+                size_t k;
+
+                if (work.data[i] == '"') {
+                        done = 1;
+                        break;
+                }
+                k = token_length(work.data + i, n - i);
+                if (k == 0)
+                        break;          /* the rest comes with the next piece */
+                i += k;
+        }
+        e = decode_piece(work.data, i, out);
+        from_in = i + done > st->n_carry ? i + done - st->n_carry : 0;
+        if (e >= 0 && !done) {
+                if (n - i > sizeof(st->carry))
+                        e = -EINVAL;
+                else {
+                        memcpy(st->carry, work.data + i, n - i);
+                        st->n_carry = n - i;
+                        from_in = len;
+                }
+        } else
+                st->n_carry = 0;
+        buf_free(&work);
+        *used = from_in;
+        return e < 0 ? e : done;
 }
 
 const struct json *json_get(const struct json *obj, const char *key)

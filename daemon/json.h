@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util.h"
+
 enum json_type { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT };
 
 struct json {
@@ -25,6 +27,19 @@ struct json {
  * -ENOMEM. */
 int json_parse(const char *text, size_t len, struct json **ret);
 struct json *json_free(struct json *j);
+
+/* A JSON string's content decoded as it arrives, a piece at a time (a reply too big to
+ * hold whole: tunnelctl metrics): what follows its opening quote goes in, its bytes come
+ * out, with json_parse's checks. Zero it to begin. */
+struct json_string_stream {
+        char carry[12];                 /* an escape or a character cut by the last piece's end */
+        size_t n_carry;
+};
+/* Decode in[0..len) onto out. *used: bytes of in taken (all, unless the string ended: then
+ * up to and with its closing quote). 1 once the closing quote was read, 0 if more is to
+ * come, -EINVAL if it is not a valid JSON string, -ENOMEM. */
+int json_string_stream_feed(struct json_string_stream *st, const char *in, size_t len, struct buf *out,
+                            size_t *used);
 
 /* Lookups; NULL if absent or of another type. */
 const struct json *json_get(const struct json *obj, const char *key);

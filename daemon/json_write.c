@@ -55,6 +55,30 @@ void json_write_string(struct json_writer *w, const char *s)
                 buf_puts(w->b, "null");
 }
 
+void json_write_string_begin(struct json_writer *w)
+{
+        separate(w);
+        buf_puts(w->b, "\"");
+}
+
+void json_write_string_part(struct json_writer *w, const char *s)
+{
+        struct buf quoted = {0};
+
+        /* buf_json_string's escapes, without its quotes */
+        buf_json_string(&quoted, s);
+        if (quoted.oom)
+                w->b->oom = true;
+        else
+                buf_append(w->b, quoted.data + 1, quoted.len - 2);
+        buf_free(&quoted);
+}
+
+void json_write_string_end(struct json_writer *w)
+{
+        buf_puts(w->b, "\"");
+}
+
 void json_write_bool(struct json_writer *w, bool v)
 {
         separate(w);

@@ -39,6 +39,11 @@ void json_write_number(struct json_writer *w, double v);               /* as par
 void json_write_strv(struct json_writer *w, char *const *v);           /* an array; NULL: [] */
 /* A parsed value, written back. */
 void json_write_value(struct json_writer *w, const struct json *v);
+/* A string written in parts (a reply streamed as it is made): begin, any number of parts
+ * (each escaped as json_write_string would; NUL-terminated), end. */
+void json_write_string_begin(struct json_writer *w);
+void json_write_string_part(struct json_writer *w, const char *s);
+void json_write_string_end(struct json_writer *w);
 
 /* key and value at once */
 static inline void json_field_string(struct json_writer *w, const char *k, const char *v)

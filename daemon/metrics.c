@@ -15,6 +15,7 @@ static void header(struct buf *b, const char *name, const char *type, const char
 
 /* A family with one sample per tunnel, its value from the snapshot. */
 typedef double (*value_of_t)(const struct tunnel_status *s);
+struct family;
 
 static double up(const struct tunnel_status *s) { return s->state == TUNNEL_UP; }
 static double enabled(const struct tunnel_status *s) { return s->enabled; }
@@ -29,21 +30,38 @@ static double down_seconds(const struct tunnel_status *s) { return s->avail.down
 static double outages(const struct tunnel_status *s) { return (double)s->avail.outages; }
 static double longest_outage(const struct tunnel_status *s) { return s->avail.longest_outage; }
 
-static void render_states(struct buf *b, const struct tunnel_status *v, size_t n)
+/* The samples of one family for the tunnels of v[0..n). */
+typedef void (*render_t)(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n);
+
+struct family {
+        const char *name, *type, *help;
+        bool seconds;                   /* 3 decimals, else an integer */
+        value_of_t value;               /* one sample per tunnel… */
+        render_t render;                /* …or these */
+};
+
+static void render_values(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
 {
-        header(b, "tunneld_tunnel_state", "gauge", "1 for the state the tunnel is in, 0 for the others.");
+        for (size_t i = 0; i < n; i++) {
+                buf_printf(b, "%s{tunnel=\"%s\"} ", fam->name, v[i].name);
+                buf_printf(b, fam->seconds ? "%.3f" : "%.0f", fam->value(&v[i]));
+                buf_puts(b, "\n");
+        }
+}
+
+static void render_states(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
+{
         for (size_t i = 0; i < n; i++)
                 for (int st = 0; st < _TUNNEL_STATE_MAX; st++)
-                        buf_printf(b, "tunneld_tunnel_state{tunnel=\"%s\",state=\"%s\"} %d\n", v[i].name,
+                        buf_printf(b, "%s{tunnel=\"%s\",state=\"%s\"} %d\n", fam->name, v[i].name,
                                    tunnel_state_to_string(st), v[i].state == (enum tunnel_state)st);
 }
 
-static void render_failures(struct buf *b, const struct tunnel_status *v, size_t n)
+static void render_failures(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
 {
-        header(b, "tunneld_tunnel_failures_total", "counter", "ssh runs that ended on their own, by failure class.");
         for (size_t i = 0; i < n; i++)
                 for (int c = FAILURE_NONE + 1; c < _FAILURE_MAX; c++)
-                        buf_printf(b, "tunneld_tunnel_failures_total{tunnel=\"%s\",class=\"%s\"} %lu\n", v[i].name,
+                        buf_printf(b, "%s{tunnel=\"%s\",class=\"%s\"} %lu\n", fam->name, v[i].name,
                                    failure_class_to_string(c), v[i].failures[c]);
 }
 
@@ -60,53 +78,61 @@ static void label_value(struct buf *b, const char *v)
         }
 }
 
-static void render_forwards(struct buf *b, const struct tunnel_status *v, size_t n)
+static void render_forwards(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
 {
-        header(b, "tunneld_forward_up", "gauge",
-               "1 if ssh answered that the forward is open, 0 if it failed or no answer yet.");
         for (size_t i = 0; i < n; i++)
                 for (size_t k = 0; k < v[i].n_forwards; k++) {
                         const struct forward_status *f = tunnel_forward_status(&v[i], k);
 
-                        buf_printf(b, "tunneld_forward_up{tunnel=\"%s\",kind=\"%c\",forward=\"", v[i].name, f->kind);
+                        buf_printf(b, "%s{tunnel=\"%s\",kind=\"%c\",forward=\"", fam->name, v[i].name, f->kind);
                         label_value(b, f->spec);
                         buf_printf(b, "\"} %d\n", f->state == FORWARD_OPEN);
                 }
 }
 
-static const struct family {
-        const char *name, *type, *help;
-        bool seconds;                   /* 3 decimals, else an integer */
-        value_of_t value;
-        void (*render)(struct buf *b, const struct tunnel_status *v, size_t n);        /* not one sample per tunnel */
-} families[] = {
-        { "tunneld_tunnel_up", "gauge", "1 if the tunnel is up: ssh authenticated and every forward in place.", false, up, NULL },
-        { .render = render_states },    /* tunneld_tunnel_state: one sample per state */
-        { "tunneld_tunnel_enabled", "gauge", "1 if the tunnel is enabled in the configuration.", false, enabled, NULL },
+static const struct family families[] = {
+        { "tunneld_tunnel_up", "gauge", "1 if the tunnel is up: ssh authenticated and every forward in place.", false,
+          up, render_values },
+        { "tunneld_tunnel_state", "gauge", "1 for the state the tunnel is in, 0 for the others.", false, NULL,
+          render_states },
+        { "tunneld_tunnel_enabled", "gauge", "1 if the tunnel is enabled in the configuration.", false, enabled,
+          render_values },
         { "tunneld_tunnel_flapping", "gauge", "1 while the tunnel fails flap_threshold times within flap_window.",
-          false, flapping, NULL },
-        { "tunneld_tunnel_starts_total", "counter", "ssh processes started for the tunnel.", false, starts, NULL },
+          false, flapping, render_values },
+        { "tunneld_tunnel_starts_total", "counter", "ssh processes started for the tunnel.", false, starts,
+          render_values },
         { "tunneld_tunnel_restarts_total", "counter", "Starts after an ssh exit tunneld did not ask for.", false,
-          restarts, NULL },
+          restarts, render_values },
         { "tunneld_tunnel_prohibited_total", "counter",
-          "Connections through the tunnel the server refused (\"administratively prohibited\").", false, prohibited, NULL },
-        { .render = render_failures },  /* tunneld_tunnel_failures_total: one sample per class */
+          "Connections through the tunnel the server refused (\"administratively prohibited\").", false, prohibited,
+          render_values },
+        { "tunneld_tunnel_failures_total", "counter", "ssh runs that ended on their own, by failure class.", false,
+          NULL, render_failures },
         { "tunneld_tunnel_uptime_seconds", "gauge", "How long the current ssh has run (0 if none runs).", true,
-          uptime, NULL },
+          uptime, render_values },
         /* A file is rewritten on changes only: a timestamp stays right between rewrites. */
         { "tunneld_tunnel_state_since_timestamp_seconds", "gauge",
-          "Unix time at which the tunnel entered its current state.", true, state_since, NULL },
+          "Unix time at which the tunnel entered its current state.", true, state_since, render_values },
         /* availability over any window: rate(up) / (rate(up) + rate(down)) */
         { "tunneld_tunnel_up_seconds_total", "counter", "Seconds the tunnel has been up since it was configured.",
-          true, up_seconds, NULL },
+          true, up_seconds, render_values },
         { "tunneld_tunnel_down_seconds_total", "counter",
           "Seconds the tunnel was wanted but not up (connecting, backoff, failed, degraded, restarting).", true,
-          down_seconds, NULL },
-        { "tunneld_tunnel_outages_total", "counter", "Times the tunnel went down after being up.", false, outages, NULL },
+          down_seconds, render_values },
+        { "tunneld_tunnel_outages_total", "counter", "Times the tunnel went down after being up.", false, outages,
+          render_values },
         { "tunneld_tunnel_longest_outage_seconds", "gauge",
-          "The longest outage since the tunnel was configured, one going on included.", true, longest_outage, NULL },
-        { .render = render_forwards },  /* tunneld_forward_up: one sample per forward */
+          "The longest outage since the tunnel was configured, one going on included.", true, longest_outage,
+          render_values },
+        { "tunneld_forward_up", "gauge",
+          "1 if ssh answered that the forward is open, 0 if it failed or no answer yet.", false, NULL,
+          render_forwards },
 };
+
+static void family_header(struct buf *b, const struct family *fam)
+{
+        header(b, fam->name, fam->type, fam->help);
+}
 
 /* Tunnel names are [A-Za-z0-9_.-]: nothing to escape in a label value. */
 int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret)
@@ -122,20 +148,47 @@ int metrics_render(struct tunnel *const *tunnels, size_t n, char **ret)
         header(&b, "tunneld_tunnels", "gauge", "Tunnels in the configuration.");
         buf_printf(&b, "tunneld_tunnels %zu\n", n);
         for (size_t f = 0; f < ELEMENTSOF(families); f++) {
-                const struct family *fam = &families[f];
-
-                if (fam->render) {
-                        fam->render(&b, v, n);
-                        continue;
-                }
-                header(&b, fam->name, fam->type, fam->help);
-                for (size_t i = 0; i < n; i++) {
-                        buf_printf(&b, "%s{tunnel=\"%s\"} ", fam->name, v[i].name);
-                        buf_printf(&b, fam->seconds ? "%.3f" : "%.0f", fam->value(&v[i]));
-                        buf_puts(&b, "\n");
-                }
+                family_header(&b, &families[f]);
+                families[f].render(&b, &families[f], v, n);
         }
         return buf_steal(&b, ret);
+}
+
+/* Tunnels read per window: each sample is read when its window is written. */
+#define WINDOW 64
+
+bool metrics_render_part(struct metrics_cursor *cur, struct tunnel *const *tunnels, size_t n, struct buf *out,
+                         size_t budget)
+{
+        struct tunnel_status v[WINDOW];
+        size_t start = out->len;
+        double now = now_mono();
+
+        if (!cur->begun) {
+                header(out, "tunneld_tunnels", "gauge", "Tunnels in the configuration.");
+                buf_printf(out, "tunneld_tunnels %zu\n", n);
+                cur->begun = true;
+        }
+        while (cur->family < ELEMENTSOF(families) && out->len - start < budget) {
+                const struct family *fam = &families[cur->family];
+                size_t k = 0;
+
+                if (!cur->in_family) {
+                        family_header(out, fam);
+                        cur->in_family = true;
+                        cur->tunnel = 0;
+                }
+                for (; k < WINDOW && cur->tunnel + k < n; k++)
+                        tunnel_get_status(tunnels[cur->tunnel + k], now, &v[k]);
+                fam->render(out, fam, v, k);
+                cur->tunnel += k;
+                if (cur->tunnel >= n) {
+                        cur->family++;
+                        cur->in_family = false;
+                        cur->tunnel = 0;
+                }
+        }
+        return cur->family >= ELEMENTSOF(families);
 }
 
 /* The file's directory, opened once (again only if its path leads elsewhere now, as when

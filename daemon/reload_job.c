@@ -35,6 +35,7 @@ struct reload_job {
         char *path;
         struct config_load_options opts;
         reload_job_done_t done;
+        reload_job_checked_t checked;   /* a check's: its verdict only */
         void *userdata;
 };
 
@@ -53,6 +54,8 @@ int reload_job_report(int r, const struct config *c, const struct config_errors 
                 /* as a string: a double would not hold 64 bits */
                 snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)c->source_digest);
                 json_field_string(&w, "digest", hex);
+                json_field_uint(&w, "tunnels", c->n_tunnels);          /* for a check's answer */
+                json_field_uint(&w, "enabled", config_enabled_count(c));
         }
         if (r < 0) {
                 json_field_strv(&w, "errors", errs->lines);
@@ -196,6 +199,39 @@ static _Noreturn void run_child(int fd, const char *path, const struct config_lo
 
 /* ---- the parent ---- */
 
+/* A check's verdict: the child's report as it is. */
+static void finish_check(struct reload_job *j)
+{
+        struct config_views views = {0};
+        struct config_errors errs = {0};
+        struct json *report = NULL;
+        uint64_t digest = 0;
+        int r, child_r = 0;
+        size_t tunnels = 0, enabled = 0;
+
+        ev_timer_stop(j->loop, &j->timer);
+        r = reload_job_parse_report(j->report.data ? j->report.data : "", j->report.len, &views, &errs, &child_r,
+                                    &digest);
+        if (r < 0) {
+                char *line = NULL;
+
+                if (asprintf(&line, "%s: checking %s before it was done (an ssh_config_file whose Match exec "
+                             "hangs?)", j->path, j->exited && WIFSIGNALED(j->status) ? "was stopped" : "failed") >= 0 &&
+                    strv_push(&errs.lines, line) >= 0)
+                        errs.n++;
+                free(line);
+                r = -ETIMEDOUT;
+        } else if (child_r < 0)
+                r = child_r;
+        else if (json_parse(j->report.data, j->report.len, &report) >= 0) {
+                tunnels = (size_t)json_get_number(report, "tunnels", 0);
+                enabled = (size_t)json_get_number(report, "enabled", 0);
+        }
+        json_free(report);
+        config_views_clear(&views);
+        j->checked(r, tunnels, enabled, &errs, j->userdata);
+}
+
 static void finish(struct reload_job *j)
 {
         struct config_views views = {0};
@@ -240,7 +276,7 @@ static void finish(struct reload_job *j)
 static void maybe_finish(struct reload_job *j)
 {
         if (j->eof && j->exited)
-                finish(j);      /* the callee may free j */
+                (j->checked ? finish_check : finish)(j);        /* the callee may free j */
 }
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
@@ -349,6 +385,16 @@ int reload_job_start(struct ev_loop *loop, const char *path, const struct config
         ev_timer_start(loop, &j->timer);
         *ret = j;
         return 0;
+}
+
+int reload_job_start_check(struct ev_loop *loop, const char *path, const struct config_load_options *opts,
+                           reload_job_checked_t checked, void *userdata, struct reload_job **ret)
+{
+        int r = reload_job_start(loop, path, opts, NULL, userdata, ret);
+
+        if (r >= 0)
+                (*ret)->checked = checked;
+        return r;
 }
 
 struct reload_job *reload_job_free(struct reload_job *j)

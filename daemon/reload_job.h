@@ -21,6 +21,14 @@ typedef void (*reload_job_done_t)(int r, struct config *c, struct config_errors 
 
 int reload_job_start(struct ev_loop *loop, const char *path, const struct config_load_options *opts,
                      reload_job_done_t done, void *userdata, struct reload_job **ret);
+
+/* The same loading for `check` (ctl_check.h): only the verdict comes back, nothing is loaded
+ * again. r: 0 with how many tunnels (and of them enabled) the file has, or -errno with errs
+ * (which the callee owns). Called from the loop. */
+typedef void (*reload_job_checked_t)(int r, size_t tunnels, size_t enabled, struct config_errors *errs,
+                                     void *userdata);
+int reload_job_start_check(struct ev_loop *loop, const char *path, const struct config_load_options *opts,
+                           reload_job_checked_t checked, void *userdata, struct reload_job **ret);
 /* Kills a child still loading (its result is dropped). NULL-safe. */
 struct reload_job *reload_job_free(struct reload_job *j);
 

@@ -9,9 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ctl_client.h"
+#include "ctl_commands.h"
 #include "json.h"
 #include "json_write.h"
+#include "tunnelctl_conn.h"
 #include "tunnelctl_follow.h"
 #include "tunnelctl_show.h"
 #include "util.h"
@@ -29,6 +30,7 @@ enum {
         EXIT_USAGE = 2,
         EXIT_UNREACHABLE = 3,   /* no tunneld answering on the socket */
         EXIT_DENIED = 4,        /* the command needs root or the control group */
+        EXIT_DROPPED = 5,       /* tunneld dropped the connection (its last line says why) */
 };
 
 /* Names go to tunneld in requests of at most this many bytes (its limit is 4096 a line):
@@ -37,65 +39,33 @@ enum {
 
 static void help(void)
 {
-        printf(
-"NAME\n"
-"    tunnelctl - show and control the tunnels of a running tunneld\n"
-"\n"
-"SYNOPSIS\n"
-"    tunnelctl [OPTIONS] status [-l] [NAME...]\n"
-"    tunnelctl [OPTIONS] start|stop|restart NAME...|--all\n"
-"    tunnelctl [OPTIONS] wait [--timeout S] NAME...\n"
-"    tunnelctl [OPTIONS] events [--json] [NAME...]\n"
-"    tunnelctl [OPTIONS] reload\n"
-"    tunnelctl [OPTIONS] check\n"
-"    tunnelctl [OPTIONS] metrics\n"
-"\n"
+        printf("NAME\n"
+               "    tunnelctl - show and control the tunnels of a running tunneld\n"
+               "\n"
+               "SYNOPSIS\n");
+        for (size_t i = 0; i < ELEMENTSOF(ctl_commands); i++)
+                printf("    tunnelctl [OPTIONS] %s%s%s\n", ctl_commands[i].name, *ctl_commands[i].synopsis ? " " : "",
+                       ctl_commands[i].synopsis);
+        printf("\n"
 "DESCRIPTION\n"
 "    tunnelctl talks to tunneld over its control socket. It shows each tunnel's\n"
 "    state, ssh pid, uptime, starts, last exit and next retry, and starts, stops\n"
 "    or restarts single tunnels without touching the others.\n"
 "\n"
-"COMMANDS\n"
-"    status [NAME...]\n"
-"        A table of the named tunnels (default: all): name, state, ssh pid,\n"
-"        uptime of the current ssh, starts (in brackets: those after an exit\n"
-"        tunneld did not ask for), last exit (status or signal, how long ssh\n"
-"        ran, failure class), next retry, forwards (\"R port N\": the port the\n"
-"        server chose for a remote forward of port 0; the first two, and how\n"
-"        many more: -l lists each forward, and why a tunnel is not up, under\n"
-"        its row). States: queued (waiting for a start slot or for the tunnels\n"
-"        it is after), starting (ssh runs, not yet authenticated with every\n"
-"        forward in place), up, degraded (ssh runs without a forward it could\n"
-"        not set up), backoff (waiting to retry), failed (not retrying),\n"
-"        stopping, stopped.\n"
-"    start NAME...|--all\n"
-"        Start now, resetting backoff and max_starts counters.\n"
-"    stop NAME...|--all\n"
-"        Stop (SIGTERM, SIGKILL after stop_timeout). A stopped tunnel stays\n"
-"        stopped, across reloads too, until started or until tunneld restarts;\n"
-"        it does not count as failed.\n"
-"    restart NAME...|--all\n"
-"        Stop if running, then start; prints each tunnel's new ssh pid (or\n"
-"        where it went instead) once tunneld has started it.\n"
-"    wait [--timeout S] NAME...\n"
-"        Return as soon as every named tunnel is up (exit 0), or at the\n"
-"        timeout (default 60 s, 0: none) with which one is not and why (exit\n"
-"        1): for scripts and for ExecStartPre= of units that need a tunnel.\n"
-"    events [NAME...]\n"
-"        Follow state changes as they happen (time, name, old -> new state,\n"
-"        failure class, ssh pid); with --json, one JSON object per line.\n"
-"    reload\n"
-"        Re-read the configuration, like SIGHUP, and wait until it is applied.\n"
-"        Unchanged tunnels keep running untouched. If the file has errors they\n"
-"        are printed and nothing changes.\n"
-"    check\n"
-"        Validate the configuration file tunneld was started with, like\n"
-"        tunneld -t.\n"
-"    metrics\n"
-"        Every tunnel's state and counters in the Prometheus text format\n"
-"        (tunneld_tunnel_up, _state, _starts_total, _failures_total{class},\n"
-"        _uptime_seconds, …). The metrics_file setting keeps a copy on disk for\n"
-"        node_exporter's textfile collector.\n"
+"COMMANDS\n");
+        for (size_t i = 0; i < ELEMENTSOF(ctl_commands); i++) {
+                const struct ctl_command *c = &ctl_commands[i];
+
+                printf("    %s", c->name);
+                if (c->args == CTL_ARGS_NAMES)
+                        printf(" [NAME...]");
+                else if (c->args == CTL_ARGS_NAMES_OR_ALL)
+                        printf(" NAME...|--all");
+                else if (c->args == CTL_ARGS_NAMES_NEEDED)
+                        printf(" %s", c->synopsis);
+                printf("\n%s", c->help);
+        }
+        printf(
 "\n"
 "OPTIONS\n"
 "    -s, --socket PATH   control socket (default $TUNNELD_SOCKET, else\n"
@@ -120,6 +90,9 @@ static void help(void)
 "    3   tunneld is not reachable on the control socket\n"
 "    4   permission denied: state changes need root, tunneld's user, or the\n"
 "        control_group of tunneld.conf (tunneld says who may)\n"
+"    5   tunneld dropped the connection, and said why: a client that does not\n"
+"        read what it is sent (or falls behind the events), stays idle, or whose\n"
+"        place a client that comes first needed\n"
 "\n"
 "EXAMPLES\n"
 "    tunnelctl status\n"
@@ -129,7 +102,8 @@ static void help(void)
 }
 
 struct args {
-        const char *path, *pid_arg, *cmd;
+        const char *path, *pid_arg;
+        const struct ctl_command *cmd;
         bool json, all, long_view;
         double timeout;                 /* wait */
         char **names;                   /* argv's */
@@ -189,61 +163,70 @@ static int parse_args(int argc, char *argv[], struct args *a)
                 return EXIT_USAGE;
         }
         if (optind >= argc) {
-                fprintf(stderr, "tunnelctl: a command is needed: status, start, stop, restart, reload, check, metrics\n"
-                                "Try 'tunnelctl --help'.\n");
+                fprintf(stderr, "tunnelctl: a command is needed:");
+                for (size_t i = 0; i < ELEMENTSOF(ctl_commands); i++)
+                        fprintf(stderr, "%s %s", i ? "," : "", ctl_commands[i].name);
+                fprintf(stderr, "\nTry 'tunnelctl --help'.\n");
                 return EXIT_USAGE;
         }
-        a->cmd = argv[optind++];
+        a->cmd = ctl_command_find(argv[optind]);
+        if (!a->cmd) {
+                fprintf(stderr, "tunnelctl: unknown command '%s'\nTry 'tunnelctl --help'.\n", argv[optind]);
+                return EXIT_USAGE;
+        }
+        optind++;
         a->names = argv + optind;
         a->n_names = argc - optind;
         return EXIT_OK;
 }
 
-static bool takes_names(const char *cmd)
-{
-        return strcmp(cmd, "status") == 0 || strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 ||
-               strcmp(cmd, "restart") == 0;
-}
-
+/* The command's arguments, as its entry in ctl_commands says. */
 static int check_usage(const struct args *a)
 {
-        if (takes_names(a->cmd)) {
-                bool changes = strcmp(a->cmd, "status") != 0;
+        const char *name = a->cmd->name;
 
-                if (changes && a->all == (a->n_names > 0)) {
-                        fprintf(stderr, "tunnelctl: %s needs tunnel names or --all (not both)\n", a->cmd);
-                        return EXIT_USAGE;
-                }
-                if (!changes && a->all) {
-                        fprintf(stderr, "tunnelctl: status takes names, or nothing for all\n");
-                        return EXIT_USAGE;
-                }
-                if (a->long_view && changes) {
-                        fprintf(stderr, "tunnelctl: -l goes with status\n");
-                        return EXIT_USAGE;
-                }
-                return EXIT_OK;
-        }
-        if (strcmp(a->cmd, "wait") == 0 && !a->n_names) {
-                fprintf(stderr, "tunnelctl: wait needs tunnel names\n");
+        if (a->long_view && ctl_command_id(a->cmd) != CTL_CMD_STATUS) {
+                fprintf(stderr, "tunnelctl: -l goes with status\n");
                 return EXIT_USAGE;
         }
-        if (strcmp(a->cmd, "wait") == 0 || strcmp(a->cmd, "events") == 0) {
-                if (a->all || a->long_view) {
-                        fprintf(stderr, "tunnelctl: %s takes names only\n", a->cmd);
+        switch (a->cmd->args) {
+        case CTL_ARGS_NAMES_OR_ALL:
+                if (a->all == (a->n_names > 0)) {
+                        fprintf(stderr, "tunnelctl: %s needs tunnel names or --all (not both)\n", name);
+                        return EXIT_USAGE;
+                }
+                return EXIT_OK;
+        case CTL_ARGS_NAMES:
+                if (a->all) {
+                        fprintf(stderr, "tunnelctl: %s takes names, or nothing for all\n", name);
+                        return EXIT_USAGE;
+                }
+                return EXIT_OK;
+        case CTL_ARGS_NAMES_NEEDED:
+                if (!a->n_names || a->all) {
+                        fprintf(stderr, "tunnelctl: %s needs tunnel names\n", name);
+                        return EXIT_USAGE;
+                }
+                return EXIT_OK;
+        case CTL_ARGS_NONE:
+        default:
+                if (a->n_names || a->all) {
+                        fprintf(stderr, "tunnelctl: %s takes no arguments\n", name);
                         return EXIT_USAGE;
                 }
                 return EXIT_OK;
         }
-        if (strcmp(a->cmd, "reload") == 0 || strcmp(a->cmd, "check") == 0 || strcmp(a->cmd, "metrics") == 0) {
-                if (a->n_names || a->all || a->long_view) {
-                        fprintf(stderr, "tunnelctl: %s takes no arguments\n", a->cmd);
-                        return EXIT_USAGE;
-                }
-                return EXIT_OK;
-        }
-        fprintf(stderr, "tunnelctl: unknown command '%s'\nTry 'tunnelctl --help'.\n", a->cmd);
-        return EXIT_USAGE;
+}
+
+static bool is(const struct args *a, enum ctl_command_id id)
+{
+        return ctl_command_id(a->cmd) == id;
+}
+
+/* Commands whose reply lists tunnels (status, start, stop, restart). */
+static bool lists_tunnels(const struct args *a)
+{
+        return a->cmd->request && (a->cmd->args == CTL_ARGS_NAMES_OR_ALL || is(a, CTL_CMD_STATUS));
 }
 
 /* The requests for a command: one, or for many names as many as it takes. */
@@ -257,7 +240,7 @@ static int build_requests(const struct args *a, char ***ret)
                 struct json_writer w = json_writer_init(&b);
                 char *text = NULL;
                 json_begin_object(&w);
-                json_field_string(&w, "cmd", a->cmd);
+                json_field_string(&w, "cmd", a->cmd->name);
                 if (a->all)
                         json_field_bool(&w, "all", true);
                 if (i < a->n_names) {
@@ -308,12 +291,12 @@ static int resolve_pid(const struct args *a, const char **path, char **owned, bo
                 fprintf(stderr, "tunnelctl: --pid needs a process id, not '%s'\n", a->pid_arg);
                 return EXIT_USAGE;
         }
-        r = ctl_client_socket_of_pid(pid, owned);
-        if (r < 0 && r != -ENOENT && ctl_client_socket_is_of_pid(*path, pid))
+        r = tunnelctl_conn_socket_of_pid(pid, owned);
+        if (r < 0 && r != -ENOENT && tunnelctl_conn_socket_is_of_pid(*path, pid))
                 r = 0;          /* pid's /proc is hidden, but it answers on path */
         else if (r == -ESRCH && kill((pid_t)pid, 0) == 0)
                 r = -ENOENT;    /* hidden, and listens elsewhere or nowhere */
-        if (r == -ENOENT && strcmp(a->cmd, "reload") == 0)
+        if (r == -ENOENT && is(a, CTL_CMD_RELOAD))
                 /* control_socket = "none": the signal is all there is */
                 return reload_by_signal(pid, "no control socket of it found");
         if (r < 0) {
@@ -332,6 +315,10 @@ static int print_errors(const struct json *reply)
         const char *error = json_get_string(reply, "error");
         const struct json *errors = json_get(reply, "errors");
 
+        if (tunnelctl_conn_dropped(reply)) {
+                fprintf(stderr, "tunnelctl: tunneld dropped the connection: %s\n", tunnelctl_conn_dropped(reply));
+                return EXIT_DROPPED;
+        }
         for (size_t i = 0; errors && errors->type == JSON_ARRAY && i < errors->n; i++)
                 if (errors->items[i]->type == JSON_STRING)
                         fprintf(stderr, "%s\n", errors->items[i]->string);
@@ -370,19 +357,28 @@ static int exchange_all(const struct args *a, const char *path, char **reqs, str
 
         if (!replies)
                 return EXIT_NOT_UP;
-        r = ctl_client_open(path, &fd);
+        r = tunnelctl_conn_open(path, &fd);
         for (; r >= 0 && reqs[n]; n++) {
                 _cleanup_free_ char *text = NULL;
 
-                r = ctl_client_exchange(fd, reqs[n], &text);
+                r = tunnelctl_conn_exchange(fd, reqs[n], &text);
                 if (r >= 0)
                         text[strcspn(text, "\n")] = '\0';
+                if (r >= 0 && json_parse(text, strlen(text), &replies[n]) < 0) {
+                        /* a reply tunneld cut short when it dropped us: the next line says why */
+                        free(text);
+                        text = NULL;
+                        if (tunnelctl_conn_read_line(fd, 1000, &text) < 0 ||
+                            json_parse(text, strcspn(text, "\n"), &replies[n]) < 0 ||
+                            !tunnelctl_conn_dropped(replies[n])) {
+                                replies[n] = json_free(replies[n]);
+                                fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
+                                r = -EPROTO;
+                        } else
+                                text[strcspn(text, "\n")] = '\0';
+                }
                 if (r >= 0 && strv_push(&texts, text) < 0)
                         r = -ENOMEM;
-                if (r >= 0 && json_parse(text, strlen(text), &replies[n]) < 0) {
-                        fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
-                        r = -EPROTO;
-                }
                 if (r >= 0 && !json_get_bool(replies[n], "ok", false)) {
                         n++;
                         break;          /* the error reply is the answer */
@@ -393,11 +389,11 @@ static int exchange_all(const struct args *a, const char *path, char **reqs, str
                 replies_free(ret);
                 /* systemctl reload must not fail because the socket is flooded or hung: the
                  * signal reaches tunneld anyway (without the wait for the result) */
-                if (a->pid_arg && strcmp(a->cmd, "reload") == 0)
+                if (a->pid_arg && is(a, CTL_CMD_RELOAD))
                         return reload_by_signal(strtol(a->pid_arg, NULL, 10), "its control socket did not answer");
                 return r == -EPROTO ? EXIT_NOT_UP : EXIT_UNREACHABLE;
         }
-        if (a->pid_arg && strcmp(a->cmd, "reload") == 0 && !json_get_bool(replies[n - 1], "ok", false) &&
+        if (a->pid_arg && is(a, CTL_CMD_RELOAD) && !json_get_bool(replies[n - 1], "ok", false) &&
             json_get_string(replies[n - 1], "error") && strncmp(json_get_string(replies[n - 1], "error"), "too many", 8) == 0) {
                 fprintf(stderr, "tunnelctl: tunneld: %s\n", json_get_string(replies[n - 1], "error"));
                 replies_free(ret);
@@ -468,33 +464,65 @@ static int report(const struct args *a, const struct replies *rs)
                 print_merged_json(replies, n);
         if (!json_get_bool(last, "ok", false))
                 return print_errors(last);
-        if (takes_names(a->cmd)) {
+        if (lists_tunnels(a)) {
                 struct json all = merged_tunnels(replies, n);
 
-                if (!a->json && strcmp(a->cmd, "status") == 0)
+                if (!a->json && is(a, CTL_CMD_STATUS))
                         show_table(&all, a->long_view);
                 for (size_t i = 0; i < all.n; i++) {
                         const char *state = json_get_string(all.items[i], "state");
-                        if (!a->json && strcmp(a->cmd, "status") != 0)
+                        if (!a->json && !is(a, CTL_CMD_STATUS))
                                 printf("%s: %s\n", json_get_string(all.items[i], "name"), state ? state : "?");
-                        if (strcmp(a->cmd, "status") == 0 && a->n_names && (!state || strcmp(state, "up") != 0))
+                        if (is(a, CTL_CMD_STATUS) && a->n_names && (!state || strcmp(state, "up") != 0))
                                 ret = EXIT_NOT_UP;
                 }
                 free(all.items);
         } else if (a->json)
                 ;
-        else if (strcmp(a->cmd, "reload") == 0)
+        else if (is(a, CTL_CMD_RELOAD))
                 printf("reloaded: %.0f tunnels\n", json_get_number(last, "tunnels", 0));
-        else if (strcmp(a->cmd, "metrics") == 0)
-                fputs(json_get_string(last, "metrics") ? json_get_string(last, "metrics") : "", stdout);
-        else if (strcmp(a->cmd, "check") == 0) {
+        else if (is(a, CTL_CMD_CHECK)) {
                 double t = json_get_number(last, "tunnels", 0), e = json_get_number(last, "enabled", t);
                 printf("configuration OK: %.0f tunnel%s", t, t == 1 ? "" : "s");
                 if (e != t)
                         printf(" (%.0f enabled)", e);
                 printf("\n");
+                if (!json_get_bool(last, "ssh", true))
+                        printf("(ssh -G was not asked: only root, tunneld's user or its control_group make tunneld "
+                               "run ssh)\n");
         }
         return ret;
+}
+
+/* metrics: printed as the reply comes, of any size. */
+static int print_metrics(const struct args *a)
+{
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *line = NULL;
+        struct json *reply = NULL;
+        int r = tunnelctl_conn_open(a->path, &fd);
+
+        if (r < 0)
+                return EXIT_UNREACHABLE;
+        r = tunnelctl_conn_print_metrics(fd, a->json, stdout, &line);
+        if (fflush(stdout) != 0) {
+                fprintf(stderr, "tunnelctl: cannot write the metrics: %s\n", strerror(errno));
+                return EXIT_NOT_UP;
+        }
+        if (r == 0)
+                return EXIT_OK;
+        if (r < 0)
+                return r == -EPROTO ? EXIT_NOT_UP : EXIT_UNREACHABLE;
+        /* not the metrics: an error, or why tunneld dropped us */
+        if (json_parse(line, strcspn(line, "\n"), &reply) < 0) {
+                fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
+                return EXIT_NOT_UP;
+        }
+        if (a->json && !tunnelctl_conn_dropped(reply))
+                printf("%.*s\n", (int)strcspn(line, "\n"), line);
+        r = json_get_bool(reply, "ok", false) ? EXIT_OK : print_errors(reply);
+        json_free(reply);
+        return r;
 }
 
 /* restart: what became of each tunnel's ssh (the reply only says "stopping"), one line
@@ -545,8 +573,11 @@ static int report_restart(struct follow *f, const struct replies *rs)
                 if (r < 0)
                         lines[i] = NULL;
         }
-        if (n && follow_restarted(f, names, old, wait_lines, n, 30) != 0)
-                ret = EXIT_NOT_UP;
+        if (n) {
+                int followed = follow_restarted(f, names, old, wait_lines, n, 30);
+
+                ret = followed == 5 ? EXIT_DROPPED : followed ? EXIT_NOT_UP : EXIT_OK;
+        }
         for (int k = 0; k < n; k++)
                 lines[slot[k]] = wait_lines[k];
         for (size_t i = 0; i < all.n; i++)
@@ -584,18 +615,24 @@ int main(int argc, char *argv[])
                 if (done)
                         return r;
         }
-        if (strcmp(a.cmd, "events") == 0)
+        if (is(&a, CTL_CMD_EVENTS))
                 return follow_events(a.path, a.names, a.n_names, a.json);
-        if (strcmp(a.cmd, "wait") == 0)
+        if (is(&a, CTL_CMD_WAIT))
                 return follow_wait(a.path, a.names, a.n_names, a.timeout);
+        if (is(&a, CTL_CMD_METRICS))
+                return print_metrics(&a);
         if (build_requests(&a, &reqs) < 0)
                 return EXIT_NOT_UP;
-        if (strcmp(a.cmd, "restart") == 0 && !a.json && follow_open(a.path, &follow) < 0)
-                return EXIT_UNREACHABLE;
+        if (is(&a, CTL_CMD_RESTART) && !a.json) {
+                r = follow_open(a.path, &follow);
+                if (r < 0)
+                        return r == -ECONNABORTED ? EXIT_DROPPED : EXIT_UNREACHABLE;
+                follow_read_meanwhile(follow);
+        }
         r = exchange_all(&a, a.path, reqs, &replies);
-        if (r == 0 && follow && json_get_bool(replies.parsed[replies.n - 1], "ok", false))
+        if (r == 0 && replies.n && follow && json_get_bool(replies.parsed[replies.n - 1], "ok", false))
                 r = report_restart(follow, &replies);
-        else if (r == 0)
+        else if (r == 0 && replies.n)
                 r = report(&a, &replies);
         replies_free(&replies);
         follow_close(follow);

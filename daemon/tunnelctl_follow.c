@@ -6,28 +6,36 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#include "ctl_client.h"
+#include "tunnelctl_conn.h"
 #include "json.h"
 #include "util.h"
 
 struct follow {
         int fd;
         struct json *snapshot;          /* the subscription's reply: every tunnel's status */
+        struct buf pending;             /* events read ahead: pending.data[taken, len) */
+        size_t taken;
+        bool eof;
 };
 
 struct follow *follow_close(struct follow *f)
 {
         if (!f)
                 return NULL;
-        if (f->fd >= 0)
+        if (f->fd >= 0) {
+                tunnelctl_conn_meanwhile(-1, NULL, NULL);
                 close(f->fd);
+        }
         json_free(f->snapshot);
+        buf_free(&f->pending);
         free(f);
         return NULL;
 }
@@ -41,11 +49,20 @@ int follow_open(const char *path, struct follow **ret)
         if (!f)
                 return -ENOMEM;
         f->fd = -1;
-        r = ctl_client_open(path, &f->fd);
+        r = tunnelctl_conn_open(path, &f->fd);
         if (r >= 0)
-                r = ctl_client_exchange(f->fd, "{\"cmd\":\"events\"}\n", &reply);
-        if (r >= 0 && (json_parse(reply, strcspn(reply, "\n"), &f->snapshot) < 0 ||
-                       !json_get_bool(f->snapshot, "ok", false))) {
+                r = tunnelctl_conn_exchange(f->fd, "{\"cmd\":\"events\"}\n", &reply);
+        if (r >= 0 && json_parse(reply, strcspn(reply, "\n"), &f->snapshot) < 0) {
+                /* cut short when tunneld dropped us: the next line says why */
+                free(reply);
+                reply = NULL;
+                if (tunnelctl_conn_read_line(f->fd, 1000, &reply) >= 0)
+                        (void)json_parse(reply, strcspn(reply, "\n"), &f->snapshot);
+        }
+        if (r >= 0 && tunnelctl_conn_dropped(f->snapshot)) {
+                fprintf(stderr, "tunnelctl: tunneld dropped the connection: %s\n", tunnelctl_conn_dropped(f->snapshot));
+                r = -ECONNABORTED;
+        } else if (r >= 0 && !json_get_bool(f->snapshot, "ok", false)) {
                 const char *error = f->snapshot ? json_get_string(f->snapshot, "error") : NULL;
                 fprintf(stderr, "tunnelctl: tunneld refused to send events: %s\n", error ? error : "bad reply");
                 r = -EPROTO;
@@ -70,17 +87,100 @@ const struct json *follow_tunnel(const struct follow *f, const char *name)
         return NULL;
 }
 
+/* Take what the socket has now (all of it, or one chunk), without waiting. */
+static void follow_take(struct follow *f, bool all)
+{
+        char chunk[65536];
+
+        for (;;) {
+                /* (tunneld sends 16 KiB at a time: taking as much frees one of its sends) */
+                ssize_t n = recv(f->fd, chunk, all ? sizeof(chunk) : 16384, MSG_DONTWAIT);
+
+                if (n > 0) {
+                        buf_append(&f->pending, chunk, (size_t)n);
+                        if (all)
+                                continue;
+                        return;
+                }
+                if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                        f->eof = true;
+                if (n == 0 || errno != EINTR)
+                        return;
+        }
+}
+
+/* tunneld must not see us stop reading while we wait for something else (restart's
+ * replies): all the socket has goes to memory. */
+static void follow_pump(void *userdata)
+{
+        follow_take(userdata, true);
+}
+
+void follow_read_meanwhile(struct follow *f)
+{
+        tunnelctl_conn_meanwhile(f->fd, follow_pump, f);
+}
+
+/* The next line, from what was read ahead, else from the socket: as
+ * tunnelctl_conn_read_line. */
+static int follow_line(struct follow *f, int timeout_ms, char **ret)
+{
+        double deadline = now_mono() + timeout_ms / 1000.0;
+
+        for (;;) {
+                const char *start = f->pending.data ? f->pending.data + f->taken : NULL;
+                const char *nl = start ? memchr(start, '\n', f->pending.len - f->taken) : NULL;
+                int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
+                struct pollfd p = { .fd = f->fd, .events = POLLIN };
+                int r;
+
+                if (nl) {
+                        *ret = strndup(start, (size_t)(nl - start) + 1);
+                        f->taken += (size_t)(nl - start) + 1;
+                        if (f->taken == f->pending.len)
+                                f->pending.len = f->taken = 0;
+                        return *ret ? 0 : -ENOMEM;
+                }
+                if (f->eof)
+                        return -ECONNRESET;
+                r = poll(&p, 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0)
+                        return -ETIMEDOUT;
+                /* a chunk at a time: a follower that prints slowly keeps taking from the
+                 * socket as it prints, rather than in gulps tunneld would see as a stall */
+                follow_take(f, false);
+        }
+}
+
+/* tunneld's last line to us, if line is it: said on stderr. */
+static bool said_dropped(const struct json *line)
+{
+        const char *why = tunnelctl_conn_dropped(line);
+
+        if (why)
+                fprintf(stderr, "tunnelctl: tunneld dropped the connection: %s\n", why);
+        return why;
+}
+
 /* The next event, parsed; -ETIMEDOUT when the deadline (CLOCK_MONOTONIC; 0: none)
- * passes, -ECONNRESET when tunneld goes away. */
+ * passes, -ECONNRESET when tunneld goes away, -ECONNABORTED when it dropped us (said). */
 static int follow_next(struct follow *f, double deadline, struct json **ret)
 {
         _cleanup_free_ char *line = NULL;
         int timeout = deadline > 0 ? (int)fmax(0, (deadline - now_mono()) * 1000) : -1;
-        int r = ctl_client_read_line(f->fd, timeout, &line);
+        int r = follow_line(f, timeout, &line);
 
         if (r < 0)
                 return r;
-        return json_parse(line, strcspn(line, "\n"), ret) < 0 ? -EPROTO : 0;
+        if (json_parse(line, strcspn(line, "\n"), ret) < 0)
+                return -EPROTO;
+        if (said_dropped(*ret)) {
+                *ret = json_free(*ret);
+                return -ECONNABORTED;
+        }
+        return 0;
 }
 
 static void print_event(const struct json *e)
@@ -133,7 +233,7 @@ int follow_events(const char *path, char *const *names, int n, bool json)
         int r = follow_open(path, &f);
 
         if (r < 0)
-                return 3;
+                return r == -ECONNABORTED ? 5 : 3;
         for (int i = 0; i < n; i++)
                 if (!follow_tunnel(f, names[i])) {
                         fprintf(stderr, "tunnelctl: no such tunnel: %s\n", names[i]);
@@ -145,12 +245,17 @@ int follow_events(const char *path, char *const *names, int n, bool json)
                 _cleanup_free_ char *line = NULL;
                 struct json *e = NULL;
 
-                r = ctl_client_read_line(f->fd, -1, &line);
+                r = follow_line(f, -1, &line);
                 if (r < 0)
                         break;
                 line[strcspn(line, "\n")] = '\0';
                 if (json_parse(line, strlen(line), &e) < 0)
                         continue;
+                if (said_dropped(e)) {
+                        json_free(e);
+                        r = -ECONNABORTED;
+                        break;
+                }
                 if (named(names, n, json_get_string(e, "tunnel"))) {
                         if (json)
                                 printf("%s\n", line);  /* as tunneld sent it */
@@ -160,6 +265,9 @@ int follow_events(const char *path, char *const *names, int n, bool json)
                 json_free(e);
         }
         follow_close(f);
+        if (r == -ECONNABORTED)
+                return 5;
+        /* no last line: tunneld stopped */
         if (r == -ECONNRESET)
                 fprintf(stderr, "tunnelctl: tunneld closed the connection\n");
         return r == -ECONNRESET ? 0 : 3;
@@ -189,10 +297,14 @@ int follow_wait(const char *path, char *const *names, int n, double timeout)
         _cleanup_free_ bool *up = calloc((size_t)n + 1, sizeof(bool));
         double deadline = timeout > 0 ? now_mono() + timeout : 0;
         struct follow *f = NULL;
-        int left = 0;
+        int left = 0, r;
 
-        if (!up || follow_open(path, &f) < 0)
+        if (!up)
                 return 3;
+        r = follow_open(path, &f);
+        if (r < 0)
+                // cppcheck-suppress memleak ; up is _cleanup_free_, which cppcheck does not know
+                return r == -ECONNABORTED ? 5 : 3;
         for (int i = 0; i < n; i++) {
                 const struct json *t = follow_tunnel(f, names[i]);
                 const char *state = t ? json_get_string(t, "state") : NULL;
@@ -208,8 +320,8 @@ int follow_wait(const char *path, char *const *names, int n, double timeout)
         while (left > 0) {
                 struct json *e = NULL;
                 const char *name, *to;
-                int r = follow_next(f, deadline, &e);
 
+                r = follow_next(f, deadline, &e);
                 if (r == -ETIMEDOUT) {
                         /* the states as they are now, with why */
                         struct follow *now = NULL;
@@ -225,9 +337,10 @@ int follow_wait(const char *path, char *const *names, int n, double timeout)
                         return 1;
                 }
                 if (r < 0) {
-                        fprintf(stderr, "tunnelctl: tunneld went away while waiting\n");
+                        if (r != -ECONNABORTED)
+                                fprintf(stderr, "tunnelctl: tunneld went away while waiting\n");
                         follow_close(f);
-                        return 3;
+                        return r == -ECONNABORTED ? 5 : 3;
                 }
                 name = json_get_string(e, "tunnel");
                 to = json_get_string(e, "to");
@@ -256,8 +369,11 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                 const struct json *pid;
                 int r = follow_next(f, deadline, &e);
 
-                if (r < 0)
+                if (r < 0) {
+                        if (r == -ECONNABORTED)
+                                ret = 5;        /* said */
                         break;
+                }
                 name = json_get_string(e, "tunnel");
                 to = json_get_string(e, "to");
                 pid = json_get(e, "pid");
@@ -300,7 +416,7 @@ int follow_restarted(struct follow *f, char *const *names, const double *old_pid
                         if (asprintf(&lines[i], "%s: not restarted within %g s (ssh pid %.0f still stopping?)",
                                      names[i], timeout, old_pids[i]) < 0)
                                 lines[i] = NULL;
-                        ret = 1;
+                        ret = ret ? ret : 1;
                 }
         return ret;
 }

@@ -126,7 +126,7 @@ def signal_if_same(ident, sig):
 # ---- clients ---------------------------------------------------------------------------
 
 def connect_control(path, timeout=10.0):
-    """A connection to the control socket, the way tunnelctl makes it (ctl_client.c):
+    """A connection to the control socket, the way tunnelctl makes it (tunnelctl_conn.c):
     Linux fails a non-blocking connect() to a Unix socket whose listen queue is full with
     EAGAIN, so retry until the deadline."""
     deadline = time.monotonic() + timeout

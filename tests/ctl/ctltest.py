@@ -6,9 +6,14 @@ Imported by the test files next to it (a script's own directory is on sys.path).
 
 import json
 import os
+import pwd
+import random
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 
 import tunneltest
@@ -249,3 +254,205 @@ def retry_in_seconds(cell):
     """The NEXT RETRY cell "in 30 s" as seconds."""
     assert cell.startswith("in "), cell
     return parse_duration(cell[3:])
+
+
+# ---- other users -------------------------------------------------------------------------
+
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+NOBODY_UID = 65534
+NOBODY = ["--reuid", str(NOBODY_UID), "--regid", str(NOBODY_UID), "--clear-groups"]   # setpriv's options
+
+
+def public_dir(cls):
+    """A temporary directory other users may search, removed with the class."""
+    path = tempfile.mkdtemp(prefix="tunneltest-ctl-")
+    os.chmod(path, 0o755)
+    cls.addClassCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def public_tunnelctl(directory):
+    """A copy of tunnelctl other users may run (the build tree may be private)."""
+    path = os.path.join(directory, "tunnelctl")
+    shutil.copy(TUNNELCTL, path)
+    os.chmod(path, 0o755)
+    return path
+
+
+class AttackerUser(tunneltest.Resource):
+    """A system user made for the test, removed at close."""
+
+    def start(self):
+        self.name = f"tatk{os.getpid() % 100000}{random.randrange(100):02d}"
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.name],
+                       check=True, capture_output=True, timeout=30)
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+
+    def run(self, *argv):
+        return subprocess.Popen([SETPRIV, "--reuid", str(self.uid), "--regid", str(self.gid), "--clear-groups",
+                                 *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+
+    def close(self):
+        if getattr(self, "name", None):
+            subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True, timeout=10)
+            for _ in range(50):
+                if subprocess.run(["userdel", self.name], capture_output=True, timeout=30).returncode in (0, 6):
+                    break
+                time.sleep(0.1)
+            self.name = None
+        super().close()
+
+
+# ---- what tunneld costs ---------------------------------------------------------------------
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served_within(sock, *names, limit=1.0):
+    """root's status of names (all if none) on a new connection, as tunnelctl asks it (but
+    without starting a process, whose start a loaded machine delays): how long the answer
+    took; AssertionError unless it came, ok, within limit seconds."""
+    t0 = time.monotonic()
+    with connect(sock, timeout=limit + 5) as s:
+        s.sendall(json.dumps({"cmd": "status", **({"tunnels": list(names)} if names else {})}).encode() + b"\n")
+        lines, why = read_lines(s, 1, limit + 5)
+    took = time.monotonic() - t0
+    if why or not json.loads(lines[0]).get("ok") or took >= limit:
+        raise AssertionError(f"status {' '.join(names)}: {took:.2f} s (limit {limit:g} s): "
+                             f"{why or lines[0][:300]!r}")
+    return took
+
+
+# ---- event storms and the clients that follow them -------------------------------------------
+
+def storm_tunnels(n):
+    """A tunnel "gate" that never starts and n tunnels s0..sN-1 after it: starting one makes
+    it queued (waiting for gate), stopping it stopped: a state change each, and no process
+    started. Events at any rate, cheaply."""
+    return ([{"name": "gate", "host": "gate.invalid", "enabled": False}] +
+            [{"name": f"s{i}", "host": "storm.invalid", "enabled": False, "after": ["gate"]} for i in range(n)])
+
+
+class EventStorm(tunneltest.Resource):
+    """About `rate` state changes a second for as long as it runs: the storm tunnels
+    (storm_tunnels) started and stopped in turn by root over one connection. .events counts
+    them; .error says why it stopped early."""
+
+    def __init__(self, sock, n, rate):
+        self.sock, self.names, self.rate = sock, [f"s{i}" for i in range(n)], rate
+        self.events, self.error = 0, None
+        self.stopping = threading.Event()
+
+    def start(self):
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        period, k = len(self.names) / self.rate, 0
+        due = time.monotonic()
+        try:
+            with connect(self.sock, timeout=30) as c:
+                while not self.stopping.is_set():
+                    c.sendall(json.dumps({"cmd": ("start", "stop")[k % 2], "tunnels": self.names}).encode() + b"\n")
+                    lines, why = read_lines(c, 1, 30)
+                    if why or not json.loads(lines[0]).get("ok"):
+                        self.error = why or lines[0][:200]
+                        return
+                    self.events += len(self.names)
+                    k += 1
+                    due += period
+                    self.stopping.wait(max(0.0, due - time.monotonic()))
+        except OSError as e:
+            self.error = repr(e)
+
+    def close(self):
+        self.stopping.set()
+        if getattr(self, "thread", None):
+            self.thread.join(40)
+        super().close()
+
+
+class SlowReader(tunneltest.Resource):
+    """`tunnelctl CMD ARGS` (events, or wait; as another user with setpriv options in user) whose output is
+    taken `chunk` bytes every `interval` seconds, so that it reads tunneld no faster; with
+    again=True it is run again whenever it ends, as a shell loop would. .runs: one
+    (exit status, stderr, seconds it ran) per run that ended."""
+
+    def __init__(self, sock, *args, cmd="events", user=(), ctl=TUNNELCTL, chunk=1024, interval=0.1, again=False):
+        self.argv = [*([SETPRIV, *user] if user else []), ctl, "-s", sock, cmd, *args]
+        self.chunk, self.interval, self.again = chunk, interval, again
+        self.runs, self.proc = [], None
+        self.stopping = threading.Event()
+
+    def start(self):
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping.is_set():
+            err = tempfile.TemporaryFile()
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                         env=clean_env())
+            fd = self.proc.stdout.fileno()
+            while not self.stopping.wait(self.interval):
+                if not os.read(fd, self.chunk):
+                    break
+            if self.stopping.is_set():
+                self.proc.kill()
+            status = self.proc.wait()
+            self.proc.stdout.close()
+            err.seek(0)
+            self.runs.append((status, err.read().decode(errors="replace"), time.monotonic() - t0))
+            err.close()
+            if not self.again:
+                return
+
+    def wait_ended(self, timeout):
+        """The (status, stderr, seconds) of its first run, once it ended."""
+        wait_until(lambda: self.runs, timeout, interval=0.2, what=f"{' '.join(self.argv[-3:])} to end")
+        return self.runs[0]
+
+    def close(self):
+        self.stopping.set()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()        # a read that waits for its output ends
+        if getattr(self, "thread", None):
+            self.thread.join(20)
+        super().close()
+
+
+def last_line(data):
+    """The last complete line of data (bytes), decoded as JSON."""
+    return json.loads(data.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+
+
+def read_all(s, timeout=5):
+    """Everything s still holds until EOF (or timeout): bytes."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = s.recv(1 << 16)
+        except socket.timeout:
+            break
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -10,8 +10,6 @@ that user through setpriv.
 """
 
 import os
-import pwd
-import random
 import shutil
 import subprocess
 import sys
@@ -23,9 +21,8 @@ import tunneltest
 from tunneltest import EchoServer, SSHServer, Tunneld, free_port, wait_until
 
 import ctltest
-from ctltest import describe, tunnelctl, wait_serving
+from ctltest import SETPRIV, AttackerUser, cpu_seconds, describe, rss_kb, tunnelctl, wait_serving
 
-SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 READERS_PER_UID = 8     # daemon/ctl.h
 SERVED_WITHIN = 1.0
 
@@ -73,46 +70,6 @@ else:
     while True:
         s.sendall(b'{"cmd":"status"}\n' * 256)
 """
-
-
-class AttackerUser(tunneltest.Resource):
-    """A system user made for the test, removed at close."""
-
-    def start(self):
-        self.name = f"tatk{os.getpid() % 100000}{random.randrange(100):02d}"
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.name],
-                       check=True, capture_output=True, timeout=30)
-        pw = pwd.getpwnam(self.name)
-        self.uid, self.gid = pw.pw_uid, pw.pw_gid
-
-    def run(self, *argv):
-        return subprocess.Popen([SETPRIV, "--reuid", str(self.uid), "--regid", str(self.gid), "--clear-groups",
-                                 *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True)
-
-    def close(self):
-        if getattr(self, "name", None):
-            subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True, timeout=10)
-            for _ in range(50):
-                if subprocess.run(["userdel", self.name], capture_output=True, timeout=30).returncode in (0, 6):
-                    break
-                time.sleep(0.1)
-            self.name = None
-        super().close()
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class LockoutTest(unittest.TestCase):

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* ctl_client: tunnelctl's side of the control socket (daemon/ctl.h): connecting with a
+/* tunnelctl_conn: tunnelctl's side of the control socket (daemon/ctl.h): connecting with a
  * bound on the wait, one request and its reply line at a time, and finding the socket a
  * tunneld pid listens on. */
-#include "ctl_client.h"
+#include "tunnelctl_conn.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,7 +24,6 @@
 
 #define REPLY_TIMEOUT_MS 60000
 #define CONNECT_TIMEOUT_MS 5000         /* a full listen queue makes connect() wait */
-#define REPLY_MAX (64u << 20)
 
 /* tunneld binds PATH.new and renames it into place: the kernel keeps the bound name. */
 static int found_socket(char *path, char **ret)
@@ -99,7 +98,7 @@ static int find_by_sock_diag(const unsigned long *inodes, size_t n, char **ret)
 
 /* The control socket tunneld PID listens on, from its descriptors: what systemd's
  * ExecReload (which knows $MAINPID, not the configured path) uses. -ENOENT if it has none. */
-int ctl_client_socket_of_pid(long pid, char **ret)
+int tunnelctl_conn_socket_of_pid(long pid, char **ret)
 {
         char dir[64], link[64];
         unsigned long *inodes = NULL;
@@ -141,7 +140,7 @@ int ctl_client_socket_of_pid(long pid, char **ret)
 /* Whether the process listening on path is pid (SO_PEERCRED), for when /proc does not show
  * pid's descriptors: under the unit's PrivateUsers=, ExecReload runs in a user namespace
  * of its own, and the kernel hides tunneld's /proc entry from it. */
-bool ctl_client_socket_is_of_pid(const char *path, long pid)
+bool tunnelctl_conn_socket_is_of_pid(const char *path, long pid)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct ucred cred;
@@ -190,7 +189,7 @@ static int connect_bounded(int fd, const struct sockaddr_un *sa)
         return -1;
 }
 
-int ctl_client_open(const char *path, int *ret_fd)
+int tunnelctl_conn_open(const char *path, int *ret_fd)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd;
@@ -220,20 +219,53 @@ int ctl_client_open(const char *path, int *ret_fd)
         return 0;
 }
 
-int ctl_client_read_line(int fd, int timeout_ms, char **ret)
+/* Another connection read while we wait on this one (tunnelctl restart's subscription). */
+static struct {
+        int fd;
+        void (*pump)(void *userdata);
+        void *userdata;
+} meanwhile = { .fd = -1 };
+
+void tunnelctl_conn_meanwhile(int fd, void (*pump)(void *userdata), void *userdata)
+{
+        meanwhile.fd = fd;
+        meanwhile.pump = pump;
+        meanwhile.userdata = userdata;
+}
+
+/* poll() for fd readable, pumping the other connection meanwhile: > 0, 0 at the timeout
+ * (ms; < 0: none), -1 with errno. */
+static int wait_readable(int fd, int timeout_ms)
+{
+        double deadline = now_mono() + timeout_ms / 1000.0;
+
+        for (;;) {
+                struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = meanwhile.fd, .events = POLLIN } };
+                int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
+                int r = poll(p, meanwhile.fd >= 0 ? 2 : 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
+
+                if (r > 0 && meanwhile.fd >= 0 && p[1].revents) {
+                        meanwhile.pump(meanwhile.userdata);
+                        if (!p[0].revents)
+                                continue;
+                }
+                if (r < 0 && errno == EINTR)
+                        continue;
+                return r;
+        }
+}
+
+int tunnelctl_conn_read_line(int fd, int timeout_ms, char **ret)
 {
         struct buf b = {0};
         double deadline = now_mono() + timeout_ms / 1000.0;
 
         for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
                 int left = timeout_ms < 0 ? -1 : (int)((deadline - now_mono()) * 1000) + 1;
                 char chunk[65536];
                 ssize_t n;
-                int r = poll(&p, 1, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
+                int r = wait_readable(fd, timeout_ms < 0 ? -1 : left > 0 ? left : 0);
 
-                if (r < 0 && errno == EINTR)
-                        continue;
                 if (r <= 0) {
                         buf_free(&b);
                         return -ETIMEDOUT;
@@ -252,7 +284,7 @@ int ctl_client_read_line(int fd, int timeout_ms, char **ret)
                         if (n <= 0)
                                 break;
                         buf_append(&b, chunk, (size_t)n);
-                        if (nl || b.len > REPLY_MAX)
+                        if (nl || b.len > TUNNELCTL_REPLY_MAX)
                                 break;
                 }
         }
@@ -263,10 +295,9 @@ int ctl_client_read_line(int fd, int timeout_ms, char **ret)
         return buf_steal(&b, ret) < 0 ? -ENOMEM : 0;
 }
 
-int ctl_client_exchange(int fd, const char *req, char **ret)
+static void send_request(int fd, const char *req)
 {
         size_t len = strlen(req), off = 0;
-        int r;
 
         while (off < len) {
                 ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
@@ -279,10 +310,140 @@ int ctl_client_exchange(int fd, const char *req, char **ret)
                 }
                 off += (size_t)n;
         }
-        r = ctl_client_read_line(fd, REPLY_TIMEOUT_MS, ret);
+}
+
+int tunnelctl_conn_exchange(int fd, const char *req, char **ret)
+{
+        int r;
+
+        send_request(fd, req);
+        r = tunnelctl_conn_read_line(fd, REPLY_TIMEOUT_MS, ret);
         if (r == -ETIMEDOUT)
                 fprintf(stderr, "tunnelctl: no reply from tunneld within %d s\n", REPLY_TIMEOUT_MS / 1000);
         else if (r == -ECONNRESET)
                 fprintf(stderr, "tunnelctl: tunneld closed the connection without a reply\n");
         return r;
+}
+
+const char *tunnelctl_conn_dropped(const struct json *line)
+{
+        return json_get_string(line, "dropped") ? json_get_string(line, "error") : NULL;
+}
+
+#define METRICS_PREFIX "{\"ok\":true,\"metrics\":\""
+
+/* Wait up to REPLY_TIMEOUT_MS for the next bytes: 1..n, 0 at the end, -errno. */
+static ssize_t recv_some(int fd, char *chunk, size_t size)
+{
+        ssize_t n;
+        int r = wait_readable(fd, REPLY_TIMEOUT_MS);
+
+        if (r == 0)
+                return -ETIMEDOUT;
+        do
+                n = recv(fd, chunk, size, 0);
+        while (n < 0 && errno == EINTR);
+        return n < 0 ? -errno : n;
+}
+
+/* The line that starts with b's bytes (the rest read as any reply is): 1 and the line in
+ * *ret, or -errno. */
+static int rest_of_line(int fd, struct buf *b, char **ret)
+{
+        _cleanup_free_ char *rest = NULL;
+        int r = 0;
+
+        if (!b->data || !memchr(b->data, '\n', b->len))
+                r = tunnelctl_conn_read_line(fd, REPLY_TIMEOUT_MS, &rest);
+        if (r >= 0 && rest)
+                buf_puts(b, rest);
+        if (r == -ECONNRESET && b->len)
+                r = 0;                  /* what came is the answer */
+        if (r < 0 || buf_steal(b, ret) < 0) {
+                buf_free(b);
+                return r < 0 ? r : -ENOMEM;
+        }
+        return 1;
+}
+
+/* One piece of the metrics reply's line (up to its newline, if it is in it): printed. 1 if
+ * the text's closing quote was read, 0 if not yet, -errno. */
+static int print_piece(struct json_string_stream *st, const char *p, size_t len, bool json, FILE *out)
+{
+        struct buf text = {0};
+        size_t used;
+        int e;
+
+        if (json)
+                fwrite(p, 1, len, out);
+        e = json_string_stream_feed(st, p, len, &text, &used);
+        if (!json && text.len)
+                fwrite(text.data, 1, text.len, out);
+        buf_free(&text);
+        return e;
+}
+
+int tunnelctl_conn_print_metrics(int fd, bool json, FILE *out, char **ret)
+{
+        struct json_string_stream st = {0};
+        struct buf head = {0};
+        char chunk[65536];
+        const size_t plen = strlen(METRICS_PREFIX);
+        int closed = 0;
+        ssize_t n;
+
+        send_request(fd, "{\"cmd\":\"metrics\"}\n");
+        /* enough of the reply to tell the metrics from an error (or a last line) */
+        while (head.len < plen && !(head.data && memchr(head.data, '\n', head.len))) {
+                n = recv_some(fd, chunk, sizeof(chunk));
+                if (n <= 0)
+                        goto cut;
+                buf_append(&head, chunk, (size_t)n);
+        }
+        if (head.len < plen || memcmp(head.data, METRICS_PREFIX, plen) != 0)
+                return rest_of_line(fd, &head, ret);
+        if (json)
+                fwrite(head.data, 1, plen, out);
+        memmove(head.data, head.data + plen, head.len - plen);
+        head.len -= plen;
+        for (;;) {
+                const char *nl = memchr(head.data, '\n', head.len);
+                size_t len = nl ? (size_t)(nl - head.data) : head.len;
+
+                if (closed == 0)
+                        closed = print_piece(&st, head.data, len, json, out);
+                else if (json)
+                        fwrite(head.data, 1, len, out);
+                if (closed < 0 && !nl)
+                        break;
+                if (nl) {
+                        /* the line ended: the reply whole, or cut short (a line then says why) */
+                        struct buf next = {0};
+
+                        if (json)
+                                fputc('\n', out);
+                        if (closed > 0) {
+                                buf_free(&head);
+                                return 0;
+                        }
+                        buf_append(&next, nl + 1, head.len - len - 1);
+                        buf_free(&head);
+                        return rest_of_line(fd, &next, ret) < 0 ? -EPROTO : 1;
+                }
+                n = recv_some(fd, chunk, sizeof(chunk));
+                if (n <= 0)
+                        goto cut;
+                head.len = 0;
+                buf_append(&head, chunk, (size_t)n);
+        }
+        buf_free(&head);
+        fprintf(stderr, "tunnelctl: tunneld sent a reply that is not JSON\n");
+        return -EPROTO;
+cut:
+        buf_free(&head);
+        if (n == -ETIMEDOUT)
+                fprintf(stderr, "tunnelctl: no more of the reply from tunneld within %d s\n", REPLY_TIMEOUT_MS / 1000);
+        else
+                fprintf(stderr, "tunnelctl: tunneld closed the connection in the middle of the reply\n");
+        return n < 0 ? (int)n : -ECONNRESET;
 }
