@@ -240,8 +240,119 @@ done:
                 clash_listener_done(&v[i].l);
 }
 
-/* ---- ssh judges ssh's options (ssh_view.h) ---- */
+/* ---- ssh judges ssh's options (ssh_view.h), once per ssh configuration ---- */
 
+static bool names_ssh_config_file(const struct tunnel_spec *t)
+{
+        return t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0;
+}
+
+/* t's ssh command line without its forwards: what shapes ssh's view of it. ssh's own
+ * forwards are asked for apart (tunneld parses t's: forward.c). */
+static int bare_argv(const struct tunnel_spec *t, const char *ssh, char ***ret)
+{
+        struct tunnel_spec bare = *t;   /* shallow, only read */
+
+        bare.local_forwards = bare.remote_forwards = bare.dynamic_forwards = NULL;
+        return ssh_argv_build(&bare, ssh, NULL, NULL, ret);
+}
+
+/* Which ssh -G answers for t. With an ssh_config_file: its whole command line but the
+ * forwards, each word length-prefixed (no word can pass for two); the name, the forwards,
+ * the probe, hooks and supervision are not ssh's business. Without one, ssh judges only
+ * the ssh_options, the same whatever the host. */
+static int view_key(const struct tunnel_spec *t, const char *ssh, char **ret)
+{
+        _cleanup_strv_free_ char **argv = NULL;
+        struct buf b = {0};
+
+        if (names_ssh_config_file(t)) {
+                if (bare_argv(t, ssh, &argv) < 0)
+                        return -ENOMEM;
+                buf_puts(&b, "F");
+                for (char **a = argv; *a; a++)
+                        buf_printf(&b, "%zu:%s", strlen(*a), *a);
+        } else {
+                buf_printf(&b, "O%s", t->ssh_config_file ? "-F none" : "");
+                for (char **o = t->ssh_options; o && *o; o++)
+                        buf_printf(&b, "\n%s", *o);
+        }
+        return buf_steal(&b, ret);
+}
+
+static bool same_end(const struct forward_end *a, const struct forward_end *b)
+{
+        return a->host_given == b->host_given && a->port == b->port && strcmp(a->host, b->host) == 0 &&
+               strcmp(a->path, b->path) == 0;
+}
+
+/* One forward to ssh, written two ways? (ssh compares what it parsed, as here.) */
+static bool same_forward_spec(enum forward_kind kind, const char *a, const char *b)
+{
+        struct forward fa, fb;
+
+        if (strcmp(a, b) == 0)
+                return true;
+        if (forward_parse(kind, a, &fa) || forward_parse(kind, b, &fb))
+                return false;
+        return fa.socks == fb.socks && same_end(&fa.listen, &fb.listen) && same_end(&fa.connect, &fb.connect);
+}
+
+/* The forwards ssh sets up: the tunnel's own (its command line's, first), then those its
+ * ssh_config_file adds that it does not have already (ssh drops a repeated one). NULL
+ * when there are none. */
+static int merge_forwards(enum forward_kind kind, char *const *own, char *const *file, char ***ret)
+{
+        _cleanup_strv_free_ char **v = NULL;
+
+        *ret = NULL;
+        for (char *const *f = own; f && *f; f++)
+                if (strv_push(&v, *f) < 0)
+                        return -ENOMEM;
+        for (char *const *f = file; f && *f; f++) {
+                bool known = false;
+
+                for (char *const *o = own; o && *o && !known; o++)
+                        known = same_forward_spec(kind, *o, *f);
+                if (!known && strv_push(&v, *f) < 0)
+                        return -ENOMEM;
+        }
+        *ret = v;
+        v = NULL;
+        return 0;
+}
+
+/* What ssh says of t's configuration, with t's own forwards. 0 or -ENOMEM. */
+static int take_view(struct tunnel_spec *t, const struct config_view *v)
+{
+        t->ssh_viewed = true;
+        t->ssh_port = v->port;
+        t->ssh_gateway_ports = v->gateway_ports;
+        if (v->hostname && !(t->ssh_hostname = strdup(v->hostname)))
+                return -ENOMEM;
+        if (merge_forwards(FORWARD_LOCAL, t->local_forwards, v->local_forwards, &t->ssh_local_forwards) < 0 ||
+            merge_forwards(FORWARD_REMOTE, t->remote_forwards, v->remote_forwards, &t->ssh_remote_forwards) < 0 ||
+            merge_forwards(FORWARD_DYNAMIC, t->dynamic_forwards, v->dynamic_forwards, &t->ssh_dynamic_forwards) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* ssh -G's answer as a view of its configuration (moved out of it). */
+static int view_from(struct ssh_view *sv, const char *key, struct config_view *ret)
+{
+        *ret = (struct config_view){
+                .key = strdup(key),
+                .hostname = sv->hostname,
+                .port = sv->port,
+                .local_forwards = sv->local_forwards,
+                .remote_forwards = sv->remote_forwards,
+                .dynamic_forwards = sv->dynamic_forwards,
+                .gateway_ports = sv->gateway_ports,
+        };
+        sv->hostname = NULL;
+        sv->local_forwards = sv->remote_forwards = sv->dynamic_forwards = NULL;
+        return ret->key ? 0 : -ENOMEM;
+}
 
 struct query_key {
         char *key;
@@ -256,60 +367,35 @@ static int compare_keys(const void *x, const void *y)
         return r ? r : a->tunnel < b->tunnel ? -1 : a->tunnel > b->tunnel;
 }
 
-/* One ssh -G per tunnel with an ssh_config_file (its alias, its forwards and its Include
- * files are its own), and one per distinct set of ssh_options for the rest (those are
- * judged the same whatever the host). */
+/* Every enabled tunnel's key, sorted (then in configuration order). */
 static int query_keys(const struct config *c, struct query_key *keys, size_t *ret_n)
 {
         size_t n = 0;
+        int r = 0;
 
-        for (size_t i = 0; i < c->n_tunnels; i++) {
-                const struct tunnel_spec *t = &c->tunnels[i];
-                struct buf b = {0};
-
-                if (!t->enabled)
+        for (size_t i = 0; i < c->n_tunnels && r >= 0; i++) {
+                if (!c->tunnels[i].enabled)
                         continue;
-                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
-                        buf_printf(&b, "T%zu", i);
-                else {
-                        buf_printf(&b, "O%s", t->ssh_config_file ? "-F none" : "");
-                        for (char **o = t->ssh_options; o && *o; o++)
-                                buf_printf(&b, "\n%s", *o);
-                }
                 keys[n].tunnel = i;
-                if (buf_steal(&b, &keys[n].key) < 0) {
-                        *ret_n = n;
-                        return -ENOMEM;
-                }
-                n++;
+                r = view_key(&c->tunnels[i], c->ssh, &keys[n].key);
+                if (r >= 0)
+                        n++;
         }
-        qsort(keys, n, sizeof(*keys), compare_keys);
+        if (r >= 0)
+                qsort(keys, n, sizeof(*keys), compare_keys);
         *ret_n = n;
-        return 0;
+        return r;
 }
 
-static void take_view(struct tunnel_spec *t, struct ssh_view *v)
-{
-        t->ssh_viewed = true;
-        t->ssh_hostname = v->hostname;
-        t->ssh_port = v->port;
-        t->ssh_local_forwards = v->local_forwards;
-        t->ssh_remote_forwards = v->remote_forwards;
-        t->ssh_dynamic_forwards = v->dynamic_forwards;
-        t->ssh_gateway_ports = v->gateway_ports;
-        v->hostname = NULL;
-        v->local_forwards = v->remote_forwards = v->dynamic_forwards = NULL;
-}
-
-/* What ssh said of query q, for its first tunnel t (and others that share it). */
+/* What ssh said of a configuration, judged at its first tunnel t (others: how many more). */
 static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view *v, size_t others)
 {
         const char *setting = t->ssh_config_file ? "ssh_config_file" : "ssh_options";
         char also[96] = "";
 
         if (others)
-                snprintf(also, sizeof(also), " (and %zu other tunnel%s with these ssh_options)", others,
-                         others == 1 ? "" : "s");
+                snprintf(also, sizeof(also), " (and %zu other tunnel%s with these %s)", others, others == 1 ? "" : "s",
+                         names_ssh_config_file(t) ? "ssh settings" : "ssh_options");
         if (v->error && v->ran) {
                 if (strstr(v->error, "command-line"))
                         setting = "ssh_options";
@@ -333,45 +419,66 @@ static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view 
                             also);
 }
 
+/* ssh -G did not answer every configuration in time: the load fails as a whole, at the
+ * first tunnel (in configuration order) of one it did not answer. */
+static void judge_late(struct parser *p, const struct config *c, const struct query_key *keys, const size_t *first,
+                       const struct ssh_view *views, size_t m)
+{
+        size_t late = SIZE_MAX;
+
+        for (size_t q = 0; q < m; q++)
+                if (views[q].timed_out && keys[first[q]].tunnel < late)
+                        late = keys[first[q]].tunnel;
+        if (late == SIZE_MAX)
+                return;
+        diag_tunnel(p, &c->tunnels[late], names_ssh_config_file(&c->tunnels[late]) ? "ssh_config_file" : "ssh_options",
+                    "ssh -G did not answer within %.0f s, the limit of one load (ssh -G runs once per ssh "
+                    "configuration, %zu here; an ssh_config_file whose Match exec hangs?): nothing is loaded",
+                    p->load_timeout, m);
+}
+
 void ask_ssh(struct parser *p, struct config *c)
 {
         size_t n = 0, m = 0;
         struct query_key *keys = calloc(c->n_tunnels + 1, sizeof(*keys));
-        size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its index into keys */
+        size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its first index into keys */
         char ***argvs = calloc(c->n_tunnels + 1, sizeof(char **));
         struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));
-        size_t *owner = calloc(c->n_tunnels + 1, sizeof(size_t));     /* tunnel → 1 + the query it leads */
         int r;
 
-        if (!keys || !first || !argvs || !views || !owner || query_keys(c, keys, &n) < 0)
+        if (!keys || !first || !argvs || !views || query_keys(c, keys, &n) < 0)
                 goto oom;
         for (size_t k = 0; k < n; k++) {
-                if (k && strcmp(keys[k].key, keys[k - 1].key) == 0)
-                        continue;
-                first[m] = k;
-                /* the command line the tunnel's ssh gets, without the jump hosts' file */
-                if (ssh_argv_build(&c->tunnels[keys[k].tunnel], c->ssh, NULL, NULL, &argvs[m]) < 0)
-                        goto oom;
-                m++;
+                if (!k || strcmp(keys[k].key, keys[k - 1].key) != 0) {
+                        first[m] = k;
+                        /* asked with the configuration's first tunnel (and without its forwards) */
+                        if (bare_argv(&c->tunnels[keys[k].tunnel], c->ssh, &argvs[m]) < 0)
+                                goto oom;
+                        m++;
+                }
         }
-        r = ssh_view_query(argvs, m, SSH_VIEW_TIMEOUT, views);
+        r = ssh_view_query(argvs, m, p->deadline, views);
         if (r < 0)
                 goto oom;
-        /* judged at each query's first tunnel, in configuration order */
-        for (size_t q = 0; q < m; q++)
-                owner[keys[first[q]].tunnel] = q + 1;
-        for (size_t i = 0; i < c->n_tunnels; i++) {
-                size_t q = owner[i], k, end;
-                struct tunnel_spec *t = &c->tunnels[i];
+        judge_late(p, c, keys, first, views, m);
+        if (p->errs->n > 0)
+                goto done;
+        /* judged at each configuration's first tunnel, in configuration order */
+        for (size_t q = 0; q < m; q++) {
+                size_t end = q + 1 < m ? first[q + 1] : n;
 
-                if (!q--)
-                        continue;
-                k = first[q];
-                end = q + 1 < m ? first[q + 1] : n;
-                judge_view(p, t, &views[q], end - k - 1);
-                if (!views[q].error && t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
-                        take_view(t, &views[q]);
+                judge_view(p, &c->tunnels[keys[first[q]].tunnel], &views[q], end - first[q] - 1);
         }
+        /* the views that tunnels take (an ssh_config_file's), kept sorted by key */
+        c->ssh_views.v = calloc(m + 1, sizeof(struct config_view));
+        if (!c->ssh_views.v)
+                goto oom;
+        for (size_t q = 0; q < m; q++)
+                if (!views[q].error && names_ssh_config_file(&c->tunnels[keys[first[q]].tunnel])) {
+                        if (view_from(&views[q], keys[first[q]].key, &c->ssh_views.v[c->ssh_views.n++]) < 0)
+                                goto oom;
+                }
+        take_views(p, c, &c->ssh_views);
         goto done;
 oom:
         p->oom = -ENOMEM;
@@ -386,29 +493,31 @@ done:
         free(first);
         free(argvs);
         free(views);
-        free(owner);
 }
 
+static int compare_view_key(const void *key, const void *view)
+{
+        return strcmp(key, ((const struct config_view *)view)->key);
+}
+
+/* Each enabled tunnel with an ssh_config_file takes the view of its configuration: ssh's
+ * answer in this load, or in another load of the same files (a reload's child). */
 void take_views(struct parser *p, struct config *c, const struct config_views *views)
 {
-        for (size_t i = 0; i < c->n_tunnels; i++) {
+        for (size_t i = 0; i < c->n_tunnels && !p->oom; i++) {
                 struct tunnel_spec *t = &c->tunnels[i];
+                _cleanup_free_ char *key = NULL;
+                const struct config_view *v;
 
-                for (size_t k = 0; k < views->n; k++) {
-                        const struct config_view *v = &views->v[k];
-
-                        if (strcmp(v->name, t->name) != 0)
-                                continue;
-                        t->ssh_viewed = true;
-                        t->ssh_port = v->port;
-                        t->ssh_gateway_ports = v->gateway_ports;
-                        if ((v->hostname && !(t->ssh_hostname = strdup(v->hostname))) ||
-                            strv_copy(v->local_forwards, &t->ssh_local_forwards) < 0 ||
-                            strv_copy(v->remote_forwards, &t->ssh_remote_forwards) < 0 ||
-                            strv_copy(v->dynamic_forwards, &t->ssh_dynamic_forwards) < 0)
-                                p->oom = -ENOMEM;
+                if (!t->enabled || !names_ssh_config_file(t))
+                        continue;
+                if (view_key(t, c->ssh, &key) < 0) {
+                        p->oom = -ENOMEM;
                         break;
                 }
+                v = views->n ? bsearch(key, views->v, views->n, sizeof(*views->v), compare_view_key) : NULL;
+                if (v && take_view(t, v) < 0)
+                        p->oom = -ENOMEM;
         }
 }
 
@@ -482,42 +591,138 @@ void check_multiplex(struct parser *p, const struct config *c, const char *contr
         }
 }
 
-/* A forward of t's that u has too (as written): on one ssh they would be one forward,
- * and closing one would close the other's (ssh's CLOSE_FWD is for every client). Only a
- * -R of port 0 can be the same in two tunnels (the clash checks refuse the rest). */
-static const char *same_forward(const struct tunnel_spec *t, const struct tunnel_spec *u)
-{
-        char *const *lists[][2] = { { tunnel_spec_local_forwards(t), tunnel_spec_local_forwards(u) },
-                                    { tunnel_spec_remote_forwards(t), tunnel_spec_remote_forwards(u) },
-                                    { tunnel_spec_dynamic_forwards(t), tunnel_spec_dynamic_forwards(u) } };
+/* One forward of a share_connection tunnel, as written, for finding the same forward in
+ * two tunnels of one connection: on one ssh they would be one forward, and closing one
+ * would close the other's (ssh's CLOSE_FWD is for every client). Only a -R of port 0 can
+ * be the same in two tunnels (the clash checks refuse the rest). */
+struct share_forward {
+        size_t group, tunnel;
+        int kind, pos;                  /* which list (local, remote, dynamic), where in it */
+        const char *spec;
+};
 
-        for (size_t k = 0; k < ELEMENTSOF(lists); k++)
-                for (char *const *a = lists[k][0]; a && *a; a++)
-                        for (char *const *b = lists[k][1]; b && *b; b++)
-                                if (strcmp(*a, *b) == 0)
-                                        return *a;
-        return NULL;
+static int compare_share_forwards(const void *x, const void *y)
+{
+        const struct share_forward *a = x, *b = y;
+        int r;
+
+        if (a->group != b->group)
+                return a->group < b->group ? -1 : 1;
+        if (a->kind != b->kind)
+                return a->kind - b->kind;
+        if ((r = strcmp(a->spec, b->spec)))
+                return r;
+        return a->tunnel < b->tunnel ? -1 : a->tunnel > b->tunnel;
+}
+
+/* The same forward in two tunnels (later, earlier) of one connection; reported once per
+ * pair, at the later one, naming its first such forward. */
+struct share_clash {
+        size_t tunnel, other;
+        int kind, pos;
+        const char *spec;
+};
+
+static int compare_share_clashes(const void *x, const void *y)
+{
+        const struct share_clash *a = x, *b = y;
+
+        if (a->tunnel != b->tunnel)
+                return a->tunnel < b->tunnel ? -1 : 1;
+        if (a->other != b->other)
+                return a->other < b->other ? -1 : 1;
+        return a->kind != b->kind ? a->kind - b->kind : a->pos - b->pos;
+}
+
+/* Sorted, so that 10,000 tunnels on one connection do not compare each with each. */
+static int check_share_forwards(struct parser *p, const struct config *c, const size_t *group)
+{
+        _cleanup_free_ struct share_forward *v = NULL;
+        _cleanup_free_ struct share_clash *clashes = NULL;
+        size_t n = 0, total = 0, n_clashes = 0, cap = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                if (c->tunnels[i].share_connection)
+                        total += strv_length(tunnel_spec_local_forwards(&c->tunnels[i])) +
+                                 strv_length(tunnel_spec_remote_forwards(&c->tunnels[i])) +
+                                 strv_length(tunnel_spec_dynamic_forwards(&c->tunnels[i]));
+        v = calloc(total + 1, sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+                char *const *lists[3] = { tunnel_spec_local_forwards(t), tunnel_spec_remote_forwards(t),
+                                          tunnel_spec_dynamic_forwards(t) };
+
+                for (int k = 0; t->share_connection && k < 3; k++)
+                        for (int pos = 0; lists[k] && lists[k][pos]; pos++)
+                                v[n++] = (struct share_forward){ group[i], i, k, pos, lists[k][pos] };
+        }
+        qsort(v, n, sizeof(*v), compare_share_forwards);
+        for (size_t a = 0; a < n; a++)
+                for (size_t b = a + 1; b < n && v[a].group == v[b].group && v[a].kind == v[b].kind &&
+                                       strcmp(v[a].spec, v[b].spec) == 0; b++) {
+                        if (v[b].tunnel == v[a].tunnel)
+                                continue;
+                        if (n_clashes == cap) {
+                                struct share_clash *grown = realloc(clashes, (cap = cap ? 2 * cap : 8) * sizeof(*grown));
+                                if (!grown)
+                                        return -ENOMEM;
+                                clashes = grown;
+                        }
+                        clashes[n_clashes++] = (struct share_clash){ v[b].tunnel, v[a].tunnel, v[b].kind, v[b].pos,
+                                                                     v[b].spec };
+                }
+        if (n_clashes)
+                qsort(clashes, n_clashes, sizeof(*clashes), compare_share_clashes);
+        for (size_t k = 0; k < n_clashes; k++)
+                if (!k || clashes[k].tunnel != clashes[k - 1].tunnel || clashes[k].other != clashes[k - 1].other)
+                        diag_tunnel(p, &c->tunnels[clashes[k].tunnel], "share_connection", "forward \"%s\" is tunnel "
+                                    "%s's too, and both would ride one ssh, where they are one forward: give one of "
+                                    "them share_connection = false", clashes[k].spec,
+                                    c->tunnels[clashes[k].other].name);
+        return 0;
+}
+
+/* Each share_connection tunnel's connection: the index of the first tunnel it shares one
+ * with (itself if none before it). Compared with each connection's first tunnel only, so
+ * that 10,000 tunnels on 100 connections cost a million comparisons, not fifty million. */
+static int share_groups(const struct config *c, size_t *group)
+{
+        _cleanup_free_ size_t *firsts = calloc(c->n_tunnels + 1, sizeof(size_t));
+        size_t n = 0;
+
+        if (!firsts)
+                return -ENOMEM;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                group[i] = i;
+                if (!c->tunnels[i].share_connection)
+                        continue;
+                for (size_t k = 0; k < n && group[i] == i; k++)
+                        if (tunnel_spec_shares_connection(&c->tunnels[i], &c->tunnels[firsts[k]]))
+                                group[i] = firsts[k];
+                if (group[i] == i)
+                        firsts[n++] = i;
+        }
+        return 0;
 }
 
 void check_share(struct parser *p, const struct config *c)
 {
+        _cleanup_free_ size_t *group = calloc(c->n_tunnels + 1, sizeof(size_t));
+
+        if (!group || share_groups(c, group) < 0 || check_share_forwards(p, c, group) < 0) {
+                p->oom = -ENOMEM;
+                return;
+        }
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
-
-                for (size_t j = 0; t->share_connection && j < i; j++) {
-                        const char *f;
-
-                        if (tunnel_spec_shares_connection(t, &c->tunnels[j]) && (f = same_forward(t, &c->tunnels[j])))
-                                diag_tunnel(p, t, "share_connection", "forward \"%s\" is tunnel %s's too, and both "
-                                            "would ride one ssh, where they are one forward: give one of them "
-                                            "share_connection = false", f, c->tunnels[j].name);
-                }
 
                 for (char **a = t->after; t->share_connection && a && *a; a++) {
                         ssize_t j = find_tunnel(c, *a);
 
                         /* both ride one ssh: up and down together, the wait means nothing */
-                        if (j >= 0 && tunnel_spec_shares_connection(t, &c->tunnels[j]))
+                        if (j >= 0 && c->tunnels[j].share_connection && group[j] == group[i])
                                 diag_tunnel(p, t, "after", "\"%s\" shares this tunnel's connection "
                                             "(share_connection): they come up and go down together, so one cannot "
                                             "wait for the other; set share_connection = false on one of them, or "

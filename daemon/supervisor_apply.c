@@ -221,7 +221,7 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         if (p.ssh_changed)
                 log_notice("ssh program changed from %s to %s: every tunnel restarts", old->ssh, c->ssh);
         retire_removed(s, &p);
-        carry_out(s, c, old != NULL, &p);
+        carry_out(s, c, old != NULL && !s->loaded, &p);        /* the first load's tunnels are not "added" */
         plan_free(&p);
         config_free((struct config *)old);
         if (c->watch_network && !s->netwatch)
@@ -285,6 +285,47 @@ done:
                         s->listeners[i].reloaded(s->reload_error, s->listeners[i].userdata);
 }
 
+/* supervisor_new_loading's load is done: its tunnels start, or nothing does. */
+static void first_load_finish(struct supervisor *s, int r, struct config *c, struct config_errors *errs)
+{
+        supervisor_loaded_t loaded = s->loaded;
+        double took = now_mono() - s->started_at;
+
+        free(s->reload_error);
+        s->reload_error = NULL;
+        if (r < 0) {
+                for (size_t i = 0; i < errs->n; i++)
+                        log_error("%s", errs->lines[i]);
+                log_error("%s: %zu error%s, not starting", s->config->path, errs->n, errs->n == 1 ? "" : "s");
+                s->reload_error = strdup("the configuration did not load (see the journal)");
+                s->loaded = NULL;
+                loaded(s, r, s->loaded_userdata);
+                return;
+        }
+        config_warn_fixed_globals(s->config, c);
+        if (c->log_target != s->config->log_target)
+                log_open(c->log_target);
+        log_set_max_level(c->log_level);
+        log_notice("configuration loaded: %zu tunnel%s (ssh -G and checks took %.1f s); starting them", c->n_tunnels,
+                   c->n_tunnels == 1 ? "" : "s", took);
+        r = supervisor_apply(s, c);     /* takes c */
+        s->loaded = NULL;
+        if (r < 0) {
+                log_error_errno(r, "cannot start the tunnels: %m");
+                config_free(c);
+        }
+        loaded(s, r, s->loaded_userdata);
+}
+
+/* What a load ended with, for the load under way: the first one, or a reload. */
+static void load_finish(struct supervisor *s, int r, struct config *c, struct config_errors *errs)
+{
+        if (s->loaded)
+                first_load_finish(s, r, c, errs);
+        else
+                reload_finish(s, r, c, errs);
+}
+
 static void load(struct supervisor *s);
 
 static void on_reload_loaded(int r, struct config *c, struct config_errors *errs, void *userdata)
@@ -293,14 +334,14 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
 
         s->reload_job = reload_job_free(s->reload_job);
         if (r == -EAGAIN && !s->shutting_down) {
-                /* the file changed under the reload: read it again, this reload's answer waits */
-                log_notice("reload: %s changed while it was being loaded: loading it again", s->config->path);
+                /* the file changed under the load: read it again, this reload's answer waits */
+                log_notice("%s changed while it was being loaded: loading it again", s->config->path);
                 config_errors_clear(errs);
                 s->reload_again = false;        /* this load reads the newest file anyway */
                 load(s);
                 return;
         }
-        reload_finish(s, r, c, errs);
+        load_finish(s, r, c, errs);
         config_errors_clear(errs);
         if (s->reload_again && !s->shutting_down) {
                 s->reload_again = false;
@@ -321,8 +362,41 @@ static void load(struct supervisor *s)
         /* no child process: load here, the loop waits for ssh -G this once */
         log_warning_errno(r, "reload: cannot load in a child process (%m): loading in tunneld itself");
         r = config_load(s->config->path, &s->config->load_options, &c, &errs);
-        reload_finish(s, r, c, &errs);
+        load_finish(s, r, c, &errs);
         config_errors_clear(&errs);
+}
+
+int supervisor_new_loading(struct ev_loop *loop, struct config *config, const char *runtime_dir,
+                           supervisor_loaded_t loaded, void *userdata, struct supervisor **ret)
+{
+        size_t n = config->n_tunnels;
+        struct supervisor *s;
+        int r;
+
+        /* read without ssh -G: their ssh view is missing, the load's tunnels replace them */
+        for (size_t i = 0; i < n; i++)
+                tunnel_spec_done(&config->tunnels[i]);
+        config->n_tunnels = 0;
+        r = supervisor_new(loop, config, runtime_dir, &s);
+        if (r < 0)
+                return r;
+        if (asprintf(&s->reload_error, "loading the configuration (%zu tunnel%s: ssh -G asked in a child process)",
+                     n, n == 1 ? "" : "s") < 0) {
+                s->reload_error = NULL;
+                r = -ENOMEM;
+        }
+        s->loaded = loaded;
+        s->loaded_userdata = userdata;
+        if (r >= 0)
+                r = reload_job_start(loop, config->path, &config->load_options, on_reload_loaded, s, &s->reload_job);
+        if (r < 0) {
+                s->config = NULL;       /* still the caller's */
+                supervisor_free(s);
+                return r;
+        }
+        notify_status(s->reload_error);
+        *ret = s;
+        return 0;
 }
 
 unsigned long supervisor_reload(struct supervisor *s)
