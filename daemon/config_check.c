@@ -444,9 +444,10 @@ void ask_ssh(struct parser *p, struct config *c)
         size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its first index into keys */
         char ***argvs = calloc(c->n_tunnels + 1, sizeof(char **));
         struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));
+        size_t *leads = calloc(c->n_tunnels + 1, sizeof(size_t));     /* tunnel → 1 + the query it leads */
         int r;
 
-        if (!keys || !first || !argvs || !views || query_keys(c, keys, &n) < 0)
+        if (!keys || !first || !argvs || !views || !leads || query_keys(c, keys, &n) < 0)
                 goto oom;
         for (size_t k = 0; k < n; k++) {
                 if (!k || strcmp(keys[k].key, keys[k - 1].key) != 0) {
@@ -464,10 +465,15 @@ void ask_ssh(struct parser *p, struct config *c)
         if (p->errs->n > 0)
                 goto done;
         /* judged at each configuration's first tunnel, in configuration order */
-        for (size_t q = 0; q < m; q++) {
-                size_t end = q + 1 < m ? first[q + 1] : n;
+        for (size_t q = 0; q < m; q++)
+                leads[keys[first[q]].tunnel] = q + 1;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                size_t q = leads[i], end;
 
-                judge_view(p, &c->tunnels[keys[first[q]].tunnel], &views[q], end - first[q] - 1);
+                if (!q--)
+                        continue;
+                end = q + 1 < m ? first[q + 1] : n;
+                judge_view(p, &c->tunnels[i], &views[q], end - first[q] - 1);
         }
         /* the views that tunnels take (an ssh_config_file's), kept sorted by key */
         c->ssh_views.v = calloc(m + 1, sizeof(struct config_view));
@@ -493,6 +499,7 @@ done:
         free(first);
         free(argvs);
         free(views);
+        free(leads);
 }
 
 static int compare_view_key(const void *key, const void *view)

@@ -335,9 +335,11 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
         s->reload_job = reload_job_free(s->reload_job);
         if (r == -EAGAIN && !s->shutting_down) {
                 /* the file changed under the load: read it again, this reload's answer waits */
-                log_notice("%s changed while it was being loaded: loading it again", s->config->path);
+                log_notice("%s%s changed while it was being loaded: loading it again", s->loaded ? "" : "reload: ",
+                           s->config->path);
                 config_errors_clear(errs);
-                s->reload_again = false;        /* this load reads the newest file anyway */
+                if (!s->loaded)
+                        s->reload_again = false;        /* this load reads the newest file anyway */
                 load(s);
                 return;
         }

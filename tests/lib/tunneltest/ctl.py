@@ -47,3 +47,15 @@ def status(target, *names):
     if not reply.get("ok"):
         raise AssertionError(f"status failed: {describe(r)}")
     return reply, {t["name"]: t for t in reply["tunnels"]}
+
+
+def loaded(target):
+    """True once tunneld answers status with its configuration loaded. It answers from the
+    start, but with no tunnel and a status saying "loading the configuration" until its
+    load off the loop (ssh -G included) is done."""
+    r = tunnelctl(target, "--json", "status")
+    try:
+        reply = json.loads(r.stdout)
+    except ValueError:
+        return False
+    return bool(reply.get("ok")) and "loading the configuration" not in reply.get("status", "")
