@@ -104,7 +104,9 @@ static int select_tunnels(const struct request *r, bool all_by_default, struct t
                 }
                 v[i] = supervisor_find(r->sup, name->string);
                 if (!v[i]) {
-                        ctl_protocol_error(r->out, "no such tunnel: %s", name->string);
+                        ctl_protocol_error(r->out, "no such tunnel: %s%s", name->string,
+                                           supervisor_is_loading(r->sup) ? " (tunneld is still loading its configuration)"
+                                                                         : "");
                         free(v);
                         return -ENOENT;
                 }

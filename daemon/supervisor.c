@@ -324,6 +324,11 @@ bool supervisor_is_shutting_down(const struct supervisor *s)
         return s->shutting_down;
 }
 
+bool supervisor_is_loading(const struct supervisor *s)
+{
+        return s->loaded != NULL;
+}
+
 void restart_or_retry(struct tunnel *t, const char *reason)
 {
         enum tunnel_state st = tunnel_get_state(t);

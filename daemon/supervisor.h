@@ -25,6 +25,8 @@ struct supervisor *supervisor_free(struct supervisor *s);
 typedef void (*supervisor_loaded_t)(struct supervisor *s, int r, void *userdata);
 int supervisor_new_loading(struct ev_loop *loop, struct config *config, const char *runtime_dir,
                            supervisor_loaded_t loaded, void *userdata, struct supervisor **ret);
+/* supervisor_new_loading's load is not done yet (the set is empty until it is). */
+bool supervisor_is_loading(const struct supervisor *s);
 
 /* Re-read the configuration file, in a child process (reload_job.h: ssh -G never blocks
  * the loop), then apply it; on any error the running set stays exactly as it was, and the
