@@ -31,6 +31,53 @@ static enum keep how_to_keep(const struct tunnel *t, const struct tunnel_spec *s
         return tunnel_spec_equal(tunnel_get_spec(t), spec) ? KEEP_UNTOUCHED : KEEP_POLICY;
 }
 
+/* The running tunnels sorted by name, made once per apply: each of 10,000 names is found
+ * by bisection, not by a scan of the set (which made a reload of 10,000 tunnels spend a
+ * second comparing names). */
+struct named {
+        struct tunnel *t;
+        size_t at;                      /* its index in s->tunnels */
+};
+struct by_name {
+        struct named *v;
+        size_t n;
+};
+
+static int compare_named(const void *x, const void *y)
+{
+        return strcmp(tunnel_get_name(((const struct named *)x)->t), tunnel_get_name(((const struct named *)y)->t));
+}
+
+static int by_name_new(const struct supervisor *s, struct by_name *ret)
+{
+        ret->n = s->n_tunnels;
+        ret->v = calloc(ret->n + 1, sizeof(*ret->v));
+        if (!ret->v)
+                return -ENOMEM;
+        for (size_t i = 0; i < ret->n; i++)
+                ret->v[i] = (struct named){ s->tunnels[i], i };
+        qsort(ret->v, ret->n, sizeof(*ret->v), compare_named);
+        return 0;
+}
+
+static const struct named *by_name_find(const struct by_name *b, const char *name)
+{
+        size_t lo = 0, hi = b->n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int r = strcmp(name, tunnel_get_name(b->v[mid].t));
+
+                if (r == 0)
+                        return &b->v[mid];
+                if (r < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
+        return NULL;
+}
+
 static void log_tunnel(int prio, const char *name, const char *text)
 {
         struct log_ctx ctx = LOG_CTX_INIT;
@@ -50,6 +97,7 @@ struct plan {
         struct tunnel **removed;        /* running before, not in the new configuration */
         size_t n_removed;
         bool ssh_changed;
+        struct by_name running;         /* the set before, by name */
 };
 
 static void plan_free(struct plan *p)
@@ -59,6 +107,7 @@ static void plan_free(struct plan *p)
         free(p->changes);
         free(p->keep);
         free(p->removed);
+        free(p->running.v);
 }
 
 static int plan_alloc(struct supervisor *s, const struct config *c, struct plan *p)
@@ -76,7 +125,8 @@ static int plan_alloc(struct supervisor *s, const struct config *c, struct plan 
                 .removed = calloc(s->n_tunnels + 1, sizeof(struct tunnel *)),
                 .ssh_changed = s->config && strcmp(s->config->ssh, c->ssh) != 0,
         };
-        if (!grown || !p->next || !p->reused || !p->changes || !p->keep || !p->removed) {
+        if (!grown || !p->next || !p->reused || !p->changes || !p->keep || !p->removed ||
+            by_name_new(s, &p->running) < 0) {
                 plan_free(p);
                 return -ENOMEM;
         }
@@ -91,7 +141,8 @@ static int plan_prepare(struct supervisor *s, const struct config *c, struct pla
 
         for (size_t i = 0; i < p->n && r >= 0; i++) {
                 const struct tunnel_spec *spec = &c->tunnels[i];
-                struct tunnel *t = supervisor_find(s, spec->name);
+                const struct named *found = by_name_find(&p->running, spec->name);
+                struct tunnel *t = found ? found->t : NULL;
                 ssize_t j;
 
                 if (!t && (j = index_of_name(s->retiring, s->n_retiring, spec->name)) >= 0)
@@ -119,14 +170,15 @@ static void plan_swap_in(struct supervisor *s, const struct config *c, struct pl
 {
         for (size_t i = 0; i < p->n; i++) {
                 const char *name = c->tunnels[i].name;
+                const struct named *found;
                 ssize_t j;
 
                 if (p->next[i])
                         continue;
-                j = index_of_name(s->tunnels, s->n_tunnels, name);
-                if (j >= 0) {
-                        p->next[i] = p->reused[i] = s->tunnels[j];
-                        s->tunnels[j] = NULL;
+                found = by_name_find(&p->running, name);
+                if (found && s->tunnels[found->at]) {
+                        p->next[i] = p->reused[i] = s->tunnels[found->at];
+                        s->tunnels[found->at] = NULL;
                         continue;
                 }
                 j = index_of_name(s->retiring, s->n_retiring, name);
@@ -236,6 +288,7 @@ static void reload_finish(struct supervisor *s, int r, struct config *c, struct 
 {
         _cleanup_free_ char *error = NULL;
         size_t before = s->n_tunnels, changed = 0;
+        struct by_name running = {0};
 
         config_errors_clear(&s->reload_errs);
         if (r < 0) {
@@ -252,11 +305,13 @@ static void reload_finish(struct supervisor *s, int r, struct config *c, struct 
         }
         config_errors_clear(errs);
         config_warn_fixed_globals(s->config, c);
-        for (size_t i = 0; i < c->n_tunnels; i++) {
-                struct tunnel *t = supervisor_find(s, c->tunnels[i].name);
-                if (t && !tunnel_spec_equal(tunnel_get_spec(t), &c->tunnels[i]))
-                        changed++;
-        }
+        if (by_name_new(s, &running) >= 0)
+                for (size_t i = 0; i < c->n_tunnels; i++) {
+                        const struct named *t = by_name_find(&running, c->tunnels[i].name);
+                        if (t && !tunnel_spec_equal(tunnel_get_spec(t->t), &c->tunnels[i]))
+                                changed++;
+                }
+        free(running.v);
         {
                 enum log_target target = c->log_target, old_target = s->config->log_target;
                 int level = c->log_level;
