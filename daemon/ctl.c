@@ -150,11 +150,12 @@ static bool client_answer_one(struct ctl_client *c)
         char *nl;
         size_t len;
 
-        if (has_output(c) || c->close_after_flush || c->subscribed || c->waiting_reload ||
+        /* not attached yet (tunneld's first load: main.c): the request waits, unread */
+        if (has_output(c) || c->close_after_flush || c->subscribed || c->waiting_reload || !c->server->sup ||
             !(nl = memchr(c->in, '\n', c->in_len)))
                 return false;
         len = (size_t)(nl - c->in);
-        if (c->server->sup) {
+        {
                 struct ctl_effect effect;
 
                 ctl_protocol_handle(c->server->sup, c->in, len,
@@ -165,8 +166,7 @@ static bool client_answer_one(struct ctl_client *c)
                         c->names = effect.names;
                 }
                 c->waiting_reload = effect.wait_reload;
-        } else
-                ctl_protocol_error(&c->out, "tunneld is starting");
+        }
         if (c->out.oom || c->out.len > CTL_OUTPUT_MAX) {
                 buf_free(&c->out);
                 ctl_protocol_error(&c->out, "reply too large or out of memory");
@@ -198,7 +198,7 @@ static void client_serve(struct ctl_client *c)
                         return;
         }
         /* answered the most a callback may: come back next loop iteration */
-        more = !has_output(c) && !c->close_after_flush && memchr(c->in, '\n', c->in_len);
+        more = !has_output(c) && !c->close_after_flush && c->server->sup && memchr(c->in, '\n', c->in_len);
         /* (the socket reports writable only while its queue is short: a client that does
          * not read is not called back, and its backlog counts as a pending reply) */
         c->backlog = more;
@@ -506,10 +506,18 @@ static void on_reloaded(const char *error, void *userdata)
 
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
 {
+        struct ctl_client *next;
+
         s->sup = sup;
         /* two listeners of SUPERVISOR_LISTENERS_MAX exist (this and the publisher) */
         (void)supervisor_add_listener(sup, &(struct supervisor_listener){
                 .event = on_tunnel_event, .reloaded = on_reloaded, .userdata = s });
+        /* the requests that came before (main.c attaches once the first load is applied, or
+         * a moment after start) */
+        for (struct ctl_client *c = s->clients; c; c = next) {
+                next = c->next;
+                client_serve(c);
+        }
 }
 
 /* Bound and listening under a temporary name, then renamed into place: whoever sees the

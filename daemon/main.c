@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <math.h>
 #include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -221,17 +222,40 @@ static int become_check_user(const char *user)
         return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
+/* The control socket answers at the latest this long after start (seconds): requests wait
+ * for the first load until then, so that one done by then is never seen half-way; after
+ * it, a slow load is served as an empty set that says it is loading. */
+#define ATTACH_GRACE 0.5
+
 struct daemon {
         struct ev_loop *loop;
         struct supervisor *sup;
         struct publisher *pub;
         struct ctl_server *ctl;
         ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+        ev_timer attach;                /* ATTACH_GRACE after start */
+        bool attached;                  /* the control socket serves the supervisor */
         bool failed;                    /* the configuration did not load: exit 1 */
 };
 
-/* The load off the loop is done: publish (STATUS, READY once the tunnels launched), or
- * stop, as a daemon that cannot start. */
+static void attach(struct daemon *d)
+{
+        ev_timer_stop(d->loop, &d->attach);
+        if (d->attached || !d->ctl)
+                return;
+        d->attached = true;
+        ctl_server_attach(d->ctl, d->sup);
+}
+
+static void on_attach(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        (void)loop;
+        (void)revents;
+        attach(w->data);
+}
+
+/* The load off the loop is done: publish (STATUS, READY once the tunnels launched) and
+ * answer on the control socket, or stop, as a daemon that cannot start. */
 static void on_loaded(struct supervisor *s, int r, void *userdata)
 {
         struct daemon *d = userdata;
@@ -241,6 +265,7 @@ static void on_loaded(struct supervisor *s, int r, void *userdata)
                 if (r < 0)
                         log_error_errno(r, "cannot start: %m");
         }
+        attach(d);
         if (r < 0) {
                 d->failed = true;
                 supervisor_shutdown(s);
@@ -302,6 +327,7 @@ int main(int argc, char *argv[])
         struct daemon d = {0};
         char *runtime_dir = NULL;
         struct ev_loop *loop;
+        double started = now_mono();
         int c, r;
 
         while ((c = getopt_long(argc, argv, "c:s:tvdhV", options, NULL)) >= 0) {
@@ -433,8 +459,9 @@ int main(int argc, char *argv[])
                 config_free(config);    /* still ours */
                 return 1;
         }
-        if (d.ctl)
-                ctl_server_attach(d.ctl, d.sup);
+        ev_timer_init(&d.attach, on_attach, fmax(0., ATTACH_GRACE - (now_mono() - started)), 0.);
+        d.attach.data = &d;
+        ev_timer_start(loop, &d.attach);
         notify_watchdog_start(loop);
 
         ev_run(loop, 0);

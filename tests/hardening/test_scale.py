@@ -93,7 +93,7 @@ class ScaleTest(unittest.TestCase):
     def test_check_says_the_same_three_times_quickly(self):
         """tunneld -t -v on 2,000 tunnels over 20 aliases: valid, the same output three
         times (the connection groups and every ssh command line), 20 groups of 100, each
-        run within 5 s here (ssh -G runs 20 times, not 2,000)."""
+        run within 8 s even on a loaded machine (ssh -G runs 20 times, not 2,000)."""
         tunnels, defaults, globals = self.settings()
         path = os.path.join(self.dir, "tunneld.conf")
         tunneltest.write_config(path, {**globals, "control_socket": "none"}, defaults, tunnels)
@@ -106,7 +106,7 @@ class ScaleTest(unittest.TestCase):
         groups = check_groups(runs[0][0].stdout)
         self.assertEqual(len(groups), CONNECTIONS, runs[0][0].stdout[:2000])
         self.assertEqual({len(g) for g in groups}, {N // CONNECTIONS})
-        self.assertLess(max(took for _, took in runs), 5.0)
+        self.assertLess(max(took for _, took in runs), 8.0)   # 15 s and invalid before; about 0.4 s here
 
     def test_daemon_runs_the_groups_check_prints_and_a_reload_changes_one(self):
         """The daemon on the same file: 20 ssh, the tunnels grouped exactly as -t grouped
@@ -172,7 +172,7 @@ class ScaleTest(unittest.TestCase):
             if r.returncode in (0, 1) and r.stdout.startswith("{"):
                 if first is None:
                     first = time.monotonic() - t0
-                replies.append((r.took, tunneltest.status(d)[0]))
+                replies.append((r.took, tunneltest.status(d, while_loading=True)[0]))
             elif first is None:
                 self.assertLess(time.monotonic() - t0, 1.0, f"no answer 1 s after start: {r.stderr}")
             time.sleep(0.1)
