@@ -55,7 +55,8 @@ struct tunnel *supervisor_find(const struct supervisor *s, const char *name);
 /* The first tunnel t is after that is not up (its name), or NULL. */
 const char *supervisor_waiting_for(const struct supervisor *s, const struct tunnel *t);
 
-/* When the supervisor started (CLOCK_MONOTONIC). */
+/* When the supervisor started (CLOCK_MONOTONIC): its first load applied, with
+ * supervisor_new_loading (until then, when it was made). */
 double supervisor_started_at(const struct supervisor *s);
 
 /* Who else follows the supervisor (the publisher, the control socket's subscribers). Each

@@ -363,6 +363,7 @@ static void first_load_finish(struct supervisor *s, int r, struct config *c, str
         log_set_max_level(c->log_level);
         log_notice("configuration loaded: %zu tunnel%s (ssh -G and checks took %.1f s); starting them", c->n_tunnels,
                    c->n_tunnels == 1 ? "" : "s", took);
+        s->started_at = now_mono();     /* tunneld's uptime: since its set runs, as the tunnels' own time */
         r = supervisor_apply(s, c);     /* takes c */
         s->loaded = NULL;
         if (r < 0) {
