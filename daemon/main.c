@@ -225,7 +225,7 @@ static int become_check_user(const char *user)
 /* The control socket answers at the latest this long after start (seconds): requests wait
  * for the first load until then, so that one done by then is never seen half-way; after
  * it, a slow load is served as an empty set that says it is loading. */
-#define ATTACH_GRACE 0.5
+#define ATTACH_GRACE 0.3
 
 struct daemon {
         struct ev_loop *loop;

@@ -174,13 +174,15 @@ class ScaleTest(unittest.TestCase):
                     first = time.monotonic() - t0
                 replies.append((r.took, tunneltest.status(d, while_loading=True)[0]))
             elif first is None:
-                self.assertLess(time.monotonic() - t0, 1.0, f"no answer 1 s after start: {r.stderr}")
+                self.assertLess(time.monotonic() - t0, 1.0 + (1.0 if tunneltest.SANITIZED else 0.0),
+                                f"no answer 1 s after start: {r.stderr}")
             time.sleep(0.1)
         print(f"# first status answered {first:.2f} s after start; slowest reply during the load "
               f"{max(t for t, _ in replies) * 1000:.0f} ms", flush=True)
+        bound = 1.0 + (1.0 if tunneltest.SANITIZED else 0.0)      # AddressSanitizer: tunneld parses slower
         self.assertIsNotNone(first)
-        self.assertLess(first, 1.0)
-        self.assertLess(max(t for t, _ in replies), 1.0)
+        self.assertLess(first, bound)
+        self.assertLess(max(t for t, _ in replies), bound)
         for _, reply in replies:
             self.assertEqual(reply["tunnels"], [], "a tunnel before the file was loaded")
             self.assertIn("loading the configuration", reply["status"])
