@@ -22,6 +22,7 @@ LOAD_LINE = re.compile(r"^<\d>configuration loaded: (\d+) tunnels? \(ssh -G and 
 RELOAD_LINE = re.compile(r"^<\d>reload done: (\d+) tunnels? \(was (\d+)\), (\d+) changed$", re.M)
 STATUS_SAMPLES = 20         # `tunnelctl status NAME` latency samples, idle
 FULL_STATUS_SAMPLES = 3     # `tunnelctl --json status` of every tunnel
+PROBES_IN_FLIGHT = 2000     # echo attempts at once: the run already holds a socket per port (RLIMIT_NOFILE)
 
 
 def parse_sizes(text):
@@ -175,7 +176,7 @@ def run_tunneld(ctx, env, n, c, ports, gatetime, reloads):
         t0 = td.t_start
         r["first_answer_s"], said, r["first_answer_tunnels"] = first_answer(ctx, td, t0 + 60)
         r["first_answer_loading"] = bool(said and "loading the configuration" in said)
-        r.update(probe_all(ports, t0, n))
+        r.update(probe_all(ports, t0, n, PROBES_IN_FLIGHT))
         t_ready, _ = notify.wait_for("READY=1", t0, 60)
         r["ready_s"] = None if t_ready is None else t_ready - t0
         with open(td.log, errors="replace") as f:
@@ -233,7 +234,7 @@ def run_autossh(ctx, env, n, c, ports):
     r = {"who": "autossh", "n": n, "c": c}
     try:
         r["launch_s"], t0 = fleet.start()
-        r.update(probe_all(ports, t0, n))
+        r.update(probe_all(ports, t0, n, PROBES_IN_FLIGHT))
         r["sshd_logins"] = sshd_log_counts(sshd.log, log0)["accepted"]
         sup, kids = sample(fleet.pids()), sample(fleet.ssh_pids())
         r.update({"sup_n": sup["n"], "sup_rss_kb": sup["rss_kb"], "sup_pss_kb": sup["pss_kb"],
@@ -255,7 +256,7 @@ def run_autossh(ctx, env, n, c, ports):
         m.ssh_args = args
         m.start()
         mine = [ports[i] for i in range(k, n, c) if i != old] + [new_port]
-        done = probe_all(mine, t1, len(mine))
+        done = probe_all(mine, t1, len(mine), PROBES_IN_FLIGHT)
         r["restart_one"] = {"tunnels_interrupted": len(mine), "all_back_s": done["all_up_s"],
                             "others_pids_changed": sum(1 for j in range(1, c)
                                                        if fleet.members[j].ssh_pids() != others[j])}
@@ -267,11 +268,12 @@ def run_autossh(ctx, env, n, c, ports):
 
 
 def run(ctx, env, sizes, gatetime, reloads):
-    out = {"sizes": sizes, "gatetime": gatetime, "runs": []}
+    out = {"sizes": sizes, "gatetime": gatetime, "runs": [], "probes_in_flight": PROBES_IN_FLIGHT}
+    ports_all = ctx.ports.get(max(n for n, _ in sizes))      # one reservation socket per port, once
     for n, c in sizes:
         if n % c:
             raise BenchError(f"atscale: {n} tunnels do not spread evenly over {c} connections")
-        ports = ctx.ports.get(n)
+        ports = ports_all[:n]
         out["runs"].append(run_tunneld(ctx, env, n, c, ports, gatetime, reloads))
         out["runs"].append(run_autossh(ctx, env, n, c, ports))
     return out
