@@ -197,14 +197,14 @@ static int finish_job(struct job *j, struct ssh_view *view, bool timed_out)
         _cleanup_free_ char *text = NULL;
         int r;
 
+        if (timed_out) {
+                view->timed_out = true;
+                return 0;       /* what it printed so far goes with the job (close_job) */
+        }
         if (buf_steal(&j->text, &text) < 0)
                 return -ENOMEM;
         if (!text && !(text = strdup("")))
                 return -ENOMEM;
-        if (timed_out) {
-                view->timed_out = true;
-                return 0;
-        }
         if (WIFEXITED(j->status) && WEXITSTATUS(j->status) == 0)
                 return ssh_view_parse(text, view);
         /* what ssh said, on one line; or how it ended */
