@@ -74,6 +74,14 @@ def check_runs(ctx, conf, runs=3):
             "first_line": (outs[0][0] or outs[0][1]).splitlines()[0] if (outs[0][0] or outs[0][1]) else ""}
 
 
+def children_cpu(pid):
+    """CPU seconds of pid's reaped children (cutime + cstime): a load's child process and the
+    ssh -G it ran, once tunneld reaped it."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        rest = f.read().rsplit(b")", 1)[1].split()
+    return (int(rest[13]) + int(rest[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ctl(ctx, ctl, *args, timeout=60):
     t0 = now()
     r = subprocess.run([ctx.tunnelctl, "-s", ctl, *args], capture_output=True, text=True, timeout=timeout)
@@ -135,10 +143,10 @@ def reload_one(ctx, td, conf, ssh_config, echo, ports, c, gatetime, moved, idx):
     write_conf(conf, td.ctl, ssh_config, echo, ports, c, gatetime, moved)
     log_off = os.path.getsize(td.log)
     watch = LatencyWatch(ctx, td.ctl, name(0))
-    c0 = proc_cpu(td.pid)
+    c0, k0 = proc_cpu(td.pid), children_cpu(td.pid)
     t0 = now()
     r, took = _ctl(ctx, td.ctl, "reload", timeout=300)
-    c1 = proc_cpu(td.pid)
+    c1, k1 = proc_cpu(td.pid), children_cpu(td.pid)
     lat = watch.stop()
     t_up = wait_echo("127.0.0.1", new_port, now() + 60) if new_port else None
     with open(td.log, errors="replace") as f:
@@ -152,7 +160,7 @@ def reload_one(ctx, td, conf, ssh_config, echo, ports, c, gatetime, moved, idx):
     changed = sorted(k for k in before if before[k][0] != after.get(k, (None,))[0])
     return {"tunnel": name(idx) if idx is not None else None, "exit": r.returncode, "reply_s": took,
             "changed_logged": int(m.group(3)) if m else None, "tunneld_cpu_s": c1[0] - c0[0],
-            "tunneld_run_s": (c1[1] or 0) - (c0[1] or 0),
+            "tunneld_run_s": (c1[1] or 0) - (c0[1] or 0), "load_child_cpu_s": k1 - k0,
             "pids_changed": len(changed), "not_up_after": sum(1 for _, s in after.values() if s != "up"),
             "moved_echo_s": None if t_up is None else t_up - t0,
             "status_during_max_s": max(lat) if lat else None, "status_during_n": len(lat)}

@@ -657,6 +657,8 @@ def _atscale(r, out, targets):
         ("… moved forward echoes after ms", lambda x: ", ".join(ms(y["moved_echo_s"]) for y in one_fwd(x)) or "—"),
         ("… tunneld CPU ms (ticks) / on-CPU ms",
          lambda x: ", ".join(f"{ms(y['tunneld_cpu_s'])} / {ms(y['tunneld_run_s'])}" for y in one_fwd(x)) or "—"),
+        ("… CPU of the load's child process and its ssh -G ms",
+         lambda x: ", ".join(ms(y.get("load_child_cpu_s")) for y in one_fwd(x)) or "—"),
         ("… status of one tunnel meanwhile, slowest ms (replies)",
          lambda x: ", ".join(f"{ms(y['status_during_max_s'])} ({y['status_during_n']})" for y in one_fwd(x)) or "—"),
         ("reload, nothing changed: reply ms, changed",
