@@ -351,7 +351,7 @@ static void first_load_finish(struct supervisor *s, int r, struct config *c, str
         if (r < 0) {
                 for (size_t i = 0; i < errs->n; i++)
                         log_error("%s", errs->lines[i]);
-                log_error("%s: %zu error%s, not starting", s->config->path, errs->n, errs->n == 1 ? "" : "s");
+                log_error("tunneld: %s: %zu error%s, not starting", s->config->path, errs->n, errs->n == 1 ? "" : "s");
                 s->reload_error = strdup("the configuration did not load (see the journal)");
                 s->loaded = NULL;
                 loaded(s, r, s->loaded_userdata);
