@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* config: loading a configuration: the main file and its drop-ins, read with their size,
  * NUL and permission checks, parsed (config_parse.c), checked across tunnels
- * (config_check.c). */
+ * (config_check.c, config_ssh.c). */
 #include "config.h"
 #include "config_internal.h"
 

@@ -4,8 +4,8 @@
 #include <stdint.h>
 
 /* What the files of the configuration module share (config.c loads, config_parse.c
- * parses, config_check.c checks across tunnels, spec.c holds the data's helpers). Not
- * for other modules. */
+ * parses, config_check.c checks across tunnels, config_ssh.c asks ssh, spec.c holds the
+ * data's helpers). Not for other modules. */
 
 #include <libconfig.h>
 #include <stdio.h>
@@ -56,8 +56,8 @@ void check_after(struct parser *p, const struct config *c);
 void check_ports(struct parser *p, const struct config *c);
 /* config_pins.c: host_keys and jump_host_keys against ssh_options and jump_host. */
 void check_host_keys(struct parser *p, const struct config *c);
-/* ssh -G once per distinct ssh configuration (config.h: config_view), each tunnel with an
- * ssh_config_file given its view; c->ssh_views keeps them. */
+/* config_ssh.c: ssh -G once per distinct ssh configuration (config.h: config_view), each
+ * tunnel with an ssh_config_file given its view; c->ssh_views keeps them. */
 void ask_ssh(struct parser *p, struct config *c);
 /* The same from views found by another load. */
 void take_views(struct parser *p, struct config *c, const struct config_views *views);

@@ -5,7 +5,7 @@
  * effective configuration and exits; nothing is connected). ssh judges its own options:
  * a typo in ssh_options, a broken ssh_config_file (bad permissions on an Include) are its
  * errors, and an alias of an ssh_config_file gets its real host, port, user and the forwards
- * its file adds. Asked once per distinct ssh configuration (config_check.c), never per
+ * its file adds. Asked once per distinct ssh configuration (config_ssh.c), never per
  * tunnel. Parsing is pure (and fuzzed: tests/fuzz/fuzz-ssh-view.c); running is synchronous,
  * parallel, and ends at the load's deadline. */
 
