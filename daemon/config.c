@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* config: loading a configuration: the main file and its drop-ins, read with their size,
  * NUL and permission checks, parsed (config_parse.c), checked across tunnels
- * (config_check.c). */
+ * (config_check.c, config_ssh.c). */
 #include "config.h"
 #include "config_internal.h"
 
@@ -284,10 +284,12 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                        uint64_t digest, struct config **ret, struct config_errors *errs)
 {
         _cleanup_config_free_ struct config *c = NULL;
-        struct parser p = { .digest = digest, .path = path, .opts = opts, .errs = errs };
+        struct parser p = { .digest = digest, .path = path, .opts = opts, .errs = errs,
+                            .load_timeout = opts->load_timeout > 0 ? opts->load_timeout : CONFIG_LOAD_TIMEOUT };
         struct tunnel_spec tmpl;
         int r;
 
+        p.deadline = now_mono() + p.load_timeout;
         r = config_new(path, &c);
         if (r < 0)
                 return r;
@@ -304,7 +306,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                         p.oom = r;
         }
         tunnel_spec_done(&tmpl);
-        p.seen = strv_free(p.seen);
+        config_names_free(&p.seen);
         p.warned = strv_free(p.warned);
         c->warnings = p.warnings;
         p.warnings = NULL;

@@ -78,9 +78,12 @@ struct tunnel_spec {
         int flap_threshold;             /* this many failures within flap_window: flapping */
         double flap_window;
 
-        /* What ssh makes of it (ssh -G), for a tunnel with an ssh_config_file: derived, not
-         * configured (ssh_viewed false: ssh was not asked). Part of the command line's
-         * equality: an edited ssh_config_file that moves a forward restarts the tunnel. */
+        /* What ssh makes of it, for a tunnel with an ssh_config_file: derived, not configured
+         * (ssh_viewed false: ssh was not asked). ssh -G of its ssh configuration gives the
+         * real host and port; the forwards are its own followed by those its ssh_config_file
+         * adds (ssh -G's, without the ones it already has, as ssh drops a repeated forward).
+         * Part of the command line's equality: an edited ssh_config_file that moves a
+         * forward changes the tunnel. */
         bool ssh_viewed;
         char *ssh_hostname;
         int ssh_port;
@@ -101,19 +104,29 @@ enum config_ask_ssh {
         CONFIG_SSH_STRICT,              /* tunneld -t: ssh must judge every option set, or it is an error */
         CONFIG_SSH_LENIENT,             /* the daemon: ssh's complaints are errors; an ssh that does not run is not */
 };
-/* What ssh -G said of a tunnel with an ssh_config_file, found by another load of the same
- * file (a reload's child process, reload_job.h): taken as it is, ssh not asked again. */
+/* What ssh -G said of one ssh configuration: everything on a tunnel's ssh command line but
+ * its forwards (the program, -F ssh_config_file, host, user, port, identity, jump host,
+ * ssh_options…), written as key. Every tunnel with that key and an ssh_config_file takes it
+ * (its own forwards added). A load keeps them (config.ssh_views), and a reload's child
+ * process sends them to the daemon, which takes them as they are (reload_job.h). */
 struct config_view {
-        char *name;
+        char *key;
         char *hostname;
         int port;
-        char **local_forwards, **remote_forwards, **dynamic_forwards;
+        char **local_forwards, **remote_forwards, **dynamic_forwards;   /* the file's own */
         bool gateway_ports;
 };
 struct config_views {
-        struct config_view *v;
+        struct config_view *v;          /* sorted by key */
         size_t n;
 };
+void config_views_clear(struct config_views *v);
+
+/* A load that asks ssh -G must be done within this (every ssh -G of it, and the child
+ * process a reload loads in), or it fails as a whole: the verdict never depends on how
+ * many ssh -G happened to finish. Generous: ssh -G runs once per distinct ssh
+ * configuration, about 10 ms each, 8 at once. */
+#define CONFIG_LOAD_TIMEOUT 60.0
 
 struct config_load_options {
         bool allow_insecure;            /* tunneld --allow-insecure-config */
@@ -121,6 +134,7 @@ struct config_load_options {
         enum config_ask_ssh ask_ssh;
         bool keyscan;                   /* tunneld --keyscan: a jump host may lack jump_host_keys (they are being fetched) */
         const struct config_views *views;       /* with CONFIG_SSH_SKIP: ssh's answers, from another load */
+        double load_timeout;            /* seconds; 0: CONFIG_LOAD_TIMEOUT (tests use less) */
 };
 
 struct config {
@@ -141,6 +155,7 @@ struct config {
         double hook_timeout;            /* on_state_change programs are killed after this */
         struct config_load_options load_options;        /* how it was loaded: a reload loads the same way */
         uint64_t source_digest;         /* of the names and bytes of every file read: two loads saw the same */
+        struct config_views ssh_views;  /* what ssh -G said, one per ssh configuration asked */
 
         struct tunnel_spec *tunnels;
         size_t n_tunnels;
@@ -158,8 +173,9 @@ void config_errors_clear(struct config_errors *e);
 
 /* Read and validate path (opts NULL: the defaults). 0 on success; -EINVAL with every
  * problem in errs; other -errno (with a line in errs too) when the file cannot be read at
- * all. With ask_ssh, ssh -G judges each distinct set of ssh options, and gives the
- * tunnels with an ssh_config_file their effective host, port and forwards. */
+ * all. With ask_ssh, ssh -G judges each distinct ssh configuration once (config_view),
+ * and gives the tunnels with an ssh_config_file their effective host, port and forwards;
+ * ssh -G not done within load_timeout fails the load. */
 int config_load(const char *path, const struct config_load_options *opts, struct config **ret,
                 struct config_errors *errs);
 /* The same from a string (tests, fuzzing); name is used in messages. No drop-ins, the

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* config_check: what is checked across tunnels once everything is read: after cycles,
- * port clashes (clash.h), ssh's own judgement of its options (ssh_view.h), and the files
- * the tunnels name (readable, keys not readable by others, permissions like sshd's
- * StrictModes). */
+ * port clashes (clash.h), shared connections, and the files the tunnels name (readable,
+ * keys not readable by others, permissions like sshd's StrictModes). ssh's own judgement
+ * of its options is config_ssh.c's. */
 #include "config.h"
 #include "config_internal.h"
 
@@ -19,7 +19,6 @@
 #include "log.h"
 #include "safe_path.h"
 #include "ssh_argv.h"
-#include "ssh_view.h"
 
 void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
 {
@@ -241,211 +240,138 @@ done:
                 clash_listener_done(&v[i].l);
 }
 
-/* ---- ssh judges ssh's options (ssh_view.h) ---- */
-
-
-struct query_key {
-        char *key;
-        size_t tunnel;
+/* One forward of a share_connection tunnel, as written, for finding the same forward in
+ * two tunnels of one connection: on one ssh they would be one forward, and closing one
+ * would close the other's (ssh's CLOSE_FWD is for every client). Only a -R of port 0 can
+ * be the same in two tunnels (the clash checks refuse the rest). */
+struct share_forward {
+        size_t group, tunnel;
+        int kind, pos;                  /* which list (local, remote, dynamic), where in it */
+        const char *spec;
 };
 
-static int compare_keys(const void *x, const void *y)
+static int compare_share_forwards(const void *x, const void *y)
 {
-        const struct query_key *a = x, *b = y;
-        int r = strcmp(a->key, b->key);
+        const struct share_forward *a = x, *b = y;
+        int r;
 
-        return r ? r : a->tunnel < b->tunnel ? -1 : a->tunnel > b->tunnel;
+        if (a->group != b->group)
+                return a->group < b->group ? -1 : 1;
+        if (a->kind != b->kind)
+                return a->kind - b->kind;
+        if ((r = strcmp(a->spec, b->spec)))
+                return r;
+        return a->tunnel < b->tunnel ? -1 : a->tunnel > b->tunnel;
 }
 
-/* One ssh -G per tunnel with an ssh_config_file (its alias, its forwards and its Include
- * files are its own), and one per distinct set of ssh_options for the rest (those are
- * judged the same whatever the host). */
-static int query_keys(const struct config *c, struct query_key *keys, size_t *ret_n)
-{
-        size_t n = 0;
+/* The same forward in two tunnels (later, earlier) of one connection; reported once per
+ * pair, at the later one, naming its first such forward. */
+struct share_clash {
+        size_t tunnel, other;
+        int kind, pos;
+        const char *spec;
+};
 
+static int compare_share_clashes(const void *x, const void *y)
+{
+        const struct share_clash *a = x, *b = y;
+
+        if (a->tunnel != b->tunnel)
+                return a->tunnel < b->tunnel ? -1 : 1;
+        if (a->other != b->other)
+                return a->other < b->other ? -1 : 1;
+        return a->kind != b->kind ? a->kind - b->kind : a->pos - b->pos;
+}
+
+/* Sorted, so that 10,000 tunnels on one connection do not compare each with each. */
+static int check_share_forwards(struct parser *p, const struct config *c, const size_t *group)
+{
+        _cleanup_free_ struct share_forward *v = NULL;
+        _cleanup_free_ struct share_clash *clashes = NULL;
+        size_t n = 0, total = 0, n_clashes = 0, cap = 0;
+
+        for (size_t i = 0; i < c->n_tunnels; i++)
+                if (c->tunnels[i].share_connection)
+                        total += strv_length(tunnel_spec_local_forwards(&c->tunnels[i])) +
+                                 strv_length(tunnel_spec_remote_forwards(&c->tunnels[i])) +
+                                 strv_length(tunnel_spec_dynamic_forwards(&c->tunnels[i]));
+        v = calloc(total + 1, sizeof(*v));
+        if (!v)
+                return -ENOMEM;
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
-                struct buf b = {0};
+                char *const *lists[3] = { tunnel_spec_local_forwards(t), tunnel_spec_remote_forwards(t),
+                                          tunnel_spec_dynamic_forwards(t) };
 
-                if (!t->enabled)
-                        continue;
-                if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
-                        buf_printf(&b, "T%zu", i);
-                else {
-                        buf_printf(&b, "O%s", t->ssh_config_file ? "-F none" : "");
-                        for (char **o = t->ssh_options; o && *o; o++)
-                                buf_printf(&b, "\n%s", *o);
-                }
-                keys[n].tunnel = i;
-                if (buf_steal(&b, &keys[n].key) < 0) {
-                        *ret_n = n;
-                        return -ENOMEM;
-                }
-                n++;
+                for (int k = 0; t->share_connection && k < 3; k++)
+                        for (int pos = 0; lists[k] && lists[k][pos]; pos++)
+                                v[n++] = (struct share_forward){ group[i], i, k, pos, lists[k][pos] };
         }
-        qsort(keys, n, sizeof(*keys), compare_keys);
-        *ret_n = n;
+        qsort(v, n, sizeof(*v), compare_share_forwards);
+        for (size_t a = 0; a < n; a++)
+                for (size_t b = a + 1; b < n && v[a].group == v[b].group && v[a].kind == v[b].kind &&
+                                       strcmp(v[a].spec, v[b].spec) == 0; b++) {
+                        if (v[b].tunnel == v[a].tunnel)
+                                continue;
+                        if (n_clashes == cap) {
+                                struct share_clash *grown = realloc(clashes, (cap = cap ? 2 * cap : 8) * sizeof(*grown));
+                                if (!grown)
+                                        return -ENOMEM;
+                                clashes = grown;
+                        }
+                        clashes[n_clashes++] = (struct share_clash){ v[b].tunnel, v[a].tunnel, v[b].kind, v[b].pos,
+                                                                     v[b].spec };
+                }
+        if (n_clashes)
+                qsort(clashes, n_clashes, sizeof(*clashes), compare_share_clashes);
+        for (size_t k = 0; k < n_clashes; k++)
+                if (!k || clashes[k].tunnel != clashes[k - 1].tunnel || clashes[k].other != clashes[k - 1].other)
+                        diag_tunnel(p, &c->tunnels[clashes[k].tunnel], "share_connection", "forward \"%s\" is tunnel "
+                                    "%s's too, and both would ride one ssh, where they are one forward: give one of "
+                                    "them share_connection = false", clashes[k].spec,
+                                    c->tunnels[clashes[k].other].name);
         return 0;
 }
 
-static void take_view(struct tunnel_spec *t, struct ssh_view *v)
+/* Each share_connection tunnel's connection: the index of the first tunnel it shares one
+ * with (itself if none before it). Compared with each connection's first tunnel only, so
+ * that 10,000 tunnels on 100 connections cost a million comparisons, not fifty million. */
+static int share_groups(const struct config *c, size_t *group)
 {
-        t->ssh_viewed = true;
-        t->ssh_hostname = v->hostname;
-        t->ssh_port = v->port;
-        t->ssh_local_forwards = v->local_forwards;
-        t->ssh_remote_forwards = v->remote_forwards;
-        t->ssh_dynamic_forwards = v->dynamic_forwards;
-        t->ssh_gateway_ports = v->gateway_ports;
-        v->hostname = NULL;
-        v->local_forwards = v->remote_forwards = v->dynamic_forwards = NULL;
-}
+        _cleanup_free_ size_t *firsts = calloc(c->n_tunnels + 1, sizeof(size_t));
+        size_t n = 0;
 
-/* What ssh said of query q, for its first tunnel t (and others that share it). */
-static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view *v, size_t others)
-{
-        const char *setting = t->ssh_config_file ? "ssh_config_file" : "ssh_options";
-        char also[96] = "";
-
-        if (others)
-                snprintf(also, sizeof(also), " (and %zu other tunnel%s with these ssh_options)", others,
-                         others == 1 ? "" : "s");
-        if (v->error && v->ran) {
-                if (strstr(v->error, "command-line"))
-                        setting = "ssh_options";
-                diag_tunnel(p, t, setting, "ssh refuses it: %s%s", v->error, also);
-                return;
-        }
-        if (v->error) {
-                if (p->opts->ask_ssh == CONFIG_SSH_STRICT)
-                        diag_tunnel(p, t, "ssh", "cannot ask ssh to check the ssh options: %s%s", v->error, also);
-                else
-                        log_warning("%s: cannot ask ssh to check the ssh options: %s; starting anyway", t->name,
-                                    v->error);
-                return;
-        }
-        if (v->fork_after_authentication)
-                diag_tunnel(p, t, setting, "ForkAfterAuthentication=yes makes ssh go to the background, and "
-                            "tunneld would see it exit at once; remove it (tunneld keeps ssh in the foreground)%s",
-                            also);
-}
-
-void ask_ssh(struct parser *p, struct config *c)
-{
-        size_t n = 0, m = 0;
-        struct query_key *keys = calloc(c->n_tunnels + 1, sizeof(*keys));
-        size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its index into keys */
-        char ***argvs = calloc(c->n_tunnels + 1, sizeof(char **));
-        struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));
-        size_t *owner = calloc(c->n_tunnels + 1, sizeof(size_t));     /* tunnel → 1 + the query it leads */
-        int r;
-
-        if (!keys || !first || !argvs || !views || !owner || query_keys(c, keys, &n) < 0)
-                goto oom;
-        for (size_t k = 0; k < n; k++) {
-                if (k && strcmp(keys[k].key, keys[k - 1].key) == 0)
-                        continue;
-                first[m] = k;
-                /* the command line the tunnel's ssh gets, without the jump hosts' file */
-                if (ssh_argv_build_view(&c->tunnels[keys[k].tunnel], c->ssh, &argvs[m]) < 0)
-                        goto oom;
-                m++;
-        }
-        r = ssh_view_query(argvs, m, SSH_VIEW_TIMEOUT, views);
-        if (r < 0)
-                goto oom;
-        /* judged at each query's first tunnel, in configuration order */
-        for (size_t q = 0; q < m; q++)
-                owner[keys[first[q]].tunnel] = q + 1;
+        if (!firsts)
+                return -ENOMEM;
         for (size_t i = 0; i < c->n_tunnels; i++) {
-                size_t q = owner[i], k, end;
-                struct tunnel_spec *t = &c->tunnels[i];
-
-                if (!q--)
+                group[i] = i;
+                if (!c->tunnels[i].share_connection)
                         continue;
-                k = first[q];
-                end = q + 1 < m ? first[q + 1] : n;
-                judge_view(p, t, &views[q], end - k - 1);
-                if (!views[q].error && t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0)
-                        take_view(t, &views[q]);
+                for (size_t k = 0; k < n && group[i] == i; k++)
+                        if (tunnel_spec_shares_connection(&c->tunnels[i], &c->tunnels[firsts[k]]))
+                                group[i] = firsts[k];
+                if (group[i] == i)
+                        firsts[n++] = i;
         }
-        goto done;
-oom:
-        p->oom = -ENOMEM;
-done:
-        for (size_t i = 0; keys && i < n; i++)
-                free(keys[i].key);
-        for (size_t q = 0; argvs && q < m; q++)
-                strv_free(argvs[q]);
-        for (size_t q = 0; views && q < m; q++)
-                ssh_view_done(&views[q]);
-        free(keys);
-        free(first);
-        free(argvs);
-        free(views);
-        free(owner);
-}
-
-void take_views(struct parser *p, struct config *c, const struct config_views *views)
-{
-        for (size_t i = 0; i < c->n_tunnels; i++) {
-                struct tunnel_spec *t = &c->tunnels[i];
-
-                for (size_t k = 0; k < views->n; k++) {
-                        const struct config_view *v = &views->v[k];
-
-                        if (strcmp(v->name, t->name) != 0)
-                                continue;
-                        t->ssh_viewed = true;
-                        t->ssh_port = v->port;
-                        t->ssh_gateway_ports = v->gateway_ports;
-                        if ((v->hostname && !(t->ssh_hostname = strdup(v->hostname))) ||
-                            strv_copy(v->local_forwards, &t->ssh_local_forwards) < 0 ||
-                            strv_copy(v->remote_forwards, &t->ssh_remote_forwards) < 0 ||
-                            strv_copy(v->dynamic_forwards, &t->ssh_dynamic_forwards) < 0)
-                                p->oom = -ENOMEM;
-                        break;
-                }
-        }
-}
-
-/* A forward of t's that u has too (as written): on one ssh they would be one forward,
- * and closing one would close the other's (ssh's CLOSE_FWD is for every client). Only a
- * -R of port 0 can be the same in two tunnels (the clash checks refuse the rest). */
-static const char *same_forward(const struct tunnel_spec *t, const struct tunnel_spec *u)
-{
-        char *const *lists[][2] = { { tunnel_spec_local_forwards(t), tunnel_spec_local_forwards(u) },
-                                    { tunnel_spec_remote_forwards(t), tunnel_spec_remote_forwards(u) },
-                                    { tunnel_spec_dynamic_forwards(t), tunnel_spec_dynamic_forwards(u) } };
-
-        for (size_t k = 0; k < ELEMENTSOF(lists); k++)
-                for (char *const *a = lists[k][0]; a && *a; a++)
-                        for (char *const *b = lists[k][1]; b && *b; b++)
-                                if (strcmp(*a, *b) == 0)
-                                        return *a;
-        return NULL;
+        return 0;
 }
 
 void check_share(struct parser *p, const struct config *c)
 {
+        _cleanup_free_ size_t *group = calloc(c->n_tunnels + 1, sizeof(size_t));
+
+        if (!group || share_groups(c, group) < 0 || check_share_forwards(p, c, group) < 0) {
+                p->oom = -ENOMEM;
+                return;
+        }
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
-
-                for (size_t j = 0; t->share_connection && j < i; j++) {
-                        const char *f;
-
-                        if (tunnel_spec_shares_connection(t, &c->tunnels[j]) && (f = same_forward(t, &c->tunnels[j])))
-                                diag_tunnel(p, t, "share_connection", "forward \"%s\" is tunnel %s's too, and both "
-                                            "would ride one ssh, where they are one forward: give one of them "
-                                            "share_connection = false", f, c->tunnels[j].name);
-                }
 
                 for (char **a = t->after; t->share_connection && a && *a; a++) {
                         ssize_t j = find_tunnel(c, *a);
 
                         /* both ride one ssh: up and down together, the wait means nothing */
-                        if (j >= 0 && tunnel_spec_shares_connection(t, &c->tunnels[j]))
+                        if (j >= 0 && c->tunnels[j].share_connection && group[j] == group[i])
                                 diag_tunnel(p, t, "after", "\"%s\" shares this tunnel's connection "
                                             "(share_connection): they come up and go down together, so one cannot "
                                             "wait for the other; set share_connection = false on one of them, or "

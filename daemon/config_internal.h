@@ -4,14 +4,22 @@
 #include <stdint.h>
 
 /* What the files of the configuration module share (config.c loads, config_parse.c
- * parses, config_check.c checks across tunnels, spec.c holds the data's helpers). Not
- * for other modules. */
+ * parses, config_check.c checks across tunnels, config_ssh.c asks ssh, spec.c holds the
+ * data's helpers). Not for other modules. */
 
 #include <libconfig.h>
 #include <stdio.h>
 
 #include "config.h"
 #include "util.h"
+
+/* Names and where they were defined ("name\tFILE:LINE"), found by hash: a duplicate name
+ * is found among 10,000 tunnels without comparing each with each. */
+struct config_names {
+        char **slots;                   /* open addressing; NULL: free */
+        size_t n, cap;
+};
+void config_names_free(struct config_names *t);
 
 struct parser {
         uint64_t digest;                /* of every file read so far (config.h: source_digest) */
@@ -20,9 +28,11 @@ struct parser {
         struct config_errors *errs;
         bool defaults_has_host;
         int oom;
-        char **seen;                    /* "name\tFILE:LINE" of every tunnel read, valid or not */
+        struct config_names seen;       /* every tunnel read so far, valid or not */
         char **warnings;                /* config.h's */
         char **warned;                  /* the settings warned about: one warning each */
+        double load_timeout;            /* seconds (config.h: CONFIG_LOAD_TIMEOUT) */
+        double deadline;                /* now_mono() by which ssh -G must have answered */
 };
 
 /* The names of the enumerations, indexed by value. */
@@ -48,7 +58,10 @@ void check_after(struct parser *p, const struct config *c);
 void check_ports(struct parser *p, const struct config *c);
 /* config_pins.c: host_keys and jump_host_keys against ssh_options and jump_host. */
 void check_host_keys(struct parser *p, const struct config *c);
+/* config_ssh.c: ssh -G once per distinct ssh configuration (config.h: config_view), each
+ * tunnel with an ssh_config_file given its view; c->ssh_views keeps them. */
 void ask_ssh(struct parser *p, struct config *c);
+/* The same from views found by another load. */
 void take_views(struct parser *p, struct config *c, const struct config_views *views);
 void check_files(struct parser *p, const struct config *c);
 /* share_connection: no tunnel waits (after) for one it shares its connection with. */

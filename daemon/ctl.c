@@ -359,10 +359,6 @@ void ctl_server_answer(struct ctl_conn *c, const char *line, size_t len)
         struct ctl_server *s = c->server;
         struct ctl_effect effect;
 
-        if (!s->sup) {
-                ctl_protocol_error(&c->out, "tunneld is starting");
-                return;
-        }
         ctl_protocol_handle(s->sup, line, len, &(struct ctl_peer){ .uid = c->cred.uid, .may_write = c->may_write },
                             &c->out, &effect);
         if (effect.subscribe) {
@@ -387,10 +383,18 @@ void ctl_server_answer(struct ctl_conn *c, const char *line, size_t len)
 
 void ctl_server_attach(struct ctl_server *s, struct supervisor *sup)
 {
+        struct ctl_conn *next;
+
         s->sup = sup;
         /* two listeners of SUPERVISOR_LISTENERS_MAX exist (this and the publisher) */
         (void)supervisor_add_listener(sup, &(struct supervisor_listener){
                 .event = on_tunnel_event, .reloaded = on_reloaded, .userdata = s });
+        /* the requests that came before (main.c attaches once the first load is applied, or
+         * a moment after start) */
+        for (struct ctl_conn *c = s->conns; c; c = next) {
+                next = c->next;
+                ctl_conn_answered(c);
+        }
 }
 
 /* Bound and listening under a temporary name, then renamed into place: whoever sees the

@@ -237,10 +237,11 @@ static bool conn_flush(struct ctl_conn *c)
         return true;
 }
 
-/* Busy: the reply to its last request is not all taken, or not made yet. */
+/* Busy: the reply to its last request is not all taken, or not made yet; or tunneld's
+ * first load is not attached yet (main.c), and the request waits, unread. */
 static bool conn_busy(const struct ctl_conn *c)
 {
-        return has_output(c) || c->waiting_reload || c->waiting_check;
+        return has_output(c) || c->waiting_reload || c->waiting_check || !c->server->sup;
 }
 
 /* Read only between replies, and only with room for the rest of a line: a client that

@@ -121,7 +121,9 @@ static int select_tunnels(const struct request *r, bool all_by_default, char ***
                 }
                 at = index_of(r->sup, name->string);
                 if (at < 0) {
-                        ctl_protocol_error(r->out, "no such tunnel: %s", name->string);
+                        ctl_protocol_error(r->out, "no such tunnel: %s%s", name->string,
+                                           supervisor_is_loading(r->sup) ? " (tunneld is still loading its configuration)"
+                                                                         : "");
                         return -ENOENT;
                 }
                 if (strv_push(&v, name->string) < 0)

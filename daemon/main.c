@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <math.h>
 #include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -241,12 +242,55 @@ static int become_check_user(const char *user)
         return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
+/* The control socket answers at the latest this long after start (seconds): requests wait
+ * for the first load until then, so that one done by then is never seen half-way; after
+ * it, a slow load is served as an empty set that says it is loading. */
+#define ATTACH_GRACE 0.3
+
 struct daemon {
+        struct ev_loop *loop;
         struct supervisor *sup;
         struct publisher *pub;
         struct ctl_server *ctl;
         ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+        ev_timer attach;                /* ATTACH_GRACE after start */
+        bool attached;                  /* the control socket serves the supervisor */
+        bool failed;                    /* the configuration did not load: exit 1 */
 };
+
+static void attach(struct daemon *d)
+{
+        ev_timer_stop(d->loop, &d->attach);
+        if (d->attached || !d->ctl)
+                return;
+        d->attached = true;
+        ctl_server_attach(d->ctl, d->sup);
+}
+
+static void on_attach(struct ev_loop *loop, ev_timer *w, int revents)
+{
+        (void)loop;
+        (void)revents;
+        attach(w->data);
+}
+
+/* The load off the loop is done: publish (STATUS, READY once the tunnels launched) and
+ * answer on the control socket, or stop, as a daemon that cannot start. */
+static void on_loaded(struct supervisor *s, int r, void *userdata)
+{
+        struct daemon *d = userdata;
+
+        if (r >= 0) {
+                r = publisher_new(d->loop, s, &d->pub);
+                if (r < 0)
+                        log_error_errno(r, "cannot start: %m");
+        }
+        attach(d);
+        if (r < 0) {
+                d->failed = true;
+                supervisor_shutdown(s);
+        }
+}
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -303,6 +347,7 @@ int main(int argc, char *argv[])
         struct daemon d = {0};
         char *runtime_dir = NULL;
         struct ev_loop *loop;
+        double started = now_mono();
         int c, r;
 
         if (argc == 5 && strcmp(argv[1], KEYSCAN_NOTE) == 0)
@@ -353,7 +398,16 @@ int main(int argc, char *argv[])
                 fprintf(stderr, "tunneld: --check-as goes with --check or --keyscan\n");
                 return 2;
         }
-        r = config_load(path, &opts, &config, &errs);
+        {
+                /* The daemon reads the file here without ssh: its globals, and every error but
+                 * ssh's, before anything starts. ssh -G comes with the load off the loop, once
+                 * the control socket answers (supervisor_new_loading). */
+                struct config_load_options read = opts;
+
+                if (!check && !keyscan)
+                        read.ask_ssh = CONFIG_SSH_SKIP;
+                r = config_load(path, &read, &config, &errs);
+        }
         if (r < 0) {
                 /* the daemon logs with <N> prefixes, and so does -t into the journal (the
                  * unit's ExecStartPre): "journalctl -p err" must show why it did not start */
@@ -374,6 +428,7 @@ int main(int argc, char *argv[])
                 return r;
         }
 
+        config->load_options = opts;    /* the load off the loop, and every reload, ask ssh */
         log_open(config->log_target);
         log_set_max_level(config->log_level);
         if (debug)
@@ -418,35 +473,33 @@ int main(int argc, char *argv[])
                 }
                 /* other errors: tunnels still run; they matter more than tunnelctl */
         }
+        d.loop = loop;
         r = runtime_dir_create(d.ctl ? config->control_socket : NULL, &runtime_dir);
         if (r >= 0)
-                r = supervisor_new(loop, config, runtime_dir, &d.sup);
-        if (r >= 0)
-                r = publisher_new(loop, d.sup, &d.pub);
+                r = supervisor_new_loading(loop, config, runtime_dir, on_loaded, &d, &d.sup);
         if (r < 0) {
                 log_error_errno(r, "cannot start: %m");
-                if (d.sup)
-                        config = NULL;  /* the supervisor's now */
-                supervisor_free(d.sup);
                 ctl_server_free(d.ctl);
                 runtime_dir_remove(runtime_dir);
                 free(runtime_dir);
-                config_free(config);
+                config_free(config);    /* still ours */
                 return 1;
         }
-        if (d.ctl)
-                ctl_server_attach(d.ctl, d.sup);
+        ev_timer_init(&d.attach, on_attach, fmax(0., ATTACH_GRACE - (now_mono() - started)), 0.);
+        d.attach.data = &d;
+        ev_timer_start(loop, &d.attach);
         notify_watchdog_start(loop);
 
         ev_run(loop, 0);
 
         notify_watchdog_stop(loop);
-        log_notice("every tunnel stopped; exiting");
+        if (!d.failed)
+                log_notice("every tunnel stopped; exiting");
         publisher_free(d.pub);
         supervisor_free(d.sup);
         runtime_dir_remove(runtime_dir);        /* while the socket's lock still makes it ours */
         free(runtime_dir);
         ctl_server_free(d.ctl);
         ev_loop_destroy(loop);
-        return 0;
+        return d.failed ? 1 : 0;
 }

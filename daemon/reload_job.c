@@ -19,8 +19,9 @@
 
 #define REPORT_MAX (8u << 20)           /* a report is a few bytes per tunnel */
 #define READ_CHUNK 65536
-/* ssh -G of every tunnel is bounded by SSH_VIEW_TIMEOUT; the file and drop-ins by little */
-#define JOB_TIMEOUT (SSH_VIEW_TIMEOUT + 10.0)
+/* The child fails its load itself at the load's limit (config.h); this is for a child
+ * stuck anywhere else. */
+#define JOB_MARGIN 5.0
 
 struct reload_job {
         struct ev_loop *loop;
@@ -29,6 +30,7 @@ struct reload_job {
         ev_io io;
         ev_child child;
         ev_timer timer;
+        double timeout;                 /* seconds */
         struct buf report;
         bool eof, exited;
         int status;
@@ -60,40 +62,26 @@ int reload_job_report(int r, const struct config *c, const struct config_errors 
         if (r < 0) {
                 json_field_strv(&w, "errors", errs->lines);
         } else {
+                /* one per ssh configuration, in the order of their keys */
                 json_write_key(&w, "views");
                 json_begin_array(&w);
-                for (size_t i = 0; i < c->n_tunnels; i++) {
-                        const struct tunnel_spec *t = &c->tunnels[i];
+                for (size_t i = 0; i < c->ssh_views.n; i++) {
+                        const struct config_view *v = &c->ssh_views.v[i];
 
-                        if (!t->ssh_viewed)
-                                continue;
                         json_begin_object(&w);
-                        json_field_string(&w, "name", t->name);
-                        json_field_string(&w, "hostname", t->ssh_hostname);
-                        json_field_int(&w, "port", t->ssh_port);
-                        json_field_strv(&w, "local", t->ssh_local_forwards);
-                        json_field_strv(&w, "remote", t->ssh_remote_forwards);
-                        json_field_strv(&w, "dynamic", t->ssh_dynamic_forwards);
-                        json_field_bool(&w, "gateway_ports", t->ssh_gateway_ports);
+                        json_field_string(&w, "key", v->key);
+                        json_field_string(&w, "hostname", v->hostname);
+                        json_field_int(&w, "port", v->port);
+                        json_field_strv(&w, "local", v->local_forwards);
+                        json_field_strv(&w, "remote", v->remote_forwards);
+                        json_field_strv(&w, "dynamic", v->dynamic_forwards);
+                        json_field_bool(&w, "gateway_ports", v->gateway_ports);
                         json_end_object(&w);
                 }
                 json_end_array(&w);
         }
         json_end_object(&w);
         return buf_steal(&b, ret);
-}
-
-void config_views_clear(struct config_views *v)
-{
-        for (size_t i = 0; v->v && i < v->n; i++) {
-                free(v->v[i].name);
-                free(v->v[i].hostname);
-                strv_free(v->v[i].local_forwards);
-                strv_free(v->v[i].remote_forwards);
-                strv_free(v->v[i].dynamic_forwards);
-        }
-        free(v->v);
-        *v = (struct config_views){ 0 };
 }
 
 /* An array of strings, or NULL for an empty one (as ssh -G's parser leaves it). */
@@ -110,11 +98,14 @@ static int get_strv(const struct json *obj, const char *key, char ***ret)
         return 0;
 }
 
-static int parse_view(const struct json *o, struct config_view *v)
+/* One view; keys strictly increasing (the daemon looks them up by bisection). */
+static int parse_view(const struct json *o, const struct config_view *previous, struct config_view *v)
 {
-        const char *name = json_get_string(o, "name"), *host = json_get_string(o, "hostname");
+        const char *key = o->type == JSON_OBJECT ? json_get_string(o, "key") : NULL;
+        const char *host = o->type == JSON_OBJECT ? json_get_string(o, "hostname") : NULL;
 
-        if (!name || o->type != JSON_OBJECT || !(v->name = strdup(name)) || (host && !(v->hostname = strdup(host))))
+        if (!key || (previous && strcmp(previous->key, key) >= 0) || !(v->key = strdup(key)) ||
+            (host && !(v->hostname = strdup(host))))
                 return -EBADMSG;
         v->port = (int)json_get_number(o, "port", 0);
         v->gateway_ports = json_get_bool(o, "gateway_ports", false);
@@ -161,7 +152,7 @@ int reload_job_parse_report(const char *text, size_t len, struct config_views *r
                        !(ret_views->v = calloc(list->n + 1, sizeof(struct config_view)))))
                 r = -EBADMSG;
         for (size_t i = 0; r >= 0 && list && i < list->n; i++) {
-                r = parse_view(list->items[i], &ret_views->v[i]);
+                r = parse_view(list->items[i], i ? &ret_views->v[i - 1] : NULL, &ret_views->v[i]);
                 ret_views->n++;
         }
         json_free(j);
@@ -318,7 +309,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
         (void)loop;
         (void)revents;
-        log_warning("reload: loading the configuration took longer than %.0f s: stopped", JOB_TIMEOUT);
+        log_warning("loading the configuration took longer than %.0f s: stopped", j->timeout);
         if (j->pid > 0)
                 (void)kill(-j->pid, SIGKILL);   /* its process group: ssh -G too */
 }
@@ -378,7 +369,8 @@ int reload_job_start(struct ev_loop *loop, const char *path, const struct config
         (void)fcntl(j->fd, F_SETFL, O_NONBLOCK);
         ev_child_init(&j->child, on_exit_child, j->pid, 0);
         ev_io_init(&j->io, on_read, j->fd, EV_READ);
-        ev_timer_init(&j->timer, on_timeout, JOB_TIMEOUT, 0.);
+        j->timeout = (opts->load_timeout > 0 ? opts->load_timeout : CONFIG_LOAD_TIMEOUT) + JOB_MARGIN;
+        ev_timer_init(&j->timer, on_timeout, j->timeout, 0.);
         j->child.data = j->io.data = j->timer.data = j;
         ev_child_start(loop, &j->child);
         ev_io_start(loop, &j->io);

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* reload_job: a reload's loading of the configuration, off the event loop. Loading asks
- * ssh -G about the tunnels' options, and an ssh_config's "Match exec" can make that take
- * seconds: the daemon would stop answering and obey SIGTERM late. So a child process loads
- * the file exactly as the daemon would and sends back its errors, or what ssh said of each
- * tunnel with an ssh_config_file; the parent then loads the file again without ssh, taking
- * those answers. The child is bounded in time and killed with the job. */
+/* reload_job: loading the configuration off the event loop, at start and for every
+ * reload. Loading asks ssh -G about each ssh configuration, and an ssh_config's "Match
+ * exec" can make that take seconds: the daemon would stop answering and obey SIGTERM late.
+ * So a child process loads the file exactly as the daemon would and sends back its errors,
+ * or what ssh said of each ssh configuration (config.h: config_view); the parent then loads
+ * the file again without ssh, taking those answers, and must have read the same bytes. The
+ * child fails its load at the load's limit (CONFIG_LOAD_TIMEOUT), is killed a little after
+ * it whatever it is doing, and with the job. */
 
 #include <ev.h>
 
@@ -34,7 +36,7 @@ struct reload_job *reload_job_free(struct reload_job *j);
 
 /* The child's report, as JSON text (tests and fuzzing read it back). */
 int reload_job_report(int r, const struct config *c, const struct config_errors *errs, char **ret);
-/* Parse a report: 0 and *ret_views (when the load succeeded) or *ret_errs; -EBADMSG. */
+/* Parse a report: 0 and *ret_views (when the load succeeded: sorted by key) or *ret_errs;
+ * -EBADMSG. */
 int reload_job_parse_report(const char *text, size_t len, struct config_views *ret_views,
                             struct config_errors *ret_errs, int *ret_r, uint64_t *ret_digest);
-void config_views_clear(struct config_views *v);

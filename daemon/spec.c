@@ -225,8 +225,22 @@ struct config *config_free(struct config *c)
         free(c->include_dir);
         free(c->metrics_file);
         strv_free(c->warnings);
+        config_views_clear(&c->ssh_views);
         free(c);
         return NULL;
+}
+
+void config_views_clear(struct config_views *v)
+{
+        for (size_t i = 0; v->v && i < v->n; i++) {
+                free(v->v[i].key);
+                free(v->v[i].hostname);
+                strv_free(v->v[i].local_forwards);
+                strv_free(v->v[i].remote_forwards);
+                strv_free(v->v[i].dynamic_forwards);
+        }
+        free(v->v);
+        *v = (struct config_views){ 0 };
 }
 
 size_t config_enabled_count(const struct config *c)

@@ -362,6 +362,11 @@ bool supervisor_is_shutting_down(const struct supervisor *s)
         return s->shutting_down;
 }
 
+bool supervisor_is_loading(const struct supervisor *s)
+{
+        return s->loaded != NULL;
+}
+
 /* SIGUSR1: every connection restarts once (make-before-break where it is up); one in
  * backoff retries now. */
 void supervisor_restart_all(struct supervisor *s, const char *reason)

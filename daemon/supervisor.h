@@ -15,6 +15,18 @@ struct supervisor;
  * private directory (runtime.h), for the files it writes for ssh. */
 int supervisor_new(struct ev_loop *loop, struct config *config, const char *runtime_dir, struct supervisor **ret);
 struct supervisor *supervisor_free(struct supervisor *s);
+/* Start with none of config's tunnels (it was read without ssh -G) and load config->path
+ * again off the loop, ssh -G included, as a reload does (reload_job.h); its tunnels are
+ * applied (started, not "added") when that is done. Until then the set is empty and
+ * supervisor_reload_error() says it is loading; a reload asked for meanwhile runs after
+ * it. loaded(r) is called once, from the loop: 0, or -errno with the errors logged (the
+ * set stays empty); never if tunneld is stopped first. On failure config is still the
+ * caller's. */
+typedef void (*supervisor_loaded_t)(struct supervisor *s, int r, void *userdata);
+int supervisor_new_loading(struct ev_loop *loop, struct config *config, const char *runtime_dir,
+                           supervisor_loaded_t loaded, void *userdata, struct supervisor **ret);
+/* supervisor_new_loading's load is not done yet (the set is empty until it is). */
+bool supervisor_is_loading(const struct supervisor *s);
 
 /* Re-read the configuration file, in a child process (reload_job.h: ssh -G never blocks
  * the loop), then apply it; on any error the running set stays exactly as it was, and the
@@ -43,7 +55,8 @@ struct tunnel *supervisor_find(const struct supervisor *s, const char *name);
 /* The first tunnel t is after that is not up (its name), or NULL. */
 const char *supervisor_waiting_for(const struct supervisor *s, const struct tunnel *t);
 
-/* When the supervisor started (CLOCK_MONOTONIC). */
+/* When the supervisor started (CLOCK_MONOTONIC): its first load applied, with
+ * supervisor_new_loading (until then, when it was made). */
 double supervisor_started_at(const struct supervisor *s);
 
 /* Who else follows the supervisor (the publisher, the control socket's subscribers). Each
@@ -63,5 +76,7 @@ struct supervisor_listener {
 #define SUPERVISOR_LISTENERS_MAX 4
 int supervisor_add_listener(struct supervisor *s, const struct supervisor_listener *l);
 
-/* The last reload's failure, shown until a reload is applied; NULL if none. */
+/* What STATUS says of the configuration before the tunnels: that it is still loading at
+ * start (supervisor_new_loading), or the last reload's failure until a reload is applied;
+ * NULL if neither. */
 const char *supervisor_reload_error(const struct supervisor *s);

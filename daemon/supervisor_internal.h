@@ -52,6 +52,8 @@ struct supervisor {
         unsigned long reload_started, reload_done;      /* reloads counted, begun and finished */
         int reload_r;                   /* the last finished one: 0 or -errno */
         struct config_errors reload_errs;       /* …and its errors */
+        supervisor_loaded_t loaded;     /* supervisor_new_loading: set until its load is done */
+        void *loaded_userdata;
         struct netwatch *netwatch;
 };
 

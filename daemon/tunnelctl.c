@@ -467,7 +467,9 @@ static int report(const struct args *a, const struct replies *rs)
         if (lists_tunnels(a)) {
                 struct json all = merged_tunnels(replies, n);
 
-                if (!a->json && is(a, CTL_CMD_STATUS))
+                if (!a->json && is(a, CTL_CMD_STATUS) && all.n == 0 && json_get_string(last, "status"))
+                        printf("tunneld: %s\n", json_get_string(last, "status"));     /* why there is none (loading?) */
+                else if (!a->json && is(a, CTL_CMD_STATUS))
                         show_table(&all, a->long_view);
                 for (size_t i = 0; i < all.n; i++) {
                         const char *state = json_get_string(all.items[i], "state");

@@ -40,12 +40,12 @@ def tunnels(sock):
 
 
 def wait_serving(d, sock, timeout=10):
-    """Wait until tunneld d answers status on sock (the socket appears a moment after the
-    process starts)."""
+    """Wait until tunneld d answers status on sock with its configuration loaded (the socket
+    appears a moment after the process starts, the tunnels once ssh -G is done)."""
     def serving():
         if d.proc.poll() is not None:
             raise AssertionError(f"tunneld exited ({d.proc.returncode})")
-        return tunnelctl(sock, "status").returncode == 0
+        return tunneltest.loaded(sock)
     wait_until(serving, timeout, interval=0.05, what=f"tunneld to answer on {sock}")
 
 

@@ -133,8 +133,8 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
     def tunneld(self, tunnels, args=(), **settings):
         tunnels, defaults = self.spec(tunnels, **settings)
         d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
-        wait_until(lambda: d.proc.poll() is not None or tunneltest.tunnelctl(d, "status").returncode in (0, 1),
-                   10, what="tunneld to answer on its control socket")
+        wait_until(lambda: d.proc.poll() is not None or tunneltest.loaded(d), 10,
+                   what="tunneld to answer on its control socket, its configuration loaded")
         self.assertIsNone(d.proc.poll(), f"tunneld exited {d.proc.returncode}:\n{d.log()}")
         return d
 

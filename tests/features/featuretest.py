@@ -161,9 +161,12 @@ class FeatureTest(unittest.TestCase):
         tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
         d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH, **(globals or {})},
                                          args=args, env=env, wrapper=wrapper))
-        # tunnelctl works from here on (tunneld listens before it spawns the first ssh)
+        # tunnelctl works from here on, and the tunnels are there (tunneld listens before it
+        # loads the file off its loop, and loads it before it spawns the first ssh)
         wait_until(lambda: control_socket_listens(d) or d.proc.poll() is not None, 10, interval=0.01,
                    what="tunneld's control socket to listen")
+        wait_until(lambda: d.proc.poll() is not None or tunneltest.loaded(d), 30, interval=0.02,
+                   what="tunneld to load its configuration")
         return d
 
     def local_forward(self, port):

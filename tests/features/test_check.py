@@ -12,7 +12,7 @@ import re
 import shlex
 
 import tunneltest
-from tunneltest import free_port
+from tunneltest import free_port, wait_until
 from featuretest import FeatureTest, group_lines, status
 
 
@@ -283,6 +283,34 @@ class CheckTest(FeatureTest):
         self.assertEqual(t["forwards"]["remote"], [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"])
         self.assert_echo(lport)
         self.assert_echo(rport)
+
+    def test_alias_forwards_are_its_own_then_its_files(self):
+        """A tunnel's own forwards on an alias: ssh -G is asked about the alias once, without
+        them, and the tunnel has its own first, then those of the file it does not have
+        already (one written the same as the file's is one forward, as ssh makes it); all
+        carry bytes. A malformed own forward is tunneld's FILE:LINE error, without ssh."""
+        p1, p2, p3 = free_port(), free_port(), free_port()
+        tmp = tunneltest.temp_dir(self)
+        conf = os.path.join(tmp, "ssh_config")
+        with open(conf, "w") as f:
+            f.write(f"Host aliasdb\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User root\n"
+                    f"  IdentityFile {self.sshd.client_key}\n  UserKnownHostsFile {self.sshd.known_hosts}\n"
+                    f"  LocalForward 127.0.0.1:{p1} 127.0.0.1:{self.echo.port}\n"
+                    f"  LocalForward 127.0.0.1:{p2} 127.0.0.1:{self.echo.port}\n")
+        os.chmod(conf, 0o600)
+        own = [f"127.0.0.1:{p2}:127.0.0.1:{self.echo.port}", f"127.0.0.1:{p3}:127.0.0.1:{self.echo.port}"]
+        alias = {"name": "al", "host": "aliasdb", "ssh_config_file": conf, "local_forwards": own}
+        r, path, text = self.check([alias], defaults={})
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r, path, text = self.check([{**alias, "local_forwards": [own[0], f"{p3}:db"]}], defaults={})
+        self.assert_errors(r, path, text, [("al", "local_forwards", rf'"{p3}:db" must be \[bind_address:\]port:host:hostport.*')])
+        d = tunneltest.use(self, tunneltest.Tunneld([alias], {"gatetime": 1, "restart_delay": 0.2},
+                                                    globals={"ssh": tunneltest.SSH}))
+        wait_until(lambda: tunneltest.loaded(d), 20, what="tunneld to load its configuration")
+        t = self.wait_state(d, "al", "up")
+        self.assertEqual(t["forwards"]["local"], [*own, f"127.0.0.1:{p1}:127.0.0.1:{self.echo.port}"])
+        for port in (p1, p2, p3):
+            self.assert_echo(port)
 
     def test_reload_with_a_typo_is_rejected(self):
         """A reload whose ssh_options ssh refuses is rejected like any invalid file: the

@@ -31,7 +31,8 @@ class AsyncReloadTest(unittest.TestCase):
                     "local_forwards": [f"127.0.0.1:{free_port()}:127.0.0.1:22"]}, *extra]
         d = tunneltest.use(self, Tunneld(tunnels, {"restart_delay": 5, "restart_delay_max": 10},
                                          globals={"ssh": tunneltest.SSH, "stop_timeout": 2}))
-        wait_until(lambda: tunneltest.tunnelctl(d, "status").returncode in (0, 1), 30, what="tunneld answering")
+        # loaded at start like a reload (off the loop, ssh -G's exec included): wait for that
+        wait_until(lambda: tunneltest.loaded(d), 30, what="tunneld to load its configuration")
         return d
 
     def test_status_is_served_during_a_slow_reload(self):

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import traceback
 
-from . import limits, outage, profile, recovery, reload, report, restart, scale, share
+from . import atscale, limits, outage, profile, recovery, reload, report, restart, scale, share
 from .fixtures import Context, EchoServer, Keys, Sshd
 from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_available_kb, now,
                    set_child_subreaper)
@@ -20,6 +20,7 @@ from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_ava
 BENCH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOP = os.path.dirname(BENCH)
 ALL = ["recovery", "scale", "reload", "outage", "restart", "share", "limits", "profile"]
+OPTIONAL = ["atscale"]      # only with --only: minutes of the machine's whole CPU
 
 
 def parse_args(argv):
@@ -29,7 +30,8 @@ def parse_args(argv):
                     "loopback sshd (and a test network namespace for the outage). Needs root.")
     ap.add_argument("--quick", action="store_true", help="smoke run of every benchmark: tiny N, few repetitions")
     ap.add_argument("--only", default=",".join(ALL),
-                    help=f"comma-separated subset of {','.join(ALL)} (default: all of them)")
+                    help=f"comma-separated subset of {','.join(ALL)} (default: all of them), or the optional "
+                         f"{','.join(OPTIONAL)}")
     ap.add_argument("--runs", type=int, help="recovery: kills per contender (default 30, quick 3)")
     ap.add_argument("--series", type=int, help="recovery: repeated kills of one long-lived supervisor (default 8, quick 2)")
     ap.add_argument("--scale", help="scale: comma-separated tunnel counts (default 1,100,500,1000; quick 1,10); "
@@ -53,6 +55,9 @@ def parse_args(argv):
                                                     "(default 200, quick 20)")
     ap.add_argument("--share-outage", type=float, help="share: blackhole seconds of one destination "
                                                        "(default 30, quick 5)")
+    ap.add_argument("--atscale", help="atscale: TUNNELSxCONNECTIONS sizes (default 2000x20,10000x100; quick 200x4)")
+    ap.add_argument("--atscale-reloads", type=int, help="atscale: reloads that change one forward, per size "
+                                                        "(default 3, quick 1), then one that changes nothing")
     ap.add_argument("--profile-n", type=int, help="profile: tunnels under strace (default 500, quick 10)")
     ap.add_argument("--callgrind-n", type=int, help="profile: tunnels under callgrind (default 200, quick 10)")
     ap.add_argument("--tunneld", default=os.path.join(TOP, "build/daemon/tunneld"))
@@ -86,6 +91,8 @@ def parse_args(argv):
     a.share_dests = d(a.share_dests, 10, 2)
     a.share_conns = d(a.share_conns, 200, 20)
     a.share_outage = d(a.share_outage, 30.0, 5.0)
+    a.atscale = atscale.parse_sizes(d(a.atscale, "2000x20,10000x100", "200x4"))
+    a.atscale_reloads = d(a.atscale_reloads, 3, 1)
     a.profile_n = d(a.profile_n, 500, 10)
     a.callgrind_n = d(a.callgrind_n, 200, 10)
     a.output = d(a.output, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "RESULTS-quick.md"))
@@ -93,7 +100,7 @@ def parse_args(argv):
     a.time_limit = d(a.time_limit, 3600.0, 600.0)
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
     for x in a.only:
-        if x not in ALL:
+        if x not in ALL + OPTIONAL:
             ap.error(f"--only: unknown benchmark {x}")
     return a
 
@@ -264,6 +271,7 @@ def main(argv=None):
         bench("share", lambda: share.run(ctx, env, args.share_n, args.share_dests, args.idle, args.scale_gatetime,
                                          args.share_conns, args.share_outage, iv, cnt,
                                          120.0 if args.quick else 300.0))
+        bench("atscale", lambda: atscale.run(ctx, env, args.atscale, args.scale_gatetime, args.atscale_reloads))
         bench("limits", lambda: limits.run(ctx, env))
         bench("profile", lambda: profile.run_all(ctx, env, args.profile_n, args.callgrind_n,
                                                  args.scale_gatetime, 2.0 if args.quick else 5.0))

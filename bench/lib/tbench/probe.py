@@ -77,8 +77,9 @@ class MultiProber:
     """
 
     def __init__(self, targets, interval=0.005, attempt_timeout=2.0, max_outstanding=1,
-                 listen_filter=False, filter_interval=0.02):
+                 listen_filter=False, filter_interval=0.02, max_total=None):
         self.targets = list(targets)            # (host, port)
+        self.max_total = max_total              # attempts in flight over all targets (descriptors)
         self.interval = interval
         self.attempt_timeout = attempt_timeout
         self.max_outstanding = max_outstanding
@@ -107,6 +108,8 @@ class MultiProber:
                         if tgt[1] in listening and tgt not in self.first_listening:
                             self.first_listening[tgt] = t
                 for tgt in list(pending):
+                    if self.max_total and len(sel.get_map()) >= self.max_total:
+                        break
                     if t < next_try[tgt] or inflight[tgt] >= self.max_outstanding:
                         continue
                     if self.listen_filter and tgt[1] not in listening:

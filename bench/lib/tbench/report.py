@@ -593,6 +593,118 @@ def _share(r, out, targets):
     out.append("")
 
 
+def _atscale(r, out, targets):
+    out.append("## 8. At scale: thousands of tunnels on shared connections, hosts in an ssh config file\n")
+    out.append(
+        "N tunnels, each one `-L` to the echo server, spread round robin over C connections: an ssh config file "
+        "with one `Host connK` alias per connection (HostName, Port, User, IdentityFile, UserKnownHostsFile of "
+        "the one loopback sshd), every tunnel `host = \"connK\"` with `ssh_config_file` that file and "
+        f"`share_connection = true`, `max_parallel_starts = C`, `gatetime = {r['gatetime']:g}` s. tunneld asks "
+        "`ssh -G` once per connection (its command line without forwards), not once per tunnel. "
+        "**tunneld -t**: three runs on the file, each timed, and whether all three printed the same. "
+        "**first answer**: from spawning tunneld until `tunnelctl --json status` first got a reply (polled "
+        "every 10 ms once the socket exists; requests wait for the first load up to 0.3 s after start, then "
+        "a slow load is answered as an empty set saying it is loading). **load**: what tunneld logs its load "
+        "off the loop took (`configuration loaded: … ssh -G and checks took X s`). **all up**: until every "
+        "forward echoed once. **status**: `tunnelctl status NAME` (one tunnel) and `tunnelctl --json status` "
+        "(every tunnel), after all were up. **reload**: the file rewritten with one tunnel's forward on a new "
+        "port, then `tunnelctl reload` (it returns once the reload is applied): its reply time, the \"N "
+        "changed\" tunneld logs, ssh pids compared before and after with `tunnelctl --json status` (on a "
+        "shared connection the changed tunnel keeps its ssh too: its forward moves on the running master), "
+        "`tunnelctl status NAME` polled meanwhile; then one reload that changes nothing. **autossh** runs the "
+        "same tunnels as autossh can: one `autossh -M 0` per connection, its ssh holding that connection's "
+        "N/C forwards (`-F` the same file, tunneld's ssh options); changing one forward means restarting that "
+        "autossh, which takes the connection's other forwards down with it.\n")
+
+    def ms(v):
+        return "—" if v is None else f"{v * 1000:.0f}"
+
+    def one_fwd(x):
+        return [y for y in x.get("reloads", []) if y["tunnel"]]
+
+    def no_change(x):
+        return [y for y in x.get("reloads", []) if not y["tunnel"]]
+
+    rows = [
+        ("tunneld -t s (3 runs)", lambda x: ", ".join(f"{t:.2f}" for t in x["check"]["seconds"]) if x["who"] == "tunneld" else "—"),
+        ("tunneld -t: exit status, the same output 3 times, connections",
+         lambda x: f"{', '.join(map(str, x['check']['exit']))}; {'yes' if x['check']['same'] else 'NO'}; "
+                   f"{x['check']['groups']}" if x["who"] == "tunneld" else "—"),
+        ("first answer on the control socket s (loading?)",
+         lambda x: f"{fmt_s(x['first_answer_s'])} ({'loading' if x['first_answer_loading'] else 'loaded'})"
+         if x["who"] == "tunneld" else "—"),
+        ("load off the loop (ssh -G and checks) s", lambda x: fmt_s(x.get("load_s"))),
+        ("READY=1 s", lambda x: fmt_s(x.get("ready_s"))),
+        ("every forward listening s (median)", lambda x: f"{fmt_s(x.get('all_listening_s'))} ({fmt_s(x.get('median_listening_s'))})"),
+        ("all up s (median)", lambda x: f"{fmt_s(x['all_up_s'])} ({fmt_s(x['median_up_s'])})"),
+        ("sshd logins", lambda x: f"{x['sshd_logins']}"),
+        ("ssh processes", lambda x: f"{x['ssh_n']}"),
+        ("RSS / PSS supervisor", lambda x: f"{fmt_kb(x['sup_rss_kb'])} / {fmt_kb(x['sup_pss_kb'])}"),
+        ("**PSS supervisor + ssh**", lambda x: f"**{fmt_kb(x['sup_pss_kb'] + x['ssh_pss_kb'])}**"),
+        ("USS supervisor + ssh", lambda x: fmt_kb(x["sup_uss_kb"] + x["ssh_uss_kb"])),
+        ("MemAvailable drop (system-wide, sshd included)", lambda x: fmt_kb(x["sys_mem_used_kb"])),
+        ("tunneld peak RSS (VmHWM)", lambda x: fmt_kb(x.get("sup_hwm_kb")) if x.get("sup_hwm_kb") else "—"),
+        ("on-CPU to all up s: supervisor / ssh", lambda x: f"{x['sup_run_s']:.2f} / {x['ssh_run_s']:.1f}"),
+        ("status of one tunnel ms: median / max",
+         lambda x: f"{ms(x['status_one_s']['median'])} / {ms(x['status_one_s']['max'])}"),
+        ("status of every tunnel ms: median / max (reply)",
+         lambda x: f"{ms(x['status_all_s']['median'])} / {ms(x['status_all_s']['max'])} "
+                   f"({fmt_kb(x['status_all_s']['bytes'] // 1024)})"),
+        ("reload, one forward moved: reply ms", lambda x: ", ".join(ms(y["reply_s"]) for y in one_fwd(x)) or "—"),
+        ("… tunneld says changed", lambda x: ", ".join(str(y["changed_logged"]) for y in one_fwd(x)) or "—"),
+        ("… ssh pids changed / tunnels not up after",
+         lambda x: ", ".join(f"{y['pids_changed']} / {y['not_up_after']}" for y in one_fwd(x)) or "—"),
+        ("… moved forward echoes after ms", lambda x: ", ".join(ms(y["moved_echo_s"]) for y in one_fwd(x)) or "—"),
+        ("… tunneld CPU ms (ticks) / on-CPU ms",
+         lambda x: ", ".join(f"{ms(y['tunneld_cpu_s'])} / {ms(y['tunneld_run_s'])}" for y in one_fwd(x)) or "—"),
+        ("… CPU of the load's child process and its ssh -G ms",
+         lambda x: ", ".join(ms(y.get("load_child_cpu_s")) for y in one_fwd(x)) or "—"),
+        ("… status of one tunnel meanwhile, slowest ms (replies)",
+         lambda x: ", ".join(f"{ms(y['status_during_max_s'])} ({y['status_during_n']})" for y in one_fwd(x)) or "—"),
+        ("reload, nothing changed: reply ms, changed",
+         lambda x: ", ".join(f"{ms(y['reply_s'])}, {y['changed_logged']}" for y in no_change(x)) or "—"),
+        ("autossh: one forward changed = its process restarted: tunnels interrupted, all back s, other ssh changed",
+         lambda x: f"{x['restart_one']['tunnels_interrupted']}, {fmt_s(x['restart_one']['all_back_s'])}, "
+                   f"{x['restart_one']['others_pids_changed']}" if x.get("restart_one") else "—"),
+        ("stop s", lambda x: fmt_s(x.get("stop_s"))),
+    ]
+    runs = r["runs"]
+    body = []
+    for label, fn in rows:
+        cells = []
+        for x in runs:
+            try:
+                cells.append(fn(x))
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("—")
+        body.append([label] + cells)
+    heads = [f"tunneld {x['n']} / {x['c']}" if x["who"] == "tunneld" else f"autossh ×{x['c']} ({x['n']} / {x['c']})"
+             for x in runs]
+    out.append(table(["", *heads], body))
+    for x in runs:
+        if x["who"] != "tunneld":
+            continue
+        n, c = x["n"], x["c"]
+        ck = x["check"]
+        ok_t = ck["same"] and set(ck["exit"]) == {0} and ck["groups"] == c and max(ck["seconds"]) <= 2.0
+        targets.append((f"atscale: tunneld -t on {n} tunnels over {c} connections: the same verdict 3 times, ≤ 2 s",
+                        f"{', '.join(f'{t:.2f}' for t in ck['seconds'])} s, same: {ck['same']}, exit "
+                        f"{', '.join(map(str, ck['exit']))}, {ck['groups']} connections", ok_t))
+        fa = x.get("first_answer_s")
+        targets.append((f"atscale: control socket answers within 1 s of start ({n} tunnels)",
+                        f"{fmt_s(fa)} s", fa is not None and fa <= 1.0))
+        rl = one_fwd(x)
+        ok_r = bool(rl) and all(y["changed_logged"] == 1 and y["pids_changed"] == 0 and not y["not_up_after"]
+                                and y["moved_echo_s"] is not None for y in rl)
+        fast = bool(rl) and all(y["reply_s"] <= 1.0 for y in rl)
+        targets.append((f"atscale: a reload moving one forward applied within 1 s as \"1 changed\" ({n} tunnels)",
+                        f"{', '.join(ms(y['reply_s']) for y in rl)} ms; changed "
+                        f"{', '.join(str(y['changed_logged']) for y in rl)}; other ssh pids changed "
+                        f"{', '.join(str(y['pids_changed']) for y in rl)}",
+                        ok_r and fast if ok_r else False))
+    out.append("")
+
+
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
     out.append("The profiled tunnelds run with the default `max_parallel_starts` (8), as deployed.\n")
@@ -721,6 +833,8 @@ def render(res, args):
         _restart(res["restart"], body, targets)
     if "share" in res:
         _share(res["share"], body, targets)
+    if "atscale" in res:
+        _atscale(res["atscale"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:

@@ -29,12 +29,12 @@ def write_conf(ctx, env, path, ctl, ports, gatetime, max_parallel, extra_tunnel=
     write_tunneld_conf(path, g, tunnel_defaults(keys, sshd.addr, sshd.port, gatetime=gatetime), tunnels)
 
 
-def probe_all(ports, t0, n):
+def probe_all(ports, t0, n, max_total=None):
     # Resolution of "all up" is the /proc/net/tcp re-read interval, chosen so that the
     # prober's own CPU stays small next to the handshakes it measures.
     fi = 0.005 if n <= 10 else 0.02 if n <= 100 else 0.05
     pr = MultiProber([("127.0.0.1", p) for p in ports], interval=0.02, attempt_timeout=5.0,
-                     listen_filter=True, filter_interval=fi)
+                     listen_filter=True, filter_interval=fi, max_total=max_total)
     done = pr.run(t0 + STARTUP_DEADLINE + 0.1 * n)
     ups = [t - t0 for t in done.values() if t is not None]
     ls = [t - t0 for t in pr.first_listening.values()]

@@ -32,7 +32,7 @@ from .daemon import *  # noqa: F401,F403
 from .sshd import *  # noqa: F401,F403
 from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
-from .ctl import clean_env, describe, socket_of, status, tunnelctl  # noqa: F401
+from .ctl import clean_env, describe, loaded, socket_of, status, tunnelctl  # noqa: F401
 from .users import LocalUser  # noqa: F401
 from .diagnostics import _Diagnostic  # noqa: F401
 from .echo import _EchoHandler  # noqa: F401

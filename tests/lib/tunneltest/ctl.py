@@ -36,14 +36,38 @@ def describe(r):
     return f"exit {r.returncode}\nstdout: {r.stdout!r}\nstderr: {r.stderr!r}"
 
 
-def status(target, *names):
+LOADING = "loading the configuration"     # tunneld's status while its first load runs
+STILL_LOADING = "tunneld is still loading its configuration"
+
+
+def status(target, *names, while_loading=False):
     """`tunnelctl --json status [NAMES]`: (the whole reply, {name: tunnel}). Raises
-    AssertionError unless the reply parses and says ok (exit 1, "not up", still prints it)."""
-    r = tunnelctl(target, "--json", "status", *names)
-    try:
-        reply = json.loads(r.stdout)
-    except ValueError:
-        raise AssertionError(f"tunnelctl --json status did not print JSON: {describe(r)}") from None
+    AssertionError unless the reply parses and says ok (exit 1, "not up", still prints it).
+    Right after start tunneld may answer before its first load (ssh -G, off its loop) is
+    done, with no tunnel: this asks again until it is (up to 30 s), unless while_loading."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = tunnelctl(target, "--json", "status", *names)
+        try:
+            reply = json.loads(r.stdout)
+        except ValueError:
+            raise AssertionError(f"tunnelctl --json status did not print JSON: {describe(r)}") from None
+        loading = LOADING in reply.get("status", "") or STILL_LOADING in reply.get("error", "")
+        if while_loading or not loading or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     if not reply.get("ok"):
         raise AssertionError(f"status failed: {describe(r)}")
     return reply, {t["name"]: t for t in reply["tunnels"]}
+
+
+def loaded(target):
+    """True once tunneld answers status with its configuration loaded. It answers from the
+    start, but with no tunnel and a status saying "loading the configuration" until its
+    load off the loop (ssh -G included) is done."""
+    r = tunnelctl(target, "--json", "status")
+    try:
+        reply = json.loads(r.stdout)
+    except ValueError:
+        return False
+    return bool(reply.get("ok")) and LOADING not in reply.get("status", "")
