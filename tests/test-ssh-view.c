@@ -187,7 +187,7 @@ static void test_once_per_configuration(void)
         test_assert(load(text, CONFIG_SSH_STRICT, 0, &c, &errors) == 0);
         test_assert_streq(errors, "");
         test_assert(count_calls() == 4);        /* alias, h0, h1, h0 as other; not the disabled h9 */
-        test_assert(!calls_contain("-L") && !calls_contain("-R") && !calls_contain("-D"));
+        test_assert(!calls_contain(" -L ") && !calls_contain(" -R ") && !calls_contain(" -D "));  /* words: the temporary directory may hold "-L" */
         test_assert(c && c->ssh_views.n == 4);
         a = find(c, "al");
         test_assert(a && a->ssh_viewed && a->ssh_port == 2222);
