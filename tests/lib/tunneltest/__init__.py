@@ -12,12 +12,14 @@ clean up after themselves, even when a test fails or times out:
     SSHServer   a throwaway sshd on 127.0.0.1 with its own host and client keys
     EchoServer  a threaded TCP echo server; echo_roundtrip() checks bytes through a tunnel
     Tunneld     tunneld itself on a config written by write_config(), its log, its children
+    OpenSSH10Server, DropbearServer, openssh10_client()
+                the server zoo: OpenSSH 10.0 (Debian 13's, server and client) and Dropbear
 
 Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps concurrently
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, echo, runner, ctl); everything is importable from here.
+configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl); everything is importable from here.
 """
 
 from .base import *  # noqa: F401,F403
@@ -29,6 +31,7 @@ from .configfile import *  # noqa: F401,F403
 from .fakessh import *  # noqa: F401,F403
 from .daemon import *  # noqa: F401,F403
 from .sshd import *  # noqa: F401,F403
+from .zoo import DROPBEAR, DropbearServer, OpenSSH10, OpenSSH10Server, openssh10, openssh10_client  # noqa: F401
 from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
 from .ctl import clean_env, describe, socket_of, status, tunnelctl  # noqa: F401
