@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 import tunneltest
@@ -45,6 +46,10 @@ SCENARIOS = [
     {"name": "dynamic",
      "tunnels": [{"dynamic_forwards": ["127.0.0.1:{D}"]}],
      "checks": [("socks", "{D}")]},
+    {"name": "keepalive",       # ssh asks every second; no answer for 2 s would end it
+     "tunnels": [{"server_alive_interval": 1, "server_alive_count_max": 2,
+                  "local_forwards": ["127.0.0.1:{L}:127.0.0.1:{echo}"]}],
+     "checks": [("stays_up", "4"), ("echo", "{L}")]},
     {"name": "jump_host",       # the server is its own jump host
      "tunnels": [{"host": "localhost", "jump_host": "root@127.0.0.1:{port}",
                   "local_forwards": ["127.0.0.1:{L}:127.0.0.1:{echo}"]}],
@@ -180,6 +185,13 @@ class ServerZoo:
         self.assertEqual(len(ports), 1, t["forward_states"])
         self.assertIsInstance(ports[0], int, "the port the server chose, in status")
         self.assertTrue(echo_roundtrip(ports[0]), f"an echo through the allocated port {ports[0]}")
+
+    def check_stays_up(self, d, seconds, **_):
+        """The same ssh, still up, seconds later: the server answered its keepalives."""
+        pid = tunneltest.status(d, "zoo")[1]["zoo"]["pid"]
+        time.sleep(float(seconds))
+        t = tunneltest.status(d, "zoo")[1]["zoo"]
+        self.assertEqual((t["state"], t["pid"]), ("up", pid), t)
 
     def check_socks(self, d, port, **_):
         self.assertTrue(socks_echo(int(port), self.echo.port), f"a SOCKS echo through port {port}")
