@@ -86,9 +86,11 @@ class OpenSSH10Server(SSHServer):
             self.extra_config.append("PerSourcePenalties no")   # after the caller's: the first one wins
         self.zoo = None
 
+    def start(self):
+        self.zoo = openssh10()          # first: no keys made for a server that cannot run
+        return super().start()
+
     def _argv(self, argv):
-        if self.zoo is None:
-            self.zoo = openssh10()
         return [self.zoo.run, *argv]
 
 
