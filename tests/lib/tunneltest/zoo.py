@@ -2,7 +2,7 @@
 client, and Dropbear (Debian 12's) as server, beside Debian 12's OpenSSH 9.2 (SSHServer).
 
 OpenSSH 10's binaries need Debian 13's libc. They run from a Debian 13 root that
-`scripts/deps --zoo-root` makes once with debootstrap (about two minutes; cached in
+`scripts/deps --zoo-root` makes once with debootstrap (one to five minutes; cached in
 /var/cache/tunneld-tests and reused; scripts/deps --test makes it on a fresh machine), in a
 private mount namespace whose /usr is the root's: /tmp, /run, /etc/passwd and the tests'
 keys stay this machine's, and sshd 10 finds its sshd-session at its compiled-in path.
