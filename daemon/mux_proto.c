@@ -195,7 +195,9 @@ static int parse_body(struct cursor *c, struct mux_reply *r)
         case MUX_MSG_HELLO:
                 if (get_u32(c, &r->version) < 0 || r->version != MUX_VERSION)
                         return -EBADMSG;
-                while (c->left > 0) {   /* extensions (name, value): none we use */
+                /* extensions (name, value), each skipped: OpenSSH 10.3's "info" (= "0",
+                 * for ssh -O conninfo), and whatever a later version adds */
+                while (c->left > 0) {
                         if (get_string(c, NULL, 0) < 0)         /* the name */
                                 return -EBADMSG;
                         if (get_string(c, NULL, 0) < 0)         /* its value */

@@ -5,7 +5,7 @@
 
 #include "util.h"
 
-/* Messages of OpenSSH 9.x (ssh.c, sshconnect.c, clientloop.c, channels.c, readconf.c). */
+/* Messages of OpenSSH 9.x and 10.x (ssh.c, sshconnect.c, clientloop.c, channels.c, readconf.c). */
 static const struct {
         const char *needle;
         enum failure_class class;
@@ -85,6 +85,10 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
                         return SSH_LINE_FORWARD_REFUSED_BY_POLICY;
                 return SSH_LINE_DEBUG;
         }
+        /* OpenSSH 10.1's advice for a connection without a post-quantum key exchange, three
+         * "** " lines each time: never a failure, whatever words a later version puts in it */
+        if (strncmp(line, "** ", 3) == 0)
+                return SSH_LINE_PLAIN;
         if (strncmp(line, "Authenticated to ", 17) == 0)
                 return SSH_LINE_AUTHENTICATED;
         /* VERBOSE's own noise: a mux request's echo (its reply says the same), the byte

@@ -150,4 +150,61 @@ static void test_replies(void)
         }
 }
 
-TEST_MAIN(TEST(test_requests), TEST(test_replies))
+/* The master's hello from OpenSSH 10.3 on (mux.c; PROTOCOL.mux still says "no extensions
+ * are currently defined"): extension "info", value "0", announcing the MUX_C_EXT_INFO
+ * requests of ssh -O conninfo and -O channels. tunneld skips every extension, whatever its
+ * name or value, within the hello's packet. */
+static void test_hello_extensions(void)
+{
+        uint8_t p[600];
+        struct mux_reply r;
+        size_t n, used, at;
+
+        /* 10.3's hello, then the replies that follow it, in one read */
+        n = build(p, (const char *const[]){ "u:1", "u:4", "s:info", "s:0", NULL });
+        at = n;
+        at += build(p + at, (const char *const[]){ "u:0x80000001", "u:1", NULL });
+        at += build(p + at, (const char *const[]){ "u:0x80000007", "u:2", "u:40123", NULL });
+        test_assert(mux_parse_reply(p, at, &used, &r) == 1 && used == n && r.type == MUX_MSG_HELLO && r.version == 4);
+        test_assert(mux_parse_reply(p + n, at - n, &used, &r) == 1 && r.type == MUX_S_OK && r.request_id == 1);
+        n += used;
+        test_assert(mux_parse_reply(p + n, at - n, &used, &r) == 1 && r.type == MUX_S_REMOTE_PORT && r.value == 40123);
+        test_assert(n + used == at);
+
+        /* several, of names nobody defined yet, one with an empty value */
+        n = build(p, (const char *const[]){ "u:1", "u:4", "s:info", "s:0", "s:channels@example.org", "s:",
+                                            "s:x", "s:a value of some length", NULL });
+        test_assert(mux_parse_reply(p, n, &used, &r) == 1 && used == n && r.type == MUX_MSG_HELLO);
+
+        /* a value of any bytes: NULs, control characters, 0xff */
+        {
+                static const uint8_t hello[] = { 0, 0, 0, 27, 0, 0, 0, 1, 0, 0, 0, 4,
+                                                 0, 0, 0, 4, 'i', 'n', 'f', 'o',
+                                                 0, 0, 0, 7, 0, '\n', 0xff, 0, 0x1b, 'x', 0 };
+                test_assert(sizeof(hello) == 31);
+                test_assert(mux_parse_reply(hello, sizeof(hello), &used, &r) == 1 && used == sizeof(hello));
+        }
+
+        /* a name without its value; a value longer than the hello (though the next packet's
+         * bytes would make up its length); a name longer than the hello */
+        n = build(p, (const char *const[]){ "u:1", "u:4", "s:info", NULL });
+        test_assert(mux_parse_reply(p, n, &used, &r) == -EBADMSG && used == 0);
+        n = build(p, (const char *const[]){ "u:1", "u:4", "s:info", "u:8", NULL });
+        at = n + build(p + n, (const char *const[]){ "u:0x80000001", "u:1", NULL });
+        test_assert(mux_parse_reply(p, at, &used, &r) == -EBADMSG);
+        n = build(p, (const char *const[]){ "u:1", "u:4", "u:200", "s:info", NULL });
+        test_assert(mux_parse_reply(p, n, &used, &r) == -EBADMSG);
+        /* half a length: not a whole extension */
+        n = build(p, (const char *const[]){ "u:1", "u:4", NULL });
+        p[3] += 2, p[n] = 0, p[n + 1] = 0;
+        test_assert(mux_parse_reply(p, n + 2, &used, &r) == -EBADMSG);
+
+        /* 10.3's replies to what tunneld never asks (MUX_S_EXT_INFO to -O conninfo,
+         * MUX_S_PROXY): not taken for another reply */
+        n = build(p, (const char *const[]){ "u:0x90000001", "u:1", "u:0", "s:connection info", NULL });
+        test_assert(mux_parse_reply(p, n, &used, &r) == -EBADMSG);
+        n = build(p, (const char *const[]){ "u:0x8000000f", "u:1", NULL });
+        test_assert(mux_parse_reply(p, n, &used, &r) == -EBADMSG);
+}
+
+TEST_MAIN(TEST(test_requests), TEST(test_replies), TEST(test_hello_extensions))

@@ -64,6 +64,50 @@ static void test_classes(void)
         }
 }
 
+/* Lines of OpenSSH 10 (sshconnect.c, kex.c of 10.0 to 10.5) and of ssh talking to
+ * Dropbear 2022.83, as tunneld reads them at LogLevel VERBOSE (multiplex) or DEBUG1. */
+static void test_openssh10_and_dropbear(void)
+{
+        static const struct {
+                const char *line;
+                enum ssh_line_kind kind;
+                enum failure_class class;
+        } cases[] = {
+                /* 10.1 and later, for every connection without a post-quantum key exchange
+                 * (a Dropbear 2022.83 server, an OpenSSH before 9.0): advice, not a failure */
+                { "** WARNING: connection is not using a post-quantum key exchange algorithm.", SSH_LINE_PLAIN, FAILURE_NONE },
+                { "** This session may be vulnerable to \"store now, decrypt later\" attacks.", SSH_LINE_PLAIN, FAILURE_NONE },
+                { "** The server may need to be upgraded. See https://openssh.com/pq.html", SSH_LINE_PLAIN, FAILURE_NONE },
+                /* an advice line is never a failure, whatever a later version says in it */
+                { "** WARNING: this advice names a Connection refused and a Permission denied (x)", SSH_LINE_PLAIN, FAILURE_NONE },
+                { "Warning: this server does not support rekeying.", SSH_LINE_PLAIN, FAILURE_NONE },
+                /* banners: 10.x (two digits) and Dropbear's own */
+                { "debug1: Remote protocol version 2.0, remote software version OpenSSH_10.0p2 Debian-7+deb13u4", SSH_LINE_BANNER, FAILURE_NONE },
+                { "debug1: Remote protocol version 2.0, remote software version OpenSSH_10.3", SSH_LINE_BANNER, FAILURE_NONE },
+                { "debug1: Remote protocol version 2.0, remote software version dropbear_2022.83", SSH_LINE_BANNER, FAILURE_NONE },
+                { "debug1: Local version string SSH-2.0-OpenSSH_10.0p2 Debian-7+deb13u4", SSH_LINE_DEBUG, FAILURE_NONE },
+                { "Authenticated to 127.0.0.1 ([127.0.0.1]:40022) using \"publickey\".", SSH_LINE_AUTHENTICATED, FAILURE_NONE },
+                /* 10.x at VERBOSE: kex.c's verbose_f, with its function's name */
+                { "kex_exchange_identification: Connection closed by remote host", SSH_LINE_FAILURE, FAILURE_CLOSED },
+                /* a Dropbear server that offers passwords too (its default) */
+                { "root@127.0.0.1: Permission denied (publickey,password).", SSH_LINE_FAILURE, FAILURE_AUTH },
+                /* Dropbear has no streamlocal forwarding: a -R Unix socket is refused, a -L to
+                 * one fails per connection */
+                { "Error: remote port forwarding failed for listen path /run/app.sock", SSH_LINE_FAILURE, FAILURE_REMOTE_FORWARD },
+                { "channel 1: open failed: unknown channel type: ", SSH_LINE_PLAIN, FAILURE_NONE },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                enum failure_class c;
+                enum ssh_line_kind k = ssh_line_parse(cases[i].line, &c);
+
+                if (k != cases[i].kind || c != cases[i].class)
+                        printf("#   line: %s -> kind %d class %s\n", cases[i].line, k, failure_class_to_string(c));
+                test_assert(k == cases[i].kind);
+                test_assert(c == cases[i].class);
+        }
+}
+
 static void test_names(void)
 {
         test_assert_streq(failure_class_to_string(FAILURE_HOST_KEY), "host-key");
@@ -84,4 +128,4 @@ static void test_generic(void)
                         test_assert(!failure_class_is_generic(c));
 }
 
-TEST_MAIN(TEST(test_classes), TEST(test_names), TEST(test_generic))
+TEST_MAIN(TEST(test_classes), TEST(test_openssh10_and_dropbear), TEST(test_names), TEST(test_generic))

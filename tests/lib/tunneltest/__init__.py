@@ -13,12 +13,14 @@ clean up after themselves, even when a test fails or times out:
     EchoServer  a threaded TCP echo server; echo_roundtrip() checks bytes through a tunnel
     Tunneld     tunneld itself on a config written by write_config(), its log, its children
     LocalUser   a real unprivileged local user made for the test (an attacker, through setpriv)
+    OpenSSH10Server, DropbearServer, openssh10_client()
+                the server zoo: OpenSSH 10.0 (Debian 13's, server and client) and Dropbear
 
 Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps concurrently
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, echo, runner, ctl, users); everything is importable from here.
+configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, users); everything is importable from here.
 """
 
 from .base import *  # noqa: F401,F403
@@ -30,6 +32,7 @@ from .configfile import *  # noqa: F401,F403
 from .fakessh import *  # noqa: F401,F403
 from .daemon import *  # noqa: F401,F403
 from .sshd import *  # noqa: F401,F403
+from .zoo import DROPBEAR, DropbearServer, OpenSSH10, OpenSSH10Server, openssh10, openssh10_client  # noqa: F401
 from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
 from .ctl import clean_env, describe, loaded, socket_of, status, tunnelctl  # noqa: F401
