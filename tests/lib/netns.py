@@ -543,7 +543,7 @@ class SSHTunnel(Resource):
     """A bare `ssh -N -L 127.0.0.1:listen_port:127.0.0.1:target_port` (no tunneld) to a
     NetnsSSHServer, with ServerAliveInterval `server_alive` (× 3) and the server's own keys;
     start() returns once a line comes back from `echo` (a TaggedEchoServer in the host)
-    through it. `exited_at` is when its exit was seen (wait_exit())."""
+    through it. `exited_at` is when its exit was seen (a thread waits for it)."""
 
     def __init__(self, sshd, echo, server_alive=30, extra_options=()):
         self.sshd, self.echo = sshd, echo
@@ -569,6 +569,8 @@ class SSHTunnel(Resource):
         self._diag = add_diagnostic(f"bare ssh -L {self.listen_port}", lambda: _read_text(self.stderr.name)[-3000:])
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.stderr, start_new_session=True)
+        self._waiter = threading.Thread(target=self._wait, args=(self.proc,), daemon=True)
+        self._waiter.start()
 
         def up():
             if self.proc.poll() is not None:
@@ -580,15 +582,14 @@ class SSHTunnel(Resource):
     def pid(self):
         return self.proc.pid
 
+    def _wait(self, proc):
+        proc.wait()
+        self.exited_at = time.monotonic()
+
     def wait_exit(self, timeout):
         """Wait up to timeout s for ssh to exit; its status (None if it still runs)."""
-        try:
-            status = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        if self.exited_at is None:
-            self.exited_at = time.monotonic()
-        return status
+        self._waiter.join(timeout)
+        return None if self._waiter.is_alive() else self.proc.returncode
 
     def log(self):
         return _read_text(self.stderr.name)
@@ -598,6 +599,7 @@ class SSHTunnel(Resource):
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+            self._waiter.join(5)
             self.proc = None
             self._diag.freeze()
             self.stderr.close()
