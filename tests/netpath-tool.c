@@ -327,6 +327,7 @@ static int cmd_selfcheck(int argc, char **argv)
         int listener, conn, r;
         pid_t child;
 
+        printf("selfcheck uid=%u\n", (unsigned)getuid());
         listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         endpoint_parse("127.0.0.1", &server);
         endpoint_to_sockaddr(&server, &sa);

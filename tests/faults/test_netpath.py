@@ -247,11 +247,16 @@ class SleepTest(unittest.TestCase):
             w.wait(r"^sleep sleeping=0$", 5, since=since)
             self.assertEqual([line["sleeping"] for _, line in w.find(r"^sleep ", since=since)], ["0"])
 
-    def test_without_logind_it_says_so_once(self):
+    def test_without_logind_it_says_so_once_and_hears_it_once_it_comes(self):
         with netpathtool.Watch("--sleep", env=self.bus.env) as w:
             w.wait(r"logind is not on the system bus", 10)
             time.sleep(0.5)
             self.assertEqual(len(w.find(r"logind|system bus", stream="err")), 1, w.find(r"", stream="err"))
+            # the match names logind, not its connection: a logind that starts later is heard
+            with logindstub.StandInLogind(self.bus) as logind:
+                since = time.monotonic()
+                logind.sleep(False)
+                w.wait(r"^sleep sleeping=0$", 5, since=since)
 
     def test_without_a_bus_it_says_so_once_and_goes_on(self):
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={self.bus.dir}/nothing-here"}

@@ -124,17 +124,20 @@ class PrivateSystemBus(Resource):
 
 
 class StandInLogind(Resource):
-    """A process on `bus` that owns org.freedesktop.login1 (name=None: owns nothing, an
-    impostor whose signals logind's watchers must ignore). sleep(True/False) emits
-    PrepareForSleep and returns once the bus has it."""
+    """A process on `bus` (a PrivateSystemBus, or a bus address) that owns
+    org.freedesktop.login1 (name=None: owns nothing, an impostor whose signals logind's
+    watchers must ignore). sleep(True/False) emits PrepareForSleep and returns once the bus
+    has it. wrapper: argv run before it (e.g. nsenter into a namespace's system bus)."""
 
-    def __init__(self, bus, name=LOGIND):
-        self.bus, self.name = bus, name
+    def __init__(self, bus, name=LOGIND, wrapper=()):
+        self.address = bus if isinstance(bus, str) else bus.address
+        self.name = name
+        self.wrapper = list(wrapper)
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([python_with_dbus(), "-c", STAND_IN, self.bus.address, self.name or "-"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        argv = [*self.wrapper, python_with_dbus(), "-c", STAND_IN, self.address, self.name or "-"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
