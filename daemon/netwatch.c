@@ -78,8 +78,10 @@ const char *netwatch_kinds_format(unsigned kinds, char *buf, size_t size)
                 if (kinds & (1u << i)) {
                         int k = snprintf(buf + at, size - at, "%s%s", at ? "," : "", names[i]);
 
-                        if (k < 0 || (size_t)k >= size - at)
+                        if (k < 0 || (size_t)k >= size - at) {
+                                buf[at] = '\0';        /* no name cut in half */
                                 break;
+                        }
                         at += (size_t)k;
                 }
         if (!at)
