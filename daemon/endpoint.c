@@ -69,11 +69,12 @@ static int parse_port(const char *s, unsigned *ret)
 static int parse_addr(const char *s, struct endpoint *e)
 {
         char text[INET6_ADDRSTRLEN + 12];
+        size_t len = strlen(s);
         char *pct;
 
-        if (strlen(s) >= sizeof(text))
+        if (len >= sizeof(text))
                 return -EINVAL;
-        strcpy(text, s);
+        memcpy(text, s, len + 1);
         pct = strchr(text, '%');
         if (pct) {
                 char *end;
@@ -128,9 +129,11 @@ int endpoint_parse(const char *text, struct endpoint *ret)
                 if (r < 0)
                         return r;
         } else {
-                if (strlen(text) >= sizeof(addr))
+                size_t len = strlen(text);
+
+                if (len >= sizeof(addr))
                         return -EINVAL;
-                strcpy(addr, text);
+                memcpy(addr, text, len + 1);
         }
         r = parse_addr(addr, &e);
         if (r < 0)

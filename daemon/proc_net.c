@@ -98,7 +98,7 @@ static int parse_hex_endpoint(const char *s, size_t len, struct endpoint *ret)
                 ret->family = AF_INET;
                 memcpy(&ret->addr.v4, &w[0], 4);
         } else if (alen == 32) {
-                for (int i = 0; i < 4; i++)
+                for (size_t i = 0; i < 4; i++)
                         if (hex_u32(s + 8 * i, 8, &w[i]) < 0)
                                 return -EINVAL;
                 ret->family = AF_INET6;
@@ -298,7 +298,7 @@ static int children(pid_t pid, pid_t *out, size_t max, size_t *ret_n)
 
 int proc_net_proxy_connection(pid_t pid, unsigned port, struct proc_net_socket *ret)
 {
-        pid_t level[PROXY_WIDTH], next[PROXY_WIDTH];
+        pid_t level[PROXY_WIDTH], next[PROXY_WIDTH] = {0};
         size_t n = 1;
 
         level[0] = pid;

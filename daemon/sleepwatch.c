@@ -42,7 +42,7 @@ static void rearm(struct sleepwatch *w)
                 disconnect(w);
                 return;
         }
-        want = (events & POLLIN ? EV_READ : 0) | (events & POLLOUT ? EV_WRITE : 0);
+        want = ((events & POLLIN) ? EV_READ : 0) | ((events & POLLOUT) ? EV_WRITE : 0);
         if (!ev_is_active(&w->io) || w->io.fd != fd || (w->io.events & (EV_READ | EV_WRITE)) != want) {
                 ev_io_stop(w->loop, &w->io);
                 ev_io_set(&w->io, fd, want);

@@ -163,18 +163,11 @@ static int parse_reply(const void *buf, size_t len, void *userdata)
         return tcp_diag_parse(buf, len, l->seq, l->inode, l->ret);
 }
 
-static uint32_t next_seq(void)
-{
-        static uint32_t seq;
-
-        return ++seq;
-}
-
 static int transact(const struct endpoint *local, const struct endpoint *remote, unsigned long inode,
                     struct tcp_diag_info *ret)
 {
         struct tcp_diag_request_msg req;
-        struct lookup l = { .seq = next_seq(), .inode = inode, .ret = ret };
+        struct lookup l = { .seq = 1, .inode = inode, .ret = ret };     /* a socket of its own: one question */
         size_t len = tcp_diag_request(local, remote, 1u << STATE_ESTABLISHED, l.seq, &req, sizeof(req));
         _cleanup_close_ int fd = -1;
         int r;

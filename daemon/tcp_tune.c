@@ -27,6 +27,15 @@ static int pidfd_getfd_(int pidfd, int fd)
         return r < 0 ? -errno : (int)r;
 }
 
+/* hand over a descriptor its cleanup would close */
+static int take_fd(int *fd)
+{
+        int k = *fd;
+
+        *fd = -1;
+        return k;
+}
+
 /* which of pid's descriptors is the connection local → remote */
 static int find_fd(pid_t pid, const struct endpoint *local, const struct endpoint *remote)
 {
@@ -50,13 +59,12 @@ static int grab(pid_t pid, int fd, const struct endpoint *local, const struct en
         struct sockaddr_storage sa;
         socklen_t len;
         struct endpoint l, r;
-        int type, k;
+        int type;
 
         if (fd < 0) {
-                k = find_fd(pid, local, remote);
-                if (k < 0)
-                        return k;
-                fd = k;
+                fd = find_fd(pid, local, remote);
+                if (fd < 0)
+                        return fd;
         }
         pidfd = pidfd_open_(pid);
         if (pidfd < 0)
@@ -77,9 +85,7 @@ static int grab(pid_t pid, int fd, const struct endpoint *local, const struct en
                 return -ESTALE;
         if (!endpoint_equal(&l, local) || !endpoint_equal(&r, remote))
                 return -ESTALE;
-        k = sock;
-        sock = -1;
-        return k;
+        return take_fd(&sock);
 }
 
 int tcp_tune_user_timeout(pid_t pid, int fd, const struct endpoint *local, const struct endpoint *remote,
