@@ -30,7 +30,7 @@ struct netpath {
 struct route_request {
         struct nlmsghdr h;
         struct rtmsg r;
-        char attrs[2 * RTA_SPACE(16)];
+        char attrs[2 * RTA_SPACE(16) + RTA_SPACE(4)];
 };
 
 static size_t put_attr(char *at, unsigned short type, const void *data, size_t len)
@@ -62,6 +62,11 @@ size_t netpath_route_request(const struct endpoint *dst, const struct endpoint *
         if (src) {
                 m.r.rtm_src_len = (unsigned char)(alen * 8);
                 at += put_attr(m.attrs + at, RTA_SRC, &src->addr, alen);
+        }
+        if (dst->scope_id) {
+                uint32_t oif = dst->scope_id;   /* a link-local remote is on that link only */
+
+                at += put_attr(m.attrs + at, RTA_OIF, &oif, sizeof(oif));
         }
         m.h.nlmsg_len = (uint32_t)(NLMSG_LENGTH(sizeof(m.r)) + at);
         if (size < m.h.nlmsg_len)

@@ -31,7 +31,7 @@ typedef void (*netwatch_path_changed_t)(unsigned kinds, void *userdata);
 /* changed may be NULL (only path_changed then). */
 int netwatch_new(struct ev_loop *loop, netwatch_changed_t changed, void *userdata, struct netwatch **ret);
 struct netwatch *netwatch_free(struct netwatch *w);
-/* Also call path_changed (NULL: stop) after every burst. */
+/* Also call path_changed (NULL: stop) after every burst. Neither callback may free w. */
 void netwatch_set_path_changed(struct netwatch *w, netwatch_path_changed_t path_changed, void *userdata);
 
 /* The kinds of change in one datagram of netlink events (pure, fuzzed). */

@@ -69,6 +69,9 @@ static void test_requests(void)
         n = netpath_route_request(&v6, NULL, 6, buf, sizeof(buf));
         test_assert(n == NLMSG_LENGTH(sizeof(*rt)) + RTA_SPACE(16) && rt->rtm_dst_len == 128);
         test_assert(netpath_route_request(&v6, &src, 7, buf, sizeof(buf)) == 0);        /* mixed */
+        v6 = ep("fe80::1%3");
+        n = netpath_route_request(&v6, NULL, 6, buf, sizeof(buf));
+        test_assert(n == NLMSG_LENGTH(sizeof(*rt)) + RTA_SPACE(16) + RTA_SPACE(4));     /* RTA_OIF 3 */
         test_assert(netpath_route_request(&dst, NULL, 7, buf, 20) == 0);                /* no room */
 
         n = netpath_addr_request(AF_INET6, 8, buf, sizeof(buf));

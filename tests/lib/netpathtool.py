@@ -2,7 +2,7 @@
 tcp_diag, tcp_tune, proc_net, netwatch, sleepwatch), run once or kept running.
 
     run(*args)      one answer: {"kind": first word, key: value, ...}; "error" in it if the
-                    module said -errno
+                    module said -errno (a sanitizer's report on its stderr fails the test)
     Watch           `netpath-tool watch`: its lines stamped as they come (a thread), waited
                     for by regex; it ends when closed (its stdin ends)
 """
@@ -43,6 +43,7 @@ def run(*args, timeout=10):
     require()
     r = subprocess.run([TOOL, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                        stdin=subprocess.DEVNULL)
+    tunneltest.check_sanitizer_output(r.stderr, f"netpath-tool {args[0] if args else ''}")
     lines = r.stdout.splitlines()
     out = parse(lines[0]) if lines else {"kind": "", "error": f"no output (exit {r.returncode})"}
     out["_stdout"], out["_stderr"] = r.stdout, r.stderr
@@ -106,4 +107,8 @@ class Watch(Resource):
                 t.join(2)
             self._diag.freeze()
             self.proc = None
+            super().close()
+            tunneltest.check_sanitizer_output("\n".join(x for _, s, x in self.lines if s == "err"),
+                                              "netpath-tool watch")
+            return
         super().close()

@@ -104,6 +104,7 @@ class NetpathUnderTheUnitTest(unittest.TestCase):
                 wait_until(lambda: "sleep sleeping=0" in out(), 10, interval=0.2, what="PrepareForSleep(false)")
         self.ns.systemctl("stop", UNIT)
         text = out()
+        tunneltest.check_sanitizer_output(text, "netpath-tool selfcheck")
         print("\n".join("# " + line for line in text.splitlines()), flush=True)
         uid = self.ns.run("id", "-u", "tunneld").stdout.strip()
         self.assertRegex(text, rf"(?m)^selfcheck uid={uid}$", "the check runs as the unit's user")
