@@ -51,6 +51,15 @@ void endpoint_unmap(struct endpoint *e)
         }
 }
 
+void endpoint_unmap_pair(struct endpoint *a, struct endpoint *b)
+{
+        if (a->family == AF_INET6 && b->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->addr.v6) &&
+            IN6_IS_ADDR_V4MAPPED(&b->addr.v6)) {
+                endpoint_unmap(a);
+                endpoint_unmap(b);
+        }
+}
+
 static int parse_port(const char *s, unsigned *ret)
 {
         char *end;

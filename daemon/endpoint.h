@@ -31,6 +31,8 @@ int endpoint_from_sockaddr(const struct sockaddr *sa, size_t len, struct endpoin
 size_t endpoint_to_sockaddr(const struct endpoint *e, struct sockaddr_storage *ret);
 /* ::ffff:a.b.c.d → a.b.c.d (a dual-stack socket's view of an IPv4 peer) */
 void endpoint_unmap(struct endpoint *e);
+/* Both ends of one connection, only if both are mapped: its two ends stay of one family. */
+void endpoint_unmap_pair(struct endpoint *a, struct endpoint *b);
 size_t endpoint_addr_len(const struct endpoint *e);     /* 4, 16, or 0 */
 bool endpoint_same_addr(const struct endpoint *a, const struct endpoint *b);
 bool endpoint_equal(const struct endpoint *a, const struct endpoint *b);        /* address and port */

@@ -146,8 +146,7 @@ int proc_net_parse_line(const char *line, struct proc_net_socket *ret)
             local.family != remote.family || len[3] != 2 || hex_u32(f[3], 2, &st) < 0 ||
             len[9] >= sizeof(num) || !isdigit((unsigned char)f[9][0]))
                 return 0;
-        endpoint_unmap(&local);         /* a dual-stack socket's IPv4 connection */
-        endpoint_unmap(&remote);
+        endpoint_unmap_pair(&local, &remote);   /* a dual-stack socket's IPv4 connection */
         memcpy(num, f[9], len[9]);
         num[len[9]] = '\0';
         errno = 0;

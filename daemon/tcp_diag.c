@@ -60,8 +60,7 @@ static void take_endpoints(const struct inet_diag_msg *d, struct tcp_diag_info *
         memcpy(&ret->remote.addr, d->id.idiag_dst, alen);
         ret->local.port = ntohs(d->id.idiag_sport);
         ret->remote.port = ntohs(d->id.idiag_dport);
-        endpoint_unmap(&ret->local);
-        endpoint_unmap(&ret->remote);
+        endpoint_unmap_pair(&ret->local, &ret->remote);
 }
 
 /* tcp_info as far as this kernel's reaches (an older one sends less, a newer one more) */

@@ -41,6 +41,10 @@ static void test_lines(void)
         test_assert(proc_net_parse_line("   3: 0100007F:9C40 0000000000000000FFFF00000200007F:0016 01 0:0 0:0 0 0 0 5",
                                         &s) == 0);                      /* families differ */
         test_assert(proc_net_parse_line("   3: 0100007F:9C40 BB2A12C6:0016 1 0:0 0:0 0 0 0 5\n", &s) == 0);
+        /* one end mapped, the other not (found by the fuzzer): both stay IPv6 */
+        test_assert(proc_net_parse_line("   1: 0000000000000000FFFF00000100007F:0015 "
+                                        "0000000009551615FFFF00000200007F:C350 01 0:0 0:0 0 0 0 77\n", &s) == 1);
+        test_assert(s.local.family == AF_INET6 && s.remote.family == AF_INET6);
         test_assert(proc_net_parse_line("   3: 0100007F:9C40 BB2A12C6:0016 01 0:0 0:0 0 0 0 -5\n", &s) == 0);
         test_assert(proc_net_parse_line("   3: 0100007F:9C40 BB2A12C6:0016 01 0:0 0:0 0 0 0 99999999999999999999999\n",
                                         &s) == 0);

@@ -23,10 +23,19 @@ static struct endpoint ep(const char *text)
         return e;
 }
 
-static void add_socket(struct nlbuild *b, uint32_t seq, const char *local, const char *remote, uint32_t inode,
-                       const struct tcp_info *ti, size_t info_len)
+/* an IPv4 address as a dual-stack socket has it: ::ffff:a.b.c.d, family AF_INET6 */
+static struct endpoint mapped(const char *v4)
 {
-        struct endpoint l = ep(local), r = ep(remote);
+        struct endpoint e = ep(v4), m = { .family = AF_INET6, .port = e.port };
+
+        m.addr.v6.s6_addr[10] = m.addr.v6.s6_addr[11] = 0xff;
+        memcpy(&m.addr.v6.s6_addr[12], &e.addr.v4, 4);
+        return m;
+}
+
+static void add_socket_ep(struct nlbuild *b, uint32_t seq, struct endpoint l, struct endpoint r, uint32_t inode,
+                          const struct tcp_info *ti, size_t info_len)
+{
         struct inet_diag_msg d = {
                 .idiag_family = (uint8_t)l.family,
                 .idiag_state = 1,
@@ -42,6 +51,12 @@ static void add_socket(struct nlbuild *b, uint32_t seq, const char *local, const
         nlb_u32(b, INET_DIAG_MARK, 7);          /* attributes not asked for come too */
         if (ti)
                 nlb_attr(b, INET_DIAG_INFO, ti, info_len);
+}
+
+static void add_socket(struct nlbuild *b, uint32_t seq, const char *local, const char *remote, uint32_t inode,
+                       const struct tcp_info *ti, size_t info_len)
+{
+        add_socket_ep(b, seq, ep(local), ep(remote), inode, ti, info_len);
 }
 
 static struct tcp_info some_info(void)
@@ -148,10 +163,17 @@ static void test_dump_by_inode(void)
         struct tcp_diag_info d;
 
         add_socket(&b, 9, "10.0.0.1:1", "10.0.0.2:2", 100, &ti, sizeof(ti));
-        add_socket(&b, 9, "[::ffff:10.0.0.1]:3", "[::ffff:10.0.0.2]:4", 200, &ti, sizeof(ti));
+        add_socket_ep(&b, 9, mapped("10.0.0.1:3"), mapped("10.0.0.2:4"), 200, &ti, sizeof(ti));
         test_assert(tcp_diag_parse(b.data, b.len, 9, 200, &d) == 1);
         test_assert(d.inode == 200 && d.local.family == AF_INET && d.local.port == 3);  /* mapped → IPv4 */
         test_assert(tcp_diag_parse(b.data, b.len, 9, 300, &d) == 0);    /* more to come */
+        b.len = 0;
+        add_socket_ep(&b, 9, mapped("10.0.0.1:3"), ep("[2001:db8::2]:4"), 300, &ti, sizeof(ti));
+        test_assert(tcp_diag_parse(b.data, b.len, 9, 0, &d) == 1);
+        test_assert(d.local.family == AF_INET6 && d.remote.family == AF_INET6);        /* one mapped end: IPv6 */
+        b.len = 0;
+        add_socket(&b, 9, "10.0.0.1:1", "10.0.0.2:2", 100, &ti, sizeof(ti));
+        add_socket_ep(&b, 9, mapped("10.0.0.1:3"), mapped("10.0.0.2:4"), 200, &ti, sizeof(ti));
         nlb_done(&b, 9);
         test_assert(tcp_diag_parse(b.data, b.len, 9, 300, &d) == -ENOENT);
         test_assert(tcp_diag_parse(b.data, b.len, 8, 100, &d) == 0);    /* another question's answer */
