@@ -15,8 +15,8 @@ address behind both) runs a real sshd; a bare `ssh -N -L` (netns.SSHTunnel) conn
   under a silent blackhole (segments stay unacknowledged, the bytes not acknowledged and
   the time since the last ACK grow, retransmissions count), and recovered after it;
 - sleepwatch: logind's PrepareForSleep(true) then (false) from a stand-in logind on a
-  private system bus, and nothing from an impostor; without logind, or without a bus, it
-  says so once and netwatch goes on.
+  private system bus, and nothing from an impostor; an idle bus costs no wakeup; without
+  logind, or without a bus, it says so once and netwatch goes on.
 """
 
 import ipaddress
@@ -235,6 +235,17 @@ class SleepTest(unittest.TestCase):
             w.wait(r"^sleep sleeping=0$", 5, since=since)
             said = [line["sleeping"] for _, line in w.find(r"^sleep ", since=since)]
             self.assertEqual(said, ["1", "0"])
+
+    def test_an_idle_bus_costs_no_wakeup(self):
+        """Once sleepwatch has its answers, nothing wakes it but the bus: in a network
+        namespace of its own (no netlink news of other jobs) the tool sleeps for 3 s."""
+        with logindstub.StandInLogind(self.bus), \
+                netpathtool.Watch("--sleep", env=self.bus.env, wrapper=["unshare", "--net"]) as w:
+            w.wait(r"watching logind for sleep and resume", 10)
+            time.sleep(0.5)
+            before = w.wakeups()
+            time.sleep(3)
+            self.assertEqual(w.wakeups() - before, 0, "the tool woke up with nothing to do")
 
     def test_an_impostor_is_not_logind(self):
         with logindstub.StandInLogind(self.bus) as logind, \

@@ -52,18 +52,20 @@ def run(*args, timeout=10):
 
 class Watch(Resource):
     """`netpath-tool watch [--sleep] LOCAL REMOTE ...` running; lines (stdout and stderr)
-    stamped with time.monotonic() as they arrive."""
+    stamped with time.monotonic() as they arrive. wrapper: argv run before it, which must
+    exec it (its pid is the tool's)."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, wrapper=()):
         self.args = [str(a) for a in args]
         self.env = env
+        self.wrapper = list(wrapper)
         self.lines = []             # [(t, stream, text)]
         self.lock = threading.Lock()
         self.proc = None
 
     def start(self):
         require()
-        self.proc = subprocess.Popen([TOOL, "watch", *self.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*self.wrapper, TOOL, "watch", *self.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=self.env)
         self._diag = add_diagnostic("netpath-tool watch", lambda: "\n".join(
             f"{t:.3f} {s}: {x}" for t, s, x in self.lines[-60:]))
@@ -77,6 +79,12 @@ class Watch(Resource):
         for line in f:
             with self.lock:
                 self.lines.append((time.monotonic(), name, line.rstrip("\n")))
+
+    def wakeups(self):
+        """How many times the tool has slept and woken up so far (voluntary context
+        switches of its process)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", f.read()).group(1))
 
     def find(self, regex, since=0.0, stream=None):
         """[(t, parsed line)] of lines since `since` matching regex."""
