@@ -393,7 +393,9 @@ int netpath_check(struct netpath *np, const struct endpoint *local, const struct
                 r = lookup_route(np, remote, local, &res.conn);
         if (r < 0)
                 return r;
-        if (res.conn.error == -EINVAL)
+        if (res.fresh.error == -EINVAL && res.conn.error == -EINVAL)
+                res.verdict = NETPATH_UNREACHABLE;      /* a blackhole route: both are dropped here */
+        else if (res.conn.error == -EINVAL)
                 res.verdict = NETPATH_GONE;     /* IPv4: no longer a local address (it went since the dump) */
         else if (no_route(res.fresh.error) || no_route(res.conn.error))
                 res.verdict = NETPATH_UNREACHABLE;
@@ -449,10 +451,12 @@ const char *netpath_describe(const struct netpath_result *r, const struct endpoi
         case NETPATH_GONE:
                 snprintf(buf, size, "its local address %s is no longer assigned", l);
                 break;
-        case NETPATH_UNREACHABLE:
-                snprintf(buf, size, "no route to %s now (%s)", rem,
-                         strerror(-(r->fresh.error ? r->fresh.error : r->conn.error)));
+        case NETPATH_UNREACHABLE: {
+                int error = r->fresh.error ? r->fresh.error : r->conn.error;
+
+                snprintf(buf, size, "no route to %s now (%s)", rem, error == -EINVAL ? "a blackhole route" : strerror(-error));
                 break;
+        }
         case NETPATH_MOVED:
                 snprintf(buf, size, "a new connection to %s leaves %s%s; this one %s", rem,
                          route_text(&r->fresh, &(struct endpoint){0}, a, sizeof(a)),

@@ -52,7 +52,8 @@ struct netpath *netpath_close(struct netpath *np);
 
 /* The connection local → remote (same family). ifindex: the interface its packets left by
  * when last checked (the result's conn.ifindex then), 0 if not known. 0 and *ret, or
- * -errno when the kernel could not be asked. */
+ * -errno when the kernel could not be asked. The addresses are those of the handle's first
+ * check: open one per burst of changes. */
 int netpath_check(struct netpath *np, const struct endpoint *local, const struct endpoint *remote, int ifindex,
                   struct netpath_result *ret);
 

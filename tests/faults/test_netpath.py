@@ -143,6 +143,20 @@ class PathTest(unittest.TestCase):
         # without a remembered interface only the source tells: still moved
         self.assertEqual(self.check(conn)["changed"], "source")
 
+    def test_no_route_here_is_unreachable_not_gone(self):
+        """A blackhole, prohibit or unreachable route to the server on this side: nothing to
+        move to yet, but the connection's address is still there."""
+        t, conn = self.tunnel()
+        server = f"{self.host.remote_addr}/32"
+        for kind, why in (("blackhole", "a blackhole route"), ("prohibit", "Permission denied"),
+                          ("unreachable", "No route to host")):
+            netns.ip("route", "replace", kind, server)
+            r = self.check(conn)
+            self.assertEqual(r["verdict"], "unreachable", f"{kind}: {r}")
+            self.assertIn(why, r["why"])
+        self.host.route_via("A")
+        self.assertEqual(self.check(conn)["verdict"], "same")
+
     def test_unrelated_changes_leave_the_path_the_same(self):
         t, conn = self.tunnel()
         b = self.host.paths["B"]
