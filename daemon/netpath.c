@@ -454,7 +454,8 @@ const char *netpath_describe(const struct netpath_result *r, const struct endpoi
         case NETPATH_UNREACHABLE: {
                 int error = r->fresh.error ? r->fresh.error : r->conn.error;
 
-                snprintf(buf, size, "no route to %s now (%s)", rem, error == -EINVAL ? "a blackhole route" : strerror(-error));
+                snprintf(buf, size, "no route to %s now (%s)", rem,
+                         error == -EINVAL ? "a blackhole route" : strerror(-error));
                 break;
         }
         case NETPATH_MOVED:
@@ -465,7 +466,8 @@ const char *netpath_describe(const struct netpath_result *r, const struct endpoi
                 break;
         case NETPATH_SAME:
         default:
-                snprintf(buf, size, "to %s %s, as a new connection would", rem, route_text(&r->conn, local, a, sizeof(a)));
+                snprintf(buf, size, "to %s %s, as a new connection would", rem,
+                         route_text(&r->conn, local, a, sizeof(a)));
                 break;
         }
         return buf;

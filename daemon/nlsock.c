@@ -58,7 +58,8 @@ int nlsock_transact(int fd, const void *req, size_t len, unsigned timeout_ms, si
         for (;;) {
                 struct sockaddr_nl from;
                 struct iovec iov = { buf, NLSOCK_BUFFER };
-                struct msghdr msg = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov, .msg_iovlen = 1 };
+                struct msghdr msg = { .msg_name = &from, .msg_namelen = sizeof(from),
+                                      .msg_iov = &iov, .msg_iovlen = 1 };
                 ssize_t k = recvmsg(fd, &msg, MSG_DONTWAIT);
                 int r;
 

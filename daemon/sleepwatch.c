@@ -38,7 +38,8 @@ static void rearm(struct sleepwatch *w)
         int want;
 
         if (fd < 0 || events < 0) {
-                log_warning_errno(fd < 0 ? fd : events, "the system bus failed (%m): a resume from sleep is no longer noticed");
+                log_warning_errno(fd < 0 ? fd : events,
+                                  "the system bus failed (%m): a resume from sleep is no longer noticed");
                 disconnect(w);
                 return;
         }
@@ -160,7 +161,8 @@ int sleepwatch_new(struct ev_loop *loop, sleepwatch_cb_t cb, void *userdata, str
         if (r < 0) {
                 disconnect(w);
                 free(w);
-                return log_full_errno(LOG_NOTICE, r, NULL, "cannot use the system bus (%m): a resume from sleep is not noticed");
+                return log_full_errno(LOG_NOTICE, r, NULL,
+                                      "cannot use the system bus (%m): a resume from sleep is not noticed");
         }
         rearm(w);
         if (!w->bus) {

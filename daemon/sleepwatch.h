@@ -16,6 +16,7 @@ typedef void (*sleepwatch_cb_t)(bool sleeping, void *userdata);
 
 #define SLEEPWATCH_TURNS 64     /* bus messages handled per wakeup; the rest on the next turn */
 
-/* 0 and *ret, or -errno (logged) when there is no system bus: go on without it. */
+/* 0 and *ret, or -errno (logged) when there is no system bus: go on without it. cb may
+ * not free w. */
 int sleepwatch_new(struct ev_loop *loop, sleepwatch_cb_t cb, void *userdata, struct sleepwatch **ret);
 struct sleepwatch *sleepwatch_free(struct sleepwatch *w);
