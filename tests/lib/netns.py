@@ -2,18 +2,23 @@
 
     TestHost         a network namespace joined to this side by a veth pair, one /30 of
                      198.18.0.0/15 per host; silent blackhole and link down/up faults
+    TwoPathHost      a test host reachable by two veth pairs, the server on an address
+                     behind both: the path moves (an address removed, the route replaced)
     NetnsSSHServer   an sshd inside a TestHost (keys and known_hosts of its own)
     TaggedEchoServer a line echo server on 127.0.0.1, inside a TestHost (a forward's target
                      on the server side) or here, whose replies carry a tag of its own;
                      stop() and start() again keep its port
     listener_port()  a port for a tunnel's listener, away from bench/'s ports
+    SSHTunnel        a bare `ssh -N -L` (no tunneld) to a NetnsSSHServer, up once bytes flow
+    SteadyClient     a client sending a line through a forward every 100 ms, its echoes timed
 
 The recipe is the one checked on these machines (/work/shared/network-faults-here.md): no
 netem; a silent blackhole is a blackhole route inside the test host for this side's address;
 before a link goes down an `unreachable` catch-all (metric 4242) keeps test traffic on the
-machine. The namespace's name holds this process's pid and the /30's index, the veths' names
-the index, and each index is reserved for as long as this process lives (an abstract Unix
-socket), so concurrent runs never collide.
+machine. The namespace's name holds this process's pid and the index of each /30 it uses
+(tunneltest-PID-I or tunneltest-PID-I-J-K), the veths' names the index, and each index is
+reserved for as long as this process lives (an abstract Unix socket), so concurrent runs
+never collide.
 Every host removes its namespace, veths, routes and processes when closed, even after a
 failure, and a new host first removes what dead runs left behind (a host whose index nobody
 reserves any more).
@@ -23,11 +28,14 @@ import ipaddress
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import tunneltest
@@ -38,9 +46,9 @@ SETPRIV = shutil.which("setpriv")
 NET = ipaddress.ip_network("198.18.0.0/15")
 GUARD = "198.18.0.0/15"          # the shared catch-all of the recipe
 GUARD_METRIC = "4242"
-NS_PREFIX = "tunneltest-"        # tunneltest-PID-INDEX
+NS_PREFIX = "tunneltest-"        # tunneltest-PID-INDEX[-INDEX...]
 LOCK_NAME = "\0tunneltest-netns-lock"
-_NS_RE = re.compile(r"^tunneltest-(\d+)-(\d+)$")
+_NS_RE = re.compile(r"^tunneltest-(\d+)-(\d+(?:-\d+)*)$")
 _available = []
 
 
@@ -114,25 +122,46 @@ def _index_addresses(index):
     return base, str(base + 1), str(base + 2)
 
 
+def _reserve_free_index(taken=()):
+    """A /30 of 198.18.0.0/15 that no address, test host or other index in taken uses:
+    (index, its reservation). Call under _Lock()."""
+    used = set(taken)
+    for line in ip("-o", "-4", "addr", "show", check=False).stdout.splitlines():
+        m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", line)
+        if m and ipaddress.ip_address(m.group(1)) in NET:
+            used.add((int(ipaddress.ip_address(m.group(1))) - int(NET.network_address)) // 4)
+    for _, indices in _live_hosts().values():
+        used |= set(indices)
+    rng = random.Random(os.getpid() * 7919 + time.monotonic_ns())
+    for _ in range(1000):
+        index = rng.randrange(1, NET.num_addresses // 4 - 1)
+        if index in used or os.path.exists(f"/sys/class/net/tt{index}o"):
+            continue
+        lock = _reserve(index)
+        if lock is not None:
+            return index, lock
+    raise RuntimeError("no free /30 in 198.18.0.0/15")
+
+
 def _ns_pids(ns):
     r = ip("netns", "pids", ns, check=False)
     return [int(p) for p in r.stdout.split() if p.isdigit()] if r.returncode == 0 else []
 
 
 def _live_hosts():
-    """{netns name: (pid, index)} of every test host (of any run) that exists now."""
+    """{netns name: (pid, [index, ...])} of every test host (of any run) that exists now."""
     r = ip("netns", "list", check=False)
     out = {}
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         m = _NS_RE.match(name)
         if m:
-            out[name] = (int(m.group(1)), int(m.group(2)))
+            out[name] = (int(m.group(1)), [int(i) for i in m.group(2).split("-")])
     return out
 
 
-def _remove_host(ns, index):
-    """Kill every process in ns, delete ns, this side's veth and the /30's routes. Never
+def _remove_host(ns, indices):
+    """Kill every process in ns, delete ns, this side's veths and the /30s' routes. Never
     raises (cleanup)."""
     try:
         pids = _ns_pids(ns)
@@ -142,9 +171,10 @@ def _remove_host(ns, index):
     except Exception:
         pass
     ip("netns", "del", ns, check=False)
-    ip("link", "del", f"tt{index}o", check=False)
-    base, _, _ = _index_addresses(index)
-    ip("route", "del", "unreachable", f"{base}/30", "metric", GUARD_METRIC, check=False)
+    for index in indices:
+        ip("link", "del", f"tt{index}o", check=False)
+        base, _, _ = _index_addresses(index)
+        ip("route", "del", "unreachable", f"{base}/30", "metric", GUARD_METRIC, check=False)
 
 
 def _guard_present():
@@ -155,15 +185,17 @@ def _guard_present():
 def _remove_stale():
     """Remove the test hosts of runs that died without cleaning up: nobody holds their
     /30's reservation any more (a pid alone could be of another pid namespace)."""
-    for ns, (pid, index) in _live_hosts().items():
+    for ns, (pid, indices) in _live_hosts().items():
         if pid == os.getpid():
             continue
-        lock = _reserve(index)
-        if lock is not None:
-            try:
-                _remove_host(ns, index)
-            finally:
-                lock.close()
+        locks = [_reserve(index) for index in indices]
+        try:
+            if all(lock is not None for lock in locks):
+                _remove_host(ns, indices)
+        finally:
+            for lock in locks:
+                if lock is not None:
+                    lock.close()
 
 
 class TestHost(Resource):
@@ -182,21 +214,7 @@ class TestHost(Resource):
         self._reservation = None
 
     def _reserve_index(self):
-        used = set()
-        for line in ip("-o", "-4", "addr", "show", check=False).stdout.splitlines():
-            m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", line)
-            if m and ipaddress.ip_address(m.group(1)) in NET:
-                used.add((int(ipaddress.ip_address(m.group(1))) - int(NET.network_address)) // 4)
-        used |= {index for _, index in _live_hosts().values()}
-        rng = random.Random(os.getpid() * 7919 + time.monotonic_ns())
-        for _ in range(1000):
-            index = rng.randrange(1, NET.num_addresses // 4 - 1)
-            if index in used or os.path.exists(f"/sys/class/net/tt{index}o"):
-                continue
-            lock = _reserve(index)
-            if lock is not None:
-                return index, lock
-        raise RuntimeError("no free /30 in 198.18.0.0/15")
+        return _reserve_free_index()
 
     def start(self):
         with _Lock():
@@ -260,7 +278,7 @@ class TestHost(Resource):
         if self.ns is not None:
             self._diag.freeze()
             with _Lock():
-                _remove_host(self.ns, self.index)
+                _remove_host(self.ns, [self.index])
                 others = [n for n in _live_hosts() if n != self.ns]
                 if not others:
                     ip("route", "del", "unreachable", GUARD, "metric", GUARD_METRIC, check=False)
@@ -269,6 +287,131 @@ class TestHost(Resource):
             self._reservation.close()
             self._reservation = None
         super().close()
+
+
+class Path:
+    """One of a TwoPathHost's veth pairs: `outside` here with `local_addr`, `inside` in the
+    namespace with `gateway`, a /30 of its own (`subnet`)."""
+
+    def __init__(self, name, index):
+        base, self.local_addr, self.gateway = _index_addresses(index)
+        self.name, self.index = name, index
+        self.subnet = f"{base}/30"
+        self.outside, self.inside = f"tt{index}o", f"tt{index}i"
+
+    def __repr__(self):
+        return f"<path {self.name}: {self.outside} {self.local_addr} -> {self.gateway}>"
+
+
+class TwoPathHost(TestHost):
+    """A test host reachable by two paths, the recipe's "A path that moves"
+    (/work/shared/network-faults-here.md): veth pairs A and B (`paths`, each a Path), and
+    the server's address `remote_addr`, a /32 on the namespace's lo, behind both. Here it is
+    routed by A at first (`current`). A server started inside (NetnsSSHServer(host)) listens
+    on remote_addr.
+
+    move(to): what a laptop changing networks does: the current path's local address is
+    removed (its routes go with it) and the server is routed by the other path; a new
+    connection works at once, one established over the old path is silently dead.
+    route_via(name) moves the route alone (the old address stays). Each /30 (A, B and the
+    server's) has its `unreachable` catch-all behind it from creation on, so test traffic
+    never leaves the machine, whatever is removed."""
+
+    def __init__(self):
+        super().__init__()
+        self.indices = []
+        self._reservations = []
+        self.paths = {}
+        self.current = None
+
+    def start(self):
+        with _Lock():
+            _remove_stale()
+            for _ in range(3):
+                index, lock = _reserve_free_index(self.indices)
+                self.indices.append(index)
+                self._reservations.append(lock)
+            self.index = self.indices[0]
+            self.ns = f"{NS_PREFIX}{os.getpid()}-{'-'.join(str(i) for i in self.indices)}"
+            self.paths = {"A": Path("A", self.indices[0]), "B": Path("B", self.indices[1])}
+            base, self.remote_addr, _ = _index_addresses(self.indices[2])
+            self.server_subnet = f"{base}/30"
+            self._diag = add_diagnostic(f"test host {self.ns}", self.describe)
+            ip("netns", "add", self.ns)
+            ip("link", "set", "lo", "up", ns=self.ns)
+            ip("addr", "add", f"{self.remote_addr}/32", "dev", "lo", ns=self.ns)
+            ip("route", "add", "unreachable", self.server_subnet, "metric", GUARD_METRIC)
+            for p in self.paths.values():
+                ip("link", "add", p.outside, "type", "veth", "peer", "name", p.inside)
+                for dev in (p.outside, p.inside):   # no IPv6 DAD events later (see TestHost)
+                    ip("link", "set", "dev", dev, "addrgenmode", "none", check=False)
+                ip("link", "set", p.inside, "netns", self.ns)
+                ip("route", "add", "unreachable", p.subnet, "metric", GUARD_METRIC)
+                ip("addr", "add", f"{p.local_addr}/30", "dev", p.outside)
+                ip("link", "set", p.outside, "up")
+                ip("addr", "add", f"{p.gateway}/30", "dev", p.inside, ns=self.ns)
+                ip("link", "set", p.inside, "up", ns=self.ns)
+            self.route_via("A")
+
+    @property
+    def local_addr(self):
+        """This side's address on the path in use."""
+        return self.paths[self.current].local_addr if self.current else None
+
+    # -- moving the path --
+    def route_via(self, name):
+        """Route the server by path `name` (ip route replace), its local address kept."""
+        ip("route", "replace", f"{self.remote_addr}/32", "via", self.paths[name].gateway)
+        self.current = name
+
+    def remove_address(self, name):
+        ip("addr", "del", f"{self.paths[name].local_addr}/30", "dev", self.paths[name].outside)
+
+    def add_address(self, name):
+        ip("addr", "add", f"{self.paths[name].local_addr}/30", "dev", self.paths[name].outside)
+
+    def other(self, name=None):
+        return "B" if (name or self.current) == "A" else "A"
+
+    def move(self, to=None, remove_address=True):
+        """The path moves to `to` (default: the other one): the current path's address is
+        removed (unless remove_address is false), then the server is routed by `to`."""
+        to = to or self.other()
+        if remove_address:
+            self.remove_address(self.current)
+        self.route_via(to)
+
+    # -- faults --
+    def blackhole(self):
+        """Silent blackhole of both paths: the host's replies to this side vanish."""
+        for p in self.paths.values():
+            ip("route", "add", "blackhole", f"{p.local_addr}/32", ns=self.ns)
+
+    def unblackhole(self):
+        for p in self.paths.values():
+            ip("route", "del", "blackhole", f"{p.local_addr}/32", ns=self.ns, check=False)
+
+    def link_down(self, name=None):
+        with _Lock():
+            if not _guard_present():
+                ip("route", "add", "unreachable", GUARD, "metric", GUARD_METRIC, check=False)
+        ip("link", "set", self.paths[name or self.current].outside, "down")
+
+    def link_up(self, name=None):
+        ip("link", "set", self.paths[name or self.current].outside, "up")
+
+    def close(self):
+        if self.ns is not None:
+            self._diag.freeze()
+            with _Lock():
+                _remove_host(self.ns, self.indices)
+                if not [n for n in _live_hosts() if n != self.ns]:
+                    ip("route", "del", "unreachable", GUARD, "metric", GUARD_METRIC, check=False)
+            self.ns = None
+        for lock in self._reservations:
+            lock.close()
+        self._reservations = []
+        Resource.close(self)
 
 
 # ---- sshd in a test host ---------------------------------------------------------------
@@ -392,3 +535,133 @@ def listener_port():
     20000-32767: bench/ hands out 20000-32700 to its own forwards without that reservation,
     and a foreign echo once answered on a tunnel's port while its ssh was down."""
     return tunneltest.reserve_port(10000, 19999)
+
+
+# ---- a bare ssh -N -L through a test host, and a client that keeps it busy --------------
+
+class SSHTunnel(Resource):
+    """A bare `ssh -N -L 127.0.0.1:listen_port:127.0.0.1:target_port` (no tunneld) to a
+    NetnsSSHServer, with ServerAliveInterval `server_alive` (× 3) and the server's own keys;
+    start() returns once a line comes back from `echo` (a TaggedEchoServer in the host)
+    through it. `exited_at` is when its exit was seen (a thread waits for it)."""
+
+    def __init__(self, sshd, echo, server_alive=30, extra_options=()):
+        self.sshd, self.echo = sshd, echo
+        self.server_alive = server_alive
+        self.extra_options = list(extra_options)
+        self.proc = None
+        self.exited_at = None
+
+    def argv(self):
+        opts = ["BatchMode=yes", f"UserKnownHostsFile={self.sshd.known_hosts}", "GlobalKnownHostsFile=/dev/null",
+                "StrictHostKeyChecking=yes", f"ServerAliveInterval={self.server_alive}", "ServerAliveCountMax=3",
+                "ExitOnForwardFailure=yes", "ConnectTimeout=10", "ControlMaster=no", "ControlPath=none",
+                *self.extra_options]
+        argv = [tunneltest.SSH, "-N", "-F", "/dev/null", "-i", self.sshd.client_key, "-p", str(self.sshd.port)]
+        for o in opts:
+            argv += ["-o", o]
+        return argv + ["-L", f"127.0.0.1:{self.listen_port}:127.0.0.1:{self.echo.port}",
+                       f"root@{self.sshd.host.remote_addr}"]
+
+    def start(self):
+        self.listen_port = listener_port()
+        self.stderr = tempfile.NamedTemporaryFile(prefix="tunneltest-ssh-", suffix=".log", delete=False)
+        self._diag = add_diagnostic(f"bare ssh -L {self.listen_port}", lambda: _read_text(self.stderr.name)[-3000:])
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr, start_new_session=True)
+        self._waiter = threading.Thread(target=self._wait, args=(self.proc,), daemon=True)
+        self._waiter.start()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ssh exited ({self.proc.returncode}): {_read_text(self.stderr.name)}")
+            return self.echo.roundtrip(self.listen_port, timeout=1.0)
+        wait_until(up, 30, interval=0.1, what=f"bytes through ssh -L {self.listen_port}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _wait(self, proc):
+        proc.wait()
+        self.exited_at = time.monotonic()
+
+    def wait_exit(self, timeout):
+        """Wait up to timeout s for ssh to exit; its status (None if it still runs)."""
+        self._waiter.join(timeout)
+        return None if self._waiter.is_alive() else self.proc.returncode
+
+    def log(self):
+        return _read_text(self.stderr.name)
+
+    def close(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self._waiter.join(5)
+            self.proc = None
+            self._diag.freeze()
+            self.stderr.close()
+            os.unlink(self.stderr.name)
+        super().close()
+
+
+class SteadyClient(Resource):
+    """A client that sends a line through 127.0.0.1:port every `interval` s (a busy
+    tunnel) and reads the echoes, tagged by `tag`, from a thread. `replies` holds the
+    monotonic time of each echo; `sent` of each line sent; it stops by itself on an error
+    (the connection broke: `error`)."""
+
+    def __init__(self, port, tag, interval=0.1):
+        self.port, self.tag, self.interval = port, tag, interval
+        self.sent, self.replies = [], []
+        self.error = None
+        self.stopping = threading.Event()
+
+    def start(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.sock.setblocking(False)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        buf, n = b"", 0
+        line = b"steady client line\n"
+        want = line + self.tag
+        next_send = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if now >= next_send:
+                    try:
+                        self.sock.send(line)
+                    except BlockingIOError:
+                        pass        # the send buffer is full (a dead path): skip this one
+                    self.sent.append(now)
+                    n += 1
+                    next_send += self.interval
+                ready, _, _ = select.select([self.sock], [], [], max(0.0, next_send - time.monotonic()))
+                if ready:
+                    data = self.sock.recv(65536)
+                    if not data:
+                        self.error = "closed"
+                        return
+                    buf += data
+                    while want in buf:
+                        buf = buf[buf.index(want) + len(want):]
+                        self.replies.append(time.monotonic())
+        except OSError as e:
+            self.error = str(e)
+
+    def replies_since(self, t):
+        return [r for r in list(self.replies) if r >= t]
+
+    def close(self):
+        self.stopping.set()
+        if getattr(self, "thread", None):
+            self.thread.join(5)
+        if getattr(self, "sock", None):
+            self.sock.close()
+            self.sock = None
+        super().close()
