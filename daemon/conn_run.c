@@ -311,7 +311,6 @@ static void note_flapping(struct conn *c, const struct conn_run *run, const char
 static void keep_old(struct conn *c, struct conn_run *run, const struct verdict *v, const char *what)
 {
         double delay = v->delay > c->spec.restart_delay ? v->delay : c->spec.restart_delay;
-        char in[DURATION_MAX];
 
         conn_forwards_open_pending(c);          /* those added or failed meanwhile */
         if (c->spec.gatetime > 0 && !c->run.gate_passed)
@@ -321,6 +320,8 @@ static void keep_old(struct conn *c, struct conn_run *run, const struct verdict 
                 conn_set_state(c, CONN_UP, LOG_ERR, run, "%s; the old ssh (pid %d) serves on, and is not restarted (%s)",
                                what, (int)master_pid(c->master), v->why);
         } else {
+                char in[DURATION_MAX];
+
                 c->restart_again = "make-before-break tried again";
                 c->run.retry_at = now_mono() + delay;
                 conn_arm(c, &c->retry_timer, delay);

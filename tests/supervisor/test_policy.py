@@ -71,20 +71,22 @@ class PolicyTest(unittest.TestCase):
 
     def test_fail_fast_survives_requested_restarts(self):
         """A restart tunneld asked for (here max_lifetime) does not make the next start a
-        first one: after a good run, a quick failure backs off instead of failing the
-        tunnel for good."""
+        first one: after a good run, a quick failure of the new ssh backs off (the old one
+        serving on meanwhile) instead of failing the tunnel for good."""
         self.fake.plan("ffl", [(0, 30, True), (1, 0.05)])
         d = self.tunneld([tunnel("ffl", gatetime=0.3, fail_fast=True, max_lifetime=1, restart_delay=0.1,
                                  restart_delay_max=0.2)], args=["-d"])
         m = d.wait_log(r"^<\d+>ffl: ssh reached max_lifetime 1(?:\.0)? s: restarting it")
-        d.wait_log(r"^<\d+>ffl: ssh exited with status 1 .*restarting in .*\(failed start 1 in a row\)", after=m.end())
+        d.wait_log(r"^<4>ffl: ssh exited with status 1 .*; the old ssh \(pid \d+\) serves on; make-before-break "
+                   r"tried again in ", after=m.end())
         self.wait_starts("ffl", 4)
         self.assertNotIn("fail_fast", d.log())
+        self.assertEqual(tunneltest.status(d)[1]["ffl"]["state"], "up")
 
     def test_fail_fast_judges_a_changed_configuration_again(self):
         """A reload that changes the tunnel makes its next start a first one again: if the
-        new configuration fails at once, fail_fast fails the tunnel (whereas a restart of
-        the same configuration would back off, as above)."""
+        new configuration fails at once, fail_fast gives it up (whereas a restart of the
+        same configuration would back off, as above); the old ssh, which works, serves on."""
         self.fake.plan("ffc", [(0, 30, True), (1, 0.05)])
         settings = {"gatetime": 0.3, "fail_fast": True, "restart_delay": 0.1, "restart_delay_max": 0.2}
         d = self.tunneld([tunnel("ffc", **settings)], args=["-d"])
@@ -92,9 +94,10 @@ class PolicyTest(unittest.TestCase):
         # a change to ssh's command line (a supervision setting alone is applied in place)
         d.rewrite(tunnels=[tunnel("ffc", **{**settings, "server_alive_interval": 29})])
         d.reload()
-        d.wait_log(r"^<\d+>ffc: ssh exited with status 1 .*not restarting \(fail_fast: the first start failed",
-                   after=m.end())
+        d.wait_log(r"^<3>ffc: ssh exited with status 1 .*; the old ssh \(pid \d+\) serves on, and is not restarted "
+                   r"\(fail_fast: the first start failed", after=m.end())
         self.assert_starts_stay("ffc", 2)
+        self.assertEqual(tunneltest.status(d)[1]["ffc"]["state"], "up")
 
     def test_probe_restarts_back_off(self):
         """A run the probe ends is a failed start however long it was up: consecutive probe
