@@ -195,18 +195,16 @@ pid_t fake_start_pid(const char *host, size_t n)
         return pid;
 }
 
-struct config *engine_config(const char *fmt, ...)
+static struct config *config_with(const char *ssh, const char *fmt, va_list ap) _printf_(2, 0);
+static struct config *config_with(const char *ssh, const char *fmt, va_list ap)
 {
         struct config_errors errs = {0};
         struct config *c = NULL;
         char *body = NULL, *text = NULL;
-        va_list ap;
         int r;
 
-        va_start(ap, fmt);
         r = vasprintf(&body, fmt, ap);
-        va_end(ap);
-        if (r < 0 || asprintf(&text, "ssh = \"%s\";\n%s", fake_ssh, body) < 0) {
+        if (r < 0 || asprintf(&text, "ssh = \"%s\";\n%s", ssh, body) < 0) {
                 free(body);
                 return NULL;
         }
@@ -217,6 +215,28 @@ struct config *engine_config(const char *fmt, ...)
         free(body);
         free(text);
         return r < 0 ? NULL : c;
+}
+
+struct config *engine_config(const char *fmt, ...)
+{
+        struct config *c;
+        va_list ap;
+
+        va_start(ap, fmt);
+        c = config_with(fake_ssh, fmt, ap);
+        va_end(ap);
+        return c;
+}
+
+struct config *engine_config_ssh(const char *ssh, const char *fmt, ...)
+{
+        struct config *c;
+        va_list ap;
+
+        va_start(ap, fmt);
+        c = config_with(ssh, fmt, ap);
+        va_end(ap);
+        return c;
 }
 
 void engine_conn_context(struct conn_context *ctx, double stop_timeout)

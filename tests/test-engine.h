@@ -47,6 +47,8 @@ pid_t fake_start_pid(const char *host, size_t n);
 /* A configuration: ssh = fake-ssh, then text (printf-style). NULL, with the errors
  * printed, if it does not load. */
 struct config *engine_config(const char *fmt, ...) _printf_(1, 2);
+/* …with this ssh program. */
+struct config *engine_config_ssh(const char *ssh, const char *fmt, ...) _printf_(2, 3);
 /* A connection context on the loop: fake-ssh, the runtime directory and its watch. */
 void engine_conn_context(struct conn_context *ctx, double stop_timeout);
 /* A forward of a user (kind 'L', 'R' or 'D'), to add to a connection. */
