@@ -18,7 +18,8 @@
  * and, for the in-process engine tests (tests/test-engine.h), with a value:
  *   wait=S        say nothing for S seconds first (a slow server: the start slot is held)
  *   sockwait=S    with auth: the control socket appears S seconds after "Authenticated to"
- *   refuse=P[/N]  with auth: refuse the forward that listens on port P (its first N opens)
+ *   refuse=P[/N]  with auth: refuse the forward that listens on port P (its first N opens),
+ *                 with ssh's words for its kind (a -R: "remote port forwarding failed…")
  *   busy=P[/N]    with auth: as refuse=, for a -L whose address is taken: ssh's bind error
  *                 lines on stderr first, as ssh prints them
  *   late=P:S      with auth: the reply to an open of port P (or '*': any) comes S seconds
@@ -38,6 +39,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +239,7 @@ static void answer_open(struct client *c, uint32_t id, uint32_t ftype, long lpor
         struct rule *late = rule_for(RULE_LATE, lport);
         double due = late ? now_mono() + late->delay : 0;
         char text[96], answer[32];
+        bool every = refuse;            /* the plain flag: one reason for every kind, as it always had */
 
         if (!refuse && rule_for(RULE_BUSY, lport)) {
                 /* what ssh prints when a -L cannot bind, before it answers */
@@ -247,7 +250,7 @@ static void answer_open(struct client *c, uint32_t id, uint32_t ftype, long lpor
         } else if (!refuse && rule_for(RULE_REFUSE, lport))
                 refuse = 1;
         if (refuse) {
-                if (ftype == MUX_FWD_REMOTE)
+                if (ftype == MUX_FWD_REMOTE && !every)
                         snprintf(text, sizeof(text), "remote port forwarding failed for listen port %ld", lport);
                 else
                         snprintf(text, sizeof(text), "Port forwarding failed");
