@@ -201,7 +201,7 @@ static void test_free_slot_goes_to_the_queue_first(void)
         tunnel_stop(c, "stop requested");       /* its slot is free… */
         tunnel_start(a);                        /* …and qd is started by hand */
         test_assert(conn_state_of("qd") == CONN_QUEUED);
-        test_assert(strstr(conn_get_reason(tunnel_get_conn(a)), "queued first") != NULL);
+        test_assert(conn_get_reason(tunnel_get_conn(a)) && strstr(conn_get_reason(tunnel_get_conn(a)), "queued first"));
         test_assert(wait_state("qd", TUNNEL_UP, WAIT));
         test_assert(tunnel_get_state(supervisor_find(sup, "qe")) == TUNNEL_UP);
         queued = event_of("qd", TUNNEL_QUEUED, 0);
