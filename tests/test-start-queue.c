@@ -63,6 +63,7 @@ static bool start(const char *globals, const char *tunnels)
                 return false;
         }
         test_assert(supervisor_add_listener(sup, &l) == 0);
+        ev_now_update(engine_loop());   /* the slot and deadline timers count from now */
         test_assert(supervisor_apply(sup, cfg) == 0);
         return true;
 }
