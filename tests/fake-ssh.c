@@ -238,7 +238,6 @@ static void answer_open(struct client *c, uint32_t id, uint32_t ftype, long lpor
 {
         struct rule *late = rule_for(RULE_LATE, lport);
         double due = late ? now_mono() + late->delay : 0;
-        char text[96], answer[32];
         bool every = refuse;            /* the plain flag: one reason for every kind, as it always had */
 
         if (!refuse && rule_for(RULE_BUSY, lport)) {
@@ -250,6 +249,8 @@ static void answer_open(struct client *c, uint32_t id, uint32_t ftype, long lpor
         } else if (!refuse && rule_for(RULE_REFUSE, lport))
                 refuse = 1;
         if (refuse) {
+                char text[96];
+
                 if (ftype == MUX_FWD_REMOTE && !every)
                         snprintf(text, sizeof(text), "remote port forwarding failed for listen port %ld", lport);
                 else
@@ -257,8 +258,10 @@ static void answer_open(struct client *c, uint32_t id, uint32_t ftype, long lpor
                 log_forward("open", ftype, lport, "fail");
                 reply_at(c, due, (uint32_t[]){ MUX_S_FAILURE, id }, 2, text);
         } else if (ftype == MUX_FWD_REMOTE && lport == 0) {
-                snprintf(answer, sizeof(answer), "port %u", ++*next_port);
-                log_forward("open", ftype, lport, answer);
+                char allocated[32];
+
+                snprintf(allocated, sizeof(allocated), "port %u", ++*next_port);
+                log_forward("open", ftype, lport, allocated);
                 reply_at(c, due, (uint32_t[]){ MUX_S_REMOTE_PORT, id, *next_port }, 3, NULL);
         } else {
                 log_forward("open", ftype, lport, "ok");
