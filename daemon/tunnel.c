@@ -42,10 +42,10 @@ static struct forward_counts count_forwards(const struct tunnel *t)
         for (size_t i = 0; i < t->n_fwds; i++) {
                 const struct conn_forward *f = t->fwds[i];
 
-                if (f->moving || f->st.state == FORWARD_OPEN)
+                if (f->st.state == FORWARD_FAILED)
+                        n.failed++;     /* a moving one too: the old ssh let it go, the new one refused it */
+                else if (f->moving || f->st.state == FORWARD_OPEN)
                         n.open++;       /* make-before-break: served by the old ssh until the new one has it */
-                else if (f->st.state == FORWARD_FAILED)
-                        n.failed++;
                 else
                         n.pending++;
         }
