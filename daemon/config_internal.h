@@ -19,6 +19,10 @@ struct config_names {
         char **slots;                   /* open addressing; NULL: free */
         size_t n, cap;
 };
+/* The entry of name, or NULL. */
+const char *config_names_find(const struct config_names *t, const char *name);
+/* Takes entry ("name\tFILE:LINE", malloc'ed; its name not in t yet). 0 or -ENOMEM. */
+int config_names_add(struct config_names *t, char *entry);
 void config_names_free(struct config_names *t);
 
 struct parser {

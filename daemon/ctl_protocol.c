@@ -255,6 +255,16 @@ static void handle_change(const struct request *r)
         if (select_tunnels(r, false, &names, &hints) < 0)
                 return;
         v = supervisor_tunnels(r->sup, &n);
+        /* a disabled tunnel runs only once enabled: its files were never checked (config.h),
+         * and a start that does nothing must not look like one that worked */
+        for (size_t i = 0; names && names[i] && ctl_command_id(r->cmd) != CTL_CMD_STOP; i++)
+                if (!tunnel_get_spec(v[hints[i]])->enabled) {
+                        ctl_protocol_error(r->out, "%s is disabled (enabled = false in %s): set enabled = true and "
+                                           "reload to run it", names[i], tunnel_get_spec(v[hints[i]])->source_file);
+                        strv_free(names);
+                        free(hints);
+                        return;
+                }
         for (size_t i = 0; names ? names[i] != NULL : i < n; i++) {
                 struct tunnel *t = v[names ? hints[i] : i];
                 struct log_ctx ctx = LOG_CTX_INIT;

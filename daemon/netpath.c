@@ -393,11 +393,10 @@ int netpath_check(struct netpath *np, const struct endpoint *local, const struct
                 r = lookup_route(np, remote, local, &res.conn);
         if (r < 0)
                 return r;
-        if (res.fresh.error == -EINVAL && res.conn.error == -EINVAL)
-                res.verdict = NETPATH_UNREACHABLE;      /* a blackhole route: both are dropped here */
-        else if (res.conn.error == -EINVAL)
+        if (res.conn.error == -EINVAL && res.fresh.error != -EINVAL)
                 res.verdict = NETPATH_GONE;     /* IPv4: no longer a local address (it went since the dump) */
-        else if (no_route(res.fresh.error) || no_route(res.conn.error))
+        else if ((res.fresh.error == -EINVAL && res.conn.error == -EINVAL) ||  /* a blackhole route: both dropped */
+                 no_route(res.fresh.error) || no_route(res.conn.error))
                 res.verdict = NETPATH_UNREACHABLE;
         else if (res.fresh.error || res.conn.error)
                 return res.fresh.error ? res.fresh.error : res.conn.error;

@@ -339,11 +339,12 @@ def served_within(sock, *names, limit=1.0):
 # ---- event storms and the clients that follow them -------------------------------------------
 
 def storm_tunnels(n):
-    """A tunnel "gate" that never starts and n tunnels s0..sN-1 after it: starting one makes
-    it queued (waiting for gate), stopping it stopped: a state change each, and no process
+    """A tunnel "gate" that never comes up (its host does not resolve: one ssh, then failed
+    for good) and n tunnels s0..sN-1 after it: each waits for gate (queued), stopping one
+    makes it stopped and starting it queued again: a state change each, and no process
     started. Events at any rate, cheaply."""
-    return ([{"name": "gate", "host": "gate.invalid", "enabled": False}] +
-            [{"name": f"s{i}", "host": "storm.invalid", "enabled": False, "after": ["gate"]} for i in range(n)])
+    return ([{"name": "gate", "host": "gate.invalid", "restart": "never"}] +
+            [{"name": f"s{i}", "host": "storm.invalid", "after": ["gate"]} for i in range(n)])
 
 
 class EventStorm(tunneltest.Resource):

@@ -128,6 +128,8 @@ class ClientsTest(unittest.TestCase):
         """A subscriber that reads nothing for 8 s while a few events wait in its socket (as
         tunnelctl restart does while it asks for the restarts) is not dropped: it reads them
         all afterwards."""
+        r = tunnelctl(self.sock, "stop", *[f"s{i}" for i in range(STORM)])     # each restart then a change
+        self.assertEqual(r.returncode, 0, describe(r)[:1000])
         s = connect(self.sock)
         self.addCleanup(s.close)
         s.sendall(b'{"cmd":"events"}\n')

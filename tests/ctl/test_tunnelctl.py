@@ -320,6 +320,22 @@ class StatusTest(_Base):
         self.assertEqual(pids(self.sock), before)
         self.assertEqual(tunnels(self.sock)["web"]["state"], "up")
 
+    def test_disabled_is_not_started(self):
+        """start/restart of a disabled tunnel (its files were never checked): exit 1 saying
+        it is disabled and how to run it, the request refused as a whole; start --all and
+        stop leave it as it is."""
+        before = pids(self.sock)
+        for cmd in ("start", "restart"):
+            with self.subTest(cmd=cmd):
+                r = self.ctl(self.sock, cmd, "web", "off", rc=1)
+                self.assertRegex(r.stderr, r"off is disabled \(enabled = false in \S+\.conf\): set enabled = true "
+                                           r"and reload to run it")
+        self.ctl(self.sock, "stop", "off", rc=None)
+        time.sleep(0.3)
+        self.assertEqual(pids(self.sock), before)
+        self.assertEqual(tunnels(self.sock)["off"]["state"], "stopped")
+        self.assertEqual(tunnels(self.sock)["web"]["state"], "up")
+
     def test_metrics_prometheus_text(self):
         """metrics: Prometheus text format (HELP/TYPE before each family, name{labels} value),
         with each tunnel's up, state, starts and failure counters matching the status."""
