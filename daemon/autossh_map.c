@@ -226,8 +226,8 @@ static int map_option_pair(struct mapper *m, const char *key, const char *value)
                                       "have reviewed)", runs_commands[i]);
         for (size_t i = 0; i < ELEMENTSOF(set_by_tunneld); i++)
                 if (strcasecmp(key, set_by_tunneld[i]) == 0)
-                        return imported_note(t, "-o %s=%s: not mapped: tunneld sets %s itself (see \"What tunneld "
-                                             "does with each ssh\" in the README)", key, value, set_by_tunneld[i]);
+                        return imported_note(t, "-o %s=%s: not mapped: tunneld sets %s itself (see SSH COMMAND "
+                                             "LINE in tunneld(8))", key, value, set_by_tunneld[i]);
         return add_option(m, key, value);
 }
 
