@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* config: the file → plain validated specs. Knows nothing of processes or the loop. */
+/* config: the file → plain validated specs. Knows nothing of the loop; ssh -G is asked
+ * what ssh makes of the tunnels (config_ssh.c: a child per ssh configuration, in the
+ * loading child of reload_job.c when the daemon loads). */
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -121,7 +121,6 @@ bool conn_is_running(const struct conn *c);
 void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next);
 /* The run's end, judged by policy.h and carried out. */
 void conn_finish_run(struct conn *c, struct conn_run *run);
-void conn_on_grace(struct conn *c);
 int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_setup *ret);
 void conn_setup_done(struct conn_setup *s);
 /* The files ssh reads that tunneld writes: removed when the connection goes. */

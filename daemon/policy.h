@@ -3,7 +3,7 @@
 
 /* policy: what happens after one ssh run ended, and how long to wait before the next.
  * Pure: no fork, no clock, no loop (the caller passes times and the random draw), so the
- * whole table of verdicts is unit-tested (tests/test-policy.c). tunnel.c is the mechanism
+ * whole table of verdicts is unit-tested (tests/test-policy.c). conn_run.c is the mechanism
  * that carries a verdict out. */
 
 #include <stdbool.h>

@@ -179,7 +179,7 @@ const char *failure_class_hint(enum failure_class c)
                 return "the server's policy refuses a remote forward (AllowTcpForwarding, PermitListen, "
                        "or the key's options in authorized_keys): retrying cannot help until that changes";
         case FAILURE_MUX:
-                return "ssh's control socket (multiplex = true) failed: it closed, or sent what is not "
+                return "ssh's control socket failed: it closed, or sent what is not "
                        "OpenSSH's mux protocol; see ssh's messages above";
         case FAILURE_UNKNOWN:
                 return "see ssh's messages above";

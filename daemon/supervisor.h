@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* supervisor: the set of tunnels. Applies a config as a diff, reloads, shuts down. */
+/* supervisor: the set of tunnels and their connections. Applies a configuration as a plan
+ * (supervisor_apply.c), reloads, shuts down. */
 
 #include <ev.h>
 #include <stdbool.h>

@@ -3,7 +3,7 @@
 
 /* tunnel: what the operator named: a set of forwards on a connection (conn.h), with its
  * own state, counters, availability, probe and verbs. Its state follows from its
- * connection's and its forwards' (tunnel_derive_state); it runs no process of its own. */
+ * connection's and its forwards' (tunnel.c: derive); it runs no process of its own. */
 
 #include <ev.h>
 #include <stdbool.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Pinned host keys: each key checked down to its blob (host_key.c), the known_hosts text
  * and the options that make ssh and the jump hosts use it (known_hosts.c, ssh_argv.c,
- * jump_config.c), and the settings that contradict them (config_check.c). */
+ * jump_config.c), and the settings that contradict them (config_pins.c). */
 #include "config.h"
 #include "host_key.h"
 #include "jump_config.h"
