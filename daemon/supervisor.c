@@ -163,14 +163,20 @@ static void run_hook(struct supervisor *s, struct tunnel *t, const char *state, 
 {
         const struct tunnel_spec *spec = tunnel_get_spec(t);
         const struct conn_run *last = tunnel_get_last_run(t);
+        enum failure_class forward = tunnel_get_forward_failure(t);
         struct supervisor_member *m = member_of(t);
         struct hook_event ev = {
                 .state = state,
                 .previous = previous,
-                .failure = last->valid && last->failure != FAILURE_NONE && strcmp(state, "up") != 0
-                                   ? failure_class_to_string(last->failure) : "",
                 .restarts = tunnel_get_restarts(t),
         };
+
+        /* degraded: why a forward failed; failed, flapping: why the last run ended */
+        if (strcmp(state, "degraded") == 0)
+                ev.failure = forward != FAILURE_NONE ? failure_class_to_string(forward) : "";
+        else
+                ev.failure = last->valid && last->failure != FAILURE_NONE && strcmp(state, "up") != 0
+                                     ? failure_class_to_string(last->failure) : "";
 
         if (!spec->on_state_change)
                 return;

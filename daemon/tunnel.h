@@ -92,6 +92,8 @@ bool tunnel_is_wanted(const struct tunnel *t);         /* started (not stopped b
 bool tunnel_has_started(const struct tunnel *t);       /* has asked its connection for its forwards */
 unsigned long tunnel_get_restarts(const struct tunnel *t);
 const struct conn_run *tunnel_get_last_run(const struct tunnel *t);
+/* The class of its first failed forward (FAILURE_NONE: none failed): why it is degraded. */
+enum failure_class tunnel_get_forward_failure(const struct tunnel *t);
 void *tunnel_get_owner(const struct tunnel *t);
 
 /* What the control socket, the metrics and the events read of a tunnel: a snapshot, its

@@ -107,6 +107,14 @@ unsigned long tunnel_get_restarts(const struct tunnel *t) { return t->restarts; 
 struct conn *tunnel_get_conn(const struct tunnel *t) { return t->user.conn; }
 void *tunnel_get_owner(const struct tunnel *t) { return t->owner; }
 
+enum failure_class tunnel_get_forward_failure(const struct tunnel *t)
+{
+        for (size_t i = 0; i < t->n_fwds; i++)
+                if (t->fwds[i]->st.state == FORWARD_FAILED)
+                        return t->fwds[i]->class;
+        return FAILURE_NONE;
+}
+
 const struct conn_run *tunnel_get_last_run(const struct tunnel *t)
 {
         static const struct conn_run none;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""on_state_change: run on up, failed and flapping with TUNNEL_NAME, TUNNEL_STATE,
+"""on_state_change: run on up, degraded, failed and flapping with TUNNEL_NAME, TUNNEL_STATE,
 TUNNEL_PREVIOUS_STATE, TUNNEL_FAILURE and TUNNEL_RESTARTS; exec'd directly (no shell: its
 path may hold shell syntax); its output logged as "NAME: on_state_change: …"; killed at
 hook_timeout; one instance per tunnel at a time, the newest waiting event running next."""
@@ -11,7 +11,7 @@ import time
 
 import tunneltest
 from tunneltest import free_port, pid_alive, proc_table, wait_until
-from featuretest import FeatureTest, status
+from featuretest import FeatureTest, listening_socket, status
 
 # A shell script. Each run writes one record file (what it got: argv, parent, cmdline, the
 # TUNNEL_* environment) and appends BEGIN/END lines to a shared "runs" file; it says hello on
@@ -85,13 +85,16 @@ class HookTest(FeatureTest):
         return [(p[0], int(p[1]), float(p[2]), p[3], p[4], int(p[5])) for p in (l.split() for l in lines)]
 
     def test_environment_and_exec(self):
-        """up (first and after a restart), failed (max_starts) and flapping: the hook gets
-        the right TUNNEL_* variables (tunneld's own TUNNEL_* are not passed on, the rest of its
+        """up (first and after a restart), degraded (a forward's port taken: the forward's
+        class), failed (max_starts) and flapping: the hook gets the right TUNNEL_* variables (tunneld's own TUNNEL_* are not passed on, the rest of its
         environment is), runs exec'd directly as a child of tunneld with no argument, and its
         stdout and stderr are logged under the tunnel's name."""
         hook, records = self.make_hook()
+        taken = listening_socket()
+        self.addCleanup(taken.close)
         d = self.tunneld([
             {"name": "good", "gatetime": 0.5},
+            {"name": "half", "local_forwards": [self.local_forward(taken.getsockname()[1])]},
             {"name": "dies", "port": free_port(), "max_starts": 2},
             {"name": "flaps", "port": free_port(), "flap_threshold": 3, "restart_delay": 0.05,
              "restart_delay_max": 0.1},
@@ -101,8 +104,8 @@ class HookTest(FeatureTest):
         time.sleep(0.6)  # past gatetime: the next exit is a good run, restarted at once
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: len(self.records(records, "good")) == 2, 15, what="the hook's run for good up again")
-        wait_until(lambda: self.records(records, "dies") and self.records(records, "flaps"), 15,
-                   what="the hook's runs for dies and flaps")
+        wait_until(lambda: self.records(records, "dies") and self.records(records, "flaps") and
+                   self.records(records, "half"), 15, what="the hook's runs for dies, flaps and half")
         time.sleep(0.5)  # nothing else may come
 
         env = lambda name: [r["env"] for r in self.records(records, name)]  # noqa: E731
@@ -111,6 +114,8 @@ class HookTest(FeatureTest):
                       "TUNNEL_FAILURE": "", "TUNNEL_RESTARTS": "0"},
                      {"TUNNEL_NAME": "good", "TUNNEL_STATE": "up", "TUNNEL_PREVIOUS_STATE": "starting",
                       "TUNNEL_FAILURE": "", "TUNNEL_RESTARTS": "1"}],
+            "half": [{"TUNNEL_NAME": "half", "TUNNEL_STATE": "degraded", "TUNNEL_PREVIOUS_STATE": "starting",
+                      "TUNNEL_FAILURE": "local-forward", "TUNNEL_RESTARTS": "0"}],
             "dies": [{"TUNNEL_NAME": "dies", "TUNNEL_STATE": "failed", "TUNNEL_PREVIOUS_STATE": "starting",
                       "TUNNEL_FAILURE": "refused", "TUNNEL_RESTARTS": "1"}],
             "flaps": [{"TUNNEL_NAME": "flaps", "TUNNEL_STATE": "flapping", "TUNNEL_PREVIOUS_STATE": "starting",
