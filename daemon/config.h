@@ -41,6 +41,21 @@ struct probe_spec {
 };
 
 /* One tunnel, as configured. Immutable once loaded; compared by value on reload. */
+/* What ssh makes of a tunnel with an ssh_config_file (viewed false: ssh was not asked).
+ * ssh -G of its ssh configuration gives the real host and port; the forwards are its own
+ * followed by those its ssh_config_file adds (ssh -G's, without the ones it already has,
+ * as ssh drops a repeated forward). Part of the command line's equality: an edited
+ * ssh_config_file that moves a forward changes the tunnel. */
+struct tunnel_spec_ssh {
+        bool viewed;
+        char *hostname;
+        int port;
+        char **local_forwards;
+        char **remote_forwards;
+        char **dynamic_forwards;
+        bool gateway_ports;
+};
+
 struct tunnel_spec {
         char *name;
         char *host;
@@ -80,19 +95,8 @@ struct tunnel_spec {
         int flap_threshold;             /* this many failures within flap_window: flapping */
         double flap_window;
 
-        /* What ssh makes of it, for a tunnel with an ssh_config_file: derived, not configured
-         * (ssh_viewed false: ssh was not asked). ssh -G of its ssh configuration gives the
-         * real host and port; the forwards are its own followed by those its ssh_config_file
-         * adds (ssh -G's, without the ones it already has, as ssh drops a repeated forward).
-         * Part of the command line's equality: an edited ssh_config_file that moves a
-         * forward changes the tunnel. */
-        bool ssh_viewed;
-        char *ssh_hostname;
-        int ssh_port;
-        char **ssh_local_forwards;
-        char **ssh_remote_forwards;
-        char **ssh_dynamic_forwards;
-        bool ssh_gateway_ports;
+        /* What ssh makes of it, for a tunnel with an ssh_config_file: derived, not configured. */
+        struct tunnel_spec_ssh ssh;
 
         /* where it was defined, for messages; not part of equality */
         char *source_file;

@@ -177,8 +177,8 @@ void check_ports(struct parser *p, const struct config *c)
 
         for (size_t i = 0; i < c->n_tunnels; i++)
                 total += strv_length(c->tunnels[i].local_forwards) + strv_length(c->tunnels[i].dynamic_forwards) +
-                         strv_length(c->tunnels[i].remote_forwards) + strv_length(c->tunnels[i].ssh_local_forwards) +
-                         strv_length(c->tunnels[i].ssh_dynamic_forwards) + strv_length(c->tunnels[i].ssh_remote_forwards);
+                         strv_length(c->tunnels[i].remote_forwards) + strv_length(c->tunnels[i].ssh.local_forwards) +
+                         strv_length(c->tunnels[i].ssh.dynamic_forwards) + strv_length(c->tunnels[i].ssh.remote_forwards);
         v = calloc(total + 1, sizeof(*v));
         owners = calloc(total + 1, sizeof(*owners));
         if (!v || !owners) {
@@ -188,16 +188,16 @@ void check_ports(struct parser *p, const struct config *c)
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
                 /* what ssh will set up: with an ssh_config_file, ssh -G's lists */
-                char **const lists[3] = { t->ssh_viewed ? t->ssh_local_forwards : t->local_forwards,
-                                          t->ssh_viewed ? t->ssh_dynamic_forwards : t->dynamic_forwards,
-                                          t->ssh_viewed ? t->ssh_remote_forwards : t->remote_forwards };
-                bool gateway_ports = t->ssh_viewed ? t->ssh_gateway_ports : clash_gateway_ports(t->ssh_options);
+                char **const lists[3] = { t->ssh.viewed ? t->ssh.local_forwards : t->local_forwards,
+                                          t->ssh.viewed ? t->ssh.dynamic_forwards : t->dynamic_forwards,
+                                          t->ssh.viewed ? t->ssh.remote_forwards : t->remote_forwards };
+                bool gateway_ports = t->ssh.viewed ? t->ssh.gateway_ports : clash_gateway_ports(t->ssh_options);
                 char server[VALUE_MAX_LEN + 16];
 
                 if (!t->enabled)
                         continue;
-                clash_server_identity(t->ssh_viewed && t->ssh_hostname ? t->ssh_hostname : t->host ? t->host : "",
-                                      t->ssh_viewed ? t->ssh_port : t->port, server, sizeof(server));
+                clash_server_identity(t->ssh.viewed && t->ssh.hostname ? t->ssh.hostname : t->host ? t->host : "",
+                                      t->ssh.viewed ? t->ssh.port : t->port, server, sizeof(server));
                 for (int k = 0; k < 3; k++)
                         for (char **f = lists[k]; f && *f; f++) {
                                 int r = clash_listener_from(kinds[k], *f, server, gateway_ports, &v[n].l);

@@ -101,14 +101,14 @@ static int merge_forwards(enum forward_kind kind, char *const *own, char *const 
 /* What ssh says of t's configuration, with t's own forwards. 0 or -ENOMEM. */
 static int take_view(struct tunnel_spec *t, const struct config_view *v)
 {
-        t->ssh_viewed = true;
-        t->ssh_port = v->port;
-        t->ssh_gateway_ports = v->gateway_ports;
-        if (v->hostname && !(t->ssh_hostname = strdup(v->hostname)))
+        t->ssh.viewed = true;
+        t->ssh.port = v->port;
+        t->ssh.gateway_ports = v->gateway_ports;
+        if (v->hostname && !(t->ssh.hostname = strdup(v->hostname)))
                 return -ENOMEM;
-        if (merge_forwards(FORWARD_LOCAL, t->local_forwards, v->local_forwards, &t->ssh_local_forwards) < 0 ||
-            merge_forwards(FORWARD_REMOTE, t->remote_forwards, v->remote_forwards, &t->ssh_remote_forwards) < 0 ||
-            merge_forwards(FORWARD_DYNAMIC, t->dynamic_forwards, v->dynamic_forwards, &t->ssh_dynamic_forwards) < 0)
+        if (merge_forwards(FORWARD_LOCAL, t->local_forwards, v->local_forwards, &t->ssh.local_forwards) < 0 ||
+            merge_forwards(FORWARD_REMOTE, t->remote_forwards, v->remote_forwards, &t->ssh.remote_forwards) < 0 ||
+            merge_forwards(FORWARD_DYNAMIC, t->dynamic_forwards, v->dynamic_forwards, &t->ssh.dynamic_forwards) < 0)
                 return -ENOMEM;
         return 0;
 }

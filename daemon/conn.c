@@ -392,7 +392,7 @@ void conn_remove_user(struct conn_user *u)
 
         if (!c)
                 return;
-        for (struct conn_forward *f = c->fwds, *next; f; f = next) {
+        for (struct conn_forward *f = c->fwds.first, *next; f; f = next) {
                 next = f->next;
                 if (f->user == u)
                         conn_forward_remove(c, f);
@@ -543,7 +543,7 @@ struct conn *conn_free(struct conn *c)
         ev_timer_stop(loop, &c->deadline_timer);
         ev_timer_stop(loop, &c->gate_timer);
         ev_timer_stop(loop, &c->lifetime_timer);
-        ev_timer_stop(loop, &c->fwd_retry_timer);
+        ev_timer_stop(loop, &c->fwds.retry);
         c->master = master_free(c->master);
         conn_handover_free(c);
         conn_remove_files(c);

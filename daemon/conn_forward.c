@@ -21,8 +21,8 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents);
 
 void conn_forwards_init(struct conn *c)
 {
-        ev_timer_init(&c->fwd_retry_timer, on_retry, 0., 0.);
-        c->fwd_retry_timer.data = c;
+        ev_timer_init(&c->fwds.retry, on_retry, 0., 0.);
+        c->fwds.retry.data = c;
 }
 
 static struct log_ctx forward_ctx(const struct conn *c, const struct conn_forward *f)
@@ -70,14 +70,14 @@ static void schedule_retry(struct conn *c)
 {
         double next = 0, now = now_mono();
 
-        for (struct conn_forward *f = c->fwds; f; f = f->next)
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next)
                 if (f->st.state == FORWARD_FAILED && !f->request_id && (next == 0 || f->retry_at < next))
                         next = f->retry_at;
         if (next == 0) {
-                ev_timer_stop(c->ctx->loop, &c->fwd_retry_timer);
+                ev_timer_stop(c->ctx->loop, &c->fwds.retry);
                 return;
         }
-        conn_arm(c, &c->fwd_retry_timer, next - now);
+        conn_arm(c, &c->fwds.retry, next - now);
 }
 
 static void fail(struct conn *c, struct conn_forward *f, enum failure_class class, const char *reason)
@@ -128,7 +128,7 @@ static bool may_open(const struct conn *c, const struct conn_forward *f)
 
 void conn_forwards_open_pending(struct conn *c)
 {
-        for (struct conn_forward *f = c->fwds; f; f = f->next)
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next)
                 if (may_open(c, f))
                         open_one(c, f);
 }
@@ -143,8 +143,8 @@ void conn_forward_opened_after_move(struct conn *c, struct conn_forward *f)
  * forwards then (a tunnel must not see "pending" before it sees why). */
 void conn_forwards_reset(struct conn *c)
 {
-        ev_timer_stop(c->ctx->loop, &c->fwd_retry_timer);
-        for (struct conn_forward *f = c->fwds; f; f = f->next) {
+        ev_timer_stop(c->ctx->loop, &c->fwds.retry);
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next) {
                 if (f->held_by_old)
                         continue;       /* an old master serves it on (conn_handover_abort, _revert) */
                 f->request_id = 0;
@@ -165,7 +165,7 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
         (void)revents;
         if (!c->master || !master_is_ready(c->master))
                 return;
-        for (struct conn_forward *f = c->fwds; f; f = f->next)
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next)
                 if (f->st.state == FORWARD_FAILED && !f->request_id && f->retry_at <= now + 0.01) {
                         /* a half-bound listener stays half-bound: close it, then open anew */
                         uint32_t ignored;
@@ -178,14 +178,14 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 
 void conn_forward_add(struct conn *c, struct conn_forward *f)
 {
-        f->prev = c->fwds_tail;
+        f->prev = c->fwds.last;
         f->next = NULL;
-        if (c->fwds_tail)
-                c->fwds_tail->next = f;
+        if (c->fwds.last)
+                c->fwds.last->next = f;
         else
-                c->fwds = f;
-        c->fwds_tail = f;
-        c->n_fwds++;
+                c->fwds.first = f;
+        c->fwds.last = f;
+        c->fwds.n++;
         f->listed = true;
         f->request_id = 0;
         f->moving = f->held_by_old = false;
@@ -212,16 +212,16 @@ void conn_forward_remove(struct conn *c, struct conn_forward *f)
         if (f->prev)
                 f->prev->next = f->next;
         else
-                c->fwds = f->next;
+                c->fwds.first = f->next;
         if (f->next)
                 f->next->prev = f->prev;
         else
-                c->fwds_tail = f->prev;
+                c->fwds.last = f->prev;
         f->prev = f->next = NULL;
         f->listed = false;
         f->request_id = 0;
         f->moving = f->held_by_old = false;
-        c->n_fwds--;
+        c->fwds.n--;
         f->st.state = FORWARD_PENDING;
         f->st.reason = NULL;
         f->st.allocated_port = 0;
@@ -248,7 +248,7 @@ void conn_forward_reopen(struct conn *c, struct conn_forward *f)
 
 static struct conn_forward *by_request(struct conn *c, uint32_t id)
 {
-        for (struct conn_forward *f = c->fwds; id && f; f = f->next)
+        for (struct conn_forward *f = c->fwds.first; id && f; f = f->next)
                 if (f->request_id == id)
                         return f;
         return NULL;
@@ -341,7 +341,7 @@ void conn_forwards_on_line(struct conn *c, enum failure_class class, const char 
                 log_full(LOG_INFO, &ctx, "ssh: %s", line);      /* the reply names the -R that failed */
                 return;
         }
-        for (struct conn_forward *f = c->fwds; f; f = f->next) {
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next) {
                 if (!line_names(f, line))
                         continue;
                 if (f->cause_seen && f->st.state == FORWARD_FAILED)

@@ -233,7 +233,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         if (c->state != CONN_UP || !c->master || !master_is_ready(c->master) || c->run.kill_class != FAILURE_NONE ||
             conn_is_handing_over(c))
                 return false;
-        for (struct conn_forward *f = c->fwds; f; f = f->next)
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next)
                 n += f->st.state == FORWARD_OPEN;
         o = calloc(1, sizeof(*o));
         if (!o || !(o->fwds = calloc(n + 1, sizeof(struct forward))) ||
@@ -252,7 +252,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         o->handing_over = true;
         o->deadline = now_mono() + c->spec.drain_timeout;
         o->run = c->run;
-        for (struct conn_forward *f = c->fwds; f; f = f->next) {
+        for (struct conn_forward *f = c->fwds.first; f; f = f->next) {
                 if (f->st.state == FORWARD_OPEN) {
                         o->fwds[k] = f->f;
                         o->owners[k++] = f;
@@ -277,7 +277,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         ev_timer_stop(c->ctx->loop, &c->gate_timer);
         ev_timer_stop(c->ctx->loop, &c->lifetime_timer);
         ev_timer_stop(c->ctx->loop, &c->deadline_timer);
-        ev_timer_stop(c->ctx->loop, &c->fwd_retry_timer);
+        ev_timer_stop(c->ctx->loop, &c->fwds.retry);
         conn_spawn(c, NULL, reason, "make-before-break: a new ssh takes the forwards over");
         return true;
 }

@@ -58,6 +58,13 @@ struct conn_old {
 };
 
 
+/* Every user's forwards (conn_forward.c), in the order they were added. */
+struct conn_forwards {
+        struct conn_forward *first, *last;
+        size_t n;
+        ev_timer retry;                 /* failed forwards are asked for again */
+};
+
 struct conn_flap {
         struct flap_ring ring;
         bool flapping;
@@ -95,11 +102,7 @@ struct conn {
 
         struct conn_user *users;
         size_t n_users, n_attached;
-        struct conn_forward *fwds;      /* every user's, in the order they were added */
-        struct conn_forward *fwds_tail;
-        size_t n_fwds;
-        ev_timer fwd_retry_timer;       /* failed forwards are asked for again */
-        double fwd_retry_delay;
+        struct conn_forwards fwds;
 };
 
 /* conn.c */

@@ -29,10 +29,10 @@ void tunnel_spec_done(struct tunnel_spec *s)
         free(s->probe.expect);
         strv_free(s->after);
         free(s->on_state_change);
-        free(s->ssh_hostname);
-        strv_free(s->ssh_local_forwards);
-        strv_free(s->ssh_remote_forwards);
-        strv_free(s->ssh_dynamic_forwards);
+        free(s->ssh.hostname);
+        strv_free(s->ssh.local_forwards);
+        strv_free(s->ssh.remote_forwards);
+        strv_free(s->ssh.dynamic_forwards);
         free(s->source_file);
         *s = (struct tunnel_spec){0};
 }
@@ -63,8 +63,8 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
         c.probe.connect = c.probe.send = c.probe.expect = NULL;
         c.after = NULL;
         c.on_state_change = NULL;
-        c.ssh_hostname = NULL;
-        c.ssh_local_forwards = c.ssh_remote_forwards = c.ssh_dynamic_forwards = NULL;
+        c.ssh.hostname = NULL;
+        c.ssh.local_forwards = c.ssh.remote_forwards = c.ssh.dynamic_forwards = NULL;
 
         if ((r = strdup_null(s->name, &c.name)) < 0 ||
             (r = strdup_null(s->host, &c.host)) < 0 ||
@@ -84,10 +84,10 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
             (r = strv_copy_null(s->ssh_options, &c.ssh_options)) < 0 ||
             (r = strv_copy_null(s->host_keys, &c.host_keys)) < 0 ||
             (r = strv_copy_null(s->jump_host_keys, &c.jump_host_keys)) < 0 ||
-            (r = strdup_null(s->ssh_hostname, &c.ssh_hostname)) < 0 ||
-            (r = strv_copy_null(s->ssh_local_forwards, &c.ssh_local_forwards)) < 0 ||
-            (r = strv_copy_null(s->ssh_remote_forwards, &c.ssh_remote_forwards)) < 0 ||
-            (r = strv_copy_null(s->ssh_dynamic_forwards, &c.ssh_dynamic_forwards)) < 0) {
+            (r = strdup_null(s->ssh.hostname, &c.ssh.hostname)) < 0 ||
+            (r = strv_copy_null(s->ssh.local_forwards, &c.ssh.local_forwards)) < 0 ||
+            (r = strv_copy_null(s->ssh.remote_forwards, &c.ssh.remote_forwards)) < 0 ||
+            (r = strv_copy_null(s->ssh.dynamic_forwards, &c.ssh.dynamic_forwards)) < 0) {
                 tunnel_spec_done(&c);
                 return r;
         }
@@ -111,9 +111,9 @@ bool tunnel_spec_same_ssh(const struct tunnel_spec *a, const struct tunnel_spec 
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
                a->connect_timeout == b->connect_timeout &&
-               a->ssh_viewed == b->ssh_viewed &&
-               strcmp_null(a->ssh_hostname, b->ssh_hostname) == 0 &&
-               a->ssh_port == b->ssh_port;
+               a->ssh.viewed == b->ssh.viewed &&
+               strcmp_null(a->ssh.hostname, b->ssh.hostname) == 0 &&
+               a->ssh.port == b->ssh.port;
 }
 
 /* How a connection is supervised: one backoff, one deadline, one lifetime for it. */
@@ -143,10 +143,10 @@ bool tunnel_spec_same_tunnel(const struct tunnel_spec *a, const struct tunnel_sp
                strv_equal(a->local_forwards, b->local_forwards) &&
                strv_equal(a->remote_forwards, b->remote_forwards) &&
                strv_equal(a->dynamic_forwards, b->dynamic_forwards) &&
-               strv_equal(a->ssh_local_forwards, b->ssh_local_forwards) &&
-               strv_equal(a->ssh_remote_forwards, b->ssh_remote_forwards) &&
-               strv_equal(a->ssh_dynamic_forwards, b->ssh_dynamic_forwards) &&
-               a->ssh_gateway_ports == b->ssh_gateway_ports &&
+               strv_equal(a->ssh.local_forwards, b->ssh.local_forwards) &&
+               strv_equal(a->ssh.remote_forwards, b->ssh.remote_forwards) &&
+               strv_equal(a->ssh.dynamic_forwards, b->ssh.dynamic_forwards) &&
+               a->ssh.gateway_ports == b->ssh.gateway_ports &&
                strcmp_null(a->probe.connect, b->probe.connect) == 0 &&
                a->probe.interval == b->probe.interval &&
                a->probe.timeout == b->probe.timeout &&
@@ -166,17 +166,17 @@ bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tun
 
 char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s)
 {
-        return s->ssh_viewed ? s->ssh_local_forwards : s->local_forwards;
+        return s->ssh.viewed ? s->ssh.local_forwards : s->local_forwards;
 }
 
 char *const *tunnel_spec_remote_forwards(const struct tunnel_spec *s)
 {
-        return s->ssh_viewed ? s->ssh_remote_forwards : s->remote_forwards;
+        return s->ssh.viewed ? s->ssh.remote_forwards : s->remote_forwards;
 }
 
 char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s)
 {
-        return s->ssh_viewed ? s->ssh_dynamic_forwards : s->dynamic_forwards;
+        return s->ssh.viewed ? s->ssh.dynamic_forwards : s->dynamic_forwards;
 }
 
 bool tunnel_spec_equal(const struct tunnel_spec *a, const struct tunnel_spec *b)

@@ -335,9 +335,9 @@ struct supervisor *supervisor_free(struct supervisor *s)
         free(s->retiring);
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
-        free(s->reload_error);
-        reload_job_free(s->reload_job);
-        config_errors_clear(&s->reload_errs);
+        free(s->load.error);
+        reload_job_free(s->load.job);
+        config_errors_clear(&s->load.errs);
         netwatch_free(s->netwatch);
         config_free(s->config);
         sockwatch_free(s->watch);
@@ -353,8 +353,8 @@ void supervisor_shutdown(struct supervisor *s)
         if (s->shutting_down)
                 return;
         s->shutting_down = true;
-        s->reload_job = reload_job_free(s->reload_job);        /* a reload in flight is dropped */
-        s->reload_again = false;
+        s->load.job = reload_job_free(s->load.job);        /* a reload in flight is dropped */
+        s->load.again = false;
         /* Reverse configuration order, a tunnel only once none that is after it runs (each
          * step bounded by stop_timeout, so at most stop_timeout per level of after-chain).
          * Nothing starts again: a restart waiting for an exit is off. The steps run from
@@ -370,7 +370,7 @@ bool supervisor_is_shutting_down(const struct supervisor *s)
 
 bool supervisor_is_loading(const struct supervisor *s)
 {
-        return s->loaded != NULL;
+        return s->load.loaded != NULL;
 }
 
 /* SIGUSR1: every connection restarts once (make-before-break where it is up); one in
@@ -400,7 +400,7 @@ int supervisor_add_listener(struct supervisor *s, const struct supervisor_listen
 
 const char *supervisor_reload_error(const struct supervisor *s)
 {
-        return s->reload_error;
+        return s->load.error;
 }
 
 const struct config *supervisor_config(const struct supervisor *s) { return s->config; }

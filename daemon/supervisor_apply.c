@@ -348,7 +348,7 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         if (p.ssh_changed)
                 log_notice("ssh program changed from %s to %s: every connection restarts", old->ssh, c->ssh);
         retire_removed(s, &p);
-        carry_out(s, c, old != NULL && !s->loaded, &p);        /* the first load's tunnels are not "added" */
+        carry_out(s, c, old != NULL && !s->load.loaded, &p);        /* the first load's tunnels are not "added" */
         plan_free(&p);
         config_free((struct config *)old);
         if (c->watch_network && !s->netwatch)
@@ -365,7 +365,7 @@ static void reload_finish(struct supervisor *s, int r, struct config *c, struct 
         size_t before = s->n_tunnels, changed = 0;
         struct by_name running = {0};
 
-        config_errors_clear(&s->reload_errs);
+        config_errors_clear(&s->load.errs);
         if (r < 0) {
                 for (size_t i = 0; i < errs->n; i++)
                         log_error("%s", errs->lines[i]);
@@ -374,7 +374,7 @@ static void reload_finish(struct supervisor *s, int r, struct config *c, struct 
                 if (asprintf(&error, "reload failed (%zu error%s, see the journal), running the previous configuration",
                              errs->n, errs->n == 1 ? "" : "s") < 0)
                         error = NULL;
-                s->reload_errs = *errs;
+                s->load.errs = *errs;
                 *errs = (struct config_errors){ 0 };
                 goto done;
         }
@@ -407,31 +407,31 @@ static void reload_finish(struct supervisor *s, int r, struct config *c, struct 
         log_notice("reload done: %zu tunnel%s (was %zu), %zu changed", s->n_tunnels, s->n_tunnels == 1 ? "" : "s",
                    before, changed);
 done:
-        s->reload_r = r;
-        s->reload_done = s->reload_started;
-        free(s->reload_error);
-        s->reload_error = error;
+        s->load.r = r;
+        s->load.done = s->load.started;
+        free(s->load.error);
+        s->load.error = error;
         error = NULL;
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (s->listeners[i].reloaded)
-                        s->listeners[i].reloaded(s->reload_error, s->listeners[i].userdata);
+                        s->listeners[i].reloaded(s->load.error, s->listeners[i].userdata);
 }
 
 /* supervisor_new_loading's load is done: its tunnels start, or nothing does. */
 static void first_load_finish(struct supervisor *s, int r, struct config *c, struct config_errors *errs)
 {
-        supervisor_loaded_t loaded = s->loaded;
+        supervisor_loaded_t loaded = s->load.loaded;
         double took = now_mono() - s->started_at;
 
-        free(s->reload_error);
-        s->reload_error = NULL;
+        free(s->load.error);
+        s->load.error = NULL;
         if (r < 0) {
                 for (size_t i = 0; i < errs->n; i++)
                         log_error("%s", errs->lines[i]);
                 log_error("tunneld: %s: %zu error%s, not starting", s->config->path, errs->n, errs->n == 1 ? "" : "s");
-                s->reload_error = strdup("the configuration did not load (see the journal)");
-                s->loaded = NULL;
-                loaded(s, r, s->loaded_userdata);
+                s->load.error = strdup("the configuration did not load (see the journal)");
+                s->load.loaded = NULL;
+                loaded(s, r, s->load.userdata);
                 return;
         }
         config_warn_fixed_globals(s->config, c);
@@ -442,18 +442,18 @@ static void first_load_finish(struct supervisor *s, int r, struct config *c, str
                    c->n_tunnels == 1 ? "" : "s", took);
         s->started_at = now_mono();     /* tunneld's uptime: since its set runs, as the tunnels' own time */
         r = supervisor_apply(s, c);     /* takes c */
-        s->loaded = NULL;
+        s->load.loaded = NULL;
         if (r < 0) {
                 log_error_errno(r, "cannot start the tunnels: %m");
                 config_free(c);
         }
-        loaded(s, r, s->loaded_userdata);
+        loaded(s, r, s->load.userdata);
 }
 
 /* What a load ended with, for the load under way: the first one, or a reload. */
 static void load_finish(struct supervisor *s, int r, struct config *c, struct config_errors *errs)
 {
-        if (s->loaded)
+        if (s->load.loaded)
                 first_load_finish(s, r, c, errs);
         else
                 reload_finish(s, r, c, errs);
@@ -465,21 +465,21 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
 {
         struct supervisor *s = userdata;
 
-        s->reload_job = reload_job_free(s->reload_job);
+        s->load.job = reload_job_free(s->load.job);
         if (r == -EAGAIN && !s->shutting_down) {
                 /* the file changed under the load: read it again, this reload's answer waits */
-                log_notice("%s%s changed while it was being loaded: loading it again", s->loaded ? "" : "reload: ",
+                log_notice("%s%s changed while it was being loaded: loading it again", s->load.loaded ? "" : "reload: ",
                            s->config->path);
                 config_errors_clear(errs);
-                if (!s->loaded)
-                        s->reload_again = false;        /* this load reads the newest file anyway */
+                if (!s->load.loaded)
+                        s->load.again = false;        /* this load reads the newest file anyway */
                 load(s);
                 return;
         }
         load_finish(s, r, c, errs);
         config_errors_clear(errs);
-        if (s->reload_again && !s->shutting_down) {
-                s->reload_again = false;
+        if (s->load.again && !s->shutting_down) {
+                s->load.again = false;
                 (void)supervisor_reload(s);
         }
 }
@@ -490,7 +490,7 @@ static void load(struct supervisor *s)
         struct config_errors errs = {0};
         struct config *c = NULL;
         int r = reload_job_start(s->loop, s->config->path, &s->config->load_options, on_reload_loaded, s,
-                                 &s->reload_job);
+                                 &s->load.job);
 
         if (r >= 0)
                 return;
@@ -515,44 +515,44 @@ int supervisor_new_loading(struct ev_loop *loop, struct config *config, const ch
         r = supervisor_new(loop, config, runtime_dir, &s);
         if (r < 0)
                 return r;
-        if (asprintf(&s->reload_error, "loading the configuration (%zu tunnel%s: ssh -G asked in a child process)",
+        if (asprintf(&s->load.error, "loading the configuration (%zu tunnel%s: ssh -G asked in a child process)",
                      n, n == 1 ? "" : "s") < 0) {
-                s->reload_error = NULL;
+                s->load.error = NULL;
                 r = -ENOMEM;
         }
-        s->loaded = loaded;
-        s->loaded_userdata = userdata;
+        s->load.loaded = loaded;
+        s->load.userdata = userdata;
         if (r >= 0)
-                r = reload_job_start(loop, config->path, &config->load_options, on_reload_loaded, s, &s->reload_job);
+                r = reload_job_start(loop, config->path, &config->load_options, on_reload_loaded, s, &s->load.job);
         if (r < 0) {
                 s->config = NULL;       /* still the caller's */
                 supervisor_free(s);
                 return r;
         }
-        notify_status(s->reload_error);
+        notify_status(s->load.error);
         *ret = s;
         return 0;
 }
 
 unsigned long supervisor_reload(struct supervisor *s)
 {
-        if (s->reload_job) {
+        if (s->load.job) {
                 /* the file may have changed after the running one read it: one more after it */
-                s->reload_again = true;
-                return s->reload_started + 1;
+                s->load.again = true;
+                return s->load.started + 1;
         }
-        s->reload_started++;
+        s->load.started++;
         notify_reloading();
         log_notice("reloading %s", s->config->path);
         load(s);
-        return s->reload_started;
+        return s->load.started;
 }
 
 unsigned long supervisor_reload_result(const struct supervisor *s, int *ret_r, const struct config_errors **ret_errs)
 {
         if (ret_r)
-                *ret_r = s->reload_r;
+                *ret_r = s->load.r;
         if (ret_errs)
-                *ret_errs = &s->reload_errs;
-        return s->reload_done;
+                *ret_errs = &s->load.errs;
+        return s->load.done;
 }

@@ -22,6 +22,19 @@ struct supervisor_link {
         struct start_entry start;       /* its place in the start queue */
 };
 
+/* The configuration's loads: the first (supervisor_new_loading) and each reload, loaded in
+ * a child process (reload_job.h), one at a time. */
+struct supervisor_load {
+        char *error;                    /* the last reload's, until one is applied; "loading" at first */
+        struct reload_job *job;         /* loading in a child process */
+        bool again;                     /* a reload asked for while one was loading */
+        unsigned long started, done;    /* reloads counted, begun and finished */
+        int r;                          /* the last finished one: 0 or -errno */
+        struct config_errors errs;      /* …and its errors */
+        supervisor_loaded_t loaded;     /* supervisor_new_loading: set until its load is done */
+        void *userdata;
+};
+
 struct supervisor {
         struct ev_loop *loop;
         struct config *config;
@@ -46,14 +59,7 @@ struct supervisor {
         ev_prepare flush;               /* once per loop iteration: dequeue, publish */
         struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
         size_t n_listeners;
-        char *reload_error;             /* the last reload's, until one is applied */
-        struct reload_job *reload_job;  /* loading in a child process */
-        bool reload_again;              /* asked for while one was loading */
-        unsigned long reload_started, reload_done;      /* reloads counted, begun and finished */
-        int reload_r;                   /* the last finished one: 0 or -errno */
-        struct config_errors reload_errs;       /* …and its errors */
-        supervisor_loaded_t loaded;     /* supervisor_new_loading: set until its load is done */
-        void *loaded_userdata;
+        struct supervisor_load load;
         struct netwatch *netwatch;
 };
 

@@ -190,24 +190,24 @@ static void test_once_per_configuration(void)
         test_assert(!calls_contain(" -L ") && !calls_contain(" -R ") && !calls_contain(" -D "));  /* words: the temporary directory may hold "-L" */
         test_assert(c && c->ssh_views.n == 4);
         a = find(c, "al");
-        test_assert(a && a->ssh_viewed && a->ssh_port == 2222);
+        test_assert(a && a->ssh.viewed && a->ssh.port == 2222);
         if (a) {
-                test_assert_streq(a->ssh_hostname, "10.0.0.1");
-                test_assert(strv_length(a->ssh_local_forwards) == 3);
-                if (strv_length(a->ssh_local_forwards) == 3) {
-                        test_assert_streq(a->ssh_local_forwards[0], "127.0.0.1:5000:db:3306");
-                        test_assert_streq(a->ssh_local_forwards[1], "6000:db:2");
-                        test_assert_streq(a->ssh_local_forwards[2], "7000:db:1");
+                test_assert_streq(a->ssh.hostname, "10.0.0.1");
+                test_assert(strv_length(a->ssh.local_forwards) == 3);
+                if (strv_length(a->ssh.local_forwards) == 3) {
+                        test_assert_streq(a->ssh.local_forwards[0], "127.0.0.1:5000:db:3306");
+                        test_assert_streq(a->ssh.local_forwards[1], "6000:db:2");
+                        test_assert_streq(a->ssh.local_forwards[2], "7000:db:1");
                 }
-                test_assert(strv_length(a->ssh_remote_forwards) == 1);
-                test_assert(strv_length(a->ssh_dynamic_forwards) == 2);
+                test_assert(strv_length(a->ssh.remote_forwards) == 1);
+                test_assert(strv_length(a->ssh.dynamic_forwards) == 2);
         }
         t = find(c, "t3");
-        test_assert(t && t->ssh_viewed && strv_length(t->ssh_local_forwards) == 1);
+        test_assert(t && t->ssh.viewed && strv_length(t->ssh.local_forwards) == 1);
         if (t)
-                test_assert_streq(t->ssh_local_forwards[0], "10003:db:1");
+                test_assert_streq(t->ssh.local_forwards[0], "10003:db:1");
         t = find(c, "off");
-        test_assert(t && !t->ssh_viewed);
+        test_assert(t && !t->ssh.viewed);
         config_free(c);
 }
 
@@ -279,7 +279,7 @@ static void test_report_round_trip(void)
         test_assert(errs.n == 0 && taken && asked && taken->n_tunnels == asked->n_tunnels);
         for (size_t i = 0; taken && asked && i < taken->n_tunnels; i++)
                 test_assert(tunnel_spec_equal(&taken->tunnels[i], &asked->tunnels[i]) &&
-                            taken->tunnels[i].ssh_viewed);
+                            taken->tunnels[i].ssh.viewed);
         config_views_clear(&views);
         config_errors_clear(&errs);
 
