@@ -56,6 +56,23 @@ struct tunnel_spec_ssh {
         bool gateway_ports;
 };
 
+/* How a connection is supervised (policy.h judges its runs by it): one backoff, one
+ * deadline, one lifetime per connection. */
+struct supervision {
+        double start_timeout;           /* tunneld's own deadline for STARTING; 0 = automatic */
+        double gatetime;
+        bool fail_fast;
+        enum restart_policy restart;
+        double restart_delay;
+        double restart_delay_max;
+        int max_starts;
+        double max_lifetime;            /* 0 = unlimited */
+        enum lifetime_action max_lifetime_action;
+        double drain_timeout;           /* a replaced ssh keeps its connections this long at most */
+        int flap_threshold;             /* this many failures within flap_window: flapping */
+        double flap_window;
+};
+
 struct tunnel_spec {
         char *name;
         char *host;
@@ -76,24 +93,13 @@ struct tunnel_spec {
         int server_alive_interval;
         int server_alive_count_max;
         bool share_connection;          /* one ssh for the tunnels of the same connection settings */
-        double drain_timeout;           /* a replaced ssh keeps its connections this long at most */
         int connect_timeout;
-        double start_timeout;           /* tunneld's own deadline for STARTING; 0 = automatic */
 
-        double gatetime;
-        bool fail_fast;
-        enum restart_policy restart;
-        double restart_delay;
-        double restart_delay_max;
-        int max_starts;
-        double max_lifetime;            /* 0 = unlimited */
-        enum lifetime_action max_lifetime_action;
+        struct supervision sup;
         struct probe_spec probe;
         char **after;                   /* start only once these tunnels are up */
         bool required;                  /* ready = "all-up" waits for it */
         char *on_state_change;          /* program run on up / failed / flapping */
-        int flap_threshold;             /* this many failures within flap_window: flapping */
-        double flap_window;
 
         /* What ssh makes of it, for a tunnel with an ssh_config_file: derived, not configured. */
         struct tunnel_spec_ssh ssh;

@@ -271,22 +271,22 @@ static const struct setting tunnel_settings[] = {
           .obsolete = "every tunnel's ssh is a multiplexing master of tunneld's own, its forwards opened "
                       "over the control socket" },
         { .name = "share_connection", .kind = K_BOOL, .offset = F(share_connection) },
-        { .name = "drain_timeout", .kind = K_DURATION, .offset = F(drain_timeout), .min = 0, .max = DURATION_MAX_S },
+        { .name = "drain_timeout", .kind = K_DURATION, .offset = F(sup.drain_timeout), .min = 0, .max = DURATION_MAX_S },
         { .name = "connect_timeout", .kind = K_INT, .offset = F(connect_timeout), .min = 1, .max = 3600 },
-        { .name = "start_timeout", .kind = K_DURATION, .offset = F(start_timeout), .min = 0, .max = DURATION_MAX_S },
-        { .name = "gatetime", .kind = K_DURATION, .offset = F(gatetime), .min = 0, .max = DURATION_MAX_S },
-        { .name = "fail_fast", .kind = K_BOOL, .offset = F(fail_fast) },
-        { .name = "restart", .kind = K_ENUM, .offset = F(restart), ENUM(restart_names) },
-        { .name = "restart_delay", .kind = K_DURATION, .offset = F(restart_delay), .min = 0.05, .max = DURATION_MAX_S },
-        { .name = "restart_delay_max", .kind = K_DURATION, .offset = F(restart_delay_max), .min = 0.05, .max = DURATION_MAX_S },
-        { .name = "max_starts", .kind = K_INT, .offset = F(max_starts), .min = 0, .max = INT_MAX },
-        { .name = "max_lifetime", .kind = K_DURATION, .offset = F(max_lifetime), .min = 0, .max = 365 * DURATION_MAX_S },
-        { .name = "max_lifetime_action", .kind = K_ENUM, .offset = F(max_lifetime_action), ENUM(lifetime_action_names) },
+        { .name = "start_timeout", .kind = K_DURATION, .offset = F(sup.start_timeout), .min = 0, .max = DURATION_MAX_S },
+        { .name = "gatetime", .kind = K_DURATION, .offset = F(sup.gatetime), .min = 0, .max = DURATION_MAX_S },
+        { .name = "fail_fast", .kind = K_BOOL, .offset = F(sup.fail_fast) },
+        { .name = "restart", .kind = K_ENUM, .offset = F(sup.restart), ENUM(restart_names) },
+        { .name = "restart_delay", .kind = K_DURATION, .offset = F(sup.restart_delay), .min = 0.05, .max = DURATION_MAX_S },
+        { .name = "restart_delay_max", .kind = K_DURATION, .offset = F(sup.restart_delay_max), .min = 0.05, .max = DURATION_MAX_S },
+        { .name = "max_starts", .kind = K_INT, .offset = F(sup.max_starts), .min = 0, .max = INT_MAX },
+        { .name = "max_lifetime", .kind = K_DURATION, .offset = F(sup.max_lifetime), .min = 0, .max = 365 * DURATION_MAX_S },
+        { .name = "max_lifetime_action", .kind = K_ENUM, .offset = F(sup.max_lifetime_action), ENUM(lifetime_action_names) },
         { .name = "after", .kind = K_STRV, .offset = F(after), .validate = validate_tunnel_name },
         { .name = "required", .kind = K_BOOL, .offset = F(required) },
         { .name = "on_state_change", .kind = K_STRING, .offset = F(on_state_change), .validate = validate_absolute_path },
-        { .name = "flap_threshold", .kind = K_INT, .offset = F(flap_threshold), .min = 2, .max = 64 },
-        { .name = "flap_window", .kind = K_DURATION, .offset = F(flap_window), .min = 1, .max = DURATION_MAX_S },
+        { .name = "flap_threshold", .kind = K_INT, .offset = F(sup.flap_threshold), .min = 2, .max = 64 },
+        { .name = "flap_window", .kind = K_DURATION, .offset = F(sup.flap_window), .min = 1, .max = DURATION_MAX_S },
         { .name = "probe", .kind = K_GROUP, .offset = F(probe), .sub = probe_settings, .n_sub = ELEMENTSOF(probe_settings) },
 };
 #undef F
@@ -331,17 +331,17 @@ void spec_set_defaults(struct tunnel_spec *t)
                 .enabled = true,
                 .server_alive_interval = 30,
                 .server_alive_count_max = 3,
-                .drain_timeout = 60,
+                .sup.drain_timeout = 60,
                 .connect_timeout = 15,
-                .gatetime = 30,
-                .restart = RESTART_ALWAYS,
-                .restart_delay = 1,
-                .restart_delay_max = 60,
-                .max_lifetime_action = LIFETIME_RESTART,
+                .sup.gatetime = 30,
+                .sup.restart = RESTART_ALWAYS,
+                .sup.restart_delay = 1,
+                .sup.restart_delay_max = 60,
+                .sup.max_lifetime_action = LIFETIME_RESTART,
                 .probe = { .interval = 30, .timeout = 5, .failures = 3 },
                 .required = true,
-                .flap_threshold = 5,
-                .flap_window = 60,
+                .sup.flap_threshold = 5,
+                .sup.flap_window = 60,
         };
 }
 
@@ -511,9 +511,9 @@ static void check_tunnel(struct parser *p, const config_setting_t *g, const char
                 snprintf(label, sizeof(label), "%s.probe.timeout", prefix);
                 diag(p, g, label, "%g s must be shorter than probe.interval %g s", t->probe.timeout, t->probe.interval);
         }
-        if (t->restart_delay_max < t->restart_delay) {
+        if (t->sup.restart_delay_max < t->sup.restart_delay) {
                 snprintf(label, sizeof(label), "%s.restart_delay_max", prefix);
-                diag(p, g, label, "%g s is less than restart_delay %g s", t->restart_delay_max, t->restart_delay);
+                diag(p, g, label, "%g s is less than restart_delay %g s", t->sup.restart_delay_max, t->sup.restart_delay);
         }
 }
 

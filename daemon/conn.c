@@ -79,7 +79,7 @@ static int flap_prio(struct conn *c, int prio, const struct conn_run *run, char 
         prefix[0] = '\0';
         if (!c->flap.flapping || prio <= LOG_ERR || c->state == CONN_STOPPED || c->state == CONN_STOPPING)
                 return prio;
-        if (run && c->state_since - c->flap.reported_at >= c->spec.flap_window) {
+        if (run && c->state_since - c->flap.reported_at >= c->spec.sup.flap_window) {
                 c->flap.reported_at = c->state_since;
                 snprintf(prefix, size, "still flapping (%lu messages at debug level so far): ", c->flap.suppressed);
                 return prio;
@@ -163,7 +163,7 @@ void conn_pass_gate(struct conn *c)
         c->run.gate_passed = c->ever_passed = true;
         conn_end_flapping(c, "a run lasted gatetime");
         log_full(LOG_DEBUG, &ctx, "ssh has been up for gatetime %s: this start counts as a success",
-                 format_duration(c->spec.gatetime, gate, sizeof(gate)));
+                 format_duration(c->spec.sup.gatetime, gate, sizeof(gate)));
 }
 
 static void on_gate_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -187,8 +187,8 @@ void conn_maybe_up(struct conn *c)
         c->run.came_up = true;
         c->run.up_since = now_mono();
         ev_timer_stop(c->ctx->loop, &c->deadline_timer);
-        if (c->spec.gatetime > 0)
-                conn_arm(c, &c->gate_timer, c->spec.gatetime);
+        if (c->spec.sup.gatetime > 0)
+                conn_arm(c, &c->gate_timer, c->spec.sup.gatetime);
         else
                 conn_pass_gate(c);
         conn_set_state(c, CONN_UP, LOG_INFO, NULL, "up: ssh (pid %d) authenticated after %s",
@@ -290,8 +290,8 @@ static void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents)
         (void)revents;
         if (!conn_is_running(c))
                 return;
-        format_duration(c->spec.max_lifetime, life, sizeof(life));
-        if (c->spec.max_lifetime_action == LIFETIME_STOP) {
+        format_duration(c->spec.sup.max_lifetime, life, sizeof(life));
+        if (c->spec.sup.max_lifetime_action == LIFETIME_STOP) {
                 log_full(LOG_NOTICE, &ctx, "ssh reached max_lifetime %s: stopping the tunnel%s (max_lifetime_action=stop)",
                          life, c->n_attached > 1 ? "s on it" : "");
                 stop_for_good(c, "max_lifetime reached");
@@ -560,7 +560,7 @@ double conn_start_deadline(const struct tunnel_spec *s)
 {
         unsigned hops = 1 + jump_hop_count(s->jump_host);
 
-        return s->start_timeout > 0 ? s->start_timeout : (s->connect_timeout + 10.0) * hops;
+        return s->sup.start_timeout > 0 ? s->sup.start_timeout : (s->connect_timeout + 10.0) * hops;
 }
 
 double conn_slot_time(const struct tunnel_spec *s)

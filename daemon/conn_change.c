@@ -52,15 +52,15 @@ static void rearm_run_timers(struct conn *c)
         double now = now_mono();
 
         if (c->state == CONN_UP && !c->run.gate_passed) {
-                double left = c->spec.gatetime - (now - c->run.up_since);
+                double left = c->spec.sup.gatetime - (now - c->run.up_since);
                 if (left <= 0)
                         conn_pass_gate(c);
                 else
                         conn_arm(c, &c->gate_timer, left);
         }
         ev_timer_stop(c->ctx->loop, &c->lifetime_timer);
-        if (conn_is_running(c) && c->spec.max_lifetime > 0)
-                conn_arm(c, &c->lifetime_timer, c->spec.max_lifetime - (now - c->run.started_at));
+        if (conn_is_running(c) && c->spec.sup.max_lifetime > 0)
+                conn_arm(c, &c->lifetime_timer, c->spec.sup.max_lifetime - (now - c->run.started_at));
         if (c->state == CONN_STARTING && c->run.kill_class == FAILURE_NONE) {
                 double ran = now - c->run.started_at, slot = conn_slot_time(&c->spec);
 

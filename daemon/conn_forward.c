@@ -93,7 +93,7 @@ static void fail(struct conn *c, struct conn_forward *f, enum failure_class clas
         f->st.allocated_port = 0;
         f->class = class;
         f->failures++;
-        f->retry_at = now_mono() + policy_failure_delay(&c->spec, class, f->failures) * (0.5 + random_unit() / 2);
+        f->retry_at = now_mono() + policy_failure_delay(&c->spec.sup, class, f->failures) * (0.5 + random_unit() / 2);
         ctx.failure = failure_class_to_string(class);
         /* the first failure, or a new reason, is news; the same one every retry is not */
         log_full(again ? LOG_DEBUG : LOG_WARNING, &ctx, "forward %c %s failed: %s; asked for again in %s", f->st.kind,

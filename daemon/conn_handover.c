@@ -250,7 +250,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         o->m = c->master;
         o->gen = c->gen;
         o->handing_over = true;
-        o->deadline = now_mono() + c->spec.drain_timeout;
+        o->deadline = now_mono() + c->spec.sup.drain_timeout;
         o->run = c->run;
         for (struct conn_forward *f = c->fwds.first; f; f = f->next) {
                 if (f->st.state == FORWARD_OPEN) {
@@ -267,7 +267,7 @@ bool conn_handover_begin(struct conn *c, const char *reason)
         }
         o->n = k;
         master_set_owner(o->m, &old_ops, o);
-        ev_timer_init(&o->timer, on_handover_timer, c->spec.drain_timeout > 0 ? c->spec.drain_timeout : 0., 0.);
+        ev_timer_init(&o->timer, on_handover_timer, c->spec.sup.drain_timeout > 0 ? c->spec.sup.drain_timeout : 0., 0.);
         o->timer.data = o;
         ev_timer_start(c->ctx->loop, &o->timer);
         o->next = c->olds;

@@ -239,8 +239,8 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
         }
         conn_set_connecting(c, true);
         conn_arm(c, &c->deadline_timer, slot < deadline ? slot : deadline);
-        if (c->spec.max_lifetime > 0)
-                conn_arm(c, &c->lifetime_timer, c->spec.max_lifetime);
+        if (c->spec.sup.max_lifetime > 0)
+                conn_arm(c, &c->lifetime_timer, c->spec.sup.max_lifetime);
         /* the same count as tunnelctl's STARTS (max_starts counts since the last manual start) */
         conn_set_state(c, CONN_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
                        "%s; %s: ssh pid %d (start %lu)", what, next, (int)master_pid(c->master), c->total_starts);
@@ -266,10 +266,10 @@ static void describe_run(const struct conn *c, const struct conn_run *run, char 
                 ;       /* nothing ran */
         else if (n < size && !c->run.came_up)
                 n += (size_t)snprintf(buf + n, size - n, ", never up");
-        else if (n < size && c->spec.gatetime > 0 && !c->run.gate_passed) {
+        else if (n < size && c->spec.sup.gatetime > 0 && !c->run.gate_passed) {
                 char gate[DURATION_MAX];
                 n += (size_t)snprintf(buf + n, size - n, ", up for less than gatetime %s",
-                                      format_duration(c->spec.gatetime, gate, sizeof(gate)));
+                                      format_duration(c->spec.sup.gatetime, gate, sizeof(gate)));
         }
         if (n < size && run->failure != FAILURE_NONE) {
                 if (run->failure_on_proxy && c->spec.jump_host)
@@ -289,7 +289,7 @@ static void note_flapping(struct conn *c, const struct conn_run *run, const char
         struct log_ctx ctx = conn_log_ctx(c);
         char window[DURATION_MAX];
 
-        if (!flap_note_failure(&c->flap.ring, &c->spec, run->ended_at) || c->flap.flapping)
+        if (!flap_note_failure(&c->flap.ring, &c->spec.sup, run->ended_at) || c->flap.flapping)
                 return;
         c->flap.flapping = true;
         c->flap.suppressed = 0;
@@ -298,7 +298,7 @@ static void note_flapping(struct conn *c, const struct conn_run *run, const char
         log_full(LOG_WARNING, &ctx, "flapping: %d failed starts within %s, the last: %s; "
                  "until a run lasts gatetime, its failures are logged at debug level, "
                  "with one line per flap_window",
-                 c->spec.flap_threshold, format_duration(c->spec.flap_window, window, sizeof(window)), what);
+                 c->spec.sup.flap_threshold, format_duration(c->spec.sup.flap_window, window, sizeof(window)), what);
         for (struct conn_user *u = c->users; u; u = u->next)
                 if (u->ops->flapping)
                         u->ops->flapping(u, true);
@@ -310,11 +310,11 @@ static void note_flapping(struct conn *c, const struct conn_run *run, const char
  * policy allows no more starts). Nothing that worked broke for a new ssh that never did. */
 static void keep_old(struct conn *c, struct conn_run *run, const struct verdict *v, const char *what)
 {
-        double delay = v->delay > c->spec.restart_delay ? v->delay : c->spec.restart_delay;
+        double delay = v->delay > c->spec.sup.restart_delay ? v->delay : c->spec.sup.restart_delay;
 
         conn_forwards_open_pending(c);          /* those added or failed meanwhile */
-        if (c->spec.gatetime > 0 && !c->run.gate_passed)
-                conn_arm(c, &c->gate_timer, c->spec.gatetime - (now_mono() - c->run.up_since));
+        if (c->spec.sup.gatetime > 0 && !c->run.gate_passed)
+                conn_arm(c, &c->gate_timer, c->spec.sup.gatetime - (now_mono() - c->run.up_since));
         if (v->kind == VERDICT_FAILED) {
                 c->restart_again = NULL;
                 conn_set_state(c, CONN_UP, LOG_ERR, run, "%s; the old ssh (pid %d) serves on, and is not restarted (%s)",
@@ -348,7 +348,7 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
         };
         const struct run_counters counters = { .starts = c->starts, .failures = c->failures,
                                                .ever_passed = c->ever_passed };
-        struct verdict v = policy_judge(&c->spec, &counters, &outcome, random_unit());
+        struct verdict v = policy_judge(&c->spec.sup, &counters, &outcome, random_unit());
         char what[1024], in[DURATION_MAX];
 
         run->failure = v.failure;
@@ -369,9 +369,9 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
         switch (v.kind) {
         case VERDICT_FAILED:
                 c->reason = v.reason;
-                if (c->spec.max_starts > 0 && strcmp(v.reason, "max_starts reached") == 0)
+                if (c->spec.sup.max_starts > 0 && strcmp(v.reason, "max_starts reached") == 0)
                         conn_set_state(c, CONN_FAILED, LOG_ERR, run, "%s; not restarting (started %u times, max_starts %d)",
-                                       what, c->starts, c->spec.max_starts);
+                                       what, c->starts, c->spec.sup.max_starts);
                 else
                         conn_set_state(c, CONN_FAILED, LOG_ERR, run, "%s; not restarting (%s)", what, v.why);
                 return;

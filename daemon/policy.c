@@ -24,7 +24,7 @@ double policy_backoff_base(double initial, double max, unsigned failures)
         return d > max ? max : d;
 }
 
-double policy_failure_delay(const struct tunnel_spec *s, enum failure_class class, unsigned failures)
+double policy_failure_delay(const struct supervision *s, enum failure_class class, unsigned failures)
 {
         double knock = s->restart_delay_max < REMOTE_FORWARD_DELAY ? s->restart_delay_max : REMOTE_FORWARD_DELAY;
         double d;
@@ -69,7 +69,7 @@ static struct verdict failed(struct verdict v, const char *reason, const char *w
         return v;
 }
 
-struct verdict policy_judge(const struct tunnel_spec *s, const struct run_counters *c,
+struct verdict policy_judge(const struct supervision *s, const struct run_counters *c,
                             const struct run_outcome *run, double jitter)
 {
         struct verdict v = { .failure = policy_classify_exit(run) };
@@ -107,7 +107,7 @@ struct verdict policy_judge(const struct tunnel_spec *s, const struct run_counte
         return v;
 }
 
-bool flap_note_failure(struct flap_ring *r, const struct tunnel_spec *s, double now)
+bool flap_note_failure(struct flap_ring *r, const struct supervision *s, double now)
 {
         unsigned threshold = (unsigned)s->flap_threshold;
 

@@ -57,14 +57,14 @@ enum failure_class policy_classify_exit(const struct run_outcome *run);
 /* The verdict on a finished run. jitter is a uniform draw in [0, 1): a backoff waits
  * between half and the whole base delay, so that many tunnels never retry in lockstep and
  * consecutive delays never shrink (d/2..d, then d..2d). */
-struct verdict policy_judge(const struct tunnel_spec *s, const struct run_counters *c,
+struct verdict policy_judge(const struct supervision *s, const struct run_counters *c,
                             const struct run_outcome *run, double jitter);
 
 /* The base delay (before jitter) after the n-th consecutive failure of a class: auth,
  * host-key, config and forward-denied go to the cap at once (retrying fast cannot fix
  * them); remote-forward is knocked every REMOTE_FORWARD_DELAY s for REMOTE_FORWARD_TRIES
  * tries first; the rest double from restart_delay up to restart_delay_max. */
-double policy_failure_delay(const struct tunnel_spec *s, enum failure_class class, unsigned failures);
+double policy_failure_delay(const struct supervision *s, enum failure_class class, unsigned failures);
 double policy_backoff_base(double initial, double max, unsigned failures);
 
 /* May a network change (a link up, an address or route added) cure this class? */
@@ -77,5 +77,5 @@ struct flap_ring {
         unsigned next;
 };
 /* Count a failed run at time now; true if, with it, the tunnel flaps. */
-bool flap_note_failure(struct flap_ring *r, const struct tunnel_spec *s, double now);
+bool flap_note_failure(struct flap_ring *r, const struct supervision *s, double now);
 void flap_reset(struct flap_ring *r);

@@ -119,18 +119,18 @@ bool tunnel_spec_same_ssh(const struct tunnel_spec *a, const struct tunnel_spec 
 /* How a connection is supervised: one backoff, one deadline, one lifetime for it. */
 bool tunnel_spec_same_supervision(const struct tunnel_spec *a, const struct tunnel_spec *b)
 {
-        return a->start_timeout == b->start_timeout &&
-               a->gatetime == b->gatetime &&
-               a->fail_fast == b->fail_fast &&
-               a->restart == b->restart &&
-               a->restart_delay == b->restart_delay &&
-               a->restart_delay_max == b->restart_delay_max &&
-               a->max_starts == b->max_starts &&
-               a->max_lifetime == b->max_lifetime &&
-               a->max_lifetime_action == b->max_lifetime_action &&
-               a->drain_timeout == b->drain_timeout &&
-               a->flap_threshold == b->flap_threshold &&
-               a->flap_window == b->flap_window;
+        return a->sup.start_timeout == b->sup.start_timeout &&
+               a->sup.gatetime == b->sup.gatetime &&
+               a->sup.fail_fast == b->sup.fail_fast &&
+               a->sup.restart == b->sup.restart &&
+               a->sup.restart_delay == b->sup.restart_delay &&
+               a->sup.restart_delay_max == b->sup.restart_delay_max &&
+               a->sup.max_starts == b->sup.max_starts &&
+               a->sup.max_lifetime == b->sup.max_lifetime &&
+               a->sup.max_lifetime_action == b->sup.max_lifetime_action &&
+               a->sup.drain_timeout == b->sup.drain_timeout &&
+               a->sup.flap_threshold == b->sup.flap_threshold &&
+               a->sup.flap_window == b->sup.flap_window;
 }
 
 /* What the tunnel itself is: its name, whether it runs, its forwards, its probe, hooks

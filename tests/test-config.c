@@ -66,23 +66,23 @@ static void test_good_full(void)
         test_assert_streq(c->tunnels[0].name, "db");
         test_assert_streq(c->tunnels[0].user, "tunnel");          /* from defaults */
         test_assert(c->tunnels[0].port == 1022);
-        test_assert(c->tunnels[0].gatetime == 0);
-        test_assert(c->tunnels[0].restart == RESTART_ON_FAILURE);
-        test_assert(c->tunnels[0].restart_delay == 0.5);
-        test_assert(c->tunnels[0].max_starts == 10);
-        test_assert(c->tunnels[0].fail_fast);
+        test_assert(c->tunnels[0].sup.gatetime == 0);
+        test_assert(c->tunnels[0].sup.restart == RESTART_ON_FAILURE);
+        test_assert(c->tunnels[0].sup.restart_delay == 0.5);
+        test_assert(c->tunnels[0].sup.max_starts == 10);
+        test_assert(c->tunnels[0].sup.fail_fast);
         test_assert(strv_length(c->tunnels[0].local_forwards) == 3);
         test_assert(c->tunnels[0].source_line == 9);
         test_assert_streq(c->tunnels[1].user, "other");           /* overrides defaults */
-        test_assert(c->tunnels[1].gatetime == 12);
+        test_assert(c->tunnels[1].sup.gatetime == 12);
         test_assert(!c->tunnels[1].enabled);
-        test_assert(c->tunnels[2].restart == RESTART_NEVER);
+        test_assert(c->tunnels[2].sup.restart == RESTART_NEVER);
         test_assert(strv_length(c->tunnels[2].dynamic_forwards) == 2);
         /* built-in defaults */
         test_assert(c->tunnels[2].server_alive_interval == 30);
         test_assert(c->tunnels[2].server_alive_count_max == 3);
         test_assert(c->tunnels[2].connect_timeout == 15);
-        test_assert(c->tunnels[2].restart_delay_max == 30);
+        test_assert(c->tunnels[2].sup.restart_delay_max == 30);
         config_free(c);
 }
 
@@ -96,12 +96,12 @@ static void test_defaults_builtin(void)
                 return;
         test_assert_streq(c->ssh, "ssh");
         test_assert(c->stop_timeout == 5);
-        test_assert(c->tunnels[0].gatetime == 30);
-        test_assert(!c->tunnels[0].fail_fast);
-        test_assert(c->tunnels[0].restart == RESTART_ALWAYS);
-        test_assert(c->tunnels[0].restart_delay == 1);
-        test_assert(c->tunnels[0].restart_delay_max == 60);
-        test_assert(c->tunnels[0].max_starts == 0);
+        test_assert(c->tunnels[0].sup.gatetime == 30);
+        test_assert(!c->tunnels[0].sup.fail_fast);
+        test_assert(c->tunnels[0].sup.restart == RESTART_ALWAYS);
+        test_assert(c->tunnels[0].sup.restart_delay == 1);
+        test_assert(c->tunnels[0].sup.restart_delay_max == 60);
+        test_assert(c->tunnels[0].sup.max_starts == 0);
         test_assert(c->tunnels[0].enabled);
         test_assert(c->tunnels[0].port == 0);
         config_free(c);

@@ -8,8 +8,8 @@
 static struct tunnel_spec base_spec(void)
 {
         return (struct tunnel_spec){
-                .name = (char *)"t", .gatetime = 30, .restart = RESTART_ALWAYS, .restart_delay = 1,
-                .restart_delay_max = 60, .flap_threshold = 5, .flap_window = 60,
+                .name = (char *)"t", .sup.gatetime = 30, .sup.restart = RESTART_ALWAYS, .sup.restart_delay = 1,
+                .sup.restart_delay_max = 60, .sup.flap_threshold = 5, .sup.flap_window = 60,
         };
 }
 
@@ -21,11 +21,11 @@ static struct tunnel_spec variant(enum spec_variant v)
 
         switch (v) {
         case S_DEFAULT: break;
-        case S_NEVER: s.restart = RESTART_NEVER; break;
-        case S_ON_FAILURE: s.restart = RESTART_ON_FAILURE; break;
-        case S_MAX_STARTS_3: s.max_starts = 3; break;
-        case S_FAIL_FAST: s.fail_fast = true; break;
-        case S_GATE_0: s.gatetime = 0; break;
+        case S_NEVER: s.sup.restart = RESTART_NEVER; break;
+        case S_ON_FAILURE: s.sup.restart = RESTART_ON_FAILURE; break;
+        case S_MAX_STARTS_3: s.sup.max_starts = 3; break;
+        case S_FAIL_FAST: s.sup.fail_fast = true; break;
+        case S_GATE_0: s.sup.gatetime = 0; break;
         }
         return s;
 }
@@ -122,7 +122,7 @@ static void test_verdicts(void)
 
         for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
                 struct tunnel_spec s = variant(rows[i].spec);
-                struct verdict v = policy_judge(&s, &rows[i].counters, &rows[i].run, 1.0 - 1e-12);
+                struct verdict v = policy_judge(&s.sup, &rows[i].counters, &rows[i].run, 1.0 - 1e-12);
                 bool ok = v.kind == rows[i].kind && v.success == rows[i].success && v.failure == rows[i].failure &&
                           v.failures == rows[i].failures &&
                           (rows[i].kind == VERDICT_FAILED || rows[i].kind == VERDICT_RESTART_NOW ||
@@ -144,9 +144,9 @@ static void test_jitter(void)
         struct run_counters c = { 1, 3, false };
         struct run_outcome run = RUN(0.1, false, false, 255, 0, FAILURE_REFUSED, false);
 
-        test_assert(policy_judge(&s, &c, &run, 0).delay == 4);          /* failure 4: base 8 */
-        test_assert(policy_judge(&s, &c, &run, 0.5).delay == 6);
-        test_assert(policy_judge(&s, &c, &run, 0.999999).delay < 8);
+        test_assert(policy_judge(&s.sup, &c, &run, 0).delay == 4);          /* failure 4: base 8 */
+        test_assert(policy_judge(&s.sup, &c, &run, 0.5).delay == 6);
+        test_assert(policy_judge(&s.sup, &c, &run, 0.999999).delay < 8);
 }
 
 static void test_backoff_base(void)
@@ -169,7 +169,7 @@ static void test_remote_forward_knocks(void)
         double last = 0;
 
         for (unsigned n = 1; n <= REMOTE_FORWARD_TRIES + 8; n++) {
-                double d = policy_failure_delay(&s, FAILURE_REMOTE_FORWARD, n);
+                double d = policy_failure_delay(&s.sup, FAILURE_REMOTE_FORWARD, n);
                 if (n <= REMOTE_FORWARD_TRIES)
                         test_assert(d == REMOTE_FORWARD_DELAY);
                 test_assert(d >= last);
@@ -177,9 +177,9 @@ static void test_remote_forward_knocks(void)
                 last = d;
         }
         test_assert(last == 60);
-        s.restart_delay_max = 2;
-        test_assert(policy_failure_delay(&s, FAILURE_REMOTE_FORWARD, 1) == 2);
-        test_assert(policy_failure_delay(&s, FAILURE_REMOTE_FORWARD, 30) == 2);
+        s.sup.restart_delay_max = 2;
+        test_assert(policy_failure_delay(&s.sup, FAILURE_REMOTE_FORWARD, 1) == 2);
+        test_assert(policy_failure_delay(&s.sup, FAILURE_REMOTE_FORWARD, 30) == 2);
 }
 
 static void test_network_may_cure(void)
@@ -203,11 +203,11 @@ static void test_flapping(void)
         struct flap_ring r = {0};
 
         for (int i = 0; i < 4; i++)
-                test_assert(!flap_note_failure(&r, &s, 100 + i));
-        test_assert(flap_note_failure(&r, &s, 104));
+                test_assert(!flap_note_failure(&r, &s.sup, 100 + i));
+        test_assert(flap_note_failure(&r, &s.sup, 104));
         flap_reset(&r);
         for (int i = 0; i < 10; i++)
-                test_assert(!flap_note_failure(&r, &s, 100 + 20.0 * i));
+                test_assert(!flap_note_failure(&r, &s.sup, 100 + 20.0 * i));
 }
 
 TEST_MAIN(TEST(test_verdicts), TEST(test_jitter), TEST(test_backoff_base), TEST(test_remote_forward_knocks),

@@ -372,8 +372,8 @@ static void test_failed_plan_changes_nothing(void)
         test_assert(conn_get_pid(tunnel_get_conn(ra)) == ra_pid);       /* the same ssh… */
         test_assert(tunnel_get_conn(rs1) == tunnel_get_conn(rs2));
         test_assert(conn_get_pid(tunnel_get_conn(rs2)) == rs_pid);
-        test_assert(conn_get_spec(tunnel_get_conn(ra))->restart_delay == 0.2);  /* …its new supervision */
-        test_assert(conn_get_spec(tunnel_get_conn(rs1))->gatetime == 0.1);
+        test_assert(conn_get_spec(tunnel_get_conn(ra))->sup.restart_delay == 0.2);  /* …its new supervision */
+        test_assert(conn_get_spec(tunnel_get_conn(rs1))->sup.gatetime == 0.1);
         test_assert(fake_count("ra", "open", ra_pid, "L 15401") == 1);  /* kept, not asked again */
         test_assert(fake_count("ra", "open", ra_pid, "L 15405 ok") == 1);
         test_assert(fake_count("rb", "term", 0, NULL) == 1);

@@ -29,7 +29,7 @@ static void test_start_deadline(void)
         test_assert(conn_slot_time(&s) == 45);
         s.jump_host = (char *)"none";
         test_assert(conn_start_deadline(&s) == 25);
-        s.start_timeout = 5;
+        s.sup.start_timeout = 5;
         test_assert(conn_start_deadline(&s) == 5);
         test_assert(conn_slot_time(&s) == 5);
 }
