@@ -15,7 +15,7 @@
 
 #include "util.h"
 
-void imported_init(struct imported *t)
+void autossh_imported_init(struct imported *t)
 {
         *t = (struct imported){
                 .port = -1, .server_alive_interval = -1, .server_alive_count_max = -1, .connect_timeout = -1,
@@ -23,7 +23,7 @@ void imported_init(struct imported *t)
         };
 }
 
-void imported_done(struct imported *t)
+void autossh_imported_done(struct imported *t)
 {
         free(t->name);
         free(t->where);
@@ -39,10 +39,10 @@ void imported_done(struct imported *t)
         strv_free(t->dynamic_forwards);
         strv_free(t->ssh_options);
         strv_free(t->notes);
-        imported_init(t);
+        autossh_imported_init(t);
 }
 
-int imported_note(struct imported *t, const char *fmt, ...)
+int autossh_imported_note(struct imported *t, const char *fmt, ...)
 {
         _cleanup_free_ char *note = NULL;
         va_list ap;
@@ -69,7 +69,7 @@ struct autossh_import *autossh_import_free(struct autossh_import *imp)
         if (!imp)
                 return NULL;
         for (size_t i = 0; i < imp->n_tunnels; i++)
-                imported_done(&imp->tunnels[i]);
+                autossh_imported_done(&imp->tunnels[i]);
         free(imp->tunnels);
         strv_free(imp->errors);
         free(imp);
@@ -82,7 +82,7 @@ char *const *autossh_import_errors(const struct autossh_import *imp)
 }
 
 /* "FILE:LINE: why" and "FILE:LINE:   the line", control characters escaped. */
-int import_refuse(struct autossh_import *imp, const char *file, int line, const char *why, const char *text)
+int autossh_import_refuse(struct autossh_import *imp, const char *file, int line, const char *why, const char *text)
 {
         _cleanup_free_ char *a = NULL, *b = NULL, *ea = NULL, *eb = NULL;
 
@@ -90,14 +90,14 @@ int import_refuse(struct autossh_import *imp, const char *file, int line, const 
                 a = b = NULL;
                 return -ENOMEM;
         }
-        ea = words_escape(a, 1000);
-        eb = words_escape(b, 1000);
+        ea = autossh_words_escape(a, 1000);
+        eb = autossh_words_escape(b, 1000);
         if (!ea || !eb || strv_push(&imp->errors, ea) < 0 || strv_push(&imp->errors, eb) < 0)
                 return -ENOMEM;
         return 0;
 }
 
-bool import_is_var_name(const char *s, size_t n)
+bool autossh_import_is_var_name(const char *s, size_t n)
 {
         if (n == 0 || isdigit((unsigned char)s[0]))
                 return false;
@@ -107,10 +107,10 @@ bool import_is_var_name(const char *s, size_t n)
         return true;
 }
 
-bool import_is_assignment(const char *w)
+bool autossh_import_is_assignment(const char *w)
 {
         const char *eq = strchr(w, '=');
-        return eq && import_is_var_name(w, (size_t)(eq - w));
+        return eq && autossh_import_is_var_name(w, (size_t)(eq - w));
 }
 
 /* The environment (NAME=VALUE strings, later ones win) → t. */
@@ -122,7 +122,7 @@ static int map_env(struct imported *t, char *const *env, char why[IMPORT_WHY_MAX
 
                 if (!name)
                         return -ENOMEM;
-                r = import_map_env(t, name, env[i] + strlen(name) + 1, why);
+                r = autossh_import_map_env(t, name, env[i] + strlen(name) + 1, why);
                 if (r < 0)
                         return r;
         }
@@ -148,7 +148,7 @@ static int check_program(const char *program, char why[IMPORT_WHY_MAX])
 }
 
 /* Map one autossh command (argv[0] is autossh) and keep it, or refuse it. */
-int import_add_command(struct autossh_import *imp, struct imported *t, const char *file, int line, const char *text,
+int autossh_import_add_command(struct autossh_import *imp, struct imported *t, const char *file, int line, const char *text,
                        char *const *env, char *const *argv, char why[IMPORT_WHY_MAX])
 {
         struct imported *grown;
@@ -157,16 +157,16 @@ int import_add_command(struct autossh_import *imp, struct imported *t, const cha
         if (r >= 0)
                 r = map_env(t, env, why);
         if (r >= 0)
-                r = import_map_argv(t, argv + 1, why);
+                r = autossh_import_map_argv(t, argv + 1, why);
         if (r == -EINVAL)
-                return import_refuse(imp, file, line, why, text);
+                return autossh_import_refuse(imp, file, line, why, text);
         if (r < 0)
                 return r;
         if (asprintf(&t->where, "%s:%d", file, line) < 0) {
                 t->where = NULL;
                 return -ENOMEM;
         }
-        t->command = words_escape(text, 300);
+        t->command = autossh_words_escape(text, 300);
         if (!t->command)
                 return -ENOMEM;
         grown = realloc(imp->tunnels, (imp->n_tunnels + 1) * sizeof(*grown));
@@ -174,13 +174,13 @@ int import_add_command(struct autossh_import *imp, struct imported *t, const cha
                 return -ENOMEM;
         imp->tunnels = grown;
         imp->tunnels[imp->n_tunnels++] = *t;
-        imported_init(t);
+        autossh_imported_init(t);
         return 0;
 }
 
 /* ---- command lines ---- */
 
-char *import_trim(char *s)
+char *autossh_import_trim(char *s)
 {
         char *end;
 
@@ -200,9 +200,9 @@ static int command_line(struct autossh_import *imp, const char *file, int line, 
         bool export;
         int r;
 
-        r = words_split(text, WORDS_SHELL, &words, why);
+        r = autossh_words_split(text, WORDS_SHELL, &words, why);
         if (r == -EINVAL)
-                return import_refuse(imp, file, line, why, text);
+                return autossh_import_refuse(imp, file, line, why, text);
         if (r < 0)
                 return r;
         export = words[0] && strcmp(words[0], "export") == 0;
@@ -210,7 +210,7 @@ static int command_line(struct autossh_import *imp, const char *file, int line, 
                 i++;
         if (strv_copy(*file_env, &env) < 0)
                 return -ENOMEM;
-        for (; words[i] && import_is_assignment(words[i]); i++)
+        for (; words[i] && autossh_import_is_assignment(words[i]); i++)
                 if (strv_push(export ? file_env : &env, words[i]) < 0)
                         return -ENOMEM;
         if (!words[i] && i > 0) {
@@ -224,9 +224,9 @@ static int command_line(struct autossh_import *imp, const char *file, int line, 
                 return 0;
         if (strcmp(words[i], "exec") == 0 && words[i + 1])
                 i++;
-        imported_init(&t);
-        r = import_add_command(imp, &t, file, line, text, env, words + i, why);
-        imported_done(&t);
+        autossh_imported_init(&t);
+        r = autossh_import_add_command(imp, &t, file, line, text, env, words + i, why);
+        autossh_imported_done(&t);
         return r;
 }
 
@@ -239,11 +239,11 @@ static int command_lines(struct autossh_import *imp, const char *file, const cha
         for (;;) {
                 _cleanup_free_ char *l = NULL;
                 char *s;
-                int r = words_next_line(text, &pos, &line, WORDS_SHELL, &at, &l);
+                int r = autossh_words_next_line(text, &pos, &line, WORDS_SHELL, &at, &l);
 
                 if (r < 0 || !l)
                         return r;
-                s = import_trim(l);
+                s = autossh_import_trim(l);
                 if (!*s || *s == '#')
                         continue;
                 r = command_line(imp, file, at, s, &file_env);
@@ -266,7 +266,7 @@ static bool is_unit(const char *file, const char *text)
 
 int autossh_import_text(struct autossh_import *imp, const char *file, const char *text)
 {
-        return is_unit(file, text) ? import_unit(imp, file, text) : command_lines(imp, file, text);
+        return is_unit(file, text) ? autossh_import_unit(imp, file, text) : command_lines(imp, file, text);
 }
 
 #define INPUT_MAX (1 << 20)

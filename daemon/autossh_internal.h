@@ -24,20 +24,20 @@ struct imported {
         char **notes;                   /* one comment each: what was not mapped, and what to do */
 };
 
-void imported_init(struct imported *t);
-void imported_done(struct imported *t);
+void autossh_imported_init(struct imported *t);
+void autossh_imported_done(struct imported *t);
 
 /* A note (a comment in the output); its control characters are escaped there. 0 or -ENOMEM. */
-int imported_note(struct imported *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int autossh_imported_note(struct imported *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* autossh_map.c. Each returns 0, -EINVAL with the reason in why (the entry is refused), or
  * -ENOMEM. */
 #define IMPORT_WHY_MAX 300
 /* One NAME=VALUE of the environment autossh ran with (Environment=, or VAR=x before the
  * command). */
-int import_map_env(struct imported *t, const char *name, const char *value, char why[IMPORT_WHY_MAX]);
+int autossh_import_map_env(struct imported *t, const char *name, const char *value, char why[IMPORT_WHY_MAX]);
 /* autossh's arguments, after the program name. */
-int import_map_argv(struct imported *t, char *const *argv, char why[IMPORT_WHY_MAX]);
+int autossh_import_map_argv(struct imported *t, char *const *argv, char why[IMPORT_WHY_MAX]);
 
 struct autossh_import {
         struct imported *tunnels;
@@ -47,14 +47,14 @@ struct autossh_import {
 
 /* autossh_import.c, for autossh_unit.c */
 /* Refuse an entry: "FILE:LINE: why" and "FILE:LINE:   text" into imp's errors. */
-int import_refuse(struct autossh_import *imp, const char *file, int line, const char *why, const char *text);
+int autossh_import_refuse(struct autossh_import *imp, const char *file, int line, const char *why, const char *text);
 /* Map argv (argv[0]: the program, which must be autossh) with env (NAME=VALUE), and keep
  * t as a tunnel (t is reset), or refuse the entry. 0 or -ENOMEM. */
-int import_add_command(struct autossh_import *imp, struct imported *t, const char *file, int line, const char *text,
+int autossh_import_add_command(struct autossh_import *imp, struct imported *t, const char *file, int line, const char *text,
                        char *const *env, char *const *argv, char why[IMPORT_WHY_MAX]);
-bool import_is_var_name(const char *s, size_t n);
-bool import_is_assignment(const char *w);
-char *import_trim(char *s);
+bool autossh_import_is_var_name(const char *s, size_t n);
+bool autossh_import_is_assignment(const char *w);
+char *autossh_import_trim(char *s);
 
 /* autossh_unit.c: one unit file. 0 or -ENOMEM. */
-int import_unit(struct autossh_import *imp, const char *file, const char *text);
+int autossh_import_unit(struct autossh_import *imp, const char *file, const char *text);

@@ -48,29 +48,29 @@ static bool parse_long(const char *s, long min, long max, long *ret)
         "dead connection by ServerAlive (server_alive_interval x server_alive_count_max, 30 s x 3 by default); " \
         "for an end-to-end check through a forward, add a probe (tunneld.conf(5))"
 
-int import_map_env(struct imported *t, const char *name, const char *value, char why[IMPORT_WHY_MAX])
+int autossh_import_map_env(struct imported *t, const char *name, const char *value, char why[IMPORT_WHY_MAX])
 {
         const char *v = strncmp(name, "AUTOSSH_", 8) == 0 ? name + 8 : NULL;
         long n;
 
         (void)why;
         if (!v)
-                return imported_note(t, "%s=%s: set for autossh, not passed on: ssh runs with tunneld's environment",
+                return autossh_imported_note(t, "%s=%s: set for autossh, not passed on: ssh runs with tunneld's environment",
                                      name, value);
         if (strcmp(v, "GATETIME") == 0) {
                 if (parse_long(value, 0, 86400, &n))
                         t->gatetime = n;
                 else
-                        return imported_note(t, "%s=%s: not a number of seconds: gatetime left at its default", name, value);
+                        return autossh_imported_note(t, "%s=%s: not a number of seconds: gatetime left at its default", name, value);
                 return 0;
         }
         if (strcmp(v, "MAXSTART") == 0) {
                 if (!parse_long(value, LONG_MIN / 2, INT_MAX, &n))
-                        return imported_note(t, "%s=%s: not a number: max_starts left unlimited", name, value);
+                        return autossh_imported_note(t, "%s=%s: not a number: max_starts left unlimited", name, value);
                 if (n > 0)
                         t->max_starts = n;
                 else if (n == 0)
-                        return imported_note(t, "%s=0: autossh would not start ssh at all; set enabled = false "
+                        return autossh_imported_note(t, "%s=0: autossh would not start ssh at all; set enabled = false "
                                              "to keep a tunnel configured but not started", name);
                 return 0;
         }
@@ -78,24 +78,24 @@ int import_map_env(struct imported *t, const char *name, const char *value, char
                 if (parse_long(value, 0, 365L * 86400, &n))
                         t->max_lifetime = n;
                 else
-                        return imported_note(t, "%s=%s: not a number of seconds: max_lifetime not set", name, value);
+                        return autossh_imported_note(t, "%s=%s: not a number of seconds: max_lifetime not set", name, value);
                 return 0;
         }
         if (strcmp(v, "POLL") == 0 || strcmp(v, "FIRST_POLL") == 0 || strcmp(v, "PORT") == 0 ||
             strcmp(v, "MESSAGE") == 0)
-                return imported_note(t, "%s=%s: the monitoring port's settings are " NOT_NEEDED_MONITOR, name, value);
+                return autossh_imported_note(t, "%s=%s: the monitoring port's settings are " NOT_NEEDED_MONITOR, name, value);
         if (strcmp(v, "LOGFILE") == 0 || strcmp(v, "LOGLEVEL") == 0)
-                return imported_note(t, "%s=%s: tunneld logs each tunnel's events and ssh's messages to the journal "
+                return autossh_imported_note(t, "%s=%s: tunneld logs each tunnel's events and ssh's messages to the journal "
                                      "(journalctl -u tunneld TUNNEL=NAME); the global log_level sets the level",
                                      name, value);
         if (strcmp(v, "DEBUG") == 0)
-                return imported_note(t, "%s=%s: run tunneld -d for debug output", name, value);
+                return autossh_imported_note(t, "%s=%s: run tunneld -d for debug output", name, value);
         if (strcmp(v, "PIDFILE") == 0)
-                return imported_note(t, "%s=%s: no pid file: tunnelctl status shows each tunnel's ssh pid", name, value);
+                return autossh_imported_note(t, "%s=%s: no pid file: tunnelctl status shows each tunnel's ssh pid", name, value);
         if (strcmp(v, "PATH") == 0)
-                return imported_note(t, "%s=%s: the ssh program is the global setting ssh = \"…\" (for every tunnel)",
+                return autossh_imported_note(t, "%s=%s: the ssh program is the global setting ssh = \"…\" (for every tunnel)",
                                      name, value);
-        return imported_note(t, "%s=%s: not an autossh setting tunneld knows: ignored", name, value);
+        return autossh_imported_note(t, "%s=%s: not an autossh setting tunneld knows: ignored", name, value);
 }
 
 struct mapper {
@@ -121,7 +121,7 @@ static int set_port(struct mapper *m, const char *value, const char *what)
 {
         int port;
 
-        if (!parse_port(value, 1, &port))
+        if (!validate_parse_port(value, 1, &port))
                 return refuse(m->why, "%s \"%s\" is not a port from 1 to 65535", what, value);
         if (m->t->port < 0)
                 m->t->port = port;
@@ -159,7 +159,7 @@ static int set_number(struct mapper *m, int *field, const char *key, const char 
         long n;
 
         if (!parse_long(value, min, max, &n))
-                return imported_note(m->t, "-o %s=%s: not a whole number of seconds from %ld to %ld: "
+                return autossh_imported_note(m->t, "-o %s=%s: not a whole number of seconds from %ld to %ld: "
                                      "left at tunneld's default", key, value, min, max);
         if (*field < 0)
                 *field = (int)n;
@@ -203,7 +203,7 @@ static int map_option_pair(struct mapper *m, const char *key, const char *value)
         if (strcasecmp(key, "ConnectTimeout") == 0)
                 return set_number(m, &t->connect_timeout, key, value, 1, 3600);
         if (strcasecmp(key, "ExitOnForwardFailure") == 0)
-                return imported_note(t, "-o %s=%s: not needed: a forward that fails is asked for again on the "
+                return autossh_imported_note(t, "-o %s=%s: not needed: a forward that fails is asked for again on the "
                                      "running ssh, the tunnel degraded meanwhile", key, value);
         if (strcasecmp(key, "Port") == 0)
                 return set_port(m, value, "-o Port");
@@ -214,11 +214,11 @@ static int map_option_pair(struct mapper *m, const char *key, const char *value)
         if (strcasecmp(key, "IdentityFile") == 0 && !t->identity_file)
                 return set_string(m, &t->identity_file, value, validate_path, "-o IdentityFile");
         if (strcasecmp(key, "LocalForward") == 0)
-                return add_config_forward(m, &t->local_forwards, validate_local_forward, "-o LocalForward", value);
+                return add_config_forward(m, &t->local_forwards, forward_validate_local, "-o LocalForward", value);
         if (strcasecmp(key, "RemoteForward") == 0)
-                return add_config_forward(m, &t->remote_forwards, validate_remote_forward, "-o RemoteForward", value);
+                return add_config_forward(m, &t->remote_forwards, forward_validate_remote, "-o RemoteForward", value);
         if (strcasecmp(key, "DynamicForward") == 0)
-                return add_forward(m, &t->dynamic_forwards, validate_dynamic_forward, "-o DynamicForward", value);
+                return add_forward(m, &t->dynamic_forwards, forward_validate_dynamic, "-o DynamicForward", value);
         for (size_t i = 0; i < ELEMENTSOF(runs_commands); i++)
                 if (strcasecmp(key, runs_commands[i]) == 0)
                         return refuse(m->why, "-o %s runs a command: refused (for a jump host use -J, which "
@@ -226,7 +226,7 @@ static int map_option_pair(struct mapper *m, const char *key, const char *value)
                                       "have reviewed)", runs_commands[i]);
         for (size_t i = 0; i < ELEMENTSOF(set_by_tunneld); i++)
                 if (strcasecmp(key, set_by_tunneld[i]) == 0)
-                        return imported_note(t, "-o %s=%s: not mapped: tunneld sets %s itself (see SSH COMMAND "
+                        return autossh_imported_note(t, "-o %s=%s: not mapped: tunneld sets %s itself (see SSH COMMAND "
                                              "LINE in tunneld(8))", key, value, set_by_tunneld[i]);
         return add_option(m, key, value);
 }
@@ -289,12 +289,12 @@ static int map_flag(struct mapper *m, char c)
         case 'f':
                 m->t->gatetime = 0;
                 buf_printf(&m->dropped, " -%c", c);
-                return imported_note(m->t, "-f: autossh's -f implies AUTOSSH_GATETIME=0, hence gatetime = 0");
+                return autossh_imported_note(m->t, "-f: autossh's -f implies AUTOSSH_GATETIME=0, hence gatetime = 0");
         case 'N': case 'T': case 'n': case '1': case '2': case 's': case 't':
                 buf_printf(&m->dropped, " -%c", c);
                 return 0;
         case 'q': case 'v': case 'y':
-                return imported_note(m->t, "-%c: not mapped: tunneld sets ssh's LogLevel and logs its messages "
+                return autossh_imported_note(m->t, "-%c: not mapped: tunneld sets ssh's LogLevel and logs its messages "
                                      "itself (log_level, tunneld -d)", c);
         case 'G': case 'V':
                 return refuse(m->why, "-%c prints something and exits: not a tunnel", c);
@@ -312,10 +312,10 @@ static int map_with_arg(struct mapper *m, char c, const char *arg)
                 return add_option(m, keys[(unsigned char)c], arg);
         switch (c) {
         case 'M':
-                return imported_note(t, "-M %s: autossh's monitoring port is " NOT_NEEDED_MONITOR, arg);
-        case 'L': return add_forward(m, &t->local_forwards, validate_local_forward, "-L", arg);
-        case 'R': return add_forward(m, &t->remote_forwards, validate_remote_forward, "-R", arg);
-        case 'D': return add_forward(m, &t->dynamic_forwards, validate_dynamic_forward, "-D", arg);
+                return autossh_imported_note(t, "-M %s: autossh's monitoring port is " NOT_NEEDED_MONITOR, arg);
+        case 'L': return add_forward(m, &t->local_forwards, forward_validate_local, "-L", arg);
+        case 'R': return add_forward(m, &t->remote_forwards, forward_validate_remote, "-R", arg);
+        case 'D': return add_forward(m, &t->dynamic_forwards, forward_validate_dynamic, "-D", arg);
         case 'p': return set_port(m, arg, "-p");
         case 'l': return set_string(m, &t->user, arg, validate_user, "-l");
         case 'J':
@@ -331,10 +331,10 @@ static int map_with_arg(struct mapper *m, char c, const char *arg)
         case 'w':
                 if (add_option(m, "Tunnel", "point-to-point") < 0 || add_option(m, "TunnelDevice", arg) < 0)
                         return -EINVAL;
-                return imported_note(t, "-w %s: tun device forwarding is passed to ssh as Tunnel and TunnelDevice, "
+                return autossh_imported_note(t, "-w %s: tun device forwarding is passed to ssh as Tunnel and TunnelDevice, "
                                      "but tunneld cannot tell whether the device is up", arg);
         case 'E': case 'e': case 'S':
-                return imported_note(t, "-%c %s: not mapped: tunneld logs ssh's messages, gives it no terminal and "
+                return autossh_imported_note(t, "-%c %s: not mapped: tunneld logs ssh's messages, gives it no terminal and "
                                      "no control socket", c, arg);
         }
         return refuse(m->why, "-%c %s is not a tunnel (a control command, stdio forwarding or a query)", c, arg);
@@ -415,11 +415,11 @@ static int note_command(struct imported *t, char *const *argv)
         r = buf_steal(&b, &command);
         if (r < 0)
                 return r;
-        return imported_note(t, "remote command \"%s\" dropped: tunneld runs ssh -N (no command); ServerAlive "
+        return autossh_imported_note(t, "remote command \"%s\" dropped: tunneld runs ssh -N (no command); ServerAlive "
                              "keeps an idle connection checked", command);
 }
 
-int import_map_argv(struct imported *t, char *const *argv, char why[IMPORT_WHY_MAX])
+int autossh_import_map_argv(struct imported *t, char *const *argv, char why[IMPORT_WHY_MAX])
 {
         struct mapper m = { .t = t, .why = why };
         _cleanup_free_ char *dropped = NULL;
@@ -450,7 +450,7 @@ int import_map_argv(struct imported *t, char *const *argv, char why[IMPORT_WHY_M
         if (r >= 0 && argv[i])
                 r = note_command(t, argv + i);
         if (r >= 0 && m.dropped.len && (r = buf_steal(&m.dropped, &dropped)) >= 0)
-                r = imported_note(t, "%s: not needed: tunneld always runs ssh -N -T in the foreground, "
+                r = autossh_imported_note(t, "%s: not needed: tunneld always runs ssh -N -T in the foreground, "
                                   "stdin /dev/null", dropped + 1);
         buf_free(&m.dropped);
         return r;

@@ -142,7 +142,7 @@ static int disable_clashes(struct autossh_import *imp)
                         for (size_t b = (a < before ? before : a + 1); b < n && !t->disabled; b++)
                                 if (clash_listeners_clash(&v[a].l, &v[b].l)) {
                                         t->disabled = true;
-                                        r = imported_note(t, "enabled = false: \"%s\" listens where \"%s\" of %s%s "
+                                        r = autossh_imported_note(t, "enabled = false: \"%s\" listens where \"%s\" of %s%s "
                                                           "does, and both cannot run at once: enable one of them",
                                                           v[b].spec, v[a].spec, a < before ? "tunnel " : "this tunnel",
                                                           a < before ? v[a].tunnel : "");
@@ -206,7 +206,7 @@ static void put_number(struct buf *b, const char *key, long v)
 /* "# text", wrapped at spaces into lines of about COMMENT_WIDTH columns. */
 static void put_comment(struct buf *b, const char *indent, const char *text)
 {
-        _cleanup_free_ char *escaped = words_escape(text, 2000);
+        _cleanup_free_ char *escaped = autossh_words_escape(text, 2000);
         const char *p;
 
         if (!escaped) {
@@ -273,12 +273,12 @@ static int note_environment(struct imported *t)
         bool alias = !strchr(t->host, '.') && !strchr(t->host, ':') && strcmp(t->host, "localhost") != 0;
 
         if (alias && !t->ssh_config_file &&
-            imported_note(t, "host \"%s\" looks like a Host alias of an ssh config file: tunneld runs ssh as its own "
+            autossh_imported_note(t, "host \"%s\" looks like a Host alias of an ssh config file: tunneld runs ssh as its own "
                           "user, which does not read yours: copy the \"Host %s\" block (and the key it names) under "
                           "/etc/tunneld/ and set ssh_config_file = \"/etc/tunneld/ssh_config\";", t->host, t->host) < 0)
                 return -ENOMEM;
         if (((t->identity_file && t->identity_file[0] == '~') || (t->ssh_config_file && t->ssh_config_file[0] == '~')) &&
-            imported_note(t, "~ is the home of the user tunneld runs ssh as (/var/lib/tunneld under the shipped unit, "
+            autossh_imported_note(t, "~ is the home of the user tunneld runs ssh as (/var/lib/tunneld under the shipped unit, "
                           "which hides /home): copy the file under /etc/tunneld/ and name it by its absolute path") < 0)
                 return -ENOMEM;
         return 0;

@@ -97,7 +97,7 @@ static int unit_expand(const struct unit *u, struct imported *t, const char *w, 
                         continue;
                 }
                 end = strchr(p + 2, '}');
-                value = end && import_is_var_name(p + 2, (size_t)(end - p - 2)) ? unit_env(u, p + 2, (size_t)(end - p - 2)) : NULL;
+                value = end && autossh_import_is_var_name(p + 2, (size_t)(end - p - 2)) ? unit_env(u, p + 2, (size_t)(end - p - 2)) : NULL;
                 if (!value) {
                         buf_free(&b);
                         snprintf(why, IMPORT_WHY_MAX, "%.*s is not set by this unit's Environment=%s: write its value",
@@ -105,7 +105,7 @@ static int unit_expand(const struct unit *u, struct imported *t, const char *w, 
                                  u->env_file ? " (EnvironmentFile= is not read)" : "");
                         return -EINVAL;
                 }
-                if (imported_note(t, "%.*s: expanded from the unit's Environment= to \"%s\"", (int)(end - p + 1), p,
+                if (autossh_imported_note(t, "%.*s: expanded from the unit's Environment= to \"%s\"", (int)(end - p + 1), p,
                                   value) < 0) {
                         buf_free(&b);
                         return -ENOMEM;
@@ -125,7 +125,7 @@ static int unit_split_var(const struct unit *u, struct imported *t, const char *
         const char *value;
         int r;
 
-        *done = w[0] == '$' && import_is_var_name(w + 1, strlen(w + 1));
+        *done = w[0] == '$' && autossh_import_is_var_name(w + 1, strlen(w + 1));
         if (!*done)
                 return 0;
         value = unit_env(u, w + 1, strlen(w + 1));
@@ -134,9 +134,9 @@ static int unit_split_var(const struct unit *u, struct imported *t, const char *
                          u->env_file ? " (EnvironmentFile= is not read)" : "");
                 return -EINVAL;
         }
-        if (imported_note(t, "%s: expanded from the unit's Environment= to \"%s\"", w, value) < 0)
+        if (autossh_imported_note(t, "%s: expanded from the unit's Environment= to \"%s\"", w, value) < 0)
                 return -ENOMEM;
-        r = words_split(value, WORDS_UNIT, &words, why);
+        r = autossh_words_split(value, WORDS_UNIT, &words, why);
         if (r < 0)
                 return r;       /* its value's own syntax: refused with why, not out of memory */
         for (char **x = words; *x; x++)
@@ -157,7 +157,7 @@ static int unit_argv(const struct unit *u, struct imported *t, char ***ret, char
                 argv0 = argv0 || *s == '@';
                 expand = expand && *s != ':';
         }
-        r = words_split(s, WORDS_UNIT, &words, why);
+        r = autossh_words_split(s, WORDS_UNIT, &words, why);
         if (r < 0)
                 return r;
         argv = calloc(1, sizeof(char *));
@@ -230,12 +230,12 @@ static int unit_setting(struct autossh_import *imp, struct unit *u, struct impor
                         const char *key, const char *value, int line, const char *text)
 {
         if (strcmp(section, "Unit") == 0 && strcmp(key, "Description") == 0 && !t->description)
-                return (t->description = words_escape(value, 200)) ? 0 : -ENOMEM;
+                return (t->description = autossh_words_escape(value, 200)) ? 0 : -ENOMEM;
         if (strcmp(section, "Service") != 0)
                 return 0;
         if (strcmp(key, "ExecStart") == 0) {
                 if (u->exec && *value)
-                        return import_refuse(imp, u->file, line, "a second ExecStart=: import one command per unit", text);
+                        return autossh_import_refuse(imp, u->file, line, "a second ExecStart=: import one command per unit", text);
                 free(u->exec);
                 u->exec = *value ? strdup(value) : NULL;        /* empty: reset, as in a drop-in */
                 u->exec_line = line;
@@ -248,25 +248,25 @@ static int unit_setting(struct autossh_import *imp, struct unit *u, struct impor
 
                 if (!*value)
                         return (u->env = strv_free(u->env)), 0;
-                r = words_split(value, WORDS_UNIT, &words, why);
+                r = autossh_words_split(value, WORDS_UNIT, &words, why);
                 if (r == -EINVAL)
-                        return import_refuse(imp, u->file, line, why, text);
+                        return autossh_import_refuse(imp, u->file, line, why, text);
                 for (char **w = words; r >= 0 && *w; w++)
-                        r = import_is_assignment(*w) ? strv_push(&u->env, *w)
-                                              : imported_note(t, "Environment=%s: not NAME=VALUE: ignored", *w);
+                        r = autossh_import_is_assignment(*w) ? strv_push(&u->env, *w)
+                                              : autossh_imported_note(t, "Environment=%s: not NAME=VALUE: ignored", *w);
                 return r;
         }
         if (strcmp(key, "EnvironmentFile") == 0) {
                 u->env_file = true;
-                return imported_note(t, "EnvironmentFile=%s: not read: if it sets AUTOSSH_ variables, set the "
+                return autossh_imported_note(t, "EnvironmentFile=%s: not read: if it sets AUTOSSH_ variables, set the "
                                      "settings they map to here", value);
         }
         if (strcmp(key, "User") == 0)
-                return imported_note(t, "User=%s: tunneld runs every ssh as its own user (tunneld): its key and "
+                return autossh_imported_note(t, "User=%s: tunneld runs every ssh as its own user (tunneld): its key and "
                                      "known_hosts must be readable by that user", value);
         if (strncmp(key, "ExecStartPre", 12) == 0 || strncmp(key, "ExecStartPost", 13) == 0 ||
             strncmp(key, "ExecStop", 8) == 0 || strcmp(key, "ExecReload") == 0)
-                return imported_note(t, "%s=%s: not run: tunneld runs no command around a tunnel (see on_state_change "
+                return autossh_imported_note(t, "%s=%s: not run: tunneld runs no command around a tunnel (see on_state_change "
                                      "for a program run on each change of state)", key, value);
         return 0;
 }
@@ -280,10 +280,10 @@ static int unit_lines(struct autossh_import *imp, struct unit *u, struct importe
         for (;;) {
                 _cleanup_free_ char *l = NULL;
                 char *s, *eq, *key;
-                int r = words_next_line(text, &pos, &line, WORDS_UNIT, &at, &l);
+                int r = autossh_words_next_line(text, &pos, &line, WORDS_UNIT, &at, &l);
                 if (r < 0 || !l)
                         return r;
-                s = import_trim(l);
+                s = autossh_import_trim(l);
                 if (!*s || *s == '#' || *s == ';')
                         continue;
                 if (*s == '[') {
@@ -295,15 +295,15 @@ static int unit_lines(struct autossh_import *imp, struct unit *u, struct importe
                 if (!eq)
                         continue;
                 *eq = '\0';
-                key = import_trim(s);
-                r = unit_setting(imp, u, t, section, key, import_trim(eq + 1), at, s);
+                key = autossh_import_trim(s);
+                r = unit_setting(imp, u, t, section, key, autossh_import_trim(eq + 1), at, s);
                 *eq = '=';
                 if (r < 0)
                         return r;
         }
 }
 
-int import_unit(struct autossh_import *imp, const char *file, const char *text)
+int autossh_import_unit(struct autossh_import *imp, const char *file, const char *text)
 {
         _cleanup_strv_free_ char **argv = NULL;
         struct unit u = { .file = file };
@@ -311,12 +311,12 @@ int import_unit(struct autossh_import *imp, const char *file, const char *text)
         struct imported t;
         int r;
 
-        imported_init(&t);
+        autossh_imported_init(&t);
         r = unit_names(&u, file);
         if (r >= 0)
                 r = unit_lines(imp, &u, &t, text);
         if (r >= 0 && strv_length(imp->errors) == errors && !u.exec)
-                r = import_refuse(imp, file, 1, "no ExecStart= in a [Service] section", u.name);
+                r = autossh_import_refuse(imp, file, 1, "no ExecStart= in a [Service] section", u.name);
         if (r >= 0 && strv_length(imp->errors) == errors && u.exec) {
                 char why[IMPORT_WHY_MAX];
 
@@ -324,11 +324,11 @@ int import_unit(struct autossh_import *imp, const char *file, const char *text)
                 if (r >= 0)
                         r = unit_tunnel_name(&u, &t.name);
                 if (r >= 0)
-                        r = import_add_command(imp, &t, file, u.exec_line, u.exec, u.env, argv, why);
+                        r = autossh_import_add_command(imp, &t, file, u.exec_line, u.exec, u.env, argv, why);
                 else if (r == -EINVAL)
-                        r = import_refuse(imp, file, u.exec_line, why, u.exec);
+                        r = autossh_import_refuse(imp, file, u.exec_line, why, u.exec);
         }
-        imported_done(&t);
+        autossh_imported_done(&t);
         unit_done(&u);
         return r;
 }

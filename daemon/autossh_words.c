@@ -40,7 +40,7 @@ static bool is_unit_comment(const char *text, size_t start, size_t end)
         return start < end && (text[start] == '#' || text[start] == ';');
 }
 
-int words_next_line(const char *text, size_t *pos, int *line, enum words_syntax syntax, int *ret_line, char **ret)
+int autossh_words_next_line(const char *text, size_t *pos, int *line, enum words_syntax syntax, int *ret_line, char **ret)
 {
         struct buf b = {0};
         size_t start, end;
@@ -210,7 +210,7 @@ static int shell_char(struct splitter *s, const char *p, char *quote)
         return 1;
 }
 
-int words_split(const char *line, enum words_syntax syntax, char ***ret, char why[WORDS_WHY_MAX])
+int autossh_words_split(const char *line, enum words_syntax syntax, char ***ret, char why[WORDS_WHY_MAX])
 {
         _cleanup_strv_free_ char **words = NULL;
         struct splitter s = { .words = &words, .why = why };
@@ -237,7 +237,7 @@ int words_split(const char *line, enum words_syntax syntax, char ***ret, char wh
         return 0;
 }
 
-char *words_escape(const char *s, size_t max)
+char *autossh_words_escape(const char *s, size_t max)
 {
         struct buf b = {0};
         char *ret = NULL;

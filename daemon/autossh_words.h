@@ -21,12 +21,12 @@ enum words_syntax {
  * odd number of backslashes (a unit: the backslash becomes a space and comment lines
  * inside are skipped; a shell: backslash and newline vanish). *ret_line is the number of
  * its first physical line, *line counts them. *ret = NULL at the end. 0 or -ENOMEM. */
-int words_next_line(const char *text, size_t *pos, int *line, enum words_syntax syntax, int *ret_line, char **ret);
+int autossh_words_next_line(const char *text, size_t *pos, int *line, enum words_syntax syntax, int *ret_line, char **ret);
 
 /* Split s into words by syntax. -EINVAL with the reason in why (unbalanced quotes, an
  * unknown escape, shell syntax), or -ENOMEM. A shell '#' at a word's start ends the line. */
-int words_split(const char *s, enum words_syntax syntax, char ***ret, char why[WORDS_WHY_MAX]);
+int autossh_words_split(const char *s, enum words_syntax syntax, char ***ret, char why[WORDS_WHY_MAX]);
 
 /* s with control characters as \n, \t or \xNN, cut after max bytes with "…": for a
  * line shown in a message or in a comment of the output. NULL on ENOMEM. */
-char *words_escape(const char *s, size_t max);
+char *autossh_words_escape(const char *s, size_t max);

@@ -49,15 +49,15 @@ static int report_parse_error(config_t *cfg, const char *path, struct config_err
         const char *file = config_error_file(cfg), *text;
 
         if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
-                push_error(errs, "%s: cannot read file (or a file it includes)", file ? file : path);
+                config_push_error(errs, "%s: cannot read file (or a file it includes)", file ? file : path);
                 return -EIO;
         }
         /* libconfig's text is often just "syntax error": say it once */
         text = config_error_text(cfg);
         if (!text || strncmp(text, "syntax error", 12) == 0)
-                push_error(errs, "%s:%d: %s", file ? file : path, config_error_line(cfg), text ? text : "syntax error");
+                config_push_error(errs, "%s:%d: %s", file ? file : path, config_error_line(cfg), text ? text : "syntax error");
         else
-                push_error(errs, "%s:%d: syntax error: %s", file ? file : path, config_error_line(cfg), text);
+                config_push_error(errs, "%s:%d: syntax error: %s", file ? file : path, config_error_line(cfg), text);
         return -EINVAL;
 }
 
@@ -78,7 +78,7 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
                 char c = text[i];
 
                 if (c == '\0') {
-                        push_error(errs, "%s:%d: a NUL byte is not allowed in a configuration file", path, line);
+                        config_push_error(errs, "%s:%d: a NUL byte is not allowed in a configuration file", path, line);
                         return -EINVAL;
                 }
                 if (c == '\n') {
@@ -90,7 +90,7 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
                                 in_string = false;
                         else if (c == '\\' && i + 1 < len) {
                                 if (text[i + 1] == 'x' && i + 3 < len && text[i + 2] == '0' && text[i + 3] == '0') {
-                                        push_error(errs, "%s:%d: \"\\x00\" is not allowed: a NUL would cut the string short",
+                                        config_push_error(errs, "%s:%d: \"\\x00\" is not allowed: a NUL would cut the string short",
                                                    path, line);
                                         return -EINVAL;
                                 }
@@ -103,7 +103,7 @@ static int check_raw_text(const char *text, size_t len, const char *path, struct
                 if (c == '"')
                         in_string = true;
                 else if (c == '@' && len - i >= 8 && strncmp(text + i, "@include", 8) == 0) {
-                        push_error(errs, "%s:%d: @include is not supported: put tunnels in drop-in files "
+                        config_push_error(errs, "%s:%d: @include is not supported: put tunnels in drop-in files "
                                    "(*.conf in the .d directory named like the main file, or include_dir)", path, line);
                         return -EINVAL;
                 } else if (c == '#' || (c == '/' && i + 1 < len && text[i + 1] == '/')) {
@@ -134,9 +134,9 @@ static int open_file(const char *path, bool main_file, struct config_errors *err
         else if (!opened || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 || !(*ret = fdopen(fd, "r")))
                 r = -errno;
         if (r == -EINVAL)
-                push_error(errs, "%s: not a regular file: a drop-in file must be one", path);
+                config_push_error(errs, "%s: not a regular file: a drop-in file must be one", path);
         else if (r < 0)
-                push_error(errs, "%s: cannot open: %s", path, strerror(-r));
+                config_push_error(errs, "%s: cannot open: %s", path, strerror(-r));
         if (r < 0 && fd >= 0)
                 close(fd);
         return r;       /* 0: fd is the FILE's now */
@@ -165,7 +165,7 @@ static int read_file(const char *path, const struct config_load_options *opts, c
         r = open_file(path, main_file, errs, &f);
         if (r < 0)
                 return r;
-        r = check_file_permissions(f, path, opts, errs);
+        r = config_check_file_permissions(f, path, opts, errs);
         if (r < 0)
                 return r;
         for (;;) {
@@ -176,7 +176,7 @@ static int read_file(const char *path, const struct config_load_options *opts, c
 
                         cap = cap ? 2 * cap : 16384;
                         if (cap > CONFIG_FILE_MAX + 4096 + 1) {
-                                push_error(errs, "%s: larger than %u MiB", path, CONFIG_FILE_MAX >> 20);
+                                config_push_error(errs, "%s: larger than %u MiB", path, CONFIG_FILE_MAX >> 20);
                                 return -EFBIG;
                         }
                         grown = realloc(text, cap);
@@ -190,14 +190,14 @@ static int read_file(const char *path, const struct config_load_options *opts, c
                         break;
         }
         if (ferror(f)) {
-                push_error(errs, "%s: cannot read", path);
+                config_push_error(errs, "%s: cannot read", path);
                 return -EIO;
         }
         text[len] = '\0';
         if (main_file && len == 0) {
                 /* an editor or a config manager between truncating and writing it: applying
                  * "no tunnels" would stop every one */
-                push_error(errs, "%s: is empty (being written?); the main file needs at least one setting", path);
+                config_push_error(errs, "%s: is empty (being written?); the main file needs at least one setting", path);
                 return -EINVAL;
         }
         *digest = digest_add(digest_add(*digest, path, strlen(path) + 1), text, len + 1);
@@ -228,13 +228,13 @@ static int load_dropins(struct parser *p, struct config *c, const struct tunnel_
         struct dirent **names = NULL;
         int n, r = 0;
 
-        if (!c->include_dir || check_include_dir(p, c->include_dir, root) < 0)
+        if (!c->include_dir || config_check_include_dir(p, c->include_dir, root) < 0)
                 return 0;
         n = scandir(c->include_dir, &names, filter_conf, alphasort);
         if (n < 0) {
                 if (errno == ENOENT)
                         return 0;
-                push_error(p->errs, "%s: cannot read the drop-in directory: %s", c->include_dir, strerror(errno));
+                config_push_error(p->errs, "%s: cannot read the drop-in directory: %s", c->include_dir, strerror(errno));
                 return -errno;
         }
         for (int i = 0; i < n; i++) {
@@ -250,7 +250,7 @@ static int load_dropins(struct parser *p, struct config *c, const struct tunnel_
 
                         dp.path = path;
                         if (read_file(path, p->opts, &cfg, p->errs, &p->digest, false) >= 0) {
-                                parse_dropin(&dp, config_root_setting(&cfg), c, tmpl);
+                                config_parse_dropin(&dp, config_root_setting(&cfg), c, tmpl);
                                 p->seen = dp.seen;      /* it may have grown */
                                 if (dp.oom)
                                         r = dp.oom;
@@ -293,8 +293,8 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         r = config_new(path, &c);
         if (r < 0)
                 return r;
-        spec_set_defaults(&tmpl);
-        parse_root(&p, config_root_setting(cfg), c, &tmpl);
+        config_spec_defaults(&tmpl);
+        config_parse_root(&p, config_root_setting(cfg), c, &tmpl);
         if (!p.oom && from_file) {
                 if (!c->include_dir)
                         r = default_include_dir(c);
@@ -314,22 +314,22 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
                 return p.oom;
         /* Across tunnels, among those without errors of their own (so that one mistake does
          * not hide the others); "after" only when every tunnel is there to be named. */
-        check_host_keys(&p, c);
+        config_pins_check(&p, c);
         if (errs->n == 0)
-                check_after(&p, c);
+                config_check_after(&p, c);
         /* before anything runs (ssh -G): the ssh program, and where tunneld writes */
         if (from_file)
-                check_trusted_paths(&p, c, config_root_setting(cfg));
+                config_check_trusted_paths(&p, c, config_root_setting(cfg));
         /* ssh's own judgement, of a configuration that is valid so far */
         if (errs->n == 0 && opts->ask_ssh != CONFIG_SSH_SKIP)
-                ask_ssh(&p, c);
+                config_ssh_ask(&p, c);
         else if (errs->n == 0 && opts->views)
-                take_views(&p, c, opts->views);
-        check_ports(&p, c);
+                config_ssh_take_views(&p, c, opts->views);
+        config_check_ports(&p, c);
         if (errs->n == 0)
-                check_share(&p, c);
+                config_check_share(&p, c);
         if (from_file)
-                check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
+                config_check_files(&p, c);     /* strings (tests, fuzzing) stay off the filesystem */
         if (p.oom)
                 return p.oom;
         if (opts->control_socket) {

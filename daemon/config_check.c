@@ -20,7 +20,7 @@
 #include "safe_path.h"
 #include "ssh_argv.h"
 
-void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
+void config_diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
 {
         _cleanup_free_ char *what = NULL;
         va_list ap;
@@ -33,7 +33,7 @@ void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key,
                 p->oom = -ENOMEM;
                 return;
         }
-        if (push_error(p->errs, "%s:%d: %s.%s: %s", t->source_file, t->source_line, t->name, key, what) < 0)
+        if (config_push_error(p->errs, "%s:%d: %s.%s: %s", t->source_file, t->source_line, t->name, key, what) < 0)
                 p->oom = -ENOMEM;
 }
 
@@ -69,7 +69,7 @@ static bool after_cycle(const struct config *c, size_t i, unsigned char *colour,
         return false;
 }
 
-void check_after(struct parser *p, const struct config *c)
+void config_check_after(struct parser *p, const struct config *c)
 {
         _cleanup_free_ unsigned char *colour = NULL;
         _cleanup_free_ size_t *path = NULL;
@@ -78,13 +78,13 @@ void check_after(struct parser *p, const struct config *c)
         for (size_t i = 0; i < c->n_tunnels; i++)
                 for (char **a = c->tunnels[i].after; a && *a; a++) {
                         if (strcmp(*a, c->tunnels[i].name) == 0) {
-                                diag_tunnel(p, &c->tunnels[i], "after", "a tunnel cannot wait for itself");
+                                config_diag_tunnel(p, &c->tunnels[i], "after", "a tunnel cannot wait for itself");
                                 refs_ok = false;
                         } else if (find_tunnel(c, *a) < 0) {
-                                diag_tunnel(p, &c->tunnels[i], "after", "no tunnel is named \"%s\"", *a);
+                                config_diag_tunnel(p, &c->tunnels[i], "after", "no tunnel is named \"%s\"", *a);
                                 refs_ok = false;
                         } else if (c->tunnels[i].enabled && !c->tunnels[find_tunnel(c, *a)].enabled) {
-                                diag_tunnel(p, &c->tunnels[i], "after",
+                                config_diag_tunnel(p, &c->tunnels[i], "after",
                                             "\"%s\" is disabled: this tunnel would wait for it forever", *a);
                                 refs_ok = false;
                         }
@@ -118,7 +118,7 @@ void check_after(struct parser *p, const struct config *c)
                         p->oom = -ENOMEM;
                         return;
                 }
-                diag_tunnel(p, &c->tunnels[at], "after", "is part of a cycle of tunnels waiting for each other: %s",
+                config_diag_tunnel(p, &c->tunnels[at], "after", "is part of a cycle of tunnels waiting for each other: %s",
                             cycle);
                 return;
         }
@@ -166,7 +166,7 @@ static int compare_reports(const void *x, const void *y)
 
 /* Two enabled tunnels (or one, twice) that would listen where the other does cannot both
  * work. Sorted, so that 60,000 forwards take milliseconds, not seconds. */
-void check_ports(struct parser *p, const struct config *c)
+void config_check_ports(struct parser *p, const struct config *c)
 {
         static const char *const settings[3] = { "local_forwards", "dynamic_forwards", "remote_forwards" };
         static const enum forward_kind kinds[3] = { FORWARD_LOCAL, FORWARD_DYNAMIC, FORWARD_REMOTE };
@@ -231,7 +231,7 @@ void check_ports(struct parser *p, const struct config *c)
                 else
                         snprintf(where, sizeof(where), "%s port %d", l->kind == FORWARD_REMOTE ? b->t->host : "local",
                                  l->port);
-                diag_tunnel(p, b->t, b->setting, "\"%s\" listens on %s, as \"%s\" of tunnel %s (%s:%d) does",
+                config_diag_tunnel(p, b->t, b->setting, "\"%s\" listens on %s, as \"%s\" of tunnel %s (%s:%d) does",
                             b->spec, where, a->spec, a->t->name, a->t->source_file, a->t->source_line);
         }
 done:
@@ -326,7 +326,7 @@ static int check_share_forwards(struct parser *p, const struct config *c, const 
                 qsort(clashes, n_clashes, sizeof(*clashes), compare_share_clashes);
         for (size_t k = 0; k < n_clashes; k++)
                 if (!k || clashes[k].tunnel != clashes[k - 1].tunnel || clashes[k].other != clashes[k - 1].other)
-                        diag_tunnel(p, &c->tunnels[clashes[k].tunnel], "share_connection", "forward \"%s\" is tunnel "
+                        config_diag_tunnel(p, &c->tunnels[clashes[k].tunnel], "share_connection", "forward \"%s\" is tunnel "
                                     "%s's too, and both would ride one ssh, where they are one forward: give one of "
                                     "them share_connection = false", clashes[k].spec,
                                     c->tunnels[clashes[k].other].name);
@@ -356,7 +356,7 @@ static int share_groups(const struct config *c, size_t *group)
         return 0;
 }
 
-void check_share(struct parser *p, const struct config *c)
+void config_check_share(struct parser *p, const struct config *c)
 {
         _cleanup_free_ size_t *group = calloc(c->n_tunnels + 1, sizeof(size_t));
 
@@ -372,7 +372,7 @@ void check_share(struct parser *p, const struct config *c)
 
                         /* both ride one ssh: up and down together, the wait means nothing */
                         if (j >= 0 && c->tunnels[j].share_connection && group[j] == group[i])
-                                diag_tunnel(p, t, "after", "\"%s\" shares this tunnel's connection "
+                                config_diag_tunnel(p, t, "after", "\"%s\" shares this tunnel's connection "
                                             "(share_connection): they come up and go down together, so one cannot "
                                             "wait for the other; set share_connection = false on one of them, or "
                                             "drop the after", *a);
@@ -382,7 +382,7 @@ void check_share(struct parser *p, const struct config *c)
 
 /* Files ssh will read: they must exist, and a key must not be readable by others (ssh
  * ignores such keys). Paths starting with ~ are ssh's to expand. */
-void check_files(struct parser *p, const struct config *c)
+void config_check_files(struct parser *p, const struct config *c)
 {
         char why[PATH_MAX + 128];
 
@@ -394,32 +394,32 @@ void check_files(struct parser *p, const struct config *c)
                         continue;       /* an example, or parked: its files may not exist yet */
                 if (t->identity_file && t->identity_file[0] != '~') {
                         if (stat(t->identity_file, &st) < 0)
-                                diag_tunnel(p, t, "identity_file", "%s: %s", t->identity_file, strerror(errno));
+                                config_diag_tunnel(p, t, "identity_file", "%s: %s", t->identity_file, strerror(errno));
                         else if (!S_ISREG(st.st_mode))
-                                diag_tunnel(p, t, "identity_file", "%s: not a regular file", t->identity_file);
+                                config_diag_tunnel(p, t, "identity_file", "%s: not a regular file", t->identity_file);
                         else if (st.st_mode & 077)
-                                diag_tunnel(p, t, "identity_file",
+                                config_diag_tunnel(p, t, "identity_file",
                                             "%s: readable by group or others (mode %04o): ssh refuses such keys; chmod 600 it",
                                             t->identity_file, st.st_mode & 07777);
                         else if (access(t->identity_file, R_OK) < 0)
-                                diag_tunnel(p, t, "identity_file", "%s: %s (tunneld runs as uid %d)", t->identity_file,
+                                config_diag_tunnel(p, t, "identity_file", "%s: %s (tunneld runs as uid %d)", t->identity_file,
                                             strerror(errno), (int)geteuid());
                 }
                 if (t->ssh_config_file && strcmp(t->ssh_config_file, "none") != 0 && t->ssh_config_file[0] != '~') {
                         if (access(t->ssh_config_file, R_OK) < 0)
-                                diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
+                                config_diag_tunnel(p, t, "ssh_config_file", "%s: %s", t->ssh_config_file, strerror(errno));
                         else if (!p->opts->allow_insecure && stat(t->ssh_config_file, &st) == 0 && S_ISREG(st.st_mode) &&
                                  safe_path_check(t->ssh_config_file, SAFE_PATH_FILE, why, sizeof(why)) < 0)
-                                diag_tunnel(p, t, "ssh_config_file", "%s: %s (its ProxyCommand would run as "
+                                config_diag_tunnel(p, t, "ssh_config_file", "%s: %s (its ProxyCommand would run as "
                                             "tunneld), or run tunneld with --allow-insecure-config",
                                             t->ssh_config_file, why);
                 }
                 if (t->on_state_change) {
                         if (access(t->on_state_change, X_OK) < 0)
-                                diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
+                                config_diag_tunnel(p, t, "on_state_change", "%s: %s", t->on_state_change, strerror(errno));
                         else if (!p->opts->allow_insecure &&
                                  safe_path_check(t->on_state_change, SAFE_PATH_FILE, why, sizeof(why)) < 0)
-                                diag_tunnel(p, t, "on_state_change", "%s: %s, or run tunneld with "
+                                config_diag_tunnel(p, t, "on_state_change", "%s: %s, or run tunneld with "
                                             "--allow-insecure-config", t->on_state_change, why);
                 }
         }
@@ -427,7 +427,7 @@ void check_files(struct parser *p, const struct config *c)
 
 /* A configuration file turns into command lines: the file read (f) and its path, every
  * directory and link on the way, by safe_path.h's rule. */
-int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
+int config_check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
                            struct config_errors *errs)
 {
         char why[PATH_MAX + 160];
@@ -438,14 +438,14 @@ int check_file_permissions(FILE *f, const char *path, const struct config_load_o
                 return 0;
         if (fstat(fileno(f), &st) < 0) {
                 r = -errno;
-                push_error(errs, "%s: cannot stat: %s", path, strerror(-r));
+                config_push_error(errs, "%s: cannot stat: %s", path, strerror(-r));
                 return r;
         }
         r = safe_path_check(path, SAFE_PATH_FILE, why, sizeof(why));
         if (r >= 0 && safe_path_judge(&st, geteuid(), false, why, sizeof(why)))
                 r = -EPERM;     /* what was opened is not what the path shows (now) */
         if (r < 0) {
-                push_error(errs, "%s: %s, or run tunneld with --allow-insecure-config", path, why);
+                config_push_error(errs, "%s: %s, or run tunneld with --allow-insecure-config", path, why);
                 return r;
         }
         return 0;
@@ -469,9 +469,9 @@ static void diag_global(struct parser *p, const config_setting_t *root, const ch
                 return;
         }
         if (s)
-                r = push_error(p->errs, "%s:%d: %s: %s", p->path, config_setting_source_line(s), key, what);
+                r = config_push_error(p->errs, "%s:%d: %s: %s", p->path, config_setting_source_line(s), key, what);
         else
-                r = push_error(p->errs, "%s: %s (by default): %s", p->path, key, what);
+                r = config_push_error(p->errs, "%s: %s (by default): %s", p->path, key, what);
         if (r < 0)
                 p->oom = -ENOMEM;
 }
@@ -506,7 +506,7 @@ static void check_ssh_program(struct parser *p, struct config *c, const config_s
  * can guess), the metrics file's (written under unguessable names and renamed: a sticky
  * directory such as /tmp is fine). include_dir is judged before its files are read
  * (config.c). */
-void check_trusted_paths(struct parser *p, struct config *c, const config_setting_t *root)
+void config_check_trusted_paths(struct parser *p, struct config *c, const config_setting_t *root)
 {
         const char *sock = p->opts->control_socket ? p->opts->control_socket : c->control_socket;
         char why[PATH_MAX + 160];
@@ -521,7 +521,7 @@ void check_trusted_paths(struct parser *p, struct config *c, const config_settin
                         "--allow-insecure-config";
 
                 if (p->opts->control_socket)
-                        push_error(p->errs, "--control-socket %s: %s: %s", sock, why, advice);
+                        config_push_error(p->errs, "--control-socket %s: %s: %s", sock, why, advice);
                 else
                         diag_global(p, root, "control_socket", "%s: %s: %s", sock, why, advice);
         }
@@ -533,7 +533,7 @@ void check_trusted_paths(struct parser *p, struct config *c, const config_settin
 }
 
 /* include_dir itself, before a file of it is read: every entry of it is trusted. */
-int check_include_dir(struct parser *p, const char *dir, const config_setting_t *root)
+int config_check_include_dir(struct parser *p, const char *dir, const config_setting_t *root)
 {
         char why[PATH_MAX + 160];
 

@@ -48,34 +48,34 @@ extern const char *const ready_names[_READY_MAX];
 
 /* Every error line goes through here: formatted, its control characters escaped. 0 or
  * -ENOMEM. */
-int push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
+int config_push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
 /* "FILE:LINE: NAME.KEY: what", at the tunnel's definition. */
-void diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...) _printf_(4, 5);
+void config_diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...) _printf_(4, 5);
 
 /* config_parse.c */
-void spec_set_defaults(struct tunnel_spec *t);
-void parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl);
-void parse_dropin(struct parser *p, const config_setting_t *root, struct config *c, const struct tunnel_spec *tmpl);
+void config_spec_defaults(struct tunnel_spec *t);
+void config_parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl);
+void config_parse_dropin(struct parser *p, const config_setting_t *root, struct config *c, const struct tunnel_spec *tmpl);
 
 /* config_check.c */
-void check_after(struct parser *p, const struct config *c);
-void check_ports(struct parser *p, const struct config *c);
+void config_check_after(struct parser *p, const struct config *c);
+void config_check_ports(struct parser *p, const struct config *c);
 /* config_pins.c: host_keys and jump_host_keys against ssh_options and jump_host. */
-void check_host_keys(struct parser *p, const struct config *c);
+void config_pins_check(struct parser *p, const struct config *c);
 /* config_ssh.c: ssh -G once per distinct ssh configuration (config.h: config_view), each
  * tunnel with an ssh_config_file given its view; c->ssh_views keeps them. */
-void ask_ssh(struct parser *p, struct config *c);
+void config_ssh_ask(struct parser *p, struct config *c);
 /* The same from views found by another load. */
-void take_views(struct parser *p, struct config *c, const struct config_views *views);
-void check_files(struct parser *p, const struct config *c);
+void config_ssh_take_views(struct parser *p, struct config *c, const struct config_views *views);
+void config_check_files(struct parser *p, const struct config *c);
 /* share_connection: no tunnel waits (after) for one it shares its connection with. */
-void check_share(struct parser *p, const struct config *c);
+void config_check_share(struct parser *p, const struct config *c);
 /* A configuration file turns into command lines: writable by root and tunneld's user
  * only, and so every directory above it (safe_path.h; unless opts->allow_insecure). */
-int check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
+int config_check_file_permissions(FILE *f, const char *path, const struct config_load_options *opts,
                            struct config_errors *errs);
 /* The ssh program (found in PATH now: c->ssh becomes its path), the control socket's and
  * metrics_file's directories, by safe_path.h's rule, at their lines in root. */
-void check_trusted_paths(struct parser *p, struct config *c, const config_setting_t *root);
+void config_check_trusted_paths(struct parser *p, struct config *c, const config_setting_t *root);
 /* include_dir itself (0, or -EPERM with the error pushed). */
-int check_include_dir(struct parser *p, const char *dir, const config_setting_t *root);
+int config_check_include_dir(struct parser *p, const char *dir, const config_setting_t *root);

@@ -45,7 +45,7 @@ static char *escape_controls(const char *text)
 }
 
 /* Every error line goes through here: formatted, its control characters escaped. */
-int push_error(struct config_errors *errs, const char *fmt, ...)
+int config_push_error(struct config_errors *errs, const char *fmt, ...)
 {
         _cleanup_free_ char *raw = NULL, *line = NULL;
         va_list ap;
@@ -80,7 +80,7 @@ static void diag(struct parser *p, const config_setting_t *s, const char *label,
                 p->oom = -ENOMEM;
                 return;
         }
-        if (push_error(p->errs, "%s:%d: %s: %s", setting_file(p, s), s ? config_setting_source_line(s) : 0,
+        if (config_push_error(p->errs, "%s:%d: %s: %s", setting_file(p, s), s ? config_setting_source_line(s) : 0,
                        label, what) < 0)
                 p->oom = -ENOMEM;
 }
@@ -255,12 +255,12 @@ static const struct setting tunnel_settings[] = {
         { .name = "jump_host", .kind = K_STRING, .offset = F(jump_host), .validate = validate_jump_host },
         { .name = "ssh_config_file", .kind = K_STRING, .offset = F(ssh_config_file), .validate = validate_path },
         { .name = "enabled", .kind = K_BOOL, .offset = F(enabled) },
-        { .name = "local_forwards", .kind = K_STRV, .offset = F(local_forwards), .validate = validate_local_forward },
-        { .name = "remote_forwards", .kind = K_STRV, .offset = F(remote_forwards), .validate = validate_remote_forward },
-        { .name = "dynamic_forwards", .kind = K_STRV, .offset = F(dynamic_forwards), .validate = validate_dynamic_forward },
+        { .name = "local_forwards", .kind = K_STRV, .offset = F(local_forwards), .validate = forward_validate_local },
+        { .name = "remote_forwards", .kind = K_STRV, .offset = F(remote_forwards), .validate = forward_validate_remote },
+        { .name = "dynamic_forwards", .kind = K_STRV, .offset = F(dynamic_forwards), .validate = forward_validate_dynamic },
         { .name = "ssh_options", .kind = K_STRV, .offset = F(ssh_options), .validate = validate_ssh_option },
-        { .name = "host_keys", .kind = K_STRV, .offset = F(host_keys), .validate = validate_host_key },
-        { .name = "jump_host_keys", .kind = K_STRV, .offset = F(jump_host_keys), .validate = validate_jump_host_key },
+        { .name = "host_keys", .kind = K_STRV, .offset = F(host_keys), .validate = host_key_validate },
+        { .name = "jump_host_keys", .kind = K_STRV, .offset = F(jump_host_keys), .validate = host_key_validate_jump },
         { .name = "server_alive_interval", .kind = K_INT, .offset = F(server_alive_interval), .min = 0, .max = 86400 },
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
         /* settings of the engine before connections; accepted with one warning each */
@@ -325,7 +325,7 @@ const char *config_tunnel_setting_name(size_t i)
 }
 #define find_global_setting(name) find_setting(global_settings, ELEMENTSOF(global_settings), name)
 
-void spec_set_defaults(struct tunnel_spec *t)
+void config_spec_defaults(struct tunnel_spec *t)
 {
         *t = (struct tunnel_spec){
                 .enabled = true,
@@ -597,7 +597,7 @@ static void parse_tunnels(struct parser *p, const config_setting_t *list, const 
 }
 
 /* The main file: globals, defaults (into tmpl) and tunnels. */
-void parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl)
+void config_parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl)
 {
         const config_setting_t *defaults = NULL, *tunnels = NULL;
         int n = config_setting_length(root);
@@ -633,7 +633,7 @@ void parse_root(struct parser *p, const config_setting_t *root, struct config *c
 }
 
 /* A drop-in file holds tunnels only; the main file's defaults apply to them. */
-void parse_dropin(struct parser *p, const config_setting_t *root, struct config *c,
+void config_parse_dropin(struct parser *p, const config_setting_t *root, struct config *c,
                          const struct tunnel_spec *tmpl)
 {
         int n = config_setting_length(root);

@@ -31,7 +31,7 @@ static const char *pin_conflict(const char *o)
                 if (!*value)
                         return "must name the key's host";
                 for (const char *c = value; *c; c++)
-                        if (!host_char_ok(*c) && *c != '[' && *c != ']')
+                        if (!validate_host_char(*c) && *c != '[' && *c != ']')
                                 return "must be a plain name (the pinned keys are filed under it)";
         }
 #undef IS
@@ -62,7 +62,7 @@ static void check_jump_host_keys(struct parser *p, const struct tunnel_spec *t)
 
                 hop[hops].text = h;
                 hop[hops].len = len;
-                if (jump_hop_split(h, len, hop[hops].host, sizeof(hop[hops].host), &hop[hops].port))
+                if (validate_jump_hop_split(h, len, hop[hops].host, sizeof(hop[hops].host), &hop[hops].port))
                         hops++;
                 h += len + (h[len] == ',');
         }
@@ -79,7 +79,7 @@ static void check_jump_host_keys(struct parser *p, const struct tunnel_spec *t)
         /* a hop without a key could never connect: ssh checks it against this file alone */
         for (size_t i = 0; i < hops && !p->opts->keyscan; i++)
                 if (!pinned_hop[i])
-                        diag_tunnel(p, t, "jump_host_keys", "has no key for the jump host %.*s: with jump_host_keys, "
+                        config_diag_tunnel(p, t, "jump_host_keys", "has no key for the jump host %.*s: with jump_host_keys, "
                                     "every jump host is checked against them alone (tunneld --keyscan %s fetches "
                                     "them)", (int)hop[i].len, hop[i].text, t->name);
 }
@@ -88,7 +88,7 @@ static void check_jump_host_keys(struct parser *p, const struct tunnel_spec *t)
  * bypass them are refused. They contradict host_keys only: with jump_host_keys alone the
  * tunnel's options are the destination's, and the hops' settings come first in their
  * Host block (the first value wins). */
-void check_host_keys(struct parser *p, const struct config *c)
+void config_pins_check(struct parser *p, const struct config *c)
 {
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
@@ -98,7 +98,7 @@ void check_host_keys(struct parser *p, const struct config *c)
                                 const char *why = pin_conflict(*o);
 
                                 if (why)
-                                        diag_tunnel(p, t, "ssh_options", "\"%s\" contradicts host_keys: %s", *o, why);
+                                        config_diag_tunnel(p, t, "ssh_options", "\"%s\" contradicts host_keys: %s", *o, why);
                         }
                 if (known_hosts_pins_jump_hosts(t))
                         check_jump_host_keys(p, t);

@@ -175,19 +175,19 @@ static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view 
         if (v->error && v->ran) {
                 if (strstr(v->error, "command-line"))
                         setting = "ssh_options";
-                diag_tunnel(p, t, setting, "ssh refuses it: %s%s", v->error, also);
+                config_diag_tunnel(p, t, setting, "ssh refuses it: %s%s", v->error, also);
                 return;
         }
         if (v->error) {
                 if (p->opts->ask_ssh == CONFIG_SSH_STRICT)
-                        diag_tunnel(p, t, "ssh", "cannot ask ssh to check the ssh options: %s%s", v->error, also);
+                        config_diag_tunnel(p, t, "ssh", "cannot ask ssh to check the ssh options: %s%s", v->error, also);
                 else
                         log_warning("%s: cannot ask ssh to check the ssh options: %s; starting anyway", t->name,
                                     v->error);
                 return;
         }
         if (v->fork_after_authentication)
-                diag_tunnel(p, t, setting, "ForkAfterAuthentication=yes makes ssh go to the background, and "
+                config_diag_tunnel(p, t, setting, "ForkAfterAuthentication=yes makes ssh go to the background, and "
                             "tunneld would see it exit at once; remove it (tunneld keeps ssh in the foreground)%s",
                             also);
 }
@@ -204,13 +204,13 @@ static void judge_late(struct parser *p, const struct config *c, const struct qu
                         late = keys[first[q]].tunnel;
         if (late == SIZE_MAX)
                 return;
-        diag_tunnel(p, &c->tunnels[late], names_ssh_config_file(&c->tunnels[late]) ? "ssh_config_file" : "ssh_options",
+        config_diag_tunnel(p, &c->tunnels[late], names_ssh_config_file(&c->tunnels[late]) ? "ssh_config_file" : "ssh_options",
                     "ssh -G did not answer within %.0f s, the limit of one load (ssh -G runs once per ssh "
                     "configuration, %zu here; an ssh_config_file whose Match exec hangs?): nothing is loaded",
                     p->load_timeout, m);
 }
 
-void ask_ssh(struct parser *p, struct config *c)
+void config_ssh_ask(struct parser *p, struct config *c)
 {
         size_t n = 0, m = 0;
         struct query_key *keys = calloc(c->n_tunnels + 1, sizeof(*keys));
@@ -257,7 +257,7 @@ void ask_ssh(struct parser *p, struct config *c)
                         if (view_from(&views[q], keys[first[q]].key, &c->ssh_views.v[c->ssh_views.n++]) < 0)
                                 goto oom;
                 }
-        take_views(p, c, &c->ssh_views);
+        config_ssh_take_views(p, c, &c->ssh_views);
         goto done;
 oom:
         p->oom = -ENOMEM;
@@ -282,7 +282,7 @@ static int compare_view_key(const void *key, const void *view)
 
 /* Each enabled tunnel with an ssh_config_file takes the view of its configuration: ssh's
  * answer in this load, or in another load of the same files (a reload's child). */
-void take_views(struct parser *p, struct config *c, const struct config_views *views)
+void config_ssh_take_views(struct parser *p, struct config *c, const struct config_views *views)
 {
         for (size_t i = 0; i < c->n_tunnels && !p->oom; i++) {
                 struct tunnel_spec *t = &c->tunnels[i];

@@ -143,7 +143,7 @@ void conn_end_flapping(struct conn *c, const char *why)
         log_full(LOG_NOTICE, &ctx, "no longer flapping (%s); %lu messages were logged at debug level meanwhile",
                  why, c->flap.suppressed);
         c->flap.suppressed = 0;
-        flap_reset(&c->flap.ring);
+        policy_flap_reset(&c->flap.ring);
         if (c->master)
                 master_set_quiet(c->master, false);
         for (struct conn_user *u = c->users; u; u = u->next)

@@ -289,7 +289,7 @@ static void note_flapping(struct conn *c, const struct conn_run *run, const char
         struct log_ctx ctx = conn_log_ctx(c);
         char window[DURATION_MAX];
 
-        if (!flap_note_failure(&c->flap.ring, &c->spec.sup, run->ended_at) || c->flap.flapping)
+        if (!policy_flap_note_failure(&c->flap.ring, &c->spec.sup, run->ended_at) || c->flap.flapping)
                 return;
         c->flap.flapping = true;
         c->flap.suppressed = 0;

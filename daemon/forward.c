@@ -64,7 +64,7 @@ static bool is_address(const char *f, bool bracketed, bool allow_wildcard)
         if (!bracketed && strchr(f, ':'))
                 return false;   /* IPv6 addresses need brackets in a forward spec */
         for (const char *p = f; *p; p++)
-                if (!host_char_ok(*p))
+                if (!validate_host_char(*p))
                         return false;
         return true;
 }
@@ -90,7 +90,7 @@ static bool set_listen_port_or_path(struct forward_end *e, const char *f, int mi
 {
         int port;
 
-        if (parse_port(f, min, &port)) {
+        if (validate_parse_port(f, min, &port)) {
                 set_tcp(e, "", false, port);
                 return true;
         }
@@ -134,9 +134,9 @@ const char *forward_parse(enum forward_kind kind, const char *spec, struct forwa
 
         if (kind == FORWARD_DYNAMIC) {
                 out.socks = true;
-                if (f.n == 1 && parse_port(f.v[0], 1, &p0))
+                if (f.n == 1 && validate_parse_port(f.v[0], 1, &p0))
                         set_tcp(&out.listen, "", false, p0);
-                else if (f.n == 2 && is_address(f.v[0], f.bracketed[0], true) && parse_port(f.v[1], 1, &p1))
+                else if (f.n == 2 && is_address(f.v[0], f.bracketed[0], true) && validate_parse_port(f.v[1], 1, &p1))
                         set_tcp(&out.listen, f.v[0], true, p1);
                 else
                         return "must be [bind_address:]port with a port from 1 to 65535";
@@ -146,14 +146,14 @@ const char *forward_parse(enum forward_kind kind, const char *spec, struct forwa
         switch (f.n) {
         case 1:
                 /* -R port: a reverse SOCKS proxy (ssh answers it on the server) */
-                if (kind == FORWARD_REMOTE && parse_port(f.v[0], 0, &p0)) {
+                if (kind == FORWARD_REMOTE && validate_parse_port(f.v[0], 0, &p0)) {
                         set_tcp(&out.listen, "", false, p0);
                         out.socks = true;
                         goto done;
                 }
                 break;
         case 2:
-                if (kind == FORWARD_REMOTE && is_address(f.v[0], f.bracketed[0], true) && parse_port(f.v[1], 0, &p1)) {
+                if (kind == FORWARD_REMOTE && is_address(f.v[0], f.bracketed[0], true) && validate_parse_port(f.v[1], 0, &p1)) {
                         set_tcp(&out.listen, f.v[0], true, p1);
                         out.socks = true;
                         goto done;
@@ -164,20 +164,20 @@ const char *forward_parse(enum forward_kind kind, const char *spec, struct forwa
                 }
                 break;
         case 3:
-                if (is_address(f.v[1], f.bracketed[1], false) && parse_port(f.v[2], 1, &p1) &&
+                if (is_address(f.v[1], f.bracketed[1], false) && validate_parse_port(f.v[2], 1, &p1) &&
                     set_listen_port_or_path(&out.listen, f.v[0], listen_min)) {
                         set_tcp(&out.connect, f.v[1], true, p1);
                         goto done;
                 }
-                if (is_address(f.v[0], f.bracketed[0], true) && parse_port(f.v[1], listen_min, &p0) && is_path(f.v[2])) {
+                if (is_address(f.v[0], f.bracketed[0], true) && validate_parse_port(f.v[1], listen_min, &p0) && is_path(f.v[2])) {
                         set_tcp(&out.listen, f.v[0], true, p0);
                         set_path(&out.connect, f.v[2]);
                         goto done;
                 }
                 break;
         case 4:
-                if (is_address(f.v[0], f.bracketed[0], true) && parse_port(f.v[1], listen_min, &p0) &&
-                    is_address(f.v[2], f.bracketed[2], false) && parse_port(f.v[3], 1, &p1)) {
+                if (is_address(f.v[0], f.bracketed[0], true) && validate_parse_port(f.v[1], listen_min, &p0) &&
+                    is_address(f.v[2], f.bracketed[2], false) && validate_parse_port(f.v[3], 1, &p1)) {
                         set_tcp(&out.listen, f.v[0], true, p0);
                         set_tcp(&out.connect, f.v[2], true, p1);
                         goto done;
@@ -193,9 +193,9 @@ done:
         return NULL;
 }
 
-const char *validate_local_forward(const char *s) { return forward_parse(FORWARD_LOCAL, s, NULL); }
-const char *validate_remote_forward(const char *s) { return forward_parse(FORWARD_REMOTE, s, NULL); }
-const char *validate_dynamic_forward(const char *s) { return forward_parse(FORWARD_DYNAMIC, s, NULL); }
+const char *forward_validate_local(const char *s) { return forward_parse(FORWARD_LOCAL, s, NULL); }
+const char *forward_validate_remote(const char *s) { return forward_parse(FORWARD_REMOTE, s, NULL); }
+const char *forward_validate_dynamic(const char *s) { return forward_parse(FORWARD_DYNAMIC, s, NULL); }
 
 const char *forward_local_socket(const char *spec, char *buf, unsigned size)
 {

@@ -36,9 +36,9 @@ struct forward {
 /* NULL and *ret filled if spec is a valid forward of that kind, else why not. */
 const char *forward_parse(enum forward_kind kind, const char *spec, struct forward *ret);
 
-const char *validate_local_forward(const char *s);
-const char *validate_remote_forward(const char *s);
-const char *validate_dynamic_forward(const char *s);
+const char *forward_validate_local(const char *s);
+const char *forward_validate_remote(const char *s);
+const char *forward_validate_dynamic(const char *s);
 
 /* The Unix socket a -L spec listens on, or NULL (a TCP listener, or not a valid spec).
  * buf holds the result. */

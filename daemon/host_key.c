@@ -142,11 +142,11 @@ static const char *parse_host(const char *w, size_t len, struct host_key *ret)
 {
         if (memchr(w, '@', len) || (len >= 6 && strncmp(w, "ssh://", 6) == 0))
                 return "must name the jump host as HOST[:PORT] (no user, no ssh://), then KEYTYPE BASE64";
-        if (!jump_hop_split(w, len, ret->host, sizeof(ret->host), &ret->port) || !ret->host[0] ||
+        if (!validate_jump_hop_split(w, len, ret->host, sizeof(ret->host), &ret->port) || !ret->host[0] ||
             ret->host[0] == '-')
                 return "must begin with the jump host as HOST[:PORT], then KEYTYPE BASE64";
         for (const char *c = ret->host; *c; c++)
-                if (!host_char_ok(*c))
+                if (!validate_host_char(*c))
                         return "has a jump host name with characters other than letters, digits, '.', '_', '-', ':' and '%'";
         if (ret->port < 0)
                 return "has a jump host port that is not a number from 1 to 65535";
@@ -205,14 +205,14 @@ const char *host_key_parse(const char *s, bool with_host, struct host_key *ret)
         return NULL;
 }
 
-const char *validate_host_key(const char *s)
+const char *host_key_validate(const char *s)
 {
         struct host_key k;
 
         return host_key_parse(s, false, &k);
 }
 
-const char *validate_jump_host_key(const char *s)
+const char *host_key_validate_jump(const char *s)
 {
         struct host_key k;
 

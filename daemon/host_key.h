@@ -27,8 +27,8 @@ struct host_key {
 const char *host_key_parse(const char *s, bool with_host, struct host_key *ret);
 
 /* For the settings table: host_keys and jump_host_keys elements. */
-const char *validate_host_key(const char *s);
-const char *validate_jump_host_key(const char *s);
+const char *host_key_validate(const char *s);
+const char *host_key_validate_jump(const char *s);
 
 bool host_key_type_known(const char *type);
 /* "ssh-ed25519, ecdsa-sha2-nistp256, …": for messages. */

@@ -47,7 +47,7 @@ static void put_hop_patterns(struct buf *b, const char *jump_host)
                 char host[1025];
                 int port;
 
-                if (jump_hop_split(p, len, host, sizeof(host), &port))
+                if (validate_jump_hop_split(p, len, host, sizeof(host), &port))
                         buf_printf(b, " %s", host);
                 p += len;
                 if (*p == ',')

@@ -312,7 +312,7 @@ static int hop_target(const struct tunnel_spec *s, const char *hop, size_t len, 
         const char *at = memchr(hop, '@', len), *user = hop;
         int port, r;
 
-        if (!jump_hop_split(hop, len, host, sizeof(host), &port) || port < 0)
+        if (!validate_jump_hop_split(hop, len, host, sizeof(host), &port) || port < 0)
                 return -EINVAL;
         r = tunnel_spec_copy(s, &t->spec);
         if (r < 0)

@@ -107,7 +107,7 @@ struct verdict policy_judge(const struct supervision *s, const struct run_counte
         return v;
 }
 
-bool flap_note_failure(struct flap_ring *r, const struct supervision *s, double now)
+bool policy_flap_note_failure(struct flap_ring *r, const struct supervision *s, double now)
 {
         unsigned threshold = (unsigned)s->flap_threshold;
 
@@ -122,7 +122,7 @@ bool flap_note_failure(struct flap_ring *r, const struct supervision *s, double 
         return now - r->at[(r->next - threshold) % FLAP_RING] <= s->flap_window;
 }
 
-void flap_reset(struct flap_ring *r)
+void policy_flap_reset(struct flap_ring *r)
 {
         memset(r, 0, sizeof(*r));
 }

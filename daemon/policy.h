@@ -77,5 +77,5 @@ struct flap_ring {
         unsigned next;
 };
 /* Count a failed run at time now; true if, with it, the tunnel flaps. */
-bool flap_note_failure(struct flap_ring *r, const struct supervision *s, double now);
-void flap_reset(struct flap_ring *r);
+bool policy_flap_note_failure(struct flap_ring *r, const struct supervision *s, double now);
+void policy_flap_reset(struct flap_ring *r);

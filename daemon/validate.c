@@ -44,7 +44,7 @@ const char *validate_tunnel_name(const char *s)
         return NULL;
 }
 
-bool host_char_ok(char c)
+bool validate_host_char(char c)
 {
         return isalnum((unsigned char)c) || strchr("._-:%", c);
 }
@@ -72,14 +72,14 @@ const char *validate_host(const char *s)
         if (strchr(s, '@'))
                 return "must not contain '@' (set user instead)";
         for (const char *p = s; *p; p++)
-                if (!host_char_ok(*p))
+                if (!validate_host_char(*p))
                         return "may contain only letters, digits, '.', '_', '-', ':' and '%'";
         return NULL;
 }
 
 /* Letters, digits, ".-_+@" and non-ASCII: no shell character, since ssh puts a ProxyJump
  * user into the command line it runs through the shell (and recent ssh refuses them). */
-bool user_chars_ok(const char *s)
+bool validate_user_chars(const char *s)
 {
         for (const unsigned char *p = (const unsigned char *)s; *p; p++)
                 if (!isalnum(*p) && *p < 0x80 && !strchr("._-+@", *p))
@@ -95,12 +95,12 @@ const char *validate_user(const char *s)
 
         if (r)
                 return r;
-        if (!user_chars_ok(s))
+        if (!validate_user_chars(s))
                 return "has an invalid character: a user name may contain only " USER_CHARS;
         return NULL;
 }
 
-bool parse_port(const char *s, int min, int *ret)
+bool validate_parse_port(const char *s, int min, int *ret)
 {
         long v = 0;
 
@@ -134,7 +134,7 @@ static const char *validate_jump_hop(char *hop)
                 *at = '\0';
                 if (!*host || host[0] == '-')
                         return "has an empty user or one beginning with '-'";
-                if (!user_chars_ok(host))
+                if (!validate_user_chars(host))
                         return "has a user with an invalid character: a user name may contain only " USER_CHARS;
                 host = at + 1;
         }
@@ -158,9 +158,9 @@ static const char *validate_jump_hop(char *hop)
         if (!*host || host[0] == '-')
                 return "has an empty host or one beginning with '-'";
         for (const char *p = host; *p; p++)
-                if (!host_char_ok(*p))
+                if (!validate_host_char(*p))
                         return "has a host with characters other than letters, digits, '.', '_', '-', ':' and '%'";
-        if (port && !parse_port(port, 1, NULL))
+        if (port && !validate_parse_port(port, 1, NULL))
                 return "has a port that is not a number from 1 to 65535";
         return NULL;
 }
@@ -311,7 +311,7 @@ const char *validate_probe_address(const char *s)
                 if (strcmp(host, "localhost") != 0 && strspn(host, "0123456789.") != n)
                         return "must use a numeric IPv4 address or localhost (tunneld does not resolve names in its loop)";
         }
-        if (!parse_port(port, 1, NULL))
+        if (!validate_parse_port(port, 1, NULL))
                 return "has a port that is not a number from 1 to 65535";
         return NULL;
 }
@@ -364,7 +364,7 @@ const char *validate_program(const char *s)
         return NULL;
 }
 
-bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port)
+bool validate_jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port)
 {
         char copy[1025], *h, *at, *end, *port = NULL;
 
@@ -393,7 +393,7 @@ bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *r
                 *end = '\0';
                 port = end + 1;
         }
-        if (port && !parse_port(port, 1, ret_port))
+        if (port && !validate_parse_port(port, 1, ret_port))
                 *ret_port = -1;
         if (strlen(h) >= size)
                 return false;

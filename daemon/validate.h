@@ -13,10 +13,10 @@
 
 /* No whitespace, no control bytes, not empty, not too long: one argv word. */
 const char *validate_argv_word(const char *s);
-bool host_char_ok(char c);              /* letters, digits, "._-:%" */
-bool user_chars_ok(const char *s);      /* letters, digits, "._-+@" and non-ASCII */
+bool validate_host_char(char c);              /* letters, digits, "._-:%" */
+bool validate_user_chars(const char *s);      /* letters, digits, "._-+@" and non-ASCII */
 /* A decimal port from min to 65535, no sign or spaces; *ret may be NULL. */
-bool parse_port(const char *s, int min, int *ret);
+bool validate_parse_port(const char *s, int min, int *ret);
 
 const char *validate_tunnel_name(const char *s);
 const char *validate_host(const char *s);
@@ -35,4 +35,4 @@ const char *validate_program(const char *s);
 /* One hop of jump_host ("[user@]host[:port]", "ssh://[user@]host[:port]", "[v6]:port",
  * len bytes of it) → its host (brackets off) and port (0: none given, -1: not a valid
  * port). false if it does not fit in size or has a bracket unclosed. */
-bool jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port);
+bool validate_jump_hop_split(const char *hop, size_t len, char *host, size_t size, int *ret_port);

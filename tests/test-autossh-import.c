@@ -18,13 +18,13 @@ static char *joined(char **v)
         return buf_steal(&b, &s) < 0 ? NULL : s;
 }
 
-/* words_split → "[a] [b]", or "ERROR: why". */
+/* autossh_words_split → "[a] [b]", or "ERROR: why". */
 static char *split(const char *s, enum words_syntax syntax)
 {
         _cleanup_strv_free_ char **v = NULL;
         char why[WORDS_WHY_MAX], *ret = NULL;
 
-        if (words_split(s, syntax, &v, why) < 0)
+        if (autossh_words_split(s, syntax, &v, why) < 0)
                 return asprintf(&ret, "ERROR: %s", why) < 0 ? NULL : ret;
         return joined(v);
 }
@@ -73,24 +73,24 @@ static void test_lines(void)
         int line = 0, at = 0;
         char *l = NULL;
 
-        test_assert(words_next_line(unit, &pos, &line, WORDS_UNIT, &at, &l) == 0);
+        test_assert(autossh_words_next_line(unit, &pos, &line, WORDS_UNIT, &at, &l) == 0);
         test_assert_streq(l, "ExecStart=a    b\\\\");
         test_assert(at == 1);
         free(l);
-        test_assert(words_next_line(unit, &pos, &line, WORDS_UNIT, &at, &l) == 0);
+        test_assert(autossh_words_next_line(unit, &pos, &line, WORDS_UNIT, &at, &l) == 0);
         test_assert_streq(l, "next");
         test_assert(at == 4);
         free(l);
-        test_assert(words_next_line(unit, &pos, &line, WORDS_UNIT, &at, &l) == 0 && !l);
+        test_assert(autossh_words_next_line(unit, &pos, &line, WORDS_UNIT, &at, &l) == 0 && !l);
 
         pos = 0, line = 0;
-        test_assert(words_next_line(shell, &pos, &line, WORDS_SHELL, &at, &l) == 0);
+        test_assert(autossh_words_next_line(shell, &pos, &line, WORDS_SHELL, &at, &l) == 0);
         test_assert_streq(l, "autossh -M 0   -L 1:a:2 h");
         free(l);
-        test_assert(words_next_line(shell, &pos, &line, WORDS_SHELL, &at, &l) == 0);
+        test_assert(autossh_words_next_line(shell, &pos, &line, WORDS_SHELL, &at, &l) == 0);
         test_assert_streq(l, "");
         free(l);
-        test_assert(words_next_line(shell, &pos, &line, WORDS_SHELL, &at, &l) == 0);
+        test_assert(autossh_words_next_line(shell, &pos, &line, WORDS_SHELL, &at, &l) == 0);
         test_assert_streq(l, "last");
         test_assert(at == 4);
         free(l);

@@ -242,29 +242,29 @@ static void test_forwards(void)
         static const char *bad_dynamic[] = { "0", "1080:h:1", "host", "-1080", NULL };
 
         for (const char **s = good_local; *s; s++) {
-                if (validate_local_forward(*s))
-                        printf("#   local %s: %s\n", *s, validate_local_forward(*s));
-                test_assert(validate_local_forward(*s) == NULL);
+                if (forward_validate_local(*s))
+                        printf("#   local %s: %s\n", *s, forward_validate_local(*s));
+                test_assert(forward_validate_local(*s) == NULL);
         }
         for (const char **s = bad_local; *s; s++) {
-                if (!validate_local_forward(*s))
+                if (!forward_validate_local(*s))
                         printf("#   local %s accepted\n", *s);
-                test_assert(validate_local_forward(*s) != NULL);
+                test_assert(forward_validate_local(*s) != NULL);
         }
         for (const char **s = good_remote; *s; s++) {
-                if (validate_remote_forward(*s))
-                        printf("#   remote %s: %s\n", *s, validate_remote_forward(*s));
-                test_assert(validate_remote_forward(*s) == NULL);
+                if (forward_validate_remote(*s))
+                        printf("#   remote %s: %s\n", *s, forward_validate_remote(*s));
+                test_assert(forward_validate_remote(*s) == NULL);
         }
         for (const char **s = bad_remote; *s; s++) {
-                if (!validate_remote_forward(*s))
+                if (!forward_validate_remote(*s))
                         printf("#   remote %s accepted\n", *s);
-                test_assert(validate_remote_forward(*s) != NULL);
+                test_assert(forward_validate_remote(*s) != NULL);
         }
         for (const char **s = good_dynamic; *s; s++)
-                test_assert(validate_dynamic_forward(*s) == NULL);
+                test_assert(forward_validate_dynamic(*s) == NULL);
         for (const char **s = bad_dynamic; *s; s++)
-                test_assert(validate_dynamic_forward(*s) != NULL);
+                test_assert(forward_validate_dynamic(*s) != NULL);
 
         expect_error("tunnels = ( { name = \"a\"; host = \"h\";\n local_forwards = ( \"5000:db\" ); } );",
                      "t.conf:2: a.local_forwards: \"5000:db\" must be [bind_address:]port:host:hostport "
@@ -277,18 +277,18 @@ static void test_forwards(void)
 
                 snprintf(path, sizeof(path), "/%0107d", 0);     /* 108 bytes */
                 snprintf(spec, sizeof(spec), "5000:%s", path);
-                test_assert_streq(validate_local_forward(spec),
+                test_assert_streq(forward_validate_local(spec),
                                   "has a Unix socket path longer than 107 bytes (the most a socket address holds)");
                 path[107] = '\0';
                 snprintf(spec, sizeof(spec), "5000:%s", path);
-                test_assert(validate_local_forward(spec) == NULL);
+                test_assert(forward_validate_local(spec) == NULL);
                 memset(host, 'a', 256);
                 host[256] = '\0';
                 snprintf(spec, sizeof(spec), "5000:%s:22", host);
-                test_assert_streq(validate_local_forward(spec), "has a host name longer than 255 characters");
+                test_assert_streq(forward_validate_local(spec), "has a host name longer than 255 characters");
                 host[255] = '\0';
                 snprintf(spec, sizeof(spec), "5000:%s:22", host);
-                test_assert(validate_local_forward(spec) == NULL);
+                test_assert(forward_validate_local(spec) == NULL);
         }
 }
 

@@ -203,11 +203,11 @@ static void test_flapping(void)
         struct flap_ring r = {0};
 
         for (int i = 0; i < 4; i++)
-                test_assert(!flap_note_failure(&r, &s.sup, 100 + i));
-        test_assert(flap_note_failure(&r, &s.sup, 104));
-        flap_reset(&r);
+                test_assert(!policy_flap_note_failure(&r, &s.sup, 100 + i));
+        test_assert(policy_flap_note_failure(&r, &s.sup, 104));
+        policy_flap_reset(&r);
         for (int i = 0; i < 10; i++)
-                test_assert(!flap_note_failure(&r, &s.sup, 100 + 20.0 * i));
+                test_assert(!policy_flap_note_failure(&r, &s.sup, 100 + 20.0 * i));
 }
 
 TEST_MAIN(TEST(test_verdicts), TEST(test_jitter), TEST(test_backoff_base), TEST(test_remote_forward_knocks),

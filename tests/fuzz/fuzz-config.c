@@ -78,7 +78,7 @@ static void check_config(struct config *c)
                                         abort();
                                 memcpy(entry, l, len);
                                 entry[len] = '\0';
-                                if (validate_jump_host_key(entry) && validate_host_key(strchr(entry, ' ') + 1))
+                                if (host_key_validate_jump(entry) && host_key_validate(strchr(entry, ' ') + 1))
                                         abort();
                                 keys++;
                         }
