@@ -43,6 +43,8 @@ struct conn_run {
         enum failure_class failure;
         bool failure_on_proxy;          /* the jump host's (before the destination answered) */
         bool requested;                 /* tunneld asked for this exit (a stop, not a failure) */
+        bool answered;                  /* the destination sent its banner */
+        bool authenticated;             /* ssh authenticated to the destination */
 };
 
 /* What every connection of one supervisor shares, owned by the supervisor (which updates
@@ -58,6 +60,8 @@ struct conn_context {
         void (*observer)(struct conn *c, int event, int old, void *userdata);
         /* asked before every spawn: NULL to go ahead, else why to wait (QUEUED until conn_dequeue()) */
         const char *(*gate)(struct conn *c, void *userdata);
+        /* every run's end (a stop tunneld asked for too), before the connection judges it */
+        void (*run_ended)(struct conn *c, const struct conn_run *run, void *userdata);
         void *userdata;
 };
 enum {
@@ -155,6 +159,10 @@ void conn_retry_now(struct conn *c, const char *reason);
 bool conn_retry_soon(struct conn *c, const char *reason);
 /* QUEUED only: the gate has opened. */
 void conn_dequeue(struct conn *c, const char *reason);
+/* QUEUED only: judged as a failed start of class without running ssh (pacing.h: the
+ * attempt it waited for, with the same credentials, just failed so); why begins the log
+ * line ("not started: …"). */
+void conn_fail_unstarted(struct conn *c, enum failure_class class, const char *why);
 /* tunneld ends the run for a failure of its own finding (a probe): SIGTERM now, the exit
  * classed as class. */
 void conn_end_run(struct conn *c, enum failure_class class, const char *fmt, ...) _printf_(3, 4);

@@ -36,6 +36,7 @@ struct conn_runstate {
         bool came_up, gate_passed;
         bool refused_by_policy;         /* sshd said its policy refuses a forward (the next -R failure's class) */
         enum failure_class kill_class;  /* tunneld ends this run for this failure (NONE: it does not) */
+        const char *not_started;        /* conn_fail_unstarted: what the run's line says (during the call) */
 };
 
 /* A master before the current one: it serves its forwards until the new master has taken

@@ -206,6 +206,20 @@ static void reset_run(struct conn *c)
         c->run = (struct conn_runstate){ .kill_class = FAILURE_NONE };
 }
 
+/* A QUEUED connection's start judged failed without running ssh: a run like the one it
+ * waited for, which ended with the same credentials just now. */
+void conn_fail_unstarted(struct conn *c, enum failure_class class, const char *why)
+{
+        struct conn_run run = { .valid = true, .exit_status = -1, .failure = class, .ended_at = now_mono() };
+
+        if (c->state != CONN_QUEUED)
+                return;
+        reset_run(c);
+        c->run.not_started = why;
+        conn_finish_run(c, &run);
+        c->run.not_started = NULL;
+}
+
 void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next)
 {
         double deadline = conn_start_deadline(&c->spec), slot = conn_slot_time(&c->spec);
@@ -255,7 +269,7 @@ static void describe_run(const struct conn *c, const struct conn_run *run, char 
 
         format_duration(run->ran, ran, sizeof(ran));
         if (run->pid <= 0)
-                n = (size_t)snprintf(buf, size, "ssh could not be started");
+                n = (size_t)snprintf(buf, size, "%s", c->run.not_started ? c->run.not_started : "ssh could not be started");
         else if (run->exit_signal > 0) {
                 char sig[16];
                 n = (size_t)snprintf(buf, size, "ssh was killed by signal %s after %s",
@@ -272,15 +286,16 @@ static void describe_run(const struct conn *c, const struct conn_run *run, char 
                                       format_duration(c->spec.sup.gatetime, gate, sizeof(gate)));
         }
         if (n < size && run->failure != FAILURE_NONE) {
+                const char *hint = failure_class_hint_run(run->failure, run->authenticated);
+
                 if (run->failure_on_proxy && c->spec.jump_host)
                         snprintf(buf + n, size - n, " (%s on the jump host %s: %s)", failure_class_to_string(run->failure),
-                                 c->spec.jump_host, failure_class_hint(run->failure));
+                                 c->spec.jump_host, hint);
                 else if (run->failure_on_proxy)
                         snprintf(buf + n, size - n, " (%s on the proxy of ssh_config_file: %s)",
-                                 failure_class_to_string(run->failure), failure_class_hint(run->failure));
+                                 failure_class_to_string(run->failure), hint);
                 else
-                        snprintf(buf + n, size - n, " (%s: %s)", failure_class_to_string(run->failure),
-                                 failure_class_hint(run->failure));
+                        snprintf(buf + n, size - n, " (%s: %s)", failure_class_to_string(run->failure), hint);
         }
 }
 
@@ -447,6 +462,8 @@ static void on_master_exit(struct master *m, const struct master_exit *e, void *
                 .ended_at = e->ended_at,
                 .failure = c->run.kill_class != FAILURE_NONE ? c->run.kill_class : e->failure,
                 .failure_on_proxy = c->run.kill_class == FAILURE_NONE && e->failure_on_proxy,
+                .answered = e->answered,
+                .authenticated = e->authenticated,
         };
 
         (void)m;
@@ -456,13 +473,17 @@ static void on_master_exit(struct master *m, const struct master_exit *e, void *
         /* the master is gone, and the forwards with it; those an old master still serves
          * are conn_finish_run's */
         conn_forwards_reset(c);
+        if (c->state == CONN_STOPPING) {
+                run.requested = true;
+                run.failure = FAILURE_NONE;
+                run.failure_on_proxy = false;
+        }
+        if (c->ctx->run_ended)
+                c->ctx->run_ended(c, &run, c->ctx->userdata);
 
         if (c->state == CONN_STOPPING) {
                 char ran[DURATION_MAX];
 
-                run.requested = true;
-                run.failure = FAILURE_NONE;
-                run.failure_on_proxy = false;
                 c->last_run = run;
                 c->master = master_free(c->master);
                 if (c->start_after_stop && c->n_attached > 0) {

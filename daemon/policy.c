@@ -41,6 +41,10 @@ double policy_failure_delay(const struct supervision *s, enum failure_class clas
                 /* then the normal backoff, but never shorter than the knocks were */
                 d = policy_backoff_base(s->restart_delay, s->restart_delay_max, failures - REMOTE_FORWARD_TRIES);
                 return d > knock ? d : knock;
+        case FAILURE_PENALTY:
+                return policy_backoff_base(PENALTY_DELAY,
+                                           s->restart_delay_max > PENALTY_DELAY ? s->restart_delay_max : PENALTY_DELAY,
+                                           failures);
         default:
                 return policy_backoff_base(s->restart_delay, s->restart_delay_max, failures);
         }
@@ -55,6 +59,7 @@ bool policy_network_may_cure(enum failure_class class)
         case FAILURE_TIMEOUT:
         case FAILURE_CLOSED:
         case FAILURE_UNKNOWN:
+        case FAILURE_PENALTY:   /* a new source address is not the one the server refuses */
                 return true;
         default:
                 return false;

@@ -15,6 +15,11 @@
  * first: the server usually frees a stale session's port within that. */
 #define REMOTE_FORWARD_TRIES 10
 #define REMOTE_FORWARD_DELAY 3.0
+/* penalty: a refusal for a penalty waits at least this (before jitter: half of it at
+ * least), doubling from there: a block begins with more than 15 s left (sshd's default
+ * PerSourcePenalties min) and lasts up to 10 minutes; trying again costs nothing there
+ * (a refused connection is not counted), but tells nothing sooner. */
+#define PENALTY_DELAY 30.0
 
 /* What the tunnel knew of a run when it ended. */
 struct run_outcome {
@@ -63,7 +68,9 @@ struct verdict policy_judge(const struct supervision *s, const struct run_counte
 /* The base delay (before jitter) after the n-th consecutive failure of a class: auth,
  * host-key, config and forward-denied go to the cap at once (retrying fast cannot fix
  * them); remote-forward is knocked every REMOTE_FORWARD_DELAY s for REMOTE_FORWARD_TRIES
- * tries first; the rest double from restart_delay up to restart_delay_max. */
+ * tries first; penalty doubles from PENALTY_DELAY (the cap: restart_delay_max, or
+ * PENALTY_DELAY if that is less); the rest double from restart_delay up to
+ * restart_delay_max. */
 double policy_failure_delay(const struct supervision *s, enum failure_class class, unsigned failures);
 double policy_backoff_base(double initial, double max, unsigned failures);
 

@@ -78,6 +78,13 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
                         return SSH_LINE_PROXY;
                 if (strncmp(text, "Remote protocol version ", 24) == 0)
                         return SSH_LINE_BANNER;
+                /* what the server sent before a banner, and then closed: sshd 9.8 and later
+                 * (drop_connection) for an address it penalises (PerSourcePenalties) or
+                 * beyond MaxStartups */
+                if (strncmp(text, "banner line ", 12) == 0 && strstr(text, ": Not allowed at this time")) {
+                        *ret_class = FAILURE_PENALTY;
+                        return SSH_LINE_FAILURE;
+                }
                 /* sshd's SSH2_MSG_DEBUG before it refuses a tcpip-forward by policy (a port
                  * held by a stale session is refused without one) */
                 if (strcmp(text, "Remote: Server has disabled port forwarding.") == 0 ||
@@ -128,6 +135,7 @@ static const char *const failure_names[_FAILURE_MAX] = {
         [FAILURE_CONFIG] = "config",
         [FAILURE_FORWARD_DENIED] = "forward-denied",
         [FAILURE_MUX] = "mux",
+        [FAILURE_PENALTY] = "penalty",
         [FAILURE_UNKNOWN] = "unknown",
 };
 
@@ -157,8 +165,8 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_TIMEOUT:
                 return "the server did not answer in time: a network outage, a firewall, or a server that hangs";
         case FAILURE_CLOSED:
-                return "the server closed the connection: sshd restarted, or turned this client away "
-                       "before authentication (MaxStartups, a firewall)";
+                return "the server closed the connection: sshd restarted or ended the session, or turned this "
+                       "client away (MaxStartups, a firewall)";
         case FAILURE_LOCAL_FORWARD:
                 return "a local forward's listen address is taken: another process (or an old ssh) holds the port";
         case FAILURE_REMOTE_FORWARD:
@@ -181,6 +189,9 @@ const char *failure_class_hint(enum failure_class c)
         case FAILURE_MUX:
                 return "ssh's control socket failed: it closed, or sent what is not "
                        "OpenSSH's mux protocol; see ssh's messages above";
+        case FAILURE_PENALTY:
+                return "the server is refusing this address for a while: too many failed connections from "
+                       "here (sshd's PerSourcePenalties; MaxStartups looks the same): tunneld waits it out";
         case FAILURE_UNKNOWN:
                 return "see ssh's messages above";
         case FAILURE_NONE:
@@ -188,4 +199,14 @@ const char *failure_class_hint(enum failure_class c)
                 break;
         }
         return NULL;
+}
+
+const char *failure_class_hint_run(enum failure_class c, bool authenticated)
+{
+        if (c != FAILURE_CLOSED)
+                return failure_class_hint(c);
+        return authenticated ? "the server closed the connection after authentication: sshd restarted or ended "
+                               "the session (an idle limit, ClientAliveInterval), or the network dropped it"
+                             : "the server closed the connection before authentication: it turned this client "
+                               "away (MaxStartups, a firewall), or sshd restarted";
 }

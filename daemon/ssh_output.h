@@ -23,6 +23,8 @@ enum failure_class {
         FAILURE_CONFIG,          /* ssh refused its configuration: a bad option, a file's permissions */
         FAILURE_FORWARD_DENIED,  /* the server's policy refuses a -R (AllowTcpForwarding, PermitListen) */
         FAILURE_MUX,             /* multiplex: ssh's control socket never came, closed, or spoke garbage */
+        FAILURE_PENALTY,         /* the server refuses this address for now, before its banner
+                                  * ("Not allowed at this time": PerSourcePenalties, MaxStartups) */
         FAILURE_UNKNOWN,
         _FAILURE_MAX,
 };
@@ -46,6 +48,9 @@ enum ssh_line_kind ssh_line_parse(const char *line, enum failure_class *ret_clas
 const char *failure_class_to_string(enum failure_class c);
 /* One sentence for the operator: what to check. NULL for NONE. */
 const char *failure_class_hint(enum failure_class c);
+/* The same for a run that had authenticated, or not: a connection the server closed after
+ * it came up was not turned away. */
+const char *failure_class_hint_run(enum failure_class c, bool authenticated);
 /* "closed" (and unknown) say only that the connection went away: a specific cause seen
  * earlier in the same run (a refused key on the jump host, say) is the better answer. */
 bool failure_class_is_generic(enum failure_class c);

@@ -13,6 +13,7 @@ static void append(struct start_queue *q, struct start_entry *e)
         if (e->queued)
                 return;
         e->queued = true;
+        q->waiting += !e->held;
         e->next = NULL;
         e->prev = q->tail;
         if (q->tail)
@@ -36,6 +37,7 @@ static void unlink_entry(struct start_queue *q, struct start_entry *e)
                 q->tail = e->prev;
         e->prev = e->next = NULL;
         e->queued = false;
+        q->waiting -= !e->held;
 }
 
 const char *start_queue_gate(struct start_queue *q, const struct conn *c)
@@ -50,7 +52,7 @@ const char *start_queue_gate(struct start_queue *q, const struct conn *c)
                          starting == 1 ? " is" : "s are", q->max);
                 return q->reason;
         }
-        if (q->dequeuing != c && conn_get_state(c) != CONN_QUEUED && q->head) {
+        if (q->dequeuing != c && conn_get_state(c) != CONN_QUEUED && q->waiting > 0) {
                 snprintf(q->reason, sizeof(q->reason), "other connections are queued first");
                 return q->reason;
         }
@@ -109,4 +111,15 @@ void start_queue_run(struct start_queue *q)
 void start_queue_kick(struct start_queue *q)
 {
         q->due = true;
+}
+
+void start_queue_hold(struct start_queue *q, struct start_entry *e, bool held)
+{
+        if (e->held == held)
+                return;
+        if (e->queued && held)
+                q->waiting--;
+        else if (e->queued)
+                q->waiting++;
+        e->held = held;
 }

@@ -17,10 +17,12 @@ struct start_entry {
         struct conn *conn;
         struct start_entry *prev, *next;
         bool queued;
+        bool held;                      /* waits for something else than a slot (pacing.h) */
 };
 
 struct start_queue {
         struct start_entry *head, *tail;        /* QUEUED connections, oldest first */
+        size_t waiting;                         /* …of them, those not held: waiting for a slot */
         size_t connecting;                      /* connections whose ssh holds a start slot */
         int max;                                /* max_parallel_starts; <= 0: no limit */
         bool due;                               /* a slot freed */
@@ -37,5 +39,9 @@ void start_queue_note(struct start_queue *q, struct start_entry *e, int event, i
 void start_queue_forget(struct start_queue *q, struct start_entry *e);
 /* Let queued connections through, oldest first, while there is room; O(1) unless due. */
 void start_queue_run(struct start_queue *q);
-/* Something else may have freed a place (a reload: a new max). */
+/* Something else may have freed a place (a reload: a new max), or may let a held
+ * connection go: they are all asked again. */
 void start_queue_kick(struct start_queue *q);
+/* The connection waits for something else than a slot (held), or no longer: a held one
+ * does not make others queue behind it, and is asked again at every turn of the queue. */
+void start_queue_hold(struct start_queue *q, struct start_entry *e, bool held);

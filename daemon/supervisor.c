@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "supervisor_pacing.h"
 #include "sockwatch.h"
 #include "runtime.h"
 
@@ -91,9 +92,12 @@ static const char *waiting_for(const struct tunnel *t, void *userdata)
 static const char *gate(struct conn *c, void *userdata)
 {
         struct supervisor *s = userdata;
+        const char *why;
 
         if (s->shutting_down)
                 return "tunneld is stopping";
+        if ((why = supervisor_pacing_gate(s, c)))
+                return why;
         return start_queue_gate(&s->starts, c);
 }
 
@@ -216,6 +220,7 @@ static void on_conn_event(struct conn *c, int event, int old, void *userdata)
         struct supervisor_link *l = conn_get_owner(c);
 
         start_queue_note(&s->starts, &l->start, event, old);
+        supervisor_pacing_note(s, c, event, old);
         if (event == CONN_EVENT_STATE && conn_get_state(c) == CONN_STOPPED)
                 s->conns_dirty = true;
 }
@@ -258,6 +263,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
         }
         if (s->after_due)
                 run_after(s);
+        supervisor_pacing_flush(s);
         start_queue_run(&s->starts);
         if (s->conns_dirty)
                 collect(s);
@@ -303,10 +309,13 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 .watch = s->watch,
                 .observer = on_conn_event,
                 .gate = gate,
+                .run_ended = supervisor_pacing_run_ended,
                 .userdata = s,
         };
         s->started_at = now_mono();
         start_queue_init(&s->starts);
+        /* without it (no memory) no connection is paced */
+        (void)supervisor_pacing_new(s, &s->pacing);
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
         ev_prepare_start(loop, &s->flush);
@@ -331,6 +340,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         for (size_t i = 0; i < s->n_retiring; i++)
                 supervisor_tunnel_free(s->retiring[i]);
         supervisor_conn_free_all(s);
+        s->pacing = supervisor_pacing_free(s->pacing);
         free(s->tunnels);
         free(s->retiring);
         ev_ref(s->loop);

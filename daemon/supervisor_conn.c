@@ -5,6 +5,7 @@
  * A connection is made when a tunnel first needs it and freed once no tunnel rides it and
  * its ssh has ended. */
 #include "supervisor_internal.h"
+#include "supervisor_pacing.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -62,6 +63,7 @@ static void conn_drop(struct supervisor *s, size_t i)
         struct supervisor_link *l = conn_get_owner(c);
 
         start_queue_forget(&s->starts, &l->start);
+        supervisor_pacing_forget(s, c);
         conn_free(c);
         free(l);
         memmove(s->conns + i, s->conns + i + 1, (s->n_conns - i - 1) * sizeof(struct conn *));

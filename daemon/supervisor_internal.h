@@ -9,6 +9,7 @@
 
 #include "hook.h"
 #include "netwatch.h"
+#include "pacing.h"
 #include "reload_job.h"
 #include "start_queue.h"
 #include "supervisor.h"
@@ -20,6 +21,7 @@ struct supervisor_member {
 /* …and for each connection (the connection's owner). */
 struct supervisor_link {
         struct start_entry start;       /* its place in the start queue */
+        struct pacing_member pacing;    /* its credentials' attempts (supervisor_pacing.h) */
 };
 
 /* The configuration's loads: the first (supervisor_new_loading) and each reload, loaded in
@@ -55,6 +57,7 @@ struct supervisor {
 
         bool shutting_down;
         struct start_queue starts;      /* which connection may spawn ssh now */
+        struct supervisor_pacing *pacing;       /* …and which credentials may be tried */
         double started_at;
         ev_prepare flush;               /* once per loop iteration: dequeue, publish */
         struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
