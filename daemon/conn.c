@@ -545,6 +545,7 @@ struct conn *conn_free(struct conn *c)
         ev_timer_stop(loop, &c->lifetime_timer);
         ev_timer_stop(loop, &c->fwds.retry);
         c->master = master_free(c->master);
+        conn_idle_free(c);
         conn_handover_free(c);
         conn_remove_files(c);
         conn_setup_done(&c->setup);

@@ -104,6 +104,7 @@ struct conn {
         struct conn_user *users;
         size_t n_users, n_attached;
         struct conn_forwards fwds;
+        struct conn_idle *idle;         /* the server's idle limit, once seen (conn_idle.c) */
 };
 
 /* conn.c */
@@ -142,6 +143,18 @@ void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r);
 void conn_forwards_on_line(struct conn *c, enum failure_class class, const char *line);
 void conn_forward_opened_after_move(struct conn *c, struct conn_forward *f);
 void conn_forwards_init(struct conn *c);
+
+/* conn_idle.c */
+/* The current master said hello: a session is held open on it if the server showed an
+ * idle limit. */
+void conn_idle_on_ready(struct conn *c);
+/* The current master is stopped: its session goes. */
+void conn_idle_stop(struct conn *c);
+/* The current master's run ended on its own: true if the server closed it for its idle
+ * limit, and it is reconnected (not a failure); else its session went, and the run is
+ * judged as usual. */
+bool conn_idle_closed(struct conn *c, struct conn_run *run);
+void conn_idle_free(struct conn *c);
 
 /* conn_handover.c */
 /* An up connection's planned restart, make-before-break: false if it cannot be done so. */

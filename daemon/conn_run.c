@@ -223,6 +223,9 @@ void conn_fail_unstarted(struct conn *c, enum failure_class class, const char *w
 void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next)
 {
         double deadline = conn_start_deadline(&c->spec), slot = conn_slot_time(&c->spec);
+        /* a run that ended on its own is a warning, but one that was no failure (the
+         * server's idle limit: conn_idle.c) */
+        int prio = run && !run->requested && run->failure != FAILURE_NONE ? LOG_WARNING : LOG_INFO;
         int r;
 
         ev_timer_stop(c->ctx->loop, &c->retry_timer);
@@ -233,8 +236,7 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
                 if (why) {
                         snprintf(c->wait_reason, sizeof(c->wait_reason), "%s", why);
                         if (c->state != CONN_QUEUED)
-                                conn_set_state(c, CONN_QUEUED, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
-                                               "%s; queued: %s", what, why);
+                                conn_set_state(c, CONN_QUEUED, prio, run, "%s; queued: %s", what, why);
                         return;
                 }
         }
@@ -256,8 +258,8 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
         if (c->spec.sup.max_lifetime > 0)
                 conn_arm(c, &c->lifetime_timer, c->spec.sup.max_lifetime);
         /* the same count as tunnelctl's STARTS (max_starts counts since the last manual start) */
-        conn_set_state(c, CONN_STARTING, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
-                       "%s; %s: ssh pid %d (start %lu)", what, next, (int)master_pid(c->master), c->total_starts);
+        conn_set_state(c, CONN_STARTING, prio, run, "%s; %s: ssh pid %d (start %lu)", what, next,
+                       (int)master_pid(c->master), c->total_starts);
 }
 
 /* ---- how a run ended ---- */
@@ -424,6 +426,7 @@ static void on_master_event(struct master *m, enum master_event ev, void *userda
                 conn_handover_move(c);          /* an old master's forwards: closed there first */
                 conn_forwards_open_pending(c);
                 conn_maybe_up(c);
+                conn_idle_on_ready(c);
                 return;
         case MASTER_LOST:
                 /* the master lives on without its control connection: nothing can be asked of it */
@@ -484,6 +487,7 @@ static void on_master_exit(struct master *m, const struct master_exit *e, void *
         if (c->state == CONN_STOPPING) {
                 char ran[DURATION_MAX];
 
+                conn_idle_stop(c);
                 c->last_run = run;
                 c->master = master_free(c->master);
                 if (c->start_after_stop && c->n_attached > 0) {
@@ -497,6 +501,8 @@ static void on_master_exit(struct master *m, const struct master_exit *e, void *
                 return;
         }
         c->master = master_free(c->master);
+        if (conn_idle_closed(c, &run))
+                return;         /* the server's idle limit: reconnected, not a failure */
         conn_finish_run(c, &run);
 }
 

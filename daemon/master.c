@@ -455,6 +455,7 @@ size_t master_count_forwarded(const struct master *m, const struct forward *fwds
 }
 
 pid_t master_pid(const struct master *m) { return m->exited ? 0 : m->pid; }
+const char *master_control_path(const struct master *m) { return m->control_path; }
 double master_started_at(const struct master *m) { return m->started_at; }
 bool master_is_ready(const struct master *m) { return m->ready; }
 bool master_is_authenticated(const struct master *m) { return m->cues.authenticated; }

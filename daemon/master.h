@@ -75,6 +75,8 @@ int master_open_forward(struct master *m, const struct forward *f, uint32_t *ret
 int master_close_forward(struct master *m, const struct forward *f, uint32_t *ret_id);
 
 pid_t master_pid(const struct master *m);
+/* Its control socket (a second control connection may be made to it: keepalive.h). */
+const char *master_control_path(const struct master *m);
 double master_started_at(const struct master *m);
 bool master_is_ready(const struct master *m);
 bool master_is_authenticated(const struct master *m);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define MUX_FWD_LOCAL 1
 #define MUX_FWD_REMOTE 2
@@ -151,6 +152,47 @@ void mux_put_stop_listening(struct buf *b, uint32_t request_id)
         end(b, at);
 }
 
+void mux_put_new_session(struct buf *b, uint32_t request_id, const char *command, bool subsystem)
+{
+        size_t at = begin(b, MUX_C_NEW_SESSION);
+
+        put_u32(b, request_id);
+        put_string(b, "");              /* reserved */
+        put_u32(b, 0);                  /* want tty */
+        put_u32(b, 0);                  /* want X11 forwarding */
+        put_u32(b, 0);                  /* want agent forwarding */
+        put_u32(b, subsystem);
+        put_u32(b, 0xffffffffu);        /* no escape character */
+        put_string(b, "");              /* terminal type */
+        put_string(b, command);
+        end(b, at);                     /* no environment */
+}
+
+int mux_send_fd(int sock, int fd)
+{
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = {0};
+        char byte = 0;
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                              .msg_controllen = sizeof(control.buf) };
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        ssize_t n;
+
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+        do
+                n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        return n == 1 ? 0 : -EIO;
+}
+
 /* A cursor over one packet's body: every read checks what is left. */
 struct cursor {
         const uint8_t *p;
@@ -216,6 +258,16 @@ static int parse_body(struct cursor *c, struct mux_reply *r)
                 if (get_u32(c, &r->request_id) < 0)
                         return -EBADMSG;
                 return get_u32(c, &r->value);
+        case MUX_S_SESSION_OPENED:
+                if (get_u32(c, &r->request_id) < 0)
+                        return -EBADMSG;
+                return get_u32(c, &r->session_id);
+        case MUX_S_EXIT_MESSAGE:
+                if (get_u32(c, &r->session_id) < 0)
+                        return -EBADMSG;
+                return get_u32(c, &r->value);
+        case MUX_S_TTY_ALLOC_FAIL:
+                return get_u32(c, &r->session_id);
         default:
                 return -EBADMSG;        /* nothing else answers what tunneld asks */
         }
@@ -247,6 +299,7 @@ const char *mux_msg_name(uint32_t type)
 {
         switch (type) {
         case MUX_MSG_HELLO: return "hello";
+        case MUX_C_NEW_SESSION: return "new session";
         case MUX_C_ALIVE_CHECK: return "alive check";
         case MUX_C_OPEN_FWD: return "open forward";
         case MUX_C_CLOSE_FWD: return "close forward";
@@ -254,8 +307,11 @@ const char *mux_msg_name(uint32_t type)
         case MUX_S_OK: return "ok";
         case MUX_S_PERMISSION_DENIED: return "permission denied";
         case MUX_S_FAILURE: return "failure";
+        case MUX_S_EXIT_MESSAGE: return "exit message";
         case MUX_S_ALIVE: return "alive";
+        case MUX_S_SESSION_OPENED: return "session opened";
         case MUX_S_REMOTE_PORT: return "remote port";
+        case MUX_S_TTY_ALLOC_FAIL: return "tty allocation failed";
         default: return "unknown";
         }
 }

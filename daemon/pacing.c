@@ -409,20 +409,22 @@ void pacing_unwait(struct pacing *p, struct pacing_member *m)
         c->n_waiting--;
 }
 
-/* May c's next unproven attempt go now, as far as c itself goes? */
+/* May c's next unproven attempt go now, as far as c itself goes? (A member asking fresh
+ * may make it due sooner: it is in line then.) */
 static bool cred_due(const struct pacing_cred *c, double now)
 {
         return !c->proven && !c->attempt && (!c->failing || now >= c->next_at);
 }
 
 /* The credential that goes first at d among those that wait: the one most connections
- * share, then the one that has waited longest. NULL if none is due. */
-static struct pacing_cred *first_in_line(const struct pacing_dest *d, double now)
+ * share, then the one that has waited longest. NULL if none is due. self (if not NULL) is
+ * in line whatever its failure (asked by a fresh member). */
+static struct pacing_cred *first_in_line(const struct pacing_dest *d, const struct pacing_cred *self, double now)
 {
         struct pacing_cred *best = NULL;
 
         for (struct pacing_cred *c = d->creds; c; c = c->dest_next) {
-                if (!c->n_waiting || !cred_due(c, now))
+                if (!c->n_waiting || !(c == self || cred_due(c, now)))
                         continue;
                 if (!best || c->n_members > best->n_members ||
                     (c->n_members == best->n_members && c->head->seq < best->head->seq))
@@ -449,7 +451,8 @@ static double room_in(const struct pacing_dest *d, double now)
         return over > 0 ? over : 0;
 }
 
-struct pacing_decision pacing_ask(struct pacing *p, struct pacing_member *m, bool from_queue, double now)
+struct pacing_decision pacing_ask(struct pacing *p, struct pacing_member *m, bool from_queue, bool fresh,
+                                  double now)
 {
         struct pacing_decision v = { .hold = PACING_GO };
         struct pacing_cred *c = m->cred;
@@ -466,7 +469,7 @@ struct pacing_decision pacing_ask(struct pacing *p, struct pacing_member *m, boo
         if (c->attempt) {
                 v.hold = PACING_HOLD_FOLLOW;
                 v.by = c->attempt->owner;
-        } else if (c->failing && now < c->next_at) {
+        } else if (c->failing && now < c->next_at && !fresh) {
                 v.hold = PACING_HOLD_FAILING;
                 v.until = c->next_at;
                 v.failure = c->failure;
@@ -475,7 +478,7 @@ struct pacing_decision pacing_ask(struct pacing *p, struct pacing_member *m, boo
                 v.hold = PACING_HOLD_BUDGET;
                 v.until = now + wait;
                 v.outstanding = count_at(d, now);
-        } else if (from_queue ? first_in_line(d, now) != c : others_unproven(d, c)) {
+        } else if (from_queue ? first_in_line(d, c, now) != c : others_unproven(d, c)) {
                 v.hold = PACING_HOLD_TURN;
         }
         if (v.hold == PACING_GO)
@@ -497,7 +500,7 @@ bool pacing_started(struct pacing *p, struct pacing_member *m, double now)
         c->attempt = m;
         c->dest->in_flight++;
         /* its followers wait; another credential may fit beside it */
-        return room_in(c->dest, now) == 0 && first_in_line(c->dest, now) != NULL;
+        return room_in(c->dest, now) == 0 && first_in_line(c->dest, NULL, now) != NULL;
 }
 
 bool pacing_up(struct pacing *p, struct pacing_member *m, double now)

@@ -106,9 +106,12 @@ void pacing_leave(struct pacing *p, struct pacing_member *m, double now);
 
 /* May m's ssh start now? from_queue: asked from the start queue's turn (in the loop's
  * prepare), not from a connection's own callback: only then may an unproven credential
- * that shares its destination with others go. A hold keeps m waiting until it is asked
- * again (pacing_unwait when it stops waiting otherwise). */
-struct pacing_decision pacing_ask(struct pacing *p, struct pacing_member *m, bool from_queue, double now);
+ * that shares its destination with others go. fresh: m has not failed since it was
+ * started (a first start, or a start by request): it is not held for its credentials'
+ * next attempt (but follows one under way, and waits for room as any other). A hold keeps
+ * m waiting until it is asked again (pacing_unwait when it stops waiting otherwise). */
+struct pacing_decision pacing_ask(struct pacing *p, struct pacing_member *m, bool from_queue, bool fresh,
+                                  double now);
 void pacing_unwait(struct pacing *p, struct pacing_member *m);
 /* m's ssh was spawned. True if another may go now (ask the waiting ones again). */
 bool pacing_started(struct pacing *p, struct pacing_member *m, double now);

@@ -173,7 +173,7 @@ const char *supervisor_pacing_gate(struct supervisor *s, struct conn *c)
                 start_queue_hold(&s->starts, &l->start, false);
                 return NULL;
         }
-        v = pacing_ask(sp->p, m, s->starts.dequeuing == c, now);
+        v = pacing_ask(sp->p, m, s->starts.dequeuing == c, conn_get_failures(c) == 0, now);
         sp->dirty = true;
         start_queue_hold(&s->starts, &l->start, v.hold != PACING_GO);
         switch (v.hold) {

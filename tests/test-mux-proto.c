@@ -3,6 +3,8 @@
  * client fills the fields), and every kind of reply, whole, split and broken. */
 #include <errno.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "mux_proto.h"
 #include "test.h"
@@ -132,7 +134,7 @@ static void test_replies(void)
         test_assert(parse(p, n, &used, &r) == -EBADMSG);
         p[0] = 0, p[1] = 1, p[2] = 0, p[3] = 0;
         test_assert(parse(p, 8, &used, &r) == -EBADMSG);
-        n = build(p, (const char *const[]){ "u:0x80000004", "u:1", "u:0", NULL });
+        n = build(p, (const char *const[]){ "u:0x80000009", "u:1", "u:0", NULL });
         test_assert(parse(p, n, &used, &r) == -EBADMSG);
         n = build(p, (const char *const[]){ "u:0x80000001", NULL });
         test_assert(parse(p, n, &used, &r) == -EBADMSG);        /* OK without its request id */
@@ -207,4 +209,71 @@ static void test_hello_extensions(void)
         test_assert(mux_parse_reply(p, n, &used, &r) == -EBADMSG);
 }
 
-TEST_MAIN(TEST(test_requests), TEST(test_replies), TEST(test_hello_extensions))
+/* A passenger session (conn_idle.c's keepalive: the sftp subsystem), as ssh's own mux
+ * client asks for one (mux.c mux_client_request_session: the flags are uint32), its
+ * descriptors with SCM_RIGHTS, and the master's answers: opened, its end, a tty refused. */
+static void test_sessions(void)
+{
+        struct buf b = {0};
+        uint8_t want[128], p[128];
+        struct mux_reply r;
+        size_t n, used;
+
+        mux_put_new_session(&b, 3, "sftp", true);
+        test_assert(same(&b, want, build(want, (const char *const[]){
+                "u:0x10000002", "u:3", "s:", "u:0", "u:0", "u:0", "u:1", "u:0xffffffff", "s:", "s:sftp", NULL })));
+        buf_free(&b);
+        mux_put_new_session(&b, 4, "cat", false);
+        test_assert(same(&b, want, build(want, (const char *const[]){
+                "u:0x10000002", "u:4", "s:", "u:0", "u:0", "u:0", "u:0", "u:0xffffffff", "s:", "s:cat", NULL })));
+        buf_free(&b);
+
+        n = build(p, (const char *const[]){ "u:0x80000006", "u:3", "u:2", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && used == n && r.type == MUX_S_SESSION_OPENED && r.request_id == 3 &&
+                    r.session_id == 2);
+        n = build(p, (const char *const[]){ "u:0x80000004", "u:2", "u:127", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && r.type == MUX_S_EXIT_MESSAGE && r.session_id == 2 && r.value == 127);
+        n = build(p, (const char *const[]){ "u:0x80000008", "u:2", NULL });
+        test_assert(parse(p, n, &used, &r) == 1 && r.type == MUX_S_TTY_ALLOC_FAIL && r.session_id == 2);
+        /* a field short: refused */
+        n = build(p, (const char *const[]){ "u:0x80000006", "u:3", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);
+        n = build(p, (const char *const[]){ "u:0x80000004", "u:2", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);
+        n = build(p, (const char *const[]){ "u:0x80000008", NULL });
+        test_assert(parse(p, n, &used, &r) == -EBADMSG);
+
+        /* a descriptor over a Unix socket: one byte, and the descriptor with it */
+        {
+                int sv[2], pipefd[2], got = -1;
+                char byte = 1;
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(sizeof(int))];
+                } control;
+                struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+                struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                                      .msg_controllen = sizeof(control.buf) };
+                struct cmsghdr *cmsg;
+
+                test_assert(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+                test_assert(pipe(pipefd) == 0);
+                test_assert(mux_send_fd(sv[0], pipefd[1]) == 0);
+                test_assert(recvmsg(sv[1], &msg, 0) == 1 && byte == 0);
+                cmsg = CMSG_FIRSTHDR(&msg);
+                test_assert(cmsg && cmsg->cmsg_type == SCM_RIGHTS);
+                if (cmsg)
+                        memcpy(&got, CMSG_DATA(cmsg), sizeof(int));
+                /* the same pipe: what is written through the received one comes out of it */
+                test_assert(got >= 0 && write(got, "x", 1) == 1 && read(pipefd[0], &byte, 1) == 1 && byte == 'x');
+                if (got >= 0)
+                        close(got);
+                close(pipefd[0]);
+                close(pipefd[1]);
+                close(sv[1]);
+                test_assert(mux_send_fd(sv[0], 0) == -EPIPE);   /* nobody reads: said, never SIGPIPE */
+                close(sv[0]);
+        }
+}
+
+TEST_MAIN(TEST(test_requests), TEST(test_replies), TEST(test_hello_extensions), TEST(test_sessions))
