@@ -69,6 +69,7 @@ struct supervision {
         double max_lifetime;            /* 0 = unlimited */
         enum lifetime_action max_lifetime_action;
         double drain_timeout;           /* a replaced ssh keeps its connections this long at most */
+        double dead_path_timeout;       /* data unacknowledged this long: the path is dead (0: ssh's ServerAlive only) */
         int flap_threshold;             /* this many failures within flap_window: flapping */
         double flap_window;
 };

@@ -97,23 +97,6 @@ static const char *gate(struct conn *c, void *userdata)
         return start_queue_gate(&s->starts, c);
 }
 
-void supervisor_on_network_changed(void *userdata)
-{
-        struct supervisor *s = userdata;
-        size_t n = 0;
-
-        if (s->shutting_down)
-                return;
-        /* at once, no jitter: the start-slot queue (max_parallel_starts) spreads a herd */
-        for (size_t i = 0; i < s->n_conns; i++)
-                n += conn_retry_soon(s->conns[i], "network changed");
-        if (n)
-                log_notice("network changed: %zu connection%s in backoff retr%s now", n, n == 1 ? "" : "s",
-                           n == 1 ? "ies" : "y");
-        else
-                log_debug("network changed: no connection is waiting to retry");
-}
-
 /* At shutdown, stop every tunnel no running tunnel is after: dependents go first. A
  * connection stops when its last tunnel does. */
 static void shutdown_step(struct supervisor *s)
@@ -338,7 +321,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         free(s->load.error);
         reload_job_free(s->load.job);
         config_errors_clear(&s->load.errs);
-        netwatch_free(s->netwatch);
+        supervisor_net_free(s);
         config_free(s->config);
         sockwatch_free(s->watch);
         runtime_control_dir_remove(s->control_dir, s->runtime_dir);

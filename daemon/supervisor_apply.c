@@ -351,10 +351,7 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         carry_out(s, c, old != NULL && !s->load.loaded, &p);        /* the first load's tunnels are not "added" */
         plan_free(&p);
         config_free((struct config *)old);
-        if (c->watch_network && !s->netwatch)
-                (void)netwatch_new(s->loop, supervisor_on_network_changed, s, &s->netwatch);
-        else if (!c->watch_network)
-                s->netwatch = netwatch_free(s->netwatch);
+        supervisor_net_apply(s, c);
         return 0;
 }
 
