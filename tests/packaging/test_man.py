@@ -57,14 +57,14 @@ def settings_tables():
 
 
 def code_defaults():
-    """{setting: default} from spec_set_defaults() and config_new(): numbers, booleans,
+    """{setting: default} from config_spec_defaults() and config_new(): numbers, booleans,
     enum names and string literals (what the code sets explicitly; the rest is zero)."""
     text = config_text()
     enum_names = dict(re.findall(r'\[(\w+)\] = "([^"]+)"', text))
     fields = {}
     for table, member in (("global_settings", "G"), ("tunnel_settings", "F"), ("probe_settings", "P")):
         body = re.search(r"static const struct setting " + table + r"\[\] = \{(.*?)\n\};", text, re.S).group(1)
-        for name, field in re.findall(r'\.name = "(\w+)".*?\.offset = ' + member + r"\((\w+)\)", body):
+        for name, field in re.findall(r'\.name = "(\w+)".*?\.offset = ' + member + r"\((?:sup\.)?(\w+)\)", body):
             fields[(table, field)] = name
 
     def value(v):
@@ -82,11 +82,11 @@ def code_defaults():
             return None  # a macro or an expression: not checked
 
     defaults = {}
-    spec = re.search(r"^(?:static )?void spec_set_defaults\(.*?\n\}", text, re.S | re.M).group(0)
+    spec = re.search(r"^(?:static )?void config_spec_defaults\(.*?\n\}", text, re.S | re.M).group(0)
     probe = re.search(r"\.probe = \{(.*?)\}", spec).group(1)
     for field, v in re.findall(r"\.(\w+) = ([^,{}]+)", probe):
         defaults[fields[("probe_settings", field)]] = value(v)
-    for field, v in re.findall(r"^\s*\.(\w+) = ([^,{}\n]+),", spec, re.M):
+    for field, v in re.findall(r"^\s*\.(?:sup\.)?(\w+) = ([^,{}\n]+),", spec, re.M):
         if ("tunnel_settings", field) in fields:
             defaults[fields[("tunnel_settings", field)]] = value(v)
     new = re.search(r"static int config_new\(.*?\n\}", text, re.S).group(0)
