@@ -165,7 +165,7 @@ void conn_network_changed(struct conn *c, struct netpath *np);
 void conn_resumed(struct conn *c);
 /* The current run's TCP connection to its server (or first hop), as the kernel sees it
  * now: 0, or -ENOENT (none known), -errno. */
-int conn_get_path(const struct conn *c, struct tcp_diag_info *ret);
+int conn_get_path(struct conn *c, struct tcp_diag_info *ret);
 /* QUEUED only: the gate has opened. */
 void conn_dequeue(struct conn *c, const char *reason);
 /* tunneld ends the run for a failure of its own finding (a probe): SIGTERM now, the exit

@@ -34,6 +34,9 @@ struct conn_path {
         bool tuned;                     /* TCP_USER_TIMEOUT set on it */
         struct proc_net_socket sock;    /* who holds it (pid, fd), its two ends */
         int ifindex;                    /* the interface its packets left by at the first check */
+        double figures_at;              /* figures' last look (status and metrics read them at most once a second) */
+        int figures_r;
+        struct tcp_diag_info figures;
 };
 
 /* The current run: from spawn to exit. */

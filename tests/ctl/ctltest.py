@@ -77,7 +77,7 @@ def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "next_pid", "uptime", "since",
                   "retry_in", "starts", "restarts", "consecutive_failures", "prohibited", "failures", "last_exit", "forwards",
-                  "gatetime", "restart", "availability", "multiplex", "connection", "forward_states")
+                  "gatetime", "restart", "availability", "multiplex", "connection", "forward_states", "path")
     test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
     for key in ("enabled", "held", "flapping"):

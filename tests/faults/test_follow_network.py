@@ -53,6 +53,10 @@ class FollowNetworkTest(unittest.TestCase):
         that took the forward over make-before-break, and the log says the path moved."""
         d = self.tunneld()
         pid = self.state(d)["pid"]
+        path = self.state(d)["path"]
+        self.assertEqual((path["local"].rsplit(":", 1)[0], path["remote"], path["tcp_state"]),
+                         (self.host.paths["A"].local_addr, f"{self.host.remote_addr}:22", "established"), path)
+        self.assertGreater(path["bytes_received"], 0, path)
         offset = len(d.log())
         t0 = time.monotonic()
         self.host.move("B")
@@ -66,6 +70,7 @@ class FollowNetworkTest(unittest.TestCase):
         self.assertEqual(t["state"], "up", t)
         self.assertNotEqual(t["pid"], pid)
         self.assertEqual(t["failures"], {}, t)
+        self.assertEqual(t["path"]["local"].rsplit(":", 1)[0], self.host.paths["B"].local_addr, t["path"])
         wait_until(lambda: not tunneltest.pid_alive(pid), 15, what="the old ssh to end")
 
     def test_changes_elsewhere_cost_nothing(self):

@@ -43,6 +43,10 @@ FAMILIES = {
     "tunneld_tunnel_down_seconds_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_outages_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_longest_outage_seconds": ("gauge", ("tunnel",)),
+    "tunneld_tunnel_rtt_seconds": ("gauge", ("tunnel",)),
+    "tunneld_tunnel_sent_bytes_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_received_bytes_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_retransmitted_segments_total": ("counter", ("tunnel",)),
     "tunneld_forward_up": ("gauge", ("tunnel", "kind", "forward")),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
@@ -263,6 +267,14 @@ class MetricsTest(FeatureTest):
             self.assertGreaterEqual(values["tunneld_tunnel_uptime_seconds"][name], 0)
             since = values["tunneld_tunnel_state_since_timestamp_seconds"][name]
             self.assertLess(abs(since - time.time()), 120, f"{name}: state since {since} is no Unix time of now")
+            # its ssh's own TCP connection, while one runs: bytes both ways (the key exchange at least)
+            if state[name]["up"]:
+                self.assertGreater(values["tunneld_tunnel_sent_bytes_total"][name], 0, name)
+                self.assertGreater(values["tunneld_tunnel_received_bytes_total"][name], 0, name)
+                self.assertGreaterEqual(values["tunneld_tunnel_rtt_seconds"][name], 0, name)
+                self.assertGreaterEqual(values["tunneld_tunnel_retransmitted_segments_total"][name], 0, name)
+            else:
+                self.assertNotIn(name, values["tunneld_tunnel_rtt_seconds"], name)
         return fams, state, classes, values
 
     def promtool(self, text):
