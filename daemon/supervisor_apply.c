@@ -485,15 +485,18 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
 static void load(struct supervisor *s)
 {
         struct config_errors errs = {0};
+        struct config_load_options opts = s->config->load_options;
         struct config *c = NULL;
-        int r = reload_job_start(s->loop, s->config->path, &s->config->load_options, on_reload_loaded, s,
-                                 &s->load.job);
+        int r;
 
+        /* what ssh said of the running configuration stands where its files are the same */
+        opts.known = &s->config->ssh_views;
+        r = reload_job_start(s->loop, s->config->path, &opts, on_reload_loaded, s, &s->load.job);
         if (r >= 0)
                 return;
         /* no child process: load here, the loop waits for ssh -G this once */
         log_warning_errno(r, "reload: cannot load in a child process (%m): loading in tunneld itself");
-        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
+        r = config_load(s->config->path, &opts, &c, &errs);
         load_finish(s, r, c, &errs);
         config_errors_clear(&errs);
 }
