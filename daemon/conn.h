@@ -61,6 +61,7 @@ struct conn_context {
         void (*observer)(struct conn *c, int event, int old, void *userdata);
         /* asked before every spawn: NULL to go ahead, else why to wait (QUEUED until conn_dequeue()) */
         const char *(*gate)(struct conn *c, void *userdata);
+        const char *quiet_wait;         /* a reason of the gate's not worth a line (one turn of the loop) */
         void *userdata;
 };
 enum {

@@ -219,7 +219,8 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
                 if (why) {
                         snprintf(c->wait_reason, sizeof(c->wait_reason), "%s", why);
                         if (c->state != CONN_QUEUED)
-                                conn_set_state(c, CONN_QUEUED, run && !run->requested ? LOG_WARNING : LOG_INFO, run,
+                                conn_set_state(c, CONN_QUEUED, why == c->ctx->quiet_wait ? LOG_DEBUG :
+                                               run && !run->requested ? LOG_WARNING : LOG_INFO, run,
                                                "%s; queued: %s", what, why);
                         return;
                 }

@@ -229,6 +229,13 @@ static void run_after(struct supervisor *s)
 /* Once per loop iteration, before it sleeps, and O(1) unless something is due: let queued
  * tunnels and connections through, then what the publisher has due (READY, STATUS, the
  * metrics file). */
+static void on_next_turn(struct ev_loop *loop, ev_idle *w, int revents)
+{
+        (void)loop;
+        (void)w;
+        (void)revents;          /* nothing: its being active keeps the loop from blocking */
+}
+
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 {
         struct supervisor *s = w->data;
@@ -242,6 +249,11 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
         if (s->after_due)
                 run_after(s);
         start_queue_run(&s->starts);
+        /* more to let through at the next turn: the loop must not wait for an event first */
+        if (start_queue_busy(&s->starts))
+                ev_idle_start(s->loop, &s->next_turn);
+        else
+                ev_idle_stop(s->loop, &s->next_turn);
         if (s->conns_dirty)
                 collect(s);
         for (size_t i = 0; i < s->n_listeners; i++)
@@ -286,6 +298,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 .watch = s->watch,
                 .observer = on_conn_event,
                 .gate = gate,
+                .quiet_wait = start_queue_turn_reason,
                 .userdata = s,
         };
         s->started_at = now_mono();
@@ -293,6 +306,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
         ev_prepare_start(loop, &s->flush);
+        ev_idle_init(&s->next_turn, on_next_turn);
         /* The prepare watcher must not keep the loop alive on its own. */
         ev_unref(loop);
 
@@ -318,6 +332,7 @@ struct supervisor *supervisor_free(struct supervisor *s)
         free(s->retiring);
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
+        ev_idle_stop(s->loop, &s->next_turn);
         free(s->load.error);
         reload_job_free(s->load.job);
         config_errors_clear(&s->load.errs);

@@ -70,6 +70,7 @@ struct supervisor {
         struct start_queue starts;      /* which connection may spawn ssh now */
         double started_at;
         ev_prepare flush;               /* once per loop iteration: dequeue, publish */
+        ev_idle next_turn;              /* active while the start queue has more for the next turn */
         struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
         size_t n_listeners;
         struct supervisor_load load;

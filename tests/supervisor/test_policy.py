@@ -316,7 +316,9 @@ class PolicyTest(unittest.TestCase):
         self.assertLessEqual(mean, delay + 0.15, msg)
         for i in intervals:
             self.assertGreaterEqual(i, delay / 2, msg)      # never a hot loop
-            self.assertLessEqual(i, delay + 0.3, msg)
+            # one interval may be late by a loaded machine's scheduling (0.78 s seen under
+            # ASan at a load of 12); growth is what the means below catch
+            self.assertLessEqual(i, delay * 3, msg)
         self.assertLessEqual(sum(intervals[-3:]) / 3, sum(intervals[:3]) / 3 + 0.15, "delays grow: " + msg)
         self.assertNotIn("failed start", d.log())
         d.wait_log(rf"^<\d+>g0: ssh exited with status 1 after {DUR} .*; restarting in \d+ ms$")
