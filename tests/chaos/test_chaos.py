@@ -657,26 +657,26 @@ class ChaosTest(unittest.TestCase):
             {"name": "a-ux", **A, "local_forwards": [f"{ux}:127.0.0.1:{self.echo.port}"]},
             {"name": "a-rev", **A, "remote_forwards": [f"127.0.0.1:{p['rev']}:127.0.0.1:{self.echo.port}"]},
             {"name": "b-l1", **B, "local_forwards": [self.fwd(p["bl1"])], **hook},
-            {"name": "b-l2", **B, "local_forwards": [self.fwd(p["bl2"])], "multiplex": True},
+            {"name": "b-l2", **B, "local_forwards": [self.fwd(p["bl2"])]},
             {"name": "b-socks", **B, "dynamic_forwards": [f"127.0.0.1:{p['socks']}"]},
             {"name": "jump", **A, "jump_host": f"root@127.0.0.1:{self.b.port}",
              "local_forwards": [self.fwd(p["jump"])]},
-            # multiplex: forwards opened over the master's control socket
+            # a -L and a -D opened over one master's control socket
             {"name": "a-mix", **A, "local_forwards": [self.fwd(p["mixl"])],
-             "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], "multiplex": True, **hook},
+             "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], **hook},
             {"name": "b-l3", **B, "local_forwards": [self.fwd(p["bl3"])]},
             # share_connection: three tunnels on one ssh (a fault on one's ssh hits all three)
             *({"name": f"b-sh{i}", **B, "share_connection": True, "local_forwards": [self.fwd(p[f"sh{i}"])],
                **(hook if i == 1 else {})} for i in (1, 2, 3)),
             # plain ones, to make a fleet (every fault may hit any of them)
-            *({"name": f"{'ab'[i % 2]}-f{i}", **(A if i % 2 == 0 else B), "local_forwards": [self.fwd(p[f"f{i}"])],
-               **({"multiplex": True} if i in (3, 6) else {})} for i in range(10)),
+            *({"name": f"{'ab'[i % 2]}-f{i}", **(A if i % 2 == 0 else B), "local_forwards": [self.fwd(p[f"f{i}"])]}
+              for i in range(10)),
         ]
         if self.n:
             N = {"host": self.n.tunnel_defaults()["host"], "port": self.n.port,
                  "server_alive_interval": 1, "server_alive_count_max": 3}
             tunnels += [{"name": "n-l1", **N, "local_forwards": [f"127.0.0.1:{p['n1']}:127.0.0.1:{self.n_echo.port}"]},
-                        {"name": "n-l2", **N, "multiplex": True,
+                        {"name": "n-l2", **N,
                          "local_forwards": [f"127.0.0.1:{p['n2']}:127.0.0.1:{self.n_echo.port}"]}]
         tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
         extra = {"name": "extra", "host": "127.0.0.1", **B, "local_forwards": [self.fwd(p["extra"])]}

@@ -73,6 +73,9 @@ class JumpHostTest(unittest.TestCase):
         d = self.tunneld({"name": "j", "jump_host": f"root@127.0.0.1:{self.jump.port}",
                           "local_forwards": [self.forward(port)]})
         self.assert_up_and_echo(d, "j", port)
+        t = tunneltest.status(d)[1]["j"]
+        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.forward(port): "open"},
+                         "the forward open over the master's control socket")
         fingerprint = tunneltest.key_fingerprint(self.key + ".pub")
         self.assertIn(fingerprint, self.jump.log()[offset:], "the jump host saw the tunnel's key")
         self.assertIn("Accepted publickey for root", self.jump.log()[offset:])
@@ -109,6 +112,7 @@ class JumpHostTest(unittest.TestCase):
                        timeout=UP_TIMEOUT)
         self.assertGreaterEqual(tunneltest.parse_duration(m.group(1)), 15 - 0.05, "auth: half the cap or more")
         self.assertIn("Permission denied (publickey)", d.log())
+        self.assertEqual(tunneltest.status(d)[1]["ja"]["last_exit"]["failure"], "auth")
 
     def test_unknown_jump_host_key_is_host_key(self):
         """The jump host's key is not in the tunnel's known_hosts: class host-key on the jump host."""
@@ -120,6 +124,7 @@ class JumpHostTest(unittest.TestCase):
                          known_hosts=kh)
         d.wait_log(rf"^<\d+>jk: ssh exited with status 255 after .*\(host-key on the jump host {jump}: ",
                    timeout=UP_TIMEOUT)
+        self.assertEqual(tunneltest.status(d)[1]["jk"]["last_exit"]["failure"], "host-key")
 
     def test_destination_failure_is_not_the_jump_hosts(self):
         """Through a working jump host, the destination refusing the key is plain auth."""
@@ -128,6 +133,7 @@ class JumpHostTest(unittest.TestCase):
                           "local_forwards": [self.forward(port)]})
         m = d.wait_log(r"^<\d+>jd: ssh exited with status 255 after .*\((auth[^:]*): ", timeout=UP_TIMEOUT)
         self.assertEqual(m.group(1), "auth")
+        self.assertEqual(tunneltest.status(d)[1]["jd"]["last_exit"]["failure"], "auth")
 
     def test_jump_config_file_is_private_and_removed(self):
         """The file tunneld writes for the hops is 0600 in a 0700 directory of its own, and

@@ -568,9 +568,9 @@ class ShareFaultTest(unittest.TestCase):
             self.assertTrue(echo_roundtrip(self.ports[n]), n)
             self.assertEqual((s[n]["starts"], s[n]["failures"]), (s["a"]["starts"], s["a"]["failures"]), n)
 
-    def test_reload_turns_share_off_for_one_and_on_for_a_classic(self):
+    def test_reload_turns_share_off_for_one_and_on_for_another(self):
         """One reload: c stops sharing (it gets an ssh of its own, started once) and d, a
-        classic tunnel to the same server, starts sharing (its own ssh ends, it joins the
+        tunnel with a connection of its own to the same server, starts sharing (its own ssh ends, it joins the
         connection); a and b keep the same ssh and an established connection through a
         carries on."""
         tunnels = self.three()

@@ -3,7 +3,7 @@
 rejected file, and supervision settings applied in place (the running ssh and its timers
 kept), checked by bytes through the forwards, ssh pids, and `tunnelctl --json status`.
 (A burst of SIGHUPs is the fault matrix's: tests/faults/test_faults.py, test_sighup_burst;
-forwards changed on a running multiplexed ssh: tests/e2e/test_multiplex.py.)
+forwards changed on the running ssh: tests/e2e/test_connection.py.)
 
 One sshd and one echo server serve the whole class; each test runs its own tunneld with its
 own control socket and notify socket.

@@ -1,27 +1,25 @@
 #!/usr/bin/env python3
-"""multiplex = true says what multiplex = false says: the diagnostics of classic tunnels,
-end to end against a real loopback sshd, for tunnels whose ssh is a mux master of
-tunneld's (LogLevel VERBOSE instead of DEBUG1, forwards opened over the control socket).
+"""What tunneld says when a tunnel's ssh fails, end to end against a real loopback sshd:
+the failure class and reason in the log, in `tunnelctl --json status` and in the events,
+for runs whose ssh is a mux master of tunneld's (every tunnel's is: LogLevel VERBOSE, the
+forwards opened over the master's control socket).
 
-Every tunnel here has multiplex = true, and each expectation is the one the classic test
-names for multiplex = false, line for line:
-
-- kill -9 of an up tunnel's ssh is class `killed` (tests/faults/test_faults.py,
+- kill -9 of an up tunnel's ssh is class `killed` (as in tests/faults/test_faults.py and
   tests/ctl/test_events.py), not `mux`: the master's control socket closing with it is a
   consequence, not the cause; the tunnel comes back and carries bytes;
-- `tunnelctl restart NAME` prints "NAME: restarted( and up)?: ssh pid N (was M)" with a new
-  pid (tests/ctl/test_ctl_socket.py), one line per tunnel in the order asked
-  (tests/ctl/test_tunnelctl.py);
-- a hop's failure is classed by its cause "on the jump host", a destination's failure
-  through a working hop is not the hop's (tests/e2e/test_jump_host.py);
+- `tunnelctl restart NAME` prints "NAME: restarted( and up)?: ssh pid N (was M)" with the
+  new pid, make-before-break or not (tests/ctl/test_ctl_socket.py), one line per tunnel
+  in the order asked (tests/ctl/test_tunnelctl.py);
 - start_timeout says how far the handshake got: "connected, but the server has not
   completed the handshake" for a server that sent its banner and then nothing
   (tests/faults/test_stalled_server.py), "the server has not answered" for one that never
   says a word (tests/features/test_failure_classes.py);
 - the longest tunnel name the configuration allows (64 characters, daemon/validate.c)
-  works with multiplex under a normal control_socket: `tunneld -t` accepts it, the tunnel
-  comes up and its -L carries bytes, and two such names that differ only in their last
-  character work side by side.
+  works under a normal control_socket (the master's control path is derived from it):
+  `tunneld -t` accepts it, the tunnel comes up and its -L carries bytes, and two such
+  names that differ only in their last character work side by side.
+
+A jump host's failures ("on the jump host") are tests/e2e/test_jump_host.py's.
 """
 
 import json
@@ -37,7 +35,7 @@ import unittest
 import tunneltest
 from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
 
-UP_TIMEOUT = 30         # ssh's connect and key exchange (twice through a jump host) on a loaded 2-core box
+UP_TIMEOUT = 30         # ssh's connect and key exchange on a loaded 2-core box
 RESTART_LINE = r"^{name}: restarted( and up)?: ssh pid (\d+) \(was (\d+)\)\n"
 NAME_MAX = 64           # daemon/validate.h NAME_MAX_LEN
 
@@ -116,7 +114,7 @@ def silent_socket():
     return s
 
 
-class MultiplexDiagnosticsTest(unittest.TestCase):
+class DiagnosticsTest(unittest.TestCase):
     KILLS = 5       # kill -9 rounds: a 50/50 race in tunneld passes all of them once in 32 runs
 
     @classmethod
@@ -125,10 +123,10 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         cls.echo = tunneltest.use(cls, EchoServer())
 
     def spec(self, tunnels, **settings):
-        """(tunnels, defaults) of a test: every tunnel multiplexed, to the class's sshd."""
+        """(tunnels, defaults) of a test, to the class's sshd."""
         defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
-                    **settings, "multiplex": True}
-        return [{"host": "127.0.0.1", **t, "multiplex": True} for t in tunnels], defaults
+                    **settings}
+        return [{"host": "127.0.0.1", **t} for t in tunnels], defaults
 
     def tunneld(self, tunnels, args=(), **settings):
         tunnels, defaults = self.spec(tunnels, **settings)
@@ -147,7 +145,7 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
     # -- 1. kill -9 -------------------------------------------------------------------------
 
     def test_kill_9_is_class_killed_not_mux(self):
-        """kill -9 of an up multiplexed tunnel's ssh: the run is class killed (the event
+        """kill -9 of an up tunnel's ssh: the run is class killed (the event
         up -> starting/backoff says failure "killed", last_exit too, the log line is
         tests/faults/test_faults.py's "ssh was killed by signal KILL after … (killed: …"),
         never mux (the master's control socket closes with it: a consequence, not the
@@ -187,9 +185,9 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
     # -- 2. tunnelctl restart ---------------------------------------------------------------
 
     def test_restart_prints_the_new_pid(self):
-        """`tunnelctl restart NAME` of an up multiplexed tunnel prints exactly one line,
+        """`tunnelctl restart NAME` of an up tunnel prints exactly one line,
         "NAME: restarted( and up)?: ssh pid NEW (was OLD)", OLD the ssh before, NEW the one
-        status shows after (make-before-break or not, the same line as classic); then
+        status shows after (make-before-break or not, the same line); then
         `tunnelctl restart b a` prints b's line then a's, each with its new ssh."""
         ports = {"a": free_port(), "b": free_port()}
         d = self.tunneld([{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()])
@@ -224,7 +222,7 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
     # -- 4. start_timeout -------------------------------------------------------------------
 
     def test_stalled_server_is_connected_but_not_handshaken(self):
-        """A server that sends its banner and then nothing, start_timeout 2: the classic
+        """A server that sends its banner and then nothing, start_timeout 2: the
         line "ssh is not up after start_timeout 2 s (connected, but the server has not
         completed the handshake): restarting ssh (SIGTERM…", then a failed start of class
         timeout."""
@@ -279,7 +277,7 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
                          f"tunneld -t with control_socket {control_socket}: {r.stdout}{r.stderr}")
 
     def test_longest_name_works(self):
-        """A multiplexed tunnel named with the 64 characters a name may have: `tunneld -t`
+        """A tunnel named with the 64 characters a name may have: `tunneld -t`
         accepts it under the default control_socket /run/tunneld/control and under one as
         long as the test's (/tmp/tunneltest-tunneld-XXXXXXXX/control); the tunnel comes up
         with its forward open over the control socket, and its -L carries bytes."""
@@ -293,12 +291,11 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         self.check_config([tunnel], os.path.join(like_the_tests, "control"))
         d = self.tunneld([tunnel])
         t = wait_up(d, name)
-        self.assertTrue(t["multiplex"])
         self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.fwd(port): "open"})
         self.assert_echo(port)
 
     def test_two_long_names_differing_at_the_end(self):
-        """Two multiplexed tunnels whose 64-character names differ only in the last
+        """Two tunnels whose 64-character names differ only in the last
         character: `tunneld -t` accepts them, both are up on two different ssh, each -L
         carries bytes, and a restart of one leaves the other's ssh alone."""
         names = self.long_names()
@@ -318,90 +315,6 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         self.assertEqual(tunnels(d)[names[1]]["pid"], pids[names[1]], "the other tunnel's ssh is untouched")
         for p in ports.values():
             self.assert_echo(p)
-
-
-class MultiplexJumpHostTest(unittest.TestCase):
-    """tests/e2e/test_jump_host.py's layout with multiplex = true: the destination reached
-    as "localhost", the jump host as "127.0.0.1", one key and known_hosts of the tunnel's
-    own, no ssh_config_file."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.jump = tunneltest.use(cls, SSHServer())
-        cls.dest = tunneltest.use(cls, SSHServer())
-        cls.other = tunneltest.use(cls, SSHServer())     # trusts only its own client key
-        cls.echo = tunneltest.use(cls, EchoServer())
-        cls.dir = tempfile.mkdtemp(prefix="tunneltest-muxjump-")
-        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
-        cls.key = cls.dest.client_key
-        with open(cls.key + ".pub") as f:
-            pub = f.read()
-        with open(cls.jump.authorized_keys, "a") as f:
-            f.write(pub)
-        cls.known_hosts = os.path.join(cls.dir, "known_hosts")
-        with open(cls.known_hosts, "w") as f:
-            f.write(cls.dest.known_hosts_line("localhost"))
-            f.write(cls.jump.known_hosts_line("127.0.0.1"))
-            f.write(cls.other.known_hosts_line("127.0.0.1"))
-
-    def tunneld(self, tunnel, known_hosts=None):
-        defaults = {"user": "root", "identity_file": self.key, "gatetime": 1, "restart_delay": 0.2,
-                    "restart_delay_max": 30, "connect_timeout": 5, "multiplex": True,
-                    "ssh_options": [f"UserKnownHostsFile={known_hosts or self.known_hosts}",
-                                    "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes"]}
-        t = {"host": "localhost", "port": self.dest.port, **tunnel, "multiplex": True}
-        return tunneltest.use(self, Tunneld([t], defaults, globals={"ssh": tunneltest.SSH}))
-
-    def forward(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def test_refused_key_on_the_jump_host_is_auth(self):
-        """The jump host refuses the key: "ssh exited with status 255 after …, never up (auth
-        on the jump host USER@HOST:PORT: …); restarting in …", at half the cap or more."""
-        jump = f"root@127.0.0.1:{self.other.port}"
-        d = self.tunneld({"name": "ja", "jump_host": jump, "local_forwards": [self.forward(free_port())]})
-        m = d.wait_log(r"^<\d+>ja: ssh exited with status 255 after .*, never up \((.*?)\); restarting in (.+) "
-                       r"\(failed start 1 in a row\)$", timeout=UP_TIMEOUT)
-        self.assertRegex(m.group(1), rf"^auth on the jump host {re.escape(jump)}: ", m.group(0))
-        self.assertGreaterEqual(tunneltest.parse_duration(m.group(2)), 15 - 0.05, "auth: half the cap or more")
-        self.assertIn("Permission denied (publickey)", d.log())
-        self.assertEqual(tunnels(d)["ja"]["last_exit"]["failure"], "auth")
-
-    def test_unknown_jump_host_key_is_host_key(self):
-        """The jump host's key is not in the tunnel's known_hosts: "(host-key on the jump
-        host USER@HOST:PORT: …"."""
-        kh = os.path.join(self.dir, "known_hosts-dest-only")
-        with open(kh, "w") as f:
-            f.write(self.dest.known_hosts_line("localhost"))
-        jump = f"root@127.0.0.1:{self.jump.port}"
-        d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
-                         known_hosts=kh)
-        m = d.wait_log(r"^<\d+>jk: ssh exited with status 255 after .*, never up \((.*?)\); restarting in ",
-                       timeout=UP_TIMEOUT)
-        self.assertRegex(m.group(1), rf"^host-key on the jump host {re.escape(jump)}: ", m.group(0))
-        self.assertEqual(tunnels(d)["jk"]["last_exit"]["failure"], "host-key")
-
-    def test_destination_failure_is_not_the_jump_hosts(self):
-        """Through a working jump host, the destination refusing the key is plain auth, not
-        "on the jump host"."""
-        d = self.tunneld({"name": "jd", "jump_host": f"root@127.0.0.1:{self.jump.port}", "user": "nosuchuser",
-                          "local_forwards": [self.forward(free_port())]})
-        m = d.wait_log(r"^<\d+>jd: ssh exited with status 255 after .*, never up \((.*?)\); restarting in ",
-                       timeout=UP_TIMEOUT)
-        self.assertRegex(m.group(1), r"^auth: ", m.group(0))
-        self.assertEqual(tunnels(d)["jd"]["last_exit"]["failure"], "auth")
-
-    def test_working_jump_host(self):
-        """Through a working jump host: up, the forward open over the control socket, bytes
-        flow."""
-        port = free_port()
-        d = self.tunneld({"name": "j", "jump_host": f"root@127.0.0.1:{self.jump.port}",
-                          "local_forwards": [self.forward(port)]})
-        d.wait_log(r"^<\d+>j: up: ssh \(pid \d+\)", timeout=UP_TIMEOUT)
-        t = tunnels(d)["j"]
-        self.assertTrue(t["multiplex"])
-        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.forward(port): "open"})
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
 
 
 if __name__ == "__main__":

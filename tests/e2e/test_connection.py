@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The connection engine, end to end against a real sshd: every tunnel's ssh runs as a mux
-master of tunneld's, and every forward is opened over its control socket, each with ssh's
-reply.
+"""The connection, end to end against a real sshd: every tunnel rides one ssh run as a
+multiplexing master of tunneld's (the only engine: no setting turns it on), and every
+forward is opened over that master's control socket, each with ssh's own reply.
 
 Per-forward truth: status shows each forward open or failed with ssh's reason; a forward
 that fails (its port taken, here or on the server) leaves the tunnel degraded, not torn
@@ -48,7 +48,7 @@ def ctx_switches(pid):
     return 0
 
 
-class MultiplexTest(unittest.TestCase):
+class ConnectionTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sshd = tunneltest.use(cls, SSHServer())
@@ -202,7 +202,7 @@ class MultiplexTest(unittest.TestCase):
         wait_until(lambda: not tunneltest.port_accepts(gone, 0.5), 5, what="the removed forward's port closed")
 
     def test_planned_restart_is_make_before_break(self):
-        """tunnelctl restart of an up multiplexed tunnel: a new ssh takes the forwards over
+        """tunnelctl restart of an up tunnel: a new ssh takes the forwards over
         while the old one keeps a connection opened before the restart working (bytes both
         ways after it); a client connecting in a tight loop meanwhile is refused for a few
         ms at most; once that connection closes, the old ssh ends (drained)."""
@@ -266,7 +266,7 @@ class MultiplexTest(unittest.TestCase):
         d.wait_log(r"^<\d+>mbb: the old ssh \(pid \d+\) carries no connection any more", timeout=5)
 
     def test_max_lifetime_restart_is_make_before_break(self):
-        """max_lifetime of a multiplexed tunnel restarts it make-before-break too: a
+        """max_lifetime of a tunnel restarts it make-before-break too: a
         connection across the restart keeps working."""
         port = free_port()
         d = self.tunneld([{"name": "life", "local_forwards": [self.fwd(port)], "max_lifetime": 3}])
@@ -280,7 +280,7 @@ class MultiplexTest(unittest.TestCase):
         self.assertEqual(conn.recv(64), b"across\n")
 
     def test_policy_reload_keeps_the_forward_states(self):
-        """A reload that changes only a supervision setting of a multiplexed tunnel keeps
+        """A reload that changes only a supervision setting of a tunnel keeps
         its ssh, and the forward states name their forwards right after it (they own
         their strings: the old spec is freed)."""
         port = free_port()
