@@ -10,8 +10,8 @@ import stat
 import time
 
 import tunneltest
-from tunneltest import free_port, pid_alive, proc_table, wait_until
-from featuretest import FeatureTest, status
+from tunneltest import free_port, pid_alive, proc_table, status, wait_until
+from featuretest import FeatureTest
 
 # A shell script. Each run writes one record file (what it got: argv, parent, cmdline, the
 # TUNNEL_* environment) and appends BEGIN/END lines to a shared "runs" file; it says hello on
@@ -96,7 +96,7 @@ class HookTest(FeatureTest):
             {"name": "flaps", "port": free_port(), "flap_threshold": 3, "restart_delay": 0.05,
              "restart_delay_max": 0.1},
         ], on_state_change=hook, env={"TUNNEL_STATE": "bogus", "TUNNEL_EXTRA": "leak", "HOOKTEST_KEPT": "yes"})
-        _, pid = self.wait_up(d, "good")
+        _, pid = d.wait_up("good")
         wait_until(lambda: len(self.records(records, "good")) == 1, 10, what="the hook's run for good up")
         time.sleep(0.6)  # past gatetime: the next exit is a good run, restarted at once
         os.kill(pid, signal.SIGKILL)
@@ -143,7 +143,7 @@ class HookTest(FeatureTest):
         hook, records = self.make_hook()
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 1},
                          env={"HOOK_MODE": "hang"})
-        _, ssh = self.wait_up(d, "good")
+        _, ssh = d.wait_up("good")
         wait_until(lambda: self.runs(records), 10, what="the hook to begin")
         begin = self.runs(records)[0]
         hook_pid = begin[1]
@@ -171,11 +171,11 @@ class HookTest(FeatureTest):
         hook, records = self.make_hook()
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 60},
                          env={"HOOK_MODE": "wait-first"}, gatetime=0, restart_delay=0.05)
-        m, pid = self.wait_up(d, "good")
+        m, pid = d.wait_up("good")
         wait_until(lambda: self.runs(records), 10, what="the first run to begin")
         for restarts in (1, 2, 3):
             os.kill(pid, signal.SIGKILL)
-            m, pid = self.wait_up(d, "good", after=m.end())
+            m, pid = d.wait_up("good", after=m.end())
             self.assertEqual(status(d)["good"]["restarts"], restarts)
         time.sleep(0.3)
         self.assertEqual([r[0] for r in self.runs(records)], ["BEGIN"], "a second run started meanwhile")
@@ -199,7 +199,7 @@ class HookTest(FeatureTest):
             f.write("#!/bin/sh\nsetsid sh -c 'exec yes' &\necho \"helper $!\"\nexit 0\n")
         os.chmod(hook, stat.S_IRWXU)
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"stop_timeout": 2})
-        self.wait_up(d, "good")
+        d.wait_up("good")
         m = d.wait_log(r"^<\d+>good: on_state_change: helper (\d+)$", timeout=10)
         helper = int(m.group(1))
         self.addCleanup(lambda: tunneltest.kill_all([helper]))
@@ -231,7 +231,7 @@ class HookTest(FeatureTest):
             f.write("#!/bin/sh\nexec yes\n")
         os.chmod(hook, stat.S_IRWXU)
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 30})
-        self.wait_up(d, "good")
+        d.wait_up("good")
         d.wait_log(r"^<4>good: on_state_change program wrote more than 1024 KiB: \d+ bytes of it were not logged, "
                    r"and tunneld stopped reading \(the pipe is closed\)$", timeout=10)
         d.wait_log(r"^<4>good: on_state_change program was killed by signal PIPE after ", timeout=10)

@@ -7,7 +7,15 @@ from .sanitizers import *  # noqa: F401,F403
 from .diagnostics import *  # noqa: F401,F403
 from .configfile import *  # noqa: F401,F403
 from .fakessh import *  # noqa: F401,F403
+from .ctl import loaded  # noqa: F401
 from .diagnostics import _read_text  # noqa: F401
+
+
+def up_line(name):
+    """The regex of tunnel name's "up" line in tunneld's log ("NAME: up: ssh (pid N)
+    authenticated ..."); group 1 is the ssh pid."""
+    return rf"^<\d+>{re.escape(name)}: up: ssh \(pid (\d+)\) authenticated"
+
 
 class Tunneld(Resource):
     """tunneld on a generated config, in the foreground, logging to a file.
@@ -95,6 +103,20 @@ class Tunneld(Resource):
                     raise AssertionError(f"tunneld exited ({self.proc.returncode}) before logging /{regex}/")
             return m
         return wait_until(found, timeout, what=f"/{regex}/ in tunneld's log")
+
+    def wait_up(self, name, after=0, timeout=UP_TIMEOUT):
+        """Wait for tunnel name's next "up" line (up_line()) at or after offset `after` of the
+        log; return (match, ssh pid). The match's .end() is the `after` of the next wait."""
+        m = self.wait_log(up_line(name), timeout=timeout, after=after)
+        return m, int(m.group(1))
+
+    def wait_loaded(self, timeout=30):
+        """Wait until tunneld answers on its control socket with its configuration loaded
+        (it listens before it loads the file off its loop, and loads it before it spawns
+        the first ssh): tunnelctl works and the tunnels are there from then on. True then;
+        False if tunneld exited first (whether that is right is the caller's to judge)."""
+        return wait_until(lambda: ("exited" if self.proc.poll() is not None else loaded(self)), timeout,
+                          interval=0.02, what="tunneld to answer with its configuration loaded") is True
 
     def count_log(self, regex, after=0):
         return len(re.findall(regex, self.log()[after:], re.M))

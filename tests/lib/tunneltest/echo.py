@@ -50,6 +50,11 @@ class EchoServer(Resource):
                                        daemon=True)
         self.thread.start()
 
+    def forward(self, port):
+        """The forward spec "127.0.0.1:PORT:127.0.0.1:<this server's port>": a -L (or -R)
+        listening on port whose bytes come here."""
+        return f"127.0.0.1:{port}:127.0.0.1:{self.port}"
+
     def close(self):
         if self.server is not None:
             self.server.shutdown()

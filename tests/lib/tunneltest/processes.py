@@ -74,6 +74,24 @@ def zombie_children(pid):
     return sorted(p for p, (ppid, state, _) in proc_table().items() if ppid == pid and state == "Z")
 
 
+def open_fds(pid):
+    """{fd: what it points to (readlink)} of pid's open file descriptors."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pid):
+    """CPU time pid has used so far (user + system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants_of(pid, table=None):
     """Every descendant of pid (zombies included), parents before children."""
     table = proc_table() if table is None else table
