@@ -30,27 +30,13 @@ import signal
 import socket
 import tempfile
 import time
-import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import assert_echo, forward_states, free_port, listening_socket, status, wait_state
 
 UP_TIMEOUT = 30         # ssh's connect and key exchange on a loaded 2-core box
 RESTART_LINE = r"^{name}: restarted( and up)?: ssh pid (\d+) \(was (\d+)\)\n"
 NAME_MAX = 64           # daemon/validate.h NAME_MAX_LEN
-
-
-def tunnels(d):
-    return tunneltest.status(d)[1]
-
-
-def wait_up(d, name, not_pid=None, timeout=UP_TIMEOUT):
-    """Wait until name is up with an ssh other than not_pid; its status object."""
-    def up():
-        t = tunnels(d).get(name)
-        return t if t and t["state"] == "up" and t["pid"] != not_pid else None
-    return wait_until(up, timeout, interval=0.1,
-                      what=f"{name} up" + (f" with an ssh other than pid {not_pid}" if not_pid else ""))
 
 
 class Events:
@@ -105,42 +91,9 @@ class Events:
                 return e
 
 
-def silent_socket():
-    """tests/features/featuretest.py's listening_socket(): listens on 127.0.0.1 and never
-    accepts: a connect succeeds (the kernel's backlog), then nothing is ever said."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.bind(("127.0.0.1", free_port()))
-    s.listen(16)
-    return s
-
-
-class DiagnosticsTest(unittest.TestCase):
+class DiagnosticsTest(tunneltest.SSHTestCase):
     KILLS = 5       # kill -9 rounds: a 50/50 race in tunneld passes all of them once in 32 runs
-
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def spec(self, tunnels, **settings):
-        """(tunnels, defaults) of a test, to the class's sshd."""
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
-                    **settings}
-        return [{"host": "127.0.0.1", **t} for t in tunnels], defaults
-
-    def tunneld(self, tunnels, args=(), **settings):
-        tunnels, defaults = self.spec(tunnels, **settings)
-        d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
-        wait_until(lambda: d.proc.poll() is not None or tunneltest.loaded(d), 10,
-                   what="tunneld to answer on its control socket, its configuration loaded")
-        self.assertIsNone(d.proc.poll(), f"tunneld exited {d.proc.returncode}:\n{d.log()}")
-        return d
-
-    def fwd(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def assert_echo(self, port):
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
+    fast_settings = {**tunneltest.SSHTestCase.fast_settings, "restart_delay_max": 1}
 
     # -- 1. kill -9 -------------------------------------------------------------------------
 
@@ -153,9 +106,9 @@ class DiagnosticsTest(unittest.TestCase):
         which of the socket's EOF and the child's exit tunneld sees first is up to the
         kernel and the loop, so a tunneld that gets it wrong half the time fails here."""
         port = free_port()
-        d = self.tunneld([{"name": "k", "local_forwards": [self.fwd(port)]}], gatetime=0)
-        pid = wait_up(d, "k")["pid"]
-        self.assert_echo(port)
+        d = self.tunneld([{"name": "k", "local_forwards": [self.echo.forward(port)]}], gatetime=0)
+        pid = wait_state(d, "k", "up", timeout=UP_TIMEOUT)["pid"]
+        assert_echo(port)
         events = Events(self, d)
         after = 0
         for n in range(1, self.KILLS + 1):
@@ -169,16 +122,16 @@ class DiagnosticsTest(unittest.TestCase):
             self.assertIn(left["to"], ("starting", "backoff"), mine)
             self.assertEqual(left["failure"], "killed", f"round {n}: the class of the killed run: {mine}")
             self.assertNotEqual(up["pid"], pid)
-            t = tunnels(d)["k"]
+            t = status(d)["k"]
             self.assertEqual((t["last_exit"]["failure"], t["last_exit"]["signal"], t["last_exit"]["requested"]),
                              ("killed", "KILL", False), f"round {n}: {t['last_exit']}")
             m = d.wait_log(r"^<\d+>k: ssh was killed by signal KILL after [^(]*\(([\w-]+)\b.*restarting", timeout=5,
                            after=after)
             self.assertEqual(m.group(1), "killed", f"round {n}: {m.group(0)}")
             after = m.end()
-            self.assert_echo(port)
+            assert_echo(port)
             pid = up["pid"]
-        t = tunnels(d)["k"]
+        t = status(d)["k"]
         self.assertEqual((t["state"], t["pid"], t["failures"].get("mux", 0)), ("up", pid, 0), t)
         self.assertNotIn("ssh closed its control socket", d.log())
 
@@ -190,10 +143,10 @@ class DiagnosticsTest(unittest.TestCase):
         status shows after (make-before-break or not, the same line); then
         `tunnelctl restart b a` prints b's line then a's, each with its new ssh."""
         ports = {"a": free_port(), "b": free_port()}
-        d = self.tunneld([{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()])
-        old = {n: wait_up(d, n)["pid"] for n in ports}
+        d = self.tunneld([{"name": n, "local_forwards": [self.echo.forward(p)]} for n, p in ports.items()])
+        old = {n: wait_state(d, n, "up", timeout=UP_TIMEOUT)["pid"] for n in ports}
         for p in ports.values():
-            self.assert_echo(p)
+            assert_echo(p)
 
         r = tunneltest.tunnelctl(d, "restart", "a", timeout=40)
         self.assertEqual(r.returncode, 0, tunneltest.describe(r))
@@ -202,9 +155,10 @@ class DiagnosticsTest(unittest.TestCase):
         new, was = int(m.group(2)), int(m.group(3))
         self.assertEqual(was, old["a"], r.stdout)
         self.assertNotEqual(new, was, r.stdout)
-        self.assertEqual(wait_up(d, "a", not_pid=old["a"])["pid"], new, "the new ssh is the one printed")
-        self.assertEqual(tunnels(d)["b"]["pid"], old["b"], "b untouched")
-        self.assert_echo(ports["a"])
+        self.assertEqual(wait_state(d, "a", "up", not_pid=old["a"], timeout=UP_TIMEOUT)["pid"], new,
+                         "the new ssh is the one printed")
+        self.assertEqual(status(d)["b"]["pid"], old["b"], "b untouched")
+        assert_echo(ports["a"])
         old["a"] = new
 
         r = tunneltest.tunnelctl(d, "restart", "b", "a", timeout=40)
@@ -216,8 +170,9 @@ class DiagnosticsTest(unittest.TestCase):
         for n, (new, was) in printed.items():
             self.assertEqual(was, old[n], r.stdout)
             self.assertNotEqual(new, was, r.stdout)
-            self.assertEqual(wait_up(d, n, not_pid=old[n])["pid"], new, f"{n}: the new ssh is the one printed")
-            self.assert_echo(ports[n])
+            self.assertEqual(wait_state(d, n, "up", not_pid=old[n], timeout=UP_TIMEOUT)["pid"], new,
+                             f"{n}: the new ssh is the one printed")
+            assert_echo(ports[n])
 
     # -- 4. start_timeout -------------------------------------------------------------------
 
@@ -227,7 +182,7 @@ class DiagnosticsTest(unittest.TestCase):
         completed the handshake): restarting ssh (SIGTERM…", then a failed start of class
         timeout."""
         stalled = tunneltest.use(self, tunneltest.StalledServer())
-        d = self.tunneld([{"name": "hung", "port": stalled.port, "local_forwards": [self.fwd(free_port())]}],
+        d = self.tunneld([{"name": "hung", "port": stalled.port, "local_forwards": [self.echo.forward(free_port())]}],
                          start_timeout=2, connect_timeout=1, server_alive_interval=0, restart_delay=0.5,
                          restart_delay_max=2)
         t0 = time.monotonic()
@@ -238,13 +193,13 @@ class DiagnosticsTest(unittest.TestCase):
         self.assertLess(took, 2 + 5, "the deadline, plus a margin for a loaded machine")
         d.wait_log(r"^<\d+>hung: ssh (?:exited with status \d+|was killed by signal TERM) after [\d.]+ s, "
                    r"never up \(timeout: .*\); restarting in .* \(failed start 1 in a row\)$", after=m.end())
-        self.assertEqual(tunnels(d)["hung"]["last_exit"]["failure"], "timeout")
+        self.assertEqual(status(d)["hung"]["last_exit"]["failure"], "timeout")
 
     def test_silent_server_has_not_answered(self):
         """A port that accepts TCP and never says a word (no banner), ConnectTimeout longer
         than start_timeout 2: class timeout, and the deadline says "the server has not
         answered" (ssh logs the server's banner when it comes, LogVerbose: it never came)."""
-        silent = silent_socket()
+        silent = listening_socket()
         self.addCleanup(silent.close)
         d = self.tunneld([{"name": "t", "port": silent.getsockname()[1]}], restart_delay=2, restart_delay_max=20,
                          gatetime=5, start_timeout=2, connect_timeout=30)
@@ -253,7 +208,7 @@ class DiagnosticsTest(unittest.TestCase):
         self.assertEqual(m.group(1), "the server has not answered", m.group(0))
         d.wait_log(r"^<4>t: ssh (?:exited with status \d+|was killed by signal TERM) after .*\(timeout: .*\); "
                    r"restarting in (.+) \(failed start 1 in a row\)$", timeout=10, after=m.end())
-        t = tunnels(d)["t"]
+        t = status(d)["t"]
         self.assertEqual((t["state"], t["last_exit"]["failure"], t["failures"]), ("backoff", "timeout", {"timeout": 1}),
                          t)
 
@@ -267,7 +222,8 @@ class DiagnosticsTest(unittest.TestCase):
 
     def check_config(self, tunnels, control_socket):
         """`tunneld -t` on the configuration self.tunneld(tunnels) runs, with control_socket."""
-        tunnels, defaults = self.spec(tunnels)
+        defaults = {**self.sshd.tunnel_defaults(), **self.fast_settings}
+        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
         path = os.path.join(tunneltest.temp_dir(self), "check.conf")
         tunneltest.write_config(path, {"ssh": tunneltest.SSH, "watch_network": False,
                                        "control_socket": control_socket}, defaults, tunnels)
@@ -284,15 +240,15 @@ class DiagnosticsTest(unittest.TestCase):
         name = self.long_names()[0]
         self.assertEqual(len(name), NAME_MAX)
         port = free_port()
-        tunnel = {"name": name, "local_forwards": [self.fwd(port)]}
+        tunnel = {"name": name, "local_forwards": [self.echo.forward(port)]}
         self.check_config([tunnel], "/run/tunneld/control")
         like_the_tests = tempfile.mkdtemp(prefix="tunneltest-tunneld-")
         self.addCleanup(shutil.rmtree, like_the_tests, True)
         self.check_config([tunnel], os.path.join(like_the_tests, "control"))
         d = self.tunneld([tunnel])
-        t = wait_up(d, name)
-        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.fwd(port): "open"})
-        self.assert_echo(port)
+        t = wait_state(d, name, "up", timeout=UP_TIMEOUT)
+        self.assertEqual(forward_states(t), {self.echo.forward(port): "open"})
+        assert_echo(port)
 
     def test_two_long_names_differing_at_the_end(self):
         """Two tunnels whose 64-character names differ only in the last
@@ -300,21 +256,21 @@ class DiagnosticsTest(unittest.TestCase):
         carries bytes, and a restart of one leaves the other's ssh alone."""
         names = self.long_names()
         ports = {n: free_port() for n in names}
-        specs = [{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()]
+        specs = [{"name": n, "local_forwards": [self.echo.forward(p)]} for n, p in ports.items()]
         self.check_config(specs, "/run/tunneld/control")
         d = self.tunneld(specs)
-        pids = {n: wait_up(d, n)["pid"] for n in names}
+        pids = {n: wait_state(d, n, "up", timeout=UP_TIMEOUT)["pid"] for n in names}
         self.assertNotEqual(pids[names[0]], pids[names[1]])
         for n, p in ports.items():
-            self.assertEqual({f["forward"]: f["state"] for f in tunnels(d)[n]["forward_states"]},
-                             {self.fwd(p): "open"}, n)
-            self.assert_echo(p)
+            self.assertEqual(forward_states(status(d)[n]),
+                             {self.echo.forward(p): "open"}, n)
+            assert_echo(p)
         r = tunneltest.tunnelctl(d, "restart", names[0], timeout=40)
         self.assertEqual(r.returncode, 0, tunneltest.describe(r))
-        wait_up(d, names[0], not_pid=pids[names[0]])
-        self.assertEqual(tunnels(d)[names[1]]["pid"], pids[names[1]], "the other tunnel's ssh is untouched")
+        wait_state(d, names[0], "up", not_pid=pids[names[0]], timeout=UP_TIMEOUT)
+        self.assertEqual(status(d)[names[1]]["pid"], pids[names[1]], "the other tunnel's ssh is untouched")
         for p in ports.values():
-            self.assert_echo(p)
+            assert_echo(p)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,11 @@ def tunnel_status(target, name):
     return tunnels[name]
 
 
+def forward_states(tunnel):
+    """{forward: its state ("pending", "open", "failed")} of a tunnel's status object."""
+    return {f["forward"]: f["state"] for f in tunnel["forward_states"]}
+
+
 def loaded(target):
     """True once tunneld answers status with its configuration loaded. It answers from the
     start, but with no tunnel and a status saying "loading the configuration" until its

@@ -82,6 +82,16 @@ def port_accepts(port, timeout=1.0):
         return False
 
 
+def ipv6_loopback():
+    """True if this machine has ::1 (a socket can bind it)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def listening_socket(port=None):
     """A TCP socket listening on 127.0.0.1:port (a free port unless given) that never
     accepts: a connect succeeds (the kernel's backlog), then nothing is ever said. Also
