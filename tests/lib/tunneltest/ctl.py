@@ -48,6 +48,15 @@ def tunnelctl(target, *args, user=(), env=None, timeout=20, ctl=TUNNELCTL):
     return r
 
 
+def tunnelctl_ok(target, *args, rc=0, **kw):
+    """tunnelctl(target, ARGS, **kw), asserting it exits rc (0: it worked); its
+    CompletedProcess."""
+    r = tunnelctl(target, *args, **kw)
+    if r.returncode != rc:
+        raise AssertionError(f"tunnelctl {' '.join(args)}: exit {r.returncode}, not {rc}: {describe(r)}")
+    return r
+
+
 def describe(r):
     """A CompletedProcess for an assertion message: exit status, stdout, stderr."""
     return f"exit {r.returncode}\nstdout: {r.stdout!r}\nstderr: {r.stderr!r}"
@@ -164,6 +173,20 @@ def _poll_status(target):
     return {t["name"]: t for t in reply["tunnels"]}
 
 
+def tunnel_states(target, names):
+    """{name: state} of names from the status, or None while tunneld does not answer yet
+    (AssertionError if a Tunneld target has exited)."""
+    tunnels = _poll_status(target)
+    return None if tunnels is None else {n: tunnels[n]["state"] for n in names}
+
+
+def all_in_state(target, names, state="up"):
+    """True if the status shows every one of names in state; False while tunneld does not
+    answer yet."""
+    states = tunnel_states(target, names)
+    return states is not None and all(s == state for s in states.values())
+
+
 def wait_tunnel(target, name, pred, timeout=UP_TIMEOUT, what=None, interval=0.1):
     """Poll the status until pred(name's tunnel object) is true; return that object."""
     def check():
@@ -181,7 +204,8 @@ def wait_state(target, name, state, not_pid=None, timeout=UP_TIMEOUT):
 
 
 def wait_all(target, names, state="up", timeout=UP_TIMEOUT):
-    """Wait until the status shows every one of names in state; return {name: tunnel}."""
+    """Wait until the status shows every one of names in state (all_in_state()); return
+    {name: tunnel}."""
     def check():
         tunnels = _poll_status(target) or {}
         if all(n in tunnels and tunnels[n]["state"] == state for n in names):
