@@ -17,6 +17,7 @@ import tunneltest
 from tunneltest import (UP_TIMEOUT, assert_echo, duration_slack, echo_roundtrip, free_port, parse_duration, pid_alive,
                         port_accepts, wait_until)
 
+
 class CoreTest(tunneltest.SSHTestCase):
     def test_local_and_remote_forwards_carry_bytes(self):
         """Bytes go through a -L forward (client side listener) and a -R forward (listener on

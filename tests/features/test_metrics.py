@@ -370,7 +370,6 @@ class MetricsTest(FeatureTest):
         self.assertFalse(text and 'tunneld_tunnel_up{tunnel="good"} 1\n' in text,
                          "tunneld has exited, yet its metrics file says the tunnel is up")
 
-
     def test_metrics_file_on_a_full_filesystem(self):
         """metrics_file on a full tmpfs: tunneld warns once ("cannot write …; retrying"),
         runs on with its tunnel up, retries on a timer that is no busy loop (one warning, a

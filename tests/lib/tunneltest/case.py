@@ -33,5 +33,5 @@ class SSHTestCase(unittest.TestCase):
         tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
         d = use(self, Tunneld(tunnels, defaults, globals={"ssh": SSH, **(globals or {})}, args=args, env=env,
                               wrapper=wrapper))
-        d.wait_loaded()
+        d.wait_loaded(exit_ok=True)
         return d

@@ -110,13 +110,19 @@ class Tunneld(Resource):
         m = self.wait_log(up_line(name), timeout=timeout, after=after)
         return m, int(m.group(1))
 
-    def wait_loaded(self, timeout=30):
+    def wait_loaded(self, timeout=30, exit_ok=False):
         """Wait until tunneld answers on its control socket with its configuration loaded
         (it listens before it loads the file off its loop, and loads it before it spawns
-        the first ssh): tunnelctl works and the tunnels are there from then on. True then;
-        False if tunneld exited first (whether that is right is the caller's to judge)."""
-        return wait_until(lambda: ("exited" if self.proc.poll() is not None else loaded(self)), timeout,
-                          interval=0.02, what="tunneld to answer with its configuration loaded") is True
+        the first ssh): tunnelctl works and the tunnels are there from then on; True. If
+        tunneld exits first: AssertionError, or False with exit_ok (the caller judges)."""
+        def ready():
+            if self.proc.poll() is not None:
+                if exit_ok:
+                    return "exited"
+                raise AssertionError(f"tunneld exited ({self.proc.returncode}) before it answered with its "
+                                     "configuration loaded")
+            return loaded(self)
+        return wait_until(ready, timeout, interval=0.02, what="tunneld to answer with its configuration loaded") is True
 
     def count_log(self, regex, after=0):
         return len(re.findall(regex, self.log()[after:], re.M))

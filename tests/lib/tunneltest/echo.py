@@ -10,6 +10,7 @@ from .fakessh import *  # noqa: F401,F403
 from .daemon import *  # noqa: F401,F403
 from .sshd import *  # noqa: F401,F403
 
+
 class _EchoHandler(socketserver.BaseRequestHandler):
     def handle(self):
         conns = self.server.conns

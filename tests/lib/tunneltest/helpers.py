@@ -5,6 +5,7 @@ from .processes import *  # noqa: F401,F403
 
 import struct  # noqa: E402
 
+
 def wait_until(pred, timeout, interval=0.05, what=None):
     """Poll pred() until it returns something true and return that; AssertionError if it
     still has not after timeout seconds."""

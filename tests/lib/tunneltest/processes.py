@@ -2,6 +2,7 @@
 
 from .base import *  # noqa: F401,F403
 
+
 def _become_subreaper():
     """Adopt orphaned descendants (ssh children of a killed tunneld, sshd sessions), so that
     we can reap them: this machine's PID 1 does not, and zombies would look alive."""
