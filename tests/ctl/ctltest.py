@@ -27,11 +27,6 @@ ANSI = re.compile(r"\033\[[0-9;]*m")
 DURATION = r"[\d.]+ (?:ms|s|min|h|d)(?: [\d.]+ (?:s|min|h))?"
 
 
-def pids(sock):
-    """{name: pid} of every tunnel."""
-    return {n: t["pid"] for n, t in tunneltest.status(sock).items()}
-
-
 def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "next_pid", "uptime", "since",

@@ -26,11 +26,11 @@ import threading
 import time
 
 import tunneltest
-from tunneltest import (assert_echo, describe, free_port, open_fds, pid_alive, socket_of, tunnelctl, wait_state,
+from tunneltest import (assert_echo, describe, free_port, open_fds, pid_alive, pids, socket_of, tunnelctl, wait_state,
                         wait_until)
 
 import ctltest
-from ctltest import NOBODY_UID, connect, pids, public_dir, read_lines, wait_closed
+from ctltest import NOBODY_UID, connect, public_dir, read_lines, wait_closed
 
 CLIENTS_MAX = 64        # daemon/ctl.h
 READERS_MAX = 32

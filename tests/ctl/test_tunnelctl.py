@@ -20,11 +20,11 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import (FakeSSH, Tunneld, assert_echo, describe, free_port, pid_alive, port_accepts, socket_of, status,
-                        status_reply, tunnelctl, tunnelctl_ok, wait_state, wait_tunnel, wait_until)
+from tunneltest import (FakeSSH, Tunneld, assert_echo, describe, free_port, pid_alive, pids, port_accepts, socket_of,
+                        status, status_reply, tunnelctl, tunnelctl_ok, wait_state, wait_tunnel, wait_until)
 
 import ctltest
-from ctltest import DURATION, assert_tunnel_fields, parse_table, pids
+from ctltest import DURATION, assert_tunnel_fields, parse_table
 
 SANITIZED = "address" in os.environ.get("TUNNELD_SANITIZE", "")
 STOP_TIMEOUT = 5    # tunneld's default: SIGKILL that long after SIGTERM

@@ -442,5 +442,6 @@ class MetricsTest(FeatureTest):
         self.assertEqual(status(d)["t"]["pid"], pid, "the tunnel was restarted")
         assert_echo(lport)
 
+
 if __name__ == "__main__":
     tunneltest.main()

@@ -81,7 +81,7 @@ class PolicyTest(unittest.TestCase):
                    r"tried again in ", after=m.end())
         self.wait_starts("ffl", 4)
         self.assertNotIn("fail_fast", d.log())
-        self.assertEqual(tunneltest.status(d)[1]["ffl"]["state"], "up")
+        self.assertEqual(tunneltest.status(d)["ffl"]["state"], "up")
 
     def test_fail_fast_judges_a_changed_configuration_again(self):
         """A reload that changes the tunnel makes its next start a first one again: if the
@@ -97,7 +97,7 @@ class PolicyTest(unittest.TestCase):
         d.wait_log(r"^<3>ffc: ssh exited with status 1 .*; the old ssh \(pid \d+\) serves on, and is not restarted "
                    r"\(fail_fast: the first start failed", after=m.end())
         self.assert_starts_stay("ffc", 2)
-        self.assertEqual(tunneltest.status(d)[1]["ffc"]["state"], "up")
+        self.assertEqual(tunneltest.status(d)["ffc"]["state"], "up")
 
     def test_probe_restarts_back_off(self):
         """A run the probe ends is a failed start however long it was up: consecutive probe

@@ -110,6 +110,11 @@ def tunnel_status(target, name):
     return tunnels[name]
 
 
+def pids(target):
+    """{name: ssh pid (None without one)} of every tunnel in the status."""
+    return {n: t["pid"] for n, t in status(target).items()}
+
+
 def forward_states(tunnel):
     """{forward: its state ("pending", "open", "failed")} of a tunnel's status object."""
     return {f["forward"]: f["state"] for f in tunnel["forward_states"]}
@@ -203,12 +208,13 @@ def wait_state(target, name, state, not_pid=None, timeout=UP_TIMEOUT):
                                                                  else ""))
 
 
-def wait_all(target, names, state="up", timeout=UP_TIMEOUT):
-    """Wait until the status shows every one of names in state (all_in_state()); return
-    {name: tunnel}."""
+def wait_all(target, names, state="up", timeout=UP_TIMEOUT, interval=0.1):
+    """Wait until the status shows every one of names in state (all_in_state()), asking
+    every interval seconds; return {name: tunnel}."""
     def check():
         tunnels = _poll_status(target) or {}
         if all(n in tunnels and tunnels[n]["state"] == state for n in names):
             return {n: tunnels[n] for n in names}
         return None
-    return wait_until(check, timeout, interval=0.1, what=f"{', '.join(names)} to be {state}")
+    what = f"{', '.join(names)} to be {state}" if len(names) <= 10 else f"{len(names)} tunnels to be {state}"
+    return wait_until(check, timeout, interval=interval, what=what)
