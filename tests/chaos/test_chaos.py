@@ -826,15 +826,15 @@ class ChaosTest(unittest.TestCase):
         marker = w.td.marker
         t = time.monotonic()
         w.td.signal(signal.SIGTERM)
-        status = w.td.wait_exit(STOP_TIMEOUT + SIGTERM_SLACK + 30)
+        exit_status = w.td.wait_exit(STOP_TIMEOUT + SIGTERM_SLACK + 30)
         took = time.monotonic() - t
         load.join(30)
-        summary["SIGTERM"] = (f"exit {status} after {took:.2f} s (stop_timeout {STOP_TIMEOUT} s; "
+        summary["SIGTERM"] = (f"exit {exit_status} after {took:.2f} s (stop_timeout {STOP_TIMEOUT} s; "
                               f"the invariant's bound {STOP_TIMEOUT + 1} s)")
         states = ", ".join(f"{n} {s}" for n, s in sorted(states.items()))
         summary["at SIGTERM"] = (f"{victims[0]}, {victims[1]} killed, {victims[2]} restarted, {victims[3]} "
                                  f"SIGSTOPped, a SIGHUP, a control burst; states {states}")
-        self.assertEqual(status, 0, "tunneld's exit status after SIGTERM")
+        self.assertEqual(exit_status, 0, "tunneld's exit status after SIGTERM")
         self.assertLess(took, STOP_TIMEOUT + 1 + SIGTERM_SLACK,
                         f"SIGTERM took {took:.2f} s with stop_timeout {STOP_TIMEOUT}")
         alive = [k for k in kids if same_process(k)]

@@ -21,7 +21,7 @@ Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps c
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, case, users); everything is importable from here.
+configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, case, source, users); everything is importable from here.
 ctl holds the control-socket helpers (tunnelctl, status, metrics, waits on a tunnel's
 state), helpers the waits and round trips, Tunneld the waits on tunneld's log.
 """
@@ -40,6 +40,7 @@ from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
 from .ctl import *  # noqa: F401,F403
 from .case import SSHTestCase  # noqa: F401
+from .source import *  # noqa: F401,F403
 from .users import LocalUser  # noqa: F401
 from .diagnostics import _Diagnostic  # noqa: F401
 from .echo import _EchoHandler  # noqa: F401
