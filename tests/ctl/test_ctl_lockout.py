@@ -95,7 +95,7 @@ class LockoutTest(unittest.TestCase):
             defaults, globals={"ssh": tunneltest.SSH, "control_socket": sock, "control_world_readable": True}))
         self.sock = sock
         self.d.wait_loaded()
-        self.d.wait_log(r"^<\d+>db: up: ", timeout=20)
+        self.d.wait_up("db", timeout=20)
 
     def attack(self, mode, n=40):
         p = self.attacker.run(sys.executable, self.script, self.sock, mode, str(n))

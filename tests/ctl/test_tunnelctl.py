@@ -732,7 +732,7 @@ class PidTest(unittest.TestCase):
     def test_pid_without_a_socket_reloads_by_signal(self):
         d = tunneltest.use(self, Tunneld([{"name": "a", "host": "a"}], fake=self.fake,
                                          globals={"control_socket": "none"}))
-        d.wait_log(r"^<\d+>a: up: ")
+        d.wait_up("a", timeout=10)
         r = tunnelctl(None, "--pid", str(d.pid), "reload")
         self.assertEqual(r.returncode, 0, describe(r))
         self.assertIn("sent SIGHUP", r.stderr)

@@ -26,10 +26,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import (DropbearServer, EchoServer, OpenSSH10Server, SSHServer, Tunneld, echo_roundtrip, free_port,
-                        socks_echo, ssh_children, wait_all)
+from tunneltest import (DropbearServer, EchoServer, OpenSSH10Server, SSHServer, Tunneld, UP_TIMEOUT, echo_roundtrip,
+                        free_port, socks_echo, ssh_children, wait_all)
 
-UP_TIMEOUT = 20
 FAIL_TIMEOUT = 20
 
 # name, the tunnels ({L} {R} {D}: free ports; {echo}: the echo server's; {port}: the

@@ -11,10 +11,8 @@ import socket
 import time
 
 import tunneltest
-from tunneltest import (SSHServer, all_in_state, echo_roundtrip, free_port, metrics_text, socks_echo, ssh_children,
-                        status, tunnelctl, wait_all, wait_until)
-
-UP_TIMEOUT = 20
+from tunneltest import (SSHServer, UP_TIMEOUT, all_in_state, echo_roundtrip, free_port, metrics_text, socks_echo,
+                        ssh_children, status, tunnelctl, wait_all, wait_state, wait_until)
 
 
 class ShareTest(tunneltest.SSHTestCase):
@@ -68,12 +66,12 @@ class ShareTest(tunneltest.SSHTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertRegex(r.stdout, rf"^b: restarted: its forwards opened again on the shared connection ~a "
                                    rf"\(ssh pid {pid}\)\n$")
-        wait_until(lambda: status(d)["b"]["state"] == "up", UP_TIMEOUT, what="b up after its restart")
+        wait_state(d, "b", "up", timeout=UP_TIMEOUT)
         self.assertEqual(ssh_children(d.pid), [pid], "a restart of one tunnel keeps the shared ssh")
         conn.sendall(b"restart\n")
         self.assertEqual(conn.recv(64), b"restart\n", "a's open connection is untouched by b's restart")
         self.assertEqual(tunnelctl(d, "stop", "b", timeout=30).returncode, 0)
-        wait_until(lambda: status(d)["b"]["state"] == "stopped", 10, what="b stopped")
+        wait_state(d, "b", "stopped", timeout=10)
         wait_until(lambda: not echo_roundtrip(self.ports["b"]), 10, what="b's port closed")
         self.assertTrue(echo_roundtrip(self.ports["c"]))
         conn.sendall(b"during\n")
@@ -82,7 +80,7 @@ class ShareTest(tunneltest.SSHTestCase):
         self.assertEqual(status(d)["b"]["pid"], None)
         r = tunnelctl(d, "start", "b", timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        wait_until(lambda: status(d)["b"]["state"] == "up", UP_TIMEOUT, what="b up again")
+        wait_state(d, "b", "up", timeout=UP_TIMEOUT)
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assertEqual(ssh_children(d.pid), [pid], "on the same ssh")
         conn.sendall(b"after\n")
@@ -174,7 +172,7 @@ class ShareTest(tunneltest.SSHTestCase):
         self.assertEqual(ssh_children(d.pid), [s["y1"]["pid"]])
         self.assertTrue(echo_roundtrip(p3))
         self.assertEqual(tunnelctl(d, "start", "x2", timeout=30).returncode, 0)
-        wait_until(lambda: status(d)["x2"]["state"] == "up", UP_TIMEOUT, what="x2 up on a new connection")
+        wait_state(d, "x2", "up", timeout=UP_TIMEOUT)
         self.assertTrue(echo_roundtrip(p2))
         self.assertEqual(status(d)["x1"]["state"], "stopped")
         self.assertFalse(echo_roundtrip(p1))

@@ -28,7 +28,7 @@ import time
 
 import tunneltest
 from tunneltest import (EchoServer, Resource, SSHServer, all_in_state, echo_roundtrip, free_port, listening_socket,
-                        metrics_text, status, tunnel_states, tunnelctl_ok, wait_all, wait_until)
+                        metrics_text, status, tunnel_states, tunnelctl_ok, wait_all, wait_state, wait_until)
 
 UP_TIMEOUT = 25          # ssh's connect and key exchange on a loaded 2-core machine
 FWD_BACK_TIMEOUT = 40    # a failed forward is asked for again 1, 2, 4, 8 … s apart
@@ -769,7 +769,7 @@ class ShareFaultTest(tunneltest.SSHTestCase):
         conn = self.connect(self.ports["a"])
         tunnels[1] = {**tunnels[1], "enabled": False}
         off = self.reload(d, tunnels)
-        wait_until(lambda: status(d)["b"]["state"] == "stopped", 10, what="b stopped")
+        wait_state(d, "b", "stopped", timeout=10)
         wait_until(lambda: not tunneltest.pid_alive(int(d.findall(r"^<\d+>b: .*ssh pid (\d+) \(start", after=off)[0]))
                    if d.findall(r"^<\d+>b: .*ssh pid (\d+) \(start", after=off) else True, 10,
                    what="an ssh started for b to end")
@@ -780,7 +780,7 @@ class ShareFaultTest(tunneltest.SSHTestCase):
         self.assertTrue(echo_roundtrip(self.ports["c"]))
         tunnels[1] = {**tunnels[1], "enabled": True}
         self.reload(d, tunnels)
-        wait_until(lambda: status(d)["b"]["state"] == "up", UP_TIMEOUT, what="b up again")
+        wait_state(d, "b", "up", timeout=UP_TIMEOUT)
         self.assertEqual(status(d)["b"]["pid"], pid)
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assert_alive(conn, "enabled")
@@ -833,7 +833,7 @@ class ShareFaultTest(tunneltest.SSHTestCase):
         time.sleep(1)           # nothing restarts by itself
         self.assertEqual(tunneltest.ssh_children(d.pid), [])
         tunnelctl_ok(d, "start", "b", timeout=30)
-        wait_until(lambda: status(d)["b"]["state"] == "up", UP_TIMEOUT, what="b up on a new connection")
+        wait_state(d, "b", "up", timeout=UP_TIMEOUT)
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assertEqual(tunnel_states(d, "ac"), {"a": "stopped", "c": "stopped"})
         self.assertEqual(len(tunneltest.ssh_children(d.pid)), 1)
@@ -861,7 +861,7 @@ class ShareFaultTest(tunneltest.SSHTestCase):
         ca, cc = self.connect(self.ports["a"]), self.connect(self.ports["c"])
         off = len(d.log())
         tunnelctl_ok(d, "restart", "b", timeout=30)
-        d.wait_log(r"^<\d+>b: up: ", timeout=UP_TIMEOUT, after=off)
+        d.wait_up("b", timeout=UP_TIMEOUT, after=off)
         wait_all(d, "abc", timeout=UP_TIMEOUT)
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "the same ssh")

@@ -56,7 +56,7 @@ class StalledServerTest(tunneltest.SSHTestCase):
         d = self.tunneld(tunnels, globals={"max_parallel_starts": 2}, args=["-d"], connect_timeout=2,
                          server_alive_interval=0)
         for name, port in healthy.items():
-            d.wait_log(rf"^<\d+>{name}: up: ", timeout=20)
+            d.wait_up(name, timeout=20)
             assert_echo(port)
         took = time.monotonic() - t0
         print(f"# three healthy tunnels up {took:.2f} s after start, behind two stalled ones "

@@ -13,7 +13,7 @@ import unittest
 
 import tunneltest
 from tunneltest import (SSHServer, assert_echo, free_port, metric_value, metrics_text, status, status_reply, tunnelctl,
-                        wait_until)
+                        wait_state, wait_until)
 
 from featuretest import FeatureTest, tap_comment
 
@@ -98,14 +98,14 @@ class AvailabilityTest(FeatureTest):
         d = self.tunneld([{"name": "a"}])
         d.wait_up("a")
         self.assertEqual(tunnelctl(d, "stop", "a").returncode, 0)
-        wait_until(lambda: status(d)["a"]["state"] == "stopped", 10, what="a stopped")
+        wait_state(d, "a", "stopped", timeout=10)
         before = avail(d, "a")
         time.sleep(1.5)
         held = avail(d, "a")
         self.assertEqual((held["up_seconds"], held["down_seconds"], held["outages"]),
                          (before["up_seconds"], before["down_seconds"], 0), (before, held))
         self.assertEqual(tunnelctl(d, "start", "a").returncode, 0)
-        wait_until(lambda: status(d)["a"]["state"] == "up", 20, what="a up again")
+        wait_state(d, "a", "up", timeout=20)
         self.assertEqual(avail(d, "a")["outages"], 0, "started again by hand: the connect is down time, no outage")
         pid = status(d)["a"]["pid"]
         r = tunnelctl(d, "restart", "a")

@@ -246,7 +246,7 @@ class ReloadTest(unittest.TestCase):
 
         # the new on_state_change runs on the next change (a stop and a start: a new ssh)
         self.assertEqual(tunnelctl(self.ctl, "stop", "a").returncode, 0)
-        wait_until(lambda: status(self.ctl)["a"]["state"] == "stopped", 10, what="a stopped")
+        wait_state(self.ctl, "a", "stopped", timeout=10)
         r = tunnelctl(self.ctl, "start", "a")
         self.assertEqual(r.returncode, 0, r.stderr)
         wait_all(self.ctl, ["a"])
