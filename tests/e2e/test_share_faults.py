@@ -861,7 +861,7 @@ class ShareFaultTest(tunneltest.SSHTestCase):
         ca, cc = self.connect(self.ports["a"]), self.connect(self.ports["c"])
         off = len(d.log())
         tunnelctl_ok(d, "restart", "b", timeout=30)
-        d.wait_up("b", timeout=UP_TIMEOUT, after=off)
+        d.wait_log(r"^<\d+>b: up: ", timeout=UP_TIMEOUT, after=off)     # a rider: "up: every forward is open on ..."
         wait_all(d, "abc", timeout=UP_TIMEOUT)
         self.assertTrue(echo_roundtrip(self.ports["b"]))
         self.assertEqual(tunneltest.ssh_children(d.pid), [pid], "the same ssh")

@@ -13,7 +13,8 @@ from .diagnostics import _read_text  # noqa: F401
 
 def up_line(name):
     """The regex of tunnel name's "up" line in tunneld's log ("NAME: up: ssh (pid N)
-    authenticated ..."); group 1 is the ssh pid."""
+    authenticated ..."); group 1 is the ssh pid. (A tunnel that rides a shared connection
+    says "NAME: up: every forward is open on the shared connection ~FIRST ..." instead.)"""
     return rf"^<\d+>{re.escape(name)}: up: ssh \(pid (\d+)\) authenticated"
 
 
