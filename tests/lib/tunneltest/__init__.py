@@ -21,9 +21,11 @@ Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps c
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, case, source, users); everything is importable from here.
-ctl holds the control-socket helpers (tunnelctl, status, metrics, waits on a tunnel's
-state), helpers the waits and round trips, Tunneld the waits on tunneld's log.
+configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, case, source, users); everything
+is importable from here. Each helper is defined once: ctl holds those of the control socket
+(tunnelctl, status, metrics, the waits on a tunnel's state), helpers the waits on a
+condition and the round trips through a forward, Tunneld the waits on tunneld's log
+(wait_log, wait_up, wait_loaded), source what the packaging tests read of the source tree.
 """
 
 from .base import *  # noqa: F401,F403
