@@ -45,7 +45,7 @@ class FollowNetworkTest(unittest.TestCase):
         return d
 
     def state(self, d):
-        return status(d)[1]["t"]
+        return status(d)["t"]
 
     def test_a_moved_path_costs_one_handshake(self):
         """The path in use loses its address and the server is routed by the other one (a
@@ -165,7 +165,7 @@ class ResumeTest(unittest.TestCase):
                                          WATCH, env={"DBUS_SYSTEM_BUS_ADDRESS": self.bus.address}))
         d.wait_log(r"^<\d+>t: up: ", timeout=UP_TIMEOUT)
         wait_until(lambda: self.echo.roundtrip(port), 10, what="an echo through the tunnel")
-        pid = status(d)[1]["t"]["pid"]
+        pid = status(d)["t"]["pid"]
         held = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.addCleanup(held.close)
         held.sendall(b"before\n")
@@ -176,7 +176,7 @@ class ResumeTest(unittest.TestCase):
         d.wait_log(r"^<\d+>resumed from sleep", after=offset, timeout=10)
         d.wait_log(r"^<\d+>t: make-before-break done: ssh pid \d+ has taken every forward over", after=offset,
                    timeout=UP_TIMEOUT)
-        t = status(d)[1]["t"]
+        t = status(d)["t"]
         self.assertEqual(t["state"], "up")
         self.assertNotEqual(t["pid"], pid)
         held.sendall(b"after\n")
