@@ -69,6 +69,7 @@ struct supervision {
         double max_lifetime;            /* 0 = unlimited */
         enum lifetime_action max_lifetime_action;
         double drain_timeout;           /* a replaced ssh keeps its connections this long at most */
+        double dead_path_timeout;       /* data unacknowledged this long: the path is dead (0: ssh's ServerAlive only) */
         int flap_threshold;             /* this many failures within flap_window: flapping */
         double flap_window;
 };
@@ -121,12 +122,22 @@ enum config_ask_ssh {
  * ssh_options…), written as key. Every tunnel with that key and an ssh_config_file takes it
  * (its own forwards added). A load keeps them (config.ssh_views), and a reload's child
  * process sends them to the daemon, which takes them as they are (reload_job.h). */
+/* A file as it was when ssh read it: ssh's answer stands while the file is the same. */
+struct file_stamp {
+        uint64_t dev, ino, size;
+        int64_t mtime_ns;
+};
 struct config_view {
         char *key;
         char *hostname;
         int port;
         char **local_forwards, **remote_forwards, **dynamic_forwards;   /* the file's own */
         bool gateway_ports;
+        /* A reload asks ssh again only what may have changed: a view whose ssh_config_file
+         * has no Include, Match exec or Match localnetwork (reusable) stands while that file
+         * and the ssh program are the ones stamped when ssh was asked. */
+        bool reusable;
+        struct file_stamp file, program;
 };
 struct config_views {
         struct config_view *v;          /* sorted by key */
@@ -146,6 +157,7 @@ struct config_load_options {
         enum config_ask_ssh ask_ssh;
         bool keyscan;                   /* tunneld --keyscan: a jump host may lack jump_host_keys (they are being fetched) */
         const struct config_views *views;       /* with CONFIG_SSH_SKIP: ssh's answers, from another load */
+        const struct config_views *known;       /* a reload: the running configuration's, reused where they stand */
         double load_timeout;            /* seconds; 0: CONFIG_LOAD_TIMEOUT (tests use less) */
 };
 

@@ -8,11 +8,14 @@
 #include "config.h"
 #include "config_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "log.h"
 #include "ssh_argv.h"
@@ -130,6 +133,93 @@ static int view_from(struct ssh_view *sv, const char *key, struct config_view *r
         return ret->key ? 0 : -ENOMEM;
 }
 
+/* ---- ssh's answers that stand: a reload asks ssh only what may have changed ---- */
+
+static void stamp_of(const struct stat *st, struct file_stamp *ret)
+{
+        *ret = (struct file_stamp){ .dev = st->st_dev, .ino = st->st_ino, .size = (uint64_t)st->st_size,
+                                    .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec };
+}
+
+static bool stamp_equal(const struct file_stamp *a, const struct file_stamp *b)
+{
+        return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
+}
+
+/* The first word of an ssh_config line ("Key value" or "Key=value"), lower case. */
+static void first_word(const char *line, char *word, size_t size)
+{
+        size_t n = 0;
+
+        line += strspn(line, " \t");
+        while (*line && !isspace((unsigned char)*line) && *line != '=' && n + 1 < size)
+                word[n++] = (char)tolower((unsigned char)*line++);
+        word[n] = '\0';
+}
+
+/* ssh_config_file's stamp, and whether what ssh -G says of it depends on it alone: not if
+ * it includes other files, or has ssh ask the network or run a program (Match exec, Match
+ * localnetwork, CanonicalizeHostname). Anything unreadable or unusual: not reusable. */
+static void stamp_config_file(const char *path, struct file_stamp *ret, bool *reusable)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        char line[4096], word[32];
+        struct stat st;
+
+        *reusable = false;
+        *ret = (struct file_stamp){ 0 };
+        if (!f || fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
+                return;
+        stamp_of(&st, ret);
+        while (fgets(line, sizeof(line), f)) {
+                first_word(line, word, sizeof(word));
+                if (strcmp(word, "include") == 0 || strcmp(word, "canonicalizehostname") == 0 ||
+                    (strcmp(word, "match") == 0 && (strcasestr(line, "exec") || strcasestr(line, "localnetwork"))))
+                        return;
+        }
+        *reusable = !ferror(f);
+}
+
+static void stamp_program(const char *ssh, struct file_stamp *ret)
+{
+        struct stat st;
+
+        *ret = (struct file_stamp){ 0 };
+        if (ssh[0] == '/' && stat(ssh, &st) == 0)
+                stamp_of(&st, ret);
+}
+
+static int compare_view_key(const void *key, const void *view)
+{
+        return strcmp(key, ((const struct config_view *)view)->key);
+}
+
+/* The running configuration's answer for key, if it stands. */
+static const struct config_view *known_view(const struct config_views *known, const char *key, bool reusable,
+                                            const struct file_stamp *file, const struct file_stamp *program)
+{
+        const struct config_view *v;
+
+        if (!known || !known->n || !reusable)
+                return NULL;
+        v = bsearch(key, known->v, known->n, sizeof(*known->v), compare_view_key);
+        return v && v->reusable && stamp_equal(&v->file, file) && stamp_equal(&v->program, program) &&
+               program->ino != 0 ? v : NULL;
+}
+
+static int view_copy(const struct config_view *v, struct config_view *ret)
+{
+        *ret = *v;
+        ret->key = ret->hostname = NULL;
+        ret->local_forwards = ret->remote_forwards = ret->dynamic_forwards = NULL;
+        if (!(ret->key = strdup(v->key)) || (v->hostname && !(ret->hostname = strdup(v->hostname))) ||
+            strv_copy(v->local_forwards, &ret->local_forwards) < 0 ||
+            strv_copy(v->remote_forwards, &ret->remote_forwards) < 0 ||
+            strv_copy(v->dynamic_forwards, &ret->dynamic_forwards) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 struct query_key {
         char *key;
         size_t tunnel;
@@ -192,15 +282,23 @@ static void judge_view(struct parser *p, struct tunnel_spec *t, struct ssh_view 
                             also);
 }
 
+/* What ssh knows of each configuration, before it is asked. */
+struct query_info {
+        struct file_stamp file;
+        bool reusable;
+        const struct config_view *known;        /* the running configuration's answer, still standing */
+        size_t asked;                           /* its index among those asked (if not known) */
+};
+
 /* ssh -G did not answer every configuration in time: the load fails as a whole, at the
  * first tunnel (in configuration order) of one it did not answer. */
 static void judge_late(struct parser *p, const struct config *c, const struct query_key *keys, const size_t *first,
-                       const struct ssh_view *views, size_t m)
+                       const struct query_info *info, const struct ssh_view *views, size_t m)
 {
         size_t late = SIZE_MAX;
 
         for (size_t q = 0; q < m; q++)
-                if (views[q].timed_out && keys[first[q]].tunnel < late)
+                if (!info[q].known && views[info[q].asked].timed_out && keys[first[q]].tunnel < late)
                         late = keys[first[q]].tunnel;
         if (late == SIZE_MAX)
                 return;
@@ -212,29 +310,42 @@ static void judge_late(struct parser *p, const struct config *c, const struct qu
 
 void config_ssh_ask(struct parser *p, struct config *c)
 {
-        size_t n = 0, m = 0;
+        size_t n = 0, m = 0, asked = 0;
         struct query_key *keys = calloc(c->n_tunnels + 1, sizeof(*keys));
         size_t *first = calloc(c->n_tunnels + 1, sizeof(size_t));      /* query → its first index into keys */
+        struct query_info *info = calloc(c->n_tunnels + 1, sizeof(*info));
         char ***argvs = calloc(c->n_tunnels + 1, sizeof(char **));
-        struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));
+        struct ssh_view *views = calloc(c->n_tunnels + 1, sizeof(*views));     /* of those asked */
         size_t *leads = calloc(c->n_tunnels + 1, sizeof(size_t));     /* tunnel → 1 + the query it leads */
+        struct file_stamp program;
         int r;
 
-        if (!keys || !first || !argvs || !views || !leads || query_keys(c, keys, &n) < 0)
+        if (!keys || !first || !info || !argvs || !views || !leads || query_keys(c, keys, &n) < 0)
                 goto oom;
+        stamp_program(c->ssh, &program);
         for (size_t k = 0; k < n; k++) {
-                if (!k || strcmp(keys[k].key, keys[k - 1].key) != 0) {
-                        first[m] = k;
-                        /* asked with the configuration's first tunnel (and without its forwards) */
-                        if (bare_argv(&c->tunnels[keys[k].tunnel], c->ssh, &argvs[m]) < 0)
-                                goto oom;
-                        m++;
-                }
+                const struct tunnel_spec *t = &c->tunnels[keys[k].tunnel];
+                struct query_info *q = &info[m];
+
+                if (k && strcmp(keys[k].key, keys[k - 1].key) == 0)
+                        continue;
+                first[m++] = k;
+                /* an ssh_config_file's answer may stand; ssh_options alone are asked every time
+                 * (ssh reads /etc/ssh/ssh_config then, which includes ssh_config.d) */
+                if (names_ssh_config_file(t))
+                        stamp_config_file(t->ssh_config_file, &q->file, &q->reusable);
+                q->known = known_view(p->opts->known, keys[k].key, q->reusable, &q->file, &program);
+                if (q->known)
+                        continue;
+                q->asked = asked;
+                /* asked with the configuration's first tunnel (and without its forwards) */
+                if (bare_argv(t, c->ssh, &argvs[asked++]) < 0)
+                        goto oom;
         }
-        r = ssh_view_query(argvs, m, p->deadline, views);
+        r = ssh_view_query(argvs, asked, p->deadline, views);
         if (r < 0)
                 goto oom;
-        judge_late(p, c, keys, first, views, m);
+        judge_late(p, c, keys, first, info, views, m);
         if (p->errs->n > 0)
                 goto done;
         /* judged at each configuration's first tunnel, in configuration order */
@@ -243,20 +354,35 @@ void config_ssh_ask(struct parser *p, struct config *c)
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 size_t q = leads[i], end;
 
-                if (!q--)
-                        continue;
+                if (!q-- || info[q].known)
+                        continue;       /* judged by the load whose answer it is */
                 end = q + 1 < m ? first[q + 1] : n;
-                judge_view(p, &c->tunnels[i], &views[q], end - first[q] - 1);
+                judge_view(p, &c->tunnels[i], &views[info[q].asked], end - first[q] - 1);
         }
         /* the views that tunnels take (an ssh_config_file's), kept sorted by key */
         c->ssh_views.v = calloc(m + 1, sizeof(struct config_view));
         if (!c->ssh_views.v)
                 goto oom;
-        for (size_t q = 0; q < m; q++)
-                if (!views[q].error && names_ssh_config_file(&c->tunnels[keys[first[q]].tunnel])) {
-                        if (view_from(&views[q], keys[first[q]].key, &c->ssh_views.v[c->ssh_views.n++]) < 0)
+        for (size_t q = 0; q < m; q++) {
+                struct config_view *v = &c->ssh_views.v[c->ssh_views.n];
+
+                if (!names_ssh_config_file(&c->tunnels[keys[first[q]].tunnel]))
+                        continue;
+                if (info[q].known) {
+                        c->ssh_views.n++;
+                        if (view_copy(info[q].known, v) < 0)
                                 goto oom;
+                        continue;
                 }
+                if (views[info[q].asked].error)
+                        continue;
+                c->ssh_views.n++;
+                if (view_from(&views[info[q].asked], keys[first[q]].key, v) < 0)
+                        goto oom;
+                v->reusable = info[q].reusable;
+                v->file = info[q].file;
+                v->program = program;
+        }
         config_ssh_take_views(p, c, &c->ssh_views);
         goto done;
 oom:
@@ -264,20 +390,16 @@ oom:
 done:
         for (size_t i = 0; keys && i < n; i++)
                 free(keys[i].key);
-        for (size_t q = 0; argvs && q < m; q++)
+        for (size_t q = 0; argvs && q < asked; q++)
                 strv_free(argvs[q]);
-        for (size_t q = 0; views && q < m; q++)
+        for (size_t q = 0; views && q < asked; q++)
                 ssh_view_done(&views[q]);
         free(keys);
         free(first);
+        free(info);
         free(argvs);
         free(views);
         free(leads);
-}
-
-static int compare_view_key(const void *key, const void *view)
-{
-        return strcmp(key, ((const struct config_view *)view)->key);
 }
 
 /* Each enabled tunnel with an ssh_config_file takes the view of its configuration: ssh's

@@ -231,6 +231,18 @@ static void on_deadline_timer(struct ev_loop *loop, ev_timer *w, int revents)
         (void)revents;
         if (c->state != CONN_STARTING || !c->master)
                 return;
+        if (c->path_dead_since > 0 && !c->run.deadline_final && now_mono() - c->run.started_at < slot - 0.01) {
+                /* a probe of a dead path: no TCP connection yet, a new ssh tries (its SYNs, not
+                 * TCP's backed-off retransmissions, find the path's return) */
+                if (!master_answered(c->master) && !conn_path_has_tcp(c)) {
+                        c->run.probe_ended = true;
+                        conn_set_connecting(c, false);  /* its slot to the next: the path may be another's */
+                        ev_timer_stop(c->ctx->loop, &c->deadline_timer);
+                        master_stop(c->master, c->ctx->stop_timeout);
+                } else
+                        conn_arm(c, w, slot - (now_mono() - c->run.started_at));
+                return;
+        }
         if (!c->run.deadline_final) {
                 c->run.deadline_final = true;
                 if (c->run.connecting) {
@@ -476,6 +488,26 @@ bool conn_retry_soon(struct conn *c, const char *reason)
         c->failures = 0;
         conn_spawn(c, NULL, reason, "retrying now, backoff reset");
         return true;
+}
+
+void conn_network_changed(struct conn *c, struct netpath *np)
+{
+        char why[256], reason[300];
+
+        if (c->state != CONN_UP || conn_is_handing_over(c) || c->run.kill_class != FAILURE_NONE ||
+            !conn_path_moved(c, np, why, sizeof(why)))
+                return;
+        snprintf(reason, sizeof(reason), "the network path moved (%s)", why);
+        if (!conn_handover_begin(c, reason))
+                conn_end_run(c, FAILURE_UNREACHABLE, "%s", reason);
+}
+
+void conn_resumed(struct conn *c)
+{
+        if (c->state == CONN_UP && !conn_is_handing_over(c))
+                (void)conn_handover_begin(c, "resumed from sleep");
+        else if (c->state == CONN_BACKOFF)
+                conn_retry_now(c, "resumed from sleep");
 }
 
 void conn_dequeue(struct conn *c, const char *reason)

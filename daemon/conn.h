@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "netpath.h"
+#include "tcp_diag.h"
 #include "forward.h"
 #include "sockwatch.h"
 #include "ssh_output.h"
@@ -45,6 +47,7 @@ struct conn_run {
         bool requested;                 /* tunneld asked for this exit (a stop, not a failure) */
         bool answered;                  /* the destination sent its banner */
         bool authenticated;             /* ssh authenticated to the destination */
+        bool path_died;                 /* it had come up, and its path died under it: not a failed start */
 };
 
 /* What every connection of one supervisor shares, owned by the supervisor (which updates
@@ -62,6 +65,7 @@ struct conn_context {
         const char *(*gate)(struct conn *c, void *userdata);
         /* every run's end (a stop tunneld asked for too), before the connection judges it */
         void (*run_ended)(struct conn *c, const struct conn_run *run, void *userdata);
+        const char *quiet_wait;         /* a reason of the gate's not worth a line (one turn of the loop) */
         void *userdata;
 };
 enum {
@@ -157,6 +161,16 @@ void conn_restart(struct conn *c, const char *reason);
 void conn_retry_now(struct conn *c, const char *reason);
 /* BACKOFF only, after a failure a network change can cure: retry now, backoff reset. */
 bool conn_retry_soon(struct conn *c, const char *reason);
+/* The network changed (one look of the kernel, np, for a burst of changes): an up
+ * connection whose path moved or went gets a new ssh, make-before-break. */
+void conn_network_changed(struct conn *c, struct netpath *np);
+/* The machine resumed from sleep: an up connection gets a new ssh make-before-break (its
+ * old TCP connection may be dead after a long sleep; a live one loses nothing), one in
+ * backoff retries now. */
+void conn_resumed(struct conn *c);
+/* The current run's TCP connection to its server (or first hop), as the kernel sees it
+ * now: 0, or -ENOENT (none known), -errno. */
+int conn_get_path(struct conn *c, struct tcp_diag_info *ret);
 /* QUEUED only: the gate has opened. */
 void conn_dequeue(struct conn *c, const char *reason);
 /* QUEUED only: judged as a failed start of class without running ssh (pacing.h: the

@@ -96,6 +96,7 @@ void conn_reconfigure(struct conn *c, struct conn_change *ch)
         ctx = conn_log_ctx(c);
         if (same) {
                 rearm_run_timers(c);
+                conn_path_tune(c);              /* dead_path_timeout, on the running ssh's connection */
                 /* a tunnel's own connection: the tunnel says so ("supervision settings changed") */
                 if (c->shared)
                         log_full(LOG_INFO, &ctx, "connection settings changed: applied to the running ssh%s",

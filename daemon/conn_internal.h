@@ -6,6 +6,7 @@
  * make-before-break; conn_change.c: a reload's new settings). Not for other modules: they have conn.h. */
 
 #include "conn.h"
+#include "proc_net.h"
 
 #include "log.h"
 #include "master.h"
@@ -26,6 +27,18 @@ struct conn_change {
         struct conn_setup setup;
 };
 
+/* The run's own TCP connection to its server (with a jump host or a ProxyCommand: the
+ * helper's, to the first hop), learnt once ssh authenticated (conn_path.c). */
+struct conn_path {
+        bool known;
+        bool tuned;                     /* TCP_USER_TIMEOUT set on it */
+        struct proc_net_socket sock;    /* who holds it (pid, fd), its two ends */
+        int ifindex;                    /* the interface its packets left by at the first check */
+        double figures_at;              /* figures' last look (status and metrics read them at most once a second) */
+        int figures_r;
+        struct tcp_diag_info figures;
+};
+
 /* The current run: from spawn to exit. */
 struct conn_runstate {
         double started_at;
@@ -37,6 +50,8 @@ struct conn_runstate {
         bool refused_by_policy;         /* sshd said its policy refuses a forward (the next -R failure's class) */
         enum failure_class kill_class;  /* tunneld ends this run for this failure (NONE: it does not) */
         const char *not_started;        /* conn_fail_unstarted: what the run's line says (during the call) */
+        bool probe_ended;               /* tunneld ended it: no TCP connection yet, the path still dead */
+        struct conn_path path;
 };
 
 /* A master before the current one: it serves its forwards until the new master has taken
@@ -92,6 +107,7 @@ struct conn {
         int gen;                        /* its control socket */
         struct conn_old *olds;          /* masters before: the first may still be handing over */
         struct conn_runstate run;
+        double path_dead_since;         /* a run's path died; until a new ssh gets an answer (conn_path.c) */
         ev_timer retry_timer, deadline_timer, gate_timer, lifetime_timer;
 
         unsigned starts;                /* since configured or started by hand (max_starts) */
@@ -155,6 +171,18 @@ void conn_idle_stop(struct conn *c);
  * judged as usual. */
 bool conn_idle_closed(struct conn *c, struct conn_run *run);
 void conn_idle_free(struct conn *c);
+/* conn_path.c */
+/* A path found dead stays probed this long at most, each start given this long to connect. */
+#define CONN_PATH_DEAD_MAX 600.0
+#define CONN_PATH_PROBE 1.5
+/* ssh authenticated: its own connection learnt, dead_path_timeout set on it. */
+void conn_path_learn(struct conn *c);
+/* dead_path_timeout (again, after a reload changed it) on the run's connection. */
+void conn_path_tune(struct conn *c);
+/* The network changed: true if the run's path moved or went (why: what changed). */
+bool conn_path_moved(struct conn *c, struct netpath *np, char *why, size_t size);
+/* The run holds an established TCP connection (to its server or first hop). */
+bool conn_path_has_tcp(const struct conn *c);
 
 /* conn_handover.c */
 /* An up connection's planned restart, make-before-break: false if it cannot be done so. */

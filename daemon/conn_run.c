@@ -236,7 +236,8 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
                 if (why) {
                         snprintf(c->wait_reason, sizeof(c->wait_reason), "%s", why);
                         if (c->state != CONN_QUEUED)
-                                conn_set_state(c, CONN_QUEUED, prio, run, "%s; queued: %s", what, why);
+                                conn_set_state(c, CONN_QUEUED, why == c->ctx->quiet_wait ? LOG_DEBUG : prio, run,
+                                               "%s; queued: %s", what, why);
                         return;
                 }
         }
@@ -254,7 +255,11 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
                 return;
         }
         conn_set_connecting(c, true);
-        conn_arm(c, &c->deadline_timer, slot < deadline ? slot : deadline);
+        if (c->path_dead_since > 0 && now_mono() - c->path_dead_since > CONN_PATH_DEAD_MAX)
+                c->path_dead_since = 0;         /* dead for long: starts as usual, backing off */
+        /* a dead path: a start that has no TCP connection soon is replaced (on_deadline_timer) */
+        conn_arm(c, &c->deadline_timer, c->path_dead_since > 0 && CONN_PATH_PROBE < slot ? CONN_PATH_PROBE
+                                        : slot < deadline ? slot : deadline);
         if (c->spec.sup.max_lifetime > 0)
                 conn_arm(c, &c->lifetime_timer, c->spec.sup.max_lifetime);
         /* the same count as tunnelctl's STARTS (max_starts counts since the last manual start) */
@@ -351,6 +356,33 @@ static void keep_old(struct conn *c, struct conn_run *run, const struct verdict 
                         u->ops->handed_over(u, run);
 }
 
+/* A run that had come up and ended for want of an answer from its server (TCP gave up on
+ * unacknowledged data after dead_path_timeout, or ServerAlive did): its path died under
+ * it. Not a failed start: a new ssh at once, and while the path stays dead its starts are
+ * probes (conn_path.c). A probe tunneld ended (no TCP connection yet) is replaced at once. */
+static bool path_died(struct conn *c, struct conn_run *run)
+{
+        char what[1024];
+
+        if (c->run.probe_ended) {
+                struct log_ctx ctx = conn_log_ctx(c);
+                log_full(LOG_DEBUG, &ctx, "no TCP connection after %.1f s: the path is still dead; a new ssh",
+                         CONN_PATH_PROBE);
+                conn_spawn(c, NULL, "the path is still dead", "trying again");
+                return true;
+        }
+        if (!c->run.came_up || c->run.kill_class != FAILURE_NONE || run->failure != FAILURE_TIMEOUT)
+                return false;
+        run->path_died = true;
+        c->last_run = *run;
+        c->path_dead_since = now_mono();
+        describe_run(c, run, what, sizeof(what));
+        snprintf(what + strlen(what), sizeof(what) - strlen(what), "; its path died (the server stopped "
+                 "answering a connection that was up)");
+        conn_spawn(c, run, what, "reconnecting at once");
+        return true;
+}
+
 /* A run ended that tunneld did not ask to end: the verdict of policy.h, carried out. */
 void conn_finish_run(struct conn *c, struct conn_run *run)
 {
@@ -365,8 +397,12 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
         };
         const struct run_counters counters = { .starts = c->starts, .failures = c->failures,
                                                .ever_passed = c->ever_passed };
-        struct verdict v = policy_judge(&c->spec.sup, &counters, &outcome, random_unit());
+        struct verdict v;
         char what[1024], in[DURATION_MAX];
+
+        if (path_died(c, run))
+                return;
+        v = policy_judge(&c->spec.sup, &counters, &outcome, random_unit());
 
         run->failure = v.failure;
         c->last_run = *run;
@@ -420,6 +456,8 @@ static void on_master_event(struct master *m, enum master_event ev, void *userda
         switch (ev) {
         case MASTER_AUTHENTICATED:
                 conn_set_connecting(c, false);
+                c->path_dead_since = 0;         /* a path again */
+                conn_path_learn(c);
                 conn_maybe_up(c);
                 return;
         case MASTER_READY:

@@ -78,6 +78,29 @@ static void label_value(struct buf *b, const char *v)
         }
 }
 
+/* Its ssh's own TCP connection (tunnel_path_status): one sample per tunnel whose ssh runs
+ * and whose connection is known; the value by the family's name. */
+static void render_path(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                struct tcp_diag_info p;
+                double x;
+
+                if (tunnel_path_status(&v[i], &p) < 0)
+                        continue;
+                if (strstr(fam->name, "rtt"))
+                        x = p.rtt_us / 1e6;
+                else if (strstr(fam->name, "sent"))
+                        x = (double)(p.has_bytes_sent ? p.bytes_sent : p.bytes_acked);
+                else if (strstr(fam->name, "received"))
+                        x = (double)p.bytes_received;
+                else
+                        x = p.total_retrans;
+                buf_printf(b, "%s{tunnel=\"%s\"} ", fam->name, v[i].name);
+                buf_printf(b, fam->seconds ? "%.6f\n" : "%.0f\n", x);
+        }
+}
+
 static void render_forwards(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
 {
         for (size_t i = 0; i < n; i++)
@@ -124,6 +147,16 @@ static const struct family families[] = {
         { "tunneld_tunnel_longest_outage_seconds", "gauge",
           "The longest outage since the tunnel was configured, one going on included.", true, longest_outage,
           render_values },
+        { "tunneld_tunnel_rtt_seconds", "gauge",
+          "The smoothed round-trip time of its ssh's TCP connection to the server (the kernel's).", true, NULL,
+          render_path },
+        { "tunneld_tunnel_sent_bytes_total", "counter",
+          "Bytes its current ssh sent to the server (from 0 for each new ssh).", false, NULL, render_path },
+        { "tunneld_tunnel_received_bytes_total", "counter",
+          "Bytes its current ssh received from the server (from 0 for each new ssh).", false, NULL, render_path },
+        { "tunneld_tunnel_retransmitted_segments_total", "counter",
+          "TCP segments its current ssh's connection retransmitted (from 0 for each new ssh).", false, NULL,
+          render_path },
         { "tunneld_forward_up", "gauge",
           "1 if ssh answered that the forward is open, 0 if it failed or no answer yet.", false, NULL,
           render_forwards },

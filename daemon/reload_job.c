@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include "reload_job.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,36 @@ struct reload_job {
 
 /* ---- the report: what the child found ---- */
 
+/* A stamp as "DEV:INO:SIZE:MTIME_NS" in hex: JSON's numbers would not hold 64 bits. */
+static void write_stamp(struct json_writer *w, const char *key, const struct file_stamp *s)
+{
+        char text[4 * 17 + 4];
+
+        snprintf(text, sizeof(text), "%" PRIx64 ":%" PRIx64 ":%" PRIx64 ":%" PRIx64, s->dev, s->ino, s->size,
+                 (uint64_t)s->mtime_ns);
+        json_field_string(w, key, text);
+}
+
+static int parse_stamp(const char *text, struct file_stamp *ret)
+{
+        uint64_t v[4];
+        const char *p = text;
+
+        for (int i = 0; i < 4; i++) {
+                char *end;
+
+                if (!p || !isxdigit((unsigned char)*p))
+                        return -EBADMSG;
+                errno = 0;
+                v[i] = strtoull(p, &end, 16);
+                if (errno || end == p || (*end != (i < 3 ? ':' : '\0')))
+                        return -EBADMSG;
+                p = end + 1;
+        }
+        *ret = (struct file_stamp){ .dev = v[0], .ino = v[1], .size = v[2], .mtime_ns = (int64_t)v[3] };
+        return 0;
+}
+
 int reload_job_report(int r, const struct config *c, const struct config_errors *errs, char **ret)
 {
         struct buf b = {0};
@@ -76,6 +108,9 @@ int reload_job_report(int r, const struct config *c, const struct config_errors 
                         json_field_strv(&w, "remote", v->remote_forwards);
                         json_field_strv(&w, "dynamic", v->dynamic_forwards);
                         json_field_bool(&w, "gateway_ports", v->gateway_ports);
+                        json_field_bool(&w, "reusable", v->reusable);
+                        write_stamp(&w, "file", &v->file);
+                        write_stamp(&w, "program", &v->program);
                         json_end_object(&w);
                 }
                 json_end_array(&w);
@@ -109,6 +144,10 @@ static int parse_view(const struct json *o, const struct config_view *previous, 
                 return -EBADMSG;
         v->port = (int)json_get_number(o, "port", 0);
         v->gateway_ports = json_get_bool(o, "gateway_ports", false);
+        /* a report without stamps (or with bad ones): the view is not reused by a reload */
+        v->reusable = json_get_bool(o, "reusable", false) &&
+                      parse_stamp(json_get_string(o, "file"), &v->file) >= 0 &&
+                      parse_stamp(json_get_string(o, "program"), &v->program) >= 0;
         if (get_strv(o, "local", &v->local_forwards) < 0 || get_strv(o, "remote", &v->remote_forwards) < 0 ||
             get_strv(o, "dynamic", &v->dynamic_forwards) < 0)
                 return -EBADMSG;
@@ -257,8 +296,12 @@ static void finish(struct reload_job *j)
                          * saving, a config manager writing): ssh judged other bytes */
                         c = config_free(c);
                         r = -EAGAIN;
-                } else if (r >= 0)
-                        c->load_options = j->opts;      /* the next reload asks ssh again */
+                } else if (r >= 0) {
+                        c->load_options = j->opts;      /* the next reload asks ssh again … */
+                        c->load_options.known = NULL;
+                        c->ssh_views = views;           /* … but for what stands (config_ssh.c) */
+                        views = (struct config_views){ 0 };
+                }
         }
         config_views_clear(&views);
         j->done(r, r >= 0 ? c : NULL, &errs, j->userdata);

@@ -129,6 +129,7 @@ bool tunnel_spec_same_supervision(const struct tunnel_spec *a, const struct tunn
                a->sup.max_lifetime == b->sup.max_lifetime &&
                a->sup.max_lifetime_action == b->sup.max_lifetime_action &&
                a->sup.drain_timeout == b->sup.drain_timeout &&
+               a->sup.dead_path_timeout == b->sup.dead_path_timeout &&
                a->sup.flap_threshold == b->sup.flap_threshold &&
                a->sup.flap_window == b->sup.flap_window;
 }

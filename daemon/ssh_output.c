@@ -28,7 +28,9 @@ static const struct {
         { " timed out",                          FAILURE_TIMEOUT },   /* "Connection to H port N timed out" (a pre-auth packet timeout) */
         { "closed by remote host",               FAILURE_CLOSED },    /* "Connection (to X) closed by remote host" */
         { "Connection reset by peer",            FAILURE_CLOSED },
-        { "Broken pipe",                         FAILURE_CLOSED },    /* "client_loop: send disconnect: Broken pipe" */
+        /* "client_loop: send disconnect: Broken pipe": the kernel ended the connection under
+         * ssh (TCP gave up on unacknowledged data: dead_path_timeout), not the server */
+        { "Broken pipe",                         FAILURE_TIMEOUT },
         { "Could not request local forwarding",  FAILURE_LOCAL_FORWARD },
         { "cannot listen to port",               FAILURE_LOCAL_FORWARD },
         { "Address already in use",              FAILURE_LOCAL_FORWARD },

@@ -101,23 +101,6 @@ static const char *gate(struct conn *c, void *userdata)
         return start_queue_gate(&s->starts, c);
 }
 
-void supervisor_on_network_changed(void *userdata)
-{
-        struct supervisor *s = userdata;
-        size_t n = 0;
-
-        if (s->shutting_down)
-                return;
-        /* at once, no jitter: the start-slot queue (max_parallel_starts) spreads a herd */
-        for (size_t i = 0; i < s->n_conns; i++)
-                n += conn_retry_soon(s->conns[i], "network changed");
-        if (n)
-                log_notice("network changed: %zu connection%s in backoff retr%s now", n, n == 1 ? "" : "s",
-                           n == 1 ? "ies" : "y");
-        else
-                log_debug("network changed: no connection is waiting to retry");
-}
-
 /* At shutdown, stop every tunnel no running tunnel is after: dependents go first. A
  * connection stops when its last tunnel does. */
 static void shutdown_step(struct supervisor *s)
@@ -251,6 +234,13 @@ static void run_after(struct supervisor *s)
 /* Once per loop iteration, before it sleeps, and O(1) unless something is due: let queued
  * tunnels and connections through, then what the publisher has due (READY, STATUS, the
  * metrics file). */
+static void on_next_turn(struct ev_loop *loop, ev_idle *w, int revents)
+{
+        (void)loop;
+        (void)w;
+        (void)revents;          /* nothing: its being active keeps the loop from blocking */
+}
+
 static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 {
         struct supervisor *s = w->data;
@@ -265,6 +255,11 @@ static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
                 run_after(s);
         supervisor_pacing_flush(s);
         start_queue_run(&s->starts);
+        /* more to let through at the next turn: the loop must not wait for an event first */
+        if (start_queue_busy(&s->starts))
+                ev_idle_start(s->loop, &s->next_turn);
+        else
+                ev_idle_stop(s->loop, &s->next_turn);
         if (s->conns_dirty)
                 collect(s);
         for (size_t i = 0; i < s->n_listeners; i++)
@@ -310,6 +305,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
                 .observer = on_conn_event,
                 .gate = gate,
                 .run_ended = supervisor_pacing_run_ended,
+                .quiet_wait = start_queue_turn_reason,
                 .userdata = s,
         };
         s->started_at = now_mono();
@@ -319,6 +315,7 @@ int supervisor_new(struct ev_loop *loop, struct config *config, const char *runt
         ev_prepare_init(&s->flush, on_flush);
         s->flush.data = s;
         ev_prepare_start(loop, &s->flush);
+        ev_idle_init(&s->next_turn, on_next_turn);
         /* The prepare watcher must not keep the loop alive on its own. */
         ev_unref(loop);
 
@@ -345,10 +342,11 @@ struct supervisor *supervisor_free(struct supervisor *s)
         free(s->retiring);
         ev_ref(s->loop);
         ev_prepare_stop(s->loop, &s->flush);
+        ev_idle_stop(s->loop, &s->next_turn);
         free(s->load.error);
         reload_job_free(s->load.job);
         config_errors_clear(&s->load.errs);
-        netwatch_free(s->netwatch);
+        supervisor_net_free(s);
         config_free(s->config);
         sockwatch_free(s->watch);
         runtime_control_dir_remove(s->control_dir, s->runtime_dir);

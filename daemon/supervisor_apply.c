@@ -351,10 +351,7 @@ int supervisor_apply(struct supervisor *s, struct config *c)
         carry_out(s, c, old != NULL && !s->load.loaded, &p);        /* the first load's tunnels are not "added" */
         plan_free(&p);
         config_free((struct config *)old);
-        if (c->watch_network && !s->netwatch)
-                (void)netwatch_new(s->loop, supervisor_on_network_changed, s, &s->netwatch);
-        else if (!c->watch_network)
-                s->netwatch = netwatch_free(s->netwatch);
+        supervisor_net_apply(s, c);
         return 0;
 }
 
@@ -488,15 +485,18 @@ static void on_reload_loaded(int r, struct config *c, struct config_errors *errs
 static void load(struct supervisor *s)
 {
         struct config_errors errs = {0};
+        struct config_load_options opts = s->config->load_options;
         struct config *c = NULL;
-        int r = reload_job_start(s->loop, s->config->path, &s->config->load_options, on_reload_loaded, s,
-                                 &s->load.job);
+        int r;
 
+        /* what ssh said of the running configuration stands where its files are the same */
+        opts.known = &s->config->ssh_views;
+        r = reload_job_start(s->loop, s->config->path, &opts, on_reload_loaded, s, &s->load.job);
         if (r >= 0)
                 return;
         /* no child process: load here, the loop waits for ssh -G this once */
         log_warning_errno(r, "reload: cannot load in a child process (%m): loading in tunneld itself");
-        r = config_load(s->config->path, &s->config->load_options, &c, &errs);
+        r = config_load(s->config->path, &opts, &c, &errs);
         load_finish(s, r, c, &errs);
         config_errors_clear(&errs);
 }

@@ -8,8 +8,10 @@
 #include <sys/types.h>
 
 #include "hook.h"
+#include "netpath.h"
 #include "netwatch.h"
 #include "pacing.h"
+#include "sleepwatch.h"
 #include "reload_job.h"
 #include "start_queue.h"
 #include "supervisor.h"
@@ -37,6 +39,17 @@ struct supervisor_load {
         void *userdata;
 };
 
+/* What the supervisor watches of the network and of sleep (supervisor_net.c). */
+struct supervisor_net {
+        struct netwatch *watch;         /* NETLINK_ROUTE (watch_network) */
+        struct sleepwatch *sleep;       /* logind's PrepareForSleep */
+        bool sleep_tried;
+        struct netpath *np;             /* the kernel's look, for a walk over the connections */
+        ev_idle walk;                   /* a walk: a few connections per loop turn */
+        size_t next;                    /* its next connection */
+        bool resumed;                   /* a resume's walk (else a path check's) */
+};
+
 struct supervisor {
         struct ev_loop *loop;
         struct config *config;
@@ -60,10 +73,11 @@ struct supervisor {
         struct supervisor_pacing *pacing;       /* …and which credentials may be tried */
         double started_at;
         ev_prepare flush;               /* once per loop iteration: dequeue, publish */
+        ev_idle next_turn;              /* active while the start queue has more for the next turn */
         struct supervisor_listener listeners[SUPERVISOR_LISTENERS_MAX];
         size_t n_listeners;
         struct supervisor_load load;
-        struct netwatch *netwatch;
+        struct supervisor_net net;
 };
 
 /* supervisor.c */
@@ -73,7 +87,11 @@ void supervisor_tunnel_free(struct tunnel *t);
 ssize_t supervisor_index_of(struct tunnel *const *v, size_t n, const struct tunnel *t);
 ssize_t supervisor_index_of_name(struct tunnel *const *v, size_t n, const char *name);
 void supervisor_remove_at(struct tunnel **v, size_t *n, size_t i);
+/* supervisor_net.c */
 void supervisor_on_network_changed(void *userdata);
+/* Watch the network (and sleep) as c says (watch_network). */
+void supervisor_net_apply(struct supervisor *s, const struct config *c);
+void supervisor_net_free(struct supervisor *s);
 
 /* supervisor_conn.c */
 /* A new connection for spec (named name; shared or a tunnel's own), on s's list. */

@@ -250,7 +250,8 @@ static void on_conn_changed(struct conn_user *u, enum conn_state old, int prio, 
         if (u->attached) {
                 if (run && run->valid && !run->requested) {
                         t->restart_pending = true;
-                        if (run->failure != FAILURE_NONE && run->ended_at != t->counted_run) {
+                        /* a path that died under an up connection is no failed start */
+                        if (run->failure != FAILURE_NONE && !run->path_died && run->ended_at != t->counted_run) {
                                 t->total_failures[run->failure]++;      /* once per failure of the connection */
                                 t->counted_run = run->ended_at;
                         }

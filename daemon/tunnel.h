@@ -128,3 +128,7 @@ struct tunnel_status {
 void tunnel_get_status(const struct tunnel *t, double now, struct tunnel_status *ret);
 /* The i-th forward's state (i < n_forwards). */
 const struct forward_status *tunnel_forward_status(const struct tunnel_status *s, size_t i);
+/* Its connection's TCP connection to the server (or first hop), as the kernel sees it (read
+ * at most once a second per connection): 0, or -ENOENT while no ssh of its runs (or its
+ * own connection is not known), -errno. */
+int tunnel_path_status(const struct tunnel_status *s, struct tcp_diag_info *ret);

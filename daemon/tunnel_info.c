@@ -97,6 +97,13 @@ const struct forward_status *tunnel_forward_status(const struct tunnel_status *s
         return &s->tunnel->fwds[i]->st;
 }
 
+int tunnel_path_status(const struct tunnel_status *s, struct tcp_diag_info *ret)
+{
+        if (s->pid <= 0 || !s->tunnel->user.conn)
+                return -ENOENT;
+        return conn_get_path(s->tunnel->user.conn, ret);
+}
+
 enum tunnel_state tunnel_get_state(const struct tunnel *t) { return t->state; }
 const struct tunnel_spec *tunnel_get_spec(const struct tunnel *t) { return &t->spec; }
 const char *tunnel_get_name(const struct tunnel *t) { return t->spec.name; }

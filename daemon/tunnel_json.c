@@ -106,6 +106,29 @@ static void write_last_run(struct json_writer *w, const struct tunnel_status *s)
         json_end_object(w);
 }
 
+/* "path": its ssh's own TCP connection as the kernel sees it, or null. */
+static void write_path(struct json_writer *w, const struct tunnel_status *s)
+{
+        struct tcp_diag_info p;
+        char local[ENDPOINT_MAX], remote[ENDPOINT_MAX];
+
+        json_write_key(w, "path");
+        if (tunnel_path_status(s, &p) < 0) {
+                json_write_null(w);
+                return;
+        }
+        json_begin_object(w);
+        json_field_string(w, "local", endpoint_format(&p.local, local, sizeof(local)));
+        json_field_string(w, "remote", endpoint_format(&p.remote, remote, sizeof(remote)));
+        json_field_string(w, "tcp_state", tcp_diag_state_name(p.state));
+        json_field_seconds(w, "rtt", p.rtt_us / 1e6);
+        json_field_uint(w, "bytes_sent", p.has_bytes_sent ? p.bytes_sent : p.bytes_acked);
+        json_field_uint(w, "bytes_received", p.bytes_received);
+        json_field_uint(w, "retransmissions", p.total_retrans);
+        json_field_uint(w, "unacknowledged", p.unacked);
+        json_end_object(w);
+}
+
 void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
 {
         json_begin_object(w);
@@ -143,6 +166,7 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_field_bool(w, "multiplex", true);    /* every tunnel's ssh is a master: kept for scripts */
         json_field_string(w, "connection", s->connection);
         write_forward_states(w, s);
+        write_path(w, s);
         json_field_seconds(w, "gatetime", s->gatetime);
         json_field_string(w, "restart", restart_policy_to_string(s->restart));
         json_end_object(w);

@@ -167,6 +167,21 @@ static bool show_forward_states(const struct json *t)
         return true;
 }
 
+/* -l: its ssh's own TCP connection, as the kernel sees it. */
+static void show_path(const struct json *t)
+{
+        const struct json *p = json_get(t, "path");
+        char rtt[DURATION_MAX];
+
+        if (!p || p->type != JSON_OBJECT)
+                return;
+        printf("    path: %s → %s, rtt %s, %.0f bytes sent, %.0f received, %.0f retransmitted segments\n",
+               json_get_string(p, "local") ? json_get_string(p, "local") : "?",
+               json_get_string(p, "remote") ? json_get_string(p, "remote") : "?",
+               format_duration(json_get_number(p, "rtt", 0), rtt, sizeof(rtt)), json_get_number(p, "bytes_sent", 0),
+               json_get_number(p, "bytes_received", 0), json_get_number(p, "retransmissions", 0));
+}
+
 /* The table's cell: the first three forwards and how many more (-l lists them all). */
 #define FORWARDS_SHOWN 3
 static char *forwards_text(const struct json *t)
@@ -264,6 +279,7 @@ void show_table(const struct json *tunnels, bool long_view)
                         if (connection)
                                 printf("    shared connection: %s\n", connection);
                         show_availability(tunnels->items[i]);
+                        show_path(tunnels->items[i]);
                         if (!show_forward_states(tunnels->items[i]))
                                 for (size_t k = 0; v && v[k]; k++)
                                         printf("    %s\n", v[k]);

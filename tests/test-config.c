@@ -862,6 +862,7 @@ static void test_every_setting_has_one_group(void)
                 { "multiplex", "multiplex = true;" },
                 { "share_connection", "share_connection = true;" },
                 { "drain_timeout", "drain_timeout = 7;" },
+                { "dead_path_timeout", "dead_path_timeout = 7;" },
                 { "connect_timeout", "connect_timeout = 7;" },
                 { "start_timeout", "start_timeout = 7;" },
                 { "gatetime", "gatetime = 7;" },

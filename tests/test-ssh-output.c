@@ -28,7 +28,7 @@ static void test_classes(void)
                 { "kex_exchange_identification: Connection closed by remote host", SSH_LINE_FAILURE, FAILURE_CLOSED },
                 { "kex_exchange_identification: read: Connection reset by peer", SSH_LINE_FAILURE, FAILURE_CLOSED },
                 { "Connection to 127.0.0.1 closed by remote host.", SSH_LINE_FAILURE, FAILURE_CLOSED },
-                { "client_loop: send disconnect: Broken pipe", SSH_LINE_FAILURE, FAILURE_CLOSED },
+                { "client_loop: send disconnect: Broken pipe", SSH_LINE_FAILURE, FAILURE_TIMEOUT },
                 { "bind [127.0.0.1]:23333: Address already in use", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },
                 { "channel_setup_fwd_listener_tcpip: cannot listen to port: 23333", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },
                 { "Could not request local forwarding.", SSH_LINE_FAILURE, FAILURE_LOCAL_FORWARD },

@@ -87,9 +87,10 @@ static bool calls_contain(const char *word)
         return found;
 }
 
-static int load(const char *text, enum config_ask_ssh ask, double timeout, struct config **ret, char **ret_errors)
+static int load_known(const char *text, enum config_ask_ssh ask, double timeout, const struct config_views *known,
+                      struct config **ret, char **ret_errors)
 {
-        struct config_load_options opts = { .ask_ssh = ask, .load_timeout = timeout };
+        struct config_load_options opts = { .ask_ssh = ask, .load_timeout = timeout, .known = known };
         struct config_errors errs = {0};
         struct buf b = {0};
         int r;
@@ -104,6 +105,11 @@ static int load(const char *text, enum config_ask_ssh ask, double timeout, struc
         if (buf_steal(&b, ret_errors) < 0 || !*ret_errors)
                 *ret_errors = strdup("");
         return r;
+}
+
+static int load(const char *text, enum config_ask_ssh ask, double timeout, struct config **ret, char **ret_errors)
+{
+        return load_known(text, ask, timeout, NULL, ret, ret_errors);
 }
 
 static const struct tunnel_spec *find(const struct config *c, const char *name)
@@ -319,5 +325,60 @@ static void run_cleanup(void)
         test_assert(true);
 }
 
+/* A reload asks ssh again only what may have changed: the running configuration's answer
+ * for an ssh_config_file stands while the file (and the ssh program) are the ones ssh read,
+ * never for a file that includes others or has ssh run something (Match exec); and it
+ * travels through the reload's report with its stamps. */
+static void test_reload_asks_only_what_changed(void)
+{
+        _cleanup_free_ char *text = NULL, *errors = NULL, *report = NULL;
+        struct config *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+        struct config_views from_report = {0};
+        struct config_errors errs = {0};
+        uint64_t digest;
+        int r_child;
+
+        setup();
+        write_file(ssh_config, "# plain: what ssh says depends on this file alone\n", 0600);
+        test_assert(asprintf(&text, "ssh = \"%s\";\ndefaults = { ssh_config_file = \"%s\"; };\n"
+                             "tunnels = ( { name = \"al\"; host = \"alias\"; }, { name = \"b\"; host = \"h1\"; } );\n",
+                             fake_ssh, ssh_config) > 0);
+        test_assert(load(text, CONFIG_SSH_LENIENT, 0, &a, &errors) == 0);
+        test_assert(count_calls() == 2);
+        test_assert(a && a->ssh_views.n == 2 && a->ssh_views.v[0].reusable && a->ssh_views.v[0].file.ino != 0);
+        /* through the report, as the daemon keeps them */
+        test_assert(reload_job_report(0, a, &errs, &report) >= 0);
+        test_assert(reload_job_parse_report(report, strlen(report), &from_report, &errs, &r_child, &digest) == 0);
+        test_assert(from_report.n == 2 && from_report.v[1].reusable);
+        free(errors);
+        test_assert(load_known(text, CONFIG_SSH_LENIENT, 0, &from_report, &b, &errors) == 0);
+        test_assert(count_calls() == 0);        /* nothing changed: ssh is not asked */
+        test_assert(b && find(b, "al") && find(b, "al")->ssh.port == 2222);
+        test_assert_streq(find(b, "al")->ssh.hostname, "10.0.0.1");
+        test_assert(b && b->ssh_views.n == 2);
+        /* the file changed: asked again */
+        write_file(ssh_config, "# changed: another size, another time\n# and another line\n", 0600);
+        free(errors);
+        test_assert(load_known(text, CONFIG_SSH_LENIENT, 0, &from_report, &c, &errors) == 0);
+        test_assert(count_calls() == 2);
+        /* a file that includes another one, or runs something: asked every time */
+        write_file(ssh_config, "Match exec true\n  Compression no\n", 0600);
+        free(errors);
+        config_free(c);
+        c = NULL;
+        test_assert(load_known(text, CONFIG_SSH_LENIENT, 0, NULL, &c, &errors) == 0);
+        test_assert(c && c->ssh_views.n == 2 && !c->ssh_views.v[0].reusable);
+        free(errors);
+        test_assert(load_known(text, CONFIG_SSH_LENIENT, 0, &c->ssh_views, &d, &errors) == 0);
+        test_assert(count_calls() == 2);
+        config_views_clear(&from_report);
+        config_errors_clear(&errs);
+        config_free(a);
+        config_free(b);
+        config_free(c);
+        config_free(d);
+}
+
 TEST_MAIN(TEST(test_parse), TEST(test_query_deadline), TEST(test_once_per_configuration), TEST(test_judged_once),
+          TEST(test_reload_asks_only_what_changed),
           TEST(test_whole_load_timeout), TEST(test_report_round_trip), TEST(run_cleanup))

@@ -61,8 +61,8 @@ CHAOS_SKIP = sorted(k for k in os.environ.get("CHAOS_SKIP", "").split(",") if k)
 os.environ.setdefault("TUNNELTEST_TIMEOUT", str(int(CHAOS_SECONDS + 170)))
 import netns  # noqa: E402
 import tunneltest  # noqa: E402
-from tunneltest import (EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port,  # noqa: E402
-                        proc_table, wait_until)
+from tunneltest import (EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, proc_table, status, wait_all,
+                        wait_until)
 from tunneltest import socks_echo, unix_echo  # noqa: E402
 
 STATUS_LIMIT = 1.0          # the invariant: every status reply within a second
@@ -288,16 +288,11 @@ class World:
         return not (+self.removed) and not (+self.changed) and not (+self.slow) and not self.policy and not self.added
 
     # -- tunnels --
-    def status(self):
-        reply = raw_request(self.sock, {"cmd": "status"})
-        if not reply.get("ok"):
-            raise AssertionError(f"status: {reply}")
-        return {t["name"]: t for t in reply["tunnels"]}
 
     def ssh_of(self, name):
         """The identity of name's ssh if it is tunneld's child now, else None."""
         try:
-            t = self.status().get(name)
+            t = status(self.sock).get(name)
         except (OSError, ValueError, AssertionError):
             return None
         if not t or not t.get("pid"):
@@ -467,8 +462,7 @@ def f_sigusr1(w, _, __):
 
 
 def f_ctl_restart(w, name, _):
-    r = subprocess.run([tunneltest.TUNNELCTL, "-s", w.sock, "restart", name], capture_output=True, text=True,
-                       timeout=60, stdin=subprocess.DEVNULL)
+    r = tunneltest.tunnelctl(w.sock, "restart", name, timeout=60)
     return f"exit {r.returncode}: {(r.stdout or r.stderr).strip()[:80]}"
 
 
@@ -550,8 +544,7 @@ class Probe(threading.Thread):
         t, began = time.monotonic(), self.w.now()
         try:
             if how == "tunnelctl":
-                r = subprocess.run([tunneltest.TUNNELCTL, "-s", self.w.sock, "--json", "status"],
-                                   capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+                r = tunneltest.tunnelctl(self.w.sock, "--json", "status", timeout=10)
                 reply = json.loads(r.stdout.splitlines()[0]) if r.stdout.strip() else {"stderr": r.stderr}
             else:
                 reply = raw_request(self.w.sock, {"cmd": "status"}, timeout=10)
@@ -639,9 +632,6 @@ class ChaosTest(unittest.TestCase):
         with open(self.slow_config, "w") as f:
             f.write('Match exec "sleep 2"\n  ServerAliveCountMax 3\n')
 
-    def fwd(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
     def layout(self):
         """(tunnels, the extra tunnel a reload adds, checks: [(what, fn)] of bytes through
         every forward)."""
@@ -652,34 +642,33 @@ class ChaosTest(unittest.TestCase):
         ux = os.path.join(self.dir, "ux.sock")
         hook = {"on_state_change": self.hook}
         tunnels = [
-            {"name": "a-l1", **A, "local_forwards": [self.fwd(p["al1"])], **hook},
-            {"name": "a-l2", **A, "local_forwards": [self.fwd(p["al2a"]), self.fwd(p["al2b"])]},
+            {"name": "a-l1", **A, "local_forwards": [self.echo.forward(p["al1"])], **hook},
+            {"name": "a-l2", **A, "local_forwards": [self.echo.forward(p["al2a"]), self.echo.forward(p["al2b"])]},
             {"name": "a-ux", **A, "local_forwards": [f"{ux}:127.0.0.1:{self.echo.port}"]},
-            {"name": "a-rev", **A, "remote_forwards": [f"127.0.0.1:{p['rev']}:127.0.0.1:{self.echo.port}"]},
-            {"name": "b-l1", **B, "local_forwards": [self.fwd(p["bl1"])], **hook},
-            {"name": "b-l2", **B, "local_forwards": [self.fwd(p["bl2"])], "multiplex": True},
+            {"name": "a-rev", **A, "remote_forwards": [self.echo.forward(p["rev"])]},
+            {"name": "b-l1", **B, "local_forwards": [self.echo.forward(p["bl1"])], **hook},
+            {"name": "b-l2", **B, "local_forwards": [self.echo.forward(p["bl2"])]},
             {"name": "b-socks", **B, "dynamic_forwards": [f"127.0.0.1:{p['socks']}"]},
             {"name": "jump", **A, "jump_host": f"root@127.0.0.1:{self.b.port}",
-             "local_forwards": [self.fwd(p["jump"])]},
-            # multiplex: forwards opened over the master's control socket
-            {"name": "a-mix", **A, "local_forwards": [self.fwd(p["mixl"])],
-             "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], "multiplex": True, **hook},
-            {"name": "b-l3", **B, "local_forwards": [self.fwd(p["bl3"])]},
+             "local_forwards": [self.echo.forward(p["jump"])]},
+            # a -L and a -D opened over one master's control socket
+            {"name": "a-mix", **A, "local_forwards": [self.echo.forward(p["mixl"])],
+             "dynamic_forwards": [f"127.0.0.1:{p['mixd']}"], **hook},
+            {"name": "b-l3", **B, "local_forwards": [self.echo.forward(p["bl3"])]},
             # share_connection: three tunnels on one ssh (a fault on one's ssh hits all three)
-            *({"name": f"b-sh{i}", **B, "share_connection": True, "local_forwards": [self.fwd(p[f"sh{i}"])],
+            *({"name": f"b-sh{i}", **B, "share_connection": True, "local_forwards": [self.echo.forward(p[f"sh{i}"])],
                **(hook if i == 1 else {})} for i in (1, 2, 3)),
             # plain ones, to make a fleet (every fault may hit any of them)
-            *({"name": f"{'ab'[i % 2]}-f{i}", **(A if i % 2 == 0 else B), "local_forwards": [self.fwd(p[f"f{i}"])],
-               **({"multiplex": True} if i in (3, 6) else {})} for i in range(10)),
+            *({"name": f"{'ab'[i % 2]}-f{i}", **(A if i % 2 == 0 else B),
+               "local_forwards": [self.echo.forward(p[f"f{i}"])]} for i in range(10)),
         ]
         if self.n:
             N = {"host": self.n.tunnel_defaults()["host"], "port": self.n.port,
                  "server_alive_interval": 1, "server_alive_count_max": 3}
-            tunnels += [{"name": "n-l1", **N, "local_forwards": [f"127.0.0.1:{p['n1']}:127.0.0.1:{self.n_echo.port}"]},
-                        {"name": "n-l2", **N, "multiplex": True,
-                         "local_forwards": [f"127.0.0.1:{p['n2']}:127.0.0.1:{self.n_echo.port}"]}]
+            tunnels += [{"name": "n-l1", **N, "local_forwards": [self.n_echo.forward(p["n1"])]},
+                        {"name": "n-l2", **N, "local_forwards": [self.n_echo.forward(p["n2"])]}]
         tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
-        extra = {"name": "extra", "host": "127.0.0.1", **B, "local_forwards": [self.fwd(p["extra"])]}
+        extra = {"name": "extra", "host": "127.0.0.1", **B, "local_forwards": [self.echo.forward(p["extra"])]}
         e = self.echo.port
         checks = [(f"-L {p[k]} ({n})", (lambda port=p[k]: echo_roundtrip(port)))
                   for n, k in (("a-l1", "al1"), ("a-l2", "al2a"), ("a-l2", "al2b"), ("b-l1", "bl1"), ("b-l2", "bl2"),
@@ -719,14 +708,8 @@ class ChaosTest(unittest.TestCase):
         tap(f"{len(tunnels)} tunnels, {len(schedule)} faults over {CHAOS_SECONDS:g} s; sshd A port {self.a.port}, "
             f"B port {self.b.port}")
 
-        def all_up():
-            try:
-                st = w.status()
-            except (OSError, ValueError, AssertionError):
-                return False
-            return all(st.get(n, {}).get("state") == "up" for n in names)
         t = time.monotonic()
-        wait_until(all_up, UP_BOUND, interval=0.1, what="every tunnel up at the start")
+        wait_all(w.sock, names, timeout=UP_BOUND)
         tap(f"all {len(names)} up {time.monotonic() - t:.1f} s after tunneld started")
 
         probe = Probe(w)
@@ -787,7 +770,7 @@ class ChaosTest(unittest.TestCase):
 
         def every_tunnel_up():
             try:
-                st = w.status()
+                st = status(w.sock)
             except (OSError, ValueError, AssertionError):
                 return False
             last.clear()
@@ -809,7 +792,7 @@ class ChaosTest(unittest.TestCase):
                                                                    ": " + "; ".join(flow))
 
         # one ssh per tunnel, but one for the three that share a connection
-        connections = len({w.status()[n].get("connection") or n for n in names})
+        connections = len({status(w.sock)[n].get("connection") or n for n in names})
 
         def one_ssh_per_connection():
             ssh = [p for p in tunneltest.children_of(w.td.pid) if comm(p) == "ssh"]
@@ -822,7 +805,7 @@ class ChaosTest(unittest.TestCase):
         until SIGKILL at stop_timeout) and control clients pour in."""
         rng = random.Random(SEED + 1)
         victims = rng.sample(names, 4)
-        st = w.status()
+        st = status(w.sock)
         stopped = identity(st[victims[3]]["pid"])
         for n in victims[:2]:
             signal_if_same(identity(st[n]["pid"]), signal.SIGKILL)
@@ -834,7 +817,7 @@ class ChaosTest(unittest.TestCase):
         time.sleep(0.05)
         w.td.reload()       # a reload in flight too (unchanged configuration)
         try:
-            states = {n: t["state"] for n, t in w.status().items()}
+            states = {n: t["state"] for n, t in status(w.sock).items()}
         except (OSError, ValueError, AssertionError):
             states = {}
         table = proc_table()
@@ -843,15 +826,15 @@ class ChaosTest(unittest.TestCase):
         marker = w.td.marker
         t = time.monotonic()
         w.td.signal(signal.SIGTERM)
-        status = w.td.wait_exit(STOP_TIMEOUT + SIGTERM_SLACK + 30)
+        exit_status = w.td.wait_exit(STOP_TIMEOUT + SIGTERM_SLACK + 30)
         took = time.monotonic() - t
         load.join(30)
-        summary["SIGTERM"] = (f"exit {status} after {took:.2f} s (stop_timeout {STOP_TIMEOUT} s; "
+        summary["SIGTERM"] = (f"exit {exit_status} after {took:.2f} s (stop_timeout {STOP_TIMEOUT} s; "
                               f"the invariant's bound {STOP_TIMEOUT + 1} s)")
         states = ", ".join(f"{n} {s}" for n, s in sorted(states.items()))
         summary["at SIGTERM"] = (f"{victims[0]}, {victims[1]} killed, {victims[2]} restarted, {victims[3]} "
                                  f"SIGSTOPped, a SIGHUP, a control burst; states {states}")
-        self.assertEqual(status, 0, "tunneld's exit status after SIGTERM")
+        self.assertEqual(exit_status, 0, "tunneld's exit status after SIGTERM")
         self.assertLess(took, STOP_TIMEOUT + 1 + SIGTERM_SLACK,
                         f"SIGTERM took {took:.2f} s with stop_timeout {STOP_TIMEOUT}")
         alive = [k for k in kids if same_process(k)]

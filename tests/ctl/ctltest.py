@@ -1,5 +1,6 @@
-"""Helpers of the tunnelctl tests (tests/ctl/): run tunnelctl against a test's tunneld,
-read its JSON and its table, and talk to the control socket by hand.
+"""Helpers of the tunnelctl tests (tests/ctl/): check tunnelctl's JSON and its table, talk
+to the control socket by hand, storms of events and the clients that follow them. Running
+tunnelctl, status and the waits on a tunnel's state are tunneltest's (ctl.py).
 
 Imported by the test files next to it (a script's own directory is on sys.path).
 """
@@ -17,10 +18,8 @@ import threading
 import time
 
 import tunneltest
-from tunneltest import parse_duration, wait_until
+from tunneltest import TUNNELCTL, clean_env, parse_duration, wait_until
 
-TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
-UP_TIMEOUT = 20     # ssh's connect and key exchange on a loaded 2-core machine
 
 STATES = {"stopped", "queued", "starting", "up", "backoff", "failed", "stopping", "degraded"}
 HEADERS = ["NAME", "STATE", "PID", "UPTIME", "AVAIL", "STARTS", "LAST EXIT", "NEXT RETRY", "FORWARDS"]
@@ -28,56 +27,11 @@ ANSI = re.compile(r"\033\[[0-9;]*m")
 DURATION = r"[\d.]+ (?:ms|s|min|h|d)(?: [\d.]+ (?:s|min|h))?"
 
 
-# one set of tunnelctl helpers for every test (tests/lib/tunneltest/ctl.py)
-clean_env = tunneltest.clean_env
-tunnelctl = tunneltest.tunnelctl
-describe = tunneltest.describe
-status = tunneltest.status
-
-
-def tunnels(sock):
-    return status(sock)[1]
-
-
-def wait_serving(d, sock, timeout=10):
-    """Wait until tunneld d answers status on sock with its configuration loaded (the socket
-    appears a moment after the process starts, the tunnels once ssh -G is done)."""
-    def serving():
-        if d.proc.poll() is not None:
-            raise AssertionError(f"tunneld exited ({d.proc.returncode})")
-        return tunneltest.loaded(sock)
-    wait_until(serving, timeout, interval=0.05, what=f"tunneld to answer on {sock}")
-
-
-def wait_tunnel(sock, name, pred, timeout=UP_TIMEOUT, what=None):
-    """Poll the status until pred(tunnel) is true; return the tunnel's JSON object."""
-    def check():
-        t = tunnels(sock).get(name)
-        return t if t is not None and pred(t) else None
-    return wait_until(check, timeout, interval=0.1, what=what or f"{name} to match {pred}")
-
-
-def wait_state(sock, name, state, timeout=UP_TIMEOUT):
-    return wait_tunnel(sock, name, lambda t: t["state"] == state, timeout, what=f"{name} to be {state}")
-
-
-def wait_up(sock, name, not_pid=None, timeout=UP_TIMEOUT):
-    """Wait until name is up with an ssh pid other than not_pid; return that pid."""
-    t = wait_tunnel(sock, name, lambda t: t["state"] == "up" and t["pid"] != not_pid, timeout,
-                    what=f"{name} up" + (f" with a pid other than {not_pid}" if not_pid else ""))
-    return t["pid"]
-
-
-def pids(sock):
-    """{name: pid} of every tunnel."""
-    return {n: t["pid"] for n, t in tunnels(sock).items()}
-
-
 def assert_tunnel_fields(test, t):
     """The documented fields of one tunnel in `tunnelctl --json status`, with their types."""
     documented = ("name", "state", "enabled", "held", "flapping", "reason", "host", "pid", "next_pid", "uptime", "since",
                   "retry_in", "starts", "restarts", "consecutive_failures", "prohibited", "failures", "last_exit", "forwards",
-                  "gatetime", "restart", "availability", "multiplex", "connection", "forward_states")
+                  "gatetime", "restart", "availability", "multiplex", "connection", "forward_states", "path")
     test.assertEqual(sorted(t), sorted(documented), f"fields of {t.get('name')} (man/tunnelctl.1.scd: JSON OUTPUT)")
     name = t["name"]
     for key in ("enabled", "held", "flapping"):
@@ -133,12 +87,12 @@ def assert_tunnel_fields(test, t):
     if a["current_outage"] is not None:
         test.assertNotEqual(t["state"], "up", a)
     test.assertEqual(a["last_outage"] is None, a["last_outage_ago"] is None, a)
-    test.assertIsInstance(t["multiplex"], bool, name)
+    test.assertIs(t["multiplex"], True, f"{name}: every tunnel's ssh is a mux master (kept for scripts)")
     test.assertIsInstance(t["forward_states"], list, name)
     for fs in t["forward_states"]:
         test.assertEqual(sorted(fs), ["allocated_port", "forward", "kind", "reason", "state"], name)
         test.assertIn(fs["state"], ("pending", "open", "failed"), name)
-    if not t["multiplex"] or t["pid"] is None:
+    if t["pid"] is None:
         test.assertEqual(t["forward_states"], [], name)
     f = t["forwards"]
     test.assertEqual(sorted(f), ["allocated", "dynamic", "local", "remote"], f"{name}.forwards")
@@ -239,17 +193,6 @@ def request(sock, obj_or_bytes, timeout=5):
     return json.loads(lines[0])
 
 
-def fds(pid):
-    """{fd: target} of pid's open files."""
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
-    return out
-
-
 def retry_in_seconds(cell):
     """The NEXT RETRY cell "in 30 s" as seconds."""
     assert cell.startswith("in "), cell
@@ -313,12 +256,6 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def served_within(sock, *names, limit=1.0):

@@ -13,10 +13,11 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, children_of, echo_roundtrip, free_port, wait_until
+from tunneltest import (EchoServer, SSHServer, Tunneld, children_of, describe, echo_roundtrip, free_port, tunnelctl,
+                        wait_state, wait_until)
 
 import ctltest
-from ctltest import NOBODY, SETPRIV, connect, describe, served_within, tunnelctl, wait_serving, wait_up
+from ctltest import NOBODY, SETPRIV, connect, served_within
 
 EXIT_DROPPED = 5            # tunnelctl(1)
 SLOW = 16                   # tunnels whose ssh -G takes SLOW_SECONDS (8 run at once: 2 rounds)
@@ -73,8 +74,8 @@ class CheckTest(unittest.TestCase):
         d = tunneltest.use(self, Tunneld([real, *tunnels], defaults,
                                          globals={"ssh": ssh or tunneltest.SSH, "control_socket": sock,
                                                   "control_world_readable": True}))
-        wait_serving(d, sock, timeout=30)
-        wait_up(sock, "real")
+        d.wait_loaded(timeout=30)
+        wait_state(sock, "real", "up")
         return d, sock
 
     def slow_tunnels(self):
@@ -105,7 +106,7 @@ class CheckTest(unittest.TestCase):
         and it ran in a child process."""
         d, sock = self.tunneld(self.slow_tunnels())
         t0 = time.monotonic()
-        p = subprocess.Popen([ctltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
+        p = subprocess.Popen([tunneltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         self.addCleanup(p.kill)
         seen_job = wait_until(lambda: check_jobs(d.pid) or p.poll() is not None, 10, interval=0.02,
@@ -126,7 +127,7 @@ class CheckTest(unittest.TestCase):
         d, sock = self.tunneld(self.slow_tunnels())
         procs = [subprocess.Popen([SETPRIV, *NOBODY, self.ctl, "-s", sock, "check"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(8)]
-        procs += [subprocess.Popen([ctltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
+        procs += [subprocess.Popen([tunneltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True) for _ in range(2)]
         for p in procs:
             self.addCleanup(p.kill)
@@ -189,7 +190,7 @@ class CheckTest(unittest.TestCase):
         next client of root's evicts it (the quietest), and that tunnelctl exits 5 saying it
         was evicted."""
         d, sock = self.tunneld(self.slow_tunnels())
-        p = subprocess.Popen([ctltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
+        p = subprocess.Popen([tunneltest.TUNNELCTL, "-s", sock, "check"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         self.addCleanup(p.kill)
         wait_until(lambda: check_jobs(d.pid), 10, interval=0.02, what="the check's child process")

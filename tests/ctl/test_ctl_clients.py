@@ -17,11 +17,11 @@ import unittest
 
 os.environ.setdefault("TUNNELTEST_TIMEOUT", "120")     # the slow readers take a minute
 import tunneltest  # noqa: E402
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until  # noqa: E402
+from tunneltest import (EchoServer, SSHServer, Tunneld, describe, echo_roundtrip, free_port, open_fds, tunnelctl,
+                        wait_state, wait_until)  # noqa: E402
 
 import ctltest  # noqa: E402
-from ctltest import (NOBODY, EventStorm, SlowReader, connect, describe, last_line, read_all, rss_kb,
-                     served_within, tunnelctl, wait_serving, wait_up)  # noqa: E402
+from ctltest import EventStorm, NOBODY, SlowReader, connect, last_line, read_all, rss_kb, served_within  # noqa: E402
 
 STALL_TIMEOUT = 5.0         # daemon/ctl.h
 EXIT_DROPPED = 5            # tunnelctl(1)
@@ -48,8 +48,8 @@ class ClientsTest(unittest.TestCase):
                                               globals={"ssh": tunneltest.SSH, "control_socket": sock,
                                                        "control_world_readable": True}))
         self.sock = sock
-        wait_serving(self.d, sock)
-        wait_up(sock, "real")
+        self.d.wait_loaded()
+        wait_state(sock, "real", "up")
 
     def storm(self, rate):
         return tunneltest.use(self, EventStorm(self.sock, STORM, rate))
@@ -149,7 +149,7 @@ class ClientsTest(unittest.TestCase):
         the two read-only subscribers, which exit 5 saying they were evicted; tunneld logs
         each once."""
         drops = self.d.count_log(DROP_LOG)
-        sockets = lambda: len([t for t in ctltest.fds(self.d.pid).values() if t.startswith("socket:")])  # noqa: E731
+        sockets = lambda: len([t for t in open_fds(self.d.pid).values() if t.startswith("socket:")])  # noqa: E731
         base = sockets()
         ev = tunneltest.use(self, SlowReader(self.sock, "--json", user=NOBODY, ctl=self.ctl))
         wt = tunneltest.use(self, SlowReader(self.sock, "--timeout", "0", "gate", cmd="wait", user=NOBODY,

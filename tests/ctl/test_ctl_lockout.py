@@ -18,10 +18,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, free_port, wait_until
+from tunneltest import EchoServer, SSHServer, Tunneld, cpu_seconds, describe, free_port, tunnelctl, wait_until
 
-import ctltest
-from ctltest import SETPRIV, AttackerUser, cpu_seconds, describe, rss_kb, tunnelctl, wait_serving
+from ctltest import AttackerUser, SETPRIV, rss_kb
 
 READERS_PER_UID = 8     # daemon/ctl.h
 SERVED_WITHIN = 1.0
@@ -95,8 +94,8 @@ class LockoutTest(unittest.TestCase):
             [{"name": "db", "host": "127.0.0.1", "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"]}],
             defaults, globals={"ssh": tunneltest.SSH, "control_socket": sock, "control_world_readable": True}))
         self.sock = sock
-        wait_serving(self.d, sock)
-        self.d.wait_log(r"^<\d+>db: up: ", timeout=20)
+        self.d.wait_loaded()
+        self.d.wait_up("db", timeout=20)
 
     def attack(self, mode, n=40):
         p = self.attacker.run(sys.executable, self.script, self.sock, mode, str(n))
@@ -129,7 +128,7 @@ class LockoutTest(unittest.TestCase):
         t0 = time.monotonic()
         while time.monotonic() - t0 < 5:
             self.assert_root_served("40 half-open connections", rounds=1)
-        r = subprocess.run([SETPRIV, "--reuid", "65534", "--regid", "65534", "--clear-groups", ctltest.TUNNELCTL,
+        r = subprocess.run([SETPRIV, "--reuid", "65534", "--regid", "65534", "--clear-groups", tunneltest.TUNNELCTL,
                             "-s", self.sock, "status"], capture_output=True, text=True, timeout=20)
         self.assertEqual(r.returncode, 0, f"another user: {describe(r)}")
 

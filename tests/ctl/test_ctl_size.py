@@ -13,11 +13,11 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port
+from tunneltest import (EchoServer, SSHServer, Tunneld, describe, echo_roundtrip, free_port, status_reply, tunnelctl,
+                        wait_state)
 
 import ctltest
-from ctltest import (NOBODY, connect, describe, last_line, read_all, rss_kb, served_within, tunnelctl,
-                     wait_serving, wait_up)
+from ctltest import NOBODY, connect, last_line, read_all, rss_kb, served_within
 
 N = 10000
 TUNNELS = N + 1                     # and the real one
@@ -64,8 +64,8 @@ class SizeTest(unittest.TestCase):
         cls.d = tunneltest.use(cls, Tunneld([real, *many], defaults,
                                             globals={"ssh": tunneltest.SSH, "control_socket": cls.sock,
                                                      "control_world_readable": True}))
-        wait_serving(cls.d, cls.sock, timeout=30)
-        wait_up(cls.sock, "real")
+        cls.d.wait_loaded(timeout=30)
+        wait_state(cls.sock, "real", "up")
 
     def test_metrics_of_10000_tunnels(self):
         """tunnelctl metrics: every family once, in one group, a sample per tunnel (per state,
@@ -93,7 +93,7 @@ class SizeTest(unittest.TestCase):
     def test_status_of_10000_tunnels(self):
         """status: every tunnel in configuration order, in the table and in --json; and the
         status of a thousand named ones."""
-        reply, tunnels = ctltest.status(self.sock)
+        reply = status_reply(self.sock)
         self.assertEqual(len(reply["tunnels"]), TUNNELS)
         self.assertEqual([t["name"] for t in reply["tunnels"][:3]], ["real", "t0", "t1"])
         self.assertEqual(reply["tunnels"][-1]["name"], f"t{N - 1}")
@@ -101,7 +101,7 @@ class SizeTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, describe(r)[:2000])
         self.assertEqual(len(r.stdout.splitlines()), TUNNELS + 1)
         names = [f"t{i}" for i in range(0, N, 10)]
-        reply, tunnels = ctltest.status(self.sock, *names)
+        reply = status_reply(self.sock, *names)
         self.assertEqual([t["name"] for t in reply["tunnels"]], names)
 
     def test_root_is_served_while_others_pull_metrics(self):

@@ -24,14 +24,13 @@ import stat
 import subprocess
 import threading
 import time
-import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, pid_alive, wait_until
+from tunneltest import (assert_echo, describe, free_port, open_fds, pid_alive, pids, socket_of, tunnelctl, wait_state,
+                        wait_until)
 
 import ctltest
-from ctltest import (NOBODY_UID, connect, describe, fds, pids, public_dir, read_lines, tunnelctl, wait_closed,
-                     wait_serving, wait_up)
+from ctltest import NOBODY_UID, connect, public_dir, read_lines, wait_closed
 
 CLIENTS_MAX = 64        # daemon/ctl.h
 READERS_MAX = 32
@@ -84,26 +83,13 @@ class TempGroup(tunneltest.Resource):
         super().close()
 
 
-class _Base(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def tunneld(self, names, **globals_):
+class _Base(tunneltest.SSHTestCase):
+    def tunneld_per_name(self, names, **globals_):
         """tunneld with a real -L tunnel per name; returns (tunneld, socket, {name: port})."""
         ports = {n: free_port() for n in names}
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 2}
-        tunnels = [{"name": n, "host": "127.0.0.1", "local_forwards": [f"127.0.0.1:{p}:127.0.0.1:{self.echo.port}"]}
-                   for n, p in ports.items()]
-        d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH, **globals_}))
-        sock = d.globals["control_socket"]
-        wait_serving(d, sock)
-        return d, sock, ports
-
-    def assert_echo(self, port):
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
-
+        d = self.tunneld([{"name": n, "local_forwards": [self.echo.forward(p)]} for n, p in ports.items()],
+                         globals=globals_)
+        return d, socket_of(d), ports
 
 # ---- permissions --------------------------------------------------------------------------
 
@@ -116,7 +102,7 @@ class PermissionTest(_Base):
         # directory is 0700) and a copy of tunnelctl (the build tree may be private).
         cls.public = public_dir(cls)
         cls.ctl_copy = os.path.join(cls.public, "tunnelctl")
-        shutil.copy(ctltest.TUNNELCTL, cls.ctl_copy)
+        shutil.copy(tunneltest.TUNNELCTL, cls.ctl_copy)
         os.chmod(cls.ctl_copy, 0o755)
         g = cls.group.gid
         cls.outsider = ["--reuid", str(NOBODY_UID), "--regid", str(NOBODY_UID), "--clear-groups"]
@@ -137,8 +123,8 @@ class PermissionTest(_Base):
     def test_default_socket_refuses_other_users(self):
         """Without control_group the socket is 0600 root:root: another uid cannot even
         connect, so every command exits 3 ("Permission denied" from connect), never 4."""
-        d, sock, ports = self.tunneld(["web"], control_socket=self.socket_path())
-        pid = wait_up(sock, "web")
+        d, sock, ports = self.tunneld_per_name(["web"], control_socket=self.socket_path())
+        pid = wait_state(sock, "web", "up")["pid"]
         st = os.stat(sock)
         self.assertTrue(stat.S_ISSOCK(st.st_mode))
         self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o600, 0, os.getegid()))
@@ -149,14 +135,14 @@ class PermissionTest(_Base):
                     self.assertIn(f"cannot reach tunneld at {sock}: Permission denied", r.stderr)
         self.assertEqual(pids(sock), {"web": pid})
         self.assertNotIn("requested on the control socket", d.log())
-        self.assert_echo(ports["web"])
+        assert_echo(ports["web"])
 
     def test_world_readable_socket_reads_for_all_changes_for_few(self):
         """control_world_readable: the socket is 0666, so any user reads status, metrics and
         check (exit 0), while start, stop, restart and reload are refused to them (exit 4,
         "permission denied") and change nothing; root still changes."""
-        d, sock, ports = self.tunneld(["web"], control_socket=self.socket_path(), control_world_readable=True)
-        pid = wait_up(sock, "web")
+        d, sock, ports = self.tunneld_per_name(["web"], control_socket=self.socket_path(), control_world_readable=True)
+        pid = wait_state(sock, "web", "up")["pid"]
         st = os.stat(sock)
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
         r = self.as_user(self.outsider, sock, "status", "web", rc=0)
@@ -174,10 +160,10 @@ class PermissionTest(_Base):
                                            rf"you are uid {NOBODY_UID}")
         self.assertEqual(pids(sock), {"web": pid})
         self.assertNotIn("requested on the control socket", d.log())
-        self.assert_echo(ports["web"])
+        assert_echo(ports["web"])
         r = tunnelctl(sock, "restart", "web")
         self.assertEqual(r.returncode, 0, describe(r))
-        wait_up(sock, "web", not_pid=pid)
+        wait_state(sock, "web", "up", not_pid=pid)
 
     def test_control_group(self):
         """control_group: the socket is 0660 and group-owned. Outside the group: no connect
@@ -185,9 +171,9 @@ class PermissionTest(_Base):
         entry: status and restart. The group only as a supplementary group of the process:
         it connects, reads and changes too: tunneld asks the kernel which groups the
         process holds (SO_PEERGROUPS), not the user database."""
-        d, sock, ports = self.tunneld(["web", "db"], control_socket=self.socket_path(),
+        d, sock, ports = self.tunneld_per_name(["web", "db"], control_socket=self.socket_path(),
                                       control_group=self.group.name)
-        pid = {n: wait_up(sock, n) for n in ports}
+        pid = {n: wait_state(sock, n, "up")["pid"] for n in ports}
         st = os.stat(sock)
         self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o660, 0, self.group.gid))
 
@@ -204,23 +190,23 @@ class PermissionTest(_Base):
         self.as_user(self.primary_member, sock, "check", rc=0)
         r = self.as_user(self.primary_member, sock, "restart", "web", rc=0)
         self.assertRegex(r.stdout, r"^web: restarted( and up)?: ssh pid \d+ \(was \d+\)\n$")
-        pid["web"] = wait_up(sock, "web", not_pid=pid["web"])
+        pid["web"] = wait_state(sock, "web", "up", not_pid=pid["web"])["pid"]
         self.assertEqual(pids(sock)["db"], pid["db"])
-        self.assert_echo(ports["web"])
+        assert_echo(ports["web"])
         self.as_user(self.unnamed_member, sock, "restart", "db", rc=0)
-        pid["db"] = wait_up(sock, "db", not_pid=pid["db"])
+        pid["db"] = wait_state(sock, "db", "up", not_pid=pid["db"])["pid"]
 
         # supplementary group only (the user is not listed in /etc/group): tunneld asks the
         # kernel which groups the process holds (SO_PEERGROUPS), not the user database
         for args in (["status"], ["metrics"], ["check"]):
             self.as_user(self.supplementary, sock, *args, rc=0)
         self.as_user(self.supplementary, sock, "restart", "web", rc=0)
-        pid["web"] = wait_up(sock, "web", not_pid=pid["web"])
+        pid["web"] = wait_state(sock, "web", "up", not_pid=pid["web"])["pid"]
         self.assertEqual(pids(sock)["db"], pid["db"])
         # the old ssh of each make-before-break restart ends once it carries no connection
         wait_until(lambda: tunneltest.children_of(d.pid) == sorted(pid.values()), 5,
                    what="only the new ssh left, the old ones drained")
-        self.assert_echo(ports["web"])
+        assert_echo(ports["web"])
         self.assertEqual(d.count_log(r"^<\d+>web: restart requested on the control socket$"), 2)
 
 
@@ -228,10 +214,10 @@ class PermissionTest(_Base):
 
 class RobustnessTest(_Base):
     def setUp(self):
-        self.d, self.sock, self.ports = self.tunneld(["a", "b"])
-        self.pids = {n: wait_up(self.sock, n) for n in self.ports}
+        self.d, self.sock, self.ports = self.tunneld_per_name(["a", "b"])
+        self.pids = {n: wait_state(self.sock, n, "up")["pid"] for n in self.ports}
         time.sleep(0.2)
-        self.fds = fds(self.d.pid)
+        self.fds = open_fds(self.d.pid)
 
     def assert_serving(self, what):
         """tunnelctl status answers at once, and the tunnels are the same ssh processes."""
@@ -378,8 +364,8 @@ class RobustnessTest(_Base):
         # everything is as before: same tunnels, bytes flow, no fd left open
         self.assert_serving("the idle timeout")
         for port in self.ports.values():
-            self.assert_echo(port)
-        wait_until(lambda: fds(self.d.pid) == self.fds, 5, what=f"tunneld's fds to be {self.fds} again")
+            assert_echo(port)
+        wait_until(lambda: open_fds(self.d.pid) == self.fds, 5, what=f"tunneld's fds to be {self.fds} again")
         self.assertIsNone(self.d.proc.poll())
 
     def test_full_server_is_reported_consistently(self):

@@ -9,34 +9,17 @@ import re
 import signal
 import subprocess
 import time
-import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, free_port, wait_until
-
-import ctltest
-from ctltest import describe, tunnelctl, wait_up
-
-UP_TIMEOUT = 20
+from tunneltest import UP_TIMEOUT, describe, free_port, socket_of, tunnelctl, wait_state, wait_until
 
 
-class EventsTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def tunneld(self, tunnels, **over):
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.3, "restart_delay_max": 1,
-                    **over}
-        d = tunneltest.use(self, Tunneld([{"host": "127.0.0.1", **t} for t in tunnels], defaults,
-                                         globals={"ssh": tunneltest.SSH}))
-        ctltest.wait_serving(d, d.globals["control_socket"])
-        return d, d.globals["control_socket"]
+class EventsTest(tunneltest.SSHTestCase):
+    fast_settings = {"gatetime": 1, "restart_delay": 0.3, "restart_delay_max": 1}
 
     def follow(self, sock, *args):
         """tunnelctl events ARGS in the background; returns a function giving the lines so far."""
-        p = subprocess.Popen([ctltest.TUNNELCTL, "-s", sock, "events", *args], stdout=subprocess.PIPE,
+        p = subprocess.Popen([tunneltest.TUNNELCTL, "-s", sock, "events", *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(5)))
         lines = []
@@ -55,10 +38,11 @@ class EventsTest(unittest.TestCase):
         ssh (up -> starting or backoff with class killed, then up with the new pid); a
         reload that removes a tunnel (stopping -> stopped). The human form has the same."""
         port = free_port()
-        d, sock = self.tunneld([{"name": "a", "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"]},
-                                {"name": "b"}])
-        pid = wait_up(sock, "a")
-        wait_up(sock, "b")
+        d = self.tunneld([{"name": "a", "local_forwards": [self.echo.forward(port)]},
+                          {"name": "b"}])
+        sock = socket_of(d)
+        pid = wait_state(sock, "a", "up")["pid"]
+        wait_state(sock, "b", "up")
         p, read = self.follow(sock, "--json")
         ph, read_human = self.follow(sock, "a")
         time.sleep(0.3)     # subscribed
@@ -87,7 +71,8 @@ class EventsTest(unittest.TestCase):
         """wait returns 0 the moment the tunnel is up (well before its timeout), at once if
         it is up already, and 1 at the timeout naming the tunnel that cannot come up, its
         state and its last failure."""
-        d, sock = self.tunneld([{"name": "ok"}, {"name": "bad", "port": free_port()}])
+        d = self.tunneld([{"name": "ok"}, {"name": "bad", "port": free_port()}])
+        sock = socket_of(d)
         t0 = time.monotonic()
         r = tunnelctl(sock, "wait", "--timeout", "30", "ok")
         took = time.monotonic() - t0
@@ -111,14 +96,15 @@ class EventsTest(unittest.TestCase):
 
     def test_restart_prints_the_new_pid(self):
         """restart prints the new ssh's pid, once tunneld has started it."""
-        d, sock = self.tunneld([{"name": "r"}])
-        pid = wait_up(sock, "r")
+        d = self.tunneld([{"name": "r"}])
+        sock = socket_of(d)
+        pid = wait_state(sock, "r", "up")["pid"]
         r = tunnelctl(sock, "restart", "r")
         self.assertEqual(r.returncode, 0, describe(r))
         m = re.search(r"^r: restarted: ssh pid (\d+) \(was (\d+)\)$", r.stdout, re.M)
         self.assertIsNotNone(m, r.stdout)
         self.assertEqual(int(m.group(2)), pid)
-        self.assertEqual(ctltest.tunnels(sock)["r"]["pid"], int(m.group(1)))
+        self.assertEqual(tunneltest.status(sock)["r"]["pid"], int(m.group(1)))
 
 
 if __name__ == "__main__":

@@ -12,53 +12,27 @@ import signal
 import socket
 import stat
 import time
-import unittest
 
 import tunneltest
-from tunneltest import (EchoServer, SSHServer, Tunneld, duration_slack, echo_roundtrip, free_port, parse_duration,
-                        pid_alive, port_accepts, wait_until)
-
-UP_TIMEOUT = 20  # ssh's connect and key exchange on a loaded 2-core machine
+from tunneltest import (UP_TIMEOUT, assert_echo, duration_slack, echo_roundtrip, free_port, parse_duration, pid_alive,
+                        port_accepts, wait_until)
 
 
-class CoreTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def tunneld(self, tunnels, args=(), **settings):
-        """tunneld with real ssh on tunnels to our sshd; settings override the defaults."""
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 2,
-                    **settings}
-        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
-        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
-
-    def local_forward(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def wait_up(self, d, name, after=0):
-        """Wait for name's UP line; return (match, ssh pid)."""
-        m = d.wait_log(rf"^<\d+>{name}: up: ssh \(pid (\d+)\) authenticated", timeout=UP_TIMEOUT, after=after)
-        return m, int(m.group(1))
-
-    def assert_echo(self, port, payload=b"through the tunnel\n"):
-        wait_until(lambda: echo_roundtrip(port, payload), 10, what=f"an echo through port {port}")
-
+class CoreTest(tunneltest.SSHTestCase):
     def test_local_and_remote_forwards_carry_bytes(self):
         """Bytes go through a -L forward (client side listener) and a -R forward (listener on
         the server), and the tunnel is UP only with the remote forward confirmed: at UP, ssh
         has answered "open" for both, and the -R already listens on the server."""
         lport, rport = free_port(), free_port()
-        d = self.tunneld([{"name": "web", "local_forwards": [self.local_forward(lport)],
-                           "remote_forwards": [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"]}])
+        d = self.tunneld([{"name": "web", "local_forwards": [self.echo.forward(lport)],
+                           "remote_forwards": [self.echo.forward(rport)]}])
         d.wait_log(r"^<\d+>web: up: ssh \(pid \d+\) authenticated and every remote forward accepted after ",
                    timeout=UP_TIMEOUT)
         self.assertTrue(port_accepts(rport), "up before the server listens on the -R port")
-        t = tunneltest.status(d)[1]["web"]
+        t = tunneltest.status(d)["web"]
         self.assertEqual([f["state"] for f in t["forward_states"]], ["open", "open"], t)
-        self.assert_echo(lport)
-        self.assert_echo(rport)
+        assert_echo(lport)
+        assert_echo(rport)
         big = os.urandom(32 * 1024)
         self.assertTrue(echo_roundtrip(lport, big, timeout=10), "32 KiB through -L")
         self.assertTrue(echo_roundtrip(rport, big, timeout=10), "32 KiB through -R")
@@ -66,17 +40,17 @@ class CoreTest(unittest.TestCase):
     def test_killed_ssh_is_restarted(self):
         """kill -9 of the ssh child: tunneld notices, starts a new ssh, and bytes flow again."""
         lport = free_port()
-        d = self.tunneld([{"name": "k", "local_forwards": [self.local_forward(lport)]}])
-        m, pid = self.wait_up(d, "k")
+        d = self.tunneld([{"name": "k", "local_forwards": [self.echo.forward(lport)]}])
+        m, pid = d.wait_up("k")
         self.assertEqual(d.children(), [pid])
-        self.assert_echo(lport)
+        assert_echo(lport)
         os.kill(pid, signal.SIGKILL)
         m = d.wait_log(r"^<\d+>k: ssh was killed by signal KILL after .*; restarting (?:now|in )", after=m.end())
-        m, new = self.wait_up(d, "k", after=m.end())
+        m, new = d.wait_up("k", after=m.end())
         self.assertNotEqual(new, pid)
         self.assertFalse(pid_alive(pid))
         self.assertEqual(d.children(), [new])
-        self.assert_echo(lport)
+        assert_echo(lport)
 
     def test_taken_local_port_is_retried_on_the_same_ssh(self):
         """A local forward whose port is taken: the tunnel is degraded, not restarted (the
@@ -90,10 +64,10 @@ class CoreTest(unittest.TestCase):
         taken.bind(("127.0.0.1", port))
         taken.listen()
         delay, cap = 0.2, 1.6
-        d = self.tunneld([{"name": "busy", "local_forwards": [self.local_forward(port)]}],
+        d = self.tunneld([{"name": "busy", "local_forwards": [self.echo.forward(port)]}],
                          gatetime=5, restart_delay=delay, restart_delay_max=cap,
                          args=["-d"])  # -d: the same failure again is logged at debug level
-        spec = re.escape(self.local_forward(port))
+        spec = re.escape(self.echo.forward(port))
         retry = rf"^<\d+>busy: forward L {spec} failed: bind \[127\.0\.0\.1\]:{port}: Address already in use; " \
                 r"asked for again in (.+)$"
         d.wait_log(r"^<4>busy: degraded: ssh \(pid (\d+)\) runs, but 1 of 1 forwards failed", timeout=UP_TIMEOUT)
@@ -108,23 +82,23 @@ class CoreTest(unittest.TestCase):
         self.assertEqual(decided[:4], sorted(decided[:4]), f"delays shrink: {decided}")
         self.assertGreaterEqual(took, sum(decided[1:4]) - 0.05, "no spin: the attempts waited their delays")
         self.assertEqual(d.count_log(rf"^<4>busy: forward L {spec} failed: "), 1, "the same failure is news once")
-        t = tunneltest.status(d)[1]["busy"]
+        t = tunneltest.status(d)["busy"]
         self.assertEqual((t["state"], t["starts"], t["failures"]), ("degraded", 1, {"local-forward": 1}), t)
         self.assertEqual(t["forward_states"][0]["reason"], f"bind [127.0.0.1]:{port}: Address already in use", t)
         pid = t["pid"]
         taken.close()
         d.wait_log(rf"^<5>busy: forward L {spec} open again$", timeout=cap + 10)
         d.wait_log(r"^<5>busy: up: ", timeout=5)
-        self.assert_echo(port)
+        assert_echo(port)
         self.assertEqual(d.children(), [pid], "the same ssh all along")
 
     def test_sigterm_stops_every_ssh(self):
         """SIGTERM: every ssh child ends, the forwarded ports close, tunneld exits 0."""
         ports = [free_port(), free_port()]
-        d = self.tunneld([{"name": f"t{i}", "local_forwards": [self.local_forward(p)]} for i, p in enumerate(ports)])
+        d = self.tunneld([{"name": f"t{i}", "local_forwards": [self.echo.forward(p)]} for i, p in enumerate(ports)])
         for i, port in enumerate(ports):
-            self.wait_up(d, f"t{i}")
-            self.assert_echo(port)
+            d.wait_up(f"t{i}")
+            assert_echo(port)
         pids = d.children()
         self.assertEqual(len(pids), 2)
         self.assertEqual(d.stop(10), 0)
@@ -138,9 +112,9 @@ class CoreTest(unittest.TestCase):
         """tunneld killed with SIGKILL (no chance to clean up): its ssh children die on their
         own (PR_SET_PDEATHSIG) within about 2 s, and the forwarded port closes."""
         port = free_port()
-        d = self.tunneld([{"name": "orphan", "local_forwards": [self.local_forward(port)]}])
-        _, pid = self.wait_up(d, "orphan")
-        self.assert_echo(port)
+        d = self.tunneld([{"name": "orphan", "local_forwards": [self.echo.forward(port)]}])
+        _, pid = d.wait_up("orphan")
+        assert_echo(port)
         d.signal(signal.SIGKILL)
         self.assertEqual(d.wait_exit(5), -signal.SIGKILL)
         wait_until(lambda: not pid_alive(pid), 3, what=f"ssh pid {pid} to die with tunneld")
@@ -153,7 +127,7 @@ class CoreTest(unittest.TestCase):
         tmp = tunneltest.temp_dir(self)
         good = os.path.join(tmp, "good.conf")
         tunneltest.write_config(good, {"ssh": tunneltest.SSH}, self.sshd.tunnel_defaults(), [
-            {"name": "web", "host": "127.0.0.1", "local_forwards": [self.local_forward(free_port())]},
+            {"name": "web", "host": "127.0.0.1", "local_forwards": [self.echo.forward(free_port())]},
             {"name": "socks", "host": "127.0.0.1", "dynamic_forwards": ["127.0.0.1:1080"]},
         ])
         r = tunneltest.run_tunneld("-t", "-c", good)
@@ -178,7 +152,7 @@ class CoreTest(unittest.TestCase):
             with self.subTest(setting=setting, value=value):
                 bad = os.path.join(tmp, "bad.conf")
                 tunnel = {"name": "evil", "host": "127.0.0.1", setting: value,
-                          "local_forwards": [self.local_forward(free_port())]}
+                          "local_forwards": [self.echo.forward(free_port())]}
                 text = tunneltest.write_config(bad, {"ssh": tunneltest.SSH}, self.sshd.tunnel_defaults(), [tunnel])
                 line = tunneltest.line_of(text, value)
                 for args in (["-t"], []):

@@ -41,7 +41,7 @@ class DemoTest(unittest.TestCase):
         for url in pages:
             with urllib.request.urlopen(url, timeout=10) as r:
                 self.assertIn(b"Hello through tunneld", r.read(), url)
-        ctl = re.search(r"^\s+(\S+/tunnelctl -s \S+) status$", text, re.M)
+        ctl = re.search(r"^\s+(\S+/tunnelctl -s \S+) status\b", text, re.M)
         self.assertIsNotNone(ctl, text)
         r = subprocess.run([*ctl.group(1).split(), "status", "web", "reverse"], capture_output=True, text=True,
                            timeout=20)

@@ -12,18 +12,14 @@ ssh binds it again.
 
 import os
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, unix_echo, wait_until
-
-UP_TIMEOUT = 20
+from tunneltest import Tunneld, UP_TIMEOUT, assert_echo, free_port, ipv6_loopback, unix_echo, wait_until
 
 
 class Squatter:
@@ -56,35 +52,8 @@ class Squatter:
         self.sock.close()
 
 
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-class ForwardTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def tunneld(self, tunnels, args=(), **settings):
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
-                    **settings}
-        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
-        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
-
-    def wait_up(self, d, name, after=0):
-        m = d.wait_log(rf"^<\d+>{name}: up: ssh \(pid (\d+)\) authenticated", timeout=UP_TIMEOUT, after=after)
-        return m, int(m.group(1))
-
-    def temp_dir(self):
-        path = tempfile.mkdtemp(prefix="tunneltest-fwd-")
-        self.addCleanup(shutil.rmtree, path, True)
-        return path
+class ForwardTest(tunneltest.SSHTestCase):
+    fast_settings = {**tunneltest.SSHTestCase.fast_settings, "restart_delay_max": 1}
 
     # ---- Unix sockets ----
 
@@ -92,15 +61,15 @@ class ForwardTest(unittest.TestCase):
         """-L /path/db.sock:host:port: kill -9 of ssh leaves the socket file; the next start
         removes it (nobody listens on it) instead of failing "Address already in use" for
         ever, and bytes flow through the socket again."""
-        path = os.path.join(self.temp_dir(), "db.sock")
+        path = os.path.join(tunneltest.temp_dir(self), "db.sock")
         d = self.tunneld([{"name": "ux", "local_forwards": [f"{path}:127.0.0.1:{self.echo.port}"]}])
-        m, pid = self.wait_up(d, "ux")
+        m, pid = d.wait_up("ux")
         wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket")
         for _ in range(2):
             os.kill(pid, signal.SIGKILL)
             m = d.wait_log(r"^<\d+>ux: ssh was killed by signal KILL ", after=m.end())
             self.assertTrue(os.path.exists(path), "ssh leaves its socket behind")
-            m, pid = self.wait_up(d, "ux", after=m.end())
+            m, pid = d.wait_up("ux", after=m.end())
             wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket after kill -9")
         self.assertIn(f"ux: removed {path}: a socket nobody listens on", d.log())
         self.assertNotIn("Address already in use", d.log())
@@ -109,7 +78,7 @@ class ForwardTest(unittest.TestCase):
         """A socket someone listens on is theirs: never removed; the forward fails
         (local-forward, ssh's own words in status) and the tunnel is degraded until they
         let go; then the forward opens on the same ssh."""
-        path = os.path.join(self.temp_dir(), "taken.sock")
+        path = os.path.join(tunneltest.temp_dir(self), "taken.sock")
         owner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         owner.bind(path)
         owner.listen(4)
@@ -120,12 +89,12 @@ class ForwardTest(unittest.TestCase):
             d.wait_log(r"^<4>ul: degraded: ", timeout=5)
             self.assertTrue(os.path.exists(path))
             self.assertNotIn("removed", d.log())
-            t = tunneltest.status(d)[1]["ul"]
+            t = tunneltest.status(d)["ul"]
             self.assertEqual(t["failures"], {"local-forward": 1}, t)
         finally:
             owner.close()
         os.unlink(path)     # its owner goes away, and removes it
-        m, pid = self.wait_up(d, "ul")
+        m, pid = d.wait_up("ul")
         self.assertEqual(pid, t["pid"], "the same ssh")
         wait_until(lambda: unix_echo(path), 10, what="an echo through the Unix socket")
 
@@ -146,7 +115,7 @@ class ForwardTest(unittest.TestCase):
                    r"Address already in use; asked for again in ", timeout=UP_TIMEOUT)
         m = d.wait_log(r"^<4>half: degraded: ssh \(pid (\d+)\) runs, but 1 of 1 forwards failed", timeout=5)
         pid = int(m.group(1))
-        reply = tunneltest.tunnelctl_json(d, "status", "half")
+        reply = tunneltest.status_reply(d, "half")
         t = reply["tunnels"][0]
         self.assertEqual(t["state"], "degraded")
         self.assertIn("degraded: half", reply["status"])
@@ -155,9 +124,9 @@ class ForwardTest(unittest.TestCase):
         time.sleep(1.5)     # past gatetime: still not up
         self.assertNotRegex(d.log(), r"half: up: ")
         squatter.close()
-        _, up_pid = self.wait_up(d, "half")
+        _, up_pid = d.wait_up("half")
         self.assertEqual(up_pid, pid, "the same ssh")
-        wait_until(lambda: echo_roundtrip(port), 10, what="an echo through 127.0.0.1:{port}")
+        assert_echo(port)
 
     @unittest.skipUnless(ipv6_loopback(), "no ::1 here")
     def test_exit_on_forward_failure_false_is_the_same_and_warned(self):
@@ -171,8 +140,7 @@ class ForwardTest(unittest.TestCase):
                            "local_forwards": [f"{port}:127.0.0.1:{self.echo.port}"]}])
         d.wait_log(r"^<4>\S+:\d+: deg\.exit_on_forward_failure: no longer does anything \(", timeout=5)
         d.wait_log(r"^<\d+>deg: degraded: ssh \(pid \d+\) runs, but 1 of 1 forwards failed", timeout=UP_TIMEOUT)
-        reply = tunneltest.tunnelctl_json(d, "status", "deg")
-        self.assertEqual(reply["tunnels"][0]["state"], "degraded")
+        self.assertEqual(tunneltest.tunnel_status(d, "deg")["state"], "degraded")
         time.sleep(1.5)
         self.assertNotRegex(d.log(), r"deg: up: ")
 
@@ -184,7 +152,7 @@ class ForwardTest(unittest.TestCase):
         port = free_port()
         squatter = Squatter(port)
         self.addCleanup(squatter.close)
-        conf = os.path.join(self.temp_dir(), "ssh_config")
+        conf = os.path.join(tunneltest.temp_dir(self), "ssh_config")
         with open(conf, "w") as f:
             f.write(f"Host aliasdb\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User root\n"
                     f"  IdentityFile {self.sshd.client_key}\n  UserKnownHostsFile {self.sshd.known_hosts}\n"
@@ -196,8 +164,8 @@ class ForwardTest(unittest.TestCase):
         d.wait_log(rf"^<4>al: forward L .*{port}.* failed: bind \[127\.0\.0\.1\]:{port}: Address already in use",
                    timeout=UP_TIMEOUT)
         squatter.close()
-        self.wait_up(d, "al")
-        wait_until(lambda: echo_roundtrip(port), 10, what="an echo through the alias's LocalForward")
+        d.wait_up("al")
+        assert_echo(port)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import EchoServer, SSHServer, Tunneld, assert_echo, free_port
 
 UP_TIMEOUT = 30
 
@@ -76,7 +76,7 @@ class HostKeysTest(unittest.TestCase):
 
     def tunnel(self, name, port, **extra):
         t = {"name": name, "host": "localhost", "port": self.dest.port,
-             "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"], **extra}
+             "local_forwards": [self.echo.forward(port)], **extra}
         if "jump_host" not in t:
             t.setdefault("ssh_config_file", "/dev/null")
         return t
@@ -89,10 +89,6 @@ class HostKeysTest(unittest.TestCase):
         return tunneltest.use(self, Tunneld(tunnels, self.defaults(), globals={"ssh": tunneltest.SSH},
                                             env={"HOME": self.home}))
 
-    def assert_up_and_echo(self, d, name, port):
-        d.wait_log(rf"^<\d+>{name}: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT)
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
-
     def keyscan(self, tunnels, name):
         path = os.path.join(tunneltest.temp_dir(self), "scan.conf")
         tunneltest.write_config(path, {"ssh": tunneltest.SSH, "control_socket": "none"}, self.defaults(), tunnels)
@@ -104,7 +100,8 @@ class HostKeysTest(unittest.TestCase):
         holds the key under [localhost]:PORT, and is gone when tunneld stops."""
         port = free_port()
         d = self.tunneld([self.tunnel("pin", port, host_keys=[pub_key(self.dest) + " root@dest"])])
-        self.assert_up_and_echo(d, "pin", port)
+        d.wait_up("pin", timeout=UP_TIMEOUT)
+        assert_echo(port)
         path = d.globals["control_socket"] + ".d/pin.known_hosts"
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         with open(path) as f:
@@ -120,10 +117,9 @@ class HostKeysTest(unittest.TestCase):
         d = self.tunneld([self.tunnel("wrong", free_port(), host_keys=[self.other_key()])])
         d.wait_log(r"^<\d+>wrong: ssh exited with status 255 after .*, never up \(host-key: ", timeout=UP_TIMEOUT)
         self.assertIn("REMOTE HOST IDENTIFICATION HAS CHANGED", d.log())
-        st = tunneltest.tunnelctl_json(d, "status", "wrong")["tunnels"][0]
+        st = tunneltest.tunnel_status(d, "wrong")
         self.assertEqual(st["last_exit"]["failure"], "host-key")
-        r = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "status", "wrong"],
-                           capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        r = tunneltest.tunnelctl(d, "status", "wrong")
         self.assertIn("(host-key)", r.stdout)
 
     def test_reload_with_the_right_key_brings_it_up(self):
@@ -134,7 +130,8 @@ class HostKeysTest(unittest.TestCase):
         d.wait_log(r"^<\d+>fix: ssh exited .*\(host-key: ", timeout=UP_TIMEOUT)
         d.rewrite(tunnels=[self.tunnel("fix", port, host_keys=[pub_key(self.dest)])])
         d.reload()
-        self.assert_up_and_echo(d, "fix", port)
+        d.wait_up("fix", timeout=UP_TIMEOUT)
+        assert_echo(port)
 
     def test_jump_host_and_destination_pinned(self):
         """Both hops checked against tunneld's file: the jump host through the jump hosts'
@@ -143,7 +140,8 @@ class HostKeysTest(unittest.TestCase):
         jump = f"root@127.0.0.1:{self.jump.port}"
         d = self.tunneld([self.tunnel("both", port, jump_host=jump, host_keys=[pub_key(self.dest)],
                                       jump_host_keys=[f"127.0.0.1:{self.jump.port} {pub_key(self.jump)}"])])
-        self.assert_up_and_echo(d, "both", port)
+        d.wait_up("both", timeout=UP_TIMEOUT)
+        assert_echo(port)
         base = d.globals["control_socket"] + ".d/both"
         with open(base + ".ssh_config") as f:
             self.assertIn(f'\tUserKnownHostsFile "{base}.known_hosts"\n', f.read())
@@ -168,7 +166,8 @@ class HostKeysTest(unittest.TestCase):
         keys = paste_lines(r.stdout, "host_keys")
         self.assertEqual(keys, [pub_key(self.dest)])
         d = self.tunneld([self.tunnel("ks", port, host_keys=keys)])
-        self.assert_up_and_echo(d, "ks", port)
+        d.wait_up("ks", timeout=UP_TIMEOUT)
+        assert_echo(port)
 
     def test_keyscan_through_a_jump_host(self):
         """First the jump host's key only: the destination is not fetched through a jump host
@@ -193,7 +192,8 @@ class HostKeysTest(unittest.TestCase):
         t["host_keys"] = paste_lines(r.stdout, "host_keys")
         self.assertEqual(t["host_keys"], [pub_key(self.dest)])
         d = self.tunneld([t])
-        self.assert_up_and_echo(d, "ksj", port)
+        d.wait_up("ksj", timeout=UP_TIMEOUT)
+        assert_echo(port)
 
     def test_check_refuses_bad_keys_with_file_and_line(self):
         path = os.path.join(tunneltest.temp_dir(self), "bad.conf")

@@ -21,7 +21,7 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import EchoServer, SSHServer, Tunneld, assert_echo, forward_states, free_port
 
 UP_TIMEOUT = 30
 
@@ -57,13 +57,6 @@ class JumpHostTest(unittest.TestCase):
         t = {"host": "localhost", "port": self.dest.port, **tunnel}
         return tunneltest.use(self, Tunneld([t], defaults, globals={"ssh": tunneltest.SSH}, env=env, args=args))
 
-    def forward(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def assert_up_and_echo(self, d, name, port):
-        d.wait_log(rf"^<\d+>{name}: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT)
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
-
     def test_jump_host_uses_the_tunnels_key_and_known_hosts(self):
         """The hop authenticates with the tunnel's identity_file and checks the jump host's
         key in the tunnel's UserKnownHostsFile: up, bytes flow; the jump host's sshd saw
@@ -71,8 +64,11 @@ class JumpHostTest(unittest.TestCase):
         port = free_port()
         offset = len(self.jump.log())
         d = self.tunneld({"name": "j", "jump_host": f"root@127.0.0.1:{self.jump.port}",
-                          "local_forwards": [self.forward(port)]})
-        self.assert_up_and_echo(d, "j", port)
+                          "local_forwards": [self.echo.forward(port)]})
+        d.wait_up("j", timeout=UP_TIMEOUT)
+        assert_echo(port)
+        self.assertEqual(forward_states(tunneltest.tunnel_status(d, "j")), {self.echo.forward(port): "open"},
+                         "the forward open over the master's control socket")
         fingerprint = tunneltest.key_fingerprint(self.key + ".pub")
         self.assertIn(fingerprint, self.jump.log()[offset:], "the jump host saw the tunnel's key")
         self.assertIn("Accepted publickey for root", self.jump.log()[offset:])
@@ -82,15 +78,17 @@ class JumpHostTest(unittest.TestCase):
         /usr/sbin/nologin, which ends every hop at once. tunneld gives ssh /bin/sh."""
         port = free_port()
         d = self.tunneld({"name": "nl", "jump_host": f"root@127.0.0.1:{self.jump.port}",
-                          "local_forwards": [self.forward(port)]}, env={"SHELL": "/usr/sbin/nologin"})
-        self.assert_up_and_echo(d, "nl", port)
+                          "local_forwards": [self.echo.forward(port)]}, env={"SHELL": "/usr/sbin/nologin"})
+        d.wait_up("nl", timeout=UP_TIMEOUT)
+        assert_echo(port)
 
     def test_two_hops(self):
         """jump_host "a,b": both hops get the tunnel's settings."""
         port = free_port()
         d = self.tunneld({"name": "two", "jump_host": f"root@127.0.0.1:{self.jump.port},root@127.0.0.1:{self.jump2.port}",
-                          "local_forwards": [self.forward(port)]})
-        self.assert_up_and_echo(d, "two", port)
+                          "local_forwards": [self.echo.forward(port)]})
+        d.wait_up("two", timeout=UP_TIMEOUT)
+        assert_echo(port)
 
     def test_refused_key_on_the_jump_host_is_auth(self):
         """The jump host refuses the key: class auth, "on the jump host", backoff at the cap
@@ -102,13 +100,14 @@ class JumpHostTest(unittest.TestCase):
         with open(kh, "w") as f:
             f.write(lines + other.known_hosts_line("127.0.0.1"))
         jump = f"root@127.0.0.1:{other.port}"
-        d = self.tunneld({"name": "ja", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
+        d = self.tunneld({"name": "ja", "jump_host": jump, "local_forwards": [self.echo.forward(free_port())]},
                          known_hosts=kh)
         m = d.wait_log(r"^<\d+>ja: ssh exited with status 255 after .*, never up "
                        rf"\(auth on the jump host {jump}: .*\); restarting in (.+) \(failed start 1 in a row\)$",
                        timeout=UP_TIMEOUT)
         self.assertGreaterEqual(tunneltest.parse_duration(m.group(1)), 15 - 0.05, "auth: half the cap or more")
         self.assertIn("Permission denied (publickey)", d.log())
+        self.assertEqual(tunneltest.status(d)["ja"]["last_exit"]["failure"], "auth")
 
     def test_unknown_jump_host_key_is_host_key(self):
         """The jump host's key is not in the tunnel's known_hosts: class host-key on the jump host."""
@@ -116,26 +115,29 @@ class JumpHostTest(unittest.TestCase):
         with open(kh, "w") as f:
             f.write(self.dest.known_hosts_line("localhost"))
         jump = f"root@127.0.0.1:{self.jump.port}"
-        d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
+        d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.echo.forward(free_port())]},
                          known_hosts=kh)
         d.wait_log(rf"^<\d+>jk: ssh exited with status 255 after .*\(host-key on the jump host {jump}: ",
                    timeout=UP_TIMEOUT)
+        self.assertEqual(tunneltest.status(d)["jk"]["last_exit"]["failure"], "host-key")
 
     def test_destination_failure_is_not_the_jump_hosts(self):
         """Through a working jump host, the destination refusing the key is plain auth."""
         port = free_port()
         d = self.tunneld({"name": "jd", "jump_host": f"root@127.0.0.1:{self.jump.port}", "user": "nosuchuser",
-                          "local_forwards": [self.forward(port)]})
+                          "local_forwards": [self.echo.forward(port)]})
         m = d.wait_log(r"^<\d+>jd: ssh exited with status 255 after .*\((auth[^:]*): ", timeout=UP_TIMEOUT)
         self.assertEqual(m.group(1), "auth")
+        self.assertEqual(tunneltest.status(d)["jd"]["last_exit"]["failure"], "auth")
 
     def test_jump_config_file_is_private_and_removed(self):
         """The file tunneld writes for the hops is 0600 in a 0700 directory of its own, and
         gone when tunneld stops."""
         port = free_port()
         d = self.tunneld({"name": "jf", "jump_host": f"root@127.0.0.1:{self.jump.port}",
-                          "local_forwards": [self.forward(port)]})
-        self.assert_up_and_echo(d, "jf", port)
+                          "local_forwards": [self.echo.forward(port)]})
+        d.wait_up("jf", timeout=UP_TIMEOUT)
+        assert_echo(port)
         path = d.globals["control_socket"] + ".d/jf.ssh_config"
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertEqual(os.stat(os.path.dirname(path)).st_mode & 0o777, 0o700)

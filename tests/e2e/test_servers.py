@@ -26,10 +26,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import (DropbearServer, EchoServer, OpenSSH10Server, SSHServer, Tunneld, echo_roundtrip,
-                        free_port, socks_echo, ssh_children, wait_until)
+from tunneltest import (DropbearServer, EchoServer, OpenSSH10Server, SSHServer, Tunneld, UP_TIMEOUT, echo_roundtrip,
+                        free_port, socks_echo, ssh_children, wait_all)
 
-UP_TIMEOUT = 20
 FAIL_TIMEOUT = 20
 
 # name, the tunnels ({L} {R} {D}: free ports; {echo}: the echo server's; {port}: the
@@ -136,22 +135,17 @@ class ServerZoo:
         if "failure" in scenario:
             self.assert_fails(d, names[0], scenario["failure"])
             return
-        wait_until(lambda: self.all_up(d, names), UP_TIMEOUT, what=f"{', '.join(names)} up")
+        wait_all(d, names, timeout=UP_TIMEOUT)
         for check, arg in scenario["checks"]:
             getattr(self, "check_" + check)(d, fill(arg, ctx), ssh=ssh, offset=offset)
         self.assert_clean_run(d, names, ssh)
 
     # -- what a run must show --
-    def all_up(self, d, names):
-        if not os.path.exists(d.globals["control_socket"]):
-            return False
-        s = tunneltest.status(d)[1]
-        return all(s[n]["state"] == "up" for n in names)
 
     def assert_fails(self, d, name, failure):
         d.wait_log(rf"^<\d+>{name}: ssh exited with status 255 after .*, never up \({failure}: ",
                    timeout=FAIL_TIMEOUT)
-        t = tunneltest.status(d, name)[1][name]
+        t = tunneltest.tunnel_status(d, name)
         self.assertEqual(t["last_exit"]["failure"], failure, t)
         self.assertNotEqual(t["state"], "up")
 
@@ -159,7 +153,7 @@ class ServerZoo:
         """Up on the first start, no failure counted, none of ssh's lines logged as a
         failure (an OpenSSH 10 warning is not one), and every ssh (master and hops) is the
         client under test."""
-        s = tunneltest.status(d)[1]
+        s = tunneltest.status(d)
         for n in names:
             self.assertEqual((s[n]["starts"], s[n]["failures"]), (1, {}), s[n])
         warned = d.findall(rf"^<[0-4]>(?:{'|'.join(names)}|~zoo): ssh: .*$")
@@ -181,7 +175,7 @@ class ServerZoo:
         self.assertTrue(echo_roundtrip(int(port)), f"an echo through port {port}")
 
     def check_echo_allocated(self, d, forward, **_):
-        t = tunneltest.status(d, "zoo")[1]["zoo"]
+        t = tunneltest.tunnel_status(d, "zoo")
         ports = [f["allocated_port"] for f in t["forward_states"] if f["forward"] == forward]
         self.assertEqual(len(ports), 1, t["forward_states"])
         self.assertIsInstance(ports[0], int, "the port the server chose, in status")
@@ -189,9 +183,9 @@ class ServerZoo:
 
     def check_stays_up(self, d, seconds, **_):
         """The same ssh, still up, seconds later: the server answered its keepalives."""
-        pid = tunneltest.status(d, "zoo")[1]["zoo"]["pid"]
+        pid = tunneltest.tunnel_status(d, "zoo")["pid"]
         time.sleep(float(seconds))
-        t = tunneltest.status(d, "zoo")[1]["zoo"]
+        t = tunneltest.tunnel_status(d, "zoo")
         self.assertEqual((t["state"], t["pid"]), ("up", pid), t)
 
     def check_socks(self, d, port, **_):
@@ -201,7 +195,7 @@ class ServerZoo:
         """The hop runs (an ssh under the master: assert_clean_run checks it is the client
         under test), and the server saw two logins with the tunnel's key: the hop's and
         the destination's."""
-        pid = tunneltest.status(d, "zoo")[1]["zoo"]["pid"]
+        pid = tunneltest.tunnel_status(d, "zoo")["pid"]
         hops = [p for p in tunneltest.descendants_of(pid) if tunneltest._comm(p) == "ssh"]
         self.assertEqual(len(hops), 1, "one ssh for the hop")
         log = self.server.log()[offset:]

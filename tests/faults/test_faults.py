@@ -22,7 +22,6 @@ foreign listener that takes a tunnel's port while its ssh is down cannot fake a 
 FAULTS_VERBOSE=1 prints each tunneld's log, stamped, as TAP comments.
 """
 
-import json
 import os
 import re
 import shutil
@@ -36,11 +35,10 @@ import unittest
 import netns
 import tunneltest
 from netns import TaggedEchoServer, listener_port
-from tunneltest import SSHServer, Tunneld, parse_duration, pid_alive, proc_table, wait_until
+from tunneltest import (SSHServer, Tunneld, UP_TIMEOUT, open_fds, parse_duration, pid_alive, tunnel_status, up_line,
+                        wait_state, wait_until, zombie_children)
 
-TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 SETPRIV = shutil.which("setpriv")
-UP_TIMEOUT = 20          # ssh's connect and key exchange on a loaded 2-core machine
 SLACK = 1.5              # seconds of scheduling slack on a loaded machine (meson --num-processes 4)
 NETWATCH_SETTLE = 0.2    # daemon/netwatch.c: a retry follows the first netlink event by this much
 EXIT_RE = r"ssh (?:exited with status \d+|was killed by signal \w+) after "
@@ -143,40 +141,17 @@ class LogTimes(tunneltest.Resource):
             return hit
         return wait_until(found, timeout, interval=0.02, what=f"/{regex}/ in tunneld's log")
 
+    def when_up(self, name, since=0.0, timeout=UP_TIMEOUT):
+        """(time, ssh pid) of tunnel name's next "up" line (tunneltest.up_line()) logged at
+        or after `since`."""
+        t, m = self.wait(up_line(name), timeout, since)
+        return t, int(m.group(1))
+
     def close(self):
         self.stopping.set()
         if getattr(self, "thread", None):
             self.thread.join(5)
         super().close()
-
-
-def status(d, name):
-    """The tunnel's entry of `tunnelctl --json status NAME`."""
-    r = subprocess.run([TUNNELCTL, "-s", d.globals["control_socket"], "--json", "status", name],
-                       capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
-    if r.returncode not in (0, 1):
-        raise AssertionError(f"tunnelctl status failed ({r.returncode}): {r.stdout} {r.stderr}")
-    data = json.loads(r.stdout)
-    for t in data["tunnels"]:
-        if t["name"] == name:
-            return t
-    raise AssertionError(f"no tunnel {name} in {data}")
-
-
-def open_fds(pid):
-    """{fd: target} of pid."""
-    out = {}
-    base = f"/proc/{pid}/fd"
-    for fd in os.listdir(base):
-        try:
-            out[int(fd)] = os.readlink(f"{base}/{fd}")
-        except OSError:
-            pass
-    return out
-
-
-def zombies_of(pid):
-    return sorted(p for p, (ppid, state, _) in proc_table().items() if ppid == pid and state == "Z")
 
 
 class FaultTest(unittest.TestCase):
@@ -229,11 +204,6 @@ class FaultTest(unittest.TestCase):
         t0 = lines[0][0] if lines else 0.0
         print("\n".join(f"# {t - t0:8.3f} {line}" for t, line in lines), flush=True)
 
-    def wait_up(self, times, name, since=0.0, timeout=UP_TIMEOUT):
-        """(time, ssh pid) of name's next UP line."""
-        t, m = times.wait(rf"^<\d+>{re.escape(name)}: up: ssh \(pid (\d+)\) authenticated", timeout, since)
-        return t, int(m.group(1))
-
     def recovered(self, times, name, port, t1, start_within, timeout=30):
         """Wait for bytes to flow through port again after the fault was removed at t1;
         record and return the recovery time. The ssh that carries them must have been
@@ -242,7 +212,7 @@ class FaultTest(unittest.TestCase):
         reported (note) but not bounded."""
         t_flow = self.wait_flow(port, timeout)
         self.timing["recovery"] = t_flow - t1
-        up_re = rf"^<\d+>{re.escape(name)}: up: ssh \(pid (\d+)\) authenticated"
+        up_re = up_line(name)
         # A -R listener carries bytes a moment before ssh says so and tunneld logs UP.
         hit = times.find(up_re, since=t1)
         if hit is None or hit[0] > t_flow + 0.05:
@@ -283,17 +253,14 @@ class LoopbackFaults(FaultTest):
         return {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 2,
                 **settings}
 
-    def local_forward(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
     def test_ssh_child_sigkill(self):
         """kill -9 of the ssh child: tunneld notices at once (class killed), restarts it, and
         bytes flow again."""
         self.row(1, "ssh child SIGKILL")
         lport = listener_port()
         d, times = self.start_tunneld([{"name": "k", "host": "127.0.0.1",
-                                        "local_forwards": [self.local_forward(lport)]}], self.defaults())
-        t_up, pid = self.wait_up(times, "k")
+                                        "local_forwards": [self.echo.forward(lport)]}], self.defaults())
+        t_up, pid = times.when_up("k")
         self.wait_flow(lport, 10)
         time.sleep(max(0.0, t_up + 1.1 - time.monotonic()))  # past gatetime: a good run ends
         t0 = time.monotonic()
@@ -301,11 +268,11 @@ class LoopbackFaults(FaultTest):
         t_det, m = times.wait(r"^<\d+>k: ssh was killed by signal KILL after .*\(killed: .*restarting now", 10, t0)
         self.timing["detection"] = t_det - t0
         self.recovered(times, "k", lport, t0, 0.5 + SLACK)
-        _, new = self.wait_up(times, "k", since=t_det)
+        _, new = times.when_up("k", since=t_det)
         self.assertNotEqual(new, pid)
         self.assertFalse(pid_alive(pid))
         self.assertEqual(d.children(), [new])
-        self.assertEqual(status(d, "k")["last_exit"]["failure"], "killed")
+        self.assertEqual(tunnel_status(d, "k")["last_exit"]["failure"], "killed")
         self.assertLess(self.timing["detection"], 0.5 + SLACK)
         self.passed("back up (killed)")
 
@@ -324,7 +291,7 @@ class LoopbackFaults(FaultTest):
         delay, cap = 0.2, 1.6
         t0 = time.monotonic()
         d, times = self.start_tunneld([{"name": "busy", "host": "127.0.0.1",
-                                        "local_forwards": [self.local_forward(port)]}],
+                                        "local_forwards": [self.echo.forward(port)]}],
                                       self.defaults(gatetime=5, restart_delay=delay, restart_delay_max=cap))
         reason = rf"bind \[127\.0\.0\.1\]:{port}: Address already in use"
         t_det, _ = times.wait(rf"^<4>busy: forward L \S+ failed: {reason}; ", 15, t0)
@@ -337,13 +304,13 @@ class LoopbackFaults(FaultTest):
         # No spin: consecutive attempts are at least the decided delay apart.
         for (t_a, got), (t_b, _) in zip(tries, tries[1:]):
             self.assertGreaterEqual(t_b - t_a, got - 0.05, f"{tries}")
-        st = status(d, "busy")
+        st = tunnel_status(d, "busy")
         self.assertEqual((st["state"], st["starts"], st["failures"]), ("degraded", 1, {"local-forward": 1}), st)
 
         t1 = time.monotonic()
         taken.close()
         self.recovered(times, "busy", port, t1, cap + SLACK)
-        self.assertEqual(status(d, "busy")["pid"], st["pid"], "the same ssh throughout")
+        self.assertEqual(tunnel_status(d, "busy")["pid"], st["pid"], "the same ssh throughout")
         self.passed("retried on the same ssh (local-forward), up when freed")
 
     def test_remote_port_taken(self):
@@ -365,7 +332,7 @@ class LoopbackFaults(FaultTest):
         reason = rf"remote port forwarding failed for listen port {rport}"
         t_det, _ = times.wait(rf"^<4>rf: forward R \S+ failed: {reason}; ", 15, t0)
         self.timing["detection"] = t_det - t0
-        self.assertEqual(status(d, "rf")["failures"], {"remote-forward": 1})
+        self.assertEqual(tunnel_status(d, "rf")["failures"], {"remote-forward": 1})
         wait_until(lambda: len(self.attempts(times, "rf", "R", reason)) >= 11, 50, what="11 failed attempts")
         decided = [got for _, got in self.attempts(times, "rf", "R", reason)][:11]
         for n, got in enumerate(decided[:10], 1):
@@ -395,7 +362,7 @@ class LoopbackFaults(FaultTest):
         cap = 3.0
         t0 = time.monotonic()
         d, times = self.start_tunneld([{"name": "auth", "host": "127.0.0.1",
-                                        "local_forwards": [self.local_forward(lport)]}],
+                                        "local_forwards": [self.echo.forward(lport)]}],
                                       self.defaults(identity_file=key, gatetime=5, restart_delay=0.1,
                                                     restart_delay_max=cap))
         fail = rf"^<\d+>auth: {EXIT_RE}.*\(auth: .*{BACKOFF_RE}$"
@@ -410,7 +377,7 @@ class LoopbackFaults(FaultTest):
         starts = len(times.findall(r"^<\d+>auth: .*: ssh pid \d+ \(start \d+\)$", since=t_det))
         self.assertLessEqual(starts, window / (cap / 2) + 1, f"{starts} starts in {window} s")
         self.assertGreaterEqual(starts, 1)
-        self.assertEqual(status(d, "auth")["last_exit"]["failure"], "auth")
+        self.assertEqual(tunnel_status(d, "auth")["last_exit"]["failure"], "auth")
 
         t1 = time.monotonic()
         shutil.copy(self.sshd.client_key, key)
@@ -436,7 +403,7 @@ class LoopbackFaults(FaultTest):
         cap = 3.0
         t0 = time.monotonic()
         d, times = self.start_tunneld(
-            [{"name": "hk", "host": "127.0.0.1", "local_forwards": [self.local_forward(lport)]}],
+            [{"name": "hk", "host": "127.0.0.1", "local_forwards": [self.echo.forward(lport)]}],
             self.defaults(gatetime=5, restart_delay=0.1, restart_delay_max=cap,
                           ssh_options=[f"UserKnownHostsFile={known}", "GlobalKnownHostsFile=/dev/null",
                                        "StrictHostKeyChecking=yes"]))
@@ -448,7 +415,7 @@ class LoopbackFaults(FaultTest):
         log = d.log()
         self.assertIn("REMOTE HOST IDENTIFICATION HAS CHANGED", log)
         self.assertRegex(log, r"hk: ssh: Host key verification failed\.")
-        self.assertEqual(status(d, "hk")["last_exit"]["failure"], "host-key")
+        self.assertEqual(tunnel_status(d, "hk")["last_exit"]["failure"], "host-key")
         self.assertEqual(d.children(), [])  # backoff, no ssh left hanging
 
         t1 = time.monotonic()
@@ -461,7 +428,7 @@ class LoopbackFaults(FaultTest):
         self.row(9, "unresolvable host name (dns)")
         t0 = time.monotonic()
         d, times = self.start_tunneld([{"name": "dns", "host": "nonexistent.invalid",
-                                        "local_forwards": [self.local_forward(listener_port())]}],
+                                        "local_forwards": [self.echo.forward(listener_port())]}],
                                       self.defaults(gatetime=5, restart_delay=0.2, restart_delay_max=2))
         fail = rf"^<\d+>dns: {EXIT_RE}.*\(dns: .*{BACKOFF_RE}$"
         t_det, _ = times.wait(fail, 15, t0)
@@ -472,7 +439,7 @@ class LoopbackFaults(FaultTest):
             base = min(0.2 * 2 ** (n - 1), 2)
             self.assertTrue(base / 2 - 0.06 <= got <= base + 0.06, f"failure {n}: {decided}")
         self.assertRegex(d.log(), r"dns: ssh: .*Could not resolve hostname nonexistent\.invalid")
-        st = status(d, "dns")
+        st = tunnel_status(d, "dns")
         self.assertEqual(st["last_exit"]["failure"], "dns")
         self.passed("reported (dns), backing off")
 
@@ -482,9 +449,9 @@ class LoopbackFaults(FaultTest):
         self.row(10, "tunneld SIGKILL")
         ports = [listener_port(), listener_port()]
         d, times = self.start_tunneld([{"name": f"o{i}", "host": "127.0.0.1",
-                                        "local_forwards": [self.local_forward(p)]} for i, p in enumerate(ports)],
+                                        "local_forwards": [self.echo.forward(p)]} for i, p in enumerate(ports)],
                                       self.defaults())
-        pids = [self.wait_up(times, f"o{i}")[1] for i in range(len(ports))]
+        pids = [times.when_up(f"o{i}")[1] for i in range(len(ports))]
         for p in ports:
             self.wait_flow(p, 10)
         marker = d.marker
@@ -511,14 +478,14 @@ class LoopbackFaults(FaultTest):
         rport = listener_port()
 
         def tunnel(name, **settings):
-            return {"name": name, "host": "127.0.0.1", "local_forwards": [self.local_forward(ports[name])],
+            return {"name": name, "host": "127.0.0.1", "local_forwards": [self.echo.forward(ports[name])],
                     **settings}
         tunnels = [tunnel("h0"), tunnel("h1"), tunnel("h2"),
                    {"name": "hr", "host": "127.0.0.1",
                     "remote_forwards": [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"]}]
         d, times = self.start_tunneld(tunnels, self.defaults())
         for t in tunnels:
-            self.wait_up(times, t["name"])
+            times.when_up(t["name"])
         for p in [ports["h0"], ports["h1"], ports["h2"], rport]:
             self.wait_flow(p, 10)
         time.sleep(1.2)  # past gatetime: every timer of the start is done
@@ -532,7 +499,7 @@ class LoopbackFaults(FaultTest):
                 except OSError:
                     pass
             fds = {fd: target for fd, target in open_fds(d.pid).items() if target not in pipes}
-            return kids, {name: status(d, name)["pid"] for name in names}, fds
+            return kids, {name: tunnel_status(d, name)["pid"] for name in names}, fds
 
         def burst():
             """100 SIGHUPs; wait until the reloads are over (1 s without a reload line)."""
@@ -558,7 +525,7 @@ class LoopbackFaults(FaultTest):
         self.assertEqual(pids_after, pids_before)
         self.assertEqual(kids_after, kids_before)
         self.assertEqual(fds_after, fds_before, "fds of tunneld")
-        self.assertEqual(zombies_of(d.pid), [])
+        self.assertEqual(zombie_children(d.pid), [])
         for p in [ports["h0"], ports["h1"], ports["h2"], rport]:
             self.assertTrue(self.echo.roundtrip(p, b"after the burst\n"), f"port {p}")
 
@@ -569,7 +536,7 @@ class LoopbackFaults(FaultTest):
         _, m = times.wait(r"^<\d+>h1: make-before-break done: ssh pid (\d+) has taken every forward over", UP_TIMEOUT,
                           t0)
         new_h1 = int(m.group(1))
-        self.wait_up(times, "h3", since=t0)
+        times.when_up("h3", since=t0)
         times.wait(r"^<\d+>h2: stopped: ", 10, t0)
         self.assertEqual(len(times.findall(r"^<\d+>h1: .*make-before-break: a new ssh", since=t0)), 1,
                          "h1 restarted once")
@@ -590,7 +557,7 @@ class LoopbackFaults(FaultTest):
             return ({fd: t for fd, t in fds.items() if not t.startswith("socket:")},
                     sum(t.startswith("socket:") for t in fds.values()))
         self.assertEqual(split(fds_after), split(fds_before), "fds of tunneld (children's stderr pipes aside)")
-        self.assertEqual(zombies_of(d.pid), [])
+        self.assertEqual(zombie_children(d.pid), [])
         self.timing["note"] = f"{first} + {second} reloads for 2 x 100 SIGHUPs"
         self.passed(f"no tunnel lost ({first}+{second} reloads)")
 
@@ -611,7 +578,7 @@ class NetworkFaults(FaultTest):
         self.target = self.echo = tunneltest.use(self, TaggedEchoServer(self.host))
 
     def tunnel(self, name, lport, **settings):
-        return {"name": name, "local_forwards": [f"127.0.0.1:{lport}:127.0.0.1:{self.target.port}"], **settings}
+        return {"name": name, "local_forwards": [self.target.forward(lport)], **settings}
 
     def start(self, tunnels, **settings):
         defaults = {**self.sshd.tunnel_defaults(), "gatetime": 5, "restart_delay": 0.5, "restart_delay_max": 2,
@@ -625,7 +592,7 @@ class NetworkFaults(FaultTest):
         self.row(2, "sshd killed, back after 5 s")
         lport = listener_port()
         d, times = self.start([self.tunnel("srv", lport)])
-        _, pid = self.wait_up(times, "srv")
+        _, pid = times.when_up("srv")
         self.wait_flow(lport, 10)
         t0 = time.monotonic()
         self.sshd.stop()
@@ -655,7 +622,7 @@ class NetworkFaults(FaultTest):
         interval, count = 1, 2
         d, times = self.start([self.tunnel("bh", lport)], server_alive_interval=interval,
                               server_alive_count_max=count, connect_timeout=2)
-        _, pid = self.wait_up(times, "bh")
+        _, pid = times.when_up("bh")
         self.wait_flow(lport, 10)
         time.sleep(1.5)  # an idle tunnel, its keepalives going
         t0 = time.monotonic()
@@ -687,7 +654,7 @@ class NetworkFaults(FaultTest):
         lport = listener_port()
         d, times = self.start([self.tunnel("link", lport)], server_alive_interval=1, server_alive_count_max=2,
                               restart_delay=30, restart_delay_max=60, gatetime=60)
-        _, pid = self.wait_up(times, "link")
+        _, pid = times.when_up("link")
         self.wait_flow(lport, 10)
         t0 = time.monotonic()
         self.host.link_down()
@@ -698,8 +665,7 @@ class NetworkFaults(FaultTest):
         time.sleep(2)  # down for a while: nothing comes up by itself
         # (another test's netlink event may make it retry meanwhile: that retry fails at
         # once, unreachable, and backs off again)
-        st = wait_until(lambda: (lambda st: st["state"] == "backoff" and st)(status(d, "link")), 5,
-                        what="link in backoff")
+        st = wait_state(d, "link", "backoff", timeout=5)
         retry_in = st["retry_in"]
         self.assertGreater(retry_in, 10, st)
         self.assertFalse(self.flows(lport, timeout=0.5))
@@ -707,7 +673,7 @@ class NetworkFaults(FaultTest):
         self.host.link_up()
         t_net, _ = times.wait(r"^<\d+>network changed: \d+ connections? in backoff retr", 10, t1)
         times.wait(r"^<\d+>link: network changed; retrying now, backoff reset: ssh pid ", 10, t1)
-        t_up, up_pid = self.wait_up(times, "link", since=t1, timeout=15)
+        t_up, up_pid = times.when_up("link", since=t1, timeout=15)
         t_flow = self.recovered(times, "link", lport, t1, NETWATCH_SETTLE + SLACK)
         cls = re.search(r"\((\S+): ", m.group(0))
         self.timing["note"] = (f"link-down exit classified {cls.group(1) if cls else 'none'}; network changed "
@@ -734,7 +700,7 @@ class NetworkFaults(FaultTest):
         probe = {"connect": f"127.0.0.1:{lport}", "interval": 1, "timeout": 0.5, "failures": 2,
                  "send": "ping\n", "expect": "ping\n" + self.target.tag.decode()}
         d, times = self.start([self.tunnel("pr", lport, probe=probe)])
-        _, pid = self.wait_up(times, "pr")
+        _, pid = times.when_up("pr")
         self.wait_flow(lport, 10)
         time.sleep(1.5)  # a probe or two pass
         t0 = time.monotonic()
@@ -747,7 +713,7 @@ class NetworkFaults(FaultTest):
         t_exit, m = self.wait_exit(times, "pr", t_det, 10)
         self.assertRegex(m.group(0), r"\(probe: .*" + BACKOFF_RE)
         self.assertFalse(pid_alive(pid))
-        self.assertEqual(status(d, "pr")["last_exit"]["failure"], "probe")
+        self.assertEqual(tunnel_status(d, "pr")["last_exit"]["failure"], "probe")
         self.assertLess(self.timing["detection"], 2 * 1 + 0.5 + SLACK)
         time.sleep(max(0.0, t0 + 5 - time.monotonic()))
         t1 = time.monotonic()

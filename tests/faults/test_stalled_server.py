@@ -10,27 +10,16 @@ one whose start just failed queues behind the tunnels that waited.
 """
 
 import time
-import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, StalledServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import StalledServer, assert_echo, free_port
 
 
-class StalledServerTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
+class StalledServerTest(tunneltest.SSHTestCase):
+    fast_settings = {"gatetime": 1, "restart_delay": 0.5, "restart_delay_max": 2}
 
     def setUp(self):
         self.stalled = tunneltest.use(self, StalledServer())
-
-    def tunneld(self, tunnels, globals_=None, args=(), **settings):
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.5, "restart_delay_max": 2,
-                    **settings}
-        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
-        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH, **(globals_ or {})},
-                                            args=args))
 
     def test_a_stalled_server_is_a_timeout_within_start_timeout(self):
         """No ServerAlive, a server that never finishes the handshake: tunneld ends the run
@@ -50,8 +39,8 @@ class StalledServerTest(unittest.TestCase):
         d.wait_log(r"^<\d+>hung: ssh (?:exited with status \d+|was killed by signal TERM) .*\(timeout: .*"
                    r"\(failed start 2 in a row\)$",
                    after=m.end(), timeout=15)
-        reply = tunneltest.tunnelctl_json(d, "status", "hung")
-        self.assertEqual(reply["tunnels"][0]["failures"].get("timeout", 0) >= 2, True, reply)
+        t = tunneltest.tunnel_status(d, "hung")
+        self.assertGreaterEqual(t["failures"].get("timeout", 0), 2, t)
 
     def test_stalled_tunnels_do_not_starve_healthy_ones(self):
         """max_parallel_starts = 2, two tunnels to the stalled server listed first, three
@@ -61,20 +50,19 @@ class StalledServerTest(unittest.TestCase):
         healthy = {f"ok{i}": free_port() for i in range(3)}
         tunnels = [{"name": f"hung{i}", "port": self.stalled.port, "start_timeout": 30,
                     "local_forwards": [f"127.0.0.1:{free_port()}:127.0.0.1:{self.echo.port}"]} for i in range(2)]
-        tunnels += [{"name": n, "local_forwards": [f"127.0.0.1:{p}:127.0.0.1:{self.echo.port}"]}
+        tunnels += [{"name": n, "local_forwards": [self.echo.forward(p)]}
                     for n, p in healthy.items()]
         t0 = time.monotonic()
-        d = self.tunneld(tunnels, globals_={"max_parallel_starts": 2}, args=["-d"], connect_timeout=2,
+        d = self.tunneld(tunnels, globals={"max_parallel_starts": 2}, args=["-d"], connect_timeout=2,
                          server_alive_interval=0)
         for name, port in healthy.items():
-            d.wait_log(rf"^<\d+>{name}: up: ", timeout=20)
-            wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through {name}")
+            d.wait_up(name, timeout=20)
+            assert_echo(port)
         took = time.monotonic() - t0
         print(f"# three healthy tunnels up {took:.2f} s after start, behind two stalled ones "
               "(connect_timeout 2 s, start_timeout 30 s)")
         self.assertLess(took, 15, "healthy tunnels waited behind stalled ones")
-        reply = tunneltest.tunnelctl_json(d, "status")
-        states = {t["name"]: t["state"] for t in reply["tunnels"]}
+        states = {n: t["state"] for n, t in tunneltest.status(d).items()}
         self.assertEqual(states["hung0"], "starting", states)   # still within its deadline
         self.assertEqual(states["hung1"], "starting", states)
         self.assertIn("still connecting after 2", d.log().replace("2.0", "2"))

@@ -12,10 +12,10 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import SSHServer, free_port, wait_until
+from tunneltest import (SSHServer, assert_echo, free_port, metric_value, metrics_text, status, status_reply, tunnelctl,
+                        wait_state, wait_until)
 
-import featuretest
-from featuretest import FeatureTest, metric_value, metrics_text, status, status_reply, tunnelctl, tap_comment
+from featuretest import FeatureTest, tap_comment
 
 
 def avail(d, name):
@@ -29,11 +29,11 @@ class AvailabilityTest(FeatureTest):
         down and has no outage; up + down equals tunneld's uptime for both."""
         sshd = tunneltest.use(self, SSHServer())
         port = free_port()
-        d = self.tunneld([{"name": "a", "local_forwards": [self.local_forward(port)]},
+        d = self.tunneld([{"name": "a", "local_forwards": [self.echo.forward(port)]},
                           {"name": "never", "port": free_port()}],
                          sshd=sshd, restart_delay=0.2, restart_delay_max=0.5)
-        _, pid = self.wait_up(d, "a")
-        self.assert_echo(port)
+        _, pid = d.wait_up("a")
+        assert_echo(port)
         a = avail(d, "a")
         self.assertEqual((a["outages"], a["current_outage"], a["last_outage"]), (0, None, None), a)
         self.assertGreater(a["down_seconds"], 0, "the first connect is down time")
@@ -51,7 +51,7 @@ class AvailabilityTest(FeatureTest):
         sshd.start()
         wait_until(lambda: status(d)["a"]["state"] == "up", 20, interval=0.05, what="a up again")
         t_up = time.monotonic()
-        self.assert_echo(port)
+        assert_echo(port)
         after = avail(d, "a")
         self.assertEqual(after["outages"], 1, after)
         self.assertIsNone(after["current_outage"], after)
@@ -96,16 +96,16 @@ class AvailabilityTest(FeatureTest):
         restart by request is make-before-break: no outage (the old ssh serves until the new
         one has every forward)."""
         d = self.tunneld([{"name": "a"}])
-        self.wait_up(d, "a")
+        d.wait_up("a")
         self.assertEqual(tunnelctl(d, "stop", "a").returncode, 0)
-        wait_until(lambda: status(d)["a"]["state"] == "stopped", 10, what="a stopped")
+        wait_state(d, "a", "stopped", timeout=10)
         before = avail(d, "a")
         time.sleep(1.5)
         held = avail(d, "a")
         self.assertEqual((held["up_seconds"], held["down_seconds"], held["outages"]),
                          (before["up_seconds"], before["down_seconds"], 0), (before, held))
         self.assertEqual(tunnelctl(d, "start", "a").returncode, 0)
-        wait_until(lambda: status(d)["a"]["state"] == "up", 20, what="a up again")
+        wait_state(d, "a", "up", timeout=20)
         self.assertEqual(avail(d, "a")["outages"], 0, "started again by hand: the connect is down time, no outage")
         pid = status(d)["a"]["pid"]
         r = tunnelctl(d, "restart", "a")
@@ -122,7 +122,7 @@ class AvailabilityTest(FeatureTest):
         waiting 30 s here, but the file's counters are the status's after a change."""
         path = os.path.join(tunneltest.temp_dir(self), "tunneld.prom")
         d = self.tunneld([{"name": "a"}], globals={"metrics_file": path})
-        self.wait_up(d, "a")
+        d.wait_up("a")
 
         def written():
             try:

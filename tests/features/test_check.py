@@ -12,8 +12,8 @@ import re
 import shlex
 
 import tunneltest
-from tunneltest import free_port, wait_until
-from featuretest import FeatureTest, group_lines, status
+from tunneltest import assert_echo, free_port, status, wait_state, wait_until
+from featuretest import FeatureTest, group_lines
 
 
 class CheckTest(FeatureTest):
@@ -131,16 +131,16 @@ class CheckTest(FeatureTest):
         lport, rport, dport = free_port(), free_port(), free_port()
         sshd = self.sshd.tunnel_defaults()
         opts = sshd["ssh_options"] + ["SetEnv=GREETING=\"hello world's\""]
-        tunnel = {"name": "full", "local_forwards": [self.local_forward(lport)],
-                  "remote_forwards": [self.remote_forward(rport)], "dynamic_forwards": [f"127.0.0.1:{dport}"],
+        tunnel = {"name": "full", "local_forwards": [self.echo.forward(lport)],
+                  "remote_forwards": [self.echo.forward(rport)], "dynamic_forwards": [f"127.0.0.1:{dport}"],
                   "ssh_options": opts, "server_alive_interval": 7, "connect_timeout": 9}
         jump = {"name": "jumpy", "jump_host": "hop@127.0.0.1:2222", "enabled": False}
         r, path, _ = self.check([tunnel, jump], "-v")
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout.splitlines()
         self.assertEqual(out[0], "configuration OK: 2 tunnels (1 enabled)")
-        self.assertEqual(out[2], f"full: opened over ssh's control socket: -L {self.local_forward(lport)} "
-                                 f"-R {self.remote_forward(rport)} -D 127.0.0.1:{dport}")
+        self.assertEqual(out[2], f"full: opened over ssh's control socket: -L {self.echo.forward(lport)} "
+                                 f"-R {self.echo.forward(rport)} -D 127.0.0.1:{dport}")
         # the jump tunnel's line is followed by the ssh_config tunneld writes for its hops
         self.assertTrue(out[4].startswith("jumpy: ") and out[4].endswith(".ssh_config, written at every start:"), out[4])
         self.assertIn("Host 127.0.0.1", out)
@@ -171,11 +171,11 @@ class CheckTest(FeatureTest):
 
         # The same argv, run for real.
         d = self.tunneld([tunnel], server_alive_interval=7, connect_timeout=9)
-        _, pid = self.wait_up(d, "full")
+        _, pid = d.wait_up("full")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
         self.assertEqual(control_dir(argv), expected)
-        self.assert_echo(lport)
+        assert_echo(lport)
         self.assertEqual(status(d)["full"]["state"], "up")
 
     def test_check_as_the_services_user(self):
@@ -281,8 +281,8 @@ class CheckTest(FeatureTest):
         self.assertEqual([f["state"] for f in t["forward_states"]], ["open", "open"], t)
         self.assertEqual(t["forwards"]["local"], [f"{lport}:127.0.0.1:{self.echo.port}"])
         self.assertEqual(t["forwards"]["remote"], [f"127.0.0.1:{rport}:127.0.0.1:{self.echo.port}"])
-        self.assert_echo(lport)
-        self.assert_echo(rport)
+        assert_echo(lport)
+        assert_echo(rport)
 
     def test_alias_forwards_are_its_own_then_its_files(self):
         """A tunnel's own forwards on an alias: ssh -G is asked about the alias once, without
@@ -307,16 +307,16 @@ class CheckTest(FeatureTest):
         d = tunneltest.use(self, tunneltest.Tunneld([alias], {"gatetime": 1, "restart_delay": 0.2},
                                                     globals={"ssh": tunneltest.SSH}))
         wait_until(lambda: tunneltest.loaded(d), 20, what="tunneld to load its configuration")
-        t = self.wait_state(d, "al", "up")
+        t = wait_state(d, "al", "up")
         self.assertEqual(t["forwards"]["local"], [*own, f"127.0.0.1:{p1}:127.0.0.1:{self.echo.port}"])
         for port in (p1, p2, p3):
-            self.assert_echo(port)
+            assert_echo(port)
 
     def test_reload_with_a_typo_is_rejected(self):
         """A reload whose ssh_options ssh refuses is rejected like any invalid file: the
         running tunnel keeps its ssh."""
-        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(free_port())]}])
-        _, pid = self.wait_up(d, "t")
+        d = self.tunneld([{"name": "t", "local_forwards": [self.echo.forward(free_port())]}])
+        _, pid = d.wait_up("t")
         d.rewrite(tunnels=[{**d.tunnels[0], "ssh_options": self.sshd.tunnel_defaults()["ssh_options"] +
                             ["ServerAliveIntervall=10"]}])
         r = tunneltest.run_tunneld("-t", "-c", d.config_path)

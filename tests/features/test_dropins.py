@@ -10,8 +10,9 @@ import re
 import shlex
 
 import tunneltest
-from tunneltest import echo_roundtrip, free_port, pid_alive, port_accepts, render_config, wait_until
-from featuretest import FeatureTest, group_lines, status, tunnelctl
+from tunneltest import (assert_echo, echo_roundtrip, free_port, pid_alive, port_accepts, render_config, status,
+                        tunnelctl, wait_until)
+from featuretest import FeatureTest, group_lines
 
 
 def write(path, text):
@@ -77,13 +78,13 @@ class DropinTest(FeatureTest):
         src = self.dropin_dir()
         ports = {n: free_port() for n in ("main", "a", "b")}
         write(os.path.join(src, "20-b.conf"), dropin([{"name": "b", "host": "127.0.0.1",
-                                                        "local_forwards": [self.local_forward(ports["b"])]}]))
+                                                        "local_forwards": [self.echo.forward(ports["b"])]}]))
         write(os.path.join(src, "10-a.conf"), dropin([{"name": "a", "host": "127.0.0.1",
-                                                        "local_forwards": [self.local_forward(ports["a"])]}]))
-        d = self.tunneld_with_dropins(src, [{"name": "main", "local_forwards": [self.local_forward(ports["main"])]}])
+                                                        "local_forwards": [self.echo.forward(ports["a"])]}]))
+        d = self.tunneld_with_dropins(src, [{"name": "main", "local_forwards": [self.echo.forward(ports["main"])]}])
         for name in ("main", "a", "b"):
-            self.wait_up(d, name)
-            self.assert_echo(ports[name])
+            d.wait_up(name)
+            assert_echo(ports[name])
         self.assertEqual(list(status(d)), ["main", "a", "b"])
         self.assertRegex(d.log(), r"(?m)^<5>tunneld \S+ starting: 3 tunnels from ")
 
@@ -141,12 +142,12 @@ class DropinTest(FeatureTest):
         p = {n: free_port() for n in ("main", "keep", "change", "change2", "gone", "new")}
 
         def tunnel(name, port):
-            return [{"name": name, "host": "127.0.0.1", "local_forwards": [self.local_forward(port)]}]
+            return [{"name": name, "host": "127.0.0.1", "local_forwards": [self.echo.forward(port)]}]
         for name in ("keep", "change", "gone"):
             write(os.path.join(src, f"{ {'keep': 10, 'change': 20, 'gone': 30}[name]}-{name}.conf"),
                   dropin(tunnel(name, p[name])))
         d = self.tunneld_with_dropins(src, tunnel("main", p["main"]))
-        pids = {n: self.wait_up(d, n)[1] for n in ("main", "keep", "change", "gone")}
+        pids = {n: d.wait_up(n)[1] for n in ("main", "keep", "change", "gone")}
         ddir = os.path.join(d.dir, "tunneld.d")
         self.assertEqual(sorted(os.listdir(ddir)), ["10-keep.conf", "20-change.conf", "30-gone.conf"])
 
@@ -160,7 +161,7 @@ class DropinTest(FeatureTest):
         self.assertRegex(d.log(), r"(?m)^<5>gone: removed from the configuration$")
         self.assertRegex(d.log(), r"(?m)^<5>new: added to the configuration$")
         self.assertRegex(d.log(), r"(?m)^<5>change: forwards changed: 1 added, 1 removed on the running ssh")
-        self.wait_up(d, "new", after=done.start())
+        d.wait_up("new", after=done.start())
         wait_until(lambda: not pid_alive(pids["gone"]), 10, what="the removed tunnel's ssh to end")
         wait_until(lambda: echo_roundtrip(p["change2"]), 10, what="the changed forward's new port")
         st = status(d)
@@ -179,7 +180,7 @@ class DropinTest(FeatureTest):
         src = self.dropin_dir()
         write(os.path.join(src, "10-a.conf"), dropin([{"name": "a", "host": "127.0.0.1"}]))
         d = self.tunneld_with_dropins(src, [{"name": "main"}])
-        pids = {n: self.wait_up(d, n)[1] for n in ("main", "a")}
+        pids = {n: d.wait_up(n)[1] for n in ("main", "a")}
         bad = os.path.join(d.dir, "tunneld.d", "20-bad.conf")
         write(bad, 'ssh = "/bin/false";\n' + dropin([{"name": "b", "host": "127.0.0.1"}]))
         r = tunnelctl(d, "reload")
@@ -190,7 +191,7 @@ class DropinTest(FeatureTest):
         write(bad, dropin([{"name": "b", "host": "127.0.0.1"}]))
         r = tunnelctl(d, "reload")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.wait_up(d, "b")
+        d.wait_up("b")
         self.assertEqual({n: t["pid"] for n, t in status(d).items() if n != "b"}, pids)
 
 

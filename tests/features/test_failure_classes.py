@@ -14,10 +14,10 @@ import subprocess
 import time
 
 import tunneltest
-from tunneltest import SSHServer, duration_slack, free_port, parse_duration, wait_until
+from tunneltest import (SSHServer, UP_TIMEOUT, duration_slack, free_port, listening_socket, metric_value, metrics_text,
+                        parse_duration, status, status_reply, tunnelctl, wait_until)
 from systemdtest import JournalSocket
-from featuretest import FeatureTest, UP_TIMEOUT, listening_socket, make_key, metric_value, metrics_text, \
-    status, status_reply, tunnelctl
+from featuretest import FeatureTest, make_key
 
 NO_SUCH_HOST = "tunneltest-no-such-host.invalid"  # .invalid never resolves (RFC 6761)
 
@@ -134,7 +134,7 @@ class FailureClassTest(FeatureTest):
         taken = listening_socket()
         self.addCleanup(taken.close)
         port = taken.getsockname()[1]
-        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(port)]}], restart_delay=self.DELAY,
+        d = self.tunneld([{"name": "t", "local_forwards": [self.echo.forward(port)]}], restart_delay=self.DELAY,
                          restart_delay_max=self.CAP, gatetime=5)
         delay, _ = self.check_failed_forward(d, "local-forward", "L",
                                              rf"bind \[127\.0\.0\.1\]:{port}: Address already in use")
@@ -147,7 +147,7 @@ class FailureClassTest(FeatureTest):
         taken = listening_socket()
         port = taken.getsockname()[1]
         self.addCleanup(taken.close)
-        d = self.tunneld([{"name": "t", "remote_forwards": [self.remote_forward(port)]}], restart_delay=0.2,
+        d = self.tunneld([{"name": "t", "remote_forwards": [self.echo.forward(port)]}], restart_delay=0.2,
                          restart_delay_max=self.CAP, gatetime=5, args=["-d"])
         _, t = self.check_failed_forward(d, "remote-forward", "R",
                                          rf"remote port forwarding failed for listen port {port}")
@@ -158,7 +158,7 @@ class FailureClassTest(FeatureTest):
         for n, got in enumerate(delays, 1):
             self.assertTrue(1.5 - 0.06 <= got <= 3.06, f"attempt {n}: {delays}")
         taken.close()
-        m, pid = self.wait_up(d, "t", timeout=10)
+        m, pid = d.wait_up("t", timeout=10)
         self.assertEqual(pid, t["pid"], "the same ssh")
         self.assertTrue(tunneltest.echo_roundtrip(port), "no echo through the remote forward")
 
@@ -173,9 +173,9 @@ class FailureClassTest(FeatureTest):
             f.write("ServerAliveCountMax 3\n")
         os.chmod(conf, 0o644)
         port = free_port()
-        d = self.tunneld([{"name": "t", "ssh_config_file": conf, "local_forwards": [self.local_forward(port)]}],
+        d = self.tunneld([{"name": "t", "ssh_config_file": conf, "local_forwards": [self.echo.forward(port)]}],
                          restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)
-        _, pid = self.wait_up(d, "t")
+        _, pid = d.wait_up("t")
         with open(conf, "w") as f:
             f.write("ServerAliveCountMax 3\nNoSuchOption yes\n")
         offset = len(d.log())
@@ -217,7 +217,7 @@ class FailureClassTest(FeatureTest):
             with self.subTest(" / ".join(p.strip() for p in policy)):
                 sshd = tunneltest.use(self, SSHServer(extra_config=policy))
                 port = free_port()
-                d = self.tunneld([{"name": "t", "remote_forwards": [self.remote_forward(port)]}], sshd=sshd,
+                d = self.tunneld([{"name": "t", "remote_forwards": [self.echo.forward(port)]}], sshd=sshd,
                                  restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5, args=["-d"])
                 delay, t = self.check_failed_forward(d, "forward-denied", "R",
                                                      rf"remote port forwarding failed for listen port {port}")
@@ -235,8 +235,8 @@ class FailureClassTest(FeatureTest):
         tunneld_tunnel_prohibited_total count exactly the refused connections."""
         sshd = tunneltest.use(self, SSHServer(extra_config=["PermitOpen 127.0.0.1:1"]))
         lport = free_port()
-        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(lport)]}], sshd=sshd)
-        _, pid = self.wait_up(d, "t")
+        d = self.tunneld([{"name": "t", "local_forwards": [self.echo.forward(lport)]}], sshd=sshd)
+        _, pid = d.wait_up("t")
         refused = 3
         for i in range(refused):
             self.assertFalse(tunneltest.echo_roundtrip(lport, timeout=5), "an echo through a prohibited forward")
@@ -284,8 +284,8 @@ class FailureClassTest(FeatureTest):
         self.addCleanup(lt.close)
         self.addCleanup(rt.close)
         expect = {"auth": {"identity_file": key}, "dns": {"host": NO_SUCH_HOST}, "refused": {"port": free_port()},
-                  "local-forward": {"local_forwards": [self.local_forward(lt.getsockname()[1])]},
-                  "remote-forward": {"remote_forwards": [self.remote_forward(rt.getsockname()[1])]}}
+                  "local-forward": {"local_forwards": [self.echo.forward(lt.getsockname()[1])]},
+                  "remote-forward": {"remote_forwards": [self.echo.forward(rt.getsockname()[1])]}}
         names = {cls: cls.replace("-", "_") for cls in expect}
         self.tunneld([{"name": names[cls], **t} for cls, t in expect.items()], globals={"log_target": "journal"},
                      wrapper=journal.wrapper(), restart_delay=self.DELAY, restart_delay_max=self.CAP, gatetime=5)

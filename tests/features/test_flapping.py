@@ -6,8 +6,8 @@ debug level; it ends ("no longer flapping") once a run lasts gatetime."""
 import re
 
 import tunneltest
-from tunneltest import SSHServer, wait_until
-from featuretest import FeatureTest, metric_value, metrics_text, status
+from tunneltest import SSHServer, metric_value, metrics_text, status, wait_until
+from featuretest import FeatureTest
 
 
 class FlappingTest(FeatureTest):
@@ -39,7 +39,7 @@ class FlappingTest(FeatureTest):
         # The server comes back: a run lasts gatetime (1 s) and the flapping ends. (gatetime
         # counts from the spawn: on a loaded machine it can pass before ssh is up.)
         server.start()
-        up, pid = self.wait_up(d, "flap", after=flap.end())
+        up, pid = d.wait_up("flap", after=flap.end())
         end = d.wait_log(r"^<(\d+)>flap: no longer flapping \(a run lasted gatetime\); (\d+) messages were logged at "
                          r"debug level meanwhile$", timeout=10, after=flap.end())
         self.assertEqual(end.group(1), "5", "the end of flapping is a notice")

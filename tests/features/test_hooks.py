@@ -10,8 +10,8 @@ import stat
 import time
 
 import tunneltest
-from tunneltest import free_port, pid_alive, proc_table, wait_until
-from featuretest import FeatureTest, listening_socket, status
+from tunneltest import cpu_seconds, free_port, listening_socket, pid_alive, proc_table, status, wait_until
+from featuretest import FeatureTest
 
 # A shell script. Each run writes one record file (what it got: argv, parent, cmdline, the
 # TUNNEL_* environment) and appends BEGIN/END lines to a shared "runs" file; it says hello on
@@ -94,12 +94,12 @@ class HookTest(FeatureTest):
         self.addCleanup(taken.close)
         d = self.tunneld([
             {"name": "good", "gatetime": 0.5},
-            {"name": "half", "local_forwards": [self.local_forward(taken.getsockname()[1])]},
+            {"name": "half", "local_forwards": [self.echo.forward(taken.getsockname()[1])]},
             {"name": "dies", "port": free_port(), "max_starts": 2},
             {"name": "flaps", "port": free_port(), "flap_threshold": 3, "restart_delay": 0.05,
              "restart_delay_max": 0.1},
         ], on_state_change=hook, env={"TUNNEL_STATE": "bogus", "TUNNEL_EXTRA": "leak", "HOOKTEST_KEPT": "yes"})
-        _, pid = self.wait_up(d, "good")
+        _, pid = d.wait_up("good")
         wait_until(lambda: len(self.records(records, "good")) == 1, 10, what="the hook's run for good up")
         time.sleep(0.6)  # past gatetime: the next exit is a good run, restarted at once
         os.kill(pid, signal.SIGKILL)
@@ -148,7 +148,7 @@ class HookTest(FeatureTest):
         hook, records = self.make_hook()
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 1},
                          env={"HOOK_MODE": "hang"})
-        _, ssh = self.wait_up(d, "good")
+        _, ssh = d.wait_up("good")
         wait_until(lambda: self.runs(records), 10, what="the hook to begin")
         begin = self.runs(records)[0]
         hook_pid = begin[1]
@@ -176,11 +176,11 @@ class HookTest(FeatureTest):
         hook, records = self.make_hook()
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 60},
                          env={"HOOK_MODE": "wait-first"}, gatetime=0, restart_delay=0.05)
-        m, pid = self.wait_up(d, "good")
+        m, pid = d.wait_up("good")
         wait_until(lambda: self.runs(records), 10, what="the first run to begin")
         for restarts in (1, 2, 3):
             os.kill(pid, signal.SIGKILL)
-            m, pid = self.wait_up(d, "good", after=m.end())
+            m, pid = d.wait_up("good", after=m.end())
             self.assertEqual(status(d)["good"]["restarts"], restarts)
         time.sleep(0.3)
         self.assertEqual([r[0] for r in self.runs(records)], ["BEGIN"], "a second run started meanwhile")
@@ -204,19 +204,19 @@ class HookTest(FeatureTest):
             f.write("#!/bin/sh\nsetsid sh -c 'exec yes' &\necho \"helper $!\"\nexit 0\n")
         os.chmod(hook, stat.S_IRWXU)
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"stop_timeout": 2})
-        self.wait_up(d, "good")
+        d.wait_up("good")
         m = d.wait_log(r"^<\d+>good: on_state_change: helper (\d+)$", timeout=10)
         helper = int(m.group(1))
         self.addCleanup(lambda: tunneltest.kill_all([helper]))
         worst = 0.0
-        cpu0 = self.cpu_seconds(d.pid)
+        cpu0 = cpu_seconds(d.pid)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 3:
             t = time.monotonic()
             self.assertEqual(status(d)["good"]["state"], "up")
             worst = max(worst, time.monotonic() - t)
             time.sleep(0.1)
-        cpu = (self.cpu_seconds(d.pid) - cpu0) / (time.monotonic() - t0)
+        cpu = (cpu_seconds(d.pid) - cpu0) / (time.monotonic() - t0)
         print(f"# status worst {worst * 1000:.0f} ms; tunneld CPU {cpu * 100:.1f} %; log {len(d.log())} bytes")
         self.assertLess(worst, 1.0, "status took over a second")
         self.assertLess(cpu, 0.5, "tunneld spins on the helper's output")
@@ -236,18 +236,12 @@ class HookTest(FeatureTest):
             f.write("#!/bin/sh\nexec yes\n")
         os.chmod(hook, stat.S_IRWXU)
         d = self.tunneld([{"name": "good"}], on_state_change=hook, globals={"hook_timeout": 30})
-        self.wait_up(d, "good")
+        d.wait_up("good")
         d.wait_log(r"^<4>good: on_state_change program wrote more than 1024 KiB: \d+ bytes of it were not logged, "
                    r"and tunneld stopped reading \(the pipe is closed\)$", timeout=10)
         d.wait_log(r"^<4>good: on_state_change program was killed by signal PIPE after ", timeout=10)
         self.assertEqual(d.count_log(r"^<6>good: on_state_change: y$"), 100)
         self.assertEqual(status(d)["good"]["state"], "up")
-
-    @staticmethod
-    def cpu_seconds(pid):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

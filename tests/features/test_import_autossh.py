@@ -11,9 +11,7 @@ import subprocess
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
-
-UP_TIMEOUT = 20  # ssh's connect and key exchange on a loaded 2-core machine
+from tunneltest import EchoServer, SSHServer, Tunneld, assert_echo, echo_roundtrip, free_port
 
 SEED_ONE_LINE = ('autossh -M 0 -o "ServerAliveInterval 30" -o "ServerAliveCountMax 3" '
                  '-L 5000:localhost:3306 cytopia@everythingcli.org')
@@ -137,10 +135,9 @@ class ImportAutosshTest(unittest.TestCase):
         self.assertEqual(names, [f"127.0.0.1-{ports[0]}", "cli-mysql-tunnel", "mysql-tunnel"])
         d = tunneltest.use(self, Tunneld(config_text=text))
         for name in names:
-            d.wait_log(rf"^<\d+>{re.escape(name)}: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT)
+            d.wait_up(name)
         for port in ports:
-            payload = f"through {port}\n".encode()
-            wait_until(lambda: echo_roundtrip(port, payload), 10, what=f"an echo through port {port}")
+            assert_echo(port, f"through {port}\n".encode())
         self.assertTrue(echo_roundtrip(ports[2], os.urandom(16 * 1024), timeout=10), "16 KiB through the unit's -L")
 
     def test_standard_input(self):

@@ -15,8 +15,8 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import free_port, wait_until
-from featuretest import FeatureTest, metrics_text, status, tap_comment, tunnelctl
+from tunneltest import assert_echo, free_port, metrics_text, status, tunnelctl, wait_until
+from featuretest import FeatureTest, tap_comment
 
 PROMTOOL = shutil.which("promtool")
 
@@ -43,6 +43,10 @@ FAMILIES = {
     "tunneld_tunnel_down_seconds_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_outages_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_longest_outage_seconds": ("gauge", ("tunnel",)),
+    "tunneld_tunnel_rtt_seconds": ("gauge", ("tunnel",)),
+    "tunneld_tunnel_sent_bytes_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_received_bytes_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_retransmitted_segments_total": ("counter", ("tunnel",)),
     "tunneld_forward_up": ("gauge", ("tunnel", "kind", "forward")),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
@@ -263,6 +267,14 @@ class MetricsTest(FeatureTest):
             self.assertGreaterEqual(values["tunneld_tunnel_uptime_seconds"][name], 0)
             since = values["tunneld_tunnel_state_since_timestamp_seconds"][name]
             self.assertLess(abs(since - time.time()), 120, f"{name}: state since {since} is no Unix time of now")
+            # its ssh's own TCP connection, while one runs: bytes both ways (the key exchange at least)
+            if state[name]["up"]:
+                self.assertGreater(values["tunneld_tunnel_sent_bytes_total"][name], 0, name)
+                self.assertGreater(values["tunneld_tunnel_received_bytes_total"][name], 0, name)
+                self.assertGreaterEqual(values["tunneld_tunnel_rtt_seconds"][name], 0, name)
+                self.assertGreaterEqual(values["tunneld_tunnel_retransmitted_segments_total"][name], 0, name)
+            else:
+                self.assertNotIn(name, values["tunneld_tunnel_rtt_seconds"], name)
         return fams, state, classes, values
 
     def promtool(self, text):
@@ -277,7 +289,7 @@ class MetricsTest(FeatureTest):
         """`tunnelctl metrics` with an up, a failing and a disabled tunnel: strictly valid,
         every family once, and the values agree with `tunnelctl --json status`."""
         d = self.three_tunnels()
-        self.wait_up(d, "web.1")
+        d.wait_up("web.1")
         d.wait_log(r"^<\d+>db_2-x: ssh exited with status 255 .*\(refused: ", timeout=15)
         text = metrics_text(d)
         names = ("web.1", "db_2-x", "off")
@@ -301,7 +313,7 @@ class MetricsTest(FeatureTest):
             self.skipTest("promtool not installed (apt-get install --no-install-recommends prometheus)")
         path = os.path.join(tunneltest.temp_dir(self), "tunneld.prom")
         d = self.three_tunnels(metrics_file=path)
-        self.wait_up(d, "web.1")
+        d.wait_up("web.1")
         d.wait_log(r"^<\d+>db_2-x: ssh exited with status 255 ", timeout=15)
         self.promtool(metrics_text(d))
         wait_until(lambda: 'tunneld_tunnel_up{tunnel="web.1"} 1\n' in tunneltest._read_text(path), 5,
@@ -319,7 +331,7 @@ class MetricsTest(FeatureTest):
                  for i in range(4)]
         d = self.tunneld([{"name": "good"}, *churn], globals={"metrics_file": path}, args=["-d"])
         names = ["good"] + [t["name"] for t in churn]
-        self.wait_up(d, "good")
+        d.wait_up("good")
         wait_until(lambda: os.path.exists(path), 5, what="the metrics file")
 
         versions, problems, seen_dir = set(), [], set()
@@ -349,7 +361,7 @@ class MetricsTest(FeatureTest):
         wait_until(lambda: 'tunneld_tunnel_state{tunnel="good",state="stopped"} 1\n' in tunneltest._read_text(path),
                    5, what="the file to show good stopped")
         self.assertEqual(tunnelctl(d, "start", "good").returncode, 0)
-        self.wait_up(d, "good", after=d.wait_log(r"^<\d+>good: stopped").end())
+        d.wait_up("good", after=d.wait_log(r"^<\d+>good: stopped").end())
         wait_until(up_in_file(1), 5, what="the file to show good up again")
 
         self.assertEqual(d.stop(), 0)
@@ -362,14 +374,13 @@ class MetricsTest(FeatureTest):
         go on exporting them as up."""
         path = os.path.join(tunneltest.temp_dir(self), "tunneld.prom")
         d = self.tunneld([{"name": "good"}], globals={"metrics_file": path})
-        self.wait_up(d, "good")
+        d.wait_up("good")
         wait_until(lambda: 'tunneld_tunnel_up{tunnel="good"} 1\n' in tunneltest._read_text(path), 5,
                    what="the file to show good up")
         self.assertEqual(d.stop(), 0)
         text = tunneltest._read_text(path)
         self.assertFalse(text and 'tunneld_tunnel_up{tunnel="good"} 1\n' in text,
                          "tunneld has exited, yet its metrics file says the tunnel is up")
-
 
     def test_metrics_file_on_a_full_filesystem(self):
         """metrics_file on a full tmpfs: tunneld warns once ("cannot write …; retrying"),
@@ -395,14 +406,14 @@ class MetricsTest(FeatureTest):
 
         path = os.path.join(mdir, "tunneld.prom")
         lport = free_port()
-        d = self.tunneld([{"name": "t", "local_forwards": [self.local_forward(lport)]}],
+        d = self.tunneld([{"name": "t", "local_forwards": [self.echo.forward(lport)]}],
                          globals={"metrics_file": path})
         failed = rf"^<4>cannot write metrics_file {re.escape(path)}: No space left on device; retrying$"
         again = rf"^<5>metrics_file {re.escape(path)} written again$"
         d.wait_log(failed, timeout=10)
         t_failed = time.monotonic()
-        _, pid = self.wait_up(d, "t")
-        self.assert_echo(lport)
+        _, pid = d.wait_up("t")
+        assert_echo(lport)
 
         # while the disk stays full: retries, but not a busy loop, and one warning only
         def cpu_ticks():
@@ -441,7 +452,8 @@ class MetricsTest(FeatureTest):
         self.assertEqual(d.count_log(failed), 1)
         self.assertEqual(d.count_log(again), 1)
         self.assertEqual(status(d)["t"]["pid"], pid, "the tunnel was restarted")
-        self.assert_echo(lport)
+        assert_echo(lport)
+
 
 if __name__ == "__main__":
     tunneltest.main()

@@ -9,8 +9,8 @@ import signal
 import time
 
 import tunneltest
-from tunneltest import SSHServer, pid_alive
-from featuretest import FeatureTest, group_lines, status, status_reply
+from tunneltest import SSHServer, pid_alive, status, status_reply
+from featuretest import FeatureTest, group_lines
 
 
 class OrderingTest(FeatureTest):
@@ -37,10 +37,10 @@ class OrderingTest(FeatureTest):
         self.assertEqual(d.count_log(r"^<\d+>b: .*ssh pid \d+"), 0, "b ran ssh before a was up")
 
         server.start()
-        a_up, _ = self.wait_up(d, "a")
+        a_up, _ = d.wait_up("a")
         b_launch = d.wait_log(r"^<\d+>b: .*; launched: ssh pid (\d+) \(start 1\)$", timeout=10)
         self.assertGreater(b_launch.start(), a_up.start(), "b launched before a was up")
-        self.wait_up(d, "b", after=b_launch.end())
+        d.wait_up("b", after=b_launch.end())
         self.assertEqual({k: v["state"] for k, v in status(d).items()}, {"a": "up", "b": "up"})
 
     def chain(self, stop_timeout):
@@ -48,7 +48,7 @@ class OrderingTest(FeatureTest):
         (tunneld, {name: ssh pid})."""
         d = self.tunneld([{"name": "c", "after": ["b"]}, {"name": "a"}, {"name": "b", "after": ["a"]},
                           {"name": "solo"}], globals={"stop_timeout": stop_timeout})
-        return d, {name: self.wait_up(d, name)[1] for name in ("a", "b", "c", "solo")}
+        return d, {name: d.wait_up(name)[1] for name in ("a", "b", "c", "solo")}
 
     def stop_and_watch(self, d, pids):
         """SIGTERM tunneld; return ({name: seconds from SIGTERM to its ssh seen gone}, the

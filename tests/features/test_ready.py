@@ -6,9 +6,9 @@ one does, until ready_timeout. A required tunnel that failed a start counts as s
 import time
 
 import tunneltest
-from tunneltest import free_port
+from tunneltest import free_port, listening_socket, status
 from systemdtest import NotifySocket
-from featuretest import FeatureTest, listening_socket, status
+from featuretest import FeatureTest
 
 
 def first_ready(notify, timeout):
@@ -35,7 +35,7 @@ class ReadyTest(FeatureTest):
     def test_non_required_tunnel_does_not_hold_ready(self):
         d, notify, t0 = self.start([{"name": "good"}, {"name": "hang", "required": False, **self.hanging()}],
                                    ready="all-up", ready_timeout=30)
-        up, _ = self.wait_up(d, "good")
+        up, _ = d.wait_up("good")
         at, text = first_ready(notify, 10)
         self.assertLess(at - t0, 25, "READY waited for the non-required tunnel")
         self.assertIn("STATUS=1/2 tunnels up; starting: hang", text.split("\n"))
@@ -48,7 +48,7 @@ class ReadyTest(FeatureTest):
         timeout = 6
         d, notify, t0 = self.start([{"name": "good"}, {"name": "hang", **self.hanging()}],
                                    ready="all-up", ready_timeout=timeout)
-        up, _ = self.wait_up(d, "good")
+        up, _ = d.wait_up("good")
         up_at = time.monotonic() - t0
         at, text = first_ready(notify, timeout + 10)
         self.assertTrue(timeout - 0.05 <= at - t0 <= timeout + 4,
@@ -76,7 +76,7 @@ class ReadyTest(FeatureTest):
         d, notify, t0 = self.start([{"name": "good"}, {"name": "hang", **self.hanging()}])
         at, text = first_ready(notify, 10)
         self.assertIn("STATUS=0/2 tunnels up; starting: good, hang", text.split("\n"))
-        self.wait_up(d, "good")
+        d.wait_up("good")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import echo_roundtrip, free_port, parse_duration, wait_until
-from featuretest import FeatureTest, UP_TIMEOUT, echo_at_once, listening_socket, make_key, metric_value, metrics_text, \
-    percentile, status, tap_comment, tunnelctl
+from tunneltest import (UP_TIMEOUT, echo_roundtrip, free_port, listening_socket, metric_value, metrics_text,
+                        parse_duration, status, tunnelctl, wait_state, wait_until)
+from featuretest import FeatureTest, echo_at_once, make_key, percentile, tap_comment
 
 RUNS = 20
 
@@ -33,10 +33,10 @@ class UpStateTest(FeatureTest):
         rport = remote_taken.getsockname()[1]
         bad = ("badkey", "localtaken", "remotetaken")
         d = self.tunneld([
-            {"name": "good", "local_forwards": [self.local_forward(lport)]},
-            {"name": "badkey", "identity_file": bad_key, "local_forwards": [self.local_forward(free_port())]},
-            {"name": "localtaken", "local_forwards": [self.local_forward(taken_port)]},
-            {"name": "remotetaken", "remote_forwards": [self.remote_forward(rport)]},
+            {"name": "good", "local_forwards": [self.echo.forward(lport)]},
+            {"name": "badkey", "identity_file": bad_key, "local_forwards": [self.echo.forward(free_port())]},
+            {"name": "localtaken", "local_forwards": [self.echo.forward(taken_port)]},
+            {"name": "remotetaken", "remote_forwards": [self.echo.forward(rport)]},
         ], restart_delay=0.1, restart_delay_max=1, args=["-d"])  # auth retries at the cap: 0.5-1 s
 
         def attempts(name):
@@ -85,11 +85,11 @@ class UpStateTest(FeatureTest):
         """At each UP line (5 starts), the -L listener and the -R listener on the server
         carry bytes at the first try: UP is never reported before the forwards are ready."""
         lport, rport = free_port(), free_port()
-        d = self.tunneld([{"name": "both", "local_forwards": [self.local_forward(lport)],
-                           "remote_forwards": [self.remote_forward(rport)]}])
+        d = self.tunneld([{"name": "both", "local_forwards": [self.echo.forward(lport)],
+                           "remote_forwards": [self.echo.forward(rport)]}])
         after = 0
         for run in range(5):
-            m, pid = self.wait_up(d, "both", after=after)
+            m, pid = d.wait_up("both", after=after)
             self.assertIsNone(echo_at_once(lport), f"run {run}: -L not ready at UP")
             self.assertIsNone(echo_at_once(rport), f"run {run}: -R not ready at UP")
             self.assertEqual(tunnelctl(d, "stop", "both").returncode, 0)
@@ -102,7 +102,7 @@ class UpStateTest(FeatureTest):
         ssh was given, bytes flow through it, and a restart (make-before-break: the new ssh
         asks for its own port) shows the new ssh's port only."""
         d = self.tunneld([{"name": "anyport", "remote_forwards": [f"127.0.0.1:0:127.0.0.1:{self.echo.port}"]}])
-        m, pid = self.wait_up(d, "anyport")
+        m, pid = d.wait_up("anyport")
         for run in range(2):
             t = wait_until(lambda: (lambda t: t if t["pid"] == pid and t["state"] == "up" and t["forwards"]["allocated"]
                                     else None)(status(d)["anyport"]), UP_TIMEOUT, what=f"run {run}: up on ssh {pid}")
@@ -126,7 +126,7 @@ class UpStateTest(FeatureTest):
         taken = listening_socket()
         self.addCleanup(taken.close)
         port = taken.getsockname()[1]
-        d = self.tunneld([{"name": "eoff", "local_forwards": [self.local_forward(port)]}])
+        d = self.tunneld([{"name": "eoff", "local_forwards": [self.echo.forward(port)]}])
         d.wait_log(rf"^<4>eoff: forward L \S+ failed: bind \[127\.0\.0\.1\]:{port}: Address already in use; ",
                    timeout=UP_TIMEOUT)
         time.sleep(1)
@@ -138,7 +138,7 @@ class UpStateTest(FeatureTest):
         reports it ("up: … after X", timed from its fork) and as seen from outside (from
         tunnelctl start returning to the UP line in the log). p50/p95 go out as comments."""
         lport = free_port()
-        d = self.tunneld([{"name": "lat", "local_forwards": [self.local_forward(lport)]}], gatetime=0.5)
+        d = self.tunneld([{"name": "lat", "local_forwards": [self.echo.forward(lport)]}], gatetime=0.5)
         inside, outside = [], []
         after = 0
         for run in range(RUNS):
@@ -168,7 +168,7 @@ class UpStateTest(FeatureTest):
         tap_comment(f"tunnelctl start → UP line seen in the log: p50 {ms(percentile(outside, 50))}, "
                     f"p95 {ms(percentile(outside, 95))}")
         self.assertLess(percentile(inside, 50), 5.0, inside)
-        self.wait_state(d, "lat", "stopped", timeout=10)
+        wait_state(d, "lat", "stopped", timeout=10)
 
 
 if __name__ == "__main__":

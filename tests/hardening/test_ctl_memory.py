@@ -14,11 +14,11 @@ import unittest
 
 os.environ.setdefault("TUNNELTEST_TIMEOUT", "180")     # one test of a minute or so, and its set-up
 import tunneltest  # noqa: E402
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port  # noqa: E402
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_state  # noqa: E402
 
 sys.path.insert(0, os.path.join(tunneltest.SOURCE_ROOT, "tests", "ctl"))
 import ctltest  # noqa: E402
-from ctltest import NOBODY, EventStorm, SlowReader, rss_kb, served_within, wait_serving, wait_up  # noqa: E402
+from ctltest import EventStorm, NOBODY, SlowReader, rss_kb, served_within  # noqa: E402
 
 STORM = 100
 RATE = 400
@@ -39,8 +39,8 @@ class SlowReadersTest(unittest.TestCase):
                                          {**sshd.tunnel_defaults(), "gatetime": 1},
                                          globals={"ssh": tunneltest.SSH, "control_socket": sock,
                                                   "control_world_readable": True}))
-        wait_serving(d, sock)
-        wait_up(sock, "real")
+        d.wait_loaded()
+        wait_state(sock, "real", "up")
         storm = tunneltest.use(self, EventStorm(sock, STORM, RATE))
         time.sleep(3)           # the storm's own connection at its size
         rss0 = rss_kb(d.pid)

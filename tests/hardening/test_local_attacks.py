@@ -147,15 +147,6 @@ class LocalAttacks(unittest.TestCase):
         self.assertRegex(run.stderr, re.compile(want, re.M))
         return checked.stderr
 
-    def forward(self):
-        port = free_port()
-        return port, f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def wait_up(self, d, name="t", after=0):
-        """Wait for name's "up" line at or after offset after of the log; its end."""
-        return d.wait_log(rf"^<\d+>{re.escape(name)}: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT,
-                          after=after).end()
-
     # ---- the control socket's directory and the runtime directory ----
 
     def test_control_socket_in_a_directory_others_can_write(self):
@@ -182,7 +173,8 @@ class LocalAttacks(unittest.TestCase):
         within 1 s throughout."""
         sockdir = self.public(0o777)
         sock = os.path.join(sockdir, "control")
-        port, fwd = self.forward()
+        port = free_port()
+        fwd = self.echo.forward(port)
         # the destination as "localhost", the jump host as "127.0.0.1" (ssh refuses a jump
         # host that is its own destination): one sshd, a known_hosts line for each name
         known_hosts = os.path.join(self.safe_dir(), "known_hosts")
@@ -196,7 +188,7 @@ class LocalAttacks(unittest.TestCase):
             [{"name": "t", "host": "localhost", "jump_host": f"root@127.0.0.1:{self.sshd.port}",
               "local_forwards": [fwd]}], defaults,
             globals={"ssh": tunneltest.SSH, "control_socket": sock}, args=["--allow-insecure-config"]))
-        self.wait_up(d)
+        d.wait_up("t", timeout=UP_TIMEOUT)
         echo_roundtrip(port)
         runtime = sock + ".d"
         self.assertTrue(os.path.isfile(os.path.join(runtime, "t.ssh_config")))
@@ -214,7 +206,7 @@ class LocalAttacks(unittest.TestCase):
             "with open(os.path.join(own, 't.ssh_config'), 'w') as f:\n"
             "    f.write('Host *\\n  KnownHostsCommand /usr/bin/touch ' + pwned + '\\n')\n",
             runtime, own, pwned, *names)
-        old = status(d)[1]["t"]["pid"]
+        old = status(d)["t"]["pid"]
         with StatusWatch(d) as watch:
             r = tunnelctl(d, "restart", "t", timeout=10)
             d.wait_log(r"runtime directory .* was replaced", timeout=10)
@@ -230,7 +222,7 @@ class LocalAttacks(unittest.TestCase):
         # no ssh ever started with the attacker's files: the old one serves on (make-before-break)
         self.assertEqual((r.returncode, r.stdout.strip()),
                          (1, f"t: not restarted: the new ssh failed (exec); ssh pid {old} serves on"), r)
-        t = status(d)[1]["t"]
+        t = status(d)["t"]
         self.assertEqual((t["state"], t["pid"], t["next_pid"]), ("up", old, None),
                          f"the tunnel runs another ssh than the one it had: {describe_log(d)}")
         self.assertNotRegex(d.log(), r"(?m)make-before-break done")
@@ -290,12 +282,13 @@ class LocalAttacks(unittest.TestCase):
         with open(victim, "w") as f:
             f.write("precious\n")
         self.attacker.python("import os, sys; os.symlink(sys.argv[1], sys.argv[2])", victim, path)
-        port, fwd = self.forward()
+        port = free_port()
+        fwd = self.echo.forward(port)
         d = tunneltest.use(self, Tunneld(
             [{"name": "t", "host": "127.0.0.1", "local_forwards": [fwd]}],
             {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2},
             globals={"ssh": tunneltest.SSH, "metrics_file": path}))
-        self.wait_up(d)
+        d.wait_up("t", timeout=UP_TIMEOUT)
         tmp_names = [f"tunneld.prom.tmp.{d.pid + i}" for i in range(0, 20)]
         self.attacker.python("import os, sys\nfor p in sys.argv[1:]:\n    try: os.mkfifo(p, 0o666)\n"
                              "    except FileExistsError: pass\n",
@@ -449,10 +442,11 @@ class LocalAttacks(unittest.TestCase):
     def test_lock_held_by_another_tunneld(self):
         """A second tunneld on the socket of a running one: refused, naming the first's pid
         and uid, exit 1; the first goes on serving."""
-        port, fwd = self.forward()
+        port = free_port()
+        fwd = self.echo.forward(port)
         d = tunneltest.use(self, Tunneld([{"name": "t", "host": "127.0.0.1", "local_forwards": [fwd]}],
                                          self.sshd.tunnel_defaults(), globals={"ssh": tunneltest.SSH}))
-        self.wait_up(d)
+        d.wait_up("t", timeout=UP_TIMEOUT)
         conf, _ = self.conf({"ssh": tunneltest.SSH, "control_socket": d.globals["control_socket"]},
                             [{"name": "u", "host": "127.0.0.1"}])
         r = self.start_expecting_exit(conf)

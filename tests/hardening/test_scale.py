@@ -21,7 +21,7 @@ import unittest
 
 os.environ.setdefault("TUNNELTEST_TIMEOUT", "120")     # a loaded 2-core machine: 2,000 tunnels start
 import tunneltest  # noqa: E402
-from tunneltest import EchoServer, SSHServer, Tunneld, ssh_children, unix_echo, wait_until  # noqa: E402
+from tunneltest import EchoServer, SSHServer, Tunneld, ssh_children, unix_echo, wait_all, wait_until  # noqa: E402
 
 N = 2000
 CONNECTIONS = 20
@@ -120,14 +120,9 @@ class ScaleTest(unittest.TestCase):
         expected = check_groups(r.stdout)
         t0 = time.monotonic()
 
-        def all_up():
-            if not os.path.exists(d.globals["control_socket"]):
-                return False
-            s = tunneltest.status(d)[1]
-            return len(s) == N and all(t["state"] == "up" for t in s.values())
-        wait_until(all_up, UP_TIMEOUT, interval=0.5, what="2,000 tunnels up")
+        wait_all(d, [t["name"] for t in tunnels], timeout=UP_TIMEOUT, interval=0.5)
         print(f"# 2,000 tunnels up {time.monotonic() - t0:.1f} s after tunneld started", flush=True)
-        before = tunneltest.status(d)[1]
+        before = tunneltest.status(d)
         self.assertEqual(daemon_groups(before), expected, "the daemon's connections are not -t's")
         pids = {t["pid"] for t in before.values()}
         self.assertEqual(len(pids), CONNECTIONS)
@@ -148,7 +143,7 @@ class ScaleTest(unittest.TestCase):
         self.assertRegex(d.log()[offset:], r"(?m)^<\d+>reload done: 2000 tunnels \(was 2000\), 1 changed$")
         wait_until(lambda: unix_echo(moved), 20, what="t7's new socket echoing")
         self.assertFalse(unix_echo(f"{self.sockets}/7.sock", timeout=2), "t7's old socket still forwards")
-        after = tunneltest.status(d)[1]
+        after = tunneltest.status(d)
         for name, t in before.items():
             self.assertEqual(after[name]["pid"], t["pid"], f"{name}'s ssh changed")
             if name != "t7":
@@ -172,7 +167,7 @@ class ScaleTest(unittest.TestCase):
             if r.returncode in (0, 1) and r.stdout.startswith("{"):
                 if first is None:
                     first = time.monotonic() - t0
-                replies.append((r.took, tunneltest.status(d, while_loading=True)[0]))
+                replies.append((r.took, tunneltest.status_reply(d, while_loading=True)))
             elif first is None:
                 self.assertLess(time.monotonic() - t0, 1.0 + (1.0 if tunneltest.SANITIZED else 0.0),
                                 f"no answer 1 s after start: {r.stderr}")
@@ -191,13 +186,10 @@ class ScaleTest(unittest.TestCase):
         r, _ = self.check(d.config_path, "-v")
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
 
-        def all_up():
-            s = tunneltest.status(d)[1]
-            return len(s) == N and all(t["state"] == "up" for t in s.values())
-        wait_until(all_up, UP_TIMEOUT, interval=0.5, what="2,000 tunnels up")
-        self.assertEqual(daemon_groups(tunneltest.status(d)[1]), check_groups(r.stdout))
+        wait_all(d, [t["name"] for t in tunnels], timeout=UP_TIMEOUT, interval=0.5)
+        self.assertEqual(daemon_groups(tunneltest.status(d)), check_groups(r.stdout))
         self.assertTrue(unix_echo(f"{self.sockets}/0.sock"))
-        self.assertNotIn("loading", tunneltest.status(d)[0]["status"])
+        self.assertNotIn("loading", tunneltest.status_reply(d)["status"])
 
 
 if __name__ == "__main__":

@@ -6,15 +6,13 @@ a failing run shows the ones before the failure. The sanitizer build does not ch
 import json
 import os
 import signal
-import subprocess
 import time
 import unittest
 
 os.environ.setdefault("TUNNELTEST_TIMEOUT", "200")     # one long test; the sanitizer build is slower
 import tunneltest  # noqa: E402
-from tunneltest import TUNNELD, Tunneld, use  # noqa: E402
+from tunneltest import Tunneld, use  # noqa: E402
 
-TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
 TUNNELS = 50
 # AddressSanitizer keeps freed memory in quarantine (RSS grows by design) and makes every
 # fork slow: there, LeakSanitizer at exit is the leak check, and 2,000 cycles the soak.
@@ -71,8 +69,7 @@ def sample(pid):
 
 def total_starts(socket):
     """(starts summed over every tunnel, tunnels); (0, 0) while tunneld is not answering yet."""
-    out = subprocess.run([TUNNELCTL, "-s", socket, "--json", "status"], capture_output=True, text=True,
-                         timeout=10)
+    out = tunneltest.tunnelctl(socket, "--json", "status", timeout=10)
     if out.returncode == 3:
         return 0, 0
     reply = json.loads(out.stdout)

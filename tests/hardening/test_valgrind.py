@@ -7,14 +7,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import unittest
 
 os.environ.setdefault("TUNNELTEST_TIMEOUT", "200")     # valgrind runs tunneld ~20× slower
 import tunneltest  # noqa: E402
-from tunneltest import EchoServer, SSHServer, TUNNELD, Tunneld, echo_roundtrip, free_port, use, wait_until  # noqa: E402
+from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, use, wait_until  # noqa: E402
 
-TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
 UP = 60
 
 
@@ -33,13 +31,13 @@ class Valgrind(unittest.TestCase):
                     "restart_delay_max": 1}
 
         def tunnels(step):
-            t = [{"name": "a", "local_forwards": [f"127.0.0.1:{ports[0]}:127.0.0.1:{echo.port}"]},
-                 {"name": "b", "local_forwards": [f"127.0.0.1:{ports[1]}:127.0.0.1:{echo.port}"],
+            t = [{"name": "a", "local_forwards": [echo.forward(ports[0])]},
+                 {"name": "b", "local_forwards": [echo.forward(ports[1])],
                   "probe": {"connect": f"127.0.0.1:{ports[1]}", "interval": 0.5, "timeout": 0.3,
                             "send": "x", "expect": "x"}}]
             if step:
                 t[0]["server_alive_interval"] = 10                  # changed
-                t[1:] = [{"name": "c", "remote_forwards": [f"127.0.0.1:{ports[2]}:127.0.0.1:{echo.port}"]}]
+                t[1:] = [{"name": "c", "remote_forwards": [echo.forward(ports[2])]}]
             return t
 
         # Without --quiet: the report ends with "ERROR SUMMARY: N errors", which tells
@@ -50,20 +48,18 @@ class Valgrind(unittest.TestCase):
                                        "--error-exitcode=1", f"--log-file={vdir}/valgrind.%p.log"]))
         # /usr/bin/valgrind is a script that execs the tool in the same process
         wait_until(lambda: "memcheck" in os.readlink(f"/proc/{d.pid}/exe"), 10, what="tunneld under valgrind")
-        m = d.wait_log(r"^<\d+>a: up: ssh \(pid (\d+)\)", timeout=UP)
-        d.wait_log(r"^<\d+>b: up: ssh \(pid (\d+)\)", timeout=UP)
+        m, pid = d.wait_up("a", timeout=UP)
+        d.wait_up("b", timeout=UP)
         wait_until(lambda: echo_roundtrip(ports[0]), 20, what="bytes through a")
 
-        os.kill(int(m.group(1)), signal.SIGKILL)                    # a restart
-        d.wait_log(r"^<\d+>a: up: ssh \(pid (\d+)\)", timeout=UP, after=m.end())
+        os.kill(pid, signal.SIGKILL)                                # a restart
+        d.wait_up("a", timeout=UP, after=m.end())
         wait_until(lambda: echo_roundtrip(ports[0]), 20, what="bytes through a again")
 
         socket = d.globals["control_socket"]
-        out = subprocess.run([TUNNELCTL, "-s", socket, "--json", "status"], capture_output=True, text=True,
-                             timeout=30)
+        out = tunneltest.tunnelctl(socket, "--json", "status", timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
-        out = subprocess.run([TUNNELCTL, "-s", socket, "metrics"], capture_output=True, text=True, timeout=30)
-        self.assertIn("tunneld_tunnel_up", out.stdout)
+        self.assertIn("tunneld_tunnel_up", tunneltest.metrics_text(socket))
 
         mark = len(d.log())
         tunneltest.write_config(d.config_path, d.globals, defaults, tunnels(1))

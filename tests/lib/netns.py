@@ -504,6 +504,9 @@ class TaggedEchoServer(Resource):
             self.stop()
             raise AssertionError(f"echo server on port {self.port} did not start: {line!r} {err!r}")
 
+    # the forward spec to this server (127.0.0.1:PORT:127.0.0.1:its port, on its host)
+    forward = tunneltest.EchoServer.forward
+
     def roundtrip(self, port, payload=b"tunneltest payload\n", timeout=1.0):
         """True if a line sent to 127.0.0.1:port comes back from this server (tagged)."""
         return tagged_roundtrip(port, self.tag, payload, timeout)

@@ -10,15 +10,17 @@ Built on tunneltest (the shared harness), for the tests under tests/systemd:
                       (NOTIFY_SOCKET, WATCHDOG_*, JOURNAL_STREAM, which Tunneld strips), and can
                       run it behind a wrapper command, with stderr a pipe or a terminal
     private_run_wrapper()  argv prefix: a private mount namespace with an empty /run
-    tunnelctl()       run tunnelctl (next to tunneld) on a control socket; status_json()
-    fd_count()        how many file descriptors a process holds; zombies_of()
+    fd_count()        how many file descriptors a process holds
     SystemdNamespace  a real systemd booted as PID 1 of private pid, mount and network
-                      namespaces, with commands run inside it through nsenter
+                      namespaces, with commands run inside it through nsenter;
+                      .control(SOCKET): a target for tunneltest's tunnelctl(), status(),
+                      wait_state(), wait_all() that runs tunnelctl inside
+
+tunnelctl, status and the waits on a tunnel's state are tunneltest's (tunneltest/ctl.py).
 
 Everything here cleans up after itself when closed, and at exit as a last resort.
 """
 
-import json
 import os
 import re
 import select
@@ -37,7 +39,8 @@ from unittest import mock
 import tunneltest
 from tunneltest import wait_until
 
-TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
+TUNNELCTL = tunneltest.TUNNELCTL
+require_tunnelctl = tunneltest.require_tunnelctl
 SYSTEMD = "/lib/systemd/systemd"
 
 Resource = tunneltest.Resource
@@ -342,39 +345,9 @@ class SystemdTunneld(tunneltest.Tunneld):
 
 # ---- tunnelctl and /proc ---------------------------------------------------------------
 
-def require_tunnelctl():
-    """AssertionError unless tunnelctl was built next to tunneld."""
-    if not os.access(TUNNELCTL, os.X_OK):
-        raise AssertionError(f"{TUNNELCTL} is not built: run ninja in the build directory "
-                             "(meson test builds only what tests/meson.build lists in depends:)")
-
-
-def tunnelctl(sock, *args, timeout=20):
-    """Run tunnelctl -s sock ARGS; CompletedProcess with text stdout and stderr."""
-    require_tunnelctl()
-    return subprocess.run([TUNNELCTL, "-s", sock, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def status_json(sock):
-    """tunnelctl --json status as a dict; its tunnels also by name under "by_name"."""
-    r = tunnelctl(sock, "--json", "status")
-    if r.returncode != 0:
-        raise AssertionError(f"tunnelctl --json status exited {r.returncode}: {r.stderr}")
-    reply = json.loads(r.stdout)
-    reply["by_name"] = {t["name"]: t for t in reply["tunnels"]}
-    return reply
-
-
 def fd_count(pid):
     """Number of open file descriptors of pid."""
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def zombies_of(pid):
-    """Zombie children of pid (which nobody reaped)."""
-    table = tunneltest.proc_table()
-    return sorted(p for p, (ppid, state, _) in table.items() if ppid == pid and state == "Z")
 
 
 # ---- a real systemd in private namespaces ----------------------------------------------
@@ -509,6 +482,10 @@ class SystemdNamespace(Resource):
         self.sh('mkdir -p "$(dirname "$1")" && cat >"$1" && chmod "$2" "$1" && chown "$3" "$1"',
                 path, f"{mode:o}", owner, input=data)
 
+    def control(self, sock="/run/tunneld/control", ctl="/usr/bin/tunnelctl"):
+        """A tunneltest ctl target: tunnelctl ctl -s sock, run inside."""
+        return NamespaceControl(self, sock, ctl)
+
     def systemctl(self, *args, check=True, timeout=60):
         return self.run("systemctl", "--no-pager", *args, check=check, timeout=timeout)
 
@@ -552,3 +529,19 @@ class SystemdNamespace(Resource):
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         super().close()
+
+
+class NamespaceControl:
+    """tunneld's control socket inside a SystemdNamespace, as a target of tunneltest's ctl
+    helpers (tunnelctl(), status(), wait_state(), wait_all(), ...): tunnelctl runs inside."""
+
+    def __init__(self, ns, sock, ctl):
+        self.ns, self.sock, self.ctl = ns, sock, ctl
+
+    def tunnelctl(self, *args, timeout=20):
+        r = self.ns.run(self.ctl, "-s", self.sock, *args, check=False, timeout=timeout)
+        r.took = None
+        return r
+
+    def __repr__(self):
+        return f"{self.sock} in the namespace"

@@ -15,13 +15,7 @@ ROOT = tunneltest.SOURCE_ROOT
 DAEMON = os.path.join(ROOT, "daemon")
 DOC = os.environ.get("TUNNELD_ARCHITECTURE") or os.path.join(ROOT, "ARCHITECTURE.md")
 
-# Files being renamed on another branch (issue 22: one helper per idea): ARCHITECTURE.md
-# already uses the new names. Until that merge, a new name is found under its old one.
-# Drop this once tests/e2e/test_multiplex*.py are gone.
-RENAMED = {
-    "tests/e2e/test_forwards.py": ["tests/e2e/test_multiplex.py"],
-    "tests/e2e/test_diagnostics.py": ["tests/e2e/test_multiplex_diagnostics.py"],
-}
+RENAMED = {}    # a path ARCHITECTURE.md names → the files it may still be called (a rename in flight)
 
 TEST_PATH = r"tests/[\w./-]+"
 IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")

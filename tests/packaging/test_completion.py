@@ -45,7 +45,7 @@ class CompletionTest(unittest.TestCase):
             fake.plan(name, [(0, 60, True)])
         d = tunneltest.use(self, Tunneld([{"name": n, "host": n} for n in ("db", "web", "dash")], fake=fake))
         sock = d.globals["control_socket"]
-        wait_until(lambda: os.path.exists(sock), 10, what="the control socket")
+        wait_until(lambda: tunneltest.loaded(sock), 30, what="tunneld's first load")     # names to complete
         self.assertEqual(complete("tunnelctl", "-s", sock, "restart", ""), ["dash", "db", "web"])
         self.assertEqual(complete("tunnelctl", "-s", sock, "status", "d"), ["dash", "db"])
         self.assertEqual(complete("tunnelctl", "-s", sock, "wait", "--timeout", "5", "w"), ["web"])

@@ -28,7 +28,6 @@ built from the source tree, not from the build under test: once is enough).
 
 import atexit
 import glob
-import json
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import wait_until
+from tunneltest import project_version, wait_state, wait_until
 from systemdtest import SystemdNamespace, namespace_prerequisites
 
 SOURCE_ROOT = tunneltest.SOURCE_ROOT
@@ -81,11 +80,6 @@ mkdir -p /run/lock
 echo ready
 exec sleep 86400
 """
-
-
-def meson_version():
-    with open(os.path.join(SOURCE_ROOT, "meson.build")) as f:
-        return re.search(r"version:\s*'([^']+)'", f.read()).group(1)
 
 
 def is_sanitizer_build(path):
@@ -209,7 +203,7 @@ class DebTest(unittest.TestCase):
         self.assertEqual(self.build.stdout.splitlines(), [self.deb], "build-deb's standard output")
         version = subprocess.run(["dpkg-deb", "-f", self.deb, "Version"], capture_output=True, text=True,
                                  check=True).stdout.strip()
-        self.assertTrue(version == meson_version() or version.startswith(meson_version() + "-"), version)
+        self.assertTrue(version == project_version() or version.startswith(project_version() + "-"), version)
         depends = subprocess.run(["dpkg-deb", "-f", self.deb, "Depends"], capture_output=True, text=True,
                                  check=True).stdout
         self.assertIn("openssh-client", depends)
@@ -237,7 +231,7 @@ class DebTest(unittest.TestCase):
         r = ns.run("apt-get", "install", "-y", "--no-install-recommends", self.deb, timeout=200, check=False)
         self.assertEqual(r.returncode, 0, f"apt-get install failed:\n{r.stdout}{r.stderr}")
         status = ns.run("dpkg-query", "-W", "-f", "${Status} ${Version}", "tunneld").stdout
-        self.assertRegex(status, rf"^install ok installed {re.escape(meson_version())}", f"was: {before!r}")
+        self.assertRegex(status, rf"^install ok installed {re.escape(project_version())}", f"was: {before!r}")
         type(self).installed = True
 
     def test_4_files(self):
@@ -255,8 +249,8 @@ class DebTest(unittest.TestCase):
         self.assertEqual(ns.run("stat", "-c", "%a %U %G", "/etc/tunneld.conf").stdout.split(), ["644", "root", "root"])
         self.assertEqual(ns.run("cmp", "/etc/tunneld.conf", "/usr/share/tunneld/tunneld.conf.example").returncode, 0)
         self.assertTrue(ns.exists(ENABLED_LINK), "tunneld.service is not enabled")
-        self.assertEqual(ns.run("tunneld", "--version").stdout.strip(), f"tunneld {meson_version()}")
-        self.assertEqual(ns.run("tunnelctl", "--version").stdout.strip(), f"tunnelctl {meson_version()}")
+        self.assertEqual(ns.run("tunneld", "--version").stdout.strip(), f"tunneld {project_version()}")
+        self.assertEqual(ns.run("tunnelctl", "--version").stdout.strip(), f"tunnelctl {project_version()}")
         for page in ("tunneld", "tunneld.conf", "tunnelctl"):
             with self.subTest(page=page):
                 self.assertIn("/usr/share/man/", ns.run("man", "-w", page).stdout)
@@ -421,19 +415,6 @@ class DebUnderSystemdTest(unittest.TestCase):
                 "ssh_options": ["UserKnownHostsFile=/etc/tunneld/x_known_hosts", "GlobalKnownHostsFile=/dev/null",
                                 "StrictHostKeyChecking=yes"]}
 
-    def tunnels(self, sock):
-        """{name: tunnel} from tunnelctl --json status on sock, or None if it cannot tell."""
-        r = self.ns.run("/usr/bin/tunnelctl", "-s", sock, "--json", "status", check=False)
-        if r.returncode != 0:
-            return None
-        return {t["name"]: t for t in json.loads(r.stdout)["tunnels"]}
-
-    def wait_up(self, name, sock):
-        def up():
-            t = (self.tunnels(sock) or {}).get(name)
-            return t and t["state"] == "up" and t["pid"]
-        return wait_until(up, 30, interval=0.2, what=f"tunnel {name} up on {sock}")
-
     def main_pid(self, unit):
         props = self.ns.show(unit, "ActiveState", "MainPID")
         self.assertEqual(props["ActiveState"], "active", f"{unit}: {props}")
@@ -481,7 +462,7 @@ class DebUnderSystemdTest(unittest.TestCase):
         ns.put("/etc/tunneld/x.conf", text)
         ns.run("runuser", "-u", "tunneld", "--", "/usr/sbin/tunneld", "-t", "-c", "/etc/tunneld/x.conf")
         ns.systemctl("enable", "--now", INSTANCE)
-        ssh = self.wait_up("x", INSTANCE_SOCKET)
+        ssh = wait_state(self.ns.control(INSTANCE_SOCKET), "x", "up", timeout=30)["pid"]
         self.assertEqual(ns.run("pgrep", "-x", "ssh").stdout.split(), [str(ssh)])
         self.assertIn(f"/etc/systemd/system/multi-user.target.wants/{INSTANCE}", self.wants_links())
         self.done.add("instance")
@@ -507,18 +488,18 @@ class DebUnderSystemdTest(unittest.TestCase):
         self.main_pid("tunneld.service")
         self.assertEqual(ns.systemctl("is-enabled", INSTANCE, check=False).stdout.strip(), "enabled")
         ns.systemctl("start", INSTANCE)
-        self.wait_up("x", INSTANCE_SOCKET)
+        wait_state(self.ns.control(INSTANCE_SOCKET), "x", "up", timeout=30)
         before = self.main_pid(INSTANCE)
         self.apt("install", "--reinstall", "--no-install-recommends", self.deb_inside)
         after = self.main_pid(INSTANCE)
         self.assertNotEqual(after, before, "the instance still runs the binary of before the upgrade")
-        self.wait_up("x", INSTANCE_SOCKET)
+        wait_state(self.ns.control(INSTANCE_SOCKET), "x", "up", timeout=30)
 
         ns.put(DROPIN, tunneltest.render_config(None, None, [
             {**self.tunnel_files(), "name": "dropin",
              "local_forwards": ["127.0.0.1:16002:127.0.0.1:22"]}]))
         ns.systemctl("reload", "tunneld.service")
-        self.wait_up("dropin", "/run/tunneld/control")
+        wait_state(self.ns.control("/run/tunneld/control"), "dropin", "up", timeout=30)
         self.done.add("reinstalled")
 
     def test_5_purge(self):
@@ -546,7 +527,7 @@ class DebUnderSystemdTest(unittest.TestCase):
         ns = self.ns
         self.apt("install", "--no-install-recommends", self.deb_inside)
         self.main_pid("tunneld.service")
-        self.wait_up("dropin", "/run/tunneld/control")
+        wait_state(self.ns.control("/run/tunneld/control"), "dropin", "up", timeout=30)
         self.assertEqual(ns.systemctl("is-enabled", INSTANCE, check=False).stdout.strip(), "disabled")
         self.assertEqual(ns.systemctl("is-active", INSTANCE, check=False).stdout.strip(), "inactive")
         self.assertEqual(self.wants_links(), ["/etc/systemd/system/multi-user.target.wants/tunneld.service"])

@@ -12,28 +12,11 @@ import re
 import unittest
 
 import tunneltest
+from tunneltest import documented_settings, localize_etc, read_utf8, stated_default
 
 SOURCE_ROOT = tunneltest.SOURCE_ROOT
 EXAMPLE = os.path.join(SOURCE_ROOT, "conf", "tunneld.conf")
 MAN_PAGE = os.path.join(SOURCE_ROOT, "man", "tunneld.conf.5.scd")
-
-
-def read(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def documented_settings():
-    """{setting: the parenthesis after its name} of every entry of tunneld.conf(5)."""
-    return dict(re.findall(r"(?m)^\*(\w+)\* \((.*)\)$", read(MAN_PAGE)))
-
-
-def stated_default(paren):
-    """The literal default of a man page entry, or None (none, ssh's, a build path, prose)."""
-    m = re.search(r"default \*([^*]+)\*", paren)
-    if not m or "@" in m.group(1):
-        return None
-    return parse_value(m.group(1))
 
 
 def parse_value(v):
@@ -68,16 +51,7 @@ class Files:
         self.dir = tunneltest.temp_dir(test)
 
     def localize(self, text):
-        def make(m):
-            path = os.path.join(self.dir, "etc-tunneld", m.group(1))
-            program = "notify" in path
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if not os.path.exists(path):
-                with open(path, "w") as f:
-                    f.write("#!/bin/sh\n" if program else "# test\n")
-                os.chmod(path, 0o755 if program else 0o600)
-            return path
-        text = re.sub(r"/etc/tunneld/([\w.@/-]+)", make, text)
+        text = localize_etc(text, self.dir)
         # the machine's /etc/tunneld.d must not matter
         return re.sub(r'(?m)^include_dir = .*;', 'include_dir = "none";', text)
 
@@ -94,13 +68,13 @@ class ExampleConfTest(unittest.TestCase):
         setting (commented out or not), but for those that no longer do anything (loaded
         with a warning, not to be written), and the example sets nothing the page does not
         document."""
-        documented = documented_settings()
-        page = read(MAN_PAGE)
+        documented = {name: paren for name, (_, paren) in documented_settings().items()}
+        page = read_utf8(MAN_PAGE)
         retired = set(re.findall(r"(?m)^\*(\w+)\* \([a-z]+, no longer does anything\)$", page))
         self.assertEqual(retired, {"exit_on_forward_failure", "multiplex"})
         documented = {n: v for n, v in documented.items() if n not in retired}
         self.assertGreater(len(documented), 40, f"could not read the settings of {MAN_PAGE}")
-        text = read(EXAMPLE)
+        text = read_utf8(EXAMPLE)
         for name in sorted(documented):
             with self.subTest(setting=name):
                 self.assertTrue(re.search(rf"(?m)^\s*#?\s*{name} = ", text),
@@ -121,8 +95,8 @@ class ExampleConfTest(unittest.TestCase):
         """Each setting shown commented out in the global and defaults sections has the
         default tunneld.conf(5) states (settings without one show an example value), and
         with all of them uncommented the file still validates."""
-        documented = documented_settings()
-        text = read(EXAMPLE)
+        documented = {name: paren for name, (_, paren) in documented_settings().items()}
+        text = read_utf8(EXAMPLE)
         shown = {}
         for line in global_and_defaults_part(text).splitlines():
             m = COMMENTED_SETTING.match(line)
@@ -147,7 +121,7 @@ class ExampleConfTest(unittest.TestCase):
     def test_commented_tunnels_validate(self):
         """The example tunnels commented out in the tunnels list validate once uncommented
         (enabled, so their files and ports are checked too), with the defaults uncommented."""
-        text = read(EXAMPLE)
+        text = read_utf8(EXAMPLE)
         out, in_block, blocks = [], False, 0
         for line in text.splitlines():
             if re.match(r"^\s*#\{$", line):

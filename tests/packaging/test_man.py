@@ -18,10 +18,10 @@ import tempfile
 import unittest
 
 import tunneltest
+from tunneltest import documented_settings, localize_etc, read_utf8, stated_default
 
 SOURCE_ROOT = tunneltest.SOURCE_ROOT
 BUILD_ROOT = os.path.dirname(os.path.dirname(tunneltest.TUNNELD))
-TUNNELCTL = os.path.join(os.path.dirname(tunneltest.TUNNELD), "tunnelctl")
 MAN_SRC = os.path.join(SOURCE_ROOT, "man")
 MAN_BUILD = os.path.join(BUILD_ROOT, "man")
 PAGES = ["tunneld.8", "tunneld.conf.5", "tunnelctl.1"]
@@ -31,17 +31,12 @@ CONFIG_SOURCES = [os.path.join(SOURCE_ROOT, "daemon", f)
 CONFIG_C = ", ".join(os.path.relpath(p, SOURCE_ROOT) for p in CONFIG_SOURCES)
 
 
-def read(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
 def source(page):
-    return read(os.path.join(MAN_SRC, page + ".scd"))
+    return read_utf8(os.path.join(MAN_SRC, page + ".scd"))
 
 
 def config_text():
-    return "\n".join(read(p) for p in CONFIG_SOURCES)
+    return "\n".join(read_utf8(p) for p in CONFIG_SOURCES)
 
 
 def settings_tables():
@@ -57,14 +52,14 @@ def settings_tables():
 
 
 def code_defaults():
-    """{setting: default} from spec_set_defaults() and config_new(): numbers, booleans,
+    """{setting: default} from config_spec_defaults() and config_new(): numbers, booleans,
     enum names and string literals (what the code sets explicitly; the rest is zero)."""
     text = config_text()
     enum_names = dict(re.findall(r'\[(\w+)\] = "([^"]+)"', text))
     fields = {}
     for table, member in (("global_settings", "G"), ("tunnel_settings", "F"), ("probe_settings", "P")):
         body = re.search(r"static const struct setting " + table + r"\[\] = \{(.*?)\n\};", text, re.S).group(1)
-        for name, field in re.findall(r'\.name = "(\w+)".*?\.offset = ' + member + r"\((\w+)\)", body):
+        for name, field in re.findall(r'\.name = "(\w+)".*?\.offset = ' + member + r"\((?:sup\.)?(\w+)\)", body):
             fields[(table, field)] = name
 
     def value(v):
@@ -82,11 +77,11 @@ def code_defaults():
             return None  # a macro or an expression: not checked
 
     defaults = {}
-    spec = re.search(r"^(?:static )?void spec_set_defaults\(.*?\n\}", text, re.S | re.M).group(0)
+    spec = re.search(r"^(?:static )?void config_spec_defaults\(.*?\n\}", text, re.S | re.M).group(0)
     probe = re.search(r"\.probe = \{(.*?)\}", spec).group(1)
     for field, v in re.findall(r"\.(\w+) = ([^,{}]+)", probe):
         defaults[fields[("probe_settings", field)]] = value(v)
-    for field, v in re.findall(r"^\s*\.(\w+) = ([^,{}\n]+),", spec, re.M):
+    for field, v in re.findall(r"^\s*\.(?:sup\.)?(\w+) = ([^,{}\n]+),", spec, re.M):
         if ("tunnel_settings", field) in fields:
             defaults[fields[("tunnel_settings", field)]] = value(v)
     new = re.search(r"static int config_new\(.*?\n\}", text, re.S).group(0)
@@ -94,33 +89,6 @@ def code_defaults():
         if ("global_settings", field) in fields:
             defaults[fields[("global_settings", field)]] = value(v)
     return {k: v for k, v in defaults.items() if v is not None}
-
-
-def documented_settings(text):
-    """{setting: (section, the parenthesis after its name)} of tunneld.conf(5)."""
-    found, section = {}, None
-    for line in text.splitlines():
-        if line.startswith("# "):
-            section = line[2:].strip()
-        m = re.match(r"^\*(\w+)\* \((.*)\)$", line)
-        if m:
-            found[m.group(1)] = (section, m.group(2))
-    return found
-
-
-def man_default(paren):
-    """The literal default of a setting's heading, or None ("default ssh's", "none")."""
-    m = re.search(r"default \*([^*]+)\*", paren)
-    if not m:
-        return None
-    v = m.group(1)
-    if "@" in v:
-        return None  # a path the build fills in (control_socket): not a code literal
-    if v.startswith('"'):
-        return v.strip('"')
-    if v in ("true", "false"):
-        return v
-    return float(v)
 
 
 class Configs:
@@ -131,24 +99,13 @@ class Configs:
         self.dir = tunneltest.temp_dir(test)
         self.n = 0
 
-    def localize(self, text):
-        def make(m):
-            path = os.path.join(self.dir, "etc-tunneld", m.group(1))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if not os.path.exists(path):
-                with open(path, "w") as f:
-                    f.write("#!/bin/sh\n" if "notify" in path else "# test\n")
-                os.chmod(path, 0o755 if "notify" in path else 0o600)
-            return path
-        return re.sub(r"/etc/tunneld/([\w.@/-]+)", make, text)
-
     def check(self, text):
         self.n += 1
         path = os.path.join(self.dir, f"example-{self.n}.conf")
         with open(path, "w") as f:
             # no drop-ins: the machine's /etc/tunneld.d must not matter
             f.write('include_dir = "none";\n' if "include_dir" not in text else "")
-            f.write(self.localize(text))
+            f.write(localize_etc(text, self.dir))
         r = tunneltest.run_tunneld("-t", "-c", path)
         return r, path
 
@@ -180,7 +137,7 @@ class ManSourceTest(unittest.TestCase):
         self.assertGreater(len(defaults), 20, "could not read the defaults from config.c")
         for name, (_, paren) in documented.items():
             with self.subTest(setting=name):
-                stated = man_default(paren)
+                stated = stated_default(paren)
                 if name in defaults:
                     self.assertEqual(stated, defaults[name], f"{name}: the page says {paren!r}")
                 elif stated is not None:
@@ -246,7 +203,7 @@ class ManSourceTest(unittest.TestCase):
             f.flush()
             r = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        metrics_c = read(os.path.join(SOURCE_ROOT, "daemon", "metrics.c"))
+        metrics_c = read_utf8(os.path.join(SOURCE_ROOT, "daemon", "metrics.c"))
         for b in blocks:
             for name in re.findall(r"\btunneld_\w+", b):
                 self.assertIn(f'"{name}"', metrics_c, f"{name} in tunnelctl(1) is not a metric tunneld exports")
@@ -254,7 +211,7 @@ class ManSourceTest(unittest.TestCase):
     def test_options_and_commands_are_documented(self):
         """Every option of tunneld --help is in tunneld(8); every option and command of
         tunnelctl --help is in tunnelctl(1)."""
-        for program, page in ((tunneltest.TUNNELD, "tunneld.8"), (TUNNELCTL, "tunnelctl.1")):
+        for program, page in ((tunneltest.TUNNELD, "tunneld.8"), (tunneltest.TUNNELCTL, "tunnelctl.1")):
             help_text = subprocess.run([program, "--help"], capture_output=True, text=True, check=True).stdout
             text = source(page)
             options = set()
@@ -266,7 +223,7 @@ class ManSourceTest(unittest.TestCase):
             for opt in sorted(options):
                 with self.subTest(page=page, option=opt):
                     self.assertTrue(f"*{opt}*" in text, f"{opt} of {os.path.basename(program)} --help is not in {page}.scd")
-        help_text = subprocess.run([TUNNELCTL, "--help"], capture_output=True, text=True, check=True).stdout
+        help_text = subprocess.run([tunneltest.TUNNELCTL, "--help"], capture_output=True, text=True, check=True).stdout
         commands = re.findall(r"^    (\w+)(?: |$)", help_text.split("COMMANDS")[1].split("OPTIONS")[0], re.M)
         self.assertEqual(commands, ["status", "start", "stop", "restart", "wait", "events", "reload", "check", "metrics"])
         for cmd in commands:
@@ -275,7 +232,7 @@ class ManSourceTest(unittest.TestCase):
 
     def test_failure_classes_are_documented(self):
         """Every failure class of daemon/ssh_output.c is explained in tunneld(8)."""
-        text = read(os.path.join(SOURCE_ROOT, "daemon", "ssh_output.c"))
+        text = read_utf8(os.path.join(SOURCE_ROOT, "daemon", "ssh_output.c"))
         names = re.findall(r'\[FAILURE_\w+\] = "([\w-]+)"', text)
         self.assertIn("auth", names)
         page = source("tunneld.8")
@@ -288,6 +245,8 @@ class ManSourceTest(unittest.TestCase):
 @unittest.skipUnless(os.path.isdir(MAN_BUILD) and all(os.path.exists(os.path.join(MAN_BUILD, p)) for p in PAGES),
                      f"the man pages are not built in {MAN_BUILD} (scdoc "
                      f"{'is installed: is -Dman disabled?' if shutil.which('scdoc') else 'is not installed'})")
+
+
 class ManRenderTest(unittest.TestCase):
     def run_quiet(self, argv, env=None):
         r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
@@ -315,7 +274,7 @@ class ManRenderTest(unittest.TestCase):
         each page has the header of its section."""
         for page in PAGES:
             with self.subTest(page=page):
-                text = read(os.path.join(MAN_BUILD, page))
+                text = read_utf8(os.path.join(MAN_BUILD, page))
                 self.assertNotRegex(text, r"@[a-z_]+@")
                 name, section = page.rsplit(".", 1)
                 self.assertRegex(text, rf'(?m)^\.TH "{re.escape(name)}" "{section}"')

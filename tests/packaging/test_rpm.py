@@ -19,15 +19,11 @@ import tempfile
 import unittest
 
 import tunneltest
+from tunneltest import project_version
 
 SOURCE_ROOT = tunneltest.SOURCE_ROOT
 BUILD_ROOT = os.path.dirname(os.path.dirname(tunneltest.TUNNELD))
 SPEC = os.path.join(SOURCE_ROOT, "packaging", "rpm", "tunneld.spec")
-
-
-def meson_version():
-    with open(os.path.join(SOURCE_ROOT, "meson.build")) as f:
-        return re.search(r"version:\s*'([^']+)'", f.read()).group(1)
 
 
 def tree_files():
@@ -46,6 +42,8 @@ def tree_files():
 
 @unittest.skipUnless(shutil.which("rpmspec") and shutil.which("rpmbuild"),
                      "rpmspec and rpmbuild are not installed (Debian package rpm)")
+
+
 class SpecTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -58,7 +56,7 @@ class SpecTest(unittest.TestCase):
         drop-in directory meson installs empty (introspection does not list it)."""
         self.assertEqual(self.parsed.returncode, 0, self.parsed.stderr)
         text = self.parsed.stdout
-        self.assertRegex(text, rf"(?m)^Version:\s+{re.escape(meson_version())}$")
+        self.assertRegex(text, rf"(?m)^Version:\s+{re.escape(project_version())}$")
         self.assertRegex(text, r"(?m)^Source1:\s+tunneld\.sysusers$")
         self.assertRegex(text, r"(?m)^%sysusers_create_compat \S+/tunneld\.sysusers$")
         for macro in ("%systemd_post tunneld.service", "%systemd_preun tunneld.service",
@@ -70,7 +68,7 @@ class SpecTest(unittest.TestCase):
     def test_source_package_builds(self):
         """rpmbuild -bs makes tunneld-VERSION-1.src.rpm from a tarball of the tree."""
         top = tunneltest.temp_dir(self)
-        version = meson_version()
+        version = project_version()
         os.makedirs(os.path.join(top, "SOURCES"))
         with tarfile.open(os.path.join(top, "SOURCES", f"tunneld-{version}.tar.xz"), "w:xz") as tar:
             for f in tree_files():

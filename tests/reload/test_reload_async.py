@@ -54,7 +54,7 @@ class AsyncReloadTest(unittest.TestCase):
         print(f"# slowest status reply during the reload: {worst * 1000:.0f} ms", flush=True)
         self.assertLess(worst, 1.0)
         wait_until(lambda: d.count_log(r"^<\d+>reload done: ") >= 2, 3 * SLOW + 20, what="both reloads done")
-        self.assertIn("added", tunneltest.status(d)[1])
+        self.assertIn("added", tunneltest.status(d))
 
     def test_tunnelctl_reload_waits_for_its_reload(self):
         """tunnelctl reload returns when its reload is applied (not before), and another
@@ -73,7 +73,7 @@ class AsyncReloadTest(unittest.TestCase):
         took = time.monotonic() - t0
         self.assertEqual(p.returncode, 0, out + err)
         self.assertGreater(took, SLOW - 1.0)
-        self.assertIn("added", tunneltest.status(d)[1])
+        self.assertIn("added", tunneltest.status(d))
 
     def test_file_rewritten_during_the_reload_is_read_again(self):
         """The file changes while the reload's child is waiting for ssh -G: the bytes
@@ -85,8 +85,8 @@ class AsyncReloadTest(unittest.TestCase):
         time.sleep(1.0)         # the child reads the file, then waits for ssh -G
         d.rewrite(tunnels=[*d.tunnels[:1], {"name": "second", "host": "tunneld-test.invalid"}])
         d.wait_log(r"^<\d+>reload: .* changed while it was being loaded: loading it again", timeout=3 * SLOW + 20)
-        wait_until(lambda: "second" in tunneltest.status(d)[1], 3 * SLOW + 20, what="the last file applied")
-        self.assertNotIn("first", tunneltest.status(d)[1])
+        wait_until(lambda: "second" in tunneltest.status(d), 3 * SLOW + 20, what="the last file applied")
+        self.assertNotIn("first", tunneltest.status(d))
         self.assertEqual(d.count_log(r"^<\d+>reload done: "), 1, "applied once, the last file")
 
     def test_an_empty_main_file_is_a_write_in_progress(self):
@@ -97,7 +97,7 @@ class AsyncReloadTest(unittest.TestCase):
         os.kill(d.pid, signal.SIGHUP)
         d.wait_log(r"is empty \(being written\?\)", timeout=3 * SLOW + 20)
         d.wait_log(r"^<\d+>reload rejected: ", timeout=10)
-        self.assertIn("slow", tunneltest.status(d)[1])
+        self.assertIn("slow", tunneltest.status(d))
 
     def test_sigterm_during_a_slow_reload(self):
         """SIGTERM 0.3 s into a reload whose ssh -G takes 3 s: tunneld exits 0 within

@@ -81,7 +81,7 @@ class PolicyTest(unittest.TestCase):
                    r"tried again in ", after=m.end())
         self.wait_starts("ffl", 4)
         self.assertNotIn("fail_fast", d.log())
-        self.assertEqual(tunneltest.status(d)[1]["ffl"]["state"], "up")
+        self.assertEqual(tunneltest.status(d)["ffl"]["state"], "up")
 
     def test_fail_fast_judges_a_changed_configuration_again(self):
         """A reload that changes the tunnel makes its next start a first one again: if the
@@ -97,7 +97,7 @@ class PolicyTest(unittest.TestCase):
         d.wait_log(r"^<3>ffc: ssh exited with status 1 .*; the old ssh \(pid \d+\) serves on, and is not restarted "
                    r"\(fail_fast: the first start failed", after=m.end())
         self.assert_starts_stay("ffc", 2)
-        self.assertEqual(tunneltest.status(d)[1]["ffc"]["state"], "up")
+        self.assertEqual(tunneltest.status(d)["ffc"]["state"], "up")
 
     def test_probe_restarts_back_off(self):
         """A run the probe ends is a failed start however long it was up: consecutive probe
@@ -132,7 +132,7 @@ class PolicyTest(unittest.TestCase):
         self.fake.plan("half", [(0, 30, "authonly")])
         self.fake.plan("next", [(0, 30, True)])
         d = self.tunneld([tunnel("half"), tunnel("next")], globals={"max_parallel_starts": 1})
-        d.wait_log(r"^<\d+>next: up: ", timeout=5)
+        d.wait_up("next", timeout=5)
         self.assertEqual(d.count_log(r"^<\d+>half: up: "), 0)
 
     def test_no_start_after_sigterm(self):
@@ -141,7 +141,7 @@ class PolicyTest(unittest.TestCase):
         stop_timeout), nothing starts again, exit 0."""
         self.fake.plan("late", [(0, 30, "auth", "noterm")])
         d = self.tunneld([tunnel("late")], globals={"stop_timeout": 0.5})
-        d.wait_log(r"^<\d+>late: up: ")
+        d.wait_up("late", timeout=10)
         d.signal(signal.SIGUSR1)
         d.wait_log(r"^<\d+>late: SIGUSR1; make-before-break: a new ssh takes the forwards over: ssh pid \d+ "
                    r"\(start 2\)$")
@@ -168,7 +168,7 @@ class PolicyTest(unittest.TestCase):
         checks it is freed: a leak fails tunneld's exit)."""
         self.fake.plan("keep", [(0, 30, True)])
         d = self.tunneld([tunnel("keep"), tunnel("off", enabled=False)])
-        d.wait_log(r"^<\d+>keep: up: ")
+        d.wait_up("keep", timeout=10)
         d.rewrite(tunnels=[tunnel("keep")])
         d.reload()
         d.wait_log(r"^<\d+>reload done: 1 tunnel \(was 2\), 0 changed")
@@ -179,7 +179,7 @@ class PolicyTest(unittest.TestCase):
         reload are reported, each naming the setting, and the running tunnel is untouched."""
         self.fake.plan("g", [(0, 30, True)])
         d = self.tunneld([tunnel("g")])
-        m = d.wait_log(r"^<\d+>g: up: ssh \(pid (\d+)\)")
+        m, _ = d.wait_up("g", timeout=10)
         moved = os.path.join(d.dir, "moved.sock")
         d.rewrite(globals={"control_socket": moved, "control_group": "root", "control_world_readable": True,
                            "ready": "all-up"})
@@ -316,7 +316,9 @@ class PolicyTest(unittest.TestCase):
         self.assertLessEqual(mean, delay + 0.15, msg)
         for i in intervals:
             self.assertGreaterEqual(i, delay / 2, msg)      # never a hot loop
-            self.assertLessEqual(i, delay + 0.3, msg)
+            # one interval may be late by a loaded machine's scheduling (0.78 s seen under
+            # ASan at a load of 12); growth is what the means below catch
+            self.assertLessEqual(i, delay * 3, msg)
         self.assertLessEqual(sum(intervals[-3:]) / 3, sum(intervals[:3]) / 3 + 0.15, "delays grow: " + msg)
         self.assertNotIn("failed start", d.log())
         d.wait_log(rf"^<\d+>g0: ssh exited with status 1 after {DUR} .*; restarting in \d+ ms$")
@@ -383,8 +385,8 @@ class PolicyTest(unittest.TestCase):
         for host in ("s1", "s2"):
             self.fake.plan(host, [(0, 30, True)])
         d = self.tunneld([tunnel("s1"), tunnel("s2")])
-        d.wait_log(r"^<\d+>s1: up: ")
-        d.wait_log(r"^<\d+>s2: up: ")
+        d.wait_up("s1", timeout=10)
+        d.wait_up("s2", timeout=10)
         pids = d.children()
         self.assertEqual(len(pids), 2)
         t0 = time.monotonic()
@@ -402,7 +404,7 @@ class PolicyTest(unittest.TestCase):
         stop_timeout, and tunneld still exits 0 promptly."""
         self.fake.plan("stubborn", [(0, 30, True, "noterm")])
         d = self.tunneld([tunnel("stubborn")], globals={"stop_timeout": 0.5})
-        d.wait_log(r"^<\d+>stubborn: up: ")
+        d.wait_up("stubborn", timeout=10)
         t0 = time.monotonic()
         self.assertEqual(d.stop(10), 0)
         took = time.monotonic() - t0

@@ -16,10 +16,9 @@ import socket
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, FakeSSH, SSHServer, echo_roundtrip, free_port, use, wait_until
-from systemdtest import JournalSocket, SystemdTunneld, private_run_wrapper, tunnelctl
-
-UP_TIMEOUT = 20
+from tunneltest import (EchoServer, FakeSSH, SSHServer, UP_TIMEOUT, echo_roundtrip, free_port, use, wait_state,
+                        wait_until)
+from systemdtest import JournalSocket, SystemdTunneld, private_run_wrapper
 
 
 def run_mounts():
@@ -121,8 +120,7 @@ class JournalTest(unittest.TestCase):
         tunnelctl, not the log), stop tunneld, and return its stderr."""
         good, port = self.good()
         d = self.tunneld([good], wrapper=wrapper, **kw)
-        wait_until(lambda: tunnelctl(os.path.join(self.tmp, "control"), "status", "good").returncode == 0,
-                   UP_TIMEOUT, interval=0.1, what="good up")
+        wait_state(d, "good", "up")
         self.assertTrue(echo_roundtrip(port))
         self.assertEqual(d.stop(10), 0)
         return d.log()

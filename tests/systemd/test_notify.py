@@ -14,10 +14,9 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, FakeSSH, SSHServer, echo_roundtrip, free_port, use, wait_until
+from tunneltest import EchoServer, FakeSSH, SSHServer, UP_TIMEOUT, echo_roundtrip, free_port, use, wait_until
 from systemdtest import NotifySocket, SystemdTunneld
 
-UP_TIMEOUT = 20
 # "(retry at 14:03:27)", "(refused, retry at 14:03:27)": the failure class is optional; a
 # time, not a countdown that would go stale between two STATUS updates
 RETRY = r"\((?:[\w-]+, )?retry at \d\d:\d\d:\d\d\)"

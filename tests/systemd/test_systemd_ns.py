@@ -20,7 +20,7 @@ import time
 import unittest
 
 import tunneltest
-from tunneltest import wait_until
+from tunneltest import forward_states, pids, status, tunnel_status, wait_all, wait_state, wait_until
 from systemdtest import TUNNELCTL, SystemdNamespace, namespace_prerequisites, require_tunnelctl
 
 BASE = "/run/tunneld-test"
@@ -29,7 +29,6 @@ CONFIG = f"{BASE}/tunneld.conf"
 CTL = f"{BIN}/tunnelctl"
 SSH_PORT = 22  # the namespace's own loopback: nothing else listens there
 ECHO_PORT = 7777
-UP_TIMEOUT = 20
 SANITIZE = os.environ.get("TUNNELD_SANITIZE", "none")  # meson's b_sanitize of this build
 
 ECHO_SERVER = r"""
@@ -98,6 +97,7 @@ class SystemdNamespaceTest(unittest.TestCase):
             return
         require_tunnelctl()
         cls.ns = tunneltest.use(cls, SystemdNamespace())
+        cls.ctl = cls.ns.control(ctl=CTL)     # the unit's control socket, tunnelctl inside
         cls.install()
 
     @classmethod
@@ -191,22 +191,6 @@ class SystemdNamespaceTest(unittest.TestCase):
     def show(self, *props, unit="tunneld.service"):
         return self.ns.show(unit, *props)
 
-    def status(self, sock="/run/tunneld/control"):
-        """tunnelctl --json status inside: {name: tunnel}."""
-        r = self.ns.run(CTL, "-s", sock, "--json", "status", check=False)
-        if r.returncode != 0:
-            raise AssertionError(f"tunnelctl status: {r.returncode} {r.stderr}")
-        return {t["name"]: t for t in json.loads(r.stdout)["tunnels"]}
-
-    def wait_up(self, *names, sock="/run/tunneld/control"):
-        """Wait until every named tunnel is up; return {name: ssh pid} (pids of the namespace)."""
-        def up():
-            tunnels = self.status(sock)
-            if all(n in tunnels and tunnels[n]["state"] == "up" for n in names):
-                return {n: tunnels[n]["pid"] for n in names}
-            return None
-        return wait_until(up, UP_TIMEOUT, interval=0.2, what=f"{', '.join(names)} up")
-
     def assert_echo(self, port):
         wait_until(lambda: self.echo(port) == 0, 10, interval=0.2, what=f"bytes through port {port}")
 
@@ -227,7 +211,7 @@ class SystemdNamespaceTest(unittest.TestCase):
         self.start([self.tunnel("web", 15000)])
         props = self.show("ActiveState", "SubState", "MainPID", "NRestarts", "Type")
         self.assertEqual((props["ActiveState"], props["SubState"], props["Type"]), ("active", "running", "notify"))
-        pid = self.wait_up("web")["web"]
+        pid = wait_state(self.ctl, "web", "up")["pid"]
         self.assert_echo(15000)
         self.assertEqual(self.user_of(props["MainPID"]), "tunneld")
         self.assertEqual(self.user_of(pid), "tunneld")
@@ -246,7 +230,7 @@ class SystemdNamespaceTest(unittest.TestCase):
         tunnel = {**self.tunnel("fresh", 15005),
                   "ssh_options": ["StrictHostKeyChecking=accept-new", "GlobalKnownHostsFile=/dev/null"]}
         self.start([tunnel])
-        pid = self.wait_up("fresh")["fresh"]
+        pid = wait_state(self.ctl, "fresh", "up")["pid"]
         self.assert_echo(15005)
         self.assertEqual(self.user_of(pid), "tunneld")
         r = self.ns.run("stat", "-c", "%U %a", "/var/lib/tunneld/.ssh/known_hosts")
@@ -260,17 +244,19 @@ class SystemdNamespaceTest(unittest.TestCase):
         """systemctl reload returns once applied (pids kept: a moved forward moves on the same
         ssh, its new port works); a bad file fails it, unit untouched."""
         self.start([self.tunnel("keep", 15001), self.tunnel("move", 15002)])
-        before = self.wait_up("keep", "move")
+        wait_all(self.ctl, ["keep", "move"])
+        before = pids(self.ctl)
         main = self.show("MainPID")["MainPID"]
         self.assert_echo(15002)
 
         text = self.write_config([self.tunnel("keep", 15001), self.tunnel("move", 15003)])
         self.ns.systemctl("reload", "tunneld.service")
-        now = self.status()
+        now = status(self.ctl)
         self.assertEqual(now["move"]["forwards"]["local"], [f"127.0.0.1:15003:127.0.0.1:{ECHO_PORT}"])
         self.assertIn(now["move"]["state"], ("starting", "up"))
         self.assertEqual(now["keep"]["pid"], before["keep"])
-        after = self.wait_up("keep", "move")
+        wait_all(self.ctl, ["keep", "move"])
+        after = pids(self.ctl)
         self.assertEqual(after, before, "an ssh was restarted")
         self.assert_echo(15003)
         self.assert_closed(15002)
@@ -283,7 +269,7 @@ class SystemdNamespaceTest(unittest.TestCase):
         self.assertEqual((props["ActiveState"], props["SubState"], props["MainPID"]), ("active", "running", main))
         failed = "reload failed (1 error, see the journal), running the previous configuration; 2/2 tunnels up"
         wait_until(lambda: self.show("StatusText")["StatusText"] == failed, 5, what=f"StatusText {failed!r}")
-        self.assertEqual({n: t["pid"] for n, t in self.status().items()}, after)
+        self.assertEqual({n: t["pid"] for n, t in status(self.ctl).items()}, after)
         line = tunneltest.line_of(text.replace("tunnels = (", 'colour = "red";\ntunnels = (', 1), "colour")
         wait_until(lambda: f"{CONFIG}:{line}: colour: unknown setting" in self.ns.journal("-u", "tunneld.service",
                                                                                           "-o", "cat"),
@@ -296,19 +282,16 @@ class SystemdNamespaceTest(unittest.TestCase):
         applies it on the same ssh, and tunnelctl restart is make-before-break."""
         mux = self.tunnel("mux", 15006)
         self.start([mux])
-        pid = self.wait_up("mux")["mux"]
+        pid = wait_state(self.ctl, "mux", "up")["pid"]
         self.assert_echo(15006)
-        r = self.ns.run(CTL, "--json", "status", "mux", check=False)
-        states = [f["state"] for f in json.loads(r.stdout)["tunnels"][0]["forward_states"]]
-        self.assertEqual(states, ["open"])
+        self.assertEqual(list(forward_states(tunnel_status(self.ctl, "mux")).values()), ["open"])
         self.write_config([{**mux, "local_forwards": [*mux["local_forwards"],
                                                       f"127.0.0.1:15007:127.0.0.1:{ECHO_PORT}"]}])
         self.ns.systemctl("reload", "tunneld.service")
         self.assert_echo(15007)
-        self.assertEqual(self.status()["mux"]["pid"], pid, "forwards added on the running ssh")
+        self.assertEqual(status(self.ctl)["mux"]["pid"], pid, "forwards added on the running ssh")
         self.ns.run(CTL, "restart", "mux")
-        after = wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] != pid and t["pid"])(
-            self.status()["mux"]), UP_TIMEOUT, interval=0.2, what="mux up on a new ssh")
+        after = wait_state(self.ctl, "mux", "up", not_pid=pid)["pid"]
         self.assertNotEqual(after, pid)
         self.assert_echo(15006)
         self.assert_echo(15007)
@@ -316,7 +299,7 @@ class SystemdNamespaceTest(unittest.TestCase):
     def test_journal_has_each_tunnels_lines(self):
         """journalctl TUNNEL=NAME shows that tunnel's lines, ssh's own included, with SSH_PID and the unit."""
         self.start([self.tunnel("web", 15004), self.tunnel("other", 15005)])
-        pid = self.wait_up("web", "other")["web"]
+        pid = wait_all(self.ctl, ["web", "other"])["web"]["pid"]
 
         def entries():
             out = self.ns.journal("TUNNEL=web", "-o", "json")
@@ -344,7 +327,7 @@ class SystemdNamespaceTest(unittest.TestCase):
     def test_stop_is_inactive_not_failed(self):
         """systemctl stop ends inactive (not failed), exit 0, no ssh left, the forwarded port closed."""
         self.start([self.tunnel("web", 15006)])
-        self.wait_up("web")
+        wait_all(self.ctl, ["web"])
         self.assert_echo(15006)
         self.ns.systemctl("stop", "tunneld.service")
         props = self.show("ActiveState", "SubState", "Result", "ExecMainStatus", "ExecMainCode")
@@ -361,7 +344,7 @@ class SystemdNamespaceTest(unittest.TestCase):
         self.start([self.tunnel("crashy", 15007)])
         for sig in ("KILL", "SEGV"):
             with self.subTest(signal=sig):
-                old_ssh = self.wait_up("crashy")["crashy"]
+                old_ssh = wait_state(self.ctl, "crashy", "up")["pid"]
                 props = self.show("MainPID", "NRestarts")
                 self.ns.run("kill", f"-{sig}", props["MainPID"])
 
@@ -371,7 +354,7 @@ class SystemdNamespaceTest(unittest.TestCase):
                         p["MainPID"] not in ("0", props["MainPID"]) and p
                 now = wait_until(restarted, 20, interval=0.2, what=f"systemd to restart tunneld after SIG{sig}")
                 self.assertEqual(int(now["NRestarts"]), int(props["NRestarts"]) + 1)
-                new_ssh = self.wait_up("crashy")["crashy"]
+                new_ssh = wait_state(self.ctl, "crashy", "up")["pid"]
                 self.assertNotEqual(new_ssh, old_ssh)
                 self.assertEqual(self.ssh_pids(), [new_ssh])
                 self.assert_echo(15007)
@@ -390,7 +373,7 @@ class SystemdNamespaceTest(unittest.TestCase):
                 self.addCleanup(self.ns.systemctl, "reset-failed", unit, check=False)
                 self.addCleanup(self.ns.systemctl, "stop", unit, check=False)
                 self.ns.systemctl("start", unit)
-                self.wait_up("broken", sock=sock)
+                wait_all(self.ns.control(sock, CTL), ["broken"])
                 self.ns.put(path, "bogus_setting = 1;\n" + good[unit])
                 r = self.ns.systemctl("restart", unit, check=False)
                 self.assertNotEqual(r.returncode, 0, "systemctl restart on a broken file succeeded")
@@ -416,7 +399,7 @@ class SystemdNamespaceTest(unittest.TestCase):
                 self.assertEqual((props["ActiveState"], props["NRestarts"]), ("failed", "0"), props)
                 self.ns.put(path, good[unit])
                 self.ns.systemctl("start", unit)
-                self.wait_up("broken", sock=sock)
+                wait_all(self.ns.control(sock, CTL), ["broken"])
                 self.ns.systemctl("stop", unit)
 
     def test_watchdog_is_fed(self):
@@ -443,10 +426,10 @@ class SystemdNamespaceTest(unittest.TestCase):
         self.addCleanup(self.ns.systemctl, "stop", unit, check=False)
         self.ns.systemctl("start", unit)
         sock = "/run/tunneld-edge/control"
-        pid = self.wait_up("edge", sock=sock)["edge"]
+        pid = wait_state(self.ns.control(sock, CTL), "edge", "up")["pid"]
         self.assert_echo(15009)
         self.ns.systemctl("reload", unit)
-        self.assertEqual(self.status(sock)["edge"]["pid"], pid)
+        self.assertEqual(status(self.ns.control(sock, CTL))["edge"]["pid"], pid)
         self.ns.systemctl("stop", unit)
         props = self.show("ActiveState", "Result", unit=unit)
         self.assertEqual((props["ActiveState"], props["Result"]), ("inactive", "success"))

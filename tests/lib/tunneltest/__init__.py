@@ -12,6 +12,7 @@ clean up after themselves, even when a test fails or times out:
     SSHServer   a throwaway sshd on 127.0.0.1 with its own host and client keys
     EchoServer  a threaded TCP echo server; echo_roundtrip() checks bytes through a tunnel
     Tunneld     tunneld itself on a config written by write_config(), its log, its children
+    SSHTestCase a TestCase base: one SSHServer and one EchoServer per class, tunneld() on them
     LocalUser   a real unprivileged local user made for the test (an attacker, through setpriv)
     OpenSSH10Server, DropbearServer, openssh10_client()
                 the server zoo: OpenSSH 10.0 (Debian 13's, server and client) and Dropbear
@@ -20,7 +21,11 @@ Everything listens on 127.0.0.1 only. Ports come from free_port(), which keeps c
 running test files (meson test --num-processes N) from picking the same port.
 
 The package, one module per concept (base, processes, helpers, sanitizers, diagnostics,
-configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, users); everything is importable from here.
+configfile, fakessh, daemon, sshd, zoo, echo, runner, ctl, case, source, users); everything
+is importable from here. Each helper is defined once: ctl holds those of the control socket
+(tunnelctl, status, metrics, the waits on a tunnel's state), helpers the waits on a
+condition and the round trips through a forward, Tunneld the waits on tunneld's log
+(wait_log, wait_up, wait_loaded), source what the packaging tests read of the source tree.
 """
 
 from .base import *  # noqa: F401,F403
@@ -35,7 +40,9 @@ from .sshd import *  # noqa: F401,F403
 from .zoo import DROPBEAR, DropbearServer, OpenSSH10, OpenSSH10Server, openssh10, openssh10_client  # noqa: F401
 from .echo import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
-from .ctl import clean_env, describe, loaded, socket_of, status, tunnelctl  # noqa: F401
+from .ctl import *  # noqa: F401,F403
+from .case import SSHTestCase  # noqa: F401
+from .source import *  # noqa: F401,F403
 from .users import LocalUser  # noqa: F401
 from .diagnostics import _Diagnostic  # noqa: F401
 from .echo import _EchoHandler  # noqa: F401

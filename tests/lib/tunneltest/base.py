@@ -28,6 +28,10 @@ SSHD = os.environ.get("SSHD", "/usr/sbin/sshd")
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 
+# How long a tunnel may take to come up: ssh's connect and key exchange on a loaded 2-core
+# machine (a test file whose tunnels take longer, through jump hosts or by the thousand,
+# sets its own).
+UP_TIMEOUT = 20
 # A test that runs longer than this fails with TestTimeout (and its cleanups still run).
 TEST_TIMEOUT = float(os.environ.get("TUNNELTEST_TIMEOUT", "60"))
 LOG_TAIL_LINES = 60

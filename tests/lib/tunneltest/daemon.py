@@ -7,7 +7,16 @@ from .sanitizers import *  # noqa: F401,F403
 from .diagnostics import *  # noqa: F401,F403
 from .configfile import *  # noqa: F401,F403
 from .fakessh import *  # noqa: F401,F403
+from .ctl import loaded  # noqa: F401
 from .diagnostics import _read_text  # noqa: F401
+
+
+def up_line(name):
+    """The regex of tunnel name's "up" line in tunneld's log ("NAME: up: ssh (pid N)
+    authenticated ..."); group 1 is the ssh pid. (A tunnel that rides a shared connection
+    says "NAME: up: every forward is open on the shared connection ~FIRST ..." instead.)"""
+    return rf"^<\d+>{re.escape(name)}: up: ssh \(pid (\d+)\) authenticated"
+
 
 class Tunneld(Resource):
     """tunneld on a generated config, in the foreground, logging to a file.
@@ -95,6 +104,26 @@ class Tunneld(Resource):
                     raise AssertionError(f"tunneld exited ({self.proc.returncode}) before logging /{regex}/")
             return m
         return wait_until(found, timeout, what=f"/{regex}/ in tunneld's log")
+
+    def wait_up(self, name, after=0, timeout=UP_TIMEOUT):
+        """Wait for tunnel name's next "up" line (up_line()) at or after offset `after` of the
+        log; return (match, ssh pid). The match's .end() is the `after` of the next wait."""
+        m = self.wait_log(up_line(name), timeout=timeout, after=after)
+        return m, int(m.group(1))
+
+    def wait_loaded(self, timeout=30, exit_ok=False):
+        """Wait until tunneld answers on its control socket with its configuration loaded
+        (it listens before it loads the file off its loop, and loads it before it spawns
+        the first ssh): tunnelctl works and the tunnels are there from then on; True. If
+        tunneld exits first: AssertionError, or False with exit_ok (the caller judges)."""
+        def ready():
+            if self.proc.poll() is not None:
+                if exit_ok:
+                    return "exited"
+                raise AssertionError(f"tunneld exited ({self.proc.returncode}) before it answered with its "
+                                     "configuration loaded")
+            return loaded(self)
+        return wait_until(ready, timeout, interval=0.02, what="tunneld to answer with its configuration loaded") is True
 
     def count_log(self, regex, after=0):
         return len(re.findall(regex, self.log()[after:], re.M))

@@ -10,6 +10,7 @@ from .fakessh import *  # noqa: F401,F403
 from .daemon import *  # noqa: F401,F403
 from .sshd import *  # noqa: F401,F403
 
+
 class _EchoHandler(socketserver.BaseRequestHandler):
     def handle(self):
         conns = self.server.conns
@@ -49,6 +50,11 @@ class EchoServer(Resource):
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
                                        daemon=True)
         self.thread.start()
+
+    def forward(self, port):
+        """The forward spec "127.0.0.1:PORT:127.0.0.1:<this server's port>": a -L (or -R)
+        listening on port whose bytes come here."""
+        return f"127.0.0.1:{port}:127.0.0.1:{self.port}"
 
     def close(self):
         if self.server is not None:

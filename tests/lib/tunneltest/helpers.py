@@ -5,6 +5,7 @@ from .processes import *  # noqa: F401,F403
 
 import struct  # noqa: E402
 
+
 def wait_until(pred, timeout, interval=0.05, what=None):
     """Poll pred() until it returns something true and return that; AssertionError if it
     still has not after timeout seconds."""
@@ -66,17 +67,6 @@ def reserve_port(first, last):
 TUNNELCTL = os.path.join(os.path.dirname(TUNNELD), "tunnelctl")
 
 
-def tunnelctl_json(d, *args, timeout=20):
-    """`tunnelctl --json ARGS` against tunneld d's socket: the reply as a dict (its "ok"
-    may be false: check it)."""
-    import json
-    r = subprocess.run([TUNNELCTL, "-s", d.globals["control_socket"], "--json", *args], capture_output=True,
-                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if not r.stdout.strip():
-        raise AssertionError(f"tunnelctl {' '.join(args)}: no reply (exit {r.returncode}): {r.stderr}")
-    return json.loads(r.stdout.splitlines()[0])
-
-
 def key_fingerprint(pub_path):
     """The SHA256 fingerprint of a public key file, as sshd logs it ("SHA256:…")."""
     r = subprocess.run([SSH_KEYGEN, "-l", "-E", "sha256", "-f", pub_path], capture_output=True, text=True,
@@ -91,6 +81,28 @@ def port_accepts(port, timeout=1.0):
             return True
     except OSError:
         return False
+
+
+def ipv6_loopback():
+    """True if this machine has ::1 (a socket can bind it)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def listening_socket(port=None):
+    """A TCP socket listening on 127.0.0.1:port (a free port unless given) that never
+    accepts: a connect succeeds (the kernel's backlog), then nothing is ever said. Also
+    a squatter: another program holding a port a forward wants (SO_REUSEADDR: a port a
+    forward just let go of, its connections in TIME_WAIT, can be taken)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port or free_port()))
+    s.listen(16)
+    return s
 
 
 def echo_roundtrip(port, payload=b"tunneld test payload\n", timeout=5.0, expect=None):
@@ -114,6 +126,13 @@ def echo_roundtrip(port, payload=b"tunneld test payload\n", timeout=5.0, expect=
             return got == want
     except OSError:
         return False
+
+
+def assert_echo(port, payload=b"through the tunnel\n", timeout=10, attempt_timeout=5.0):
+    """Wait until an echo_roundtrip() through 127.0.0.1:port works (each attempt bounded by
+    attempt_timeout); AssertionError if none has within timeout seconds."""
+    wait_until(lambda: echo_roundtrip(port, payload, timeout=attempt_timeout), timeout,
+               what=f"an echo through port {port}")
 
 
 def parse_duration(text):

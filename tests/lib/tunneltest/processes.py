@@ -2,6 +2,7 @@
 
 from .base import *  # noqa: F401,F403
 
+
 def _become_subreaper():
     """Adopt orphaned descendants (ssh children of a killed tunneld, sshd sessions), so that
     we can reap them: this machine's PID 1 does not, and zombies would look alive."""
@@ -72,6 +73,24 @@ def ssh_children(pid):
 def zombie_children(pid):
     """pid's children that have exited and are not reaped yet."""
     return sorted(p for p, (ppid, state, _) in proc_table().items() if ppid == pid and state == "Z")
+
+
+def open_fds(pid):
+    """{fd: what it points to (readlink)} of pid's open file descriptors."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pid):
+    """CPU time pid has used so far (user + system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants_of(pid, table=None):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The connection engine, end to end against a real sshd: every tunnel's ssh runs as a mux
-master of tunneld's, and every forward is opened over its control socket, each with ssh's
-reply.
+"""The connection, end to end against a real sshd: every tunnel rides one ssh run as a
+multiplexing master of tunneld's (the only engine: no setting turns it on), and every
+forward is opened over that master's control socket, each with ssh's own reply.
 
 Per-forward truth: status shows each forward open or failed with ssh's reason; a forward
 that fails (its port taken, here or on the server) leaves the tunnel degraded, not torn
@@ -12,31 +12,13 @@ nothing for one that works (LogLevel VERBOSE)."""
 import os
 import signal
 import socket
-import subprocess
 import time
 import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, socks_echo, wait_until
-
-UP_TIMEOUT = 20
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-def listen(port, host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
-    s.listen(4)
-    return s
+from tunneltest import (Tunneld, UP_TIMEOUT, describe, echo_roundtrip, forward_states, free_port, ipv6_loopback,
+                        listening_socket, metrics_text, socks_echo, tunnel_status, tunnelctl, wait_state, wait_tunnel,
+                        wait_until)
 
 
 def ctx_switches(pid):
@@ -48,26 +30,8 @@ def ctx_switches(pid):
     return 0
 
 
-class MultiplexTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def tunneld(self, tunnels, args=(), **settings):
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
-                    **settings}
-        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
-        return tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
-
-    def status(self, d, name):
-        return tunneltest.tunnelctl_json(d, "status", name)["tunnels"][0]
-
-    def states(self, d, name):
-        return {f["forward"]: f["state"] for f in self.status(d, name)["forward_states"]}
-
-    def fwd(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
+class ConnectionTest(tunneltest.SSHTestCase):
+    fast_settings = {**tunneltest.SSHTestCase.fast_settings, "restart_delay_max": 1}
 
     def test_every_kind_of_forward_through_the_master(self):
         """-L, -R (a fixed port and port 0) and -D opened over the control socket: up once
@@ -75,17 +39,16 @@ class MultiplexTest(unittest.TestCase):
         the server chose), the argv has no -L/-R/-D of its own, and ssh stays a master
         with its socket in tunneld's runtime directory."""
         lport, rport, dport = free_port(), free_port(), free_port()
-        d = self.tunneld([{"name": "mx", "local_forwards": [self.fwd(lport)],
-                           "remote_forwards": [self.fwd(rport), f"0:127.0.0.1:{self.echo.port}"],
+        d = self.tunneld([{"name": "mx", "local_forwards": [self.echo.forward(lport)],
+                           "remote_forwards": [self.echo.forward(rport), f"0:127.0.0.1:{self.echo.port}"],
                            "dynamic_forwards": [f"127.0.0.1:{dport}"]}])
-        m = d.wait_log(r"^<\d+>mx: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
-        pid = int(m.group(1))
-        t = self.status(d, "mx")
+        m, pid = d.wait_up("mx")
+        t = tunnel_status(d, "mx")
         self.assertTrue(t["multiplex"])
         states = {f["forward"]: f for f in t["forward_states"]}
         self.assertEqual({k: v["state"] for k, v in states.items()},
-                         {self.fwd(lport): "open", self.fwd(rport): "open", f"0:127.0.0.1:{self.echo.port}": "open",
-                          f"127.0.0.1:{dport}": "open"})
+                         {self.echo.forward(lport): "open", self.echo.forward(rport): "open",
+                          f"0:127.0.0.1:{self.echo.port}": "open", f"127.0.0.1:{dport}": "open"})
         allocated = states[f"0:127.0.0.1:{self.echo.port}"]["allocated_port"]
         self.assertIsInstance(allocated, int)
         self.assertTrue(echo_roundtrip(lport))
@@ -100,9 +63,8 @@ class MultiplexTest(unittest.TestCase):
         path = [a for a in argv if a.startswith(b"ControlPath=")][0][len("ControlPath="):].decode()
         self.assertTrue(os.path.exists(path), path)
         self.assertEqual(os.stat(os.path.dirname(path)).st_mode & 0o777, 0o700)
-        text = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "metrics"],
-                              capture_output=True, text=True, timeout=20).stdout
-        self.assertIn(f'tunneld_forward_up{{tunnel="mx",kind="L",forward="{self.fwd(lport)}"}} 1', text)
+        text = metrics_text(d)
+        self.assertIn(f'tunneld_forward_up{{tunnel="mx",kind="L",forward="{self.echo.forward(lport)}"}} 1', text)
 
     def test_no_wakeup_per_forwarded_connection(self):
         """50 connections through a -L: ssh writes nothing for them, so tunneld wakes up
@@ -110,11 +72,11 @@ class MultiplexTest(unittest.TestCase):
         is checked with 50 connections through a forward whose target refuses them: ssh
         writes a line for each ("open failed"), and tunneld reads them."""
         port, dead = free_port(), free_port()
-        d = self.tunneld([{"name": "quiet", "local_forwards": [self.fwd(port)]},
+        d = self.tunneld([{"name": "quiet", "local_forwards": [self.echo.forward(port)]},
                           {"name": "loud", "local_forwards": [f"127.0.0.1:{dead}:127.0.0.1:{free_port()}"]}],
                          gatetime=0)
-        d.wait_log(r"^<\d+>quiet: up: ", timeout=UP_TIMEOUT)
-        d.wait_log(r"^<\d+>loud: up: ", timeout=UP_TIMEOUT)
+        d.wait_up("quiet")
+        d.wait_up("loud")
         self.assertTrue(echo_roundtrip(port))
         woke = {}
         for name, p in (("quiet", port), ("loud", dead)):
@@ -137,18 +99,19 @@ class MultiplexTest(unittest.TestCase):
         degraded, the other forward works; once the port is free the forward is asked for
         again over the same ssh and the tunnel is up, with the same pid."""
         good, taken = free_port(), free_port()
-        squatter = listen(taken)
-        d = self.tunneld([{"name": "deg", "local_forwards": [self.fwd(good), f"{taken}:127.0.0.1:{self.echo.port}"]}])
+        squatter = listening_socket(taken)
+        d = self.tunneld([{"name": "deg",
+                           "local_forwards": [self.echo.forward(good), f"{taken}:127.0.0.1:{self.echo.port}"]}])
         m = d.wait_log(r"^<\d+>deg: degraded: ssh \(pid (\d+)\) runs, but 1 of 2 forwards failed", timeout=UP_TIMEOUT)
         pid = int(m.group(1))
-        st = {f["forward"]: f for f in self.status(d, "deg")["forward_states"]}
-        self.assertEqual(st[self.fwd(good)]["state"], "open")
+        st = {f["forward"]: f for f in tunnel_status(d, "deg")["forward_states"]}
+        self.assertEqual(st[self.echo.forward(good)]["state"], "open")
         self.assertEqual(st[f"{taken}:127.0.0.1:{self.echo.port}"]["state"], "failed")
         self.assertIn("Address already in use", st[f"{taken}:127.0.0.1:{self.echo.port}"]["reason"])
         self.assertTrue(echo_roundtrip(good), "the other forward works meanwhile")
         squatter.close()
-        wait_until(lambda: self.status(d, "deg")["state"] == "up", 40, interval=0.1, what="deg up again")
-        self.assertEqual(self.status(d, "deg")["pid"], pid, "the same ssh: no restart")
+        wait_state(d, "deg", "up", timeout=40)
+        self.assertEqual(tunnel_status(d, "deg")["pid"], pid, "the same ssh: no restart")
         wait_until(lambda: echo_roundtrip(taken), 10, what="an echo through the freed port")
         self.assertIn(f"deg: forward L {taken}:127.0.0.1:{self.echo.port} open again", d.log())
 
@@ -157,13 +120,14 @@ class MultiplexTest(unittest.TestCase):
         loopback here): the -R fails with ssh's reason, the -L keeps working throughout;
         the squatter goes and the -R is back within 5 s, on the same ssh."""
         lport, rport = free_port(), free_port()
-        squatter = listen(rport)
-        d = self.tunneld([{"name": "rr", "local_forwards": [self.fwd(lport)], "remote_forwards": [self.fwd(rport)]}])
+        squatter = listening_socket(rport)
+        d = self.tunneld([{"name": "rr", "local_forwards": [self.echo.forward(lport)],
+                           "remote_forwards": [self.echo.forward(rport)]}])
         m = d.wait_log(r"^<\d+>rr: degraded: ssh \(pid (\d+)\) runs, but 1 of 2 forwards failed", timeout=UP_TIMEOUT)
         pid = int(m.group(1))
-        st = {f["forward"]: f for f in self.status(d, "rr")["forward_states"]}
-        self.assertEqual(st[self.fwd(rport)]["state"], "failed")
-        self.assertIn("remote port forwarding failed", st[self.fwd(rport)]["reason"])
+        st = {f["forward"]: f for f in tunnel_status(d, "rr")["forward_states"]}
+        self.assertEqual(st[self.echo.forward(rport)]["state"], "failed")
+        self.assertIn("remote port forwarding failed", st[self.echo.forward(rport)]["reason"])
         self.assertTrue(echo_roundtrip(lport))
         # let a few retries pass: the -L never stops working
         for _ in range(10):
@@ -172,9 +136,9 @@ class MultiplexTest(unittest.TestCase):
         squatter.close()
         t0 = time.monotonic()
         # the retry delay doubles from 1 s; by now it is at most 8 s: allow it, then 5 s
-        wait_until(lambda: self.status(d, "rr")["state"] == "up", 40, interval=0.1, what="rr up again")
+        wait_state(d, "rr", "up", timeout=40)
         print(f"# -R back {time.monotonic() - t0:.2f} s after the squatter left", flush=True)
-        self.assertEqual(self.status(d, "rr")["pid"], pid)
+        self.assertEqual(tunnel_status(d, "rr")["pid"], pid)
         self.assertTrue(echo_roundtrip(rport))
 
     def test_reload_changes_forwards_on_the_running_ssh(self):
@@ -182,34 +146,32 @@ class MultiplexTest(unittest.TestCase):
         the same ssh pid, a connection open through the kept forward goes on carrying
         bytes across the reload, the added one works, the removed one's port is closed."""
         keep, gone, new = free_port(), free_port(), free_port()
-        d = self.tunneld([{"name": "live", "local_forwards": [self.fwd(keep), self.fwd(gone)]}])
-        m = d.wait_log(r"^<\d+>live: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
-        pid = int(m.group(1))
+        d = self.tunneld([{"name": "live", "local_forwards": [self.echo.forward(keep), self.echo.forward(gone)]}])
+        m, pid = d.wait_up("live")
         conn = socket.create_connection(("127.0.0.1", keep), timeout=5)
         self.addCleanup(conn.close)
         conn.sendall(b"before\n")
         self.assertEqual(conn.recv(64), b"before\n")
-        d.rewrite(tunnels=[{**d.tunnels[0], "local_forwards": [self.fwd(keep), self.fwd(new)]}])
+        d.rewrite(tunnels=[{**d.tunnels[0], "local_forwards": [self.echo.forward(keep), self.echo.forward(new)]}])
         d.reload()
         d.wait_log(r"^<\d+>live: forwards changed: 1 added, 1 removed on the running ssh \(pid \d+\)", timeout=10)
-        wait_until(lambda: self.states(d, "live") == {self.fwd(keep): "open", self.fwd(new): "open"}, 10,
-                   what="the new forward open")
-        self.assertEqual(self.status(d, "live")["pid"], pid, "the same ssh")
-        self.assertEqual(self.status(d, "live")["state"], "up")
+        want = {self.echo.forward(keep): "open", self.echo.forward(new): "open"}
+        wait_until(lambda: forward_states(tunnel_status(d, "live")) == want, 10, what="the new forward open")
+        self.assertEqual(tunnel_status(d, "live")["pid"], pid, "the same ssh")
+        self.assertEqual(tunnel_status(d, "live")["state"], "up")
         conn.sendall(b"after\n")
         self.assertEqual(conn.recv(64), b"after\n", "the open connection survived the reload")
         self.assertTrue(echo_roundtrip(new))
         wait_until(lambda: not tunneltest.port_accepts(gone, 0.5), 5, what="the removed forward's port closed")
 
     def test_planned_restart_is_make_before_break(self):
-        """tunnelctl restart of an up multiplexed tunnel: a new ssh takes the forwards over
+        """tunnelctl restart of an up tunnel: a new ssh takes the forwards over
         while the old one keeps a connection opened before the restart working (bytes both
         ways after it); a client connecting in a tight loop meanwhile is refused for a few
         ms at most; once that connection closes, the old ssh ends (drained)."""
         port = free_port()
-        d = self.tunneld([{"name": "mbb", "local_forwards": [self.fwd(port)]}])
-        m = d.wait_log(r"^<\d+>mbb: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
-        old = int(m.group(1))
+        d = self.tunneld([{"name": "mbb", "local_forwards": [self.echo.forward(port)]}])
+        m, old = d.wait_up("mbb")
         conn = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.addCleanup(conn.close)
         conn.sendall(b"before\n")
@@ -228,22 +190,19 @@ class MultiplexTest(unittest.TestCase):
         import threading
         th = threading.Thread(target=hammer, daemon=True)
         th.start()
-        r = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "restart", "mbb"],
-                           capture_output=True, text=True, timeout=30)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = tunnelctl(d, "restart", "mbb", timeout=30)
+        self.assertEqual(r.returncode, 0, describe(r))
         self.assertRegex(r.stdout, rf"^mbb: restarted: ssh pid (\d+) \(was {old}\)\n$")
         printed = int(r.stdout.split("ssh pid ")[1].split()[0])
         # status shows the ssh that serves: the old one until the new one has every forward
-        wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] != old)(tunneltest.status(d)[1]["mbb"]),
-                   UP_TIMEOUT, what="up on the new ssh")
-        new = tunneltest.status(d)[1]["mbb"]["pid"]
+        new = wait_state(d, "mbb", "up", not_pid=old)["pid"]
         self.assertEqual(new, printed, "the ssh tunnelctl named serves now")
         time.sleep(0.5)
         stop[0] = True
         th.join(5)
         self.assertNotEqual(new, old)
         self.assertTrue(tunneltest.pid_alive(old), "the old ssh drains its connection")
-        self.assertEqual(tunneltest.status(d)[1]["mbb"]["availability"]["outages"], 0,
+        self.assertEqual(tunneltest.status(d)["mbb"]["availability"]["outages"], 0,
                          "a make-before-break restart is no outage: the old ssh served throughout")
         conn.sendall(b"after\n")
         self.assertEqual(conn.recv(64), b"after\n", "the connection opened before the restart works after it")
@@ -252,11 +211,9 @@ class MultiplexTest(unittest.TestCase):
               flush=True)
         self.assertLess(refused[0], 50, "refused for more than a few ms")
         # a second planned restart while the first old ssh still drains: make-before-break too
-        r = subprocess.run([tunneltest.TUNNELCTL, "-s", d.globals["control_socket"], "restart", "mbb"],
-                           capture_output=True, text=True, timeout=30)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        wait_until(lambda: (lambda t: t["state"] == "up" and t["pid"] not in (old, new))(
-            tunneltest.status(d)[1]["mbb"]), UP_TIMEOUT, what="up on a third ssh")
+        r = tunnelctl(d, "restart", "mbb", timeout=30)
+        self.assertEqual(r.returncode, 0, describe(r))
+        wait_tunnel(d, "mbb", lambda t: t["state"] == "up" and t["pid"] not in (old, new), what="up on a third ssh")
         conn.sendall(b"twice\n")
         self.assertEqual(conn.recv(64), b"twice\n", "the connection survives a second restart too")
         self.assertTrue(tunneltest.pid_alive(old), "the first old ssh still drains")
@@ -266,11 +223,11 @@ class MultiplexTest(unittest.TestCase):
         d.wait_log(r"^<\d+>mbb: the old ssh \(pid \d+\) carries no connection any more", timeout=5)
 
     def test_max_lifetime_restart_is_make_before_break(self):
-        """max_lifetime of a multiplexed tunnel restarts it make-before-break too: a
+        """max_lifetime of a tunnel restarts it make-before-break too: a
         connection across the restart keeps working."""
         port = free_port()
-        d = self.tunneld([{"name": "life", "local_forwards": [self.fwd(port)], "max_lifetime": 3}])
-        m = d.wait_log(r"^<\d+>life: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        d = self.tunneld([{"name": "life", "local_forwards": [self.echo.forward(port)], "max_lifetime": 3}])
+        m, _ = d.wait_up("life")
         conn = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.addCleanup(conn.close)
         d.wait_log(r"^<\d+>life: .*make-before-break: a new ssh takes the forwards over", timeout=15)
@@ -280,19 +237,19 @@ class MultiplexTest(unittest.TestCase):
         self.assertEqual(conn.recv(64), b"across\n")
 
     def test_policy_reload_keeps_the_forward_states(self):
-        """A reload that changes only a supervision setting of a multiplexed tunnel keeps
+        """A reload that changes only a supervision setting of a tunnel keeps
         its ssh, and the forward states name their forwards right after it (they own
         their strings: the old spec is freed)."""
         port = free_port()
-        d = self.tunneld([{"name": "pol", "local_forwards": [self.fwd(port)]}])
-        m = d.wait_log(r"^<\d+>pol: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        d = self.tunneld([{"name": "pol", "local_forwards": [self.echo.forward(port)]}])
+        m, _ = d.wait_up("pol")
         for delay in (0.5, 0.7, 0.9):
             d.rewrite(tunnels=[{**d.tunnels[0], "restart_delay": delay}])
             d.reload()
             d.wait_log(r"^<\d+>pol: supervision settings changed", timeout=20, after=m.end())
             m = d.wait_log(r"^<\d+>reload done: ", timeout=20, after=m.end())
-            self.assertEqual(self.states(d, "pol"), {self.fwd(port): "open"})
-        self.assertEqual(self.status(d, "pol")["pid"], int(d.findall(r"^<\d+>pol: up: ssh \(pid (\d+)\)")[0]))
+            self.assertEqual(forward_states(tunnel_status(d, "pol")), {self.echo.forward(port): "open"})
+        self.assertEqual(tunnel_status(d, "pol")["pid"], int(d.findall(r"^<\d+>pol: up: ssh \(pid (\d+)\)")[0]))
         self.assertTrue(echo_roundtrip(port))
 
     def test_kill_9_of_the_master_restarts_cleanly(self):
@@ -300,11 +257,11 @@ class MultiplexTest(unittest.TestCase):
         (a stale one would make ssh run without multiplexing) and the tunnel is up again
         with every forward open."""
         port = free_port()
-        d = self.tunneld([{"name": "k", "local_forwards": [self.fwd(port)]}])
-        m = d.wait_log(r"^<\d+>k: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT)
+        d = self.tunneld([{"name": "k", "local_forwards": [self.echo.forward(port)]}])
+        m, _ = d.wait_up("k")
         os.kill(int(m.group(1)), signal.SIGKILL)
-        m = d.wait_log(r"^<\d+>k: up: ssh \(pid (\d+)\)", timeout=UP_TIMEOUT, after=m.end())
-        self.assertEqual(set(self.states(d, "k").values()), {"open"})
+        m, _ = d.wait_up("k", after=m.end())
+        self.assertEqual(set(forward_states(tunnel_status(d, "k")).values()), {"open"})
         wait_until(lambda: echo_roundtrip(port), 10, what="an echo after the restart")
         self.assertNotIn("disabling multiplexing", d.log())
 
@@ -338,6 +295,11 @@ time.sleep(600)
 """
 
 
+def last_failure(t):
+    """The failure class of a tunnel's last run, None before it ended."""
+    return t["last_exit"] and t["last_exit"]["failure"]
+
+
 class BrokenMasterTest(unittest.TestCase):
     """What a master that is not one gets: a failed run with class mux and a reason, or
     the start deadline, never a hang."""
@@ -354,28 +316,21 @@ class BrokenMasterTest(unittest.TestCase):
                                              {"restart_delay": 30, "restart_delay_max": 60, **settings},
                                              globals={"ssh": fake}))
 
-    def last_failure(self, d):
-        try:
-            t = tunneltest.status(d)[1]["m"]
-        except AssertionError:
-            return None         # not listening yet
-        return t["last_exit"] and t["last_exit"]["failure"]
-
     def test_garbage_on_the_control_socket(self):
         d = self.tunneld("garbage")
         d.wait_log(r"^<\d+>m: ssh's control socket sent a malformed message", timeout=20)
-        wait_until(lambda: self.last_failure(d) == "mux", 20, what="the run ended as mux")
+        wait_tunnel(d, "m", lambda t: last_failure(t) == "mux", 20, what="the run ended as mux")
 
     def test_master_hangs_up_after_hello(self):
         d = self.tunneld("close")
         # its hang-up is seen on the read, or on the write of the first request
         d.wait_log(r"^<\d+>m: (ssh closed its control socket|cannot (write to|read) ssh's control socket)",
                    timeout=20)
-        wait_until(lambda: self.last_failure(d) == "mux", 20, what="the run ended as mux")
+        wait_tunnel(d, "m", lambda t: last_failure(t) == "mux", 20, what="the run ended as mux")
 
     def test_master_that_never_creates_its_socket(self):
         d = self.tunneld("silent", start_timeout=2)
-        wait_until(lambda: self.last_failure(d) == "timeout", 20, what="the run ended at the start deadline")
+        wait_tunnel(d, "m", lambda t: last_failure(t) == "timeout", 20, what="the run ended at the start deadline")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,25 @@
 #!/usr/bin/env python3
-"""multiplex = true says what multiplex = false says: the diagnostics of classic tunnels,
-end to end against a real loopback sshd, for tunnels whose ssh is a mux master of
-tunneld's (LogLevel VERBOSE instead of DEBUG1, forwards opened over the control socket).
+"""What tunneld says when a tunnel's ssh fails, end to end against a real loopback sshd:
+the failure class and reason in the log, in `tunnelctl --json status` and in the events,
+for runs whose ssh is a mux master of tunneld's (every tunnel's is: LogLevel VERBOSE, the
+forwards opened over the master's control socket).
 
-Every tunnel here has multiplex = true, and each expectation is the one the classic test
-names for multiplex = false, line for line:
-
-- kill -9 of an up tunnel's ssh is class `killed` (tests/faults/test_faults.py,
+- kill -9 of an up tunnel's ssh is class `killed` (as in tests/faults/test_faults.py and
   tests/ctl/test_events.py), not `mux`: the master's control socket closing with it is a
   consequence, not the cause; the tunnel comes back and carries bytes;
-- `tunnelctl restart NAME` prints "NAME: restarted( and up)?: ssh pid N (was M)" with a new
-  pid (tests/ctl/test_ctl_socket.py), one line per tunnel in the order asked
-  (tests/ctl/test_tunnelctl.py);
-- a hop's failure is classed by its cause "on the jump host", a destination's failure
-  through a working hop is not the hop's (tests/e2e/test_jump_host.py);
+- `tunnelctl restart NAME` prints "NAME: restarted( and up)?: ssh pid N (was M)" with the
+  new pid, make-before-break or not (tests/ctl/test_ctl_socket.py), one line per tunnel
+  in the order asked (tests/ctl/test_tunnelctl.py);
 - start_timeout says how far the handshake got: "connected, but the server has not
   completed the handshake" for a server that sent its banner and then nothing
   (tests/faults/test_stalled_server.py), "the server has not answered" for one that never
   says a word (tests/features/test_failure_classes.py);
 - the longest tunnel name the configuration allows (64 characters, daemon/validate.c)
-  works with multiplex under a normal control_socket: `tunneld -t` accepts it, the tunnel
-  comes up and its -L carries bytes, and two such names that differ only in their last
-  character work side by side.
+  works under a normal control_socket (the master's control path is derived from it):
+  `tunneld -t` accepts it, the tunnel comes up and its -L carries bytes, and two such
+  names that differ only in their last character work side by side.
+
+A jump host's failures ("on the jump host") are tests/e2e/test_jump_host.py's.
 """
 
 import json
@@ -32,27 +30,13 @@ import signal
 import socket
 import tempfile
 import time
-import unittest
 
 import tunneltest
-from tunneltest import EchoServer, SSHServer, Tunneld, echo_roundtrip, free_port, wait_until
+from tunneltest import assert_echo, forward_states, free_port, listening_socket, status, wait_state
 
-UP_TIMEOUT = 30         # ssh's connect and key exchange (twice through a jump host) on a loaded 2-core box
+UP_TIMEOUT = 30         # ssh's connect and key exchange on a loaded 2-core box
 RESTART_LINE = r"^{name}: restarted( and up)?: ssh pid (\d+) \(was (\d+)\)\n"
 NAME_MAX = 64           # daemon/validate.h NAME_MAX_LEN
-
-
-def tunnels(d):
-    return tunneltest.status(d)[1]
-
-
-def wait_up(d, name, not_pid=None, timeout=UP_TIMEOUT):
-    """Wait until name is up with an ssh other than not_pid; its status object."""
-    def up():
-        t = tunnels(d).get(name)
-        return t if t and t["state"] == "up" and t["pid"] != not_pid else None
-    return wait_until(up, timeout, interval=0.1,
-                      what=f"{name} up" + (f" with an ssh other than pid {not_pid}" if not_pid else ""))
 
 
 class Events:
@@ -107,47 +91,14 @@ class Events:
                 return e
 
 
-def silent_socket():
-    """tests/features/featuretest.py's listening_socket(): listens on 127.0.0.1 and never
-    accepts: a connect succeeds (the kernel's backlog), then nothing is ever said."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.bind(("127.0.0.1", free_port()))
-    s.listen(16)
-    return s
-
-
-class MultiplexDiagnosticsTest(unittest.TestCase):
+class DiagnosticsTest(tunneltest.SSHTestCase):
     KILLS = 5       # kill -9 rounds: a 50/50 race in tunneld passes all of them once in 32 runs
-
-    @classmethod
-    def setUpClass(cls):
-        cls.sshd = tunneltest.use(cls, SSHServer())
-        cls.echo = tunneltest.use(cls, EchoServer())
-
-    def spec(self, tunnels, **settings):
-        """(tunnels, defaults) of a test: every tunnel multiplexed, to the class's sshd."""
-        defaults = {**self.sshd.tunnel_defaults(), "gatetime": 1, "restart_delay": 0.2, "restart_delay_max": 1,
-                    **settings, "multiplex": True}
-        return [{"host": "127.0.0.1", **t, "multiplex": True} for t in tunnels], defaults
-
-    def tunneld(self, tunnels, args=(), **settings):
-        tunnels, defaults = self.spec(tunnels, **settings)
-        d = tunneltest.use(self, Tunneld(tunnels, defaults, globals={"ssh": tunneltest.SSH}, args=args))
-        wait_until(lambda: d.proc.poll() is not None or tunneltest.loaded(d), 10,
-                   what="tunneld to answer on its control socket, its configuration loaded")
-        self.assertIsNone(d.proc.poll(), f"tunneld exited {d.proc.returncode}:\n{d.log()}")
-        return d
-
-    def fwd(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def assert_echo(self, port):
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
+    fast_settings = {**tunneltest.SSHTestCase.fast_settings, "restart_delay_max": 1}
 
     # -- 1. kill -9 -------------------------------------------------------------------------
 
     def test_kill_9_is_class_killed_not_mux(self):
-        """kill -9 of an up multiplexed tunnel's ssh: the run is class killed (the event
+        """kill -9 of an up tunnel's ssh: the run is class killed (the event
         up -> starting/backoff says failure "killed", last_exit too, the log line is
         tests/faults/test_faults.py's "ssh was killed by signal KILL after … (killed: …"),
         never mux (the master's control socket closes with it: a consequence, not the
@@ -155,9 +106,9 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         which of the socket's EOF and the child's exit tunneld sees first is up to the
         kernel and the loop, so a tunneld that gets it wrong half the time fails here."""
         port = free_port()
-        d = self.tunneld([{"name": "k", "local_forwards": [self.fwd(port)]}], gatetime=0)
-        pid = wait_up(d, "k")["pid"]
-        self.assert_echo(port)
+        d = self.tunneld([{"name": "k", "local_forwards": [self.echo.forward(port)]}], gatetime=0)
+        pid = wait_state(d, "k", "up", timeout=UP_TIMEOUT)["pid"]
+        assert_echo(port)
         events = Events(self, d)
         after = 0
         for n in range(1, self.KILLS + 1):
@@ -171,31 +122,31 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
             self.assertIn(left["to"], ("starting", "backoff"), mine)
             self.assertEqual(left["failure"], "killed", f"round {n}: the class of the killed run: {mine}")
             self.assertNotEqual(up["pid"], pid)
-            t = tunnels(d)["k"]
+            t = status(d)["k"]
             self.assertEqual((t["last_exit"]["failure"], t["last_exit"]["signal"], t["last_exit"]["requested"]),
                              ("killed", "KILL", False), f"round {n}: {t['last_exit']}")
             m = d.wait_log(r"^<\d+>k: ssh was killed by signal KILL after [^(]*\(([\w-]+)\b.*restarting", timeout=5,
                            after=after)
             self.assertEqual(m.group(1), "killed", f"round {n}: {m.group(0)}")
             after = m.end()
-            self.assert_echo(port)
+            assert_echo(port)
             pid = up["pid"]
-        t = tunnels(d)["k"]
+        t = status(d)["k"]
         self.assertEqual((t["state"], t["pid"], t["failures"].get("mux", 0)), ("up", pid, 0), t)
         self.assertNotIn("ssh closed its control socket", d.log())
 
     # -- 2. tunnelctl restart ---------------------------------------------------------------
 
     def test_restart_prints_the_new_pid(self):
-        """`tunnelctl restart NAME` of an up multiplexed tunnel prints exactly one line,
+        """`tunnelctl restart NAME` of an up tunnel prints exactly one line,
         "NAME: restarted( and up)?: ssh pid NEW (was OLD)", OLD the ssh before, NEW the one
-        status shows after (make-before-break or not, the same line as classic); then
+        status shows after (make-before-break or not, the same line); then
         `tunnelctl restart b a` prints b's line then a's, each with its new ssh."""
         ports = {"a": free_port(), "b": free_port()}
-        d = self.tunneld([{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()])
-        old = {n: wait_up(d, n)["pid"] for n in ports}
+        d = self.tunneld([{"name": n, "local_forwards": [self.echo.forward(p)]} for n, p in ports.items()])
+        old = {n: wait_state(d, n, "up", timeout=UP_TIMEOUT)["pid"] for n in ports}
         for p in ports.values():
-            self.assert_echo(p)
+            assert_echo(p)
 
         r = tunneltest.tunnelctl(d, "restart", "a", timeout=40)
         self.assertEqual(r.returncode, 0, tunneltest.describe(r))
@@ -204,9 +155,10 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         new, was = int(m.group(2)), int(m.group(3))
         self.assertEqual(was, old["a"], r.stdout)
         self.assertNotEqual(new, was, r.stdout)
-        self.assertEqual(wait_up(d, "a", not_pid=old["a"])["pid"], new, "the new ssh is the one printed")
-        self.assertEqual(tunnels(d)["b"]["pid"], old["b"], "b untouched")
-        self.assert_echo(ports["a"])
+        self.assertEqual(wait_state(d, "a", "up", not_pid=old["a"], timeout=UP_TIMEOUT)["pid"], new,
+                         "the new ssh is the one printed")
+        self.assertEqual(status(d)["b"]["pid"], old["b"], "b untouched")
+        assert_echo(ports["a"])
         old["a"] = new
 
         r = tunneltest.tunnelctl(d, "restart", "b", "a", timeout=40)
@@ -218,18 +170,19 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         for n, (new, was) in printed.items():
             self.assertEqual(was, old[n], r.stdout)
             self.assertNotEqual(new, was, r.stdout)
-            self.assertEqual(wait_up(d, n, not_pid=old[n])["pid"], new, f"{n}: the new ssh is the one printed")
-            self.assert_echo(ports[n])
+            self.assertEqual(wait_state(d, n, "up", not_pid=old[n], timeout=UP_TIMEOUT)["pid"], new,
+                             f"{n}: the new ssh is the one printed")
+            assert_echo(ports[n])
 
     # -- 4. start_timeout -------------------------------------------------------------------
 
     def test_stalled_server_is_connected_but_not_handshaken(self):
-        """A server that sends its banner and then nothing, start_timeout 2: the classic
+        """A server that sends its banner and then nothing, start_timeout 2: the
         line "ssh is not up after start_timeout 2 s (connected, but the server has not
         completed the handshake): restarting ssh (SIGTERM…", then a failed start of class
         timeout."""
         stalled = tunneltest.use(self, tunneltest.StalledServer())
-        d = self.tunneld([{"name": "hung", "port": stalled.port, "local_forwards": [self.fwd(free_port())]}],
+        d = self.tunneld([{"name": "hung", "port": stalled.port, "local_forwards": [self.echo.forward(free_port())]}],
                          start_timeout=2, connect_timeout=1, server_alive_interval=0, restart_delay=0.5,
                          restart_delay_max=2)
         t0 = time.monotonic()
@@ -240,13 +193,13 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         self.assertLess(took, 2 + 5, "the deadline, plus a margin for a loaded machine")
         d.wait_log(r"^<\d+>hung: ssh (?:exited with status \d+|was killed by signal TERM) after [\d.]+ s, "
                    r"never up \(timeout: .*\); restarting in .* \(failed start 1 in a row\)$", after=m.end())
-        self.assertEqual(tunnels(d)["hung"]["last_exit"]["failure"], "timeout")
+        self.assertEqual(status(d)["hung"]["last_exit"]["failure"], "timeout")
 
     def test_silent_server_has_not_answered(self):
         """A port that accepts TCP and never says a word (no banner), ConnectTimeout longer
         than start_timeout 2: class timeout, and the deadline says "the server has not
         answered" (ssh logs the server's banner when it comes, LogVerbose: it never came)."""
-        silent = silent_socket()
+        silent = listening_socket()
         self.addCleanup(silent.close)
         d = self.tunneld([{"name": "t", "port": silent.getsockname()[1]}], restart_delay=2, restart_delay_max=20,
                          gatetime=5, start_timeout=2, connect_timeout=30)
@@ -255,7 +208,7 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
         self.assertEqual(m.group(1), "the server has not answered", m.group(0))
         d.wait_log(r"^<4>t: ssh (?:exited with status \d+|was killed by signal TERM) after .*\(timeout: .*\); "
                    r"restarting in (.+) \(failed start 1 in a row\)$", timeout=10, after=m.end())
-        t = tunnels(d)["t"]
+        t = status(d)["t"]
         self.assertEqual((t["state"], t["last_exit"]["failure"], t["failures"]), ("backoff", "timeout", {"timeout": 1}),
                          t)
 
@@ -269,7 +222,8 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
 
     def check_config(self, tunnels, control_socket):
         """`tunneld -t` on the configuration self.tunneld(tunnels) runs, with control_socket."""
-        tunnels, defaults = self.spec(tunnels)
+        defaults = {**self.sshd.tunnel_defaults(), **self.fast_settings}
+        tunnels = [{"host": "127.0.0.1", **t} for t in tunnels]
         path = os.path.join(tunneltest.temp_dir(self), "check.conf")
         tunneltest.write_config(path, {"ssh": tunneltest.SSH, "watch_network": False,
                                        "control_socket": control_socket}, defaults, tunnels)
@@ -279,129 +233,44 @@ class MultiplexDiagnosticsTest(unittest.TestCase):
                          f"tunneld -t with control_socket {control_socket}: {r.stdout}{r.stderr}")
 
     def test_longest_name_works(self):
-        """A multiplexed tunnel named with the 64 characters a name may have: `tunneld -t`
+        """A tunnel named with the 64 characters a name may have: `tunneld -t`
         accepts it under the default control_socket /run/tunneld/control and under one as
         long as the test's (/tmp/tunneltest-tunneld-XXXXXXXX/control); the tunnel comes up
         with its forward open over the control socket, and its -L carries bytes."""
         name = self.long_names()[0]
         self.assertEqual(len(name), NAME_MAX)
         port = free_port()
-        tunnel = {"name": name, "local_forwards": [self.fwd(port)]}
+        tunnel = {"name": name, "local_forwards": [self.echo.forward(port)]}
         self.check_config([tunnel], "/run/tunneld/control")
         like_the_tests = tempfile.mkdtemp(prefix="tunneltest-tunneld-")
         self.addCleanup(shutil.rmtree, like_the_tests, True)
         self.check_config([tunnel], os.path.join(like_the_tests, "control"))
         d = self.tunneld([tunnel])
-        t = wait_up(d, name)
-        self.assertTrue(t["multiplex"])
-        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.fwd(port): "open"})
-        self.assert_echo(port)
+        t = wait_state(d, name, "up", timeout=UP_TIMEOUT)
+        self.assertEqual(forward_states(t), {self.echo.forward(port): "open"})
+        assert_echo(port)
 
     def test_two_long_names_differing_at_the_end(self):
-        """Two multiplexed tunnels whose 64-character names differ only in the last
+        """Two tunnels whose 64-character names differ only in the last
         character: `tunneld -t` accepts them, both are up on two different ssh, each -L
         carries bytes, and a restart of one leaves the other's ssh alone."""
         names = self.long_names()
         ports = {n: free_port() for n in names}
-        specs = [{"name": n, "local_forwards": [self.fwd(p)]} for n, p in ports.items()]
+        specs = [{"name": n, "local_forwards": [self.echo.forward(p)]} for n, p in ports.items()]
         self.check_config(specs, "/run/tunneld/control")
         d = self.tunneld(specs)
-        pids = {n: wait_up(d, n)["pid"] for n in names}
+        pids = {n: wait_state(d, n, "up", timeout=UP_TIMEOUT)["pid"] for n in names}
         self.assertNotEqual(pids[names[0]], pids[names[1]])
         for n, p in ports.items():
-            self.assertEqual({f["forward"]: f["state"] for f in tunnels(d)[n]["forward_states"]},
-                             {self.fwd(p): "open"}, n)
-            self.assert_echo(p)
+            self.assertEqual(forward_states(status(d)[n]),
+                             {self.echo.forward(p): "open"}, n)
+            assert_echo(p)
         r = tunneltest.tunnelctl(d, "restart", names[0], timeout=40)
         self.assertEqual(r.returncode, 0, tunneltest.describe(r))
-        wait_up(d, names[0], not_pid=pids[names[0]])
-        self.assertEqual(tunnels(d)[names[1]]["pid"], pids[names[1]], "the other tunnel's ssh is untouched")
+        wait_state(d, names[0], "up", not_pid=pids[names[0]], timeout=UP_TIMEOUT)
+        self.assertEqual(status(d)[names[1]]["pid"], pids[names[1]], "the other tunnel's ssh is untouched")
         for p in ports.values():
-            self.assert_echo(p)
-
-
-class MultiplexJumpHostTest(unittest.TestCase):
-    """tests/e2e/test_jump_host.py's layout with multiplex = true: the destination reached
-    as "localhost", the jump host as "127.0.0.1", one key and known_hosts of the tunnel's
-    own, no ssh_config_file."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.jump = tunneltest.use(cls, SSHServer())
-        cls.dest = tunneltest.use(cls, SSHServer())
-        cls.other = tunneltest.use(cls, SSHServer())     # trusts only its own client key
-        cls.echo = tunneltest.use(cls, EchoServer())
-        cls.dir = tempfile.mkdtemp(prefix="tunneltest-muxjump-")
-        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
-        cls.key = cls.dest.client_key
-        with open(cls.key + ".pub") as f:
-            pub = f.read()
-        with open(cls.jump.authorized_keys, "a") as f:
-            f.write(pub)
-        cls.known_hosts = os.path.join(cls.dir, "known_hosts")
-        with open(cls.known_hosts, "w") as f:
-            f.write(cls.dest.known_hosts_line("localhost"))
-            f.write(cls.jump.known_hosts_line("127.0.0.1"))
-            f.write(cls.other.known_hosts_line("127.0.0.1"))
-
-    def tunneld(self, tunnel, known_hosts=None):
-        defaults = {"user": "root", "identity_file": self.key, "gatetime": 1, "restart_delay": 0.2,
-                    "restart_delay_max": 30, "connect_timeout": 5, "multiplex": True,
-                    "ssh_options": [f"UserKnownHostsFile={known_hosts or self.known_hosts}",
-                                    "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes"]}
-        t = {"host": "localhost", "port": self.dest.port, **tunnel, "multiplex": True}
-        return tunneltest.use(self, Tunneld([t], defaults, globals={"ssh": tunneltest.SSH}))
-
-    def forward(self, port):
-        return f"127.0.0.1:{port}:127.0.0.1:{self.echo.port}"
-
-    def test_refused_key_on_the_jump_host_is_auth(self):
-        """The jump host refuses the key: "ssh exited with status 255 after …, never up (auth
-        on the jump host USER@HOST:PORT: …); restarting in …", at half the cap or more."""
-        jump = f"root@127.0.0.1:{self.other.port}"
-        d = self.tunneld({"name": "ja", "jump_host": jump, "local_forwards": [self.forward(free_port())]})
-        m = d.wait_log(r"^<\d+>ja: ssh exited with status 255 after .*, never up \((.*?)\); restarting in (.+) "
-                       r"\(failed start 1 in a row\)$", timeout=UP_TIMEOUT)
-        self.assertRegex(m.group(1), rf"^auth on the jump host {re.escape(jump)}: ", m.group(0))
-        self.assertGreaterEqual(tunneltest.parse_duration(m.group(2)), 15 - 0.05, "auth: half the cap or more")
-        self.assertIn("Permission denied (publickey)", d.log())
-        self.assertEqual(tunnels(d)["ja"]["last_exit"]["failure"], "auth")
-
-    def test_unknown_jump_host_key_is_host_key(self):
-        """The jump host's key is not in the tunnel's known_hosts: "(host-key on the jump
-        host USER@HOST:PORT: …"."""
-        kh = os.path.join(self.dir, "known_hosts-dest-only")
-        with open(kh, "w") as f:
-            f.write(self.dest.known_hosts_line("localhost"))
-        jump = f"root@127.0.0.1:{self.jump.port}"
-        d = self.tunneld({"name": "jk", "jump_host": jump, "local_forwards": [self.forward(free_port())]},
-                         known_hosts=kh)
-        m = d.wait_log(r"^<\d+>jk: ssh exited with status 255 after .*, never up \((.*?)\); restarting in ",
-                       timeout=UP_TIMEOUT)
-        self.assertRegex(m.group(1), rf"^host-key on the jump host {re.escape(jump)}: ", m.group(0))
-        self.assertEqual(tunnels(d)["jk"]["last_exit"]["failure"], "host-key")
-
-    def test_destination_failure_is_not_the_jump_hosts(self):
-        """Through a working jump host, the destination refusing the key is plain auth, not
-        "on the jump host"."""
-        d = self.tunneld({"name": "jd", "jump_host": f"root@127.0.0.1:{self.jump.port}", "user": "nosuchuser",
-                          "local_forwards": [self.forward(free_port())]})
-        m = d.wait_log(r"^<\d+>jd: ssh exited with status 255 after .*, never up \((.*?)\); restarting in ",
-                       timeout=UP_TIMEOUT)
-        self.assertRegex(m.group(1), r"^auth: ", m.group(0))
-        self.assertEqual(tunnels(d)["jd"]["last_exit"]["failure"], "auth")
-
-    def test_working_jump_host(self):
-        """Through a working jump host: up, the forward open over the control socket, bytes
-        flow."""
-        port = free_port()
-        d = self.tunneld({"name": "j", "jump_host": f"root@127.0.0.1:{self.jump.port}",
-                          "local_forwards": [self.forward(port)]})
-        d.wait_log(r"^<\d+>j: up: ssh \(pid \d+\)", timeout=UP_TIMEOUT)
-        t = tunnels(d)["j"]
-        self.assertTrue(t["multiplex"])
-        self.assertEqual({f["forward"]: f["state"] for f in t["forward_states"]}, {self.forward(port): "open"})
-        wait_until(lambda: echo_roundtrip(port), 10, what=f"an echo through port {port}")
+            assert_echo(p)
 
 
 if __name__ == "__main__":
