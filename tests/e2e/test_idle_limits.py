@@ -51,7 +51,7 @@ class IdleLimits:
         return tunneltest.use(self, Tunneld([tunnel], server.tunnel_defaults(), globals={"ssh": tunneltest.SSH}))
 
     def status(self, d):
-        return tunneltest.status(d, "idle")[1]["idle"]
+        return tunneltest.tunnel_status(d, "idle")
 
     def assert_no_failure(self, d, t):
         self.assertEqual(t["failures"], {}, t)

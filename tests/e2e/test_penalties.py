@@ -70,7 +70,7 @@ class PenaltyTest(unittest.TestCase):
         """{name: pid} once every good tunnel is up (on a new ssh, if old_pids), else None."""
         if not os.path.exists(d.globals["control_socket"]):
             return None
-        s = tunneltest.status(d)[1]
+        s = tunneltest.status(d)
         pids = {}
         for name in ports:
             t = s.get(name)
@@ -88,7 +88,7 @@ class PenaltyTest(unittest.TestCase):
     def past_gatetime(self, d, ports):
         """Every good tunnel has been up for gatetime (30 s by default): a run that ends now
         is no failed start, and a blip is restarted at once."""
-        s = tunneltest.status(d)[1]
+        s = tunneltest.status(d)
         return all(s[n]["uptime"] is not None and s[n]["uptime"] > s[n]["gatetime"] for n in ports)
 
     def run_scenario(self, bad_keys):
@@ -110,7 +110,7 @@ class PenaltyTest(unittest.TestCase):
               f"{'activated a penalty' if PENALTY_ACTIVE.search(log) else 'activated no penalty'}")
         self.assertEqual(PENALTY_DROP.findall(log), [], "the server refused this address for a penalty")
         self.assertEqual(PENALTY_ACTIVE.findall(log), [], "the server activated a penalty for this address")
-        s = tunneltest.status(d)[1]
+        s = tunneltest.status(d)
         for name in ports:
             self.assertEqual(s[name]["failures"].get("auth", 0), 0, s[name])
         for i in range(BAD):
