@@ -41,7 +41,14 @@ def _recovery(r, out, targets):
         "uptime, so each killed run counts as a success and tunneld restarts ssh at once (`restart_delay` 1 s "
         "is also passed). autossh runs as `autossh -M 0` with `AUTOSSH_GATETIME=0`; each autossh run is a "
         "fresh process whose ssh is killed once (its first restart, no grace sleep — the same path a "
-        "long-lived autossh takes when its ssh ran ≥ 60 s). All three run the identical ssh command:\n")
+        "long-lived autossh takes when its ssh ran ≥ 60 s). "
+        + ("tunneld runs its ssh as a multiplexing master of its own and opens the forward over ssh's control "
+           "socket once ssh has authenticated:\n\n"
+           f"`{r['tunneld_ssh_argv']}` + `{r.get('tunneld_forwards', '')}` over the control socket\n\n"
+           "The floor and autossh run the same ssh options less the multiplexing ones (ControlMaster, "
+           "ControlPath, ControlPersist, ClearAllForwardings, LogLevel, LogVerbose), with "
+           "`ExitOnForwardFailure=yes` and the forward on the command line:\n"
+           if r.get("tunneld_ssh_argv") else "All three run the identical ssh command:\n"))
     out.append(f"`{r['ssh_argv']}`\n")
     rows = []
     for k, label in (("floor", "floor: fresh ssh"), ("tunneld", "tunneld"), ("autossh", "autossh -M 0")):
@@ -258,9 +265,9 @@ def _idle(r, out, targets):
         out.append(f"\n**Cost of forwarded connections**: right after the idle window, "
                    f"{tr[0]['traffic']['conns']} echo connections one after the other through the first "
                    "(up to 10) forwards; the supervisor's wakeups and CPU during them (sum over autossh "
-                   "processes). tunneld runs ssh with `LogLevel=DEBUG1`, and ssh logs every forwarded "
-                   "connection on the stderr pipe that tunneld reads; autossh's ssh writes to autossh's "
-                   "inherited stderr, which autossh never reads.\n")
+                   "processes). tunneld runs ssh with `LogLevel=VERBOSE` and reads its stderr, where ssh logs "
+                   "nothing for a working forwarded connection; autossh's ssh writes to autossh's inherited "
+                   "stderr, which autossh never reads.\n")
         rows = []
         for x in tr:
             t = x["traffic"]
@@ -345,8 +352,9 @@ def _outage(r, out, targets):
         f"tunneld: its defaults otherwise (gatetime 30 s — the outage starts after it passed — connect_timeout "
         f"15 s, restart_delay 1 s, restart_delay_max 60 s). autossh: `autossh -M 0`, AUTOSSH_GATETIME=0, its "
         f"defaults otherwise, ssh options `{r['autossh_default_args']}` (no ConnectTimeout: ssh's default, the "
-        f"kernel's SYN retries). A third contender runs autossh with exactly tunneld's ssh options (incl. "
-        f"ConnectTimeout=15) to separate the supervisor from the ssh options.\n")
+        f"kernel's SYN retries). A third contender runs autossh with tunneld's ssh options (incl. "
+        f"ConnectTimeout=15; less the multiplexing ones, the forward on the command line) to separate the "
+        f"supervisor from the ssh options.\n")
     rows = []
     for x in r["reps"]:
         for who, v in x["recovery_s"].items():
@@ -371,10 +379,12 @@ def _outage(r, out, targets):
 def _restart(r, out, targets):
     out.append("## 6. Planned restarts and the cost per forwarded connection\n")
     out.append(
-        f"{r['restarts']} planned restarts of one tunnel (`-L` to the echo server) per contender: tunneld with "
-        "`multiplex = true` (`tunnelctl restart`: make-before-break), tunneld classic (`multiplex = false`, "
-        "`tunnelctl restart`: stop, then start) and `autossh -M 0` (SIGUSR1: it SIGTERMs ssh and starts a new "
-        "one). Meanwhile one client connects in a loop (connect, close, 1 ms; a refused connect is counted) "
+        f"{r['restarts']} planned restarts of one tunnel (`-L` to the echo server) per contender: tunneld "
+        "(`tunnelctl restart`: make-before-break, a new ssh takes the forward over before the old one goes) "
+        "and `autossh -M 0` (SIGUSR1: it SIGTERMs ssh and starts a new one)"
+        + ("" if not any(x.get("multiplex") is False and x["who"] != "autossh" for x in r["runs"]) else
+           "; this run also had tunneld's retired classic engine (`multiplex = false`: stop, then start)")
+        + ". Meanwhile one client connects in a loop (connect, close, 1 ms; a refused connect is counted) "
         "and one long-lived connection sends a line every 50 ms and reads the echo (when it "
         "breaks it is counted and opened again). After each restart the benchmark waits until the tunnel is up "
         "again (`tunnelctl status`: up on a new ssh; autossh: a new ssh whose forward echoes), then "
@@ -386,7 +396,8 @@ def _restart(r, out, targets):
     rows = []
     for x in r["runs"]:
         per = x["refused_per_restart"]
-        rows.append([x["who"], x["restarts"], x.get("make_before_break", "—") if x["multiplex"] else "—",
+        rows.append([x["who"], x["restarts"], x.get("make_before_break", "—") if x["who"] != "autossh" and
+                     x.get("multiplex", True) else "—",
                      x["refused"] + x["failed_other"], f"{median(per):.0f} / {max(per)}" if per else "—",
                      x.get("stalled", "—"), _ms(x.get("max_connect_s"), 0), _ms(x["longest_gap_s"], 0),
                      (f"{_ms(median(x['gap_per_restart_s']), 0)} / {_ms(min(x['gap_per_restart_s']), 0)}"
@@ -415,18 +426,18 @@ def _restart(r, out, targets):
                        + ", ".join(f"{t:.1f}" for t in x["long_broken_after_s"][:10])
                        + " s (from the first restart); down for "
                        + ", ".join(_ms(t, 0) for t in x["long_outages_s"][:10]) + " ms each.")
-    mux = next((x for x in r["runs"] if x["who"] == "tunneld-multiplex"), None)
+    mux = next((x for x in r["runs"] if x["who"] in ("tunneld", "tunneld-multiplex")), None)
     if mux:
         targets.append(("restart: make-before-break refuses no connection, breaks none (no target given)",
-                        f"multiplex: {mux['refused']} refused, longest gap {_ms(mux['longest_gap_s'], 0)} ms, "
+                        f"tunneld: {mux['refused']} refused, longest gap {_ms(mux['longest_gap_s'], 0)} ms, "
                         f"long-lived connection broken {mux['long_broken']}×, {mux.get('make_before_break')} of "
                         f"{mux['restarts']} restarts make-before-break", None))
     out.append(f"\n**Cost per forwarded connection**: with the tunnel up and idle (before the restarts), "
                f"{r['conns']} echo connections through the forward, one after the other; the supervisor's "
                "wakeups (voluntary + nonvoluntary context switches) and CPU over them, divided by the "
-               "connections (classic tunneld runs ssh at `LogLevel=DEBUG1` and reads its stderr, where ssh logs "
-               "every forwarded connection; with `multiplex` ssh logs at VERBOSE, nothing for a working "
-               "connection). ssh's on-CPU time for reference.\n")
+               "connections (tunneld runs ssh at `LogLevel=VERBOSE` and reads its stderr: ssh logs nothing "
+               "there for a working forwarded connection; autossh's ssh writes to autossh's inherited stderr, "
+               "which autossh never reads). ssh's on-CPU time for reference.\n")
     rows = []
     for x in r["runs"]:
         t = x["traffic"]
@@ -450,10 +461,10 @@ def _share(r, out, targets):
         f"{n} tunnels (`-L` to an echo server next to the sshd) spread round robin over {d} destinations: {d} "
         "sshds, each with its own host key, client key and known_hosts; destination 0 runs in a test network "
         f"namespace ({r['test_host']}) so that it can be blackholed, the others on loopback. Three contenders, "
-        "one after the other, against the same sshds: tunneld with `share_connection = true` (one ssh mux "
-        "master per destination, each tunnel's forwards opened over its control socket), tunneld unshared "
-        f"(the default: one ssh per tunnel) and {n} `autossh -M 0` processes running tunneld's ssh command "
-        f"(launched stopped, released together). tunneld runs with `max_parallel_starts = "
+        "one after the other, against the same sshds: tunneld with `share_connection = true` (one connection, "
+        "one ssh, per destination, every tunnel's forwards opened over its control socket), tunneld unshared "
+        f"(the default: one connection, one ssh, per tunnel) and {n} `autossh -M 0` processes running tunneld's "
+        f"ssh options with the forward on the command line (launched stopped, released together). tunneld runs with `max_parallel_starts = "
         f"{r['max_parallel_starts']}` (every ssh at once, like the autossh processes), `gatetime = "
         f"{r['gatetime']:g}` s, ServerAlive {r['server_alive']} for all. **all up** = from spawning tunneld "
         "(releasing the autossh processes) until every forward has echoed once; memory and CPU taken at that "
@@ -559,10 +570,9 @@ def _share(r, out, targets):
     if f:
         ck = r.get("check_s") or {}
         out.append(f"\n**With an ssh config file named.** The tunnels above have `ssh_config_file = \"none\"` "
-                   "(`ssh -F none`): at load tunneld asks `ssh -G` once per distinct set of ssh_options, "
-                   f"{d} times here. With a file named (`ssh_config_file = \"/dev/null\"`, as the other "
-                   "benchmarks run) it asks once per tunnel, since the file may say something else for each "
-                   f"host: the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
+                   "(`ssh -F none`). With a file named (`ssh_config_file = \"/dev/null\"`, as the other "
+                   "benchmarks run; tunneld asks `ssh -G` once per distinct ssh configuration either way, "
+                   f"{d} times here, and asked it once per tunnel when this section was written): the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
                    f"{fmt_s(f['median_up_s'])} s, every forward listening after {fmt_s(f.get('all_listening_s'))} s; "
                    f"PSS {fmt_kb(f['sup_pss_kb'] + f['ssh_pss_kb'])} at all up"
                    + (f", {fmt_kb(f['settled_pss_kb'])} {SETTLE_S:g} s later" if f.get("settled_pss_kb") else "")
