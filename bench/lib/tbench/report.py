@@ -730,6 +730,106 @@ def _atscale(r, out, targets):
     out.append("")
 
 
+def _network(r, out, targets):
+    out.append("## 9. Following the network: a moved path, a busy and an idle tunnel under a blackhole\n")
+    iv, cnt, bh = r["alive_interval"], r["alive_count"], r["blackhole_s"]
+    out.append(
+        f"tunneld and `autossh -M 0` (`AUTOSSH_GATETIME=0`) run at the same time, each with one `-L` through a test "
+        f"host reachable by two paths (tests/lib/netns.py's TwoPathHost: veth pairs A and B, the server "
+        f"{r['server']} behind both, routed by one of them), ServerAlive **{r['server_alive']}** for both"
+        + (" (tunneld's defaults)" if (iv, cnt) == (30, 3) else "") + ". tunneld has its defaults otherwise "
+        "(`dead_path_timeout` 4 s, `watch_network` on); autossh runs tunneld's ssh options less the multiplexing "
+        "ones, with the forward on the command line. **(a) the path moves**: the local address of the path in "
+        "use is removed and the server routed by the other path; time until a new connection through each "
+        "tunnel echoes (a probe every 50 ms, each given 1 s); the floor is a fresh ssh over the new path, "
+        "spawned once the others were back (one handshake). **(b) busy**: a client sends a line through each "
+        f"tunnel every 100 ms; both paths are blackholed in the test host for {bh:g} s (no link event: packets "
+        "vanish); *noticed* = tunneld no longer says `up` (`tunnelctl --json status`, polled every 0.1 s) / "
+        f"autossh's ssh exited, within the {bh:g} s; then time from the path's return until a new connection "
+        "echoes. **(c) idle**: no traffic for 3 s, then the same blackhole until both supervisors noticed (at "
+        f"most {r['notice_bound_s']:g} s); then time from the return until a new connection echoes. Waits for "
+        f"bytes are bounded at {r['max_wait_s']:g} s.\n")
+
+    def s(v, limit=None):
+        if v is None:
+            return f"not within {limit:g} s" if limit is not None else "—"
+        return fmt_s(v)
+    rows = []
+    for x in r["reps"]:
+        k = x["rep"]
+        m, b, i = x.get("moved"), x.get("busy"), x.get("idle")
+        if m:
+            rows.append([f"(a) path {m['from']} → {m['to']}: bytes flow again s", k, s(m["back_s"]["tunneld"], r["max_wait_s"]),
+                         s(m["back_s"]["autossh"], r["max_wait_s"]), s(m.get("floor_s"))])
+        if b:
+            rows.append([f"(b) busy, {b['blackhole_s']:.0f} s blackhole: noticed s", k,
+                         s(b["noticed_s"]["tunneld"], b["blackhole_s"]), s(b["noticed_s"]["autossh"], b["blackhole_s"]), "—"])
+            rows.append(["(b) … bytes flow again after the return s", k, s(b["back_s"]["tunneld"], r["max_wait_s"]),
+                         s(b["back_s"]["autossh"], r["max_wait_s"]), "—"])
+        if i:
+            rows.append([f"(c) idle, blackhole: noticed s", k, s(i["noticed_s"]["tunneld"], i["blackhole_s"]),
+                         s(i["noticed_s"]["autossh"], i["blackhole_s"]), "—"])
+            rows.append(["(c) … bytes flow again after the return s", k, s(i["back_s"]["tunneld"], r["max_wait_s"]),
+                         s(i["back_s"]["autossh"], r["max_wait_s"]), "—"])
+    if rows:
+        out.append(table(["scenario", "rep", "tunneld", "autossh -M 0", "floor: fresh ssh"], rows,
+                         ["l", "r", "r", "r", "r"]))
+    if r.get("error"):
+        out.append(f"\n**Stopped early**: {r['error']}")
+    notes = []
+    for x in r["reps"]:
+        m, b = x.get("moved"), x.get("busy")
+        if m:
+            notes.append(f"rep {x['rep']} (a): tunneld's connection left from {m.get('tunneld_local_before')}, then "
+                         f"{m.get('tunneld_local_after')}; autossh's ssh exited "
+                         + (f"{fmt_s(m['autossh_ssh_exited_s'])} s after the move" if m.get("autossh_ssh_exited_s")
+                            is not None else "not at all") + ".")
+        if b:
+            c = b.get("client") or {}
+            later = b.get("noticed_later_s") or {}
+            notes.append(f"rep {x['rep']} (b): the busy clients' connections: "
+                         + "; ".join(f"{who} " + (f"broke ({v['error']})" if v.get("error") else "held")
+                                     + (f", echoed again {fmt_s(v['resumed_s'])} s after the return"
+                                        if v.get("resumed_s") is not None else "")
+                                     for who, v in c.items())
+                         + (f"; autossh's ssh exited {fmt_s(later['autossh'])} s after the blackhole began, after "
+                            "the return" if later.get("autossh") is not None and b["noticed_s"]["autossh"] is None
+                            else "") + ".")
+    if notes:
+        out.append("\n" + "\n".join(f"* {n}" for n in notes))
+    out.append(f"\nautossh's ssh: `{r.get('autossh_args')}`")
+    if r.get("tunneld_log"):
+        lines = [ln for ln in r["tunneld_log"] if "path" in ln or "make-before-break" in ln][-12:]
+        if lines:
+            out.append("\ntunneld's log about the paths:\n\n```\n" + "\n".join(lines) + "\n```")
+    # issue 24's goals, with default settings
+    reps = r["reps"]
+    a_t = [x["moved"]["back_s"]["tunneld"] for x in reps if x.get("moved")]
+    b_n = [x["busy"]["noticed_s"]["tunneld"] for x in reps if x.get("busy")]
+    b_b = [x["busy"]["back_s"]["tunneld"] for x in reps if x.get("busy")]
+    c_n = [x["idle"]["noticed_s"]["tunneld"] for x in reps if x.get("idle")]
+
+    def ok(v, lim):
+        return bool(v) and all(t is not None and t <= lim for t in v)
+
+    def au(key, sub):
+        return ", ".join(s((x.get(key) or {}).get(sub, {}).get("autossh")) for x in reps if x.get(key))
+    if a_t:
+        targets.append(("network (a): a moved path, bytes flow again within 2 s",
+                        f"tunneld {', '.join(s(v) for v in a_t)} s; autossh {au('moved', 'back_s')} s", ok(a_t, 2.0)))
+    if b_n:
+        targets.append(("network (b): a busy tunnel under a blackhole is not up within 5 s",
+                        f"tunneld {', '.join(s(v) for v in b_n)} s; autossh {au('busy', 'noticed_s')}", ok(b_n, 5.0)))
+        targets.append(("network (b): bytes flow within 2 s of the path's return",
+                        f"tunneld {', '.join(s(v) for v in b_b)} s; autossh {au('busy', 'back_s')} s", ok(b_b, 2.0)))
+    if c_n:
+        targets.append((f"network (c): an idle tunnel under a blackhole is noticed within server_alive_interval "
+                        f"+ 5 s ({iv + 5:g} s)",
+                        f"tunneld {', '.join(s(v) for v in c_n)} s; autossh {au('idle', 'noticed_s')}",
+                        ok(c_n, iv + 5.0)))
+    out.append("")
+
+
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
     out.append("The profiled tunnelds run with the default `max_parallel_starts` (8), as deployed.\n")
@@ -860,6 +960,8 @@ def render(res, args):
         _share(res["share"], body, targets)
     if "atscale" in res:
         _atscale(res["atscale"], body, targets)
+    if "network" in res:
+        _network(res["network"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:
