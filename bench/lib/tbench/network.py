@@ -98,6 +98,24 @@ def _comm(pid):
         return None
 
 
+def _log_offset(td):
+    try:
+        return os.path.getsize(td.log)
+    except OSError:
+        return 0
+
+
+def _log_since(td, off, n=8):
+    """tunneld's own lines (not ssh's) written since byte offset off: the first n."""
+    try:
+        with open(td.log, "rb") as f:
+            f.seek(off)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [ln for ln in lines if "ssh:" not in ln][:n]
+
+
 def _td_tunnel(td):
     return next(x for x in td.status()["tunnels"] if x["name"] == NAME)
 
@@ -154,6 +172,7 @@ def moved(ctx, host, td, a, ports, floor_argv, p_f, to, max_wait):
     frm = host.current
     r = {"from": frm, "to": to, "tunneld_local_before": _local_addr(td)}
     ssh_a = a.ssh_pid()
+    off = _log_offset(td)
     t0 = now()
     w = Watch(td, a, t0)
     w.start()
@@ -165,6 +184,7 @@ def moved(ctx, host, td, a, ports, floor_argv, p_f, to, max_wait):
     r["autossh_ssh_exited_s"] = w.au_gone(ssh_a)
     r["tunneld_events"], r["autossh_events"] = w.td_events, w.au_events
     r["tunneld_local_after"] = _local_addr(td)
+    r["tunneld_log"] = _log_since(td, off)
     r["floor_s"] = _floor(ctx, floor_argv, p_f, 60)
     log(f"network (a) path {frm} → {to}: bytes flow again after {r['back_s']}; a fresh ssh over {to}: "
         f"{r['floor_s']} s")
@@ -188,6 +208,7 @@ def busy(netns, host, td, a, ports, blackhole_s, max_wait):
             raise BenchError("network (b): a busy client got no echo before the blackhole")
         pid_t = _td_tunnel(td).get("pid")
         ssh_a = a.ssh_pid()
+        off = _log_offset(td)
         t0 = now()
         w = Watch(td, a, t0)
         w.start()
@@ -207,6 +228,7 @@ def busy(netns, host, td, a, ports, blackhole_s, max_wait):
                           "autossh": na if na is not None and na <= r["blackhole_s"] else None}
         r["noticed_later_s"] = {"tunneld": nt, "autossh": na}
         r["tunneld_pid_before"] = pid_t
+        r["tunneld_log"] = _log_since(td, off)
         r["tunneld_events"], r["autossh_events"] = w.td_events, w.au_events
         r["client"] = {}
         for who, c in clients.items():
@@ -223,6 +245,7 @@ def idle(host, td, a, ports, notice_bound, max_wait):
     """(c) No traffic; both paths blackholed until both supervisors noticed (or notice_bound s)."""
     time.sleep(IDLE_QUIET)
     ssh_a = a.ssh_pid()
+    off = _log_offset(td)
     t0 = now()
     w = Watch(td, a, t0)
     w.start()
@@ -245,6 +268,7 @@ def idle(host, td, a, ports, notice_bound, max_wait):
         if v is not None and v > r["blackhole_s"]:
             r["noticed_s"][k] = None
     r["tunneld_events"], r["autossh_events"] = w.td_events, w.au_events
+    r["tunneld_log"] = _log_since(td, off)
     log(f"network (c): noticed after {r['noticed_s']} (blackhole {r['blackhole_s']:.0f} s); bytes flow again "
         f"{r['back_s']} after the return")
     return r
@@ -304,7 +328,7 @@ def run(ctx, env, reps, blackhole_s, alive_iv, alive_cnt):
     finally:
         try:
             with open(td.log, errors="replace") as f:
-                res["tunneld_log"] = [ln for ln in f.read().splitlines() if "ssh:" not in ln][-40:]
+                res["tunneld_log"] = [ln for ln in f.read().splitlines() if "ssh:" not in ln][-20:]
         except OSError:
             pass
         td.stop()

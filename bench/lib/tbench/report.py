@@ -762,13 +762,15 @@ def _network(r, out, targets):
             rows.append([f"(a) path {m['from']} → {m['to']}: bytes flow again s", k, s(m["back_s"]["tunneld"], r["max_wait_s"]),
                          s(m["back_s"]["autossh"], r["max_wait_s"]), s(m.get("floor_s"))])
         if b:
-            rows.append([f"(b) busy, {b['blackhole_s']:.0f} s blackhole: noticed s", k,
-                         s(b["noticed_s"]["tunneld"], b["blackhole_s"]), s(b["noticed_s"]["autossh"], b["blackhole_s"]), "—"])
+            bh_s = round(b["blackhole_s"])
+            rows.append([f"(b) busy, {bh_s} s blackhole: noticed s", k,
+                         s(b["noticed_s"]["tunneld"], bh_s), s(b["noticed_s"]["autossh"], bh_s), "—"])
             rows.append(["(b) … bytes flow again after the return s", k, s(b["back_s"]["tunneld"], r["max_wait_s"]),
                          s(b["back_s"]["autossh"], r["max_wait_s"]), "—"])
         if i:
-            rows.append([f"(c) idle, blackhole: noticed s", k, s(i["noticed_s"]["tunneld"], i["blackhole_s"]),
-                         s(i["noticed_s"]["autossh"], i["blackhole_s"]), "—"])
+            rows.append([f"(c) idle, {round(i['blackhole_s'])} s blackhole: noticed s", k,
+                         s(i["noticed_s"]["tunneld"], round(i["blackhole_s"])),
+                         s(i["noticed_s"]["autossh"], round(i["blackhole_s"])), "—"])
             rows.append(["(c) … bytes flow again after the return s", k, s(i["back_s"]["tunneld"], r["max_wait_s"]),
                          s(i["back_s"]["autossh"], r["max_wait_s"]), "—"])
     if rows:
@@ -798,10 +800,13 @@ def _network(r, out, targets):
     if notes:
         out.append("\n" + "\n".join(f"* {n}" for n in notes))
     out.append(f"\nautossh's ssh: `{r.get('autossh_args')}`")
-    if r.get("tunneld_log"):
-        lines = [ln for ln in r["tunneld_log"] if "path" in ln or "make-before-break" in ln][-12:]
+    first = r["reps"][0] if r["reps"] else {}
+    for key, what in (("moved", "(a) the path moved"), ("busy", "(b) the busy tunnel's blackhole"),
+                      ("idle", "(c) the idle tunnel's blackhole")):
+        lines = (first.get(key) or {}).get("tunneld_log")
         if lines:
-            out.append("\ntunneld's log about the paths:\n\n```\n" + "\n".join(lines) + "\n```")
+            out.append(f"\ntunneld's first lines after {what} (rep 1; ssh's own lines left out):\n\n```\n"
+                       + "\n".join(lines) + "\n```")
     # issue 24's goals, with default settings
     reps = r["reps"]
     a_t = [x["moved"]["back_s"]["tunneld"] for x in reps if x.get("moved")]
