@@ -273,15 +273,70 @@ def tunnel_defaults(keys, addr, port, **extra):
     return d
 
 
-def ssh_argvs(ctx, conf):
-    """{name: argv} exactly as tunneld would run ssh (tunneld -t -v)."""
-    r = run([ctx.tunneld, "-t", "-v", "-c", conf])
-    out = {}
-    for line in r.stdout.splitlines()[1:]:
-        name, _, cmd = line.partition(": ")
-        out[name.split(" ")[0]] = shlex.split(cmd)      # "name (disabled): ssh …"
+# The options that make tunneld's ssh a multiplexing master of tunneld's own (and the log
+# level tunneld reads it at): a standalone ssh, as autossh or a user runs it, has none of them.
+MUX_ONLY_OPTIONS = ("ControlMaster", "ControlPath", "ControlPersist", "ClearAllForwardings", "LogLevel",
+                    "LogVerbose")
 
+
+def ssh_commands(ctx, conf):
+    """What `tunneld -t -v` prints, per tunnel: {name: {"argv": the ssh command line tunneld
+    runs (for a tunnel on a shared connection, that connection's), "forwards": [flag, spec]
+    pairs tunneld opens over ssh's control socket, "shared": "~CARRIER" or None}}."""
+    r = run([ctx.tunneld, "-t", "-v", "-c", conf])
+    out, carriers = {}, {}
+    for line in r.stdout.splitlines()[1:]:
+        head, _, rest = line.partition(": ")
+        if not rest or head.startswith("shared connection"):
+            continue
+        name = head.split(" ")[0]                       # "name (disabled)", "~name (the shared connection of …)"
+        if rest.startswith("opened over ssh's control socket: "):
+            words = rest.split(": ", 1)[1].split()
+            out.setdefault(name, {"argv": None, "forwards": [], "shared": None})["forwards"] += \
+                [[words[i], words[i + 1]] for i in range(0, len(words) - 1, 2)]
+        elif rest == "rides it" or rest.startswith("rides the shared connection "):
+            carrier = f"~{name}" if rest == "rides it" else rest.split()[4]
+            t = out.setdefault(name, {"argv": None, "forwards": [], "shared": None})
+            t["shared"], t["argv"] = carrier, carriers.get(carrier)
+        elif name.startswith("~"):
+            carriers[name] = shlex.split(rest)
+        else:
+            out.setdefault(name, {"argv": None, "forwards": [], "shared": None})["argv"] = shlex.split(rest)
     return out
+
+
+def standalone_argv(argv, forwards):
+    """tunneld's ssh command line made the one a user would give autossh (or run bare): the
+    same options less the multiplexing ones (MUX_ONLY_OPTIONS), ExitOnForwardFailure=yes, and
+    the forwards on the command line instead of over the control socket."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-o" and i + 1 < len(argv):
+            key = argv[i + 1].split("=", 1)[0]
+            if key in MUX_ONLY_OPTIONS:
+                i += 2
+                continue
+            if key == "ExitOnForwardFailure":
+                out += ["-o", "ExitOnForwardFailure=yes"]
+                i += 2
+                continue
+        if a == "--":
+            for flag, spec in forwards:
+                out += [flag, spec]
+        out.append(a)
+        i += 1
+    if "--" not in argv:
+        raise BenchError(f"no -- before the host in tunneld's ssh command line: {argv}")
+    return out
+
+
+def ssh_argvs(ctx, conf):
+    """{name: argv} of a standalone ssh per tunnel not on a shared connection, with the ssh
+    options tunneld gives ssh (tunneld -t -v) and the tunnel's forwards on the command line:
+    what autossh and the floor run (standalone_argv)."""
+    return {name: standalone_argv(t["argv"], t["forwards"])
+            for name, t in ssh_commands(ctx, conf).items() if t["argv"] and not t["shared"]}
 
 
 class Tunneld:

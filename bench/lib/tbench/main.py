@@ -12,14 +12,14 @@ import sys
 import tempfile
 import traceback
 
-from . import atscale, limits, outage, profile, recovery, reload, report, restart, scale, share
+from . import atscale, limits, network, outage, profile, recovery, reload, report, restart, scale, share
 from .fixtures import Context, EchoServer, Keys, Sshd
 from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_available_kb, now,
                    set_child_subreaper)
 
 BENCH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOP = os.path.dirname(BENCH)
-ALL = ["recovery", "scale", "reload", "outage", "restart", "share", "limits", "profile"]
+ALL = ["recovery", "scale", "reload", "outage", "restart", "share", "network", "limits", "profile"]
 OPTIONAL = ["atscale"]      # only with --only: minutes of the machine's whole CPU
 
 
@@ -27,7 +27,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/run",
         description="Benchmark tunneld against autossh (-M 0) and against a bare ssh, on a throwaway "
-                    "loopback sshd (and a test network namespace for the outage). Needs root.")
+                    "loopback sshd (and test network namespaces for the outage and the network benchmark). Needs root.")
     ap.add_argument("--quick", action="store_true", help="smoke run of every benchmark: tiny N, few repetitions")
     ap.add_argument("--only", default=",".join(ALL),
                     help=f"comma-separated subset of {','.join(ALL)} (default: all of them), or the optional "
@@ -55,6 +55,11 @@ def parse_args(argv):
                                                     "(default 200, quick 20)")
     ap.add_argument("--share-outage", type=float, help="share: blackhole seconds of one destination "
                                                        "(default 30, quick 5)")
+    ap.add_argument("--network-reps", type=int, help="network: repetitions of the three scenarios (default 2, quick 1)")
+    ap.add_argument("--network-blackhole", type=float, help="network: blackhole seconds of the busy tunnel "
+                                                           "(default 40, quick 10)")
+    ap.add_argument("--network-alive", help="network: ServerAliveInterval x ServerAliveCountMax for both "
+                                            "(default 30x3, tunneld's defaults; quick 5x2)")
     ap.add_argument("--atscale", help="atscale: TUNNELSxCONNECTIONS sizes (default 2000x20,10000x100; quick 200x4)")
     ap.add_argument("--atscale-reloads", type=int, help="atscale: reloads that change one forward, per size "
                                                         "(default 3, quick 1), then one that changes nothing")
@@ -91,6 +96,9 @@ def parse_args(argv):
     a.share_dests = d(a.share_dests, 10, 2)
     a.share_conns = d(a.share_conns, 200, 20)
     a.share_outage = d(a.share_outage, 30.0, 5.0)
+    a.network_reps = d(a.network_reps, 2, 1)
+    a.network_blackhole = d(a.network_blackhole, 40.0, 10.0)
+    a.network_alive = d(a.network_alive, "30x3", "5x2")
     a.atscale = atscale.parse_sizes(d(a.atscale, "2000x20,10000x100", "200x4"))
     a.atscale_reloads = d(a.atscale_reloads, 3, 1)
     a.profile_n = d(a.profile_n, 500, 10)
@@ -229,6 +237,8 @@ def main(argv=None):
             t0 = now()
             try:
                 results[name] = fn()
+                if isinstance(results[name], dict) and results[name].get("error"):
+                    results["errors"][name] = results[name]["error"]      # partial results kept
             except (BenchError, OSError, subprocess.SubprocessError) as e:
                 results["errors"][name] = f"{type(e).__name__}: {e}"
                 log(f"{name} FAILED: {e}")
@@ -271,6 +281,8 @@ def main(argv=None):
         bench("share", lambda: share.run(ctx, env, args.share_n, args.share_dests, args.idle, args.scale_gatetime,
                                          args.share_conns, args.share_outage, iv, cnt,
                                          120.0 if args.quick else 300.0))
+        niv, ncnt = (int(x) for x in args.network_alive.lower().split("x"))
+        bench("network", lambda: network.run(ctx, env, args.network_reps, args.network_blackhole, niv, ncnt))
         bench("atscale", lambda: atscale.run(ctx, env, args.atscale, args.scale_gatetime, args.atscale_reloads))
         bench("limits", lambda: limits.run(ctx, env))
         bench("profile", lambda: profile.run_all(ctx, env, args.profile_n, args.callgrind_n,

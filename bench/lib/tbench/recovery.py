@@ -3,7 +3,8 @@ import os
 import signal
 import time
 
-from .fixtures import Autossh, NotifySocket, Tunneld, ssh_argvs, tunnel_defaults, write_tunneld_conf
+from .fixtures import (Autossh, NotifySocket, Tunneld, ssh_commands, standalone_argv, tunnel_defaults,
+                       write_tunneld_conf)
 from .probe import wait_echo
 from .util import BenchError, log, now, pct, spawn, stop_process
 
@@ -18,14 +19,18 @@ def run(ctx, env, runs, series_kills):
     conf = ctx.path("recovery.conf")
     fwd = "127.0.0.1:{}:127.0.0.1:" + str(echo.port)
     # One config holds the three identical tunnels (different local ports) so that tunneld
-    # prints the exact ssh command for the floor and for autossh; only "rec" is enabled.
+    # prints its ssh command line for each; the floor and autossh run it standalone (the same
+    # options less the multiplexing ones, the forward on the command line); only "rec" is enabled.
     write_tunneld_conf(conf, {"control_socket": ctx.path("recovery.ctl"), "log_level": "info"},
                        tunnel_defaults(keys, sshd.addr, sshd.port, gatetime=GATETIME),
                        [{"name": "rec", "local_forwards": [fwd.format(p_t)]},
                         {"name": "autossh", "local_forwards": [fwd.format(p_a)], "enabled": False},
                         {"name": "floor", "local_forwards": [fwd.format(p_f)], "enabled": False}])
-    argv = ssh_argvs(ctx, conf)
+    cmds = ssh_commands(ctx, conf)
+    argv = {k: standalone_argv(v["argv"], v["forwards"]) for k, v in cmds.items()}
     res = {"runs": runs, "gatetime": GATETIME, "settle": SETTLE, "ssh_argv": " ".join(argv["floor"]),
+           "tunneld_ssh_argv": " ".join(cmds["rec"]["argv"]),
+           "tunneld_forwards": " ".join(" ".join(f) for f in cmds["rec"]["forwards"]),
            "floor": [], "tunneld": [], "autossh": [], "autossh_cold_start": [], "failures": []}
 
     notify = NotifySocket(ctx.path("recovery.notify"))

@@ -1,4 +1,5 @@
-"""4. Reload: SIGHUP on an N-tunnel config that changes one tunnel."""
+"""4. Reload: SIGHUP on an N-tunnel config that changes one tunnel (its forward's local port:
+the forward moves on the tunnel's running ssh, since ssh's command line holds no forward)."""
 import os
 import signal
 import time
@@ -45,13 +46,17 @@ def make_hook(ctx, env, reps, gatetime):
             changed = sorted(k for k in before if before[k][0] != after.get(k, (None,))[0])
             not_up = sorted(k for k, v in after.items() if v[1] != "up")
             name = f"t{idx:04d}" if idx is not None else None
+            others = [k for k in changed if k != name]
             r = {"changed_tunnel": name,
                  "reloading_s": None if t_rel is None else t_rel - t0,
                  "ready_s": None if t_ready is None else t_ready - t0,
                  "changed_up_s": None if t_up is None else t_up - t0,
                  "cpu_to_ready_s": c1[0] - c0[0], "run_to_ready_s": (c1[1] or 0) - (c0[1] or 0),
                  "pids_changed": changed, "not_up_after": not_up,
-                 "exactly_one_changed": changed == ([name] if name else [])}
+                 # no tunnel but the changed one got a new ssh (the changed one keeps its own
+                 # too when only its forwards changed: changed_kept_ssh)
+                 "others_changed": others, "changed_kept_ssh": name is not None and name not in changed,
+                 "as_expected": not others and (name is None or t_up is not None)}
             out["reloads"].append(r)
             log(f"reload ({name or 'no change'}): READY after {r['ready_s']}, changed tunnel up after "
                 f"{r['changed_up_s']}, pids changed: {changed}")

@@ -41,7 +41,14 @@ def _recovery(r, out, targets):
         "uptime, so each killed run counts as a success and tunneld restarts ssh at once (`restart_delay` 1 s "
         "is also passed). autossh runs as `autossh -M 0` with `AUTOSSH_GATETIME=0`; each autossh run is a "
         "fresh process whose ssh is killed once (its first restart, no grace sleep — the same path a "
-        "long-lived autossh takes when its ssh ran ≥ 60 s). All three run the identical ssh command:\n")
+        "long-lived autossh takes when its ssh ran ≥ 60 s). "
+        + ("tunneld runs its ssh as a multiplexing master of its own and opens the forward over ssh's control "
+           "socket once ssh has authenticated:\n\n"
+           f"`{r['tunneld_ssh_argv']}` + `{r.get('tunneld_forwards', '')}` over the control socket\n\n"
+           "The floor and autossh run the same ssh options less the multiplexing ones (ControlMaster, "
+           "ControlPath, ControlPersist, ClearAllForwardings, LogLevel, LogVerbose), with "
+           "`ExitOnForwardFailure=yes` and the forward on the command line:\n"
+           if r.get("tunneld_ssh_argv") else "All three run the identical ssh command:\n"))
     out.append(f"`{r['ssh_argv']}`\n")
     rows = []
     for k, label in (("floor", "floor: fresh ssh"), ("tunneld", "tunneld"), ("autossh", "autossh -M 0")):
@@ -258,9 +265,9 @@ def _idle(r, out, targets):
         out.append(f"\n**Cost of forwarded connections**: right after the idle window, "
                    f"{tr[0]['traffic']['conns']} echo connections one after the other through the first "
                    "(up to 10) forwards; the supervisor's wakeups and CPU during them (sum over autossh "
-                   "processes). tunneld runs ssh with `LogLevel=DEBUG1`, and ssh logs every forwarded "
-                   "connection on the stderr pipe that tunneld reads; autossh's ssh writes to autossh's "
-                   "inherited stderr, which autossh never reads.\n")
+                   "processes). tunneld runs ssh with `LogLevel=VERBOSE` and reads its stderr, where ssh logs "
+                   "nothing for a working forwarded connection; autossh's ssh writes to autossh's inherited "
+                   "stderr, which autossh never reads.\n")
         rows = []
         for x in tr:
             t = x["traffic"]
@@ -311,26 +318,41 @@ def _reload(r, out, targets):
     out.append(f"SIGHUP to a tunneld with N = {r['n']} tunnels, all up, after rewriting the configuration so that "
                "exactly one tunnel changes (its local port), then once with no change. READY = the `READY=1` "
                "datagram arriving on our NOTIFY_SOCKET after the SIGHUP; changed tunnel up = its new port "
-               "echoes. Pids compared with `tunnelctl --json status` before and after.\n")
+               "echoes. Pids compared with `tunnelctl --json status` before and after: no tunnel but the changed "
+               "one may get a new ssh, and the changed one keeps its own when only its forward changed (ssh's "
+               "command line holds no forward: tunneld moves it over the control socket).\n")
+    new = any("as_expected" in x for x in r["reloads"])
+
+    def expected(x):
+        return x["as_expected"] if "as_expected" in x else x["exactly_one_changed"]
     rows = []
     for x in r["reloads"]:
         rows.append([x["changed_tunnel"] or "(none)", _ms(x["reloading_s"], 2), _ms(x["ready_s"], 2),
                      _ms(x["changed_up_s"]), _ms(x["cpu_to_ready_s"], 0), _ms(x["run_to_ready_s"], 2),
-                     ", ".join(x["pids_changed"]) or "none", "yes" if x["exactly_one_changed"] else "NO",
+                     ", ".join(x["pids_changed"]) or "none", "yes" if expected(x) else "NO",
                      ", ".join(x["not_up_after"]) or "none"])
     out.append(table(["changed", "RELOADING ms", "READY ms", "changed up ms", "CPU ms (ticks)", "on-CPU ms",
                       "pids changed", "as expected", "not up after"], rows))
-    ok = all(x["exactly_one_changed"] and not x["not_up_after"] for x in r["reloads"])
+    ok = all(expected(x) and not x["not_up_after"] for x in r["reloads"])
     chg = [x for x in r["reloads"] if x["changed_tunnel"]]
     rd = [x["ready_s"] for x in chg if x["ready_s"] is not None]
     rd0 = [x["ready_s"] for x in r["reloads"] if not x["changed_tunnel"] and x["ready_s"] is not None]
     up = [x["changed_up_s"] for x in chg if x["changed_up_s"]]
     ready = (f"READY after {_ms(median(rd), 2)} ms (median of {len(rd)} reloads changing one tunnel"
              + (f"; {', '.join(_ms(v, 2) for v in rd0)} ms with no change" if rd0 else "") + ")")
-    out.append(f"\nExactly the changed tunnel's ssh pid changed in every reload, and no other: {_yes(ok)}. "
-               f"{ready}; changed tunnel up after {_ms(median(up))} ms (median).")
-    targets.append((f"reload (N = {r['n']}): only the changed tunnel restarts",
-                    f"{ready}, changed tunnel up after {_ms(median(up))} ms", ok))
+    if new:
+        kept = sum(1 for x in chg if x.get("changed_kept_ssh"))
+        out.append(f"\nNo tunnel but the changed one got a new ssh, and every tunnel was up after each reload: "
+                   f"{_yes(ok)}; the changed tunnel kept its ssh (its forward moved on it) in {kept} of {len(chg)} "
+                   f"reloads. {ready}; changed tunnel up after {_ms(median(up))} ms (median).")
+        targets.append((f"reload (N = {r['n']}): only the changed tunnel is touched",
+                        f"{ready}, changed tunnel up after {_ms(median(up))} ms, its ssh kept in {kept} of "
+                        f"{len(chg)}", ok))
+    else:
+        out.append(f"\nExactly the changed tunnel's ssh pid changed in every reload, and no other: {_yes(ok)}. "
+                   f"{ready}; changed tunnel up after {_ms(median(up))} ms (median).")
+        targets.append((f"reload (N = {r['n']}): only the changed tunnel restarts",
+                        f"{ready}, changed tunnel up after {_ms(median(up))} ms", ok))
     out.append("")
 
 
@@ -345,8 +367,9 @@ def _outage(r, out, targets):
         f"tunneld: its defaults otherwise (gatetime 30 s — the outage starts after it passed — connect_timeout "
         f"15 s, restart_delay 1 s, restart_delay_max 60 s). autossh: `autossh -M 0`, AUTOSSH_GATETIME=0, its "
         f"defaults otherwise, ssh options `{r['autossh_default_args']}` (no ConnectTimeout: ssh's default, the "
-        f"kernel's SYN retries). A third contender runs autossh with exactly tunneld's ssh options (incl. "
-        f"ConnectTimeout=15) to separate the supervisor from the ssh options.\n")
+        f"kernel's SYN retries). A third contender runs autossh with tunneld's ssh options (incl. "
+        f"ConnectTimeout=15; less the multiplexing ones, the forward on the command line) to separate the "
+        f"supervisor from the ssh options.\n")
     rows = []
     for x in r["reps"]:
         for who, v in x["recovery_s"].items():
@@ -371,10 +394,12 @@ def _outage(r, out, targets):
 def _restart(r, out, targets):
     out.append("## 6. Planned restarts and the cost per forwarded connection\n")
     out.append(
-        f"{r['restarts']} planned restarts of one tunnel (`-L` to the echo server) per contender: tunneld with "
-        "`multiplex = true` (`tunnelctl restart`: make-before-break), tunneld classic (`multiplex = false`, "
-        "`tunnelctl restart`: stop, then start) and `autossh -M 0` (SIGUSR1: it SIGTERMs ssh and starts a new "
-        "one). Meanwhile one client connects in a loop (connect, close, 1 ms; a refused connect is counted) "
+        f"{r['restarts']} planned restarts of one tunnel (`-L` to the echo server) per contender: tunneld "
+        "(`tunnelctl restart`: make-before-break, a new ssh takes the forward over before the old one goes) "
+        "and `autossh -M 0` (SIGUSR1: it SIGTERMs ssh and starts a new one)"
+        + ("" if not any(x.get("multiplex") is False and x["who"] != "autossh" for x in r["runs"]) else
+           "; this run also had tunneld's retired classic engine (`multiplex = false`: stop, then start)")
+        + ". Meanwhile one client connects in a loop (connect, close, 1 ms; a refused connect is counted) "
         "and one long-lived connection sends a line every 50 ms and reads the echo (when it "
         "breaks it is counted and opened again). After each restart the benchmark waits until the tunnel is up "
         "again (`tunnelctl status`: up on a new ssh; autossh: a new ssh whose forward echoes), then "
@@ -386,7 +411,8 @@ def _restart(r, out, targets):
     rows = []
     for x in r["runs"]:
         per = x["refused_per_restart"]
-        rows.append([x["who"], x["restarts"], x.get("make_before_break", "—") if x["multiplex"] else "—",
+        rows.append([x["who"], x["restarts"], x.get("make_before_break", "—") if x["who"] != "autossh" and
+                     x.get("multiplex", True) else "—",
                      x["refused"] + x["failed_other"], f"{median(per):.0f} / {max(per)}" if per else "—",
                      x.get("stalled", "—"), _ms(x.get("max_connect_s"), 0), _ms(x["longest_gap_s"], 0),
                      (f"{_ms(median(x['gap_per_restart_s']), 0)} / {_ms(min(x['gap_per_restart_s']), 0)}"
@@ -415,18 +441,18 @@ def _restart(r, out, targets):
                        + ", ".join(f"{t:.1f}" for t in x["long_broken_after_s"][:10])
                        + " s (from the first restart); down for "
                        + ", ".join(_ms(t, 0) for t in x["long_outages_s"][:10]) + " ms each.")
-    mux = next((x for x in r["runs"] if x["who"] == "tunneld-multiplex"), None)
+    mux = next((x for x in r["runs"] if x["who"] in ("tunneld", "tunneld-multiplex")), None)
     if mux:
         targets.append(("restart: make-before-break refuses no connection, breaks none (no target given)",
-                        f"multiplex: {mux['refused']} refused, longest gap {_ms(mux['longest_gap_s'], 0)} ms, "
+                        f"tunneld: {mux['refused']} refused, longest gap {_ms(mux['longest_gap_s'], 0)} ms, "
                         f"long-lived connection broken {mux['long_broken']}×, {mux.get('make_before_break')} of "
                         f"{mux['restarts']} restarts make-before-break", None))
     out.append(f"\n**Cost per forwarded connection**: with the tunnel up and idle (before the restarts), "
                f"{r['conns']} echo connections through the forward, one after the other; the supervisor's "
                "wakeups (voluntary + nonvoluntary context switches) and CPU over them, divided by the "
-               "connections (classic tunneld runs ssh at `LogLevel=DEBUG1` and reads its stderr, where ssh logs "
-               "every forwarded connection; with `multiplex` ssh logs at VERBOSE, nothing for a working "
-               "connection). ssh's on-CPU time for reference.\n")
+               "connections (tunneld runs ssh at `LogLevel=VERBOSE` and reads its stderr: ssh logs nothing "
+               "there for a working forwarded connection; autossh's ssh writes to autossh's inherited stderr, "
+               "which autossh never reads). ssh's on-CPU time for reference.\n")
     rows = []
     for x in r["runs"]:
         t = x["traffic"]
@@ -450,10 +476,10 @@ def _share(r, out, targets):
         f"{n} tunnels (`-L` to an echo server next to the sshd) spread round robin over {d} destinations: {d} "
         "sshds, each with its own host key, client key and known_hosts; destination 0 runs in a test network "
         f"namespace ({r['test_host']}) so that it can be blackholed, the others on loopback. Three contenders, "
-        "one after the other, against the same sshds: tunneld with `share_connection = true` (one ssh mux "
-        "master per destination, each tunnel's forwards opened over its control socket), tunneld unshared "
-        f"(the default: one ssh per tunnel) and {n} `autossh -M 0` processes running tunneld's ssh command "
-        f"(launched stopped, released together). tunneld runs with `max_parallel_starts = "
+        "one after the other, against the same sshds: tunneld with `share_connection = true` (one connection, "
+        "one ssh, per destination, every tunnel's forwards opened over its control socket), tunneld unshared "
+        f"(the default: one connection, one ssh, per tunnel) and {n} `autossh -M 0` processes running tunneld's "
+        f"ssh options with the forward on the command line (launched stopped, released together). tunneld runs with `max_parallel_starts = "
         f"{r['max_parallel_starts']}` (every ssh at once, like the autossh processes), `gatetime = "
         f"{r['gatetime']:g}` s, ServerAlive {r['server_alive']} for all. **all up** = from spawning tunneld "
         "(releasing the autossh processes) until every forward has echoed once; memory and CPU taken at that "
@@ -559,10 +585,9 @@ def _share(r, out, targets):
     if f:
         ck = r.get("check_s") or {}
         out.append(f"\n**With an ssh config file named.** The tunnels above have `ssh_config_file = \"none\"` "
-                   "(`ssh -F none`): at load tunneld asks `ssh -G` once per distinct set of ssh_options, "
-                   f"{d} times here. With a file named (`ssh_config_file = \"/dev/null\"`, as the other "
-                   "benchmarks run) it asks once per tunnel, since the file may say something else for each "
-                   f"host: the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
+                   "(`ssh -F none`). With a file named (`ssh_config_file = \"/dev/null\"`, as the other "
+                   "benchmarks run; tunneld asks `ssh -G` once per distinct ssh configuration either way, "
+                   f"{d} times here, and asked it once per tunnel when this section was written): the same {n} shared tunnels were all up after **{fmt_s(f['all_up_s'])} s** (median "
                    f"{fmt_s(f['median_up_s'])} s, every forward listening after {fmt_s(f.get('all_listening_s'))} s; "
                    f"PSS {fmt_kb(f['sup_pss_kb'] + f['ssh_pss_kb'])} at all up"
                    + (f", {fmt_kb(f['settled_pss_kb'])} {SETTLE_S:g} s later" if f.get("settled_pss_kb") else "")
@@ -705,6 +730,111 @@ def _atscale(r, out, targets):
     out.append("")
 
 
+def _network(r, out, targets):
+    out.append("## 9. Following the network: a moved path, a busy and an idle tunnel under a blackhole\n")
+    iv, cnt, bh = r["alive_interval"], r["alive_count"], r["blackhole_s"]
+    out.append(
+        f"tunneld and `autossh -M 0` (`AUTOSSH_GATETIME=0`) run at the same time, each with one `-L` through a test "
+        f"host reachable by two paths (tests/lib/netns.py's TwoPathHost: veth pairs A and B, the server "
+        f"{r['server']} behind both, routed by one of them), ServerAlive **{r['server_alive']}** for both"
+        + (" (tunneld's defaults)" if (iv, cnt) == (30, 3) else "") + ". tunneld has its defaults otherwise "
+        "(`dead_path_timeout` 4 s, `watch_network` on); autossh runs tunneld's ssh options less the multiplexing "
+        "ones, with the forward on the command line. **(a) the path moves**: the local address of the path in "
+        "use is removed and the server routed by the other path; time until a new connection through each "
+        "tunnel echoes (a probe every 50 ms, each given 1 s); the floor is a fresh ssh over the new path, "
+        "spawned once the others were back (one handshake). **(b) busy**: a client sends a line through each "
+        f"tunnel every 100 ms; both paths are blackholed in the test host for {bh:g} s (no link event: packets "
+        "vanish); *noticed* = tunneld no longer says `up` (`tunnelctl --json status`, polled every 0.1 s) / "
+        f"autossh's ssh exited, within the {bh:g} s; then time from the path's return until a new connection "
+        "echoes. **(c) idle**: no traffic for 3 s, then the same blackhole until both supervisors noticed (at "
+        f"most {r['notice_bound_s']:g} s); then time from the return until a new connection echoes. Waits for "
+        f"bytes are bounded at {r['max_wait_s']:g} s.\n")
+
+    def s(v, limit=None):
+        if v is None:
+            return f"not within {limit:g} s" if limit is not None else "—"
+        return fmt_s(v)
+    rows = []
+    for x in r["reps"]:
+        k = x["rep"]
+        m, b, i = x.get("moved"), x.get("busy"), x.get("idle")
+        if m:
+            rows.append([f"(a) path {m['from']} → {m['to']}: bytes flow again s", k, s(m["back_s"]["tunneld"], r["max_wait_s"]),
+                         s(m["back_s"]["autossh"], r["max_wait_s"]), s(m.get("floor_s"))])
+        if b:
+            bh_s = round(b["blackhole_s"])
+            rows.append([f"(b) busy, {bh_s} s blackhole: noticed s", k,
+                         s(b["noticed_s"]["tunneld"], bh_s), s(b["noticed_s"]["autossh"], bh_s), "—"])
+            rows.append(["(b) … bytes flow again after the return s", k, s(b["back_s"]["tunneld"], r["max_wait_s"]),
+                         s(b["back_s"]["autossh"], r["max_wait_s"]), "—"])
+        if i:
+            rows.append([f"(c) idle, {round(i['blackhole_s'])} s blackhole: noticed s", k,
+                         s(i["noticed_s"]["tunneld"], round(i["blackhole_s"])),
+                         s(i["noticed_s"]["autossh"], round(i["blackhole_s"])), "—"])
+            rows.append(["(c) … bytes flow again after the return s", k, s(i["back_s"]["tunneld"], r["max_wait_s"]),
+                         s(i["back_s"]["autossh"], r["max_wait_s"]), "—"])
+    if rows:
+        out.append(table(["scenario", "rep", "tunneld", "autossh -M 0", "floor: fresh ssh"], rows,
+                         ["l", "r", "r", "r", "r"]))
+    if r.get("error"):
+        out.append(f"\n**Stopped early**: {r['error']}")
+    notes = []
+    for x in r["reps"]:
+        m, b = x.get("moved"), x.get("busy")
+        if m:
+            notes.append(f"rep {x['rep']} (a): tunneld's connection left from {m.get('tunneld_local_before')}, then "
+                         f"{m.get('tunneld_local_after')}; autossh's ssh exited "
+                         + (f"{fmt_s(m['autossh_ssh_exited_s'])} s after the move" if m.get("autossh_ssh_exited_s")
+                            is not None else "not at all") + ".")
+        if b:
+            c = b.get("client") or {}
+            later = b.get("noticed_later_s") or {}
+            notes.append(f"rep {x['rep']} (b): the busy clients' connections: "
+                         + "; ".join(f"{who} " + (f"broke ({v['error']})" if v.get("error") else "held")
+                                     + (f", echoed again {fmt_s(v['resumed_s'])} s after the return"
+                                        if v.get("resumed_s") is not None else "")
+                                     for who, v in c.items())
+                         + (f"; autossh's ssh exited {fmt_s(later['autossh'])} s after the blackhole began, after "
+                            "the return" if later.get("autossh") is not None and b["noticed_s"]["autossh"] is None
+                            else "") + ".")
+    if notes:
+        out.append("\n" + "\n".join(f"* {n}" for n in notes))
+    out.append(f"\nautossh's ssh: `{r.get('autossh_args')}`")
+    first = r["reps"][0] if r["reps"] else {}
+    for key, what in (("moved", "(a) the path moved"), ("busy", "(b) the busy tunnel's blackhole"),
+                      ("idle", "(c) the idle tunnel's blackhole")):
+        lines = (first.get(key) or {}).get("tunneld_log")
+        if lines:
+            out.append(f"\ntunneld's first lines after {what} (rep 1; ssh's own lines left out):\n\n```\n"
+                       + "\n".join(lines) + "\n```")
+    # issue 24's goals, with default settings
+    reps = r["reps"]
+    a_t = [x["moved"]["back_s"]["tunneld"] for x in reps if x.get("moved")]
+    b_n = [x["busy"]["noticed_s"]["tunneld"] for x in reps if x.get("busy")]
+    b_b = [x["busy"]["back_s"]["tunneld"] for x in reps if x.get("busy")]
+    c_n = [x["idle"]["noticed_s"]["tunneld"] for x in reps if x.get("idle")]
+
+    def ok(v, lim):
+        return bool(v) and all(t is not None and t <= lim for t in v)
+
+    def au(key, sub):
+        return ", ".join(s((x.get(key) or {}).get(sub, {}).get("autossh")) for x in reps if x.get(key))
+    if a_t:
+        targets.append(("network (a): a moved path, bytes flow again within 2 s",
+                        f"tunneld {', '.join(s(v) for v in a_t)} s; autossh {au('moved', 'back_s')} s", ok(a_t, 2.0)))
+    if b_n:
+        targets.append(("network (b): a busy tunnel under a blackhole is not up within 5 s",
+                        f"tunneld {', '.join(s(v) for v in b_n)} s; autossh {au('busy', 'noticed_s')}", ok(b_n, 5.0)))
+        targets.append(("network (b): bytes flow within 2 s of the path's return",
+                        f"tunneld {', '.join(s(v) for v in b_b)} s; autossh {au('busy', 'back_s')} s", ok(b_b, 2.0)))
+    if c_n:
+        targets.append((f"network (c): an idle tunnel under a blackhole is noticed within server_alive_interval "
+                        f"+ 5 s ({iv + 5:g} s)",
+                        f"tunneld {', '.join(s(v) for v in c_n)} s; autossh {au('idle', 'noticed_s')}",
+                        ok(c_n, iv + 5.0)))
+    out.append("")
+
+
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
     out.append("The profiled tunnelds run with the default `max_parallel_starts` (8), as deployed.\n")
@@ -835,6 +965,8 @@ def render(res, args):
         _share(res["share"], body, targets)
     if "atscale" in res:
         _atscale(res["atscale"], body, targets)
+    if "network" in res:
+        _network(res["network"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:

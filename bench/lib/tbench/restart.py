@@ -1,5 +1,6 @@
-"""6. Planned restarts (make-before-break, classic, autossh) and the cost per forwarded
-connection, for tunneld with `multiplex = true`, tunneld classic and autossh -M 0."""
+"""6. Planned restarts and the cost per forwarded connection: tunneld (`tunnelctl restart`:
+make-before-break, a new ssh takes the forwards over before the old one goes) against
+autossh -M 0 (SIGUSR1: it stops its ssh and starts a new one)."""
 import os
 import signal
 import socket
@@ -207,14 +208,13 @@ def _traffic(sup_pids, ssh_pids, port, conns):
     return r
 
 
-def run_tunneld(ctx, env, label, multiplex, restarts, conns):
+def run_tunneld(ctx, env, label, restarts, conns):
     keys, sshd, echo = env["keys"], env["sshd"], env["echo"]
     port = ctx.ports.one()
     conf, ctl = ctx.path(f"restart-{label}.conf"), ctx.path(f"restart-{label}.ctl")
     write_tunneld_conf(conf, {"control_socket": ctl, "log_level": "info"},
                        tunnel_defaults(keys, sshd.addr, sshd.port, gatetime=GATETIME),
-                       [{"name": "rs", "multiplex": multiplex,
-                         "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{echo.port}"]}])
+                       [{"name": "rs", "local_forwards": [f"127.0.0.1:{port}:127.0.0.1:{echo.port}"]}])
     td = Tunneld(ctx, conf, ctl, name=f"tunneld-restart-{label}").start()
     try:
         td.wait_ctl()
@@ -223,7 +223,7 @@ def run_tunneld(ctx, env, label, multiplex, restarts, conns):
             raise BenchError(f"restart {label}: the tunnel never came up; see {td.log}")
         time.sleep(GATETIME + 0.5)      # the gate timer fired: tunneld is idle
         pids = td.ssh_pids()
-        res = {"who": label, "multiplex": multiplex, "traffic": _traffic([td.pid], pids, port, conns)}
+        res = {"who": label, "traffic": _traffic([td.pid], pids, port, conns)}
 
         def do_restart():
             old = next(x for x in td.status()["tunnels"] if x["name"] == "rs").get("pid")
@@ -263,7 +263,7 @@ def run_autossh(ctx, env, restarts, conns):
             raise BenchError("restart autossh: the tunnel never came up")
         time.sleep(GATETIME + 0.5)
         ssh = a.ssh_pid()
-        res = {"who": "autossh", "multiplex": False,
+        res = {"who": "autossh",
                "traffic": _traffic([a.pid], [ssh], port, conns), "autossh_poll": AUTOSSH_POLL}
 
         def do_restart():
@@ -288,8 +288,7 @@ def run_autossh(ctx, env, restarts, conns):
 
 def run(ctx, env, restarts, conns):
     out = {"restarts": restarts, "conns": conns, "settle": SETTLE, "runs": []}
-    out["runs"].append(run_tunneld(ctx, env, "tunneld-multiplex", True, restarts, conns))
-    out["runs"].append(run_tunneld(ctx, env, "tunneld-classic", False, restarts, conns))
+    out["runs"].append(run_tunneld(ctx, env, "tunneld", restarts, conns))
     out["runs"].append(run_autossh(ctx, env, restarts, conns))
     if not env["sshd"].wait_sessions_gone(30):
         log("restart: sshd sessions still open 30 s after the tunnels stopped")

@@ -1,6 +1,6 @@
 """7. Shared connections: N tunnels over D destinations (D sshds), tunneld with
-`share_connection = true` (one ssh per destination) against tunneld unshared (one ssh per
-tunnel) and N `autossh -M 0` processes, one after the other: memory, startup, handshakes,
+`share_connection = true` (one connection, one ssh, per destination) against tunneld unshared
+(one per tunnel, the default) and N `autossh -M 0` processes, one after the other: memory, startup, handshakes,
 idle and per-connection wakeups, recovery after `kill -9` of the ssh(s) of one destination,
 and a silent blackhole of another destination while the rest are probed."""
 import os
@@ -50,8 +50,8 @@ def dest_of(i, d):
 
 
 def write_conf(path, ctl, dests, ports, share, gatetime, alive_iv, alive_cnt, ssh_config_file="none"):
-    """ssh_config_file "none" (ssh -F none): tunneld asks `ssh -G` once per distinct set of
-    ssh_options (D here); with a file named, once per tunnel (see README)."""
+    """ssh_config_file "none" (ssh -F none); run_startup_only() names a file instead. tunneld
+    asks `ssh -G` once per distinct ssh configuration (D here) either way (see README)."""
     d = len(dests)
     g = {"control_socket": ctl, "log_level": "info", "max_parallel_starts": max(8, len(ports))}
     defaults = {"user": "root", "ssh_config_file": ssh_config_file, "gatetime": gatetime,
@@ -382,8 +382,8 @@ def run(ctx, env, n, d, idle_s, gatetime, conns, outage_s, alive_iv, alive_cnt, 
     else:
         out["runs"].append(run_contender(AutosshContender(ctx, argvs), dests, ports, host, gatetime, idle_s, conns,
                                          outage_s, max_wait))
-    # the same shared tunnels with an ssh config file named (as the other benchmarks do):
-    # tunneld then asks `ssh -G` once per tunnel at load instead of once per set of ssh_options
+    # the same shared tunnels with an ssh config file named (as the other benchmarks do): when
+    # this was written tunneld then asked `ssh -G` once per tunnel, now once per connection
     conf, ctl = ctx.path("share-tunneld-shared-F.conf"), ctx.path("share-tunneld-shared-F.ctl")
     write_conf(conf, ctl, dests, ports, True, gatetime, alive_iv, alive_cnt, ssh_config_file="/dev/null")
     out["check_s"] = {"none": check_seconds(ctx, ctx.path("share-tunneld-shared.conf")),
