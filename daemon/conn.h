@@ -100,6 +100,8 @@ struct conn_forward {
         bool cause_seen;                /* this attempt: ssh's stderr named the cause (kept over the reply's) */
         bool moving;                    /* make-before-break: served by the old master until the new one answers */
         bool held_by_old;               /* …and not yet let go by the old one */
+        bool move_retry;                /* a moved -R whose port the server still held: asked again at retry_at */
+        unsigned move_tries;
         bool listed;
         struct conn_forward *prev, *next;
 };

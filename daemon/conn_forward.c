@@ -66,12 +66,24 @@ static void remove_stale_socket(const struct conn *c, const struct conn_forward 
         close(fd);
 }
 
+/* A -R moved to a new master (make-before-break) may find its port still taken: ssh sends
+ * the old master's cancel-tcpip-forward without waiting for the server, whose session for
+ * the new master may bind first. Asked again this often, this many times, before it is a
+ * failure. */
+#define MOVE_RETRY 0.1
+#define MOVE_TRIES 20
+
+static bool retry_due(const struct conn_forward *f)
+{
+        return (f->st.state == FORWARD_FAILED || f->move_retry) && !f->request_id;
+}
+
 static void schedule_retry(struct conn *c)
 {
         double next = 0, now = now_mono();
 
         for (struct conn_forward *f = c->fwds.first; f; f = f->next)
-                if (f->st.state == FORWARD_FAILED && !f->request_id && (next == 0 || f->retry_at < next))
+                if (retry_due(f) && (next == 0 || f->retry_at < next))
                         next = f->retry_at;
         if (next == 0) {
                 ev_timer_stop(c->ctx->loop, &c->fwds.retry);
@@ -148,7 +160,8 @@ void conn_forwards_reset(struct conn *c)
                 if (f->held_by_old)
                         continue;       /* an old master serves it on (conn_handover_abort, _revert) */
                 f->request_id = 0;
-                f->moving = f->held_by_old = false;
+                f->moving = f->held_by_old = f->move_retry = false;
+                f->move_tries = 0;
                 f->st.state = FORWARD_PENDING;
                 f->st.reason = NULL;
                 f->st.allocated_port = 0;
@@ -166,7 +179,10 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
         if (!c->master || !master_is_ready(c->master))
                 return;
         for (struct conn_forward *f = c->fwds.first; f; f = f->next)
-                if (f->st.state == FORWARD_FAILED && !f->request_id && f->retry_at <= now + 0.01) {
+                if (f->move_retry && !f->request_id && f->retry_at <= now + 0.01) {
+                        f->move_retry = false;
+                        open_one(c, f);
+                } else if (f->st.state == FORWARD_FAILED && !f->request_id && f->retry_at <= now + 0.01) {
                         /* a half-bound listener stays half-bound: close it, then open anew */
                         uint32_t ignored;
                         (void)master_close_forward(c->master, &f->f, &ignored);
@@ -188,7 +204,8 @@ void conn_forward_add(struct conn *c, struct conn_forward *f)
         c->fwds.n++;
         f->listed = true;
         f->request_id = 0;
-        f->moving = f->held_by_old = false;
+        f->moving = f->held_by_old = f->move_retry = false;
+        f->move_tries = 0;
         f->failures = 0;
         f->st.state = FORWARD_PENDING;
         f->st.reason = NULL;
@@ -220,7 +237,8 @@ void conn_forward_remove(struct conn *c, struct conn_forward *f)
         f->prev = f->next = NULL;
         f->listed = false;
         f->request_id = 0;
-        f->moving = f->held_by_old = false;
+        f->moving = f->held_by_old = f->move_retry = false;
+        f->move_tries = 0;
         c->fwds.n--;
         f->st.state = FORWARD_PENDING;
         f->st.reason = NULL;
@@ -297,6 +315,15 @@ void conn_forwards_on_reply(struct conn *c, const struct mux_reply *r)
                 if (f->cause_seen && f->st.state == FORWARD_FAILED) {
                         tell(f, false);
                         break;
+                }
+                if (f->moving && class == FAILURE_REMOTE_FORWARD && f->move_tries < MOVE_TRIES) {
+                        f->move_tries++;
+                        f->move_retry = true;
+                        f->retry_at = now_mono() + MOVE_RETRY;
+                        log_full(LOG_DEBUG, &ctx, "forward R %s: the server still holds the port for the old ssh "
+                                 "(%s); asked again in %.0f ms", f->st.spec, reason, MOVE_RETRY * 1000);
+                        schedule_retry(c);
+                        return;         /* still moving: the old master's, for the tunnel */
                 }
                 fail(c, f, class, reason);
                 break;

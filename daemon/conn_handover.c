@@ -257,6 +257,8 @@ bool conn_handover_begin(struct conn *c, const char *reason)
                         o->fwds[k] = f->f;
                         o->owners[k++] = f;
                         f->moving = f->held_by_old = true;
+                        f->move_retry = false;
+                        f->move_tries = 0;
                         o->moving++;
                 } else if (!f->request_id) {
                         /* asked for anew from the new master (a failed one at once) */

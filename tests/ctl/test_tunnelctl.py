@@ -299,14 +299,14 @@ class StatusTest(_Base):
         before = pids(self.sock)
         for cmd in ("start", "restart"):
             with self.subTest(cmd=cmd):
-                r = self.ctl(self.sock, cmd, "web", "off", rc=1)
+                r = tunnelctl_ok(self.sock, cmd, "web", "off", rc=1)
                 self.assertRegex(r.stderr, r"off is disabled \(enabled = false in \S+\.conf\): set enabled = true "
                                            r"and reload to run it")
-        self.ctl(self.sock, "stop", "off", rc=None)
+        tunnelctl(self.sock, "stop", "off")
         time.sleep(0.3)
         self.assertEqual(pids(self.sock), before)
-        self.assertEqual(tunnels(self.sock)["off"]["state"], "stopped")
-        self.assertEqual(tunnels(self.sock)["web"]["state"], "up")
+        self.assertEqual(status(self.sock)["off"]["state"], "stopped")
+        self.assertEqual(status(self.sock)["web"]["state"], "up")
 
     def test_metrics_prometheus_text(self):
         """metrics: Prometheus text format (HELP/TYPE before each family, name{labels} value),

@@ -661,7 +661,10 @@ class NetworkFaults(FaultTest):
         self.addCleanup(netns.ip, "link", "set", self.host.outside, "up", check=False)
         t_det, m = self.wait_exit(times, "link", t0, 15)
         self.timing["detection"] = t_det - t0
-        self.assertRegex(m.group(0), BACKOFF_RE)
+        # an up tunnel whose server stopped answering: its path died, a new ssh at once,
+        # not a failed start; that one fails at once (unreachable) and backs off
+        self.assertRegex(m.group(0), r"\(timeout: .*; its path died .*; reconnecting at once: ssh pid ")
+        _, m = times.wait(rf"^<\d+>link: {EXIT_RE}.*{BACKOFF_RE}", 15, t0)
         time.sleep(2)  # down for a while: nothing comes up by itself
         # (another test's netlink event may make it retry meanwhile: that retry fails at
         # once, unreachable, and backs off again)
