@@ -308,6 +308,56 @@ static void judge_late(struct parser *p, const struct config *c, const struct qu
                     p->load_timeout, m);
 }
 
+/* Each configuration asked is judged at its first tunnel, in configuration order (leads:
+ * scratch, one per tunnel). */
+static void judge_views(struct parser *p, struct config *c, const struct query_key *keys, size_t n,
+                        const size_t *first, const struct query_info *info, struct ssh_view *views, size_t m,
+                        size_t *leads)
+{
+        for (size_t q = 0; q < m; q++)
+                leads[keys[first[q]].tunnel] = q + 1;
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                size_t q = leads[i], end;
+
+                if (!q-- || info[q].known)
+                        continue;       /* judged by the load whose answer it is */
+                end = q + 1 < m ? first[q + 1] : n;
+                judge_view(p, &c->tunnels[i], &views[info[q].asked], end - first[q] - 1);
+        }
+}
+
+/* The views that tunnels take (an ssh_config_file's), kept in c sorted by key with what
+ * they were asked of: 0 or -ENOMEM. */
+static int keep_views(struct config *c, const struct query_key *keys, const size_t *first,
+                      const struct query_info *info, struct ssh_view *views, size_t m,
+                      const struct file_stamp *program)
+{
+        c->ssh_views.v = calloc(m + 1, sizeof(struct config_view));
+        if (!c->ssh_views.v)
+                return -ENOMEM;
+        for (size_t q = 0; q < m; q++) {
+                struct config_view *v = &c->ssh_views.v[c->ssh_views.n];
+
+                if (!names_ssh_config_file(&c->tunnels[keys[first[q]].tunnel]))
+                        continue;
+                if (info[q].known) {
+                        c->ssh_views.n++;
+                        if (view_copy(info[q].known, v) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                if (views[info[q].asked].error)
+                        continue;
+                c->ssh_views.n++;
+                if (view_from(&views[info[q].asked], keys[first[q]].key, v) < 0)
+                        return -ENOMEM;
+                v->reusable = info[q].reusable;
+                v->file = info[q].file;
+                v->program = *program;
+        }
+        return 0;
+}
+
 void config_ssh_ask(struct parser *p, struct config *c)
 {
         size_t n = 0, m = 0, asked = 0;
@@ -348,41 +398,9 @@ void config_ssh_ask(struct parser *p, struct config *c)
         judge_late(p, c, keys, first, info, views, m);
         if (p->errs->n > 0)
                 goto done;
-        /* judged at each configuration's first tunnel, in configuration order */
-        for (size_t q = 0; q < m; q++)
-                leads[keys[first[q]].tunnel] = q + 1;
-        for (size_t i = 0; i < c->n_tunnels; i++) {
-                size_t q = leads[i], end;
-
-                if (!q-- || info[q].known)
-                        continue;       /* judged by the load whose answer it is */
-                end = q + 1 < m ? first[q + 1] : n;
-                judge_view(p, &c->tunnels[i], &views[info[q].asked], end - first[q] - 1);
-        }
-        /* the views that tunnels take (an ssh_config_file's), kept sorted by key */
-        c->ssh_views.v = calloc(m + 1, sizeof(struct config_view));
-        if (!c->ssh_views.v)
+        judge_views(p, c, keys, n, first, info, views, m, leads);
+        if (keep_views(c, keys, first, info, views, m, &program) < 0)
                 goto oom;
-        for (size_t q = 0; q < m; q++) {
-                struct config_view *v = &c->ssh_views.v[c->ssh_views.n];
-
-                if (!names_ssh_config_file(&c->tunnels[keys[first[q]].tunnel]))
-                        continue;
-                if (info[q].known) {
-                        c->ssh_views.n++;
-                        if (view_copy(info[q].known, v) < 0)
-                                goto oom;
-                        continue;
-                }
-                if (views[info[q].asked].error)
-                        continue;
-                c->ssh_views.n++;
-                if (view_from(&views[info[q].asked], keys[first[q]].key, v) < 0)
-                        goto oom;
-                v->reusable = info[q].reusable;
-                v->file = info[q].file;
-                v->program = program;
-        }
         config_ssh_take_views(p, c, &c->ssh_views);
         goto done;
 oom:

@@ -11,7 +11,6 @@
 
 #include "log.h"
 #include "notify.h"
-#include "supervisor_pacing.h"
 #include "sockwatch.h"
 #include "runtime.h"
 

@@ -5,7 +5,6 @@
  * A connection is made when a tunnel first needs it and freed once no tunnel rides it and
  * its ssh has ended. */
 #include "supervisor_internal.h"
-#include "supervisor_pacing.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* supervisor_pacing: pacing.h on the loop (supervisor_pacing.h): each connection's
+/* supervisor_pacing: pacing.h on the loop (declared in supervisor_internal.h): each connection's
  * destination and credentials from its spec, the start gate's holds, the runs' news, the
  * followers of a failed attempt, the timer of held connections. */
-#include "supervisor_pacing.h"
 
 #include <ctype.h>
 #include <errno.h>

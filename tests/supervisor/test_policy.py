@@ -304,7 +304,9 @@ class PolicyTest(unittest.TestCase):
         """With gatetime 0 every run that came up counts as good: an ssh that comes up and
         exits at once restarts every restart_delay, evenly, with no growth and no hot loop."""
         delay = 0.3
-        self.fake.plan("g0", [(1, 0.01, True)])
+        # up for 0.15 s: long enough for a loaded tunneld to see it up (its control socket
+        # answered), well within restart_delay, which times the restarts
+        self.fake.plan("g0", [(1, 0.15, True)])
         d = self.tunneld([tunnel("g0", gatetime=0, restart_delay=delay, restart_delay_max=5)])
         times = [t for t, _ in self.wait_starts("g0", 9, timeout=15)][:9]
         intervals = [b - a for a, b in zip(times, times[1:])]
