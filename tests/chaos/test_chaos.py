@@ -66,6 +66,10 @@ from tunneltest import (EchoServer, SSHServer, Tunneld, echo_roundtrip, free_por
 from tunneltest import socks_echo, unix_echo  # noqa: E402
 
 STATUS_LIMIT = 1.0          # the invariant: every status reply within a second
+# tunnelctl's own latency adds its exec (and, sanitized, AddressSanitizer's start of a new
+# process: up to a second more at a load of 8 on two cores, while tunneld answered the raw
+# socket within 0.5 s); tunneld's own latency is held to STATUS_LIMIT by the socket path.
+LIMITS = {"socket": STATUS_LIMIT, "tunnelctl": STATUS_LIMIT + (1.5 if SANITIZED else 0.0)}
 PROBE_INTERVAL = 0.25
 STOP_TIMEOUT = 3
 RESTART_DELAY_MAX = 2
@@ -555,7 +559,7 @@ class Probe(threading.Thread):
         self.samples[how].append((began, latency))
         if problem:
             self.w.error(f"status through {how} (asked at {began:.2f} s): {problem}")
-        elif latency >= STATUS_LIMIT:
+        elif latency >= LIMITS[how]:
             self.w.error(f"status through {how} asked at {began:.2f} s took {latency * 1000:.0f} ms")
 
     def run(self):
@@ -862,7 +866,7 @@ class ChaosTest(unittest.TestCase):
             if lat:
                 worst = sorted(probe.samples[how], key=lambda x: -x[1])[:3]
                 tap(f"status via {how}: {len(lat)} replies, median {lat[len(lat) // 2] * 1000:.0f} ms, "
-                    f"max {lat[-1] * 1000:.0f} ms (limit {STATUS_LIMIT * 1000:.0f} ms); slowest at "
+                    f"max {lat[-1] * 1000:.0f} ms (limit {LIMITS[how] * 1000:.0f} ms); slowest at "
                     + ", ".join(f"{t:.2f} s ({x * 1000:.0f} ms)" for t, x in worst))
         for k, v in summary.items():
             tap(f"{k}: {v}")

@@ -844,13 +844,17 @@ class ShareFaultTest(tunneltest.SSHTestCase):
 
     def test_stop_every_rider_in_backoff_cancels_the_retry(self):
         """The connection in backoff, every tunnel on it stopped: no retry starts an ssh."""
-        d = self.tunneld(self.three(), port=free_port(), restart_delay=1, restart_delay_max=1)
+        # the retry lies 5 to 10 s ahead: the checks and the stop (a sanitized tunnelctl on
+        # a loaded machine takes a second or more) land before it, and the watch outlasts it
+        d = self.tunneld(self.three(), port=free_port(), restart_delay=10, restart_delay_max=10)
         wait_all(d, "abc", "backoff", timeout=UP_TIMEOUT)
+        retry_at = time.monotonic() + status(d)["a"]["retry_in"]
         self.assert_no_carrier_visible(d)       # in backoff too
         off = len(d.log())
         tunnelctl_ok(d, "stop", "a", "b", "c", timeout=30)
         self.assertTrue(all_in_state(d, "abc", "stopped"))
-        deadline = time.monotonic() + 3
+        self.assertLess(time.monotonic(), retry_at, "the stop came after the retry: the test proves nothing")
+        deadline = retry_at + 1
         while time.monotonic() < deadline:
             self.assertEqual(tunneltest.ssh_children(d.pid), [], "a retry started an ssh with every tunnel stopped")
             time.sleep(0.05)
