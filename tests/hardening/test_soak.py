@@ -126,10 +126,18 @@ class Soak(unittest.TestCase):
         print(f"# {CYCLES} cycles; " + ("sanitizer build: RSS is sampled but not checked (AddressSanitizer's "
                                         "quarantine grows it by design; LeakSanitizer at exit is the leak check)"
                                         if SANITIZED else "RSS checked"), flush=True)
-        # /bin/false never comes up: every run is a failed start, backing off from 50 ms to
-        # a 100 ms cap
+        # an "ssh" whose server refuses the connection: every run is a failed start, backing
+        # off from 50 ms to a 100 ms cap (a refused connection costs nothing at a server
+        # that counts failures, so pacing.h does not hold it back; /bin/false's silent
+        # exit 1 could have reached a server, and would be paced to one start a second)
+        ssh = os.path.join(tunneltest.temp_dir(self), "refused-ssh")
+        with open(ssh, "w") as f:
+            # (ssh -G: silent exit 1, as /bin/false: "cannot ask ssh ...; starting anyway")
+            f.write('#!/bin/sh\nfor a; do [ "$a" = -G ] && exit 1; done\n'
+                    'echo "ssh: connect to host h port 22: Connection refused" >&2\nexit 255\n')
+        os.chmod(ssh, 0o755)
         defaults = {"gatetime": 0, "restart_delay": 0.05, "restart_delay_max": 0.1}
-        td = use(self, Tunneld(tunnels(False), defaults, {"ssh": "/bin/false"}))
+        td = use(self, Tunneld(tunnels(False), defaults, {"ssh": ssh}))
         socket = td.globals["control_socket"]
         tunneltest.wait_until(lambda: total_starts(socket)[0] >= TUNNELS, 20, what="every tunnel started once")
         time.sleep(1.0)     # warm up: the allocator settles
