@@ -20,21 +20,33 @@
 #include "safe_path.h"
 #include "ssh_argv.h"
 
-void config_diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
+void config_vdiag(struct parser *p, const char *file, int line, const char *tunnel, const char *key,
+                  const char *fmt, va_list ap)
 {
         _cleanup_free_ char *what = NULL;
-        va_list ap;
         int r;
 
-        va_start(ap, fmt);
-        r = vasprintf(&what, fmt, ap);
-        va_end(ap);
-        if (r < 0) {
+        if (vasprintf(&what, fmt, ap) < 0) {
+                what = NULL;
                 p->oom = -ENOMEM;
                 return;
         }
-        if (config_push_error(p->errs, "%s:%d: %s.%s: %s", t->source_file, t->source_line, t->name, key, what) < 0)
+        if (line < 0)
+                r = config_push_error(p->errs, "%s: %s (by default): %s", file, key, what);
+        else
+                r = config_push_error(p->errs, "%s:%d: %s%s%s: %s", file, line, tunnel ? tunnel : "",
+                                      tunnel ? "." : "", key, what);
+        if (r < 0)
                 p->oom = -ENOMEM;
+}
+
+void config_diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        config_vdiag(p, t->source_file, t->source_line, t->name, key, fmt, ap);
+        va_end(ap);
 }
 
 static ssize_t find_tunnel(const struct config *c, const char *name)
@@ -456,24 +468,11 @@ _printf_(4, 5)
 static void diag_global(struct parser *p, const config_setting_t *root, const char *key, const char *fmt, ...)
 {
         const config_setting_t *s = root ? config_setting_get_member(root, key) : NULL;
-        _cleanup_free_ char *what = NULL;
         va_list ap;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&what, fmt, ap);
+        config_vdiag(p, p->path, s ? (int)config_setting_source_line(s) : -1, NULL, key, fmt, ap);
         va_end(ap);
-        if (r < 0) {
-                what = NULL;
-                p->oom = -ENOMEM;
-                return;
-        }
-        if (s)
-                r = config_push_error(p->errs, "%s:%d: %s: %s", p->path, config_setting_source_line(s), key, what);
-        else
-                r = config_push_error(p->errs, "%s: %s (by default): %s", p->path, key, what);
-        if (r < 0)
-                p->oom = -ENOMEM;
 }
 
 /* The ssh program: the very file execvp would run (looked up in PATH now, and run by

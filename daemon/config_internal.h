@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdarg.h>
+
 #include <stdint.h>
 
 /* What the files of the configuration module share (config.c loads, config_parse.c
@@ -51,6 +53,10 @@ extern const char *const ready_names[_READY_MAX];
 int config_push_error(struct config_errors *errs, const char *fmt, ...) _printf_(2, 3);
 /* "FILE:LINE: NAME.KEY: what", at the tunnel's definition. */
 void config_diag_tunnel(struct parser *p, const struct tunnel_spec *t, const char *key, const char *fmt, ...) _printf_(4, 5);
+/* One error, "FILE:LINE: TUNNEL.KEY: what" (tunnel NULL: "FILE:LINE: KEY: what"; line < 0:
+ * "FILE: KEY (by default): what"); out of memory is p->oom. */
+void config_vdiag(struct parser *p, const char *file, int line, const char *tunnel, const char *key,
+                  const char *fmt, va_list ap) _printf_(6, 0);
 
 /* config_parse.c */
 void config_spec_defaults(struct tunnel_spec *t);

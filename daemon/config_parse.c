@@ -68,21 +68,11 @@ int config_push_error(struct config_errors *errs, const char *fmt, ...)
 _printf_(4, 5)
 static void diag(struct parser *p, const config_setting_t *s, const char *label, const char *fmt, ...)
 {
-        _cleanup_free_ char *what = NULL;
         va_list ap;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&what, fmt, ap);
+        config_vdiag(p, setting_file(p, s), s ? (int)config_setting_source_line(s) : 0, NULL, label, fmt, ap);
         va_end(ap);
-        if (r < 0) {
-                what = NULL;
-                p->oom = -ENOMEM;
-                return;
-        }
-        if (config_push_error(p->errs, "%s:%d: %s: %s", setting_file(p, s), s ? config_setting_source_line(s) : 0,
-                       label, what) < 0)
-                p->oom = -ENOMEM;
 }
 
 static const char *type_name(int type)

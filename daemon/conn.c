@@ -37,6 +37,18 @@ const char *conn_forward_state_to_string(enum forward_state s)
         return "?";
 }
 
+void conn_run_log_fields(const struct conn_run *run, struct log_ctx *ctx)
+{
+        if (!run)
+                return;
+        if (run->pid > 0)
+                ctx->pid = run->pid;
+        ctx->exit_status = run->exit_status;
+        ctx->exit_signal = run->exit_signal;
+        if (run->failure != FAILURE_NONE)
+                ctx->failure = failure_class_to_string(run->failure);
+}
+
 struct log_ctx conn_log_ctx(const struct conn *c)
 {
         struct log_ctx ctx = LOG_CTX_INIT;
@@ -115,14 +127,7 @@ void conn_set_state(struct conn *c, enum conn_state state, int prio, const struc
                 struct log_ctx ctx = conn_log_ctx(c);
 
                 ctx.state = conn_state_to_string(state);
-                if (run) {
-                        if (run->pid > 0)
-                                ctx.pid = run->pid;
-                        ctx.exit_status = run->exit_status;
-                        ctx.exit_signal = run->exit_signal;
-                        if (run->failure != FAILURE_NONE)
-                                ctx.failure = failure_class_to_string(run->failure);
-                }
+                conn_run_log_fields(run, &ctx);
                 log_full(prio, &ctx, "%s", news);
         }
         for (struct conn_user *u = c->users, *next; u; u = next) {

@@ -49,6 +49,9 @@ struct conn_run {
         bool authenticated;             /* ssh authenticated to the destination */
         bool path_died;                 /* it had come up, and its path died under it: not a failed start */
 };
+/* A run's journal fields (SSH_PID, EXIT_STATUS, EXIT_SIGNAL, FAILURE) onto ctx; run may be NULL. */
+struct log_ctx;
+void conn_run_log_fields(const struct conn_run *run, struct log_ctx *ctx);
 
 /* What every connection of one supervisor shares, owned by the supervisor (which updates
  * it on reload; a connection reads it when it needs it). */

@@ -110,14 +110,7 @@ static void set_state(struct tunnel *t, enum tunnel_state state, int prio, const
                         probe_stop(t->probe);
         }
         ctx.state = tunnel_state_to_string(state);
-        if (run) {
-                if (run->pid > 0)
-                        ctx.pid = run->pid;
-                ctx.exit_status = run->exit_status;
-                ctx.exit_signal = run->exit_signal;
-                if (run->failure != FAILURE_NONE)
-                        ctx.failure = failure_class_to_string(run->failure);
-        }
+        conn_run_log_fields(run, &ctx);
         log_full(prio, &ctx, "%s", text);
         if (t->ctx->observer)
                 t->ctx->observer(t, TUNNEL_EVENT_STATE, old, t->ctx->userdata);
