@@ -179,9 +179,9 @@ int conn_get_path(struct conn *c, struct tcp_diag_info *ret);
 /* QUEUED only: the gate has opened. */
 void conn_dequeue(struct conn *c, const char *reason);
 /* QUEUED only: judged as a failed start of class without running ssh (pacing.h: the
- * attempt it waited for, with the same credentials, just failed so); why begins the log
- * line ("not started: …"). */
-void conn_fail_unstarted(struct conn *c, enum failure_class class, const char *why);
+ * attempt it waited for, with the same credentials, just failed so, like its run: its
+ * exit is taken, not its pid nor its time); why begins the log line ("not started: …"). */
+void conn_fail_unstarted(struct conn *c, const struct conn_run *like, enum failure_class class, const char *why);
 /* tunneld ends the run for a failure of its own finding (a probe): SIGTERM now, the exit
  * classed as class. */
 void conn_end_run(struct conn *c, enum failure_class class, const char *fmt, ...) _printf_(3, 4);

@@ -207,13 +207,18 @@ static void reset_run(struct conn *c)
 }
 
 /* A QUEUED connection's start judged failed without running ssh: a run like the one it
- * waited for, which ended with the same credentials just now. */
-void conn_fail_unstarted(struct conn *c, enum failure_class class, const char *why)
+ * waited for, which ended with the same credentials just now (its exit, no pid, no time). */
+void conn_fail_unstarted(struct conn *c, const struct conn_run *like, enum failure_class class, const char *why)
 {
-        struct conn_run run = { .valid = true, .exit_status = -1, .failure = class, .ended_at = now_mono() };
+        struct conn_run run = { .valid = true, .exit_status = 255, .failure = class, .ended_at = now_mono() };
 
         if (c->state != CONN_QUEUED)
                 return;
+        if (like && like->valid && like->failure == class) {
+                run.exit_status = like->exit_status;
+                run.exit_signal = like->exit_signal;
+                run.failure_on_proxy = like->failure_on_proxy;
+        }
         reset_run(c);
         c->run.not_started = why;
         conn_finish_run(c, &run);

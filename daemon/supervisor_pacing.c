@@ -278,7 +278,7 @@ void supervisor_pacing_flush(struct supervisor *s)
                         continue;
                 snprintf(why, sizeof(why), "not started: %s's ssh with the same credentials failed just now", name_of(by));
                 start_queue_hold(&s->starts, &((struct supervisor_link *)conn_get_owner(c))->start, false);
-                conn_fail_unstarted(c, class, why);
+                conn_fail_unstarted(c, by ? conn_get_last_run(by) : NULL, class, why);
         }
         now = now_mono();
         next = pacing_next_change(sp->p, now);

@@ -242,7 +242,9 @@ static void on_conn_changed(struct conn_user *u, enum conn_state old, int prio, 
 
         if (u->attached) {
                 if (run && run->valid && !run->requested) {
-                        t->restart_pending = true;
+                        /* the next start is a restart after a run that ran (not after a
+                         * start judged failed unstarted: pacing.h's followers) */
+                        t->restart_pending = t->restart_pending || run->pid > 0;
                         /* a path that died under an up connection is no failed start */
                         if (run->failure != FAILURE_NONE && !run->path_died && run->ended_at != t->counted_run) {
                                 t->total_failures[run->failure]++;      /* once per failure of the connection */
