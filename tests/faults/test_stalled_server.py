@@ -48,7 +48,9 @@ class StalledServerTest(tunneltest.SSHTestCase):
         their slots for connect_timeout, long before their start deadline; and when the
         stalled ones retry, they queue behind whoever waited."""
         healthy = {f"ok{i}": free_port() for i in range(3)}
-        tunnels = [{"name": f"hung{i}", "port": self.stalled.port, "start_timeout": 30,
+        # two users: two sets of credentials, each tried at once (one set would be tried by
+        # one tunnel at a time, the other waiting for its answer: pacing.h)
+        tunnels = [{"name": f"hung{i}", "port": self.stalled.port, "start_timeout": 30, "user": f"stall{i}",
                     "local_forwards": [f"127.0.0.1:{free_port()}:127.0.0.1:{self.echo.port}"]} for i in range(2)]
         tunnels += [{"name": n, "local_forwards": [self.echo.forward(p)]}
                     for n, p in healthy.items()]
