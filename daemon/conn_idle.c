@@ -4,10 +4,11 @@
  * idle tunnel qualifies, closed every few seconds and logged as a failed start until it
  * flapped. Here:
  *
- * - a run that came up, was up for IDLE_MIN_UP at least, and that the server closed while
- *   no session of tunneld's was open on it is the server's idle limit: not a failure (no
- *   failed start counted, no flapping), reconnected at once (restart_delay apart), with a
- *   line that says what the server did;
+ * - a run that came up, was up for IDLE_MIN_UP at least but not for gatetime, and that the
+ *   server closed while no session of tunneld's was open on it is taken for the server's
+ *   idle limit: not a failure (no failed start counted, no flapping), reconnected at once
+ *   (restart_delay apart), with a line that says what the server did (a run that lasted
+ *   gatetime is a good run anyway, and judged as one);
  * - from then on, only on that connection, tunneld holds a session open through its
  *   master (keepalive.h: the sftp subsystem), which the server counts as in use, so that
  *   it is not closed again;
@@ -198,6 +199,10 @@ bool conn_idle_closed(struct conn *c, struct conn_run *run)
         if (run->failure != FAILURE_CLOSED || run->failure_on_proxy || run->exit_signal > 0 || !c->run.came_up ||
             c->run.kill_class != FAILURE_NONE || conn_is_handing_over(c) || up_for < IDLE_MIN_UP)
                 return false;
+        /* a run that passed gatetime is a good run whatever closed it: judged as one (its
+         * flapping ends, its backoff resets) */
+        if (c->run.gate_passed)
+                return false;
         format_duration(up_for, up, sizeof(up));
         if (held) {
                 if (ci->limit_seen)
@@ -211,7 +216,8 @@ bool conn_idle_closed(struct conn *c, struct conn_run *run)
         ci->closes++;
         if (!ci->limit_seen)
                 log_full(LOG_NOTICE, &ctx, "the server closed the connection after %s up with no channel open: "
-                         "an idle limit (sshd's UnusedConnectionTimeout), not a failure; reconnecting, and "
+                         "an idle limit, it seems (sshd's UnusedConnectionTimeout; a server that restarts "
+                         "looks the same), not a failure; reconnecting, and "
                          "holding a session open on it (the %s subsystem) so that the server counts it in use", up,
                          SUBSYSTEM);
         else

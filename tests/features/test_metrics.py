@@ -50,7 +50,7 @@ FAMILIES = {
     "tunneld_forward_up": ("gauge", ("tunnel", "kind", "forward")),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
-CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "closed", "local-forward", "remote-forward",
+CLASSES = ("auth", "host-key", "dns", "refused", "unreachable", "timeout", "closed", "penalty", "local-forward", "remote-forward",
            "exec", "killed", "lost", "probe", "config", "forward-denied", "mux", "unknown")
 
 

@@ -59,7 +59,9 @@ class JournalTest(unittest.TestCase):
         """stderr a pipe: every line is "<N>message", with the right syslog priority for each kind of event."""
         good, port = self.good()
         down = free_port()  # nothing listens there
-        d = self.tunneld([good, {"name": "down", "port": down}, {"name": "never", "port": down, "restart": "never"}],
+        # never logs in as another user: its own credentials, its own ssh (with down's,
+        # it would wait for down's attempt and take its failure: pacing.h)
+        d = self.tunneld([good, {"name": "down", "port": down}, {"name": "never", "port": down, "restart": "never", "user": "never"}],
                          stderr="pipe")
         d.wait_log(r"^<5>good: up: ssh \(pid \d+\) authenticated", timeout=UP_TIMEOUT)
         self.assertTrue(echo_roundtrip(port))
