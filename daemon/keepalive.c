@@ -54,7 +54,6 @@ static int request(struct keepalive *k)
 {
         _cleanup_buf_ struct buf b = {0};
         int sv[2], r = 0;
-        ssize_t n;
 
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
                 return -errno;
@@ -62,6 +61,8 @@ static int request(struct keepalive *k)
         if (b.oom)
                 r = -ENOMEM;
         if (r == 0) {
+                ssize_t n;
+
                 do
                         n = send(k->fd, b.data, b.len, MSG_NOSIGNAL);
                 while (n < 0 && errno == EINTR);
@@ -81,8 +82,6 @@ static int request(struct keepalive *k)
 /* One message from the master; false once the keepalive ended (k may be gone then). */
 static bool on_reply(struct keepalive *k, const struct mux_reply *r)
 {
-        char why[MUX_REASON_MAX + 64];
-
         switch (k->state) {
         case KA_HELLO:
                 if (r->type != MUX_MSG_HELLO) {
@@ -102,6 +101,8 @@ static bool on_reply(struct keepalive *k, const struct mux_reply *r)
                         return true;
                 }
                 if ((r->type == MUX_S_FAILURE || r->type == MUX_S_PERMISSION_DENIED) && r->request_id == REQUEST_ID) {
+                        char why[MUX_REASON_MAX + 64];
+
                         snprintf(why, sizeof(why), "ssh: %s", r->reason);
                         end(k, why);
                         return false;

@@ -276,7 +276,7 @@ static int parse_body(struct cursor *c, struct mux_reply *r)
 int mux_parse_reply(const uint8_t *data, size_t len, size_t *ret_used, struct mux_reply *ret)
 {
         struct cursor c = { data, len };
-        uint32_t n;
+        uint32_t n = 0;
 
         *ret_used = 0;
         if (len < 4)

@@ -424,7 +424,9 @@ static struct pacing_cred *first_in_line(const struct pacing_dest *d, const stru
         struct pacing_cred *best = NULL;
 
         for (struct pacing_cred *c = d->creds; c; c = c->dest_next) {
-                if (!c->n_waiting || !(c == self || cred_due(c, now)))
+                bool in_line = (self && c == self) || cred_due(c, now);
+
+                if (!c->n_waiting || !in_line)
                         continue;
                 if (!best || c->n_members > best->n_members ||
                     (c->n_members == best->n_members && c->head->seq < best->head->seq))

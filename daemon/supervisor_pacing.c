@@ -216,9 +216,8 @@ void supervisor_pacing_note(struct supervisor *s, struct conn *c, int event, int
                 pacing_unwait(sp->p, m);
                 start_queue_hold(&s->starts, &l->start, false);
         }
-        if (now == CONN_STARTING && pacing_started(sp->p, m, t))
-                start_queue_kick(&s->starts);
-        else if (now == CONN_UP && old != CONN_UP && pacing_up(sp->p, m, t))
+        if ((now == CONN_STARTING && pacing_started(sp->p, m, t)) ||
+            (now == CONN_UP && old != CONN_UP && pacing_up(sp->p, m, t)))
                 start_queue_kick(&s->starts);
         else if (now == CONN_BACKOFF)
                 pacing_retry_at(sp->p, m, t + conn_get_retry_in(c, t));
