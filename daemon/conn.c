@@ -165,7 +165,7 @@ void conn_pass_gate(struct conn *c)
 
         if (c->run.gate_passed)
                 return;
-        c->run.gate_passed = c->ever_passed = true;
+        c->run.gate_passed = c->counters.ever_passed = true;
         conn_end_flapping(c, "a run lasted gatetime");
         log_full(LOG_DEBUG, &ctx, "ssh has been up for gatetime %s: this start counts as a success",
                  format_duration(c->spec.sup.gatetime, gate, sizeof(gate)));
@@ -321,8 +321,8 @@ static void on_lifetime_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static void reset_counters(struct conn *c)
 {
         conn_end_flapping(c, "started again by request");
-        c->starts = 0;
-        c->failures = 0;
+        c->counters.starts = 0;
+        c->counters.failures = 0;
         /* ever_passed stays: fail_fast is about a configuration that never worked, and only
          * a changed configuration makes the next start a first one again */
         c->reason = NULL;
@@ -480,7 +480,7 @@ void conn_retry_now(struct conn *c, const char *reason)
 {
         if (c->state != CONN_BACKOFF)
                 return;
-        c->failures = 0;
+        c->counters.failures = 0;
         conn_spawn(c, NULL, reason, "retrying now");
 }
 
@@ -490,7 +490,7 @@ bool conn_retry_soon(struct conn *c, const char *reason)
          * they are, and their backoff must not be reset by every interface that comes up */
         if (c->state != CONN_BACKOFF || !policy_network_may_cure(c->last_run.failure))
                 return false;
-        c->failures = 0;
+        c->counters.failures = 0;
         conn_spawn(c, NULL, reason, "retrying now, backoff reset");
         return true;
 }
@@ -653,7 +653,7 @@ pid_t conn_get_next_pid(const struct conn *c)
         return conn_is_handing_over(c) && c->master ? master_pid(c->master) : 0;
 }
 const struct conn_run *conn_get_last_run(const struct conn *c) { return &c->last_run; }
-unsigned conn_get_failures(const struct conn *c) { return c->run.gate_passed ? 0 : c->failures; }
+unsigned conn_get_failures(const struct conn *c) { return c->run.gate_passed ? 0 : c->counters.failures; }
 bool conn_is_flapping(const struct conn *c) { return c->flap.flapping; }
 size_t conn_count_users(const struct conn *c) { return c->n_users; }
 size_t conn_count_attached(const struct conn *c) { return c->n_attached; }

@@ -104,7 +104,7 @@ void conn_reconfigure(struct conn *c, struct conn_change *ch)
                 return;
         }
         /* a new configuration has not proven itself yet: fail_fast judges its first start again */
-        c->ever_passed = false;
+        c->counters.ever_passed = false;
         if (conn_is_running(c) || c->state == CONN_STOPPING || c->state == CONN_BACKOFF || c->state == CONN_FAILED)
                 conn_restart(c, "configuration changed");
 }

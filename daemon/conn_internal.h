@@ -110,10 +110,8 @@ struct conn {
         double path_dead_since;         /* a run's path died; until a new ssh gets an answer (conn_path.c) */
         ev_timer retry_timer, deadline_timer, gate_timer, lifetime_timer;
 
-        unsigned starts;                /* since configured or started by hand (max_starts) */
-        unsigned failures;              /* consecutive failed runs (the backoff's exponent) */
+        struct run_counters counters;   /* what policy.h judges a run with */
         unsigned long total_starts;
-        bool ever_passed;               /* some run since configured was a success (fail_fast) */
         struct conn_run last_run;
         struct conn_flap flap;
 

@@ -249,7 +249,7 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
         reset_run(c);
         c->master = master_free(c->master);
         r = start_master(c);
-        c->starts++;
+        c->counters.starts++;
         c->total_starts++;
         c->run.started_at = now_mono();
         if (r < 0) {
@@ -400,20 +400,18 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
                 .failure = run->failure,
                 .ended_by_tunneld = c->run.kill_class != FAILURE_NONE,
         };
-        const struct run_counters counters = { .starts = c->starts, .failures = c->failures,
-                                               .ever_passed = c->ever_passed };
         struct verdict v;
         char what[1024], in[DURATION_MAX];
 
         if (path_died(c, run))
                 return;
-        v = policy_judge(&c->spec.sup, &counters, &outcome, random_unit());
+        v = policy_judge(&c->spec.sup, &c->counters, &outcome, random_unit());
 
         run->failure = v.failure;
         c->last_run = *run;
-        c->failures = v.failures;
+        c->counters.failures = v.failures;
         if (v.success)
-                c->ever_passed = true;
+                c->counters.ever_passed = true;
         describe_run(c, run, what, sizeof(what));
         if (!v.success)
                 note_flapping(c, run, what);
@@ -429,7 +427,7 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
                 c->reason = v.reason;
                 if (c->spec.sup.max_starts > 0 && strcmp(v.reason, "max_starts reached") == 0)
                         conn_set_state(c, CONN_FAILED, LOG_ERR, run, "%s; not restarting (started %u times, max_starts %d)",
-                                       what, c->starts, c->spec.sup.max_starts);
+                                       what, c->counters.starts, c->spec.sup.max_starts);
                 else
                         conn_set_state(c, CONN_FAILED, LOG_ERR, run, "%s; not restarting (%s)", what, v.why);
                 return;
@@ -437,7 +435,7 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
                 c->run.retry_at = now_mono() + v.delay;
                 conn_arm(c, &c->retry_timer, v.delay);
                 conn_set_state(c, CONN_BACKOFF, LOG_WARNING, run, "%s; restarting in %s (failed start %u in a row)",
-                               what, format_duration(v.delay, in, sizeof(in)), c->failures);
+                               what, format_duration(v.delay, in, sizeof(in)), c->counters.failures);
                 return;
         case VERDICT_RESTART_AFTER:
                 c->run.retry_at = now_mono() + v.delay;
