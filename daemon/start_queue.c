@@ -112,16 +112,19 @@ void start_queue_run(struct start_queue *q)
         if (!q->due)
                 return;
         q->due = false;
-        for (struct start_entry *e = q->head; e; e = next) {
-                next = e->next;         /* a start takes e out of the queue */
-                if ((q->max > 0 && q->connecting >= (size_t)q->max) || q->turn >= START_QUEUE_TURN) {
-                        q->due = q->due || q->turn >= START_QUEUE_TURN;
-                        return;
+        for (int proven_only = 1; proven_only >= 0; proven_only--)
+                for (struct start_entry *e = q->head; e; e = next) {
+                        next = e->next;         /* a start takes e out of the queue */
+                        if (proven_only && !e->proven)
+                                continue;
+                        if ((q->max > 0 && q->connecting >= (size_t)q->max) || q->turn >= START_QUEUE_TURN) {
+                                q->due = q->due || q->turn >= START_QUEUE_TURN;
+                                return;
+                        }
+                        q->dequeuing = e->conn;
+                        conn_dequeue(e->conn, "start slot free");
+                        q->dequeuing = NULL;
                 }
-                q->dequeuing = e->conn;
-                conn_dequeue(e->conn, "start slot free");
-                q->dequeuing = NULL;
-        }
 }
 
 bool start_queue_busy(const struct start_queue *q)

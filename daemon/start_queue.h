@@ -20,6 +20,7 @@ struct start_entry {
         struct start_entry *prev, *next;
         bool queued;
         bool held;                      /* waits for something else than a slot (pacing.h) */
+        bool proven;                    /* its credentials logged in before: let through first */
 };
 
 #define START_QUEUE_TURN 16
@@ -44,8 +45,9 @@ const char *start_queue_gate(struct start_queue *q, const struct conn *c);
 void start_queue_note(struct start_queue *q, struct start_entry *e, int event, int old);
 /* The connection goes: out of the queue, its slot given back. */
 void start_queue_forget(struct start_queue *q, struct start_entry *e);
-/* A new turn of the loop: let queued connections through, oldest first, while there is
- * room; O(1) unless due. */
+/* A new turn of the loop: let queued connections through while there is room, those whose
+ * credentials are proven first (a blip's good tunnels before keys never tried), each kind
+ * oldest first; O(1) unless due. */
 void start_queue_run(struct start_queue *q);
 /* Connections wait that the next turn lets through: the loop must not block until then. */
 bool start_queue_busy(const struct start_queue *q);

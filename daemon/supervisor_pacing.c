@@ -170,8 +170,10 @@ const char *supervisor_pacing_gate(struct supervisor *s, struct conn *c)
                                 (void)joined(sp, s->conns[i]);
         if (!sp || !(m = joined(sp, c))) {
                 start_queue_hold(&s->starts, &l->start, false);
+                l->start.proven = false;
                 return NULL;
         }
+        l->start.proven = pacing_is_proven(m);
         v = pacing_ask(sp->p, m, s->starts.dequeuing == c, conn_get_failures(c) == 0, now);
         sp->dirty = true;
         start_queue_hold(&s->starts, &l->start, v.hold != PACING_GO);

@@ -214,6 +214,33 @@ static void test_free_slot_goes_to_the_queue_first(void)
         finish();
 }
 
+/* A connection whose credentials logged in before goes before one whose credentials were
+ * never tried: qp comes up (proven), qx holds the only slot for 1 s, qn queues (new
+ * credentials), then qp's ssh ends and its restart queues behind qn; when qx
+ * authenticates, qp gets the slot first (after a blip, the good tunnels before keys never
+ * tried), then qn. */
+static void test_proven_credentials_go_first(void)
+{
+        fake_plan("qp", "0 0.3 auth\n0 30 auth");
+        fake_plan("qx", "0 30 auth wait=1");
+        fake_plan("qn", "0 30 auth");
+        if (!start("max_parallel_starts = 1; stop_timeout = 0.5;"
+                   "defaults = { gatetime = 0; restart_delay = 0.1; restart_delay_max = 0.1; connect_timeout = 5; };",
+                   "{ name = \"qp\"; host = \"qp\"; " FORWARD(15321) " },"
+                   "{ name = \"qx\"; host = \"qx\"; " FORWARD(15322) " },"
+                   "{ name = \"qn\"; host = \"qn\"; " FORWARD(15323) " }")) {
+                finish();
+                return;
+        }
+        test_assert(wait_state("qx", TUNNEL_UP, WAIT + 1));
+        test_assert(wait_state("qp", TUNNEL_UP, WAIT) && wait_state("qn", TUNNEL_UP, WAIT));
+        test_assert_streq(start_order(), "qp qx qp qn");
+        test_assert(event_of("qp", TUNNEL_QUEUED, 0) >= 0);   /* it did wait behind qn */
+        test_assert(event_of("qp", TUNNEL_QUEUED, 0) > event_of("qn", TUNNEL_QUEUED, 0));
+        test_assert(most_connecting == 1);
+        finish();
+}
+
 /* "Authenticated to" gives the slot back: the next connection starts then, not when the
  * first is up (its control socket comes 0.5 s later) nor at connect_timeout. */
 static void test_authenticated_frees_the_slot(void)
@@ -271,6 +298,7 @@ int main(void)
         static const struct test_case cases[] = {
                 TEST(test_failed_start_requeues_behind_those_that_waited),
                 TEST(test_free_slot_goes_to_the_queue_first),
+                TEST(test_proven_credentials_go_first),
                 TEST(test_authenticated_frees_the_slot),
                 TEST(test_slow_start_holds_the_slot_for_connect_timeout),
         };
