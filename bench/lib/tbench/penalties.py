@@ -32,7 +32,8 @@ import unittest
 
 from .fixtures import AutosshFleet, Tunneld, ssh_argvs, write_tunneld_conf
 from .probe import MultiProber, echo_ok
-from .util import BenchError, alive, descendants, log, now, on_cleanup, run, run_cleanup
+from .util import BenchError, alive, descendants, log, now, on_cleanup, run_cleanup
+from .util import run as run_cmd
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 GOOD, BAD = 20, 10                  # the issue's scenario; --quick: QUICK_GOOD, QUICK_BAD
@@ -81,7 +82,7 @@ def _bad_keys(ctx, n):
     out = []
     for i in range(n):
         path = os.path.join(d, f"bad{i}")
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tbench-rejected", "-f", path])
+        run_cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tbench-rejected", "-f", path])
         out.append(path)
     return out
 
@@ -304,7 +305,7 @@ def run(ctx, env, quick):
         log(f"penalties: skipped: {why}")
         res["skipped"] = why
         return res
-    res["server"] = zoo.version() + " (Debian 13's sshd, default PerSourcePenalties)"
+    res["server"] = zoo.version().split(",")[0]         # ssh -V of the same packages: "OpenSSH_10.0p2 Debian-…"
     keys = _bad_keys(ctx, bad)
     variants = [("one-key", keys[:1] * bad), ("ten-keys" if bad == 10 else f"{bad}-keys", keys)]
     contenders = [_TunneldContender, _AutosshContender]

@@ -834,6 +834,100 @@ def _network(r, out, targets):
                         ok(c_n, iv + 5.0)))
     out.append("")
 
+def _penalties(r, out, targets):
+    out.append("## 10. A server that penalises failed logins: sshd 10.0's PerSourcePenalties\n")
+    if r.get("skipped"):
+        out.append(f"Skipped: {r['skipped']} (the benchmark needs Debian 13's sshd, from the root that "
+                   "`scripts/deps --zoo-root` makes).\n")
+        return
+    g, b = r["good"], r["bad"]
+    s_end, b_end = r["at_start"][-1], r["at_blip"][-1]
+    out.append(
+        f"Issue 25's scenario: {g} tunnels (`-L` to the echo server) whose key the server accepts and {b} whose key "
+        f"it refuses, all to one Debian 13 sshd ({r.get('server', 'OpenSSH 10.0')}) with its default penalties (5 s per failed "
+        "login, 1 s per connection that never authenticates; from 15 s accrued it refuses the address for a "
+        f"while). The {b} bad tunnels come first (in tunneld's configuration and in the order the autossh "
+        f"processes are released); they use one rejected key, or {b} different ones. **tunneld** runs with its "
+        "defaults (pacing needs no setting); **autossh** is one `autossh -M 0` per tunnel with "
+        "`AUTOSSH_GATETIME=0`, tunneld's ssh options made standalone (the same ServerAlive). They run one after "
+        "the other, each against a fresh sshd (its own penalty table). *Up* = a new connection through the "
+        f"forward echoes (an attempt every {r['probe_every_s'] * 1000:g} ms, each given 1 s); *all up* is looked for "
+        f"{r['up_limit_s']:g} s. The **blip** kills every ssh the contender runs (SIGKILL), once each good tunnel "
+        f"that came up has been up {r['uptime_before_blip_s']:g} s (past tunneld's default gatetime of 30 s) and "
+        f"not before {s_end:g} s; *back* = a new connection echoes again, looked for {b_end:g} s. The last four "
+        "columns are the server's log over the whole run: failed logins (`Failed publickey`), connections "
+        "accepted, penalties activated for 127.0.0.1, and connections dropped for a penalty.\n")
+    variant = {"one-key": f"{b} bad on 1 key"}
+
+    def vname(v):
+        return variant.get(v, f"{b} bad on {b} keys")
+
+    def within(v, limit):
+        return f"not within {limit:g} s" if v is None else fmt_s(v)
+    rows = []
+    order = {"one-key": 0}
+    runs = sorted(r["runs"], key=lambda x: (order.get(x["variant"], 1), x["who"] != "tunneld"))
+    for x in runs:
+        sv = x.get("server", {})
+        act = sv.get("penalties_activated")
+        rows.append(["tunneld" if x["who"] == "tunneld" else "autossh -M 0", vname(x["variant"])]
+                    + [f"{x['up_at'][k]}/{g}" for k in sorted(x["up_at"], key=float)]
+                    + [within(x.get("all_up_s"), r["up_limit_s"])]
+                    + [f"{x['back_at'][k]}/{g}" for k in sorted(x.get("back_at", {}), key=float)]
+                    + [within(x.get("all_back_s"), b_end) if "back_s" in x else "—",
+                       sv.get("failed_publickey", "—"), sv.get("connections", "—"),
+                       "—" if act is None else ("no" if act == 0 else f"yes ({act})"), sv.get("penalty_drops", "—")])
+    if rows:
+        out.append(table(["contender", "variant"] + [f"up at {k:g} s" for k in r["at_start"]] + ["all up s"]
+                         + [f"back at {k:g} s" for k in r["at_blip"]]
+                         + ["all back s", "failed logins", "connections", "penalty", "dropped"],
+                         rows, ["l", "l"] + ["r"] * (len(rows[0]) - 2)))
+    if r.get("error"):
+        out.append(f"\n**Stopped early**: {r['error']}")
+    notes = []
+    for x in runs:
+        who = "tunneld" if x["who"] == "tunneld" else "autossh"
+        n = (f"{who}, {vname(x['variant'])}: the blip {fmt_s(x.get('blip_after_s'), 1)} s after start killed "
+             f"{x.get('killed')} ssh ({x.get('up_before_blip')}/{g} good up just before it)")
+        bb = (x.get("server") or {}).get("before_blip") or {}
+        if bb:
+            n += (f"; before the blip the server saw {bb.get('failed_publickey')} failed logins, "
+                  f"{bb.get('connections')} connections, {bb.get('penalty_drops')} dropped for a penalty")
+        t = x.get("tunneld")
+        if t:
+            fb = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_bad", {}).items())) or "none"
+            fg = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_good", {}).items())) or "none"
+            n += (f"; tunneld started ssh {t.get('starts')} times; failures of the bad tunnels: {fb}; of the good: "
+                  f"{fg} (`killed` is the blip)")
+        notes.append(n + ".")
+    if notes:
+        out.append("\n" + "\n".join(f"* {n}" for n in notes))
+    au = next((x["autossh"] for x in runs if x.get("autossh")), None)
+    if au:
+        out.append(f"\nautossh's ssh for a good tunnel: `{au.get('args_example_good')}`")
+    lines = next(((x.get("server") or {}).get("penalty_lines") for x in runs
+                  if (x.get("server") or {}).get("penalties_activated")), None)
+    if lines:
+        out.append("\nThe server's first lines about penalties in a run where it activated one:\n\n```\n"
+                   + "\n".join(lines) + "\n```")
+    # issue 25's goals for tunneld, in each variant
+    td = [x for x in runs if x["who"] == "tunneld"]
+    if td:
+        def ok_t(x):
+            return (x.get("all_up_s") is not None and x["all_up_s"] <= 10.0 and x.get("all_back_s") is not None
+                    and x["all_back_s"] <= 5.0)
+        targets.append((f"penalties: the {g} good tunnels up within 10 s of start and back within 5 s of a blip, "
+                        f"{b} tunnels refused by a penalising sshd 10.0",
+                        "; ".join(f"{vname(x['variant'])}: up {within(x.get('all_up_s'), r['up_limit_s'])} s, "
+                                  f"back {within(x.get('all_back_s'), b_end)} s" for x in td),
+                        all(ok_t(x) for x in td)))
+        targets.append(("penalties: the server never penalises tunneld's address",
+                        "; ".join(f"{vname(x['variant'])}: {x.get('server', {}).get('penalties_activated')} "
+                                  f"activated, {x.get('server', {}).get('penalty_drops')} dropped" for x in td),
+                        all(x.get("server", {}).get("penalties_activated") == 0
+                            and x.get("server", {}).get("penalty_drops") == 0 for x in td)))
+    out.append("")
+
 
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
@@ -967,6 +1061,8 @@ def render(res, args):
         _atscale(res["atscale"], body, targets)
     if "network" in res:
         _network(res["network"], body, targets)
+    if "penalties" in res:
+        _penalties(res["penalties"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:
