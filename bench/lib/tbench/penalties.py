@@ -43,6 +43,8 @@ AT_BLIP = (5.0, 30.0)               # s after the blip: how many are back; --qui
 QUICK_AT_BLIP = (5.0, 10.0)
 UP_LIMIT = 60.0                     # s: "all up" is looked for this long after start (--quick 30)
 QUICK_UP_LIMIT = 30.0
+BACK_LIMIT = 120.0                  # s: "all back" is looked for this long after the blip (--quick 30)
+QUICK_BACK_LIMIT = 30.0
 UPTIME_BEFORE_BLIP = 31.0           # s: each good tunnel that came up is up this long before the blip
 PROBE_EVERY = 0.05                  # s: a new attempt through each forward this often (each given 1 s)
 # What sshd logs when it refuses an address for a penalty, or starts to (the regexes of
@@ -175,11 +177,11 @@ class _TunneldContender:
                    for n, t in up.items() if t is not None)
 
     def details(self):
-        out = {"starts": 0, "failures_good": {}, "failures_bad": {}, "states_bad": {}, "states_good": {}}
+        out = {"ssh_started": 0, "failures_good": {}, "failures_bad": {}, "states_bad": {}, "states_good": {}}
         try:
             for t in self.td.status()["tunnels"]:
                 bad = t["name"].startswith("bad")
-                out["starts"] += t.get("starts") or 0
+                out["ssh_started"] += t.get("starts") or 0     # ssh launched (a start the pacing held is none)
                 f = out["failures_bad" if bad else "failures_good"]
                 for k, v in (t.get("failures") or {}).items():
                     f[k] = f.get(k, 0) + v
@@ -209,7 +211,13 @@ class _AutosshContender:
     def __init__(self, ctx, label, conf, ctl, names, good_ports):
         argvs = ssh_argvs(ctx, conf)
         self.args = [argvs[n][1:] for n in names]
-        self.fleet = AutosshFleet(self.args, None)
+        # autossh's own lines (each with its pid; level 7 for its grace-time sleeps) and its
+        # ssh's stderr, all in one file: its ssh starts are counted there, the rest is for
+        # --keep-tmp; logging changes nothing autossh does
+        self.log = ctx.path(f"autossh-penalties-{label}.log")
+        self.fleet = AutosshFleet(self.args, None, {"AUTOSSH_LOGFILE": self.log, "AUTOSSH_LOGLEVEL": "7"})
+        for m in self.fleet.members:
+            m.log_path = self.log
 
     def start(self):
         return self.fleet.start()[1]
@@ -221,13 +229,21 @@ class _AutosshContender:
         return True
 
     def details(self):
-        return {"args_example_good": " ".join(self.args[-1]), "args_example_bad": " ".join(self.args[0])}
+        out = {"args_example_good": " ".join(self.args[-1]), "args_example_bad": " ".join(self.args[0])}
+        try:
+            with open(self.log, errors="replace") as f:
+                text = f.read()
+            out["ssh_started"] = text.count("starting ssh (count ")
+            out["grace_sleeps"] = len(re.findall(r"sleeping for grace time", text))
+        except OSError:
+            pass
+        return out
 
     def stop(self):
         self.fleet.stop()
 
 
-def _one(ctx, tt, env, contender, variant, keys, good, bad, at_blip, up_limit):
+def _one(ctx, tt, env, contender, variant, keys, good, bad, at_blip, up_limit, back_limit):
     label = f"{contender.who}-{variant}"
     server, s_token = _server(tt)
     r = {"who": contender.who, "variant": variant}
@@ -269,7 +285,7 @@ def _one(ctx, tt, env, contender, variant, keys, good, bad, at_blip, up_limit):
                 time.sleep(0.005)
             r["blip_after_s"] = tb - t0
             r["killed"] = len(pids)
-            back = _first_echo(good_ports, tb, tb + at_blip[-1])
+            back = _first_echo(good_ports, tb, tb + back_limit)
             r["back_s"] = back
             r["back_at"] = {f"{x:g}": _count_within(back, x) for x in at_blip}
             r["all_back_s"] = _all_within(back)
@@ -278,10 +294,13 @@ def _one(ctx, tt, env, contender, variant, keys, good, bad, at_blip, up_limit):
                 ", ".join(f"{k} s: {v}" for k, v in r["back_at"].items()) +
                 f"; all back after {r['all_back_s']}")
             text = server.log()
+            with open(ctx.path(f"sshd-penalties-{label}.log"), "w") as f:
+                f.write(text)           # the server's directory goes with it: a copy for --keep-tmp
             r["server"] = _server_log(text)
             r["server"]["before_blip"] = _server_log(log_before)
             r["server"]["before_blip"].pop("penalty_lines", None)
             r[contender.who] = c.details()
+            r["ssh_started"] = r[contender.who].get("ssh_started")
             r["seconds"] = now() - t0
         finally:
             run_cleanup(c_token)
@@ -299,7 +318,9 @@ def run(ctx, env, quick):
     good, bad = (QUICK_GOOD, QUICK_BAD) if quick else (GOOD, BAD)
     at_blip = QUICK_AT_BLIP if quick else AT_BLIP
     up_limit = QUICK_UP_LIMIT if quick else UP_LIMIT
+    back_limit = QUICK_BACK_LIMIT if quick else BACK_LIMIT
     res = {"good": good, "bad": bad, "at_start": list(AT_START), "at_blip": list(at_blip), "up_limit_s": up_limit,
+           "back_limit_s": back_limit,
            "uptime_before_blip_s": UPTIME_BEFORE_BLIP, "probe_every_s": PROBE_EVERY, "runs": []}
     if zoo is None:
         log(f"penalties: skipped: {why}")
@@ -313,7 +334,8 @@ def run(ctx, env, quick):
         for i, (variant, vkeys) in enumerate(variants):
             # alternate who goes first, so that load changes on the machine hit both alike
             for contender in (contenders if i % 2 == 0 else contenders[::-1]):
-                res["runs"].append(_one(ctx, tt, env, contender, variant, vkeys, good, bad, at_blip, up_limit))
+                res["runs"].append(_one(ctx, tt, env, contender, variant, vkeys, good, bad, at_blip, up_limit,
+                                        back_limit))
     except BenchError as e:
         res["error"] = str(e)
         log(f"penalties: {e}")

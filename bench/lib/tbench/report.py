@@ -841,32 +841,33 @@ def _penalties(r, out, targets):
                    "`scripts/deps --zoo-root` makes).\n")
         return
     g, b = r["good"], r["bad"]
-    s_end, b_end = r["at_start"][-1], r["at_blip"][-1]
+    s_end = r["at_start"][-1]
+    back_limit = r.get("back_limit_s", r["at_blip"][-1])
     out.append(
         f"Issue 25's scenario: {g} tunnels (`-L` to the echo server) whose key the server accepts and {b} whose key "
-        f"it refuses, all to one Debian 13 sshd ({r.get('server', 'OpenSSH 10.0')}) with its default penalties (5 s per failed "
-        "login, 1 s per connection that never authenticates; from 15 s accrued it refuses the address for a "
-        f"while). The {b} bad tunnels come first (in tunneld's configuration and in the order the autossh "
-        f"processes are released); they use one rejected key, or {b} different ones. **tunneld** runs with its "
-        "defaults (pacing needs no setting); **autossh** is one `autossh -M 0` per tunnel with "
-        "`AUTOSSH_GATETIME=0`, tunneld's ssh options made standalone (the same ServerAlive). They run one after "
-        "the other, each against a fresh sshd (its own penalty table). *Up* = a new connection through the "
-        f"forward echoes (an attempt every {r['probe_every_s'] * 1000:g} ms, each given 1 s); *all up* is looked for "
-        f"{r['up_limit_s']:g} s. The **blip** kills every ssh the contender runs (SIGKILL), once each good tunnel "
-        f"that came up has been up {r['uptime_before_blip_s']:g} s (past tunneld's default gatetime of 30 s) and "
-        f"not before {s_end:g} s; *back* = a new connection echoes again, looked for {b_end:g} s. The last four "
-        "columns are the server's log over the whole run: failed logins (`Failed publickey`), connections "
-        "accepted, penalties activated for 127.0.0.1, and connections dropped for a penalty.\n")
-    variant = {"one-key": f"{b} bad on 1 key"}
+        f"it refuses, all to one Debian 13 sshd ({r.get('server', 'OpenSSH 10.0')}) with its default penalties (5 s "
+        "per failed login, 1 s per connection that never authenticates; from 15 s accrued it drops every new "
+        f"connection from the address until the penalty expires). The {b} bad tunnels come first (in tunneld's "
+        f"configuration and in the order the autossh processes are released); they use one rejected key, or {b} "
+        "different ones. **tunneld** runs with its defaults (pacing needs no setting); **autossh** is one "
+        "`autossh -M 0` per tunnel with `AUTOSSH_GATETIME=0`, tunneld's ssh options made standalone (the same "
+        "ServerAlive). They run one after the other, each against a fresh sshd (its own penalty table). *Up* = a "
+        f"new connection through the forward echoes (an attempt every {r['probe_every_s'] * 1000:g} ms, each given "
+        f"1 s); *all up* is looked for {r['up_limit_s']:g} s. The **blip** kills every ssh the contender runs "
+        f"(SIGKILL), once each good tunnel that came up has been up {r['uptime_before_blip_s']:g} s (past tunneld's "
+        f"default gatetime of 30 s) and not before {s_end:g} s; *back* = a new connection echoes again; *all back* "
+        f"is looked for {back_limit:g} s. *ssh started*: ssh processes the contender started over the whole run "
+        "(tunneld's status; autossh's log). From the server's log over the whole run: *failed logins* "
+        "(`Failed publickey`), *penalty*: penalties activated for 127.0.0.1, *drops logged*: `drop connection … "
+        "penalty` lines (sshd rate-limits them, so this is a lower bound of the connections it refused).\n")
 
     def vname(v):
-        return variant.get(v, f"{b} bad on {b} keys")
+        return f"{b} bad on 1 key" if v == "one-key" else f"{b} bad on {b} keys"
 
     def within(v, limit):
         return f"not within {limit:g} s" if v is None else fmt_s(v)
     rows = []
-    order = {"one-key": 0}
-    runs = sorted(r["runs"], key=lambda x: (order.get(x["variant"], 1), x["who"] != "tunneld"))
+    runs = sorted(r["runs"], key=lambda x: (x["variant"] != "one-key", x["who"] != "tunneld"))
     for x in runs:
         sv = x.get("server", {})
         act = sv.get("penalties_activated")
@@ -874,31 +875,35 @@ def _penalties(r, out, targets):
                     + [f"{x['up_at'][k]}/{g}" for k in sorted(x["up_at"], key=float)]
                     + [within(x.get("all_up_s"), r["up_limit_s"])]
                     + [f"{x['back_at'][k]}/{g}" for k in sorted(x.get("back_at", {}), key=float)]
-                    + [within(x.get("all_back_s"), b_end) if "back_s" in x else "—",
-                       sv.get("failed_publickey", "—"), sv.get("connections", "—"),
+                    + [within(x.get("all_back_s"), back_limit) if "back_s" in x else "—",
+                       x.get("ssh_started", "—"), sv.get("failed_publickey", "—"),
                        "—" if act is None else ("no" if act == 0 else f"yes ({act})"), sv.get("penalty_drops", "—")])
     if rows:
         out.append(table(["contender", "variant"] + [f"up at {k:g} s" for k in r["at_start"]] + ["all up s"]
                          + [f"back at {k:g} s" for k in r["at_blip"]]
-                         + ["all back s", "failed logins", "connections", "penalty", "dropped"],
+                         + ["all back s", "ssh started", "failed logins", "penalty", "drops logged"],
                          rows, ["l", "l"] + ["r"] * (len(rows[0]) - 2)))
     if r.get("error"):
         out.append(f"\n**Stopped early**: {r['error']}")
     notes = []
     for x in runs:
         who = "tunneld" if x["who"] == "tunneld" else "autossh"
+        sv = x.get("server") or {}
         n = (f"{who}, {vname(x['variant'])}: the blip {fmt_s(x.get('blip_after_s'), 1)} s after start killed "
-             f"{x.get('killed')} ssh ({x.get('up_before_blip')}/{g} good up just before it)")
-        bb = (x.get("server") or {}).get("before_blip") or {}
+             f"{x.get('killed')} ssh ({x.get('up_before_blip')}/{g} good tunnels echoed just before it); the server "
+             f"started {sv.get('connections')} sessions (`Connection from`)")
+        bb = sv.get("before_blip") or {}
         if bb:
-            n += (f"; before the blip the server saw {bb.get('failed_publickey')} failed logins, "
-                  f"{bb.get('connections')} connections, {bb.get('penalty_drops')} dropped for a penalty")
+            n += (f", {bb.get('connections')} of them before the blip, with {bb.get('failed_publickey')} failed logins "
+                  f"and {bb.get('penalty_drops')} drops logged")
         t = x.get("tunneld")
         if t:
             fb = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_bad", {}).items())) or "none"
             fg = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_good", {}).items())) or "none"
-            n += (f"; tunneld started ssh {t.get('starts')} times; failures of the bad tunnels: {fb}; of the good: "
-                  f"{fg} (`killed` is the blip)")
+            n += f"; tunneld's failures of the bad tunnels: {fb}; of the good: {fg} (`killed` is the blip)"
+        a = x.get("autossh")
+        if a and a.get("grace_sleeps") is not None:
+            n += f"; autossh slept its grace time {a['grace_sleeps']} times"
         notes.append(n + ".")
     if notes:
         out.append("\n" + "\n".join(f"* {n}" for n in notes))
@@ -917,13 +922,16 @@ def _penalties(r, out, targets):
             return (x.get("all_up_s") is not None and x["all_up_s"] <= 10.0 and x.get("all_back_s") is not None
                     and x["all_back_s"] <= 5.0)
         targets.append((f"penalties: the {g} good tunnels up within 10 s of start and back within 5 s of a blip, "
-                        f"{b} tunnels refused by a penalising sshd 10.0",
-                        "; ".join(f"{vname(x['variant'])}: up {within(x.get('all_up_s'), r['up_limit_s'])} s, "
-                                  f"back {within(x.get('all_back_s'), b_end)} s" for x in td),
+                        f"beside {b} a penalising sshd 10.0 refuses",
+                        "; ".join(f"{vname(x['variant'])}: all up {within(x.get('all_up_s'), r['up_limit_s'])} s, "
+                                  f"back {within(x.get('all_back_s'), back_limit)} s" for x in td)
+                        + "; autossh: " + "; ".join(
+                            f"{vname(x['variant'])}: all up {within(x.get('all_up_s'), r['up_limit_s'])} s, back "
+                            f"{within(x.get('all_back_s'), back_limit)} s" for x in runs if x["who"] != "tunneld"),
                         all(ok_t(x) for x in td)))
         targets.append(("penalties: the server never penalises tunneld's address",
                         "; ".join(f"{vname(x['variant'])}: {x.get('server', {}).get('penalties_activated')} "
-                                  f"activated, {x.get('server', {}).get('penalty_drops')} dropped" for x in td),
+                                  f"activated, {x.get('server', {}).get('penalty_drops')} drops logged" for x in td),
                         all(x.get("server", {}).get("penalties_activated") == 0
                             and x.get("server", {}).get("penalty_drops") == 0 for x in td)))
     out.append("")
