@@ -20,7 +20,7 @@ from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_ava
 BENCH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOP = os.path.dirname(BENCH)
 ALL = ["recovery", "scale", "reload", "outage", "restart", "share", "network", "limits", "profile"]
-OPTIONAL = ["atscale", "penalties"]     # only with --only: minutes of the machine's whole CPU; penalties about 6 min
+OPTIONAL = ["atscale", "penalties"]     # only with --only: atscale minutes of the machine's whole CPU; penalties about 7 min
 
 
 def parse_args(argv):

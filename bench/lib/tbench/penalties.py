@@ -234,7 +234,8 @@ class _AutosshContender:
             with open(self.log, errors="replace") as f:
                 text = f.read()
             out["ssh_started"] = text.count("starting ssh (count ")
-            out["grace_sleeps"] = len(re.findall(r"sleeping for grace time", text))
+            sleeps = [int(x) for x in re.findall(r"sleeping for grace time (\d+) secs", text)]
+            out["grace_sleeps"], out["grace_max"] = len(sleeps), max(sleeps, default=0)
         except OSError:
             pass
         return out

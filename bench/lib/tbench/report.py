@@ -866,6 +866,9 @@ def _penalties(r, out, targets):
 
     def within(v, limit):
         return f"not within {limit:g} s" if v is None else fmt_s(v)
+
+    def within_s(v, limit):
+        return f"not within {limit:g} s" if v is None else f"{fmt_s(v)} s"
     rows = []
     runs = sorted(r["runs"], key=lambda x: (x["variant"] != "one-key", x["who"] != "tunneld"))
     for x in runs:
@@ -903,7 +906,9 @@ def _penalties(r, out, targets):
             n += f"; tunneld's failures of the bad tunnels: {fb}; of the good: {fg} (`killed` is the blip)"
         a = x.get("autossh")
         if a and a.get("grace_sleeps") is not None:
-            n += f"; autossh slept its grace time {a['grace_sleeps']} times"
+            n += f"; the autossh processes slept their grace time {a['grace_sleeps']} times in all"
+            if a.get("grace_max"):
+                n += f", at most {a['grace_max']} s"
         notes.append(n + ".")
     if notes:
         out.append("\n" + "\n".join(f"* {n}" for n in notes))
@@ -923,11 +928,11 @@ def _penalties(r, out, targets):
                     and x["all_back_s"] <= 5.0)
         targets.append((f"penalties: the {g} good tunnels up within 10 s of start and back within 5 s of a blip, "
                         f"beside {b} a penalising sshd 10.0 refuses",
-                        "; ".join(f"{vname(x['variant'])}: all up {within(x.get('all_up_s'), r['up_limit_s'])} s, "
-                                  f"back {within(x.get('all_back_s'), back_limit)} s" for x in td)
-                        + "; autossh: " + "; ".join(
-                            f"{vname(x['variant'])}: all up {within(x.get('all_up_s'), r['up_limit_s'])} s, back "
-                            f"{within(x.get('all_back_s'), back_limit)} s" for x in runs if x["who"] != "tunneld"),
+                        "; ".join(f"{vname(x['variant'])}: all up {within_s(x.get('all_up_s'), r['up_limit_s'])}, "
+                                  f"back {within_s(x.get('all_back_s'), back_limit)}" for x in td)
+                        + " (autossh: " + "; ".join(
+                            f"{vname(x['variant'])}: all up {within_s(x.get('all_up_s'), r['up_limit_s'])}, back "
+                            f"{within_s(x.get('all_back_s'), back_limit)}" for x in runs if x["who"] != "tunneld") + ")",
                         all(ok_t(x) for x in td)))
         targets.append(("penalties: the server never penalises tunneld's address",
                         "; ".join(f"{vname(x['variant'])}: {x.get('server', {}).get('penalties_activated')} "
