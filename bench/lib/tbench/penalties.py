@@ -26,6 +26,7 @@ reachable), the benchmark is skipped, saying why, as tests/e2e/test_penalties.py
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -171,7 +172,7 @@ class _TunneldContender:
         a kill now is no failed start."""
         try:
             s = {t["name"]: t for t in self.td.status()["tunnels"]}
-        except BenchError:
+        except (BenchError, OSError, subprocess.SubprocessError):
             return False
         return all(s.get(n, {}).get("uptime") is not None and s[n]["uptime"] > s[n]["gatetime"]
                    for n, t in up.items() if t is not None)
@@ -187,7 +188,7 @@ class _TunneldContender:
                     f[k] = f.get(k, 0) + v
                 st = out["states_bad" if bad else "states_good"]
                 st[t.get("state")] = st.get(t.get("state"), 0) + 1
-        except (BenchError, KeyError, TypeError) as e:
+        except (BenchError, OSError, subprocess.SubprocessError, KeyError, TypeError) as e:
             out["error"] = str(e)
         try:
             with open(self.td.log, errors="replace") as f:
