@@ -892,13 +892,15 @@ def _penalties(r, out, targets):
     for x in runs:
         who = "tunneld" if x["who"] == "tunneld" else "autossh"
         sv = x.get("server") or {}
+        back_n = sum(1 for t in (x.get("back_s") or {}).values() if t is not None)
         n = (f"{who}, {vname(x['variant'])}: the blip {fmt_s(x.get('blip_after_s'), 1)} s after start killed "
-             f"{x.get('killed')} ssh ({x.get('up_before_blip')}/{g} good tunnels echoed just before it); the server "
-             f"started {sv.get('connections')} sessions (`Connection from`)")
+             f"{x.get('killed')} ssh ({x.get('up_before_blip')}/{g} good tunnels echoed just before it; "
+             f"{back_n}/{g} back within {back_limit:g} s); the server started {sv.get('connections')} sessions "
+             "(`Connection from`)")
         bb = sv.get("before_blip") or {}
         if bb:
-            n += (f", {bb.get('connections')} of them before the blip, with {bb.get('failed_publickey')} failed logins "
-                  f"and {bb.get('penalty_drops')} drops logged")
+            n += (f", {bb.get('connections')} of them before the blip (failed logins before it: "
+                  f"{bb.get('failed_publickey')}, drops logged: {bb.get('penalty_drops')})")
         t = x.get("tunneld")
         if t:
             fb = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_bad", {}).items())) or "none"
