@@ -12,7 +12,7 @@ import sys
 import tempfile
 import traceback
 
-from . import atscale, limits, network, outage, profile, recovery, reload, report, restart, scale, share
+from . import atscale, limits, network, outage, penalties, profile, recovery, reload, report, restart, scale, share
 from .fixtures import Context, EchoServer, Keys, Sshd
 from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_available_kb, now,
                    set_child_subreaper)
@@ -20,7 +20,7 @@ from .util import (BenchError, PortAllocator, cleanup_all, loadavg, log, mem_ava
 BENCH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOP = os.path.dirname(BENCH)
 ALL = ["recovery", "scale", "reload", "outage", "restart", "share", "network", "limits", "profile"]
-OPTIONAL = ["atscale"]      # only with --only: minutes of the machine's whole CPU
+OPTIONAL = ["atscale", "penalties"]     # only with --only: atscale minutes of the machine's whole CPU; penalties about 7 min
 
 
 def parse_args(argv):
@@ -284,6 +284,7 @@ def main(argv=None):
         niv, ncnt = (int(x) for x in args.network_alive.lower().split("x"))
         bench("network", lambda: network.run(ctx, env, args.network_reps, args.network_blackhole, niv, ncnt))
         bench("atscale", lambda: atscale.run(ctx, env, args.atscale, args.scale_gatetime, args.atscale_reloads))
+        bench("penalties", lambda: penalties.run(ctx, env, args.quick))
         bench("limits", lambda: limits.run(ctx, env))
         bench("profile", lambda: profile.run_all(ctx, env, args.profile_n, args.callgrind_n,
                                                  args.scale_gatetime, 2.0 if args.quick else 5.0))

@@ -834,6 +834,115 @@ def _network(r, out, targets):
                         ok(c_n, iv + 5.0)))
     out.append("")
 
+def _penalties(r, out, targets):
+    out.append("## 10. A server that penalises failed logins: sshd 10.0's PerSourcePenalties\n")
+    if r.get("skipped"):
+        out.append(f"Skipped: {r['skipped']} (the benchmark needs Debian 13's sshd, from the root that "
+                   "`scripts/deps --zoo-root` makes).\n")
+        return
+    g, b = r["good"], r["bad"]
+    s_end = r["at_start"][-1]
+    back_limit = r.get("back_limit_s", r["at_blip"][-1])
+    out.append(
+        f"Issue 25's scenario: {g} tunnels (`-L` to the echo server) whose key the server accepts and {b} whose key "
+        f"it refuses, all to one Debian 13 sshd ({r.get('server', 'OpenSSH 10.0')}) with its default penalties (5 s "
+        "per failed login, 1 s per connection that never authenticates; from 15 s accrued it drops every new "
+        f"connection from the address until the penalty expires). The {b} bad tunnels come first (in tunneld's "
+        f"configuration and in the order the autossh processes are released); they use one rejected key, or {b} "
+        "different ones. **tunneld** runs with its defaults (pacing needs no setting); **autossh** is one "
+        "`autossh -M 0` per tunnel with `AUTOSSH_GATETIME=0`, tunneld's ssh options made standalone (the same "
+        "ServerAlive). They run one after the other, each against a fresh sshd (its own penalty table). *Up* = a "
+        f"new connection through the forward echoes (an attempt every {r['probe_every_s'] * 1000:g} ms, each given "
+        f"1 s); *all up* is looked for {r['up_limit_s']:g} s. The **blip** kills every ssh the contender runs "
+        f"(SIGKILL), once each good tunnel that came up has been up {r['uptime_before_blip_s']:g} s (past tunneld's "
+        f"default gatetime of 30 s) and not before {s_end:g} s; *back* = a new connection echoes again; *all back* "
+        f"is looked for {back_limit:g} s. *ssh started*: ssh processes the contender started over the whole run "
+        "(tunneld's status; autossh's log). From the server's log over the whole run: *failed logins* "
+        "(`Failed publickey`), *penalty*: penalties activated for 127.0.0.1, *drops logged*: `drop connection … "
+        "penalty` lines (sshd rate-limits them, so this is a lower bound of the connections it refused).\n")
+
+    def vname(v):
+        return f"{b} bad on 1 key" if v == "one-key" else f"{b} bad on {b} keys"
+
+    def within(v, limit):
+        return f"not within {limit:g} s" if v is None else fmt_s(v)
+
+    def within_s(v, limit):
+        return f"not within {limit:g} s" if v is None else f"{fmt_s(v)} s"
+    rows = []
+    runs = sorted(r["runs"], key=lambda x: (x["variant"] != "one-key", x["who"] != "tunneld"))
+    for x in runs:
+        sv = x.get("server", {})
+        act = sv.get("penalties_activated")
+        rows.append(["tunneld" if x["who"] == "tunneld" else "autossh -M 0", vname(x["variant"])]
+                    + [f"{x['up_at'][k]}/{g}" for k in sorted(x["up_at"], key=float)]
+                    + [within(x.get("all_up_s"), r["up_limit_s"])]
+                    + [f"{x['back_at'][k]}/{g}" for k in sorted(x.get("back_at", {}), key=float)]
+                    + [within(x.get("all_back_s"), back_limit) if "back_s" in x else "—",
+                       x.get("ssh_started", "—"), sv.get("failed_publickey", "—"),
+                       "—" if act is None else ("no" if act == 0 else f"yes ({act})"), sv.get("penalty_drops", "—")])
+    if rows:
+        out.append(table(["contender", "variant"] + [f"up at {k:g} s" for k in r["at_start"]] + ["all up s"]
+                         + [f"back at {k:g} s" for k in r["at_blip"]]
+                         + ["all back s", "ssh started", "failed logins", "penalty", "drops logged"],
+                         rows, ["l", "l"] + ["r"] * (len(rows[0]) - 2)))
+    if r.get("error"):
+        out.append(f"\n**Stopped early**: {r['error']}")
+    notes = []
+    for x in runs:
+        who = "tunneld" if x["who"] == "tunneld" else "autossh"
+        sv = x.get("server") or {}
+        back_n = sum(1 for t in (x.get("back_s") or {}).values() if t is not None)
+        n = (f"{who}, {vname(x['variant'])}: the blip {fmt_s(x.get('blip_after_s'), 1)} s after start killed "
+             f"{x.get('killed')} ssh ({x.get('up_before_blip')}/{g} good tunnels echoed just before it; "
+             f"{back_n}/{g} back within {back_limit:g} s); the server started {sv.get('connections')} sessions "
+             "(`Connection from`)")
+        bb = sv.get("before_blip") or {}
+        if bb:
+            n += (f", {bb.get('connections')} of them before the blip (failed logins before it: "
+                  f"{bb.get('failed_publickey')}, drops logged: {bb.get('penalty_drops')})")
+        t = x.get("tunneld")
+        if t:
+            fb = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_bad", {}).items())) or "none"
+            fg = ", ".join(f"{k} {v}" for k, v in sorted(t.get("failures_good", {}).items())) or "none"
+            n += f"; tunneld's failures of the bad tunnels: {fb}; of the good: {fg} (`killed` is the blip)"
+        a = x.get("autossh")
+        if a and a.get("grace_sleeps") is not None:
+            n += f"; the autossh processes slept their grace time {a['grace_sleeps']} times in all"
+            if a.get("grace_max"):
+                n += f", at most {a['grace_max']} s"
+        notes.append(n + ".")
+    if notes:
+        out.append("\n" + "\n".join(f"* {n}" for n in notes))
+    au = next((x["autossh"] for x in runs if x.get("autossh")), None)
+    if au:
+        out.append(f"\nautossh's ssh for a good tunnel: `{au.get('args_example_good')}`")
+    lines = next(((x.get("server") or {}).get("penalty_lines") for x in runs
+                  if (x.get("server") or {}).get("penalties_activated")), None)
+    if lines:
+        out.append("\nThe server's first lines about penalties in a run where it activated one:\n\n```\n"
+                   + "\n".join(lines) + "\n```")
+    # issue 25's goals for tunneld, in each variant
+    td = [x for x in runs if x["who"] == "tunneld"]
+    if td:
+        def ok_t(x):
+            return (x.get("all_up_s") is not None and x["all_up_s"] <= 10.0 and x.get("all_back_s") is not None
+                    and x["all_back_s"] <= 5.0)
+        targets.append((f"penalties: the {g} good tunnels up within 10 s of start and back within 5 s of a blip, "
+                        f"beside {b} a penalising sshd 10.0 refuses",
+                        "; ".join(f"{vname(x['variant'])}: all up {within_s(x.get('all_up_s'), r['up_limit_s'])}, "
+                                  f"back {within_s(x.get('all_back_s'), back_limit)}" for x in td)
+                        + " (autossh: " + "; ".join(
+                            f"{vname(x['variant'])}: all up {within_s(x.get('all_up_s'), r['up_limit_s'])}, back "
+                            f"{within_s(x.get('all_back_s'), back_limit)}" for x in runs if x["who"] != "tunneld") + ")",
+                        all(ok_t(x) for x in td)))
+        targets.append(("penalties: the server never penalises tunneld's address",
+                        "; ".join(f"{vname(x['variant'])}: {x.get('server', {}).get('penalties_activated')} "
+                                  f"activated, {x.get('server', {}).get('penalty_drops')} drops logged" for x in td),
+                        all(x.get("server", {}).get("penalties_activated") == 0
+                            and x.get("server", {}).get("penalty_drops") == 0 for x in td)))
+    out.append("")
+
 
 def _profile(p, out):
     out.append("## Profile of tunneld\n")
@@ -967,6 +1076,8 @@ def render(res, args):
         _atscale(res["atscale"], body, targets)
     if "network" in res:
         _network(res["network"], body, targets)
+    if "penalties" in res:
+        _penalties(res["penalties"], body, targets)
     if "limits" in res:
         _limits(res["limits"], body)
     if "profile" in res:
