@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,18 @@ int reload_job_report(int r, const struct config *c, const struct config_errors 
         return buf_steal(&b, ret);
 }
 
+/* A whole number within [lo, hi] at key (dflt if absent), else the message is bad: a
+ * report's numbers are never cast out of range. */
+static int get_whole(const struct json *obj, const char *key, double lo, double hi, double dflt, double *ret)
+{
+        double v = json_get_number(obj, key, dflt);
+
+        if (!(v >= lo && v <= hi) || v != (double)(long long)v)
+                return -EBADMSG;
+        *ret = v;
+        return 0;
+}
+
 /* An array of strings, or NULL for an empty one (as ssh -G's parser leaves it). */
 static int get_strv(const struct json *obj, const char *key, char ***ret)
 {
@@ -138,11 +151,14 @@ static int parse_view(const struct json *o, const struct config_view *previous, 
 {
         const char *key = o->type == JSON_OBJECT ? json_get_string(o, "key") : NULL;
         const char *host = o->type == JSON_OBJECT ? json_get_string(o, "hostname") : NULL;
+        double port;
 
         if (!key || (previous && strcmp(previous->key, key) >= 0) || !(v->key = strdup(key)) ||
             (host && !(v->hostname = strdup(host))))
                 return -EBADMSG;
-        v->port = (int)json_get_number(o, "port", 0);
+        if (get_whole(o, "port", 0, 65535, 0, &port) < 0)
+                return -EBADMSG;
+        v->port = (int)port;
         v->gateway_ports = json_get_bool(o, "gateway_ports", false);
         /* a report without stamps (or with bad ones): the view is not reused by a reload */
         v->reusable = json_get_bool(o, "reusable", false) &&
@@ -159,6 +175,7 @@ int reload_job_parse_report(const char *text, size_t len, struct config_views *r
 {
         struct json *j = NULL;
         const struct json *list;
+        double number;
         int r = json_parse(text, len, &j);
 
         *ret_views = (struct config_views){ 0 };
@@ -167,7 +184,11 @@ int reload_job_parse_report(const char *text, size_t len, struct config_views *r
                 json_free(j);
                 return -EBADMSG;
         }
-        *ret_r = (int)json_get_number(j, "r", -EINVAL);
+        if (get_whole(j, "r", INT_MIN, 0, -EINVAL, &number) < 0) {
+                json_free(j);
+                return -EBADMSG;
+        }
+        *ret_r = (int)number;
         if (*ret_r < 0) {
                 list = json_get(j, "errors");
                 for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
@@ -254,8 +275,12 @@ static void finish_check(struct reload_job *j)
         } else if (child_r < 0)
                 r = child_r;
         else if (json_parse(j->report.data, j->report.len, &report) >= 0) {
-                tunnels = (size_t)json_get_number(report, "tunnels", 0);
-                enabled = (size_t)json_get_number(report, "enabled", 0);
+                double n;
+
+                if (get_whole(report, "tunnels", 0, 1e9, 0, &n) >= 0)
+                        tunnels = (size_t)n;
+                if (get_whole(report, "enabled", 0, 1e9, 0, &n) >= 0)
+                        enabled = (size_t)n;
         }
         json_free(report);
         config_views_clear(&views);
