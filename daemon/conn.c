@@ -454,9 +454,14 @@ void conn_restart(struct conn *c, const char *reason)
 {
         if (conn_is_handing_over(c)) {
                 struct log_ctx ctx = conn_log_ctx(c);
-                /* a new ssh is taking the forwards over already: that is the restart asked for */
-                log_full(LOG_INFO, &ctx, "%s: a make-before-break restart is under way already (ssh pid %d)", reason,
-                         (int)master_pid(c->master));
+                /* a new ssh is taking the forwards over already, or is queued to: that is
+                 * the restart asked for */
+                if (c->master)
+                        log_full(LOG_INFO, &ctx, "%s: a make-before-break restart is under way already (ssh pid %d)",
+                                 reason, (int)master_pid(c->master));
+                else
+                        log_full(LOG_INFO, &ctx, "%s: a make-before-break restart is under way already (its new ssh "
+                                 "is queued: %s)", reason, c->wait_reason);
                 return;
         }
         reset_counters(c);

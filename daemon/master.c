@@ -454,7 +454,7 @@ size_t master_count_forwarded(const struct master *m, const struct forward *fwds
         return k > 0 ? (size_t)k : 0;
 }
 
-pid_t master_pid(const struct master *m) { return m->exited ? 0 : m->pid; }
+pid_t master_pid(const struct master *m) { return m && !m->exited ? m->pid : 0; }
 const char *master_control_path(const struct master *m) { return m->control_path; }
 double master_started_at(const struct master *m) { return m->started_at; }
 bool master_is_ready(const struct master *m) { return m->ready; }

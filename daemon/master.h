@@ -74,6 +74,7 @@ void master_stop(struct master *m, double grace);
 int master_open_forward(struct master *m, const struct forward *f, uint32_t *ret_id);
 int master_close_forward(struct master *m, const struct forward *f, uint32_t *ret_id);
 
+/* 0 once it exited, or for no master (NULL). */
 pid_t master_pid(const struct master *m);
 /* Its control socket (a second control connection may be made to it: keepalive.h). */
 const char *master_control_path(const struct master *m);

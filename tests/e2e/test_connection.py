@@ -209,6 +209,28 @@ class ConnectionTest(tunneltest.SSHTestCase):
         self.assertEqual((t["state"], t["failures"], t["availability"]["outages"]), ("up", {}, 0), t)
         self.assertEqual(d.findall(r"^<\d+>rr: (?:degraded|forward .* failed).*$"), [])
 
+    def test_restart_while_a_planned_restart_is_queued(self):
+        """SIGUSR1 with max_parallel_starts 1: the tunnels' new ssh queue for the slot, the
+        old ones serving; tunnelctl restart of one of them meanwhile is that restart (said
+        so), and it completes: tunneld stays up (it once dereferenced the new master that
+        did not exist yet and crashed), every tunnel ends up on a new ssh."""
+        ports = [free_port() for _ in range(4)]
+        d = self.tunneld([{"name": f"q{i}", "local_forwards": [self.echo.forward(p)]} for i, p in enumerate(ports)],
+                         globals={"max_parallel_starts": 1})
+        old = {f"q{i}": d.wait_up(f"q{i}")[1] for i in range(4)}
+        os.kill(d.pid, signal.SIGUSR1)
+        d.wait_log(r"^<\d+>q3: SIGUSR1; queued: ", timeout=10)
+        r = tunnelctl(d, "restart", "q3", timeout=30)
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertRegex(r.stdout, rf"^q3: restarted: ssh pid \d+ \(was {old['q3']}\)\n$")
+        self.assertRegex(d.log(), r"(?m)^<\d+>q3: restart requested: a make-before-break restart is under way "
+                                  r"already \(its new ssh is queued: ")
+        wait_until(lambda: all(tunnel_status(d, n)["pid"] not in (None, old[n]) for n in old), UP_TIMEOUT,
+                   what="every tunnel on a new ssh")
+        self.assertIsNone(d.proc.poll(), "tunneld is running")
+        for p in ports:
+            self.assertTrue(echo_roundtrip(p))
+
     def test_planned_restart_is_make_before_break(self):
         """tunnelctl restart of an up tunnel: a new ssh takes the forwards over
         while the old one keeps a connection opened before the restart working (bytes both
