@@ -14,16 +14,14 @@ two paths (tests/lib/netns.py's TwoPathHost):
 
 Both contenders run at the same time through the same faults, as in the outage benchmark."""
 import os
-import sys
 import threading
 import time
 
 from .fixtures import (Autossh, EchoServer, Sshd, Tunneld, ssh_commands, standalone_argv, tunnel_defaults,
                        write_tunneld_conf)
 from .probe import MultiProber, wait_echo
-from .util import BenchError, alive, log, now, on_cleanup, run_cleanup, spawn, stop_process
+from .util import BenchError, alive, import_test_lib, log, now, on_cleanup, run_cleanup, spawn, stop_process
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 NAME = "net"                # tunneld's tunnel
 POLL = 0.1                  # s: how often the watch asks tunneld for its state and looks at autossh's ssh
 UP_DEADLINE = 60            # s: both tunnels must echo before each scenario
@@ -34,13 +32,7 @@ SETTLE = 1.0                # s: after putting an address back, before the next 
 
 def import_netns():
     """tests/lib/netns.py (and the tunneltest harness it stands on: standard library only)."""
-    lib = os.path.join(TOP, "tests", "lib")
-    if lib not in sys.path:
-        sys.path.insert(0, lib)
-    try:
-        import netns    # noqa: PLC0415
-    except Exception as e:  # noqa: BLE001 - any import failure is the same answer
-        raise BenchError(f"network: cannot import {lib}/netns.py: {type(e).__name__}: {e}")
+    netns = import_test_lib("netns", "network")
     why = netns.available()
     if why:
         raise BenchError(f"network: no test hosts here: {why}")

@@ -27,16 +27,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import unittest
 
 from .fixtures import AutosshFleet, Tunneld, ssh_argvs, write_tunneld_conf
 from .probe import MultiProber, echo_ok
-from .util import BenchError, alive, descendants, log, now, on_cleanup, run_cleanup
+from .util import BenchError, alive, descendants, import_test_lib, log, now, on_cleanup, run_cleanup
 from .util import run as run_cmd
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 GOOD, BAD = 20, 10                  # the issue's scenario; --quick: QUICK_GOOD, QUICK_BAD
 QUICK_GOOD, QUICK_BAD = 6, 3
 AT_START = (10.0, 30.0)             # s after start: how many good tunnels are up
@@ -57,14 +55,7 @@ CONNECTION = re.compile(r"^Connection from \S+ port \d+", re.M)
 
 def _tunneltest():
     """tests/lib/tunneltest (standard library only), for its OpenSSH10Server."""
-    lib = os.path.join(TOP, "tests", "lib")
-    if lib not in sys.path:
-        sys.path.insert(0, lib)
-    try:
-        import tunneltest   # noqa: PLC0415
-    except Exception as e:  # noqa: BLE001 - any import failure is the same answer
-        raise BenchError(f"penalties: cannot import {lib}/tunneltest: {type(e).__name__}: {e}")
-    return tunneltest
+    return import_test_lib("tunneltest", "penalties")
 
 
 def _zoo(tt):

@@ -1,6 +1,7 @@
 """Process bookkeeping, cleanup, /proc readers, ports, statistics."""
 import ctypes
 import math
+import importlib
 import os
 import signal
 import socket
@@ -526,3 +527,18 @@ def table(headers, rows, align=None):
     sep = "|" + "|".join(("-" * (w[i] + 1) + ":") if align[i] == "r" else ("-" * (w[i] + 2))
                          for i in range(cols)) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in cells])
+
+
+TESTS_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+                         "tests", "lib")
+
+
+def import_test_lib(module, who):
+    """A module of tests/lib (standard library only: netns, tunneltest), or BenchError
+    naming the benchmark who needs it."""
+    if TESTS_LIB not in sys.path:
+        sys.path.insert(0, TESTS_LIB)
+    try:
+        return importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any import failure is the same answer
+        raise BenchError(f"{who}: cannot import {TESTS_LIB}/{module}: {type(e).__name__}: {e}") from None
