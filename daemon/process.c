@@ -49,8 +49,12 @@ _Noreturn static void exec_child(char *const *argv, char *const *envp, bool outp
 
         /* Own process group, so a stop reaches ProxyCommand/ProxyJump helpers too. */
         (void)setpgid(0, 0);
-        /* If tunneld dies, the child goes with it; recheck the parent to close the race. */
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+        /* If tunneld dies, the child goes with it; recheck the parent to close the race.
+         * SIGKILL: ssh 9.2 polls with its signals unblocked, and a SIGTERM that comes while
+         * it is awake (tunneld's death also wakes it: its mux connection and pipe close)
+         * can leave it asleep until ServerAliveInterval. A tunneld that stops on purpose
+         * ends its ssh itself first (master_stop), so this is only for one that died. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 _exit(125);
 
         if (restore_nofile)

@@ -293,10 +293,19 @@ class MetricsTest(FeatureTest):
         d = self.three_tunnels()
         d.wait_up("web.1")
         d.wait_log(r"^<\d+>db_2-x: ssh exited with status 255 .*\(refused: ", timeout=15)
-        text = metrics_text(d)
         names = ("web.1", "db_2-x", "off")
+
+        def agreeing():
+            # db_2-x goes on failing (backoff 0.5-2 s): a status before and one after the
+            # metrics must agree, or its state may have moved between the two reads
+            before = status(d)
+            text = metrics_text(d)
+            after = status(d)
+            same = all((before[n]["state"], before[n]["starts"]) == (after[n]["state"], after[n]["starts"])
+                       for n in names)
+            return (text, after) if same else None
+        text, st = wait_until(agreeing, 15, what="a metrics read that no state change straddles")
         fams, state, classes, values = self.check_tunneld_metrics(text, names)
-        st = status(d)
         for name in names:
             self.assertEqual(state[name][st[name]["state"]], 1, f"{name}: {st[name]['state']}")
             self.assertEqual(values["tunneld_tunnel_starts_total"][name], st[name]["starts"], name)

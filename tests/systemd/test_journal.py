@@ -22,9 +22,16 @@ from systemdtest import JournalSocket, SystemdTunneld, private_run_wrapper
 
 
 def run_mounts():
-    """The mounts at or under /run in our mount namespace."""
+    """The mounts at or under /run in our mount namespace, but network namespaces' (nsfs:
+    other tests running meanwhile make and remove theirs under /run/netns)."""
+    found = []
     with open("/proc/self/mountinfo") as f:
-        return sorted(line.split()[4] for line in f if re.match(r"/run(/|$)", line.split()[4]))
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if re.match(r"/run(/|$)", fields[4]) and fstype != "nsfs":
+                found.append(fields[4])
+    return sorted(found)
 
 
 class JournalTest(unittest.TestCase):
