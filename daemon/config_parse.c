@@ -424,8 +424,7 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
                 return;
         }
         case K_ENUM:
-                str = get_string(p, s, label);
-                if (!str)
+                if (!(str = get_string(p, s, label)))
                         return;
                 for (size_t i = 0; i < d->n_names; i++)
                         if (d->names[i] && strcmp(d->names[i], str) == 0) {
@@ -438,12 +437,11 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
                 config_alts_parse(p, s, label, field);
                 return;
         case K_GROUP: {
-                int n;
+                int n = config_setting_length(s);
                 if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
                         diag(p, s, label, "must be a group { … }, not %s", type_name(config_setting_type(s)));
                         return;
                 }
-                n = config_setting_length(s);
                 for (int i = 0; i < n; i++) {
                         const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
                         const char *key = config_setting_name(m);

@@ -303,7 +303,6 @@ void show_table(const struct json *tunnels, bool long_view)
                 if (long_view) {
                         _cleanup_strv_free_ char **v = forwards_of(tunnels->items[i]);
                         const char *reason = json_get_string(tunnels->items[i], "reason");
-
                         const char *connection = json_get_string(tunnels->items[i], "connection");
 
                         if (reason)
