@@ -12,6 +12,7 @@ import os
 
 os.environ.setdefault("TUNNELTEST_TIMEOUT", "240")
 
+import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 import unittest  # noqa: E402
@@ -243,6 +244,24 @@ class RelaysTest(unittest.TestCase):
         self.assertNotEqual(t["pid"], pid)
         held.sendall(b"after\n")
         self.assertEqual(held.recv(4096), b"after\n" + self.echos[1].tag, "the established connection broke")
+
+    def test_keyscan_scans_each_destination(self):
+        """--keyscan NAME fetches the keys of the tunnel's own host, then of each
+        alternative, with a line to paste for each, and logs into neither."""
+        t = self.tunnel(alternatives=[{"host": self.hosts[1].remote_addr}])
+        del t["host_keys"]
+        path = os.path.join(tunneltest.temp_dir(self), "scan.conf")
+        tunneltest.write_config(path, {"control_socket": "none"}, self.defaults(), [t])
+        offsets = [len(s.log()) for s in self.sshds]
+        r = tunneltest.run_tunneld("--keyscan", "t", "-c", path, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for s in self.sshds:
+            self.assertIn(tunneltest.key_fingerprint(s.host_key + ".pub"), r.stdout)
+        self.assertIn("alternatives[1] of the tunnel \"t\"", r.stdout)
+        pasted = re.findall(r'^\s+host_keys = \( "([^"]*)" \);$', r.stdout, re.M)
+        self.assertEqual(pasted, [pub_key(self.sshds[0]), pub_key(self.sshds[1])], r.stdout)
+        for s, offset in zip(self.sshds, offsets):
+            self.assertNotIn("Accepted publickey", s.log()[offset:], "keyscan never logs in")
 
 
 if __name__ == "__main__":
