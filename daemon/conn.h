@@ -205,6 +205,9 @@ const char *conn_forward_state_to_string(enum forward_state s);
 enum conn_state conn_get_state(const struct conn *c);
 const char *conn_get_name(const struct conn *c);
 const struct tunnel_spec *conn_get_spec(const struct conn *c);
+/* The spec of the destination its next (or current) start goes to: with alternatives, that
+ * alternative's effective spec; else conn_get_spec(). */
+const struct tunnel_spec *conn_get_dest_spec(const struct conn *c);
 bool conn_is_shared(const struct conn *c);
 void *conn_get_owner(const struct conn *c);
 bool conn_is_connecting(const struct conn *c);         /* holds a max_parallel_starts slot */

@@ -109,6 +109,11 @@ size_t conn_alt_target(const struct conn *c)
         return c->alts ? c->alts->target : 0;
 }
 
+const struct tunnel_spec *conn_get_dest_spec(const struct conn *c)
+{
+        return conn_alt_spec(c, conn_alt_target(c));
+}
+
 void conn_alt_started(struct conn *c)
 {
         if (c->alts && c->run.alt < c->alts->n)
@@ -252,7 +257,7 @@ void conn_alt_on_state(struct conn *c)
                 if (a->failing_back)
                         return;         /* the candidate came up: the hold is over (on_hold_timer) */
                 a->round = 0;
-                a->target = c->run.alt;
+                a->target = c->run.alt < a->n ? c->run.alt : 0;
                 if (c->run.alt < a->n) {
                         a->v[c->run.alt].last_failure = FAILURE_NONE;
                         a->v[c->run.alt].failures = 0;
@@ -283,7 +288,7 @@ static void on_failback_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
         (void)loop;
         (void)revents;
-        if (c->state != CONN_UP || serving == 0 || conn_is_handing_over(c) || c->run.kill_class != FAILURE_NONE)
+        if (c->state != CONN_UP || serving == 0 || serving >= a->n || conn_is_handing_over(c) || c->run.kill_class != FAILURE_NONE)
                 return;
         snprintf(why, sizeof(why), "failing back: %s is tried again", conn_alt_name(c, 0, p, sizeof(p)));
         a->target = 0;
@@ -414,7 +419,7 @@ bool conn_alt_reconfigure(struct conn *c, const struct tunnel_spec *old, const s
 {
         struct conn_alts *a = c->alts, *b = *next;
         size_t n = 1 + new->alts.n, serving = c->run.alt, to;
-        bool moves;
+        bool moves, was_holding = a && a->holding;
 
         *next = NULL;
         for (size_t i = 0; a && b && i < a->n; i++) {
@@ -450,6 +455,8 @@ bool conn_alt_reconfigure(struct conn *c, const struct tunnel_spec *old, const s
                 conn_alts_free(c, a);
         }
         c->alts = b;
+        if (was_holding && !b && c->state == CONN_STARTING && c->master)
+                take_over(c);   /* no alternatives any more: nothing to wait for */
         if (!moves && b && c->state == CONN_UP && !b->failing_back)
                 conn_alt_on_state(c);   /* a backup that serves now (reordered): the preferred is tried */
         return moves;
