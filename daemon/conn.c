@@ -57,6 +57,7 @@ struct log_ctx conn_log_ctx(const struct conn *c)
         /* a tunnel's own connection: its lines are the tunnel's (journalctl TUNNEL=NAME) */
         if (!c->shared)
                 ctx.tunnel = c->name;
+        ctx.destination = conn_get_destination(c);
         ctx.pid = c->master ? master_pid(c->master) : -1;
         if (ctx.pid == 0)
                 ctx.pid = -1;

@@ -205,6 +205,9 @@ const char *conn_forward_state_to_string(enum forward_state s);
 enum conn_state conn_get_state(const struct conn *c);
 const char *conn_get_name(const struct conn *c);
 const struct tunnel_spec *conn_get_spec(const struct conn *c);
+/* With alternatives: the host the current run's ssh goes to (journal DESTINATION=); NULL
+ * without alternatives. */
+const char *conn_get_destination(const struct conn *c);
 /* The spec of the destination its next (or current) start goes to: with alternatives, that
  * alternative's effective spec; else conn_get_spec(). */
 const struct tunnel_spec *conn_get_dest_spec(const struct conn *c);

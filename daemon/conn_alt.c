@@ -109,6 +109,11 @@ size_t conn_alt_target(const struct conn *c)
         return c->alts ? c->alts->target : 0;
 }
 
+const char *conn_get_destination(const struct conn *c)
+{
+        return c->alts && c->run.alt < c->alts->n ? conn_alt_spec(c, c->run.alt)->host : NULL;
+}
+
 const struct tunnel_spec *conn_get_dest_spec(const struct conn *c)
 {
         return conn_alt_spec(c, conn_alt_target(c));
