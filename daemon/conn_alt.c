@@ -445,8 +445,10 @@ bool conn_alt_reconfigure(struct conn *c, const struct tunnel_spec *old, const s
                 o->run.alt = k < n ? k : SIZE_MAX;      /* its alternative was removed: it drains anyway */
         }
         if (b) {
+                size_t target = a ? find_new(old, a->target, new) : 0;
+
                 b->failovers = a ? a->failovers : 0;
-                b->target = moves ? 0 : c->run.alt;
+                b->target = moves || target >= n ? 0 : target;
                 b->failback_timer.data = b->hold_timer.data = c;
         }
         if (a) {
