@@ -190,7 +190,8 @@ static void show_alternatives(const struct json *t)
 
         if (!list || list->type != JSON_ARRAY)
                 return;
-        printf("    alternatives (%.0f failovers):\n", json_get_number(t, "failovers", 0));
+        printf("    alternatives (%.0f failover%s):\n", json_get_number(t, "failovers", 0),
+               json_get_number(t, "failovers", 0) == 1 ? "" : "s");
         for (size_t i = 0; i < list->n; i++) {
                 const struct json *a = list->items[i];
                 const char *failure = json_get_string(a, "last_failure");
@@ -207,7 +208,7 @@ static void show_alternatives(const struct json *t)
                         printf(": %s, %s ago", failure, format_duration(failed, ago, sizeof(ago)));
                 else
                         printf(": standing by");
-                printf(" (%.0f starts", json_get_number(a, "starts", 0));
+                printf(" (%.0f start%s", json_get_number(a, "starts", 0), json_get_number(a, "starts", 0) == 1 ? "" : "s");
                 if (retry >= 0)
                         printf("; tried again in %s", format_duration(retry, in, sizeof(in)));
                 printf(")\n");
