@@ -57,6 +57,55 @@ static void print_shared(const struct config *c)
         }
 }
 
+/* alternatives: the destinations in the order they are tried; with -v each alternative's
+ * ssh command line (its files are NAME.altI.known_hosts and NAME.altI.ssh_config). */
+static int print_alternatives(const struct config *c, bool verbose, const char *dir, const char *d)
+{
+        for (size_t i = 0; i < c->n_tunnels; i++) {
+                const struct tunnel_spec *t = &c->tunnels[i];
+
+                if (!t->enabled || t->alts.n == 0)
+                        continue;
+                printf("%s: destinations, tried in this order:", t->name);
+                for (size_t k = 0; k <= t->alts.n; k++) {
+                        int port = tunnel_spec_alt_port(t, k);
+
+                        printf(" %zu %s", k, tunnel_spec_alt_host(t, k));
+                        if (port > 0)
+                                printf(":%d", port);
+                        printf(k == 0 ? " (its own)%s" : "%s", k < t->alts.n ? "," : "\n");
+                }
+                for (size_t k = 1; verbose && k <= t->alts.n; k++) {
+                        _cleanup_strv_free_ char **argv = NULL;
+                        _cleanup_free_ char *line = NULL, *known = NULL, *known_path = NULL, *jump = NULL,
+                                            *jump_path = NULL, *base = NULL, *control = NULL, *runtime = NULL;
+                        struct tunnel_spec eff;
+                        int r = tunnel_spec_alternative(t, k, &eff);
+
+                        if (r < 0)
+                                return r;
+                        if ((r = known_hosts_render(&eff, &known)) >= 0 && known &&
+                            asprintf(&known_path, "%s%s/%s.alt%zu.known_hosts", dir, d, t->name, k) < 0)
+                                r = -ENOMEM;
+                        if (r >= 0 && (r = jump_config_render(&eff, known_path, &jump)) >= 0 && jump &&
+                            asprintf(&jump_path, "%s%s/%s.alt%zu.ssh_config", dir, d, t->name, k) < 0)
+                                r = -ENOMEM;
+                        if (r >= 0 && asprintf(&runtime, "%s%s", dir, d) < 0)
+                                r = -ENOMEM;
+                        if (r >= 0 && ((r = ssh_control_base(runtime, t->name, &base)) < 0 ||
+                                       asprintf(&control, "%s0", base) < 0 ||
+                                       ssh_argv_build(&eff, c->ssh, jump_path, known_path, control, &argv) < 0 ||
+                                       shell_quote_argv(argv, &line) < 0))
+                                r = r < 0 ? r : -ENOMEM;
+                        tunnel_spec_done(&eff);
+                        if (r < 0)
+                                return r;
+                        printf("%s alternative %zu: %s\n", t->name, k, line);
+                }
+        }
+        return 0;
+}
+
 /* -t -v: what tunneld asks the master for, over its control socket. */
 static void print_forwards(const struct tunnel_spec *t)
 {
@@ -121,6 +170,12 @@ int check_report_print(const struct config *c, bool verbose)
                 printf(" (%zu enabled)", config_enabled_count(c));
         printf("\n");
         print_shared(c);
+        {
+                bool socket = c->control_socket && strcmp(c->control_socket, "none") != 0;
+
+                if (print_alternatives(c, verbose, socket ? c->control_socket : "RUNTIME_DIR", socket ? ".d" : "") < 0)
+                        return 1;
+        }
         for (size_t i = 0; verbose && i < c->n_tunnels; i++) {
                 _cleanup_free_ char *jump_config = NULL, *jump_path = NULL;
                 _cleanup_free_ char *known_hosts = NULL, *known_hosts_path = NULL;

@@ -315,6 +315,7 @@ static int load_parsed(config_t *cfg, const char *path, const struct config_load
         /* Across tunnels, among those without errors of their own (so that one mistake does
          * not hide the others); "after" only when every tunnel is there to be named. */
         config_pins_check(&p, c);
+        config_alts_check(&p, c, from_file);
         if (errs->n == 0)
                 config_check_after(&p, c);
         /* before anything runs (ssh -G): the ssh program, and where tunneld writes */

@@ -74,6 +74,23 @@ struct supervision {
         double flap_window;
 };
 
+/* One alternative for a tunnel's destination (alternatives = ( { host = "…"; … }, … )):
+ * the settings it names replace the tunnel's, the rest are the tunnel's (config_alts.c). */
+struct tunnel_alt {
+        char *host;                     /* NULL: the tunnel's */
+        char *user;
+        int port;                       /* 0: the tunnel's */
+        char *identity_file;
+        char *jump_host;
+        char **host_keys;
+        char **jump_host_keys;
+        int source_line;                /* its group's, for messages (not part of equality) */
+};
+struct tunnel_alts {
+        struct tunnel_alt *v;
+        size_t n;
+};
+
 struct tunnel_spec {
         char *name;
         char *host;
@@ -95,6 +112,7 @@ struct tunnel_spec {
         int server_alive_count_max;
         bool share_connection;          /* one ssh for the tunnels of the same connection settings */
         int connect_timeout;
+        struct tunnel_alts alts;        /* the destination's alternatives, in order after the tunnel's own */
 
         struct supervision sup;
         struct probe_spec probe;
@@ -234,6 +252,18 @@ bool tunnel_spec_shares_connection(const struct tunnel_spec *a, const struct tun
 char *const *tunnel_spec_local_forwards(const struct tunnel_spec *s);
 char *const *tunnel_spec_remote_forwards(const struct tunnel_spec *s);
 char *const *tunnel_spec_dynamic_forwards(const struct tunnel_spec *s);
+
+/* Alternatives (config_alts.c). i = 0 is the tunnel's own destination, i = 1 … n its
+ * alternatives[i - 1]. The effective spec of alternative i: the tunnel's, with what the
+ * alternative names instead (without alternatives of its own). 0 or -ENOMEM. */
+void tunnel_alts_done(struct tunnel_alts *a);
+int tunnel_alts_copy(const struct tunnel_alts *a, struct tunnel_alts *ret);
+bool tunnel_alt_equal(const struct tunnel_alt *a, const struct tunnel_alt *b);
+bool tunnel_alts_equal(const struct tunnel_alts *a, const struct tunnel_alts *b);
+int tunnel_spec_alternative(const struct tunnel_spec *s, size_t i, struct tunnel_spec *ret);
+/* Alternative i's host and port as configured (port 0: ssh's default). */
+const char *tunnel_spec_alt_host(const struct tunnel_spec *s, size_t i);
+int tunnel_spec_alt_port(const struct tunnel_spec *s, size_t i);
 
 /* The i-th per-tunnel setting of the configuration's table, or NULL past the last one. */
 const char *config_tunnel_setting_name(size_t i);

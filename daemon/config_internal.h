@@ -60,6 +60,16 @@ void config_vdiag(struct parser *p, const char *file, int line, const char *tunn
 
 /* config_parse.c */
 void config_spec_defaults(struct tunnel_spec *t);
+/* One member s of a tunnel's group, key, through the tunnel's table into spec; false if
+ * no tunnel setting has that name (nothing said). */
+bool config_parse_tunnel_setting(struct parser *p, const config_setting_t *s, const char *key, const char *label,
+                                 struct tunnel_spec *spec);
+
+/* config_alts.c: alternatives = ( { host = …; }, … ) into ret (replaced only if all of it
+ * is valid); each alternative's effective spec through the pins (and files) checks. */
+#define CONFIG_ALTS_MAX 8
+void config_alts_parse(struct parser *p, const config_setting_t *s, const char *label, struct tunnel_alts *ret);
+void config_alts_check(struct parser *p, const struct config *c, bool files);
 void config_parse_root(struct parser *p, const config_setting_t *root, struct config *c, struct tunnel_spec *tmpl);
 void config_parse_dropin(struct parser *p, const config_setting_t *root, struct config *c, const struct tunnel_spec *tmpl);
 

@@ -207,7 +207,7 @@ static bool get_strv(struct parser *p, const config_setting_t *s, const char *la
         return true;
 }
 
-enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM, K_GROUP, K_OBSOLETE };
+enum kind { K_STRING, K_BOOL, K_INT, K_DURATION, K_STRV, K_ENUM, K_GROUP, K_OBSOLETE, K_ALTS };
 
 /* One setting: where it goes (offset into struct tunnel_spec or struct config) and how
  * it is checked. */
@@ -251,6 +251,7 @@ static const struct setting tunnel_settings[] = {
         { .name = "ssh_options", .kind = K_STRV, .offset = F(ssh_options), .validate = validate_ssh_option },
         { .name = "host_keys", .kind = K_STRV, .offset = F(host_keys), .validate = host_key_validate },
         { .name = "jump_host_keys", .kind = K_STRV, .offset = F(jump_host_keys), .validate = host_key_validate_jump },
+        { .name = "alternatives", .kind = K_ALTS, .offset = F(alts) },
         { .name = "server_alive_interval", .kind = K_INT, .offset = F(server_alive_interval), .min = 0, .max = 86400 },
         { .name = "server_alive_count_max", .kind = K_INT, .offset = F(server_alive_count_max), .min = 1, .max = 1000 },
         /* settings of the engine before connections; accepted with one warning each */
@@ -423,8 +424,7 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
                 return;
         }
         case K_ENUM:
-                str = get_string(p, s, label);
-                if (!str)
+                if (!(str = get_string(p, s, label)))
                         return;
                 for (size_t i = 0; i < d->n_names; i++)
                         if (d->names[i] && strcmp(d->names[i], str) == 0) {
@@ -433,13 +433,15 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
                         }
                 diag_enum(p, s, label, str, d);
                 return;
+        case K_ALTS:
+                config_alts_parse(p, s, label, field);
+                return;
         case K_GROUP: {
-                int n;
+                int n = config_setting_length(s);
                 if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
                         diag(p, s, label, "must be a group { … }, not %s", type_name(config_setting_type(s)));
                         return;
                 }
-                n = config_setting_length(s);
                 for (int i = 0; i < n; i++) {
                         const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
                         const char *key = config_setting_name(m);
@@ -456,6 +458,17 @@ static void parse_setting(struct parser *p, const struct setting *d, const confi
                 return;
         }
         }
+}
+
+bool config_parse_tunnel_setting(struct parser *p, const config_setting_t *s, const char *key, const char *label,
+                                 struct tunnel_spec *spec)
+{
+        const struct setting *d = find_tunnel_setting(key);
+
+        if (!d)
+                return false;
+        parse_setting(p, d, s, label, spec);
+        return true;
 }
 
 /* Apply every member of group g to spec. prefix names the group in messages. */

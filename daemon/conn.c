@@ -57,6 +57,7 @@ struct log_ctx conn_log_ctx(const struct conn *c)
         /* a tunnel's own connection: its lines are the tunnel's (journalctl TUNNEL=NAME) */
         if (!c->shared)
                 ctx.tunnel = c->name;
+        ctx.destination = conn_get_destination(c);
         ctx.pid = c->master ? master_pid(c->master) : -1;
         if (ctx.pid == 0)
                 ctx.pid = -1;
@@ -134,6 +135,7 @@ void conn_set_state(struct conn *c, enum conn_state state, int prio, const struc
                 next = u->next;
                 u->ops->changed(u, old, prio, run, news);
         }
+        conn_alt_on_state(c);
         if (c->ctx->observer)
                 c->ctx->observer(c, CONN_EVENT_STATE, old, c->ctx->userdata);
 }
@@ -555,8 +557,11 @@ int conn_new(const struct conn_context *ctx, const char *name, const struct tunn
         }
         r = tunnel_spec_copy(spec, &c->spec);
         if (r >= 0)
-                r = conn_setup_new(c, &c->spec, ctx->ssh, &c->setup);
+                r = conn_setup_new(c, &c->spec, ctx->ssh, 0, &c->setup);
+        if (r >= 0)
+                r = conn_alts_new(c, &c->spec, ctx->ssh, &c->alts);
         if (r < 0) {
+                conn_setup_done(&c->setup);
                 tunnel_spec_done(&c->spec);
                 free(c->name);
                 free(c);
@@ -590,6 +595,7 @@ struct conn *conn_free(struct conn *c)
         conn_idle_free(c);
         conn_handover_free(c);
         conn_remove_files(c);
+        c->alts = conn_alts_free(c, c->alts);
         conn_setup_done(&c->setup);
         tunnel_spec_done(&c->spec);
         free(c->name);

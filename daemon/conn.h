@@ -13,6 +13,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "netpath.h"
@@ -204,6 +205,12 @@ const char *conn_forward_state_to_string(enum forward_state s);
 enum conn_state conn_get_state(const struct conn *c);
 const char *conn_get_name(const struct conn *c);
 const struct tunnel_spec *conn_get_spec(const struct conn *c);
+/* With alternatives: the host the current run's ssh goes to (journal DESTINATION=); NULL
+ * without alternatives. */
+const char *conn_get_destination(const struct conn *c);
+/* The spec of the destination its next (or current) start goes to: with alternatives, that
+ * alternative's effective spec; else conn_get_spec(). */
+const struct tunnel_spec *conn_get_dest_spec(const struct conn *c);
 bool conn_is_shared(const struct conn *c);
 void *conn_get_owner(const struct conn *c);
 bool conn_is_connecting(const struct conn *c);         /* holds a max_parallel_starts slot */
@@ -222,6 +229,21 @@ size_t conn_count_users(const struct conn *c);
 size_t conn_count_attached(const struct conn *c);
 const char *conn_get_reason(const struct conn *c);     /* QUEUED: why; STOPPED, FAILED: why */
 bool conn_has_started(const struct conn *c);
+
+/* Alternatives (conn_alt.c): 0 is the spec's own destination, the preferred one. */
+struct conn_alt_info {
+        const char *host;
+        int port;                       /* 0: ssh's default */
+        bool serving;                   /* its ssh serves the forwards */
+        enum failure_class last_failure;        /* why it does not serve: its last failure (NONE: none since it did) */
+        double failed_ago;              /* seconds; < 0: never failed */
+        unsigned long starts;
+        double retry_in;                /* the preferred one while a backup serves: its next try; < 0 otherwise */
+};
+size_t conn_alt_count(const struct conn *c);            /* 0: no alternatives configured */
+ssize_t conn_alt_serving(const struct conn *c);         /* the alternative whose ssh serves; -1: none */
+unsigned long conn_alt_failovers(const struct conn *c);
+void conn_alt_get(const struct conn *c, size_t i, double now, struct conn_alt_info *ret);
 
 /* The start deadline of a connection: start_timeout, or by default (connect_timeout + 10 s)
  * per hop (the destination and each jump host); and how long of it a start slot is held:

@@ -19,7 +19,9 @@ int conn_change_new(struct conn *c, const struct tunnel_spec *spec, const char *
                 return -ENOMEM;
         r = tunnel_spec_copy(spec, &ch->spec);
         if (r >= 0)
-                r = conn_setup_new(c, &ch->spec, ssh, &ch->setup);
+                r = conn_setup_new(c, &ch->spec, ssh, 0, &ch->setup);
+        if (r >= 0)
+                r = conn_alts_new(c, &ch->spec, ssh, &ch->alts);
         if (r < 0)
                 return conn_change_free(ch), r;
         *ret = ch;
@@ -31,6 +33,7 @@ struct conn_change *conn_change_free(struct conn_change *ch)
         if (!ch)
                 return NULL;
         conn_setup_done(&ch->setup);
+        ch->alts = conn_alts_free(NULL, ch->alts);
         tunnel_spec_done(&ch->spec);
         free(ch);
         return NULL;
@@ -74,14 +77,49 @@ static void rearm_run_timers(struct conn *c)
         }
 }
 
+/* The same command line but for the alternatives. */
+static bool same_but_alternatives(const struct conn *c, const struct tunnel_spec *spec, const char *ssh)
+{
+        struct tunnel_spec a = c->spec, b = *spec;      /* shallow: compared, never freed */
+
+        a.alts = b.alts = (struct tunnel_alts){0};
+        return strcmp_null(c->setup.ssh, ssh) == 0 && tunnel_spec_same_ssh(&a, &b);
+}
+
 void conn_reconfigure(struct conn *c, struct conn_change *ch)
 {
         bool same = conn_same_command(c, &ch->spec, ch->setup.ssh);
+        bool alts_only = !same && same_but_alternatives(c, &ch->spec, ch->setup.ssh);
+        bool serving_removed = false;
+        struct tunnel_spec old = c->spec;
         struct log_ctx ctx;
 
-        tunnel_spec_done(&c->spec);
+        if (alts_only) {
+                /* the ssh of the alternative that serves stays, if the alternative does */
+                serving_removed = conn_alt_reconfigure(c, &old, &ch->spec, &ch->alts);
+                conn_setup_done(&ch->setup);    /* the spec's own destination: the same */
+        } else if (!same) {
+                c->run.alt = 0;
+                conn_alts_remove_files(c->alts, 1);
+                c->alts = conn_alts_free(c, c->alts);
+                c->alts = ch->alts;
+                ch->alts = NULL;
+        }
         c->spec = ch->spec;
         ch->spec = (struct tunnel_spec){0};
+        tunnel_spec_done(&old);
+        if (alts_only) {
+                conn_change_free(ch);
+                ctx = conn_log_ctx(c);
+                log_full(LOG_INFO, &ctx, "alternatives changed: %s", serving_removed
+                         ? "the one that served was removed: the forwards move (make-before-break)"
+                         : "the ssh that serves stays");
+                rearm_run_timers(c);
+                conn_path_tune(c);
+                if (serving_removed && (conn_is_running(c) || c->state == CONN_STOPPING))
+                        conn_restart(c, "its alternative was removed from the configuration");
+                return;
+        }
         if (!same) {
                 /* files of the old setup the new one does not write there go */
                 if (c->setup.jump_config_path && strcmp_null(c->setup.jump_config_path, ch->setup.jump_config_path))

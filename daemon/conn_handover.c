@@ -195,6 +195,7 @@ static void on_old_exit(struct master *m, const struct master_exit *e, void *use
                                 f->user->ops->forward(f->user, f, false);
                         conn_forward_opened_after_move(c, f);
                 }
+        conn_alt_old_ended(c);
         old_free(o);
 }
 
@@ -354,6 +355,16 @@ void conn_handover_abort(struct conn *c, const char *why)
                 o->handing_over = false;
                 old_stop(o, why);
         }
+}
+
+void conn_handover_extend(struct conn *c, double seconds)
+{
+        struct conn_old *o = c->olds;
+
+        if (!o || !o->handing_over)
+                return;
+        o->deadline = now_mono() + seconds + c->spec.sup.drain_timeout;
+        conn_arm(c, &o->timer, seconds + c->spec.sup.drain_timeout);
 }
 
 void conn_handover_free(struct conn *c)

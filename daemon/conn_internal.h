@@ -25,6 +25,28 @@ struct conn_setup {
 struct conn_change {
         struct tunnel_spec spec;
         struct conn_setup setup;
+        struct conn_alts *alts;         /* the new spec's alternatives (NULL: none) */
+};
+
+/* One destination of a connection (conn_alt.c): 0 the spec's own, then its alternatives. */
+struct conn_alt {
+        struct tunnel_spec spec;        /* i > 0: the effective spec (tunnel_spec_alternative) */
+        struct conn_setup setup;        /* i > 0: its command line and files; 0 has the connection's */
+        enum failure_class last_failure;        /* why it does not serve (NONE: no failure since it did) */
+        double failed_at;
+        unsigned failures;              /* in a row: its own backoff while another serves */
+        unsigned long starts;
+};
+struct conn_alts {
+        struct conn_alt *v;
+        size_t n;                       /* 1 + the spec's alternatives */
+        size_t target;                  /* where the next start goes */
+        size_t round;                   /* alternatives failed in a row since one was up */
+        unsigned long failovers;
+        bool failing_back;              /* the new ssh is the preferred one's, beside a backup that serves */
+        bool holding;                   /* …it is up, and takes the forwards over once up for gatetime */
+        double failback_at;
+        ev_timer failback_timer, hold_timer;
 };
 
 /* The run's own TCP connection to its server (with a jump host or a ProxyCommand: the
@@ -51,6 +73,7 @@ struct conn_runstate {
         enum failure_class kill_class;  /* tunneld ends this run for this failure (NONE: it does not) */
         const char *not_started;        /* conn_fail_unstarted: what the run's line says (during the call) */
         bool probe_ended;               /* tunneld ended it: no TCP connection yet, the path still dead */
+        size_t alt;                     /* the alternative it goes to (conn_alt.c; SIZE_MAX: removed since) */
         struct conn_path path;
 };
 
@@ -119,6 +142,7 @@ struct conn {
         size_t n_users, n_attached;
         struct conn_forwards fwds;
         struct conn_idle *idle;         /* the server's idle limit, once seen (conn_idle.c) */
+        struct conn_alts *alts;         /* the destination's alternatives (conn_alt.c); NULL: none */
 };
 
 /* conn.c */
@@ -140,7 +164,9 @@ bool conn_is_running(const struct conn *c);
 void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next);
 /* The run's end, judged by policy.h and carried out. */
 void conn_finish_run(struct conn *c, struct conn_run *run);
-int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_setup *ret);
+/* alt: the alternative it is for (its files are NAME.altI.*; 0: NAME.*). */
+int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, size_t alt,
+                   struct conn_setup *ret);
 void conn_setup_done(struct conn_setup *s);
 /* The files ssh reads that tunneld writes: removed when the connection goes. */
 void conn_remove_files(const struct conn *c);
@@ -182,7 +208,42 @@ bool conn_path_moved(struct conn *c, struct netpath *np, char *why, size_t size)
 /* The run holds an established TCP connection (to its server or first hop). */
 bool conn_path_has_tcp(const struct conn *c);
 
+/* conn_alt.c */
+/* Could another host not fail so (not a local or configuration failure)? */
+bool conn_alt_class_moves(enum failure_class class);
+int conn_alts_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_alts **ret);
+struct conn_alts *conn_alts_free(const struct conn *c, struct conn_alts *a);
+/* Alternative i's spec and setup (0, or none configured: the connection's own). */
+const struct tunnel_spec *conn_alt_spec(const struct conn *c, size_t i);
+const struct conn_setup *conn_alt_setup(const struct conn *c, size_t i);
+size_t conn_alt_target(const struct conn *c);
+const char *conn_alt_name(const struct conn *c, size_t i, char *buf, size_t size);
+void conn_alt_started(struct conn *c);
+/* The files of alternatives from on. */
+void conn_alts_remove_files(const struct conn_alts *a, size_t from);
+/* A judged run's end: true if the next start goes to the next alternative at once (next:
+ * the log's words; the failure count stays: one backoff step per full round). */
+bool conn_alt_failover(struct conn *c, const struct conn_run *run, const struct verdict *v, unsigned failures_before,
+                       char *next, size_t size);
+/* A run's path died (or, probe, a probe of a dead path found no TCP connection): true if
+ * the next start goes to the next alternative. */
+bool conn_alt_path_died(struct conn *c, const struct conn_run *run, bool probe, char *next, size_t size);
+/* A fail-back candidate's run ended: true if the backup is the run again and serves on. */
+bool conn_alt_failback_failed(struct conn *c, const struct conn_run *run, const char *what);
+/* The master's news: true while a fail-back candidate waits (nothing moves to it yet). */
+bool conn_alt_hold(struct conn *c);
+/* Every change of state (conn_set_state): fail-back armed while a backup is up. */
+void conn_alt_on_state(struct conn *c);
+/* The old master ended (conn_handover.c). */
+void conn_alt_old_ended(struct conn *c);
+/* A reload's alternatives (takes *next): what each had learnt carried over; true if the
+ * alternative that serves was removed (the caller restarts, make-before-break). */
+bool conn_alt_reconfigure(struct conn *c, const struct tunnel_spec *old, const struct tunnel_spec *new,
+                          struct conn_alts **next);
+
 /* conn_handover.c */
+/* A fail-back candidate waits this long more: the old master's handover deadline too. */
+void conn_handover_extend(struct conn *c, double seconds);
 /* An up connection's planned restart, make-before-break: false if it cannot be done so. */
 bool conn_handover_begin(struct conn *c, const char *reason);
 /* The new master said hello: each forward closed on the old one, then opened here. */

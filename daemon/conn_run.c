@@ -28,23 +28,28 @@ void conn_setup_done(struct conn_setup *s)
         *s = (struct conn_setup){0};
 }
 
-/* RUNTIME_DIR/NAME.known_hosts and RUNTIME_DIR/NAME.ssh_config, written before every start. */
-int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, struct conn_setup *ret)
+/* RUNTIME_DIR/NAME.known_hosts and RUNTIME_DIR/NAME.ssh_config (an alternative's
+ * NAME.altI.…), written before every start. */
+int conn_setup_new(const struct conn *c, const struct tunnel_spec *spec, const char *ssh, size_t alt,
+                   struct conn_setup *ret)
 {
         const char *dir = c->ctx->runtime_dir ? c->ctx->runtime_dir : "/tmp";
         struct conn_setup s = { .ssh = strdup(ssh ? ssh : "ssh") };
         _cleanup_free_ char *control = NULL;
+        char tag[32] = "";
         int r = s.ssh ? 0 : -ENOMEM;
 
+        if (alt > 0)
+                snprintf(tag, sizeof(tag), ".alt%zu", alt);
         if (r >= 0)
                 r = known_hosts_render(spec, &s.known_hosts);
-        if (r >= 0 && s.known_hosts && asprintf(&s.known_hosts_path, "%s/%s.known_hosts", dir, c->name) < 0) {
+        if (r >= 0 && s.known_hosts && asprintf(&s.known_hosts_path, "%s/%s%s.known_hosts", dir, c->name, tag) < 0) {
                 s.known_hosts_path = NULL;
                 r = -ENOMEM;
         }
         if (r >= 0)
                 r = jump_config_render(spec, s.known_hosts_path, &s.jump_config);
-        if (r >= 0 && s.jump_config && asprintf(&s.jump_config_path, "%s/%s.ssh_config", dir, c->name) < 0) {
+        if (r >= 0 && s.jump_config && asprintf(&s.jump_config_path, "%s/%s%s.ssh_config", dir, c->name, tag) < 0) {
                 s.jump_config_path = NULL;
                 r = -ENOMEM;
         }
@@ -70,6 +75,7 @@ void conn_remove_files(const struct conn *c)
                 (void)unlink(c->setup.jump_config_path);
         if (c->setup.known_hosts_path)
                 (void)unlink(c->setup.known_hosts_path);
+        conn_alts_remove_files(c->alts, 1);
 }
 
 /* ssh runs ProxyJump and ProxyCommand through $SHELL; under systemd with User=tunneld
@@ -142,7 +148,7 @@ static int prepare_control(const struct conn *c, const char *path)
 static int run_argv(const struct conn *c, const char *control, char ***ret)
 {
         _cleanup_strv_free_ char **argv = NULL;
-        int r = strv_copy(c->setup.argv, &argv);
+        int r = strv_copy(conn_alt_setup(c, c->run.alt)->argv, &argv);
 
         if (r < 0)
                 return r;
@@ -164,6 +170,7 @@ static int run_argv(const struct conn *c, const char *control, char ***ret)
 
 static int start_master(struct conn *c)
 {
+        const struct conn_setup *setup = conn_alt_setup(c, c->run.alt);
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *control = NULL;
         struct master_params p;
@@ -176,8 +183,8 @@ static int start_master(struct conn *c)
         }
         if ((r = prepare_control(c, control)) < 0)
                 return r;
-        if ((r = write_one(c, c->setup.jump_config_path, c->setup.jump_config, "the jump host's ssh settings")) < 0 ||
-            (r = write_one(c, c->setup.known_hosts_path, c->setup.known_hosts, "the pinned host keys")) < 0)
+        if ((r = write_one(c, setup->jump_config_path, setup->jump_config, "the jump host's ssh settings")) < 0 ||
+            (r = write_one(c, setup->known_hosts_path, setup->known_hosts, "the pinned host keys")) < 0)
                 return r;
         if ((r = run_argv(c, control, &argv)) < 0)
                 return r;
@@ -186,7 +193,7 @@ static int start_master(struct conn *c)
                 .envp = ssh_environment(),
                 .control_path = control,
                 .watch = c->ctx->watch,
-                .hops = jump_hop_count(c->spec.jump_host),
+                .hops = jump_hop_count(conn_alt_spec(c, c->run.alt)->jump_host),
                 .log_tunnel = c->shared ? NULL : c->name,
                 .log_connection = c->name,
         };
@@ -203,7 +210,7 @@ static int start_master(struct conn *c)
 
 static void reset_run(struct conn *c)
 {
-        c->run = (struct conn_runstate){ .kill_class = FAILURE_NONE };
+        c->run = (struct conn_runstate){ .kill_class = FAILURE_NONE, .alt = conn_alt_target(c) };
 }
 
 /* A QUEUED connection's start judged failed without running ssh: a run like the one it
@@ -227,7 +234,8 @@ void conn_fail_unstarted(struct conn *c, const struct conn_run *like, enum failu
 
 void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, const char *next)
 {
-        double deadline = conn_start_deadline(&c->spec), slot = conn_slot_time(&c->spec);
+        const struct tunnel_spec *dest = conn_alt_spec(c, conn_alt_target(c));
+        double deadline = conn_start_deadline(dest), slot = conn_slot_time(dest);
         /* a run that ended on its own is a warning, but one that was no failure (the
          * server's idle limit: conn_idle.c) */
         int prio = run && !run->requested && run->failure != FAILURE_NONE ? LOG_WARNING : LOG_INFO;
@@ -259,6 +267,7 @@ void conn_spawn(struct conn *c, const struct conn_run *run, const char *what, co
                 conn_finish_run(c, &failed);
                 return;
         }
+        conn_alt_started(c);
         conn_set_connecting(c, true);
         if (c->path_dead_since > 0 && now_mono() - c->path_dead_since > CONN_PATH_DEAD_MAX)
                 c->path_dead_since = 0;         /* dead for long: starts as usual, backing off */
@@ -299,10 +308,11 @@ static void describe_run(const struct conn *c, const struct conn_run *run, char 
         }
         if (n < size && run->failure != FAILURE_NONE) {
                 const char *hint = failure_class_hint_run(run->failure, run->authenticated);
+                const char *jump = conn_alt_spec(c, c->run.alt)->jump_host;
 
-                if (run->failure_on_proxy && c->spec.jump_host)
+                if (run->failure_on_proxy && jump)
                         snprintf(buf + n, size - n, " (%s on the jump host %s: %s)", failure_class_to_string(run->failure),
-                                 c->spec.jump_host, hint);
+                                 jump, hint);
                 else if (run->failure_on_proxy)
                         snprintf(buf + n, size - n, " (%s on the proxy of ssh_config_file: %s)",
                                  failure_class_to_string(run->failure), hint);
@@ -367,13 +377,15 @@ static void keep_old(struct conn *c, struct conn_run *run, const struct verdict 
  * probes (conn_path.c). A probe tunneld ended (no TCP connection yet) is replaced at once. */
 static bool path_died(struct conn *c, struct conn_run *run)
 {
-        char what[1024];
+        char what[1024], next[300];
 
         if (c->run.probe_ended) {
                 struct log_ctx ctx = conn_log_ctx(c);
-                log_full(LOG_DEBUG, &ctx, "no TCP connection after %.1f s: the path is still dead; a new ssh",
-                         CONN_PATH_PROBE);
-                conn_spawn(c, NULL, "the path is still dead", "trying again");
+                bool alt = conn_alt_path_died(c, run, true, next, sizeof(next));
+
+                log_full(LOG_DEBUG, &ctx, "no TCP connection after %.1f s: the path is still dead; a new ssh%s%s",
+                         CONN_PATH_PROBE, alt ? ", " : "", alt ? next : "");
+                conn_spawn(c, NULL, "the path is still dead", alt ? next : "trying again");
                 return true;
         }
         if (!c->run.came_up || c->run.kill_class != FAILURE_NONE || run->failure != FAILURE_TIMEOUT)
@@ -384,7 +396,10 @@ static bool path_died(struct conn *c, struct conn_run *run)
         describe_run(c, run, what, sizeof(what));
         snprintf(what + strlen(what), sizeof(what) - strlen(what), "; its path died (the server stopped "
                  "answering a connection that was up)");
-        conn_spawn(c, run, what, "reconnecting at once");
+        if (conn_alt_path_died(c, run, false, next, sizeof(next)))
+                conn_spawn(c, run, what, next);
+        else
+                conn_spawn(c, run, what, "reconnecting at once");
         return true;
 }
 
@@ -401,18 +416,22 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
                 .ended_by_tunneld = c->run.kill_class != FAILURE_NONE,
         };
         struct verdict v;
-        char what[1024], in[DURATION_MAX];
+        char what[1024], in[DURATION_MAX], next[300];
+        unsigned failures_before = c->counters.failures;
 
         if (path_died(c, run))
                 return;
         v = policy_judge(&c->spec.sup, &c->counters, &outcome, random_unit());
 
         run->failure = v.failure;
+        describe_run(c, run, what, sizeof(what));
+        /* the preferred alternative tried beside a backup: its failure alone */
+        if (conn_alt_failback_failed(c, run, what))
+                return;
         c->last_run = *run;
         c->counters.failures = v.failures;
         if (v.success)
                 c->counters.ever_passed = true;
-        describe_run(c, run, what, sizeof(what));
         if (!v.success)
                 note_flapping(c, run, what);
         if (conn_handover_revert(c)) {
@@ -421,6 +440,10 @@ void conn_finish_run(struct conn *c, struct conn_run *run)
         }
         conn_handover_abort(c, "stops: the new ssh ended before it took every forward over");
         conn_forwards_reset(c);
+        if (conn_alt_failover(c, run, &v, failures_before, next, sizeof(next))) {
+                conn_spawn(c, run, what, next);
+                return;
+        }
 
         switch (v.kind) {
         case VERDICT_FAILED:
@@ -461,9 +484,12 @@ static void on_master_event(struct master *m, enum master_event ev, void *userda
                 conn_set_connecting(c, false);
                 c->path_dead_since = 0;         /* a path again */
                 conn_path_learn(c);
-                conn_maybe_up(c);
+                if (!conn_alt_hold(c))
+                        conn_maybe_up(c);
                 return;
         case MASTER_READY:
+                if (conn_alt_hold(c))
+                        return;                 /* a fail-back candidate: up for gatetime first */
                 conn_handover_move(c);          /* an old master's forwards: closed there first */
                 conn_forwards_open_pending(c);
                 conn_maybe_up(c);

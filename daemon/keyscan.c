@@ -395,16 +395,21 @@ static int make_targets(const struct tunnel_spec *s, struct target **ret, size_t
         return 0;
 }
 
-static void print_paste(FILE *out, const struct target *v, size_t n, const struct tunnel_spec *s)
+static void print_paste(FILE *out, const struct target *v, size_t n, const struct tunnel_spec *s, size_t alt)
 {
+        char where[160];
+
         bool any_jump = false;
 
         fprintf(out, "\nCompare each fingerprint with the server's own before you paste anything: on that server\n"
                      "(at its console, or over a connection you already trust) run\n"
                      "    ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\n"
                      "(ssh_host_ecdsa_key.pub, ssh_host_rsa_key.pub for the other types). Only if they match,\n"
-                     "put these lines in the tunnel \"%s\" (%s:%d), then check and apply:\n"
-                     "tunneld -t, then systemctl reload tunneld.\n\n", s->name, s->source_file, s->source_line);
+                     "put these lines in %s (%s:%d), then check and apply:\n"
+                     "tunneld -t, then systemctl reload tunneld.\n\n",
+                     alt ? (snprintf(where, sizeof(where), "alternatives[%zu] of the tunnel \"%s\"", alt, s->name), where)
+                         : (snprintf(where, sizeof(where), "the tunnel \"%s\"", s->name), where),
+                     s->source_file, s->source_line);
         for (size_t i = 0; i < n; i++)
                 any_jump = any_jump || (v[i].entry[0] && v[i].keys);
         if (any_jump) {
@@ -448,15 +453,51 @@ static void say_failure(const struct target *t, size_t i, const char *error, con
                 fprintf(stderr, "tunneld: could not fetch the key of the %s\n", t->what);
 }
 
+/* One destination of the tunnel (alt 0: its own, else an alternative's effective spec). */
+static int scan_destination(const struct config *c, const char *keygen, const char *dir, const char *name,
+                            const struct tunnel_spec *s, size_t alt, FILE *out)
+{
+        struct target *v = NULL;
+        size_t n = 0, done = 0;
+        int r, status = 0;
+
+        if (alt > 0)
+                fprintf(out, "%s%s: alternatives[%zu] (%s):\n", "\n", name, alt, s->host);
+        r = make_targets(s, &v, &n);
+        for (; r >= 0 && done < n; done++) {
+                _cleanup_free_ char *error = NULL;
+
+                r = scan_target(c, keygen, &v[done], dir, done, &error);
+                if (r < 0)
+                        break;
+                if (error) {
+                        say_failure(&v[done], done, error, name);
+                        status = 1;
+                        break;
+                }
+                fprintf(out, "%s: keys of the %s, not trusted yet:\n", name, v[done].what);
+                for (char **f = v[done].fingerprints; f && *f; f++)
+                        fprintf(out, "    %s\n", *f);
+        }
+        if (r < 0) {
+                fprintf(stderr, "tunneld: --keyscan %s: %s\n", name, strerror(-r));
+                status = 1;
+        }
+        if (done > 0 || (n && v[0].keys))
+                print_paste(out, v, done < n ? done + 1 : n, s, alt);
+        for (size_t i = 0; i < n; i++)
+                target_done(&v[i]);
+        free(v);
+        return status;
+}
+
 int keyscan_run(const struct config *c, const char *name, FILE *out)
 {
         _cleanup_free_ char *keygen = NULL;
         char why[4096 + 160];
         const struct tunnel_spec *s = NULL;
-        struct target *v = NULL;
         char dir[] = "/tmp/tunneld-keyscan.XXXXXX";
         const char *made = NULL;
-        size_t n = 0, done = 0;
         int r, status = 0;
 
         for (size_t i = 0; i < c->n_tunnels && !s; i++)
@@ -480,33 +521,22 @@ int keyscan_run(const struct config *c, const char *name, FILE *out)
                 fprintf(stderr, "tunneld: cannot create a directory for the keys: %s\n", strerror(errno));
                 return 1;
         }
-        if (r >= 0)
-                r = make_targets(s, &v, &n);
-        for (; r >= 0 && done < n; done++) {
-                _cleanup_free_ char *error = NULL;
+        if (r < 0) {
+                fprintf(stderr, "tunneld: --keyscan %s: %s\n", name, strerror(-r));
+                return 1;
+        }
+        /* its own destination, then each alternative's */
+        for (size_t k = 0; k <= s->alts.n; k++) {
+                struct tunnel_spec eff;
 
-                r = scan_target(c, keygen, &v[done], dir, done, &error);
-                if (r < 0)
-                        break;
-                if (error) {
-                        say_failure(&v[done], done, error, name);
+                if (tunnel_spec_alternative(s, k, &eff) < 0) {
+                        fprintf(stderr, "tunneld: --keyscan %s: %s\n", name, strerror(ENOMEM));
                         status = 1;
                         break;
                 }
-                fprintf(out, "%s: keys of the %s, not trusted yet:\n", name, v[done].what);
-                for (char **f = v[done].fingerprints; f && *f; f++)
-                        fprintf(out, "    %s\n", *f);
+                status |= scan_destination(c, keygen, dir, name, &eff, k, out);
+                tunnel_spec_done(&eff);
         }
-        if (r < 0) {
-                fprintf(stderr, "tunneld: --keyscan %s: %s\n", name, strerror(-r));
-                status = 1;
-        }
-        if (done > 0 || (n && v[0].keys))
-                print_paste(out, v, done < n ? done + 1 : n, s);
-        for (size_t i = 0; i < n; i++)
-                target_done(&v[i]);
-        free(v);
-        if (made)
-                runtime_dir_remove(dir);
+        runtime_dir_remove(dir);
         return status;
 }

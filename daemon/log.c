@@ -103,6 +103,8 @@ int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,
                         ADD(s->state, "TUNNEL_STATE=%s", ctx->state);
                 if (ctx->failure)
                         ADD(s->failure, "FAILURE=%s", ctx->failure);
+                if (ctx->destination)
+                        ADD(s->destination, "DESTINATION=%s", ctx->destination);
         }
 #undef ADD
         return n;

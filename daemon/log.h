@@ -25,6 +25,7 @@ struct log_ctx {
         int exit_signal;        /* EXIT_SIGNAL */
         const char *state;      /* TUNNEL_STATE */
         const char *failure;    /* FAILURE */
+        const char *destination;        /* DESTINATION: with alternatives, the host its ssh goes to */
 };
 #define LOG_CTX_INIT { .pid = -1, .exit_status = -1, .exit_signal = -1 }
 
@@ -54,7 +55,8 @@ int log_full_errnov(int prio, int error, const struct log_ctx *ctx, const char *
  * Exposed for tests. Returns the number of iovecs filled (at most LOG_MAX_FIELDS). */
 #define LOG_MAX_FIELDS 12
 struct log_scratch {
-        char prio[16], tunnel[160], connection[160], pid[32], status[32], signal[32], state[48], failure[48], ident[32];
+        char prio[16], tunnel[160], connection[160], pid[32], status[32], signal[32], state[48], failure[48], ident[32],
+             destination[300];
         char *message;  /* "MESSAGE=…", caller frees */
 };
 int log_build_fields(int prio, const struct log_ctx *ctx, const char *text,

@@ -113,6 +113,22 @@ static void render_forwards(struct buf *b, const struct family *fam, const struc
                 }
 }
 
+/* Tunnels with alternatives: which one serves (-1: none), how often it failed over. */
+static void render_alternatives(struct buf *b, const struct family *fam, const struct tunnel_status *v, size_t n)
+{
+        bool gauge = strstr(fam->name, "failovers") == NULL;
+
+        for (size_t i = 0; i < n; i++) {
+                if (tunnel_alt_count(&v[i]) == 0)
+                        continue;
+                buf_printf(b, "%s{tunnel=\"%s\"} ", fam->name, v[i].name);
+                if (gauge)
+                        buf_printf(b, "%zd\n", tunnel_alt_serving(&v[i]));
+                else
+                        buf_printf(b, "%lu\n", tunnel_alt_failovers(&v[i]));
+        }
+}
+
 static const struct family families[] = {
         { "tunneld_tunnel_up", "gauge", "1 if the tunnel is up: ssh authenticated and every forward in place.", false,
           up, render_values },
@@ -157,6 +173,12 @@ static const struct family families[] = {
         { "tunneld_tunnel_retransmitted_segments_total", "counter",
           "TCP segments its current ssh's connection retransmitted (from 0 for each new ssh).", false, NULL,
           render_path },
+        { "tunneld_tunnel_alternative", "gauge",
+          "Which destination serves a tunnel with alternatives: 0 its own host, N its N-th alternative, -1 none.",
+          false, NULL, render_alternatives },
+        { "tunneld_tunnel_failovers_total", "counter",
+          "Times a tunnel with alternatives moved to the next one because the one in use failed.", false, NULL,
+          render_alternatives },
         { "tunneld_forward_up", "gauge",
           "1 if ssh answered that the forward is open, 0 if it failed or no answer yet.", false, NULL,
           render_forwards },

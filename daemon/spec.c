@@ -24,6 +24,7 @@ void tunnel_spec_done(struct tunnel_spec *s)
         strv_free(s->ssh_options);
         strv_free(s->host_keys);
         strv_free(s->jump_host_keys);
+        tunnel_alts_done(&s->alts);
         free(s->probe.connect);
         free(s->probe.send);
         free(s->probe.expect);
@@ -60,6 +61,7 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
         c.name = c.host = c.user = c.identity_file = c.jump_host = c.ssh_config_file = c.source_file = NULL;
         c.local_forwards = c.remote_forwards = c.dynamic_forwards = c.ssh_options = NULL;
         c.host_keys = c.jump_host_keys = NULL;
+        c.alts = (struct tunnel_alts){0};
         c.probe.connect = c.probe.send = c.probe.expect = NULL;
         c.after = NULL;
         c.on_state_change = NULL;
@@ -84,6 +86,7 @@ int tunnel_spec_copy(const struct tunnel_spec *s, struct tunnel_spec *ret)
             (r = strv_copy_null(s->ssh_options, &c.ssh_options)) < 0 ||
             (r = strv_copy_null(s->host_keys, &c.host_keys)) < 0 ||
             (r = strv_copy_null(s->jump_host_keys, &c.jump_host_keys)) < 0 ||
+            (r = tunnel_alts_copy(&s->alts, &c.alts)) < 0 ||
             (r = strdup_null(s->ssh.hostname, &c.ssh.hostname)) < 0 ||
             (r = strv_copy_null(s->ssh.local_forwards, &c.ssh.local_forwards)) < 0 ||
             (r = strv_copy_null(s->ssh.remote_forwards, &c.ssh.remote_forwards)) < 0 ||
@@ -111,6 +114,8 @@ bool tunnel_spec_same_ssh(const struct tunnel_spec *a, const struct tunnel_spec 
                a->server_alive_interval == b->server_alive_interval &&
                a->server_alive_count_max == b->server_alive_count_max &&
                a->connect_timeout == b->connect_timeout &&
+               /* the alternatives are destinations of the same connection (conn_alt.c) */
+               tunnel_alts_equal(&a->alts, &b->alts) &&
                a->ssh.viewed == b->ssh.viewed &&
                strcmp_null(a->ssh.hostname, b->ssh.hostname) == 0 &&
                a->ssh.port == b->ssh.port;

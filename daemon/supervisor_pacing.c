@@ -122,7 +122,8 @@ static uint64_t digest(const struct tunnel_spec *s)
 static struct pacing_member *joined(struct supervisor_pacing *sp, struct conn *c)
 {
         struct pacing_member *m = member_of(c);
-        const struct tunnel_spec *spec = conn_get_spec(c);
+        /* the destination its next start goes to: a tunnel's alternatives are paced each as its own */
+        const struct tunnel_spec *spec = conn_get_dest_spec(c);
         _cleanup_buf_ struct buf dest = {0}, cred = {0};
         uint64_t h = digest(spec);
         char *d = NULL, *k = NULL;
@@ -212,6 +213,10 @@ void supervisor_pacing_note(struct supervisor *s, struct conn *c, int event, int
         double t = now_mono();
 
         if (!sp || !m->cred || event != CONN_EVENT_STATE)
+                return;
+        /* with alternatives: the credentials of the destination it is at now (a failed
+         * fail-back leaves it up on the backup, not on the preferred one it tried) */
+        if (!(m = joined(sp, c)))
                 return;
         sp->dirty = true;
         if (now != CONN_QUEUED) {

@@ -19,6 +19,7 @@ struct log_ctx tunnel_log_ctx(const struct tunnel *t)
 
         ctx.tunnel = t->spec.name;
         ctx.connection = c && conn_is_shared(c) ? conn_get_name(c) : NULL;
+        ctx.destination = c ? conn_get_destination(c) : NULL;
         if (c && conn_get_pid(c) > 0)
                 ctx.pid = conn_get_pid(c);
         return ctx;

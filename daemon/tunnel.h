@@ -132,3 +132,9 @@ const struct forward_status *tunnel_forward_status(const struct tunnel_status *s
  * at most once a second per connection): 0, or -ENOENT while no ssh of its runs (or its
  * own connection is not known), -errno. */
 int tunnel_path_status(const struct tunnel_status *s, struct tcp_diag_info *ret);
+/* Its connection's alternatives (conn.h): how many (0: none configured), which one serves
+ * (-1: none), how often it failed over, and alternative i (i < tunnel_alt_count()). */
+size_t tunnel_alt_count(const struct tunnel_status *s);
+ssize_t tunnel_alt_serving(const struct tunnel_status *s);
+unsigned long tunnel_alt_failovers(const struct tunnel_status *s);
+void tunnel_alt_status(const struct tunnel_status *s, size_t i, double now, struct conn_alt_info *ret);

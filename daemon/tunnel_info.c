@@ -104,6 +104,26 @@ int tunnel_path_status(const struct tunnel_status *s, struct tcp_diag_info *ret)
         return conn_get_path(s->tunnel->user.conn, ret);
 }
 
+size_t tunnel_alt_count(const struct tunnel_status *s)
+{
+        return s->tunnel->user.conn ? conn_alt_count(s->tunnel->user.conn) : 0;
+}
+
+ssize_t tunnel_alt_serving(const struct tunnel_status *s)
+{
+        return s->tunnel->user.conn && s->pid > 0 ? conn_alt_serving(s->tunnel->user.conn) : -1;
+}
+
+unsigned long tunnel_alt_failovers(const struct tunnel_status *s)
+{
+        return s->tunnel->user.conn ? conn_alt_failovers(s->tunnel->user.conn) : 0;
+}
+
+void tunnel_alt_status(const struct tunnel_status *s, size_t i, double now, struct conn_alt_info *ret)
+{
+        conn_alt_get(s->tunnel->user.conn, i, now, ret);
+}
+
 enum tunnel_state tunnel_get_state(const struct tunnel *t) { return t->state; }
 const struct tunnel_spec *tunnel_get_spec(const struct tunnel *t) { return &t->spec; }
 const char *tunnel_get_name(const struct tunnel *t) { return t->spec.name; }

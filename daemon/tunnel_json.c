@@ -129,6 +129,56 @@ static void write_path(struct json_writer *w, const struct tunnel_status *s)
         json_end_object(w);
 }
 
+static void write_port(struct json_writer *w, int port)
+{
+        json_write_key(w, "port");
+        if (port > 0)
+                json_write_int(w, port);
+        else
+                json_write_null(w);
+}
+
+/* With alternatives: "alternative" (the one that serves, or null), "failovers", and
+ * "alternatives", each with why it does not serve (its last failure). */
+static void write_alternatives(struct json_writer *w, const struct tunnel_status *s)
+{
+        size_t n = tunnel_alt_count(s);
+        ssize_t serving = tunnel_alt_serving(s);
+        double now = now_mono();
+        struct conn_alt_info a;
+
+        if (n == 0)
+                return;
+        json_write_key(w, "alternative");
+        if (serving >= 0) {
+                tunnel_alt_status(s, (size_t)serving, now, &a);
+                json_begin_object(w);
+                json_field_uint(w, "index", (unsigned long)serving);
+                json_field_string(w, "host", a.host);
+                write_port(w, a.port);
+                json_end_object(w);
+        } else
+                json_write_null(w);
+        json_field_uint(w, "failovers", tunnel_alt_failovers(s));
+        json_write_key(w, "alternatives");
+        json_begin_array(w);
+        for (size_t i = 0; i < n; i++) {
+                tunnel_alt_status(s, i, now, &a);
+                json_begin_object(w);
+                json_field_uint(w, "index", i);
+                json_field_string(w, "host", a.host);
+                write_port(w, a.port);
+                json_field_bool(w, "serving", (ssize_t)i == serving);
+                json_field_string(w, "last_failure", a.last_failure != FAILURE_NONE
+                                                             ? failure_class_to_string(a.last_failure) : NULL);
+                write_seconds_or_null(w, "failed_ago", a.failed_ago);
+                json_field_uint(w, "starts", a.starts);
+                write_seconds_or_null(w, "retry_in", a.retry_in);
+                json_end_object(w);
+        }
+        json_end_array(w);
+}
+
 void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
 {
         json_begin_object(w);
@@ -167,6 +217,7 @@ void tunnel_json_write(struct json_writer *w, const struct tunnel_status *s)
         json_field_string(w, "connection", s->connection);
         write_forward_states(w, s);
         write_path(w, s);
+        write_alternatives(w, s);
         json_field_seconds(w, "gatetime", s->gatetime);
         json_field_string(w, "restart", restart_policy_to_string(s->restart));
         json_end_object(w);

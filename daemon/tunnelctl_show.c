@@ -182,6 +182,39 @@ static void show_path(const struct json *t)
                json_get_number(p, "bytes_received", 0), json_get_number(p, "retransmissions", 0));
 }
 
+/* -l: which alternative serves, and why each other one does not (its last failure). */
+static void show_alternatives(const struct json *t)
+{
+        const struct json *list = json_get(t, "alternatives");
+        char ago[DURATION_MAX], in[DURATION_MAX];
+
+        if (!list || list->type != JSON_ARRAY)
+                return;
+        printf("    alternatives (%.0f failover%s):\n", json_get_number(t, "failovers", 0),
+               json_get_number(t, "failovers", 0) == 1 ? "" : "s");
+        for (size_t i = 0; i < list->n; i++) {
+                const struct json *a = list->items[i];
+                const char *failure = json_get_string(a, "last_failure");
+                double port = json_get_number(a, "port", 0), failed = json_get_number(a, "failed_ago", -1);
+                double retry = json_get_number(a, "retry_in", -1);
+
+                printf("      %.0f %s", json_get_number(a, "index", (double)i),
+                       json_get_string(a, "host") ? json_get_string(a, "host") : "?");
+                if (port > 0)
+                        printf(":%.0f", port);
+                if (json_get_bool(a, "serving", false))
+                        printf(": serving");
+                else if (failure)
+                        printf(": %s, %s ago", failure, format_duration(failed, ago, sizeof(ago)));
+                else
+                        printf(": standing by");
+                printf(" (%.0f start%s", json_get_number(a, "starts", 0), json_get_number(a, "starts", 0) == 1 ? "" : "s");
+                if (retry >= 0)
+                        printf("; tried again in %s", format_duration(retry, in, sizeof(in)));
+                printf(")\n");
+        }
+}
+
 /* The table's cell: the first three forwards and how many more (-l lists them all). */
 #define FORWARDS_SHOWN 3
 static char *forwards_text(const struct json *t)
@@ -271,7 +304,6 @@ void show_table(const struct json *tunnels, bool long_view)
                 if (long_view) {
                         _cleanup_strv_free_ char **v = forwards_of(tunnels->items[i]);
                         const char *reason = json_get_string(tunnels->items[i], "reason");
-
                         const char *connection = json_get_string(tunnels->items[i], "connection");
 
                         if (reason)
@@ -280,6 +312,7 @@ void show_table(const struct json *tunnels, bool long_view)
                                 printf("    shared connection: %s\n", connection);
                         show_availability(tunnels->items[i]);
                         show_path(tunnels->items[i]);
+                        show_alternatives(tunnels->items[i]);
                         if (!show_forward_states(tunnels->items[i]))
                                 for (size_t k = 0; v && v[k]; k++)
                                         printf("    %s\n", v[k]);

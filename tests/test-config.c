@@ -836,6 +836,94 @@ static void test_trusted_paths(void)
         rmdir(dir);
 }
 
+#define KEY1 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+/* alternatives: each overrides the destination only, validated as the tunnel's own
+ * settings, numbered from 1 in messages (0 is the tunnel's own destination). */
+static void test_alternatives(void)
+{
+        struct config *c = NULL;
+        struct tunnel_spec eff;
+        char *e = load_errors(
+                "defaults = { user = \"u\"; identity_file = \"/k\"; };\n"
+                "tunnels = ( { name = \"a\"; host = \"relay1\"; port = 22; local_forwards = ( \"5000:x:1\" );\n"
+                "  host_keys = ( \"" KEY1 "\" );\n"
+                "  alternatives = ( { host = \"relay2\"; port = 2222; user = \"v\"; },\n"
+                "                   { host = \"relay3\"; jump_host = \"j\"; jump_host_keys = ( \"j " KEY1 "\" ); } ); } );\n",
+                &c);
+
+        test_assert_streq(e, "");
+        free(e);
+        test_assert(c && c->n_tunnels == 1 && c->tunnels[0].alts.n == 2);
+        test_assert_streq(tunnel_spec_alt_host(&c->tunnels[0], 0), "relay1");
+        test_assert_streq(tunnel_spec_alt_host(&c->tunnels[0], 2), "relay3");
+        test_assert(tunnel_spec_alt_port(&c->tunnels[0], 1) == 2222 && tunnel_spec_alt_port(&c->tunnels[0], 2) == 22);
+        test_assert(tunnel_spec_alternative(&c->tunnels[0], 1, &eff) == 0);
+        test_assert_streq(eff.host, "relay2");
+        test_assert_streq(eff.user, "v");
+        test_assert(eff.port == 2222 && eff.alts.n == 0 && eff.source_line == 4);
+        test_assert_streq(eff.identity_file, "/k");             /* the tunnel's (from defaults) */
+        test_assert(eff.host_keys && strcmp(eff.host_keys[0], KEY1) == 0);      /* inherited */
+        test_assert(eff.local_forwards && strcmp(eff.local_forwards[0], "5000:x:1") == 0);
+        tunnel_spec_done(&eff);
+        test_assert(tunnel_spec_alternative(&c->tunnels[0], 2, &eff) == 0);
+        test_assert_streq(eff.jump_host, "j");
+        test_assert_streq(eff.user, "u");
+        tunnel_spec_done(&eff);
+        {
+                struct tunnel_spec copy, other;
+                struct tunnel_alt t;
+
+                /* copied deeply; a reorder is a change of the connection's ssh, not of the tunnel */
+                test_assert(tunnel_spec_copy(&c->tunnels[0], &copy) == 0);
+                test_assert(tunnel_spec_equal(&copy, &c->tunnels[0]));
+                test_assert(tunnel_spec_copy(&c->tunnels[0], &other) == 0);
+                t = other.alts.v[0];
+                other.alts.v[0] = other.alts.v[1];
+                other.alts.v[1] = t;
+                test_assert(!tunnel_spec_same_ssh(&copy, &other));
+                test_assert(tunnel_spec_same_tunnel(&copy, &other));
+                test_assert(tunnel_spec_same_supervision(&copy, &other));
+                tunnel_spec_done(&copy);
+                tunnel_spec_done(&other);
+        }
+        config_free(c);
+
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = ( { port = 70000; } ); } );",
+                     "t.conf:1: a.alternatives[1].port: must be from 1 to 65535");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\";\n"
+                     "  alternatives = ( { host = \"r2\"; },\n"
+                     "                   { host = \"-oProxyCommand=x\"; } ); } );",
+                     "t.conf:3: a.alternatives[2].host: \"-oProxyCommand=x\" must not begin with '-' (it would be "
+                     "read as an ssh option)");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = ( { host = \"r2\"; gatetime = 3; } ); } );",
+                     "t.conf:1: a.alternatives[1].gatetime: is not a destination setting: an alternative names host, "
+                     "port, user, identity_file, jump_host, host_keys or jump_host_keys; the rest is the tunnel's");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = ( { } ); } );",
+                     "t.conf:1: a.alternatives[1]: names nothing: an alternative sets at least its host or port");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = \"r2\"; } );",
+                     "t.conf:1: a.alternatives: must be a list of groups: alternatives = ( { host = \"…\"; port = …; }, … )");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = ( \"r2\" ); } );",
+                     "t.conf:1: a.alternatives[1]: must be a group { host = \"…\"; … }, not a single value");
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = ( { host = \"r2\"; }, { host = \"r2\"; } ); } );",
+                     "t.conf:1: a.alternatives[2]: the same destination as alternatives[1]");
+        /* an alternative's pinned keys are checked against the tunnel's options as its own would be */
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"StrictHostKeyChecking=no\" );\n"
+                     "  alternatives = ( { host = \"r2\"; host_keys = ( \"" KEY1 "\" ); } ); } );",
+                     "t.conf:2: a.alternatives[1].ssh_options: \"StrictHostKeyChecking=no\" contradicts host_keys: a "
+                     "pinned key is checked strictly (tunneld sets StrictHostKeyChecking=yes): remove it");
+        /* tunnels that share a connection share their alternatives, or ride two */
+        e = load_errors("defaults = { share_connection = true; host = \"h\"; };\n"
+                        "tunnels = ( { name = \"a\"; alternatives = ( { host = \"r2\"; } ); },\n"
+                        "  { name = \"b\"; alternatives = ( { host = \"r2\"; } ); },\n"
+                        "  { name = \"c\"; alternatives = ( { host = \"r3\"; } ); } );\n", &c);
+        test_assert_streq(e, "");
+        free(e);
+        test_assert(tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[1]));
+        test_assert(!tunnel_spec_shares_connection(&c->tunnels[0], &c->tunnels[2]));
+        config_free(c);
+}
+
 /* Every per-tunnel setting belongs to exactly one of the spec's three groups (what the
  * connection's ssh is started with, how it is supervised, the tunnel's own): a setting
  * left out of all three would make a reload ignore a change to it. A setting of the
@@ -856,6 +944,7 @@ static void test_every_setting_has_one_group(void)
                 { "ssh_options", "ssh_options = ( \"Compression=yes\" );" },
                 { "host_keys", "host_keys = ( \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\" );" },
                 { "jump_host_keys", "jump_host = \"j\"; jump_host_keys = ( \"j ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\" );" },
+                { "alternatives", "alternatives = ( { host = \"relay2\"; } );" },
                 { "server_alive_interval", "server_alive_interval = 7;" },
                 { "server_alive_count_max", "server_alive_count_max = 7;" },
                 { "exit_on_forward_failure", "exit_on_forward_failure = false;" },
@@ -924,6 +1013,6 @@ static void test_every_setting_has_one_group(void)
         }
 }
 
-TEST_MAIN(TEST(test_every_setting_has_one_group), TEST(test_after), TEST(test_trusted_paths), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
+TEST_MAIN(TEST(test_every_setting_has_one_group), TEST(test_alternatives), TEST(test_after), TEST(test_trusted_paths), TEST(test_obsolete_settings), TEST(test_share_connection), TEST(test_dropin_dir_per_file), TEST(test_errors_do_not_hide_cross_checks), TEST(test_command_file_permissions), TEST(test_duplicate_of_broken), TEST(test_include_refused), TEST(test_port_clashes), TEST(test_files), TEST(test_good_full), TEST(test_defaults_builtin), TEST(test_empty), TEST(test_syntax_error),
           TEST(test_unknown_and_types), TEST(test_ranges), TEST(test_names), TEST(test_injection),
           TEST(test_forwards), TEST(test_ssh_options), TEST(test_all_errors), TEST(test_equal), TEST(test_file))

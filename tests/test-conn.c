@@ -527,6 +527,74 @@ static void test_failed_handover_keeps_the_old_master(void)
         teardown(&r);
 }
 
+static bool handing_over_now(void *p)
+{
+        return conn_is_handing_over(p);
+}
+
+static bool serving_preferred(void *p)
+{
+        struct conn *c = p;
+
+        return conn_alt_serving(c) == 0 && !conn_is_handing_over(c) && conn_get_state(c) == CONN_UP;
+}
+
+/* Alternatives: the preferred one refused, the next serves at once (no backoff); the
+ * preferred one answers again: tried beside the backup, it takes the forward over only
+ * after gatetime, the backup lets it go; every destination refused: one backoff per round. */
+static void test_alternatives_failover_and_failback(void)
+{
+        struct conn_forward *l;
+        struct rec r;
+        pid_t backup, preferred;
+        double candidate_at, moved_at;
+
+        fake_plan("c-alt1", "255 0.05 bye=refused\n0 30 auth");
+        fake_plan("c-alt2", "0 30 auth");
+        if (!setup(&r, "c-alt1", "gatetime = 0.6; restart_delay = 0.2; restart_delay_max = 0.3; drain_timeout = 10; "
+                   "alternatives = ( { host = \"c-alt2\"; } );", 1))
+                return;
+        l = add_forward(&r, 'L', "127.0.0.1:15161:127.0.0.1:1");
+        if (!l) {
+                teardown(&r);
+                return;
+        }
+        conn_attach(&r.u, false);
+        test_assert(wait_forward(l, FORWARD_OPEN, WAIT));
+        backup = conn_get_pid(r.c);
+        test_assert(conn_alt_count(r.c) == 2 && conn_alt_serving(r.c) == 1 && conn_alt_failovers(r.c) == 1);
+        test_assert(seen_at(&r, CONN_BACKOFF, 0) < 0);          /* failed over at once */
+        test_assert(r.c->alts->v[0].last_failure == FAILURE_REFUSED);
+        test_assert(fake_count("c-alt2", "open", backup, "L 15161 ok") == 1);
+        /* the preferred one is tried again beside the backup, which serves meanwhile */
+        test_assert(engine_run_until(handing_over_now, r.c, WAIT));
+        candidate_at = engine_now();
+        test_assert(engine_run_until(serving_preferred, r.c, WAIT));
+        moved_at = engine_now();
+        preferred = conn_get_pid(r.c);
+        test_assert(preferred > 0 && preferred != backup);
+        test_assert(moved_at - candidate_at >= 0.55);           /* up for gatetime first */
+        test_assert(wait_forward(l, FORWARD_OPEN, WAIT));
+        test_assert(fake_count("c-alt2", "close", backup, "L 15161") == 1);
+        test_assert(fake_count("c-alt1", "open", preferred, "L 15161 ok") == 1);
+        test_assert(conn_alt_failovers(r.c) == 1);              /* a fail-back is no failover */
+        test_assert(r.c->alts->v[0].last_failure == FAILURE_NONE);
+        teardown(&r);
+
+        /* both refused: each round tries both, then backs off once */
+        fake_plan("c-alt3", "255 0.05 bye=refused");
+        fake_plan("c-alt4", "255 0.05 bye=refused");
+        if (!setup(&r, "c-alt3", "gatetime = 0; restart_delay = 0.3; restart_delay_max = 0.3; "
+                   "alternatives = ( { host = \"c-alt4\"; } );", 1))
+                return;
+        conn_attach(&r.u, false);
+        test_assert(wait_state(r.c, CONN_BACKOFF, WAIT));
+        test_assert(fake_count("c-alt3", "start", 0, NULL) == 1 && fake_count("c-alt4", "start", 0, NULL) == 1);
+        test_assert(conn_get_failures(r.c) == 1);               /* one step for the round */
+        test_assert(conn_alt_target(r.c) == 0);                 /* the next round from the preferred */
+        teardown(&r);
+}
+
 /* The control connection closed while ssh runs on: nothing can be asked of that master
  * any more; the run is ended (class mux) and backs off. */
 static void test_master_lost(void)
@@ -566,7 +634,7 @@ int main(void)
                 TEST(test_start_deadline),
                 TEST(test_max_lifetime_make_before_break),
                 TEST(test_failed_handover_keeps_the_old_master),
-                TEST(test_master_lost),
+                TEST(test_master_lost), TEST(test_alternatives_failover_and_failback),
         };
         int r;
 

@@ -24,8 +24,10 @@ static void test_fields(void)
         ctx.exit_status = 255;
         ctx.state = "backoff";
         ctx.failure = "auth";
+        ctx.destination = "relay2";
         n = log_build_fields(LOG_WARNING, &ctx, "ssh exited", &s, iov);
-        test_assert(n == 8);
+        test_assert(n == 9);
+        test_assert(has_field(iov, n, "DESTINATION=relay2"));
         test_assert(has_field(iov, n, "MESSAGE=db: ssh exited"));
         test_assert(has_field(iov, n, "PRIORITY=4"));
         test_assert(has_field(iov, n, "TUNNEL=db"));

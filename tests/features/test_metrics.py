@@ -47,6 +47,8 @@ FAMILIES = {
     "tunneld_tunnel_sent_bytes_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_received_bytes_total": ("counter", ("tunnel",)),
     "tunneld_tunnel_retransmitted_segments_total": ("counter", ("tunnel",)),
+    "tunneld_tunnel_alternative": ("gauge", ("tunnel",)),          # tunnels with alternatives only
+    "tunneld_tunnel_failovers_total": ("counter", ("tunnel",)),
     "tunneld_forward_up": ("gauge", ("tunnel", "kind", "forward")),
 }
 STATES = ("stopped", "starting", "up", "backoff", "failed", "stopping", "queued", "degraded")
