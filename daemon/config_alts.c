@@ -53,7 +53,6 @@ static int dup_strv(char *const *v, char ***ret)
 int tunnel_alts_copy(const struct tunnel_alts *a, struct tunnel_alts *ret)
 {
         struct tunnel_alts c = {0};
-        int r = 0;
 
         *ret = c;
         if (a->n == 0)
@@ -64,6 +63,7 @@ int tunnel_alts_copy(const struct tunnel_alts *a, struct tunnel_alts *ret)
         for (; c.n < a->n; c.n++) {
                 const struct tunnel_alt *s = &a->v[c.n];
                 struct tunnel_alt *d = &c.v[c.n];
+                int r;
 
                 d->port = s->port;
                 d->source_line = s->source_line;

@@ -497,7 +497,6 @@ int keyscan_run(const struct config *c, const char *name, FILE *out)
         char why[4096 + 160];
         const struct tunnel_spec *s = NULL;
         char dir[] = "/tmp/tunneld-keyscan.XXXXXX";
-        const char *made = NULL;
         int r, status = 0;
 
         for (size_t i = 0; i < c->n_tunnels && !s; i++)
@@ -517,7 +516,7 @@ int keyscan_run(const struct config *c, const char *name, FILE *out)
                 fprintf(stderr, "tunneld: %s: %s, or run tunneld with --allow-insecure-config\n", keygen, why);
                 return 1;
         }
-        if (r >= 0 && !(made = mkdtemp(dir))) {
+        if (r >= 0 && !mkdtemp(dir)) {
                 fprintf(stderr, "tunneld: cannot create a directory for the keys: %s\n", strerror(errno));
                 return 1;
         }
