@@ -283,6 +283,56 @@ void config_alts_parse(struct parser *p, const config_setting_t *s, const char *
 
 /* ---- checks ---- */
 
+_printf_(4, 5)
+static void tdiag(struct parser *p, const struct tunnel_spec *t, size_t k, const char *fmt, ...)
+{
+        char key[48];
+        va_list ap;
+
+        snprintf(key, sizeof(key), "alternatives[%zu]", k);
+        va_start(ap, fmt);
+        config_vdiag(p, t->source_file, t->alts.v[k - 1].source_line, t->name, key, fmt, ap);
+        va_end(ap);
+}
+
+/* Destination i of t as ssh would reach it (the tunnel's defaults filled in). */
+static void effective_destination(const struct tunnel_spec *t, size_t i, struct tunnel_alt *ret)
+{
+        const struct tunnel_alt *a = i > 0 ? &t->alts.v[i - 1] : NULL;
+
+        *ret = (struct tunnel_alt){
+                .host = a && a->host ? a->host : t->host,
+                .port = tunnel_spec_alt_port(t, i),
+                .user = a && a->user ? a->user : t->user,
+                .jump_host = a && a->jump_host ? a->jump_host : t->jump_host,
+        };
+}
+
+/* An alternative that is, once the tunnel's settings fill it in, a destination listed
+ * before it (the tunnel's own host, say): failing over to it would retry the same server. */
+static void check_distinct(struct parser *p, const struct tunnel_spec *t)
+{
+        for (size_t k = 1; k <= t->alts.n; k++) {
+                struct tunnel_alt mine;
+
+                effective_destination(t, k, &mine);
+                for (size_t j = 0; j < k; j++) {
+                        struct tunnel_alt earlier;
+
+                        effective_destination(t, j, &earlier);
+                        if (!same_destination(&mine, &earlier))
+                                continue;
+                        if (j == 0)
+                                tdiag(p, t, k, "the tunnel's own destination (the same host, port, user and "
+                                      "jump host): failing over to it would retry the same server");
+                        else
+                                tdiag(p, t, k, "the same destination as alternatives[%zu] once the tunnel's "
+                                      "settings fill it in", j);
+                        break;
+                }
+        }
+}
+
 /* Each alternative's effective spec, named "NAME.alternatives[I]" at the alternative's
  * line, through the checks a tunnel gets: pinned keys against the rest, its files. An
  * alternative that changes nothing those checks read is not checked twice. */
@@ -291,6 +341,7 @@ void config_alts_check(struct parser *p, const struct config *c, bool files)
         for (size_t i = 0; i < c->n_tunnels; i++) {
                 const struct tunnel_spec *t = &c->tunnels[i];
 
+                check_distinct(p, t);
                 for (size_t k = 1; k <= t->alts.n; k++) {
                         const struct tunnel_alt *a = &t->alts.v[k - 1];
                         struct tunnel_spec eff;

@@ -907,6 +907,15 @@ static void test_alternatives(void)
                      "t.conf:1: a.alternatives[1]: must be a group { host = \"…\"; … }, not a single value");
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; alternatives = ( { host = \"r2\"; }, { host = \"r2\"; } ); } );",
                      "t.conf:1: a.alternatives[2]: the same destination as alternatives[1]");
+        /* …once the tunnel fills them in: its own destination, or an earlier one */
+        expect_error("tunnels = ( { name = \"a\"; host = \"h\"; port = 22; alternatives = ( { host = \"h\"; } ); } );",
+                     "t.conf:1: a.alternatives[1]: the tunnel's own destination (the same host, port, user and jump "
+                     "host): failing over to it would retry the same server");
+        expect_error("defaults = { port = 22; };\ntunnels = ( { name = \"a\"; host = \"h\";\n"
+                     "  alternatives = ( { host = \"r2\"; },\n"
+                     "                   { host = \"r2\"; port = 22; } ); } );",
+                     "t.conf:4: a.alternatives[2]: the same destination as alternatives[1] once the tunnel's settings "
+                     "fill it in");
         /* an alternative's pinned keys are checked against the tunnel's options as its own would be */
         expect_error("tunnels = ( { name = \"a\"; host = \"h\"; ssh_options = ( \"StrictHostKeyChecking=no\" );\n"
                      "  alternatives = ( { host = \"r2\"; host_keys = ( \"" KEY1 "\" ); } ); } );",
