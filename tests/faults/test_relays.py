@@ -245,6 +245,26 @@ class RelaysTest(unittest.TestCase):
         held.sendall(b"after\n")
         self.assertEqual(held.recv(4096), b"after\n" + self.echos[1].tag, "the established connection broke")
 
+    def test_a_shared_connection_fails_over_with_its_tunnels(self):
+        """Two tunnels that share one connection (the same alternatives): relay1 refuses,
+        so the one ssh goes to relay2, and both tunnels carry bytes through it; each
+        tunnel's status names relay2, and it is one ssh, not two."""
+        self.sshds[0].stop()
+        second = self.tunnel()
+        second.update(name="u", local_forwards=[f"127.0.0.1:{listener_port()}:127.0.0.1:{self.echos[0].port}"])
+        port_u = int(second["local_forwards"][0].split(":")[1])
+        d = tunneltest.use(self, Tunneld([self.tunnel(), second], self.defaults(share_connection=True)))
+        wait_until(lambda: self.through(1), UP_TIMEOUT, interval=0.1, what="an echo through t on relay2")
+        wait_until(lambda: tagged(port_u, self.echos[1].tag), UP_TIMEOUT, interval=0.1,
+                   what="an echo through u on relay2")
+        s = status(d)
+        for name in ("t", "u"):
+            self.assertEqual((s[name]["state"], s[name]["alternative"]["index"]), ("up", 1), s[name])
+            self.assertEqual(s[name]["alternatives"][0]["last_failure"], "refused", s[name])
+        self.assertEqual(s["t"]["pid"], s["u"]["pid"], "two ssh for one shared connection")
+        self.assertRegex(d.log(), rf"(?m)^<4>~t: .*failing over to {self.hosts[1].remote_addr} "
+                                  rf"\(refused at {self.hosts[0].remote_addr}\)")
+
     def test_keyscan_scans_each_destination(self):
         """--keyscan NAME fetches the keys of the tunnel's own host, then of each
         alternative, with a line to paste for each, and logs into neither."""
