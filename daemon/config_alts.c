@@ -302,7 +302,7 @@ static void effective_destination(const struct tunnel_spec *t, size_t i, struct 
 
         *ret = (struct tunnel_alt){
                 .host = a && a->host ? a->host : t->host,
-                .port = tunnel_spec_alt_port(t, i),
+                .port = a && a->port ? a->port : t->port,
                 .user = a && a->user ? a->user : t->user,
                 .jump_host = a && a->jump_host ? a->jump_host : t->jump_host,
         };
@@ -312,6 +312,8 @@ static void effective_destination(const struct tunnel_spec *t, size_t i, struct 
  * before it (the tunnel's own host, say): failing over to it would retry the same server. */
 static void check_distinct(struct parser *p, const struct tunnel_spec *t)
 {
+        if (!t->alts.v)
+                return;
         for (size_t k = 1; k <= t->alts.n; k++) {
                 struct tunnel_alt mine;
 
