@@ -158,12 +158,16 @@ class ClientsTest(unittest.TestCase):
         time.sleep(0.5)
         held = [connect(self.sock) for _ in range(62)]
         self.addCleanup(lambda: [s.close() for s in held])
-        time.sleep(0.5)
+        wait_until(lambda: sockets() >= base + 64, 10, what="the table full")
+        full = sockets()
         for _ in range(2):
             r = tunnelctl(self.sock, "status", "real")     # the table is full: a reader makes room
             self.assertEqual(r.returncode, 0, describe(r))
+            # tunneld has seen the status client go (else the next one makes room for itself
+            # by dropping an idle client: a third drop, by the rules, not by this test's)
+            wait_until(lambda: sockets() == full - 1, 10, what="the status client gone, a reader evicted")
             held.append(connect(self.sock))                 # full again
-            time.sleep(0.3)
+            wait_until(lambda: sockets() == full, 10, what="the table full again")
         for reader in (ev, wt):
             status, err, took = reader.wait_ended(10)
             self.assertEqual(status, EXIT_DROPPED, f"{reader.argv}: {err!r}")
